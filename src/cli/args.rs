@@ -1,0 +1,208 @@
+//! The command line, as clap derive types. Values are parsed into the
+//! library's checked types here, so a bad argument is a usage error (exit 2)
+//! before anything is read or written.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use banshare::config::{parse_bantime, parse_duration};
+use banshare::record::{BanTime, Jail, NodeId, PortSpec, Target};
+use banshare::transport::LogLocation;
+use clap::{Args, Parser, Subcommand};
+
+const ABOUT: &str = "Share fail2ban bans between many hosts through one central log";
+
+const LONG_ABOUT: &str = "\
+Share fail2ban bans between many hosts through one central log.
+
+Every node appends its bans to one shared newbans.log (on a file server,
+reached by a local path or an sshfs/NFS mount) under a lock that excludes
+writers on every host. The lines stay compatible with `logger -s`, so the
+seed system's `HOST <ip> PORT <port>` lines are valid records.
+
+When the log cannot be reached, records wait in a local spool and are
+delivered later by `banshare flush`: nothing is lost.";
+
+const EXIT_STATUS: &str = "\
+EXIT STATUS:
+    0   Success. For ban and unban this includes records that were spooled
+        because the log was unreachable (a warning says so): fail2ban's
+        action must not fail while the record is safe.
+    1   Runtime failure: for example the records could be neither delivered
+        nor spooled, or flush left records in the spool.
+    2   Usage error or bad input: a bad argument, a bad address on stdin, a
+        bad configuration file. Nothing was written.
+
+FILES:
+    /etc/banshare/banshare.toml   configuration (see `banshare config check`)
+    /var/lib/banshare/spool       records waiting for the log
+    <log>.lock                    the cross-host lock file beside the log
+
+See docs/format.md for the record format and the locking protocol.";
+
+#[derive(Debug, Parser)]
+#[command(name = "banshare", version, about = ABOUT, long_about = LONG_ABOUT, after_long_help = EXIT_STATUS)]
+pub struct Cli {
+    /// Configuration file. A missing default file is fine (defaults apply);
+    /// a file named here must exist.
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print only warnings and errors.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Share a ban: append a ban record for each address to the shared log.
+    #[command(long_about = BAN_ABOUT)]
+    Ban(ShareArgs),
+    /// Share an unban: append an unban record for each address.
+    #[command(long_about = UNBAN_ABOUT)]
+    Unban(ShareArgs),
+    /// Deliver the records waiting in the local spool, oldest first.
+    #[command(long_about = FLUSH_ABOUT)]
+    Flush(FlushArgs),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Run a local demonstration cluster in a temporary folder (no root).
+    #[command(long_about = DEMO_ABOUT)]
+    Demo(DemoArgs),
+}
+
+const BAN_ABOUT: &str = "\
+Share a ban: append one ban record per address to the shared log.
+
+The record is one line, written in one write under the local and the
+cross-host lock, for example:
+
+  <13>Nov 21 18:28:04 banshare[3284]: HOST 192.0.2.7 PORT 22 jail=sshd \\
+      node=web1 ts=2026-11-21T18:28:04Z bantime=1800 id=5f0c9a...
+
+If the log is missing (share not mounted), locked for longer than
+lock_timeout, or otherwise unreachable, the records are spooled locally and
+the command still exits 0 with a warning; `banshare flush` (or a running
+watcher) delivers them later.
+
+With `-` as the address, addresses are read from standard input, one per
+line (blank lines and lines starting with # are skipped), and appended as
+one batch. If any line is not a valid address, the whole batch is refused
+with exit status 2 and nothing is written, so a batch is never half-shared.";
+
+const UNBAN_ABOUT: &str = "\
+Share an unban: append one unban record per address to the shared log.
+
+Unban records start with UNBAN instead of HOST, so a fail2ban filter that
+matches ban lines never mistakes them for bans. Delivery, spooling and `-`
+for standard input work as for `banshare ban`.";
+
+const FLUSH_ABOUT: &str = "\
+Deliver the records waiting in the local spool to the shared log, oldest
+first, exactly once.
+
+A batch whose earlier delivery was interrupted is checked against the log
+by record id first, and only its missing records are sent. Flush stops at
+the first batch the log refuses and exits 1 with the records left waiting.";
+
+const DEMO_ABOUT: &str = "\
+Run a local demonstration in a temporary folder, without root: three nodes
+append bans and an unban concurrently to one shared log under the lock, then
+the share goes away, a ban is spooled, the share comes back, and the spool
+is flushed. Prints every record as it stands in the log, then cleans up.";
+
+/// Which log, which node, which spool: shared by every command that writes.
+#[derive(Debug, Args, Clone)]
+pub struct LogArgs {
+    /// The shared log: a local path or a path on an sshfs/NFS mount
+    /// [config: common.log].
+    #[arg(long, value_name = "PATH", value_parser = LogLocation::parse)]
+    pub log: Option<LogLocation>,
+
+    /// This node's id, stamped on every record [config: common.node]
+    /// [default: the host name].
+    #[arg(long, value_name = "ID")]
+    pub node: Option<NodeId>,
+
+    /// Where records wait while the log is unreachable
+    /// [config: common.spool_dir] [default: /var/lib/banshare/spool].
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+
+    /// Give up waiting for the lock after this long, and spool
+    /// [config: append.lock_timeout] [default: 15s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub lock_timeout: Option<Duration>,
+
+    /// Break a lock whose holder has shown no change for this long: it died
+    /// holding it. Must be shorter than --lock-timeout
+    /// [config: append.stale_lock] [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub stale_lock: Option<Duration>,
+}
+
+/// An address argument: one target, or `-` for standard input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddressArg {
+    Stdin,
+    Target(Target),
+}
+
+fn parse_address_arg(text: &str) -> Result<AddressArg, String> {
+    if text == "-" {
+        return Ok(AddressArg::Stdin);
+    }
+    text.parse()
+        .map(AddressArg::Target)
+        .map_err(|e: banshare::record::RejectReason| e.to_string())
+}
+
+#[derive(Debug, Args)]
+pub struct ShareArgs {
+    /// IPv4 or IPv6 addresses or CIDR networks, or `-` to read addresses
+    /// from standard input, one per line.
+    #[arg(required = true, value_name = "ADDRESS", value_parser = parse_address_arg)]
+    pub addresses: Vec<AddressArg>,
+
+    /// Ports, as fail2ban writes them: 22, ssh, 0:65535, 80,443
+    /// [config: append.port] [default: 0:65535].
+    #[arg(long, short = 'p', value_name = "PORTS")]
+    pub port: Option<PortSpec>,
+
+    /// The fail2ban jail that banned [config: append.jail].
+    #[arg(long, short = 'j', value_name = "JAIL")]
+    pub jail: Option<Jail>,
+
+    /// How long the ban lasts: seconds, a duration such as 30m, or -1 for
+    /// permanent. Without it each watcher applies its own default
+    /// [config: append.bantime]. Ignored for unban.
+    #[arg(long, short = 'b', value_name = "SECONDS", allow_hyphen_values = true, value_parser = parse_bantime)]
+    pub bantime: Option<BanTime>,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FlushArgs {
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check the configuration file and print the effective configuration
+    /// (file values, then defaults) as TOML.
+    Check,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the demo's temporary folder instead of removing it.
+    #[arg(long)]
+    pub keep: bool,
+}

@@ -1,0 +1,258 @@
+//! What each command does, over the library.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{Context, anyhow};
+use banshare::append::{self, Outcome, Request, Writer};
+use banshare::config::{self, Settings};
+use banshare::lock::Owner;
+use banshare::record::{Op, Target};
+use banshare::spool::Spool;
+use banshare::transport::{self, LogLocation, Transport};
+
+use super::args::{AddressArg, Cli, Command, ConfigCommand, LogArgs, ShareArgs};
+
+/// How a command failed, which decides the exit status.
+pub enum Failure {
+    /// Bad arguments, input or configuration: exit 2, nothing written.
+    Usage(String),
+    /// Something went wrong while doing the work: exit 1.
+    Runtime(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Failure {
+        Failure::Runtime(e)
+    }
+}
+
+type Result<T> = std::result::Result<T, Failure>;
+
+/// Standard input for `ban -` is read whole; this bounds it.
+const MAX_STDIN: u64 = 64 << 20;
+
+pub fn run(cli: Cli) -> Result<()> {
+    let out = Reporter { quiet: cli.quiet };
+    let settings = load_settings(&cli.config)?;
+    match cli.command {
+        Command::Ban(args) => share(Op::Ban, args, settings, out),
+        Command::Unban(args) => share(Op::Unban, args, settings, out),
+        Command::Flush(args) => flush(&args.log, settings, out),
+        Command::Config(ConfigCommand::Check) => {
+            print!("{}", settings.to_toml());
+            Ok(())
+        }
+        Command::Demo(args) => {
+            banshare::demo::run(args.keep).map_err(|e| Failure::Runtime(anyhow!(e)))
+        }
+    }
+}
+
+/// Prints progress on stderr unless `--quiet`; warnings always.
+#[derive(Clone, Copy)]
+struct Reporter {
+    quiet: bool,
+}
+
+impl Reporter {
+    fn info(&self, message: &str) {
+        if !self.quiet {
+            eprintln!("banshare: {message}");
+        }
+    }
+
+    fn warn(&self, message: &str) {
+        eprintln!("banshare: warning: {message}");
+    }
+}
+
+fn load_settings(path: &Option<PathBuf>) -> Result<Settings> {
+    let (path, required) = match path {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(config::DEFAULT_PATH), false),
+    };
+    Settings::load(&path, required).map_err(|e| Failure::Usage(e.to_string()))
+}
+
+/// Applies the flags over the file's settings and re-checks the rules that
+/// tie values together.
+fn apply_log_args(settings: &mut Settings, args: &LogArgs) -> Result<()> {
+    if let Some(log) = &args.log {
+        settings.log = Some(log.clone());
+    }
+    if let Some(node) = &args.node {
+        settings.node = node.clone();
+    }
+    if let Some(dir) = &args.spool_dir {
+        settings.spool_dir = dir.clone();
+    }
+    if let Some(t) = args.lock_timeout {
+        settings.append.lock.timeout = t;
+    }
+    if let Some(t) = args.stale_lock {
+        settings.append.lock.stale_after = t;
+    }
+    settings
+        .check_consistency()
+        .map_err(|(key, message)| Failure::Usage(format!("{key}: {message}")))
+}
+
+fn share(op: Op, args: ShareArgs, mut settings: Settings, out: Reporter) -> Result<()> {
+    apply_log_args(&mut settings, &args.log)?;
+    let location = required_log(&settings)?;
+    let targets = collect_targets(&args.addresses)?;
+    let append = &settings.append;
+    let request = Request {
+        op,
+        targets,
+        ports: args.port.unwrap_or_else(|| append.port.clone()),
+        jail: args.jail.or_else(|| append.jail.clone()),
+        bantime: args.bantime.or(append.bantime),
+    };
+    let writer = Writer {
+        node: settings.node.clone(),
+        tag: append.tag.clone(),
+        pid: std::process::id(),
+    };
+    let records = append::build_records(&request, &writer, chrono::Utc::now())
+        .map_err(|e| anyhow!("cannot make record ids: {e}"))?;
+    let count = records.len();
+    let (spool, transport) = open_spool_and_transport(&settings, &location)?;
+    let outcome =
+        append::deliver(records, transport, &spool, append.deadline()).with_context(|| {
+            format!("{count} {op} record(s) could be neither delivered nor spooled")
+        })?;
+    match outcome {
+        Outcome::Delivered { total } if total > count => out.info(&format!(
+            "appended {count} {op} record(s) to {location}, after {} older spooled record(s)",
+            total - count
+        )),
+        Outcome::Delivered { .. } => out.info(&format!("appended {count} {op} record(s) to {location}")),
+        Outcome::Spooled { reason } => out.warn(&format!(
+            "{count} {op} record(s) spooled in {}; `banshare flush` delivers them later. Reason: {reason}",
+            spool.dir().display()
+        )),
+    }
+    Ok(())
+}
+
+fn flush(args: &LogArgs, mut settings: Settings, out: Reporter) -> Result<()> {
+    apply_log_args(&mut settings, args)?;
+    let location = required_log(&settings)?;
+    let (spool, mut transport) = open_spool_and_transport(&settings, &location)?;
+    let report = spool
+        .flush(&mut *transport, settings.append.deadline())
+        .context("flush failed")?;
+    let already = match report.already_there {
+        0 => String::new(),
+        n => format!(" ({n} found already in the log)"),
+    };
+    if report.batches_left > 0 {
+        return Err(Failure::Runtime(anyhow!(
+            "delivered {} record(s){already}; {} batch(es) still wait in {}",
+            report.delivered,
+            report.batches_left,
+            spool.dir().display()
+        )));
+    }
+    out.info(&format!(
+        "flushed {} record(s) to {location}{already}",
+        report.delivered
+    ));
+    Ok(())
+}
+
+fn required_log(settings: &Settings) -> Result<LogLocation> {
+    settings.log.clone().ok_or_else(|| {
+        Failure::Usage(
+            "no log given: pass --log PATH or set `log` in [common] of the config".into(),
+        )
+    })
+}
+
+fn open_spool_and_transport(
+    settings: &Settings,
+    location: &LogLocation,
+) -> Result<(Spool, Box<dyn Transport>)> {
+    let spool = Spool::open(&settings.spool_dir).context("cannot open the spool")?;
+    let owner = Owner {
+        node: settings.node.to_string(),
+        pid: std::process::id(),
+    };
+    let transport = transport::open(
+        location,
+        &spool.append_lock_path(),
+        owner,
+        settings.append.lock,
+    );
+    Ok((spool, transport))
+}
+
+/// The addresses from the arguments, with `-` replaced by standard input.
+fn collect_targets(args: &[AddressArg]) -> Result<Vec<Target>> {
+    let mut targets = Vec::new();
+    for arg in args {
+        match arg {
+            AddressArg::Target(t) => targets.push(*t),
+            AddressArg::Stdin => targets.extend(read_stdin_targets()?),
+        }
+    }
+    if targets.is_empty() {
+        return Err(Failure::Usage(
+            "no addresses given (standard input was empty)".into(),
+        ));
+    }
+    Ok(targets)
+}
+
+/// One address per line; blank lines and `#` comments are skipped. Any bad
+/// line refuses the whole batch, naming the line.
+fn read_stdin_targets() -> Result<Vec<Target>> {
+    let mut input = Vec::new();
+    std::io::stdin()
+        .take(MAX_STDIN + 1)
+        .read_to_end(&mut input)
+        .context("cannot read standard input")?;
+    if input.len() as u64 > MAX_STDIN {
+        return Err(Failure::Usage(format!(
+            "standard input is over {} MiB",
+            MAX_STDIN >> 20
+        )));
+    }
+    parse_address_lines(&input).map_err(Failure::Usage)
+}
+
+fn parse_address_lines(input: &[u8]) -> std::result::Result<Vec<Target>, String> {
+    let mut targets = Vec::new();
+    for (n, line) in input.split(|&b| b == b'\n').enumerate() {
+        let text =
+            std::str::from_utf8(line).map_err(|_| format!("stdin line {}: not UTF-8", n + 1))?;
+        let text = text.trim();
+        if text.is_empty() || text.starts_with('#') {
+            continue;
+        }
+        let target = text
+            .parse()
+            .map_err(|e| format!("stdin line {}: {e}; nothing was written", n + 1))?;
+        targets.push(target);
+    }
+    Ok(targets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_address_lines;
+
+    #[test]
+    fn stdin_batch_skips_comments_and_names_bad_line() {
+        assert_eq!(
+            parse_address_lines(b"# x\n1.2.3.4\n\n  2001:db8::1 \n")
+                .unwrap()
+                .len(),
+            2
+        );
+        let err = parse_address_lines(b"1.2.3.4\n1.2.3\n").unwrap_err();
+        assert!(err.starts_with("stdin line 2:"), "{err}");
+    }
+}

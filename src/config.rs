@@ -1,0 +1,426 @@
+//! The configuration file: TOML, one section per role.
+//!
+//! ```toml
+//! [common]
+//! log = "/mnt/banshare/newbans.log"
+//! node = "web1"
+//! spool_dir = "/var/lib/banshare/spool"
+//!
+//! [append]
+//! port = "0:65535"
+//! jail = "sshd"
+//! bantime = "30m"
+//! tag = "banshare"
+//! lock_timeout = "15s"
+//! stale_lock = "10s"
+//! io_timeout = "10s"
+//! ```
+//!
+//! The file is read into [`RawConfig`], which mirrors it exactly (unknown
+//! keys are errors that name the key), then checked into [`Settings`], whose
+//! values are all typed and valid. Command-line flags override settings
+//! after that. [`Settings::to_toml`] prints the effective configuration.
+
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::lock::LockTimings;
+use crate::record::{BanTime, Jail, NodeId, PortSpec, Tag};
+use crate::transport::LogLocation;
+
+/// Where the configuration is read from unless `--config` says otherwise.
+pub const DEFAULT_PATH: &str = "/etc/banshare/banshare.toml";
+/// Where records wait while the log is unreachable.
+pub const DEFAULT_SPOOL_DIR: &str = "/var/lib/banshare/spool";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config {path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
+    #[error(
+        "this host's name {0:?} is not a valid node id (letters, digits, '-', '_', '.'); \
+         set `node` in [common] or pass --node"
+    )]
+    BadHostname(String),
+}
+
+/// The file as written. Every key is optional; missing ones take defaults.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    pub common: RawCommon,
+    pub append: RawAppend,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawCommon {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spool_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAppend {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bantime: Option<DurationText>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock_timeout: Option<DurationText>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stale_lock: Option<DurationText>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub io_timeout: Option<DurationText>,
+}
+
+/// A duration as the file may spell it: whole seconds (`30`) or text with
+/// units (`"250ms"`, `"30m"`, `"1h 30m"`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum DurationText {
+    Seconds(i64),
+    Text(String),
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `None` until given by the file or `--log`; commands that need it say so.
+    pub log: Option<LogLocation>,
+    pub node: NodeId,
+    pub spool_dir: PathBuf,
+    pub append: AppendSettings,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendSettings {
+    /// Port spec for records when `--port` is not given.
+    pub port: PortSpec,
+    pub jail: Option<Jail>,
+    /// `None`: the record carries no bantime and each watcher applies its own.
+    pub bantime: Option<BanTime>,
+    pub tag: Tag,
+    pub lock: LockTimings,
+    /// How long one delivery may take in all before its records are spooled.
+    pub io_timeout: Duration,
+}
+
+impl AppendSettings {
+    /// The longest a `ban` may block its caller: waiting for the lock, then
+    /// the write itself.
+    pub fn deadline(&self) -> Duration {
+        self.lock.timeout + self.io_timeout
+    }
+}
+
+impl Settings {
+    /// Reads `path`. A missing file is an error only if `required` (it was
+    /// named with `--config`); otherwise every default applies.
+    pub fn load(path: &Path, required: bool) -> Result<Settings, ConfigError> {
+        let raw = match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+                path: path.to_owned(),
+                message: one_line(&e),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => RawConfig::default(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        Settings::from_raw(&raw, path)
+    }
+
+    /// Checks every value; `origin` names the file in error messages.
+    pub fn from_raw(raw: &RawConfig, origin: &Path) -> Result<Settings, ConfigError> {
+        let check = Checker { origin };
+        let c = &raw.common;
+        let a = &raw.append;
+        let lock = LockTimings {
+            timeout: check.duration(
+                "append.lock_timeout",
+                &a.lock_timeout,
+                LockTimings::default().timeout,
+            )?,
+            stale_after: check.duration(
+                "append.stale_lock",
+                &a.stale_lock,
+                LockTimings::default().stale_after,
+            )?,
+        };
+        let settings = Settings {
+            log: c
+                .log
+                .as_deref()
+                .map(LogLocation::parse)
+                .transpose()
+                .map_err(|m| check.invalid("common.log", m))?,
+            node: match &c.node {
+                Some(node) => check.parse("common.node", node)?,
+                None => default_node()?,
+            },
+            spool_dir: c
+                .spool_dir
+                .clone()
+                .unwrap_or_else(|| DEFAULT_SPOOL_DIR.into()),
+            append: AppendSettings {
+                port: check.parse_or("append.port", &a.port, PortSpec::all())?,
+                jail: a
+                    .jail
+                    .as_deref()
+                    .map(|j| check.parse("append.jail", j))
+                    .transpose()?,
+                bantime: a
+                    .bantime
+                    .as_ref()
+                    .map(|b| check.bantime("append.bantime", b))
+                    .transpose()?,
+                tag: check.parse_or(
+                    "append.tag",
+                    &a.tag,
+                    "banshare".parse().expect("valid tag"),
+                )?,
+                lock,
+                io_timeout: check.duration(
+                    "append.io_timeout",
+                    &a.io_timeout,
+                    Duration::from_secs(10),
+                )?,
+            },
+        };
+        settings
+            .check_consistency()
+            .map_err(|(key, m)| check.invalid(key, m))?;
+        Ok(settings)
+    }
+
+    /// Rules that tie several values together. Also called after flags
+    /// override the file.
+    pub fn check_consistency(&self) -> Result<(), (&'static str, String)> {
+        let lock = &self.append.lock;
+        if lock.stale_after >= lock.timeout {
+            return Err((
+                "append.stale_lock",
+                format!(
+                    "must be shorter than append.lock_timeout ({:?} >= {:?}), or a stale lock \
+                     would never be broken before giving up",
+                    lock.stale_after, lock.timeout
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration, as a file that would produce it.
+    pub fn to_toml(&self) -> String {
+        let text = |d: Duration| {
+            Some(DurationText::Text(
+                humantime::format_duration(d).to_string(),
+            ))
+        };
+        let a = &self.append;
+        let raw = RawConfig {
+            common: RawCommon {
+                log: self.log.as_ref().map(|l| l.to_string()),
+                node: Some(self.node.to_string()),
+                spool_dir: Some(self.spool_dir.clone()),
+            },
+            append: RawAppend {
+                port: Some(a.port.to_string()),
+                jail: a.jail.as_ref().map(|j| j.to_string()),
+                bantime: a.bantime.map(|b| match b {
+                    BanTime::Seconds(s) => DurationText::Seconds(s as i64),
+                    BanTime::Permanent => DurationText::Seconds(-1),
+                }),
+                tag: Some(a.tag.to_string()),
+                lock_timeout: text(a.lock.timeout),
+                stale_lock: text(a.lock.stale_after),
+                io_timeout: text(a.io_timeout),
+            },
+        };
+        toml::to_string(&raw).expect("settings always serialize")
+    }
+}
+
+/// Checks values and names the offending key in errors.
+struct Checker<'a> {
+    origin: &'a Path,
+}
+
+impl Checker<'_> {
+    fn invalid(&self, key: &'static str, message: impl Display) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.origin.to_owned(),
+            key,
+            message: message.to_string(),
+        }
+    }
+
+    fn parse<T: FromStr>(&self, key: &'static str, text: &str) -> Result<T, ConfigError>
+    where
+        T::Err: Display,
+    {
+        text.parse().map_err(|e| self.invalid(key, e))
+    }
+
+    fn parse_or<T: FromStr>(
+        &self,
+        key: &'static str,
+        text: &Option<String>,
+        default: T,
+    ) -> Result<T, ConfigError>
+    where
+        T::Err: Display,
+    {
+        text.as_deref().map_or(Ok(default), |t| self.parse(key, t))
+    }
+
+    fn duration(
+        &self,
+        key: &'static str,
+        value: &Option<DurationText>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        match parse_duration_text(value) {
+            Ok(d) if !d.is_zero() => Ok(d),
+            Ok(_) => Err(self.invalid(key, "must be longer than zero")),
+            Err(m) => Err(self.invalid(key, m)),
+        }
+    }
+
+    fn bantime(&self, key: &'static str, value: &DurationText) -> Result<BanTime, ConfigError> {
+        match value {
+            DurationText::Seconds(-1) => Ok(BanTime::Permanent),
+            _ => {
+                let d = parse_duration_text(value).map_err(|m| self.invalid(key, m))?;
+                d.as_secs()
+                    .to_string()
+                    .parse()
+                    .map_err(|e| self.invalid(key, e))
+            }
+        }
+    }
+}
+
+fn parse_duration_text(value: &DurationText) -> Result<Duration, String> {
+    match value {
+        DurationText::Seconds(s) if *s >= 0 => Ok(Duration::from_secs(*s as u64)),
+        DurationText::Seconds(s) => Err(format!("{s} is negative")),
+        DurationText::Text(t) => parse_duration(t),
+    }
+}
+
+/// `30`, `250ms`, `30m`, `1h 30m`: a bare number means seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(text).map_err(|e| format!("bad duration {text:?}: {e}"))
+}
+
+/// A bantime as given on the command line: `-1` (permanent), seconds, or a
+/// duration with units.
+pub fn parse_bantime(text: &str) -> Result<BanTime, String> {
+    if text == "-1" {
+        return Ok(BanTime::Permanent);
+    }
+    let secs = parse_duration(text)?.as_secs();
+    secs.to_string()
+        .parse()
+        .map_err(|e: crate::record::RejectReason| e.to_string())
+}
+
+/// This host's name, as the default node id.
+pub fn default_node() -> Result<NodeId, ConfigError> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name = name.trim();
+    name.parse()
+        .map_err(|_| ConfigError::BadHostname(name.to_owned()))
+}
+
+/// toml's errors span several lines with a source excerpt; keep the first.
+fn one_line(e: &toml::de::Error) -> String {
+    let text = e.to_string();
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let first = lines.next().unwrap_or("syntax error").trim();
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    if first == last {
+        first.to_owned()
+    } else {
+        format!("{first}: {last}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Settings, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: "t".into(),
+            message: one_line(&e),
+        })?;
+        Settings::from_raw(&raw, Path::new("t"))
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load("[append]\nlock_timout = 3\n").unwrap_err().to_string();
+        assert!(err.contains("lock_timout"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_names_key() {
+        let err = load("[append]\nport = \"1:0\"\n").unwrap_err().to_string();
+        assert!(err.contains("append.port"), "{err}");
+    }
+
+    #[test]
+    fn stale_must_be_shorter_than_timeout() {
+        let err =
+            load("[common]\nnode='n'\n[append]\nlock_timeout = 5\nstale_lock = 5\n").unwrap_err();
+        assert!(err.to_string().contains("stale_lock"), "{err}");
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let s = load("[common]\nnode='n1'\nlog='/x/newbans.log'\n[append]\nbantime='30m'\nlock_timeout='250ms'\nstale_lock='100ms'\n").unwrap();
+        let again = load(&s.to_toml()).unwrap();
+        assert_eq!(s, again);
+        assert_eq!(s.append.bantime, Some(BanTime::Seconds(1800)));
+    }
+}

@@ -1,0 +1,20 @@
+//! banshare: many fail2ban hosts acting as one.
+//!
+//! Every node appends its bans to one central log (`newbans.log`) under a
+//! lock that excludes other hosts, and every node follows that log and bans
+//! locally. The modules follow that path:
+//!
+//! - [`record`]: the line format, parsed strictly;
+//! - [`transport`]: how a node reaches the log, behind one trait;
+//! - [`lock`]: the lock that holds across hosts on a shared filesystem;
+//! - [`spool`]: where records wait while the log is out of reach;
+//! - [`append`]: turning a ban into records and delivering or spooling them;
+//! - [`config`]: the TOML configuration file.
+
+pub mod append;
+pub mod config;
+pub mod demo;
+pub mod lock;
+pub mod record;
+pub mod spool;
+pub mod transport;

@@ -1,0 +1,412 @@
+//! Locks for appending to the shared log.
+//!
+//! Two layers, taken in this order and released in reverse:
+//!
+//! 1. [`LocalLock`]: `flock` on a file in the local spool directory. It makes
+//!    writers on the same host queue in the kernel instead of all hammering
+//!    the file server.
+//! 2. [`CrossHostLock`]: a lock file beside the log, taken by exclusive
+//!    create (`O_CREAT|O_EXCL`). Exclusive create is atomic on the file
+//!    server, through sshfs, NFS and SFTP alike, whereas `flock` on an sshfs
+//!    mount only locks on the local host.
+//!
+//! A writer that dies while holding the cross-host lock leaves the file
+//! behind. A waiter that sees the same lock file content, unchanged, for
+//! `stale_after` (timed on its own monotonic clock, so clock skew between
+//! hosts cannot make a live lock look old) breaks it. Breaking happens under
+//! a second exclusive-create file, `<lock>.break`, so that two breakers never
+//! both remove a lock, and the breaker then competes for the lock like any
+//! other writer. `docs/format.md` specifies the protocol.
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, ErrorKind, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long to wait for locks, and when a held lock counts as abandoned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockTimings {
+    /// Give up (and spool) when the lock is not ours within this time.
+    pub timeout: Duration,
+    /// A lock file whose content has not changed for this long belongs to a
+    /// writer that died. Must be shorter than `timeout`.
+    pub stale_after: Duration,
+}
+
+impl Default for LockTimings {
+    fn default() -> LockTimings {
+        LockTimings {
+            timeout: Duration::from_secs(15),
+            stale_after: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("timed out after {waited:?} waiting for lock {path} (held by: {holder})")]
+    Timeout {
+        path: PathBuf,
+        waited: Duration,
+        holder: String,
+    },
+    #[error("lock {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+impl LockError {
+    fn io(path: &Path, source: io::Error) -> LockError {
+        LockError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// An exclusive `flock` on a local file, released when dropped.
+#[derive(Debug)]
+pub struct LocalLock {
+    _file: File,
+}
+
+impl LocalLock {
+    /// Takes the lock, creating the file if needed, waiting at most `timeout`.
+    pub fn acquire(path: &Path, timeout: Duration) -> Result<LocalLock, LockError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| LockError::io(path, e))?;
+        let deadline = Instant::now() + timeout;
+        let mut backoff = Backoff::new();
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(LocalLock { _file: file }),
+                Err(TryLockError::WouldBlock) if Instant::now() < deadline => backoff.sleep(),
+                Err(TryLockError::WouldBlock) => {
+                    return Err(LockError::Timeout {
+                        path: path.to_owned(),
+                        waited: timeout,
+                        holder: "another process on this host".into(),
+                    });
+                }
+                Err(TryLockError::Error(e)) => return Err(LockError::io(path, e)),
+            }
+        }
+    }
+}
+
+/// Who holds a cross-host lock; written into the lock file for humans and
+/// used as the token that tells one holder from the next.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    pub node: String,
+    pub pid: u32,
+}
+
+/// A held cross-host lock file. Release it with [`CrossHostLock::release`];
+/// dropping it releases too, ignoring errors.
+#[derive(Debug)]
+pub struct CrossHostLock {
+    path: PathBuf,
+    content: Vec<u8>,
+    released: bool,
+}
+
+/// What a waiter last saw in the lock file, and since when.
+struct Observation {
+    content: Vec<u8>,
+    since: Instant,
+}
+
+impl CrossHostLock {
+    /// The lock file that guards `log`.
+    pub fn path_for(log: &Path) -> PathBuf {
+        let mut name = log.as_os_str().to_owned();
+        name.push(".lock");
+        PathBuf::from(name)
+    }
+
+    /// Takes the lock at `path`, breaking it if it is stale.
+    pub fn acquire(
+        path: &Path,
+        owner: &Owner,
+        timings: LockTimings,
+    ) -> Result<CrossHostLock, LockError> {
+        let content = lock_content(owner).map_err(|e| LockError::io(path, e))?;
+        let start = Instant::now();
+        let mut seen: Option<Observation> = None;
+        let mut backoff = Backoff::new();
+        loop {
+            if try_create(path, &content)? {
+                return Ok(CrossHostLock {
+                    path: path.to_owned(),
+                    content,
+                    released: false,
+                });
+            }
+            // `None`: released between our create and our read.
+            if let Some(current) = read_if_exists(path)? {
+                let seen = observe(&mut seen, current);
+                if seen.since.elapsed() >= timings.stale_after {
+                    break_stale(path, &seen.content, &content, timings.stale_after)?;
+                    continue;
+                }
+            }
+            if start.elapsed() >= timings.timeout {
+                return Err(LockError::Timeout {
+                    path: path.to_owned(),
+                    waited: start.elapsed(),
+                    holder: seen.map_or_else(|| "unknown".into(), |s| describe_holder(&s.content)),
+                });
+            }
+            backoff.sleep();
+        }
+    }
+
+    /// Removes the lock file if it is still ours. Returns `Ok(false)` when it
+    /// was not: another writer judged it stale and broke it while we held
+    /// it, so that writer may have appended concurrently with us.
+    pub fn release(mut self) -> Result<bool, LockError> {
+        self.released = true;
+        remove_if_content(&self.path, &self.content)
+    }
+}
+
+impl Drop for CrossHostLock {
+    fn drop(&mut self) {
+        if !self.released {
+            let _ = remove_if_content(&self.path, &self.content);
+        }
+    }
+}
+
+/// Returns the observation, restarting its clock when the content changed.
+fn observe(seen: &mut Option<Observation>, current: Vec<u8>) -> &Observation {
+    match seen {
+        Some(obs) if obs.content == current => {}
+        _ => {
+            *seen = Some(Observation {
+                content: current,
+                since: Instant::now(),
+            })
+        }
+    }
+    seen.as_ref().expect("just set")
+}
+
+/// The lock file's content: unique to this acquisition, readable by humans.
+fn lock_content(owner: &Owner) -> io::Result<Vec<u8>> {
+    let mut token = [0u8; 8];
+    getrandom::fill(&mut token).map_err(io::Error::other)?;
+    let token: String = token.iter().map(|b| format!("{b:02x}")).collect();
+    let since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    Ok(format!(
+        "banshare-lock node={} pid={} token={token} since={since}\n",
+        owner.node, owner.pid
+    )
+    .into_bytes())
+}
+
+/// One exclusive-create attempt. `Ok(false)`: someone else holds it.
+fn try_create(path: &Path, content: &[u8]) -> Result<bool, LockError> {
+    let mut file = match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(false),
+        // sshfs reports a lost O_EXCL race as EPERM: tell that apart from a
+        // real permission problem by whether the file is there.
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) && path.exists() => return Ok(false),
+        Err(e) => return Err(LockError::io(path, e)),
+    };
+    if let Err(e) = file.write_all(content).and_then(|()| file.flush()) {
+        let _ = fs::remove_file(path);
+        return Err(LockError::io(path, e));
+    }
+    Ok(true)
+}
+
+/// The file's content, or `None` if it does not exist. Lock files are tiny;
+/// reading more than 4 KiB means something else is there.
+fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, LockError> {
+    match File::open(path) {
+        Ok(file) => {
+            let mut content = Vec::new();
+            file.take(4096)
+                .read_to_end(&mut content)
+                .map_err(|e| LockError::io(path, e))?;
+            Ok(Some(content))
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(LockError::io(path, e)),
+    }
+}
+
+/// Removes `path` only if it still holds `content`.
+fn remove_if_content(path: &Path, content: &[u8]) -> Result<bool, LockError> {
+    match read_if_exists(path)? {
+        Some(current) if current == content => match fs::remove_file(path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(LockError::io(path, e)),
+        },
+        _ => Ok(false),
+    }
+}
+
+/// Removes the lock at `path` if it still holds `stale`, under the break
+/// guard `<path>.break` so that no two breakers act at once. A breaker that
+/// died inside the guard leaves it behind; the guard is itself broken after
+/// twice `stale_after` unchanged.
+fn break_stale(
+    path: &Path,
+    stale: &[u8],
+    ours: &[u8],
+    stale_after: Duration,
+) -> Result<(), LockError> {
+    let mut guard_path = path.as_os_str().to_owned();
+    guard_path.push(".break");
+    let guard_path = PathBuf::from(guard_path);
+    if !try_create(&guard_path, ours)? {
+        return break_stale_guard(&guard_path, 2 * stale_after);
+    }
+    let result = remove_if_content(path, stale);
+    let _ = remove_if_content(&guard_path, ours);
+    if let Ok(true) = result {
+        eprintln!(
+            "banshare: warning: broke stale lock {} left by a writer that stopped ({})",
+            path.display(),
+            describe_holder(stale)
+        );
+    }
+    result.map(|_| ())
+}
+
+/// Waits, for a bounded time, to see whether the break guard changes; if it
+/// does not, its holder died and the guard is removed.
+fn break_stale_guard(guard: &Path, stale_after: Duration) -> Result<(), LockError> {
+    let Some(first) = read_if_exists(guard)? else {
+        return Ok(());
+    };
+    let start = Instant::now();
+    let mut backoff = Backoff::new();
+    while start.elapsed() < stale_after {
+        match read_if_exists(guard)? {
+            Some(now) if now == first => backoff.sleep(),
+            _ => return Ok(()), // the guard moved on: its holder is alive
+        }
+    }
+    remove_if_content(guard, &first).map(|_| ())
+}
+
+/// A printable, bounded description of a lock file's content.
+fn describe_holder(content: &[u8]) -> String {
+    let text: String = content
+        .iter()
+        .take(200)
+        .map(|&b| {
+            if (b' '..=b'~').contains(&b) {
+                b as char
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    let text = text.trim_end_matches('?').trim();
+    if text.is_empty() {
+        "a writer that has not written its name yet".into()
+    } else {
+        text.into()
+    }
+}
+
+/// Sleeps 1 ms at first, doubling up to 50 ms, with jitter so that waiters
+/// on different hosts do not retry in lockstep.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const MAX: Duration = Duration::from_millis(50);
+
+    fn new() -> Backoff {
+        Backoff {
+            next: Duration::from_millis(1),
+        }
+    }
+
+    fn sleep(&mut self) {
+        let mut byte = [0u8; 1];
+        let jitter = match getrandom::fill(&mut byte) {
+            Ok(()) => self.next.mul_f64(f64::from(byte[0]) / 255.0),
+            Err(_) => Duration::ZERO,
+        };
+        thread::sleep(self.next / 2 + jitter / 2);
+        self.next = (self.next * 2).min(Self::MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner() -> Owner {
+        Owner {
+            node: "test".into(),
+            pid: 1,
+        }
+    }
+
+    const FAST: LockTimings = LockTimings {
+        timeout: Duration::from_millis(300),
+        stale_after: Duration::from_millis(100),
+    };
+
+    #[test]
+    fn second_acquire_waits_for_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.lock");
+        let held = CrossHostLock::acquire(&path, &owner(), FAST).unwrap();
+        assert!(path.exists());
+        assert!(held.release().unwrap());
+        assert!(!path.exists());
+        CrossHostLock::acquire(&path, &owner(), FAST)
+            .unwrap()
+            .release()
+            .unwrap();
+    }
+
+    #[test]
+    fn stale_lock_is_broken_and_live_one_is_not_released_by_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.lock");
+        fs::write(&path, "banshare-lock node=dead pid=9 token=00 since=x\n").unwrap();
+        let held = CrossHostLock::acquire(&path, &owner(), FAST).unwrap();
+        // A writer whose lock was broken must not remove the new holder's.
+        assert!(
+            !remove_if_content(&path, b"banshare-lock node=dead pid=9 token=00 since=x\n").unwrap()
+        );
+        assert!(held.release().unwrap());
+    }
+
+    #[test]
+    fn live_lock_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.lock");
+        let slow = LockTimings {
+            timeout: Duration::from_millis(100),
+            stale_after: Duration::from_secs(60),
+        };
+        let _held = CrossHostLock::acquire(&path, &owner(), slow).unwrap();
+        let err = CrossHostLock::acquire(&path, &owner(), slow).unwrap_err();
+        assert!(matches!(err, LockError::Timeout { .. }), "{err}");
+    }
+}

@@ -1,0 +1,290 @@
+//! The record format: one logger-compatible line per ban or unban.
+//!
+//! ```text
+//! <13>Nov 21 18:28:04 banshare[3284]: HOST 1.2.3.4 PORT 22 jail=sshd node=web1 ts=2026-11-21T18:28:04Z bantime=1800 id=5f0c...
+//! <13>Nov 21 18:29:10 banshare[3301]: UNBAN 1.2.3.4 PORT 22 jail=sshd node=web1 ts=2026-11-21T18:29:10Z id=9ab1...
+//! ```
+//!
+//! A ban keeps the seed system's `HOST <ip> PORT <port>` words, so a line
+//! written by hand with `logger -s` is a valid ban record. An unban starts
+//! with `UNBAN` instead, so that no filter written for ban lines can read it
+//! as a ban. `docs/format.md` is the full specification.
+//!
+//! Every line of the shared log may be forged or garbage: [`parse`] accepts
+//! exactly the grammar and rejects everything else with a [`RejectReason`].
+
+mod header;
+mod value;
+
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+pub use header::{DEFAULT_PRIORITY, SyslogHeader, SyslogTime};
+pub use value::{
+    BanTime, Jail, MAX_BANTIME_SECS, NodeId, PortItem, PortSpec, RecordId, Signature, Tag, Target,
+};
+
+/// Lines longer than this (without the newline) are rejected.
+pub const MAX_LINE_LEN: usize = 4096;
+
+/// What a record asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Ban,
+    Unban,
+}
+
+impl Op {
+    /// The word that starts the message.
+    fn verb(self) -> &'static str {
+        match self {
+            Op::Ban => "HOST",
+            Op::Unban => "UNBAN",
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Op::Ban => "ban",
+            Op::Unban => "unban",
+        })
+    }
+}
+
+/// The optional `key=value` fields. A line written by hand with `logger`
+/// has none of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Fields {
+    pub jail: Option<Jail>,
+    /// The node that wrote the record.
+    pub node: Option<NodeId>,
+    /// When the ban started, in UTC.
+    pub ts: Option<DateTime<Utc>>,
+    pub bantime: Option<BanTime>,
+    pub id: Option<RecordId>,
+    /// Reserved for signed records.
+    pub sig: Option<Signature>,
+}
+
+/// One parsed line of the shared log.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Record {
+    pub header: SyslogHeader,
+    pub op: Op,
+    pub target: Target,
+    pub ports: PortSpec,
+    pub fields: Fields,
+}
+
+impl fmt::Display for Record {
+    /// The line, without its newline.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}{} {} PORT {}",
+            self.header,
+            self.op.verb(),
+            self.target,
+            self.ports
+        )?;
+        let fields = &self.fields;
+        if let Some(jail) = &fields.jail {
+            write!(f, " jail={jail}")?;
+        }
+        if let Some(node) = &fields.node {
+            write!(f, " node={node}")?;
+        }
+        if let Some(ts) = &fields.ts {
+            write!(f, " ts={}", ts.to_rfc3339_opts(SecondsFormat::AutoSi, true))?;
+        }
+        if let Some(bantime) = &fields.bantime {
+            write!(f, " bantime={bantime}")?;
+        }
+        if let Some(id) = &fields.id {
+            write!(f, " id={id}")?;
+        }
+        if let Some(sig) = &fields.sig {
+            write!(f, " sig={sig}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a line is not a record. The texts quote at most a short, escaped
+/// excerpt of the line, so that a hostile line cannot forge log output.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RejectReason {
+    #[error("empty line")]
+    Empty,
+    #[error("line is {len} bytes long, over the limit of {MAX_LINE_LEN}")]
+    TooLong { len: usize },
+    #[error("control or non-ASCII byte 0x{byte:02x} at offset {offset}")]
+    BadByte { byte: u8, offset: usize },
+    #[error("bad syslog header: {0}")]
+    BadHeader(&'static str),
+    #[error("unknown verb {0:?} (expected HOST or UNBAN)")]
+    UnknownVerb(String),
+    #[error("expected `<verb> <address> PORT <ports>`")]
+    BadShape,
+    #[error("bad address {0:?}")]
+    BadAddress(String),
+    #[error("network {0:?} has host bits set")]
+    HostBitsSet(String),
+    #[error("bad port spec {0:?}")]
+    BadPortSpec(String),
+    #[error("bad field {0:?} (expected key=value)")]
+    BadField(String),
+    #[error("unknown field {0:?}")]
+    UnknownField(String),
+    #[error("field {0:?} appears twice")]
+    RepeatedField(&'static str),
+    #[error("bad value for {key}: {value:?}")]
+    BadValue { key: &'static str, value: String },
+}
+
+/// A short excerpt of untrusted text for error messages, which show it with
+/// `{:?}` so that control characters come out escaped.
+fn excerpt(text: &str) -> String {
+    const MAX: usize = 64;
+    if text.len() <= MAX {
+        return text.to_owned();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+/// Parses one line (a trailing `\n` is allowed) into a record.
+pub fn parse(line: &[u8]) -> Result<Record, RejectReason> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = check_bytes(line)?;
+    let (header, message) = header::parse(line)?;
+    let mut words = message.split(' ');
+    let op = match words.next() {
+        Some("HOST") => Op::Ban,
+        Some("UNBAN") => Op::Unban,
+        Some(other) => return Err(RejectReason::UnknownVerb(excerpt(other))),
+        None => return Err(RejectReason::BadShape),
+    };
+    let target = words.next().ok_or(RejectReason::BadShape)?.parse()?;
+    if words.next() != Some("PORT") {
+        return Err(RejectReason::BadShape);
+    }
+    let ports = words.next().ok_or(RejectReason::BadShape)?.parse()?;
+    let fields = parse_fields(words)?;
+    Ok(Record {
+        header,
+        op,
+        target,
+        ports,
+        fields,
+    })
+}
+
+/// Only printable ASCII: no control characters (CR, NUL, ESC...) that could
+/// forge lines or terminal output, and no lookalike Unicode.
+fn check_bytes(line: &[u8]) -> Result<&str, RejectReason> {
+    if line.is_empty() {
+        return Err(RejectReason::Empty);
+    }
+    if line.len() > MAX_LINE_LEN {
+        return Err(RejectReason::TooLong { len: line.len() });
+    }
+    if let Some(offset) = line.iter().position(|b| !(b' '..=b'~').contains(b)) {
+        return Err(RejectReason::BadByte {
+            byte: line[offset],
+            offset,
+        });
+    }
+    // All bytes are ASCII, so this cannot fail.
+    std::str::from_utf8(line).map_err(|_| RejectReason::BadShape)
+}
+
+fn parse_fields<'a>(words: impl Iterator<Item = &'a str>) -> Result<Fields, RejectReason> {
+    let mut fields = Fields::default();
+    for word in words {
+        let (key, value) = word
+            .split_once('=')
+            .ok_or_else(|| RejectReason::BadField(excerpt(word)))?;
+        match key {
+            "jail" => set_once(&mut fields.jail, "jail", value.parse()?)?,
+            "node" => set_once(&mut fields.node, "node", value.parse()?)?,
+            "ts" => set_once(&mut fields.ts, "ts", parse_ts(value)?)?,
+            "bantime" => set_once(&mut fields.bantime, "bantime", value.parse()?)?,
+            "id" => set_once(&mut fields.id, "id", value.parse()?)?,
+            "sig" => set_once(&mut fields.sig, "sig", value.parse()?)?,
+            _ => return Err(RejectReason::UnknownField(excerpt(key))),
+        }
+    }
+    Ok(fields)
+}
+
+fn set_once<T>(slot: &mut Option<T>, key: &'static str, value: T) -> Result<(), RejectReason> {
+    if slot.is_some() {
+        return Err(RejectReason::RepeatedField(key));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+/// RFC 3339 in UTC, spelled with `Z`: `2026-11-21T18:28:04Z`, optionally
+/// with fractional seconds.
+fn parse_ts(text: &str) -> Result<DateTime<Utc>, RejectReason> {
+    let bad = || RejectReason::BadValue {
+        key: "ts",
+        value: excerpt(text),
+    };
+    if !text.ends_with('Z') || text.len() > 40 {
+        return Err(bad());
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_logger_line() {
+        let r = parse(b"<13>Nov 21 18:28:04 root[3284]: HOST 1.2.3.4 PORT 22\n").unwrap();
+        assert_eq!(r.op, Op::Ban);
+        assert_eq!(r.target.to_string(), "1.2.3.4");
+        assert_eq!(r.header.tag.as_str(), "root");
+        assert_eq!(r.header.pid, Some(3284));
+        assert_eq!(r.fields, Fields::default());
+    }
+
+    #[test]
+    fn space_padded_day_round_trips() {
+        let line = "<13>Nov  1 08:00:00 banshare[1]: UNBAN 2001:db8::/32 PORT ssh";
+        assert_eq!(parse(line.as_bytes()).unwrap().to_string(), line);
+    }
+
+    #[test]
+    fn rejects_repeated_and_unknown_fields() {
+        let base = "<13>Nov 21 18:28:04 root: HOST 1.2.3.4 PORT 22";
+        assert_eq!(
+            parse(format!("{base} jail=a jail=b").as_bytes()),
+            Err(RejectReason::RepeatedField("jail"))
+        );
+        assert!(matches!(
+            parse(format!("{base} evil=1").as_bytes()),
+            Err(RejectReason::UnknownField(_))
+        ));
+    }
+
+    #[test]
+    fn ts_must_be_utc() {
+        assert!(parse_ts("2026-11-21T18:28:04Z").is_ok());
+        assert!(parse_ts("2026-11-21T18:28:04.25Z").is_ok());
+        assert!(parse_ts("2026-11-21T18:28:04+01:00").is_err());
+        assert!(parse_ts("2026-11-21 18:28:04Z").is_err());
+    }
+}

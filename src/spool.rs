@@ -1,0 +1,293 @@
+//! The local spool: records wait here while the shared log is out of reach,
+//! and [`Spool::flush`] delivers them later, in order, exactly once.
+//!
+//! Each batch is one file, named so that names sort in spooling order:
+//! `<micros since epoch>-<pid>-<seq>.<state>`. The state says what is known:
+//!
+//! - `pending`: certainly not in the log yet;
+//! - `uncertain`: a delivery was under way when it was interrupted (a
+//!   timeout, a write error, a crash), so some of its records may be in the
+//!   log already. Before delivering it, flush looks the ids up in the log
+//!   and sends only the missing ones.
+//!
+//! A flush marks a file `uncertain` before it appends, and deletes it after,
+//! so that a crash at any point leaves a state that recovers exactly once.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::lock::{LocalLock, LockError};
+use crate::record::{self, Record, RecordId};
+use crate::transport::{Transport, TransportError};
+
+const PENDING: &str = "pending";
+const UNCERTAIN: &str = "uncertain";
+/// Spool files that cannot be read back as records are moved here and
+/// never delivered; a human should look at them.
+const REJECTED_DIR: &str = "rejected";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Lock(#[from] LockError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// A spool directory on local disk.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    dir: PathBuf,
+}
+
+/// What a flush did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Records appended to the log.
+    pub delivered: usize,
+    /// Records of interrupted deliveries that turned out to be in the log.
+    pub already_there: usize,
+    /// Batches still waiting, because the log became unreachable.
+    pub batches_left: usize,
+}
+
+/// A spooled batch, in delivery order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    path: PathBuf,
+    uncertain: bool,
+}
+
+impl Spool {
+    /// Opens the spool, creating the directory (mode 0700) if needed.
+    pub fn open(dir: &Path) -> Result<Spool, SpoolError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err(dir))?;
+        Ok(Spool {
+            dir: dir.to_owned(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The local lock file that serialises this host's appenders.
+    pub fn append_lock_path(&self) -> PathBuf {
+        self.dir.join(".append.lock")
+    }
+
+    /// Stores one batch durably: temp file, fsync, rename, fsync the folder.
+    /// `uncertain` is true when a delivery of it may have begun.
+    pub fn put(&self, records: &[Record], uncertain: bool) -> Result<PathBuf, SpoolError> {
+        let name = next_name();
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let path = self.dir.join(format!(
+            "{name}.{}",
+            if uncertain { UNCERTAIN } else { PENDING }
+        ));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
+        file.write_all(&to_batch(records))
+            .and_then(|()| file.sync_all())
+            .map_err(io_err(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        sync_dir(&self.dir)?;
+        Ok(path)
+    }
+
+    /// How many records wait in the spool.
+    pub fn depth(&self) -> Result<usize, SpoolError> {
+        let mut depth = 0;
+        for entry in self.entries()? {
+            let data = fs::read(&entry.path).map_err(io_err(&entry.path))?;
+            depth += data.iter().filter(|&&b| b == b'\n').count();
+        }
+        Ok(depth)
+    }
+
+    pub fn is_empty(&self) -> Result<bool, SpoolError> {
+        Ok(self.entries()?.is_empty())
+    }
+
+    /// Delivers every batch, oldest first, stopping at the first one the log
+    /// refuses. Only one flush runs at a time on a spool; a second one waits
+    /// up to `lock_timeout` for the first.
+    pub fn flush(
+        &self,
+        transport: &mut dyn Transport,
+        lock_timeout: Duration,
+    ) -> Result<FlushReport, SpoolError> {
+        let _guard = LocalLock::acquire(&self.dir.join(".flush.lock"), lock_timeout)?;
+        let mut report = FlushReport::default();
+        let entries = self.entries()?;
+        for (done, entry) in entries.iter().enumerate() {
+            match self.deliver(entry, transport, &mut report) {
+                Ok(()) => {}
+                Err(Delivery::Transport(e)) => {
+                    report.batches_left = entries.len() - done;
+                    eprintln!("banshare: warning: flush stopped, log unreachable: {e}");
+                    return Ok(report);
+                }
+                Err(Delivery::Spool(e)) => return Err(e),
+            }
+        }
+        Ok(report)
+    }
+
+    fn deliver(
+        &self,
+        entry: &Entry,
+        transport: &mut dyn Transport,
+        report: &mut FlushReport,
+    ) -> Result<(), Delivery> {
+        let Some(mut records) = self.read_batch(&entry.path)? else {
+            return Ok(());
+        };
+        let path = if entry.uncertain {
+            let before = records.len();
+            drop_delivered(&mut records, transport)?;
+            report.already_there += before - records.len();
+            entry.path.clone()
+        } else {
+            self.mark_uncertain(&entry.path)?
+        };
+        if !records.is_empty() {
+            if let Err(e) = transport.append(&to_batch(&records)) {
+                if e.wrote_nothing() {
+                    self.mark_pending(&path)?;
+                }
+                return Err(Delivery::Transport(e));
+            }
+        }
+        report.delivered += records.len();
+        fs::remove_file(&path).map_err(io_err(&path))?;
+        Ok(())
+    }
+
+    /// The batch's records, or `None` when the file is corrupt; a corrupt
+    /// file is moved aside with a warning rather than blocking the queue.
+    fn read_batch(&self, path: &Path) -> Result<Option<Vec<Record>>, SpoolError> {
+        let data = fs::read(path).map_err(io_err(path))?;
+        let parsed: Result<Vec<Record>, _> = data
+            .split_inclusive(|&b| b == b'\n')
+            .map(record::parse)
+            .collect();
+        match parsed {
+            Ok(records) => Ok(Some(records)),
+            Err(reason) => {
+                let rejected = self.dir.join(REJECTED_DIR);
+                fs::create_dir_all(&rejected).map_err(io_err(&rejected))?;
+                let target = rejected.join(path.file_name().expect("spool entries have names"));
+                fs::rename(path, &target).map_err(io_err(path))?;
+                eprintln!(
+                    "banshare: error: spool file {} is corrupt ({reason}); moved to {}",
+                    path.display(),
+                    target.display()
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    fn mark_uncertain(&self, path: &Path) -> Result<PathBuf, SpoolError> {
+        rename_state(path, UNCERTAIN)
+    }
+
+    fn mark_pending(&self, path: &Path) -> Result<PathBuf, SpoolError> {
+        rename_state(path, PENDING)
+    }
+
+    /// The spooled batches, oldest first.
+    fn entries(&self) -> Result<Vec<Entry>, SpoolError> {
+        let mut entries = Vec::new();
+        for dirent in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
+            let path = dirent.map_err(io_err(&self.dir))?.path();
+            let uncertain = match path.extension().and_then(|e| e.to_str()) {
+                Some(PENDING) => false,
+                Some(UNCERTAIN) => true,
+                _ => continue,
+            };
+            entries.push(Entry { path, uncertain });
+        }
+        entries.sort_by(|a, b| a.path.file_stem().cmp(&b.path.file_stem()));
+        Ok(entries)
+    }
+}
+
+/// A flush step's failure: the log (stop and retry later) or the spool
+/// itself (an error to report).
+enum Delivery {
+    Transport(TransportError),
+    Spool(SpoolError),
+}
+
+impl From<SpoolError> for Delivery {
+    fn from(e: SpoolError) -> Delivery {
+        Delivery::Spool(e)
+    }
+}
+
+/// Removes from `records` those whose id the log already holds.
+fn drop_delivered(
+    records: &mut Vec<Record>,
+    transport: &mut dyn Transport,
+) -> Result<(), Delivery> {
+    let ids: HashSet<RecordId> = records.iter().filter_map(|r| r.fields.id.clone()).collect();
+    let found = transport.find_ids(&ids).map_err(Delivery::Transport)?;
+    records.retain(|r| r.fields.id.as_ref().is_none_or(|id| !found.contains(id)));
+    Ok(())
+}
+
+/// The lines of `records`, each ending in `\n`.
+pub fn to_batch(records: &[Record]) -> Vec<u8> {
+    let mut batch = String::new();
+    for record in records {
+        batch.push_str(&record.to_string());
+        batch.push('\n');
+    }
+    batch.into_bytes()
+}
+
+fn rename_state(path: &Path, state: &str) -> Result<PathBuf, SpoolError> {
+    let target = path.with_extension(state);
+    fs::rename(path, &target).map_err(io_err(path))?;
+    Ok(target)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// A name that sorts after every earlier one from this host: the clock in
+/// microseconds, then the pid and a per-process counter to break ties.
+fn next_name() -> String {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros();
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("{micros:020}-{:010}-{seq:06}", std::process::id())
+}
