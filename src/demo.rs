@@ -150,8 +150,8 @@ fn print_log(log: &Path) -> Result<(), String> {
     let text = fs::read(log).map_err(|e| e.to_string())?;
     println!("The shared log, parsed back ({} bytes):", text.len());
     println!(
-        "   {:<8} {:<6} {:<16} {:<8} {:<16} {}",
-        "node", "op", "address", "ports", "jail", "bantime"
+        "   {:<8} {:<6} {:<16} {:<8} {:<16} bantime",
+        "node", "op", "address", "ports", "jail"
     );
     for line in text.split_inclusive(|&b| b == b'\n') {
         match record::parse(line) {

@@ -171,13 +171,13 @@ impl Spool {
         } else {
             self.mark_uncertain(&entry.path)?
         };
-        if !records.is_empty() {
-            if let Err(e) = transport.append(&to_batch(&records)) {
-                if e.wrote_nothing() {
-                    self.mark_pending(&path)?;
-                }
-                return Err(Delivery::Transport(e));
+        if !records.is_empty()
+            && let Err(e) = transport.append(&to_batch(&records))
+        {
+            if e.wrote_nothing() {
+                self.mark_pending(&path)?;
             }
+            return Err(Delivery::Transport(e));
         }
         report.delivered += records.len();
         fs::remove_file(&path).map_err(io_err(&path))?;
@@ -290,4 +290,134 @@ fn next_name() -> String {
         .as_micros();
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
     format!("{micros:020}-{:010}-{seq:06}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    /// A log in memory that can be told to refuse appends.
+    #[derive(Default)]
+    struct MemoryLog {
+        lines: Vec<Record>,
+        refuse: Option<fn() -> TransportError>,
+    }
+
+    impl Transport for MemoryLog {
+        fn append(&mut self, batch: &[u8]) -> Result<(), TransportError> {
+            if let Some(refuse) = self.refuse {
+                return Err(refuse());
+            }
+            self.lines.extend(
+                batch
+                    .split_inclusive(|&b| b == b'\n')
+                    .map(|l| record::parse(l).unwrap()),
+            );
+            Ok(())
+        }
+
+        fn find_ids(
+            &mut self,
+            ids: &HashSet<RecordId>,
+        ) -> Result<HashSet<RecordId>, TransportError> {
+            Ok(self
+                .lines
+                .iter()
+                .filter_map(|r| r.fields.id.clone())
+                .filter(|id| ids.contains(id))
+                .collect())
+        }
+    }
+
+    fn rec(n: u32) -> Record {
+        let line = format!(
+            "<13>Nov 21 18:28:04 t[1]: HOST 192.0.2.{n} PORT 22 id={:016x}",
+            n
+        );
+        record::parse(line.as_bytes()).unwrap()
+    }
+
+    fn missing() -> TransportError {
+        TransportError::LogMissing(PathBuf::from("/x"))
+    }
+
+    const T: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn flush_delivers_in_order_and_empties_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        spool.put(&[rec(1), rec(2)], false).unwrap();
+        spool.put(&[rec(3)], false).unwrap();
+        assert_eq!(spool.depth().unwrap(), 3);
+        let mut log = MemoryLog::default();
+        let report = spool.flush(&mut log, T).unwrap();
+        assert_eq!(
+            report,
+            FlushReport {
+                delivered: 3,
+                already_there: 0,
+                batches_left: 0
+            }
+        );
+        assert_eq!(log.lines, vec![rec(1), rec(2), rec(3)]);
+        assert!(spool.is_empty().unwrap());
+    }
+
+    #[test]
+    fn refused_flush_keeps_batches_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        spool.put(&[rec(1)], false).unwrap();
+        spool.put(&[rec(2)], false).unwrap();
+        let mut log = MemoryLog {
+            refuse: Some(missing),
+            ..Default::default()
+        };
+        let report = spool.flush(&mut log, T).unwrap();
+        assert_eq!(report.batches_left, 2);
+        assert!(
+            spool.entries().unwrap().iter().all(|e| !e.uncertain),
+            "nothing was written, so still pending"
+        );
+        log.refuse = None;
+        spool.flush(&mut log, T).unwrap();
+        assert_eq!(log.lines, vec![rec(1), rec(2)]);
+    }
+
+    #[test]
+    fn uncertain_batch_sends_only_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        spool.put(&[rec(1), rec(2), rec(3)], true).unwrap();
+        let mut log = MemoryLog {
+            lines: vec![rec(1), rec(2)],
+            ..Default::default()
+        };
+        let report = spool.flush(&mut log, T).unwrap();
+        assert_eq!(report.already_there, 2);
+        assert_eq!(report.delivered, 1);
+        assert_eq!(log.lines, vec![rec(1), rec(2), rec(3)]);
+    }
+
+    #[test]
+    fn corrupt_batch_is_moved_aside_not_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        fs::write(
+            dir.path()
+                .join("00000000000000000001-0000000001-000000.pending"),
+            b"garbage\n",
+        )
+        .unwrap();
+        spool.put(&[rec(1)], false).unwrap();
+        let mut log = MemoryLog::default();
+        spool.flush(&mut log, T).unwrap();
+        assert_eq!(log.lines, vec![rec(1)]);
+        assert_eq!(
+            fs::read_dir(dir.path().join(REJECTED_DIR)).unwrap().count(),
+            1
+        );
+    }
 }

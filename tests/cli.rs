@@ -24,7 +24,9 @@ struct Site {
 
 impl Site {
     fn new() -> Site {
-        let site = Site { dir: tempfile::tempdir().unwrap() };
+        let site = Site {
+            dir: tempfile::tempdir().unwrap(),
+        };
         fs::write(site.log(), b"").unwrap();
         site
     }
@@ -58,7 +60,15 @@ impl Site {
 
     fn spooled_files(&self) -> usize {
         match fs::read_dir(self.spool()) {
-            Ok(dir) => dir.filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.')).count(),
+            Ok(dir) => dir
+                .filter(|e| {
+                    !e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with('.')
+                })
+                .count(),
             Err(_) => 0,
         }
     }
@@ -67,7 +77,10 @@ impl Site {
 fn read_records(log: &Path) -> Vec<record::Record> {
     let data = fs::read(log).unwrap();
     data.split_inclusive(|&b| b == b'\n')
-        .map(|l| record::parse(l).unwrap_or_else(|e| panic!("bad line {:?}: {e}", String::from_utf8_lossy(l))))
+        .map(|l| {
+            record::parse(l)
+                .unwrap_or_else(|e| panic!("bad line {:?}: {e}", String::from_utf8_lossy(l)))
+        })
         .collect()
 }
 
@@ -78,26 +91,54 @@ fn stderr(out: &Output) -> String {
 #[test]
 fn ban_and_unban_append_records() {
     let site = Site::new();
-    let out = site.run(&["ban", "192.0.2.1", "2001:db8::/48", "-p", "22", "-j", "sshd", "-b", "30m"]);
+    let out = site.run(&[
+        "ban",
+        "192.0.2.1",
+        "2001:db8::/48",
+        "-p",
+        "22",
+        "-j",
+        "sshd",
+        "-b",
+        "30m",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = site.run(&["unban", "192.0.2.1", "-p", "22", "-j", "sshd"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let records = site.records();
     assert_eq!(records.len(), 3);
     assert_eq!(records[0].op, Op::Ban);
-    assert_eq!(records[0].fields.bantime, Some(record::BanTime::Seconds(1800)));
-    assert_eq!(records[0].fields.node.as_ref().unwrap().as_str(), "testnode");
+    assert_eq!(
+        records[0].fields.bantime,
+        Some(record::BanTime::Seconds(1800))
+    );
+    assert_eq!(
+        records[0].fields.node.as_ref().unwrap().as_str(),
+        "testnode"
+    );
     assert_eq!(records[2].op, Op::Unban);
-    let ids: HashSet<_> = records.iter().map(|r| r.fields.id.clone().unwrap()).collect();
+    let ids: HashSet<_> = records
+        .iter()
+        .map(|r| r.fields.id.clone().unwrap())
+        .collect();
     assert_eq!(ids.len(), 3, "every record has its own id");
 }
 
 #[test]
 fn stdin_batch_is_one_append() {
     let site = Site::new();
-    let mut child = site.cmd(&["ban", "-", "-j", "recidive"]).stdin(Stdio::piped()).spawn().unwrap();
+    let mut child = site
+        .cmd(&["ban", "-", "-j", "recidive"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"# attackers\n192.0.2.1\n\n198.51.100.0/24\n2001:db8::5\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"# attackers\n192.0.2.1\n\n198.51.100.0/24\n2001:db8::5\n")
+        .unwrap();
     assert!(child.wait().unwrap().success());
     assert_eq!(site.records().len(), 3);
 }
@@ -117,7 +158,14 @@ fn bad_input_exits_2_and_writes_nothing() {
         &["ban", "1.2.3.4", "--jail", "a b"],
         &["ban", "1.2.3.4", "--bantime", "soon"],
         &["ban", "1.2.3.4", "--node", "$(id)"],
-        &["ban", "1.2.3.4", "--lock-timeout", "1s", "--stale-lock", "5s"],
+        &[
+            "ban",
+            "1.2.3.4",
+            "--lock-timeout",
+            "1s",
+            "--stale-lock",
+            "5s",
+        ],
         &["ban"],
         &["ban", "1.2.3.4", "--no-such-flag"],
         &["unban", "1.2.3.4\n5.6.7.8"],
@@ -127,11 +175,25 @@ fn bad_input_exits_2_and_writes_nothing() {
         let out = site.run(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         let err = stderr(&out);
-        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: not one line: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: not one line: {err}"
+        );
         assert!(err.starts_with("banshare: error: "), "{args:?}: {err}");
     }
-    for input in [&b"1.2.3.4\n1.2.3\n"[..], b"1.2.3.4\n$(reboot)\n", b"\n", b"1.2.3.4\n\xff\n"] {
-        let mut child = site.cmd(&["ban", "-"]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    for input in [
+        &b"1.2.3.4\n1.2.3\n"[..],
+        b"1.2.3.4\n$(reboot)\n",
+        b"\n",
+        b"1.2.3.4\n\xff\n",
+    ] {
+        let mut child = site
+            .cmd(&["ban", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         use std::io::Write;
         child.stdin.take().unwrap().write_all(input).unwrap();
         let out = child.wait_with_output().unwrap();
@@ -180,12 +242,24 @@ fn config_file_values_apply_and_flags_override_them() {
     run(&[]);
     run(&["--node", "fromflag", "--jail", "recidive"]);
     let records = site.records();
-    assert_eq!(records[0].fields.node.as_ref().unwrap().as_str(), "fromfile");
+    assert_eq!(
+        records[0].fields.node.as_ref().unwrap().as_str(),
+        "fromfile"
+    );
     assert_eq!(records[0].fields.jail.as_ref().unwrap().as_str(), "sshd");
     assert_eq!(records[0].ports.to_string(), "ssh");
-    assert_eq!(records[0].fields.bantime, Some(record::BanTime::Seconds(600)));
-    assert_eq!(records[1].fields.node.as_ref().unwrap().as_str(), "fromflag");
-    assert_eq!(records[1].fields.jail.as_ref().unwrap().as_str(), "recidive");
+    assert_eq!(
+        records[0].fields.bantime,
+        Some(record::BanTime::Seconds(600))
+    );
+    assert_eq!(
+        records[1].fields.node.as_ref().unwrap().as_str(),
+        "fromflag"
+    );
+    assert_eq!(
+        records[1].fields.jail.as_ref().unwrap().as_str(),
+        "recidive"
+    );
 }
 
 #[test]
@@ -201,15 +275,27 @@ fn missing_log_spools_then_flush_delivers_exactly_once() {
     assert_eq!(site.spooled_files(), 5);
 
     let out = site.run(&["flush"]);
-    assert_eq!(out.status.code(), Some(1), "flush with the log still missing fails");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "flush with the log still missing fails"
+    );
 
     fs::write(site.log(), b"").unwrap();
     let out = site.run(&["flush"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = site.run(&["flush"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let addresses: Vec<String> = site.records().iter().map(|r| r.target.to_string()).collect();
-    assert_eq!(addresses, (0..5).map(|i| format!("192.0.2.{i}")).collect::<Vec<_>>(), "in order, once each");
+    let addresses: Vec<String> = site
+        .records()
+        .iter()
+        .map(|r| r.target.to_string())
+        .collect();
+    assert_eq!(
+        addresses,
+        (0..5).map(|i| format!("192.0.2.{i}")).collect::<Vec<_>>(),
+        "in order, once each"
+    );
     assert_eq!(site.spooled_files(), 0);
 }
 
@@ -221,7 +307,11 @@ fn new_ban_queues_behind_older_spooled_ones() {
     fs::rename(site.dir.path().join("away"), site.log()).unwrap();
     let out = site.run(&["ban", "192.0.2.2"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let addresses: Vec<String> = site.records().iter().map(|r| r.target.to_string()).collect();
+    let addresses: Vec<String> = site
+        .records()
+        .iter()
+        .map(|r| r.target.to_string())
+        .collect();
     assert_eq!(addresses, ["192.0.2.1", "192.0.2.2"]);
     assert_eq!(site.spooled_files(), 0);
 }
@@ -239,18 +329,34 @@ fn unspoolable_record_is_a_runtime_failure() {
 fn interrupted_delivery_is_recovered_by_id() {
     let site = Site::new();
     fs::remove_file(site.log()).unwrap();
-    assert!(site.run(&["ban", "192.0.2.1", "192.0.2.2"]).status.success());
+    assert!(
+        site.run(&["ban", "192.0.2.1", "192.0.2.2"])
+            .status
+            .success()
+    );
     // Simulate a crash after the append but before the spool file was
     // removed: the batch is in the log and marked uncertain in the spool.
-    let entry = fs::read_dir(site.spool()).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "pending")).unwrap();
+    let entry = fs::read_dir(site.spool())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "pending"))
+        .unwrap();
     let batch = fs::read(&entry).unwrap();
-    let first_line = batch.split_inclusive(|&b| b == b'\n').next().unwrap().to_vec();
+    let first_line = batch
+        .split_inclusive(|&b| b == b'\n')
+        .next()
+        .unwrap()
+        .to_vec();
     fs::write(site.log(), &first_line).unwrap();
     fs::rename(&entry, entry.with_extension("uncertain")).unwrap();
     let out = site.run(&["flush"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("1 found already"), "{}", stderr(&out));
-    let addresses: Vec<String> = site.records().iter().map(|r| r.target.to_string()).collect();
+    let addresses: Vec<String> = site
+        .records()
+        .iter()
+        .map(|r| r.target.to_string())
+        .collect();
     assert_eq!(addresses, ["192.0.2.1", "192.0.2.2"]);
 }
 
@@ -281,21 +387,46 @@ fn writer_killed_holding_the_lock_is_broken_after_stale_timeout() {
     let site = Site::new();
     let lock = PathBuf::from(format!("{}.lock", site.log().display()));
     let mut holder = site
-        .cmd(&["ban", "192.0.2.66", "--stale-lock", "1s", "--lock-timeout", "10s"])
+        .cmd(&[
+            "ban",
+            "192.0.2.66",
+            "--stale-lock",
+            "1s",
+            "--lock-timeout",
+            "10s",
+        ])
         .env("BANSHARE_TEST_HOLD_LOCK_MS", "60000")
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_until(Duration::from_secs(10), || lock.exists(), "the holder to take the lock");
+    wait_until(
+        Duration::from_secs(10),
+        || lock.exists(),
+        "the holder to take the lock",
+    );
     holder.kill().unwrap();
     holder.wait().unwrap();
     assert!(lock.exists(), "a killed writer leaves its lock behind");
 
     let started = Instant::now();
-    let out = site.run(&["ban", "192.0.2.1", "--stale-lock", "1s", "--lock-timeout", "10s"]);
+    let out = site.run(&[
+        "ban",
+        "192.0.2.1",
+        "--stale-lock",
+        "1s",
+        "--lock-timeout",
+        "10s",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("broke stale lock"), "{}", stderr(&out));
-    assert!(started.elapsed() >= Duration::from_secs(1), "broken only after the stale timeout");
+    assert!(
+        stderr(&out).contains("broke stale lock"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "broken only after the stale timeout"
+    );
     let records = site.records();
     assert_eq!(records.len(), 1, "the killed writer wrote nothing");
     assert_eq!(records[0].target.to_string(), "192.0.2.1");
@@ -313,17 +444,32 @@ fn lock_never_won_within_timeout_spools() {
         scope.spawn(|| {
             let mut n = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                fs::write(&lock, format!("banshare-lock node=busy pid=1 token={n} since=x\n")).unwrap();
+                fs::write(
+                    &lock,
+                    format!("banshare-lock node=busy pid=1 token={n} since=x\n"),
+                )
+                .unwrap();
                 n += 1;
                 std::thread::sleep(Duration::from_millis(20));
             }
             let _ = fs::remove_file(&lock);
         });
-        let out = site.run(&["ban", "192.0.2.1", "--lock-timeout", "1s", "--stale-lock", "500ms"]);
+        let out = site.run(&[
+            "ban",
+            "192.0.2.1",
+            "--lock-timeout",
+            "1s",
+            "--stale-lock",
+            "500ms",
+        ]);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         assert!(stderr(&out).contains("spooled"), "{}", stderr(&out));
-        assert!(stderr(&out).contains("node=busy"), "the warning names the holder: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("node=busy"),
+            "the warning names the holder: {}",
+            stderr(&out)
+        );
     });
     assert_eq!(fs::read(site.log()).unwrap(), b"");
     assert_eq!(site.spooled_files(), 1);
@@ -331,7 +477,14 @@ fn lock_never_won_within_timeout_spools() {
 
 #[test]
 fn help_is_complete_for_every_command() {
-    for args in [&["--help"][..], &["ban", "--help"], &["unban", "--help"], &["flush", "--help"], &["config", "check", "--help"], &["demo", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["ban", "--help"],
+        &["unban", "--help"],
+        &["flush", "--help"],
+        &["config", "check", "--help"],
+        &["demo", "--help"],
+    ] {
         let out = banshare().args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
         let text = String::from_utf8_lossy(&out.stdout);
@@ -342,7 +495,16 @@ fn help_is_complete_for_every_command() {
     assert!(text.contains("EXIT STATUS"), "{text}");
     let ban = banshare().args(["ban", "--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&ban.stdout);
-    for flag in ["--port", "--jail", "--bantime", "--log", "--node", "--spool-dir", "--lock-timeout", "--stale-lock"] {
+    for flag in [
+        "--port",
+        "--jail",
+        "--bantime",
+        "--log",
+        "--node",
+        "--spool-dir",
+        "--lock-timeout",
+        "--stale-lock",
+    ] {
         assert!(text.contains(flag), "ban --help lacks {flag}");
     }
 }

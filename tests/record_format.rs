@@ -3,8 +3,8 @@
 //! input bytes make the parser panic.
 
 use banshare::record::{
-    self, BanTime, Fields, Jail, NodeId, Op, PortSpec, Record, RecordId, RejectReason,
-    Signature, SyslogHeader, SyslogTime, Tag, Target,
+    self, BanTime, Fields, Jail, NodeId, Op, PortSpec, Record, RecordId, RejectReason, Signature,
+    SyslogHeader, SyslogTime, Tag, Target,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
@@ -24,7 +24,11 @@ fn real_logger_lines_parse_and_format_back_identically() {
     for line in lines {
         let r = record::parse(line.as_bytes()).unwrap_or_else(|e| panic!("{line}: {e}"));
         assert_eq!(r.op, Op::Ban, "{line}");
-        assert_eq!(r.to_string(), line, "logger's own spelling must survive a round trip");
+        assert_eq!(
+            r.to_string(),
+            line,
+            "logger's own spelling must survive a round trip"
+        );
     }
 }
 
@@ -50,10 +54,20 @@ fn unban_is_not_spelled_like_a_ban() {
 
 #[test]
 fn port_specs() {
-    for ok in ["22", "ssh", "0:65535", "80,443", "http,https", "1:1", "imap3,ms-sql-s"] {
+    for ok in [
+        "22",
+        "ssh",
+        "0:65535",
+        "80,443",
+        "http,https",
+        "1:1",
+        "imap3,ms-sql-s",
+    ] {
         assert!(ok.parse::<PortSpec>().is_ok(), "{ok}");
     }
-    for bad in ["", "65536", "022", "2:1", "80,", ",80", "a b", "-1", "80;443", "9ssh", "1:2:3"] {
+    for bad in [
+        "", "65536", "022", "2:1", "80,", ",80", "a b", "-1", "80;443", "9ssh", "1:2:3",
+    ] {
         assert!(bad.parse::<PortSpec>().is_err(), "{bad:?}");
     }
 }
@@ -61,48 +75,136 @@ fn port_specs() {
 #[test]
 fn hostile_lines_are_rejected_with_a_reason() {
     let head = "<13>Nov 21 18:28:04 root[1]: ";
-    let cases: Vec<(Vec<u8>, fn(&RejectReason) -> bool)> = vec![
-        (format!("{head}HOST 1.2.3 PORT 22").into(), |r| matches!(r, RejectReason::BadAddress(_))),
-        (format!("{head}HOST 999.1.1.1 PORT 22").into(), |r| matches!(r, RejectReason::BadAddress(_))),
-        (format!("{head}HOST 1.2.3.4;rm PORT 22").into(), |r| matches!(r, RejectReason::BadAddress(_))),
-        (format!("{head}HOST $(id) PORT 22").into(), |r| matches!(r, RejectReason::BadAddress(_))),
-        (format!("{head}HOST `id` PORT 22").into(), |r| matches!(r, RejectReason::BadAddress(_))),
-        (format!("{head}HOST 01.2.3.4 PORT 22").into(), |r| matches!(r, RejectReason::BadAddress(_))),
-        (format!("{head}HOST fe80::1%eth0 PORT 22").into(), |r| matches!(r, RejectReason::BadAddress(_))),
-        (format!("{head}HOST 1.2.3.4/33 PORT 22").into(), |r| matches!(r, RejectReason::BadAddress(_))),
-        (format!("{head}HOST 1.2.3.4/24 PORT 22").into(), |r| matches!(r, RejectReason::HostBitsSet(_))),
-        (format!("{head}HOST 1.2.3.4 PORT 22;reboot").into(), |r| matches!(r, RejectReason::BadPortSpec(_))),
-        (format!("{head}BAN 1.2.3.4 PORT 22").into(), |r| matches!(r, RejectReason::UnknownVerb(_))),
-        (format!("{head}host 1.2.3.4 PORT 22").into(), |r| matches!(r, RejectReason::UnknownVerb(_))),
-        (format!("{head}HOST 1.2.3.4").into(), |r| matches!(r, RejectReason::BadShape)),
-        (format!("{head}HOST 1.2.3.4 PORT").into(), |r| matches!(r, RejectReason::BadShape)),
-        (format!("{head}HOST  1.2.3.4 PORT 22").into(), |r| matches!(r, RejectReason::BadAddress(_))),
-        (format!("{head}HOST 1.2.3.4 PORT 22 ").into(), |r| matches!(r, RejectReason::BadField(_))),
-        (format!("{head}HOST 1.2.3.4 PORT 22 jail=a jail=a").into(), |r| *r == RejectReason::RepeatedField("jail")),
-        (format!("{head}HOST 1.2.3.4 PORT 22 ts=1 ts=1").into(), |r| matches!(r, RejectReason::BadValue { key: "ts", .. })),
-        (format!("{head}HOST 1.2.3.4 PORT 22 node=a node=b").into(), |r| *r == RejectReason::RepeatedField("node")),
-        (format!("{head}HOST 1.2.3.4 PORT 22 op=ban").into(), |r| matches!(r, RejectReason::UnknownField(_))),
-        (format!("{head}HOST 1.2.3.4 PORT 22 bantime=0").into(), |r| matches!(r, RejectReason::BadValue { key: "bantime", .. })),
-        (format!("{head}HOST 1.2.3.4 PORT 22 node=$(id)").into(), |r| matches!(r, RejectReason::BadValue { key: "node", .. })),
-        (format!("{head}HOST 1.2.3.4 PORT 22 id=XYZ").into(), |r| matches!(r, RejectReason::BadValue { key: "id", .. })),
-        (format!("{head}HOST 1.2.3.4 PORT 22\rHOST 6.6.6.6 PORT 22").into(), |r| matches!(r, RejectReason::BadByte { byte: b'\r', .. })),
-        (format!("{head}HOST 1.2.3.4 PORT 22\0").into(), |r| matches!(r, RejectReason::BadByte { byte: 0, .. })),
-        (format!("{head}HOST 1.2.3.4 PORT 22\x1b[2J").into(), |r| matches!(r, RejectReason::BadByte { byte: 0x1b, .. })),
-        (format!("{head}HOST 1.2.3.4 PORT 22 jail=sshd\u{00a0}").into(), |r| matches!(r, RejectReason::BadByte { .. })),
-        (format!("{head}HOST 1.2.3.4 PORT 22 jail={}", "a".repeat(5000)).into(), |r| matches!(r, RejectReason::TooLong { .. })),
-        (b"HOST 1.2.3.4 PORT 22".to_vec(), |r| matches!(r, RejectReason::BadHeader(_))),
-        (b"<13>Foo 21 18:28:04 root: HOST 1.2.3.4 PORT 22".to_vec(), |r| matches!(r, RejectReason::BadHeader(_))),
-        (b"<13>Nov 32 18:28:04 root: HOST 1.2.3.4 PORT 22".to_vec(), |r| matches!(r, RejectReason::BadHeader(_))),
-        (b"<192>Nov 21 18:28:04 root: HOST 1.2.3.4 PORT 22".to_vec(), |r| matches!(r, RejectReason::BadHeader(_))),
-        (b"<13>Nov 21 18:28:04 ro ot: HOST 1.2.3.4 PORT 22".to_vec(), |r| matches!(r, RejectReason::BadValue { key: "tag", .. })),
-        (b"<13>Nov 21 18:28:04 root[x]: HOST 1.2.3.4 PORT 22".to_vec(), |r| matches!(r, RejectReason::BadHeader(_))),
+    type Expect = fn(&RejectReason) -> bool;
+    let cases: Vec<(Vec<u8>, Expect)> = vec![
+        (format!("{head}HOST 1.2.3 PORT 22").into(), |r| {
+            matches!(r, RejectReason::BadAddress(_))
+        }),
+        (format!("{head}HOST 999.1.1.1 PORT 22").into(), |r| {
+            matches!(r, RejectReason::BadAddress(_))
+        }),
+        (format!("{head}HOST 1.2.3.4;rm PORT 22").into(), |r| {
+            matches!(r, RejectReason::BadAddress(_))
+        }),
+        (format!("{head}HOST $(id) PORT 22").into(), |r| {
+            matches!(r, RejectReason::BadAddress(_))
+        }),
+        (format!("{head}HOST `id` PORT 22").into(), |r| {
+            matches!(r, RejectReason::BadAddress(_))
+        }),
+        (format!("{head}HOST 01.2.3.4 PORT 22").into(), |r| {
+            matches!(r, RejectReason::BadAddress(_))
+        }),
+        (format!("{head}HOST fe80::1%eth0 PORT 22").into(), |r| {
+            matches!(r, RejectReason::BadAddress(_))
+        }),
+        (format!("{head}HOST 1.2.3.4/33 PORT 22").into(), |r| {
+            matches!(r, RejectReason::BadAddress(_))
+        }),
+        (format!("{head}HOST 1.2.3.4/24 PORT 22").into(), |r| {
+            matches!(r, RejectReason::HostBitsSet(_))
+        }),
+        (format!("{head}HOST 1.2.3.4 PORT 22;reboot").into(), |r| {
+            matches!(r, RejectReason::BadPortSpec(_))
+        }),
+        (format!("{head}BAN 1.2.3.4 PORT 22").into(), |r| {
+            matches!(r, RejectReason::UnknownVerb(_))
+        }),
+        (format!("{head}host 1.2.3.4 PORT 22").into(), |r| {
+            matches!(r, RejectReason::UnknownVerb(_))
+        }),
+        (format!("{head}HOST 1.2.3.4").into(), |r| {
+            matches!(r, RejectReason::BadShape)
+        }),
+        (format!("{head}HOST 1.2.3.4 PORT").into(), |r| {
+            matches!(r, RejectReason::BadShape)
+        }),
+        (format!("{head}HOST  1.2.3.4 PORT 22").into(), |r| {
+            matches!(r, RejectReason::BadAddress(_))
+        }),
+        (format!("{head}HOST 1.2.3.4 PORT 22 ").into(), |r| {
+            matches!(r, RejectReason::BadField(_))
+        }),
+        (
+            format!("{head}HOST 1.2.3.4 PORT 22 jail=a jail=a").into(),
+            |r| *r == RejectReason::RepeatedField("jail"),
+        ),
+        (
+            format!("{head}HOST 1.2.3.4 PORT 22 ts=1 ts=1").into(),
+            |r| matches!(r, RejectReason::BadValue { key: "ts", .. }),
+        ),
+        (
+            format!("{head}HOST 1.2.3.4 PORT 22 node=a node=b").into(),
+            |r| *r == RejectReason::RepeatedField("node"),
+        ),
+        (format!("{head}HOST 1.2.3.4 PORT 22 op=ban").into(), |r| {
+            matches!(r, RejectReason::UnknownField(_))
+        }),
+        (
+            format!("{head}HOST 1.2.3.4 PORT 22 bantime=0").into(),
+            |r| matches!(r, RejectReason::BadValue { key: "bantime", .. }),
+        ),
+        (
+            format!("{head}HOST 1.2.3.4 PORT 22 node=$(id)").into(),
+            |r| matches!(r, RejectReason::BadValue { key: "node", .. }),
+        ),
+        (format!("{head}HOST 1.2.3.4 PORT 22 id=XYZ").into(), |r| {
+            matches!(r, RejectReason::BadValue { key: "id", .. })
+        }),
+        (
+            format!("{head}HOST 1.2.3.4 PORT 22\rHOST 6.6.6.6 PORT 22").into(),
+            |r| matches!(r, RejectReason::BadByte { byte: b'\r', .. }),
+        ),
+        (format!("{head}HOST 1.2.3.4 PORT 22\0").into(), |r| {
+            matches!(r, RejectReason::BadByte { byte: 0, .. })
+        }),
+        (format!("{head}HOST 1.2.3.4 PORT 22\x1b[2J").into(), |r| {
+            matches!(r, RejectReason::BadByte { byte: 0x1b, .. })
+        }),
+        (
+            format!("{head}HOST 1.2.3.4 PORT 22 jail=sshd\u{00a0}").into(),
+            |r| matches!(r, RejectReason::BadByte { .. }),
+        ),
+        (
+            format!("{head}HOST 1.2.3.4 PORT 22 jail={}", "a".repeat(5000)).into(),
+            |r| matches!(r, RejectReason::TooLong { .. }),
+        ),
+        (b"HOST 1.2.3.4 PORT 22".to_vec(), |r| {
+            matches!(r, RejectReason::BadHeader(_))
+        }),
+        (
+            b"<13>Foo 21 18:28:04 root: HOST 1.2.3.4 PORT 22".to_vec(),
+            |r| matches!(r, RejectReason::BadHeader(_)),
+        ),
+        (
+            b"<13>Nov 32 18:28:04 root: HOST 1.2.3.4 PORT 22".to_vec(),
+            |r| matches!(r, RejectReason::BadHeader(_)),
+        ),
+        (
+            b"<192>Nov 21 18:28:04 root: HOST 1.2.3.4 PORT 22".to_vec(),
+            |r| matches!(r, RejectReason::BadHeader(_)),
+        ),
+        (
+            b"<13>Nov 21 18:28:04 ro ot: HOST 1.2.3.4 PORT 22".to_vec(),
+            |r| matches!(r, RejectReason::BadValue { key: "tag", .. }),
+        ),
+        (
+            b"<13>Nov 21 18:28:04 root[x]: HOST 1.2.3.4 PORT 22".to_vec(),
+            |r| matches!(r, RejectReason::BadHeader(_)),
+        ),
         (b"\n".to_vec(), |r| *r == RejectReason::Empty),
-        (vec![0xff, 0xfe, b'\n'], |r| matches!(r, RejectReason::BadByte { .. })),
+        (vec![0xff, 0xfe, b'\n'], |r| {
+            matches!(r, RejectReason::BadByte { .. })
+        }),
     ];
     for (line, expected) in cases {
         match record::parse(&line) {
             Ok(r) => panic!("accepted {:?} as {r:?}", String::from_utf8_lossy(&line)),
-            Err(reason) => assert!(expected(&reason), "{:?}: wrong reason {reason:?}", String::from_utf8_lossy(&line)),
+            Err(reason) => assert!(
+                expected(&reason),
+                "{:?}: wrong reason {reason:?}",
+                String::from_utf8_lossy(&line)
+            ),
         }
     }
 }
@@ -117,9 +219,15 @@ fn line_limit_is_exact() {
     line.push_str(&format!(" sig={}", "A".repeat(pad)));
     assert_eq!(line.len(), record::MAX_LINE_LEN);
     // The sig value is over its own limit, so check the length rule alone:
-    assert!(!matches!(record::parse(line.as_bytes()), Err(RejectReason::TooLong { .. })));
+    assert!(!matches!(
+        record::parse(line.as_bytes()),
+        Err(RejectReason::TooLong { .. })
+    ));
     line.push('A');
-    assert!(matches!(record::parse(line.as_bytes()), Err(RejectReason::TooLong { .. })));
+    assert!(matches!(
+        record::parse(line.as_bytes()),
+        Err(RejectReason::TooLong { .. })
+    ));
 }
 
 #[test]
@@ -140,10 +248,12 @@ fn name(max: usize, extra: &'static str) -> impl Strategy<Value = String> {
 fn target() -> impl Strategy<Value = Target> {
     prop_oneof![
         any::<std::net::IpAddr>().prop_map(Target::Addr),
-        (any::<std::net::Ipv4Addr>(), 0u8..=32)
-            .prop_map(|(a, l)| Target::Net(ipnet::IpNet::V4(ipnet::Ipv4Net::new(a, l).unwrap().trunc()))),
-        (any::<std::net::Ipv6Addr>(), 0u8..=128)
-            .prop_map(|(a, l)| Target::Net(ipnet::IpNet::V6(ipnet::Ipv6Net::new(a, l).unwrap().trunc()))),
+        (any::<std::net::Ipv4Addr>(), 0u8..=32).prop_map(|(a, l)| Target::Net(ipnet::IpNet::V4(
+            ipnet::Ipv4Net::new(a, l).unwrap().trunc()
+        ))),
+        (any::<std::net::Ipv6Addr>(), 0u8..=128).prop_map(|(a, l)| Target::Net(ipnet::IpNet::V6(
+            ipnet::Ipv6Net::new(a, l).unwrap().trunc()
+        ))),
     ]
 }
 
@@ -171,24 +281,62 @@ fn fields() -> impl Strategy<Value = Fields> {
             Just(BanTime::Permanent)
         ]),
         proptest::option::of("[0-9a-f]{16,64}".prop_map(|s| s.parse::<RecordId>().unwrap())),
-        proptest::option::of("[A-Za-z0-9+/=_-]{1,100}".prop_map(|s| s.parse::<Signature>().unwrap())),
+        proptest::option::of(
+            "[A-Za-z0-9+/=_-]{1,100}".prop_map(|s| s.parse::<Signature>().unwrap()),
+        ),
     )
-        .prop_map(|(jail, node, ts, bantime, id, sig)| Fields { jail, node, ts, bantime, id, sig })
-}
-
-fn header() -> impl Strategy<Value = SyslogHeader> {
-    (0u8..=191, 1u8..=12, 1u8..=31, 0u8..24, 0u8..60, 0u8..=60, name(64, "_.@/-"), proptest::option::of(any::<u32>()))
-        .prop_map(|(priority, month, day, hour, minute, second, tag, pid)| SyslogHeader {
-            priority,
-            time: SyslogTime { month, day, hour, minute, second },
-            tag: tag.parse::<Tag>().unwrap(),
-            pid,
+        .prop_map(|(jail, node, ts, bantime, id, sig)| Fields {
+            jail,
+            node,
+            ts,
+            bantime,
+            id,
+            sig,
         })
 }
 
+fn header() -> impl Strategy<Value = SyslogHeader> {
+    (
+        0u8..=191,
+        1u8..=12,
+        1u8..=31,
+        0u8..24,
+        0u8..60,
+        0u8..=60,
+        name(64, "_.@/-"),
+        proptest::option::of(any::<u32>()),
+    )
+        .prop_map(
+            |(priority, month, day, hour, minute, second, tag, pid)| SyslogHeader {
+                priority,
+                time: SyslogTime {
+                    month,
+                    day,
+                    hour,
+                    minute,
+                    second,
+                },
+                tag: tag.parse::<Tag>().unwrap(),
+                pid,
+            },
+        )
+}
+
 fn any_record() -> impl Strategy<Value = Record> {
-    (header(), prop_oneof![Just(Op::Ban), Just(Op::Unban)], target(), ports(), fields())
-        .prop_map(|(header, op, target, ports, fields)| Record { header, op, target, ports, fields })
+    (
+        header(),
+        prop_oneof![Just(Op::Ban), Just(Op::Unban)],
+        target(),
+        ports(),
+        fields(),
+    )
+        .prop_map(|(header, op, target, ports, fields)| Record {
+            header,
+            op,
+            target,
+            ports,
+            fields,
+        })
 }
 
 proptest! {

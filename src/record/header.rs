@@ -93,7 +93,7 @@ pub fn parse(line: &str) -> Result<(SyslogHeader, &str), RejectReason> {
     let (tag, pid) = parse_ident(ident)?;
     Ok((
         SyslogHeader {
-            priority: priority as u8,
+            priority,
             time,
             tag,
             pid,

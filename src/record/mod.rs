@@ -239,7 +239,8 @@ fn parse_ts(text: &str) -> Result<DateTime<Utc>, RejectReason> {
         key: "ts",
         value: excerpt(text),
     };
-    if !text.ends_with('Z') || text.len() > 40 {
+    // chrono also takes a space or a lowercase `t`; the format allows only `T`.
+    if !text.ends_with('Z') || text.len() > 40 || text.as_bytes().get(10) != Some(&b'T') {
         return Err(bad());
     }
     DateTime::parse_from_rfc3339(text)
