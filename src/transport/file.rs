@@ -65,9 +65,15 @@ impl FileTransport {
 
 impl Transport for FileTransport {
     fn append(&mut self, batch: &[u8]) -> Result<(), TransportError> {
+        // One lock_timeout covers both locks, so the caller's deadline holds.
+        let start = std::time::Instant::now();
         let _local = LocalLock::acquire(&self.local_lock, self.timings.timeout)?;
         let file = self.open_for_append()?;
-        let lock = CrossHostLock::acquire(&self.lock, &self.owner, self.timings)?;
+        let remaining = LockTimings {
+            timeout: self.timings.timeout.saturating_sub(start.elapsed()),
+            ..self.timings
+        };
+        let lock = CrossHostLock::acquire(&self.lock, &self.owner, remaining)?;
         if let Some(hold) = self.hold_lock_for {
             std::thread::sleep(hold);
         }

@@ -1,0 +1,273 @@
+//! The appender across hosts: test hosts in network namespaces mount one
+//! folder, served by a real sshd in another namespace, with real sshfs, and
+//! run the real `banshare` binary. Needs root; fails without it.
+
+mod support;
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use banshare::record;
+use support::cluster::{Cluster, require_root};
+use support::wait_until;
+
+const BIN: &str = env!("CARGO_BIN_EXE_banshare");
+
+/// A cluster whose share holds an empty `newbans.log`, mounted on every node.
+struct Share {
+    cluster: Cluster,
+    mounts: Vec<PathBuf>,
+    spools: tempfile::TempDir,
+}
+
+impl Share {
+    fn new(hint: &str, nodes: usize) -> Share {
+        require_root();
+        let cluster = Cluster::new(hint, nodes);
+        fs::write(cluster.export_dir().join("newbans.log"), b"").unwrap();
+        let mounts = (0..nodes).map(|i| cluster.mount(i)).collect();
+        Share {
+            cluster,
+            mounts,
+            spools: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The log as node `i` sees it, through its mount.
+    fn log_via(&self, i: usize) -> PathBuf {
+        self.mounts[i].join("newbans.log")
+    }
+
+    /// The log as the file server holds it.
+    fn server_log(&self) -> PathBuf {
+        self.cluster.export_dir().join("newbans.log")
+    }
+
+    fn spool(&self, i: usize) -> PathBuf {
+        self.spools.path().join(format!("node{i}"))
+    }
+
+    /// Runs `script` with `sh` in node `i`'s namespace; `$B` is banshare
+    /// with this node's log, spool and id.
+    fn spawn_sh(&self, i: usize, script: &str, extra_env: &[(&str, &str)]) -> Child {
+        let b = format!("{BIN} --config /dev/null --quiet");
+        let common = format!(
+            "--log {} --spool-dir {} --node node{i}",
+            self.log_via(i).display(),
+            self.spool(i).display()
+        );
+        let mut cmd = self.cluster.command_in(self.cluster.node_ns(i), "sh");
+        cmd.arg("-c").arg(script).env("B", b).env("C", common);
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn spooled_batches(&self, i: usize) -> usize {
+        spooled_batches(&self.spool(i))
+    }
+}
+
+fn spooled_batches(dir: &Path) -> usize {
+    fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| {
+                    e.path()
+                        .extension()
+                        .is_some_and(|x| x == "pending" || x == "uncertain")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn finish(child: Child, what: &str) {
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every line of the log as a record; panics on a torn or garbage line.
+fn records(log: &Path) -> Vec<record::Record> {
+    let data = fs::read(log).unwrap();
+    data.split_inclusive(|&b| b == b'\n')
+        .map(|l| {
+            record::parse(l).unwrap_or_else(|e| {
+                panic!("torn or bad line {:?}: {e}", String::from_utf8_lossy(l))
+            })
+        })
+        .collect()
+}
+
+fn count_lines(path: &Path) -> usize {
+    fs::read(path)
+        .map(|d| d.iter().filter(|&&b| b == b'\n').count())
+        .unwrap_or(0)
+}
+
+/// A loop of `count` bans in sh, each to its own address: 10.<a>.<b>.<c>
+/// from the writer number and the iteration.
+fn ban_loop(writer: usize, count: usize, extra: &str) -> String {
+    format!(
+        "set -e; i=0; while [ $i -lt {count} ]; do \
+           $B ban 10.{writer}.$((i / 250)).$((i % 250)) $C {extra}; i=$((i + 1)); done"
+    )
+}
+
+#[test]
+fn three_hosts_twelve_writers_six_thousand_whole_records() {
+    let share = Share::new("append", 3);
+    let go = share.spools.path().join("go");
+    let mut writers = Vec::new();
+    for node in 0..3 {
+        for w in 0..4 {
+            // Writers wait for one "go" so that all twelve really overlap.
+            let script = format!(
+                "while [ ! -e {go} ]; do sleep 0.01; done; {}",
+                ban_loop(node * 4 + w, 500, ""),
+                go = go.display()
+            );
+            writers.push(share.spawn_sh(node, &script, &[]));
+        }
+    }
+    fs::write(&go, b"").unwrap();
+    for (n, w) in writers.into_iter().enumerate() {
+        finish(w, &format!("writer {n}"));
+    }
+
+    let records = records(&share.server_log());
+    assert_eq!(
+        records.len(),
+        6000,
+        "exactly 6000 records, none torn, lost or doubled"
+    );
+    let targets: HashSet<String> = records.iter().map(|r| r.target.to_string()).collect();
+    assert_eq!(targets.len(), 6000, "every ban appears exactly once");
+    let ids: HashSet<_> = records
+        .iter()
+        .map(|r| r.fields.id.clone().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 6000);
+    for node in 0..3 {
+        assert_eq!(
+            share.spooled_batches(node),
+            0,
+            "nothing was left in node{node}'s spool"
+        );
+    }
+}
+
+#[test]
+fn writer_killed_holding_the_lock_does_not_stop_other_hosts() {
+    let share = Share::new("stale", 3);
+    let lock = share.cluster.export_dir().join("newbans.log.lock");
+    let holder = share.spawn_sh(
+        0,
+        "exec $B ban 192.0.2.66 $C",
+        &[("BANSHARE_TEST_HOLD_LOCK_MS", "600000")],
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || lock.exists()),
+        "timed out waiting for node0's writer to take the lock"
+    );
+    kill(holder);
+    assert!(lock.exists(), "the killed writer left its lock behind");
+
+    let others: Vec<Child> = (1..3)
+        .map(|node| {
+            share.spawn_sh(
+                node,
+                &ban_loop(node, 20, "--stale-lock 2s --lock-timeout 20s"),
+                &[],
+            )
+        })
+        .collect();
+    for w in others {
+        finish(w, "writer after the stale lock");
+    }
+    let records = records(&share.server_log());
+    assert_eq!(
+        records.len(),
+        40,
+        "both hosts went on after the stale timeout"
+    );
+    assert!(
+        records.iter().all(|r| r.target.to_string() != "192.0.2.66"),
+        "the killed writer wrote nothing"
+    );
+    assert!(!lock.exists());
+}
+
+#[test]
+fn unmounted_share_spools_and_flush_delivers_exactly_once() {
+    let share = Share::new("unmount", 1);
+    let total = 300;
+    // A short stale time: a writer caught by the unmount inside its lock
+    // leaves the lock file on the server.
+    let writer = share.spawn_sh(
+        0,
+        &ban_loop(7, total, "--stale-lock 2s --lock-timeout 10s"),
+        &[],
+    );
+    let log = share.server_log();
+    assert!(
+        wait_until(Duration::from_secs(60), || count_lines(&log) >= 50),
+        "timed out waiting for 50 records through the mount"
+    );
+    share.cluster.unmount(0);
+    assert!(
+        wait_until(Duration::from_secs(60), || share.spooled_batches(0) >= 10),
+        "timed out waiting for bans to be spooled while unmounted"
+    );
+    share.cluster.remount(0);
+    finish(writer, "the ban loop (every ban exits 0, spooled or not)");
+
+    let out = share
+        .cluster
+        .command_in(share.cluster.node_ns(0), BIN)
+        .args([
+            "--config",
+            "/dev/null",
+            "flush",
+            "--stale-lock",
+            "2s",
+            "--lock-timeout",
+            "10s",
+            "--node",
+            "node0",
+            "--log",
+        ])
+        .arg(share.log_via(0))
+        .arg("--spool-dir")
+        .arg(share.spool(0))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "flush: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(share.spooled_batches(0), 0);
+
+    let records = records(&log);
+    let targets: Vec<String> = records.iter().map(|r| r.target.to_string()).collect();
+    let unique: HashSet<&String> = targets.iter().collect();
+    assert_eq!(unique.len(), total, "every ban arrived");
+    assert_eq!(targets.len(), total, "no ban arrived twice");
+}
+
+fn kill(mut child: Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
