@@ -212,20 +212,32 @@ fn lock_content(owner: &Owner) -> io::Result<Vec<u8>> {
     .into_bytes())
 }
 
+/// How many times in a row an `EPERM` with no file behind it is taken for a
+/// lost race before it counts as a real permission error.
+const EPERM_RETRIES: usize = 20;
+
 /// One exclusive-create attempt. `Ok(false)`: someone else holds it.
 fn try_create(path: &Path, content: &[u8]) -> Result<bool, LockError> {
-    let mut file = match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(path)
-    {
-        Ok(file) => file,
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(false),
-        // sshfs reports a lost O_EXCL race as EPERM: tell that apart from a
-        // real permission problem by whether the file is there.
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) && path.exists() => return Ok(false),
-        Err(e) => return Err(LockError::io(path, e)),
+    let mut attempts = 0;
+    let mut file = loop {
+        match OpenOptions::new().write(true).create_new(true).mode(0o644).open(path) {
+            Ok(file) => break file,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(false),
+            // sshfs reports a lost O_EXCL race as EPERM. If the file is there,
+            // it is held. If not, either the holder released it between our
+            // create and our look (try again), or it is a real permission
+            // problem, which keeps happening.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                if path.exists() {
+                    return Ok(false);
+                }
+                attempts += 1;
+                if attempts >= EPERM_RETRIES {
+                    return Err(LockError::io(path, e));
+                }
+            }
+            Err(e) => return Err(LockError::io(path, e)),
+        }
     };
     if let Err(e) = file.write_all(content).and_then(|()| file.flush()) {
         let _ = fs::remove_file(path);
@@ -328,14 +340,14 @@ fn describe_holder(content: &[u8]) -> String {
     }
 }
 
-/// Sleeps 1 ms at first, doubling up to 50 ms, with jitter so that waiters
+/// Sleeps 1 ms at first, doubling up to 8 ms, with jitter so that waiters
 /// on different hosts do not retry in lockstep.
 struct Backoff {
     next: Duration,
 }
 
 impl Backoff {
-    const MAX: Duration = Duration::from_millis(50);
+    const MAX: Duration = Duration::from_millis(8);
 
     fn new() -> Backoff {
         Backoff {
