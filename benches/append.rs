@@ -19,8 +19,7 @@ use std::time::{Duration, Instant};
 use banshare::lock::{LockTimings, Owner};
 use banshare::transport::{FileTransport, Transport};
 use support::cluster::{Cluster, require_root};
-
-const BIN: &str = env!("CARGO_BIN_EXE_banshare");
+use support::{ban_loop, banshare_sh};
 
 struct Row {
     setup: &'static str,
@@ -127,19 +126,9 @@ fn local_processes(writers: usize, per_writer: usize) -> Row {
     let start = Instant::now();
     let children: Vec<Child> = (0..writers)
         .map(|w| {
-            let script = ban_loop(w, per_writer);
-            Command::new("sh")
-                .arg("-c")
-                .arg(script)
-                .env("B", format!("{BIN} --config /dev/null --quiet"))
-                .env(
-                    "C",
-                    format!(
-                        "--log {} --spool-dir {} --node w{w}",
-                        log.display(),
-                        dir.path().join("spool").display()
-                    ),
-                )
+            let spool = dir.path().join("spool");
+            let script = ban_loop(w, per_writer, "");
+            banshare_sh(Command::new("sh"), &script, &log, &spool, &format!("w{w}"))
                 .spawn()
                 .unwrap()
         })
@@ -153,13 +142,6 @@ fn local_processes(writers: usize, per_writer: usize) -> Row {
         elapsed: start.elapsed(),
         damaged: damaged(&log, writers * per_writer),
     }
-}
-
-fn ban_loop(writer: usize, count: usize) -> String {
-    format!(
-        "set -e; i=0; while [ $i -lt {count} ]; do \
-           $B ban 10.{writer}.$((i / 250)).$((i % 250)) $C; i=$((i + 1)); done"
-    )
 }
 
 /// The same addresses as `ban_loop`, as `ban -` batches of `BATCH`. The
@@ -218,26 +200,14 @@ fn sshfs_processes(writers: usize, per_writer: usize) -> Vec<Row> {
                 let node = w % 3;
                 let log = mounts[node].join("newbans.log");
                 let script = match method {
-                    Method::Ban => ban_loop(w, per_writer),
+                    Method::Ban => ban_loop(w, per_writer, ""),
                     Method::BanBatch => batch_loop(w, per_writer),
                     Method::Echo => echo_loop(w, per_writer, &log),
                 };
-                cluster
-                    .command_in(cluster.node_ns(node), "sh")
-                    .arg("-c")
-                    .arg(script)
-                    .env("B", format!("{BIN} --config /dev/null --quiet"))
-                    .env(
-                        "C",
-                        format!(
-                            "--log {} --spool-dir {} --node n{node}",
-                            log.display(),
-                            spools.path().join(format!("n{node}")).display()
-                        ),
-                    )
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .unwrap()
+                let sh = cluster.command_in(cluster.node_ns(node), "sh");
+                let spool = spools.path().join(format!("n{node}"));
+                let mut cmd = banshare_sh(sh, &script, &log, &spool, &format!("n{node}"));
+                cmd.stdout(Stdio::null()).spawn().unwrap()
             })
             .collect();
         wait_all(children);
@@ -263,7 +233,10 @@ fn wait_all(children: Vec<Child>) {
 /// Appends that did not come out as a whole, valid line: torn or lost.
 fn damaged(log: &Path, appends: usize) -> usize {
     let data = fs::read(log).unwrap();
-    let whole = data.split_inclusive(|&b| b == b'\n').filter(|l| banshare::record::parse(l).is_ok()).count();
+    let whole = data
+        .split_inclusive(|&b| b == b'\n')
+        .filter(|l| banshare::record::parse(l).is_ok())
+        .count();
     appends.saturating_sub(whole)
 }
 

@@ -220,7 +220,12 @@ const EPERM_RETRIES: usize = 20;
 fn try_create(path: &Path, content: &[u8]) -> Result<bool, LockError> {
     let mut attempts = 0;
     let mut file = loop {
-        match OpenOptions::new().write(true).create_new(true).mode(0o644).open(path) {
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(path)
+        {
             Ok(file) => break file,
             Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(false),
             // sshfs reports a lost O_EXCL race as EPERM. If the file is there,

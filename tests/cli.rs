@@ -2,16 +2,19 @@
 //! errors, delivery, spooling and flush, the lock under concurrency, and a
 //! writer killed while it holds the lock.
 
+mod support;
+
 use std::collections::HashSet;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use banshare::record::{self, Op};
+use support::{BANSHARE, read_records, wait_until};
 
 fn banshare() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_banshare"));
+    let mut cmd = Command::new(BANSHARE);
     // Never read the host's real configuration.
     cmd.arg("--config").arg("/dev/null");
     cmd
@@ -72,16 +75,6 @@ impl Site {
             Err(_) => 0,
         }
     }
-}
-
-fn read_records(log: &Path) -> Vec<record::Record> {
-    let data = fs::read(log).unwrap();
-    data.split_inclusive(|&b| b == b'\n')
-        .map(|l| {
-            record::parse(l)
-                .unwrap_or_else(|e| panic!("bad line {:?}: {e}", String::from_utf8_lossy(l)))
-        })
-        .collect()
 }
 
 fn stderr(out: &Output) -> String {
@@ -208,13 +201,13 @@ fn bad_config_exits_2_naming_the_key() {
     let site = Site::new();
     let config = site.dir.path().join("banshare.toml");
     fs::write(&config, "[append]\nlock_timout = \"3s\"\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_banshare"))
+    let out = Command::new(BANSHARE)
         .args(["--config", config.to_str().unwrap(), "config", "check"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("lock_timout"), "{}", stderr(&out));
-    let missing = Command::new(env!("CARGO_BIN_EXE_banshare"))
+    let missing = Command::new(BANSHARE)
         .args(["--config", "/nonexistent/banshare.toml", "config", "check"])
         .output()
         .unwrap();
@@ -232,7 +225,7 @@ fn config_file_values_apply_and_flags_override_them() {
     );
     fs::write(&config, text).unwrap();
     let run = |extra: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_banshare"))
+        let out = Command::new(BANSHARE)
             .args(["--config", config.to_str().unwrap(), "ban", "192.0.2.9"])
             .args(extra)
             .output()
@@ -399,10 +392,9 @@ fn writer_killed_holding_the_lock_is_broken_after_stale_timeout() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_until(
-        Duration::from_secs(10),
-        || lock.exists(),
-        "the holder to take the lock",
+    assert!(
+        wait_until(Duration::from_secs(10), || lock.exists()),
+        "the holder never took the lock"
     );
     holder.kill().unwrap();
     holder.wait().unwrap();
@@ -515,12 +507,4 @@ fn demo_runs_without_root() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("198.51.100.77"), "{text}");
-}
-
-fn wait_until(deadline: Duration, mut cond: impl FnMut() -> bool, what: &str) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }

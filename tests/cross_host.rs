@@ -10,11 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use banshare::record;
 use support::cluster::{Cluster, require_root};
-use support::wait_until;
-
-const BIN: &str = env!("CARGO_BIN_EXE_banshare");
+use support::{BANSHARE as BIN, ban_loop, banshare_sh, read_records, wait_until};
 
 /// A cluster whose share holds an empty `newbans.log`, mounted on every node.
 struct Share {
@@ -53,17 +50,15 @@ impl Share {
     /// Runs `script` with `sh` in node `i`'s namespace; `$B` is banshare
     /// with this node's log, spool and id.
     fn spawn_sh(&self, i: usize, script: &str, extra_env: &[(&str, &str)]) -> Child {
-        let b = format!("{BIN} --config /dev/null --quiet");
-        let common = format!(
-            "--log {} --spool-dir {} --node node{i}",
-            self.log_via(i).display(),
-            self.spool(i).display()
+        let sh = self.cluster.command_in(self.cluster.node_ns(i), "sh");
+        let mut cmd = banshare_sh(
+            sh,
+            script,
+            &self.log_via(i),
+            &self.spool(i),
+            &format!("node{i}"),
         );
-        let mut cmd = self.cluster.command_in(self.cluster.node_ns(i), "sh");
-        cmd.arg("-c").arg(script).env("B", b).env("C", common);
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
+        cmd.envs(extra_env.iter().copied());
         cmd.stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -97,31 +92,10 @@ fn finish(child: Child, what: &str) -> String {
     stderr
 }
 
-/// Every line of the log as a record; panics on a torn or garbage line.
-fn records(log: &Path) -> Vec<record::Record> {
-    let data = fs::read(log).unwrap();
-    data.split_inclusive(|&b| b == b'\n')
-        .map(|l| {
-            record::parse(l).unwrap_or_else(|e| {
-                panic!("torn or bad line {:?}: {e}", String::from_utf8_lossy(l))
-            })
-        })
-        .collect()
-}
-
 fn count_lines(path: &Path) -> usize {
     fs::read(path)
         .map(|d| d.iter().filter(|&&b| b == b'\n').count())
         .unwrap_or(0)
-}
-
-/// A loop of `count` bans in sh, each to its own address: 10.<a>.<b>.<c>
-/// from the writer number and the iteration.
-fn ban_loop(writer: usize, count: usize, extra: &str) -> String {
-    format!(
-        "set -e; i=0; while [ $i -lt {count} ]; do \
-           $B ban 10.{writer}.$((i / 250)).$((i % 250)) $C {extra}; i=$((i + 1)); done"
-    )
 }
 
 #[test]
@@ -147,7 +121,7 @@ fn three_hosts_twelve_writers_six_thousand_whole_records() {
         assert!(warnings.is_empty(), "writer {n} warned: {warnings}");
     }
 
-    let records = records(&share.server_log());
+    let records = read_records(&share.server_log());
     assert_eq!(
         records.len(),
         6000,
@@ -197,7 +171,7 @@ fn writer_killed_holding_the_lock_does_not_stop_other_hosts() {
     for w in others {
         finish(w, "writer after the stale lock");
     }
-    let records = records(&share.server_log());
+    let records = read_records(&share.server_log());
     assert_eq!(
         records.len(),
         40,
@@ -261,7 +235,7 @@ fn unmounted_share_spools_and_flush_delivers_exactly_once() {
     );
     assert_eq!(share.spooled_batches(0), 0);
 
-    let records = records(&log);
+    let records = read_records(&log);
     let targets: Vec<String> = records.iter().map(|r| r.target.to_string()).collect();
     let unique: HashSet<&String> = targets.iter().collect();
     assert_eq!(unique.len(), total, "every ban arrived");

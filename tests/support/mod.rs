@@ -6,6 +6,8 @@
 
 pub mod cluster;
 
+use std::path::Path;
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -28,4 +30,46 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         }
         thread::sleep(POLL_INTERVAL);
     }
+}
+
+/// The `banshare` binary under test.
+pub const BANSHARE: &str = env!("CARGO_BIN_EXE_banshare");
+
+/// Makes `sh` (a `Command` for `sh`, perhaps inside a namespace) run
+/// `script`, in which `$B` is banshare with no config file and `$C` the
+/// flags that point it at `log`, `spool` and node id `node`.
+pub fn banshare_sh(mut sh: Command, script: &str, log: &Path, spool: &Path, node: &str) -> Command {
+    sh.arg("-c")
+        .arg(script)
+        .env("B", format!("{BANSHARE} --config /dev/null --quiet"))
+        .env(
+            "C",
+            format!(
+                "--log {} --spool-dir {} --node {node}",
+                log.display(),
+                spool.display()
+            ),
+        );
+    sh
+}
+
+/// Every line of the log as a record; panics on a torn or garbage line.
+pub fn read_records(log: &Path) -> Vec<banshare::record::Record> {
+    let data = std::fs::read(log).unwrap_or_else(|e| panic!("read {}: {e}", log.display()));
+    data.split_inclusive(|&b| b == b'\n')
+        .map(|l| {
+            banshare::record::parse(l).unwrap_or_else(|e| {
+                panic!("torn or bad line {:?}: {e}", String::from_utf8_lossy(l))
+            })
+        })
+        .collect()
+}
+
+/// A `sh` loop for [`banshare_sh`]: `count` bans, one process each, to the
+/// addresses 10.<writer>.<i / 250>.<i % 250>, with `extra` flags.
+pub fn ban_loop(writer: usize, count: usize, extra: &str) -> String {
+    format!(
+        "set -e; i=0; while [ $i -lt {count} ]; do \
+           $B ban 10.{writer}.$((i / 250)).$((i % 250)) $C {extra}; i=$((i + 1)); done"
+    )
 }
