@@ -508,3 +508,36 @@ fn demo_runs_without_root() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("198.51.100.77"), "{text}");
 }
+
+#[test]
+fn failed_lock_release_after_the_write_is_not_a_failed_append() {
+    let site = Site::new();
+    let lock = PathBuf::from(format!("{}.lock", site.log().display()));
+    let holder = site
+        .cmd(&["ban", "192.0.2.1"])
+        .env("BANSHARE_TEST_HOLD_LOCK_MS", "1000")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || lock.exists()),
+        "the writer never took the lock"
+    );
+    // Reading a directory fails with EISDIR: the release after the write
+    // hits an I/O error, as on a mount that dies at that moment.
+    fs::remove_file(&lock).unwrap();
+    fs::create_dir(&lock).unwrap();
+    let out = holder.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("releasing the lock failed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(read_records(&site.log()).len(), 1);
+    assert_eq!(
+        site.spooled_files(),
+        0,
+        "a written batch must not be spooled again"
+    );
+}

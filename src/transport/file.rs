@@ -83,12 +83,20 @@ impl Transport for FileTransport {
         let mut file = file;
         file.write_all(batch).map_err(|e| self.write_err(e))?;
         close_checked(file).map_err(|e| self.write_err(e))?;
-        if !lock.release()? {
-            eprintln!(
+        // The batch is in the log now. Nothing after this point may fail the
+        // append: an error here would send the batch to the spool as
+        // unwritten, and flush would deliver it a second time.
+        match lock.release() {
+            Ok(true) => {}
+            Ok(false) => eprintln!(
                 "banshare: warning: lock {} was broken as stale while this writer held it; \
                  raise stale_lock if the file server is slow",
                 self.lock.display()
-            );
+            ),
+            Err(e) => eprintln!(
+                "banshare: warning: the batch was appended, but releasing the lock failed \
+                 ({e}); other writers will break it after stale_lock"
+            ),
         }
         Ok(())
     }

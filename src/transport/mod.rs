@@ -76,7 +76,9 @@ pub enum TransportError {
 
 impl TransportError {
     /// True when the error came before any byte was written, so a retry
-    /// cannot produce a duplicate.
+    /// cannot produce a duplicate. Transports must therefore report every
+    /// failure after the first byte is sent as [`TransportError::Write`], and
+    /// nothing at all once the batch is complete.
     pub fn wrote_nothing(&self) -> bool {
         !matches!(self, TransportError::Write { .. })
     }
