@@ -9,11 +9,15 @@
 //! - [`lock`]: the lock that holds across hosts on a shared filesystem;
 //! - [`spool`]: where records wait while the log is out of reach;
 //! - [`append`]: turning a ban into records and delivering or spooling them;
+//! - [`follow`]: reading the log exactly once through rotation and truncation;
+//! - [`backend`]: applying bans locally (nftables, ipset, fail2ban, ...);
 //! - [`config`]: the TOML configuration file.
 
 pub mod append;
+pub mod backend;
 pub mod config;
 pub mod demo;
+pub mod follow;
 pub mod lock;
 pub mod record;
 pub mod spool;
