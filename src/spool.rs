@@ -14,13 +14,14 @@
 //! so that a crash at any point leaves a state that recovers exactly once.
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::durable;
 use crate::lock::{LocalLock, LockError};
 use crate::record::{self, Record, RecordId};
 use crate::transport::{Transport, TransportError};
@@ -92,26 +93,12 @@ impl Spool {
         self.dir.join(".append.lock")
     }
 
-    /// Stores one batch durably: temp file, fsync, rename, fsync the folder.
-    /// `uncertain` is true when a delivery of it may have begun.
+    /// Stores one batch durably (see [`durable::write_atomic`]). `uncertain`
+    /// is true when a delivery of it may have begun.
     pub fn put(&self, records: &[Record], uncertain: bool) -> Result<PathBuf, SpoolError> {
-        let name = next_name();
-        let tmp = self.dir.join(format!(".{name}.tmp"));
-        let path = self.dir.join(format!(
-            "{name}.{}",
-            if uncertain { UNCERTAIN } else { PENDING }
-        ));
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io_err(&tmp))?;
-        file.write_all(&to_batch(records))
-            .and_then(|()| file.sync_all())
-            .map_err(io_err(&tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        sync_dir(&self.dir)?;
+        let state = if uncertain { UNCERTAIN } else { PENDING };
+        let path = self.dir.join(format!("{}.{state}", next_name()));
+        durable::write_atomic(&path, &to_batch(records), 0o600).map_err(io_err(&path))?;
         Ok(path)
     }
 
@@ -272,12 +259,6 @@ fn rename_state(path: &Path, state: &str) -> Result<PathBuf, SpoolError> {
     let target = path.with_extension(state);
     fs::rename(path, &target).map_err(io_err(path))?;
     Ok(target)
-}
-
-fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
 }
 
 /// A name that sorts after every earlier one from this host: the clock in

@@ -54,9 +54,16 @@ impl Action {
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("cannot run {program}: {source}")]
-    Spawn { program: String, source: std::io::Error },
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
     #[error("{program} failed ({status}): {stderr}")]
-    Failed { program: String, status: String, stderr: String },
+    Failed {
+        program: String,
+        status: String,
+        stderr: String,
+    },
     #[error("{0}")]
     Config(String),
 }

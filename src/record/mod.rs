@@ -145,6 +145,27 @@ pub enum RejectReason {
     BadValue { key: &'static str, value: String },
 }
 
+impl RejectReason {
+    /// A stable short name for counting rejections by kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RejectReason::Empty => "empty",
+            RejectReason::TooLong { .. } => "too_long",
+            RejectReason::BadByte { .. } => "bad_byte",
+            RejectReason::BadHeader(_) => "bad_header",
+            RejectReason::UnknownVerb(_) => "unknown_verb",
+            RejectReason::BadShape => "bad_shape",
+            RejectReason::BadAddress(_) => "bad_address",
+            RejectReason::HostBitsSet(_) => "host_bits_set",
+            RejectReason::BadPortSpec(_) => "bad_port_spec",
+            RejectReason::BadField(_) => "bad_field",
+            RejectReason::UnknownField(_) => "unknown_field",
+            RejectReason::RepeatedField(_) => "repeated_field",
+            RejectReason::BadValue { .. } => "bad_value",
+        }
+    }
+}
+
 /// A short excerpt of untrusted text for error messages, which show it with
 /// `{:?}` so that control characters come out escaped.
 fn excerpt(text: &str) -> String {

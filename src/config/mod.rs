@@ -28,6 +28,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod watch;
+
+pub use watch::{DEFAULT_STATE_DIR, FollowKind, WatchSettings, parse_net};
+
 use crate::lock::LockTimings;
 use crate::record::{BanTime, Jail, NodeId, PortSpec, Tag};
 use crate::transport::LogLocation;
@@ -65,6 +69,7 @@ pub enum ConfigError {
 pub struct RawConfig {
     pub common: RawCommon,
     pub append: RawAppend,
+    pub watch: watch::RawWatch,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -114,6 +119,7 @@ pub struct Settings {
     pub node: NodeId,
     pub spool_dir: PathBuf,
     pub append: AppendSettings,
+    pub watch: WatchSettings,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -213,6 +219,7 @@ impl Settings {
                     Duration::from_secs(10),
                 )?,
             },
+            watch: WatchSettings::check(&raw.watch, &check)?,
         };
         settings
             .check_consistency()
@@ -239,11 +246,6 @@ impl Settings {
 
     /// The effective configuration, as a file that would produce it.
     pub fn to_toml(&self) -> String {
-        let text = |d: Duration| {
-            Some(DurationText::Text(
-                humantime::format_duration(d).to_string(),
-            ))
-        };
         let a = &self.append;
         let raw = RawConfig {
             common: RawCommon {
@@ -254,27 +256,25 @@ impl Settings {
             append: RawAppend {
                 port: Some(a.port.to_string()),
                 jail: a.jail.as_ref().map(|j| j.to_string()),
-                bantime: a.bantime.map(|b| match b {
-                    BanTime::Seconds(s) => DurationText::Seconds(s as i64),
-                    BanTime::Permanent => DurationText::Seconds(-1),
-                }),
+                bantime: a.bantime.map(bantime_text),
                 tag: Some(a.tag.to_string()),
-                lock_timeout: text(a.lock.timeout),
-                stale_lock: text(a.lock.stale_after),
-                io_timeout: text(a.io_timeout),
+                lock_timeout: duration_text(a.lock.timeout),
+                stale_lock: duration_text(a.lock.stale_after),
+                io_timeout: duration_text(a.io_timeout),
             },
+            watch: self.watch.to_raw(),
         };
         toml::to_string(&raw).expect("settings always serialize")
     }
 }
 
 /// Checks values and names the offending key in errors.
-struct Checker<'a> {
+pub(crate) struct Checker<'a> {
     origin: &'a Path,
 }
 
 impl Checker<'_> {
-    fn invalid(&self, key: &'static str, message: impl Display) -> ConfigError {
+    pub(crate) fn invalid(&self, key: &'static str, message: impl Display) -> ConfigError {
         ConfigError::Invalid {
             path: self.origin.to_owned(),
             key,
@@ -282,14 +282,14 @@ impl Checker<'_> {
         }
     }
 
-    fn parse<T: FromStr>(&self, key: &'static str, text: &str) -> Result<T, ConfigError>
+    pub(crate) fn parse<T: FromStr>(&self, key: &'static str, text: &str) -> Result<T, ConfigError>
     where
         T::Err: Display,
     {
         text.parse().map_err(|e| self.invalid(key, e))
     }
 
-    fn parse_or<T: FromStr>(
+    pub(crate) fn parse_or<T: FromStr>(
         &self,
         key: &'static str,
         text: &Option<String>,
@@ -301,7 +301,7 @@ impl Checker<'_> {
         text.as_deref().map_or(Ok(default), |t| self.parse(key, t))
     }
 
-    fn duration(
+    pub(crate) fn duration(
         &self,
         key: &'static str,
         value: &Option<DurationText>,
@@ -317,7 +317,11 @@ impl Checker<'_> {
         }
     }
 
-    fn bantime(&self, key: &'static str, value: &DurationText) -> Result<BanTime, ConfigError> {
+    pub(crate) fn bantime(
+        &self,
+        key: &'static str,
+        value: &DurationText,
+    ) -> Result<BanTime, ConfigError> {
         match value {
             DurationText::Seconds(-1) => Ok(BanTime::Permanent),
             _ => {
@@ -336,6 +340,21 @@ fn parse_duration_text(value: &DurationText) -> Result<Duration, String> {
         DurationText::Seconds(s) if *s >= 0 => Ok(Duration::from_secs(*s as u64)),
         DurationText::Seconds(s) => Err(format!("{s} is negative")),
         DurationText::Text(t) => parse_duration(t),
+    }
+}
+
+/// A duration as the effective config prints it: `250ms`, `30m`.
+fn duration_text(d: Duration) -> Option<DurationText> {
+    Some(DurationText::Text(
+        humantime::format_duration(d).to_string(),
+    ))
+}
+
+/// A bantime as the effective config prints it: seconds, or -1.
+fn bantime_text(b: BanTime) -> DurationText {
+    match b {
+        BanTime::Seconds(s) => DurationText::Seconds(s as i64),
+        BanTime::Permanent => DurationText::Seconds(-1),
     }
 }
 

@@ -1,0 +1,196 @@
+//! The `[watch]` section: how the watcher follows the log and its policy.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::{Checker, ConfigError, DurationText, duration_text};
+use crate::record::BanTime;
+
+/// Where the watcher keeps its cursor and status.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/banshare/watch";
+
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawWatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub follow: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poll_interval: Option<DurationText>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub safety_poll: Option<DurationText>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flush_interval: Option<DurationText>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_max: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bantime: Option<DurationText>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignoreip: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignoreself: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_nodes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub findtime: Option<DurationText>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_prefix_v4: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_prefix_v6: Option<u8>,
+}
+
+/// How to notice that the log changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowKind {
+    /// inotify where it sees every writer; polling on network filesystems.
+    Auto,
+    /// inotify, plus the slow safety poll.
+    Native,
+    /// Poll at `poll_interval`.
+    Poll,
+}
+
+impl FromStr for FollowKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<FollowKind, String> {
+        match text {
+            "auto" => Ok(FollowKind::Auto),
+            "inotify" => Ok(FollowKind::Native),
+            "poll" => Ok(FollowKind::Poll),
+            _ => Err(format!(
+                "unknown follow mode {text:?} (auto, inotify or poll)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for FollowKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FollowKind::Auto => "auto",
+            FollowKind::Native => "inotify",
+            FollowKind::Poll => "poll",
+        })
+    }
+}
+
+/// The checked `[watch]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchSettings {
+    /// `None` until given; `banshare watch` requires it.
+    pub backend: Option<String>,
+    pub state_dir: PathBuf,
+    pub follow: FollowKind,
+    pub poll_interval: Duration,
+    pub safety_poll: Duration,
+    pub flush_interval: Duration,
+    pub batch_max: usize,
+    pub bantime: BanTime,
+    pub ignoreip: Vec<IpNet>,
+    pub ignoreself: bool,
+    pub min_nodes: usize,
+    pub findtime: Duration,
+    pub max_prefix_v4: u8,
+    pub max_prefix_v6: u8,
+}
+
+impl WatchSettings {
+    pub(super) fn check(raw: &RawWatch, check: &Checker) -> Result<WatchSettings, ConfigError> {
+        let settings = WatchSettings {
+            backend: raw.backend.clone(),
+            state_dir: raw
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+            follow: check.parse_or("watch.follow", &raw.follow, FollowKind::Auto)?,
+            poll_interval: check.duration(
+                "watch.poll_interval",
+                &raw.poll_interval,
+                Duration::from_millis(250),
+            )?,
+            safety_poll: check.duration(
+                "watch.safety_poll",
+                &raw.safety_poll,
+                Duration::from_secs(5),
+            )?,
+            flush_interval: check.duration(
+                "watch.flush_interval",
+                &raw.flush_interval,
+                Duration::from_secs(5),
+            )?,
+            batch_max: raw.batch_max.unwrap_or(10_000),
+            bantime: match &raw.bantime {
+                Some(b) => check.bantime("watch.bantime", b)?,
+                None => BanTime::Seconds(1800),
+            },
+            ignoreip: raw
+                .ignoreip
+                .iter()
+                .flatten()
+                .map(|t| parse_net(t).map_err(|m| check.invalid("watch.ignoreip", m)))
+                .collect::<Result<_, _>>()?,
+            ignoreself: raw.ignoreself.unwrap_or(true),
+            min_nodes: raw.min_nodes.unwrap_or(1),
+            findtime: check.duration("watch.findtime", &raw.findtime, Duration::from_secs(600))?,
+            max_prefix_v4: raw.max_prefix_v4.unwrap_or(16),
+            max_prefix_v6: raw.max_prefix_v6.unwrap_or(48),
+        };
+        settings
+            .check_ranges()
+            .map_err(|(key, m)| check.invalid(key, m))?;
+        Ok(settings)
+    }
+
+    fn check_ranges(&self) -> Result<(), (&'static str, String)> {
+        if self.batch_max == 0 {
+            return Err(("watch.batch_max", "must be at least 1".into()));
+        }
+        if self.min_nodes == 0 {
+            return Err(("watch.min_nodes", "must be at least 1".into()));
+        }
+        if self.max_prefix_v4 > 32 {
+            return Err(("watch.max_prefix_v4", "must be 0 to 32".into()));
+        }
+        if self.max_prefix_v6 > 128 {
+            return Err(("watch.max_prefix_v6", "must be 0 to 128".into()));
+        }
+        Ok(())
+    }
+
+    pub(super) fn to_raw(&self) -> RawWatch {
+        RawWatch {
+            backend: self.backend.clone(),
+            state_dir: Some(self.state_dir.clone()),
+            follow: Some(self.follow.to_string()),
+            poll_interval: duration_text(self.poll_interval),
+            safety_poll: duration_text(self.safety_poll),
+            flush_interval: duration_text(self.flush_interval),
+            batch_max: Some(self.batch_max),
+            bantime: Some(super::bantime_text(self.bantime)),
+            ignoreip: Some(self.ignoreip.iter().map(|n| n.to_string()).collect()),
+            ignoreself: Some(self.ignoreself),
+            min_nodes: Some(self.min_nodes),
+            findtime: duration_text(self.findtime),
+            max_prefix_v4: Some(self.max_prefix_v4),
+            max_prefix_v6: Some(self.max_prefix_v6),
+        }
+    }
+}
+
+/// An address (`192.0.2.7`, as a /32) or a network (`10.0.0.0/8`).
+pub fn parse_net(text: &str) -> Result<IpNet, String> {
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    text.parse::<std::net::IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("{text:?} is not an address or network"))
+}

@@ -1,0 +1,418 @@
+//! The watcher's event loop.
+//!
+//! One thread owns all state: the follower, the policy, the backend and the
+//! counters. Other threads only send it a [`Msg`]: the inotify watcher when
+//! the log's directory changes, the signal thread on SIGTERM, SIGINT and
+//! SIGHUP, and whoever holds a [`Handle`] (the demo, tests). Between
+//! messages the loop wakes up on its own every poll interval.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use notify::Watcher as _;
+
+use super::mode::Mode;
+use super::policy::{Policy, PolicySettings, Skip, record_time};
+use super::state::{SavedCursor, StateDir, Status};
+use super::{error, info, warn};
+use crate::backend::{Action, Backend, BackendError};
+use crate::follow::{Follower, Line, LocalFs};
+use crate::record::{self, Record};
+
+/// What other threads can tell the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Msg {
+    /// Something changed in the log's directory.
+    Changed,
+    /// Reload the configuration (SIGHUP).
+    Reload,
+    /// Stop after the current batch (SIGTERM, SIGINT).
+    Stop,
+}
+
+/// Sends messages to a running [`Daemon`].
+#[derive(Debug, Clone)]
+pub struct Handle(Sender<Msg>);
+
+impl Handle {
+    pub fn send(&self, msg: Msg) {
+        // The daemon may have stopped already; then there is nothing to do.
+        let _ = self.0.send(msg);
+    }
+}
+
+/// What the daemon needs besides the policy and the backend.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub log: PathBuf,
+    pub node: String,
+    pub mode: Mode,
+    /// The most lines applied in one backend call.
+    pub batch_max: usize,
+    pub state: StateDir,
+}
+
+/// Errors that stop the watcher. Everything else (a missing log, a bad
+/// line, a failed batch) is logged, counted and retried.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("backend {backend} cannot start: {source}")]
+    Backend { backend: &'static str, source: BackendError },
+    #[error("state directory {path}: {source}")]
+    State { path: PathBuf, source: std::io::Error },
+}
+
+/// At most this many rejected lines are logged one by one per minute; the
+/// rest are counted and summed up, so a flood of garbage cannot flood the
+/// journal.
+const REJECT_LOG_PER_MINUTE: u32 = 20;
+
+pub struct Daemon {
+    opts: Options,
+    follower: Follower<LocalFs>,
+    policy: Policy,
+    backend: Box<dyn Backend>,
+    status: Status,
+    rx: Receiver<Msg>,
+    /// Kept alive for as long as the loop runs.
+    _inotify: Option<notify::RecommendedWatcher>,
+    rejects: RejectLog,
+    last_status: Instant,
+    last_active_save: Instant,
+}
+
+impl Daemon {
+    /// Prepares the backend, loads the saved cursor and active bans, and
+    /// starts inotify when the mode asks for it.
+    pub fn new(mut opts: Options, policy: PolicySettings, mut backend: Box<dyn Backend>) -> Result<(Daemon, Handle), WatchError> {
+        backend.setup().map_err(|source| WatchError::Backend { backend: backend.name(), source })?;
+        let state_err = |source| WatchError::State { path: opts.state.path().to_owned(), source };
+        let resume = load_cursor(&opts).map_err(state_err)?;
+        let mut policy = Policy::new(policy);
+        for (target, until) in opts.state.load_active().map_err(state_err)? {
+            policy.restore_active(target, until);
+        }
+        let (tx, rx) = mpsc::channel();
+        let inotify = start_inotify(&mut opts, &tx);
+        let status = Status {
+            node: opts.node.clone(),
+            pid: std::process::id(),
+            log: opts.log.clone(),
+            backend: backend.name().into(),
+            mode: opts.mode.describe(),
+            started: Some(Utc::now()),
+            ..Status::default()
+        };
+        let daemon = Daemon {
+            follower: Follower::new(LocalFs, opts.log.clone(), resume),
+            opts,
+            policy,
+            backend,
+            status,
+            rx,
+            _inotify: inotify,
+            rejects: RejectLog::new(),
+            last_status: Instant::now(),
+            last_active_save: Instant::now(),
+        };
+        Ok((daemon, Handle(tx)))
+    }
+
+    /// Runs until told to stop. `reload` returns the new policy settings on
+    /// SIGHUP, or `None` if the configuration is bad (the old one stays).
+    pub fn run(mut self, mut reload: impl FnMut() -> Option<PolicySettings>) -> Status {
+        info(&format!(
+            "watching {} as node {} ({}), applying with {}",
+            self.opts.log.display(),
+            self.opts.node,
+            self.opts.mode.describe(),
+            self.backend.name()
+        ));
+        loop {
+            self.cycle();
+            match self.wait() {
+                Some(Msg::Stop) => break,
+                Some(Msg::Reload) => self.reload(&mut reload),
+                Some(Msg::Changed) | None => {}
+            }
+        }
+        self.shutdown()
+    }
+
+    /// Waits for a message or the poll interval; coalesces a burst of
+    /// change events into one wake-up. Stop and reload win over changes.
+    fn wait(&mut self) -> Option<Msg> {
+        let first = match self.rx.recv_timeout(self.opts.mode.interval()) {
+            Ok(msg) => msg,
+            Err(RecvTimeoutError::Timeout) => return None,
+            Err(RecvTimeoutError::Disconnected) => return Some(Msg::Stop),
+        };
+        let mut strongest = first;
+        while let Ok(msg) = self.rx.try_recv() {
+            strongest = match (strongest, msg) {
+                (Msg::Stop, _) | (_, Msg::Stop) => Msg::Stop,
+                (Msg::Reload, _) | (_, Msg::Reload) => Msg::Reload,
+                _ => Msg::Changed,
+            };
+        }
+        Some(strongest)
+    }
+
+    fn reload(&mut self, reload: &mut impl FnMut() -> Option<PolicySettings>) {
+        match reload() {
+            Some(settings) => {
+                self.policy.reconfigure(settings);
+                info("configuration reloaded");
+            }
+            None => warn("configuration not reloaded: it has errors (see above); keeping the old one"),
+        }
+    }
+
+    /// Reads and applies everything available, batch by batch.
+    fn cycle(&mut self) {
+        loop {
+            let lines = match self.follower.read_lines(self.opts.batch_max) {
+                Ok(lines) => {
+                    self.log_reachable(None);
+                    lines
+                }
+                Err(e) => {
+                    self.log_reachable(Some(e.to_string()));
+                    break;
+                }
+            };
+            if lines.is_empty() {
+                break;
+            }
+            let full = lines.len() >= self.opts.batch_max;
+            let actions = self.decide(&lines, Utc::now());
+            self.apply(&actions);
+            self.save_cursor();
+            if !full {
+                break;
+            }
+        }
+        self.housekeeping();
+    }
+
+    /// Notes whether the log could be read, logging only the changes.
+    fn log_reachable(&mut self, error: Option<String>) {
+        if error != self.status.last_error {
+            match &error {
+                None => info(&format!("log {} is readable again", self.opts.log.display())),
+                Some(e) => warn(&format!("cannot read the log (will retry): {e}")),
+            }
+        }
+        self.status.log_present = error.is_none();
+        self.status.last_error = error;
+    }
+
+    fn decide(&mut self, lines: &[Line], now: DateTime<Utc>) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for line in lines {
+            self.status.lines_read += 1;
+            match parse_line(line) {
+                Ok(record) => {
+                    self.status.last_record_ts = Some(record_time(&record, now));
+                    match self.policy.decide(&record, now) {
+                        Ok(action) => actions.push(action),
+                        Err(skip) => self.skipped(&record, skip),
+                    }
+                }
+                Err(reason) => self.rejected(&reason),
+            }
+        }
+        actions
+    }
+
+    fn rejected(&mut self, reason: &record::RejectReason) {
+        *self.status.rejected.entry(reason.kind().into()).or_default() += 1;
+        let total: u64 = self.status.rejected.values().sum();
+        self.rejects.log(&format!("rejected a line of the log: {reason} ({total} rejected so far)"));
+    }
+
+    fn skipped(&mut self, record: &Record, skip: Skip) {
+        *self.status.skipped.entry(format!("{skip:?}")).or_default() += 1;
+        // Records that try to ban what must never be banned deserve a word;
+        // the normal skips (own node, duplicates, expired) do not.
+        if matches!(skip, Skip::NeverBan | Skip::TooWide | Skip::SelfAddress | Skip::Ignored) {
+            let origin = record.fields.node.as_ref().map_or("an unknown node".into(), |n| format!("node {n}"));
+            self.rejects.log(&format!("refused to ban {} from {origin}: {}", record.target, skip.describe()));
+        }
+    }
+
+    /// Applies the batch in one backend call; if that fails, action by
+    /// action, so that one bad action cannot block the others.
+    fn apply(&mut self, actions: &[Action]) {
+        if actions.is_empty() {
+            return;
+        }
+        match self.backend.apply(actions) {
+            Ok(()) => self.applied(actions),
+            Err(e) => {
+                error(&format!("applying a batch of {} failed: {e}; retrying one by one", actions.len()));
+                for action in actions {
+                    match self.backend.apply(std::slice::from_ref(action)) {
+                        Ok(()) => self.applied(std::slice::from_ref(action)),
+                        Err(e) => {
+                            self.status.backend_errors += 1;
+                            error(&format!("{action} failed: {e}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn applied(&mut self, actions: &[Action]) {
+        self.status.applied += actions.len() as u64;
+        if actions.len() <= 10 {
+            for action in actions {
+                info(&format!("applied {action}"));
+            }
+        } else {
+            info(&format!("applied a batch of {}", actions.len()));
+        }
+    }
+
+    fn save_cursor(&mut self) {
+        let Some(cursor) = self.follower.cursor() else { return };
+        self.status.offset = cursor.offset;
+        let saved = SavedCursor { log: self.opts.log.clone(), cursor };
+        if let Err(e) = self.opts.state.save_cursor(&saved) {
+            error(&format!("cannot save the cursor in {}: {e}", self.opts.state.path().display()));
+        }
+    }
+
+    /// Status at most once a second, active bans every 30 s.
+    fn housekeeping(&mut self) {
+        self.rejects.flush();
+        if self.last_status.elapsed() >= Duration::from_secs(1) {
+            self.write_status();
+        }
+        if self.last_active_save.elapsed() >= Duration::from_secs(30) {
+            self.save_active();
+        }
+    }
+
+    fn write_status(&mut self) {
+        let now = Utc::now();
+        self.policy.prune(now);
+        self.status.active_bans = self.policy.active_count(now);
+        self.status.updated = Some(now);
+        if let Err(e) = self.opts.state.save_status(&self.status) {
+            warn(&format!("cannot write status: {e}"));
+        }
+        self.last_status = Instant::now();
+    }
+
+    fn save_active(&mut self) {
+        if let Err(e) = self.opts.state.save_active(self.policy.active_bans()) {
+            warn(&format!("cannot save active bans: {e}"));
+        }
+        self.last_active_save = Instant::now();
+    }
+
+    fn shutdown(mut self) -> Status {
+        self.save_cursor();
+        self.save_active();
+        self.write_status();
+        info("stopped");
+        self.status
+    }
+}
+
+fn parse_line(line: &Line) -> Result<Record, record::RejectReason> {
+    match line {
+        Line::Complete { bytes, .. } => record::parse(bytes),
+        Line::TooLong { len, .. } => Err(record::RejectReason::TooLong { len: *len as usize }),
+    }
+}
+
+/// The saved cursor, if it belongs to this log.
+fn load_cursor(opts: &Options) -> std::io::Result<Option<crate::follow::Cursor>> {
+    match opts.state.load_cursor()? {
+        Some(saved) if saved.log == opts.log => Ok(Some(saved.cursor)),
+        Some(saved) => {
+            warn(&format!(
+                "the saved cursor is for {}, not {}: starting from the beginning",
+                saved.log.display(),
+                opts.log.display()
+            ));
+            Ok(None)
+        }
+        None => Ok(None),
+    }
+}
+
+/// Watches the log's directory; falls back to polling if inotify fails.
+fn start_inotify(opts: &mut Options, tx: &Sender<Msg>) -> Option<notify::RecommendedWatcher> {
+    let Mode::Native { .. } = opts.mode else { return None };
+    match watch_directory(&opts.log, tx.clone()) {
+        Ok(watcher) => Some(watcher),
+        Err(e) => {
+            warn(&format!("inotify unavailable ({e}); polling instead"));
+            opts.mode = Mode::Poll(Duration::from_millis(250));
+            None
+        }
+    }
+}
+
+fn watch_directory(log: &Path, tx: Sender<Msg>) -> notify::Result<notify::RecommendedWatcher> {
+    let dir = log.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name: OsString = log.file_name().map(|n| n.to_owned()).unwrap_or_default();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Only the log and its rotated siblings (newbans.log.1) matter; the
+        // directory may hold other busy files.
+        let relevant = match &event {
+            Ok(e) => e.paths.is_empty() || e.paths.iter().any(|p| is_log_or_sibling(p, &name)),
+            Err(_) => true,
+        };
+        if relevant {
+            let _ = tx.send(Msg::Changed);
+        }
+    })?;
+    watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}
+
+fn is_log_or_sibling(path: &Path, name: &OsString) -> bool {
+    path.file_name().is_some_and(|f| f.as_encoded_bytes().starts_with(name.as_encoded_bytes()))
+}
+
+/// Rate-limits messages about hostile input.
+struct RejectLog {
+    window: Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl RejectLog {
+    fn new() -> RejectLog {
+        RejectLog { window: Instant::now(), logged: 0, suppressed: 0 }
+    }
+
+    fn log(&mut self, message: &str) {
+        self.flush();
+        if self.logged < REJECT_LOG_PER_MINUTE {
+            self.logged += 1;
+            warn(message);
+        } else {
+            self.suppressed += 1;
+        }
+    }
+
+    /// Starts a new minute, summing up what was suppressed in the last.
+    fn flush(&mut self) {
+        if self.window.elapsed() < Duration::from_secs(60) {
+            return;
+        }
+        if self.suppressed > 0 {
+            warn(&format!("{} more rejected or refused lines in the last minute were not logged one by one", self.suppressed));
+        }
+        *self = RejectLog::new();
+    }
+}

@@ -1,0 +1,30 @@
+//! `banshare watch`: follow the shared log and apply bans locally.
+//!
+//! - [`daemon`]: the event loop that owns the state;
+//! - [`flusher`]: delivering the local spool while the watcher runs;
+//! - [`mode`]: inotify or polling, chosen by filesystem;
+//! - [`policy`]: which records become bans;
+//! - [`state`]: the cursor and status files;
+//! - [`host`]: this host's own addresses.
+
+// pub mod daemon; (enabled once follow lands)
+pub mod flusher;
+pub mod host;
+pub mod mode;
+pub mod policy;
+// pub mod state; (enabled once follow lands)
+
+// The watcher logs to stderr, one line per event, as systemd expects; the
+// journal adds the time.
+
+pub(crate) fn info(message: &str) {
+    eprintln!("banshare: {message}");
+}
+
+pub(crate) fn warn(message: &str) {
+    eprintln!("banshare: warning: {message}");
+}
+
+pub(crate) fn error(message: &str) {
+    eprintln!("banshare: error: {message}");
+}

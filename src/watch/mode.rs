@@ -1,0 +1,129 @@
+//! How the watcher notices changes: inotify where it can see every writer,
+//! polling where it cannot.
+//!
+//! inotify only reports changes made through this host's kernel. On FUSE
+//! (sshfs), NFS, CIFS and other network filesystems, writes by other hosts
+//! produce no event and no error, only silence (`shared/NOTES.md`), so there
+//! the watcher polls. Where inotify works, a slow safety poll still runs, in
+//! case events are dropped (queue overflow) or the log is replaced in a way
+//! the directory watch misses.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::config::FollowKind;
+
+/// The resolved follow mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// inotify on the log's directory, plus a poll every `safety`.
+    Native { safety: Duration },
+    /// A poll every interval.
+    Poll(Duration),
+}
+
+impl Mode {
+    /// The longest the loop waits without an event.
+    pub fn interval(&self) -> Duration {
+        match *self {
+            Mode::Native { safety } => safety,
+            Mode::Poll(interval) => interval,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Mode::Native { safety } => format!(
+                "inotify (safety poll every {})",
+                humantime::format_duration(*safety)
+            ),
+            Mode::Poll(interval) => format!("poll every {}", humantime::format_duration(*interval)),
+        }
+    }
+}
+
+/// Picks the mode for a log in `dir`. `Auto` asks the filesystem.
+pub fn resolve(kind: FollowKind, dir: &Path, poll: Duration, safety: Duration) -> Mode {
+    match kind {
+        FollowKind::Native => Mode::Native { safety },
+        FollowKind::Poll => Mode::Poll(poll),
+        FollowKind::Auto => match blind_filesystem(dir) {
+            Some(_) => Mode::Poll(poll),
+            // Unknown (the directory is missing, say): poll, which always works.
+            None if statfs_type(dir).is_none() => Mode::Poll(poll),
+            None => Mode::Native { safety },
+        },
+    }
+}
+
+/// The name of the filesystem under `dir` if inotify is blind to other
+/// hosts' writes on it.
+pub fn blind_filesystem(dir: &Path) -> Option<&'static str> {
+    let magic = statfs_type(dir)?;
+    BLIND
+        .iter()
+        .find(|(m, _)| *m == magic)
+        .map(|(_, name)| *name)
+}
+
+/// Filesystem magic numbers (statfs `f_type`) of network and FUSE
+/// filesystems, from linux/magic.h and the filesystems' sources.
+const BLIND: &[(i64, &str)] = &[
+    (0x6573_5546, "fuse (sshfs)"),
+    (0x6969, "nfs"),
+    (0xFF53_4D42, "cifs"),
+    (0xFE53_4D42, "smb2"),
+    (0x517B, "smb"),
+    (0x00C3_6400, "ceph"),
+    (0x0102_1997, "9p"),
+    (0x5346_414F, "afs"),
+    (0x7461_636f, "ocfs2"),
+    (0x0116_1970, "gfs2"),
+    (0x0BD0_0BD0, "lustre"),
+];
+
+fn statfs_type(dir: &Path) -> Option<i64> {
+    let path = CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `buf` is a valid statfs.
+    if unsafe { libc::statfs(path.as_ptr(), &mut buf) } != 0 {
+        return None;
+    }
+    Some(buf.f_type as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_tmp_is_not_blind_and_auto_uses_inotify() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(blind_filesystem(dir.path()), None);
+        let mode = resolve(
+            FollowKind::Auto,
+            dir.path(),
+            Duration::from_millis(250),
+            Duration::from_secs(5),
+        );
+        assert_eq!(
+            mode,
+            Mode::Native {
+                safety: Duration::from_secs(5)
+            }
+        );
+    }
+
+    #[test]
+    fn missing_directory_polls() {
+        let mode = resolve(
+            FollowKind::Auto,
+            Path::new("/nonexistent/x"),
+            Duration::from_millis(250),
+            Duration::from_secs(5),
+        );
+        assert_eq!(mode, Mode::Poll(Duration::from_millis(250)));
+    }
+}

@@ -1,0 +1,524 @@
+//! The watcher's policy: which records become bans on this node.
+//!
+//! Every record read from the shared log passes [`Policy::decide`], which
+//! either turns it into an [`Action`] for the backend or says why not. The
+//! rules, in order:
+//!
+//! 1. a record id seen before is a duplicate (a compacted log is re-read, a
+//!    signed line may be copied);
+//! 2. this node's own records are skipped: they came from this node's
+//!    fail2ban, which already banned (the echo loop the seed systems dodged
+//!    only by accident);
+//! 3. addresses that must never be banned: loopback, unspecified, multicast,
+//!    link-local, broadcast, this host's own addresses (`ignoreself`),
+//!    `ignoreip`, and networks wider than the configured limit or containing
+//!    any of those;
+//! 4. a ban whose time is over (`ts + bantime < now`) is skipped; catch-up
+//!    after downtime applies only what is still in force, for what remains;
+//! 5. with `min_nodes > 1`, a ban waits until that many distinct nodes
+//!    reported the address within `findtime`;
+//! 6. an address already banned at least as long is not banned again; a
+//!    longer report extends the ban (the longest remaining bantime wins).
+//!
+//! Unban records lift the ban and forget pending reports.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, Local, NaiveDate, TimeZone, Utc};
+use ipnet::IpNet;
+
+use crate::backend::{Action, Ban, Unban};
+use crate::record::{BanTime, NodeId, Op, Record, RecordId, Target};
+
+/// The knobs of [`Policy`], from the `[watch]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicySettings {
+    /// This node: its own records are skipped.
+    pub node: NodeId,
+    /// Addresses and networks never banned.
+    pub ignoreip: Vec<IpNet>,
+    /// Never ban this host's own addresses (`self_addresses`).
+    pub ignoreself: bool,
+    pub self_addresses: Vec<IpAddr>,
+    /// For records that carry no bantime (hand-written logger lines).
+    pub default_bantime: BanTime,
+    /// Distinct nodes that must report an address before it is banned.
+    pub min_nodes: usize,
+    /// The window in which `min_nodes` reports count.
+    pub findtime: Duration,
+    /// The widest network that may be banned, per family.
+    pub max_prefix_v4: u8,
+    pub max_prefix_v6: u8,
+}
+
+/// Why a record was not applied. Each one is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Skip {
+    Duplicate,
+    OwnNode,
+    NeverBan,
+    Ignored,
+    SelfAddress,
+    TooWide,
+    Expired,
+    WaitingForNodes,
+    AlreadyBanned,
+}
+
+impl Skip {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Skip::Duplicate => "duplicate record id",
+            Skip::OwnNode => "this node's own record",
+            Skip::NeverBan => "loopback, unspecified, multicast, link-local or broadcast address",
+            Skip::Ignored => "in ignoreip",
+            Skip::SelfAddress => "one of this host's own addresses",
+            Skip::TooWide => "network wider than allowed",
+            Skip::Expired => "ban already over",
+            Skip::WaitingForNodes => "waiting for reports from more nodes",
+            Skip::AlreadyBanned => "already banned at least as long",
+        }
+    }
+}
+
+/// When a ban ends; `None` is never.
+type Expiry = Option<DateTime<Utc>>;
+
+/// The policy and the state it keeps: active bans, seen ids, and reports
+/// waiting for `min_nodes`.
+#[derive(Debug)]
+pub struct Policy {
+    settings: PolicySettings,
+    active: HashMap<Target, Expiry>,
+    seen: HashMap<RecordId, Expiry>,
+    reports: HashMap<Target, Vec<(Option<NodeId>, DateTime<Utc>)>>,
+}
+
+impl Policy {
+    pub fn new(settings: PolicySettings) -> Policy {
+        Policy {
+            settings,
+            active: HashMap::new(),
+            seen: HashMap::new(),
+            reports: HashMap::new(),
+        }
+    }
+
+    /// New settings (on SIGHUP); the state is kept.
+    pub fn reconfigure(&mut self, settings: PolicySettings) {
+        self.settings = settings;
+    }
+
+    pub fn settings(&self) -> &PolicySettings {
+        &self.settings
+    }
+
+    /// Active bans this node applied and that are not over at `now`.
+    pub fn active_count(&self, now: DateTime<Utc>) -> usize {
+        self.active
+            .values()
+            .filter(|e| e.is_none_or(|t| t > now))
+            .count()
+    }
+
+    /// Bans known to be in force, for persisting across restarts.
+    pub fn active_bans(&self) -> impl Iterator<Item = (&Target, &Expiry)> {
+        self.active.iter()
+    }
+
+    /// Restores a ban applied before a restart, so that a shorter report
+    /// cannot shorten it.
+    pub fn restore_active(&mut self, target: Target, expiry: Expiry) {
+        self.active.insert(target, expiry);
+    }
+
+    /// Drops state that can no longer matter at `now`.
+    pub fn prune(&mut self, now: DateTime<Utc>) {
+        let live = |e: &Expiry| e.is_none_or(|t| t > now);
+        self.active.retain(|_, e| live(e));
+        self.seen.retain(|_, e| live(e));
+        let window =
+            chrono::Duration::from_std(self.settings.findtime).unwrap_or(chrono::Duration::MAX);
+        self.reports.retain(|_, r| {
+            r.retain(|(_, ts)| *ts + window > now);
+            !r.is_empty()
+        });
+    }
+
+    /// What to do with `record` at `now`.
+    pub fn decide(&mut self, record: &Record, now: DateTime<Utc>) -> Result<Action, Skip> {
+        let ts = record_time(record, now);
+        let expiry = match record.op {
+            Op::Ban => expiry(
+                ts,
+                record
+                    .fields
+                    .bantime
+                    .unwrap_or(self.settings.default_bantime),
+            ),
+            Op::Unban => None,
+        };
+        self.check_duplicate(record, expiry.or(Some(now + chrono::Duration::days(1))))?;
+        if record.fields.node.as_ref() == Some(&self.settings.node) {
+            return Err(Skip::OwnNode);
+        }
+        self.check_target(record.target)?;
+        match record.op {
+            Op::Unban => Ok(self.unban(record, ts)),
+            Op::Ban => self.ban(record, ts, expiry, now),
+        }
+    }
+
+    fn check_duplicate(&mut self, record: &Record, keep_until: Expiry) -> Result<(), Skip> {
+        let Some(id) = &record.fields.id else {
+            return Ok(());
+        };
+        if self.seen.contains_key(id) {
+            return Err(Skip::Duplicate);
+        }
+        self.seen.insert(id.clone(), keep_until);
+        Ok(())
+    }
+
+    /// Rule 3: addresses that are never banned on this node.
+    fn check_target(&self, target: Target) -> Result<(), Skip> {
+        let net = normalize(target.net());
+        let s = &self.settings;
+        let max = match net {
+            IpNet::V4(_) => s.max_prefix_v4,
+            IpNet::V6(_) => s.max_prefix_v6,
+        };
+        if net.prefix_len() < max {
+            return Err(Skip::TooWide);
+        }
+        if never_ban_nets().iter().any(|n| overlaps(n, &net)) {
+            return Err(Skip::NeverBan);
+        }
+        if s.ignoreip.iter().any(|n| overlaps(&normalize(*n), &net)) {
+            return Err(Skip::Ignored);
+        }
+        if s.ignoreself
+            && s.self_addresses
+                .iter()
+                .any(|a| net.contains(&normalize_addr(*a)))
+        {
+            return Err(Skip::SelfAddress);
+        }
+        Ok(())
+    }
+
+    fn unban(&mut self, record: &Record, ts: DateTime<Utc>) -> Action {
+        self.active.remove(&record.target);
+        self.reports.remove(&record.target);
+        Action::Unban(Unban {
+            target: record.target,
+            ports: record.ports.clone(),
+            jail: record.fields.jail.clone(),
+            origin: record.fields.node.clone(),
+            ts: Some(ts),
+        })
+    }
+
+    fn ban(
+        &mut self,
+        record: &Record,
+        ts: DateTime<Utc>,
+        expiry: Expiry,
+        now: DateTime<Utc>,
+    ) -> Result<Action, Skip> {
+        if expiry.is_some_and(|t| t <= now) {
+            return Err(Skip::Expired);
+        }
+        if !self.enough_nodes(record, ts, now) {
+            return Err(Skip::WaitingForNodes);
+        }
+        if let Some(current) = self.active.get(&record.target)
+            && lasts_at_least(*current, expiry)
+        {
+            return Err(Skip::AlreadyBanned);
+        }
+        self.active.insert(record.target, expiry);
+        Ok(Action::Ban(Ban {
+            target: record.target,
+            ports: record.ports.clone(),
+            jail: record.fields.jail.clone(),
+            remaining: expiry.map(|t| (t - now).to_std().unwrap_or(Duration::ZERO)),
+            origin: record.fields.node.clone(),
+            ts: Some(ts),
+        }))
+    }
+
+    /// Rule 5. Records without a node (hand-written logger lines) count as
+    /// one anonymous node.
+    fn enough_nodes(&mut self, record: &Record, ts: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        let need = self.settings.min_nodes.max(1);
+        if need == 1 {
+            return true;
+        }
+        let window =
+            chrono::Duration::from_std(self.settings.findtime).unwrap_or(chrono::Duration::MAX);
+        let reports = self.reports.entry(record.target).or_default();
+        reports.retain(|(_, t)| *t + window > now);
+        if ts + window > now {
+            reports.push((record.fields.node.clone(), ts));
+        }
+        let distinct: HashSet<&Option<NodeId>> = reports.iter().map(|(n, _)| n).collect();
+        if distinct.len() < need {
+            return false;
+        }
+        self.reports.remove(&record.target);
+        true
+    }
+}
+
+/// `current` lasts at least as long as `new`.
+fn lasts_at_least(current: Expiry, new: Expiry) -> bool {
+    match (current, new) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(c), Some(n)) => c >= n,
+    }
+}
+
+fn expiry(ts: DateTime<Utc>, bantime: BanTime) -> Expiry {
+    match bantime {
+        BanTime::Permanent => None,
+        BanTime::Seconds(s) => Some(ts + chrono::Duration::seconds(s as i64)),
+    }
+}
+
+/// The record's time: its `ts` field, or else the syslog header read as
+/// local time in the most recent year that does not put it in the future
+/// (as fail2ban reads logger lines). An impossible date counts as now.
+pub fn record_time(record: &Record, now: DateTime<Utc>) -> DateTime<Utc> {
+    if let Some(ts) = record.fields.ts {
+        return ts;
+    }
+    let t = record.header.time;
+    let local_now = now.with_timezone(&Local);
+    let at_year = |year: i32| {
+        NaiveDate::from_ymd_opt(year, u32::from(t.month), u32::from(t.day))
+            .and_then(|d| {
+                d.and_hms_opt(
+                    u32::from(t.hour),
+                    u32::from(t.minute),
+                    u32::from(t.second.min(59)),
+                )
+            })
+            .and_then(|n| Local.from_local_datetime(&n).earliest())
+            .map(|l| l.with_timezone(&Utc))
+    };
+    // A small allowance for clocks a little ahead of ours.
+    let limit = now + chrono::Duration::minutes(5);
+    match at_year(local_now.year()) {
+        Some(t) if t <= limit => t,
+        _ => at_year(local_now.year() - 1)
+            .filter(|t| *t <= limit)
+            .unwrap_or(now),
+    }
+}
+
+/// An IPv4-mapped IPv6 address or network means the IPv4 one.
+fn normalize(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => IpNet::new(IpAddr::V4(v4), v6.prefix_len() - 96).unwrap_or(net),
+            None => net,
+        },
+        _ => net,
+    }
+}
+
+fn normalize_addr(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(b) || b.contains(a)
+}
+
+/// Ranges no node ever bans: banning them breaks the host or its network.
+fn never_ban_nets() -> [IpNet; 10] {
+    let v4 = |a: [u8; 4], len| IpNet::new(IpAddr::V4(Ipv4Addr::from(a)), len).expect("valid");
+    let v6 = |a: Ipv6Addr, len| IpNet::new(IpAddr::V6(a), len).expect("valid");
+    [
+        v4([0, 0, 0, 0], 8),          // "this network", includes unspecified
+        v4([127, 0, 0, 0], 8),        // loopback
+        v4([169, 254, 0, 0], 16),     // link-local
+        v4([224, 0, 0, 0], 4),        // multicast
+        v4([255, 255, 255, 255], 32), // broadcast
+        v6(Ipv6Addr::UNSPECIFIED, 128),
+        v6(Ipv6Addr::LOCALHOST, 128),
+        v6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10), // link-local
+        v6(Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8),  // multicast
+        v6(Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 128), // ::ffff:0.0.0.0
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record;
+
+    fn settings() -> PolicySettings {
+        PolicySettings {
+            node: "me".parse().unwrap(),
+            ignoreip: vec!["203.0.113.0/24".parse().unwrap()],
+            ignoreself: true,
+            self_addresses: vec!["198.18.0.11".parse().unwrap()],
+            default_bantime: BanTime::Seconds(600),
+            min_nodes: 1,
+            findtime: Duration::from_secs(600),
+            max_prefix_v4: 16,
+            max_prefix_v6: 48,
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        "2026-11-21T18:00:00Z".parse().unwrap()
+    }
+
+    fn line(verb: &str, target: &str, fields: &str) -> Record {
+        let text = format!("<13>Nov 21 18:00:00 banshare[1]: {verb} {target} PORT 22 {fields}");
+        record::parse(text.trim_end().as_bytes()).unwrap()
+    }
+
+    fn ban(target: &str, node: &str, ts: &str, bantime: u32, id: &str) -> Record {
+        line(
+            "HOST",
+            target,
+            &format!("node={node} ts={ts} bantime={bantime} id={id:0>16}"),
+        )
+    }
+
+    #[test]
+    fn own_node_and_duplicates_are_skipped() {
+        let mut p = Policy::new(settings());
+        let r = ban("192.0.2.1", "me", "2026-11-21T17:59:00Z", 600, "1");
+        assert_eq!(p.decide(&r, now()), Err(Skip::OwnNode));
+        let r = ban("192.0.2.1", "other", "2026-11-21T17:59:00Z", 600, "2");
+        assert!(p.decide(&r, now()).is_ok());
+        assert_eq!(p.decide(&r, now()), Err(Skip::Duplicate));
+    }
+
+    #[test]
+    fn never_ban_addresses() {
+        let mut p = Policy::new(settings());
+        let cases = [
+            ("127.0.0.1", Skip::NeverBan),
+            ("0.0.0.0", Skip::NeverBan),
+            ("0.0.0.0/0", Skip::TooWide),
+            ("::/0", Skip::TooWide),
+            ("::1", Skip::NeverBan),
+            ("::", Skip::NeverBan),
+            ("fe80::1", Skip::NeverBan),
+            ("ff02::1", Skip::NeverBan),
+            ("224.0.0.1", Skip::NeverBan),
+            ("169.254.1.1", Skip::NeverBan),
+            ("255.255.255.255", Skip::NeverBan),
+            ("::ffff:127.0.0.1", Skip::NeverBan),
+            ("127.0.0.0/16", Skip::NeverBan),
+            ("203.0.113.9", Skip::Ignored),
+            ("203.0.0.0/16", Skip::Ignored),
+            ("198.18.0.11", Skip::SelfAddress),
+            ("::ffff:198.18.0.11", Skip::SelfAddress),
+            ("198.18.0.0/16", Skip::SelfAddress),
+            ("10.0.0.0/8", Skip::TooWide),
+            ("2001:db8::/32", Skip::TooWide),
+        ];
+        for (i, (target, why)) in cases.iter().enumerate() {
+            let r = ban(
+                target,
+                "other",
+                "2026-11-21T17:59:00Z",
+                600,
+                &format!("{:x}", i + 100),
+            );
+            assert_eq!(p.decide(&r, now()), Err(*why), "{target}");
+        }
+        let r = ban("10.1.0.0/16", "other", "2026-11-21T17:59:00Z", 600, "abc");
+        assert!(p.decide(&r, now()).is_ok());
+    }
+
+    #[test]
+    fn expired_bans_are_skipped_and_catch_up_gets_the_remainder() {
+        let mut p = Policy::new(settings());
+        let r = ban("192.0.2.1", "other", "2026-11-21T17:00:00Z", 600, "1");
+        assert_eq!(p.decide(&r, now()), Err(Skip::Expired));
+        let r = ban("192.0.2.2", "other", "2026-11-21T17:55:00Z", 600, "2");
+        match p.decide(&r, now()) {
+            Ok(Action::Ban(b)) => assert_eq!(b.remaining, Some(Duration::from_secs(300))),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn longest_ban_wins() {
+        let mut p = Policy::new(settings());
+        let long = ban("192.0.2.1", "a", "2026-11-21T17:59:00Z", 3600, "1");
+        let short = ban("192.0.2.1", "b", "2026-11-21T17:59:30Z", 600, "2");
+        let longer = ban("192.0.2.1", "c", "2026-11-21T17:59:40Z", 7200, "3");
+        assert!(p.decide(&long, now()).is_ok());
+        assert_eq!(p.decide(&short, now()), Err(Skip::AlreadyBanned));
+        assert!(p.decide(&longer, now()).is_ok());
+        assert_eq!(p.active_count(now()), 1);
+    }
+
+    #[test]
+    fn min_nodes_needs_distinct_nodes_within_findtime() {
+        let mut p = Policy::new(PolicySettings {
+            min_nodes: 2,
+            ..settings()
+        });
+        let a = ban("192.0.2.1", "a", "2026-11-21T17:59:00Z", 600, "1");
+        let a_again = ban("192.0.2.1", "a", "2026-11-21T17:59:10Z", 600, "2");
+        let b_old = ban("192.0.2.1", "b", "2026-11-21T17:40:00Z", 3600, "3");
+        let b = ban("192.0.2.1", "b", "2026-11-21T17:59:20Z", 600, "4");
+        assert_eq!(p.decide(&a, now()), Err(Skip::WaitingForNodes));
+        assert_eq!(p.decide(&a_again, now()), Err(Skip::WaitingForNodes));
+        assert_eq!(
+            p.decide(&b_old, now()),
+            Err(Skip::WaitingForNodes),
+            "outside findtime"
+        );
+        assert!(p.decide(&b, now()).is_ok());
+    }
+
+    #[test]
+    fn unban_lifts_and_forgets() {
+        let mut p = Policy::new(settings());
+        assert!(
+            p.decide(
+                &ban("192.0.2.1", "a", "2026-11-21T17:59:00Z", 600, "1"),
+                now()
+            )
+            .is_ok()
+        );
+        let unban = line("UNBAN", "192.0.2.1", "node=a id=0000000000000002");
+        assert!(matches!(p.decide(&unban, now()), Ok(Action::Unban(_))));
+        assert_eq!(p.active_count(now()), 0);
+        assert!(
+            p.decide(
+                &ban("192.0.2.1", "a", "2026-11-21T17:59:50Z", 600, "3"),
+                now()
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn logger_lines_use_the_header_time() {
+        let r = record::parse(b"<13>Nov 21 17:59:00 root[1]: HOST 192.0.2.1 PORT 22").unwrap();
+        let t = record_time(&r, now());
+        assert!(t <= now() + chrono::Duration::minutes(5));
+        assert!(now() - t < chrono::Duration::days(1) + chrono::Duration::hours(14));
+        // A header date later this year than now is from last year.
+        let r = record::parse(b"<13>Dec 31 23:00:00 root[1]: HOST 192.0.2.1 PORT 22").unwrap();
+        assert!(record_time(&r, now()) < now() - chrono::Duration::days(300));
+    }
+}
