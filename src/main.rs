@@ -18,13 +18,12 @@ fn main() -> ExitCode {
     };
     match cli::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Usage(message)) => {
-            eprintln!("banshare: error: {message}");
-            ExitCode::from(2)
-        }
-        Err(Failure::Runtime(e)) => {
-            eprintln!("banshare: error: {e:#}");
-            ExitCode::from(1)
+        Err(failure) => {
+            eprintln!("banshare: error: {}", failure.message());
+            ExitCode::from(match failure {
+                Failure::Usage(_) => 2,
+                Failure::Runtime(_) => 1,
+            })
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use banshare::config::{parse_bantime, parse_duration};
+use banshare::config::{FollowKind, parse_bantime, parse_duration};
 use banshare::record::{BanTime, Jail, NodeId, PortSpec, Target};
 use banshare::transport::LogLocation;
 use clap::{Args, Parser, Subcommand};
@@ -70,10 +70,52 @@ pub enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    // WATCH-VARIANTS
     /// Run a local demonstration cluster in a temporary folder (no root).
     #[command(long_about = DEMO_ABOUT)]
     Demo(DemoArgs),
 }
+
+const WATCH_ABOUT: &str = "\
+Follow the shared log and apply every ban and unban on this host, in
+batches, through the configured backend. Runs in the foreground and logs to
+stderr, as systemd expects.
+
+Following: on a local filesystem the log's directory is watched with
+inotify, with a slow safety poll. On sshfs, NFS, CIFS and other network
+filesystems inotify never sees other hosts' writes, so the log is polled
+every poll_interval (250 ms by default). Partial lines, truncation,
+rotation by rename, compaction by atomic rename, deletion and re-creation,
+and a share that is gone for a while are all handled; the watcher never
+exits because the log is missing.
+
+State: the cursor is saved atomically in the state directory after every
+applied batch; after any restart, SIGKILL included, the watcher resumes
+right after the last applied record.
+
+Policy: this node's own records, records already seen (by id), expired
+bans, ignoreip, this host's own addresses (ignoreself), loopback,
+unspecified, multicast, link-local and broadcast addresses, and networks
+wider than max_prefix_v4/max_prefix_v6 are never applied. With min_nodes
+above 1 a ban waits for that many distinct nodes within findtime. Every
+rejected line is counted and logged (rate-limited), never applied.
+
+The watcher also delivers this node's spooled records whenever the log is
+reachable.
+
+Signals: SIGTERM and SIGINT stop it cleanly; SIGHUP reloads the policy
+settings from the configuration file.
+
+Backends: nftables (table inet banshare), ipset (sets banshare-*; add the
+iptables rule yourself), fail2ban (fail2ban-client banip into a jail),
+command (argv templates, never a shell), log (dry run to stdout).";
+
+const STATUS_ABOUT: &str = "\
+Show the watcher's state from its state directory: whether it runs, the log
+it follows and how (inotify or polling), the cursor and the lag behind the
+end of the log in records and bytes, the last record's time, the active bans
+and counters of applied, rejected and skipped records, and how many records
+wait in the local spool. --json prints the same as one JSON object.";
 
 const BAN_ABOUT: &str = "\
 Share a ban: append one ban record per address to the shared log.
@@ -198,6 +240,54 @@ pub enum ConfigCommand {
     /// Check the configuration file and print the effective configuration
     /// (file values, then defaults) as TOML.
     Check,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// How bans are applied: nftables, ipset, fail2ban, command or log
+    /// [config: watch.backend].
+    #[arg(long, value_name = "BACKEND")]
+    pub backend: Option<String>,
+
+    /// Where the cursor and status are kept
+    /// [config: watch.state_dir] [default: /var/lib/banshare/watch].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// auto (inotify on local filesystems, polling on network ones),
+    /// inotify, or poll [config: watch.follow] [default: auto].
+    #[arg(long, value_name = "MODE")]
+    pub follow: Option<FollowKind>,
+
+    /// How often to poll where inotify is blind
+    /// [config: watch.poll_interval] [default: 250ms].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub poll_interval: Option<Duration>,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// The watcher's state directory [config: watch.state_dir].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// The spool to count [config: common.spool_dir].
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// The backend whose rules and sets to remove [config: watch.backend].
+    #[arg(long, value_name = "BACKEND")]
+    pub backend: Option<String>,
 }
 
 #[derive(Debug, Args)]

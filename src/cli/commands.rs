@@ -21,13 +21,23 @@ pub enum Failure {
     Runtime(anyhow::Error),
 }
 
+impl Failure {
+    /// The one-line message the user sees.
+    pub fn message(&self) -> String {
+        match self {
+            Failure::Usage(m) => m.clone(),
+            Failure::Runtime(e) => format!("{e:#}"),
+        }
+    }
+}
+
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Failure {
         Failure::Runtime(e)
     }
 }
 
-type Result<T> = std::result::Result<T, Failure>;
+pub type Result<T> = std::result::Result<T, Failure>;
 
 /// Standard input for `ban -` is read whole; this bounds it.
 const MAX_STDIN: u64 = 64 << 20;
@@ -67,7 +77,7 @@ impl Reporter {
     }
 }
 
-fn load_settings(path: &Option<PathBuf>) -> Result<Settings> {
+pub fn load_settings(path: &Option<PathBuf>) -> Result<Settings> {
     let (path, required) = match path {
         Some(p) => (p.clone(), true),
         None => (PathBuf::from(config::DEFAULT_PATH), false),
@@ -77,7 +87,7 @@ fn load_settings(path: &Option<PathBuf>) -> Result<Settings> {
 
 /// Applies the flags over the file's settings and re-checks the rules that
 /// tie values together.
-fn apply_log_args(settings: &mut Settings, args: &LogArgs) -> Result<()> {
+pub fn apply_log_args(settings: &mut Settings, args: &LogArgs) -> Result<()> {
     if let Some(log) = &args.log {
         settings.log = Some(log.clone());
     }
@@ -163,7 +173,7 @@ fn flush(args: &LogArgs, mut settings: Settings, out: Reporter) -> Result<()> {
     Ok(())
 }
 
-fn required_log(settings: &Settings) -> Result<LogLocation> {
+pub fn required_log(settings: &Settings) -> Result<LogLocation> {
     settings.log.clone().ok_or_else(|| {
         Failure::Usage(
             "no log given: pass --log PATH or set `log` in [common] of the config".into(),

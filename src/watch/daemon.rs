@@ -244,25 +244,23 @@ impl Daemon {
         }
     }
 
-    /// Applies the batch in one backend call; if that fails, action by
-    /// action, so that one bad action cannot block the others.
+    /// Applies the batch in one backend call, and once more if that fails
+    /// (a busy lock, a transient error). Backends apply what they can and
+    /// name what they could not, so the batch is never split here: one bad
+    /// network in a storm must not turn into one process per ban.
     fn apply(&mut self, actions: &[Action]) {
         if actions.is_empty() {
             return;
         }
-        match self.backend.apply(actions) {
+        let result = self.backend.apply(actions).or_else(|e| {
+            warn(&format!("applying a batch of {} failed ({e}); trying once more", actions.len()));
+            self.backend.apply(actions)
+        });
+        match result {
             Ok(()) => self.applied(actions),
             Err(e) => {
-                error(&format!("applying a batch of {} failed: {e}; retrying one by one", actions.len()));
-                for action in actions {
-                    match self.backend.apply(std::slice::from_ref(action)) {
-                        Ok(()) => self.applied(std::slice::from_ref(action)),
-                        Err(e) => {
-                            self.status.backend_errors += 1;
-                            error(&format!("{action} failed: {e}"));
-                        }
-                    }
-                }
+                self.status.backend_errors += 1;
+                error(&format!("applying a batch of {} failed again: {e}", actions.len()));
             }
         }
     }

@@ -1,0 +1,226 @@
+//! `banshare watch`, `banshare status` and `banshare cleanup`.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow};
+use banshare::backend::{self, Backend, BackendKind};
+use banshare::config::Settings;
+use banshare::lock::Owner;
+use banshare::spool::Spool;
+use banshare::transport::{self, LogLocation};
+use banshare::watch::daemon::{Daemon, Handle, Msg, Options};
+use banshare::watch::policy::PolicySettings;
+use banshare::watch::state::{StateDir, Status};
+use banshare::watch::{flusher, host, mode};
+use serde::Serialize;
+
+use super::args::{CleanupArgs, StatusArgs, WatchArgs};
+use super::commands::{Failure, Result, apply_log_args, load_settings, required_log};
+
+pub fn watch(args: WatchArgs, config: &Option<PathBuf>, mut settings: Settings) -> Result<()> {
+    apply_watch_args(&mut settings, &args)?;
+    let LogLocation::File(log) = required_log(&settings)?;
+    let backend = open_backend(&settings, settings.watch.backend.as_deref())?;
+    let state = StateDir::open(&settings.watch.state_dir)
+        .with_context(|| format!("cannot open the state directory {}", settings.watch.state_dir.display()))?;
+    let w = &settings.watch;
+    let dir = log.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let opts = Options {
+        log: log.clone(),
+        node: settings.node.to_string(),
+        mode: mode::resolve(w.follow, dir, w.poll_interval, w.safety_poll),
+        batch_max: w.batch_max,
+        state,
+    };
+    let (daemon, handle) = Daemon::new(opts, policy_settings(&settings), backend).map_err(|e| anyhow!(e))?;
+    forward_signals(handle)?;
+    start_flusher(&settings, &LogLocation::File(log))?;
+    let config = config.clone();
+    let reload = move || reload_policy(&config, &args);
+    daemon.run(reload);
+    Ok(())
+}
+
+/// The flags of `watch` over the settings.
+fn apply_watch_args(settings: &mut Settings, args: &WatchArgs) -> Result<()> {
+    apply_log_args(settings, &args.log)?;
+    let w = &mut settings.watch;
+    if let Some(b) = &args.backend {
+        w.backend = Some(b.clone());
+    }
+    if let Some(d) = &args.state_dir {
+        w.state_dir = d.clone();
+    }
+    if let Some(f) = args.follow {
+        w.follow = f;
+    }
+    if let Some(p) = args.poll_interval {
+        w.poll_interval = p;
+    }
+    Ok(())
+}
+
+/// The policy from the settings, with this host's addresses as they are now.
+fn policy_settings(settings: &Settings) -> PolicySettings {
+    let w = &settings.watch;
+    let self_addresses = match host::local_addresses() {
+        Ok(addrs) => addrs,
+        Err(e) => {
+            eprintln!("banshare: warning: cannot list this host's addresses ({e}); ignoreself covers none");
+            Vec::new()
+        }
+    };
+    PolicySettings {
+        node: settings.node.clone(),
+        ignoreip: w.ignoreip.clone(),
+        ignoreself: w.ignoreself,
+        self_addresses,
+        default_bantime: w.bantime,
+        min_nodes: w.min_nodes,
+        findtime: w.findtime,
+        max_prefix_v4: w.max_prefix_v4,
+        max_prefix_v6: w.max_prefix_v6,
+    }
+}
+
+/// SIGHUP: the configuration file again, with the same flags over it.
+fn reload_policy(config: &Option<PathBuf>, args: &WatchArgs) -> Option<PolicySettings> {
+    let settings = load_settings(config).and_then(|mut s| apply_watch_args(&mut s, args).map(|()| s));
+    match settings {
+        Ok(settings) => Some(policy_settings(&settings)),
+        Err(e) => {
+            eprintln!("banshare: error: {}", e.message());
+            None
+        }
+    }
+}
+
+fn forward_signals(handle: Handle) -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("banshare-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                handle.send(if signal == SIGHUP { Msg::Reload } else { Msg::Stop });
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}
+
+fn start_flusher(settings: &Settings, location: &LogLocation) -> Result<()> {
+    let spool = Spool::open(&settings.spool_dir).context("cannot open the spool")?;
+    let owner = Owner { node: settings.node.to_string(), pid: std::process::id() };
+    let transport = transport::open(location, &spool.append_lock_path(), owner, settings.append.lock);
+    flusher::spawn(spool, transport, settings.watch.flush_interval, settings.append.deadline());
+    Ok(())
+}
+
+fn open_backend(settings: &Settings, name: Option<&str>) -> Result<Box<dyn Backend>> {
+    let name = name.ok_or_else(|| {
+        Failure::Usage("no backend given: pass --backend (nftables, ipset, fail2ban, command, log) or set `backend` in [watch]".into())
+    })?;
+    let kind: BackendKind = name.parse().map_err(|e| Failure::Usage(format!("--backend: {e}")))?;
+    backend::open(kind, &settings.backend).map_err(|e| Failure::Usage(format!("backend {name}: {e}")))
+}
+
+pub fn cleanup(args: CleanupArgs, settings: Settings) -> Result<()> {
+    let name = args.backend.or_else(|| settings.watch.backend.clone());
+    let mut backend = open_backend(&settings, name.as_deref())?;
+    backend.cleanup().map_err(|e| anyhow!("cleanup of {} failed: {e}", backend.name()))?;
+    eprintln!("banshare: removed what the {} backend had set up", backend.name());
+    Ok(())
+}
+
+/// `banshare status --json`: the watcher's own status plus what is measured
+/// now.
+#[derive(Debug, Serialize)]
+struct Report {
+    running: bool,
+    lag_bytes: Option<u64>,
+    lag_records: Option<u64>,
+    spool_records: Option<usize>,
+    #[serde(flatten)]
+    status: Status,
+}
+
+pub fn status(args: StatusArgs, settings: Settings) -> Result<()> {
+    let dir = args.state_dir.unwrap_or(settings.watch.state_dir);
+    let state = StateDir::open(&dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    let status = state
+        .load_status()
+        .with_context(|| format!("cannot read the status in {}", dir.display()))?
+        .ok_or_else(|| anyhow!("no watcher has run with state directory {} yet", dir.display()))?;
+    let (lag_bytes, lag_records) = match measure_lag(&status.log, status.offset) {
+        Ok((b, r)) => (Some(b), Some(r)),
+        Err(_) => (None, None),
+    };
+    let spool_dir = args.spool_dir.unwrap_or(settings.spool_dir);
+    let spool_records = Spool::open(&spool_dir).ok().and_then(|s| s.depth().ok());
+    let report = Report { running: is_running(status.pid), lag_bytes, lag_records, spool_records, status };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| anyhow!(e))?);
+    } else {
+        print_status(&report);
+    }
+    Ok(())
+}
+
+/// Bytes and complete lines after `offset` in the log as it is now.
+fn measure_lag(log: &Path, offset: u64) -> std::io::Result<(u64, u64)> {
+    let file = File::open(log)?;
+    let size = file.metadata()?.len();
+    let mut reader = BufReader::new(file);
+    std::io::copy(&mut (&mut reader).take(offset.min(size)), &mut std::io::sink())?;
+    let mut records = 0u64;
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        records += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+    }
+    Ok((size.saturating_sub(offset), records))
+}
+
+fn is_running(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    pid != 0 && unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
+}
+
+fn print_status(r: &Report) {
+    let s = &r.status;
+    let state = if r.running { format!("running (pid {})", s.pid) } else { "not running".into() };
+    println!("watcher:     {state}, node {}, backend {}", s.node, s.backend);
+    let readable = if s.log_present { "readable".to_string() } else { format!("NOT readable: {}", s.last_error.as_deref().unwrap_or("?")) };
+    println!("log:         {} ({readable})", s.log.display());
+    println!("follow mode: {}", s.mode);
+    let lag = match (r.lag_records, r.lag_bytes) {
+        (Some(rec), Some(b)) => format!("{rec} records, {b} bytes behind"),
+        _ => "unknown (log not readable here)".into(),
+    };
+    println!("cursor:      byte {}; lag {lag}", s.offset);
+    let last = s.last_record_ts.map_or("none yet".into(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    println!("last record: {last}");
+    println!("bans:        {} active, {} applied, {} backend errors", s.active_bans, s.applied, s.backend_errors);
+    println!("rejected:    {}", counts(&s.rejected));
+    println!("skipped:     {}", counts(&s.skipped));
+    let spool = r.spool_records.map_or("unknown".into(), |n| format!("{n} records waiting"));
+    println!("spool:       {spool}");
+    let updated = s.updated.map_or("never".into(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    println!("updated:     {updated}");
+}
+
+fn counts(map: &std::collections::BTreeMap<String, u64>) -> String {
+    if map.is_empty() {
+        return "none".into();
+    }
+    let total: u64 = map.values().sum();
+    let parts: Vec<String> = map.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    format!("{total} ({})", parts.join(", "))
+}
