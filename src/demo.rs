@@ -1,21 +1,30 @@
 //! `banshare demo`: a local cluster in a temporary folder, no root needed.
 //!
-//! Three nodes share one log through the same code paths as production:
-//! the file transport with its cross-host lock, the spool, and flush. Only
-//! the "share" is a local folder, and "unmounting" it is a rename.
+//! Three nodes share one log through the same code as production: the
+//! appender with its cross-host lock, the spool, flush, and a watcher per
+//! node with the log (dry-run) backend, each in its own thread with its own
+//! state directory. Only the "share" is a local folder, and "unmounting" it
+//! is a rename.
 
 use std::fs;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::thread;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
 use crate::append::{self, Outcome, Request, Writer};
+use crate::backend::log::LogBackend;
 use crate::lock::{LockTimings, Owner};
-use crate::record::{self, BanTime, Op, Record};
+use crate::record::{BanTime, Op};
 use crate::spool::Spool;
 use crate::transport::{self, LogLocation};
+use crate::watch::daemon::{Daemon, Handle, Msg, Options};
+use crate::watch::mode::Mode;
+use crate::watch::policy::PolicySettings;
+use crate::watch::state::StateDir;
 
 const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
 const TIMINGS: LockTimings = LockTimings {
@@ -23,25 +32,29 @@ const TIMINGS: LockTimings = LockTimings {
     stale_after: Duration::from_secs(2),
 };
 const DEADLINE: Duration = Duration::from_secs(10);
+/// How long the demo waits for every watcher to apply what it expects.
+const PATIENCE: Duration = Duration::from_secs(20);
 
-/// One demo node: its identity and its own spool, as on a separate host.
+/// One demo node: its identity, its own spool and state, as on a separate
+/// host.
 struct Node {
+    name: &'static str,
     writer: Writer,
     spool: Spool,
     log: LogLocation,
 }
 
 impl Node {
-    fn new(name: &str, root: &Path, log: &Path) -> Result<Node, String> {
+    fn new(name: &'static str, root: &Path, log: &Path) -> Result<Node, String> {
         let spool = Spool::open(&root.join(name).join("spool")).map_err(|e| e.to_string())?;
-        let node = name.parse().map_err(|e| format!("{e}"))?;
-        let tag = "banshare".parse().map_err(|e| format!("{e}"))?;
+        let writer = Writer {
+            node: parse(name)?,
+            tag: parse("banshare")?,
+            pid: std::process::id(),
+        };
         Ok(Node {
-            writer: Writer {
-                node,
-                tag,
-                pid: std::process::id(),
-            },
+            name,
+            writer,
             spool,
             log: LogLocation::File(log.into()),
         })
@@ -50,9 +63,9 @@ impl Node {
     fn share(&self, op: Op, address: &str, port: &str, jail: &str) -> Result<Outcome, String> {
         let request = Request {
             op,
-            targets: vec![address.parse().map_err(|e| format!("{e}"))?],
-            ports: port.parse().map_err(|e| format!("{e}"))?,
-            jail: Some(jail.parse().map_err(|e| format!("{e}"))?),
+            targets: vec![parse(address)?],
+            ports: parse(port)?,
+            jail: Some(parse(jail)?),
             bantime: Some(BanTime::Seconds(600)),
         };
         let records =
@@ -67,6 +80,82 @@ impl Node {
         };
         transport::open(&self.log, &self.spool.append_lock_path(), owner, TIMINGS)
     }
+}
+
+fn parse<T: std::str::FromStr>(text: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse().map_err(|e| format!("{text}: {e}"))
+}
+
+/// A running watcher and what it applied, line by line.
+struct Watching {
+    handle: Handle,
+    thread: JoinHandle<()>,
+}
+
+/// Forwards the log backend's lines, tagged with the node's name.
+struct Tagged {
+    node: &'static str,
+    tx: Sender<(&'static str, String)>,
+    partial: Vec<u8>,
+}
+
+impl Write for Tagged {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.partial.extend_from_slice(buf);
+        while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            let _ = self.tx.send((
+                self.node,
+                String::from_utf8_lossy(&line).trim_end().to_owned(),
+            ));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn start_watcher(
+    node: &Node,
+    root: &Path,
+    log: &Path,
+    tx: Sender<(&'static str, String)>,
+) -> Result<Watching, String> {
+    let state = StateDir::open(&root.join(node.name).join("state")).map_err(|e| e.to_string())?;
+    let opts = Options {
+        log: log.to_owned(),
+        node: node.name.to_owned(),
+        mode: Mode::Poll(Duration::from_millis(50)),
+        batch_max: 1000,
+        state,
+        quiet: true,
+    };
+    let policy = PolicySettings {
+        node: node.writer.node.clone(),
+        ignoreip: Vec::new(),
+        ignoreself: false,
+        self_addresses: Vec::new(),
+        default_bantime: BanTime::Seconds(600),
+        min_nodes: 1,
+        findtime: Duration::from_secs(600),
+        max_prefix_v4: 16,
+        max_prefix_v6: 48,
+    };
+    let backend = Box::new(LogBackend::new(Box::new(Tagged {
+        node: node.name,
+        tx,
+        partial: Vec::new(),
+    })));
+    let (daemon, handle) = Daemon::new(opts, policy, backend).map_err(|e| e.to_string())?;
+    let thread = thread::spawn(move || {
+        daemon.run(|| None);
+    });
+    Ok(Watching { handle, thread })
 }
 
 /// Runs the demo; `keep` leaves the temporary folder for inspection.
@@ -90,91 +179,102 @@ fn run_in(root: &Path) -> Result<(), String> {
         .iter()
         .map(|n| Node::new(n, root, &log))
         .collect::<Result<_, _>>()?;
-    println!("banshare demo: 3 nodes share {}\n", log.display());
+    println!("banshare demo: 3 nodes share {}", log.display());
+    println!(
+        "each node runs a watcher with the log backend (a dry run: it prints what it would ban)\n"
+    );
+    let (tx, rx) = mpsc::channel();
+    let watchers: Vec<Watching> = nodes
+        .iter()
+        .map(|n| start_watcher(n, root, &log, tx.clone()))
+        .collect::<Result<_, _>>()?;
+    drop(tx);
+    let result = scenario(&nodes, &rx, root, &share);
+    for w in &watchers {
+        w.handle.send(Msg::Stop);
+    }
+    for w in watchers {
+        let _ = w.thread.join();
+    }
+    result?;
+    println!("\nall watchers stopped; every ban reached every other node.");
+    Ok(())
+}
 
-    println!("1. Every node bans at once; the lock keeps each line whole.");
-    concurrent_bans(&nodes)?;
+fn scenario(
+    nodes: &[Node],
+    rx: &Receiver<(&'static str, String)>,
+    root: &Path,
+    share: &Path,
+) -> Result<(), String> {
+    println!("1. node-a bans 192.0.2.10 and 2001:db8::10; node-b bans 192.0.2.11, all at once.");
+    thread::scope(|s| {
+        s.spawn(|| nodes[0].share(Op::Ban, "192.0.2.10", "22", "sshd"));
+        s.spawn(|| nodes[0].share(Op::Ban, "2001:db8::10", "80,443", "nginx-http-auth"));
+        s.spawn(|| nodes[1].share(Op::Ban, "192.0.2.11", "22", "sshd"));
+    });
+    expect(
+        rx,
+        &[
+            ("node-b", "ban 192.0.2.10"),
+            ("node-c", "ban 192.0.2.10"),
+            ("node-b", "ban 2001:db8::10"),
+            ("node-c", "ban 2001:db8::10"),
+            ("node-a", "ban 192.0.2.11"),
+            ("node-c", "ban 192.0.2.11"),
+        ],
+    )?;
+
+    println!("2. node-c lifts the ban on 192.0.2.10.");
     nodes[2].share(Op::Unban, "192.0.2.10", "22", "sshd")?;
-    println!("   node-c lifted the ban on 192.0.2.10.");
+    expect(
+        rx,
+        &[
+            ("node-a", "unban 192.0.2.10"),
+            ("node-b", "unban 192.0.2.10"),
+        ],
+    )?;
 
-    println!("2. The share goes away; node-b's ban waits in its spool.");
+    println!("3. The share goes away; node-b's ban of 198.51.100.77 waits in its spool.");
     let offline = root.join("share.offline");
-    fs::rename(&share, &offline).map_err(|e| e.to_string())?;
+    fs::rename(share, &offline).map_err(|e| e.to_string())?;
     match nodes[1].share(Op::Ban, "198.51.100.77", "ssh", "sshd")? {
-        Outcome::Spooled { reason } => println!("   spooled: {reason}"),
+        Outcome::Spooled { .. } => println!("   spooled (the log is missing)"),
         Outcome::Delivered { .. } => return Err("the ban was delivered to a missing share".into()),
     }
 
-    println!("3. The share is back; flush delivers the spool exactly once.");
-    fs::rename(&offline, &share).map_err(|e| e.to_string())?;
+    println!("4. The share is back; flush delivers the spool exactly once.");
+    fs::rename(&offline, share).map_err(|e| e.to_string())?;
     let report = nodes[1]
         .spool
         .flush(&mut *nodes[1].transport(), DEADLINE)
         .map_err(|e| e.to_string())?;
-    println!("   flushed {} record(s)\n", report.delivered);
-
-    print_log(&log)
-}
-
-fn concurrent_bans(nodes: &[Node]) -> Result<(), String> {
-    let started = Instant::now();
-    thread::scope(|scope| {
-        let handles: Vec<_> = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, node)| {
-                scope.spawn(move || -> Result<(), String> {
-                    node.share(Op::Ban, &format!("192.0.2.{}", 10 + i), "22", "sshd")?;
-                    node.share(
-                        Op::Ban,
-                        &format!("2001:db8::{}", 10 + i),
-                        "80,443",
-                        "nginx-http-auth",
-                    )?;
-                    Ok(())
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .try_for_each(|h| h.join().map_err(|_| "a node thread panicked".to_string())?)
-    })?;
-    println!(
-        "   6 bans from 3 nodes appended in {:.1} ms.",
-        started.elapsed().as_secs_f64() * 1e3
-    );
-    Ok(())
-}
-
-fn print_log(log: &Path) -> Result<(), String> {
-    let text = fs::read(log).map_err(|e| e.to_string())?;
-    println!("The shared log, parsed back ({} bytes):", text.len());
-    println!(
-        "   {:<8} {:<6} {:<16} {:<8} {:<16} bantime",
-        "node", "op", "address", "ports", "jail"
-    );
-    for line in text.split_inclusive(|&b| b == b'\n') {
-        match record::parse(line) {
-            Ok(r) => println!("   {}", summary(&r)),
-            Err(reason) => return Err(format!("the demo log holds a bad line: {reason}")),
-        }
-    }
-    println!("\nNext: `banshare watch` follows this log on every node and bans locally.");
-    Ok(())
-}
-
-fn summary(r: &Record) -> String {
-    let f = &r.fields;
-    let show = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-    format!(
-        "{:<8} {:<6} {:<16} {:<8} {:<16} {}",
-        show(f.node.as_ref().map(|n| n.to_string())),
-        r.op.to_string(),
-        r.target.to_string(),
-        r.ports.to_string(),
-        show(f.jail.as_ref().map(|j| j.to_string())),
-        show(f.bantime.map(|b| b.to_string())),
+    println!("   flushed {} record(s)", report.delivered);
+    expect(
+        rx,
+        &[
+            ("node-a", "ban 198.51.100.77"),
+            ("node-c", "ban 198.51.100.77"),
+        ],
     )
+}
+
+/// Prints applied lines as they come until every expected (node, prefix)
+/// has been seen.
+fn expect(rx: &Receiver<(&'static str, String)>, wanted: &[(&str, &str)]) -> Result<(), String> {
+    let mut missing: Vec<(&str, &str)> = wanted.to_vec();
+    let deadline = Instant::now() + PATIENCE;
+    while !missing.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (node, line) = rx
+            .recv_timeout(left)
+            .map_err(|_| format!("timed out waiting for {missing:?}"))?;
+        println!("   {node} applied: {line}");
+        missing.retain(|(n, prefix)| {
+            !(*n == node && (line.starts_with(&format!("{prefix} ")) || line == *prefix))
+        });
+    }
+    Ok(())
 }
 
 fn make_temp_dir() -> Result<PathBuf, String> {

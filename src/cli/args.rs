@@ -70,7 +70,14 @@ pub enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
-    // WATCH-VARIANTS
+    /// Follow the shared log and apply bans on this host (a daemon).
+    #[command(long_about = WATCH_ABOUT)]
+    Watch(WatchArgs),
+    /// Show the watcher's state: cursor, lag, follow mode, bans, spool.
+    #[command(long_about = STATUS_ABOUT)]
+    Status(StatusArgs),
+    /// Remove what the ban backend created (the nftables table, the ipsets).
+    Cleanup(CleanupArgs),
     /// Run a local demonstration cluster in a temporary folder (no root).
     #[command(long_about = DEMO_ABOUT)]
     Demo(DemoArgs),

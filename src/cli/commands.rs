@@ -53,6 +53,9 @@ pub fn run(cli: Cli) -> Result<()> {
             print!("{}", settings.to_toml());
             Ok(())
         }
+        Command::Watch(args) => super::watch::watch(args, &cli.config, settings),
+        Command::Status(args) => super::watch::status(args, settings),
+        Command::Cleanup(args) => super::watch::cleanup(args, settings),
         Command::Demo(args) => {
             banshare::demo::run(args.keep).map_err(|e| Failure::Runtime(anyhow!(e)))
         }

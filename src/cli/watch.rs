@@ -23,18 +23,27 @@ pub fn watch(args: WatchArgs, config: &Option<PathBuf>, mut settings: Settings) 
     apply_watch_args(&mut settings, &args)?;
     let LogLocation::File(log) = required_log(&settings)?;
     let backend = open_backend(&settings, settings.watch.backend.as_deref())?;
-    let state = StateDir::open(&settings.watch.state_dir)
-        .with_context(|| format!("cannot open the state directory {}", settings.watch.state_dir.display()))?;
+    let state = StateDir::open(&settings.watch.state_dir).with_context(|| {
+        format!(
+            "cannot open the state directory {}",
+            settings.watch.state_dir.display()
+        )
+    })?;
     let w = &settings.watch;
-    let dir = log.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = log
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let opts = Options {
         log: log.clone(),
         node: settings.node.to_string(),
         mode: mode::resolve(w.follow, dir, w.poll_interval, w.safety_poll),
         batch_max: w.batch_max,
         state,
+        quiet: false,
     };
-    let (daemon, handle) = Daemon::new(opts, policy_settings(&settings), backend).map_err(|e| anyhow!(e))?;
+    let (daemon, handle) =
+        Daemon::new(opts, policy_settings(&settings), backend).map_err(|e| anyhow!(e))?;
     forward_signals(handle)?;
     start_flusher(&settings, &LogLocation::File(log))?;
     let config = config.clone();
@@ -68,7 +77,9 @@ fn policy_settings(settings: &Settings) -> PolicySettings {
     let self_addresses = match host::local_addresses() {
         Ok(addrs) => addrs,
         Err(e) => {
-            eprintln!("banshare: warning: cannot list this host's addresses ({e}); ignoreself covers none");
+            eprintln!(
+                "banshare: warning: cannot list this host's addresses ({e}); ignoreself covers none"
+            );
             Vec::new()
         }
     };
@@ -87,7 +98,8 @@ fn policy_settings(settings: &Settings) -> PolicySettings {
 
 /// SIGHUP: the configuration file again, with the same flags over it.
 fn reload_policy(config: &Option<PathBuf>, args: &WatchArgs) -> Option<PolicySettings> {
-    let settings = load_settings(config).and_then(|mut s| apply_watch_args(&mut s, args).map(|()| s));
+    let settings =
+        load_settings(config).and_then(|mut s| apply_watch_args(&mut s, args).map(|()| s));
     match settings {
         Ok(settings) => Some(policy_settings(&settings)),
         Err(e) => {
@@ -105,7 +117,11 @@ fn forward_signals(handle: Handle) -> Result<()> {
         .name("banshare-signals".into())
         .spawn(move || {
             for signal in signals.forever() {
-                handle.send(if signal == SIGHUP { Msg::Reload } else { Msg::Stop });
+                handle.send(if signal == SIGHUP {
+                    Msg::Reload
+                } else {
+                    Msg::Stop
+                });
             }
         })
         .context("cannot start the signal thread")?;
@@ -114,9 +130,22 @@ fn forward_signals(handle: Handle) -> Result<()> {
 
 fn start_flusher(settings: &Settings, location: &LogLocation) -> Result<()> {
     let spool = Spool::open(&settings.spool_dir).context("cannot open the spool")?;
-    let owner = Owner { node: settings.node.to_string(), pid: std::process::id() };
-    let transport = transport::open(location, &spool.append_lock_path(), owner, settings.append.lock);
-    flusher::spawn(spool, transport, settings.watch.flush_interval, settings.append.deadline());
+    let owner = Owner {
+        node: settings.node.to_string(),
+        pid: std::process::id(),
+    };
+    let transport = transport::open(
+        location,
+        &spool.append_lock_path(),
+        owner,
+        settings.append.lock,
+    );
+    flusher::spawn(
+        spool,
+        transport,
+        settings.watch.flush_interval,
+        settings.append.deadline(),
+    );
     Ok(())
 }
 
@@ -124,15 +153,23 @@ fn open_backend(settings: &Settings, name: Option<&str>) -> Result<Box<dyn Backe
     let name = name.ok_or_else(|| {
         Failure::Usage("no backend given: pass --backend (nftables, ipset, fail2ban, command, log) or set `backend` in [watch]".into())
     })?;
-    let kind: BackendKind = name.parse().map_err(|e| Failure::Usage(format!("--backend: {e}")))?;
-    backend::open(kind, &settings.backend).map_err(|e| Failure::Usage(format!("backend {name}: {e}")))
+    let kind: BackendKind = name
+        .parse()
+        .map_err(|e| Failure::Usage(format!("--backend: {e}")))?;
+    backend::open(kind, &settings.backend)
+        .map_err(|e| Failure::Usage(format!("backend {name}: {e}")))
 }
 
 pub fn cleanup(args: CleanupArgs, settings: Settings) -> Result<()> {
     let name = args.backend.or_else(|| settings.watch.backend.clone());
     let mut backend = open_backend(&settings, name.as_deref())?;
-    backend.cleanup().map_err(|e| anyhow!("cleanup of {} failed: {e}", backend.name()))?;
-    eprintln!("banshare: removed what the {} backend had set up", backend.name());
+    backend
+        .cleanup()
+        .map_err(|e| anyhow!("cleanup of {} failed: {e}", backend.name()))?;
+    eprintln!(
+        "banshare: removed what the {} backend had set up",
+        backend.name()
+    );
     Ok(())
 }
 
@@ -154,16 +191,30 @@ pub fn status(args: StatusArgs, settings: Settings) -> Result<()> {
     let status = state
         .load_status()
         .with_context(|| format!("cannot read the status in {}", dir.display()))?
-        .ok_or_else(|| anyhow!("no watcher has run with state directory {} yet", dir.display()))?;
+        .ok_or_else(|| {
+            anyhow!(
+                "no watcher has run with state directory {} yet",
+                dir.display()
+            )
+        })?;
     let (lag_bytes, lag_records) = match measure_lag(&status.log, status.offset) {
         Ok((b, r)) => (Some(b), Some(r)),
         Err(_) => (None, None),
     };
     let spool_dir = args.spool_dir.unwrap_or(settings.spool_dir);
     let spool_records = Spool::open(&spool_dir).ok().and_then(|s| s.depth().ok());
-    let report = Report { running: is_running(status.pid), lag_bytes, lag_records, spool_records, status };
+    let report = Report {
+        running: is_running(status.pid),
+        lag_bytes,
+        lag_records,
+        spool_records,
+        status,
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| anyhow!(e))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| anyhow!(e))?
+        );
     } else {
         print_status(&report);
     }
@@ -175,7 +226,10 @@ fn measure_lag(log: &Path, offset: u64) -> std::io::Result<(u64, u64)> {
     let file = File::open(log)?;
     let size = file.metadata()?.len();
     let mut reader = BufReader::new(file);
-    std::io::copy(&mut (&mut reader).take(offset.min(size)), &mut std::io::sink())?;
+    std::io::copy(
+        &mut (&mut reader).take(offset.min(size)),
+        &mut std::io::sink(),
+    )?;
     let mut records = 0u64;
     let mut buf = [0u8; 64 * 1024];
     loop {
@@ -195,9 +249,20 @@ fn is_running(pid: u32) -> bool {
 
 fn print_status(r: &Report) {
     let s = &r.status;
-    let state = if r.running { format!("running (pid {})", s.pid) } else { "not running".into() };
-    println!("watcher:     {state}, node {}, backend {}", s.node, s.backend);
-    let readable = if s.log_present { "readable".to_string() } else { format!("NOT readable: {}", s.last_error.as_deref().unwrap_or("?")) };
+    let state = if r.running {
+        format!("running (pid {})", s.pid)
+    } else {
+        "not running".into()
+    };
+    println!(
+        "watcher:     {state}, node {}, backend {}",
+        s.node, s.backend
+    );
+    let readable = if s.log_present {
+        "readable".to_string()
+    } else {
+        format!("NOT readable: {}", s.last_error.as_deref().unwrap_or("?"))
+    };
     println!("log:         {} ({readable})", s.log.display());
     println!("follow mode: {}", s.mode);
     let lag = match (r.lag_records, r.lag_bytes) {
@@ -205,14 +270,23 @@ fn print_status(r: &Report) {
         _ => "unknown (log not readable here)".into(),
     };
     println!("cursor:      byte {}; lag {lag}", s.offset);
-    let last = s.last_record_ts.map_or("none yet".into(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let last = s.last_record_ts.map_or("none yet".into(), |t| {
+        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    });
     println!("last record: {last}");
-    println!("bans:        {} active, {} applied, {} backend errors", s.active_bans, s.applied, s.backend_errors);
+    println!(
+        "bans:        {} active, {} applied, {} backend errors",
+        s.active_bans, s.applied, s.backend_errors
+    );
     println!("rejected:    {}", counts(&s.rejected));
     println!("skipped:     {}", counts(&s.skipped));
-    let spool = r.spool_records.map_or("unknown".into(), |n| format!("{n} records waiting"));
+    let spool = r
+        .spool_records
+        .map_or("unknown".into(), |n| format!("{n} records waiting"));
     println!("spool:       {spool}");
-    let updated = s.updated.map_or("never".into(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let updated = s.updated.map_or("never".into(), |t| {
+        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    });
     println!("updated:     {updated}");
 }
 

@@ -70,6 +70,8 @@ pub struct RawConfig {
     pub common: RawCommon,
     pub append: RawAppend,
     pub watch: watch::RawWatch,
+    /// The ban backends' own settings; checked when a backend is opened.
+    pub backend: crate::backend::BackendSettings,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -120,6 +122,7 @@ pub struct Settings {
     pub spool_dir: PathBuf,
     pub append: AppendSettings,
     pub watch: WatchSettings,
+    pub backend: crate::backend::BackendSettings,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -220,6 +223,7 @@ impl Settings {
                 )?,
             },
             watch: WatchSettings::check(&raw.watch, &check)?,
+            backend: raw.backend.clone(),
         };
         settings
             .check_consistency()
@@ -263,6 +267,7 @@ impl Settings {
                 io_timeout: duration_text(a.io_timeout),
             },
             watch: self.watch.to_raw(),
+            backend: self.backend.clone(),
         };
         toml::to_string(&raw).expect("settings always serialize")
     }

@@ -10,9 +10,112 @@
 //!
 //! Access to the file goes through [`LogFs`], so the same follower works on
 //! a local path, an sshfs or NFS mount, and (later) SFTP.
+//!
+//! # Use
+//!
+//! ```no_run
+//! # use banshare::follow::{Follower, LocalFs};
+//! # let saved = None;
+//! let mut follower = Follower::new(LocalFs, "/mnt/banshare/newbans.log".into(), saved);
+//! loop {
+//!     match follower.read_lines(1000) {
+//!         Ok(lines) => {
+//!             // apply `lines`, then persist `follower.cursor()`
+//! #           let _ = lines;
+//!         }
+//!         Err(e) => eprintln!("{e}"), // missing or unreachable: retried next time
+//!     }
+//! #   break;
+//! }
+//! ```
+//!
+//! Each [`Line`] carries the cursor right after it, so the caller may also
+//! persist after any prefix of a batch.
+//!
+//! # Each call
+//!
+//! The followed file stays open between calls. [`Follower::read_lines`]:
+//!
+//! 1. `stat`s the path. If nothing is there (or the share fails), it still
+//!    reads what the open file holds (a deleted log may have lines written
+//!    before its deletion) and then reports the error.
+//! 2. **Truncation**: if the open file is shorter than the position, or its
+//!    first bytes are no longer the fingerprinted ones (truncated, then
+//!    written past our position before we looked), it reads that file again
+//!    from 0, dropping any unfinished line.
+//! 3. **Replacement** (rotation by rename, compaction by atomic rename,
+//!    deletion and re-creation): the file at the path is another one when
+//!    known identities differ, when it is shorter than our position, or when
+//!    its first bytes (read through a fresh `open`) differ from our
+//!    fingerprint. Equal identities prove nothing, since sshfs gives a new
+//!    file at the same path the same inode number. The old file is then read
+//!    to its end, and the new one from 0.
+//! 4. Reads from the position until `read` returns 0 (sizes from `stat` may
+//!    be stale) and hands out complete lines only; an unfinished last line
+//!    waits for its newline and is not part of the cursor. A line over
+//!    [`MAX_LINE_LEN`](crate::record::MAX_LINE_LEN) bytes is never held
+//!    whole: it becomes one [`Line::TooLong`].
+//! 5. If it reached the end of our file short of the size the path's file
+//!    had in step 1, the path holds a copy with the same first bytes (seen
+//!    only where inode numbers cannot tell): that one is read from 0.
+//!
+//! On sshfs this costs about six round trips per call; at the watcher's
+//! 4 polls a second that is acceptable.
+//!
+//! # Resuming from a cursor
+//!
+//! After a restart (or after an I/O error, which gives up the open files
+//! because a reconnected share invalidates them) the cursor is matched
+//! against the log and its rotated siblings `<name>.*` and `<name>-*` (not
+//! `<name>.lock`). A file matches when its first bytes have the cursor's
+//! fingerprint (and, for a sibling, it is at least as long as the offset).
+//! Among matches, one whose identity also equals the cursor's wins, then the
+//! log, then siblings in natural name order. Identity alone never matches:
+//! a remount renumbers devices and sshfs numbers inodes per path.
+//!
+//! - the log matches: read on at the offset (from 0 if it is now shorter);
+//! - a sibling matches: read it from the offset to its end, then the log
+//!   from 0;
+//! - nothing matches: read the log from 0 and report
+//!   [`FollowEvent::CursorLost`].
+//!
+//! # Duplicates by design
+//!
+//! Compaction writes a new log holding the newest records, most of them
+//! already read, and renames it over the old one. The follower reads the old
+//! file to its end and then the new one from 0, so those records come again;
+//! the watcher drops them by record id. A copy put in place with the same
+//! first bytes does the same.
+//!
+//! # Limits
+//!
+//! - A file renamed away is read to its end when the follower notices the
+//!   switch. A writer that still appends to it afterwards (one that opened
+//!   it before the rename and wrote after our next poll) is not read.
+//! - Stopped across two rotations, the follower finds its file as `.2` if
+//!   the rotation keeps it, but still reads only that file and then the log:
+//!   the file in between (`.1`) is skipped.
+//! - A cursor taken on an empty file has an empty fingerprint. Where the
+//!   filesystem has no inode numbers, such a cursor cannot find that file
+//!   rotated, and the lines written to it before the rotation are missed.
+//! - A 64-bit hash over at most 1024 bytes stands for the file's start:
+//!   distinct logs that collide are not told apart.
+
+mod cursor;
+mod error;
+mod follower;
+mod local;
+mod tail;
+#[cfg(test)]
+mod tests;
 
 use std::io;
 use std::path::Path;
+
+pub use cursor::{Cursor, FINGERPRINT_MAX, Fingerprint};
+pub use error::FollowError;
+pub use follower::{FollowEvent, FollowState, Follower};
+pub use tail::Line;
 
 /// What `stat` tells about a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use super::policy::{Policy, PolicySettings, Skip, record_time};
 use super::state::{SavedCursor, StateDir, Status};
 use super::{error, info, warn};
 use crate::backend::{Action, Backend, BackendError};
-use crate::follow::{Follower, Line, LocalFs};
+use crate::follow::{FollowEvent, Follower, Line, LocalFs};
 use crate::record::{self, Record};
 
 /// What other threads can tell the loop.
@@ -53,6 +53,8 @@ pub struct Options {
     /// The most lines applied in one backend call.
     pub batch_max: usize,
     pub state: StateDir,
+    /// Log only warnings and errors (the demo prints its own account).
+    pub quiet: bool,
 }
 
 /// Errors that stop the watcher. Everything else (a missing log, a bad
@@ -60,9 +62,15 @@ pub struct Options {
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     #[error("backend {backend} cannot start: {source}")]
-    Backend { backend: &'static str, source: BackendError },
+    Backend {
+        backend: &'static str,
+        source: BackendError,
+    },
     #[error("state directory {path}: {source}")]
-    State { path: PathBuf, source: std::io::Error },
+    State {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// At most this many rejected lines are logged one by one per minute; the
@@ -87,9 +95,19 @@ pub struct Daemon {
 impl Daemon {
     /// Prepares the backend, loads the saved cursor and active bans, and
     /// starts inotify when the mode asks for it.
-    pub fn new(mut opts: Options, policy: PolicySettings, mut backend: Box<dyn Backend>) -> Result<(Daemon, Handle), WatchError> {
-        backend.setup().map_err(|source| WatchError::Backend { backend: backend.name(), source })?;
-        let state_err = |source| WatchError::State { path: opts.state.path().to_owned(), source };
+    pub fn new(
+        mut opts: Options,
+        policy: PolicySettings,
+        mut backend: Box<dyn Backend>,
+    ) -> Result<(Daemon, Handle), WatchError> {
+        backend.setup().map_err(|source| WatchError::Backend {
+            backend: backend.name(),
+            source,
+        })?;
+        let state_err = |source| WatchError::State {
+            path: opts.state.path().to_owned(),
+            source,
+        };
         let resume = load_cursor(&opts).map_err(state_err)?;
         let mut policy = Policy::new(policy);
         for (target, until) in opts.state.load_active().map_err(state_err)? {
@@ -124,20 +142,23 @@ impl Daemon {
     /// Runs until told to stop. `reload` returns the new policy settings on
     /// SIGHUP, or `None` if the configuration is bad (the old one stays).
     pub fn run(mut self, mut reload: impl FnMut() -> Option<PolicySettings>) -> Status {
-        info(&format!(
+        self.info(&format!(
             "watching {} as node {} ({}), applying with {}",
             self.opts.log.display(),
             self.opts.node,
             self.opts.mode.describe(),
             self.backend.name()
         ));
+        // A first look at the log, so that the status is true from the start.
+        self.cycle();
+        self.write_status();
         loop {
-            self.cycle();
             match self.wait() {
                 Some(Msg::Stop) => break,
                 Some(Msg::Reload) => self.reload(&mut reload),
                 Some(Msg::Changed) | None => {}
             }
+            self.cycle();
         }
         self.shutdown()
     }
@@ -165,16 +186,20 @@ impl Daemon {
         match reload() {
             Some(settings) => {
                 self.policy.reconfigure(settings);
-                info("configuration reloaded");
+                self.info("configuration reloaded");
             }
-            None => warn("configuration not reloaded: it has errors (see above); keeping the old one"),
+            None => {
+                warn("configuration not reloaded: it has errors (see above); keeping the old one")
+            }
         }
     }
 
     /// Reads and applies everything available, batch by batch.
     fn cycle(&mut self) {
         loop {
-            let lines = match self.follower.read_lines(self.opts.batch_max) {
+            let read = self.follower.read_lines(self.opts.batch_max);
+            self.log_follow_events();
+            let lines = match read {
                 Ok(lines) => {
                     self.log_reachable(None);
                     lines
@@ -198,11 +223,38 @@ impl Daemon {
         self.housekeeping();
     }
 
+    fn info(&self, message: &str) {
+        if !self.opts.quiet {
+            info(message);
+        }
+    }
+
+    /// Says what the follower noticed: resuming, rotation, truncation.
+    fn log_follow_events(&mut self) {
+        for event in self.follower.take_events() {
+            match event {
+                FollowEvent::Resumed { offset } => self.info(&format!("resuming at byte {offset}")),
+                FollowEvent::ResumedRotated { path, offset } => {
+                    self.info(&format!("resuming in rotated {} at byte {offset}", path.display()))
+                }
+                FollowEvent::CursorLost { .. } => warn(
+                    "no file matches the saved cursor (rotated away while stopped?): \
+                     reading the log from the start; records already applied are dropped by id",
+                ),
+                FollowEvent::Truncated { offset } => warn(&format!("the log was truncated below byte {offset}: reading it from the start")),
+                FollowEvent::Replaced => self.info("the log was replaced (rotation or compaction): finished the old file, reading the new one"),
+            }
+        }
+    }
+
     /// Notes whether the log could be read, logging only the changes.
     fn log_reachable(&mut self, error: Option<String>) {
         if error != self.status.last_error {
             match &error {
-                None => info(&format!("log {} is readable again", self.opts.log.display())),
+                None => self.info(&format!(
+                    "log {} is readable again",
+                    self.opts.log.display()
+                )),
                 Some(e) => warn(&format!("cannot read the log (will retry): {e}")),
             }
         }
@@ -229,18 +281,35 @@ impl Daemon {
     }
 
     fn rejected(&mut self, reason: &record::RejectReason) {
-        *self.status.rejected.entry(reason.kind().into()).or_default() += 1;
+        *self
+            .status
+            .rejected
+            .entry(reason.kind().into())
+            .or_default() += 1;
         let total: u64 = self.status.rejected.values().sum();
-        self.rejects.log(&format!("rejected a line of the log: {reason} ({total} rejected so far)"));
+        self.rejects.log(&format!(
+            "rejected a line of the log: {reason} ({total} rejected so far)"
+        ));
     }
 
     fn skipped(&mut self, record: &Record, skip: Skip) {
         *self.status.skipped.entry(format!("{skip:?}")).or_default() += 1;
         // Records that try to ban what must never be banned deserve a word;
         // the normal skips (own node, duplicates, expired) do not.
-        if matches!(skip, Skip::NeverBan | Skip::TooWide | Skip::SelfAddress | Skip::Ignored) {
-            let origin = record.fields.node.as_ref().map_or("an unknown node".into(), |n| format!("node {n}"));
-            self.rejects.log(&format!("refused to ban {} from {origin}: {}", record.target, skip.describe()));
+        if matches!(
+            skip,
+            Skip::NeverBan | Skip::TooWide | Skip::SelfAddress | Skip::Ignored
+        ) {
+            let origin = record
+                .fields
+                .node
+                .as_ref()
+                .map_or("an unknown node".into(), |n| format!("node {n}"));
+            self.rejects.log(&format!(
+                "refused to ban {} from {origin}: {}",
+                record.target,
+                skip.describe()
+            ));
         }
     }
 
@@ -253,14 +322,20 @@ impl Daemon {
             return;
         }
         let result = self.backend.apply(actions).or_else(|e| {
-            warn(&format!("applying a batch of {} failed ({e}); trying once more", actions.len()));
+            warn(&format!(
+                "applying a batch of {} failed ({e}); trying once more",
+                actions.len()
+            ));
             self.backend.apply(actions)
         });
         match result {
             Ok(()) => self.applied(actions),
             Err(e) => {
                 self.status.backend_errors += 1;
-                error(&format!("applying a batch of {} failed again: {e}", actions.len()));
+                error(&format!(
+                    "applying a batch of {} failed again: {e}",
+                    actions.len()
+                ));
             }
         }
     }
@@ -269,19 +344,27 @@ impl Daemon {
         self.status.applied += actions.len() as u64;
         if actions.len() <= 10 {
             for action in actions {
-                info(&format!("applied {action}"));
+                self.info(&format!("applied {action}"));
             }
         } else {
-            info(&format!("applied a batch of {}", actions.len()));
+            self.info(&format!("applied a batch of {}", actions.len()));
         }
     }
 
     fn save_cursor(&mut self) {
-        let Some(cursor) = self.follower.cursor() else { return };
+        let Some(cursor) = self.follower.cursor() else {
+            return;
+        };
         self.status.offset = cursor.offset;
-        let saved = SavedCursor { log: self.opts.log.clone(), cursor };
+        let saved = SavedCursor {
+            log: self.opts.log.clone(),
+            cursor,
+        };
         if let Err(e) = self.opts.state.save_cursor(&saved) {
-            error(&format!("cannot save the cursor in {}: {e}", self.opts.state.path().display()));
+            error(&format!(
+                "cannot save the cursor in {}: {e}",
+                self.opts.state.path().display()
+            ));
         }
     }
 
@@ -318,7 +401,7 @@ impl Daemon {
         self.save_cursor();
         self.save_active();
         self.write_status();
-        info("stopped");
+        self.info("stopped");
         self.status
     }
 }
@@ -348,7 +431,9 @@ fn load_cursor(opts: &Options) -> std::io::Result<Option<crate::follow::Cursor>>
 
 /// Watches the log's directory; falls back to polling if inotify fails.
 fn start_inotify(opts: &mut Options, tx: &Sender<Msg>) -> Option<notify::RecommendedWatcher> {
-    let Mode::Native { .. } = opts.mode else { return None };
+    let Mode::Native { .. } = opts.mode else {
+        return None;
+    };
     match watch_directory(&opts.log, tx.clone()) {
         Ok(watcher) => Some(watcher),
         Err(e) => {
@@ -360,7 +445,10 @@ fn start_inotify(opts: &mut Options, tx: &Sender<Msg>) -> Option<notify::Recomme
 }
 
 fn watch_directory(log: &Path, tx: Sender<Msg>) -> notify::Result<notify::RecommendedWatcher> {
-    let dir = log.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = log
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name: OsString = log.file_name().map(|n| n.to_owned()).unwrap_or_default();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         // Only the log and its rotated siblings (newbans.log.1) matter; the
@@ -378,7 +466,8 @@ fn watch_directory(log: &Path, tx: Sender<Msg>) -> notify::Result<notify::Recomm
 }
 
 fn is_log_or_sibling(path: &Path, name: &OsString) -> bool {
-    path.file_name().is_some_and(|f| f.as_encoded_bytes().starts_with(name.as_encoded_bytes()))
+    path.file_name()
+        .is_some_and(|f| f.as_encoded_bytes().starts_with(name.as_encoded_bytes()))
 }
 
 /// Rate-limits messages about hostile input.
@@ -390,7 +479,11 @@ struct RejectLog {
 
 impl RejectLog {
     fn new() -> RejectLog {
-        RejectLog { window: Instant::now(), logged: 0, suppressed: 0 }
+        RejectLog {
+            window: Instant::now(),
+            logged: 0,
+            suppressed: 0,
+        }
     }
 
     fn log(&mut self, message: &str) {
@@ -409,7 +502,10 @@ impl RejectLog {
             return;
         }
         if self.suppressed > 0 {
-            warn(&format!("{} more rejected or refused lines in the last minute were not logged one by one", self.suppressed));
+            warn(&format!(
+                "{} more rejected or refused lines in the last minute were not logged one by one",
+                self.suppressed
+            ));
         }
         *self = RejectLog::new();
     }

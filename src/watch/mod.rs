@@ -7,12 +7,12 @@
 //! - [`state`]: the cursor and status files;
 //! - [`host`]: this host's own addresses.
 
-// pub mod daemon; (enabled once follow lands)
+pub mod daemon;
 pub mod flusher;
 pub mod host;
 pub mod mode;
 pub mod policy;
-// pub mod state; (enabled once follow lands)
+pub mod state;
 
 // The watcher logs to stderr, one line per event, as systemd expects; the
 // journal adds the time.

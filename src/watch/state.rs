@@ -67,8 +67,13 @@ impl StateDir {
     /// Opens `dir`, creating it (mode 0700) if needed.
     pub fn open(dir: &Path) -> io::Result<StateDir> {
         use std::os::unix::fs::DirBuilderExt;
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-        Ok(StateDir { dir: dir.to_owned() })
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        Ok(StateDir {
+            dir: dir.to_owned(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -86,11 +91,22 @@ impl StateDir {
     pub fn load_active(&self) -> io::Result<Vec<(Target, Option<DateTime<Utc>>)>> {
         let saved: Vec<SavedBan> = load_json(&self.dir.join("active.json"))?.unwrap_or_default();
         // A file edited by hand may hold anything: keep what parses.
-        Ok(saved.into_iter().filter_map(|b| Some((b.target.parse().ok()?, b.until))).collect())
+        Ok(saved
+            .into_iter()
+            .filter_map(|b| Some((b.target.parse().ok()?, b.until)))
+            .collect())
     }
 
-    pub fn save_active<'a>(&self, bans: impl Iterator<Item = (&'a Target, &'a Option<DateTime<Utc>>)>) -> io::Result<()> {
-        let saved: Vec<SavedBan> = bans.map(|(t, until)| SavedBan { target: t.to_string(), until: *until }).collect();
+    pub fn save_active<'a>(
+        &self,
+        bans: impl Iterator<Item = (&'a Target, &'a Option<DateTime<Utc>>)>,
+    ) -> io::Result<()> {
+        let saved: Vec<SavedBan> = bans
+            .map(|(t, until)| SavedBan {
+                target: t.to_string(),
+                until: *until,
+            })
+            .collect();
         save_json(&self.dir.join("active.json"), &saved)
     }
 
@@ -105,9 +121,12 @@ impl StateDir {
 
 fn load_json<T: for<'de> Deserialize<'de>>(path: &Path) -> io::Result<Option<T>> {
     match fs::read(path) {
-        Ok(data) => serde_json::from_slice(&data)
-            .map(Some)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
+        Ok(data) => serde_json::from_slice(&data).map(Some).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }

@@ -1,0 +1,589 @@
+//! The follower on a real folder: the tricky cases one by one. The model
+//! test (`tests/follow_model.rs`) mixes them at random.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::*;
+use crate::record::MAX_LINE_LEN;
+
+struct Dir {
+    tmp: tempfile::TempDir,
+}
+
+impl Dir {
+    fn new() -> Dir {
+        let dir = Dir {
+            tmp: tempfile::tempdir().unwrap(),
+        };
+        File::create(dir.log()).unwrap();
+        dir
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    fn log(&self) -> PathBuf {
+        self.path("newbans.log")
+    }
+
+    fn append(&self, text: &str) {
+        let mut f = OpenOptions::new().append(true).open(self.log()).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+
+    /// Writes a new file and renames it over `name`, as compaction does.
+    fn replace(&self, name: &str, text: &str) {
+        let tmp = self.path("new.tmp");
+        fs::write(&tmp, text).unwrap();
+        fs::rename(tmp, self.path(name)).unwrap();
+    }
+
+    fn rotate(&self, to: &str) {
+        fs::rename(self.log(), self.path(to)).unwrap();
+        File::create(self.log()).unwrap();
+    }
+
+    fn follower(&self, resume: Option<Cursor>) -> Follower<LocalFs> {
+        Follower::new(LocalFs, self.log(), resume)
+    }
+}
+
+fn text(line: &Line) -> String {
+    match line {
+        Line::Complete { bytes, .. } => String::from_utf8_lossy(bytes).into_owned(),
+        Line::TooLong { len, .. } => format!("<{len} bytes>"),
+    }
+}
+
+fn read<F: LogFs>(f: &mut Follower<F>) -> Vec<String> {
+    f.read_lines(1000).unwrap().iter().map(text).collect()
+}
+
+#[test]
+fn a_partial_line_waits_for_its_newline() {
+    let dir = Dir::new();
+    let mut f = dir.follower(None);
+    dir.append("one\ntw");
+    assert_eq!(read(&mut f), ["one"]);
+    assert_eq!(
+        f.cursor().unwrap().offset,
+        4,
+        "the partial line is not in the cursor"
+    );
+    assert!(f.state().caught_up);
+    assert_eq!(read(&mut f), Vec::<String>::new());
+    dir.append("o\n");
+    assert_eq!(read(&mut f), ["two"]);
+    assert_eq!(f.cursor().unwrap().offset, 8);
+}
+
+#[test]
+fn an_over_long_line_is_one_marker() {
+    let dir = Dir::new();
+    let mut f = dir.follower(None);
+    let limit = "x".repeat(MAX_LINE_LEN);
+    dir.append(&format!("{limit}\n{limit}y\n"));
+    dir.append(&"z".repeat(1 << 20));
+    assert_eq!(
+        read(&mut f),
+        [limit.clone(), format!("<{} bytes>", MAX_LINE_LEN + 1)]
+    );
+    dir.append("\nnext\n");
+    assert_eq!(
+        read(&mut f),
+        [format!("<{} bytes>", 1 << 20), "next".into()]
+    );
+}
+
+#[test]
+fn each_line_carries_the_cursor_after_it() {
+    let dir = Dir::new();
+    dir.append("a\nbb\nccc\n");
+    let mut f = dir.follower(None);
+    let lines = f.read_lines(2).unwrap();
+    assert_eq!(lines.iter().map(text).collect::<Vec<_>>(), ["a", "bb"]);
+    assert_eq!(lines[0].cursor().offset, 2);
+    // Resuming after the first line gives the second again.
+    let mut again = dir.follower(Some(*lines[0].cursor()));
+    assert_eq!(read(&mut again), ["bb", "ccc"]);
+    assert_eq!(read(&mut f), ["ccc"]);
+}
+
+#[test]
+fn truncation_starts_again_at_zero() {
+    let dir = Dir::new();
+    let mut f = dir.follower(None);
+    dir.append("a\nb\npart");
+    assert_eq!(read(&mut f), ["a", "b"]);
+    fs::write(dir.log(), "c\n").unwrap();
+    assert_eq!(
+        read(&mut f),
+        ["c"],
+        "the partial line went with the truncation"
+    );
+    assert_eq!(f.take_events(), [FollowEvent::Truncated { offset: 4 }]);
+}
+
+#[test]
+fn truncation_then_growth_past_the_offset_is_still_truncation() {
+    let dir = Dir::new();
+    let mut f = dir.follower(None);
+    dir.append("a\nb\n");
+    assert_eq!(read(&mut f), ["a", "b"]);
+    fs::write(dir.log(), "cc\ndd\nee\n").unwrap();
+    assert_eq!(read(&mut f), ["cc", "dd", "ee"]);
+}
+
+#[test]
+fn rotation_drains_the_old_file_first() {
+    let dir = Dir::new();
+    let mut f = dir.follower(None);
+    dir.append("1\n");
+    assert_eq!(read(&mut f), ["1"]);
+    dir.append("2\n3");
+    dir.rotate("newbans.log.1");
+    dir.append("4\n");
+    assert_eq!(read(&mut f), ["2", "4"], "3 was never finished");
+    assert_eq!(f.take_events(), [FollowEvent::Replaced]);
+    dir.append("5\n");
+    assert_eq!(read(&mut f), ["5"]);
+}
+
+#[test]
+fn compaction_drains_then_reads_the_new_file_from_zero() {
+    let dir = Dir::new();
+    let mut f = dir.follower(None);
+    dir.append("1\n2\n");
+    assert_eq!(read(&mut f), ["1", "2"]);
+    dir.append("3\n");
+    dir.replace("newbans.log", "2\n3\n4\n");
+    assert_eq!(
+        read(&mut f),
+        ["3", "2", "3", "4"],
+        "duplicates are dropped by record id later"
+    );
+}
+
+#[test]
+fn draining_survives_a_full_batch() {
+    let dir = Dir::new();
+    let mut f = dir.follower(None);
+    dir.append("1\n");
+    assert_eq!(read(&mut f), ["1"]);
+    dir.append("2\n3\n");
+    dir.rotate("newbans.log.1");
+    dir.append("4\n");
+    let first: Vec<_> = f.read_lines(1).unwrap().iter().map(text).collect();
+    assert_eq!(first, ["2"]);
+    assert!(f.state().draining.is_some());
+    // A restart here resumes in the rotated file.
+    let cursor = f.cursor().unwrap();
+    assert_eq!(read(&mut f), ["3", "4"]);
+    assert_eq!(read(&mut dir.follower(Some(cursor))), ["3", "4"]);
+}
+
+#[test]
+fn delete_and_recreate() {
+    let dir = Dir::new();
+    let mut f = dir.follower(None);
+    dir.append("1\n");
+    assert_eq!(read(&mut f), ["1"]);
+    dir.append("2\n");
+    fs::remove_file(dir.log()).unwrap();
+    assert_eq!(
+        read(&mut f),
+        ["2"],
+        "lines written before the deletion still count"
+    );
+    assert!(!f.state().present);
+    let err = f.read_lines(10).unwrap_err();
+    assert!(err.is_missing(), "{err}");
+    assert!(err.to_string().contains("newbans.log"), "{err}");
+    let cursor = f.cursor();
+    assert_eq!(cursor.unwrap().offset, 4, "the cursor is kept");
+    File::create(dir.log()).unwrap();
+    dir.append("3\n");
+    assert_eq!(read(&mut f), ["3"]);
+    assert!(f.state().present);
+}
+
+#[test]
+fn a_missing_log_is_an_error_until_it_appears() {
+    let dir = Dir::new();
+    fs::remove_file(dir.log()).unwrap();
+    let mut f = dir.follower(None);
+    assert!(f.read_lines(10).unwrap_err().is_missing());
+    assert_eq!(f.cursor(), None);
+    File::create(dir.log()).unwrap();
+    dir.append("1\n");
+    assert_eq!(read(&mut f), ["1"]);
+}
+
+#[test]
+fn a_fifo_at_the_path_is_an_error_not_a_hang() {
+    let dir = Dir::new();
+    fs::remove_file(dir.log()).unwrap();
+    let c = std::ffi::CString::new(dir.log().into_os_string().into_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let err = dir.follower(None).read_lines(10).unwrap_err();
+    assert!(matches!(err, FollowError::Io { .. }), "{err}");
+}
+
+#[test]
+fn resume_at_a_matching_cursor() {
+    let dir = Dir::new();
+    let mut f = dir.follower(None);
+    dir.append("1\n2\n");
+    assert_eq!(read(&mut f), ["1", "2"]);
+    let cursor = f.cursor();
+    drop(f);
+    dir.append("3\n");
+    let mut f = dir.follower(cursor);
+    assert_eq!(read(&mut f), ["3"]);
+    assert_eq!(f.take_events(), [FollowEvent::Resumed { offset: 4 }]);
+}
+
+#[test]
+fn resume_with_a_cursor_that_matches_nothing_starts_at_zero() {
+    let dir = Dir::new();
+    dir.append("1\n2\n");
+    let mut f = dir.follower(None);
+    assert_eq!(read(&mut f), ["1", "2"]);
+    let cursor = f.cursor().unwrap();
+    dir.replace("newbans.log", "3\n");
+    let mut f = dir.follower(Some(cursor));
+    assert_eq!(read(&mut f), ["3"]);
+    assert_eq!(f.take_events(), [FollowEvent::CursorLost { cursor }]);
+}
+
+#[test]
+fn resume_drains_a_rotated_file_found_by_fingerprint() {
+    let dir = Dir::new();
+    let mut f = dir.follower(None);
+    dir.append("1\n");
+    assert_eq!(read(&mut f), ["1"]);
+    let cursor = f.cursor();
+    drop(f);
+    dir.append("2\n");
+    fs::write(dir.path("newbans.log.lock"), "banshare-lock\n").unwrap();
+    fs::write(dir.path("newbans.log.1"), "older\n").unwrap();
+    dir.rotate("newbans.log-20261121");
+    dir.append("3\n");
+    let mut f = dir.follower(cursor);
+    assert_eq!(read(&mut f), ["2", "3"]);
+    let rotated = dir.path("newbans.log-20261121");
+    assert_eq!(
+        f.take_events(),
+        [FollowEvent::ResumedRotated {
+            path: rotated,
+            offset: 2
+        }]
+    );
+}
+
+#[test]
+fn resume_from_an_empty_file_finds_it_rotated_by_inode() {
+    let dir = Dir::new();
+    let mut f = dir.follower(None);
+    assert_eq!(read(&mut f), Vec::<String>::new());
+    let cursor = f.cursor().unwrap();
+    assert_eq!(cursor.fingerprint, Fingerprint::EMPTY);
+    dir.append("1\n");
+    dir.rotate("newbans.log.1");
+    dir.append("2\n");
+    assert_eq!(read(&mut dir.follower(Some(cursor))), ["1", "2"]);
+}
+
+#[test]
+fn resume_in_a_file_cut_short_after_the_fingerprint_starts_at_zero() {
+    let dir = Dir::new();
+    let lines: String = (0..200).map(|i| format!("line {i:05}\n")).collect();
+    dir.append(&lines);
+    let mut f = dir.follower(None);
+    assert_eq!(read(&mut f).len(), 200);
+    let cursor = f.cursor().unwrap();
+    assert_eq!(cursor.fingerprint.len, FINGERPRINT_MAX);
+    drop(f);
+    File::options()
+        .write(true)
+        .open(dir.log())
+        .unwrap()
+        .set_len(1100)
+        .unwrap();
+    let mut f = dir.follower(Some(cursor));
+    assert_eq!(read(&mut f).len(), 1100 / 11);
+    assert_eq!(f.take_events(), [FollowEvent::Truncated { offset: 2200 }]);
+}
+
+#[test]
+fn the_fingerprint_grows_with_a_short_file() {
+    let dir = Dir::new();
+    let mut f = dir.follower(None);
+    dir.append("a\n");
+    assert_eq!(read(&mut f), ["a"]);
+    let short = f.cursor().unwrap();
+    assert_eq!(short.fingerprint, Fingerprint::of(b"a\n"));
+    dir.append(&"b".repeat(2000));
+    dir.append("\n");
+    read(&mut f);
+    let long = f.cursor().unwrap();
+    assert_eq!(long.fingerprint.len, FINGERPRINT_MAX);
+    assert_eq!(
+        long.fingerprint,
+        Fingerprint::of(&fs::read(dir.log()).unwrap()[..1024])
+    );
+    // The short fingerprint still matches the grown file: only its bytes are compared.
+    dir.append("c\n");
+    let mut f = dir.follower(Some(short));
+    assert_eq!(read(&mut f).len(), 2);
+    assert_eq!(f.take_events(), [FollowEvent::Resumed { offset: 2 }]);
+}
+
+#[test]
+fn a_short_fingerprint_still_tells_a_new_file_apart() {
+    let dir = Dir::new();
+    let mut f = Follower::new(TestFs::no_ids(), dir.log(), None);
+    dir.append("a\n");
+    assert_eq!(read(&mut f), ["a"]);
+    dir.replace("newbans.log", "b\n");
+    assert_eq!(read(&mut f), ["b"]);
+}
+
+#[test]
+fn a_hostile_cursor_is_harmless() {
+    let dir = Dir::new();
+    dir.append("1\n");
+    let cursor = Cursor {
+        dev: u64::MAX,
+        ino: u64::MAX,
+        fingerprint: Fingerprint {
+            len: u64::MAX,
+            hash: 0,
+        },
+        offset: u64::MAX,
+    };
+    let mut f = dir.follower(Some(cursor));
+    assert_eq!(read(&mut f), ["1"]);
+    let empty = Cursor {
+        fingerprint: Fingerprint::EMPTY,
+        ..cursor
+    };
+    assert_eq!(
+        read(&mut dir.follower(Some(empty))),
+        ["1"],
+        "too far: truncated"
+    );
+}
+
+#[test]
+fn the_fingerprint_hash_never_changes() {
+    // FNV-1a 64 test vectors: persisted cursors depend on them.
+    assert_eq!(Fingerprint::of(b"").hash, 0xcbf2_9ce4_8422_2325);
+    assert_eq!(Fingerprint::of(b"a").hash, 0xaf63_dc4c_8601_ec8c);
+    assert_eq!(Fingerprint::of(b"foobar").hash, 0x8594_4171_f739_67e8);
+    let long = vec![7u8; 5000];
+    assert_eq!(Fingerprint::of(&long), Fingerprint::of(&long[..1024]));
+}
+
+#[test]
+fn a_cursor_round_trips_through_json_and_toml() {
+    let cursor = Cursor {
+        dev: 2049,
+        ino: 1234,
+        fingerprint: Fingerprint::of(b"<13>Nov 21 18:28:04 root[3284]: HOST 1.2.3.4 PORT 22\n"),
+        offset: 53,
+    };
+    assert!(
+        cursor.fingerprint.hash > i64::MAX as u64,
+        "the case TOML cannot hold as a number"
+    );
+    let json = serde_json::to_string(&cursor).unwrap();
+    assert!(
+        json.contains(&format!("\"{:016x}\"", cursor.fingerprint.hash)),
+        "{json}"
+    );
+    assert_eq!(serde_json::from_str::<Cursor>(&json).unwrap(), cursor);
+    let toml = toml::to_string(&cursor).unwrap();
+    assert_eq!(toml::from_str::<Cursor>(&toml).unwrap(), cursor);
+}
+
+// Filesystems without inode numbers, and shares that fail.
+
+/// [`LocalFs`] that can hide inode numbers (as SFTP has none) and fail
+/// every call, open files included, as a share that went away.
+#[derive(Clone, Default)]
+struct TestFs {
+    no_ids: bool,
+    down: Arc<AtomicBool>,
+}
+
+impl TestFs {
+    fn no_ids() -> TestFs {
+        TestFs {
+            no_ids: true,
+            ..TestFs::default()
+        }
+    }
+
+    fn check(&self) -> io::Result<()> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::ENOTCONN));
+        }
+        Ok(())
+    }
+
+    fn meta(&self, meta: Meta) -> Meta {
+        if self.no_ids {
+            Meta {
+                dev: 0,
+                ino: 0,
+                ..meta
+            }
+        } else {
+            meta
+        }
+    }
+}
+
+struct TestFile {
+    file: File,
+    fs: TestFs,
+}
+
+impl LogFile for TestFile {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.fs.check()?;
+        self.file.read_at(offset, buf)
+    }
+
+    fn meta(&mut self) -> io::Result<Meta> {
+        self.fs.check()?;
+        Ok(self.fs.meta(self.file.meta()?))
+    }
+}
+
+impl LogFs for TestFs {
+    type File = TestFile;
+
+    fn open(&mut self, path: &Path) -> io::Result<TestFile> {
+        self.check()?;
+        Ok(TestFile {
+            file: LocalFs.open(path)?,
+            fs: self.clone(),
+        })
+    }
+
+    fn stat(&mut self, path: &Path) -> io::Result<Meta> {
+        self.check()?;
+        Ok(self.meta(LocalFs.stat(path)?))
+    }
+
+    fn list_dir(&mut self, dir: &Path) -> io::Result<Vec<String>> {
+        self.check()?;
+        LocalFs.list_dir(dir)
+    }
+}
+
+#[test]
+fn a_share_that_goes_away_and_comes_back() {
+    let dir = Dir::new();
+    let fs = TestFs::default();
+    let down = fs.down.clone();
+    let mut f = Follower::new(fs, dir.log(), None);
+    dir.append("1\n2");
+    assert_eq!(read(&mut f), ["1"]);
+    down.store(true, Ordering::SeqCst);
+    dir.append("\n3\n");
+    let err = f.read_lines(10).unwrap_err();
+    assert!(matches!(err, FollowError::Unreachable { .. }), "{err}");
+    assert!(!f.state().open);
+    assert_eq!(f.cursor().unwrap().offset, 2);
+    down.store(false, Ordering::SeqCst);
+    assert_eq!(read(&mut f), ["2", "3"]);
+    assert_eq!(f.take_events(), [FollowEvent::Resumed { offset: 2 }]);
+}
+
+#[test]
+fn a_share_that_comes_back_with_a_rotated_log() {
+    let dir = Dir::new();
+    let fs = TestFs::default();
+    let down = fs.down.clone();
+    let mut f = Follower::new(fs, dir.log(), None);
+    dir.append("1\n");
+    assert_eq!(read(&mut f), ["1"]);
+    down.store(true, Ordering::SeqCst);
+    assert!(f.read_lines(10).is_err());
+    dir.append("2\n");
+    dir.rotate("newbans.log.1");
+    dir.append("3\n");
+    down.store(false, Ordering::SeqCst);
+    assert_eq!(read(&mut f), ["2", "3"]);
+}
+
+#[test]
+fn without_inode_numbers_rotation_and_truncation_are_seen() {
+    let dir = Dir::new();
+    let mut f = Follower::new(TestFs::no_ids(), dir.log(), None);
+    dir.append("1\n");
+    assert_eq!(read(&mut f), ["1"]);
+    dir.append("2\n");
+    dir.rotate("newbans.log.1");
+    dir.append("3\n");
+    assert_eq!(read(&mut f), ["2", "3"]);
+    fs::write(dir.log(), "4\n5\n").unwrap();
+    assert_eq!(read(&mut f), ["4", "5"]);
+    assert_eq!(
+        f.take_events(),
+        [FollowEvent::Replaced, FollowEvent::Truncated { offset: 2 }]
+    );
+}
+
+#[test]
+fn without_inode_numbers_a_copy_put_in_place_is_seen_once_it_grows() {
+    let dir = Dir::new();
+    let mut f = Follower::new(TestFs::no_ids(), dir.log(), None);
+    dir.append("1\n2\n");
+    assert_eq!(read(&mut f), ["1", "2"]);
+    // Same first bytes, a new file: only the sizes can tell.
+    dir.replace("newbans.log", "1\n2\n");
+    assert_eq!(read(&mut f), Vec::<String>::new());
+    dir.append("3\n");
+    assert_eq!(read(&mut f), ["1", "2", "3"]);
+    // And a copy shorter than what we read is seen at once.
+    dir.replace("newbans.log", "1\n");
+    assert_eq!(read(&mut f), ["1"]);
+}
+
+#[test]
+fn without_inode_numbers_resume_finds_the_rotated_file() {
+    let dir = Dir::new();
+    let mut f = Follower::new(TestFs::no_ids(), dir.log(), None);
+    dir.append("1\n");
+    assert_eq!(read(&mut f), ["1"]);
+    let cursor = f.cursor();
+    assert_eq!((cursor.unwrap().dev, cursor.unwrap().ino), (0, 0));
+    dir.append("2\n");
+    dir.rotate("newbans.log.1");
+    dir.append("3\n");
+    assert_eq!(
+        read(&mut Follower::new(TestFs::no_ids(), dir.log(), cursor)),
+        ["2", "3"]
+    );
+}
+
+#[test]
+fn the_appenders_lock_files_are_not_rotated_logs() {
+    use super::follower::is_rotated;
+    assert!(is_rotated("newbans.log", "newbans.log.1"));
+    assert!(is_rotated("newbans.log", "newbans.log-20261121"));
+    assert!(!is_rotated("newbans.log", "newbans.log"));
+    assert!(!is_rotated("newbans.log", "newbans.log."));
+    assert!(!is_rotated("newbans.log", "newbans.log.lock"));
+    assert!(!is_rotated("newbans.log", "newbans.log.lock.break"));
+    assert!(!is_rotated("newbans.log", "newbans.logx"));
+}

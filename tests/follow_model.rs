@@ -1,0 +1,792 @@
+//! A model-based test of the follower, in the style of vector's file-source
+//! model test: random sequences of operations on a real folder, the real
+//! follower beside a model of what it must deliver.
+//!
+//! # Operations
+//!
+//! `Append(n)` n complete lines (finishing a pending partial line first),
+//! `AppendLong` one line over the length limit, `AppendPartial` the first
+//! part of a line, `Truncate`, `Rotate` (rename to `.1`, replacing an older
+//! `.1`, and create an empty log), `Compact(k)` (a new file holding the last
+//! k complete lines, renamed over the log), `Delete`, `Create`,
+//! `DeleteRecreate`, `Poll(max)` (call `read_lines(max)` until caught up or
+//! an error: the lines are "applied"), `Restart(k)` (a crash after applying
+//! only the first k lines of the last poll: a new follower from the cursor
+//! after line k), `ShareDown` / `ShareUp` (every filesystem call of the
+//! follower fails with ENOTCONN meanwhile, open files included). Every line
+//! is unique: it starts with its sequence number. Truncate, Rotate, Compact
+//! and Delete abandon a pending partial line: it is never finished.
+//!
+//! Every file ever created keeps a hard link in `graveyard/`, so inode
+//! numbers are never reused and "same inode" means "same file" here.
+//!
+//! # The model
+//!
+//! The model follower tracks, per followed file: the offset after the last
+//! delivered line, the read position (end of file at the last read), and the
+//! fingerprinted prefix (the first min(1024, end of file) bytes as of the
+//! first read that reached past it). A poll (with the share up):
+//!
+//! 1. If nothing is followed, the log (if present) is attached: without a
+//!    cursor at 0; with one, the file it points into is, in order, the log
+//!    when it starts with the cursor's prefix and is the cursor's file; `.1`
+//!    when it is the cursor's file, starts with the prefix and is at least
+//!    the offset long; the log when it starts with the prefix; `.1` when it
+//!    starts with the prefix and is long enough. The log resumes at the
+//!    offset (at 0 if shorter than the offset); `.1` is read from the offset
+//!    to its end and then the log from 0; no match reads the log from 0.
+//! 2. A followed file that is shorter than the read position or no longer
+//!    starts with its prefix is read again from 0 (deleted or not). Then, if
+//!    the log is present and is another file, the followed file is read to
+//!    its end (its unfinished last line dropped) and the log followed from 0.
+//! 3. The followed file is read to its end: every complete line after the
+//!    offset is delivered, with the cursor after it.
+//!
+//! With the share down, a poll delivers nothing and the follower forgets its
+//! open file, keeping its cursor: the next poll attaches as in 1.
+//!
+//! So lines that exist in a file when the follower reads it are delivered;
+//! lines destroyed by Truncate before a poll read them are not; lines of a
+//! rotated-away or compacted-away file that was still followed are; after a
+//! Restart, the rest of the cursor's file is delivered if it is the log or
+//! `.1`, and lost if it is no longer there under either name. Compaction and
+//! "no match" re-read lines already delivered.
+//!
+//! # Checks
+//!
+//! After every poll, the delivered lines (bytes and per-line cursors) and the
+//! follower's cursor equal the model's. At the end (share up, final poll):
+//! every delivered line was written whole (never a partial line, never an
+//! unwritten one); after dropping lines delivered before (the watcher drops
+//! them by record id), the sequence numbers rise strictly, in the order of
+//! writing; every complete line of the final log was delivered. Across the
+//! run, each interesting path (rotated resume, lost cursor, truncation,
+//! replacement, missing log, unreachable share, over-long line) is taken at
+//! least once.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use banshare::follow::{
+    Cursor, FINGERPRINT_MAX, Fingerprint, FollowError, FollowEvent, Follower, Line, LocalFs,
+    LogFile, LogFs, Meta,
+};
+use banshare::record::MAX_LINE_LEN;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+const LOG: &str = "newbans.log";
+const ROTATED: &str = "newbans.log.1";
+const FP_MAX: usize = FINGERPRINT_MAX as usize;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(u8),
+    AppendLong,
+    AppendPartial(u8),
+    Truncate,
+    Rotate,
+    /// Lines kept; `u8::MAX` keeps them all (a copy with the same prefix).
+    Compact(u8),
+    Delete,
+    Create,
+    DeleteRecreate,
+    Poll(u8),
+    Restart(u8),
+    ShareDown,
+    ShareUp,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (1u8..=3).prop_map(Op::Append),
+        1 => Just(Op::AppendLong),
+        3 => any::<u8>().prop_map(Op::AppendPartial),
+        2 => Just(Op::Truncate),
+        2 => Just(Op::Rotate),
+        2 => prop_oneof![0u8..4, Just(u8::MAX)].prop_map(Op::Compact),
+        1 => Just(Op::Delete),
+        1 => Just(Op::Create),
+        1 => Just(Op::DeleteRecreate),
+        7 => (1u8..=8).prop_map(Op::Poll),
+        2 => any::<u8>().prop_map(Op::Restart),
+        1 => Just(Op::ShareDown),
+        1 => Just(Op::ShareUp),
+    ]
+}
+
+/// Line `seq` without its newline: unique, starting with a tag that differs
+/// between neighbours (so a new file's first bytes differ from an old one's
+/// at once) and then its number.
+fn line_text(seq: u64, long: bool) -> Vec<u8> {
+    let tag = seq.wrapping_mul(0x9e37_79b9) >> 16 & 0xffff;
+    let mut line = format!("{tag:04x}-{seq:06} ").into_bytes();
+    let pad = if long {
+        MAX_LINE_LEN + 1 + seq as usize - line.len()
+    } else {
+        (seq as usize * 7) % 40
+    };
+    line.resize(line.len() + pad, if long { b'y' } else { b'x' });
+    line
+}
+
+/// The sequence number a delivered line stands for.
+fn seq_of(item: &Item) -> Option<u64> {
+    match item {
+        Item::Text(bytes) => std::str::from_utf8(bytes.get(5..11)?).ok()?.parse().ok(),
+        Item::TooLong(len) => len.checked_sub(MAX_LINE_LEN as u64 + 1),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Item {
+    Text(Vec<u8>),
+    TooLong(u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Delivered {
+    item: Item,
+    cursor: Cursor,
+}
+
+impl From<Line> for Delivered {
+    fn from(line: Line) -> Delivered {
+        match line {
+            Line::Complete { bytes, cursor } => Delivered {
+                item: Item::Text(bytes),
+                cursor,
+            },
+            Line::TooLong { len, cursor } => Delivered {
+                item: Item::TooLong(len),
+                cursor,
+            },
+        }
+    }
+}
+
+// The folder: real files and what they hold.
+
+struct DiskFile {
+    content: Vec<u8>,
+    dev: u64,
+    ino: u64,
+}
+
+/// A line whose first part is in the log and whose rest is not yet.
+struct Pending {
+    seq: u64,
+    line: Vec<u8>,
+    written: usize,
+}
+
+struct Disk {
+    dir: tempfile::TempDir,
+    files: Vec<DiskFile>,
+    log: Option<usize>,
+    rotated: Option<usize>,
+    pending: Option<Pending>,
+    next_seq: u64,
+    /// Every line written whole, by sequence number.
+    complete: Vec<Option<Vec<u8>>>,
+}
+
+impl Disk {
+    fn new() -> Disk {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("graveyard")).unwrap();
+        let mut disk = Disk {
+            dir,
+            files: Vec::new(),
+            log: None,
+            rotated: None,
+            pending: None,
+            next_seq: 0,
+            complete: Vec::new(),
+        };
+        disk.log = Some(disk.create(LOG));
+        disk
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Creates an empty file, kept alive in the graveyard.
+    fn create(&mut self, name: &str) -> usize {
+        let id = self.files.len();
+        File::create(self.path(name)).unwrap();
+        fs::hard_link(self.path(name), self.path(&format!("graveyard/{id}"))).unwrap();
+        let meta = fs::metadata(self.path(name)).unwrap();
+        self.files.push(DiskFile {
+            content: Vec::new(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        });
+        id
+    }
+
+    fn content(&self, id: usize) -> &[u8] {
+        &self.files[id].content
+    }
+
+    fn cursor(&self, c: &MCursor) -> Cursor {
+        let file = &self.files[c.file];
+        Cursor {
+            dev: file.dev,
+            ino: file.ino,
+            fingerprint: Fingerprint::of(&c.prefix),
+            offset: c.offset as u64,
+        }
+    }
+
+    fn write_log(&mut self, bytes: &[u8]) {
+        let Some(log) = self.log else { return };
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(self.path(LOG))
+            .unwrap();
+        f.write_all(bytes).unwrap();
+        self.files[log].content.extend_from_slice(bytes);
+    }
+
+    fn new_line(&mut self, long: bool) -> (u64, Vec<u8>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.complete.push(None);
+        (seq, line_text(seq, long))
+    }
+
+    /// Appends whole lines, finishing the pending one first.
+    fn append(&mut self, count: usize, long: bool) {
+        if self.log.is_none() {
+            return;
+        }
+        let mut bytes = Vec::new();
+        if let Some(p) = self.pending.take() {
+            bytes.extend_from_slice(&p.line[p.written..]);
+            self.complete[p.seq as usize] = Some(p.line[..p.line.len() - 1].to_vec());
+        }
+        for _ in 0..count {
+            let (seq, line) = self.new_line(long);
+            bytes.extend_from_slice(&line);
+            bytes.push(b'\n');
+            self.complete[seq as usize] = Some(line);
+        }
+        self.write_log(&bytes);
+    }
+
+    fn append_partial(&mut self, cut: u8) {
+        if self.log.is_none() || self.pending.is_some() {
+            return;
+        }
+        let (seq, mut line) = self.new_line(false);
+        line.push(b'\n');
+        // At least one byte, never the newline.
+        let written = 1 + usize::from(cut) % (line.len() - 1);
+        self.write_log(&line[..written].to_vec());
+        self.pending = Some(Pending { seq, line, written });
+    }
+
+    fn truncate(&mut self) {
+        let Some(log) = self.log else { return };
+        OpenOptions::new()
+            .write(true)
+            .open(self.path(LOG))
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        self.files[log].content.clear();
+        self.pending = None;
+    }
+
+    fn rotate(&mut self) {
+        if self.log.is_none() {
+            return;
+        }
+        fs::rename(self.path(LOG), self.path(ROTATED)).unwrap();
+        self.rotated = self.log;
+        self.log = Some(self.create(LOG));
+        self.pending = None;
+    }
+
+    fn compact(&mut self, keep: u8) {
+        let Some(log) = self.log else { return };
+        let content = &self.files[log].content;
+        let whole = content
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        let lines: Vec<&[u8]> = content[..whole].split_inclusive(|&b| b == b'\n').collect();
+        let kept = lines[lines.len().saturating_sub(usize::from(keep))..].concat();
+        let id = self.create("compact.tmp");
+        fs::write(self.path("compact.tmp"), &kept).unwrap();
+        self.files[id].content = kept;
+        fs::rename(self.path("compact.tmp"), self.path(LOG)).unwrap();
+        self.log = Some(id);
+        self.pending = None;
+    }
+
+    fn delete(&mut self) {
+        if self.log.take().is_some() {
+            fs::remove_file(self.path(LOG)).unwrap();
+            self.pending = None;
+        }
+    }
+
+    fn recreate(&mut self) {
+        if self.log.is_none() {
+            self.log = Some(self.create(LOG));
+        }
+    }
+}
+
+// The model follower.
+
+#[derive(Debug, Clone)]
+struct MCursor {
+    file: usize,
+    offset: usize,
+    prefix: Vec<u8>,
+}
+
+struct MTail {
+    file: usize,
+    offset: usize,
+    /// End of file at the last read.
+    pos: usize,
+    prefix: Vec<u8>,
+}
+
+impl MTail {
+    fn start(file: usize) -> MTail {
+        MTail {
+            file,
+            offset: 0,
+            pos: 0,
+            prefix: Vec::new(),
+        }
+    }
+
+    fn resume(file: usize, c: &MCursor) -> MTail {
+        MTail {
+            file,
+            offset: c.offset,
+            pos: c.offset,
+            prefix: c.prefix.clone(),
+        }
+    }
+
+    fn cursor(&self) -> MCursor {
+        MCursor {
+            file: self.file,
+            offset: self.offset,
+            prefix: self.prefix.clone(),
+        }
+    }
+
+    fn truncated(&self, disk: &Disk) -> bool {
+        let content = disk.content(self.file);
+        content.len() < self.pos || !content.starts_with(&self.prefix)
+    }
+
+    fn read(&mut self, disk: &Disk, out: &mut Vec<(Item, MCursor)>) {
+        let content = disk.content(self.file);
+        // The prefix grows on the first read past it.
+        if content.len() > self.pos && self.pos <= self.prefix.len() && self.prefix.len() < FP_MAX {
+            self.prefix = content[..content.len().min(FP_MAX)].to_vec();
+        }
+        while let Some(end) = content[self.offset..].iter().position(|&b| b == b'\n') {
+            let line = &content[self.offset..self.offset + end];
+            self.offset += end + 1;
+            let item = if line.len() > MAX_LINE_LEN {
+                Item::TooLong(line.len() as u64)
+            } else {
+                Item::Text(line.to_vec())
+            };
+            out.push((item, self.cursor()));
+        }
+        self.pos = content.len();
+    }
+}
+
+#[derive(Default)]
+struct Model {
+    current: Option<MTail>,
+    resume: Option<MCursor>,
+}
+
+impl Model {
+    fn cursor(&self) -> Option<MCursor> {
+        self.current
+            .as_ref()
+            .map(MTail::cursor)
+            .or(self.resume.clone())
+    }
+
+    fn poll(&mut self, disk: &Disk, up: bool) -> Vec<(Item, MCursor)> {
+        let mut out = Vec::new();
+        if !up {
+            if let Some(cur) = self.current.take() {
+                self.resume = Some(cur.cursor());
+            }
+            return out;
+        }
+        if self.current.is_none() {
+            let Some(log) = disk.log else { return out };
+            self.attach(disk, log, &mut out);
+        }
+        let Some(cur) = self.current.as_mut() else {
+            return out;
+        };
+        if cur.truncated(disk) {
+            *cur = MTail::start(cur.file);
+        }
+        if let Some(log) = disk.log.filter(|&log| log != cur.file) {
+            cur.read(disk, &mut out);
+            *cur = MTail::start(log);
+        }
+        cur.read(disk, &mut out);
+        out
+    }
+
+    fn attach(&mut self, disk: &Disk, log: usize, out: &mut Vec<(Item, MCursor)>) {
+        let Some(c) = self.resume.take() else {
+            self.current = Some(MTail::start(log));
+            return;
+        };
+        let starts = |file: usize| disk.content(file).starts_with(&c.prefix);
+        let fits = |file: usize| starts(file) && disk.content(file).len() >= c.offset;
+        let rotated = |same: bool| disk.rotated.filter(|&r| (!same || r == c.file) && fits(r));
+        if starts(log) && log == c.file {
+            self.resume_log(disk, log, &c);
+        } else if let Some(old) = rotated(true) {
+            self.drain_then(disk, old, log, &c, out);
+        } else if starts(log) {
+            self.resume_log(disk, log, &c);
+        } else if let Some(old) = rotated(false) {
+            self.drain_then(disk, old, log, &c, out);
+        } else {
+            self.current = Some(MTail::start(log));
+        }
+    }
+
+    fn resume_log(&mut self, disk: &Disk, log: usize, c: &MCursor) {
+        let short = disk.content(log).len() < c.offset;
+        self.current = Some(if short {
+            MTail::start(log)
+        } else {
+            MTail::resume(log, c)
+        });
+    }
+
+    fn drain_then(
+        &mut self,
+        disk: &Disk,
+        old: usize,
+        log: usize,
+        c: &MCursor,
+        out: &mut Vec<(Item, MCursor)>,
+    ) {
+        MTail::resume(old, c).read(disk, out);
+        self.current = Some(MTail::start(log));
+    }
+}
+
+// The share: the local filesystem, failing every call while it is down.
+
+#[derive(Clone, Default)]
+struct Share {
+    down: Arc<AtomicBool>,
+}
+
+impl Share {
+    fn check(&self) -> io::Result<()> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::ENOTCONN));
+        }
+        Ok(())
+    }
+}
+
+struct ShareFile {
+    file: File,
+    share: Share,
+}
+
+impl LogFile for ShareFile {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.share.check()?;
+        self.file.read_at(offset, buf)
+    }
+
+    fn meta(&mut self) -> io::Result<Meta> {
+        self.share.check()?;
+        self.file.meta()
+    }
+}
+
+impl LogFs for Share {
+    type File = ShareFile;
+
+    fn open(&mut self, path: &Path) -> io::Result<ShareFile> {
+        self.check()?;
+        Ok(ShareFile {
+            file: LocalFs.open(path)?,
+            share: self.clone(),
+        })
+    }
+
+    fn stat(&mut self, path: &Path) -> io::Result<Meta> {
+        self.check()?;
+        LocalFs.stat(path)
+    }
+
+    fn list_dir(&mut self, dir: &Path) -> io::Result<Vec<String>> {
+        self.check()?;
+        LocalFs.list_dir(dir)
+    }
+}
+
+// Running a case.
+
+/// How often each interesting path was taken, over the whole run.
+#[derive(Default)]
+struct Coverage {
+    resumed_rotated: AtomicUsize,
+    cursor_lost: AtomicUsize,
+    truncated: AtomicUsize,
+    replaced: AtomicUsize,
+    missing: AtomicUsize,
+    unreachable: AtomicUsize,
+    too_long: AtomicUsize,
+    duplicates: AtomicUsize,
+}
+
+impl Coverage {
+    fn events(&self, events: Vec<FollowEvent>) {
+        for event in events {
+            let counter = match event {
+                FollowEvent::ResumedRotated { .. } => &self.resumed_rotated,
+                FollowEvent::CursorLost { .. } => &self.cursor_lost,
+                FollowEvent::Truncated { .. } => &self.truncated,
+                FollowEvent::Replaced => &self.replaced,
+                FollowEvent::Resumed { .. } => continue,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn error(&self, e: &FollowError) {
+        match e {
+            FollowError::Missing { .. } => self.missing.fetch_add(1, Ordering::Relaxed),
+            FollowError::Unreachable { .. } => self.unreachable.fetch_add(1, Ordering::Relaxed),
+            FollowError::Io { .. } => 0,
+        };
+    }
+}
+
+/// `read_lines(max)` until caught up or an error, as the watcher does.
+fn poll<F: LogFs>(
+    f: &mut Follower<F>,
+    max: u8,
+    cov: &Coverage,
+) -> Result<Vec<Delivered>, TestCaseError> {
+    let mut got = Vec::new();
+    for _ in 0..10_000 {
+        match f.read_lines(usize::from(max)) {
+            Ok(lines) => {
+                prop_assert!(lines.len() <= usize::from(max));
+                got.extend(lines.into_iter().map(Delivered::from));
+                if f.state().caught_up {
+                    return Ok(got);
+                }
+            }
+            Err(e) => {
+                prop_assert!(
+                    !matches!(e, FollowError::Io { .. }),
+                    "unexpected error: {}",
+                    e
+                );
+                cov.error(&e);
+                return Ok(got);
+            }
+        }
+    }
+    Err(TestCaseError::fail("read_lines never caught up"))
+}
+
+/// The last poll's lines, for a restart that applied only some of them.
+#[derive(Default)]
+struct LastPoll {
+    before: Option<(Cursor, MCursor)>,
+    lines: Vec<(Cursor, MCursor)>,
+    end: Option<(Cursor, MCursor)>,
+}
+
+impl LastPoll {
+    /// Where a crash after applying the first `applied` lines resumes.
+    fn cursor_after(&self, applied: usize) -> Option<(Cursor, MCursor)> {
+        match applied {
+            0 => self.before.clone(),
+            n if n == self.lines.len() => self.end.clone(),
+            n => Some(self.lines[n - 1].clone()),
+        }
+    }
+}
+
+fn run(ops: &[Op], cov: &Coverage) -> Result<(), TestCaseError> {
+    let mut disk = Disk::new();
+    let share = Share::default();
+    let mut real = Follower::new(share.clone(), disk.path(LOG), None);
+    let mut model = Model::default();
+    let mut applied: Vec<Item> = Vec::new();
+    let mut last = LastPoll::default();
+    let both = |real: Option<Cursor>, model: Option<MCursor>| real.zip(model);
+
+    let finish = [Op::ShareUp, Op::Poll(8)];
+    for op in ops.iter().chain(&finish) {
+        match *op {
+            Op::Append(n) => disk.append(usize::from(n), false),
+            Op::AppendLong => disk.append(1, true),
+            Op::AppendPartial(cut) => disk.append_partial(cut),
+            Op::Truncate => disk.truncate(),
+            Op::Rotate => disk.rotate(),
+            Op::Compact(keep) => disk.compact(keep),
+            Op::Delete => disk.delete(),
+            Op::Create => disk.recreate(),
+            Op::DeleteRecreate => {
+                disk.delete();
+                disk.recreate();
+            }
+            Op::ShareDown => share.down.store(true, Ordering::SeqCst),
+            Op::ShareUp => share.down.store(false, Ordering::SeqCst),
+            Op::Poll(max) => {
+                let before = both(real.cursor(), model.cursor());
+                let got = poll(&mut real, max, cov)?;
+                cov.events(real.take_events());
+                let want = model.poll(&disk, !share.down.load(Ordering::SeqCst));
+                let want_real: Vec<Delivered> = want
+                    .iter()
+                    .map(|(item, c)| Delivered {
+                        item: item.clone(),
+                        cursor: disk.cursor(c),
+                    })
+                    .collect();
+                prop_assert_eq!(&got, &want_real, "the lines of this poll");
+                prop_assert_eq!(
+                    real.cursor(),
+                    model.cursor().map(|c| disk.cursor(&c)),
+                    "the cursor after this poll"
+                );
+                applied.extend(got.into_iter().map(|d| d.item));
+                last = LastPoll {
+                    before,
+                    lines: want
+                        .into_iter()
+                        .map(|(_, c)| (disk.cursor(&c), c))
+                        .collect(),
+                    end: both(real.cursor(), model.cursor()),
+                };
+            }
+            Op::Restart(k) => {
+                let kept = usize::from(k) % (last.lines.len() + 1);
+                applied.truncate(applied.len() - (last.lines.len() - kept));
+                let resume = last.cursor_after(kept);
+                real = Follower::new(share.clone(), disk.path(LOG), resume.as_ref().map(|r| r.0));
+                model = Model {
+                    current: None,
+                    resume: resume.as_ref().map(|r| r.1.clone()),
+                };
+                last = LastPoll {
+                    before: resume.clone(),
+                    lines: Vec::new(),
+                    end: resume,
+                };
+            }
+        }
+    }
+    check_applied(&disk, &applied, cov)
+}
+
+/// Whole, written lines only; in the order of writing once duplicates are
+/// dropped; and everything the final log holds.
+fn check_applied(disk: &Disk, applied: &[Item], cov: &Coverage) -> Result<(), TestCaseError> {
+    let mut seen = HashSet::new();
+    let mut newest = None;
+    for item in applied {
+        let seq = seq_of(item);
+        let written = seq.and_then(|s| disk.complete.get(s as usize)?.as_ref());
+        let Some(line) = written else {
+            return Err(TestCaseError::fail(format!(
+                "delivered a line never written whole: {item:?}"
+            )));
+        };
+        match item {
+            Item::Text(bytes) => prop_assert_eq!(bytes, line),
+            Item::TooLong(len) => {
+                prop_assert_eq!(*len, line.len() as u64);
+                cov.too_long.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if !seen.insert(seq) {
+            cov.duplicates.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        prop_assert!(newest < seq, "{:?} delivered after {:?}", seq, newest);
+        newest = seq;
+    }
+    if let Some(log) = disk.log {
+        let whole = disk
+            .content(log)
+            .split_inclusive(|&b| b == b'\n')
+            .filter(|l| l.ends_with(b"\n"));
+        for line in whole.map(|l| &l[..l.len() - 1]) {
+            let item = if line.len() > MAX_LINE_LEN {
+                Item::TooLong(line.len() as u64)
+            } else {
+                Item::Text(line.to_vec())
+            };
+            prop_assert!(
+                seen.contains(&seq_of(&item)),
+                "a line of the final log was never delivered"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_follower_delivers_what_the_model_says() {
+    let config = Config {
+        cases: 256,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let mut runner = TestRunner::new(config);
+    let cov = Coverage::default();
+    let result = runner.run(&prop::collection::vec(op(), 1..40), |ops| run(&ops, &cov));
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let taken = [
+        ("resume in a rotated file", &cov.resumed_rotated),
+        ("cursor lost", &cov.cursor_lost),
+        ("truncation", &cov.truncated),
+        ("replacement", &cov.replaced),
+        ("missing log", &cov.missing),
+        ("unreachable share", &cov.unreachable),
+        ("over-long line", &cov.too_long),
+        ("duplicate after a re-read", &cov.duplicates),
+    ];
+    for (what, count) in taken {
+        let count = count.load(Ordering::Relaxed);
+        eprintln!("{what}: {count}");
+        assert!(count > 0, "no case took the path: {what}");
+    }
+}
