@@ -36,13 +36,14 @@
 //!
 //! The followed file stays open between calls. [`Follower::read_lines`]:
 //!
-//! 1. `stat`s the path. If nothing is there (or the share fails), it still
-//!    reads what the open file holds (a deleted log may have lines written
-//!    before its deletion) and then reports the error.
-//! 2. **Truncation**: if the open file is shorter than the position, or its
+//! 1. **Truncation**: if the open file is shorter than the position, or its
 //!    first bytes are no longer the fingerprinted ones (truncated, then
 //!    written past our position before we looked), it reads that file again
-//!    from 0, dropping any unfinished line.
+//!    from 0, dropping any unfinished line. This looks at the open file, so
+//!    it holds for a log truncated and then deleted too.
+//! 2. `stat`s the path. If nothing is there (or the share fails), it still
+//!    reads what the open file holds (a deleted log may have lines written
+//!    before its deletion) and then reports the error.
 //! 3. **Replacement** (rotation by rename, compaction by atomic rename,
 //!    deletion and re-creation): the file at the path is another one when
 //!    known identities differ, when it is shorter than our position, or when
@@ -56,11 +57,11 @@
 //!    [`MAX_LINE_LEN`](crate::record::MAX_LINE_LEN) bytes is never held
 //!    whole: it becomes one [`Line::TooLong`].
 //! 5. If it reached the end of our file short of the size the path's file
-//!    had in step 1, the path holds a copy with the same first bytes (seen
+//!    had in step 2, the path holds a copy with the same first bytes (seen
 //!    only where inode numbers cannot tell): that one is read from 0.
 //!
-//! On sshfs this costs about six round trips per call; at the watcher's
-//! 4 polls a second that is acceptable.
+//! On sshfs this costs about eight round trips per call (stat, fstat, open,
+//! close, four reads); at the watcher's 4 polls a second that is acceptable.
 //!
 //! # Resuming from a cursor
 //!

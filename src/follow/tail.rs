@@ -125,6 +125,8 @@ impl<H: LogFile> Tail<H> {
     pub fn restart(&mut self) {
         self.fingerprint = Fingerprint::EMPTY;
         self.offset = 0;
+        self.partial.clear();
+        self.partial_len = 0;
     }
 
     /// Whether the open file lost bytes we read: it is shorter than our

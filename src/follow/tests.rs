@@ -321,6 +321,27 @@ fn resume_in_a_file_cut_short_after_the_fingerprint_starts_at_zero() {
 }
 
 #[test]
+fn a_rotated_file_shorter_than_the_cursor_is_not_resumed_in() {
+    let dir = Dir::new();
+    let lines: String = (0..200).map(|i| format!("line {i:05}\n")).collect();
+    dir.append(&lines);
+    let mut f = dir.follower(None);
+    assert_eq!(read(&mut f).len(), 200);
+    let cursor = f.cursor().unwrap();
+    drop(f);
+    dir.rotate("newbans.log.1");
+    let rotated = File::options()
+        .write(true)
+        .open(dir.path("newbans.log.1"))
+        .unwrap();
+    rotated.set_len(1100).unwrap();
+    dir.append("new\n");
+    let mut f = dir.follower(Some(cursor));
+    assert_eq!(read(&mut f), ["new"]);
+    assert_eq!(f.take_events(), [FollowEvent::CursorLost { cursor }]);
+}
+
+#[test]
 fn the_fingerprint_grows_with_a_short_file() {
     let dir = Dir::new();
     let mut f = dir.follower(None);

@@ -86,6 +86,9 @@ impl Skip {
 /// When a ban ends; `None` is never.
 type Expiry = Option<DateTime<Utc>>;
 
+/// One report of an address: which node (if known), and when.
+type Report = (Option<NodeId>, DateTime<Utc>);
+
 /// The policy and the state it keeps: active bans, seen ids, and reports
 /// waiting for `min_nodes`.
 #[derive(Debug)]
@@ -93,7 +96,7 @@ pub struct Policy {
     settings: PolicySettings,
     active: HashMap<Target, Expiry>,
     seen: HashMap<RecordId, Expiry>,
-    reports: HashMap<Target, Vec<(Option<NodeId>, DateTime<Utc>)>>,
+    reports: HashMap<Target, Vec<Report>>,
 }
 
 impl Policy {

@@ -214,6 +214,32 @@ impl Cluster {
             .is_ok_and(|status| status.success())
     }
 
+    /// Starts a TCP server on `port` in node `node`'s namespace that accepts
+    /// and closes every connection (python3, no netcat needed), and waits
+    /// until the attacker can connect to it. Drop kills it with everything
+    /// else in the namespace.
+    pub fn serve_tcp(&self, node: usize, port: u16) {
+        let script = "import socket,sys\n\
+            s=socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET)\n\
+            s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+            s.bind((sys.argv[1],int(sys.argv[2])))\n\
+            s.listen(128)\n\
+            while True:\n    c,_=s.accept(); c.close()\n";
+        let ip = self.node_ip(node);
+        self.command_in(self.node_ns(node), "python3")
+            .args(["-c", script, &ip.to_string(), &port.to_string()])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start python3 (Debian package python3)");
+        let up = wait_until(SETUP_TIMEOUT, || {
+            self.can_connect(self.attacker_ns(), ip, port)
+        });
+        assert!(
+            up,
+            "the TCP server on {ip}:{port} never accepted a connection"
+        );
+    }
+
     /// Mounts the export on `node` with sshfs over that node's network, and
     /// returns the mountpoint once the mount is in place.
     pub fn mount(&self, node: usize) -> PathBuf {

@@ -1,0 +1,289 @@
+//! `banshare watch` across hosts with the nftables backend: test hosts in
+//! network namespaces mount the shared folder with sshfs from a real sshd,
+//! and a ban is proven by an attacker namespace's TCP connect failing after
+//! it and succeeding before. Also: a watcher killed with SIGKILL in the
+//! middle of 10,000 records resumes at its cursor. Needs root.
+
+mod support;
+
+use std::collections::HashSet;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use support::cluster::{Cluster, require_root};
+use support::{BANSHARE, wait_until};
+
+const PORT: u16 = 8080;
+
+/// A watcher process in a node's namespace.
+struct Watcher {
+    child: Child,
+}
+
+impl Watcher {
+    fn start(cluster: &Cluster, node: usize, log: &Path, state: &Path) -> Watcher {
+        let child = cluster
+            .command_in(cluster.node_ns(node), BANSHARE)
+            .args([
+                "--config",
+                "/dev/null",
+                "watch",
+                "--backend",
+                "nftables",
+                "--node",
+            ])
+            .arg(format!("node{node}"))
+            .arg("--log")
+            .arg(log)
+            .arg("--state-dir")
+            .arg(state.join("state"))
+            .arg("--spool-dir")
+            .arg(state.join("spool"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Ready once its table is in the node's ruleset.
+        let ready = wait_until(Duration::from_secs(20), || {
+            nft(cluster, node, &["list", "table", "inet", "banshare"]).is_some()
+        });
+        assert!(
+            ready,
+            "node{node}'s watcher never created its nftables table"
+        );
+        Watcher { child }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn stop(mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        assert!(
+            self.child.wait().unwrap().success(),
+            "the watcher failed on SIGTERM"
+        );
+    }
+}
+
+/// `nft ARGS` in node `node`'s namespace; its stdout, or None on failure.
+fn nft(cluster: &Cluster, node: usize, args: &[&str]) -> Option<String> {
+    let out = cluster
+        .command_in(cluster.node_ns(node), "nft")
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The addresses in the v4 set of node `node`.
+fn banned_v4(cluster: &Cluster, node: usize) -> HashSet<String> {
+    let Some(json) = nft(
+        cluster,
+        node,
+        &["-j", "list", "set", "inet", "banshare", "v4"],
+    ) else {
+        return HashSet::new();
+    };
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let mut found = HashSet::new();
+    for item in value["nftables"].as_array().into_iter().flatten() {
+        for elem in item["set"]["elem"].as_array().into_iter().flatten() {
+            // Elements with a timeout are {"elem": {"val": ..., "timeout": ...}}.
+            let val = elem.get("elem").map_or(elem, |e| &e["val"]);
+            if let Some(addr) = val.as_str() {
+                found.insert(addr.to_owned());
+            }
+        }
+    }
+    found
+}
+
+fn share(cluster: &Cluster, node: usize, op: &str, address: &str, log: &Path, spool: &Path) {
+    let out = cluster
+        .command_in(cluster.node_ns(node), BANSHARE)
+        .args([
+            "--config",
+            "/dev/null",
+            "--quiet",
+            op,
+            address,
+            "--jail",
+            "sshd",
+            "--bantime",
+            "600",
+            "--node",
+        ])
+        .arg(format!("node{node}"))
+        .arg("--log")
+        .arg(log)
+        .arg("--spool-dir")
+        .arg(spool)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_ban_on_one_node_blocks_the_attacker_on_the_others_and_unban_lifts_it() {
+    require_root();
+    let nodes = 4;
+    let cluster = Cluster::new("nftwatch", nodes);
+    fs::write(cluster.export_dir().join("newbans.log"), b"").unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let mounts: Vec<PathBuf> = (0..nodes).map(|i| cluster.mount(i)).collect();
+    let log = |i: usize| mounts[i].join("newbans.log");
+    for node in 0..nodes {
+        cluster.serve_tcp(node, PORT);
+    }
+    let watchers: Vec<Watcher> = (0..nodes)
+        .map(|i| Watcher::start(&cluster, i, &log(i), &state.path().join(format!("n{i}"))))
+        .collect();
+    let attacker = cluster.attacker_ip().to_string();
+    let reachable =
+        |node: usize| cluster.can_connect(cluster.attacker_ns(), cluster.node_ip(node), PORT);
+    for node in 0..nodes {
+        assert!(
+            reachable(node),
+            "node{node} must accept the attacker before the ban"
+        );
+    }
+
+    share(
+        &cluster,
+        0,
+        "ban",
+        &attacker,
+        &log(0),
+        &state.path().join("spool0"),
+    );
+    for node in 1..nodes {
+        let blocked = wait_until(Duration::from_secs(15), || !reachable(node));
+        assert!(
+            blocked,
+            "node{node} still accepts the attacker after the ban"
+        );
+    }
+    // node0 wrote the record: its own fail2ban banned already, so its
+    // watcher must not apply it again (the echo loop).
+    assert!(reachable(0), "node0 applied its own record");
+
+    share(
+        &cluster,
+        0,
+        "unban",
+        &attacker,
+        &log(0),
+        &state.path().join("spool0"),
+    );
+    for node in 1..nodes {
+        let open = wait_until(Duration::from_secs(15), || reachable(node));
+        assert!(open, "node{node} still blocks the attacker after the unban");
+    }
+    for w in watchers {
+        w.stop();
+    }
+}
+
+#[test]
+fn sigkill_in_the_middle_of_10000_records_then_restart_applies_every_one() {
+    require_root();
+    let cluster = Cluster::new("crash", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("newbans.log");
+    fs::write(&log, b"").unwrap();
+    let total = 10_000usize;
+    let expected: Vec<String> = (0..total)
+        .map(|i| format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256))
+        .collect();
+
+    let watcher = Watcher::start(&cluster, 0, &log, dir.path());
+    let writer = {
+        let (log, expected) = (log.clone(), expected.clone());
+        std::thread::spawn(move || append_slowly(&log, &expected))
+    };
+    let cursor = dir.path().join("state/cursor.json");
+    let partway = wait_until(Duration::from_secs(60), || saved_offset(&cursor) > 200_000);
+    assert!(partway, "the watcher never got partway");
+    watcher.kill();
+    let killed_at = saved_offset(&cursor);
+    writer.join().unwrap();
+    let size = fs::metadata(&log).unwrap().len();
+    assert!(
+        killed_at < size,
+        "killed too late to test anything ({killed_at} of {size} bytes)"
+    );
+
+    let watcher = Watcher::start(&cluster, 0, &log, dir.path());
+    let all = wait_until(Duration::from_secs(60), || {
+        banned_v4(&cluster, 0).len() >= total
+    });
+    let banned = banned_v4(&cluster, 0);
+    assert!(
+        all,
+        "only {} of {total} bans applied after the restart",
+        banned.len()
+    );
+    assert_eq!(
+        banned,
+        expected.iter().cloned().collect::<HashSet<_>>(),
+        "exactly the 10,000 addresses"
+    );
+    assert!(wait_until(Duration::from_secs(10), || saved_offset(
+        &cursor
+    ) == size));
+    watcher.stop();
+
+    // The restarted watcher resumed at its cursor instead of replaying the
+    // log: it read only the lines after the cursor saved before the kill.
+    let status: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.path().join("state/status.json")).unwrap()).unwrap();
+    let after = count_lines_after(&log, killed_at);
+    assert_eq!(status["lines_read"].as_u64(), Some(after), "{status}");
+}
+
+/// Appends the bans in chunks of 250 lines, as many writers would.
+fn append_slowly(log: &Path, addresses: &[String]) {
+    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for (c, chunk) in addresses.chunks(250).enumerate() {
+        let mut text = String::new();
+        for (i, addr) in chunk.iter().enumerate() {
+            text.push_str(&format!(
+                "<13>Nov 21 18:00:00 banshare[1]: HOST {addr} PORT 22 node=other ts={ts} bantime=3600 id={:024x}\n",
+                c * 250 + i + 1
+            ));
+        }
+        OpenOptions::new()
+            .append(true)
+            .open(log)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn saved_offset(cursor: &Path) -> u64 {
+    let Ok(data) = fs::read(cursor) else { return 0 };
+    let value: serde_json::Value = serde_json::from_slice(&data).unwrap_or_default();
+    value["cursor"]["offset"].as_u64().unwrap_or(0)
+}
+
+fn count_lines_after(log: &Path, offset: u64) -> u64 {
+    let data = fs::read(log).unwrap();
+    data[offset as usize..]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count() as u64
+}
