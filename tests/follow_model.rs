@@ -821,7 +821,7 @@ fn check_applied(disk: &Disk, applied: &[Item], cov: &Coverage) -> Result<(), Te
 /// Runs 256 cases, then checks that each interesting path was taken.
 fn check_model(ids: bool) {
     let config = Config {
-        cases: 256,
+        cases: 4000,
         failure_persistence: None,
         ..Config::default()
     };

@@ -409,3 +409,71 @@ fn a_missing_log_is_waited_for() {
 fn now_ts() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
+
+#[test]
+fn sighup_reloads_the_policy() {
+    let mut w = Watcher::start(&[]);
+    w.share("ban", "203.0.113.1", "other", &[]);
+    w.expect("ban 203.0.113.1");
+    fs::write(
+        w.dir.path().join("banshare.toml"),
+        "[watch]\nignoreip = [\"203.0.113.0/24\"]\n",
+    )
+    .unwrap();
+    let pid = w.child.as_ref().unwrap().id() as i32;
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    // Reload happens between cycles; a record after it is judged anew.
+    let ignored = wait_until(Duration::from_secs(10), || {
+        w.share("ban", "203.0.113.2", "other", &[]);
+        w.status()["skipped"]["Ignored"].as_u64().unwrap_or(0) > 0
+    });
+    assert!(
+        ignored,
+        "ignoreip from the reloaded config never applied: {}",
+        w.status()
+    );
+    w.share("ban", "192.0.2.3", "other", &[]);
+    w.expect("ban 192.0.2.3");
+    let all = w.stop();
+    assert!(
+        !all.iter().any(|l| l.starts_with("ban 203.0.113.2")),
+        "{all:?}"
+    );
+}
+
+#[test]
+fn the_watcher_delivers_its_nodes_spool() {
+    let mut w = Watcher::start_with("[watch]\nflush_interval = \"50ms\"\n", &[]);
+    let away = w.dir.path().join("away.log");
+    fs::rename(w.log(), &away).unwrap();
+    // This node's own `banshare ban`, spooled while the log is gone.
+    let out = Command::new(BANSHARE)
+        .args([
+            "--config",
+            "/dev/null",
+            "--quiet",
+            "ban",
+            "192.0.2.200",
+            "--node",
+            "me",
+            "--log",
+        ])
+        .arg(w.log())
+        .arg("--spool-dir")
+        .arg(w.dir.path().join("spool"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("spooled"));
+    fs::rename(&away, w.log()).unwrap();
+    let delivered = wait_until(Duration::from_secs(10), || {
+        fs::read_to_string(w.log())
+            .unwrap_or_default()
+            .contains("HOST 192.0.2.200 ")
+    });
+    assert!(delivered, "the watcher never flushed the spool");
+    let status = w.status();
+    w.stop();
+    assert_eq!(status["spool_records"], 0, "{status}");
+}
