@@ -39,8 +39,13 @@
 //!    starts with its prefix is read again from 0 (deleted or not). Then, if
 //!    the log is present and is another file, the followed file is read to
 //!    its end (its unfinished last line dropped) and the log followed from 0.
+//!    "Another file": the inode differs (where the filesystem has inode
+//!    numbers), or the log is shorter than the read position, or it does
+//!    not start with the (non-empty) prefix.
 //! 3. The followed file is read to its end: every complete line after the
 //!    offset is delivered, with the cursor after it.
+//! 4. If the log is longer than the followed file's end, it is another file
+//!    (a copy with the same first bytes): it is followed from 0 and read.
 //!
 //! With the share down, a poll delivers nothing and the follower forgets its
 //! open file, keeping its cursor: the next poll attaches as in 1.
@@ -54,8 +59,16 @@
 //!
 //! # Checks
 //!
-//! After every poll, the delivered lines (bytes and per-line cursors) and the
-//! follower's cursor equal the model's. At the end (share up, final poll):
+//! With inode numbers, after every poll the delivered lines (bytes and
+//! per-line cursors) and the follower's cursor equal the model's.
+//!
+//! Without inode numbers (as on SFTP) the same operations run with only the
+//! checks below: there, when the followed file's prefix is still empty, a
+//! replacement is seen only by the next `read_lines` call, so the follower
+//! depends on how a poll splits into calls and the one-step model does not
+//! fit.
+//!
+//! At the end (share up, two final polls):
 //! every delivered line was written whole (never a partial line, never an
 //! unwritten one); after dropping lines delivered before (the watcher drops
 //! them by record id), the sequence numbers rise strictly, in the order of
@@ -124,7 +137,7 @@ fn op() -> impl Strategy<Value = Op> {
 /// between neighbours (so a new file's first bytes differ from an old one's
 /// at once) and then its number.
 fn line_text(seq: u64, long: bool) -> Vec<u8> {
-    let tag = seq.wrapping_mul(0x9e37_79b9) >> 16 & 0xffff;
+    let tag = (seq.wrapping_mul(0x9e37_79b9) >> 16) & 0xffff;
     let mut line = format!("{tag:04x}-{seq:06} ").into_bytes();
     let pad = if long {
         MAX_LINE_LEN + 1 + seq as usize - line.len()
@@ -821,7 +834,7 @@ fn check_applied(disk: &Disk, applied: &[Item], cov: &Coverage) -> Result<(), Te
 /// Runs 256 cases, then checks that each interesting path was taken.
 fn check_model(ids: bool) {
     let config = Config {
-        cases: 4000,
+        cases: 256,
         failure_persistence: None,
         ..Config::default()
     };

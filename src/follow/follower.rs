@@ -127,6 +127,7 @@ impl<F: LogFs> Follower<F> {
         reading.map(Tail::cursor).or(self.resume)
     }
 
+    /// Where the follower stands, for status output.
     pub fn state(&self) -> FollowState {
         let current = self.current.as_ref();
         FollowState {

@@ -96,6 +96,10 @@
 //! - Stopped across two rotations, the follower finds its file as `.2` if
 //!   the rotation keeps it, but still reads only that file and then the log:
 //!   the file in between (`.1`) is skipped.
+//! - Where the filesystem has no inode numbers, a file replaced before the
+//!   follower read any of it is noticed one call later (once its first
+//!   bytes are known), and a copy with the same first bytes and size only
+//!   once the copy grows. Nothing is lost; lines come a poll later.
 //! - A cursor taken on an empty file has an empty fingerprint. Where the
 //!   filesystem has no inode numbers, such a cursor cannot find that file
 //!   rotated, and the lines written to it before the rotation are missed.

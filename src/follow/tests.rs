@@ -581,6 +581,19 @@ fn without_inode_numbers_a_copy_put_in_place_is_seen_once_it_grows() {
 }
 
 #[test]
+fn without_inode_numbers_a_shorter_copy_past_the_fingerprint_is_seen_at_once() {
+    let dir = Dir::new();
+    let lines: Vec<String> = (0..200).map(|i| format!("line {i:05}\n")).collect();
+    dir.append(&lines.concat());
+    let mut f = Follower::new(TestFs::no_ids(), dir.log(), None);
+    assert_eq!(read(&mut f).len(), 200);
+    // The first 1024 bytes are the same; only the size tells.
+    dir.replace("newbans.log", &lines[..150].concat());
+    assert_eq!(read(&mut f).len(), 150);
+    assert_eq!(f.take_events(), [FollowEvent::Replaced]);
+}
+
+#[test]
 fn without_inode_numbers_resume_finds_the_rotated_file() {
     let dir = Dir::new();
     let mut f = Follower::new(TestFs::no_ids(), dir.log(), None);
