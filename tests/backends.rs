@@ -6,6 +6,8 @@
 //! These need root and nft, ipset, iptables, fail2ban and iproute2. They
 //! fail, never skip, without them (CI runs as root).
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -16,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
+use support::wait_until;
 
 use banshare::backend::exec::Exec;
 use banshare::backend::{
@@ -217,19 +220,6 @@ impl Link {
     fn connects(&self, to: SocketAddr) -> bool {
         self.attacker
             .within(move || TcpStream::connect_timeout(&to, Duration::from_millis(700)).is_ok())
-    }
-}
-
-fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -184,7 +184,7 @@ pub fn required_log(settings: &Settings) -> Result<LogLocation> {
     })
 }
 
-fn open_spool_and_transport(
+pub fn open_spool_and_transport(
     settings: &Settings,
     location: &LogLocation,
 ) -> Result<(Spool, Box<dyn Transport>)> {

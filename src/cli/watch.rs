@@ -7,9 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow};
 use banshare::backend::{self, Backend, BackendKind};
 use banshare::config::Settings;
-use banshare::lock::Owner;
 use banshare::spool::Spool;
-use banshare::transport::{self, LogLocation};
+use banshare::transport::LogLocation;
 use banshare::watch::daemon::{Daemon, Handle, Msg, Options};
 use banshare::watch::policy::PolicySettings;
 use banshare::watch::state::{StateDir, Status};
@@ -17,7 +16,9 @@ use banshare::watch::{flusher, host, mode};
 use serde::Serialize;
 
 use super::args::{CleanupArgs, StatusArgs, WatchArgs};
-use super::commands::{Failure, Result, apply_log_args, load_settings, required_log};
+use super::commands::{
+    Failure, Result, apply_log_args, load_settings, open_spool_and_transport, required_log,
+};
 
 pub fn watch(args: WatchArgs, config: &Option<PathBuf>, mut settings: Settings) -> Result<()> {
     apply_watch_args(&mut settings, &args)?;
@@ -129,17 +130,7 @@ fn forward_signals(handle: Handle) -> Result<()> {
 }
 
 fn start_flusher(settings: &Settings, location: &LogLocation) -> Result<()> {
-    let spool = Spool::open(&settings.spool_dir).context("cannot open the spool")?;
-    let owner = Owner {
-        node: settings.node.to_string(),
-        pid: std::process::id(),
-    };
-    let transport = transport::open(
-        location,
-        &spool.append_lock_path(),
-        owner,
-        settings.append.lock,
-    );
+    let (spool, transport) = open_spool_and_transport(settings, location)?;
     flusher::spawn(
         spool,
         transport,

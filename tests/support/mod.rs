@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod fail2ban;
 
 use std::path::Path;
 use std::process::Command;
