@@ -123,6 +123,17 @@ fn share(op: Op, args: ShareArgs, mut settings: Settings, out: Reporter) -> Resu
         jail: args.jail.or_else(|| append.jail.clone()),
         bantime: args.bantime.or(append.bantime),
     };
+    if let Some(jail) = request
+        .jail
+        .as_ref()
+        .filter(|j| append.skip_jails.contains(j))
+    {
+        // The echo guard: this jail's bans came from banshare.
+        out.info(&format!(
+            "not shared: jail {jail} receives bans from banshare (append.skip_jails)"
+        ));
+        return Ok(());
+    }
     let writer = Writer {
         node: settings.node.clone(),
         tag: append.tag.clone(),

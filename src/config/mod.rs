@@ -102,6 +102,8 @@ pub struct RawAppend {
     pub stale_lock: Option<DurationText>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub io_timeout: Option<DurationText>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_jails: Option<Vec<String>>,
 }
 
 /// A duration as the file may spell it: whole seconds (`30`) or text with
@@ -136,6 +138,10 @@ pub struct AppendSettings {
     pub lock: LockTimings,
     /// How long one delivery may take in all before its records are spooled.
     pub io_timeout: Duration,
+    /// Bans of these jails are not shared: they came from banshare (the
+    /// jail its fail2ban backend or filter feeds), so sharing them again
+    /// would echo.
+    pub skip_jails: Vec<Jail>,
 }
 
 impl AppendSettings {
@@ -221,6 +227,13 @@ impl Settings {
                     &a.io_timeout,
                     Duration::from_secs(10),
                 )?,
+                skip_jails: match &a.skip_jails {
+                    Some(jails) => jails
+                        .iter()
+                        .map(|j| check.parse("append.skip_jails", j))
+                        .collect::<Result<_, _>>()?,
+                    None => vec!["banshare".parse().expect("valid jail")],
+                },
             },
             watch: WatchSettings::check(&raw.watch, &check)?,
             backend: raw.backend.clone(),
@@ -265,6 +278,7 @@ impl Settings {
                 lock_timeout: duration_text(a.lock.timeout),
                 stale_lock: duration_text(a.lock.stale_after),
                 io_timeout: duration_text(a.io_timeout),
+                skip_jails: Some(a.skip_jails.iter().map(|j| j.to_string()).collect()),
             },
             watch: self.watch.to_raw(),
             backend: self.backend.clone(),
@@ -377,10 +391,25 @@ pub fn parse_bantime(text: &str) -> Result<BanTime, String> {
     if text == "-1" {
         return Ok(BanTime::Permanent);
     }
-    let secs = parse_duration(text)?.as_secs();
+    let secs = match fractional_seconds(text) {
+        Some(secs) => secs,
+        None => parse_duration(text)?.as_secs(),
+    };
     secs.to_string()
         .parse()
         .map_err(|e: crate::record::RejectReason| e.to_string())
+}
+
+/// `600.0` or `600.5` (fail2ban may print a bantime so), rounded up to
+/// whole seconds; `None` for anything else.
+fn fractional_seconds(text: &str) -> Option<u64> {
+    let (whole, fraction) = text.split_once('.')?;
+    let digits = |t: &str| !t.is_empty() && t.len() <= 12 && t.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || !digits(fraction) {
+        return None;
+    }
+    let whole: u64 = whole.parse().ok()?;
+    Some(whole + u64::from(fraction.bytes().any(|b| b != b'0')))
 }
 
 /// This host's name, as the default node id.

@@ -6,43 +6,20 @@
 //! SIGHUP, and whoever holds a [`Handle`] (the demo, tests). Between
 //! messages the loop wakes up on its own every poll interval.
 
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use notify::Watcher as _;
 
 use super::mode::Mode;
 use super::policy::{Policy, PolicySettings, Skip, record_time};
 use super::state::{SavedCursor, StateDir, Status};
+use super::wake::Wake;
+pub use super::wake::{Handle, Msg};
 use super::{error, info, warn};
 use crate::backend::{Action, Backend, BackendError};
 use crate::follow::{FollowEvent, Follower, Line, LocalFs};
 use crate::record::{self, Record};
-
-/// What other threads can tell the loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Msg {
-    /// Something changed in the log's directory.
-    Changed,
-    /// Reload the configuration (SIGHUP).
-    Reload,
-    /// Stop after the current batch (SIGTERM, SIGINT).
-    Stop,
-}
-
-/// Sends messages to a running [`Daemon`].
-#[derive(Debug, Clone)]
-pub struct Handle(Sender<Msg>);
-
-impl Handle {
-    pub fn send(&self, msg: Msg) {
-        // The daemon may have stopped already; then there is nothing to do.
-        let _ = self.0.send(msg);
-    }
-}
 
 /// What the daemon needs besides the policy and the backend.
 #[derive(Debug, Clone)]
@@ -84,9 +61,7 @@ pub struct Daemon {
     policy: Policy,
     backend: Box<dyn Backend>,
     status: Status,
-    rx: Receiver<Msg>,
-    /// Kept alive for as long as the loop runs.
-    _inotify: Option<notify::RecommendedWatcher>,
+    wake: Wake,
     rejects: RejectLog,
     last_status: Instant,
     last_active_save: Instant,
@@ -113,8 +88,8 @@ impl Daemon {
         for (target, until) in opts.state.load_active().map_err(state_err)? {
             policy.restore_active(target, until);
         }
-        let (tx, rx) = mpsc::channel();
-        let inotify = start_inotify(&mut opts, &tx);
+        let (wake, handle) = Wake::new(&opts.log, opts.mode);
+        opts.mode = wake.mode();
         let status = Status {
             node: opts.node.clone(),
             pid: std::process::id(),
@@ -130,13 +105,12 @@ impl Daemon {
             policy,
             backend,
             status,
-            rx,
-            _inotify: inotify,
+            wake,
             rejects: RejectLog::new(),
             last_status: Instant::now(),
             last_active_save: Instant::now(),
         };
-        Ok((daemon, Handle(tx)))
+        Ok((daemon, handle))
     }
 
     /// Runs until told to stop. `reload` returns the new policy settings on
@@ -153,7 +127,7 @@ impl Daemon {
         self.cycle();
         self.write_status();
         loop {
-            match self.wait() {
+            match self.wake.wait() {
                 Some(Msg::Stop) => break,
                 Some(Msg::Reload) => self.reload(&mut reload),
                 Some(Msg::Changed) | None => {}
@@ -161,25 +135,6 @@ impl Daemon {
             self.cycle();
         }
         self.shutdown()
-    }
-
-    /// Waits for a message or the poll interval; coalesces a burst of
-    /// change events into one wake-up. Stop and reload win over changes.
-    fn wait(&mut self) -> Option<Msg> {
-        let first = match self.rx.recv_timeout(self.opts.mode.interval()) {
-            Ok(msg) => msg,
-            Err(RecvTimeoutError::Timeout) => return None,
-            Err(RecvTimeoutError::Disconnected) => return Some(Msg::Stop),
-        };
-        let mut strongest = first;
-        while let Ok(msg) = self.rx.try_recv() {
-            strongest = match (strongest, msg) {
-                (Msg::Stop, _) | (_, Msg::Stop) => Msg::Stop,
-                (Msg::Reload, _) | (_, Msg::Reload) => Msg::Reload,
-                _ => Msg::Changed,
-            };
-        }
-        Some(strongest)
     }
 
     fn reload(&mut self, reload: &mut impl FnMut() -> Option<PolicySettings>) {
@@ -427,47 +382,6 @@ fn load_cursor(opts: &Options) -> std::io::Result<Option<crate::follow::Cursor>>
         }
         None => Ok(None),
     }
-}
-
-/// Watches the log's directory; falls back to polling if inotify fails.
-fn start_inotify(opts: &mut Options, tx: &Sender<Msg>) -> Option<notify::RecommendedWatcher> {
-    let Mode::Native { .. } = opts.mode else {
-        return None;
-    };
-    match watch_directory(&opts.log, tx.clone()) {
-        Ok(watcher) => Some(watcher),
-        Err(e) => {
-            warn(&format!("inotify unavailable ({e}); polling instead"));
-            opts.mode = Mode::Poll(Duration::from_millis(250));
-            None
-        }
-    }
-}
-
-fn watch_directory(log: &Path, tx: Sender<Msg>) -> notify::Result<notify::RecommendedWatcher> {
-    let dir = log
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name: OsString = log.file_name().map(|n| n.to_owned()).unwrap_or_default();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // Only the log and its rotated siblings (newbans.log.1) matter; the
-        // directory may hold other busy files.
-        let relevant = match &event {
-            Ok(e) => e.paths.is_empty() || e.paths.iter().any(|p| is_log_or_sibling(p, &name)),
-            Err(_) => true,
-        };
-        if relevant {
-            let _ = tx.send(Msg::Changed);
-        }
-    })?;
-    watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
-    Ok(watcher)
-}
-
-fn is_log_or_sibling(path: &Path, name: &OsString) -> bool {
-    path.file_name()
-        .is_some_and(|f| f.as_encoded_bytes().starts_with(name.as_encoded_bytes()))
 }
 
 /// Rate-limits messages about hostile input.

@@ -5,6 +5,7 @@
 //! - [`mode`]: inotify or polling, chosen by filesystem;
 //! - [`policy`]: which records become bans;
 //! - [`state`]: the cursor and status files;
+//! - [`wake`]: when a follow loop wakes up (inotify, poll, signals);
 //! - [`host`]: this host's own addresses.
 
 pub mod daemon;
@@ -13,6 +14,7 @@ pub mod host;
 pub mod mode;
 pub mod policy;
 pub mod state;
+pub mod wake;
 
 // The watcher logs to stderr, one line per event, as systemd expects; the
 // journal adds the time.

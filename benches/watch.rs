@@ -1,0 +1,1046 @@
+//! The watcher (`banshare watch`) against the seed system's stock fail2ban,
+//! each figure beside its baseline measured in the same run:
+//!
+//! - (a) propagation latency over sshfs on 10 watcher hosts;
+//! - (b) catch-up over a 1,000,000-record log;
+//! - (c) applying 10,000 bans;
+//! - (d) the watcher's memory with 100,000 active bans.
+//!
+//! `cargo bench --bench watch`, as root (test hosts in network namespaces,
+//! sshd, sshfs, nftables, fail2ban 1.0.2). Prints Markdown tables for
+//! docs/benchmarks.md on stdout and progress on stderr; takes about five
+//! minutes. Like benches/append.rs it does nothing without `--bench`, so
+//! `cargo test --benches` stays fast.
+
+#[path = "../tests/support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use banshare::backend::{self, Action, BackendKind, BackendSettings, Ban};
+use banshare::record::{PortSpec, Target};
+use support::cluster::{Cluster, require_root};
+use support::fail2ban::{Fail2ban, logger_line, write_newbans_filter};
+use support::{BANSHARE, wait_until};
+
+/// (a): watcher hosts measured, and bans per pacing.
+const WATCHERS: usize = 10;
+const BURST_BANS: usize = 100;
+const ISOLATED_BANS: usize = 20;
+/// (b), (c), (d): records in the logs.
+const CATCH_UP_RECORDS: usize = 1_000_000;
+const APPLY_BANS: usize = 10_000;
+/// (c): `fail2ban-client banip` calls with one address each, extrapolated.
+const F2B_SINGLE_CALLS: usize = 500;
+/// (c): addresses per `set <jail> banip ...` call (banshare's own fail2ban
+/// backend uses the same chunk).
+const F2B_CHUNK: usize = 1000;
+const MEMORY_BANS: usize = 100_000;
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    require_root();
+    let start = Instant::now();
+    let mut out = String::new();
+    let mut section = |text: String| {
+        println!("{text}");
+        out += &text;
+        out.push('\n');
+    };
+    section(propagation());
+    let catch_up = catch_up();
+    section(catch_up.table);
+    let (apply_table, memory_rows) = apply_and_memory();
+    section(apply_table);
+    let mut memory = memory_rows;
+    memory.push(catch_up.memory);
+    section(memory_table(&memory));
+    eprintln!(
+        "\n==== all tables ({:.0} s in all) ====\n",
+        start.elapsed().as_secs_f64()
+    );
+    println!("{out}");
+}
+
+fn progress(message: &str) {
+    eprintln!("[watch bench] {message}");
+}
+
+// ---------------------------------------------------------------------------
+// (a) propagation latency
+// ---------------------------------------------------------------------------
+
+/// 11 hosts mount the share: hosts 0-9 run a watcher (or a fail2ban), host
+/// 10 only appends, so every one of the 10 measured hosts applies every ban.
+fn propagation() -> String {
+    let hosts = WATCHERS + 1;
+    let appender = WATCHERS;
+    progress(&format!(
+        "(a) building {hosts} test hosts with sshfs mounts"
+    ));
+    let cluster = Cluster::new("watchlat", hosts);
+    let mounts: Vec<PathBuf> = (0..hosts).map(|i| cluster.mount(i)).collect();
+    let work = tempfile::tempdir().unwrap();
+    let export = cluster.export_dir();
+    fs::write(export.join("newbans.log"), b"").unwrap();
+    fs::write(export.join("f2b.log"), b"").unwrap();
+    let monitors = Monitors::start(&cluster, WATCHERS);
+
+    let mut rng = XorShift(0x5eed_ba45_4a4e);
+    let burst_gaps: Vec<Duration> = (0..BURST_BANS).map(|_| rng.millis(250, 350)).collect();
+    let isolated_gaps: Vec<Duration> = (0..ISOLATED_BANS).map(|_| rng.millis(2000, 3000)).collect();
+    let mut rows = Vec::new();
+
+    // banshare: `banshare watch --backend nftables --follow auto` on each.
+    {
+        let mut watchers: Vec<Watcher> = (0..WATCHERS)
+            .map(|i| {
+                Watcher::spawn(
+                    Some(cluster.node_ns(i)),
+                    "nftables",
+                    &mounts[i].join("newbans.log"),
+                    &work.path().join(format!("n{i}")),
+                    &format!("node{i}"),
+                )
+            })
+            .collect();
+        let mut modes = Vec::new();
+        for w in &mut watchers {
+            modes.push(w.wait_started());
+        }
+        assert!(
+            modes.iter().all(|m| m == "poll every 250ms"),
+            "follow auto should poll on sshfs, got {modes:?}"
+        );
+        progress("(a) 10 banshare watchers up (auto -> poll every 250ms)");
+        let log = mounts[appender].join("newbans.log");
+        let spool = work.path().join("appender-spool");
+        let append = |addr: Ipv4Addr| banshare_ban(&log, &spool, addr);
+        warm_up(&monitors, Ipv4Addr::new(10, 70, 0, 1), &append);
+        for (pacing, gaps, net) in [
+            ("0.25-0.35 s apart", &burst_gaps, 71),
+            ("2-3 s apart", &isolated_gaps, 72),
+        ] {
+            let addrs = addresses(net, gaps.len());
+            let m = measure(&monitors, gaps, &addrs, &append);
+            rows.push(LatencyRow::new("banshare watch (poll 250 ms)", pacing, m));
+            progress(&format!("(a) banshare, {pacing}: done"));
+        }
+        for w in &mut watchers {
+            w.terminate();
+        }
+        for w in &mut watchers {
+            w.stop();
+        }
+        let lines = count_lines(&export.join("newbans.log"));
+        assert_eq!(
+            lines,
+            1 + BURST_BANS + ISOLATED_BANS,
+            "every `banshare ban` reached the log (none spooled)"
+        );
+    }
+
+    // Baseline: the seed system. A stock fail2ban per host polling the
+    // shared file through the same mounts, banning with nftables-allports.
+    {
+        let mut servers: Vec<Fail2ban> = (0..WATCHERS)
+            .map(|i| {
+                Fail2ban::spawn(
+                    Some(cluster.node_ns(i)),
+                    "newbans",
+                    &format!(
+                        "filter = newbans\nlogpath = {}\nbackend = polling\nmaxretry = 1\n\
+                         findtime = 1d\nbantime = 1d\nbanaction = nftables-allports\n",
+                        mounts[i].join("f2b.log").display()
+                    ),
+                )
+            })
+            .collect();
+        for s in &mut servers {
+            s.wait_ready();
+        }
+        progress("(a) 10 fail2ban servers up");
+        let log = mounts[appender].join("f2b.log");
+        let append = |addr: Ipv4Addr| {
+            // The seed system's append: one O_APPEND write of a logger line.
+            let line = logger_line(&addr.to_string(), 22);
+            let mut f = OpenOptions::new().append(true).open(&log).unwrap();
+            f.write_all(line.as_bytes()).unwrap();
+        };
+        // The first ban also runs the action's actionstart (table, chain,
+        // set): not measured.
+        warm_up(&monitors, Ipv4Addr::new(10, 80, 0, 1), &append);
+        for (pacing, gaps, net) in [
+            ("0.25-0.35 s apart", &burst_gaps, 81),
+            ("2-3 s apart", &isolated_gaps, 82),
+        ] {
+            let addrs = addresses(net, gaps.len());
+            let m = measure(&monitors, gaps, &addrs, &append);
+            rows.push(LatencyRow::new(
+                "baseline: fail2ban 1.0.2, backend polling",
+                pacing,
+                m,
+            ));
+            progress(&format!("(a) fail2ban, {pacing}: done"));
+        }
+        for s in &servers {
+            s.terminate();
+        }
+        // Drop waits for each.
+    }
+    drop(monitors);
+    latency_table(&mut rows)
+}
+
+/// One address per ban: 10.<net>.<i / 250>.<1 + i % 250>.
+fn addresses(net: u8, n: usize) -> Vec<Ipv4Addr> {
+    (0..n)
+        .map(|i| Ipv4Addr::new(10, net, (i / 250) as u8, (1 + i % 250) as u8))
+        .collect()
+}
+
+/// `banshare ban` as fail2ban's action runs it: one process, one locked
+/// append through the appender host's sshfs mount.
+fn banshare_ban(log: &Path, spool: &Path, addr: Ipv4Addr) {
+    let out = Command::new(BANSHARE)
+        .args(["--config", "/dev/null", "--quiet", "ban"])
+        .arg(addr.to_string())
+        .args([
+            "--port",
+            "22",
+            "--jail",
+            "sshd",
+            "--bantime",
+            "3600",
+            "--node",
+            "appender",
+        ])
+        .arg("--log")
+        .arg(log)
+        .arg("--spool-dir")
+        .arg(spool)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "banshare ban failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `nft monitor new elements` in each measured host: when each address
+/// first shows up in any set there. The kernel pushes each committed element
+/// to the monitor, so nothing polls: 10 hosts polled with `nft get element`
+/// every 5 ms would need about 8 cores of process starts on this 2-core
+/// machine and disturb what it measures.
+struct Monitors {
+    children: Vec<Child>,
+    rx: Receiver<(usize, Ipv4Addr, Instant)>,
+    hosts: usize,
+}
+
+impl Monitors {
+    fn start(cluster: &Cluster, hosts: usize) -> Monitors {
+        let (tx, rx) = mpsc::channel();
+        let mut children = Vec::new();
+        for node in 0..hosts {
+            // stdbuf: one line per event, not one 4 KiB buffer at a time.
+            let mut child = cluster
+                .command_in(cluster.node_ns(node), "stdbuf")
+                .args(["-oL", "nft", "monitor", "new", "elements"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start nft monitor");
+            let stdout = child.stdout.take().unwrap();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    let at = Instant::now();
+                    for addr in element_addresses(&line) {
+                        let _ = tx.send((node, addr, at));
+                    }
+                }
+            });
+            children.push(child);
+        }
+        Monitors {
+            children,
+            rx,
+            hosts,
+        }
+    }
+}
+
+impl Drop for Monitors {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The IPv4 addresses in `add element inet t s { 10.0.0.1 timeout 1h ... }`.
+fn element_addresses(line: &str) -> Vec<Ipv4Addr> {
+    let Some(rest) = line.strip_prefix("add element ") else {
+        return Vec::new();
+    };
+    let (Some(open), Some(close)) = (rest.find('{'), rest.rfind('}')) else {
+        return Vec::new();
+    };
+    rest[open + 1..close]
+        .split(',')
+        .filter_map(|e| e.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// When each address first appeared on each measured host.
+struct Seen {
+    first: HashMap<Ipv4Addr, Vec<Option<Instant>>>,
+    hosts: usize,
+}
+
+impl Seen {
+    fn new(hosts: usize) -> Seen {
+        Seen {
+            first: HashMap::new(),
+            hosts,
+        }
+    }
+
+    /// Takes monitor events until `until`.
+    fn pump(&mut self, rx: &Receiver<(usize, Ipv4Addr, Instant)>, until: Instant) {
+        loop {
+            let wait = until.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok((host, addr, at)) => {
+                    let slots = self
+                        .first
+                        .entry(addr)
+                        .or_insert_with(|| vec![None; self.hosts]);
+                    slots[host].get_or_insert(at);
+                }
+                Err(RecvTimeoutError::Timeout) => return,
+                Err(RecvTimeoutError::Disconnected) => panic!("every nft monitor died"),
+            }
+        }
+    }
+
+    /// When `addr` was present on every host, if it is.
+    fn on_all(&self, addr: Ipv4Addr) -> Option<Instant> {
+        let slots = self.first.get(&addr)?;
+        slots
+            .iter()
+            .copied()
+            .collect::<Option<Vec<_>>>()?
+            .into_iter()
+            .max()
+    }
+}
+
+struct Measured {
+    latencies: Vec<Duration>,
+    /// Bans not present on every host within the deadline.
+    missing: usize,
+}
+
+/// Appends one ban per gap (waiting the gap first), then waits up to 30 s
+/// for the last; each latency runs from just before its append to the
+/// element being present on the last of the hosts.
+fn measure(
+    monitors: &Monitors,
+    gaps: &[Duration],
+    addrs: &[Ipv4Addr],
+    append: &dyn Fn(Ipv4Addr),
+) -> Measured {
+    let mut seen = Seen::new(monitors.hosts);
+    let mut sent = Vec::new();
+    let mut next = Instant::now();
+    for (gap, &addr) in gaps.iter().zip(addrs) {
+        next += *gap;
+        seen.pump(&monitors.rx, next);
+        sent.push(Instant::now());
+        append(addr);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline && addrs.iter().any(|a| seen.on_all(*a).is_none()) {
+        seen.pump(&monitors.rx, Instant::now() + Duration::from_millis(50));
+    }
+    let mut latencies = Vec::new();
+    let mut missing = 0;
+    for (addr, t0) in addrs.iter().zip(sent) {
+        match seen.on_all(*addr) {
+            Some(t) => latencies.push(t.saturating_duration_since(t0)),
+            None => missing += 1,
+        }
+    }
+    Measured { latencies, missing }
+}
+
+/// One ban that is not measured: the monitors are live and the first-ban
+/// costs (lazy action start) are paid.
+fn warm_up(monitors: &Monitors, addr: Ipv4Addr, append: &dyn Fn(Ipv4Addr)) {
+    let m = measure(monitors, &[Duration::ZERO], &[addr], append);
+    assert_eq!(
+        m.missing, 0,
+        "the warm-up ban {addr} never reached every host"
+    );
+}
+
+struct LatencyRow {
+    system: &'static str,
+    pacing: &'static str,
+    measured: Measured,
+}
+
+impl LatencyRow {
+    fn new(system: &'static str, pacing: &'static str, measured: Measured) -> LatencyRow {
+        LatencyRow {
+            system,
+            pacing,
+            measured,
+        }
+    }
+}
+
+fn latency_table(rows: &mut [LatencyRow]) -> String {
+    // Each banshare row beside the baseline with the same pacing.
+    rows.sort_by_key(|r| r.pacing);
+    let mut t = String::from(
+        "### (a) Propagation latency, 10 hosts over sshfs\n\n\
+         | system | appends | bans | p50 s | p90 s | p99 s | max s | not on all hosts in 30 s |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows.iter_mut() {
+        let l = &mut r.measured.latencies;
+        l.sort();
+        let n = l.len() + r.measured.missing;
+        t += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.system,
+            r.pacing,
+            n,
+            secs(percentile(l, 0.50)),
+            secs(percentile(l, 0.90)),
+            secs(percentile(l, 0.99)),
+            secs(l.last().copied()),
+            r.measured.missing
+        );
+    }
+    t
+}
+
+/// Nearest rank.
+fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+fn secs(d: Option<Duration>) -> String {
+    d.map_or("-".into(), |d| format!("{:.3}", d.as_secs_f64()))
+}
+
+/// A small fixed-seed generator: the same gaps for banshare and baseline,
+/// and in every run, without phase-locking to either poll interval.
+struct XorShift(u64);
+
+impl XorShift {
+    fn millis(&mut self, low: u64, high: u64) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        Duration::from_millis(low + self.0 % (high - low))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Watchers and processes
+// ---------------------------------------------------------------------------
+
+/// `banshare watch`, perhaps in a namespace; killed on drop.
+struct Watcher {
+    child: Option<Child>,
+    state: PathBuf,
+    started: Instant,
+}
+
+impl Watcher {
+    fn spawn(ns: Option<&str>, backend: &str, log: &Path, dir: &Path, node: &str) -> Watcher {
+        fs::create_dir_all(dir).unwrap();
+        let mut command = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                // `ip netns exec` execs: the child is the watcher itself.
+                c.args(["netns", "exec", ns, BANSHARE]);
+                c
+            }
+            None => Command::new(BANSHARE),
+        };
+        let started = Instant::now();
+        let child = command
+            .args(["--config", "/dev/null", "watch", "--backend", backend])
+            .args(["--follow", "auto", "--node", node])
+            .arg("--log")
+            .arg(log)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--spool-dir")
+            .arg(dir.join("spool"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(dir.join("watch.err")).unwrap())
+            .spawn()
+            .unwrap();
+        Watcher {
+            child: Some(child),
+            state: dir.join("state"),
+            started,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Waits for the first status file (written after the first look at
+    /// the log) and returns the follow mode it reports.
+    fn wait_started(&mut self) -> String {
+        let status = self.state.join("status.json");
+        let up = wait_until(Duration::from_secs(20), || status.exists());
+        assert!(
+            up,
+            "a watcher did not start: see {}",
+            self.err_path().display()
+        );
+        let value: serde_json::Value = serde_json::from_slice(&fs::read(status).unwrap()).unwrap();
+        value["mode"].as_str().unwrap_or_default().to_owned()
+    }
+
+    fn err_path(&self) -> PathBuf {
+        self.state.with_file_name("watch.err")
+    }
+
+    /// The saved cursor's offset (0 before the first save).
+    fn offset(&self) -> u64 {
+        let Ok(data) = fs::read(self.state.join("cursor.json")) else {
+            return 0;
+        };
+        let value: serde_json::Value = serde_json::from_slice(&data).unwrap_or_default();
+        value["cursor"]["offset"].as_u64().unwrap_or(0)
+    }
+
+    /// Waits until the saved cursor reaches `size`; the time since spawn.
+    fn wait_offset(&self, size: u64, timeout: Duration) -> Duration {
+        let done = wait_until(timeout, || self.offset() >= size);
+        let elapsed = self.started.elapsed();
+        assert!(
+            done,
+            "the watcher stopped at byte {} of {size}: see {}",
+            self.offset(),
+            self.err_path().display()
+        );
+        elapsed
+    }
+
+    fn status(&self) -> serde_json::Value {
+        serde_json::from_slice(&fs::read(self.state.join("status.json")).unwrap()).unwrap()
+    }
+
+    fn terminate(&self) {
+        if let Some(child) = &self.child {
+            // SAFETY: kill(2) on our own, not yet reaped, child.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        }
+    }
+
+    /// SIGTERM and wait (up to 60 s, then SIGKILL). Returns how long the
+    /// shutdown took, the exit status and the peak RSS over the whole run
+    /// (getrusage of the child, kB).
+    fn stop(&mut self) -> (Duration, bool, u64) {
+        let Some(child) = self.child.take() else {
+            return (Duration::ZERO, false, 0);
+        };
+        let pid = child.id() as libc::pid_t;
+        let t = Instant::now();
+        // SAFETY: as in `terminate`.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let (ok, maxrss) = wait_rusage(pid, Duration::from_secs(60));
+        (t.elapsed(), ok, maxrss)
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Reaps `pid` with wait4, killing it after `timeout`; returns whether it
+/// exited with status 0 and its peak RSS in kB.
+fn wait_rusage(pid: libc::pid_t, timeout: Duration) -> (bool, u64) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut status = 0;
+        // SAFETY: plain FFI with valid pointers to locals.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let flags = if Instant::now() < deadline {
+            libc::WNOHANG
+        } else {
+            // SAFETY: our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            0
+        };
+        // SAFETY: as above.
+        let r = unsafe { libc::wait4(pid, &mut status, flags, &mut usage) };
+        if r == pid {
+            let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+            return (ok, usage.ru_maxrss as u64);
+        }
+        if r < 0 {
+            return (false, 0);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// VmHWM and VmRSS of `pid`, in kB.
+fn memory_of(pid: u32) -> (u64, u64) {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+fn mb(kb: u64) -> String {
+    format!("{:.1}", kb as f64 / 1024.0)
+}
+
+fn count_lines(path: &Path) -> usize {
+    fs::read(path)
+        .unwrap()
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+}
+
+/// `n` banshare records for unique addresses from 10.<net>.0.0 on, all
+/// from node `other`, stamped now, bantime 3600, unique ids.
+fn write_records(path: &Path, n: usize, net: u8, id_base: u64) -> u64 {
+    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let header = chrono::Local::now().format("%b %d %H:%M:%S").to_string();
+    let mut w = BufWriter::with_capacity(1 << 20, File::create(path).unwrap());
+    for i in 0..n {
+        let addr = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, net, 0, 0)) + i as u32);
+        writeln!(
+            w,
+            "<13>{header} banshare[1]: HOST {addr} PORT 22 node=other ts={ts} bantime=3600 id={:024x}",
+            id_base + i as u64
+        )
+        .unwrap();
+    }
+    w.flush().unwrap();
+    fs::metadata(path).unwrap().len()
+}
+
+/// The addresses `write_records` uses.
+fn record_addresses(n: usize, net: u8) -> Vec<Ipv4Addr> {
+    (0..n)
+        .map(|i| Ipv4Addr::from(u32::from(Ipv4Addr::new(10, net, 0, 0)) + i as u32))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// (b) catch-up
+// ---------------------------------------------------------------------------
+
+struct CatchUp {
+    table: String,
+    memory: MemoryRow,
+}
+
+fn catch_up() -> CatchUp {
+    progress("(b) writing a 1,000,000-record log");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("newbans.log");
+    let size = write_records(&log, CATCH_UP_RECORDS, 0, 1);
+
+    progress("(b) banshare watch --backend log");
+    let mut watcher = Watcher::spawn(None, "log", &log, &dir.path().join("w"), "bench");
+    let elapsed = watcher.wait_offset(size, Duration::from_secs(300));
+    let (hwm, rss) = memory_of(watcher.pid());
+    let (shutdown, ok, maxrss) = watcher.stop();
+    assert!(ok, "the watcher failed on SIGTERM");
+    let status = watcher.status();
+    assert_eq!(
+        status["applied"].as_u64(),
+        Some(CATCH_UP_RECORDS as u64),
+        "{status}"
+    );
+
+    progress("(b) baseline: fail2ban-regex");
+    let filter = write_newbans_filter(dir.path());
+    let report = dir.path().join("fail2ban-regex.out");
+    let t = Instant::now();
+    let child = Command::new("fail2ban-regex")
+        .arg(&log)
+        .arg(&filter)
+        .stdin(Stdio::null())
+        .stdout(File::create(&report).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (f2b_ok, f2b_rss) = wait_rusage(child.id() as libc::pid_t, Duration::from_secs(300));
+    let f2b_elapsed = t.elapsed();
+    let text = fs::read_to_string(&report).unwrap_or_default();
+    let lines = text
+        .lines()
+        .find(|l| l.starts_with("Lines: "))
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        f2b_ok && lines.contains(&format!("{CATCH_UP_RECORDS} matched")),
+        "fail2ban-regex did not match every line: {lines:?}"
+    );
+
+    let mut t = format!(
+        "### (b) Catch-up over a {CATCH_UP_RECORDS}-record log ({} MB)\n\n\
+         | system | records | seconds | records/s | peak RSS MB | notes |\n\
+         |---|---:|---:|---:|---:|---|\n",
+        size / 1_000_000
+    );
+    t += &format!(
+        "| banshare watch --backend log | {CATCH_UP_RECORDS} | {:.2} | {:.0} | {} | start to cursor at end of log; RSS then {} MB; SIGTERM took {:.2} s, peak over the whole run incl. shutdown {} MB |\n",
+        elapsed.as_secs_f64(),
+        CATCH_UP_RECORDS as f64 / elapsed.as_secs_f64(),
+        mb(hwm),
+        mb(rss),
+        shutdown.as_secs_f64(),
+        mb(maxrss),
+    );
+    t += &format!(
+        "| baseline: fail2ban-regex (newbans filter) | {CATCH_UP_RECORDS} | {:.2} | {:.0} | {} | {lines} |\n",
+        f2b_elapsed.as_secs_f64(),
+        CATCH_UP_RECORDS as f64 / f2b_elapsed.as_secs_f64(),
+        mb(f2b_rss),
+    );
+    CatchUp {
+        table: t,
+        memory: MemoryRow {
+            what: "banshare watch --backend log, after catch-up (b)",
+            bans: CATCH_UP_RECORDS,
+            hwm,
+            rss,
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------
+// (c) applying 10,000 bans, (d) memory
+// ---------------------------------------------------------------------------
+
+struct MemoryRow {
+    what: &'static str,
+    bans: usize,
+    hwm: u64,
+    rss: u64,
+}
+
+/// Elements in `nft list set inet <table> <set>` in namespace `ns`.
+fn set_len(cluster: &Cluster, ns: &str, table: &str, set: &str) -> usize {
+    let Ok(out) = cluster
+        .command_in(ns, "nft")
+        .args(["-j", "list", "set", "inet", table, set])
+        .output()
+    else {
+        return 0;
+    };
+    if !out.status.success() {
+        return 0;
+    }
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    value["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item["set"]["elem"].as_array())
+        .map(Vec::len)
+        .sum()
+}
+
+struct ApplyRow {
+    system: &'static str,
+    method: String,
+    bans: usize,
+    elapsed: Duration,
+    /// For a baseline run on fewer addresses: the time for APPLY_BANS.
+    extrapolated: Option<Duration>,
+}
+
+fn apply_and_memory() -> (String, Vec<MemoryRow>) {
+    progress("(c) building 4 fresh test hosts");
+    let cluster = Cluster::new("watchapply", 4);
+    let work = tempfile::tempdir().unwrap();
+    let mut rows = Vec::new();
+    let mut memory = Vec::new();
+
+    // Library: one apply() of 10,000 bans.
+    {
+        let ns = cluster.node_ns(0);
+        let settings = BackendSettings {
+            exec_prefix: ["ip", "netns", "exec", ns].map(String::from).to_vec(),
+            ..BackendSettings::default()
+        };
+        let mut nft = backend::open(BackendKind::Nftables, &settings).unwrap();
+        nft.setup().unwrap();
+        let actions: Vec<Action> = record_addresses(APPLY_BANS, 10)
+            .into_iter()
+            .map(|a| {
+                Action::Ban(Ban {
+                    target: Target::Addr(IpAddr::V4(a)),
+                    ports: PortSpec::all(),
+                    jail: None,
+                    remaining: Some(Duration::from_secs(3600)),
+                    origin: None,
+                    ts: None,
+                })
+            })
+            .collect();
+        for (method, expect_new) in [
+            ("library: one apply() of new bans", true),
+            ("library: the same apply() again (all present)", false),
+        ] {
+            let t = Instant::now();
+            nft.apply(&actions).unwrap();
+            let elapsed = t.elapsed();
+            assert_eq!(
+                set_len(&cluster, ns, "banshare", "v4"),
+                APPLY_BANS,
+                "{method}: new {expect_new}"
+            );
+            rows.push(ApplyRow {
+                system: "banshare nftables backend",
+                method: method.into(),
+                bans: APPLY_BANS,
+                elapsed,
+                extrapolated: None,
+            });
+        }
+        progress("(c) library apply: done");
+    }
+
+    // End to end: a watcher on a 10,000-record log (local file: inotify).
+    {
+        let ns = cluster.node_ns(1);
+        let log = work.path().join("apply.log");
+        let size = write_records(&log, APPLY_BANS, 20, 1);
+        let mut w = Watcher::spawn(
+            Some(ns),
+            "nftables",
+            &log,
+            &work.path().join("e2e"),
+            "bench",
+        );
+        let elapsed = w.wait_offset(size, Duration::from_secs(60));
+        let (hwm, rss) = memory_of(w.pid());
+        assert_eq!(set_len(&cluster, ns, "banshare", "v4"), APPLY_BANS);
+        w.stop();
+        rows.push(ApplyRow {
+            system: "banshare watch --backend nftables",
+            method: "end to end: process start, setup, read, apply, cursor saved".into(),
+            bans: APPLY_BANS,
+            elapsed,
+            extrapolated: None,
+        });
+        memory.push(MemoryRow {
+            what: "banshare watch --backend nftables",
+            bans: APPLY_BANS,
+            hwm,
+            rss,
+        });
+        progress("(c) end to end: done");
+    }
+
+    // Baseline: fail2ban-client against a stock fail2ban, nftables-allports.
+    {
+        let ns = cluster.node_ns(2);
+        let empty = work.path().join("empty.log");
+        fs::write(&empty, b"").unwrap();
+        let mut f2b = Fail2ban::spawn(
+            Some(ns),
+            "bench",
+            &format!(
+                "filter = newbans\nlogpath = {}\nbackend = polling\nmaxretry = 1\n\
+                 bantime = 1d\nbanaction = nftables-allports\n",
+                empty.display()
+            ),
+        );
+        f2b.wait_ready();
+        let banip = |addrs: &[Ipv4Addr]| {
+            let out = f2b
+                .client()
+                .args(["set", "bench", "banip"])
+                .args(addrs.iter().map(Ipv4Addr::to_string))
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "fail2ban-client banip: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let set = "addr-set-bench";
+        let wait_set = |n: usize| {
+            let full = wait_until(Duration::from_secs(120), || {
+                set_len(&cluster, ns, "f2b-table", set) >= n
+            });
+            assert!(full, "fail2ban's set never held {n} elements");
+        };
+        // The first ban runs actionstart (table, chain, set): not measured.
+        banip(&[Ipv4Addr::new(10, 39, 0, 1)]);
+        wait_set(1);
+        progress(&format!(
+            "(c) baseline: {F2B_SINGLE_CALLS} fail2ban-client calls, one address each"
+        ));
+        let singles = record_addresses(F2B_SINGLE_CALLS, 40);
+        let t = Instant::now();
+        for a in &singles {
+            banip(std::slice::from_ref(a));
+        }
+        wait_set(1 + F2B_SINGLE_CALLS);
+        let elapsed = t.elapsed();
+        rows.push(ApplyRow {
+            system: "baseline: fail2ban-client",
+            method: "one `set <jail> banip IP` call per address (seed systems)".into(),
+            bans: F2B_SINGLE_CALLS,
+            elapsed,
+            extrapolated: Some(elapsed.mul_f64(APPLY_BANS as f64 / F2B_SINGLE_CALLS as f64)),
+        });
+        progress(&format!(
+            "(c) baseline: {APPLY_BANS} addresses in calls of {F2B_CHUNK}"
+        ));
+        let chunked = record_addresses(APPLY_BANS, 50);
+        let t = Instant::now();
+        for chunk in chunked.chunks(F2B_CHUNK) {
+            banip(chunk);
+        }
+        wait_set(1 + F2B_SINGLE_CALLS + APPLY_BANS);
+        let elapsed = t.elapsed();
+        rows.push(ApplyRow {
+            system: "baseline: fail2ban-client",
+            method: format!("`set <jail> banip IP1 ... IP{F2B_CHUNK}` (best case)"),
+            bans: APPLY_BANS,
+            elapsed,
+            extrapolated: None,
+        });
+        let (hwm, rss) = memory_of(f2b.pid().unwrap());
+        memory.push(MemoryRow {
+            what: "baseline: fail2ban-server (nftables-allports, sqlite db)",
+            bans: 1 + F2B_SINGLE_CALLS + APPLY_BANS,
+            hwm,
+            rss,
+        });
+    }
+
+    // (d) 100,000 active bans.
+    {
+        progress("(d) watcher with 100,000 bans");
+        let ns = cluster.node_ns(3);
+        let log = work.path().join("memory.log");
+        let size = write_records(&log, MEMORY_BANS, 60, 1);
+        let mut w = Watcher::spawn(
+            Some(ns),
+            "nftables",
+            &log,
+            &work.path().join("mem"),
+            "bench",
+        );
+        w.wait_offset(size, Duration::from_secs(120));
+        let (hwm, rss) = memory_of(w.pid());
+        assert_eq!(set_len(&cluster, ns, "banshare", "v4"), MEMORY_BANS);
+        w.stop();
+        memory.push(MemoryRow {
+            what: "banshare watch --backend nftables",
+            bans: MEMORY_BANS,
+            hwm,
+            rss,
+        });
+        // The same log with the log backend: what the nft backend adds.
+        let mut w = Watcher::spawn(None, "log", &log, &work.path().join("memlog"), "bench");
+        w.wait_offset(size, Duration::from_secs(120));
+        let (hwm, rss) = memory_of(w.pid());
+        w.stop();
+        memory.push(MemoryRow {
+            what: "banshare watch --backend log",
+            bans: MEMORY_BANS,
+            hwm,
+            rss,
+        });
+    }
+
+    let mut t = format!(
+        "### (c) Applying {APPLY_BANS} bans in a fresh network namespace\n\n\
+         | system | method | bans | seconds | bans/s | seconds for {APPLY_BANS} |\n\
+         |---|---|---:|---:|---:|---:|\n"
+    );
+    for r in &rows {
+        let for_all = match r.extrapolated {
+            Some(d) => format!("{:.1} (extrapolated)", d.as_secs_f64()),
+            None => format!("{:.3}", r.elapsed.as_secs_f64()),
+        };
+        t += &format!(
+            "| {} | {} | {} | {:.3} | {:.0} | {for_all} |\n",
+            r.system,
+            r.method,
+            r.bans,
+            r.elapsed.as_secs_f64(),
+            r.bans as f64 / r.elapsed.as_secs_f64(),
+        );
+    }
+    (t, memory)
+}
+
+fn memory_table(rows: &[MemoryRow]) -> String {
+    let mut t = String::from(
+        "### (d) Memory with many active bans\n\n\
+         | process | active bans | peak RSS (VmHWM) MB | RSS now (VmRSS) MB |\n\
+         |---|---:|---:|---:|\n",
+    );
+    let mut sorted: Vec<&MemoryRow> = rows.iter().collect();
+    sorted.sort_by_key(|r| r.bans);
+    for r in sorted {
+        t += &format!(
+            "| {} | {} | {} | {} |\n",
+            r.what,
+            r.bans,
+            mb(r.hwm),
+            mb(r.rss)
+        );
+    }
+    t
+}

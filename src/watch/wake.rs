@@ -1,0 +1,121 @@
+//! When a follow loop wakes up: on an inotify event for the followed file,
+//! on a message from another thread (stop, reload), or when the poll
+//! interval has passed. The watcher and the monitor share it.
+//!
+//! One thread owns the loop's state; the inotify thread, the signal thread
+//! and [`Handle`] holders only send it a [`Msg`].
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::Duration;
+
+use super::mode::Mode;
+use super::warn;
+
+/// What other threads can tell the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Msg {
+    /// Something changed in the followed file's directory.
+    Changed,
+    /// Reload the configuration (SIGHUP).
+    Reload,
+    /// Stop after the current batch (SIGTERM, SIGINT).
+    Stop,
+}
+
+/// Sends messages to a running loop.
+#[derive(Debug, Clone)]
+pub struct Handle(Sender<Msg>);
+
+impl Handle {
+    pub fn send(&self, msg: Msg) {
+        // The loop may have stopped already; then there is nothing to do.
+        let _ = self.0.send(msg);
+    }
+}
+
+/// The loop's side: waits for the next reason to look at the file.
+pub struct Wake {
+    rx: Receiver<Msg>,
+    mode: Mode,
+    /// Kept alive for as long as the loop runs.
+    _inotify: Option<notify::RecommendedWatcher>,
+}
+
+impl Wake {
+    /// Starts inotify on `path`'s directory when `mode` asks for it,
+    /// falling back to polling if inotify cannot start.
+    pub fn new(path: &Path, mode: Mode) -> (Wake, Handle) {
+        let (tx, rx) = mpsc::channel();
+        let (mode, inotify) = match mode {
+            Mode::Native { .. } => match watch_directory(path, tx.clone()) {
+                Ok(watcher) => (mode, Some(watcher)),
+                Err(e) => {
+                    warn(&format!("inotify unavailable ({e}); polling instead"));
+                    (Mode::Poll(Duration::from_millis(250)), None)
+                }
+            },
+            Mode::Poll(_) => (mode, None),
+        };
+        (
+            Wake {
+                rx,
+                mode,
+                _inotify: inotify,
+            },
+            Handle(tx),
+        )
+    }
+
+    /// The mode in effect (polling, if inotify could not start).
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Waits for a message or the poll interval (`None`); a burst of change
+    /// events becomes one wake-up, and stop and reload win over changes.
+    pub fn wait(&mut self) -> Option<Msg> {
+        let first = match self.rx.recv_timeout(self.mode.interval()) {
+            Ok(msg) => msg,
+            Err(RecvTimeoutError::Timeout) => return None,
+            Err(RecvTimeoutError::Disconnected) => return Some(Msg::Stop),
+        };
+        let mut strongest = first;
+        while let Ok(msg) = self.rx.try_recv() {
+            strongest = match (strongest, msg) {
+                (Msg::Stop, _) | (_, Msg::Stop) => Msg::Stop,
+                (Msg::Reload, _) | (_, Msg::Reload) => Msg::Reload,
+                _ => Msg::Changed,
+            };
+        }
+        Some(strongest)
+    }
+}
+
+fn watch_directory(path: &Path, tx: Sender<Msg>) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::Watcher as _;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name: OsString = path.file_name().map(|n| n.to_owned()).unwrap_or_default();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Only the file and its rotated siblings (newbans.log.1) matter;
+        // the directory may hold other busy files.
+        let relevant = match &event {
+            Ok(e) => e.paths.is_empty() || e.paths.iter().any(|p| is_file_or_sibling(p, &name)),
+            Err(_) => true,
+        };
+        if relevant {
+            let _ = tx.send(Msg::Changed);
+        }
+    })?;
+    watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}
+
+fn is_file_or_sibling(path: &Path, name: &OsString) -> bool {
+    path.file_name()
+        .is_some_and(|f| f.as_encoded_bytes().starts_with(name.as_encoded_bytes()))
+}
