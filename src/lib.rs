@@ -11,6 +11,8 @@
 //! - [`append`]: turning a ban into records and delivering or spooling them;
 //! - [`follow`]: reading the log exactly once through rotation and truncation;
 //! - [`backend`]: applying bans locally (nftables, ipset, fail2ban, ...);
+//! - [`watch`]: the watcher daemon and its policy;
+//! - [`monitor`]: sharing bans read from fail2ban's own log;
 //! - [`config`]: the TOML configuration file.
 
 pub mod append;
@@ -20,6 +22,7 @@ pub mod demo;
 pub mod durable;
 pub mod follow;
 pub mod lock;
+pub mod monitor;
 pub mod record;
 pub mod spool;
 pub mod transport;

@@ -78,6 +78,12 @@ pub enum Command {
     Status(StatusArgs),
     /// Remove what the ban backend created (the nftables table, the ipsets).
     Cleanup(CleanupArgs),
+    /// Share fail2ban's bans by following fail2ban.log (no fail2ban change).
+    #[command(long_about = MONITOR_ABOUT)]
+    Monitor(MonitorArgs),
+    /// Install banshare's fail2ban action, filter and example jails.
+    #[command(subcommand)]
+    Fail2ban(Fail2banCommand),
     /// Run a local demonstration cluster in a temporary folder (no root).
     #[command(long_about = DEMO_ABOUT)]
     Demo(DemoArgs),
@@ -295,6 +301,59 @@ pub struct CleanupArgs {
     /// The backend whose rules and sets to remove [config: watch.backend].
     #[arg(long, value_name = "BACKEND")]
     pub backend: Option<String>,
+}
+
+const MONITOR_ABOUT: &str = "\
+Share fail2ban's bans without changing fail2ban's configuration: follow
+fail2ban.log (rotation-aware, with a cursor saved in the state directory),
+and turn each `NOTICE [jail] Ban IP` and `Unban IP` line into a record in
+the shared log, delivered like `banshare ban` (spooled while the log is
+unreachable).
+
+Not shared: `Restore Ban` lines (fail2ban re-applying its database at
+start) and the jails in [monitor] exclude_jails (default: banshare, the
+jail that receives banshare's own bans). On the first run the monitor
+starts at the end of fail2ban.log. fail2ban.log does not say how long a ban
+lasts: records carry [monitor] bantime if set, else each watcher applies
+its own default.
+
+Use either the monitor or the banshare action on a node, not both, or each
+ban is shared twice (harmless: watchers drop repeated reports).
+
+SIGTERM and SIGINT stop it after saving the cursor.";
+
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// fail2ban's log [config: monitor.fail2ban_log]
+    /// [default: /var/log/fail2ban.log].
+    #[arg(long, value_name = "PATH")]
+    pub fail2ban_log: Option<PathBuf>,
+
+    /// Where the cursor is kept [config: monitor.state_dir]
+    /// [default: /var/lib/banshare/monitor].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Fail2banCommand {
+    /// Write action.d/banshare.conf, filter.d/banshare.conf and
+    /// jail.d/banshare.local into fail2ban's configuration folder.
+    Install(InstallArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// fail2ban's configuration folder.
+    #[arg(long, value_name = "DIR", default_value = "/etc/fail2ban")]
+    pub dir: PathBuf,
+
+    /// Replace files that exist with other content.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

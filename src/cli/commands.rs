@@ -11,7 +11,7 @@ use banshare::record::{Op, Target};
 use banshare::spool::Spool;
 use banshare::transport::{self, LogLocation, Transport};
 
-use super::args::{AddressArg, Cli, Command, ConfigCommand, LogArgs, ShareArgs};
+use super::args::{AddressArg, Cli, Command, ConfigCommand, Fail2banCommand, LogArgs, ShareArgs};
 
 /// How a command failed, which decides the exit status.
 pub enum Failure {
@@ -56,6 +56,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Watch(args) => super::watch::watch(args, &cli.config, settings),
         Command::Status(args) => super::watch::status(args, settings),
         Command::Cleanup(args) => super::watch::cleanup(args, settings),
+        Command::Monitor(args) => super::fail2ban::monitor(args, settings),
+        Command::Fail2ban(Fail2banCommand::Install(args)) => super::fail2ban::install(args),
         Command::Demo(args) => {
             banshare::demo::run(args.keep).map_err(|e| Failure::Runtime(anyhow!(e)))
         }

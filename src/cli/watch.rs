@@ -110,7 +110,8 @@ fn reload_policy(config: &Option<PathBuf>, args: &WatchArgs) -> Option<PolicySet
     }
 }
 
-fn forward_signals(handle: Handle) -> Result<()> {
+/// Turns SIGTERM and SIGINT into Stop and SIGHUP into Reload for `handle`.
+pub fn forward_signals(handle: Handle) -> Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("cannot install signal handlers")?;

@@ -28,8 +28,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod monitor;
 mod watch;
 
+pub use monitor::{DEFAULT_FAIL2BAN_LOG, MonitorSettings};
 pub use watch::{DEFAULT_STATE_DIR, FollowKind, WatchSettings, parse_net};
 
 use crate::lock::LockTimings;
@@ -70,6 +72,7 @@ pub struct RawConfig {
     pub common: RawCommon,
     pub append: RawAppend,
     pub watch: watch::RawWatch,
+    pub monitor: monitor::RawMonitor,
     /// The ban backends' own settings; checked when a backend is opened.
     pub backend: crate::backend::BackendSettings,
 }
@@ -124,6 +127,7 @@ pub struct Settings {
     pub spool_dir: PathBuf,
     pub append: AppendSettings,
     pub watch: WatchSettings,
+    pub monitor: MonitorSettings,
     pub backend: crate::backend::BackendSettings,
 }
 
@@ -236,6 +240,7 @@ impl Settings {
                 },
             },
             watch: WatchSettings::check(&raw.watch, &check)?,
+            monitor: MonitorSettings::check(&raw.monitor, &check)?,
             backend: raw.backend.clone(),
         };
         settings
@@ -281,6 +286,7 @@ impl Settings {
                 skip_jails: Some(a.skip_jails.iter().map(|j| j.to_string()).collect()),
             },
             watch: self.watch.to_raw(),
+            monitor: self.monitor.to_raw(),
             backend: self.backend.clone(),
         };
         toml::to_string(&raw).expect("settings always serialize")

@@ -1,0 +1,118 @@
+//! `banshare monitor` and `banshare fail2ban install`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow};
+use banshare::append::Writer;
+use banshare::config::Settings;
+use banshare::monitor::{Monitor, Options};
+use banshare::spool::Spool;
+use banshare::transport::LogLocation;
+use banshare::watch::mode;
+use banshare::watch::state::StateDir;
+
+use super::args::{InstallArgs, MonitorArgs};
+use super::commands::{Result, apply_log_args, required_log};
+use super::watch::forward_signals;
+
+pub fn monitor(args: MonitorArgs, mut settings: Settings) -> Result<()> {
+    apply_log_args(&mut settings, &args.log)?;
+    if let Some(path) = args.fail2ban_log {
+        settings.monitor.fail2ban_log = path;
+    }
+    if let Some(dir) = args.state_dir {
+        settings.monitor.state_dir = dir;
+    }
+    let location: LogLocation = required_log(&settings)?;
+    let m = &settings.monitor;
+    let state = StateDir::open(&m.state_dir)
+        .with_context(|| format!("cannot open the state directory {}", m.state_dir.display()))?;
+    let spool = Spool::open(&settings.spool_dir).context("cannot open the spool")?;
+    let dir = m
+        .fail2ban_log
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let w = &settings.watch;
+    let opts = Options {
+        fail2ban_log: m.fail2ban_log.clone(),
+        mode: mode::resolve(w.follow, dir, w.poll_interval, w.safety_poll),
+        state,
+        exclude_jails: m.exclude_jails.clone(),
+        bantime: m.bantime,
+        writer: Writer {
+            node: settings.node.clone(),
+            tag: settings.append.tag.clone(),
+            pid: std::process::id(),
+        },
+        log: location,
+        spool,
+        lock: settings.append.lock,
+        deadline: settings.append.deadline(),
+        batch_max: w.batch_max,
+    };
+    let (monitor, handle) = Monitor::new(opts).context("cannot load the monitor's cursor")?;
+    forward_signals(handle)?;
+    monitor.run();
+    Ok(())
+}
+
+/// The files `install` writes, embedded at build time.
+const FILES: [(&str, &str); 3] = [
+    (
+        "action.d/banshare.conf",
+        include_str!("../../fail2ban/action.d/banshare.conf"),
+    ),
+    (
+        "filter.d/banshare.conf",
+        include_str!("../../fail2ban/filter.d/banshare.conf"),
+    ),
+    (
+        "jail.d/banshare.local",
+        include_str!("../../fail2ban/jail.d/banshare.local"),
+    ),
+];
+
+pub fn install(args: InstallArgs) -> Result<()> {
+    if !args.dir.is_dir() {
+        return Err(anyhow!(
+            "{} is not a folder: is fail2ban installed? (--dir names another)",
+            args.dir.display()
+        )
+        .into());
+    }
+    for (name, content) in FILES {
+        let path = args.dir.join(name);
+        install_file(&path, content, args.force)?;
+    }
+    eprintln!(
+        "banshare: now enable the jails you want in jail.d/banshare.local and run `fail2ban-client reload`"
+    );
+    Ok(())
+}
+
+fn install_file(path: &PathBuf, content: &str, force: bool) -> Result<()> {
+    match fs::read_to_string(path) {
+        Ok(existing) if existing == content => {
+            eprintln!("banshare: {} is up to date", path.display());
+            return Ok(());
+        }
+        Ok(_) if !force => {
+            return Err(anyhow!(
+                "{} exists with other content; --force replaces it",
+                path.display()
+            )
+            .into());
+        }
+        _ => {}
+    }
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    banshare::durable::write_atomic(path, content.as_bytes(), 0o644)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!("banshare: wrote {}", path.display());
+    Ok(())
+}

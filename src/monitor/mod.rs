@@ -1,0 +1,264 @@
+//! `banshare monitor`: share fail2ban's bans without changing fail2ban's
+//! configuration, as fail2ban-zmq-tools' monitor did.
+//!
+//! It follows fail2ban.log with the same follower as the watcher (rotation
+//! aware, cursor persisted atomically), turns each `NOTICE [jail] Ban IP`
+//! and `Unban IP` into a record, and delivers the records of one read as
+//! one batch through the transport, or to the spool when the log is out of
+//! reach. `Restore Ban` lines (fail2ban re-applying its database at start)
+//! and the excluded jails (by default `banshare`, the jail that receives
+//! banshare's own bans) are not shared.
+//!
+//! On its first run (no saved cursor) it starts at the end of fail2ban.log:
+//! bans from before banshare was installed are not shared.
+
+pub mod f2blog;
+
+use std::path::PathBuf;
+
+use crate::append::{self, Outcome, Request, Writer};
+use crate::follow::{Follower, Line, LocalFs};
+use crate::lock::LockTimings;
+use crate::record::{BanTime, Jail, Op, PortSpec, Record};
+use crate::spool::Spool;
+use crate::transport::{self, LogLocation};
+use crate::watch::mode::Mode;
+use crate::watch::state::{SavedCursor, StateDir};
+use crate::watch::wake::{Handle, Msg, Wake};
+use crate::watch::{error, info, warn};
+use f2blog::{Event, Kind};
+
+/// What the monitor needs.
+pub struct Options {
+    pub fail2ban_log: PathBuf,
+    pub mode: Mode,
+    pub state: StateDir,
+    /// Bans of these jails are not shared.
+    pub exclude_jails: Vec<Jail>,
+    /// The bantime records carry (fail2ban.log does not say); `None`: each
+    /// watcher applies its own default.
+    pub bantime: Option<BanTime>,
+    pub writer: Writer,
+    /// Where and how to deliver.
+    pub log: LogLocation,
+    pub spool: Spool,
+    pub lock: LockTimings,
+    pub deadline: std::time::Duration,
+    pub batch_max: usize,
+}
+
+/// Counters, logged at stop.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counts {
+    pub shared: u64,
+    pub spooled: u64,
+    pub skipped: u64,
+    pub bad: u64,
+}
+
+pub struct Monitor {
+    opts: Options,
+    follower: Follower<LocalFs>,
+    wake: Wake,
+    /// Records read but neither delivered nor spooled yet: they go first.
+    pending: Vec<Record>,
+    counts: Counts,
+    reachable: Option<bool>,
+}
+
+impl Monitor {
+    pub fn new(mut opts: Options) -> std::io::Result<(Monitor, Handle)> {
+        let saved = opts
+            .state
+            .load_cursor()?
+            .filter(|s| s.log == opts.fail2ban_log);
+        let first_run = saved.is_none();
+        let follower = Follower::new(LocalFs, opts.fail2ban_log.clone(), saved.map(|s| s.cursor));
+        let (wake, handle) = Wake::new(&opts.fail2ban_log, opts.mode);
+        opts.mode = wake.mode();
+        let mut monitor = Monitor {
+            opts,
+            follower,
+            wake,
+            pending: Vec::new(),
+            counts: Counts::default(),
+            reachable: None,
+        };
+        if first_run {
+            monitor.skip_history();
+        }
+        Ok((monitor, handle))
+    }
+
+    /// Runs until a stop message.
+    pub fn run(mut self) -> Counts {
+        info(&format!(
+            "monitoring {} ({}), sharing to {} as node {}",
+            self.opts.fail2ban_log.display(),
+            self.opts.mode.describe(),
+            self.opts.log,
+            self.opts.writer.node
+        ));
+        loop {
+            self.cycle();
+            if self.wake.wait() == Some(Msg::Stop) {
+                break;
+            }
+        }
+        self.save_cursor();
+        let c = &self.counts;
+        info(&format!(
+            "stopped: {} shared, {} spooled, {} not shared, {} bad lines",
+            c.shared, c.spooled, c.skipped, c.bad
+        ));
+        self.counts
+    }
+
+    /// First run: start at the end of fail2ban.log.
+    fn skip_history(&mut self) {
+        let mut skipped = 0usize;
+        while let Ok(lines) = self.follower.read_lines(self.opts.batch_max) {
+            if lines.is_empty() {
+                break;
+            }
+            skipped += lines.len();
+        }
+        self.save_cursor();
+        info(&format!(
+            "first run: starting at the end of fail2ban.log ({skipped} earlier lines not shared)"
+        ));
+    }
+
+    fn cycle(&mut self) {
+        loop {
+            if !self.pending.is_empty() && !self.deliver() {
+                return; // retried on the next wake-up
+            }
+            let lines = match self.follower.read_lines(self.opts.batch_max) {
+                Ok(lines) => {
+                    self.note_reachable(true, None);
+                    lines
+                }
+                Err(e) => return self.note_reachable(false, Some(e.to_string())),
+            };
+            if lines.is_empty() {
+                return;
+            }
+            self.pending = self.records(&lines);
+            if self.pending.is_empty() || self.deliver() {
+                self.save_cursor();
+            }
+        }
+    }
+
+    fn records(&mut self, lines: &[Line]) -> Vec<Record> {
+        let mut records = Vec::new();
+        for line in lines {
+            let Line::Complete { bytes, .. } = line else {
+                continue;
+            };
+            match f2blog::parse(bytes) {
+                Ok(Some(event)) => match self.record(&event) {
+                    Some(Ok(record)) => records.push(record),
+                    Some(Err(e)) => error(&format!("cannot make a record id: {e}")),
+                    None => self.counts.skipped += 1,
+                },
+                Ok(None) => {}
+                Err(bad) => {
+                    self.counts.bad += 1;
+                    warn(&format!("fail2ban.log: {bad} ({} so far)", self.counts.bad));
+                }
+            }
+        }
+        records
+    }
+
+    /// The record for an event, or `None` if it is not shared.
+    fn record(&self, event: &Event) -> Option<Result<Record, getrandom::Error>> {
+        let op = match event.kind {
+            Kind::Ban => Op::Ban,
+            Kind::Unban => Op::Unban,
+            Kind::RestoreBan => return None,
+        };
+        if self.opts.exclude_jails.contains(&event.jail) {
+            return None;
+        }
+        let request = Request {
+            op,
+            targets: vec![event.target],
+            ports: PortSpec::all(),
+            jail: Some(event.jail.clone()),
+            bantime: self.opts.bantime,
+        };
+        Some(
+            append::build_records(&request, &self.opts.writer, event.time).map(|mut r| r.remove(0)),
+        )
+    }
+
+    /// Delivers the pending records (or spools them); false if neither.
+    fn deliver(&mut self) -> bool {
+        let records = std::mem::take(&mut self.pending);
+        let count = records.len() as u64;
+        let owner = crate::lock::Owner {
+            node: self.opts.writer.node.to_string(),
+            pid: std::process::id(),
+        };
+        let transport = transport::open(
+            &self.opts.log,
+            &self.opts.spool.append_lock_path(),
+            owner,
+            self.opts.lock,
+        );
+        match append::deliver(
+            records.clone(),
+            transport,
+            &self.opts.spool,
+            self.opts.deadline,
+        ) {
+            Ok(Outcome::Delivered { .. }) => {
+                self.counts.shared += count;
+                info(&format!("shared {count} record(s)"));
+                true
+            }
+            Ok(Outcome::Spooled { reason }) => {
+                self.counts.spooled += count;
+                warn(&format!("{count} record(s) spooled: {reason}"));
+                true
+            }
+            Err(e) => {
+                error(&format!(
+                    "{count} record(s) could be neither delivered nor spooled: {e}; retrying"
+                ));
+                self.pending = records;
+                false
+            }
+        }
+    }
+
+    fn note_reachable(&mut self, ok: bool, error: Option<String>) {
+        if self.reachable != Some(ok) {
+            match error {
+                Some(e) => warn(&format!("cannot read fail2ban.log (will retry): {e}")),
+                None if self.reachable.is_some() => info("fail2ban.log is readable again"),
+                None => {}
+            }
+        }
+        self.reachable = Some(ok);
+    }
+
+    fn save_cursor(&mut self) {
+        let Some(cursor) = self.follower.cursor() else {
+            return;
+        };
+        let saved = SavedCursor {
+            log: self.opts.fail2ban_log.clone(),
+            cursor,
+        };
+        if let Err(e) = self.opts.state.save_cursor(&saved) {
+            error(&format!(
+                "cannot save the cursor in {}: {e}",
+                self.opts.state.path().display()
+            ));
+        }
+    }
+}
