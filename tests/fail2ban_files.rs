@@ -12,7 +12,10 @@ use std::process::Command;
 
 use support::BANSHARE;
 
-const FILTER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fail2ban/filter.d/banshare.conf");
+const FILTER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/fail2ban/filter.d/banshare.conf"
+);
 
 /// The lines `fail2ban-regex` matched in `log`, and those it missed.
 fn regex_split(log: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
@@ -22,7 +25,11 @@ fn regex_split(log: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
         .arg(FILTER)
         .output()
         .expect("run fail2ban-regex (Debian package fail2ban)");
-    assert!(out.status.success(), "fail2ban-regex failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "fail2ban-regex failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let mut matched = BTreeSet::new();
     let mut missed = BTreeSet::new();
@@ -45,14 +52,38 @@ fn regex_split(log: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
 fn filter_matches_ban_records_and_nothing_else() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/filter-cases.log");
     let (matched, missed) = regex_split(&fixture);
-    let addresses: BTreeSet<String> =
-        matched.iter().map(|l| l.split(" HOST ").nth(1).unwrap().split(' ').next().unwrap().to_owned()).collect();
-    let expected: BTreeSet<String> =
-        ["192.0.2.1", "192.0.2.2", "2001:db8::3", "192.0.2.4", "192.0.2.5"].map(String::from).into();
+    let addresses: BTreeSet<String> = matched
+        .iter()
+        .map(|l| {
+            l.split(" HOST ")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let expected: BTreeSet<String> = [
+        "192.0.2.1",
+        "192.0.2.2",
+        "2001:db8::3",
+        "192.0.2.4",
+        "192.0.2.5",
+    ]
+    .map(String::from)
+    .into();
     assert_eq!(addresses, expected, "matched: {matched:#?}");
     let total = fs::read_to_string(&fixture).unwrap().lines().count();
-    assert_eq!(matched.len() + missed.len(), total, "every line was either matched or missed");
-    assert!(missed.iter().all(|l| !l.contains("192.0.2.")), "{missed:#?}");
+    assert_eq!(
+        matched.len() + missed.len(),
+        total,
+        "every line was either matched or missed"
+    );
+    assert!(
+        missed.iter().all(|l| !l.contains("192.0.2.")),
+        "{missed:#?}"
+    );
 }
 
 #[test]
@@ -61,22 +92,49 @@ fn filter_matches_real_logger_lines_and_banshare_bans_but_not_unbans() {
     let log = dir.path().join("newbans.log");
     // Lines captured from util-linux logger -s (tests/fixtures).
     let logger = include_str!("fixtures/logger-lines.txt");
-    let logger_lines: Vec<&str> =
-        logger.lines().filter(|l| !l.starts_with('#') && !l.is_empty() && !l.contains('/')).collect();
+    let logger_lines: Vec<&str> = logger
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty() && !l.contains('/'))
+        .collect();
     fs::write(&log, logger_lines.join("\n") + "\n").unwrap();
     // banshare's own ban and unban lines, written by the real binary.
-    for (op, addr) in [("ban", "192.0.2.50"), ("ban", "2001:db8::50"), ("unban", "192.0.2.51")] {
+    for (op, addr) in [
+        ("ban", "192.0.2.50"),
+        ("ban", "2001:db8::50"),
+        ("unban", "192.0.2.51"),
+    ] {
         let out = Command::new(BANSHARE)
-            .args(["--config", "/dev/null", "--quiet", op, addr, "--jail", "sshd", "--bantime", "600", "--node", "n1", "--log"])
+            .args([
+                "--config",
+                "/dev/null",
+                "--quiet",
+                op,
+                addr,
+                "--jail",
+                "sshd",
+                "--bantime",
+                "600",
+                "--node",
+                "n1",
+                "--log",
+            ])
             .arg(&log)
             .arg("--spool-dir")
             .arg(dir.path().join("spool"))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let (matched, missed) = regex_split(&log);
-    assert_eq!(matched.len(), logger_lines.len() + 2, "matched: {matched:#?}\nmissed: {missed:#?}");
+    assert_eq!(
+        matched.len(),
+        logger_lines.len() + 2,
+        "matched: {matched:#?}\nmissed: {missed:#?}"
+    );
     assert_eq!(missed.len(), 1, "{missed:#?}");
     assert!(missed.iter().next().unwrap().contains("UNBAN 192.0.2.51"));
 }
@@ -85,29 +143,73 @@ fn filter_matches_real_logger_lines_and_banshare_bans_but_not_unbans() {
 fn install_writes_files_fail2ban_accepts_and_refuses_to_clobber() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("fail2ban");
-    let copied = Command::new("cp").args(["-r", "/etc/fail2ban"]).arg(&conf).status().unwrap();
-    assert!(copied.success(), "copy /etc/fail2ban (Debian package fail2ban)");
+    let copied = Command::new("cp")
+        .args(["-r", "/etc/fail2ban"])
+        .arg(&conf)
+        .status()
+        .unwrap();
+    assert!(
+        copied.success(),
+        "copy /etc/fail2ban (Debian package fail2ban)"
+    );
     for entry in fs::read_dir(conf.join("jail.d")).unwrap() {
         fs::remove_file(entry.unwrap().path()).unwrap();
     }
     let install = |extra: &[&str]| {
-        Command::new(BANSHARE).args(["--config", "/dev/null", "fail2ban", "install", "--dir"]).arg(&conf).args(extra).output().unwrap()
+        Command::new(BANSHARE)
+            .args(["--config", "/dev/null", "fail2ban", "install", "--dir"])
+            .arg(&conf)
+            .args(extra)
+            .output()
+            .unwrap()
     };
     let out = install(&[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for file in ["action.d/banshare.conf", "filter.d/banshare.conf", "jail.d/banshare.local"] {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for file in [
+        "action.d/banshare.conf",
+        "filter.d/banshare.conf",
+        "jail.d/banshare.local",
+    ] {
         assert!(conf.join(file).exists(), "{file}");
     }
     // fail2ban parses the whole configuration, our action and jails included.
-    let dump = Command::new("fail2ban-client").arg("-c").arg(&conf).arg("-d").output().unwrap();
+    let dump = Command::new("fail2ban-client")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-d")
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&dump.stdout);
-    assert!(dump.status.success(), "{}{}", text, String::from_utf8_lossy(&dump.stderr));
-    assert!(text.contains("banshare --quiet ban <ip>") || text.contains("banshare --quiet ban"), "the sshd jail got the banshare action: {text}");
+    assert!(
+        dump.status.success(),
+        "{}{}",
+        text,
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    assert!(
+        text.contains("banshare --quiet ban <ip>") || text.contains("banshare --quiet ban"),
+        "the sshd jail got the banshare action: {text}"
+    );
 
     assert!(install(&[]).status.success(), "a second install is a no-op");
-    fs::write(conf.join("jail.d/banshare.local"), "# edited by the admin\n").unwrap();
+    fs::write(
+        conf.join("jail.d/banshare.local"),
+        "# edited by the admin\n",
+    )
+    .unwrap();
     let out = install(&[]);
-    assert_eq!(out.status.code(), Some(1), "an edited file is not replaced without --force");
-    assert_eq!(fs::read_to_string(conf.join("jail.d/banshare.local")).unwrap(), "# edited by the admin\n");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an edited file is not replaced without --force"
+    );
+    assert_eq!(
+        fs::read_to_string(conf.join("jail.d/banshare.local")).unwrap(),
+        "# edited by the admin\n"
+    );
     assert!(install(&["--force"]).status.success());
 }

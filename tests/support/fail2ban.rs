@@ -64,6 +64,18 @@ impl Fail2ban {
     /// so that several can start at once. `jail_options` are the jail's
     /// lines after `enabled = true`, e.g. `filter = newbans\nlogpath = ...`.
     pub fn spawn(ns: Option<&str>, jail: &str, jail_options: &str) -> Fail2ban {
+        Fail2ban::spawn_with_files(ns, jail, jail_options, &[])
+    }
+
+    /// As [`Fail2ban::spawn`], with `files` (paths relative to the
+    /// configuration folder, and their content) written before the start,
+    /// e.g. `("action.d/banshare.conf", ...)`.
+    pub fn spawn_with_files(
+        ns: Option<&str>,
+        jail: &str,
+        jail_options: &str,
+        files: &[(&str, &str)],
+    ) -> Fail2ban {
         let dir = tempfile::Builder::new()
             .prefix("bs-fail2ban-")
             .tempdir()
@@ -82,6 +94,9 @@ impl Fail2ban {
             let _ = fs::remove_file(entry.unwrap().path());
         }
         fs::write(conf.join("filter.d/newbans.conf"), NEWBANS_FILTER).unwrap();
+        for (name, content) in files {
+            fs::write(conf.join(name), content).unwrap_or_else(|e| panic!("write {name}: {e}"));
+        }
         let path = |name: &str| dir.path().join(name).display().to_string();
         fs::write(
             conf.join("fail2ban.local"),
@@ -156,6 +171,11 @@ impl Fail2ban {
 
     pub fn jail(&self) -> &str {
         &self.jail
+    }
+
+    /// The server's log file (`logtarget`).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("fail2ban.log")
     }
 
     /// The server's log (`logtarget`).

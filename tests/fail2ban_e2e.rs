@@ -1,0 +1,342 @@
+//! banshare with a real fail2ban (Debian's package) on test hosts in
+//! network namespaces: fail2ban bans on host A, the ban reaches host B
+//! through the shared log, and B bans. Proof is the attacker namespace's
+//! TCP connect. B runs either `banshare watch` or only stock fail2ban with
+//! the banshare filter; A either has the banshare action or only runs
+//! `banshare monitor`. Needs root; fails, never skips, without it.
+
+mod support;
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::cluster::{Cluster, require_root};
+use support::fail2ban::Fail2ban;
+use support::{BANSHARE, wait_until};
+
+const PORT: u16 = 8080;
+const ACTION: &str = include_str!("../fail2ban/action.d/banshare.conf");
+const FILTER: &str = include_str!("../fail2ban/filter.d/banshare.conf");
+/// fail2ban polls once a second; bans cross two polls and an append.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A child process killed on drop (watchers, monitors).
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The test network: hosts with sshfs mounts of one share holding the log,
+/// a TCP server on each, and per-host banshare configuration files.
+struct Net {
+    cluster: Cluster,
+    tmp: tempfile::TempDir,
+    mounts: Vec<PathBuf>,
+}
+
+impl Net {
+    fn new(hint: &str, nodes: usize) -> Net {
+        require_root();
+        let cluster = Cluster::new(hint, nodes);
+        fs::write(cluster.export_dir().join("newbans.log"), b"").unwrap();
+        let mounts = (0..nodes).map(|i| cluster.mount(i)).collect();
+        for node in 0..nodes {
+            cluster.serve_tcp(node, PORT);
+        }
+        let net = Net {
+            cluster,
+            tmp: tempfile::tempdir().unwrap(),
+            mounts,
+        };
+        for node in 0..nodes {
+            net.write_config(node);
+        }
+        net
+    }
+
+    fn config(&self, node: usize) -> PathBuf {
+        self.tmp.path().join(format!("banshare-{node}.toml"))
+    }
+
+    fn write_config(&self, node: usize) {
+        let text = format!(
+            "[common]\nlog = {:?}\nnode = \"node{node}\"\nspool_dir = {:?}\n[watch]\nstate_dir = {:?}\n[monitor]\nstate_dir = {:?}\n",
+            self.mounts[node].join("newbans.log"),
+            self.tmp.path().join(format!("spool{node}")),
+            self.tmp.path().join(format!("watch{node}")),
+            self.tmp.path().join(format!("monitor{node}")),
+        );
+        fs::write(self.config(node), text).unwrap();
+    }
+
+    /// `banshare --config <node's> ARGS` in the node's namespace.
+    fn banshare(&self, node: usize, args: &[&str]) -> Command {
+        let mut cmd = self
+            .cluster
+            .command_in(self.cluster.node_ns(node), BANSHARE);
+        cmd.arg("--config").arg(self.config(node)).args(args);
+        cmd
+    }
+
+    fn watch(&self, node: usize) -> Daemon {
+        let child = self
+            .banshare(node, &["watch", "--backend", "nftables"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let ns = self.cluster.node_ns(node);
+        let ready = wait_until(Duration::from_secs(20), || {
+            self.cluster
+                .command_in(ns, "nft")
+                .args(["list", "table", "inet", "banshare"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        assert!(ready, "node{node}'s watcher never set up nftables");
+        Daemon(child)
+    }
+
+    /// fail2ban on `node` with an sshd jail on its own auth log; `actions`
+    /// is the jail's action list after its nftables ban.
+    fn fail2ban_sshd(&self, node: usize, banshare_action: bool) -> (Fail2ban, PathBuf) {
+        let auth = self.tmp.path().join(format!("auth{node}.log"));
+        fs::write(&auth, b"").unwrap();
+        let share = if banshare_action {
+            format!(
+                "\n         banshare[banshare=\"{BANSHARE} --config {}\"]",
+                self.config(node).display()
+            )
+        } else {
+            String::new()
+        };
+        let options = format!(
+            "filter = sshd\nlogpath = {}\nbackend = polling\nmaxretry = 2\nfindtime = 600\nbantime = 600\n\
+             port = 0:65535\naction = nftables-allports[name=sshtest]{share}\n",
+            auth.display()
+        );
+        let mut f2b = Fail2ban::spawn_with_files(
+            Some(self.cluster.node_ns(node)),
+            "sshtest",
+            &options,
+            &[("action.d/banshare.conf", ACTION)],
+        );
+        f2b.wait_ready();
+        (f2b, auth)
+    }
+
+    /// Stock fail2ban reading the shared log with the banshare filter.
+    fn fail2ban_consumer(&self, node: usize) -> Fail2ban {
+        let options = format!(
+            "filter = banshare\nlogpath = {}\nbackend = polling\nmaxretry = 1\nfindtime = 3600\nbantime = 600\n\
+             action = nftables-allports[name=banshare]\n",
+            self.mounts[node].join("newbans.log").display()
+        );
+        let mut f2b = Fail2ban::spawn_with_files(
+            Some(self.cluster.node_ns(node)),
+            "banshare",
+            &options,
+            &[("filter.d/banshare.conf", FILTER)],
+        );
+        f2b.wait_ready();
+        f2b
+    }
+
+    fn reachable(&self, node: usize) -> bool {
+        self.cluster
+            .can_connect(self.cluster.attacker_ns(), self.cluster.node_ip(node), PORT)
+    }
+
+    fn expect_blocked(&self, node: usize, what: &str) {
+        assert!(
+            wait_until(PATIENCE, || !self.reachable(node)),
+            "{what}: node{node} still accepts the attacker"
+        );
+    }
+
+    fn expect_open(&self, node: usize, what: &str) {
+        assert!(
+            wait_until(PATIENCE, || self.reachable(node)),
+            "{what}: node{node} still blocks the attacker"
+        );
+    }
+
+    fn shared_log(&self) -> String {
+        fs::read_to_string(self.cluster.export_dir().join("newbans.log")).unwrap()
+    }
+}
+
+/// Failed SSH logins from `ip`, as sshd logs them, now.
+fn fail_logins(auth: &Path, ip: &str, count: usize) {
+    let mut file = OpenOptions::new().append(true).open(auth).unwrap();
+    for i in 0..count {
+        let now = chrono::Local::now().format("%b %e %H:%M:%S");
+        writeln!(
+            file,
+            "{now} hostA sshd[{}]: Failed password for invalid user admin from {ip} port {} ssh2",
+            4000 + i,
+            50000 + i
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn fail2ban_action_shares_to_a_watcher_and_to_stock_fail2ban_and_unban_propagates() {
+    let net = Net::new("f2baction", 3);
+    let (a, auth) = net.fail2ban_sshd(0, true);
+    let _watch = net.watch(1);
+    let _consumer = net.fail2ban_consumer(2);
+    for node in 0..3 {
+        assert!(
+            net.reachable(node),
+            "node{node} must accept the attacker before any ban"
+        );
+    }
+    let attacker = net.cluster.attacker_ip().to_string();
+
+    fail_logins(&auth, &attacker, 3);
+    net.expect_blocked(0, "fail2ban on A");
+    let log = net.shared_log();
+    assert!(
+        log.contains(&format!(
+            "HOST {attacker} PORT 0:65535 jail=sshtest node=node0"
+        )),
+        "the action's record: {log}"
+    );
+    net.expect_blocked(1, "banshare watch on B");
+    net.expect_blocked(2, "stock fail2ban with the banshare filter on B'");
+
+    let out = a
+        .client()
+        .args(["set", "sshtest", "unbanip", &attacker])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    net.expect_open(0, "unban on A");
+    assert!(
+        wait_until(PATIENCE, || net
+            .shared_log()
+            .contains(&format!("UNBAN {attacker} "))),
+        "no unban record"
+    );
+    net.expect_open(1, "the unban reaching the watcher");
+}
+
+#[test]
+fn monitor_shares_bans_of_a_fail2ban_without_the_action() {
+    let net = Net::new("f2bmonitor", 2);
+    let (a, auth) = net.fail2ban_sshd(0, false);
+    let monitor = net
+        .banshare(0, &["monitor", "--fail2ban-log"])
+        .arg(a.log_path())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _monitor = Daemon(monitor);
+    let cursor = net.tmp.path().join("monitor0/cursor.json");
+    assert!(
+        wait_until(Duration::from_secs(20), || cursor.exists()),
+        "the monitor never started"
+    );
+    let _watch = net.watch(1);
+    assert!(net.reachable(1));
+    let attacker = net.cluster.attacker_ip().to_string();
+
+    fail_logins(&auth, &attacker, 3);
+    net.expect_blocked(0, "fail2ban on A");
+    net.expect_blocked(1, "the monitor's record reaching B");
+    assert!(net.shared_log().contains(&format!(
+        "HOST {attacker} PORT 0:65535 jail=sshtest node=node0"
+    )));
+
+    let out = a
+        .client()
+        .args(["set", "sshtest", "unbanip", &attacker])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    net.expect_open(1, "the unban reaching B");
+}
+
+#[test]
+fn monitor_loses_nothing_when_fail2ban_log_is_rotated() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("newbans.log");
+    fs::write(&log, b"").unwrap();
+    let auth = tmp.path().join("auth.log");
+    fs::write(&auth, b"").unwrap();
+    let options = format!(
+        "filter = sshd\nlogpath = {}\nbackend = polling\naction =\n",
+        auth.display()
+    );
+    let mut f2b = Fail2ban::spawn(None, "rot", &options);
+    f2b.wait_ready();
+    let monitor = Command::new(BANSHARE)
+        .args([
+            "--config",
+            "/dev/null",
+            "monitor",
+            "--node",
+            "a",
+            "--fail2ban-log",
+        ])
+        .arg(f2b.log_path())
+        .arg("--state-dir")
+        .arg(tmp.path().join("state"))
+        .arg("--spool-dir")
+        .arg(tmp.path().join("spool"))
+        .arg("--log")
+        .arg(&log)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _monitor = Daemon(monitor);
+    assert!(wait_until(Duration::from_secs(20), || tmp
+        .path()
+        .join("state/cursor.json")
+        .exists()));
+
+    let ban = |prefix: &str| {
+        let ips: Vec<String> = (1..=5).map(|i| format!("{prefix}.{i}")).collect();
+        let out = f2b
+            .client()
+            .args(["set", "rot", "banip"])
+            .args(&ips)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ips
+    };
+    let mut all = ban("192.0.2");
+    // logrotate's default: rename, then tell fail2ban to reopen its log.
+    fs::rename(f2b.log_path(), f2b.log_path().with_extension("log.1")).unwrap();
+    all.extend(ban("198.51.100")); // still written to the renamed file
+    let out = f2b.client().arg("flushlogs").output().unwrap();
+    assert!(out.status.success());
+    all.extend(ban("203.0.113")); // into the new file
+
+    let shared = || fs::read_to_string(&log).unwrap();
+    let complete = wait_until(PATIENCE, || {
+        all.iter()
+            .all(|ip| shared().contains(&format!("HOST {ip} ")))
+    });
+    assert!(complete, "missing records; shared log:\n{}", shared());
+    let records = shared().lines().count();
+    assert_eq!(records, all.len(), "each ban exactly once:\n{}", shared());
+}
