@@ -85,8 +85,8 @@ impl Daemon {
         };
         let resume = load_cursor(&opts).map_err(state_err)?;
         let mut policy = Policy::new(policy);
-        for (target, until) in opts.state.load_active().map_err(state_err)? {
-            policy.restore_active(target, until);
+        for (net, ban) in opts.state.load_active().map_err(state_err)? {
+            policy.restore_active(net, ban);
         }
         let (wake, handle) = Wake::new(&opts.log, opts.mode);
         opts.mode = wake.mode();

@@ -20,9 +20,10 @@
 //! 6. an address already banned at least as long is not banned again; a
 //!    longer report extends the ban (the longest remaining bantime wins).
 //!
-//! Unban records lift the ban and forget pending reports.
+//! Unban records lift the ban and forget pending reports, unless the ban in
+//! force is newer than the unban or came from another jail.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ use chrono::{DateTime, Datelike, Local, NaiveDate, TimeZone, Utc};
 use ipnet::IpNet;
 
 use crate::backend::{Action, Ban, Unban};
-use crate::record::{BanTime, NodeId, Op, Record, RecordId, Target};
+use crate::record::{BanTime, Jail, NodeId, Op, Record, RecordId, Target};
 
 /// The knobs of [`Policy`], from the `[watch]` section.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +66,7 @@ pub enum Skip {
     Expired,
     WaitingForNodes,
     AlreadyBanned,
+    UnbanSuperseded,
 }
 
 impl Skip {
@@ -79,24 +81,34 @@ impl Skip {
             Skip::Expired => "ban already over",
             Skip::WaitingForNodes => "waiting for reports from more nodes",
             Skip::AlreadyBanned => "already banned at least as long",
+            Skip::UnbanSuperseded => "unban older than the ban in force, or from another jail",
         }
     }
 }
 
 /// When a ban ends; `None` is never.
-type Expiry = Option<DateTime<Utc>>;
+pub type Expiry = Option<DateTime<Utc>>;
 
-/// One report of an address: which node (if known), and when.
-type Report = (Option<NodeId>, DateTime<Utc>);
+/// The ban in force on an address: when it ends, and where it came from,
+/// so that an unban from another jail or an older unban cannot lift it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveBan {
+    pub until: Expiry,
+    pub jail: Option<Jail>,
+    pub since: DateTime<Utc>,
+}
 
 /// The policy and the state it keeps: active bans, seen ids, and reports
-/// waiting for `min_nodes`.
+/// waiting for `min_nodes`. Every map is keyed by the normalised network
+/// (`192.0.2.1/32` for `192.0.2.1` and `::ffff:192.0.2.1`), the same unit
+/// the firewall backends ban.
 #[derive(Debug)]
 pub struct Policy {
     settings: PolicySettings,
-    active: HashMap<Target, Expiry>,
+    active: HashMap<IpNet, ActiveBan>,
     seen: HashMap<RecordId, Expiry>,
-    reports: HashMap<Target, Vec<Report>>,
+    /// The latest report per node (`None`: anonymous), per address.
+    reports: HashMap<IpNet, HashMap<Option<NodeId>, DateTime<Utc>>>,
 }
 
 impl Policy {
@@ -122,38 +134,76 @@ impl Policy {
     pub fn active_count(&self, now: DateTime<Utc>) -> usize {
         self.active
             .values()
-            .filter(|e| e.is_none_or(|t| t > now))
+            .filter(|b| b.until.is_none_or(|t| t > now))
             .count()
     }
 
     /// Bans known to be in force, for persisting across restarts.
-    pub fn active_bans(&self) -> impl Iterator<Item = (&Target, &Expiry)> {
+    pub fn active_bans(&self) -> impl Iterator<Item = (&IpNet, &ActiveBan)> {
         self.active.iter()
     }
 
     /// Restores a ban applied before a restart, so that a shorter report
     /// cannot shorten it.
-    pub fn restore_active(&mut self, target: Target, expiry: Expiry) {
-        self.active.insert(target, expiry);
+    pub fn restore_active(&mut self, net: IpNet, ban: ActiveBan) {
+        self.active.insert(normalize(net), ban);
     }
 
     /// Drops state that can no longer matter at `now`.
     pub fn prune(&mut self, now: DateTime<Utc>) {
         let live = |e: &Expiry| e.is_none_or(|t| t > now);
-        self.active.retain(|_, e| live(e));
+        self.active.retain(|_, b| live(&b.until));
         self.seen.retain(|_, e| live(e));
-        let window =
-            chrono::Duration::from_std(self.settings.findtime).unwrap_or(chrono::Duration::MAX);
+        let window = self.findtime();
         self.reports.retain(|_, r| {
-            r.retain(|(_, ts)| *ts + window > now);
+            r.retain(|_, ts| *ts + window > now);
             !r.is_empty()
         });
     }
 
+    fn findtime(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.settings.findtime).unwrap_or(chrono::Duration::MAX)
+    }
+
     /// What to do with `record` at `now`.
     pub fn decide(&mut self, record: &Record, now: DateTime<Utc>) -> Result<Action, Skip> {
+        if record
+            .fields
+            .id
+            .as_ref()
+            .is_some_and(|id| self.seen.contains_key(id))
+        {
+            return Err(Skip::Duplicate);
+        }
+        if record.fields.node.as_ref() == Some(&self.settings.node) {
+            return Err(Skip::OwnNode);
+        }
+        let net = self.check_target(record.target)?;
         let ts = record_time(record, now);
-        let expiry = match record.op {
+        let decided = match record.op {
+            Op::Unban => self.unban(record, net, ts),
+            Op::Ban => {
+                let bantime = record
+                    .fields
+                    .bantime
+                    .unwrap_or(self.settings.default_bantime);
+                self.ban(record, net, ts, expiry(ts, bantime), now)
+            }
+        };
+        // Only records that took effect (or wait for more nodes) are
+        // remembered: refused ones would be refused again anyway, and
+        // remembering them would let a flood of garbage ids grow memory.
+        if decided.is_ok() || decided == Err(Skip::WaitingForNodes) {
+            self.remember(record, ts, now);
+        }
+        decided
+    }
+
+    /// Keeps the record's id until its ban is over (unbans: a day, or
+    /// findtime if longer), to drop copies of it.
+    fn remember(&mut self, record: &Record, ts: DateTime<Utc>, now: DateTime<Utc>) {
+        let Some(id) = &record.fields.id else { return };
+        let keep = match record.op {
             Op::Ban => expiry(
                 ts,
                 record
@@ -161,32 +211,14 @@ impl Policy {
                     .bantime
                     .unwrap_or(self.settings.default_bantime),
             ),
-            Op::Unban => None,
+            Op::Unban => Some(now + chrono::Duration::days(1).max(self.findtime())),
         };
-        self.check_duplicate(record, expiry.or(Some(now + chrono::Duration::days(1))))?;
-        if record.fields.node.as_ref() == Some(&self.settings.node) {
-            return Err(Skip::OwnNode);
-        }
-        self.check_target(record.target)?;
-        match record.op {
-            Op::Unban => Ok(self.unban(record, ts)),
-            Op::Ban => self.ban(record, ts, expiry, now),
-        }
+        self.seen.insert(id.clone(), keep);
     }
 
-    fn check_duplicate(&mut self, record: &Record, keep_until: Expiry) -> Result<(), Skip> {
-        let Some(id) = &record.fields.id else {
-            return Ok(());
-        };
-        if self.seen.contains_key(id) {
-            return Err(Skip::Duplicate);
-        }
-        self.seen.insert(id.clone(), keep_until);
-        Ok(())
-    }
-
-    /// Rule 3: addresses that are never banned on this node.
-    fn check_target(&self, target: Target) -> Result<(), Skip> {
+    /// Rule 3: addresses that are never banned on this node. Returns the
+    /// normalised network.
+    fn check_target(&self, target: Target) -> Result<IpNet, Skip> {
         let net = normalize(target.net());
         let s = &self.settings;
         let max = match net {
@@ -209,69 +241,93 @@ impl Policy {
         {
             return Err(Skip::SelfAddress);
         }
-        Ok(())
+        Ok(net)
     }
 
-    fn unban(&mut self, record: &Record, ts: DateTime<Utc>) -> Action {
-        self.active.remove(&record.target);
-        self.reports.remove(&record.target);
-        Action::Unban(Unban {
+    /// An unban lifts the ban in force unless that ban is newer, or came
+    /// from another jail (an sshd unban must not lift a recidive ban). An
+    /// unban without a jail (given by hand) lifts any older ban.
+    fn unban(&mut self, record: &Record, net: IpNet, ts: DateTime<Utc>) -> Result<Action, Skip> {
+        if let Some(current) = self.active.get(&net) {
+            let other_jail =
+                matches!((&current.jail, &record.fields.jail), (Some(a), Some(b)) if a != b);
+            if current.since > ts || other_jail {
+                return Err(Skip::UnbanSuperseded);
+            }
+        }
+        self.active.remove(&net);
+        self.reports.remove(&net);
+        Ok(Action::Unban(Unban {
             target: record.target,
             ports: record.ports.clone(),
             jail: record.fields.jail.clone(),
             origin: record.fields.node.clone(),
             ts: Some(ts),
-        })
+        }))
     }
 
     fn ban(
         &mut self,
         record: &Record,
+        net: IpNet,
         ts: DateTime<Utc>,
-        expiry: Expiry,
+        until: Expiry,
         now: DateTime<Utc>,
     ) -> Result<Action, Skip> {
-        if expiry.is_some_and(|t| t <= now) {
+        if until.is_some_and(|t| t <= now) {
             return Err(Skip::Expired);
         }
-        if !self.enough_nodes(record, ts, now) {
+        if !self.enough_nodes(record, net, ts, now) {
             return Err(Skip::WaitingForNodes);
         }
-        if let Some(current) = self.active.get(&record.target)
-            && lasts_at_least(*current, expiry)
+        if let Some(current) = self.active.get(&net)
+            && lasts_at_least(current.until, until)
         {
             return Err(Skip::AlreadyBanned);
         }
-        self.active.insert(record.target, expiry);
+        self.active.insert(
+            net,
+            ActiveBan {
+                until,
+                jail: record.fields.jail.clone(),
+                since: ts,
+            },
+        );
         Ok(Action::Ban(Ban {
             target: record.target,
             ports: record.ports.clone(),
             jail: record.fields.jail.clone(),
-            remaining: expiry.map(|t| (t - now).to_std().unwrap_or(Duration::ZERO)),
+            remaining: until.map(|t| (t - now).to_std().unwrap_or(Duration::ZERO)),
             origin: record.fields.node.clone(),
             ts: Some(ts),
         }))
     }
 
     /// Rule 5. Records without a node (hand-written logger lines) count as
-    /// one anonymous node.
-    fn enough_nodes(&mut self, record: &Record, ts: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    /// one anonymous node. Only each node's latest report is kept, so a
+    /// flood of reports costs constant work each.
+    fn enough_nodes(
+        &mut self,
+        record: &Record,
+        net: IpNet,
+        ts: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> bool {
         let need = self.settings.min_nodes.max(1);
         if need == 1 {
             return true;
         }
-        let window =
-            chrono::Duration::from_std(self.settings.findtime).unwrap_or(chrono::Duration::MAX);
-        let reports = self.reports.entry(record.target).or_default();
-        reports.retain(|(_, t)| *t + window > now);
+        let window = self.findtime();
+        let reports = self.reports.entry(net).or_default();
         if ts + window > now {
-            reports.push((record.fields.node.clone(), ts));
+            let latest = reports.entry(record.fields.node.clone()).or_insert(ts);
+            *latest = (*latest).max(ts);
         }
-        let distinct: HashSet<&Option<NodeId>> = reports.iter().map(|(n, _)| n).collect();
-        if distinct.len() < need {
+        reports.retain(|_, t| *t + window > now);
+        if reports.len() < need {
             return false;
         }
-        self.reports.remove(&record.target);
+        self.reports.remove(&net);
         true
     }
 }
@@ -523,5 +579,120 @@ mod tests {
         // A header date later this year than now is from last year.
         let r = record::parse(b"<13>Dec 31 23:00:00 root[1]: HOST 192.0.2.1 PORT 22").unwrap();
         assert!(record_time(&r, now()) < now() - chrono::Duration::days(300));
+    }
+
+    fn ban_in(target: &str, jail: &str, ts: &str, bantime: u32, id: &str) -> Record {
+        line(
+            "HOST",
+            target,
+            &format!("jail={jail} node=a ts={ts} bantime={bantime} id={id:0>16}"),
+        )
+    }
+
+    fn unban_in(target: &str, jail: &str, ts: &str, id: &str) -> Record {
+        line(
+            "UNBAN",
+            target,
+            &format!("jail={jail} node=a ts={ts} id={id:0>16}"),
+        )
+    }
+
+    #[test]
+    fn an_unban_from_another_jail_or_an_older_one_does_not_lift_a_ban() {
+        let mut p = Policy::new(settings());
+        assert!(
+            p.decide(
+                &ban_in("192.0.2.1", "sshd", "2026-11-21T17:52:00Z", 600, "1"),
+                now()
+            )
+            .is_ok()
+        );
+        assert!(
+            p.decide(
+                &ban_in("192.0.2.1", "recidive", "2026-11-21T17:55:00Z", 604800, "2"),
+                now()
+            )
+            .is_ok()
+        );
+        // sshd's own ban ends: its unban must not lift the week-long one.
+        let sshd_unban = unban_in("192.0.2.1", "sshd", "2026-11-21T17:59:00Z", "3");
+        assert_eq!(p.decide(&sshd_unban, now()), Err(Skip::UnbanSuperseded));
+        // An unban older than the ban in force (spooled while the share
+        // was down, delivered late) does not lift it either.
+        let old = unban_in("192.0.2.1", "recidive", "2026-11-21T17:54:00Z", "4");
+        assert_eq!(p.decide(&old, now()), Err(Skip::UnbanSuperseded));
+        let current = unban_in("192.0.2.1", "recidive", "2026-11-21T17:59:30Z", "5");
+        assert!(matches!(p.decide(&current, now()), Ok(Action::Unban(_))));
+        assert_eq!(p.active_count(now()), 0);
+    }
+
+    #[test]
+    fn one_address_is_one_key_however_it_is_spelled() {
+        let mut p = Policy::new(settings());
+        let permanent = line(
+            "HOST",
+            "192.0.2.1",
+            "node=a ts=2026-11-21T17:59:00Z bantime=-1 id=0000000000000001",
+        );
+        assert!(p.decide(&permanent, now()).is_ok());
+        for (i, spelling) in ["192.0.2.1/32", "::ffff:192.0.2.1", "::ffff:192.0.2.1/128"]
+            .iter()
+            .enumerate()
+        {
+            let short = ban(
+                spelling,
+                "b",
+                "2026-11-21T17:59:10Z",
+                60,
+                &format!("{}", i + 10),
+            );
+            assert_eq!(
+                p.decide(&short, now()),
+                Err(Skip::AlreadyBanned),
+                "{spelling}"
+            );
+        }
+        let unban = line(
+            "UNBAN",
+            "192.0.2.1/32",
+            "node=a ts=2026-11-21T17:59:20Z id=0000000000000020",
+        );
+        assert!(p.decide(&unban, now()).is_ok());
+        assert!(
+            p.decide(
+                &ban("192.0.2.1", "c", "2026-11-21T17:59:30Z", 60, "21"),
+                now()
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_flood_of_reports_keeps_one_per_node() {
+        let mut p = Policy::new(PolicySettings {
+            min_nodes: 3,
+            ..settings()
+        });
+        for _ in 0..10_000 {
+            let r = line("HOST", "192.0.2.1", "node=a ts=2026-11-21T17:59:00Z");
+            assert_eq!(p.decide(&r, now()), Err(Skip::WaitingForNodes));
+        }
+        assert_eq!(p.reports.values().map(HashMap::len).sum::<usize>(), 1);
+    }
+
+    #[test]
+    fn refused_records_do_not_fill_the_id_memory() {
+        let mut p = Policy::new(settings());
+        for i in 0..100 {
+            let r = ban(
+                "127.0.0.1",
+                "x",
+                "2026-11-21T17:59:00Z",
+                600,
+                &format!("{:x}", i + 1000),
+            );
+            assert_eq!(p.decide(&r, now()), Err(Skip::NeverBan));
+        }
+        assert!(p.seen.is_empty());
     }
 }

@@ -17,7 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::durable::write_atomic;
 use crate::follow::Cursor;
-use crate::record::Target;
+use ipnet::IpNet;
+
+use super::policy::ActiveBan;
+use crate::record::Jail;
 
 /// The persisted cursor, tied to the log it belongs to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,11 +29,15 @@ pub struct SavedCursor {
     pub cursor: Cursor,
 }
 
-/// One active ban: the target and when it ends (`None`: never).
+/// One active ban: the network, when it ends (`None`: never), its jail and
+/// when it started.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SavedBan {
     pub target: String,
     pub until: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub jail: Option<String>,
+    pub since: DateTime<Utc>,
 }
 
 /// What `banshare status` reads.
@@ -88,23 +95,38 @@ impl StateDir {
         save_json(&self.dir.join("cursor.json"), cursor)
     }
 
-    pub fn load_active(&self) -> io::Result<Vec<(Target, Option<DateTime<Utc>>)>> {
+    pub fn load_active(&self) -> io::Result<Vec<(IpNet, ActiveBan)>> {
         let saved: Vec<SavedBan> = load_json(&self.dir.join("active.json"))?.unwrap_or_default();
         // A file edited by hand may hold anything: keep what parses.
         Ok(saved
             .into_iter()
-            .filter_map(|b| Some((b.target.parse().ok()?, b.until)))
+            .filter_map(|b| {
+                let jail = match b.jail {
+                    Some(j) => Some(j.parse::<Jail>().ok()?),
+                    None => None,
+                };
+                Some((
+                    b.target.parse().ok()?,
+                    ActiveBan {
+                        until: b.until,
+                        jail,
+                        since: b.since,
+                    },
+                ))
+            })
             .collect())
     }
 
     pub fn save_active<'a>(
         &self,
-        bans: impl Iterator<Item = (&'a Target, &'a Option<DateTime<Utc>>)>,
+        bans: impl Iterator<Item = (&'a IpNet, &'a ActiveBan)>,
     ) -> io::Result<()> {
         let saved: Vec<SavedBan> = bans
-            .map(|(t, until)| SavedBan {
-                target: t.to_string(),
-                until: *until,
+            .map(|(net, b)| SavedBan {
+                target: net.to_string(),
+                until: b.until,
+                jail: b.jail.as_ref().map(|j| j.to_string()),
+                since: b.since,
             })
             .collect();
         save_json(&self.dir.join("active.json"), &saved)
