@@ -157,7 +157,11 @@ fn flush_with_deadline(
                 report.batches_left
             ),
         }),
-        Some(Err(e)) => Err(e),
+        // The records were put in the spool before the flush began: they
+        // are safe, whatever went wrong with the older ones.
+        Some(Err(e)) => Ok(Outcome::Spooled {
+            reason: format!("flushing the spool failed: {e}"),
+        }),
         None => Ok(Outcome::Spooled {
             reason: format!("the log did not answer within {deadline:?}"),
         }),

@@ -153,7 +153,8 @@ impl CrossHostLock {
             if let Some(current) = read_if_exists(path)? {
                 let seen = observe(&mut seen, current);
                 if seen.since.elapsed() >= timings.stale_after {
-                    break_stale(path, &seen.content, &content, timings.stale_after)?;
+                    let left = timings.timeout.saturating_sub(start.elapsed());
+                    break_stale(path, &seen.content, &content, timings.stale_after, left)?;
                     continue;
                 }
             }
@@ -288,12 +289,14 @@ fn break_stale(
     stale: &[u8],
     ours: &[u8],
     stale_after: Duration,
+    time_left: Duration,
 ) -> Result<(), LockError> {
     let mut guard_path = path.as_os_str().to_owned();
     guard_path.push(".break");
     let guard_path = PathBuf::from(guard_path);
     if !try_create(&guard_path, ours)? {
-        return break_stale_guard(&guard_path, 2 * stale_after);
+        // Wait no longer than the caller's deadline allows.
+        return break_stale_guard(&guard_path, 2 * stale_after, time_left);
     }
     let result = remove_if_content(path, stale);
     let _ = remove_if_content(&guard_path, ours);
@@ -309,13 +312,20 @@ fn break_stale(
 
 /// Waits, for a bounded time, to see whether the break guard changes; if it
 /// does not, its holder died and the guard is removed.
-fn break_stale_guard(guard: &Path, stale_after: Duration) -> Result<(), LockError> {
+fn break_stale_guard(
+    guard: &Path,
+    stale_after: Duration,
+    time_left: Duration,
+) -> Result<(), LockError> {
     let Some(first) = read_if_exists(guard)? else {
         return Ok(());
     };
     let start = Instant::now();
     let mut backoff = Backoff::new();
     while start.elapsed() < stale_after {
+        if start.elapsed() >= time_left {
+            return Ok(()); // out of time: the caller gives up and spools
+        }
         match read_if_exists(guard)? {
             Some(now) if now == first => backoff.sleep(),
             _ => return Ok(()), // the guard moved on: its holder is alive

@@ -255,9 +255,13 @@ pub fn to_batch(records: &[Record]) -> Vec<u8> {
     batch.into_bytes()
 }
 
+/// Renames a batch to its new state, durably: after a power loss a batch
+/// marked uncertain must not come back as pending and be sent twice.
 fn rename_state(path: &Path, state: &str) -> Result<PathBuf, SpoolError> {
     let target = path.with_extension(state);
     fs::rename(path, &target).map_err(io_err(path))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    durable::sync_dir(dir).map_err(io_err(dir))?;
     Ok(target)
 }
 

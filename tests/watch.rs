@@ -162,13 +162,19 @@ fn spawn_watcher(dir: &Path, extra: &[&str]) -> (Child, mpsc::Receiver<String>) 
     let mut child = Command::new(BANSHARE)
         .arg("--config")
         .arg(dir.join("banshare.toml"))
-        .args(["watch", "--backend", "log", "--node", "me", "--log"])
+        .args(["watch", "--node", "me", "--log"])
         .arg(dir.join("newbans.log"))
         .arg("--state-dir")
         .arg(dir.join("state"))
         .arg("--spool-dir")
         .arg(dir.join("spool"))
         .args(["--follow", "poll", "--poll-interval", "20ms"])
+        // The log backend, unless the test names another.
+        .args(if extra.contains(&"--backend") {
+            &[][..]
+        } else {
+            &["--backend", "log"][..]
+        })
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -476,4 +482,51 @@ fn the_watcher_delivers_its_nodes_spool() {
     let status = w.status();
     w.stop();
     assert_eq!(status["spool_records"], 0, "{status}");
+}
+
+#[test]
+fn a_batch_the_backend_refuses_is_retried_not_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("refuse");
+    let applied = dir.path().join("applied.txt");
+    let script = dir.path().join("ban.sh");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ -e {} ] && exit 1\necho \"$@\" >> {}\n",
+            flag.display(),
+            applied.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let config = format!(
+        "[backend.command]\nban = [{:?}, \"{{ips}}\"]\nunban = [{:?}, \"{{ips}}\"]\n",
+        script.display().to_string(),
+        script.display().to_string()
+    );
+    fs::write(&flag, b"").unwrap();
+    let mut w = Watcher::start_with(&config, &["--backend", "command"]);
+    w.share("ban", "192.0.2.9", "other", &[]);
+    let refused = wait_until(Duration::from_secs(10), || {
+        w.status()["backend_errors"].as_u64().unwrap_or(0) >= 1
+    });
+    assert!(refused, "the backend never refused: {}", w.status());
+    assert_eq!(
+        w.saved_offset().unwrap_or(0),
+        0,
+        "the cursor must stay before the refused batch"
+    );
+    fs::remove_file(&flag).unwrap();
+    let done = wait_until(Duration::from_secs(20), || {
+        fs::read_to_string(&applied).is_ok_and(|t| t.contains("192.0.2.9"))
+    });
+    assert!(done, "the batch was never retried");
+    let size = fs::metadata(w.log()).unwrap().len();
+    assert!(
+        wait_until(Duration::from_secs(10), || w.saved_offset() == Some(size)),
+        "cursor not saved after the retry"
+    );
+    w.stop();
 }

@@ -35,7 +35,7 @@ pub use monitor::{DEFAULT_FAIL2BAN_LOG, MonitorSettings};
 pub use watch::{DEFAULT_STATE_DIR, FollowKind, WatchSettings, parse_net};
 
 use crate::lock::LockTimings;
-use crate::record::{BanTime, Jail, NodeId, PortSpec, Tag};
+use crate::record::{BanTime, Jail, MAX_BANTIME_SECS, NodeId, PortSpec, Tag};
 use crate::transport::LogLocation;
 
 /// Where the configuration is read from unless `--config` says otherwise.
@@ -342,27 +342,24 @@ impl Checker<'_> {
         }
     }
 
+    /// A bantime as the file spells it: seconds, -1, or a duration; longer
+    /// than ten years means permanent, as on the command line.
     pub(crate) fn bantime(
         &self,
         key: &'static str,
         value: &DurationText,
     ) -> Result<BanTime, ConfigError> {
-        match value {
-            DurationText::Seconds(-1) => Ok(BanTime::Permanent),
-            _ => {
-                let d = parse_duration_text(value).map_err(|m| self.invalid(key, m))?;
-                d.as_secs()
-                    .to_string()
-                    .parse()
-                    .map_err(|e| self.invalid(key, e))
-            }
-        }
+        let text = match value {
+            DurationText::Seconds(s) => s.to_string(),
+            DurationText::Text(t) => t.clone(),
+        };
+        parse_bantime(&text).map_err(|m| self.invalid(key, m))
     }
 }
 
 fn parse_duration_text(value: &DurationText) -> Result<Duration, String> {
     match value {
-        DurationText::Seconds(s) if *s >= 0 => Ok(Duration::from_secs(*s as u64)),
+        DurationText::Seconds(s) if *s >= 0 => check_duration(Duration::from_secs(*s as u64)),
         DurationText::Seconds(s) => Err(format!("{s} is negative")),
         DurationText::Text(t) => parse_duration(t),
     }
@@ -385,10 +382,30 @@ fn bantime_text(b: BanTime) -> DurationText {
 
 /// `30`, `250ms`, `30m`, `1h 30m`: a bare number means seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    if let Ok(secs) = text.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+    check_duration(parse_duration_unbounded(text)?)
+}
+
+fn parse_duration_unbounded(text: &str) -> Result<Duration, String> {
+    match text.parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => {
+            humantime::parse_duration(text).map_err(|e| format!("bad duration {text:?}: {e}"))
+        }
     }
-    humantime::parse_duration(text).map_err(|e| format!("bad duration {text:?}: {e}"))
+}
+
+/// The longest duration any setting takes; bounding them keeps clock
+/// arithmetic (`now + findtime`, `Instant + timeout`) far from overflow.
+const MAX_DURATION: Duration = Duration::from_secs(MAX_BANTIME_SECS);
+
+fn check_duration(d: Duration) -> Result<Duration, String> {
+    if d > MAX_DURATION {
+        return Err(format!(
+            "{} is longer than the 10-year limit",
+            humantime::format_duration(d)
+        ));
+    }
+    Ok(d)
 }
 
 /// A bantime as given on the command line: `-1` (permanent), seconds, or a
@@ -399,8 +416,12 @@ pub fn parse_bantime(text: &str) -> Result<BanTime, String> {
     }
     let secs = match fractional_seconds(text) {
         Some(secs) => secs,
-        None => parse_duration(text)?.as_secs(),
+        None => parse_duration_unbounded(text)?.as_secs(),
     };
+    // A ban longer than the record format's 10 years is as good as forever.
+    if secs > MAX_BANTIME_SECS {
+        return Ok(BanTime::Permanent);
+    }
     secs.to_string()
         .parse()
         .map_err(|e: crate::record::RejectReason| e.to_string())

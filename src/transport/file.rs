@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Transport, TransportError};
 use crate::lock::{CrossHostLock, LocalLock, LockTimings, Owner};
-use crate::record::RecordId;
+use crate::record::{MAX_LINE_LEN, RecordId};
 
 #[derive(Debug, Clone)]
 pub struct FileTransport {
@@ -42,8 +42,10 @@ impl FileTransport {
 
     fn open_for_append(&self) -> Result<File, TransportError> {
         // Never create: a missing log most often means a missing mount, and
-        // creating it would write into the bare mount point.
+        // creating it would write into the bare mount point. Read access is
+        // for checking the last byte.
         OpenOptions::new()
+            .read(true)
             .append(true)
             .open(&self.log)
             .map_err(|e| match e.kind() {
@@ -53,6 +55,32 @@ impl FileTransport {
                     source: e,
                 },
             })
+    }
+
+    /// `batch`, preceded by a newline if the log does not end in one: a
+    /// writer that died mid-line (a full disk, a dropped connection) must
+    /// not glue its fragment to our first record.
+    fn after_complete_line<'a>(
+        &self,
+        file: &File,
+        batch: &'a [u8],
+    ) -> Result<std::borrow::Cow<'a, [u8]>, TransportError> {
+        use std::os::unix::fs::FileExt;
+        let open_err = |source| TransportError::Open {
+            path: self.log.clone(),
+            source,
+        };
+        let size = file.metadata().map_err(open_err)?.len();
+        let mut last = [0u8; 1];
+        if size == 0
+            || (file.read_at(&mut last, size - 1).map_err(open_err)? == 1 && last[0] == b'\n')
+        {
+            return Ok(batch.into());
+        }
+        let mut repaired = Vec::with_capacity(batch.len() + 1);
+        repaired.push(b'\n');
+        repaired.extend_from_slice(batch);
+        Ok(repaired.into())
     }
 
     fn write_err(&self, source: io::Error) -> TransportError {
@@ -68,7 +96,11 @@ impl Transport for FileTransport {
         // One lock_timeout covers both locks, so the caller's deadline holds.
         let start = std::time::Instant::now();
         let _local = LocalLock::acquire(&self.local_lock, self.timings.timeout)?;
-        let file = self.open_for_append()?;
+        // A missing log most often means a missing mount: say so before
+        // leaving a lock file in the bare mount point.
+        if !self.log.exists() {
+            return Err(TransportError::LogMissing(self.log.clone()));
+        }
         let remaining = LockTimings {
             timeout: self.timings.timeout.saturating_sub(start.elapsed()),
             ..self.timings
@@ -77,11 +109,15 @@ impl Transport for FileTransport {
         if let Some(hold) = self.hold_lock_for {
             std::thread::sleep(hold);
         }
+        // Opened only under the lock: on NFS the append offset comes from
+        // the size seen at open, and the file may have been rotated while
+        // we waited.
+        let mut file = self.open_for_append()?;
+        let batch = self.after_complete_line(&file, batch)?;
         // One write call for the whole batch (write_all only loops if the
         // kernel takes less), then a checked close: on sshfs a write error
         // may only surface when the file is flushed at close.
-        let mut file = file;
-        file.write_all(batch).map_err(|e| self.write_err(e))?;
+        file.write_all(&batch).map_err(|e| self.write_err(e))?;
         close_checked(file).map_err(|e| self.write_err(e))?;
         // The batch is in the log now. Nothing after this point may fail the
         // append: an error here would send the batch to the spool as
@@ -111,15 +147,43 @@ impl Transport for FileTransport {
             _ => read_err(e),
         })?;
         let mut found = HashSet::new();
-        let mut reader = BufReader::new(file);
-        let mut line = Vec::new();
-        while reader.read_until(b'\n', &mut line).map_err(read_err)? > 0 {
-            if let Some(id) = id_field(&line).filter(|id| ids.contains(id)) {
+        for_each_complete_line(file, |line| {
+            if let Some(id) = id_field(line).filter(|id| ids.contains(id)) {
                 found.insert(id);
             }
-            line.clear();
-        }
+        })
+        .map_err(read_err)?;
         Ok(found)
+    }
+}
+
+/// Calls `f` with every complete line (ending in `\n`) of at most
+/// [`MAX_LINE_LEN`] bytes; longer lines are skipped without being held, and
+/// an unterminated last line (a torn write) does not count.
+fn for_each_complete_line(file: File, mut f: impl FnMut(&[u8])) -> io::Result<()> {
+    let mut reader = BufReader::with_capacity(64 * 1024, file);
+    let mut line = Vec::with_capacity(MAX_LINE_LEN + 1);
+    let mut overlong = false;
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let len = chunk.len();
+        for &byte in chunk {
+            if byte == b'\n' {
+                if !overlong {
+                    f(&line);
+                }
+                line.clear();
+                overlong = false;
+            } else if line.len() < MAX_LINE_LEN {
+                line.push(byte);
+            } else {
+                overlong = true;
+            }
+        }
+        reader.consume(len);
     }
 }
 
@@ -143,5 +207,55 @@ fn close_checked(file: File) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transport(dir: &Path) -> FileTransport {
+        let owner = Owner {
+            node: "t".into(),
+            pid: 1,
+        };
+        FileTransport::new(
+            &dir.join("newbans.log"),
+            &dir.join("local.lock"),
+            owner,
+            LockTimings::default(),
+        )
+    }
+
+    const LINE: &str = "<13>Nov 21 18:28:04 t[1]: HOST 192.0.2.1 PORT 22 id=0123456789abcdef\n";
+
+    #[test]
+    fn a_torn_fragment_is_closed_before_the_next_record() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("newbans.log"),
+            b"<13>Nov 21 18:28:04 t[1]: HOST 19",
+        )
+        .unwrap();
+        transport(dir.path()).append(LINE.as_bytes()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("newbans.log")).unwrap();
+        assert_eq!(text.lines().last().unwrap(), LINE.trim_end());
+    }
+
+    #[test]
+    fn find_ids_counts_only_complete_lines_and_skips_overlong_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let wanted: RecordId = "0123456789abcdef".parse().unwrap();
+        let other: RecordId = "fedcba9876543210".parse().unwrap();
+        let overlong = format!("{} id=fedcba9876543210\n", "x".repeat(MAX_LINE_LEN + 10));
+        let torn = "<13>Nov 21 18:28:04 t[1]: HOST 192.0.2.2 PORT 22 id=fedcba9876543210";
+        std::fs::write(
+            dir.path().join("newbans.log"),
+            format!("{LINE}{overlong}{torn}"),
+        )
+        .unwrap();
+        let ids: HashSet<RecordId> = [wanted.clone(), other].into();
+        let found = transport(dir.path()).find_ids(&ids).unwrap();
+        assert_eq!(found, [wanted].into());
     }
 }

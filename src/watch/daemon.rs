@@ -50,6 +50,25 @@ pub enum WatchError {
     },
 }
 
+/// How long to wait before each retry of a batch the backend refused,
+/// about three minutes in all; then the batch is given up.
+const RETRY_DELAYS: [Duration; 8] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+    Duration::from_secs(16),
+    Duration::from_secs(32),
+    Duration::from_secs(60),
+    Duration::from_secs(60),
+];
+
+/// When the pending batch is tried again.
+struct Retry {
+    attempt: usize,
+    at: Instant,
+}
+
 /// At most this many rejected lines are logged one by one per minute; the
 /// rest are counted and summed up, so a flood of garbage cannot flood the
 /// journal.
@@ -62,6 +81,11 @@ pub struct Daemon {
     backend: Box<dyn Backend>,
     status: Status,
     wake: Wake,
+    /// A decided batch not yet applied; the cursor stays before it.
+    pending: Vec<Action>,
+    retry: Option<Retry>,
+    /// Lines were read since the cursor was last saved.
+    unsaved: bool,
     rejects: RejectLog,
     last_status: Instant,
     last_active_save: Instant,
@@ -106,6 +130,9 @@ impl Daemon {
             backend,
             status,
             wake,
+            pending: Vec::new(),
+            retry: None,
+            unsaved: false,
             rejects: RejectLog::new(),
             last_status: Instant::now(),
             last_active_save: Instant::now(),
@@ -151,6 +178,15 @@ impl Daemon {
 
     /// Reads and applies everything available, batch by batch.
     fn cycle(&mut self) {
+        if self.apply_pending() {
+            self.read_and_apply();
+        }
+        self.housekeeping();
+    }
+
+    /// Reads and applies batch after batch until the log is drained or a
+    /// batch cannot be applied yet.
+    fn read_and_apply(&mut self) {
         loop {
             let read = self.follower.read_lines(self.opts.batch_max);
             self.log_follow_events();
@@ -159,23 +195,18 @@ impl Daemon {
                     self.log_reachable(None);
                     lines
                 }
-                Err(e) => {
-                    self.log_reachable(Some(e.to_string()));
-                    break;
-                }
+                Err(e) => return self.log_reachable(Some(e.to_string())),
             };
             if lines.is_empty() {
-                break;
+                return;
             }
             let full = lines.len() >= self.opts.batch_max;
-            let actions = self.decide(&lines, Utc::now());
-            self.apply(&actions);
-            self.save_cursor();
-            if !full {
-                break;
+            self.unsaved = true;
+            self.pending = self.decide(&lines, Utc::now());
+            if !self.apply_pending() || !full {
+                return;
             }
         }
-        self.housekeeping();
     }
 
     fn info(&self, message: &str) {
@@ -268,31 +299,63 @@ impl Daemon {
         }
     }
 
-    /// Applies the batch in one backend call, and once more if that fails
-    /// (a busy lock, a transient error). Backends apply what they can and
-    /// name what they could not, so the batch is never split here: one bad
-    /// network in a storm must not turn into one process per ban.
-    fn apply(&mut self, actions: &[Action]) {
-        if actions.is_empty() {
-            return;
-        }
-        let result = self.backend.apply(actions).or_else(|e| {
-            warn(&format!(
-                "applying a batch of {} failed ({e}); trying once more",
-                actions.len()
-            ));
-            self.backend.apply(actions)
-        });
-        match result {
-            Ok(()) => self.applied(actions),
-            Err(e) => {
-                self.status.backend_errors += 1;
-                error(&format!(
-                    "applying a batch of {} failed again: {e}",
-                    actions.len()
-                ));
+    /// Applies the pending batch, then saves the cursor past it. Returns
+    /// whether the loop may read on. A batch the backend refuses is kept,
+    /// with the cursor before it, and retried with backoff after setting
+    /// the backend up again (an `nft flush ruleset` removes banshare's
+    /// table). After [`RETRY_DELAYS`] it is given up, loudly, so that one
+    /// poisoned batch cannot stop the node for good; its bans are then
+    /// forgotten by the policy, so a later report applies them.
+    fn apply_pending(&mut self) -> bool {
+        if !self.pending.is_empty() {
+            if self.retry.as_ref().is_some_and(|r| Instant::now() < r.at) {
+                return false;
             }
+            let pending = std::mem::take(&mut self.pending);
+            match self.backend.apply(&pending) {
+                Ok(()) => self.applied(&pending),
+                Err(e) => {
+                    self.status.backend_errors += 1;
+                    let _ = self.backend.setup();
+                    if !self.schedule_retry(&pending, &e) {
+                        self.pending = pending;
+                        return false;
+                    }
+                }
+            }
+            self.retry = None;
         }
+        if self.unsaved {
+            self.save_cursor();
+        }
+        true
+    }
+
+    /// Keeps `batch` for a later retry (true: given up instead).
+    fn schedule_retry(&mut self, batch: &[Action], e: &BackendError) -> bool {
+        let attempt = self.retry.as_ref().map_or(0, |r| r.attempt + 1);
+        let Some(delay) = RETRY_DELAYS.get(attempt) else {
+            error(&format!(
+                "gave up on a batch of {} after {} attempts: {e}; its bans are not applied here",
+                batch.len(),
+                attempt + 1
+            ));
+            for action in batch {
+                self.policy.forget(action.target());
+            }
+            self.status.abandoned += batch.len() as u64;
+            return true;
+        };
+        error(&format!(
+            "applying a batch of {} failed: {e}; retrying in {}s (reading waits)",
+            batch.len(),
+            delay.as_secs()
+        ));
+        self.retry = Some(Retry {
+            attempt,
+            at: Instant::now() + *delay,
+        });
+        false
     }
 
     fn applied(&mut self, actions: &[Action]) {
@@ -307,6 +370,7 @@ impl Daemon {
     }
 
     fn save_cursor(&mut self) {
+        self.unsaved = false;
         let Some(cursor) = self.follower.cursor() else {
             return;
         };
@@ -353,7 +417,16 @@ impl Daemon {
     }
 
     fn shutdown(mut self) -> Status {
-        self.save_cursor();
+        if self.pending.is_empty() {
+            self.save_cursor();
+        } else {
+            // The saved cursor stays before the batch: the next start reads
+            // and applies it again.
+            warn(&format!(
+                "stopping with a batch of {} not applied; it is read again at the next start",
+                self.pending.len()
+            ));
+        }
         self.save_active();
         self.write_status();
         self.info("stopped");

@@ -149,6 +149,12 @@ impl Policy {
         self.active.insert(normalize(net), ban);
     }
 
+    /// Forgets the ban in force on `target` (its application failed), so a
+    /// later report applies it again.
+    pub fn forget(&mut self, target: Target) {
+        self.active.remove(&normalize(target.net()));
+    }
+
     /// Drops state that can no longer matter at `now`.
     pub fn prune(&mut self, now: DateTime<Utc>) {
         let live = |e: &Expiry| e.is_none_or(|t| t > now);

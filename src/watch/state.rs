@@ -60,6 +60,9 @@ pub struct Status {
     pub rejected: BTreeMap<String, u64>,
     pub skipped: BTreeMap<String, u64>,
     pub backend_errors: u64,
+    /// Actions given up after the backend refused them for minutes.
+    #[serde(default)]
+    pub abandoned: u64,
     pub started: Option<DateTime<Utc>>,
     pub updated: Option<DateTime<Utc>>,
 }
