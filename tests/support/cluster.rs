@@ -8,6 +8,24 @@
 //!   └─ veth ─ netns <prefix>-at  198.18.0.250  attacker
 //! ```
 //!
+//! The file server also has a restricted SFTP account, as an administrator
+//! would set one up for banshare's SFTP transport: the system user
+//! [`SFTP_USER`] (created on first use, shared by all clusters on the machine
+//! and left in place), chrooted with `ForceCommand internal-sftp` into a
+//! directory of its own per cluster:
+//!
+//! ```text
+//! /srv/banshare-test/                    root:root 0755, shared, left in place
+//! /srv/banshare-test/<id>/               root:root 0755, removed on drop
+//! /srv/banshare-test/<id>/authorized_keys  root 0644, the SFTP user's key
+//! /srv/banshare-test/<id>/chroot/        root:root 0755, ChrootDirectory
+//! /srv/banshare-test/<id>/chroot/share/  bsftp:bsftp 0775, the log's folder
+//! ```
+//!
+//! The SFTP user sees `share` as `/share`. [`Cluster::mount_sftp_share`]
+//! mounts that same folder on a node with sshfs *as the SFTP user*, so every
+//! file in it, whichever way it was written, belongs to that one user.
+//!
 //! Every cluster has its own bridge, so clusters that exist at the same time
 //! (parallel tests, benches) may reuse the same addresses. Names carry the
 //! pid and a per-process counter, so they do not collide either.
@@ -19,10 +37,12 @@ use super::wait_until;
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::net::Ipv4Addr;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::thread;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
@@ -54,8 +74,18 @@ const SSHFS_OPTIONS: &str = concat!(
     "dir_cache=no,attr_timeout=0,entry_timeout=0",
 );
 
+/// The restricted SFTP account on every cluster's file server.
+pub const SFTP_USER: &str = "bsftp";
+/// Holds one directory per cluster for the SFTP account: the chroot and the
+/// account's authorized key. sshd accepts a chroot only if every component
+/// of its path is root-owned and not group- or world-writable, so this
+/// cannot be under /tmp.
+const SFTP_BASE: &str = "/srv/banshare-test";
+
 const REQUIRED_TOOLS: &[&str] = &[
     "ip",
+    "useradd",
+    "usermod",
     "nsenter",
     "ssh-keygen",
     "/usr/sbin/sshd",
@@ -73,11 +103,24 @@ static NEXT_CLUSTER: AtomicUsize = AtomicUsize::new(0);
 /// network setup avoids that at least among the tests of one binary.
 static NETWORK_SETUP: Mutex<()> = Mutex::new(());
 
+/// Serializes creating the SFTP user among the clusters of one process;
+/// [`ensure_sftp_user`] also copes with other processes doing the same.
+static SFTP_USER_SETUP: Mutex<()> = Mutex::new(());
+
 /// Panics unless the effective user is root.
 pub fn require_root() {
     if effective_uid() != Some(0) {
         panic!("this test needs root (CI runs as root)");
     }
+}
+
+/// The two folders a node can mount from the file server.
+#[derive(Clone, Copy)]
+enum Share {
+    /// [`Cluster::export_dir`], as root.
+    Export,
+    /// [`Cluster::sftp_share_dir`], as the SFTP user.
+    Sftp,
 }
 
 /// One test host: a network namespace with one veth link to the bridge.
@@ -104,6 +147,13 @@ pub struct Cluster {
     sshd: Mutex<Option<Child>>,
     /// The sshfs process of each node while its share is mounted.
     sshfs: Vec<Mutex<Option<Child>>>,
+    /// The sshfs process of each node while the SFTP share is mounted.
+    sftp_sshfs: Vec<Mutex<Option<Child>>>,
+    /// `/srv/banshare-test/<id>`: everything of this cluster's SFTP account
+    /// on the file server.
+    sftp_base: PathBuf,
+    sftp_identity: PathBuf,
+    known_hosts: PathBuf,
 }
 
 impl Cluster {
@@ -135,14 +185,19 @@ impl Cluster {
             attacker: host("at", ATTACKER_IP),
             nodes,
             export: dir.path().join("export"),
+            sftp_identity: dir.path().join("ssh/sftp_key"),
+            known_hosts: dir.path().join("ssh/known_hosts"),
             dir,
+            sftp_base: Path::new(SFTP_BASE).join(&id),
             id,
             sshd: Mutex::new(None),
             sshfs: (0..n_nodes).map(|_| Mutex::new(None)).collect(),
+            sftp_sshfs: (0..n_nodes).map(|_| Mutex::new(None)).collect(),
         };
         // From here on, a panic drops `cluster`, and Drop removes whatever
         // part of the setup already exists.
         cluster.create_dirs();
+        cluster.create_sftp_dirs();
         cluster.create_network();
         cluster.create_ssh_files();
         cluster.start_sshd();
@@ -243,47 +298,7 @@ impl Cluster {
     /// Mounts the export on `node` with sshfs over that node's network, and
     /// returns the mountpoint once the mount is in place.
     pub fn mount(&self, node: usize) -> PathBuf {
-        let mut sshfs = lock(&self.sshfs[node]);
-        assert!(sshfs.is_none(), "node {node} is already mounted");
-        let mountpoint = self.mountpoint(node);
-        // nsenter, not `ip netns exec`: that would put sshfs in a private
-        // mount namespace, and the mount would be invisible to everyone else.
-        // -f keeps sshfs in the foreground as our child, so that we can end
-        // and reap it (it daemonizes otherwise).
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.nodes[node].ns))
-            .args(["sshfs", "-f", "-F", "/dev/null"])
-            .arg(format!("root@{FILESERVER_IP}:{}", self.export.display()))
-            .arg(&mountpoint)
-            .arg("-o")
-            .arg(self.sshfs_options())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(append_to(&self.sshfs_log(node)))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start sshfs: {e}"));
-        *sshfs = Some(child);
-        wait_until(SETUP_TIMEOUT, || {
-            is_sshfs_mounted(&mountpoint) || has_exited(&mut sshfs)
-        });
-        // sshfs 3.7 mounts first and connects after; a request through the
-        // mount waits for the connection. Without this, a test that stops
-        // sshd right away kills the connection before it is up, sshfs exits
-        // and unmounts, and writes land in the bare local mountpoint.
-        let connected = is_sshfs_mounted(&mountpoint)
-            && fs::read_dir(&mountpoint).is_ok()
-            && is_sshfs_mounted(&mountpoint);
-        if !connected {
-            panic!(
-                "sshfs did not mount and connect the export on node {node} at {} \
-                 within {SETUP_TIMEOUT:?}\n\
-                 --- sshfs log:\n{}\n--- sshd log:\n{}",
-                mountpoint.display(),
-                read_lossy(&self.sshfs_log(node)),
-                self.sshd_log(),
-            );
-        }
-        mountpoint
+        self.mount_sshfs(Share::Export, node)
     }
 
     /// Unmounts `node`'s share and ends its sshfs process; no-op if it is
@@ -291,7 +306,7 @@ impl Cluster {
     /// on the old mount then fail with ENOTCONN, and the mountpoint is a
     /// plain empty local directory: writing there succeeds, locally.
     pub fn unmount(&self, node: usize) {
-        self.detach_mount(node);
+        self.detach_mount(Share::Export, node);
         let mountpoint = self.mountpoint(node);
         assert!(
             !is_sshfs_mounted(&mountpoint),
@@ -303,6 +318,126 @@ impl Cluster {
     pub fn remount(&self, node: usize) -> PathBuf {
         self.unmount(node);
         self.mount(node)
+    }
+
+    /// The restricted SFTP account's user name, [`SFTP_USER`].
+    pub fn sftp_user(&self) -> &str {
+        SFTP_USER
+    }
+
+    /// The private key (ed25519, OpenSSH format, no passphrase) that the SFTP
+    /// user's authorized_keys accepts. Root's key (used by [`Self::mount`])
+    /// is not accepted for the SFTP user, nor this one for root.
+    pub fn sftp_identity(&self) -> &Path {
+        &self.sftp_identity
+    }
+
+    /// A known_hosts file that trusts exactly the file server's host key at
+    /// 198.18.0.1 as of cluster creation or the last [`Self::trust_host_key`].
+    /// The sshfs mounts use it too.
+    pub fn known_hosts(&self) -> &Path {
+        &self.known_hosts
+    }
+
+    /// The SFTP user's `share` folder as the file server sees it (the real
+    /// path on disk); the SFTP user sees it as `/share`.
+    pub fn sftp_share_dir(&self) -> PathBuf {
+        self.sftp_chroot().join("share")
+    }
+
+    /// `sftp://<user>@198.18.0.1/share/<file>`: `file` in the share, with
+    /// the path as the chrooted SFTP user sees it.
+    pub fn sftp_url(&self, file: &str) -> String {
+        format!("sftp://{SFTP_USER}@{FILESERVER_IP}/share/{file}")
+    }
+
+    /// Creates the empty file `file` in the share, as an administrator
+    /// would create the log before the first append: owned by the SFTP user,
+    /// mode 0664. Returns its real path on disk. Files a test writes into
+    /// [`Self::sftp_share_dir`] directly belong to root and are not
+    /// writable over SFTP; use this (or chown) for those.
+    pub fn create_sftp_file(&self, file: &str) -> PathBuf {
+        let path = self.sftp_share_dir().join(file);
+        write(&path, "");
+        let (uid, gid) = sftp_user_ids();
+        chown(&path, uid, gid);
+        chmod(&path, 0o664);
+        path
+    }
+
+    /// Where `node` mounts the SFTP share (whether or not it is mounted).
+    pub fn sftp_share_mountpoint(&self, node: usize) -> PathBuf {
+        self.path(&format!("mnt/n{node}-sftp"))
+    }
+
+    /// Mounts the SFTP share on `node` with sshfs over that node's network,
+    /// as the SFTP user with [`Self::sftp_identity`] (the chroot applies:
+    /// the remote path is `/share`), with the same options as
+    /// [`Self::mount`]. The sshfs process is root's; files it creates belong
+    /// to the SFTP user on the file server, like those created over SFTP,
+    /// so writers through either path can append to and remove each other's
+    /// files. Independent of [`Self::mount`]: a node may have both.
+    pub fn mount_sftp_share(&self, node: usize) -> PathBuf {
+        self.mount_sshfs(Share::Sftp, node)
+    }
+
+    /// Unmounts `node`'s SFTP share, like [`Self::unmount`]; no-op if it is
+    /// not mounted.
+    pub fn unmount_sftp_share(&self, node: usize) {
+        self.detach_mount(Share::Sftp, node);
+        let mountpoint = self.sftp_share_mountpoint(node);
+        assert!(
+            !is_sshfs_mounted(&mountpoint),
+            "sshfs still mounted at {} after unmounting",
+            mountpoint.display()
+        );
+    }
+
+    /// The file server's private host key; the public key is beside it with
+    /// `.pub` appended. Replaced (not rewritten in place) by
+    /// [`Self::rotate_host_key`].
+    pub fn host_key_path(&self) -> PathBuf {
+        self.path("ssh/host_key")
+    }
+
+    /// The file server's current public host key, "<type> <base64>" (as in
+    /// a known_hosts line after the host name).
+    pub fn host_public_key(&self) -> String {
+        let public = read_lossy(&self.path("ssh/host_key.pub"));
+        public
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Gives the file server a freshly generated host key: stops sshd (and
+    /// every session), swaps the key, and starts sshd again, which it leaves
+    /// running even if it was stopped before. [`Self::known_hosts`] is left
+    /// alone, so clients that check strictly, the sshfs mounts' reconnects
+    /// included, now refuse the server until [`Self::trust_host_key`].
+    pub fn rotate_host_key(&self) {
+        self.stop_sshd();
+        let new = self.path("ssh/host_key.new");
+        let _ = fs::remove_file(&new);
+        let _ = fs::remove_file(self.path("ssh/host_key.new.pub"));
+        generate_key(&new);
+        rename(&new, &self.host_key_path());
+        rename(
+            &self.path("ssh/host_key.new.pub"),
+            &self.path("ssh/host_key.pub"),
+        );
+        self.start_sshd();
+    }
+
+    /// Rewrites [`Self::known_hosts`] to trust exactly the current host key
+    /// (pinning a rotated key on purpose). Atomic: a client reading the file
+    /// meanwhile sees the old or the new one.
+    pub fn trust_host_key(&self) {
+        let line = format!("{FILESERVER_IP} {}\n", self.host_public_key());
+        let new = self.path("ssh/known_hosts.new");
+        write(&new, &line);
+        rename(&new, &self.known_hosts);
     }
 
     /// Starts sshd on the file server and waits until it accepts TCP
@@ -358,6 +493,85 @@ impl Cluster {
         self.path(&format!("log/sshfs-n{node}.log"))
     }
 
+    /// The SFTP user's ChrootDirectory.
+    fn sftp_chroot(&self) -> PathBuf {
+        self.sftp_base.join("chroot")
+    }
+
+    /// The sshfs process slot of `share` on `node`.
+    fn sshfs_slot(&self, share: Share, node: usize) -> &Mutex<Option<Child>> {
+        match share {
+            Share::Export => &self.sshfs[node],
+            Share::Sftp => &self.sftp_sshfs[node],
+        }
+    }
+
+    fn share_mountpoint(&self, share: Share, node: usize) -> PathBuf {
+        match share {
+            Share::Export => self.mountpoint(node),
+            Share::Sftp => self.sftp_share_mountpoint(node),
+        }
+    }
+
+    /// Mounts `share` on `node` with sshfs over that node's network. Returns
+    /// the mountpoint once mounted and connected.
+    fn mount_sshfs(&self, share: Share, node: usize) -> PathBuf {
+        let (remote, identity, log, what) = match share {
+            Share::Export => (
+                format!("root@{FILESERVER_IP}:{}", self.export.display()),
+                self.path("ssh/client_key"),
+                self.sshfs_log(node),
+                format!("the export on node {node}"),
+            ),
+            Share::Sftp => (
+                format!("{SFTP_USER}@{FILESERVER_IP}:/share"),
+                self.sftp_identity.clone(),
+                self.path(&format!("log/sshfs-sftp-n{node}.log")),
+                format!("the SFTP share on node {node}"),
+            ),
+        };
+        let mountpoint = self.share_mountpoint(share, node);
+        let mut sshfs = lock(self.sshfs_slot(share, node));
+        assert!(sshfs.is_none(), "{what} is already mounted");
+        // nsenter, not `ip netns exec`: that would put sshfs in a private
+        // mount namespace, and the mount would be invisible to everyone else.
+        // -f keeps sshfs in the foreground as our child, so that we can end
+        // and reap it (it daemonizes otherwise).
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.nodes[node].ns))
+            .args(["sshfs", "-f", "-F", "/dev/null"])
+            .arg(remote)
+            .arg(&mountpoint)
+            .arg("-o")
+            .arg(self.sshfs_options(&identity))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(append_to(&log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start sshfs: {e}"));
+        *sshfs = Some(child);
+        wait_until(SETUP_TIMEOUT, || {
+            is_sshfs_mounted(&mountpoint) || has_exited(&mut sshfs)
+        });
+        // sshfs 3.7 mounts first and connects after; a request through the
+        // mount waits for the connection. Without this, a test that stops
+        // sshd right away kills the connection before it is up, sshfs exits
+        // and unmounts, and writes land in the bare local mountpoint.
+        let connected = is_sshfs_mounted(&mountpoint)
+            && fs::read_dir(&mountpoint).is_ok()
+            && is_sshfs_mounted(&mountpoint);
+        if !connected {
+            panic!(
+                "sshfs did not mount and connect {what} at {} within {SETUP_TIMEOUT:?}\n\
+                 --- sshfs log:\n{}\n--- sshd log:\n{}",
+                mountpoint.display(),
+                read_lossy(&log),
+                self.sshd_log(),
+            );
+        }
+        mountpoint
+    }
+
     fn bridge(&self) -> String {
         format!("{}br", self.id)
     }
@@ -371,6 +585,7 @@ impl Cluster {
     fn create_dirs(&self) {
         let mut dirs = vec![self.export.clone(), self.path("ssh"), self.path("log")];
         dirs.extend((0..self.nodes.len()).map(|node| self.mountpoint(node)));
+        dirs.extend((0..self.nodes.len()).map(|node| self.sftp_share_mountpoint(node)));
         // sshd's privilege separation directory; it refuses to start without.
         dirs.push("/run/sshd".into());
         for dir in dirs {
@@ -403,21 +618,54 @@ impl Cluster {
     /// Generates host and client keys, and the files that make each side
     /// trust exactly the other's fresh key.
     fn create_ssh_files(&self) {
-        for key in ["ssh/host_key", "ssh/client_key"] {
-            run(Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-C", "banshare-test", "-f"])
-                .arg(self.path(key)));
+        for key in ["ssh/host_key", "ssh/client_key", "ssh/sftp_key"] {
+            generate_key(&self.path(key));
         }
         let client_key = read_lossy(&self.path("ssh/client_key.pub"));
         write(&self.path("ssh/authorized_keys"), &client_key);
-        // "<type> <base64> <comment>" becomes "<address> <type> <base64>".
-        let host_key = read_lossy(&self.path("ssh/host_key.pub"));
-        let host_key: Vec<&str> = host_key.split_whitespace().take(2).collect();
-        write(
-            &self.path("ssh/known_hosts"),
-            &format!("{FILESERVER_IP} {}\n", host_key.join(" ")),
-        );
+        // sshd reads authorized_keys with the user's uid, and the temp dir
+        // is private to root: the SFTP user's file lives on the server side.
+        let sftp_key = read_lossy(&self.path("ssh/sftp_key.pub"));
+        let sftp_authorized_keys = self.sftp_base.join("authorized_keys");
+        write(&sftp_authorized_keys, &sftp_key);
+        chmod(&sftp_authorized_keys, 0o644);
+        self.trust_host_key();
         write(&self.path("ssh/sshd_config"), &self.sshd_config());
+    }
+
+    /// The SFTP user (if missing) and this cluster's directories for it;
+    /// see the module doc for the layout.
+    fn create_sftp_dirs(&self) {
+        ensure_sftp_user();
+        let base = Path::new(SFTP_BASE);
+        // Tolerates other clusters creating it at the same time.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(base)
+            .unwrap_or_else(|e| panic!("cannot create {SFTP_BASE}: {e}"));
+        // Ours: repair it if something loosened it. The ancestors are the
+        // system's: only check them.
+        chown(base, 0, 0);
+        chmod(base, 0o755);
+        for ancestor in base.ancestors().skip(1) {
+            require_chroot_safe(ancestor);
+        }
+        // The id is unique among live clusters, so a directory of that name
+        // was left behind by a dead process that had our pid.
+        if self.sftp_base.exists() {
+            let _ = fs::remove_dir_all(&self.sftp_base);
+        }
+        let chroot = self.sftp_chroot();
+        for dir in [&self.sftp_base, &chroot] {
+            fs::create_dir(dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+            chmod(dir, 0o755);
+        }
+        let share = self.sftp_share_dir();
+        fs::create_dir(&share).unwrap_or_else(|e| panic!("cannot create {}: {e}", share.display()));
+        let (uid, gid) = sftp_user_ids();
+        chown(&share, uid, gid);
+        chmod(&share, 0o775);
     }
 
     fn sshd_config(&self) -> String {
@@ -432,28 +680,44 @@ impl Cluster {
              PasswordAuthentication no\n\
              KbdInteractiveAuthentication no\n\
              UsePAM no\n\
-             Subsystem sftp internal-sftp\n",
+             Subsystem sftp internal-sftp\n\
+             \n\
+             Match User {SFTP_USER}\n\
+             \tChrootDirectory {}\n\
+             \tForceCommand internal-sftp -d /share\n\
+             \tAuthorizedKeysFile {}\n\
+             \tPasswordAuthentication no\n\
+             \tAllowTcpForwarding no\n\
+             \tX11Forwarding no\n\
+             \tAllowAgentForwarding no\n\
+             \tPermitTunnel no\n\
+             \tPermitTTY no\n",
             path("ssh/host_key"),
             path("log/sshd.pid"),
             path("ssh/authorized_keys"),
+            self.sftp_chroot().display(),
+            self.sftp_base.join("authorized_keys").display(),
         )
     }
 
-    fn sshfs_options(&self) -> String {
+    fn sshfs_options(&self, identity: &Path) -> String {
         format!(
             "IdentityFile={},UserKnownHostsFile={},{SSHFS_OPTIONS}",
-            self.path("ssh/client_key").display(),
-            self.path("ssh/known_hosts").display(),
+            identity.display(),
+            self.known_hosts.display(),
         )
     }
 
-    /// Lazily unmounts `node`'s share and ends its sshfs. Never panics
+    /// Lazily unmounts `share` on `node` and ends its sshfs. Never panics
     /// (Drop uses it).
-    fn detach_mount(&self, node: usize) {
-        let Some(mut sshfs) = self.sshfs.get(node).and_then(|sshfs| lock(sshfs).take()) else {
+    fn detach_mount(&self, share: Share, node: usize) {
+        if node >= self.nodes.len() {
+            return;
+        }
+        let Some(mut sshfs) = lock(self.sshfs_slot(share, node)).take() else {
             return;
         };
-        let mountpoint = self.mountpoint(node);
+        let mountpoint = self.share_mountpoint(share, node);
         // Lazy (-z, -l): detach at once even while files are open on it.
         let unmounted = run_quietly(
             Command::new("fusermount3")
@@ -473,8 +737,9 @@ impl Drop for Cluster {
     /// Best effort throughout: this also runs while a failed test unwinds,
     /// and a panic here would abort the whole test binary.
     fn drop(&mut self) {
-        for node in 0..self.sshfs.len() {
-            self.detach_mount(node);
+        for node in 0..self.nodes.len() {
+            self.detach_mount(Share::Export, node);
+            self.detach_mount(Share::Sftp, node);
         }
         self.stop_sshd();
         // Whatever a test started in a namespace and left running.
@@ -487,6 +752,10 @@ impl Drop for Cluster {
             run_quietly(Command::new("ip").args(["link", "del", &host.veth]));
         }
         run_quietly(Command::new("ip").args(["link", "del", &self.bridge()]));
+        // No mounts lead into it (the SFTP share is mounted under the temp
+        // dir, from the server's side), and the name is this cluster's own.
+        // The shared parent and the SFTP user stay for other clusters.
+        let _ = fs::remove_dir_all(&self.sftp_base);
         // The temp dir goes when the `dir` field drops, after this.
     }
 }
@@ -620,6 +889,114 @@ fn read_lossy(path: &Path) -> String {
 
 fn write(path: &Path, contents: &str) {
     fs::write(path, contents).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
+fn rename(from: &Path, to: &Path) {
+    fs::rename(from, to)
+        .unwrap_or_else(|e| panic!("cannot rename {} to {}: {e}", from.display(), to.display()));
+}
+
+fn chmod(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("cannot chmod {mode:o} {}: {e}", path.display()));
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .unwrap_or_else(|e| panic!("cannot chown {uid}:{gid} {}: {e}", path.display()));
+}
+
+/// A new ed25519 key pair without passphrase: `path` and `path.pub`.
+fn generate_key(path: &Path) {
+    run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "banshare-test", "-f"])
+        .arg(path));
+}
+
+/// Panics unless sshd would accept `dir` as a component of a chroot path:
+/// a directory owned by root, not writable by group or others.
+fn require_chroot_safe(dir: &Path) {
+    let meta = fs::metadata(dir).unwrap_or_else(|e| panic!("cannot stat {}: {e}", dir.display()));
+    assert!(
+        meta.is_dir() && meta.uid() == 0 && meta.mode() & 0o022 == 0,
+        "sshd refuses a chroot under {}: every component must be a root-owned directory \
+         that is not group- or world-writable (it is uid {}, mode {:o})",
+        dir.display(),
+        meta.uid(),
+        meta.mode() & 0o7777,
+    );
+}
+
+/// The field of [`SFTP_USER`]'s line in `file` (/etc/passwd or /etc/shadow)
+/// at `index`, if the user exists.
+fn sftp_user_field(file: &str, index: usize) -> Option<String> {
+    let text = fs::read_to_string(file).ok()?;
+    text.lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.first() == Some(&SFTP_USER))
+        .and_then(|fields| fields.get(index).map(|field| field.to_string()))
+}
+
+/// The SFTP user's uid and gid; panics if the user does not exist.
+fn sftp_user_ids() -> (u32, u32) {
+    let id = |index| {
+        sftp_user_field("/etc/passwd", index)
+            .and_then(|field| field.parse().ok())
+            .unwrap_or_else(|| panic!("no user {SFTP_USER} in /etc/passwd"))
+    };
+    (id(2), id(3))
+}
+
+/// Creates the SFTP user unless it exists, and makes sure sshd lets it log
+/// in. Idempotent, and safe when several clusters, in this process or in
+/// others, do it at once: "already exists" counts as success, and a
+/// failure (another useradd holding the passwd lock) is retried.
+fn ensure_sftp_user() {
+    let _serialized = lock(&SFTP_USER_SETUP);
+    let deadline = Instant::now() + SETUP_TIMEOUT;
+    // With `UsePAM no`, sshd refuses every login, keys included, to an
+    // account whose password field starts with "!" ("account is locked"),
+    // which is what useradd writes by default. "*" means no password
+    // either, without the lock.
+    let unlocked = || sftp_user_field("/etc/shadow", 1).is_some_and(|pw| !pw.starts_with('!'));
+    loop {
+        let exists = sftp_user_field("/etc/passwd", 0).is_some();
+        let outcome = if !exists {
+            Command::new("useradd")
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                ])
+                .args(["--password", "*", SFTP_USER])
+                .stdin(Stdio::null())
+                .output()
+        } else if !unlocked() {
+            Command::new("usermod")
+                .args(["--password", "*", SFTP_USER])
+                .stdin(Stdio::null())
+                .output()
+        } else {
+            return;
+        };
+        // Success or not, the next round checks the files again: useradd
+        // exits 9 when another process created the user first.
+        let failure = match outcome {
+            Ok(output) if output.status.success() => continue,
+            Ok(output) => format!(
+                "{} ({})",
+                String::from_utf8_lossy(&output.stderr).trim(),
+                output.status
+            ),
+            Err(e) => e.to_string(),
+        };
+        let settled = sftp_user_field("/etc/passwd", 0).is_some() && unlocked();
+        if !settled && Instant::now() >= deadline {
+            panic!("cannot create the SFTP test user {SFTP_USER}: {failure}");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Kills all processes in network namespace `ns`.
