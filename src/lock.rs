@@ -110,8 +110,8 @@ pub struct Owner {
 
 /// A held cross-host lock file. Release it with [`CrossHostLock::release`];
 /// dropping it releases too, ignoring errors.
-#[derive(Debug)]
-pub struct CrossHostLock {
+pub struct CrossHostLock<'fs> {
+    fs: &'fs mut dyn LockFs,
     path: PathBuf,
     content: Vec<u8>,
     released: bool,
@@ -123,7 +123,7 @@ struct Observation {
     since: Instant,
 }
 
-impl CrossHostLock {
+impl<'fs> CrossHostLock<'fs> {
     /// The lock file that guards `log`.
     pub fn path_for(log: &Path) -> PathBuf {
         let mut name = log.as_os_str().to_owned();
@@ -133,28 +133,30 @@ impl CrossHostLock {
 
     /// Takes the lock at `path`, breaking it if it is stale.
     pub fn acquire(
+        fs: &'fs mut dyn LockFs,
         path: &Path,
         owner: &Owner,
         timings: LockTimings,
-    ) -> Result<CrossHostLock, LockError> {
+    ) -> Result<CrossHostLock<'fs>, LockError> {
         let content = lock_content(owner).map_err(|e| LockError::io(path, e))?;
         let start = Instant::now();
         let mut seen: Option<Observation> = None;
         let mut backoff = Backoff::new();
         loop {
-            if try_create(path, &content)? {
+            if try_create(fs, path, &content)? {
                 return Ok(CrossHostLock {
+                    fs,
                     path: path.to_owned(),
                     content,
                     released: false,
                 });
             }
             // `None`: released between our create and our read.
-            if let Some(current) = read_if_exists(path)? {
+            if let Some(current) = read_if_exists(fs, path)? {
                 let seen = observe(&mut seen, current);
                 if seen.since.elapsed() >= timings.stale_after {
                     let left = timings.timeout.saturating_sub(start.elapsed());
-                    break_stale(path, &seen.content, &content, timings.stale_after, left)?;
+                    break_stale(fs, path, &seen.content, &content, timings.stale_after, left)?;
                     continue;
                 }
             }
@@ -174,14 +176,22 @@ impl CrossHostLock {
     /// it, so that writer may have appended concurrently with us.
     pub fn release(mut self) -> Result<bool, LockError> {
         self.released = true;
-        remove_if_content(&self.path, &self.content)
+        remove_if_content(self.fs, &self.path, &self.content)
     }
 }
 
-impl Drop for CrossHostLock {
+impl std::fmt::Debug for CrossHostLock<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CrossHostLock")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for CrossHostLock<'_> {
     fn drop(&mut self) {
         if !self.released {
-            let _ = remove_if_content(&self.path, &self.content);
+            let _ = remove_if_content(self.fs, &self.path, &self.content);
         }
     }
 }
@@ -213,69 +223,100 @@ fn lock_content(owner: &Owner) -> io::Result<Vec<u8>> {
     .into_bytes())
 }
 
+/// The three file operations the cross-host lock protocol needs, so that
+/// the same protocol runs on a local or mounted path and over SFTP.
+pub trait LockFs {
+    /// Creates `path` exclusively with `content`. `Ok(false)`: it exists.
+    fn create_new(&mut self, path: &Path, content: &[u8]) -> io::Result<bool>;
+    /// The content (at most 4 KiB), or `None` if there is no such file.
+    fn read(&mut self, path: &Path) -> io::Result<Option<Vec<u8>>>;
+    /// Removes `path`. `Ok(false)`: it was already gone.
+    fn remove(&mut self, path: &Path) -> io::Result<bool>;
+}
+
+/// Lock files on a local or mounted (sshfs, NFS) path.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LocalLockFs;
+
 /// How many times in a row an `EPERM` with no file behind it is taken for a
 /// lost race before it counts as a real permission error.
 const EPERM_RETRIES: usize = 20;
 
-/// One exclusive-create attempt. `Ok(false)`: someone else holds it.
-fn try_create(path: &Path, content: &[u8]) -> Result<bool, LockError> {
-    let mut attempts = 0;
-    let mut file = loop {
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(path)
-        {
-            Ok(file) => break file,
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(false),
-            // sshfs reports a lost O_EXCL race as EPERM. If the file is there,
-            // it is held. If not, either the holder released it between our
-            // create and our look (try again), or it is a real permission
-            // problem, which keeps happening.
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-                if path.exists() {
-                    return Ok(false);
+impl LockFs for LocalLockFs {
+    fn create_new(&mut self, path: &Path, content: &[u8]) -> io::Result<bool> {
+        let mut attempts = 0;
+        let mut file = loop {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(path)
+            {
+                Ok(file) => break file,
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(false),
+                // sshfs reports a lost O_EXCL race as EPERM. If the file is
+                // there, it is held. If not, either the holder released it
+                // between our create and our look (try again), or it is a
+                // real permission problem, which keeps happening.
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                    if path.exists() {
+                        return Ok(false);
+                    }
+                    attempts += 1;
+                    if attempts >= EPERM_RETRIES {
+                        return Err(e);
+                    }
                 }
-                attempts += 1;
-                if attempts >= EPERM_RETRIES {
-                    return Err(LockError::io(path, e));
-                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(LockError::io(path, e)),
+        };
+        if let Err(e) = file.write_all(content).and_then(|()| file.flush()) {
+            let _ = fs::remove_file(path);
+            return Err(e);
         }
-    };
-    if let Err(e) = file.write_all(content).and_then(|()| file.flush()) {
-        let _ = fs::remove_file(path);
-        return Err(LockError::io(path, e));
+        Ok(true)
     }
-    Ok(true)
+
+    fn read(&mut self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        match File::open(path) {
+            Ok(file) => {
+                let mut content = Vec::new();
+                file.take(MAX_LOCK_FILE).read_to_end(&mut content)?;
+                Ok(Some(content))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn remove(&mut self, path: &Path) -> io::Result<bool> {
+        match fs::remove_file(path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
 }
 
-/// The file's content, or `None` if it does not exist. Lock files are tiny;
-/// reading more than 4 KiB means something else is there.
-fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, LockError> {
-    match File::open(path) {
-        Ok(file) => {
-            let mut content = Vec::new();
-            file.take(4096)
-                .read_to_end(&mut content)
-                .map_err(|e| LockError::io(path, e))?;
-            Ok(Some(content))
-        }
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(LockError::io(path, e)),
-    }
+/// Lock files are one short line; reading more means something else is
+/// there, and it is read no further.
+pub const MAX_LOCK_FILE: u64 = 4096;
+
+/// One exclusive-create attempt. `Ok(false)`: someone else holds it.
+fn try_create(fs: &mut dyn LockFs, path: &Path, content: &[u8]) -> Result<bool, LockError> {
+    fs.create_new(path, content)
+        .map_err(|e| LockError::io(path, e))
+}
+
+/// The file's content, or `None` if it does not exist.
+fn read_if_exists(fs: &mut dyn LockFs, path: &Path) -> Result<Option<Vec<u8>>, LockError> {
+    fs.read(path).map_err(|e| LockError::io(path, e))
 }
 
 /// Removes `path` only if it still holds `content`.
-fn remove_if_content(path: &Path, content: &[u8]) -> Result<bool, LockError> {
-    match read_if_exists(path)? {
-        Some(current) if current == content => match fs::remove_file(path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(LockError::io(path, e)),
-        },
+fn remove_if_content(fs: &mut dyn LockFs, path: &Path, content: &[u8]) -> Result<bool, LockError> {
+    match read_if_exists(fs, path)? {
+        Some(current) if current == content => fs.remove(path).map_err(|e| LockError::io(path, e)),
         _ => Ok(false),
     }
 }
@@ -285,6 +326,7 @@ fn remove_if_content(path: &Path, content: &[u8]) -> Result<bool, LockError> {
 /// died inside the guard leaves it behind; the guard is itself broken after
 /// twice `stale_after` unchanged.
 fn break_stale(
+    fs: &mut dyn LockFs,
     path: &Path,
     stale: &[u8],
     ours: &[u8],
@@ -294,12 +336,12 @@ fn break_stale(
     let mut guard_path = path.as_os_str().to_owned();
     guard_path.push(".break");
     let guard_path = PathBuf::from(guard_path);
-    if !try_create(&guard_path, ours)? {
+    if !try_create(fs, &guard_path, ours)? {
         // Wait no longer than the caller's deadline allows.
-        return break_stale_guard(&guard_path, 2 * stale_after, time_left);
+        return break_stale_guard(fs, &guard_path, 2 * stale_after, time_left);
     }
-    let result = remove_if_content(path, stale);
-    let _ = remove_if_content(&guard_path, ours);
+    let result = remove_if_content(fs, path, stale);
+    let _ = remove_if_content(fs, &guard_path, ours);
     if let Ok(true) = result {
         eprintln!(
             "banshare: warning: broke stale lock {} left by a writer that stopped ({})",
@@ -313,11 +355,12 @@ fn break_stale(
 /// Waits, for a bounded time, to see whether the break guard changes; if it
 /// does not, its holder died and the guard is removed.
 fn break_stale_guard(
+    fs: &mut dyn LockFs,
     guard: &Path,
     stale_after: Duration,
     time_left: Duration,
 ) -> Result<(), LockError> {
-    let Some(first) = read_if_exists(guard)? else {
+    let Some(first) = read_if_exists(fs, guard)? else {
         return Ok(());
     };
     let start = Instant::now();
@@ -326,12 +369,12 @@ fn break_stale_guard(
         if start.elapsed() >= time_left {
             return Ok(()); // out of time: the caller gives up and spools
         }
-        match read_if_exists(guard)? {
+        match read_if_exists(fs, guard)? {
             Some(now) if now == first => backoff.sleep(),
             _ => return Ok(()), // the guard moved on: its holder is alive
         }
     }
-    remove_if_content(guard, &first).map(|_| ())
+    remove_if_content(fs, guard, &first).map(|_| ())
 }
 
 /// A printable, bounded description of a lock file's content.
@@ -401,11 +444,12 @@ mod tests {
     fn second_acquire_waits_for_release() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log.lock");
-        let held = CrossHostLock::acquire(&path, &owner(), FAST).unwrap();
+        let (mut a, mut b) = (LocalLockFs, LocalLockFs);
+        let held = CrossHostLock::acquire(&mut a, &path, &owner(), FAST).unwrap();
         assert!(path.exists());
         assert!(held.release().unwrap());
         assert!(!path.exists());
-        CrossHostLock::acquire(&path, &owner(), FAST)
+        CrossHostLock::acquire(&mut b, &path, &owner(), FAST)
             .unwrap()
             .release()
             .unwrap();
@@ -416,10 +460,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log.lock");
         fs::write(&path, "banshare-lock node=dead pid=9 token=00 since=x\n").unwrap();
-        let held = CrossHostLock::acquire(&path, &owner(), FAST).unwrap();
+        let mut lfs = LocalLockFs;
+        let held = CrossHostLock::acquire(&mut lfs, &path, &owner(), FAST).unwrap();
         // A writer whose lock was broken must not remove the new holder's.
         assert!(
-            !remove_if_content(&path, b"banshare-lock node=dead pid=9 token=00 since=x\n").unwrap()
+            !remove_if_content(
+                &mut LocalLockFs,
+                &path,
+                b"banshare-lock node=dead pid=9 token=00 since=x\n"
+            )
+            .unwrap()
         );
         assert!(held.release().unwrap());
     }
@@ -432,8 +482,9 @@ mod tests {
             timeout: Duration::from_millis(100),
             stale_after: Duration::from_secs(60),
         };
-        let _held = CrossHostLock::acquire(&path, &owner(), slow).unwrap();
-        let err = CrossHostLock::acquire(&path, &owner(), slow).unwrap_err();
+        let (mut a, mut b) = (LocalLockFs, LocalLockFs);
+        let _held = CrossHostLock::acquire(&mut a, &path, &owner(), slow).unwrap();
+        let err = CrossHostLock::acquire(&mut b, &path, &owner(), slow).unwrap_err();
         assert!(matches!(err, LockError::Timeout { .. }), "{err}");
     }
 }

@@ -7,7 +7,7 @@ use std::os::fd::IntoRawFd;
 use std::path::{Path, PathBuf};
 
 use super::{Transport, TransportError};
-use crate::lock::{CrossHostLock, LocalLock, LockTimings, Owner};
+use crate::lock::{CrossHostLock, LocalLock, LocalLockFs, LockTimings, Owner};
 use crate::record::{MAX_LINE_LEN, RecordId};
 
 #[derive(Debug, Clone)]
@@ -105,7 +105,8 @@ impl Transport for FileTransport {
             timeout: self.timings.timeout.saturating_sub(start.elapsed()),
             ..self.timings
         };
-        let lock = CrossHostLock::acquire(&self.lock, &self.owner, remaining)?;
+        let mut lock_fs = LocalLockFs;
+        let lock = CrossHostLock::acquire(&mut lock_fs, &self.lock, &self.owner, remaining)?;
         if let Some(hold) = self.hold_lock_for {
             std::thread::sleep(hold);
         }
