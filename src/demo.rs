@@ -78,7 +78,13 @@ impl Node {
             node: self.writer.node.to_string(),
             pid: self.writer.pid,
         };
-        transport::open(&self.log, &self.spool.append_lock_path(), owner, TIMINGS)
+        transport::open(
+            &self.log,
+            &self.spool.append_lock_path(),
+            owner,
+            TIMINGS,
+            &Default::default(),
+        )
     }
 }
 

@@ -173,8 +173,8 @@ is flushed. Prints every record as it stands in the log, then cleans up.";
 /// Which log, which node, which spool: shared by every command that writes.
 #[derive(Debug, Args, Clone)]
 pub struct LogArgs {
-    /// The shared log: a local path or a path on an sshfs/NFS mount
-    /// [config: common.log].
+    /// The shared log: a local path, a path on an sshfs/NFS mount, or
+    /// sftp://user@host[:port]/path/newbans.log [config: common.log].
     #[arg(long, value_name = "PATH", value_parser = LogLocation::parse)]
     pub log: Option<LogLocation>,
 
@@ -198,6 +198,22 @@ pub struct LogArgs {
     /// [config: append.stale_lock] [default: 10s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub stale_lock: Option<Duration>,
+
+    /// For an sftp:// log: the private key to log in with
+    /// [config: sftp.identity] [default: the SSH agent].
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+
+    /// For an sftp:// log: the known_hosts file the server's key must be in
+    /// [config: sftp.known_hosts] [default: ~/.ssh/known_hosts].
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+
+    /// For an sftp:// log: if the server's key is unknown, trust it and add
+    /// it to known_hosts (pinning on first use). A CHANGED key is refused
+    /// regardless [config: sftp.accept_new_host_key].
+    #[arg(long)]
+    pub accept_new_host_key: bool,
 }
 
 /// An address argument: one target, or `-` for standard input.

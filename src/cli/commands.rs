@@ -108,6 +108,13 @@ pub fn apply_log_args(settings: &mut Settings, args: &LogArgs) -> Result<()> {
     if let Some(t) = args.stale_lock {
         settings.append.lock.stale_after = t;
     }
+    if let Some(key) = &args.identity {
+        settings.sftp.identity = Some(key.clone());
+    }
+    if let Some(file) = &args.known_hosts {
+        settings.sftp.known_hosts = file.clone();
+    }
+    settings.sftp.accept_new_host_key |= args.accept_new_host_key;
     settings
         .check_consistency()
         .map_err(|(key, message)| Failure::Usage(format!("{key}: {message}")))
@@ -211,6 +218,7 @@ pub fn open_spool_and_transport(
         &spool.append_lock_path(),
         owner,
         settings.append.lock,
+        &settings.sftp,
     );
     Ok((spool, transport))
 }

@@ -49,6 +49,7 @@ pub fn monitor(args: MonitorArgs, mut settings: Settings) -> Result<()> {
         log: location,
         spool,
         lock: settings.append.lock,
+        sftp: settings.sftp.clone(),
         deadline: settings.append.deadline(),
         batch_max: w.batch_max,
     };

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow};
 use banshare::backend::{self, Backend, BackendKind};
 use banshare::config::Settings;
+use banshare::follow::{LocalFs, LogFs};
 use banshare::spool::Spool;
 use banshare::transport::LogLocation;
 use banshare::watch::daemon::{Daemon, Handle, Msg, Options};
@@ -22,34 +23,74 @@ use super::commands::{
 
 pub fn watch(args: WatchArgs, config: &Option<PathBuf>, mut settings: Settings) -> Result<()> {
     apply_watch_args(&mut settings, &args)?;
-    let LogLocation::File(log) = required_log(&settings)?;
-    let backend = open_backend(&settings, settings.watch.backend.as_deref())?;
+    let location = required_log(&settings)?;
+    let w = &settings.watch;
+    match &location {
+        LogLocation::File(log) => {
+            let dir = log
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let mode = mode::resolve(w.follow, dir, w.poll_interval, w.safety_poll);
+            run_watch(
+                LocalFs,
+                log.clone(),
+                mode,
+                &location,
+                &settings,
+                config,
+                args,
+            )
+        }
+        // Over SFTP there is nothing to watch but the poll.
+        #[cfg(feature = "sftp")]
+        LogLocation::Sftp(url) => {
+            let fs = banshare::transport::sftp::SftpFs::new(url, &settings.sftp);
+            let mode = mode::Mode::Poll(w.poll_interval);
+            run_watch(
+                fs,
+                url.path.clone(),
+                mode,
+                &location,
+                &settings,
+                config,
+                args,
+            )
+        }
+    }
+}
+
+/// Runs the watcher, following `log` through `fs`.
+fn run_watch<F: LogFs>(
+    fs: F,
+    log: PathBuf,
+    mode: mode::Mode,
+    location: &LogLocation,
+    settings: &Settings,
+    config: &Option<PathBuf>,
+    args: WatchArgs,
+) -> Result<()> {
+    let backend = open_backend(settings, settings.watch.backend.as_deref())?;
     let state = StateDir::open(&settings.watch.state_dir).with_context(|| {
         format!(
             "cannot open the state directory {}",
             settings.watch.state_dir.display()
         )
     })?;
-    let w = &settings.watch;
-    let dir = log
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
     let opts = Options {
-        log: log.clone(),
+        log,
         node: settings.node.to_string(),
-        mode: mode::resolve(w.follow, dir, w.poll_interval, w.safety_poll),
-        batch_max: w.batch_max,
+        mode,
+        batch_max: settings.watch.batch_max,
         state,
         quiet: false,
     };
     let (daemon, handle) =
-        Daemon::new(opts, policy_settings(&settings), backend).map_err(|e| anyhow!(e))?;
+        Daemon::with_fs(fs, opts, policy_settings(settings), backend).map_err(|e| anyhow!(e))?;
     forward_signals(handle)?;
-    start_flusher(&settings, &LogLocation::File(log))?;
+    start_flusher(settings, location)?;
     let config = config.clone();
-    let reload = move || reload_policy(&config, &args);
-    daemon.run(reload);
+    daemon.run(move || reload_policy(&config, &args));
     Ok(())
 }
 

@@ -29,6 +29,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod monitor;
+mod sftp;
 mod watch;
 
 pub use monitor::{DEFAULT_FAIL2BAN_LOG, MonitorSettings};
@@ -73,6 +74,7 @@ pub struct RawConfig {
     pub append: RawAppend,
     pub watch: watch::RawWatch,
     pub monitor: monitor::RawMonitor,
+    pub sftp: sftp::RawSftp,
     /// The ban backends' own settings; checked when a backend is opened.
     pub backend: crate::backend::BackendSettings,
 }
@@ -128,6 +130,8 @@ pub struct Settings {
     pub append: AppendSettings,
     pub watch: WatchSettings,
     pub monitor: MonitorSettings,
+    /// How to reach an `sftp://` log.
+    pub sftp: crate::transport::SftpSettings,
     pub backend: crate::backend::BackendSettings,
 }
 
@@ -241,6 +245,7 @@ impl Settings {
             },
             watch: WatchSettings::check(&raw.watch, &check)?,
             monitor: MonitorSettings::check(&raw.monitor, &check)?,
+            sftp: sftp::check(&raw.sftp, &check)?,
             backend: raw.backend.clone(),
         };
         settings
@@ -287,6 +292,7 @@ impl Settings {
             },
             watch: self.watch.to_raw(),
             monitor: self.monitor.to_raw(),
+            sftp: sftp::to_raw(&self.sftp),
             backend: self.backend.clone(),
         };
         toml::to_string(&raw).expect("settings always serialize")

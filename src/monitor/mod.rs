@@ -43,6 +43,7 @@ pub struct Options {
     pub log: LogLocation,
     pub spool: Spool,
     pub lock: LockTimings,
+    pub sftp: crate::transport::SftpSettings,
     pub deadline: std::time::Duration,
     pub batch_max: usize,
 }
@@ -208,6 +209,7 @@ impl Monitor {
             &self.opts.spool.append_lock_path(),
             owner,
             self.opts.lock,
+            &self.opts.sftp,
         );
         match append::deliver(
             records.clone(),

@@ -2,13 +2,13 @@
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, ErrorKind, Write};
+use std::io::{self, ErrorKind, Write};
 use std::os::fd::IntoRawFd;
 use std::path::{Path, PathBuf};
 
-use super::{Transport, TransportError};
+use super::{Transport, TransportError, for_each_complete_line, id_field};
 use crate::lock::{CrossHostLock, LocalLock, LocalLockFs, LockTimings, Owner};
-use crate::record::{MAX_LINE_LEN, RecordId};
+use crate::record::RecordId;
 
 #[derive(Debug, Clone)]
 pub struct FileTransport {
@@ -158,48 +158,6 @@ impl Transport for FileTransport {
     }
 }
 
-/// Calls `f` with every complete line (ending in `\n`) of at most
-/// [`MAX_LINE_LEN`] bytes; longer lines are skipped without being held, and
-/// an unterminated last line (a torn write) does not count.
-fn for_each_complete_line(file: File, mut f: impl FnMut(&[u8])) -> io::Result<()> {
-    let mut reader = BufReader::with_capacity(64 * 1024, file);
-    let mut line = Vec::with_capacity(MAX_LINE_LEN + 1);
-    let mut overlong = false;
-    loop {
-        let chunk = reader.fill_buf()?;
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        let len = chunk.len();
-        for &byte in chunk {
-            if byte == b'\n' {
-                if !overlong {
-                    f(&line);
-                }
-                line.clear();
-                overlong = false;
-            } else if line.len() < MAX_LINE_LEN {
-                line.push(byte);
-            } else {
-                overlong = true;
-            }
-        }
-        reader.consume(len);
-    }
-}
-
-/// The `id=` field of a line, found without parsing the whole line. Only
-/// used to match ids banshare itself wrote, so a false match is harmless.
-fn id_field(line: &[u8]) -> Option<RecordId> {
-    let start = line.windows(4).position(|w| w == b" id=")? + 4;
-    let rest = &line[start..];
-    let end = rest
-        .iter()
-        .position(|&b| b == b' ' || b == b'\n')
-        .unwrap_or(rest.len());
-    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
-}
-
 /// Closes the file and reports the error that `drop` would swallow.
 fn close_checked(file: File) -> io::Result<()> {
     let fd = file.into_raw_fd();
@@ -214,6 +172,7 @@ fn close_checked(file: File) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::MAX_LINE_LEN;
 
     fn transport(dir: &Path) -> FileTransport {
         let owner = Owner {

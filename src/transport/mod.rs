@@ -1,13 +1,16 @@
-//! How a node reaches the shared log. Every way (a local or mounted path
-//! today; SFTP and ZeroMQ later) sits behind [`Transport`], so the appender,
-//! the spool and the watcher do not care which one is configured.
+//! How a node reaches the shared log. Every way (a local or mounted path,
+//! SFTP; ZeroMQ later) sits behind [`Transport`], so the appender, the
+//! spool and the monitor do not care which one is configured.
 
 mod file;
+#[cfg(feature = "sftp")]
+pub mod sftp;
 
 use std::collections::HashSet;
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub use file::FileTransport;
 
@@ -19,6 +22,9 @@ use crate::record::RecordId;
 pub enum LogLocation {
     /// A local path, or a path on a mounted share (sshfs, NFS).
     File(PathBuf),
+    /// `sftp://user@host[:port]/path`: over SSH, no mount.
+    #[cfg(feature = "sftp")]
+    Sftp(sftp::SftpUrl),
 }
 
 impl LogLocation {
@@ -27,9 +33,13 @@ impl LogLocation {
         if text.is_empty() {
             return Err("the log path is empty".into());
         }
+        #[cfg(feature = "sftp")]
+        if text.starts_with("sftp://") {
+            return sftp::SftpUrl::parse(text).map(LogLocation::Sftp);
+        }
         if let Some((scheme, _)) = text.split_once("://") {
             return Err(format!(
-                "unsupported log URL scheme {scheme:?}: give a file path"
+                "unsupported log URL scheme {scheme:?}: give a file path or sftp://user@host/path"
             ));
         }
         Ok(LogLocation::File(PathBuf::from(text)))
@@ -40,6 +50,8 @@ impl fmt::Display for LogLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LogLocation::File(path) => write!(f, "{}", path.display()),
+            #[cfg(feature = "sftp")]
+            LogLocation::Sftp(url) => write!(f, "{url}"),
         }
     }
 }
@@ -91,8 +103,89 @@ pub fn open(
     local_lock: &std::path::Path,
     owner: crate::lock::Owner,
     timings: crate::lock::LockTimings,
+    sftp_settings: &SftpSettings,
 ) -> Box<dyn Transport> {
+    let _ = sftp_settings; // used only with the sftp feature
     match location {
         LogLocation::File(path) => Box::new(FileTransport::new(path, local_lock, owner, timings)),
+        #[cfg(feature = "sftp")]
+        LogLocation::Sftp(url) => Box::new(sftp::SftpTransport::new(
+            url,
+            sftp_settings,
+            local_lock,
+            owner,
+            timings,
+        )),
     }
+}
+
+/// How to reach and trust the server (`[sftp]` in the configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SftpSettings {
+    /// The private key; `None`: ask the SSH agent.
+    pub identity: Option<PathBuf>,
+    /// OpenSSH known_hosts file the server's key must be in.
+    pub known_hosts: PathBuf,
+    /// Pin an unknown server key on first use, writing it to known_hosts.
+    /// Off by default: an unknown key is refused.
+    pub accept_new_host_key: bool,
+    /// Bound on connecting and on every SFTP call.
+    pub timeout: Duration,
+}
+
+impl Default for SftpSettings {
+    fn default() -> SftpSettings {
+        let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+        SftpSettings {
+            identity: None,
+            known_hosts: home.join(".ssh/known_hosts"),
+            accept_new_host_key: false,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Calls `f` with every complete line (ending in `\n`) of at most
+/// [`crate::record::MAX_LINE_LEN`] bytes; longer lines are skipped without being held, and
+/// an unterminated last line (a torn write) does not count.
+pub(crate) fn for_each_complete_line(
+    file: impl std::io::Read,
+    mut f: impl FnMut(&[u8]),
+) -> std::io::Result<()> {
+    let mut reader = std::io::BufReader::with_capacity(64 * 1024, file);
+    let mut line = Vec::with_capacity(crate::record::MAX_LINE_LEN + 1);
+    let mut overlong = false;
+    loop {
+        let chunk = std::io::BufRead::fill_buf(&mut reader)?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let len = chunk.len();
+        for &byte in chunk {
+            if byte == b'\n' {
+                if !overlong {
+                    f(&line);
+                }
+                line.clear();
+                overlong = false;
+            } else if line.len() < crate::record::MAX_LINE_LEN {
+                line.push(byte);
+            } else {
+                overlong = true;
+            }
+        }
+        std::io::BufRead::consume(&mut reader, len);
+    }
+}
+
+/// The `id=` field of a line, found without parsing the whole line. Only
+/// used to match ids banshare itself wrote, so a false match is harmless.
+pub(crate) fn id_field(line: &[u8]) -> Option<RecordId> {
+    let start = line.windows(4).position(|w| w == b" id=")? + 4;
+    let rest = &line[start..];
+    let end = rest
+        .iter()
+        .position(|&b| b == b' ' || b == b'\n')
+        .unwrap_or(rest.len());
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }

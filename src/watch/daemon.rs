@@ -18,7 +18,7 @@ use super::wake::Wake;
 pub use super::wake::{Handle, Msg};
 use super::{error, info, warn};
 use crate::backend::{Action, Backend, BackendError};
-use crate::follow::{FollowEvent, Follower, Line, LocalFs};
+use crate::follow::{FollowEvent, Follower, Line, LocalFs, LogFs};
 use crate::record::{self, Record};
 
 /// What the daemon needs besides the policy and the backend.
@@ -74,9 +74,9 @@ struct Retry {
 /// journal.
 const REJECT_LOG_PER_MINUTE: u32 = 20;
 
-pub struct Daemon {
+pub struct Daemon<F: LogFs = LocalFs> {
     opts: Options,
-    follower: Follower<LocalFs>,
+    follower: Follower<F>,
     policy: Policy,
     backend: Box<dyn Backend>,
     status: Status,
@@ -91,14 +91,15 @@ pub struct Daemon {
     last_active_save: Instant,
 }
 
-impl Daemon {
-    /// Prepares the backend, loads the saved cursor and active bans, and
-    /// starts inotify when the mode asks for it.
-    pub fn new(
+impl<F: LogFs> Daemon<F> {
+    /// As [`Daemon::new`], following the log through `fs` (SFTP, or a test
+    /// double) instead of the local filesystem.
+    pub fn with_fs(
+        fs: F,
         mut opts: Options,
         policy: PolicySettings,
         mut backend: Box<dyn Backend>,
-    ) -> Result<(Daemon, Handle), WatchError> {
+    ) -> Result<(Daemon<F>, Handle), WatchError> {
         backend.setup().map_err(|source| WatchError::Backend {
             backend: backend.name(),
             source,
@@ -124,7 +125,7 @@ impl Daemon {
             ..Status::default()
         };
         let daemon = Daemon {
-            follower: Follower::new(LocalFs, opts.log.clone(), resume),
+            follower: Follower::new(fs, opts.log.clone(), resume),
             opts,
             policy,
             backend,
@@ -454,6 +455,18 @@ fn load_cursor(opts: &Options) -> std::io::Result<Option<crate::follow::Cursor>>
             Ok(None)
         }
         None => Ok(None),
+    }
+}
+
+impl Daemon<LocalFs> {
+    /// Prepares the backend, loads the saved cursor and active bans, and
+    /// starts inotify when the mode asks for it.
+    pub fn new(
+        opts: Options,
+        policy: PolicySettings,
+        backend: Box<dyn Backend>,
+    ) -> Result<(Daemon, Handle), WatchError> {
+        Daemon::with_fs(LocalFs, opts, policy, backend)
     }
 }
 

@@ -1,0 +1,238 @@
+//! The SFTP transport: the log on a file server reached over SSH, with no
+//! mount. Appending runs the same cross-host lock protocol as the file
+//! transport (exclusive create over SFTP), so local writers on the file
+//! server, sshfs writers and SFTP writers all exclude each other.
+//!
+//! Following goes through [`SftpFs`], one connection per watcher, reused
+//! for every poll and re-established with backoff after a failure.
+
+mod follow;
+mod session;
+mod url;
+
+use std::collections::HashSet;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use ssh2::{OpenFlags, OpenType, Sftp};
+
+pub use follow::SftpFs;
+pub use session::{Connection, SftpError, SftpSettings, connect};
+pub use url::SftpUrl;
+
+use super::{Transport, TransportError, for_each_complete_line, id_field};
+use crate::lock::{CrossHostLock, LocalLock, LockFs, LockTimings, MAX_LOCK_FILE, Owner};
+use crate::record::RecordId;
+
+/// Appends over SFTP; keeps its connection between appends (the watcher's
+/// flusher and the monitor append many times).
+pub struct SftpTransport {
+    url: SftpUrl,
+    settings: SftpSettings,
+    lock: PathBuf,
+    local_lock: PathBuf,
+    owner: Owner,
+    timings: LockTimings,
+    conn: Option<Connection>,
+}
+
+impl SftpTransport {
+    pub fn new(
+        url: &SftpUrl,
+        settings: &SftpSettings,
+        local_lock: &Path,
+        owner: Owner,
+        timings: LockTimings,
+    ) -> SftpTransport {
+        SftpTransport {
+            lock: crate::lock::CrossHostLock::path_for(&url.path),
+            url: url.clone(),
+            settings: settings.clone(),
+            local_lock: local_lock.to_owned(),
+            owner,
+            timings,
+            conn: None,
+        }
+    }
+
+    /// The connection, made now if there is none.
+    fn connection(&mut self) -> Result<&Connection, TransportError> {
+        if self.conn.is_none() {
+            let conn = connect(&self.url, &self.settings).map_err(|e| self.open_err(e.into()))?;
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_ref().expect("just connected"))
+    }
+
+    fn open_err(&self, source: io::Error) -> TransportError {
+        TransportError::Open {
+            path: self.url.path.clone(),
+            source,
+        }
+    }
+
+    fn append_locked(&mut self, batch: &[u8]) -> Result<(), TransportError> {
+        let start = std::time::Instant::now();
+        let _local = LocalLock::acquire(&self.local_lock, self.timings.timeout)?;
+        let (path, lock_path, owner) =
+            (self.url.path.clone(), self.lock.clone(), self.owner.clone());
+        let timings = LockTimings {
+            timeout: self.timings.timeout.saturating_sub(start.elapsed()),
+            ..self.timings
+        };
+        let sftp = &self.connection()?.sftp;
+        if let Err(e) = sftp.stat(&path) {
+            return Err(match io::Error::from(e) {
+                e if e.kind() == io::ErrorKind::NotFound => TransportError::LogMissing(path),
+                e => TransportError::Open { path, source: e },
+            });
+        }
+        let mut lock_fs = SftpLockFs { sftp };
+        let lock = CrossHostLock::acquire(&mut lock_fs, &lock_path, &owner, timings)?;
+        let write = write_whole_lines(sftp, &path, batch)?;
+        write.map_err(|e| TransportError::Write {
+            path: path.clone(),
+            source: e,
+        })?;
+        // Written: nothing from here on may fail the append (see the file
+        // transport).
+        if let Err(e) = lock.release() {
+            eprintln!(
+                "banshare: warning: the batch was appended, but releasing the lock failed ({e})"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Opens the log for appending (never creating it), puts a newline first
+/// if its last line is unfinished, and writes the batch. The outer error is
+/// one from before anything was written; the inner one may have written
+/// part of the batch.
+fn write_whole_lines(
+    sftp: &Sftp,
+    path: &Path,
+    batch: &[u8],
+) -> Result<io::Result<()>, TransportError> {
+    let open_err = |source| TransportError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let flags = OpenFlags::READ | OpenFlags::WRITE | OpenFlags::APPEND;
+    let mut file = sftp
+        .open_mode(path, flags, 0o644, OpenType::File)
+        .map_err(|e| open_err(e.into()))?;
+    let size = file
+        .stat()
+        .map_err(|e| open_err(e.into()))?
+        .size
+        .unwrap_or(0);
+    let mut data = Vec::with_capacity(batch.len() + 1);
+    if size > 0 {
+        let mut last = [0u8; 1];
+        file.seek(SeekFrom::Start(size - 1))
+            .and_then(|_| file.read_exact(&mut last))
+            .map_err(open_err)?;
+        if last[0] != b'\n' {
+            data.push(b'\n');
+        }
+    }
+    data.extend_from_slice(batch);
+    // The server opened the file with O_APPEND: every write lands at the
+    // end, whatever offset the client sends. Close is checked: the server
+    // reports some write errors only then.
+    Ok(file
+        .write_all(&data)
+        .and_then(|()| file.close().map_err(io::Error::from)))
+}
+
+impl Transport for SftpTransport {
+    fn append(&mut self, batch: &[u8]) -> Result<(), TransportError> {
+        let result = self.append_locked(batch);
+        if result.is_err() {
+            // A failed call may have left the session unusable; the next
+            // append connects afresh.
+            self.conn = None;
+        }
+        result
+    }
+
+    fn find_ids(&mut self, ids: &HashSet<RecordId>) -> Result<HashSet<RecordId>, TransportError> {
+        let path = self.url.path.clone();
+        let read_err = |source| TransportError::Read {
+            path: path.clone(),
+            source,
+        };
+        let sftp = &self.connection()?.sftp;
+        let file = sftp.open(&path).map_err(|e| match io::Error::from(e) {
+            e if e.kind() == io::ErrorKind::NotFound => TransportError::LogMissing(path.clone()),
+            e => read_err(e),
+        })?;
+        let mut found = HashSet::new();
+        for_each_complete_line(file, |line| {
+            if let Some(id) = id_field(line).filter(|id| ids.contains(id)) {
+                found.insert(id);
+            }
+        })
+        .map_err(read_err)?;
+        Ok(found)
+    }
+}
+
+/// The lock files over SFTP.
+struct SftpLockFs<'a> {
+    sftp: &'a Sftp,
+}
+
+impl LockFs for SftpLockFs<'_> {
+    fn create_new(&mut self, path: &Path, content: &[u8]) -> io::Result<bool> {
+        match self.sftp.open_mode(
+            path,
+            OpenFlags::WRITE | OpenFlags::EXCLUSIVE,
+            0o644,
+            OpenType::File,
+        ) {
+            Ok(mut file) => {
+                let written = file
+                    .write_all(content)
+                    .and_then(|()| file.close().map_err(io::Error::from));
+                if let Err(e) = written {
+                    let _ = self.sftp.unlink(path);
+                    return Err(e);
+                }
+                Ok(true)
+            }
+            // SFTP version 3 has no "already exists": OpenSSH answers a lost
+            // exclusive create with a generic failure. The file being there
+            // tells the two apart.
+            Err(e) => match self.sftp.stat(path) {
+                Ok(_) => Ok(false),
+                Err(_) => Err(session::io_error(path, e)),
+            },
+        }
+    }
+
+    fn read(&mut self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        match self.sftp.open(path) {
+            Ok(file) => {
+                let mut content = Vec::new();
+                file.take(MAX_LOCK_FILE).read_to_end(&mut content)?;
+                Ok(Some(content))
+            }
+            Err(e) => match io::Error::from(e) {
+                e if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                e => Err(e),
+            },
+        }
+    }
+
+    fn remove(&mut self, path: &Path) -> io::Result<bool> {
+        match self.sftp.unlink(path) {
+            Ok(()) => Ok(true),
+            Err(e) => match io::Error::from(e) {
+                e if e.kind() == io::ErrorKind::NotFound => Ok(false),
+                e => Err(e),
+            },
+        }
+    }
+}
