@@ -13,7 +13,6 @@
 //! `cargo test --benches` stays fast.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::collections::HashMap;
@@ -33,13 +32,13 @@ use support::{BANSHARE, wait_until};
 
 /// (a): watcher hosts measured, and bans per pacing.
 const WATCHERS: usize = 10;
-const BURST_BANS: usize = 100;
-const ISOLATED_BANS: usize = 20;
+const BURST_BANS: usize = 60;
+const ISOLATED_BANS: usize = 25;
 /// (b), (c), (d): records in the logs.
 const CATCH_UP_RECORDS: usize = 1_000_000;
 const APPLY_BANS: usize = 10_000;
 /// (c): `fail2ban-client banip` calls with one address each, extrapolated.
-const F2B_SINGLE_CALLS: usize = 500;
+const F2B_SINGLE_CALLS: usize = 300;
 /// (c): addresses per `set <jail> banip ...` call (banshare's own fail2ban
 /// backend uses the same chunk).
 const F2B_CHUNK: usize = 1000;
@@ -98,7 +97,10 @@ fn propagation() -> String {
 
     let mut rng = XorShift(0x5eed_ba45_4a4e);
     let burst_gaps: Vec<Duration> = (0..BURST_BANS).map(|_| rng.millis(250, 350)).collect();
-    let isolated_gaps: Vec<Duration> = (0..ISOLATED_BANS).map(|_| rng.millis(2000, 3000)).collect();
+    // 3-5 s: a whole multiple of fail2ban's 2 s polling cycle and of
+    // banshare's 250 ms, so that each append falls at a uniformly random
+    // phase of both.
+    let isolated_gaps: Vec<Duration> = (0..ISOLATED_BANS).map(|_| rng.millis(3000, 5000)).collect();
     let mut rows = Vec::new();
 
     // banshare: `banshare watch --backend nftables --follow auto` on each.
@@ -129,7 +131,7 @@ fn propagation() -> String {
         warm_up(&monitors, Ipv4Addr::new(10, 70, 0, 1), &append);
         for (pacing, gaps, net) in [
             ("0.25-0.35 s apart", &burst_gaps, 71),
-            ("2-3 s apart", &isolated_gaps, 72),
+            ("3-5 s apart", &isolated_gaps, 72),
         ] {
             let addrs = addresses(net, gaps.len());
             let m = measure(&monitors, gaps, &addrs, &append);
@@ -182,7 +184,7 @@ fn propagation() -> String {
         warm_up(&monitors, Ipv4Addr::new(10, 80, 0, 1), &append);
         for (pacing, gaps, net) in [
             ("0.25-0.35 s apart", &burst_gaps, 81),
-            ("2-3 s apart", &isolated_gaps, 82),
+            ("3-5 s apart", &isolated_gaps, 82),
         ] {
             let addrs = addresses(net, gaps.len());
             let m = measure(&monitors, gaps, &addrs, &append);
@@ -706,6 +708,8 @@ fn catch_up() -> CatchUp {
     let filter = write_newbans_filter(dir.path());
     let report = dir.path().join("fail2ban-regex.out");
     let t = Instant::now();
+    // Reaped by wait4 in `wait_rusage`, for its rusage.
+    #[allow(clippy::zombie_processes)]
     let child = Command::new("fail2ban-regex")
         .arg(&log)
         .arg(&filter)
@@ -751,10 +755,11 @@ fn catch_up() -> CatchUp {
     CatchUp {
         table: t,
         memory: MemoryRow {
-            what: "banshare watch --backend log, after catch-up (b)",
+            what: "banshare watch --backend log, catch-up (b)",
             bans: CATCH_UP_RECORDS,
             hwm,
             rss,
+            with_save: Some(maxrss),
         },
     }
 }
@@ -766,8 +771,12 @@ fn catch_up() -> CatchUp {
 struct MemoryRow {
     what: &'static str,
     bans: usize,
+    /// VmHWM and VmRSS once every ban is applied, kB.
     hwm: u64,
     rss: u64,
+    /// Peak RSS of the whole run up to exit (getrusage), which includes the
+    /// shutdown's save of the active bans, kB; None for the baseline.
+    with_save: Option<u64>,
 }
 
 /// Elements in `nft list set inet <table> <set>` in namespace `ns`.
@@ -868,7 +877,8 @@ fn apply_and_memory() -> (String, Vec<MemoryRow>) {
         let elapsed = w.wait_offset(size, Duration::from_secs(60));
         let (hwm, rss) = memory_of(w.pid());
         assert_eq!(set_len(&cluster, ns, "banshare", "v4"), APPLY_BANS);
-        w.stop();
+        let (_, ok, maxrss) = w.stop();
+        assert!(ok, "the watcher failed on SIGTERM");
         rows.push(ApplyRow {
             system: "banshare watch --backend nftables",
             method: "end to end: process start, setup, read, apply, cursor saved".into(),
@@ -881,6 +891,7 @@ fn apply_and_memory() -> (String, Vec<MemoryRow>) {
             bans: APPLY_BANS,
             hwm,
             rss,
+            with_save: Some(maxrss),
         });
         progress("(c) end to end: done");
     }
@@ -964,6 +975,7 @@ fn apply_and_memory() -> (String, Vec<MemoryRow>) {
             bans: 1 + F2B_SINGLE_CALLS + APPLY_BANS,
             hwm,
             rss,
+            with_save: None,
         });
     }
 
@@ -983,23 +995,27 @@ fn apply_and_memory() -> (String, Vec<MemoryRow>) {
         w.wait_offset(size, Duration::from_secs(120));
         let (hwm, rss) = memory_of(w.pid());
         assert_eq!(set_len(&cluster, ns, "banshare", "v4"), MEMORY_BANS);
-        w.stop();
+        let (_, ok, maxrss) = w.stop();
+        assert!(ok, "the watcher failed on SIGTERM");
         memory.push(MemoryRow {
             what: "banshare watch --backend nftables",
             bans: MEMORY_BANS,
             hwm,
             rss,
+            with_save: Some(maxrss),
         });
         // The same log with the log backend: what the nft backend adds.
         let mut w = Watcher::spawn(None, "log", &log, &work.path().join("memlog"), "bench");
         w.wait_offset(size, Duration::from_secs(120));
         let (hwm, rss) = memory_of(w.pid());
-        w.stop();
+        let (_, ok, maxrss) = w.stop();
+        assert!(ok, "the watcher failed on SIGTERM");
         memory.push(MemoryRow {
             what: "banshare watch --backend log",
             bans: MEMORY_BANS,
             hwm,
             rss,
+            with_save: Some(maxrss),
         });
     }
 
@@ -1028,18 +1044,19 @@ fn apply_and_memory() -> (String, Vec<MemoryRow>) {
 fn memory_table(rows: &[MemoryRow]) -> String {
     let mut t = String::from(
         "### (d) Memory with many active bans\n\n\
-         | process | active bans | peak RSS (VmHWM) MB | RSS now (VmRSS) MB |\n\
-         |---|---:|---:|---:|\n",
+         | process | active bans | all applied: peak RSS (VmHWM) MB | all applied: RSS (VmRSS) MB | peak up to exit, incl. saving active.json, MB |\n\
+         |---|---:|---:|---:|---:|\n",
     );
     let mut sorted: Vec<&MemoryRow> = rows.iter().collect();
     sorted.sort_by_key(|r| r.bans);
     for r in sorted {
         t += &format!(
-            "| {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} |\n",
             r.what,
             r.bans,
             mb(r.hwm),
-            mb(r.rss)
+            mb(r.rss),
+            r.with_save.map_or("-".into(), mb)
         );
     }
     t

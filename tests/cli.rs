@@ -432,6 +432,8 @@ fn lock_never_won_within_timeout_spools() {
     // Other writers take the lock in turn, without pause: its content keeps
     // changing, so it is never stale, and this writer never wins it.
     let stop = std::sync::atomic::AtomicBool::new(false);
+    // Held before the writer starts, so it cannot win a race to it.
+    fs::write(&lock, "banshare-lock node=busy pid=1 token=start since=x\n").unwrap();
     std::thread::scope(|scope| {
         scope.spawn(|| {
             let mut n = 0u64;
@@ -442,17 +444,19 @@ fn lock_never_won_within_timeout_spools() {
                 )
                 .unwrap();
                 n += 1;
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(10));
             }
             let _ = fs::remove_file(&lock);
         });
         let out = site.run(&[
             "ban",
             "192.0.2.1",
+            // Stale only after 1.5 s without a change: far longer than
+            // the 10 ms between changes, even on a loaded machine.
             "--lock-timeout",
-            "1s",
+            "2s",
             "--stale-lock",
-            "500ms",
+            "1500ms",
         ]);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
