@@ -238,9 +238,10 @@ pub trait LockFs {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LocalLockFs;
 
-/// How many times in a row an `EPERM` with no file behind it is taken for a
-/// lost race before it counts as a real permission error.
-const EPERM_RETRIES: usize = 20;
+/// How many times in a row a failed exclusive create with no file behind
+/// it (sshfs's `EPERM`, SFTP's generic failure) is taken for a race lost to
+/// a holder who released in between, before it counts as a real error.
+pub const LOST_RACE_RETRIES: usize = 20;
 
 impl LockFs for LocalLockFs {
     fn create_new(&mut self, path: &Path, content: &[u8]) -> io::Result<bool> {
@@ -263,7 +264,7 @@ impl LockFs for LocalLockFs {
                         return Ok(false);
                     }
                     attempts += 1;
-                    if attempts >= EPERM_RETRIES {
+                    if attempts >= LOST_RACE_RETRIES {
                         return Err(e);
                     }
                 }

@@ -186,29 +186,32 @@ struct SftpLockFs<'a> {
 
 impl LockFs for SftpLockFs<'_> {
     fn create_new(&mut self, path: &Path, content: &[u8]) -> io::Result<bool> {
-        match self.sftp.open_mode(
-            path,
-            OpenFlags::WRITE | OpenFlags::EXCLUSIVE,
-            0o644,
-            OpenType::File,
-        ) {
-            Ok(mut file) => {
-                let written = file
-                    .write_all(content)
-                    .and_then(|()| file.close().map_err(io::Error::from));
-                if let Err(e) = written {
-                    let _ = self.sftp.unlink(path);
-                    return Err(e);
+        let mut attempts = 0;
+        loop {
+            match self.sftp.open_mode(path, OpenFlags::WRITE | OpenFlags::EXCLUSIVE, 0o644, OpenType::File) {
+                Ok(mut file) => {
+                    let written = file.write_all(content).and_then(|()| file.close().map_err(io::Error::from));
+                    if let Err(e) = written {
+                        let _ = self.sftp.unlink(path);
+                        return Err(e);
+                    }
+                    return Ok(true);
                 }
-                Ok(true)
+                // SFTP version 3 has no "already exists": OpenSSH answers a
+                // lost exclusive create with a generic failure. The file
+                // being there tells the two apart; if it is gone, the holder
+                // released it between our create and our look: try again.
+                // A failure that keeps coming with no file is a real one.
+                Err(e) => {
+                    if self.sftp.stat(path).is_ok() {
+                        return Ok(false);
+                    }
+                    attempts += 1;
+                    if attempts >= crate::lock::LOST_RACE_RETRIES {
+                        return Err(session::io_error(path, e));
+                    }
+                }
             }
-            // SFTP version 3 has no "already exists": OpenSSH answers a lost
-            // exclusive create with a generic failure. The file being there
-            // tells the two apart.
-            Err(e) => match self.sftp.stat(path) {
-                Ok(_) => Ok(false),
-                Err(_) => Err(session::io_error(path, e)),
-            },
         }
     }
 
