@@ -103,10 +103,6 @@ static NEXT_CLUSTER: AtomicUsize = AtomicUsize::new(0);
 /// network setup avoids that at least among the tests of one binary.
 static NETWORK_SETUP: Mutex<()> = Mutex::new(());
 
-/// Serializes creating the SFTP user among the clusters of one process;
-/// [`ensure_sftp_user`] also copes with other processes doing the same.
-static SFTP_USER_SETUP: Mutex<()> = Mutex::new(());
-
 /// Panics unless the effective user is root.
 pub fn require_root() {
     if effective_uid() != Some(0) {
@@ -393,6 +389,11 @@ impl Cluster {
         );
     }
 
+    /// Everything the sshfs of `node`'s SFTP share wrote, across mounts.
+    pub fn sftp_share_sshfs_log(&self, node: usize) -> String {
+        read_lossy(&self.sftp_share_sshfs_log_path(node))
+    }
+
     /// The file server's private host key; the public key is beside it with
     /// `.pub` appended. Replaced (not rewritten in place) by
     /// [`Self::rotate_host_key`].
@@ -493,6 +494,10 @@ impl Cluster {
         self.path(&format!("log/sshfs-n{node}.log"))
     }
 
+    fn sftp_share_sshfs_log_path(&self, node: usize) -> PathBuf {
+        self.path(&format!("log/sshfs-sftp-n{node}.log"))
+    }
+
     /// The SFTP user's ChrootDirectory.
     fn sftp_chroot(&self) -> PathBuf {
         self.sftp_base.join("chroot")
@@ -526,7 +531,7 @@ impl Cluster {
             Share::Sftp => (
                 format!("{SFTP_USER}@{FILESERVER_IP}:/share"),
                 self.sftp_identity.clone(),
-                self.path(&format!("log/sshfs-sftp-n{node}.log")),
+                self.sftp_share_sshfs_log_path(node),
                 format!("the SFTP share on node {node}"),
             ),
         };
@@ -636,7 +641,6 @@ impl Cluster {
     /// The SFTP user (if missing) and this cluster's directories for it;
     /// see the module doc for the layout.
     fn create_sftp_dirs(&self) {
-        ensure_sftp_user();
         let base = Path::new(SFTP_BASE);
         // Tolerates other clusters creating it at the same time.
         fs::DirBuilder::new()
@@ -651,6 +655,7 @@ impl Cluster {
         for ancestor in base.ancestors().skip(1) {
             require_chroot_safe(ancestor);
         }
+        ensure_sftp_user(&base.join(".sftp-user.lock"));
         // The id is unique among live clusters, so a directory of that name
         // was left behind by a dead process that had our pid.
         if self.sftp_base.exists() {
@@ -949,10 +954,22 @@ fn sftp_user_ids() -> (u32, u32) {
 
 /// Creates the SFTP user unless it exists, and makes sure sshd lets it log
 /// in. Idempotent, and safe when several clusters, in this process or in
-/// others, do it at once: "already exists" counts as success, and a
-/// failure (another useradd holding the passwd lock) is retried.
-fn ensure_sftp_user() {
-    let _serialized = lock(&SFTP_USER_SETUP);
+/// others, do it at once.
+///
+/// "Already exists" is not enough for that: useradd checks whether the name
+/// is taken before it locks /etc/passwd, so two racing `useradd bsftp` can
+/// both succeed, the second replacing the first's entry with a new uid and
+/// gid, after which the first cluster's `share` belongs to nobody. Hence
+/// `lock_file`, held exclusively (flock) from the check to the end.
+fn ensure_sftp_user(lock_file: &Path) {
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_file)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", lock_file.display()));
+    lock.lock()
+        .unwrap_or_else(|e| panic!("cannot lock {}: {e}", lock_file.display()));
     let deadline = Instant::now() + SETUP_TIMEOUT;
     // With `UsePAM no`, sshd refuses every login, keys included, to an
     // account whose password field starts with "!" ("account is locked"),
@@ -980,8 +997,9 @@ fn ensure_sftp_user() {
         } else {
             return;
         };
-        // Success or not, the next round checks the files again: useradd
-        // exits 9 when another process created the user first.
+        // Success or not, the next round checks the files again. A failure
+        // is retried: something other than a cluster (an administrator's
+        // tool) may hold the passwd lock for a moment.
         let failure = match outcome {
             Ok(output) if output.status.success() => continue,
             Ok(output) => format!(
