@@ -28,7 +28,10 @@ impl Site {
         require_root();
         let cluster = Cluster::new(hint, nodes);
         cluster.create_sftp_file("newbans.log");
-        Site { cluster, tmp: tempfile::tempdir().unwrap() }
+        Site {
+            cluster,
+            tmp: tempfile::tempdir().unwrap(),
+        }
     }
 
     fn url(&self) -> String {
@@ -51,25 +54,48 @@ impl Site {
             "--node".into(),
             format!("node{node}"),
             "--spool-dir".into(),
-            self.tmp.path().join(format!("spool{node}")).display().to_string(),
+            self.tmp
+                .path()
+                .join(format!("spool{node}"))
+                .display()
+                .to_string(),
         ]
     }
 
     fn banshare(&self, node: usize, args: &[&str], known_hosts: &Path) -> Command {
-        let mut cmd = self.cluster.command_in(self.cluster.node_ns(node), BANSHARE);
-        cmd.args(["--config", "/dev/null"]).args(args).args(self.flags(node, known_hosts));
+        let mut cmd = self
+            .cluster
+            .command_in(self.cluster.node_ns(node), BANSHARE);
+        cmd.args(["--config", "/dev/null"])
+            .args(args)
+            .args(self.flags(node, known_hosts));
         cmd
     }
 
     fn ban(&self, node: usize, address: &str) -> std::process::Output {
-        self.banshare(node, &["ban", address], self.cluster.known_hosts()).output().unwrap()
+        self.banshare(node, &["ban", address], self.cluster.known_hosts())
+            .output()
+            .unwrap()
     }
 
     /// `banshare watch --backend log` over SFTP on `node`; applied lines
     /// arrive on the channel, stderr lines too (prefixed `E `).
     fn watch(&self, node: usize, known_hosts: &Path) -> (Daemon, mpsc::Receiver<String>) {
-        let state = self.tmp.path().join(format!("state{node}")).display().to_string();
-        let args = ["watch", "--backend", "log", "--poll-interval", "100ms", "--state-dir", &state];
+        let state = self
+            .tmp
+            .path()
+            .join(format!("state{node}"))
+            .display()
+            .to_string();
+        let args = [
+            "watch",
+            "--backend",
+            "log",
+            "--poll-interval",
+            "100ms",
+            "--state-dir",
+            &state,
+        ];
         let mut child = self
             .banshare(node, &args, known_hosts)
             .stdout(Stdio::piped())
@@ -83,7 +109,11 @@ impl Site {
     }
 }
 
-fn forward(stream: impl std::io::Read + Send + 'static, prefix: &'static str, tx: mpsc::Sender<String>) {
+fn forward(
+    stream: impl std::io::Read + Send + 'static,
+    prefix: &'static str,
+    tx: mpsc::Sender<String>,
+) {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
             let _ = tx.send(format!("{prefix}{line}"));
@@ -101,7 +131,12 @@ impl Drop for Daemon {
 }
 
 /// Collects lines until `done` holds for the collected ones, or panics.
-fn collect_until(rx: &mpsc::Receiver<String>, seen: &mut Vec<String>, timeout: Duration, done: impl Fn(&[String]) -> bool) {
+fn collect_until(
+    rx: &mpsc::Receiver<String>,
+    seen: &mut Vec<String>,
+    timeout: Duration,
+    done: impl Fn(&[String]) -> bool,
+) {
     let deadline = Instant::now() + timeout;
     while !done(seen) {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -121,12 +156,25 @@ fn append_and_follow_over_sftp_with_a_chrooted_account() {
     let site = Site::new("sftp", 2);
     let (_watcher, rx) = site.watch(1, site.cluster.known_hosts());
     let out = site.ban(0, "192.0.2.1");
-    assert!(out.status.success() && !stderr(&out).contains("spooled"), "{}", stderr(&out));
-    let out = site.banshare(0, &["unban", "192.0.2.1"], site.cluster.known_hosts()).output().unwrap();
+    assert!(
+        out.status.success() && !stderr(&out).contains("spooled"),
+        "{}",
+        stderr(&out)
+    );
+    let out = site
+        .banshare(0, &["unban", "192.0.2.1"], site.cluster.known_hosts())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let mut seen = Vec::new();
-    collect_until(&rx, &mut seen, Duration::from_secs(30), |s| s.iter().any(|l| l.starts_with("unban 192.0.2.1")));
-    assert!(seen.iter().any(|l| l.starts_with("ban 192.0.2.1 ") && l.contains("origin=node0")), "{seen:?}");
+    collect_until(&rx, &mut seen, Duration::from_secs(30), |s| {
+        s.iter().any(|l| l.starts_with("unban 192.0.2.1"))
+    });
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("ban 192.0.2.1 ") && l.contains("origin=node0")),
+        "{seen:?}"
+    );
     let records = read_records(&site.server_log());
     assert_eq!(records.len(), 2);
 }
@@ -140,7 +188,10 @@ fn sftp_sshfs_and_local_writers_exclude_each_other() {
     for (w, node) in [(0usize, 0usize), (1, 1)] {
         let mut cmd = site.cluster.command_in(site.cluster.node_ns(node), "sh");
         let flags = site.flags(node, site.cluster.known_hosts()).join(" ");
-        cmd.arg("-c").arg(ban_loop(w, per_writer, "")).env("B", format!("{BANSHARE} --config /dev/null --quiet")).env("C", flags);
+        cmd.arg("-c")
+            .arg(ban_loop(w, per_writer, ""))
+            .env("B", format!("{BANSHARE} --config /dev/null --quiet"))
+            .env("C", flags);
         writers.push(cmd.stderr(Stdio::piped()).spawn().unwrap());
     }
     // Two sshfs writers, on nodes 1 and 2, through mounts of the same share.
@@ -148,7 +199,13 @@ fn sftp_sshfs_and_local_writers_exclude_each_other() {
         let mount = site.cluster.mount_sftp_share(node);
         let sh = site.cluster.command_in(site.cluster.node_ns(node), "sh");
         let spool = site.tmp.path().join(format!("spool-sshfs{w}"));
-        let mut cmd = banshare_sh(sh, &ban_loop(w, per_writer, ""), &mount.join("newbans.log"), &spool, &format!("sshfs{w}"));
+        let mut cmd = banshare_sh(
+            sh,
+            &ban_loop(w, per_writer, ""),
+            &mount.join("newbans.log"),
+            &spool,
+            &format!("sshfs{w}"),
+        );
         writers.push(cmd.stderr(Stdio::piped()).spawn().unwrap());
     }
     // One writer on the file server itself, on its local disk.
@@ -163,10 +220,18 @@ fn sftp_sshfs_and_local_writers_exclude_each_other() {
     for (n, w) in writers.into_iter().enumerate() {
         let out = w.wait_with_output().unwrap();
         assert!(out.status.success(), "writer {n}: {}", stderr(&out));
-        assert!(stderr(&out).is_empty(), "writer {n} warned (spooled?): {}", stderr(&out));
+        assert!(
+            stderr(&out).is_empty(),
+            "writer {n} warned (spooled?): {}",
+            stderr(&out)
+        );
     }
     let records = read_records(&site.server_log());
-    assert_eq!(records.len(), 5 * per_writer, "no torn, lost or doubled line");
+    assert_eq!(
+        records.len(),
+        5 * per_writer,
+        "no torn, lost or doubled line"
+    );
     let unique: HashSet<String> = records.iter().map(|r| r.target.to_string()).collect();
     assert_eq!(unique.len(), 5 * per_writer);
 }
@@ -177,29 +242,58 @@ fn unknown_and_changed_host_keys_are_refused() {
     // Unknown: an empty known_hosts. The ban is refused, and spooled.
     let empty = site.tmp.path().join("empty_known_hosts");
     fs::write(&empty, b"").unwrap();
-    let out = site.banshare(0, &["ban", "192.0.2.1"], &empty).output().unwrap();
+    let out = site
+        .banshare(0, &["ban", "192.0.2.1"], &empty)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(stderr(&out).contains("is not in"), "{}", stderr(&out));
     assert_eq!(fs::read(site.server_log()).unwrap(), b"");
 
     // Pinned on first use only when asked.
-    let out = site.banshare(0, &["ban", "192.0.2.2", "--accept-new-host-key"], &empty).output().unwrap();
-    assert!(out.status.success() && stderr(&out).contains("pinned"), "{}", stderr(&out));
-    assert!(fs::read_to_string(&empty).unwrap().contains("198.18.0.1"), "the key was written to known_hosts");
-    assert_eq!(read_records(&site.server_log()).len(), 2, "the pinned connection also flushed the spooled ban");
+    let out = site
+        .banshare(0, &["ban", "192.0.2.2", "--accept-new-host-key"], &empty)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && stderr(&out).contains("pinned"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        fs::read_to_string(&empty).unwrap().contains("198.18.0.1"),
+        "the key was written to known_hosts"
+    );
+    assert_eq!(
+        read_records(&site.server_log()).len(),
+        2,
+        "the pinned connection also flushed the spooled ban"
+    );
 
     // Changed: the server gets a new key; both known_hosts files now hold
     // the old one. Refused loudly, even with --accept-new-host-key.
     site.cluster.rotate_host_key();
-    for args in [&["ban", "192.0.2.3"][..], &["ban", "192.0.2.3", "--accept-new-host-key"]] {
-        let out = site.banshare(0, args, site.cluster.known_hosts()).output().unwrap();
+    for args in [
+        &["ban", "192.0.2.3"][..],
+        &["ban", "192.0.2.3", "--accept-new-host-key"],
+    ] {
+        let out = site
+            .banshare(0, args, site.cluster.known_hosts())
+            .output()
+            .unwrap();
         assert!(out.status.success());
         assert!(stderr(&out).contains("HAS CHANGED"), "{}", stderr(&out));
     }
-    assert_eq!(read_records(&site.server_log()).len(), 2, "nothing written to a server with a changed key");
+    assert_eq!(
+        read_records(&site.server_log()).len(),
+        2,
+        "nothing written to a server with a changed key"
+    );
     let (_watcher, rx) = site.watch(0, site.cluster.known_hosts());
     let mut seen = Vec::new();
-    collect_until(&rx, &mut seen, Duration::from_secs(30), |s| s.iter().any(|l| l.contains("HAS CHANGED")));
+    collect_until(&rx, &mut seen, Duration::from_secs(30), |s| {
+        s.iter().any(|l| l.contains("HAS CHANGED"))
+    });
 }
 
 #[test]
@@ -209,29 +303,59 @@ fn sshd_down_for_20_s_mid_stream_loses_and_doubles_nothing() {
     let (_watcher, rx) = site.watch(1, site.cluster.known_hosts());
     let flags = site.flags(0, site.cluster.known_hosts()).join(" ");
     let mut writer = site.cluster.command_in(site.cluster.node_ns(0), "sh");
-    writer.arg("-c").arg(ban_loop(9, total, "")).env("B", format!("{BANSHARE} --config /dev/null --quiet")).env("C", &flags);
+    writer
+        .arg("-c")
+        .arg(ban_loop(9, total, ""))
+        .env("B", format!("{BANSHARE} --config /dev/null --quiet"))
+        .env("C", &flags);
     let writer = writer.stderr(Stdio::null()).spawn().unwrap();
 
     let log = site.server_log();
-    let lines = || fs::read(&log).map(|d| d.iter().filter(|&&b| b == b'\n').count()).unwrap_or(0);
-    assert!(wait_until(Duration::from_secs(60), || lines() >= 15), "the stream never started");
+    let lines = || {
+        fs::read(&log)
+            .map(|d| d.iter().filter(|&&b| b == b'\n').count())
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || lines() >= 15),
+        "the stream never started"
+    );
     site.cluster.stop_sshd();
     std::thread::sleep(Duration::from_secs(20)); // the outage itself
     site.cluster.start_sshd();
     let out = writer.wait_with_output().unwrap();
-    assert!(out.status.success(), "every ban exits 0, delivered or spooled");
-    let flush = site.banshare(0, &["flush"], site.cluster.known_hosts()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "every ban exits 0, delivered or spooled"
+    );
+    let flush = site
+        .banshare(0, &["flush"], site.cluster.known_hosts())
+        .output()
+        .unwrap();
     assert!(flush.status.success(), "{}", stderr(&flush));
 
     let records = read_records(&log);
-    let ids: HashSet<String> = records.iter().map(|r| r.fields.id.as_ref().unwrap().to_string()).collect();
+    let ids: HashSet<String> = records
+        .iter()
+        .map(|r| r.fields.id.as_ref().unwrap().to_string())
+        .collect();
     let targets: HashSet<String> = records.iter().map(|r| r.target.to_string()).collect();
-    assert_eq!((records.len(), ids.len(), targets.len()), (total, total, total), "nothing lost, nothing doubled");
+    assert_eq!(
+        (records.len(), ids.len(), targets.len()),
+        (total, total, total),
+        "nothing lost, nothing doubled"
+    );
 
     let mut seen = Vec::new();
     let applied = |s: &[String]| s.iter().filter(|l| l.starts_with("ban ")).count();
-    collect_until(&rx, &mut seen, Duration::from_secs(120), |s| applied(s) >= total);
+    collect_until(&rx, &mut seen, Duration::from_secs(120), |s| {
+        applied(s) >= total
+    });
     let bans: Vec<&String> = seen.iter().filter(|l| l.starts_with("ban ")).collect();
     let unique: HashSet<&str> = bans.iter().map(|l| l.split(' ').nth(1).unwrap()).collect();
-    assert_eq!((bans.len(), unique.len()), (total, total), "the watcher applied each ban once");
+    assert_eq!(
+        (bans.len(), unique.len()),
+        (total, total),
+        "the watcher applied each ban once"
+    );
 }

@@ -188,9 +188,16 @@ impl LockFs for SftpLockFs<'_> {
     fn create_new(&mut self, path: &Path, content: &[u8]) -> io::Result<bool> {
         let mut attempts = 0;
         loop {
-            match self.sftp.open_mode(path, OpenFlags::WRITE | OpenFlags::EXCLUSIVE, 0o644, OpenType::File) {
+            match self.sftp.open_mode(
+                path,
+                OpenFlags::WRITE | OpenFlags::EXCLUSIVE,
+                0o644,
+                OpenType::File,
+            ) {
                 Ok(mut file) => {
-                    let written = file.write_all(content).and_then(|()| file.close().map_err(io::Error::from));
+                    let written = file
+                        .write_all(content)
+                        .and_then(|()| file.close().map_err(io::Error::from));
                     if let Err(e) = written {
                         let _ = self.sftp.unlink(path);
                         return Err(e);
