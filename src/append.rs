@@ -35,10 +35,12 @@ pub struct Writer {
     pub node: NodeId,
     pub tag: Tag,
     pub pid: u32,
+    /// This node's signing key: records are signed when it is set.
+    pub key: Option<std::sync::Arc<ed25519_dalek::SigningKey>>,
 }
 
 /// Builds one record per target, all stamped with `now` (to the millisecond,
-/// which is all a ban needs).
+/// which is all a ban needs), and signed if the writer has a key.
 pub fn build_records(
     request: &Request,
     writer: &Writer,
@@ -61,7 +63,7 @@ pub fn build_records(
         .targets
         .iter()
         .map(|target| {
-            Ok(Record {
+            let mut record = Record {
                 header: header.clone(),
                 op: request.op,
                 target: *target,
@@ -74,7 +76,11 @@ pub fn build_records(
                     id: Some(RecordId::random()?),
                     sig: None,
                 },
-            })
+            };
+            if let Some(key) = &writer.key {
+                crate::trust::sign(&mut record, key).expect("node, ts and id are set above");
+            }
+            Ok(record)
         })
         .collect()
 }

@@ -51,6 +51,7 @@ impl Node {
             node: parse(name)?,
             tag: parse("banshare")?,
             pid: std::process::id(),
+            key: None,
         };
         Ok(Node {
             name,
@@ -140,6 +141,7 @@ fn start_watcher(
         batch_max: 1000,
         state,
         quiet: true,
+        trust: Default::default(),
     };
     let policy = PolicySettings {
         node: node.writer.node.clone(),
@@ -151,6 +153,8 @@ fn start_watcher(
         findtime: Duration::from_secs(600),
         max_prefix_v4: 16,
         max_prefix_v6: 48,
+        max_bans_per_node_per_minute: 600,
+        breaker_cooldown: Duration::from_secs(600),
     };
     let backend = Box::new(LogBackend::new(Box::new(Tagged {
         node: node.name,

@@ -13,6 +13,7 @@
 //! - [`backend`]: applying bans locally (nftables, ipset, fail2ban, ...);
 //! - [`watch`]: the watcher daemon and its policy;
 //! - [`monitor`]: sharing bans read from fail2ban's own log;
+//! - [`trust`]: signed records and the keys trusted to sign them;
 //! - [`config`]: the TOML configuration file.
 
 pub mod append;
@@ -26,4 +27,5 @@ pub mod monitor;
 pub mod record;
 pub mod spool;
 pub mod transport;
+pub mod trust;
 pub mod watch;

@@ -84,6 +84,9 @@ pub enum Command {
     /// Install banshare's fail2ban action, filter and example jails.
     #[command(subcommand)]
     Fail2ban(Fail2banCommand),
+    /// Make this node's signing key; print the line for the trusted keys.
+    #[command(long_about = KEYGEN_ABOUT)]
+    Keygen(KeygenArgs),
     /// Run a local demonstration cluster in a temporary folder (no root).
     #[command(long_about = DEMO_ABOUT)]
     Demo(DemoArgs),
@@ -198,6 +201,11 @@ pub struct LogArgs {
     /// [config: append.stale_lock] [default: 10s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub stale_lock: Option<Duration>,
+
+    /// Sign records with this node's key (from `banshare keygen`)
+    /// [config: common.key].
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
 
     /// For an sftp:// log: the private key to log in with
     /// [config: sftp.identity] [default: the SSH agent].
@@ -368,6 +376,34 @@ pub struct InstallArgs {
     pub dir: PathBuf,
 
     /// Replace files that exist with other content.
+    #[arg(long)]
+    pub force: bool,
+}
+
+const KEYGEN_ABOUT: &str = "\
+Make this node's Ed25519 signing key. The private key goes to --out (mode
+0600; set `key =` in [common] to sign every record this node writes), the
+public key to <out>.pub and to standard output as one line for the trusted
+keys file that every watcher reads ([trust] keys):
+
+    web1 ed25519 0bJx...=
+
+Collect one such line per node into that file and distribute it. To rotate
+a key without downtime, add the new line beside the old one everywhere,
+switch the node to the new key, then remove the old line. See
+docs/security.md.";
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the private key.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+
+    /// The node id for the public key line [default: common.node].
+    #[arg(long, value_name = "ID")]
+    pub node: Option<NodeId>,
+
+    /// Replace an existing key file.
     #[arg(long)]
     pub force: bool,
 }

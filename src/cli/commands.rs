@@ -11,7 +11,9 @@ use banshare::record::{Op, Target};
 use banshare::spool::Spool;
 use banshare::transport::{self, LogLocation, Transport};
 
-use super::args::{AddressArg, Cli, Command, ConfigCommand, Fail2banCommand, LogArgs, ShareArgs};
+use super::args::{
+    AddressArg, Cli, Command, ConfigCommand, Fail2banCommand, KeygenArgs, LogArgs, ShareArgs,
+};
 
 /// How a command failed, which decides the exit status.
 pub enum Failure {
@@ -58,6 +60,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Cleanup(args) => super::watch::cleanup(args, settings),
         Command::Monitor(args) => super::fail2ban::monitor(args, settings),
         Command::Fail2ban(Fail2banCommand::Install(args)) => super::fail2ban::install(args),
+        Command::Keygen(args) => keygen(args, settings),
         Command::Demo(args) => {
             banshare::demo::run(args.keep).map_err(|e| Failure::Runtime(anyhow!(e)))
         }
@@ -108,6 +111,9 @@ pub fn apply_log_args(settings: &mut Settings, args: &LogArgs) -> Result<()> {
     if let Some(t) = args.stale_lock {
         settings.append.lock.stale_after = t;
     }
+    if let Some(key) = &args.key {
+        settings.key = Some(key.clone());
+    }
     if let Some(key) = &args.identity {
         settings.sftp.identity = Some(key.clone());
     }
@@ -143,11 +149,7 @@ fn share(op: Op, args: ShareArgs, mut settings: Settings, out: Reporter) -> Resu
         ));
         return Ok(());
     }
-    let writer = Writer {
-        node: settings.node.clone(),
-        tag: append.tag.clone(),
-        pid: std::process::id(),
-    };
+    let writer = writer(&settings)?;
     let records = append::build_records(&request, &writer, chrono::Utc::now())
         .map_err(|e| anyhow!("cannot make record ids: {e}"))?;
     let count = records.len();
@@ -194,6 +196,48 @@ fn flush(args: &LogArgs, mut settings: Settings, out: Reporter) -> Result<()> {
         report.delivered
     ));
     Ok(())
+}
+
+fn keygen(args: KeygenArgs, settings: Settings) -> Result<()> {
+    if args.out.exists() && !args.force {
+        return Err(Failure::Usage(format!(
+            "{} exists; --force replaces it",
+            args.out.display()
+        )));
+    }
+    let key = banshare::trust::generate().map_err(|e| anyhow!(e))?;
+    banshare::durable::write_atomic(
+        &args.out,
+        banshare::trust::secret_file(&key).as_bytes(),
+        0o600,
+    )
+    .with_context(|| format!("cannot write {}", args.out.display()))?;
+    let node = args.node.unwrap_or(settings.node);
+    let line = format!("{node} {}\n", banshare::trust::public_line(&key));
+    let mut public = args.out.as_os_str().to_owned();
+    public.push(".pub");
+    banshare::durable::write_atomic(std::path::Path::new(&public), line.as_bytes(), 0o644)
+        .with_context(|| format!("cannot write {}", PathBuf::from(&public).display()))?;
+    print!("{line}");
+    Ok(())
+}
+
+/// Who writes, with this node's signing key if one is configured.
+pub fn writer(settings: &Settings) -> Result<Writer> {
+    let key = match &settings.key {
+        Some(path) => {
+            let key = banshare::trust::load_signing_key(path)
+                .map_err(|e| Failure::Usage(format!("signing key: {e}")))?;
+            Some(std::sync::Arc::new(key))
+        }
+        None => None,
+    };
+    Ok(Writer {
+        node: settings.node.clone(),
+        tag: settings.append.tag.clone(),
+        pid: std::process::id(),
+        key,
+    })
 }
 
 pub fn required_log(settings: &Settings) -> Result<LogLocation> {

@@ -4,7 +4,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
-use banshare::append::Writer;
 use banshare::config::Settings;
 use banshare::monitor::{Monitor, Options};
 use banshare::spool::Spool;
@@ -13,7 +12,7 @@ use banshare::watch::mode;
 use banshare::watch::state::StateDir;
 
 use super::args::{InstallArgs, MonitorArgs};
-use super::commands::{Result, apply_log_args, required_log};
+use super::commands::{Result, apply_log_args, required_log, writer};
 use super::watch::forward_signals;
 
 pub fn monitor(args: MonitorArgs, mut settings: Settings) -> Result<()> {
@@ -41,11 +40,7 @@ pub fn monitor(args: MonitorArgs, mut settings: Settings) -> Result<()> {
         state,
         exclude_jails: m.exclude_jails.clone(),
         bantime: m.bantime,
-        writer: Writer {
-            node: settings.node.clone(),
-            tag: settings.append.tag.clone(),
-            pid: std::process::id(),
-        },
+        writer: writer(&settings)?,
         log: location,
         spool,
         lock: settings.append.lock,

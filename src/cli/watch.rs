@@ -10,7 +10,8 @@ use banshare::config::Settings;
 use banshare::follow::{LocalFs, LogFs};
 use banshare::spool::Spool;
 use banshare::transport::LogLocation;
-use banshare::watch::daemon::{Daemon, Handle, Msg, Options};
+use banshare::trust::{TrustPolicy, TrustedKeys};
+use banshare::watch::daemon::{Daemon, Handle, Msg, Options, Reloaded};
 use banshare::watch::policy::PolicySettings;
 use banshare::watch::state::{StateDir, Status};
 use banshare::watch::{flusher, host, mode};
@@ -84,6 +85,7 @@ fn run_watch<F: LogFs>(
         batch_max: settings.watch.batch_max,
         state,
         quiet: false,
+        trust: trust_policy(settings)?,
     };
     let (daemon, handle) =
         Daemon::with_fs(fs, opts, policy_settings(settings), backend).map_err(|e| anyhow!(e))?;
@@ -113,6 +115,27 @@ fn apply_watch_args(settings: &mut Settings, args: &WatchArgs) -> Result<()> {
     Ok(())
 }
 
+/// The trusted keys and what they require, from `[trust]`.
+fn trust_policy(settings: &Settings) -> Result<TrustPolicy> {
+    let t = &settings.trust;
+    let keys = match &t.keys {
+        Some(path) => {
+            TrustedKeys::load(path).map_err(|e| Failure::Usage(format!("trusted keys: {e}")))?
+        }
+        None => TrustedKeys::default(),
+    };
+    if t.require_signed && keys.is_empty() {
+        return Err(Failure::Usage(
+            "trust.require_signed is on but the trusted keys file lists no key".into(),
+        ));
+    }
+    Ok(TrustPolicy {
+        keys,
+        require_signed: t.require_signed,
+        allow_unsigned_logger: t.allow_unsigned_logger,
+    })
+}
+
 /// The policy from the settings, with this host's addresses as they are now.
 fn policy_settings(settings: &Settings) -> PolicySettings {
     let w = &settings.watch;
@@ -135,15 +158,23 @@ fn policy_settings(settings: &Settings) -> PolicySettings {
         findtime: w.findtime,
         max_prefix_v4: w.max_prefix_v4,
         max_prefix_v6: w.max_prefix_v6,
+        max_bans_per_node_per_minute: settings.trust.max_bans_per_node_per_minute,
+        breaker_cooldown: settings.trust.breaker_cooldown,
     }
 }
 
 /// SIGHUP: the configuration file again, with the same flags over it.
-fn reload_policy(config: &Option<PathBuf>, args: &WatchArgs) -> Option<PolicySettings> {
+fn reload_policy(config: &Option<PathBuf>, args: &WatchArgs) -> Option<Reloaded> {
     let settings =
         load_settings(config).and_then(|mut s| apply_watch_args(&mut s, args).map(|()| s));
-    match settings {
-        Ok(settings) => Some(policy_settings(&settings)),
+    let reloaded = settings.and_then(|s| {
+        Ok(Reloaded {
+            policy: policy_settings(&s),
+            trust: trust_policy(&s)?,
+        })
+    });
+    match reloaded {
+        Ok(reloaded) => Some(reloaded),
         Err(e) => {
             eprintln!("banshare: error: {}", e.message());
             None
@@ -311,6 +342,12 @@ fn print_status(r: &Report) {
         "bans:        {} active, {} applied, {} backend errors",
         s.active_bans, s.applied, s.backend_errors
     );
+    for (node, until) in &s.tripped_nodes {
+        println!(
+            "BREAKER:     {node} is flooding; its records are refused until {}",
+            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+    }
     println!("rejected:    {}", counts(&s.rejected));
     println!("skipped:     {}", counts(&s.skipped));
     let spool = r

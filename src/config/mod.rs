@@ -30,9 +30,11 @@ use serde::{Deserialize, Serialize};
 
 mod monitor;
 mod sftp;
+mod trust;
 mod watch;
 
 pub use monitor::{DEFAULT_FAIL2BAN_LOG, MonitorSettings};
+pub use trust::TrustSettings;
 pub use watch::{DEFAULT_STATE_DIR, FollowKind, WatchSettings, parse_net};
 
 use crate::lock::LockTimings;
@@ -75,6 +77,7 @@ pub struct RawConfig {
     pub watch: watch::RawWatch,
     pub monitor: monitor::RawMonitor,
     pub sftp: sftp::RawSftp,
+    pub trust: trust::RawTrust,
     /// The ban backends' own settings; checked when a backend is opened.
     pub backend: crate::backend::BackendSettings,
 }
@@ -88,6 +91,8 @@ pub struct RawCommon {
     pub node: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spool_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -127,11 +132,14 @@ pub struct Settings {
     pub log: Option<LogLocation>,
     pub node: NodeId,
     pub spool_dir: PathBuf,
+    /// This node's signing key; records are signed when it is set.
+    pub key: Option<PathBuf>,
     pub append: AppendSettings,
     pub watch: WatchSettings,
     pub monitor: MonitorSettings,
     /// How to reach an `sftp://` log.
     pub sftp: crate::transport::SftpSettings,
+    pub trust: TrustSettings,
     pub backend: crate::backend::BackendSettings,
 }
 
@@ -212,6 +220,7 @@ impl Settings {
                 .spool_dir
                 .clone()
                 .unwrap_or_else(|| DEFAULT_SPOOL_DIR.into()),
+            key: c.key.clone(),
             append: AppendSettings {
                 port: check.parse_or("append.port", &a.port, PortSpec::all())?,
                 jail: a
@@ -246,6 +255,7 @@ impl Settings {
             watch: WatchSettings::check(&raw.watch, &check)?,
             monitor: MonitorSettings::check(&raw.monitor, &check)?,
             sftp: sftp::check(&raw.sftp, &check)?,
+            trust: trust::check(&raw.trust, &check)?,
             backend: raw.backend.clone(),
         };
         settings
@@ -279,6 +289,7 @@ impl Settings {
                 log: self.log.as_ref().map(|l| l.to_string()),
                 node: Some(self.node.to_string()),
                 spool_dir: Some(self.spool_dir.clone()),
+                key: self.key.clone(),
             },
             append: RawAppend {
                 port: Some(a.port.to_string()),
@@ -293,6 +304,7 @@ impl Settings {
             watch: self.watch.to_raw(),
             monitor: self.monitor.to_raw(),
             sftp: sftp::to_raw(&self.sftp),
+            trust: trust::to_raw(&self.trust),
             backend: self.backend.clone(),
         };
         toml::to_string(&raw).expect("settings always serialize")

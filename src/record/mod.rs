@@ -79,6 +79,24 @@ pub struct Record {
     pub fields: Fields,
 }
 
+impl Record {
+    /// The text a signature covers: the message from the verb through every
+    /// field but `sig`, in canonical order, without the syslog header (which
+    /// carries no information the fields do not, and which relays may
+    /// rewrite).
+    pub fn signed_text(&self) -> String {
+        let unsigned = Record {
+            fields: Fields {
+                sig: None,
+                ..self.fields.clone()
+            },
+            ..self.clone()
+        };
+        let line = unsigned.to_string();
+        line[self.header.to_string().len()..].to_owned()
+    }
+}
+
 impl fmt::Display for Record {
     /// The line, without its newline.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -20,6 +20,14 @@ use super::{error, info, warn};
 use crate::backend::{Action, Backend, BackendError};
 use crate::follow::{FollowEvent, Follower, Line, LocalFs, LogFs};
 use crate::record::{self, Record};
+use crate::trust::{TrustPolicy, Untrusted};
+
+/// What SIGHUP replaces: the policy settings and the trusted keys (so a
+/// node's new key can be added, and an old one removed, without a restart).
+pub struct Reloaded {
+    pub policy: PolicySettings,
+    pub trust: TrustPolicy,
+}
 
 /// What the daemon needs besides the policy and the backend.
 #[derive(Debug, Clone)]
@@ -32,6 +40,8 @@ pub struct Options {
     pub state: StateDir,
     /// Log only warnings and errors (the demo prints its own account).
     pub quiet: bool,
+    /// Which signatures are required.
+    pub trust: TrustPolicy,
 }
 
 /// Errors that stop the watcher. Everything else (a missing log, a bad
@@ -143,7 +153,7 @@ impl<F: LogFs> Daemon<F> {
 
     /// Runs until told to stop. `reload` returns the new policy settings on
     /// SIGHUP, or `None` if the configuration is bad (the old one stays).
-    pub fn run(mut self, mut reload: impl FnMut() -> Option<PolicySettings>) -> Status {
+    pub fn run(mut self, mut reload: impl FnMut() -> Option<Reloaded>) -> Status {
         self.info(&format!(
             "watching {} as node {} ({}), applying with {}",
             self.opts.log.display(),
@@ -165,10 +175,11 @@ impl<F: LogFs> Daemon<F> {
         self.shutdown()
     }
 
-    fn reload(&mut self, reload: &mut impl FnMut() -> Option<PolicySettings>) {
+    fn reload(&mut self, reload: &mut impl FnMut() -> Option<Reloaded>) {
         match reload() {
-            Some(settings) => {
-                self.policy.reconfigure(settings);
+            Some(Reloaded { policy, trust }) => {
+                self.policy.reconfigure(policy);
+                self.opts.trust = trust;
                 self.info("configuration reloaded");
             }
             None => {
@@ -256,6 +267,10 @@ impl<F: LogFs> Daemon<F> {
             match parse_line(line) {
                 Ok(record) => {
                     self.status.last_record_ts = Some(record_time(&record, now));
+                    if let Err(why) = self.opts.trust.check(&record) {
+                        self.untrusted(&record, why);
+                        continue;
+                    }
                     match self.policy.decide(&record, now) {
                         Ok(action) => actions.push(action),
                         Err(skip) => self.skipped(&record, skip),
@@ -279,8 +294,37 @@ impl<F: LogFs> Daemon<F> {
         ));
     }
 
+    /// A record whose signature is missing or wrong: counted as a
+    /// rejection, and logged (rate-limited) with where it claims to be from.
+    fn untrusted(&mut self, record: &Record, why: Untrusted) {
+        *self.status.rejected.entry(why.kind().into()).or_default() += 1;
+        let origin = record
+            .fields
+            .node
+            .as_ref()
+            .map_or("no node".into(), |n| format!("node {n}"));
+        self.rejects.log(&format!(
+            "refused {} {} (claims {origin}): {why}",
+            record.op, record.target
+        ));
+    }
+
     fn skipped(&mut self, record: &Record, skip: Skip) {
         *self.status.skipped.entry(format!("{skip:?}")).or_default() += 1;
+        if skip == Skip::BreakerTripped {
+            // Loud, and never rate-limited: an operator must see this.
+            let origin = record
+                .fields
+                .node
+                .as_ref()
+                .map_or("records without a node".into(), |n| format!("node {n}"));
+            error(&format!(
+                "CIRCUIT BREAKER: {origin} sent more than {} bans in a minute; its records are refused for {} \
+                 (other nodes' bans still apply). Check that node.",
+                self.policy.settings().max_bans_per_node_per_minute,
+                humantime::format_duration(self.policy.settings().breaker_cooldown)
+            ));
+        }
         // Records that try to ban what must never be banned deserve a word;
         // the normal skips (own node, duplicates, expired) do not.
         if matches!(
@@ -403,6 +447,11 @@ impl<F: LogFs> Daemon<F> {
         let now = Utc::now();
         self.policy.prune(now);
         self.status.active_bans = self.policy.active_count(now);
+        self.status.tripped_nodes = self
+            .policy
+            .tripped(now)
+            .map(|(node, until)| (node.map_or("(no node)".into(), |n| n.to_string()), until))
+            .collect();
         self.status.updated = Some(now);
         if let Err(e) = self.opts.state.save_status(&self.status) {
             warn(&format!("cannot write status: {e}"));

@@ -23,7 +23,7 @@
 //! Unban records lift the ban and forget pending reports, unless the ban in
 //! force is newer than the unban or came from another jail.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
@@ -52,6 +52,11 @@ pub struct PolicySettings {
     /// The widest network that may be banned, per family.
     pub max_prefix_v4: u8,
     pub max_prefix_v6: u8,
+    /// More ban records than this from one node within a minute (by their
+    /// own times) trip that node's circuit breaker.
+    pub max_bans_per_node_per_minute: u32,
+    /// How long a tripped node's records are refused.
+    pub breaker_cooldown: Duration,
 }
 
 /// Why a record was not applied. Each one is counted.
@@ -67,6 +72,10 @@ pub enum Skip {
     WaitingForNodes,
     AlreadyBanned,
     UnbanSuperseded,
+    /// This record pushed its node over the rate limit: the breaker trips.
+    BreakerTripped,
+    /// The node's breaker is open: its records are refused for a while.
+    NodeTripped,
 }
 
 impl Skip {
@@ -82,6 +91,10 @@ impl Skip {
             Skip::WaitingForNodes => "waiting for reports from more nodes",
             Skip::AlreadyBanned => "already banned at least as long",
             Skip::UnbanSuperseded => "unban older than the ban in force, or from another jail",
+            Skip::BreakerTripped => {
+                "the node exceeded max_bans_per_node_per_minute: its circuit breaker tripped"
+            }
+            Skip::NodeTripped => "the node's circuit breaker is open",
         }
     }
 }
@@ -109,6 +122,10 @@ pub struct Policy {
     seen: HashMap<RecordId, Expiry>,
     /// The latest report per node (`None`: anonymous), per address.
     reports: HashMap<IpNet, HashMap<Option<NodeId>, DateTime<Utc>>>,
+    /// Each node's recent ban times, for the rate limit.
+    rates: HashMap<Option<NodeId>, VecDeque<DateTime<Utc>>>,
+    /// Nodes whose breaker is open, until when.
+    tripped: HashMap<Option<NodeId>, DateTime<Utc>>,
 }
 
 impl Policy {
@@ -118,6 +135,8 @@ impl Policy {
             active: HashMap::new(),
             seen: HashMap::new(),
             reports: HashMap::new(),
+            rates: HashMap::new(),
+            tripped: HashMap::new(),
         }
     }
 
@@ -160,6 +179,10 @@ impl Policy {
         let live = |e: &Expiry| e.is_none_or(|t| t > now);
         self.active.retain(|_, b| live(&b.until));
         self.seen.retain(|_, e| live(e));
+        self.tripped.retain(|_, until| *until > now);
+        let minute = chrono::Duration::minutes(1);
+        self.rates
+            .retain(|_, times| times.back().is_some_and(|t| *t + minute > now));
         let window = self.findtime();
         self.reports.retain(|_, r| {
             r.retain(|_, ts| *ts + window > now);
@@ -184,8 +207,9 @@ impl Policy {
         if record.fields.node.as_ref() == Some(&self.settings.node) {
             return Err(Skip::OwnNode);
         }
-        let net = self.check_target(record.target)?;
         let ts = record_time(record, now);
+        self.check_rate(record, ts, now)?;
+        let net = self.check_target(record.target)?;
         let decided = match record.op {
             Op::Unban => self.unban(record, net, ts),
             Op::Ban => {
@@ -203,6 +227,51 @@ impl Policy {
             self.remember(record, ts, now);
         }
         decided
+    }
+
+    /// The circuit breaker: a node that sends more bans per minute than
+    /// allowed is refused for `breaker_cooldown`, so a compromised or broken
+    /// node cannot flood every firewall, while other nodes' bans still
+    /// apply. Minutes are counted on the records' own times, so catching up
+    /// after downtime does not look like a flood.
+    fn check_rate(
+        &mut self,
+        record: &Record,
+        ts: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), Skip> {
+        let node = record.fields.node.clone();
+        if self.tripped.get(&node).is_some_and(|until| *until > now) {
+            return Err(Skip::NodeTripped);
+        }
+        if record.op != Op::Ban {
+            return Ok(());
+        }
+        let minute = chrono::Duration::minutes(1);
+        let max = self.settings.max_bans_per_node_per_minute as usize;
+        let times = self.rates.entry(node.clone()).or_default();
+        times.retain(|t| *t + minute > ts);
+        times.push_back(ts);
+        if times.len() <= max {
+            return Ok(());
+        }
+        times.clear();
+        let cooldown = chrono::Duration::from_std(self.settings.breaker_cooldown)
+            .unwrap_or(chrono::Duration::MAX);
+        self.tripped.insert(node, now + cooldown);
+        Err(Skip::BreakerTripped)
+    }
+
+    /// Nodes whose breaker is open at `now`, and until when (`None`: the
+    /// records that carry no node).
+    pub fn tripped(
+        &self,
+        now: DateTime<Utc>,
+    ) -> impl Iterator<Item = (Option<&NodeId>, DateTime<Utc>)> {
+        self.tripped
+            .iter()
+            .filter(move |(_, until)| **until > now)
+            .map(|(node, until)| (node.as_ref(), *until))
     }
 
     /// Keeps the record's id until its ban is over (unbans: a day, or
@@ -441,6 +510,8 @@ mod tests {
             findtime: Duration::from_secs(600),
             max_prefix_v4: 16,
             max_prefix_v6: 48,
+            max_bans_per_node_per_minute: 600,
+            breaker_cooldown: Duration::from_secs(600),
         }
     }
 
@@ -675,8 +746,10 @@ mod tests {
 
     #[test]
     fn a_flood_of_reports_keeps_one_per_node() {
+        // The breaker would stop the flood first; this is about memory.
         let mut p = Policy::new(PolicySettings {
             min_nodes: 3,
+            max_bans_per_node_per_minute: u32::MAX,
             ..settings()
         });
         for _ in 0..10_000 {
@@ -700,5 +773,80 @@ mod tests {
             assert_eq!(p.decide(&r, now()), Err(Skip::NeverBan));
         }
         assert!(p.seen.is_empty());
+    }
+
+    #[test]
+    fn a_flooding_node_trips_its_breaker_and_others_still_apply() {
+        let mut p = Policy::new(PolicySettings {
+            max_bans_per_node_per_minute: 10,
+            ..settings()
+        });
+        let mut applied = 0;
+        let mut outcome = Vec::new();
+        for i in 0..30 {
+            let r = ban(
+                &format!("198.51.100.{i}"),
+                "flood",
+                "2026-11-21T17:59:30Z",
+                600,
+                &format!("{:x}", i + 1),
+            );
+            match p.decide(&r, now()) {
+                Ok(_) => applied += 1,
+                Err(skip) => outcome.push(skip),
+            }
+        }
+        assert_eq!(applied, 10);
+        assert_eq!(outcome[0], Skip::BreakerTripped);
+        assert!(outcome[1..].iter().all(|s| *s == Skip::NodeTripped));
+        let unban = line(
+            "UNBAN",
+            "198.51.100.1",
+            "node=flood ts=2026-11-21T17:59:40Z id=00000000000000ff",
+        );
+        assert_eq!(
+            p.decide(&unban, now()),
+            Err(Skip::NodeTripped),
+            "a tripped node cannot unban either"
+        );
+        assert!(
+            p.decide(
+                &ban("192.0.2.1", "calm", "2026-11-21T17:59:30Z", 600, "abcd"),
+                now()
+            )
+            .is_ok()
+        );
+        assert_eq!(p.tripped(now()).count(), 1);
+        // After the cooldown the node is heard again.
+        let later = now() + chrono::Duration::minutes(11);
+        assert_eq!(p.tripped(later).count(), 0);
+        let r = ban(
+            "198.51.100.200",
+            "flood",
+            "2026-11-21T18:10:30Z",
+            600,
+            "beef",
+        );
+        assert!(p.decide(&r, later).is_ok());
+    }
+
+    #[test]
+    fn catching_up_is_not_a_flood() {
+        let mut p = Policy::new(PolicySettings {
+            max_bans_per_node_per_minute: 10,
+            ..settings()
+        });
+        // 30 bans spread over 30 minutes, all read at once.
+        for i in 0..30 {
+            let ts = format!("2026-11-21T17:{:02}:00Z", 30 + i);
+            let r = ban(
+                &format!("198.51.100.{i}"),
+                "busy",
+                &ts,
+                3600,
+                &format!("{:x}", i + 1),
+            );
+            assert!(p.decide(&r, now()).is_ok(), "record {i}");
+        }
     }
 }

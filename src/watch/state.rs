@@ -63,6 +63,9 @@ pub struct Status {
     /// Actions given up after the backend refused them for minutes.
     #[serde(default)]
     pub abandoned: u64,
+    /// Nodes whose circuit breaker is open, and until when.
+    #[serde(default)]
+    pub tripped_nodes: BTreeMap<String, DateTime<Utc>>,
     pub started: Option<DateTime<Utc>>,
     pub updated: Option<DateTime<Utc>>,
 }

@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod fail2ban;
+pub mod watcher;
 
 use std::path::Path;
 use std::process::Command;

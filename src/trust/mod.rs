@@ -1,0 +1,219 @@
+//! Signed records: who may write bans that this node applies.
+//!
+//! Every node has its own Ed25519 key (`banshare keygen`). The appender
+//! signs each record's [canonical text](crate::record::Record::signed_text)
+//! into its `sig` field; watchers verify it against a list of trusted
+//! public keys, one or more per node id. Per-node keys, rather than one
+//! cluster-wide secret, mean a compromised node can be revoked alone (delete
+//! its line) and that no watcher holds anything that can sign: a file
+//! server or a watcher that is broken into cannot forge bans.
+//! `docs/security.md` has the threat model.
+//!
+//! A signature covers the verb, address, ports and all fields but `sig`,
+//! behind a domain prefix (`banshare-record-v1`) so it cannot be replayed
+//! in another protocol. A signed record needs `node`, `ts` and `id`: the
+//! node picks the key; `ts` and `id` let watchers refuse replays.
+
+mod keys;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier};
+
+pub use keys::{KeyError, TrustedKeys, generate, load_signing_key, public_line, secret_file};
+
+use crate::record::Record;
+
+/// What every signature is over, before the record's text.
+const DOMAIN: &str = "banshare-record-v1\n";
+
+/// Why a record's signature was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Untrusted {
+    #[error("unsigned record where signatures are required")]
+    Unsigned,
+    #[error("signed record without node, ts or id")]
+    Incomplete,
+    #[error("no trusted key for the record's node")]
+    UnknownNode,
+    #[error("bad signature")]
+    BadSignature,
+}
+
+impl Untrusted {
+    /// A stable short name for counting.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Untrusted::Unsigned => "unsigned",
+            Untrusted::Incomplete => "incomplete_signed",
+            Untrusted::UnknownNode => "unknown_key",
+            Untrusted::BadSignature => "bad_signature",
+        }
+    }
+}
+
+/// Signs `record` in place. It must carry `node`, `ts` and `id`, as every
+/// record banshare writes does.
+pub fn sign(record: &mut Record, key: &SigningKey) -> Result<(), Untrusted> {
+    let f = &record.fields;
+    if f.node.is_none() || f.ts.is_none() || f.id.is_none() {
+        return Err(Untrusted::Incomplete);
+    }
+    let signature = key.sign(message(record).as_bytes());
+    let text = URL_SAFE_NO_PAD.encode(signature.to_bytes());
+    record.fields.sig = Some(text.parse().expect("base64url is a valid sig"));
+    Ok(())
+}
+
+/// What a verifying node accepts.
+#[derive(Debug, Clone, Default)]
+pub struct TrustPolicy {
+    pub keys: TrustedKeys,
+    /// Refuse records without a valid signature.
+    pub require_signed: bool,
+    /// Accept hand-written `logger` lines (no node, no id, no sig) even
+    /// though signatures are required.
+    pub allow_unsigned_logger: bool,
+}
+
+impl TrustPolicy {
+    /// `Ok` if the record may be applied.
+    pub fn check(&self, record: &Record) -> Result<(), Untrusted> {
+        let Some(sig) = &record.fields.sig else {
+            return match (
+                self.require_signed,
+                self.allow_unsigned_logger && is_logger_line(record),
+            ) {
+                (false, _) | (true, true) => Ok(()),
+                (true, false) => Err(Untrusted::Unsigned),
+            };
+        };
+        let f = &record.fields;
+        let (Some(node), Some(_), Some(_)) = (&f.node, &f.ts, &f.id) else {
+            return Err(Untrusted::Incomplete);
+        };
+        let keys = self.keys.of(node);
+        if keys.is_empty() {
+            // Signed by a node we do not know: as good as unsigned.
+            return if self.require_signed {
+                Err(Untrusted::UnknownNode)
+            } else {
+                Ok(())
+            };
+        }
+        let signature = URL_SAFE_NO_PAD
+            .decode(sig.as_str())
+            .ok()
+            .and_then(|bytes| Signature::from_slice(&bytes).ok())
+            .ok_or(Untrusted::BadSignature)?;
+        let message = message(record);
+        if keys
+            .iter()
+            .any(|k| k.verify(message.as_bytes(), &signature).is_ok())
+        {
+            Ok(())
+        } else {
+            Err(Untrusted::BadSignature)
+        }
+    }
+}
+
+/// A line as `logger -s` writes it by hand: nothing but the ban.
+fn is_logger_line(record: &Record) -> bool {
+    let f = &record.fields;
+    f.node.is_none() && f.id.is_none() && f.ts.is_none() && f.sig.is_none()
+}
+
+fn message(record: &Record) -> String {
+    format!("{DOMAIN}{}", record.signed_text())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record;
+
+    fn record(text: &str) -> Record {
+        record::parse(format!("<13>Nov 21 18:00:00 banshare[1]: {text}").as_bytes()).unwrap()
+    }
+
+    fn signed_by(key: &SigningKey) -> Record {
+        let mut r = record(
+            "HOST 192.0.2.1 PORT 22 jail=sshd node=web1 ts=2026-11-21T18:00:00Z bantime=600 id=0123456789abcdef",
+        );
+        sign(&mut r, key).unwrap();
+        r
+    }
+
+    fn policy(key: &SigningKey) -> TrustPolicy {
+        let keys = TrustedKeys::parse(&format!("web1 {}\n", public_line(key)), "test").unwrap();
+        TrustPolicy {
+            keys,
+            require_signed: true,
+            allow_unsigned_logger: false,
+        }
+    }
+
+    #[test]
+    fn a_signed_record_survives_the_log_and_verifies() {
+        let key = generate().unwrap();
+        let r = signed_by(&key);
+        let again = record::parse(r.to_string().as_bytes()).unwrap();
+        assert_eq!(policy(&key).check(&again), Ok(()));
+    }
+
+    #[test]
+    fn forged_altered_unsigned_and_unknown_are_refused() {
+        let key = generate().unwrap();
+        let other = generate().unwrap();
+        let p = policy(&key);
+        assert_eq!(
+            p.check(&signed_by(&other)),
+            Err(Untrusted::BadSignature),
+            "signed with another key"
+        );
+        let mut altered = signed_by(&key);
+        altered.target = "192.0.2.99".parse().unwrap();
+        assert_eq!(
+            p.check(&altered),
+            Err(Untrusted::BadSignature),
+            "address changed after signing"
+        );
+        let mut longer = signed_by(&key);
+        longer.fields.bantime = Some(record::BanTime::Permanent);
+        assert_eq!(
+            p.check(&longer),
+            Err(Untrusted::BadSignature),
+            "bantime changed after signing"
+        );
+        let unsigned =
+            record("HOST 192.0.2.1 PORT 22 node=web1 ts=2026-11-21T18:00:00Z id=0123456789abcdef");
+        assert_eq!(p.check(&unsigned), Err(Untrusted::Unsigned));
+        let mut stranger = signed_by(&key);
+        stranger.fields.node = Some("db9".parse().unwrap());
+        assert_eq!(p.check(&stranger), Err(Untrusted::UnknownNode));
+        let mut garbage = signed_by(&key);
+        garbage.fields.sig = Some("AAAA".parse().unwrap());
+        assert_eq!(p.check(&garbage), Err(Untrusted::BadSignature));
+    }
+
+    #[test]
+    fn logger_lines_only_when_allowed() {
+        let key = generate().unwrap();
+        let logger = record("HOST 192.0.2.1 PORT 22");
+        let mut p = policy(&key);
+        assert_eq!(p.check(&logger), Err(Untrusted::Unsigned));
+        p.allow_unsigned_logger = true;
+        assert_eq!(p.check(&logger), Ok(()));
+        // An unsigned banshare record is not a logger line.
+        let unsigned =
+            record("HOST 192.0.2.1 PORT 22 node=web1 ts=2026-11-21T18:00:00Z id=0123456789abcdef");
+        assert_eq!(p.check(&unsigned), Err(Untrusted::Unsigned));
+    }
+
+    #[test]
+    fn without_keys_nothing_is_required() {
+        let p = TrustPolicy::default();
+        assert_eq!(p.check(&record("HOST 192.0.2.1 PORT 22")), Ok(()));
+    }
+}

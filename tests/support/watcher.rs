@@ -1,0 +1,193 @@
+//! A `banshare watch` process on one host with the log (dry-run) backend,
+//! in a temporary folder: what it applied arrives line by line from its
+//! stdout; `banshare status --json` gives its counters.
+
+use std::fs::{self, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use super::BANSHARE;
+
+/// A log, a state directory and a running watcher whose applied actions
+/// arrive on a channel.
+pub struct Watcher {
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+    applied: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Watcher {
+    pub fn start(extra: &[&str]) -> Watcher {
+        Watcher::start_with("", extra)
+    }
+
+    /// With `config` as the configuration file's text.
+    pub fn start_with(config: &str, extra: &[&str]) -> Watcher {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("newbans.log"), b"").unwrap();
+        fs::write(dir.path().join("banshare.toml"), config).unwrap();
+        let mut w = Watcher {
+            dir,
+            child: None,
+            applied: mpsc::channel().1,
+            seen: Vec::new(),
+        };
+        w.restart(extra);
+        w
+    }
+
+    /// Starts the watcher (again) on the same log and state.
+    pub fn restart(&mut self, extra: &[&str]) {
+        assert!(self.child.is_none(), "still running");
+        let (child, applied) = spawn_watcher(self.dir.path(), extra);
+        self.child = Some(child);
+        self.applied = applied;
+        self.seen.clear();
+    }
+
+    /// The saved cursor's offset, once the watcher has saved one.
+    pub fn saved_offset(&self) -> Option<u64> {
+        let data = fs::read(self.dir.path().join("state/cursor.json")).ok()?;
+        let value: serde_json::Value = serde_json::from_slice(&data).ok()?;
+        value["cursor"]["offset"].as_u64()
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.dir.path().join("newbans.log")
+    }
+
+    pub fn append(&self, text: &[u8]) {
+        OpenOptions::new()
+            .append(true)
+            .open(self.log())
+            .unwrap()
+            .write_all(text)
+            .unwrap();
+    }
+
+    /// A banshare-written record, as another node would append it.
+    pub fn share(&self, op: &str, address: &str, node: &str, extra: &[&str]) {
+        let out = Command::new(BANSHARE)
+            .args([
+                "--config",
+                "/dev/null",
+                "--quiet",
+                op,
+                address,
+                "--node",
+                node,
+                "--log",
+            ])
+            .arg(self.log())
+            .arg("--spool-dir")
+            .arg(self.dir.path().join(format!("spool-{node}")))
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Waits until an applied line starts with `prefix`; returns it.
+    pub fn expect(&mut self, prefix: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(line) = self.seen.iter().find(|l| l.starts_with(prefix)) {
+                return line.clone();
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.applied.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!(
+                    "no applied line starting with {prefix:?}; saw {:?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// Stops the watcher with SIGTERM and returns every applied line.
+    pub fn stop(&mut self) -> Vec<String> {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().unwrap();
+        assert!(status.success(), "watcher exited with {status} on SIGTERM");
+        self.seen.extend(self.applied.iter());
+        self.seen.clone()
+    }
+
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// `banshare status --json`.
+    pub fn status(&self) -> serde_json::Value {
+        let out = Command::new(BANSHARE)
+            .arg("--config")
+            .arg(self.dir.path().join("banshare.toml"))
+            .args(["status", "--json", "--state-dir"])
+            .arg(self.dir.path().join("state"))
+            .arg("--spool-dir")
+            .arg(self.dir.path().join("spool"))
+            .output()
+            .unwrap();
+        // Null until the watcher has written its first status.
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn spawn_watcher(dir: &Path, extra: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(BANSHARE)
+        .arg("--config")
+        .arg(dir.join("banshare.toml"))
+        .args(["watch", "--node", "me", "--log"])
+        .arg(dir.join("newbans.log"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--spool-dir")
+        .arg(dir.join("spool"))
+        .args(["--follow", "poll", "--poll-interval", "20ms"])
+        // The log backend, unless the test names another.
+        .args(if extra.contains(&"--backend") {
+            &[][..]
+        } else {
+            &["--backend", "log"][..]
+        })
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+/// Now, as a record's `ts`.
+pub fn now_ts() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
