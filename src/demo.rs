@@ -144,17 +144,9 @@ fn start_watcher(
         trust: Default::default(),
     };
     let policy = PolicySettings {
-        node: node.writer.node.clone(),
-        ignoreip: Vec::new(),
         ignoreself: false,
-        self_addresses: Vec::new(),
         default_bantime: BanTime::Seconds(600),
-        min_nodes: 1,
-        findtime: Duration::from_secs(600),
-        max_prefix_v4: 16,
-        max_prefix_v6: 48,
-        max_bans_per_node_per_minute: 600,
-        breaker_cooldown: Duration::from_secs(600),
+        ..PolicySettings::defaults(node.writer.node.clone())
     };
     let backend = Box::new(LogBackend::new(Box::new(Tagged {
         node: node.name,

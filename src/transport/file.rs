@@ -6,7 +6,7 @@ use std::io::{self, ErrorKind, Write};
 use std::os::fd::IntoRawFd;
 use std::path::{Path, PathBuf};
 
-use super::{Transport, TransportError, for_each_complete_line, id_field};
+use super::{Transport, TransportError, ids_in};
 use crate::lock::{CrossHostLock, LocalLock, LocalLockFs, LockTimings, Owner};
 use crate::record::RecordId;
 
@@ -147,14 +147,7 @@ impl Transport for FileTransport {
             ErrorKind::NotFound => TransportError::LogMissing(self.log.clone()),
             _ => read_err(e),
         })?;
-        let mut found = HashSet::new();
-        for_each_complete_line(file, |line| {
-            if let Some(id) = id_field(line).filter(|id| ids.contains(id)) {
-                found.insert(id);
-            }
-        })
-        .map_err(read_err)?;
-        Ok(found)
+        ids_in(file, ids).map_err(read_err)
     }
 }
 

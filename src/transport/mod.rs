@@ -145,6 +145,20 @@ impl Default for SftpSettings {
     }
 }
 
+/// Which of `ids` the log read from `log` holds, on complete lines.
+pub(crate) fn ids_in(
+    log: impl std::io::Read,
+    ids: &HashSet<RecordId>,
+) -> std::io::Result<HashSet<RecordId>> {
+    let mut found = HashSet::new();
+    for_each_complete_line(log, |line| {
+        if let Some(id) = id_field(line).filter(|id| ids.contains(id)) {
+            found.insert(id);
+        }
+    })?;
+    Ok(found)
+}
+
 /// Calls `f` with every complete line (ending in `\n`) of at most
 /// [`crate::record::MAX_LINE_LEN`] bytes; longer lines are skipped without being held, and
 /// an unterminated last line (a torn write) does not count.

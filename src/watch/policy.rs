@@ -59,6 +59,26 @@ pub struct PolicySettings {
     pub breaker_cooldown: Duration,
 }
 
+impl PolicySettings {
+    /// The defaults of `[watch]` and `[trust]`, for `node`, with no
+    /// addresses of its own and nothing ignored.
+    pub fn defaults(node: NodeId) -> PolicySettings {
+        PolicySettings {
+            node,
+            ignoreip: Vec::new(),
+            ignoreself: true,
+            self_addresses: Vec::new(),
+            default_bantime: BanTime::Seconds(1800),
+            min_nodes: 1,
+            findtime: Duration::from_secs(600),
+            max_prefix_v4: 16,
+            max_prefix_v6: 48,
+            max_bans_per_node_per_minute: 600,
+            breaker_cooldown: Duration::from_secs(600),
+        }
+    }
+}
+
 /// Why a record was not applied. Each one is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Skip {
@@ -501,17 +521,10 @@ mod tests {
 
     fn settings() -> PolicySettings {
         PolicySettings {
-            node: "me".parse().unwrap(),
             ignoreip: vec!["203.0.113.0/24".parse().unwrap()],
-            ignoreself: true,
             self_addresses: vec!["198.18.0.11".parse().unwrap()],
             default_bantime: BanTime::Seconds(600),
-            min_nodes: 1,
-            findtime: Duration::from_secs(600),
-            max_prefix_v4: 16,
-            max_prefix_v6: 48,
-            max_bans_per_node_per_minute: 600,
-            breaker_cooldown: Duration::from_secs(600),
+            ..PolicySettings::defaults("me".parse().unwrap())
         }
     }
 

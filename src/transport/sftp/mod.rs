@@ -20,7 +20,7 @@ pub use follow::SftpFs;
 pub use session::{Connection, SftpError, SftpSettings, connect};
 pub use url::SftpUrl;
 
-use super::{Transport, TransportError, for_each_complete_line, id_field};
+use super::{Transport, TransportError, ids_in};
 use crate::lock::{CrossHostLock, LocalLock, LockFs, LockTimings, MAX_LOCK_FILE, Owner};
 use crate::record::RecordId;
 
@@ -168,14 +168,7 @@ impl Transport for SftpTransport {
             e if e.kind() == io::ErrorKind::NotFound => TransportError::LogMissing(path.clone()),
             e => read_err(e),
         })?;
-        let mut found = HashSet::new();
-        for_each_complete_line(file, |line| {
-            if let Some(id) = id_field(line).filter(|id| ids.contains(id)) {
-                found.insert(id);
-            }
-        })
-        .map_err(read_err)?;
-        Ok(found)
+        ids_in(file, ids).map_err(read_err)
     }
 }
 
