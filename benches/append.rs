@@ -8,7 +8,6 @@
 //! them.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::fs;

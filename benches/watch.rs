@@ -573,18 +573,17 @@ impl Watcher {
     }
 
     /// SIGTERM and wait (up to 60 s, then SIGKILL). Returns how long the
-    /// shutdown took, the exit status and the peak RSS over the whole run
-    /// (getrusage of the child, kB).
+    /// shutdown took, whether it exited with status 0, and its peak RSS
+    /// over the whole run including the shutdown (kB, see `wait_peak`).
     fn stop(&mut self) -> (Duration, bool, u64) {
         let Some(child) = self.child.take() else {
             return (Duration::ZERO, false, 0);
         };
-        let pid = child.id() as libc::pid_t;
         let t = Instant::now();
-        // SAFETY: as in `terminate`.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let (ok, maxrss) = wait_rusage(pid, Duration::from_secs(60));
-        (t.elapsed(), ok, maxrss)
+        // SAFETY: kill(2) on our own, not yet reaped, child.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let (ok, peak) = wait_peak(child, Duration::from_secs(60), Duration::from_millis(1));
+        (t.elapsed(), ok, peak)
     }
 }
 
@@ -597,31 +596,25 @@ impl Drop for Watcher {
     }
 }
 
-/// Reaps `pid` with wait4, killing it after `timeout`; returns whether it
-/// exited with status 0 and its peak RSS in kB.
-fn wait_rusage(pid: libc::pid_t, timeout: Duration) -> (bool, u64) {
+/// Waits for `child` to exit (killing it after `timeout`), reading its
+/// VmHWM every `every` meanwhile. Returns whether it exited with status 0,
+/// and the last VmHWM read (kB): its peak RSS up to a moment before it
+/// exited. Not getrusage: a spawned child's ru_maxrss starts at its
+/// parent's RSS (the mm it shared until exec), here the bench's own.
+fn wait_peak(mut child: Child, timeout: Duration, every: Duration) -> (bool, u64) {
     let deadline = Instant::now() + timeout;
+    let mut peak = 0;
     loop {
-        let mut status = 0;
-        // SAFETY: plain FFI with valid pointers to locals.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        let flags = if Instant::now() < deadline {
-            libc::WNOHANG
-        } else {
-            // SAFETY: our own child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            0
-        };
-        // SAFETY: as above.
-        let r = unsafe { libc::wait4(pid, &mut status, flags, &mut usage) };
-        if r == pid {
-            let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-            return (ok, usage.ru_maxrss as u64);
+        peak = peak.max(memory_of(child.id()).0);
+        match child.try_wait() {
+            Ok(Some(status)) => return (status.success(), peak),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(every),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return (false, peak);
+            }
         }
-        if r < 0 {
-            return (false, 0);
-        }
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -708,8 +701,6 @@ fn catch_up() -> CatchUp {
     let filter = write_newbans_filter(dir.path());
     let report = dir.path().join("fail2ban-regex.out");
     let t = Instant::now();
-    // Reaped by wait4 in `wait_rusage`, for its rusage.
-    #[allow(clippy::zombie_processes)]
     let child = Command::new("fail2ban-regex")
         .arg(&log)
         .arg(&filter)
@@ -718,7 +709,7 @@ fn catch_up() -> CatchUp {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let (f2b_ok, f2b_rss) = wait_rusage(child.id() as libc::pid_t, Duration::from_secs(300));
+    let (f2b_ok, f2b_rss) = wait_peak(child, Duration::from_secs(300), Duration::from_millis(5));
     let f2b_elapsed = t.elapsed();
     let text = fs::read_to_string(&report).unwrap_or_default();
     let lines = text

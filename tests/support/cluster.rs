@@ -150,6 +150,8 @@ pub struct Cluster {
     sftp_base: PathBuf,
     sftp_identity: PathBuf,
     known_hosts: PathBuf,
+    /// Servers started by [`Cluster::serve_tcp`], reaped on drop.
+    servers: Mutex<Vec<Child>>,
 }
 
 impl Cluster {
@@ -189,6 +191,7 @@ impl Cluster {
             sshd: Mutex::new(None),
             sshfs: (0..n_nodes).map(|_| Mutex::new(None)).collect(),
             sftp_sshfs: (0..n_nodes).map(|_| Mutex::new(None)).collect(),
+            servers: Mutex::new(Vec::new()),
         };
         // From here on, a panic drops `cluster`, and Drop removes whatever
         // part of the setup already exists.
@@ -277,11 +280,13 @@ impl Cluster {
             s.listen(128)\n\
             while True:\n    c,_=s.accept(); c.close()\n";
         let ip = self.node_ip(node);
-        self.command_in(self.node_ns(node), "python3")
+        let server = self
+            .command_in(self.node_ns(node), "python3")
             .args(["-c", script, &ip.to_string(), &port.to_string()])
             .stdin(Stdio::null())
             .spawn()
             .expect("start python3 (Debian package python3)");
+        lock(&self.servers).push(server);
         let up = wait_until(SETUP_TIMEOUT, || {
             self.can_connect(self.attacker_ns(), ip, port)
         });
@@ -750,6 +755,10 @@ impl Drop for Cluster {
         // Whatever a test started in a namespace and left running.
         for host in self.hosts() {
             kill_processes_in(&host.ns);
+        }
+        for mut server in lock(&self.servers).drain(..) {
+            let _ = server.kill();
+            let _ = server.wait();
         }
         for host in self.hosts() {
             run_quietly(Command::new("ip").args(["netns", "del", &host.ns]));
