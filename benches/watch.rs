@@ -643,17 +643,36 @@ fn count_lines(path: &Path) -> usize {
         .count()
 }
 
-/// `n` banshare records for unique addresses from 10.<net>.0.0 on, all
-/// from node `other`, stamped now, bantime 3600, unique ids.
+/// Nodes the records of (b), (c) and (d) come from, and the span of time
+/// they were written in (all still in force: bantime 3600).
+const RECORD_NODES: usize = 100;
+const RECORD_SPAN_SECS: i64 = 50 * 60;
+
+/// `n` banshare records for unique addresses from 10.<net>.0.0 on, in time
+/// order over the last 50 minutes, round-robin from 100 nodes, bantime
+/// 3600, unique ids. Spread so that no node sends more than the circuit
+/// breaker's default 600 bans a minute (`[trust]
+/// max_bans_per_node_per_minute`): 1,000,000 records are 200 per node and
+/// minute. From one node at one time, all but the first 600 are refused.
 fn write_records(path: &Path, n: usize, net: u8, id_base: u64) -> u64 {
-    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let header = chrono::Local::now().format("%b %d %H:%M:%S").to_string();
+    let now = chrono::Utc::now();
+    let start = now - chrono::Duration::seconds(RECORD_SPAN_SECS);
+    let step_ms = RECORD_SPAN_SECS as f64 * 1000.0 / n as f64;
     let mut w = BufWriter::with_capacity(1 << 20, File::create(path).unwrap());
+    let mut header = (i64::MIN, String::new());
     for i in 0..n {
+        let ts = start + chrono::Duration::milliseconds((i as f64 * step_ms) as i64);
+        if ts.timestamp() != header.0 {
+            let local = ts.with_timezone(&chrono::Local).format("%b %d %H:%M:%S");
+            header = (ts.timestamp(), local.to_string());
+        }
         let addr = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, net, 0, 0)) + i as u32);
         writeln!(
             w,
-            "<13>{header} banshare[1]: HOST {addr} PORT 22 node=other ts={ts} bantime=3600 id={:024x}",
+            "<13>{} banshare[1]: HOST {addr} PORT 22 node=n{} ts={} bantime=3600 id={:024x}",
+            header.1,
+            i % RECORD_NODES,
+            ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             id_base + i as u64
         )
         .unwrap();
