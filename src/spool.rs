@@ -28,7 +28,7 @@ use crate::transport::{Transport, TransportError};
 
 const PENDING: &str = "pending";
 const UNCERTAIN: &str = "uncertain";
-/// Spool files that cannot be read back as records are moved here and
+/// Spool lines that cannot be read back as records are moved here and
 /// never delivered; a human should look at them.
 const REJECTED_DIR: &str = "rejected";
 
@@ -175,25 +175,34 @@ impl Spool {
     /// file is moved aside with a warning rather than blocking the queue.
     fn read_batch(&self, path: &Path) -> Result<Option<Vec<Record>>, SpoolError> {
         let data = fs::read(path).map_err(io_err(path))?;
-        let parsed: Result<Vec<Record>, _> = data
-            .split_inclusive(|&b| b == b'\n')
-            .map(record::parse)
-            .collect();
-        match parsed {
-            Ok(records) => Ok(Some(records)),
-            Err(reason) => {
-                let rejected = self.dir.join(REJECTED_DIR);
-                fs::create_dir_all(&rejected).map_err(io_err(&rejected))?;
-                let target = rejected.join(path.file_name().expect("spool entries have names"));
-                fs::rename(path, &target).map_err(io_err(path))?;
-                eprintln!(
-                    "banshare: error: spool file {} is corrupt ({reason}); moved to {}",
-                    path.display(),
-                    target.display()
-                );
-                Ok(None)
+        let mut records = Vec::new();
+        let mut bad: Vec<u8> = Vec::new();
+        let mut reasons = Vec::new();
+        for line in data.split_inclusive(|&b| b == b'\n') {
+            match record::parse(line) {
+                Ok(r) => records.push(r),
+                Err(reason) => {
+                    bad.extend_from_slice(line);
+                    reasons.push(reason.to_string());
+                }
             }
         }
+        if !bad.is_empty() {
+            // Only the bad lines go aside: the good records of the batch
+            // are still delivered.
+            let rejected = self.dir.join(REJECTED_DIR);
+            fs::create_dir_all(&rejected).map_err(io_err(&rejected))?;
+            let target = rejected.join(path.file_name().expect("spool entries have names"));
+            durable::write_atomic(&target, &bad, 0o600).map_err(io_err(&target))?;
+            eprintln!(
+                "banshare: error: {} line(s) of spool file {} are corrupt ({}); moved to {}",
+                reasons.len(),
+                path.display(),
+                reasons.join("; "),
+                target.display()
+            );
+        }
+        Ok(Some(records))
     }
 
     fn mark_uncertain(&self, path: &Path) -> Result<PathBuf, SpoolError> {

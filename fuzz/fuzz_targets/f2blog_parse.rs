@@ -30,15 +30,6 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     let input = String::from_utf8_lossy(data);
-    // KNOWN FINDING F1 (docs/fuzzing.md): `f2blog::parse` accepts a stamp
-    // with a negative year (`-026-11-21 20:18:56,453 ...`, which chrono's
-    // `%Y` reads as year -26), and the record `monitor` makes of it carries
-    // `ts=-0026-11-21T20:18:56.453Z`, which every reader rejects. Skipped
-    // so that CI stays green until src/monitor/f2blog.rs refuses such
-    // stamps; delete this block with that fix. FUZZ_STRICT=1 checks it.
-    if event.time.year() < 0 && std::env::var_os("FUZZ_STRICT").is_none() {
-        return;
-    }
     // What `monitor` shares, built as `append::build_records` does.
     let now = event.time.trunc_subsecs(3);
     let record = Record {

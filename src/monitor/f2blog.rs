@@ -94,7 +94,12 @@ fn notice_of_actions(rest: &str) -> Option<&str> {
 }
 
 /// `2026-11-21 18:41:45,928`, in this host's local time.
+/// Strict: chrono's `%Y` alone would take a signed year such as `-026`
+/// (found by fuzzing), which no record may carry.
 fn parse_time(stamp: &str) -> Option<DateTime<Utc>> {
+    if !stamp.as_bytes()[..4].iter().all(u8::is_ascii_digit) {
+        return None;
+    }
     let naive = NaiveDateTime::parse_from_str(stamp, "%Y-%m-%d %H:%M:%S,%3f").ok()?;
     Local
         .from_local_datetime(&naive)
@@ -170,5 +175,8 @@ mod tests {
         ));
         let bad_time = "2026-13-21 18:41:45,928 fail2ban.actions [1]: NOTICE [sshd] Ban 1.2.3.4";
         assert_eq!(parse(bad_time.as_bytes()), Err(BadNotice::Time));
+        // Found by fuzzing: a signed year chrono would accept.
+        let negative = "-026-11-21 20:18:56,453 fail2ban.actions [1]: NOTICE [sshd] Ban 192.0.2.7";
+        assert_eq!(parse(negative.as_bytes()), Err(BadNotice::Time));
     }
 }
