@@ -649,8 +649,8 @@ const RECORD_NODES: usize = 100;
 const RECORD_SPAN_SECS: i64 = 50 * 60;
 
 /// `n` banshare records for unique addresses from 10.<net>.0.0 on, in time
-/// order over the last 50 minutes, round-robin from 100 nodes, bantime
-/// 3600, unique ids. Spread so that no node sends more than the circuit
+/// order over the last 50 minutes, round-robin from 100 nodes, jail sshd
+/// (as fail2ban's action writes them), bantime 3600, unique ids. Spread so that no node sends more than the circuit
 /// breaker's default 600 bans a minute (`[trust]
 /// max_bans_per_node_per_minute`): 1,000,000 records are 200 per node and
 /// minute. From one node at one time, all but the first 600 are refused.
@@ -669,7 +669,7 @@ fn write_records(path: &Path, n: usize, net: u8, id_base: u64) -> u64 {
         let addr = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, net, 0, 0)) + i as u32);
         writeln!(
             w,
-            "<13>{} banshare[1]: HOST {addr} PORT 22 node=n{} ts={} bantime=3600 id={:024x}",
+            "<13>{} banshare[1]: HOST {addr} PORT 22 jail=sshd node=n{} ts={} bantime=3600 id={:024x}",
             header.1,
             i % RECORD_NODES,
             ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),

@@ -14,7 +14,7 @@ use banshare::monitor::f2blog::{self, Kind};
 use banshare::record::{
     self, DEFAULT_PRIORITY, Fields, Op, PortSpec, Record, SyslogHeader, SyslogTime,
 };
-use chrono::{Datelike, Local, SubsecRound};
+use chrono::{Local, SubsecRound};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "common.rs"]
