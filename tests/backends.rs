@@ -408,9 +408,8 @@ fn nft_ten_thousand_bans_in_one_apply() {
     println!(
         "nftables, 10,000 actions in one apply: bans {first:?}, longer re-bans {again:?}, unbans {gone:?}"
     );
-    for t in [first, again, gone] {
-        assert!(t < Duration::from_secs(1), "{t:?}");
-    }
+    // Speed is a benchmark's business (benches/watch.rs), not a pass/fail
+    // test's: a loaded machine must not fail this.
 }
 
 #[test]
@@ -577,8 +576,8 @@ fn ipset_lifecycle() {
         .unwrap();
     let took = start.elapsed();
     assert_eq!(ipset_members(&ns, "banshare-v4").len(), 10_002);
+    // Printed, not asserted: speed belongs to the benchmarks.
     println!("ipset, 10,000 bans in one apply: {took:?}");
-    assert!(took < Duration::from_secs(1), "{took:?}");
 
     // A line the kernel refuses (no /0 in hash:net) is reported; the lines
     // after it are applied all the same.
