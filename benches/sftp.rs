@@ -16,12 +16,12 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use support::cluster::{Cluster, require_root};
-use support::{BANSHARE, banshare_sh};
+use support::{BANSHARE, Daemon, banshare_sh};
 
 const WATCHERS: usize = 10;
 const BANS: usize = 40;
@@ -144,15 +144,6 @@ fn wait_for(
         {
             seen.entry(a).or_default().push(at);
         }
-    }
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -10,28 +10,18 @@ mod support;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::cluster::{Cluster, require_root};
 use support::fail2ban::Fail2ban;
-use support::{BANSHARE, wait_until};
+use support::{BANSHARE, Daemon, wait_until};
 
 const PORT: u16 = 8080;
 const ACTION: &str = include_str!("../fail2ban/action.d/banshare.conf");
 const FILTER: &str = include_str!("../fail2ban/filter.d/banshare.conf");
 /// fail2ban polls once a second; bans cross two polls and an append.
 const PATIENCE: Duration = Duration::from_secs(30);
-
-/// A child process killed on drop (watchers, monitors).
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The test network: hosts with sshfs mounts of one share holding the log,
 /// a TCP server on each, and per-host banshare configuration files.

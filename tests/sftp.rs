@@ -10,12 +10,12 @@ use std::collections::HashSet;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use support::cluster::{Cluster, require_root};
-use support::{BANSHARE, ban_loop, banshare_sh, read_records, wait_until};
+use support::{BANSHARE, Daemon, ban_loop, banshare_sh, read_records, wait_until};
 
 /// A cluster whose SFTP share holds an empty log.
 struct Site {
@@ -119,15 +119,6 @@ fn forward(
             let _ = tx.send(format!("{prefix}{line}"));
         }
     });
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Collects lines until `done` holds for the collected ones, or panics.

@@ -75,3 +75,14 @@ pub fn ban_loop(writer: usize, count: usize, extra: &str) -> String {
            $B ban 10.{writer}.$((i / 250)).$((i % 250)) $C {extra}; i=$((i + 1)); done"
     )
 }
+
+/// A child process (a watcher, a monitor) killed and reaped when dropped,
+/// so a failing test leaves nothing running.
+pub struct Daemon(pub std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
