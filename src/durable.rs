@@ -10,6 +10,16 @@ use std::path::Path;
 /// Replaces `path` with `data` atomically and durably. The file is created
 /// with `mode` if new.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    write_atomic_with(path, mode, |out| out.write_all(data))
+}
+
+/// As [`write_atomic`], with the content written by `fill` straight to the
+/// file, so that large content is never built in memory first.
+pub fn write_atomic_with(
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -21,7 +31,7 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     tmp_name.push(name);
     tmp_name.push(format!(".{}.tmp", std::process::id()));
     let tmp = dir.join(tmp_name);
-    let result = write_synced(&tmp, data, mode).and_then(|()| fs::rename(&tmp, path));
+    let result = write_synced(&tmp, mode, fill).and_then(|()| fs::rename(&tmp, path));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
@@ -29,15 +39,20 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     sync_dir(dir)
 }
 
-fn write_synced(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    let mut file = OpenOptions::new()
+fn write_synced(
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
+    let file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(mode)
         .open(path)?;
-    file.write_all(data)?;
-    file.sync_all()
+    let mut out = io::BufWriter::with_capacity(64 * 1024, file);
+    fill(&mut out)?;
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()
 }
 
 /// Makes a rename or create in `dir` durable.

@@ -96,6 +96,8 @@ pub struct Daemon<F: LogFs = LocalFs> {
     retry: Option<Retry>,
     /// Lines were read since the cursor was last saved.
     unsaved: bool,
+    /// The policy's version when the active bans were last saved.
+    saved_version: u64,
     rejects: RejectLog,
     last_status: Instant,
     last_active_save: Instant,
@@ -144,6 +146,7 @@ impl<F: LogFs> Daemon<F> {
             pending: Vec::new(),
             retry: None,
             unsaved: false,
+            saved_version: 0,
             rejects: RejectLog::new(),
             last_status: Instant::now(),
             last_active_save: Instant::now(),
@@ -460,10 +463,14 @@ impl<F: LogFs> Daemon<F> {
     }
 
     fn save_active(&mut self) {
+        self.last_active_save = Instant::now();
+        if self.policy.version() == self.saved_version {
+            return; // nothing changed since the last save
+        }
+        self.saved_version = self.policy.version();
         if let Err(e) = self.opts.state.save_active(self.policy.active_bans()) {
             warn(&format!("cannot save active bans: {e}"));
         }
-        self.last_active_save = Instant::now();
     }
 
     fn shutdown(mut self) -> Status {

@@ -142,10 +142,13 @@ pub struct Policy {
     seen: HashMap<RecordId, Expiry>,
     /// The latest report per node (`None`: anonymous), per address.
     reports: HashMap<IpNet, HashMap<Option<NodeId>, DateTime<Utc>>>,
-    /// Each node's recent ban times, for the rate limit.
-    rates: HashMap<Option<NodeId>, VecDeque<DateTime<Utc>>>,
+    /// Each node's recent ban times (ms since the epoch), for the rate
+    /// limit.
+    rates: HashMap<Option<NodeId>, VecDeque<i64>>,
     /// Nodes whose breaker is open, until when.
     tripped: HashMap<Option<NodeId>, DateTime<Utc>>,
+    /// Bumped whenever `active` changes, so it is saved only then.
+    version: u64,
 }
 
 impl Policy {
@@ -157,7 +160,13 @@ impl Policy {
             reports: HashMap::new(),
             rates: HashMap::new(),
             tripped: HashMap::new(),
+            version: 0,
         }
+    }
+
+    /// Changes whenever the set of active bans changes.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// New settings (on SIGHUP); the state is kept.
@@ -186,12 +195,14 @@ impl Policy {
     /// cannot shorten it.
     pub fn restore_active(&mut self, net: IpNet, ban: ActiveBan) {
         self.active.insert(normalize(net), ban);
+        self.version += 1;
     }
 
     /// Forgets the ban in force on `target` (its application failed), so a
     /// later report applies it again.
     pub fn forget(&mut self, target: Target) {
         self.active.remove(&normalize(target.net()));
+        self.version += 1;
     }
 
     /// Drops state that can no longer matter at `now`.
@@ -200,9 +211,9 @@ impl Policy {
         self.active.retain(|_, b| live(&b.until));
         self.seen.retain(|_, e| live(e));
         self.tripped.retain(|_, until| *until > now);
-        let minute = chrono::Duration::minutes(1);
+        let cutoff = now.timestamp_millis() - 60_000;
         self.rates
-            .retain(|_, times| times.back().is_some_and(|t| *t + minute > now));
+            .retain(|_, times| times.back().is_some_and(|t| *t > cutoff));
         let window = self.findtime();
         self.reports.retain(|_, r| {
             r.retain(|_, ts| *ts + window > now);
@@ -260,25 +271,33 @@ impl Policy {
         ts: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<(), Skip> {
-        let node = record.fields.node.clone();
-        if self.tripped.get(&node).is_some_and(|until| *until > now) {
+        let node = &record.fields.node;
+        if self.tripped.get(node).is_some_and(|until| *until > now) {
             return Err(Skip::NodeTripped);
         }
         if record.op != Op::Ban {
             return Ok(());
         }
-        let minute = chrono::Duration::minutes(1);
+        // Times in milliseconds; the window drops from the front, since logs
+        // come in time order (a late record only makes the count generous).
+        let at = ts.timestamp_millis();
+        let cutoff = at - 60_000;
         let max = self.settings.max_bans_per_node_per_minute as usize;
-        let times = self.rates.entry(node.clone()).or_default();
-        times.retain(|t| *t + minute > ts);
-        times.push_back(ts);
+        let times = match self.rates.get_mut(node) {
+            Some(times) => times,
+            None => self.rates.entry(node.clone()).or_default(),
+        };
+        while times.front().is_some_and(|t| *t <= cutoff) {
+            times.pop_front();
+        }
+        times.push_back(at);
         if times.len() <= max {
             return Ok(());
         }
         times.clear();
         let cooldown = chrono::Duration::from_std(self.settings.breaker_cooldown)
             .unwrap_or(chrono::Duration::MAX);
-        self.tripped.insert(node, now + cooldown);
+        self.tripped.insert(node.clone(), now + cooldown);
         Err(Skip::BreakerTripped)
     }
 
@@ -323,7 +342,7 @@ impl Policy {
         if net.prefix_len() < max {
             return Err(Skip::TooWide);
         }
-        if never_ban_nets().iter().any(|n| overlaps(n, &net)) {
+        if NEVER_BAN.iter().any(|n| overlaps(n, &net)) {
             return Err(Skip::NeverBan);
         }
         if s.ignoreip.iter().any(|n| overlaps(&normalize(*n), &net)) {
@@ -352,6 +371,7 @@ impl Policy {
         }
         self.active.remove(&net);
         self.reports.remove(&net);
+        self.version += 1;
         Ok(Action::Unban(Unban {
             target: record.target,
             ports: record.ports.clone(),
@@ -380,6 +400,7 @@ impl Policy {
         {
             return Err(Skip::AlreadyBanned);
         }
+        self.version += 1;
         self.active.insert(
             net,
             ActiveBan {
@@ -497,6 +518,9 @@ fn overlaps(a: &IpNet, b: &IpNet) -> bool {
 }
 
 /// Ranges no node ever bans: banning them breaks the host or its network.
+/// Built once: every record is checked against it.
+static NEVER_BAN: std::sync::LazyLock<[IpNet; 10]> = std::sync::LazyLock::new(never_ban_nets);
+
 fn never_ban_nets() -> [IpNet; 10] {
     let v4 = |a: [u8; 4], len| IpNet::new(IpAddr::V4(Ipv4Addr::from(a)), len).expect("valid");
     let v6 = |a: Ipv6Addr, len| IpNet::new(IpAddr::V6(a), len).expect("valid");

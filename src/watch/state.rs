@@ -123,19 +123,28 @@ impl StateDir {
             .collect())
     }
 
+    /// Writes the active bans one by one straight to the file (compact
+    /// JSON), so 100,000 bans never sit in memory twice.
     pub fn save_active<'a>(
         &self,
         bans: impl Iterator<Item = (&'a IpNet, &'a ActiveBan)>,
     ) -> io::Result<()> {
-        let saved: Vec<SavedBan> = bans
-            .map(|(net, b)| SavedBan {
-                target: net.to_string(),
-                until: b.until,
-                jail: b.jail.as_ref().map(|j| j.to_string()),
-                since: b.since,
-            })
-            .collect();
-        save_json(&self.dir.join("active.json"), &saved)
+        crate::durable::write_atomic_with(&self.dir.join("active.json"), 0o600, |out| {
+            out.write_all(b"[")?;
+            for (i, (net, b)) in bans.enumerate() {
+                if i > 0 {
+                    out.write_all(b",\n")?;
+                }
+                let saved = SavedBan {
+                    target: net.to_string(),
+                    until: b.until,
+                    jail: b.jail.as_ref().map(|j| j.to_string()),
+                    since: b.since,
+                };
+                serde_json::to_writer(&mut *out, &saved).map_err(io::Error::other)?;
+            }
+            out.write_all(b"]\n")
+        })
     }
 
     pub fn load_status(&self) -> io::Result<Option<Status>> {
