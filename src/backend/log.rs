@@ -13,6 +13,7 @@
 //! `ts`. Every value comes from a checked record: no spaces or control
 //! characters.
 
+use std::fmt::Write as _;
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
@@ -32,25 +33,32 @@ impl LogBackend {
 
 /// The line for `action` at time `now`, without the newline.
 pub fn format_action(action: &Action, now: DateTime<Utc>) -> String {
+    let mut line = String::new();
+    write_action(&mut line, action, now);
+    line
+}
+
+/// Appends the line for `action`, without the newline, to `out`. Written
+/// in place: a catch-up prints a million of these.
+fn write_action(out: &mut String, action: &Action, now: DateTime<Utc>) {
     let (verb, target, ports, jail, origin, ts) = match action {
         Action::Ban(b) => ("ban", b.target, &b.ports, &b.jail, &b.origin, b.ts),
         Action::Unban(u) => ("unban", u.target, &u.ports, &u.jail, &u.origin, u.ts),
     };
-    let mut line = format!(
-        "{verb} {target} ports={ports} jail={}",
-        jail.as_ref().map_or("-", |j| j.as_str())
-    );
+    let jail = jail.as_ref().map_or("-", |j| j.as_str());
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{verb} {target} ports={ports} jail={jail}");
     if let Action::Ban(b) = action {
-        match b.remaining {
-            Some(r) => line += &format!(" for={}s", timeout_secs(r)),
-            None => line += " for=permanent",
-        }
+        let _ = match b.remaining {
+            Some(r) => write!(out, " for={}s", timeout_secs(r)),
+            None => out.write_str(" for=permanent"),
+        };
     }
-    line += &format!(" origin={}", origin.as_ref().map_or("-", |o| o.as_str()));
+    let origin = origin.as_ref().map_or("-", |o| o.as_str());
+    let _ = write!(out, " origin={origin}");
     if let Some(ts) = ts {
-        line += &format!(" age={}ms", (now - ts).num_milliseconds());
+        let _ = write!(out, " age={}ms", (now - ts).num_milliseconds());
     }
-    line
 }
 
 impl Backend for LogBackend {
@@ -66,7 +74,7 @@ impl Backend for LogBackend {
         let now = Utc::now();
         let mut text = String::with_capacity(batch.len() * 80);
         for action in batch {
-            text += &format_action(action, now);
+            write_action(&mut text, action, now);
             text.push('\n');
         }
         self.out

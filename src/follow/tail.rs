@@ -194,10 +194,11 @@ impl<H: LogFile> Tail<H> {
             self.partial.clear();
             Line::TooLong { len, cursor }
         } else {
-            Line::Complete {
-                bytes: std::mem::take(&mut self.partial),
-                cursor,
-            }
+            // A copy of exactly the line's length: the buffer stays, so the
+            // next line does not grow a new one from nothing.
+            let bytes = self.partial.clone();
+            self.partial.clear();
+            Line::Complete { bytes, cursor }
         }
     }
 }

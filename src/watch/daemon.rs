@@ -275,7 +275,7 @@ impl<F: LogFs> Daemon<F> {
                         continue;
                     }
                     match self.policy.decide(&record, now) {
-                        Ok(action) => actions.push(action),
+                        Ok(verdict) => actions.push(verdict.into_action(record)),
                         Err(skip) => self.skipped(&record, skip),
                     }
                 }

@@ -125,10 +125,7 @@ impl StateDir {
 
     /// Writes the active bans one by one straight to the file (compact
     /// JSON), so 100,000 bans never sit in memory twice.
-    pub fn save_active<'a>(
-        &self,
-        bans: impl Iterator<Item = (&'a IpNet, &'a ActiveBan)>,
-    ) -> io::Result<()> {
+    pub fn save_active(&self, bans: impl Iterator<Item = (IpNet, ActiveBan)>) -> io::Result<()> {
         crate::durable::write_atomic_with(&self.dir.join("active.json"), 0o600, |out| {
             out.write_all(b"[")?;
             for (i, (net, b)) in bans.enumerate() {
@@ -138,7 +135,7 @@ impl StateDir {
                 let saved = SavedBan {
                     target: net.to_string(),
                     until: b.until,
-                    jail: b.jail.as_ref().map(|j| j.to_string()),
+                    jail: b.jail.map(|j| j.as_str().to_owned()),
                     since: b.since,
                 };
                 serde_json::to_writer(&mut *out, &saved).map_err(io::Error::other)?;

@@ -1,0 +1,171 @@
+//! The bans in force on this node, as the policy remembers them.
+//!
+//! One entry per banned network, so this map is most of a watcher's memory
+//! (100,000 bans is a normal day for a large fleet). Each entry holds two
+//! `i64` times and a shared jail name: a jail is spelled in a few ways
+//! across a fleet (`sshd`, `recidive`, ...), so every ban from one jail
+//! points at one copy of its name instead of owning its own.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use ipnet::IpNet;
+
+use crate::record::Jail;
+
+/// The ban in force on an address: when it ends, and where it came from,
+/// so that an unban from another jail or an older unban cannot lift it.
+/// This is the form saved in `active.json`; the map keeps it compact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveBan {
+    /// When the ban ends; `None` is never.
+    pub until: Option<DateTime<Utc>>,
+    pub jail: Option<Jail>,
+    pub since: DateTime<Utc>,
+}
+
+/// An entry of the map. Times are ms since the epoch.
+#[derive(Debug, Clone)]
+pub(super) struct Held {
+    /// `NEVER` for a permanent ban.
+    pub until: i64,
+    pub since: i64,
+    pub jail: Option<Arc<str>>,
+}
+
+/// `Held::until` of a permanent ban.
+pub(super) const NEVER: i64 = i64::MAX;
+
+impl Held {
+    /// The ban came from another jail than `jail` (both known).
+    pub fn other_jail(&self, jail: Option<&Jail>) -> bool {
+        matches!((&self.jail, jail), (Some(a), Some(b)) if **a != *b.as_str())
+    }
+}
+
+#[derive(Debug, Default)]
+pub(super) struct ActiveBans {
+    map: HashMap<IpNet, Held>,
+    /// One copy of each jail name in use.
+    jails: HashSet<Arc<str>>,
+}
+
+impl ActiveBans {
+    pub fn get(&self, net: &IpNet) -> Option<&Held> {
+        self.map.get(net)
+    }
+
+    pub fn insert(&mut self, net: IpNet, until: i64, since: i64, jail: Option<&Jail>) {
+        let jail = jail.map(|j| self.intern(j.as_str()));
+        self.map.insert(net, Held { until, since, jail });
+    }
+
+    pub fn remove(&mut self, net: &IpNet) {
+        self.map.remove(net);
+    }
+
+    /// Bans not over at `now_ms`.
+    pub fn count_live(&self, now_ms: i64) -> usize {
+        self.map.values().filter(|b| b.until > now_ms).count()
+    }
+
+    /// Drops the bans over at `now_ms`, and the jail names no ban uses.
+    pub fn prune(&mut self, now_ms: i64) {
+        self.map.retain(|_, b| b.until > now_ms);
+        // A name is in use while some ban holds a second reference to it.
+        self.jails.retain(|name| Arc::strong_count(name) > 1);
+    }
+
+    /// Every ban, in the form saved to disk.
+    pub fn iter(&self) -> impl Iterator<Item = (IpNet, ActiveBan)> + '_ {
+        self.map.iter().map(|(net, held)| (*net, saved_form(held)))
+    }
+
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(shared) = self.jails.get(name) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = Arc::from(name);
+        self.jails.insert(Arc::clone(&shared));
+        shared
+    }
+}
+
+fn saved_form(held: &Held) -> ActiveBan {
+    ActiveBan {
+        until: (held.until != NEVER)
+            .then(|| DateTime::from_timestamp_millis(held.until))
+            .flatten(),
+        // A name in the map was a valid jail when it was interned.
+        jail: held.jail.as_deref().and_then(|j| j.parse().ok()),
+        since: DateTime::from_timestamp_millis(held.since).unwrap_or_default(),
+    }
+}
+
+/// `Held::until` for an expiry (`None`: never).
+pub(super) fn until_ms(until: Option<DateTime<Utc>>) -> i64 {
+    until.map_or(NEVER, |t| t.timestamp_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bans_of_one_jail_share_its_name_and_unused_names_go() {
+        let mut active = ActiveBans::default();
+        let sshd: Jail = "sshd".parse().unwrap();
+        let recidive: Jail = "recidive".parse().unwrap();
+        for i in 0..100u32 {
+            let net = IpNet::from(std::net::IpAddr::from(std::net::Ipv4Addr::from(i)));
+            active.insert(net, 1_000 + i64::from(i), 0, Some(&sshd));
+        }
+        let other: IpNet = "192.0.2.1/32".parse().unwrap();
+        active.insert(other, 500, 0, Some(&recidive));
+        assert_eq!(active.jails.len(), 2);
+        active.prune(600);
+        assert_eq!(active.jails.len(), 1, "recidive's only ban is over");
+        assert_eq!(active.count_live(600), 100);
+    }
+
+    #[test]
+    fn the_saved_form_keeps_every_field() {
+        let mut active = ActiveBans::default();
+        let net: IpNet = "2001:db8::/64".parse().unwrap();
+        let since: DateTime<Utc> = "2026-11-21T18:00:00.123Z".parse().unwrap();
+        let until: DateTime<Utc> = "2026-11-21T19:00:00.123Z".parse().unwrap();
+        let jail: Jail = "sshd".parse().unwrap();
+        active.insert(
+            net,
+            until_ms(Some(until)),
+            since.timestamp_millis(),
+            Some(&jail),
+        );
+        let permanent: IpNet = "192.0.2.9/32".parse().unwrap();
+        active.insert(permanent, until_ms(None), since.timestamp_millis(), None);
+        let mut saved: Vec<_> = active.iter().collect();
+        saved.sort_by_key(|(net, _)| *net);
+        assert_eq!(
+            saved,
+            [
+                (
+                    permanent,
+                    ActiveBan {
+                        until: None,
+                        jail: None,
+                        since
+                    }
+                ),
+                (
+                    net,
+                    ActiveBan {
+                        until: Some(until),
+                        jail: Some(jail),
+                        since
+                    }
+                ),
+            ]
+        );
+    }
+}

@@ -1,0 +1,371 @@
+use super::*;
+use crate::record;
+
+fn settings() -> PolicySettings {
+    PolicySettings {
+        ignoreip: vec!["203.0.113.0/24".parse().unwrap()],
+        self_addresses: vec!["198.18.0.11".parse().unwrap()],
+        default_bantime: BanTime::Seconds(600),
+        ..PolicySettings::defaults("me".parse().unwrap())
+    }
+}
+
+fn now() -> DateTime<Utc> {
+    "2026-11-21T18:00:00Z".parse().unwrap()
+}
+
+fn line(verb: &str, target: &str, fields: &str) -> Record {
+    let text = format!("<13>Nov 21 18:00:00 banshare[1]: {verb} {target} PORT 22 {fields}");
+    record::parse(text.trim_end().as_bytes()).unwrap()
+}
+
+fn ban(target: &str, node: &str, ts: &str, bantime: u32, id: &str) -> Record {
+    line(
+        "HOST",
+        target,
+        &format!("node={node} ts={ts} bantime={bantime} id={id:0>16}"),
+    )
+}
+
+#[test]
+fn own_node_and_duplicates_are_skipped() {
+    let mut p = Policy::new(settings());
+    let r = ban("192.0.2.1", "me", "2026-11-21T17:59:00Z", 600, "1");
+    assert_eq!(p.decide(&r, now()), Err(Skip::OwnNode));
+    let r = ban("192.0.2.1", "other", "2026-11-21T17:59:00Z", 600, "2");
+    assert!(p.decide(&r, now()).is_ok());
+    assert_eq!(p.decide(&r, now()), Err(Skip::Duplicate));
+}
+
+#[test]
+fn never_ban_addresses() {
+    let mut p = Policy::new(settings());
+    let cases = [
+        ("127.0.0.1", Skip::NeverBan),
+        ("0.0.0.0", Skip::NeverBan),
+        ("0.0.0.0/0", Skip::TooWide),
+        ("::/0", Skip::TooWide),
+        ("::1", Skip::NeverBan),
+        ("::", Skip::NeverBan),
+        ("fe80::1", Skip::NeverBan),
+        ("ff02::1", Skip::NeverBan),
+        ("224.0.0.1", Skip::NeverBan),
+        ("169.254.1.1", Skip::NeverBan),
+        ("255.255.255.255", Skip::NeverBan),
+        ("::ffff:127.0.0.1", Skip::NeverBan),
+        ("127.0.0.0/16", Skip::NeverBan),
+        ("203.0.113.9", Skip::Ignored),
+        ("203.0.0.0/16", Skip::Ignored),
+        ("198.18.0.11", Skip::SelfAddress),
+        ("::ffff:198.18.0.11", Skip::SelfAddress),
+        ("198.18.0.0/16", Skip::SelfAddress),
+        ("10.0.0.0/8", Skip::TooWide),
+        ("2001:db8::/32", Skip::TooWide),
+    ];
+    for (i, (target, why)) in cases.iter().enumerate() {
+        let r = ban(
+            target,
+            "other",
+            "2026-11-21T17:59:00Z",
+            600,
+            &format!("{:x}", i + 100),
+        );
+        assert_eq!(p.decide(&r, now()), Err(*why), "{target}");
+    }
+    let r = ban("10.1.0.0/16", "other", "2026-11-21T17:59:00Z", 600, "abc");
+    assert!(p.decide(&r, now()).is_ok());
+}
+
+#[test]
+fn expired_bans_are_skipped_and_catch_up_gets_the_remainder() {
+    let mut p = Policy::new(settings());
+    let r = ban("192.0.2.1", "other", "2026-11-21T17:00:00Z", 600, "1");
+    assert_eq!(p.decide(&r, now()), Err(Skip::Expired));
+    let r = ban("192.0.2.2", "other", "2026-11-21T17:55:00Z", 600, "2");
+    match p.decide(&r, now()) {
+        Ok(Verdict::Ban { remaining, .. }) => {
+            assert_eq!(remaining, Some(Duration::from_secs(300)))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn longest_ban_wins() {
+    let mut p = Policy::new(settings());
+    let long = ban("192.0.2.1", "a", "2026-11-21T17:59:00Z", 3600, "1");
+    let short = ban("192.0.2.1", "b", "2026-11-21T17:59:30Z", 600, "2");
+    let longer = ban("192.0.2.1", "c", "2026-11-21T17:59:40Z", 7200, "3");
+    assert!(p.decide(&long, now()).is_ok());
+    assert_eq!(p.decide(&short, now()), Err(Skip::AlreadyBanned));
+    assert!(p.decide(&longer, now()).is_ok());
+    assert_eq!(p.active_count(now()), 1);
+}
+
+#[test]
+fn min_nodes_needs_distinct_nodes_within_findtime() {
+    let mut p = Policy::new(PolicySettings {
+        min_nodes: 2,
+        ..settings()
+    });
+    let a = ban("192.0.2.1", "a", "2026-11-21T17:59:00Z", 600, "1");
+    let a_again = ban("192.0.2.1", "a", "2026-11-21T17:59:10Z", 600, "2");
+    let b_old = ban("192.0.2.1", "b", "2026-11-21T17:40:00Z", 3600, "3");
+    let b = ban("192.0.2.1", "b", "2026-11-21T17:59:20Z", 600, "4");
+    assert_eq!(p.decide(&a, now()), Err(Skip::WaitingForNodes));
+    assert_eq!(p.decide(&a_again, now()), Err(Skip::WaitingForNodes));
+    assert_eq!(
+        p.decide(&b_old, now()),
+        Err(Skip::WaitingForNodes),
+        "outside findtime"
+    );
+    assert!(p.decide(&b, now()).is_ok());
+}
+
+#[test]
+fn unban_lifts_and_forgets() {
+    let mut p = Policy::new(settings());
+    assert!(
+        p.decide(
+            &ban("192.0.2.1", "a", "2026-11-21T17:59:00Z", 600, "1"),
+            now()
+        )
+        .is_ok()
+    );
+    let unban = line("UNBAN", "192.0.2.1", "node=a id=0000000000000002");
+    assert!(matches!(p.decide(&unban, now()), Ok(Verdict::Unban { .. })));
+    assert_eq!(p.active_count(now()), 0);
+    assert!(
+        p.decide(
+            &ban("192.0.2.1", "a", "2026-11-21T17:59:50Z", 600, "3"),
+            now()
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn logger_lines_use_the_header_time() {
+    let r = record::parse(b"<13>Nov 21 17:59:00 root[1]: HOST 192.0.2.1 PORT 22").unwrap();
+    let t = record_time(&r, now());
+    assert!(t <= now() + chrono::Duration::minutes(5));
+    assert!(now() - t < chrono::Duration::days(1) + chrono::Duration::hours(14));
+    // A header date later this year than now is from last year.
+    let r = record::parse(b"<13>Dec 31 23:00:00 root[1]: HOST 192.0.2.1 PORT 22").unwrap();
+    assert!(record_time(&r, now()) < now() - chrono::Duration::days(300));
+}
+
+fn ban_in(target: &str, jail: &str, ts: &str, bantime: u32, id: &str) -> Record {
+    line(
+        "HOST",
+        target,
+        &format!("jail={jail} node=a ts={ts} bantime={bantime} id={id:0>16}"),
+    )
+}
+
+fn unban_in(target: &str, jail: &str, ts: &str, id: &str) -> Record {
+    line(
+        "UNBAN",
+        target,
+        &format!("jail={jail} node=a ts={ts} id={id:0>16}"),
+    )
+}
+
+#[test]
+fn an_unban_from_another_jail_or_an_older_one_does_not_lift_a_ban() {
+    let mut p = Policy::new(settings());
+    assert!(
+        p.decide(
+            &ban_in("192.0.2.1", "sshd", "2026-11-21T17:52:00Z", 600, "1"),
+            now()
+        )
+        .is_ok()
+    );
+    assert!(
+        p.decide(
+            &ban_in("192.0.2.1", "recidive", "2026-11-21T17:55:00Z", 604800, "2"),
+            now()
+        )
+        .is_ok()
+    );
+    // sshd's own ban ends: its unban must not lift the week-long one.
+    let sshd_unban = unban_in("192.0.2.1", "sshd", "2026-11-21T17:59:00Z", "3");
+    assert_eq!(p.decide(&sshd_unban, now()), Err(Skip::UnbanSuperseded));
+    // An unban older than the ban in force (spooled while the share
+    // was down, delivered late) does not lift it either.
+    let old = unban_in("192.0.2.1", "recidive", "2026-11-21T17:54:00Z", "4");
+    assert_eq!(p.decide(&old, now()), Err(Skip::UnbanSuperseded));
+    let current = unban_in("192.0.2.1", "recidive", "2026-11-21T17:59:30Z", "5");
+    assert!(matches!(
+        p.decide(&current, now()),
+        Ok(Verdict::Unban { .. })
+    ));
+    assert_eq!(p.active_count(now()), 0);
+}
+
+#[test]
+fn one_address_is_one_key_however_it_is_spelled() {
+    let mut p = Policy::new(settings());
+    let permanent = line(
+        "HOST",
+        "192.0.2.1",
+        "node=a ts=2026-11-21T17:59:00Z bantime=-1 id=0000000000000001",
+    );
+    assert!(p.decide(&permanent, now()).is_ok());
+    for (i, spelling) in ["192.0.2.1/32", "::ffff:192.0.2.1", "::ffff:192.0.2.1/128"]
+        .iter()
+        .enumerate()
+    {
+        let short = ban(
+            spelling,
+            "b",
+            "2026-11-21T17:59:10Z",
+            60,
+            &format!("{}", i + 10),
+        );
+        assert_eq!(
+            p.decide(&short, now()),
+            Err(Skip::AlreadyBanned),
+            "{spelling}"
+        );
+    }
+    let unban = line(
+        "UNBAN",
+        "192.0.2.1/32",
+        "node=a ts=2026-11-21T17:59:20Z id=0000000000000020",
+    );
+    assert!(p.decide(&unban, now()).is_ok());
+    assert!(
+        p.decide(
+            &ban("192.0.2.1", "c", "2026-11-21T17:59:30Z", 60, "21"),
+            now()
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn a_flood_of_reports_keeps_one_per_node() {
+    // The breaker would stop the flood first; this is about memory.
+    let mut p = Policy::new(PolicySettings {
+        min_nodes: 3,
+        max_bans_per_node_per_minute: u32::MAX,
+        ..settings()
+    });
+    for _ in 0..10_000 {
+        let r = line("HOST", "192.0.2.1", "node=a ts=2026-11-21T17:59:00Z");
+        assert_eq!(p.decide(&r, now()), Err(Skip::WaitingForNodes));
+    }
+    assert_eq!(p.reports.values().map(HashMap::len).sum::<usize>(), 1);
+}
+
+#[test]
+fn refused_records_do_not_fill_the_id_memory() {
+    let mut p = Policy::new(settings());
+    for i in 0..100 {
+        let r = ban(
+            "127.0.0.1",
+            "x",
+            "2026-11-21T17:59:00Z",
+            600,
+            &format!("{:x}", i + 1000),
+        );
+        assert_eq!(p.decide(&r, now()), Err(Skip::NeverBan));
+    }
+    assert_eq!(p.seen.len(), 0);
+}
+
+#[test]
+fn a_flooding_node_trips_its_breaker_and_others_still_apply() {
+    let mut p = Policy::new(PolicySettings {
+        max_bans_per_node_per_minute: 10,
+        ..settings()
+    });
+    let mut applied = 0;
+    let mut outcome = Vec::new();
+    for i in 0..30 {
+        let r = ban(
+            &format!("198.51.100.{i}"),
+            "flood",
+            "2026-11-21T17:59:30Z",
+            600,
+            &format!("{:x}", i + 1),
+        );
+        match p.decide(&r, now()) {
+            Ok(_) => applied += 1,
+            Err(skip) => outcome.push(skip),
+        }
+    }
+    assert_eq!(applied, 10);
+    assert_eq!(outcome[0], Skip::BreakerTripped);
+    assert!(outcome[1..].iter().all(|s| *s == Skip::NodeTripped));
+    let unban = line(
+        "UNBAN",
+        "198.51.100.1",
+        "node=flood ts=2026-11-21T17:59:40Z id=00000000000000ff",
+    );
+    assert_eq!(
+        p.decide(&unban, now()),
+        Err(Skip::NodeTripped),
+        "a tripped node cannot unban either"
+    );
+    assert!(
+        p.decide(
+            &ban("192.0.2.1", "calm", "2026-11-21T17:59:30Z", 600, "abcd"),
+            now()
+        )
+        .is_ok()
+    );
+    assert_eq!(p.tripped(now()).count(), 1);
+    // After the cooldown the node is heard again.
+    let later = now() + chrono::Duration::minutes(11);
+    assert_eq!(p.tripped(later).count(), 0);
+    let r = ban(
+        "198.51.100.200",
+        "flood",
+        "2026-11-21T18:10:30Z",
+        600,
+        "beef",
+    );
+    assert!(p.decide(&r, later).is_ok());
+}
+
+#[test]
+fn catching_up_is_not_a_flood() {
+    let mut p = Policy::new(PolicySettings {
+        max_bans_per_node_per_minute: 10,
+        ..settings()
+    });
+    // 30 bans spread over 30 minutes, all read at once.
+    for i in 0..30 {
+        let ts = format!("2026-11-21T17:{:02}:00Z", 30 + i);
+        let r = ban(
+            &format!("198.51.100.{i}"),
+            "busy",
+            &ts,
+            3600,
+            &format!("{:x}", i + 1),
+        );
+        assert!(p.decide(&r, now()).is_ok(), "record {i}");
+    }
+}
+
+#[test]
+fn a_verdict_becomes_an_action_with_the_records_own_fields() {
+    let mut p = Policy::new(settings());
+    let r = line(
+        "HOST",
+        "192.0.2.1",
+        "jail=sshd node=a ts=2026-11-21T17:59:00Z bantime=600 id=0000000000000001",
+    );
+    let verdict = p.decide(&r, now()).unwrap();
+    let Action::Ban(ban) = verdict.into_action(r.clone()) else {
+        panic!("a ban record gives a ban")
+    };
+    assert_eq!(ban.target, r.target);
+    assert_eq!(ban.ports, r.ports);
+    assert_eq!(ban.jail, r.fields.jail);
+    assert_eq!(ban.origin, r.fields.node);
+    assert_eq!(ban.ts, r.fields.ts);
+    assert_eq!(ban.remaining, Some(Duration::from_secs(540)));
+}
