@@ -123,10 +123,21 @@ fn logger_lines_are_accepted_only_when_allowed() {
     );
 }
 
-/// A record signed with `key` as `node`, dated `ts`, as a log line.
+/// A ban record signed with `key` as `node`, dated `ts`, as a log line.
 fn signed_line(
     key: &Path,
     node: &str,
+    address: &str,
+    ts: chrono::DateTime<chrono::Utc>,
+    bantime: u64,
+) -> String {
+    signed_record(key, node, Op::Ban, address, ts, bantime)
+}
+
+fn signed_record(
+    key: &Path,
+    node: &str,
+    op: Op,
     address: &str,
     ts: chrono::DateTime<chrono::Utc>,
     bantime: u64,
@@ -138,7 +149,7 @@ fn signed_line(
         key: Some(Arc::new(banshare::trust::load_signing_key(key).unwrap())),
     };
     let request = Request {
-        op: Op::Ban,
+        op,
         targets: vec![address.parse().unwrap()],
         ports: "22".parse().unwrap(),
         jail: Some("sshd".parse().unwrap()),
@@ -190,7 +201,7 @@ fn replayed_and_expired_signed_lines_are_not_applied() {
         "{first:?}"
     );
     assert_eq!(
-        first_skipped["Duplicate"], 1,
+        first_skipped["AlreadyBanned"], 1,
         "the copy while running: {first_skipped}"
     );
     assert_eq!(
@@ -207,6 +218,48 @@ fn replayed_and_expired_signed_lines_are_not_applied() {
         skipped["AlreadyBanned"], 1,
         "the copy after the restart is known as applied: {skipped}"
     );
+}
+
+#[test]
+fn a_replayed_ban_does_not_undo_the_unban_that_lifted_it() {
+    let keys = Keys::new();
+    let (a_key, a_line) = keys.keygen("a", "a");
+    let mut w = Watcher::start_with(&keys.config(&[&a_line], ""), &[]);
+    let now = chrono::Utc::now();
+    let ban = signed_line(
+        &a_key,
+        "a",
+        "192.0.2.1",
+        now - chrono::Duration::seconds(10),
+        3600,
+    );
+    let unban = signed_record(&a_key, "a", Op::Unban, "192.0.2.1", now, 3600);
+    append(&w.log(), ban.as_bytes());
+    w.expect("ban 192.0.2.1");
+    append(&w.log(), unban.as_bytes());
+    w.expect("unban 192.0.2.1");
+    // The replayer copies the signed ban line; a marker follows it.
+    append(&w.log(), ban.as_bytes());
+    append(&w.log(), unban.as_bytes());
+    append(
+        &w.log(),
+        signed_line(&a_key, "a", "198.51.100.7", chrono::Utc::now(), 3600).as_bytes(),
+    );
+    w.expect("ban 198.51.100.7");
+    let lines = w.stop();
+    assert_eq!(
+        applied_bans(&lines),
+        ["192.0.2.1", "198.51.100.7"],
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("unban ")).count(),
+        1,
+        "{lines:?}"
+    );
+    let skipped = &w.status()["skipped"];
+    assert_eq!(skipped["BanSuperseded"], 1, "{skipped}");
+    assert_eq!(skipped["AlreadyLifted"], 1, "{skipped}");
 }
 
 #[test]

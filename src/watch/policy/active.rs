@@ -1,4 +1,11 @@
-//! The bans in force on this node, as the policy remembers them.
+//! What the policy knows per address: the ban in force, and the newest
+//! unban that lifted one.
+//!
+//! Together they make the newest record about an address win, whatever
+//! order records arrive in: a ban is refused when an unban at least as new
+//! was seen (a copied line, a compacted log read again, a ban delivered
+//! late from a spool), and an unban is refused when the ban in force is
+//! newer. Every watcher thus ends in the same state from the same records.
 //!
 //! One entry per banned network, so this map is most of a watcher's memory
 //! (100,000 bans is a normal day for a large fleet). Each entry holds two
@@ -40,13 +47,32 @@ pub(super) const NEVER: i64 = i64::MAX;
 impl Held {
     /// The ban came from another jail than `jail` (both known).
     pub fn other_jail(&self, jail: Option<&Jail>) -> bool {
-        matches!((&self.jail, jail), (Some(a), Some(b)) if **a != *b.as_str())
+        other_jail(&self.jail, jail)
     }
+}
+
+/// The newest unban seen for an address from one jail.
+#[derive(Debug, Clone)]
+struct Lift {
+    /// The unban's time, ms since the epoch.
+    ts: i64,
+    jail: Option<Arc<str>>,
+    /// Until when it is remembered: until any ban it lifted would have
+    /// ended anyway, and at least a day (see `ActiveBans::lift`).
+    keep: i64,
+}
+
+/// Two jails are different only when both are known: a record without a
+/// jail (written by hand) concerns every jail.
+fn other_jail(a: &Option<Arc<str>>, b: Option<&Jail>) -> bool {
+    matches!((a, b), (Some(a), Some(b)) if **a != *b.as_str())
 }
 
 #[derive(Debug, Default)]
 pub(super) struct ActiveBans {
     map: HashMap<IpNet, Held>,
+    /// Per address, one per jail (usually just one).
+    lifts: HashMap<IpNet, Vec<Lift>>,
     /// One copy of each jail name in use.
     jails: HashSet<Arc<str>>,
 }
@@ -65,16 +91,54 @@ impl ActiveBans {
         self.map.remove(net);
     }
 
+    /// An unban at `ts` (ms) from `jail` lifts the ban on `net`. It is
+    /// remembered until `keep`, or until the lifted ban would have ended if
+    /// that is later, so that no copy of a lifted ban record can ban again.
+    pub fn lift(&mut self, net: IpNet, ts: i64, jail: Option<&Jail>, keep: i64) {
+        let lifted_until = self.map.remove(&net).map_or(keep, |b| b.until);
+        let keep = keep.max(lifted_until);
+        let jail = jail.map(|j| self.intern(j.as_str()));
+        let lifts = self.lifts.entry(net).or_default();
+        match lifts.iter_mut().find(|l| l.jail == jail) {
+            Some(lift) => {
+                lift.ts = lift.ts.max(ts);
+                lift.keep = lift.keep.max(keep);
+            }
+            None => lifts.push(Lift { ts, jail, keep }),
+        }
+    }
+
+    /// An unban at least as new as `ts` (ms) lifted bans from `jail` on
+    /// `net`: a ban record from then or before is stale.
+    pub fn lifted_since(&self, net: &IpNet, ts: i64, jail: Option<&Jail>) -> bool {
+        self.lifts.get(net).is_some_and(|lifts| {
+            lifts
+                .iter()
+                .any(|lift| lift.ts >= ts && !other_jail(&lift.jail, jail))
+        })
+    }
+
     /// Bans not over at `now_ms`.
     pub fn count_live(&self, now_ms: i64) -> usize {
         self.map.values().filter(|b| b.until > now_ms).count()
     }
 
-    /// Drops the bans over at `now_ms`, and the jail names no ban uses.
+    /// Drops the bans over at `now_ms`, the unbans no longer needed, and
+    /// the jail names neither uses.
     pub fn prune(&mut self, now_ms: i64) {
         self.map.retain(|_, b| b.until > now_ms);
-        // A name is in use while some ban holds a second reference to it.
+        self.lifts.retain(|_, lifts| {
+            lifts.retain(|l| l.keep > now_ms);
+            !lifts.is_empty()
+        });
+        // A name is in use while some entry holds a second reference to it.
         self.jails.retain(|name| Arc::strong_count(name) > 1);
+    }
+
+    /// Addresses with an unban remembered.
+    #[cfg(test)]
+    pub fn lift_count(&self) -> usize {
+        self.lifts.len()
     }
 
     /// Every ban, in the form saved to disk.
@@ -167,5 +231,33 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn an_unban_refuses_bans_from_before_it_in_its_jail_until_it_is_forgotten() {
+        let mut active = ActiveBans::default();
+        let net: IpNet = "192.0.2.1/32".parse().unwrap();
+        let sshd: Jail = "sshd".parse().unwrap();
+        let recidive: Jail = "recidive".parse().unwrap();
+        active.insert(net, 50_000, 1_000, Some(&sshd));
+        active.lift(net, 2_000, Some(&sshd), 10_000);
+        assert!(active.get(&net).is_none());
+        assert!(active.lifted_since(&net, 2_000, Some(&sshd)));
+        assert!(active.lifted_since(&net, 1_000, None), "a ban by hand");
+        assert!(!active.lifted_since(&net, 2_001, Some(&sshd)), "newer");
+        assert!(!active.lifted_since(&net, 1_000, Some(&recidive)));
+        // An older unban does not make the newest one older, and one from
+        // another jail does not stand for this one's.
+        active.lift(net, 1_500, Some(&sshd), 10_000);
+        active.lift(net, 3_000, Some(&recidive), 10_000);
+        assert!(active.lifted_since(&net, 2_000, Some(&sshd)));
+        assert!(!active.lifted_since(&net, 2_001, Some(&sshd)));
+        assert!(active.lifted_since(&net, 2_001, Some(&recidive)));
+        // Kept until the lifted ban would have ended (50 s), not 10 s.
+        active.prune(49_999);
+        assert!(active.lifted_since(&net, 2_000, Some(&sshd)));
+        active.prune(50_000);
+        assert!(!active.lifted_since(&net, 2_000, Some(&sshd)));
+        assert!(active.jails.is_empty());
     }
 }

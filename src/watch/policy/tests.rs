@@ -28,13 +28,71 @@ fn ban(target: &str, node: &str, ts: &str, bantime: u32, id: &str) -> Record {
 }
 
 #[test]
-fn own_node_and_duplicates_are_skipped() {
+fn own_node_and_copies_are_skipped() {
     let mut p = Policy::new(settings());
     let r = ban("192.0.2.1", "me", "2026-11-21T17:59:00Z", 600, "1");
     assert_eq!(p.decide(&r, now()), Err(Skip::OwnNode));
     let r = ban("192.0.2.1", "other", "2026-11-21T17:59:00Z", 600, "2");
     assert!(p.decide(&r, now()).is_ok());
-    assert_eq!(p.decide(&r, now()), Err(Skip::Duplicate));
+    assert_eq!(p.decide(&r, now()), Err(Skip::AlreadyBanned));
+}
+
+#[test]
+fn a_copy_of_a_lifted_ban_does_not_ban_again_but_a_newer_ban_does() {
+    let mut p = Policy::new(settings());
+    let first = ban_in("192.0.2.1", "sshd", "2026-11-21T17:50:00Z", 3600, "1");
+    let unban = unban_in("192.0.2.1", "sshd", "2026-11-21T17:55:00Z", "2");
+    assert!(p.decide(&first, now()).is_ok());
+    assert!(p.decide(&unban, now()).is_ok());
+    assert_eq!(p.decide(&first, now()), Err(Skip::BanSuperseded));
+    assert_eq!(p.decide(&unban, now()), Err(Skip::AlreadyLifted));
+    // A ban from another jail, or from after the unban, is not stale.
+    let recidive = ban_in("192.0.2.1", "recidive", "2026-11-21T17:51:00Z", 3600, "3");
+    assert!(p.decide(&recidive, now()).is_ok());
+    let mut p = Policy::new(settings());
+    assert!(p.decide(&unban, now()).is_ok());
+    let newer = ban_in("192.0.2.1", "sshd", "2026-11-21T17:56:00Z", 3600, "4");
+    assert!(p.decide(&newer, now()).is_ok());
+}
+
+#[test]
+fn the_newest_record_wins_in_whatever_order_records_arrive() {
+    let records = [
+        ban_in("192.0.2.1", "sshd", "2026-11-21T17:50:00Z", 3600, "1"),
+        unban_in("192.0.2.1", "sshd", "2026-11-21T17:55:00Z", "2"),
+        ban_in("192.0.2.2", "sshd", "2026-11-21T17:50:00Z", 3600, "3"),
+        unban_in("192.0.2.2", "sshd", "2026-11-21T17:45:00Z", "4"),
+        ban_in("192.0.2.3", "sshd", "2026-11-21T17:50:00Z", 600, "5"),
+        ban_in("192.0.2.3", "sshd", "2026-11-21T17:52:00Z", 3600, "6"),
+    ];
+    let final_state = |order: &[usize]| {
+        let mut p = Policy::new(settings());
+        for &i in order {
+            let _ = p.decide(&records[i], now());
+        }
+        let mut bans: Vec<_> = p.active_bans().collect();
+        bans.sort_by_key(|(net, _)| *net);
+        bans
+    };
+    let forward = final_state(&[0, 1, 2, 3, 4, 5]);
+    assert_eq!(final_state(&[1, 0, 3, 2, 5, 4]), forward);
+    assert_eq!(final_state(&[5, 3, 1, 4, 2, 0]), forward);
+    let banned: Vec<String> = forward.iter().map(|(net, _)| net.to_string()).collect();
+    assert_eq!(banned, ["192.0.2.2/32", "192.0.2.3/32"]);
+}
+
+#[test]
+fn copies_of_a_nodes_bans_do_not_trip_its_breaker() {
+    let mut p = Policy::new(PolicySettings {
+        max_bans_per_node_per_minute: 3,
+        ..settings()
+    });
+    let r = ban("192.0.2.1", "victim", "2026-11-21T17:59:30Z", 600, "1");
+    assert!(p.decide(&r, now()).is_ok());
+    for _ in 0..100 {
+        assert_eq!(p.decide(&r, now()), Err(Skip::AlreadyBanned));
+    }
+    assert_eq!(p.tripped(now()).count(), 0);
 }
 
 #[test]
@@ -132,7 +190,11 @@ fn unban_lifts_and_forgets() {
         )
         .is_ok()
     );
-    let unban = line("UNBAN", "192.0.2.1", "node=a id=0000000000000002");
+    let unban = line(
+        "UNBAN",
+        "192.0.2.1",
+        "node=a ts=2026-11-21T17:59:30Z id=0000000000000002",
+    );
     assert!(matches!(p.decide(&unban, now()), Ok(Verdict::Unban { .. })));
     assert_eq!(p.active_count(now()), 0);
     assert!(
@@ -260,19 +322,18 @@ fn a_flood_of_reports_keeps_one_per_node() {
 }
 
 #[test]
-fn refused_records_do_not_fill_the_id_memory() {
+fn refused_unbans_are_not_remembered() {
     let mut p = Policy::new(settings());
     for i in 0..100 {
-        let r = ban(
-            "127.0.0.1",
-            "x",
+        let r = unban_in(
+            &format!("127.0.0.{i}"),
+            "sshd",
             "2026-11-21T17:59:00Z",
-            600,
             &format!("{:x}", i + 1000),
         );
         assert_eq!(p.decide(&r, now()), Err(Skip::NeverBan));
     }
-    assert_eq!(p.seen.len(), 0);
+    assert_eq!(p.active.lift_count(), 0);
 }
 
 #[test]
