@@ -6,6 +6,7 @@ use std::fmt;
 
 use chrono::{Datelike, NaiveDateTime, Timelike};
 
+use super::scan;
 use super::value::Tag;
 use super::{RejectReason, excerpt};
 
@@ -83,13 +84,13 @@ impl fmt::Display for SyslogHeader {
 pub fn parse(line: &str) -> Result<(SyslogHeader, &str), RejectReason> {
     let bad = |what: &'static str| RejectReason::BadHeader(what);
     let rest = line.strip_prefix('<').ok_or(bad("missing <priority>"))?;
-    let (priority, rest) = rest.split_once('>').ok_or(bad("missing <priority>"))?;
+    let (priority, rest) = scan::split_once(rest, b'>').ok_or(bad("missing <priority>"))?;
     let priority = parse_decimal(priority, 3)
         .filter(|p| *p <= u32::from(MAX_PRIORITY))
         .ok_or(bad("bad priority"))? as u8;
     let (time, rest) = parse_time(rest).ok_or(bad("bad timestamp"))?;
     let rest = rest.strip_prefix(' ').ok_or(bad("bad timestamp"))?;
-    let (ident, message) = rest.split_once(": ").ok_or(bad("missing `tag: `"))?;
+    let (ident, message) = scan::split_once_pair(rest, b':', b' ').ok_or(bad("missing `tag: `"))?;
     let (tag, pid) = parse_ident(ident)?;
     Ok((
         SyslogHeader {
@@ -133,9 +134,8 @@ fn two_digits(tens: u8, ones: u8) -> Option<u8> {
 fn parse_ident(ident: &str) -> Result<(Tag, Option<u32>), RejectReason> {
     let (tag, pid) = match ident.strip_suffix(']') {
         Some(inner) => {
-            let (tag, pid) = inner
-                .split_once('[')
-                .ok_or(RejectReason::BadHeader("bad [pid]"))?;
+            let (tag, pid) =
+                scan::split_once(inner, b'[').ok_or(RejectReason::BadHeader("bad [pid]"))?;
             let pid = parse_decimal(pid, 10).ok_or(RejectReason::BadHeader("bad [pid]"))?;
             (tag, Some(pid))
         }

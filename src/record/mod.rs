@@ -14,6 +14,7 @@
 //! exactly the grammar and rejects everything else with a [`RejectReason`].
 
 mod header;
+mod scan;
 mod value;
 
 use std::fmt;
@@ -203,7 +204,7 @@ pub fn parse(line: &[u8]) -> Result<Record, RejectReason> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let line = check_bytes(line)?;
     let (header, message) = header::parse(line)?;
-    let mut words = message.split(' ');
+    let mut words = scan::split(message, b' ');
     let op = match words.next() {
         Some("HOST") => Op::Ban,
         Some("UNBAN") => Op::Unban,
@@ -247,9 +248,8 @@ fn check_bytes(line: &[u8]) -> Result<&str, RejectReason> {
 fn parse_fields<'a>(words: impl Iterator<Item = &'a str>) -> Result<Fields, RejectReason> {
     let mut fields = Fields::default();
     for word in words {
-        let (key, value) = word
-            .split_once('=')
-            .ok_or_else(|| RejectReason::BadField(excerpt(word)))?;
+        let (key, value) =
+            scan::split_once(word, b'=').ok_or_else(|| RejectReason::BadField(excerpt(word)))?;
         match key {
             "jail" => set_once(&mut fields.jail, "jail", value.parse()?)?,
             "node" => set_once(&mut fields.node, "node", value.parse()?)?,

@@ -36,7 +36,7 @@ impl FromStr for Target {
         let bad = || RejectReason::BadAddress(super::excerpt(text));
         // std's parsers are strict already: no leading zeros in IPv4 octets,
         // no zone ids, no trailing garbage.
-        match text.split_once('/') {
+        match super::scan::split_once(text, b'/') {
             None => text.parse().map(Target::Addr).map_err(|_| bad()),
             Some((addr, len)) => {
                 if len.is_empty() || len.len() > 3 || !len.bytes().all(|b| b.is_ascii_digit()) {
@@ -100,20 +100,20 @@ impl FromStr for PortSpec {
 
     fn from_str(text: &str) -> Result<PortSpec, RejectReason> {
         let bad = || RejectReason::BadPortSpec(super::excerpt(text));
-        let items: Vec<&str> = text.split(',').collect();
-        if items.len() > MAX_PORT_ITEMS {
+        let count = text.bytes().filter(|b| *b == b',').count() + 1;
+        if count > MAX_PORT_ITEMS {
             return Err(bad());
         }
-        items
-            .into_iter()
-            .map(|item| parse_port_item(item).ok_or_else(bad))
-            .collect::<Result<Vec<_>, _>>()
-            .map(PortSpec)
+        let mut items = Vec::with_capacity(count);
+        for item in super::scan::split(text, b',') {
+            items.push(parse_port_item(item).ok_or_else(bad)?);
+        }
+        Ok(PortSpec(items))
     }
 }
 
 fn parse_port_item(item: &str) -> Option<PortItem> {
-    if let Some((first, last)) = item.split_once(':') {
+    if let Some((first, last)) = super::scan::split_once(item, b':') {
         let (first, last) = (parse_port_number(first)?, parse_port_number(last)?);
         return (first <= last).then_some(PortItem::Range(first, last));
     }

@@ -372,7 +372,7 @@ impl Policy {
         if s.ignoreself
             && s.self_addresses
                 .iter()
-                .any(|a| net.contains(&normalize_addr(*a)))
+                .any(|a| overlaps(&net, &IpNet::from(normalize_addr(*a))))
         {
             return Err(Skip::SelfAddress);
         }
@@ -539,8 +539,22 @@ fn normalize_addr(addr: IpAddr) -> IpAddr {
     }
 }
 
+/// One of the two networks contains the other: their addresses agree on
+/// the shorter prefix. (Checked for every record against every never-ban
+/// network, so in plain integer arithmetic.)
 fn overlaps(a: &IpNet, b: &IpNet) -> bool {
-    a.contains(b) || b.contains(a)
+    let len = u32::from(a.prefix_len().min(b.prefix_len()));
+    match (a, b) {
+        (IpNet::V4(a), IpNet::V4(b)) => {
+            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+            (a.addr().to_bits() ^ b.addr().to_bits()) & mask == 0
+        }
+        (IpNet::V6(a), IpNet::V6(b)) => {
+            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+            (a.addr().to_bits() ^ b.addr().to_bits()) & mask == 0
+        }
+        _ => false,
+    }
 }
 
 /// Ranges no node ever bans: banning them breaks the host or its network.

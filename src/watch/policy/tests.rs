@@ -430,3 +430,28 @@ fn a_verdict_becomes_an_action_with_the_records_own_fields() {
     assert_eq!(ban.ts, r.fields.ts);
     assert_eq!(ban.remaining, Some(Duration::from_secs(540)));
 }
+
+#[test]
+fn overlaps_agrees_with_ipnet() {
+    let nets: Vec<IpNet> = [
+        "0.0.0.0/0",
+        "10.0.0.0/8",
+        "10.1.0.0/16",
+        "10.1.2.3/32",
+        "11.0.0.0/8",
+        "255.255.255.255/32",
+        "::/0",
+        "fe80::/10",
+        "fe80::1/128",
+        "2001:db8::/32",
+        "::ffff:0.0.0.0/128",
+    ]
+    .iter()
+    .map(|n| n.parse().unwrap())
+    .collect();
+    for a in &nets {
+        for b in &nets {
+            assert_eq!(overlaps(a, b), a.contains(b) || b.contains(a), "{a} {b}");
+        }
+    }
+}
