@@ -15,10 +15,12 @@
 
 use std::fmt::Write as _;
 use std::io::Write;
+use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 
 use super::{Action, Backend, BackendError, timeout_secs};
+use crate::record::Target;
 
 pub struct LogBackend {
     out: Box<dyn Write + Send>,
@@ -45,20 +47,66 @@ fn write_action(out: &mut String, action: &Action, now: DateTime<Utc>) {
         Action::Ban(b) => ("ban", b.target, &b.ports, &b.jail, &b.origin, b.ts),
         Action::Unban(u) => ("unban", u.target, &u.ports, &u.jail, &u.origin, u.ts),
     };
-    let jail = jail.as_ref().map_or("-", |j| j.as_str());
+    out.push_str(verb);
+    out.push(' ');
+    push_target(out, target);
     // Writing to a String cannot fail.
-    let _ = write!(out, "{verb} {target} ports={ports} jail={jail}");
+    let _ = write!(out, " ports={ports} jail=");
+    out.push_str(jail.as_ref().map_or("-", |j| j.as_str()));
     if let Action::Ban(b) = action {
-        let _ = match b.remaining {
-            Some(r) => write!(out, " for={}s", timeout_secs(r)),
-            None => out.write_str(" for=permanent"),
-        };
+        match b.remaining {
+            Some(r) => {
+                out.push_str(" for=");
+                push_decimal(out, timeout_secs(r).into());
+                out.push('s');
+            }
+            None => out.push_str(" for=permanent"),
+        }
     }
-    let origin = origin.as_ref().map_or("-", |o| o.as_str());
-    let _ = write!(out, " origin={origin}");
+    out.push_str(" origin=");
+    out.push_str(origin.as_ref().map_or("-", |o| o.as_str()));
     if let Some(ts) = ts {
-        let _ = write!(out, " age={}ms", (now - ts).num_milliseconds());
+        out.push_str(" age=");
+        push_decimal(out, (now - ts).num_milliseconds().into());
+        out.push_str("ms");
     }
+}
+
+/// As `Display`, but an IPv4 address without the formatting machinery,
+/// which cost a third of each line.
+fn push_target(out: &mut String, target: Target) {
+    match target {
+        Target::Addr(IpAddr::V4(v4)) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_decimal(out, octet.into());
+            }
+        }
+        other => {
+            let _ = write!(out, "{other}");
+        }
+    }
+}
+
+fn push_decimal(out: &mut String, n: i128) {
+    if n < 0 {
+        out.push('-');
+    }
+    let mut digits = [0u8; 40];
+    let mut at = digits.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 impl Backend for LogBackend {
@@ -159,5 +207,30 @@ mod tests {
             text,
             "ban 192.0.2.1 ports=0:65535 jail=- for=60s origin=-\nunban 192.0.2.1 ports=0:65535 jail=- origin=-\n"
         );
+    }
+
+    #[test]
+    fn numbers_and_addresses_are_written_as_display_writes_them() {
+        for n in [
+            0i128,
+            7,
+            10,
+            255,
+            -1,
+            -865,
+            1_800,
+            i64::MAX.into(),
+            i64::MIN.into(),
+        ] {
+            let mut out = String::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string());
+        }
+        for target in ["0.0.0.0", "10.20.255.1", "192.0.2.0/24", "2001:db8::7"] {
+            let target: Target = target.parse().unwrap();
+            let mut out = String::new();
+            push_target(&mut out, target);
+            assert_eq!(out, target.to_string());
+        }
     }
 }

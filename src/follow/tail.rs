@@ -161,10 +161,9 @@ impl<H: LogFile> Tail<H> {
     /// rest of `data` is dropped: the next call reads it again from `pos()`.
     fn split(&mut self, mut data: &[u8], batch: &mut Batch) {
         while !batch.full() {
-            match data.iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', data) {
                 Some(end) => {
-                    self.keep(&data[..end]);
-                    let line = self.finish();
+                    let line = self.finish(&data[..end]);
                     batch.lines.push(line);
                     data = &data[end + 1..];
                 }
@@ -184,22 +183,27 @@ impl<H: LogFile> Tail<H> {
         self.partial_len = self.partial_len.saturating_add(bytes.len() as u64);
     }
 
-    /// The unfinished line just got its newline.
-    fn finish(&mut self) -> Line {
-        let len = self.partial_len;
+    /// The unfinished line ends with `last`, just before a newline.
+    fn finish(&mut self, last: &[u8]) -> Line {
+        let len = self.partial_len.saturating_add(last.len() as u64);
         self.offset = self.offset.saturating_add(len).saturating_add(1);
         self.partial_len = 0;
         let cursor = self.cursor();
         if len > MAX_LINE_LEN as u64 {
             self.partial.clear();
-            Line::TooLong { len, cursor }
+            return Line::TooLong { len, cursor };
+        }
+        // Most lines arrive whole within one read: one copy, of exactly
+        // the line's length. The buffer of a split line stays for the next.
+        let bytes = if self.partial.is_empty() {
+            last.to_vec()
         } else {
-            // A copy of exactly the line's length: the buffer stays, so the
-            // next line does not grow a new one from nothing.
+            self.partial.extend_from_slice(last);
             let bytes = self.partial.clone();
             self.partial.clear();
-            Line::Complete { bytes, cursor }
-        }
+            bytes
+        };
+        Line::Complete { bytes, cursor }
     }
 }
 
