@@ -109,8 +109,8 @@ State: the cursor is saved atomically in the state directory after every
 applied batch; after any restart, SIGKILL included, the watcher resumes
 right after the last applied record.
 
-Policy: this node's own records, records already seen (by id), expired
-bans, ignoreip, this host's own addresses (ignoreself), loopback,
+Policy: this node's own records, expired bans, bans older than an unban
+seen for them, bans already in force at least as long, ignoreip, this host's own addresses (ignoreself), loopback,
 unspecified, multicast, link-local and broadcast addresses, and networks
 wider than max_prefix_v4/max_prefix_v6 are never applied. With min_nodes
 above 1 a ban waits for that many distinct nodes within findtime. Every

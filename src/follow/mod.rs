@@ -85,7 +85,8 @@
 //! Compaction writes a new log holding the newest records, most of them
 //! already read, and renames it over the old one. The follower reads the old
 //! file to its end and then the new one from 0, so those records come again;
-//! the watcher drops them by record id. A copy put in place with the same
+//! the watcher's policy knows them again (already in force, over, or older
+//! than an unban) and drops them. A copy put in place with the same
 //! first bytes does the same.
 //!
 //! # Limits

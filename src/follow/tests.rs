@@ -165,7 +165,7 @@ fn compaction_drains_then_reads_the_new_file_from_zero() {
     assert_eq!(
         read(&mut f),
         ["3", "2", "3", "4"],
-        "duplicates are dropped by record id later"
+        "copies are dropped later, by the watcher's policy"
     );
 }
 

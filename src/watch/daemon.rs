@@ -240,7 +240,7 @@ impl<F: LogFs> Daemon<F> {
                 }
                 FollowEvent::CursorLost { .. } => warn(
                     "no file matches the saved cursor (rotated away while stopped?): \
-                     reading the log from the start; records already applied are dropped by id",
+                     reading the log from the start; records already applied change nothing",
                 ),
                 FollowEvent::Truncated { offset } => warn(&format!("the log was truncated below byte {offset}: reading it from the start")),
                 FollowEvent::Replaced => self.info("the log was replaced (rotation or compaction): finished the old file, reading the new one"),
