@@ -332,7 +332,11 @@ impl<F: LogFs> Daemon<F> {
         // the normal skips (own node, duplicates, expired) do not.
         if matches!(
             skip,
-            Skip::NeverBan | Skip::TooWide | Skip::SelfAddress | Skip::Ignored
+            Skip::NeverBan
+                | Skip::TooWide
+                | Skip::SelfAddress
+                | Skip::Ignored
+                | Skip::FromTheFuture
         ) {
             let origin = record
                 .fields

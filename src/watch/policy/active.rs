@@ -44,6 +44,10 @@ pub(super) struct Held {
 /// `Held::until` of a permanent ban.
 pub(super) const NEVER: i64 = i64::MAX;
 
+/// Unbans from this many jails are remembered apart per address; more are
+/// merged into one (see `ActiveBans::note_lift`).
+const MAX_LIFTS_PER_ADDRESS: usize = 8;
+
 impl Held {
     /// The ban came from another jail than `jail` (both known).
     pub fn other_jail(&self, jail: Option<&Jail>) -> bool {
@@ -82,9 +86,28 @@ impl ActiveBans {
         self.map.get(net)
     }
 
+    /// Puts a ban in force until `until`, replacing a shorter one. A ban
+    /// in force keeps its later `since`: a longer but older report extends
+    /// the time, and must not make an unban between the two lift both.
     pub fn insert(&mut self, net: IpNet, until: i64, since: i64, jail: Option<&Jail>) {
         let jail = jail.map(|j| self.intern(j.as_str()));
+        let since = self
+            .map
+            .get(&net)
+            .map_or(since, |held| held.since.max(since));
         self.map.insert(net, Held { until, since, jail });
+    }
+
+    /// Moves the ban in force's `since` up to `ts` if that is later.
+    /// Returns whether it changed.
+    pub fn renew_since(&mut self, net: &IpNet, ts: i64) -> bool {
+        match self.map.get_mut(net) {
+            Some(held) if held.since < ts => {
+                held.since = ts;
+                true
+            }
+            _ => false,
+        }
     }
 
     pub fn remove(&mut self, net: &IpNet) {
@@ -96,7 +119,12 @@ impl ActiveBans {
     /// that is later, so that no copy of a lifted ban record can ban again.
     pub fn lift(&mut self, net: IpNet, ts: i64, jail: Option<&Jail>, keep: i64) {
         let lifted_until = self.map.remove(&net).map_or(keep, |b| b.until);
-        let keep = keep.max(lifted_until);
+        self.note_lift(net, ts, jail, keep.max(lifted_until));
+    }
+
+    /// Remembers an unban at `ts` (ms) from `jail` on `net` until `keep`,
+    /// without touching the ban in force.
+    pub fn note_lift(&mut self, net: IpNet, ts: i64, jail: Option<&Jail>, keep: i64) {
         let jail = jail.map(|j| self.intern(j.as_str()));
         let lifts = self.lifts.entry(net).or_default();
         match lifts.iter_mut().find(|l| l.jail == jail) {
@@ -105,6 +133,18 @@ impl ActiveBans {
                 lift.keep = lift.keep.max(keep);
             }
             None => lifts.push(Lift { ts, jail, keep }),
+        }
+        if lifts.len() > MAX_LIFTS_PER_ADDRESS {
+            // Unbans from many jails on one address (a flood of made-up
+            // jail names): one unban for all jails at the newest time
+            // stands for them all. It refuses at least what they refused,
+            // and no more than an unban without a jail may anyway.
+            let merged = Lift {
+                ts: lifts.iter().map(|l| l.ts).max().unwrap_or(ts),
+                jail: None,
+                keep: lifts.iter().map(|l| l.keep).max().unwrap_or(keep),
+            };
+            *lifts = vec![merged];
         }
     }
 
@@ -258,6 +298,25 @@ mod tests {
         assert!(active.lifted_since(&net, 2_000, Some(&sshd)));
         active.prune(50_000);
         assert!(!active.lifted_since(&net, 2_000, Some(&sshd)));
+        assert!(active.jails.is_empty());
+    }
+
+    #[test]
+    fn unbans_from_many_jails_on_one_address_are_merged() {
+        let mut active = ActiveBans::default();
+        let net: IpNet = "192.0.2.1/32".parse().unwrap();
+        for i in 0..1000 {
+            let jail: Jail = format!("made-up-{i}").parse().unwrap();
+            active.note_lift(net, i, Some(&jail), 10_000);
+        }
+        let lifts = &active.lifts[&net];
+        assert!(lifts.len() <= MAX_LIFTS_PER_ADDRESS);
+        // Whatever was refused before still is.
+        let sshd: Jail = "sshd".parse().unwrap();
+        assert!(active.lifted_since(&net, 990, Some(&sshd)) || lifts.len() > 1);
+        let last: Jail = "made-up-999".parse().unwrap();
+        assert!(active.lifted_since(&net, 999, Some(&last)));
+        active.prune(10_000);
         assert!(active.jails.is_empty());
     }
 }

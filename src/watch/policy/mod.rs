@@ -106,6 +106,8 @@ pub enum Skip {
     SelfAddress,
     TooWide,
     Expired,
+    /// Dated more than a few minutes after now.
+    FromTheFuture,
     /// A ban from before an unban seen for its address and jail.
     BanSuperseded,
     WaitingForNodes,
@@ -128,6 +130,7 @@ impl Skip {
             Skip::SelfAddress => "one of this host's own addresses",
             Skip::TooWide => "network wider than allowed",
             Skip::Expired => "ban already over",
+            Skip::FromTheFuture => "dated more than 5 minutes in the future",
             Skip::BanSuperseded => "ban older than an unban seen for it",
             Skip::WaitingForNodes => "waiting for reports from more nodes",
             Skip::AlreadyBanned => "already banned at least as long",
@@ -143,6 +146,10 @@ impl Skip {
 
 /// When a ban ends; `None` is never.
 pub type Expiry = Option<DateTime<Utc>>;
+
+/// How far ahead of ours another node's clock may be: records dated later
+/// than this are refused.
+const CLOCK_ALLOWANCE: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
 /// What the policy decided to do with a record it accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -290,6 +297,11 @@ impl Policy {
         }
         let net = self.check_target(record.target)?;
         let ts = record_time(record, now);
+        if ts > now + CLOCK_ALLOWANCE {
+            // Dated in the future, an unban would refuse every ban of the
+            // address until then, and a ban would outlast its bantime.
+            return Err(Skip::FromTheFuture);
+        }
         match record.op {
             Op::Unban => self.unban(record, net, ts, now),
             Op::Ban => {
@@ -385,7 +397,9 @@ impl Policy {
     ///
     /// The unban is remembered for a day (or findtime, if longer), and at
     /// least until the ban it lifts would have ended, so that a ban record
-    /// from before it cannot ban again (rule 5).
+    /// from before it cannot ban again (rule 5). Reports waiting for
+    /// `min_nodes` need no longer: a report older than findtime never
+    /// counts.
     fn unban(
         &mut self,
         record: &Record,
@@ -395,8 +409,13 @@ impl Policy {
     ) -> Result<Verdict, Skip> {
         let jail = record.fields.jail.as_ref();
         let at = ts.timestamp_millis();
+        let keep = (now + chrono::Duration::days(1).max(self.findtime())).timestamp_millis();
         match self.active.get(&net) {
             Some(current) if current.since > at || current.other_jail(jail) => {
+                // The ban in force stays, but the unban still makes older
+                // bans of its jail stale, whichever order they come in.
+                let keep = keep.max(current.until);
+                self.active.note_lift(net, at, jail, keep);
                 return Err(Skip::UnbanSuperseded);
             }
             None if self.active.lifted_since(&net, at, jail) => {
@@ -404,8 +423,7 @@ impl Policy {
             }
             _ => {}
         }
-        let keep = now + chrono::Duration::days(1).max(self.findtime());
-        self.active.lift(net, at, jail, keep.timestamp_millis());
+        self.active.lift(net, at, jail, keep);
         self.reports.remove(&net);
         self.version += 1;
         Ok(Verdict::Unban { ts })
@@ -435,7 +453,17 @@ impl Policy {
             .get(&net)
             .is_some_and(|current| current.until >= until_ms)
         {
+            // The ban in force covers this one, which is still evidence
+            // from its time: an unban older than it must not lift it.
+            if self.active.renew_since(&net, ts.timestamp_millis()) {
+                self.version += 1;
+            }
             return Err(Skip::AlreadyBanned);
+        }
+        if self.reported_already(record, &net, ts) {
+            // A copy of a report still waiting: it changes nothing, so it
+            // must not count towards its node's rate limit either.
+            return Err(Skip::WaitingForNodes);
         }
         self.count_ban(record, ts, now)?;
         if !self.enough_nodes(record, net, ts, now) {
@@ -452,6 +480,17 @@ impl Policy {
             remaining: until.map(|t| (t - now).to_std().unwrap_or(Duration::ZERO)),
             ts,
         })
+    }
+
+    /// This node's report on `net`, as new as `ts`, is already waiting for
+    /// `min_nodes`.
+    fn reported_already(&self, record: &Record, net: &IpNet, ts: DateTime<Utc>) -> bool {
+        !self.reports.is_empty()
+            && self
+                .reports
+                .get(net)
+                .and_then(|by_node| by_node.get(&record.fields.node))
+                .is_some_and(|latest| *latest >= ts)
     }
 
     /// Rule 8. Records without a node (hand-written logger lines) count as
@@ -512,7 +551,7 @@ pub fn record_time(record: &Record, now: DateTime<Utc>) -> DateTime<Utc> {
             .map(|l| l.with_timezone(&Utc))
     };
     // A small allowance for clocks a little ahead of ours.
-    let limit = now + chrono::Duration::minutes(5);
+    let limit = now + CLOCK_ALLOWANCE;
     match at_year(local_now.year()) {
         Some(t) if t <= limit => t,
         _ => at_year(local_now.year() - 1)

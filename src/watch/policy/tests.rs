@@ -455,3 +455,63 @@ fn overlaps_agrees_with_ipnet() {
         }
     }
 }
+
+#[test]
+fn records_from_the_future_are_refused() {
+    let mut p = Policy::new(settings());
+    // An unban dated years ahead would otherwise make every ban stale.
+    let unban = unban_in("192.0.2.1", "sshd", "2036-01-01T00:00:00Z", "1");
+    assert_eq!(p.decide(&unban, now()), Err(Skip::FromTheFuture));
+    let ban = ban_in("192.0.2.1", "sshd", "2026-11-21T17:59:00Z", 600, "2");
+    assert!(p.decide(&ban, now()).is_ok());
+    // A clock a little ahead is fine.
+    let soon = ban_in("192.0.2.9", "sshd", "2026-11-21T18:04:00Z", 600, "3");
+    assert!(p.decide(&soon, now()).is_ok());
+}
+
+#[test]
+fn copies_of_a_waiting_report_do_not_trip_the_breaker() {
+    let mut p = Policy::new(PolicySettings {
+        min_nodes: 2,
+        max_bans_per_node_per_minute: 3,
+        ..settings()
+    });
+    let r = ban("192.0.2.1", "victim", "2026-11-21T17:59:30Z", 600, "1");
+    for _ in 0..100 {
+        assert_eq!(p.decide(&r, now()), Err(Skip::WaitingForNodes));
+    }
+    assert_eq!(p.tripped(now()).count(), 0);
+    let other = ban("192.0.2.1", "other", "2026-11-21T17:59:40Z", 600, "2");
+    assert!(p.decide(&other, now()).is_ok());
+}
+
+#[test]
+fn an_unban_that_cannot_lift_still_makes_older_bans_of_its_jail_stale() {
+    let mut p = Policy::new(settings());
+    let sshd = ban_in("192.0.2.1", "sshd", "2026-11-21T17:50:00Z", 3600, "1");
+    let recidive = ban_in("192.0.2.1", "recidive", "2026-11-21T17:51:00Z", 86400, "2");
+    let sshd_unban = unban_in("192.0.2.1", "sshd", "2026-11-21T17:52:00Z", "3");
+    let recidive_unban = unban_in("192.0.2.1", "recidive", "2026-11-21T17:53:00Z", "4");
+    assert!(p.decide(&sshd, now()).is_ok());
+    assert!(p.decide(&recidive, now()).is_ok());
+    assert_eq!(p.decide(&sshd_unban, now()), Err(Skip::UnbanSuperseded));
+    assert!(p.decide(&recidive_unban, now()).is_ok());
+    assert_eq!(p.decide(&sshd, now()), Err(Skip::BanSuperseded));
+    assert_eq!(p.active_count(now()), 0);
+}
+
+#[test]
+fn a_longer_older_report_does_not_let_an_unban_between_them_lift_the_newer_ban() {
+    let records = [
+        ban_in("192.0.2.1", "sshd", "2026-11-21T17:50:00Z", 1200, "1"),
+        ban_in("192.0.2.1", "sshd", "2026-11-21T17:40:00Z", 3600, "2"),
+        unban_in("192.0.2.1", "sshd", "2026-11-21T17:45:00Z", "3"),
+    ];
+    for order in [[0, 1, 2], [1, 2, 0], [1, 0, 2], [2, 0, 1]] {
+        let mut p = Policy::new(settings());
+        for i in order {
+            let _ = p.decide(&records[i], now());
+        }
+        assert_eq!(p.active_count(now()), 1, "order {order:?}");
+    }
+}
