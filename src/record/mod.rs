@@ -15,6 +15,7 @@
 
 mod header;
 mod scan;
+mod text;
 mod value;
 
 use std::fmt;
@@ -235,7 +236,11 @@ fn check_bytes(line: &[u8]) -> Result<&str, RejectReason> {
     if line.len() > MAX_LINE_LEN {
         return Err(RejectReason::TooLong { len: line.len() });
     }
-    if let Some(offset) = line.iter().position(|b| !(b' '..=b'~').contains(b)) {
+    let printable = |b: &u8| (b' '..=b'~').contains(b);
+    // A fold without an early exit, which the compiler turns into vector
+    // instructions; the position is looked for only in a bad line.
+    if !line.iter().fold(true, |all, b| all & printable(b)) {
+        let offset = line.iter().position(|b| !printable(b)).unwrap_or(0);
         return Err(RejectReason::BadByte {
             byte: line[offset],
             offset,

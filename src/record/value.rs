@@ -9,6 +9,7 @@ use std::str::FromStr;
 use ipnet::IpNet;
 
 use super::RejectReason;
+use super::text::Text;
 
 /// The address a record is about: one host, or a network in CIDR notation.
 /// Whether a network may be banned, and how wide, is the watcher's policy,
@@ -160,11 +161,11 @@ macro_rules! checked_string {
     ($(#[$doc:meta])* $name:ident, $field:literal, $valid:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(String);
+        pub struct $name(Text);
 
         impl $name {
             pub fn as_str(&self) -> &str {
-                &self.0
+                self.0.as_str()
             }
         }
 
@@ -174,7 +175,7 @@ macro_rules! checked_string {
             fn from_str(text: &str) -> Result<$name, RejectReason> {
                 let valid: fn(&str) -> bool = $valid;
                 if valid(text) {
-                    Ok($name(text.to_owned()))
+                    Ok($name(Text::new(text)))
                 } else {
                     Err(RejectReason::BadValue { key: $field, value: super::excerpt(text) })
                 }
@@ -183,7 +184,7 @@ macro_rules! checked_string {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.write_str(self.as_str())
             }
         }
     };
@@ -219,8 +220,8 @@ checked_string!(
 );
 
 checked_string!(
-    /// A record's unique id, used to drop duplicates: 16 to 64 lowercase
-    /// hexadecimal digits. banshare writes 24 (96 random bits).
+    /// A record's unique id: 16 to 64 lowercase hexadecimal digits.
+    /// banshare writes 24 (96 random bits).
     RecordId,
     "id",
     |t| (16..=64).contains(&t.len()) && t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
@@ -239,7 +240,8 @@ impl RecordId {
     pub fn random() -> Result<RecordId, getrandom::Error> {
         let mut bytes = [0u8; 12];
         getrandom::fill(&mut bytes)?;
-        Ok(RecordId(bytes.iter().map(|b| format!("{b:02x}")).collect()))
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(RecordId(Text::new(&hex)))
     }
 }
 

@@ -264,7 +264,7 @@ impl<F: LogFs> Daemon<F> {
     }
 
     fn decide(&mut self, lines: &[Line], now: DateTime<Utc>) -> Vec<Action> {
-        let mut actions = Vec::new();
+        let mut actions = Vec::with_capacity(lines.len());
         for line in lines {
             self.status.lines_read += 1;
             match parse_line(line) {

@@ -13,7 +13,9 @@
 //! across a fleet (`sshd`, `recidive`, ...), so every ban from one jail
 //! points at one copy of its name instead of owning its own.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -55,6 +57,26 @@ impl Held {
     }
 }
 
+/// A network as a map key. It hashes as one 64-bit word for IPv4 and a
+/// 128-bit one and a byte for IPv6: `IpNet`'s derived hash makes four
+/// writes, and these maps are probed two or three times per record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NetKey(IpNet);
+
+impl Hash for NetKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self.0 {
+            IpNet::V4(net) => {
+                state.write_u64(u64::from(net.addr().to_bits()) << 8 | u64::from(net.prefix_len()))
+            }
+            IpNet::V6(net) => {
+                state.write_u128(net.addr().to_bits());
+                state.write_u8(net.prefix_len());
+            }
+        }
+    }
+}
+
 /// The newest unban seen for an address from one jail.
 #[derive(Debug, Clone)]
 struct Lift {
@@ -74,16 +96,18 @@ fn other_jail(a: &Option<Arc<str>>, b: Option<&Jail>) -> bool {
 
 #[derive(Debug, Default)]
 pub(super) struct ActiveBans {
-    map: HashMap<IpNet, Held>,
+    map: HashMap<NetKey, Held>,
     /// Per address, one per jail (usually just one).
-    lifts: HashMap<IpNet, Vec<Lift>>,
+    lifts: HashMap<NetKey, Vec<Lift>>,
     /// One copy of each jail name in use.
     jails: HashSet<Arc<str>>,
+    /// The name interned last.
+    last_jail: Option<Arc<str>>,
 }
 
 impl ActiveBans {
     pub fn get(&self, net: &IpNet) -> Option<&Held> {
-        self.map.get(net)
+        self.map.get(&NetKey(*net))
     }
 
     /// Puts a ban in force until `until`, replacing a shorter one. A ban
@@ -91,17 +115,25 @@ impl ActiveBans {
     /// the time, and must not make an unban between the two lift both.
     pub fn insert(&mut self, net: IpNet, until: i64, since: i64, jail: Option<&Jail>) {
         let jail = jail.map(|j| self.intern(j.as_str()));
-        let since = self
-            .map
-            .get(&net)
-            .map_or(since, |held| held.since.max(since));
-        self.map.insert(net, Held { until, since, jail });
+        match self.map.entry(NetKey(net)) {
+            Entry::Occupied(mut held) => {
+                let held = held.get_mut();
+                *held = Held {
+                    until,
+                    since: held.since.max(since),
+                    jail,
+                };
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(Held { until, since, jail });
+            }
+        }
     }
 
     /// Moves the ban in force's `since` up to `ts` if that is later.
     /// Returns whether it changed.
     pub fn renew_since(&mut self, net: &IpNet, ts: i64) -> bool {
-        match self.map.get_mut(net) {
+        match self.map.get_mut(&NetKey(*net)) {
             Some(held) if held.since < ts => {
                 held.since = ts;
                 true
@@ -111,14 +143,14 @@ impl ActiveBans {
     }
 
     pub fn remove(&mut self, net: &IpNet) {
-        self.map.remove(net);
+        self.map.remove(&NetKey(*net));
     }
 
     /// An unban at `ts` (ms) from `jail` lifts the ban on `net`. It is
     /// remembered until `keep`, or until the lifted ban would have ended if
     /// that is later, so that no copy of a lifted ban record can ban again.
     pub fn lift(&mut self, net: IpNet, ts: i64, jail: Option<&Jail>, keep: i64) {
-        let lifted_until = self.map.remove(&net).map_or(keep, |b| b.until);
+        let lifted_until = self.map.remove(&NetKey(net)).map_or(keep, |b| b.until);
         self.note_lift(net, ts, jail, keep.max(lifted_until));
     }
 
@@ -126,7 +158,7 @@ impl ActiveBans {
     /// without touching the ban in force.
     pub fn note_lift(&mut self, net: IpNet, ts: i64, jail: Option<&Jail>, keep: i64) {
         let jail = jail.map(|j| self.intern(j.as_str()));
-        let lifts = self.lifts.entry(net).or_default();
+        let lifts = self.lifts.entry(NetKey(net)).or_default();
         match lifts.iter_mut().find(|l| l.jail == jail) {
             Some(lift) => {
                 lift.ts = lift.ts.max(ts);
@@ -151,7 +183,7 @@ impl ActiveBans {
     /// An unban at least as new as `ts` (ms) lifted bans from `jail` on
     /// `net`: a ban record from then or before is stale.
     pub fn lifted_since(&self, net: &IpNet, ts: i64, jail: Option<&Jail>) -> bool {
-        self.lifts.get(net).is_some_and(|lifts| {
+        self.lifts.get(&NetKey(*net)).is_some_and(|lifts| {
             lifts
                 .iter()
                 .any(|lift| lift.ts >= ts && !other_jail(&lift.jail, jail))
@@ -171,7 +203,8 @@ impl ActiveBans {
             lifts.retain(|l| l.keep > now_ms);
             !lifts.is_empty()
         });
-        // A name is in use while some entry holds a second reference to it.
+        // A name is in use while some entry holds another reference to it.
+        self.last_jail = None;
         self.jails.retain(|name| Arc::strong_count(name) > 1);
     }
 
@@ -183,15 +216,25 @@ impl ActiveBans {
 
     /// Every ban, in the form saved to disk.
     pub fn iter(&self) -> impl Iterator<Item = (IpNet, ActiveBan)> + '_ {
-        self.map.iter().map(|(net, held)| (*net, saved_form(held)))
+        self.map.iter().map(|(key, held)| (key.0, saved_form(held)))
     }
 
     fn intern(&mut self, name: &str) -> Arc<str> {
-        if let Some(shared) = self.jails.get(name) {
-            return Arc::clone(shared);
+        // Bans come in runs from one jail: the last name saves the lookup.
+        if let Some(last) = &self.last_jail
+            && **last == *name
+        {
+            return Arc::clone(last);
         }
-        let shared: Arc<str> = Arc::from(name);
-        self.jails.insert(Arc::clone(&shared));
+        let shared = match self.jails.get(name) {
+            Some(shared) => Arc::clone(shared),
+            None => {
+                let shared: Arc<str> = Arc::from(name);
+                self.jails.insert(Arc::clone(&shared));
+                shared
+            }
+        };
+        self.last_jail = Some(Arc::clone(&shared));
         shared
     }
 }
@@ -309,7 +352,7 @@ mod tests {
             let jail: Jail = format!("made-up-{i}").parse().unwrap();
             active.note_lift(net, i, Some(&jail), 10_000);
         }
-        let lifts = &active.lifts[&net];
+        let lifts = &active.lifts[&NetKey(net)];
         assert!(lifts.len() <= MAX_LIFTS_PER_ADDRESS);
         // Whatever was refused before still is.
         let sshd: Jail = "sshd".parse().unwrap();
