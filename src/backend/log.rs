@@ -107,8 +107,7 @@ fn push_decimal(out: &mut String, n: i64) {
             break;
         }
     }
-    // Only ASCII digits were written.
-    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 impl Backend for LogBackend {
