@@ -13,8 +13,12 @@ use std::hash::{Hash, Hasher};
 /// Bytes held inline; with the length and the tag, the type is 32 bytes.
 const INLINE: usize = 30;
 
+/// Only [`Text::new`] makes one: the inline bytes are then a whole `str`.
 #[derive(Clone)]
-pub(super) enum Text {
+pub(super) struct Text(Repr);
+
+#[derive(Clone)]
+enum Repr {
     Inline { len: u8, bytes: [u8; INLINE] },
     Heap(Box<str>),
 }
@@ -22,28 +26,28 @@ pub(super) enum Text {
 impl Text {
     pub fn new(text: &str) -> Text {
         if text.len() > INLINE {
-            return Text::Heap(text.into());
+            return Text(Repr::Heap(text.into()));
         }
         let mut bytes = [0u8; INLINE];
         bytes[..text.len()].copy_from_slice(text.as_bytes());
-        Text::Inline {
+        Text(Repr::Inline {
             len: text.len() as u8, // at most INLINE
             bytes,
-        }
+        })
     }
 
     pub fn as_str(&self) -> &str {
-        match self {
-            Text::Inline { len, bytes } => {
+        match &self.0 {
+            Repr::Inline { len, bytes } => {
                 let held = &bytes[..usize::from(*len)];
-                // SAFETY: `new` is the only constructor, and it copies a
-                // whole `str` to `bytes[..len]`, so these bytes are valid
-                // UTF-8. (Checking again on every call was 8% of a
-                // watcher's catch-up: names are looked at several times per
-                // record.)
+                // SAFETY: `new` is the only constructor (the field is
+                // private to this module), and it copies a whole `str` to
+                // `bytes[..len]`, so these bytes are valid UTF-8. (Checking
+                // again on every call was 8% of a watcher's catch-up: names
+                // are looked at several times per record.)
                 unsafe { std::str::from_utf8_unchecked(held) }
             }
-            Text::Heap(text) => text,
+            Repr::Heap(text) => text,
         }
     }
 }
@@ -104,7 +108,7 @@ mod tests {
             assert_eq!(text.as_str(), s);
             assert_eq!(hash(&text), hash(&s));
             assert_eq!(format!("{text:?}"), format!("{s:?}"));
-            assert_eq!(matches!(text, Text::Inline { .. }), s.len() <= INLINE);
+            assert_eq!(matches!(text.0, Repr::Inline { .. }), s.len() <= INLINE);
         }
         assert!(Text::new("a") < Text::new(&"b".repeat(40)));
         assert_eq!(Text::new(&"b".repeat(40)), Text::new(&"b".repeat(40)));
