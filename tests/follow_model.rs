@@ -79,11 +79,10 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use banshare::follow::{
     Cursor, FINGERPRINT_MAX, Fingerprint, FollowError, FollowEvent, Follower, Line, LocalFs,
@@ -544,71 +543,9 @@ impl Model {
 // The share: the local filesystem, failing every call while it is down,
 // and without inode numbers if asked (as SFTP).
 
-#[derive(Clone, Default)]
-struct Share {
-    down: Arc<AtomicBool>,
-    no_ids: bool,
-}
-
-impl Share {
-    fn check(&self) -> io::Result<()> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(io::Error::from_raw_os_error(libc::ENOTCONN));
-        }
-        Ok(())
-    }
-
-    fn meta(&self, meta: Meta) -> Meta {
-        if self.no_ids {
-            Meta {
-                dev: 0,
-                ino: 0,
-                ..meta
-            }
-        } else {
-            meta
-        }
-    }
-}
-
-struct ShareFile {
-    file: File,
-    share: Share,
-}
-
-impl LogFile for ShareFile {
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        self.share.check()?;
-        self.file.read_at(offset, buf)
-    }
-
-    fn meta(&mut self) -> io::Result<Meta> {
-        self.share.check()?;
-        Ok(self.share.meta(self.file.meta()?))
-    }
-}
-
-impl LogFs for Share {
-    type File = ShareFile;
-
-    fn open(&mut self, path: &Path) -> io::Result<ShareFile> {
-        self.check()?;
-        Ok(ShareFile {
-            file: LocalFs.open(path)?,
-            share: self.clone(),
-        })
-    }
-
-    fn stat(&mut self, path: &Path) -> io::Result<Meta> {
-        self.check()?;
-        Ok(self.meta(LocalFs.stat(path)?))
-    }
-
-    fn list_dir(&mut self, dir: &Path) -> io::Result<Vec<String>> {
-        self.check()?;
-        LocalFs.list_dir(dir)
-    }
-}
+#[path = "../src/follow/test_fs.rs"]
+mod test_fs;
+use test_fs::TestFs as Share;
 
 // Running a case.
 

@@ -2,10 +2,9 @@
 //! test (`tests/follow_model.rs`) mixes them at random.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 
 use super::*;
 use crate::record::MAX_LINE_LEN;
@@ -435,80 +434,9 @@ fn a_cursor_round_trips_through_json_and_toml() {
 
 // Filesystems without inode numbers, and shares that fail.
 
-/// [`LocalFs`] that can hide inode numbers (as SFTP has none) and fail
-/// every call, open files included, as a share that went away.
-#[derive(Clone, Default)]
-struct TestFs {
-    no_ids: bool,
-    down: Arc<AtomicBool>,
-}
-
-impl TestFs {
-    fn no_ids() -> TestFs {
-        TestFs {
-            no_ids: true,
-            ..TestFs::default()
-        }
-    }
-
-    fn check(&self) -> io::Result<()> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(io::Error::from_raw_os_error(libc::ENOTCONN));
-        }
-        Ok(())
-    }
-
-    fn meta(&self, meta: Meta) -> Meta {
-        if self.no_ids {
-            Meta {
-                dev: 0,
-                ino: 0,
-                ..meta
-            }
-        } else {
-            meta
-        }
-    }
-}
-
-struct TestFile {
-    file: File,
-    fs: TestFs,
-}
-
-impl LogFile for TestFile {
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        self.fs.check()?;
-        self.file.read_at(offset, buf)
-    }
-
-    fn meta(&mut self) -> io::Result<Meta> {
-        self.fs.check()?;
-        Ok(self.fs.meta(self.file.meta()?))
-    }
-}
-
-impl LogFs for TestFs {
-    type File = TestFile;
-
-    fn open(&mut self, path: &Path) -> io::Result<TestFile> {
-        self.check()?;
-        Ok(TestFile {
-            file: LocalFs.open(path)?,
-            fs: self.clone(),
-        })
-    }
-
-    fn stat(&mut self, path: &Path) -> io::Result<Meta> {
-        self.check()?;
-        Ok(self.meta(LocalFs.stat(path)?))
-    }
-
-    fn list_dir(&mut self, dir: &Path) -> io::Result<Vec<String>> {
-        self.check()?;
-        LocalFs.list_dir(dir)
-    }
-}
+#[path = "test_fs.rs"]
+mod test_fs;
+use test_fs::TestFs;
 
 #[test]
 fn a_share_that_goes_away_and_comes_back() {
