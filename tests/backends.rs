@@ -57,26 +57,9 @@ fn host(args: &[&str]) -> String {
         .stdout
 }
 
-fn ban(target: &str, secs: Option<u64>) -> Action {
-    Action::Ban(Ban {
-        target: target.parse().unwrap(),
-        ports: PortSpec::all(),
-        jail: None,
-        remaining: secs.map(Duration::from_secs),
-        origin: None,
-        ts: None,
-    })
-}
-
-fn unban(target: &str) -> Action {
-    Action::Unban(Unban {
-        target: target.parse().unwrap(),
-        ports: PortSpec::all(),
-        jail: None,
-        origin: None,
-        ts: None,
-    })
-}
+#[path = "../src/backend/testing.rs"]
+mod testing;
+use testing::{ban, unban, with_jail_port};
 
 /// `count` distinct IPv4 addresses in 10.0.0.0/8.
 fn many(count: usize) -> Vec<String> {
@@ -843,21 +826,6 @@ fn calls(dir: &Path) -> Vec<Vec<String>> {
         .collect();
     out.sort();
     out
-}
-
-fn with_jail_port(action: Action, jail: &str, port: &str) -> Action {
-    match action {
-        Action::Ban(b) => Action::Ban(Ban {
-            jail: Some(jail.parse().unwrap()),
-            ports: port.parse().unwrap(),
-            ..b
-        }),
-        Action::Unban(u) => Action::Unban(Unban {
-            jail: Some(jail.parse().unwrap()),
-            ports: port.parse().unwrap(),
-            ..u
-        }),
-    }
 }
 
 #[test]

@@ -402,8 +402,8 @@ impl Backend for CommandBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{ban, unban};
-    use super::super::{Ban, Unban};
+    use super::super::Ban;
+    use super::super::testing::{ban, unban, with_jail_port};
     use super::*;
     use std::time::Duration;
 
@@ -420,21 +420,6 @@ mod tests {
             Exec::default(),
         )
         .unwrap()
-    }
-
-    fn with(action: Action, jail: &str, port: &str) -> Action {
-        match action {
-            Action::Ban(b) => Action::Ban(Ban {
-                jail: Some(jail.parse().unwrap()),
-                ports: port.parse().unwrap(),
-                ..b
-            }),
-            Action::Unban(u) => Action::Unban(Unban {
-                jail: Some(jail.parse().unwrap()),
-                ports: port.parse().unwrap(),
-                ..u
-            }),
-        }
     }
 
     #[test]
@@ -484,7 +469,7 @@ mod tests {
             &["/bin/unban", "{ip}", "{jail}"],
         );
         let batch = [
-            with(ban("192.0.2.7", None), "sshd", "22"),
+            with_jail_port(ban("192.0.2.7", None), "sshd", "22"),
             Action::Ban(Ban {
                 remaining: Some(Duration::from_millis(1_799_500)),
                 ..match ban("2001:db8::/48", None) {
@@ -527,9 +512,9 @@ mod tests {
             &["/bin/unban", "{ips}"],
         );
         let batch = [
-            with(ban("192.0.2.1", Some(10)), "sshd", "22"),
-            with(ban("192.0.2.2", Some(20)), "nginx", "80"),
-            with(ban("192.0.2.3", Some(30)), "sshd", "2222"),
+            with_jail_port(ban("192.0.2.1", Some(10)), "sshd", "22"),
+            with_jail_port(ban("192.0.2.2", Some(20)), "nginx", "80"),
+            with_jail_port(ban("192.0.2.3", Some(30)), "sshd", "2222"),
             unban("192.0.2.9"),
             unban("192.0.2.8"),
         ];

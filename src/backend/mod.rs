@@ -403,32 +403,8 @@ pub(crate) fn last_per_target(batch: &[Action]) -> Vec<(FwTarget, FwOp)> {
         .collect()
 }
 
-/// Test helpers shared by the backends' unit tests.
 #[cfg(test)]
-pub(crate) mod testing {
-    use super::*;
-
-    pub fn ban(target: &str, secs: Option<u64>) -> Action {
-        Action::Ban(Ban {
-            target: target.parse().unwrap(),
-            ports: PortSpec::all(),
-            jail: None,
-            remaining: secs.map(Duration::from_secs),
-            origin: None,
-            ts: None,
-        })
-    }
-
-    pub fn unban(target: &str) -> Action {
-        Action::Unban(Unban {
-            target: target.parse().unwrap(),
-            ports: PortSpec::all(),
-            jail: None,
-            origin: None,
-            ts: None,
-        })
-    }
-}
+pub(crate) mod testing;
 
 #[cfg(test)]
 mod tests {
