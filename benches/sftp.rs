@@ -112,14 +112,13 @@ fn measure(cluster: &Cluster, via: Via) -> Vec<Duration> {
 fn append(log: &Path, dir: &Path, addr: Ipv4Addr) {
     let sh = std::process::Command::new("sh");
     let script = format!("$B ban {addr} $C");
-    let out = banshare_sh(sh, &script, log, &dir.join("spool-server"), "server")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::run_ok(banshare_sh(
+        sh,
+        &script,
+        log,
+        &dir.join("spool-server"),
+        "server",
+    ));
 }
 
 /// When the last watcher applied `addr`.

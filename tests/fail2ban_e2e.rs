@@ -203,16 +203,7 @@ fn fail2ban_action_shares_to_a_watcher_and_to_stock_fail2ban_and_unban_propagate
     net.expect_blocked(1, "banshare watch on B");
     net.expect_blocked(2, "stock fail2ban with the banshare filter on B'");
 
-    let out = a
-        .client()
-        .args(["set", "sshtest", "unbanip", &attacker])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::run_ok(a.client().args(["set", "sshtest", "unbanip", &attacker]));
     net.expect_open(0, "unban on A");
     assert!(
         wait_until(PATIENCE, || net
@@ -300,17 +291,7 @@ fn monitor_loses_nothing_when_fail2ban_log_is_rotated() {
 
     let ban = |prefix: &str| {
         let ips: Vec<String> = (1..=5).map(|i| format!("{prefix}.{i}")).collect();
-        let out = f2b
-            .client()
-            .args(["set", "rot", "banip"])
-            .args(&ips)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        support::run_ok(f2b.client().args(["set", "rot", "banip"]).args(&ips));
         ips
     };
     let mut all = ban("192.0.2");

@@ -103,30 +103,25 @@ fn filter_matches_real_logger_lines_and_banshare_bans_but_not_unbans() {
         ("ban", "2001:db8::50"),
         ("unban", "192.0.2.51"),
     ] {
-        let out = Command::new(BANSHARE)
-            .args([
-                "--config",
-                "/dev/null",
-                "--quiet",
-                op,
-                addr,
-                "--jail",
-                "sshd",
-                "--bantime",
-                "600",
-                "--node",
-                "n1",
-                "--log",
-            ])
-            .arg(&log)
-            .arg("--spool-dir")
-            .arg(dir.path().join("spool"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        support::run_ok(
+            Command::new(BANSHARE)
+                .args([
+                    "--config",
+                    "/dev/null",
+                    "--quiet",
+                    op,
+                    addr,
+                    "--jail",
+                    "sshd",
+                    "--bantime",
+                    "600",
+                    "--node",
+                    "n1",
+                    "--log",
+                ])
+                .arg(&log)
+                .arg("--spool-dir")
+                .arg(dir.path().join("spool")),
         );
     }
     let (matched, missed) = regex_split(&log);

@@ -152,11 +152,7 @@ fn append_and_follow_over_sftp_with_a_chrooted_account() {
         "{}",
         stderr(&out)
     );
-    let out = site
-        .banshare(0, &["unban", "192.0.2.1"], site.cluster.known_hosts())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    support::run_ok(site.banshare(0, &["unban", "192.0.2.1"], site.cluster.known_hosts()));
     let mut seen = Vec::new();
     collect_until(&rx, &mut seen, Duration::from_secs(30), |s| {
         s.iter().any(|l| l.starts_with("unban 192.0.2.1"))

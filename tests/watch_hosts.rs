@@ -107,31 +107,26 @@ fn banned_v4(cluster: &Cluster, node: usize) -> HashSet<String> {
 }
 
 fn share(cluster: &Cluster, node: usize, op: &str, address: &str, log: &Path, spool: &Path) {
-    let out = cluster
-        .command_in(cluster.node_ns(node), BANSHARE)
-        .args([
-            "--config",
-            "/dev/null",
-            "--quiet",
-            op,
-            address,
-            "--jail",
-            "sshd",
-            "--bantime",
-            "600",
-            "--node",
-        ])
-        .arg(format!("node{node}"))
-        .arg("--log")
-        .arg(log)
-        .arg("--spool-dir")
-        .arg(spool)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    support::run_ok(
+        cluster
+            .command_in(cluster.node_ns(node), BANSHARE)
+            .args([
+                "--config",
+                "/dev/null",
+                "--quiet",
+                op,
+                address,
+                "--jail",
+                "sshd",
+                "--bantime",
+                "600",
+                "--node",
+            ])
+            .arg(format!("node{node}"))
+            .arg("--log")
+            .arg(log)
+            .arg("--spool-dir")
+            .arg(spool),
     );
 }
 

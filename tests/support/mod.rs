@@ -8,8 +8,9 @@ pub mod cluster;
 pub mod fail2ban;
 pub mod watcher;
 
+use std::borrow::BorrowMut;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,21 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         }
         thread::sleep(POLL_INTERVAL);
     }
+}
+
+/// Runs `command` to its end and returns what it printed; panics with its
+/// stderr if it failed.
+pub fn run_ok(mut command: impl BorrowMut<Command>) -> Output {
+    let command = command.borrow_mut();
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// The `banshare` binary under test.

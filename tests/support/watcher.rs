@@ -71,27 +71,22 @@ impl Watcher {
 
     /// A banshare-written record, as another node would append it.
     pub fn share(&self, op: &str, address: &str, node: &str, extra: &[&str]) {
-        let out = Command::new(BANSHARE)
-            .args([
-                "--config",
-                "/dev/null",
-                "--quiet",
-                op,
-                address,
-                "--node",
-                node,
-                "--log",
-            ])
-            .arg(self.log())
-            .arg("--spool-dir")
-            .arg(self.dir.path().join(format!("spool-{node}")))
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        super::run_ok(
+            Command::new(BANSHARE)
+                .args([
+                    "--config",
+                    "/dev/null",
+                    "--quiet",
+                    op,
+                    address,
+                    "--node",
+                    node,
+                    "--log",
+                ])
+                .arg(self.log())
+                .arg("--spool-dir")
+                .arg(self.dir.path().join(format!("spool-{node}")))
+                .args(extra),
         );
     }
 
