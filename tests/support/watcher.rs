@@ -1,12 +1,13 @@
 //! A `banshare watch` process on one host with the log (dry-run) backend,
 //! in a temporary folder: what it applied arrives line by line from its
-//! stdout; `banshare status --json` gives its counters.
+//! stdout; what it logged is kept from its stderr (and passed on to the
+//! test's own); `banshare status --json` gives its counters.
 
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use super::BANSHARE;
@@ -18,6 +19,8 @@ pub struct Watcher {
     pub child: Option<Child>,
     applied: mpsc::Receiver<String>,
     seen: Vec<String>,
+    /// Every line the watcher logged, across restarts.
+    logged: Arc<Mutex<Vec<String>>>,
 }
 
 impl Watcher {
@@ -35,6 +38,7 @@ impl Watcher {
             child: None,
             applied: mpsc::channel().1,
             seen: Vec::new(),
+            logged: Arc::default(),
         };
         w.restart(extra);
         w
@@ -43,7 +47,8 @@ impl Watcher {
     /// Starts the watcher (again) on the same log and state.
     pub fn restart(&mut self, extra: &[&str]) {
         assert!(self.child.is_none(), "still running");
-        let (child, applied) = spawn_watcher(self.dir.path(), extra);
+        let (mut child, applied) = spawn_watcher(self.dir.path(), extra);
+        keep_stderr(&mut child, Arc::clone(&self.logged));
         self.child = Some(child);
         self.applied = applied;
         self.seen.clear();
@@ -108,6 +113,25 @@ impl Watcher {
         }
     }
 
+    /// Waits until the watcher logged a line containing every one of
+    /// `words`; returns it.
+    pub fn expect_logged(&self, words: &[&str]) -> String {
+        let found = || {
+            let logged = self.logged.lock().unwrap();
+            logged
+                .iter()
+                .find(|l| words.iter().all(|w| l.contains(w)))
+                .cloned()
+        };
+        super::wait_until(Duration::from_secs(10), || found().is_some());
+        found().unwrap_or_else(|| {
+            panic!(
+                "nothing logged with {words:?}; logged {:?}",
+                self.logged.lock().unwrap()
+            )
+        })
+    }
+
     /// Stops the watcher with SIGTERM and returns every applied line.
     pub fn stop(&mut self) -> Vec<String> {
         let mut child = self.child.take().expect("running");
@@ -169,7 +193,7 @@ pub fn spawn_watcher(dir: &Path, extra: &[&str]) -> (Child, mpsc::Receiver<Strin
         })
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -180,6 +204,21 @@ pub fn spawn_watcher(dir: &Path, extra: &[&str]) -> (Child, mpsc::Receiver<Strin
         }
     });
     (child, rx)
+}
+
+/// Keeps what `child` logs in `logged`, and passes it on to the test's
+/// stderr (shown when the test fails). A child whose stderr was taken
+/// already (by the caller) is left alone.
+fn keep_stderr(child: &mut Child, logged: Arc<Mutex<Vec<String>>>) {
+    let Some(stderr) = child.stderr.take() else {
+        return;
+    };
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            logged.lock().unwrap().push(line);
+        }
+    });
 }
 
 /// Now, as a record's `ts`.
