@@ -400,3 +400,69 @@ fn injection_strings_never_reach_a_shell_and_never_ban() {
         .sum();
     assert_eq!(rejected, hostile.len() as u64, "{status}");
 }
+
+/// The `for=` of an applied ban line: `600s`, or `permanent`.
+fn ban_length(line: &str) -> &str {
+    line.split(' ')
+        .find_map(|word| word.strip_prefix("for="))
+        .unwrap_or_else(|| panic!("no for= in {line:?}"))
+}
+
+#[test]
+fn bantimes_longer_than_max_bantime_are_clamped_and_permanent_needs_a_trusted_signature() {
+    let keys = Keys::new();
+    let (a_key, a_line) = keys.keygen("a", "a");
+    let (stranger_key, _) = keys.keygen("stranger", "stranger");
+    // Signatures are checked where present, not required: unsigned
+    // records apply, as in a cluster that has not rolled out keys yet.
+    let mut w = Watcher::start_with(&keys.config(&[&a_line], "require_signed = false\n"), &[]);
+    let key = |p: &Path| p.display().to_string();
+    let ten_years = (10 * 365 * 24 * 3600).to_string();
+    w.share("ban", "198.51.100.1", "b", &["--bantime", &ten_years]);
+    w.share("ban", "198.51.100.2", "b", &["--bantime", "-1"]);
+    w.share(
+        "ban",
+        "198.51.100.3",
+        "stranger",
+        &["--bantime", "-1", "--key", &key(&stranger_key)],
+    );
+    w.share(
+        "ban",
+        "198.51.100.4",
+        "a",
+        &["--bantime", "-1", "--key", &key(&a_key)],
+    );
+    w.share("ban", "198.51.100.5", "b", &["--bantime", "3600"]);
+    let week = "604800s";
+    assert_eq!(ban_length(&w.expect("ban 198.51.100.1 ")), week, "10 years");
+    assert_eq!(
+        ban_length(&w.expect("ban 198.51.100.2 ")),
+        week,
+        "unsigned -1"
+    );
+    assert_eq!(
+        ban_length(&w.expect("ban 198.51.100.3 ")),
+        week,
+        "-1 signed by a node with no trusted key"
+    );
+    assert_eq!(
+        ban_length(&w.expect("ban 198.51.100.4 ")),
+        "permanent",
+        "-1 signed by a trusted node"
+    );
+    assert_eq!(ban_length(&w.expect("ban 198.51.100.5 ")), "3600s");
+    w.expect_logged(&["198.51.100.1", "max_bantime"]);
+    w.expect_logged(&["198.51.100.2", "max_bantime"]);
+    w.stop();
+    let adjusted = &w.status()["adjusted"];
+    assert_eq!(adjusted["BantimeClamped"], 3, "{adjusted}");
+}
+
+#[test]
+fn max_bantime_is_a_config_key() {
+    let w_config = "[watch]\nmax_bantime = \"2h\"\n";
+    let mut w = Watcher::start_with(w_config, &[]);
+    w.share("ban", "198.51.100.1", "b", &["--bantime", "1d"]);
+    assert_eq!(ban_length(&w.expect("ban 198.51.100.1 ")), "7200s");
+    w.stop();
+}

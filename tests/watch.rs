@@ -349,3 +349,67 @@ fn a_batch_the_backend_refuses_is_retried_not_lost() {
     );
     w.stop();
 }
+
+/// `program` run with its clock moved by `offset` (libfaketime, as in
+/// `faketime '+10 minutes' logger ...`): a writer on a host whose clock is
+/// wrong. Test hosts share this machine's clock, so skew is faked.
+fn skewed(offset: &str, program: &str) -> Command {
+    let mut command = Command::new("faketime");
+    command.args([offset, program]);
+    command
+}
+
+/// `banshare ban address` from a writer whose clock is `offset` off.
+fn skewed_ban(w: &Watcher, offset: &str, address: &str) {
+    support::run_ok(
+        skewed(offset, BANSHARE)
+            .args(["--config", "/dev/null", "--quiet", "ban", address])
+            .args(["--node", "fast", "--bantime", "600", "--log"])
+            .arg(w.log())
+            .arg("--spool-dir")
+            .arg(w.dir.path().join("spool-fast")),
+    );
+}
+
+/// `logger -s` from a writer whose clock is `offset` off, its line
+/// appended to the log (there is no syslog daemon here to send it to).
+fn skewed_logger(w: &Watcher, offset: &str, address: &str) {
+    let out = support::run_ok(skewed(offset, "logger").args([
+        "-s",
+        "--socket-errors=off",
+        "-t",
+        "root",
+        &format!("HOST {address} PORT 22"),
+    ]));
+    assert!(out.stderr.starts_with(b"<13>"), "{out:?}");
+    w.append(&out.stderr);
+}
+
+#[test]
+fn records_from_a_clock_ahead_apply_with_a_warning_and_far_ahead_are_refused_loudly() {
+    let mut w = Watcher::start(&[]);
+    skewed_ban(&w, "+10 minutes", "198.51.100.1");
+    let line = w.expect("ban 198.51.100.1 ");
+    assert!(line.contains(" for=600s "), "counted from now: {line}");
+    w.expect_logged(&["198.51.100.1", "ahead of this host's clock"]);
+    // A logger line 10 minutes ahead is this year's, not last year's.
+    skewed_logger(&w, "+10 minutes", "198.51.100.2");
+    w.expect("ban 198.51.100.2 ");
+    w.expect_logged(&["198.51.100.2", "ahead of this host's clock"]);
+    // Two days ahead: refused, and said so.
+    skewed_ban(&w, "+2 days", "198.51.100.3");
+    skewed_logger(&w, "+2 days", "198.51.100.4");
+    w.share("ban", "198.51.100.5", "other", &[]);
+    w.expect("ban 198.51.100.5 ");
+    w.expect_logged(&["198.51.100.3", "more than a day ahead"]);
+    w.expect_logged(&["198.51.100.4", "more than a day ahead"]);
+    let all = w.stop();
+    assert!(
+        !all.iter()
+            .any(|l| l.contains("198.51.100.3") || l.contains("198.51.100.4")),
+        "{all:?}"
+    );
+    let status = w.status();
+    assert_eq!(status["skipped"]["FromTheFuture"], 2, "{status}");
+    assert_eq!(status["adjusted"]["ClockAhead"], 2, "{status}");
+}

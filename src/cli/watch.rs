@@ -154,6 +154,7 @@ fn policy_settings(settings: &Settings) -> PolicySettings {
         ignoreself: w.ignoreself,
         self_addresses,
         default_bantime: w.bantime,
+        max_bantime: w.max_bantime,
         min_nodes: w.min_nodes,
         findtime: w.findtime,
         max_prefix_v4: w.max_prefix_v4,
@@ -350,6 +351,7 @@ fn print_status(r: &Report) {
     }
     println!("rejected:    {}", counts(&s.rejected));
     println!("skipped:     {}", counts(&s.skipped));
+    println!("adjusted:    {}", counts(&s.adjusted));
     let spool = r
         .spool_records
         .map_or("unknown".into(), |n| format!("{n} records waiting"));

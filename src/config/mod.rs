@@ -35,7 +35,7 @@ mod watch;
 
 pub use monitor::{DEFAULT_FAIL2BAN_LOG, MonitorSettings};
 pub use trust::TrustSettings;
-pub use watch::{DEFAULT_STATE_DIR, FollowKind, WatchSettings, parse_net};
+pub use watch::{DEFAULT_MAX_BANTIME, DEFAULT_STATE_DIR, FollowKind, WatchSettings, parse_net};
 
 use crate::lock::LockTimings;
 use crate::record::{BanTime, Jail, MAX_BANTIME_SECS, NodeId, PortSpec, Tag};
@@ -520,5 +520,28 @@ mod tests {
         let again = load(&s.to_toml()).unwrap();
         assert_eq!(s, again);
         assert_eq!(s.append.bantime, Some(BanTime::Seconds(1800)));
+    }
+
+    #[test]
+    fn max_bantime_is_checked_and_bounds_the_watchers_default_bantime() {
+        let watch = |text: &str| load(&format!("[common]\nnode='n'\n[watch]\n{text}"));
+        assert_eq!(watch("").unwrap().watch.max_bantime, DEFAULT_MAX_BANTIME);
+        let s = watch("max_bantime = '30days'\nbantime = '2weeks'\n").unwrap();
+        assert_eq!(s.watch.max_bantime, Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(load(&s.to_toml()).unwrap(), s);
+        // Permanent stays a valid default: for trusted signed records.
+        assert_eq!(
+            watch("bantime = -1\n").unwrap().watch.bantime,
+            BanTime::Permanent
+        );
+        for (text, key) in [
+            ("max_bantime = -1\n", "watch.max_bantime"),
+            ("max_bantime = '500ms'\n", "watch.max_bantime"),
+            ("max_bantime = '11y'\n", "watch.max_bantime"),
+            ("bantime = '2weeks'\n", "watch.bantime"),
+        ] {
+            let err = watch(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 }

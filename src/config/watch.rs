@@ -13,6 +13,10 @@ use crate::record::BanTime;
 /// Where the watcher keeps its cursor and status.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/banshare/watch";
 
+/// `watch.max_bantime` when not configured: a week, the longest bantime of
+/// fail2ban's own example jails (recidive's).
+pub const DEFAULT_MAX_BANTIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawWatch {
@@ -32,6 +36,8 @@ pub struct RawWatch {
     pub batch_max: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bantime: Option<DurationText>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_bantime: Option<DurationText>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ignoreip: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -94,6 +100,8 @@ pub struct WatchSettings {
     pub flush_interval: Duration,
     pub batch_max: usize,
     pub bantime: BanTime,
+    /// The longest ban applied, cluster-wide (see `docs/watch.md`).
+    pub max_bantime: Duration,
     pub ignoreip: Vec<IpNet>,
     pub ignoreself: bool,
     pub min_nodes: usize,
@@ -131,6 +139,11 @@ impl WatchSettings {
                 Some(b) => check.bantime("watch.bantime", b)?,
                 None => BanTime::Seconds(1800),
             },
+            max_bantime: check.duration(
+                "watch.max_bantime",
+                &raw.max_bantime,
+                DEFAULT_MAX_BANTIME,
+            )?,
             ignoreip: raw
                 .ignoreip
                 .iter()
@@ -156,6 +169,24 @@ impl WatchSettings {
         if self.min_nodes == 0 {
             return Err(("watch.min_nodes", "must be at least 1".into()));
         }
+        if self.max_bantime < Duration::from_secs(1) {
+            return Err(("watch.max_bantime", "must be at least 1s".into()));
+        }
+        // Permanent (-1) stays allowed: it is the default for signed
+        // records of trusted nodes that carry no bantime; other records
+        // get max_bantime instead.
+        if let BanTime::Seconds(secs) = self.bantime
+            && secs > self.max_bantime.as_secs()
+        {
+            return Err((
+                "watch.bantime",
+                format!(
+                    "{} is longer than watch.max_bantime ({}); raise max_bantime on every node if you mean it",
+                    humantime::format_duration(Duration::from_secs(secs)),
+                    humantime::format_duration(self.max_bantime)
+                ),
+            ));
+        }
         if self.max_prefix_v4 > 32 {
             return Err(("watch.max_prefix_v4", "must be 0 to 32".into()));
         }
@@ -175,6 +206,7 @@ impl WatchSettings {
             flush_interval: duration_text(self.flush_interval),
             batch_max: Some(self.batch_max),
             bantime: Some(super::bantime_text(self.bantime)),
+            max_bantime: duration_text(self.max_bantime),
             ignoreip: Some(self.ignoreip.iter().map(|n| n.to_string()).collect()),
             ignoreself: Some(self.ignoreself),
             min_nodes: Some(self.min_nodes),

@@ -65,6 +65,18 @@ pub fn sign(record: &mut Record, key: &SigningKey) -> Result<(), Untrusted> {
     Ok(())
 }
 
+/// How far an accepted record is vouched for. Only a record signed by a
+/// trusted node may set a permanent ban (see `watch.max_bantime`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provenance {
+    /// Signed, and the signature verified with a trusted key of its node.
+    Verified,
+    /// Accepted without a verified signature: unsigned where signatures
+    /// are not required, a logger line where allowed, or signed by a node
+    /// with no trusted key where signatures are not required.
+    Unverified,
+}
+
 /// What a verifying node accepts.
 #[derive(Debug, Clone, Default)]
 pub struct TrustPolicy {
@@ -77,14 +89,14 @@ pub struct TrustPolicy {
 }
 
 impl TrustPolicy {
-    /// `Ok` if the record may be applied.
-    pub fn check(&self, record: &Record) -> Result<(), Untrusted> {
+    /// `Ok` if the record may be applied, with how far it is vouched for.
+    pub fn check(&self, record: &Record) -> Result<Provenance, Untrusted> {
         let Some(sig) = &record.fields.sig else {
             return match (
                 self.require_signed,
                 self.allow_unsigned_logger && is_logger_line(record),
             ) {
-                (false, _) | (true, true) => Ok(()),
+                (false, _) | (true, true) => Ok(Provenance::Unverified),
                 (true, false) => Err(Untrusted::Unsigned),
             };
         };
@@ -98,7 +110,7 @@ impl TrustPolicy {
             return if self.require_signed {
                 Err(Untrusted::UnknownNode)
             } else {
-                Ok(())
+                Ok(Provenance::Unverified)
             };
         }
         let signature = URL_SAFE_NO_PAD
@@ -111,7 +123,7 @@ impl TrustPolicy {
             .iter()
             .any(|k| k.verify(message.as_bytes(), &signature).is_ok())
         {
-            Ok(())
+            Ok(Provenance::Verified)
         } else {
             Err(Untrusted::BadSignature)
         }
@@ -159,7 +171,7 @@ mod tests {
         let key = generate().unwrap();
         let r = signed_by(&key);
         let again = record::parse(r.to_string().as_bytes()).unwrap();
-        assert_eq!(policy(&key).check(&again), Ok(()));
+        assert_eq!(policy(&key).check(&again), Ok(Provenance::Verified));
     }
 
     #[test]
@@ -204,7 +216,7 @@ mod tests {
         let mut p = policy(&key);
         assert_eq!(p.check(&logger), Err(Untrusted::Unsigned));
         p.allow_unsigned_logger = true;
-        assert_eq!(p.check(&logger), Ok(()));
+        assert_eq!(p.check(&logger), Ok(Provenance::Unverified));
         // An unsigned banshare record is not a logger line.
         let unsigned =
             record("HOST 192.0.2.1 PORT 22 node=web1 ts=2026-11-21T18:00:00Z id=0123456789abcdef");
@@ -214,6 +226,12 @@ mod tests {
     #[test]
     fn without_keys_nothing_is_required() {
         let p = TrustPolicy::default();
-        assert_eq!(p.check(&record("HOST 192.0.2.1 PORT 22")), Ok(()));
+        assert_eq!(
+            p.check(&record("HOST 192.0.2.1 PORT 22")),
+            Ok(Provenance::Unverified)
+        );
+        // A signature from a node with no trusted key vouches for nothing.
+        let key = generate().unwrap();
+        assert_eq!(p.check(&signed_by(&key)), Ok(Provenance::Unverified));
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use super::mode::Mode;
-use super::policy::{Policy, PolicySettings, Skip, record_time};
+use super::policy::{Adjusted, Policy, PolicySettings, Skip, record_time};
 use super::state::{SavedCursor, StateDir, Status};
 use super::wake::Wake;
 pub use super::wake::{Handle, Msg};
@@ -270,13 +270,19 @@ impl<F: LogFs> Daemon<F> {
             match parse_line(line) {
                 Ok(record) => {
                     self.status.last_record_ts = Some(record_time(&record, now));
-                    if let Err(why) = self.opts.trust.check(&record) {
-                        self.untrusted(&record, why);
-                        continue;
-                    }
-                    match self.policy.decide(&record, now) {
-                        Ok(verdict) => actions.push(verdict.into_action(record)),
-                        Err(skip) => self.skipped(&record, skip),
+                    let provenance = match self.opts.trust.check(&record) {
+                        Ok(provenance) => provenance,
+                        Err(why) => {
+                            self.untrusted(&record, why);
+                            continue;
+                        }
+                    };
+                    match self.policy.decide_as(&record, provenance, now) {
+                        Ok(verdict) => {
+                            self.adjusted(&record, verdict.adjusted());
+                            actions.push(verdict.into_action(record));
+                        }
+                        Err(skip) => self.skipped(&record, skip, now),
                     }
                 }
                 Err(reason) => self.rejected(&reason),
@@ -312,7 +318,52 @@ impl<F: LogFs> Daemon<F> {
         ));
     }
 
-    fn skipped(&mut self, record: &Record, skip: Skip) {
+    /// A record applied with a change: counted, and logged (rate-limited)
+    /// since each means a node is misconfigured or misbehaving.
+    fn adjusted(&mut self, record: &Record, adjusted: Adjusted) {
+        let origin = || {
+            record
+                .fields
+                .node
+                .as_ref()
+                .map_or("an unknown node".into(), |n| format!("node {n}"))
+        };
+        if let Some(lead) = adjusted.ahead {
+            *self.status.adjusted.entry("ClockAhead".into()).or_default() += 1;
+            self.rejects.log(&format!(
+                "{} {} from {} is dated {} ahead of this host's clock: applied as written now \
+                 (is its writer's clock wrong?)",
+                record.op,
+                record.target,
+                origin(),
+                lead_text(lead)
+            ));
+        }
+        if let Some(asked) = adjusted.clamped {
+            *self
+                .status
+                .adjusted
+                .entry("BantimeClamped".into())
+                .or_default() += 1;
+            let max = self.policy.settings().max_bantime;
+            let why = match asked {
+                record::BanTime::Permanent => {
+                    "a permanent ban needs a record signed by a trusted node".to_owned()
+                }
+                record::BanTime::Seconds(secs) => {
+                    format!("bantime {secs}s is longer than max_bantime")
+                }
+            };
+            self.rejects.log(&format!(
+                "ban {} from {}: {why}; banned for max_bantime ({})",
+                record.target,
+                origin(),
+                humantime::format_duration(max)
+            ));
+        }
+    }
+
+    fn skipped(&mut self, record: &Record, skip: Skip, now: DateTime<Utc>) {
         *self.status.skipped.entry(format!("{skip:?}")).or_default() += 1;
         if skip == Skip::BreakerTripped {
             // Loud, and never rate-limited: an operator must see this.
@@ -343,8 +394,15 @@ impl<F: LogFs> Daemon<F> {
                 .node
                 .as_ref()
                 .map_or("an unknown node".into(), |n| format!("node {n}"));
+            let how_far = if skip == Skip::FromTheFuture {
+                let lead = record_time(record, now) - now;
+                format!(" (by {}; is its writer's clock wrong?)", lead_text(lead))
+            } else {
+                String::new()
+            };
             self.rejects.log(&format!(
-                "refused to ban {} from {origin}: {}",
+                "refused {} {} from {origin}: {}{how_far}",
+                record.op,
                 record.target,
                 skip.describe()
             ));
@@ -493,6 +551,12 @@ impl<F: LogFs> Daemon<F> {
         self.info("stopped");
         self.status
     }
+}
+
+/// A clock's lead, to the second: `10m 3s`.
+fn lead_text(lead: chrono::TimeDelta) -> String {
+    let secs = lead.num_seconds().max(0) as u64;
+    humantime::format_duration(Duration::from_secs(secs)).to_string()
 }
 
 fn parse_line(line: &Line) -> Result<Record, record::RejectReason> {

@@ -59,6 +59,10 @@ pub struct Status {
     pub applied: u64,
     pub rejected: BTreeMap<String, u64>,
     pub skipped: BTreeMap<String, u64>,
+    /// Records applied with a change: dated ahead of this host's clock
+    /// (`ClockAhead`), bantime cut to `max_bantime` (`BantimeClamped`).
+    #[serde(default)]
+    pub adjusted: BTreeMap<String, u64>,
     pub backend_errors: u64,
     /// Actions given up after the backend refused them for minutes.
     #[serde(default)]

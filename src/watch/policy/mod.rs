@@ -12,8 +12,13 @@
 //!    link-local, broadcast, this host's own addresses (`ignoreself`),
 //!    `ignoreip`, and networks wider than the configured limit or containing
 //!    any of those;
-//! 4. a ban whose time is over (`ts + bantime < now`) is skipped; catch-up
-//!    after downtime applies only what is still in force, for what remains;
+//! 4. time: a record dated more than a day ahead of this host's clock is
+//!    refused, and one dated less than that counts as written now (see
+//!    [`MAX_CLOCK_LEAD`]); a bantime longer than `max_bantime` is cut to
+//!    it, and so is a permanent one unless the record is signed by a
+//!    trusted node (see [`Policy::bantime`]); a ban whose time is over
+//!    (`ts + bantime < now`) is skipped; catch-up after downtime applies
+//!    only what is still in force, for what remains;
 //! 5. a ban from before an unban seen for its address and jail is stale;
 //! 6. an address already banned at least as long is not banned again; a
 //!    longer report extends the ban (the longest remaining bantime wins);
@@ -43,11 +48,13 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, Local, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Local, NaiveDate, TimeDelta, TimeZone, Utc};
 use ipnet::IpNet;
 
 use crate::backend::{Action, Ban, Unban};
+use crate::config::DEFAULT_MAX_BANTIME;
 use crate::record::{BanTime, NodeId, Op, Record, Target};
+use crate::trust::Provenance;
 pub use active::ActiveBan;
 use active::{ActiveBans, until_ms};
 
@@ -63,6 +70,9 @@ pub struct PolicySettings {
     pub self_addresses: Vec<IpAddr>,
     /// For records that carry no bantime (hand-written logger lines).
     pub default_bantime: BanTime,
+    /// The longest ban applied; permanent ones only from records signed by
+    /// a trusted node. Cluster-wide: compaction relies on it.
+    pub max_bantime: Duration,
     /// Distinct nodes that must report an address before it is banned.
     pub min_nodes: usize,
     /// The window in which `min_nodes` reports count.
@@ -87,6 +97,7 @@ impl PolicySettings {
             ignoreself: true,
             self_addresses: Vec::new(),
             default_bantime: BanTime::Seconds(1800),
+            max_bantime: DEFAULT_MAX_BANTIME,
             min_nodes: 1,
             findtime: Duration::from_secs(600),
             max_prefix_v4: 16,
@@ -106,7 +117,7 @@ pub enum Skip {
     SelfAddress,
     TooWide,
     Expired,
-    /// Dated more than a few minutes after now.
+    /// Dated more than [`MAX_CLOCK_LEAD`] after now.
     FromTheFuture,
     /// A ban from before an unban seen for its address and jail.
     BanSuperseded,
@@ -130,7 +141,7 @@ impl Skip {
             Skip::SelfAddress => "one of this host's own addresses",
             Skip::TooWide => "network wider than allowed",
             Skip::Expired => "ban already over",
-            Skip::FromTheFuture => "dated more than 5 minutes in the future",
+            Skip::FromTheFuture => "dated more than a day ahead of this host's clock",
             Skip::BanSuperseded => "ban older than an unban seen for it",
             Skip::WaitingForNodes => "waiting for reports from more nodes",
             Skip::AlreadyBanned => "already banned at least as long",
@@ -147,9 +158,41 @@ impl Skip {
 /// When a ban ends; `None` is never.
 pub type Expiry = Option<DateTime<Utc>>;
 
-/// How far ahead of ours another node's clock may be: records dated later
-/// than this are refused.
-const CLOCK_ALLOWANCE: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+/// How far ahead of this host's clock a record may be dated and still
+/// apply. A record dated ahead counts as written now, when it is read: its
+/// bantime runs from now, and for "the newest record wins" it is as new as
+/// a record written now, so that an unban from a clock 23 hours fast lifts
+/// the ban in force but cannot make the bans written after it stale for
+/// a day, and a ban from that clock cannot outlast its bantime or outrank
+/// the unbans written after it. Records dated further ahead are refused:
+/// that clock is broken, not skewed. The price: two records about one
+/// address from a clock ahead, read in one batch, are as new as each other,
+/// and then the unban wins (as it does for two logger lines in one second).
+pub const MAX_CLOCK_LEAD: TimeDelta = TimeDelta::days(1);
+
+/// Records dated further ahead than this are applied with a warning: a
+/// clock kept by NTP is within milliseconds, so a minute means a clock that
+/// is not kept, and the next record from it may be a day off.
+pub const CLOCK_JITTER: TimeDelta = TimeDelta::minutes(1);
+
+/// A syslog header without a year, dated up to this far ahead of now, is
+/// read as this year's (or next year's, at New Year) rather than as a year
+/// old: a clock that far ahead is likelier than a line eleven months old,
+/// and the policy then refuses it loudly (more than [`MAX_CLOCK_LEAD`]
+/// ahead) instead of dropping it silently as long over.
+const HEADER_LOOKAHEAD: TimeDelta = TimeDelta::days(31);
+
+/// What the policy changed in a record it accepted. Each is counted and
+/// logged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Adjusted {
+    /// How far the record was dated ahead of this host's clock, beyond
+    /// [`CLOCK_JITTER`]: it was taken as written now.
+    pub ahead: Option<TimeDelta>,
+    /// The record's bantime (or the default it got), when it was cut to
+    /// `max_bantime`.
+    pub clamped: Option<BanTime>,
+}
 
 /// What the policy decided to do with a record it accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,13 +201,32 @@ pub enum Verdict {
     Ban {
         remaining: Option<Duration>,
         ts: DateTime<Utc>,
+        adjusted: Adjusted,
     },
     Unban {
         ts: DateTime<Utc>,
+        adjusted: Adjusted,
     },
 }
 
 impl Verdict {
+    fn with(self, adjusted: Adjusted) -> Verdict {
+        match self {
+            Verdict::Ban { remaining, ts, .. } => Verdict::Ban {
+                remaining,
+                ts,
+                adjusted,
+            },
+            Verdict::Unban { ts, .. } => Verdict::Unban { ts, adjusted },
+        }
+    }
+
+    pub fn adjusted(&self) -> Adjusted {
+        match self {
+            Verdict::Ban { adjusted, .. } | Verdict::Unban { adjusted, .. } => *adjusted,
+        }
+    }
+
     /// The backend's action, made of `record`'s own fields (it must be the
     /// record this verdict is for).
     pub fn into_action(self, record: Record) -> Action {
@@ -175,7 +237,7 @@ impl Verdict {
             ..
         } = record;
         match self {
-            Verdict::Ban { remaining, ts } => Action::Ban(Ban {
+            Verdict::Ban { remaining, ts, .. } => Action::Ban(Ban {
                 target,
                 ports,
                 jail: fields.jail,
@@ -183,7 +245,7 @@ impl Verdict {
                 origin: fields.node,
                 ts: Some(ts),
             }),
-            Verdict::Unban { ts } => Action::Unban(Unban {
+            Verdict::Unban { ts, .. } => Action::Unban(Unban {
                 target,
                 ports,
                 jail: fields.jail,
@@ -286,8 +348,19 @@ impl Policy {
         chrono::Duration::from_std(self.settings.findtime).unwrap_or(chrono::Duration::MAX)
     }
 
-    /// What to do with `record` at `now`.
+    /// What to do with `record` at `now`, a record with no verified
+    /// signature (see [`Policy::decide_as`]).
     pub fn decide(&mut self, record: &Record, now: DateTime<Utc>) -> Result<Verdict, Skip> {
+        self.decide_as(record, Provenance::Unverified, now)
+    }
+
+    /// What to do with `record` at `now`, vouched for as `provenance` says.
+    pub fn decide_as(
+        &mut self,
+        record: &Record,
+        provenance: Provenance,
+        now: DateTime<Utc>,
+    ) -> Result<Verdict, Skip> {
         let node = &record.fields.node;
         if node.as_ref() == Some(&self.settings.node) {
             return Err(Skip::OwnNode);
@@ -296,21 +369,45 @@ impl Policy {
             return Err(Skip::NodeTripped);
         }
         let net = self.check_target(record.target)?;
-        let ts = record_time(record, now);
-        if ts > now + CLOCK_ALLOWANCE {
-            // Dated in the future, an unban would refuse every ban of the
-            // address until then, and a ban would outlast its bantime.
+        let dated = record_time(record, now);
+        if dated > now + MAX_CLOCK_LEAD {
             return Err(Skip::FromTheFuture);
         }
+        // Taken as written now: see MAX_CLOCK_LEAD.
+        let ts = dated.min(now);
+        let mut adjusted = Adjusted {
+            ahead: Some(dated - now).filter(|lead| *lead > CLOCK_JITTER),
+            clamped: None,
+        };
         match record.op {
             Op::Unban => self.unban(record, net, ts, now),
             Op::Ban => {
-                let bantime = record
-                    .fields
-                    .bantime
-                    .unwrap_or(self.settings.default_bantime);
+                let (bantime, clamped) = self.bantime(record, provenance);
+                adjusted.clamped = clamped;
                 self.ban(record, net, ts, expiry(ts, bantime), now)
             }
+        }
+        .map(|verdict| verdict.with(adjusted))
+    }
+
+    /// Rule 4: the bantime applied, and the one asked for when it was cut.
+    /// A bantime longer than `max_bantime` is cut to it, so that a single
+    /// writer cannot ban for ten years, and compaction knows that nothing
+    /// but a permanent ban is in force longer than that after its record.
+    /// A permanent ban is applied only from a record signed by a trusted
+    /// node: it is an operator's decision, not a log line's.
+    fn bantime(&self, record: &Record, provenance: Provenance) -> (BanTime, Option<BanTime>) {
+        let asked = record
+            .fields
+            .bantime
+            .unwrap_or(self.settings.default_bantime);
+        let max = self.settings.max_bantime.as_secs();
+        match asked {
+            BanTime::Seconds(s) if s > max => (BanTime::Seconds(max), Some(asked)),
+            BanTime::Permanent if provenance != Provenance::Verified => {
+                (BanTime::Seconds(max), Some(asked))
+            }
+            _ => (asked, None),
         }
     }
 
@@ -426,7 +523,10 @@ impl Policy {
         self.active.lift(net, at, jail, keep);
         self.reports.remove(&net);
         self.version += 1;
-        Ok(Verdict::Unban { ts })
+        Ok(Verdict::Unban {
+            ts,
+            adjusted: Adjusted::default(),
+        })
     }
 
     fn ban(
@@ -479,6 +579,7 @@ impl Policy {
         Ok(Verdict::Ban {
             remaining: until.map(|t| (t - now).to_std().unwrap_or(Duration::ZERO)),
             ts,
+            adjusted: Adjusted::default(),
         })
     }
 
@@ -530,8 +631,9 @@ fn expiry(ts: DateTime<Utc>, bantime: BanTime) -> Expiry {
 }
 
 /// The record's time: its `ts` field, or else the syslog header read as
-/// local time in the most recent year that does not put it in the future
-/// (as fail2ban reads logger lines). An impossible date counts as now.
+/// local time in the most recent year that does not put it more than
+/// [`HEADER_LOOKAHEAD`] ahead (fail2ban reads logger lines likewise, with
+/// no allowance for a clock ahead). An impossible date counts as now.
 pub fn record_time(record: &Record, now: DateTime<Utc>) -> DateTime<Utc> {
     if let Some(ts) = record.fields.ts {
         return ts;
@@ -550,14 +652,14 @@ pub fn record_time(record: &Record, now: DateTime<Utc>) -> DateTime<Utc> {
             .and_then(|n| Local.from_local_datetime(&n).earliest())
             .map(|l| l.with_timezone(&Utc))
     };
-    // A small allowance for clocks a little ahead of ours.
-    let limit = now + CLOCK_ALLOWANCE;
-    match at_year(local_now.year()) {
-        Some(t) if t <= limit => t,
-        _ => at_year(local_now.year() - 1)
-            .filter(|t| *t <= limit)
-            .unwrap_or(now),
-    }
+    let limit = now + HEADER_LOOKAHEAD;
+    // Next year's only around New Year, from a clock ahead of ours.
+    let year = local_now.year();
+    [year + 1, year, year - 1]
+        .into_iter()
+        .filter_map(at_year)
+        .find(|t| *t <= limit)
+        .unwrap_or(now)
 }
 
 /// An IPv4-mapped IPv6 address or network means the IPv4 one.

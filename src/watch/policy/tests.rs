@@ -212,7 +212,8 @@ fn logger_lines_use_the_header_time() {
     let t = record_time(&r, now());
     assert!(t <= now() + chrono::Duration::minutes(5));
     assert!(now() - t < chrono::Duration::days(1) + chrono::Duration::hours(14));
-    // A header date later this year than now is from last year.
+    // A header date more than a month later this year than now is from
+    // last year.
     let r = record::parse(b"<13>Dec 31 23:00:00 root[1]: HOST 192.0.2.1 PORT 22").unwrap();
     assert!(record_time(&r, now()) < now() - chrono::Duration::days(300));
 }
@@ -457,16 +458,169 @@ fn overlaps_agrees_with_ipnet() {
 }
 
 #[test]
-fn records_from_the_future_are_refused() {
+fn records_more_than_a_day_ahead_are_refused() {
     let mut p = Policy::new(settings());
     // An unban dated years ahead would otherwise make every ban stale.
     let unban = unban_in("192.0.2.1", "sshd", "2036-01-01T00:00:00Z", "1");
     assert_eq!(p.decide(&unban, now()), Err(Skip::FromTheFuture));
-    let ban = ban_in("192.0.2.1", "sshd", "2026-11-21T17:59:00Z", 600, "2");
+    let two_days = ban_in("192.0.2.2", "sshd", "2026-11-23T18:00:00Z", 600, "2");
+    assert_eq!(p.decide(&two_days, now()), Err(Skip::FromTheFuture));
+    let ban = ban_in("192.0.2.1", "sshd", "2026-11-21T17:59:00Z", 600, "3");
     assert!(p.decide(&ban, now()).is_ok());
-    // A clock a little ahead is fine.
-    let soon = ban_in("192.0.2.9", "sshd", "2026-11-21T18:04:00Z", 600, "3");
-    assert!(p.decide(&soon, now()).is_ok());
+}
+
+/// The verdict's remaining time and adjustments, for a ban.
+fn applied_ban(verdict: Result<Verdict, Skip>) -> (Option<Duration>, Adjusted) {
+    match verdict {
+        Ok(Verdict::Ban {
+            remaining,
+            adjusted,
+            ..
+        }) => (remaining, adjusted),
+        other => panic!("not applied as a ban: {other:?}"),
+    }
+}
+
+#[test]
+fn a_record_less_than_a_day_ahead_applies_as_written_now() {
+    let mut p = Policy::new(settings());
+    let minutes = chrono::Duration::minutes;
+    // Ten minutes ahead: the whole bantime, from now, and a warning.
+    let ahead = ban_in("192.0.2.1", "sshd", "2026-11-21T18:10:00Z", 600, "1");
+    let (remaining, adjusted) = applied_ban(p.decide(&ahead, now()));
+    assert_eq!(remaining, Some(Duration::from_secs(600)));
+    assert_eq!(adjusted.ahead, Some(minutes(10)));
+    // Seconds ahead is a clock's ordinary jitter: no warning.
+    let jitter = ban_in("192.0.2.2", "sshd", "2026-11-21T18:00:30Z", 600, "2");
+    let (remaining, adjusted) = applied_ban(p.decide(&jitter, now()));
+    assert_eq!(remaining, Some(Duration::from_secs(600)));
+    assert_eq!(adjusted, Adjusted::default());
+    // 23 hours ahead still applies, for its bantime from now.
+    let far = ban_in("192.0.2.3", "sshd", "2026-11-22T17:00:00Z", 600, "3");
+    let (remaining, adjusted) = applied_ban(p.decide(&far, now()));
+    assert_eq!(remaining, Some(Duration::from_secs(600)));
+    assert_eq!(adjusted.ahead, Some(minutes(23 * 60)));
+}
+
+#[test]
+fn an_unban_from_a_clock_ahead_does_not_make_later_bans_stale() {
+    let mut p = Policy::new(settings());
+    let ban = ban_in("192.0.2.1", "sshd", "2026-11-21T17:50:00Z", 3600, "1");
+    assert!(p.decide(&ban, now()).is_ok());
+    // From a clock 23 hours fast: it lifts the ban in force ...
+    let unban = unban_in("192.0.2.1", "sshd", "2026-11-22T17:00:00Z", "2");
+    let verdict = p.decide(&unban, now());
+    assert!(matches!(verdict, Ok(Verdict::Unban { .. })), "{verdict:?}");
+    assert_eq!(
+        verdict.unwrap().adjusted().ahead,
+        Some(chrono::Duration::hours(23))
+    );
+    // ... a ban written before it was read is still older than it ...
+    let before = ban_in("192.0.2.1", "sshd", "2026-11-21T17:59:00Z", 3600, "3");
+    assert_eq!(p.decide(&before, now()), Err(Skip::BanSuperseded));
+    // ... but a ban written after it was read applies, not a day later.
+    let later = now() + chrono::Duration::minutes(5);
+    let after = ban_in("192.0.2.1", "sshd", "2026-11-21T18:04:00Z", 3600, "4");
+    assert!(p.decide(&after, later).is_ok());
+}
+
+#[test]
+fn a_ban_from_a_clock_ahead_is_lifted_by_a_later_unban() {
+    let mut p = Policy::new(settings());
+    let ban = ban_in("192.0.2.1", "sshd", "2026-11-22T17:00:00Z", 3600, "1");
+    assert!(p.decide(&ban, now()).is_ok());
+    let later = now() + chrono::Duration::minutes(5);
+    let unban = unban_in("192.0.2.1", "sshd", "2026-11-21T18:04:00Z", "2");
+    assert!(matches!(p.decide(&unban, later), Ok(Verdict::Unban { .. })));
+    assert_eq!(p.active_count(later), 0);
+}
+
+/// A logger line whose header says `at`, in this host's time zone.
+fn logger_line_at(at: DateTime<Utc>) -> Record {
+    let header = at.with_timezone(&Local).format("%b %e %H:%M:%S");
+    record::parse(format!("<13>{header} root[1]: HOST 192.0.2.1 PORT 22").as_bytes()).unwrap()
+}
+
+#[test]
+fn a_syslog_header_a_little_ahead_is_this_year() {
+    let ten_minutes = now() + chrono::Duration::minutes(10);
+    assert_eq!(
+        record_time(&logger_line_at(ten_minutes), now()),
+        ten_minutes
+    );
+    let mut p = Policy::new(settings());
+    let (remaining, adjusted) = applied_ban(p.decide(&logger_line_at(ten_minutes), now()));
+    assert_eq!(remaining, Some(Duration::from_secs(600)));
+    assert_eq!(adjusted.ahead, Some(chrono::Duration::minutes(10)));
+    // Around New Year, a clock ahead writes next year's date.
+    let new_year: DateTime<Utc> = Local
+        .with_ymd_and_hms(2026, 12, 31, 23, 55, 0)
+        .unwrap()
+        .with_timezone(&Utc);
+    let next_year = new_year + chrono::Duration::minutes(10);
+    assert_eq!(record_time(&logger_line_at(next_year), new_year), next_year);
+    // Days ahead: this year's too, and so refused, not dropped as a year
+    // old (and so long over) without a word.
+    let two_days = now() + chrono::Duration::days(2);
+    assert_eq!(record_time(&logger_line_at(two_days), now()), two_days);
+    assert_eq!(
+        p.decide(&logger_line_at(two_days), now()),
+        Err(Skip::FromTheFuture)
+    );
+}
+
+fn clamped(max_bantime: u64) -> PolicySettings {
+    PolicySettings {
+        max_bantime: Duration::from_secs(max_bantime),
+        ..settings()
+    }
+}
+
+#[test]
+fn bantimes_longer_than_max_bantime_are_cut_to_it() {
+    let mut p = Policy::new(clamped(3600));
+    let ten_years = 10 * 365 * 24 * 3600;
+    let long = ban("192.0.2.1", "a", "2026-11-21T17:59:00Z", ten_years, "1");
+    let (remaining, adjusted) = applied_ban(p.decide(&long, now()));
+    assert_eq!(remaining, Some(Duration::from_secs(3540)), "from its ts");
+    assert_eq!(adjusted.clamped, Some(BanTime::Seconds(ten_years.into())));
+    let exact = ban("192.0.2.2", "a", "2026-11-21T17:59:00Z", 3600, "2");
+    let (_, adjusted) = applied_ban(p.decide(&exact, now()));
+    assert_eq!(adjusted, Adjusted::default());
+    // The default for records without one is cut likewise.
+    let mut p = Policy::new(PolicySettings {
+        default_bantime: BanTime::Permanent,
+        ..clamped(3600)
+    });
+    let logger = record::parse(b"<13>Nov 21 17:59:00 root[1]: HOST 192.0.2.1 PORT 22").unwrap();
+    let (remaining, adjusted) = applied_ban(p.decide_as(&logger, Provenance::Unverified, now()));
+    assert!(remaining.is_some_and(|r| r <= Duration::from_secs(3600)));
+    assert_eq!(adjusted.clamped, Some(BanTime::Permanent));
+}
+
+#[test]
+fn a_permanent_ban_needs_a_trusted_signature() {
+    let permanent = |id: &str| {
+        line(
+            "HOST",
+            "192.0.2.1",
+            &format!("node=a ts=2026-11-21T17:59:00Z bantime=-1 id={id:0>16}"),
+        )
+    };
+    let mut p = Policy::new(clamped(3600));
+    let (remaining, adjusted) =
+        applied_ban(p.decide_as(&permanent("1"), Provenance::Unverified, now()));
+    assert_eq!(remaining, Some(Duration::from_secs(3540)));
+    assert_eq!(adjusted.clamped, Some(BanTime::Permanent));
+    // Signed by a trusted node, it is permanent, and outlasts the cut one.
+    let (remaining, adjusted) =
+        applied_ban(p.decide_as(&permanent("2"), Provenance::Verified, now()));
+    assert_eq!(remaining, None);
+    assert_eq!(adjusted, Adjusted::default());
+    // Even a trusted node's finite bantime is cut to max_bantime.
+    let long = ban("192.0.2.9", "a", "2026-11-21T17:59:00Z", 7200, "3");
+    let (remaining, _) = applied_ban(p.decide_as(&long, Provenance::Verified, now()));
+    assert_eq!(remaining, Some(Duration::from_secs(3540)));
 }
 
 #[test]
