@@ -539,6 +539,7 @@ mod tests {
             ("max_bantime = '500ms'\n", "watch.max_bantime"),
             ("max_bantime = '11y'\n", "watch.max_bantime"),
             ("bantime = '2weeks'\n", "watch.bantime"),
+            ("bantime = '11y'\n", "watch.bantime"),
         ] {
             let err = watch(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");

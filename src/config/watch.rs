@@ -136,7 +136,7 @@ impl WatchSettings {
             )?,
             batch_max: raw.batch_max.unwrap_or(10_000),
             bantime: match &raw.bantime {
-                Some(b) => check.bantime("watch.bantime", b)?,
+                Some(b) => watch_bantime(b, check)?,
                 None => BanTime::Seconds(1800),
             },
             max_bantime: check.duration(
@@ -215,6 +215,25 @@ impl WatchSettings {
             max_prefix_v6: Some(self.max_prefix_v6),
         }
     }
+}
+
+/// `watch.bantime`. A duration longer than ten years reads as permanent on
+/// the command line; here it is refused as longer than `max_bantime`, since
+/// a permanent default is for trusted signed records only and must be asked
+/// for as `-1`.
+fn watch_bantime(value: &DurationText, check: &Checker) -> Result<BanTime, ConfigError> {
+    let bantime = check.bantime("watch.bantime", value)?;
+    let asked_permanent = match value {
+        DurationText::Seconds(s) => *s == -1,
+        DurationText::Text(t) => t == "-1",
+    };
+    if bantime == BanTime::Permanent && !asked_permanent {
+        return Err(check.invalid(
+            "watch.bantime",
+            "longer than ten years, and so than watch.max_bantime; -1 asks for permanent",
+        ));
+    }
+    Ok(bantime)
 }
 
 /// An address (`192.0.2.7`, as a /32) or a network (`10.0.0.0/8`).
