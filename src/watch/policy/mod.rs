@@ -56,7 +56,7 @@ use crate::config::DEFAULT_MAX_BANTIME;
 use crate::record::{BanTime, NodeId, Op, Record, Target};
 use crate::trust::Provenance;
 pub use active::ActiveBan;
-use active::{ActiveBans, until_ms};
+use active::{ActiveBans, Stamp, until_ms};
 
 /// The knobs of [`Policy`], from the `[watch]` section.
 #[derive(Debug, Clone, PartialEq)]
@@ -165,9 +165,11 @@ pub type Expiry = Option<DateTime<Utc>>;
 /// the ban in force but cannot make the bans written after it stale for
 /// a day, and a ban from that clock cannot outlast its bantime or outrank
 /// the unbans written after it. Records dated further ahead are refused:
-/// that clock is broken, not skewed. The price: two records about one
-/// address from a clock ahead, read in one batch, are as new as each other,
-/// and then the unban wins (as it does for two logger lines in one second).
+/// that clock is broken, not skewed. Records from a clock ahead read in one
+/// batch are ordered by the times they are dated (see `active::Stamp`),
+/// except that an unban older than the ban in force, both from such a clock
+/// and read together with the ban first, lifts it: a ban in force keeps one
+/// time, to stay small.
 pub const MAX_CLOCK_LEAD: TimeDelta = TimeDelta::days(1);
 
 /// Records dated further ahead than this are applied with a warning: a
@@ -375,16 +377,20 @@ impl Policy {
         }
         // Taken as written now: see MAX_CLOCK_LEAD.
         let ts = dated.min(now);
+        let stamp = Stamp {
+            at: ts.timestamp_millis(),
+            dated: dated.timestamp_millis(),
+        };
         let mut adjusted = Adjusted {
             ahead: Some(dated - now).filter(|lead| *lead > CLOCK_JITTER),
             clamped: None,
         };
         match record.op {
-            Op::Unban => self.unban(record, net, ts, now),
+            Op::Unban => self.unban(record, net, (ts, stamp), now),
             Op::Ban => {
                 let (bantime, clamped) = self.bantime(record, provenance);
                 adjusted.clamped = clamped;
-                self.ban(record, net, ts, expiry(ts, bantime), now)
+                self.ban(record, net, (ts, stamp), expiry(ts, bantime), now)
             }
         }
         .map(|verdict| verdict.with(adjusted))
@@ -501,26 +507,26 @@ impl Policy {
         &mut self,
         record: &Record,
         net: IpNet,
-        ts: DateTime<Utc>,
+        (ts, stamp): (DateTime<Utc>, Stamp),
         now: DateTime<Utc>,
     ) -> Result<Verdict, Skip> {
         let jail = record.fields.jail.as_ref();
-        let at = ts.timestamp_millis();
+        let at = stamp.at;
         let keep = (now + chrono::Duration::days(1).max(self.findtime())).timestamp_millis();
         match self.active.get(&net) {
             Some(current) if current.since > at || current.other_jail(jail) => {
                 // The ban in force stays, but the unban still makes older
                 // bans of its jail stale, whichever order they come in.
                 let keep = keep.max(current.until);
-                self.active.note_lift(net, at, jail, keep);
+                self.active.note_lift(net, stamp, jail, keep);
                 return Err(Skip::UnbanSuperseded);
             }
-            None if self.active.lifted_since(&net, at, jail) => {
+            None if self.active.lifted_since(&net, stamp, jail) => {
                 return Err(Skip::AlreadyLifted);
             }
             _ => {}
         }
-        self.active.lift(net, at, jail, keep);
+        self.active.lift(net, stamp, jail, keep);
         self.reports.remove(&net);
         self.version += 1;
         Ok(Verdict::Unban {
@@ -533,7 +539,7 @@ impl Policy {
         &mut self,
         record: &Record,
         net: IpNet,
-        ts: DateTime<Utc>,
+        (ts, stamp): (DateTime<Utc>, Stamp),
         until: Expiry,
         now: DateTime<Utc>,
     ) -> Result<Verdict, Skip> {
@@ -541,7 +547,7 @@ impl Policy {
             return Err(Skip::Expired);
         }
         let jail = record.fields.jail.as_ref();
-        if self.active.lifted_since(&net, ts.timestamp_millis(), jail) {
+        if self.active.lifted_since(&net, stamp, jail) {
             return Err(Skip::BanSuperseded);
         }
         // Permanent is `NEVER`, the largest time: it lasts at least as

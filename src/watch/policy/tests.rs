@@ -535,6 +535,23 @@ fn a_ban_from_a_clock_ahead_is_lifted_by_a_later_unban() {
     assert_eq!(p.active_count(later), 0);
 }
 
+#[test]
+fn records_from_a_clock_ahead_read_together_keep_their_order() {
+    // fail2ban on a host 10 minutes fast unbans, then bans again; a
+    // watcher catching up reads both in one batch, as of the same now.
+    let unban = unban_in("192.0.2.1", "sshd", "2026-11-21T18:08:00Z", "1");
+    let ban = ban_in("192.0.2.1", "sshd", "2026-11-21T18:09:00Z", 600, "2");
+    let mut p = Policy::new(settings());
+    assert!(p.decide(&unban, now()).is_ok());
+    assert!(p.decide(&ban, now()).is_ok(), "the ban is newer");
+    // The other way round, the ban is older than the unban.
+    let unban = unban_in("192.0.2.2", "sshd", "2026-11-21T18:09:00Z", "3");
+    let ban = ban_in("192.0.2.2", "sshd", "2026-11-21T18:08:00Z", 600, "4");
+    let mut p = Policy::new(settings());
+    assert!(p.decide(&unban, now()).is_ok());
+    assert_eq!(p.decide(&ban, now()), Err(Skip::BanSuperseded));
+}
+
 /// A logger line whose header says `at`, in this host's time zone.
 fn logger_line_at(at: DateTime<Utc>) -> Record {
     let header = at.with_timezone(&Local).format("%b %e %H:%M:%S");
