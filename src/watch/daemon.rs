@@ -627,7 +627,7 @@ impl RejectLog {
         }
         if self.suppressed > 0 {
             warn(&format!(
-                "{} more rejected or refused lines in the last minute were not logged one by one",
+                "{} more rejected, refused or adjusted lines in the last minute were not logged one by one",
                 self.suppressed
             ));
         }
