@@ -392,5 +392,17 @@ fn records_banning_the_file_server_its_network_or_the_next_hop_are_refused_and_t
         serde_json::json!({"servers": [file_server], "next_hops": [next_hop]}),
         "{status}"
     );
+    let shown = support::run_ok(
+        std::process::Command::new(BANSHARE)
+            .args(["--config", "/dev/null", "status", "--state-dir"])
+            .arg(dir.path().join("state")),
+    );
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains(&format!(
+            "never bans:  {file_server} (server), {next_hop} (next hop)"
+        )),
+        "{shown}"
+    );
     watcher.stop();
 }
