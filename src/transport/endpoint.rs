@@ -6,7 +6,8 @@
 //!
 //! - a log on a mounted share: the host in the mount's source, from
 //!   `/proc/self/mountinfo` (`user@host:/path` for sshfs, `host:/export` for
-//!   NFS, `//host/share` for CIFS);
+//!   NFS, `//host/share` for CIFS), and the address the kernel connected
+//!   NFS and CIFS to (their `addr=` option);
 //! - an `sftp://` log: the URL's host;
 //! - a host name stands for every address it resolves to now;
 //! - the next hop is the gateway of the route the kernel picks for each
@@ -88,7 +89,7 @@ pub fn server_hosts(location: &LogLocation) -> Result<Vec<String>, EndpointError
             let Some(mount) = mount_of(&mounts, &log_dir(path)) else {
                 return Ok(Vec::new());
             };
-            mount.server_host().map(|h| h.into_iter().collect())
+            mount.server_hosts()
         }
         #[cfg(feature = "sftp")]
         LogLocation::Sftp(url) => Ok(vec![url.host.clone()]),
@@ -203,24 +204,42 @@ struct Mount {
     point: PathBuf,
     fstype: String,
     source: String,
+    /// The superblock options (`rw,vers=4.2,addr=198.18.0.5`).
+    options: String,
 }
 
 impl Mount {
-    /// The host in the mount's source, if it is a network filesystem.
-    fn server_host(&self) -> Result<Option<String>, EndpointError> {
+    /// The server's host in the mount's source, and the address the
+    /// kernel connected to, if it is a network filesystem.
+    fn server_hosts(&self) -> Result<Vec<String>, EndpointError> {
         let host = match self.fstype.as_str() {
-            "fuse.sshfs" | "nfs" | "nfs4" => remote_host(&self.source),
+            "fuse.sshfs" => remote_host(&self.source),
+            "nfs" | "nfs4" => remote_host(&self.source),
             "cifs" | "smb3" => unc_host(&self.source),
             other if is_network_fs(other) => None,
-            _ => return Ok(None),
+            _ => return Ok(Vec::new()),
         };
-        match host.filter(|h| valid_host(h)) {
-            Some(host) => Ok(Some(host.to_owned())),
-            None => Err(EndpointError::UnknownServer {
+        let Some(host) = host.filter(|h| valid_host(h)) else {
+            return Err(EndpointError::UnknownServer {
                 fstype: self.fstype.clone(),
                 mounted: self.source.clone(),
-            }),
+            });
+        };
+        let mut hosts = vec![host.to_owned()];
+        // The kernel's NFS and CIFS clients record the address they
+        // connected to, which a later lookup of the name may not return.
+        if self.fstype != "fuse.sshfs" {
+            let addr = self
+                .options
+                .split(',')
+                .find_map(|o| o.strip_prefix("addr="));
+            hosts.extend(
+                addr.filter(|a| a.parse::<IpAddr>().is_ok())
+                    .map(str::to_owned),
+            );
         }
+        hosts.dedup();
+        Ok(hosts)
     }
 }
 
@@ -278,10 +297,12 @@ fn parse_mountinfo(text: &str) -> Vec<Mount> {
             let mut tail = tail.split(' ');
             let fstype = tail.next()?;
             let source = tail.next()?;
+            let options = tail.next().unwrap_or("");
             Some(Mount {
                 point: PathBuf::from(unescape(point)),
                 fstype: unescape(fstype),
                 source: unescape(source),
+                options: unescape(options),
             })
         })
         .collect()
@@ -329,26 +350,35 @@ mod tests {
     const MOUNTINFO: &str = "\
 22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
 40 22 0:38 / /mnt/share rw,nosuid,nodev,relatime shared:20 - fuse.sshfs banshare@files.example:/srv/share rw,user_id=0,group_id=0
-41 22 0:39 / /mnt/nfs rw,relatime shared:21 - nfs4 [2001:db8::5]:/export rw,vers=4.2
-42 22 0:40 / /mnt/my\\040files rw,relatime shared:22 - cifs //198.18.0.7/logs rw,vers=3.1.1
+41 22 0:39 / /mnt/nfs rw,relatime shared:21 - nfs4 [2001:db8::5]:/export rw,vers=4.2,addr=2001:db8::5
+42 22 0:40 / /mnt/my\\040files rw,relatime shared:22 - cifs //files.example/logs rw,vers=3.1.1,addr=198.18.0.7
+45 22 0:43 / /mnt/named rw,relatime shared:25 - nfs files.example:/export rw,vers=3,addr=198.18.0.8
 43 40 0:41 / /mnt/share/inner rw,relatime shared:23 - tmpfs tmpfs rw
 44 22 0:42 / /mnt/share rw,relatime shared:24 - fuse.sshfs 198.18.0.1:/x@y:z rw
 ";
 
-    fn host_of(dir: &str) -> Result<Option<String>, EndpointError> {
+    fn hosts_of(dir: &str) -> Result<Vec<String>, EndpointError> {
         let mounts = parse_mountinfo(MOUNTINFO);
-        mount_of(&mounts, Path::new(dir)).unwrap().server_host()
+        mount_of(&mounts, Path::new(dir)).unwrap().server_hosts()
     }
 
     #[test]
     fn the_server_is_the_host_in_the_mount_source_of_the_log_folder() {
         // Mount 44 is stacked on 40's mount point: the later one is seen.
-        assert_eq!(host_of("/mnt/share/logs").unwrap().unwrap(), "198.18.0.1");
-        assert_eq!(host_of("/mnt/nfs").unwrap().unwrap(), "2001:db8::5");
-        assert_eq!(host_of("/mnt/my files").unwrap().unwrap(), "198.18.0.7");
-        assert_eq!(host_of("/mnt/share/inner/x").unwrap(), None);
-        assert_eq!(host_of("/var/log").unwrap(), None);
-        assert_eq!(host_of("/mnt/sharex").unwrap(), None, "not a path prefix");
+        assert_eq!(hosts_of("/mnt/share/logs").unwrap(), ["198.18.0.1"]);
+        assert_eq!(hosts_of("/mnt/nfs").unwrap(), ["2001:db8::5"]);
+        assert_eq!(
+            hosts_of("/mnt/my files").unwrap(),
+            ["files.example", "198.18.0.7"]
+        );
+        assert_eq!(
+            hosts_of("/mnt/named/x").unwrap(),
+            ["files.example", "198.18.0.8"]
+        );
+        let none: [&str; 0] = [];
+        assert_eq!(hosts_of("/mnt/share/inner/x").unwrap(), none);
+        assert_eq!(hosts_of("/var/log").unwrap(), none);
+        assert_eq!(hosts_of("/mnt/sharex").unwrap(), none, "not a path prefix");
     }
 
     #[test]
@@ -369,9 +399,10 @@ mod tests {
             point: "/mnt/x".into(),
             fstype: "fuse.rclone".into(),
             source: "remote:".into(),
+            options: "rw".into(),
         };
         assert!(matches!(
-            mount.server_host(),
+            mount.server_hosts(),
             Err(EndpointError::UnknownServer { .. })
         ));
         let bad = Mount {
@@ -379,7 +410,7 @@ mod tests {
             source: "u@$(reboot):/x".into(),
             ..mount
         };
-        assert!(bad.server_host().is_err());
+        assert!(bad.server_hosts().is_err());
     }
 
     #[test]
