@@ -404,5 +404,26 @@ fn records_banning_the_file_server_its_network_or_the_next_hop_are_refused_and_t
         )),
         "{shown}"
     );
+
+    // The route changes (the file server is now on-link): looked up again
+    // on SIGHUP, the old next hop is no longer protected.
+    support::run_ok(cluster.command_in(cluster.node_ns(0), "ip").args([
+        "route",
+        "del",
+        &format!("{file_server}/32"),
+    ]));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(watcher.child.id() as i32, libc::SIGHUP) };
+    let status = dir.path().join("state/status.json");
+    let looked_up = wait_until(Duration::from_secs(10), || {
+        let data = fs::read(&status).unwrap_or_default();
+        let value: serde_json::Value = serde_json::from_slice(&data).unwrap_or_default();
+        value["transport"] == serde_json::json!({"servers": [file_server], "next_hops": []})
+    });
+    assert!(
+        looked_up,
+        "the transport's addresses were not looked up again on SIGHUP: {}",
+        fs::read_to_string(&status).unwrap_or_default()
+    );
     watcher.stop();
 }
