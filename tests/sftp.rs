@@ -146,6 +146,9 @@ fn stderr(out: &std::process::Output) -> String {
 fn append_and_follow_over_sftp_with_a_chrooted_account() {
     let site = Site::new("sftp", 2);
     let (_watcher, rx) = site.watch(1, site.cluster.known_hosts());
+    // The SFTP host itself: banning it would cut node1 off from the log.
+    let server = site.cluster.fileserver_ip().to_string();
+    support::run_ok(site.banshare(0, &["ban", &server], site.cluster.known_hosts()));
     let out = site.ban(0, "192.0.2.1");
     assert!(
         out.status.success() && !stderr(&out).contains("spooled"),
@@ -162,8 +165,17 @@ fn append_and_follow_over_sftp_with_a_chrooted_account() {
             .any(|l| l.starts_with("ban 192.0.2.1 ") && l.contains("origin=node0")),
         "{seen:?}"
     );
+    assert!(
+        !seen
+            .iter()
+            .any(|l| l.starts_with(&format!("ban {server} ")))
+            && seen
+                .iter()
+                .any(|l| l.contains(&format!("refused to ban {server} "))),
+        "node1 banned the SFTP host it reads the log from: {seen:?}"
+    );
     let records = read_records(&site.server_log());
-    assert_eq!(records.len(), 2);
+    assert_eq!(records.len(), 3);
 }
 
 #[test]

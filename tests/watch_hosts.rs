@@ -282,3 +282,148 @@ fn count_lines_after(log: &Path, offset: u64) -> u64 {
         .filter(|&&b| b == b'\n')
         .count() as u64
 }
+
+/// Makes node `node` reach the file server through node `router`, which
+/// forwards its packets (and sends no ICMP redirects, which would replace
+/// the route by a direct one): the file server's next hop is then the
+/// router's address.
+fn route_file_server_via(cluster: &Cluster, node: usize, router: usize) {
+    let sysctls = "echo 1 > /proc/sys/net/ipv4/ip_forward \
+        && echo 0 > /proc/sys/net/ipv4/conf/all/send_redirects \
+        && echo 0 > /proc/sys/net/ipv4/conf/eth0/send_redirects";
+    support::run_ok(
+        cluster
+            .command_in(cluster.node_ns(router), "sh")
+            .args(["-c", sysctls]),
+    );
+    support::run_ok(cluster.command_in(cluster.node_ns(node), "sh").args([
+        "-c",
+        "echo 0 > /proc/sys/net/ipv4/conf/all/accept_redirects \
+         && echo 0 > /proc/sys/net/ipv4/conf/eth0/accept_redirects",
+    ]));
+    let server = format!("{}/32", cluster.fileserver_ip());
+    let router = cluster.node_ip(router).to_string();
+    support::run_ok(
+        cluster
+            .command_in(cluster.node_ns(node), "ip")
+            .args(["route", "add", &server, "via", &router, "dev", "eth0"]),
+    );
+}
+
+/// Appends ban records from node `other` for `targets` to `log`.
+fn append_bans(log: &Path, targets: &[&str], first_id: usize) {
+    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let text: String = targets
+        .iter()
+        .enumerate()
+        .map(|(i, target)| {
+            format!(
+                "<13>Nov 21 18:00:00 banshare[1]: HOST {target} PORT 22 node=other ts={ts} bantime=600 id={:024x}\n",
+                first_id + i
+            )
+        })
+        .collect();
+    OpenOptions::new()
+        .append(true)
+        .open(log)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+}
+
+#[test]
+fn records_banning_the_file_server_its_network_or_the_next_hop_are_refused_and_the_share_stays_readable()
+ {
+    require_root();
+    let cluster = Cluster::new("reach", 2);
+    route_file_server_via(&cluster, 0, 1);
+    // Written on the file server's side, so that the test itself never
+    // touches node0's mount (it would hang if node0 banned its file server).
+    let server_log = cluster.export_dir().join("newbans.log");
+    fs::write(&server_log, b"").unwrap();
+    let mount = cluster.mount(0);
+    cluster.serve_tcp(0, PORT);
+    let dir = tempfile::tempdir().unwrap();
+    let watcher = Watcher::start(&cluster, 0, &mount.join("newbans.log"), dir.path());
+    let attacker = cluster.attacker_ip();
+    let reachable = || cluster.can_connect(cluster.attacker_ns(), cluster.node_ip(0), PORT);
+    assert!(reachable(), "node0 must accept the attacker before the ban");
+
+    let file_server = cluster.fileserver_ip().to_string();
+    let next_hop = cluster.node_ip(1).to_string();
+    // 198.18.0.0/29 holds the file server (.1) but not node0 (.11), so only
+    // the transport rule can refuse it, not ignoreself.
+    let protected = [file_server.as_str(), "198.18.0.0/29", next_hop.as_str()];
+    append_bans(&server_log, &protected, 1);
+    let cursor = dir.path().join("state/cursor.json");
+    let size = fs::metadata(&server_log).unwrap().len();
+    let read = wait_until(Duration::from_secs(15), || saved_offset(&cursor) == size);
+    assert!(read, "the watcher never read the records");
+    assert!(
+        cluster.can_connect(cluster.node_ns(0), cluster.fileserver_ip(), 22),
+        "node0 can no longer reach its file server after records banning {protected:?}"
+    );
+    let banned = banned_v4(&cluster, 0);
+    assert!(
+        !banned.contains(&file_server) && !banned.contains(&next_hop),
+        "{banned:?}"
+    );
+
+    // The share is still read: a normal ban after them is applied.
+    append_bans(&server_log, &[&attacker.to_string()], 100);
+    let blocked = wait_until(Duration::from_secs(15), || !reachable());
+    assert!(blocked, "node0 still accepts the attacker after the ban");
+    let status = dir.path().join("state/status.json");
+    let refused = wait_until(Duration::from_secs(5), || {
+        let Ok(data) = fs::read(&status) else {
+            return false;
+        };
+        let value: serde_json::Value = serde_json::from_slice(&data).unwrap_or_default();
+        value["skipped"]["TransportAddress"].as_u64() == Some(3)
+    });
+    let status: serde_json::Value = serde_json::from_slice(&fs::read(&status).unwrap()).unwrap();
+    assert!(
+        refused,
+        "the status does not count 3 refused transport addresses: {status}"
+    );
+    // Found by the watcher itself: the mount's source and the route to it.
+    assert_eq!(
+        status["transport"],
+        serde_json::json!({"servers": [file_server], "next_hops": [next_hop]}),
+        "{status}"
+    );
+    let shown = support::run_ok(
+        std::process::Command::new(BANSHARE)
+            .args(["--config", "/dev/null", "status", "--state-dir"])
+            .arg(dir.path().join("state")),
+    );
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains(&format!(
+            "never bans:  {file_server} (server), {next_hop} (next hop)"
+        )),
+        "{shown}"
+    );
+
+    // The route changes (the file server is now on-link): looked up again
+    // on SIGHUP, the old next hop is no longer protected.
+    support::run_ok(cluster.command_in(cluster.node_ns(0), "ip").args([
+        "route",
+        "del",
+        &format!("{file_server}/32"),
+    ]));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(watcher.child.id() as i32, libc::SIGHUP) };
+    let status = dir.path().join("state/status.json");
+    let looked_up = wait_until(Duration::from_secs(10), || {
+        let data = fs::read(&status).unwrap_or_default();
+        let value: serde_json::Value = serde_json::from_slice(&data).unwrap_or_default();
+        value["transport"] == serde_json::json!({"servers": [file_server], "next_hops": []})
+    });
+    assert!(
+        looked_up,
+        "the transport's addresses were not looked up again on SIGHUP: {}",
+        fs::read_to_string(&status).unwrap_or_default()
+    );
+    watcher.stop();
+}

@@ -114,12 +114,14 @@ day ahead (less than that: applied as written now, with a warning), bans
 older than an unban seen for them, bans already in force at least as
 long, ignoreip, this host's own addresses (ignoreself),
 loopback, unspecified, multicast, link-local and broadcast addresses, and
-networks wider than max_prefix_v4/max_prefix_v6 are never applied. With
-min_nodes above 1 a ban waits for that many distinct nodes within
-findtime. Bans longer than max_bantime (default a week, a cluster-wide
-setting) are cut to it; a permanent ban applies only from a record signed
-by a trusted node. Every rejected line is counted and logged (rate-limited),
-never applied.
+networks wider than max_prefix_v4/max_prefix_v6 are never applied; nor
+are the file server or SFTP host the log is reached through and the next
+hop of the route to it (looked up at start, on SIGHUP, on reconnect and on
+the safety poll). With min_nodes above 1 a ban waits for that many
+distinct nodes within findtime. Bans longer than max_bantime (default a
+week, a cluster-wide setting) are cut to it; a permanent ban applies only
+from a record signed by a trusted node. Every rejected line is counted and
+logged (rate-limited), never applied.
 
 The watcher also delivers this node's spooled records whenever the log is
 reachable.

@@ -13,6 +13,7 @@ use banshare::transport::LogLocation;
 use banshare::trust::{TrustPolicy, TrustedKeys};
 use banshare::watch::daemon::{Daemon, Handle, Msg, Options, Reloaded};
 use banshare::watch::policy::PolicySettings;
+use banshare::watch::reach::Reach;
 use banshare::watch::state::{StateDir, Status};
 use banshare::watch::{flusher, host, mode};
 use serde::Serialize;
@@ -26,6 +27,7 @@ pub fn watch(args: WatchArgs, config: &Option<PathBuf>, mut settings: Settings) 
     apply_watch_args(&mut settings, &args)?;
     let location = required_log(&settings)?;
     let w = &settings.watch;
+    let reach = Reach::new(location.clone(), w.safety_poll);
     match &location {
         LogLocation::File(log) => {
             let dir = log
@@ -33,40 +35,26 @@ pub fn watch(args: WatchArgs, config: &Option<PathBuf>, mut settings: Settings) 
                 .filter(|d| !d.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
             let mode = mode::resolve(w.follow, dir, w.poll_interval, w.safety_poll);
-            run_watch(
-                LocalFs,
-                log.clone(),
-                mode,
-                &location,
-                &settings,
-                config,
-                args,
-            )
+            run_watch(LocalFs, log.clone(), mode, reach, &settings, config, args)
         }
         // Over SFTP there is nothing to watch but the poll.
         #[cfg(feature = "sftp")]
         LogLocation::Sftp(url) => {
             let fs = banshare::transport::sftp::SftpFs::new(url, &settings.sftp);
             let mode = mode::Mode::Poll(w.poll_interval);
-            run_watch(
-                fs,
-                url.path.clone(),
-                mode,
-                &location,
-                &settings,
-                config,
-                args,
-            )
+            let reach = reach.on_reconnect(fs.connections());
+            run_watch(fs, url.path.clone(), mode, reach, &settings, config, args)
         }
     }
 }
 
-/// Runs the watcher, following `log` through `fs`.
+/// Runs the watcher, following `log` through `fs`, never banning what
+/// `reach` finds for the log's location.
 fn run_watch<F: LogFs>(
     fs: F,
     log: PathBuf,
     mode: mode::Mode,
-    location: &LogLocation,
+    reach: Reach,
     settings: &Settings,
     config: &Option<PathBuf>,
     args: WatchArgs,
@@ -87,10 +75,11 @@ fn run_watch<F: LogFs>(
         quiet: false,
         trust: trust_policy(settings)?,
     };
-    let (daemon, handle) =
+    let (mut daemon, handle) =
         Daemon::with_fs(fs, opts, policy_settings(settings), backend).map_err(|e| anyhow!(e))?;
     forward_signals(handle)?;
-    start_flusher(settings, location)?;
+    start_flusher(settings, reach.location())?;
+    daemon.protect_transport(reach);
     let config = config.clone();
     daemon.run(move || reload_policy(&config, &args));
     Ok(())
@@ -343,6 +332,9 @@ fn print_status(r: &Report) {
         "bans:        {} active, {} applied, {} backend errors",
         s.active_bans, s.applied, s.backend_errors
     );
+    if !s.transport.is_empty() {
+        println!("never bans:  {} (the log's transport)", s.transport);
+    }
     for (node, until) in &s.tripped_nodes {
         println!(
             "BREAKER:     {node} is flooding; its records are refused until {}",

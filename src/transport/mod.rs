@@ -1,7 +1,9 @@
 //! How a node reaches the shared log. Every way (a local or mounted path,
 //! SFTP; ZeroMQ later) sits behind [`Transport`], so the appender, the
 //! spool and the monitor do not care which one is configured.
+//! [`endpoint`] says which addresses a transport needs to reach.
 
+pub mod endpoint;
 mod file;
 #[cfg(feature = "sftp")]
 pub mod sftp;

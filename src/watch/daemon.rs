@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 
 use super::mode::Mode;
 use super::policy::{Adjusted, Policy, PolicySettings, Skip, record_time};
+use super::reach::{Reach, Refresh};
 use super::state::{SavedCursor, StateDir, Status};
 use super::wake::Wake;
 pub use super::wake::{Handle, Msg};
@@ -101,6 +102,8 @@ pub struct Daemon<F: LogFs = LocalFs> {
     rejects: RejectLog,
     last_status: Instant,
     last_active_save: Instant,
+    /// The addresses the log is reached through, never banned.
+    reach: Option<Reach>,
 }
 
 impl<F: LogFs> Daemon<F> {
@@ -150,8 +153,33 @@ impl<F: LogFs> Daemon<F> {
             rejects: RejectLog::new(),
             last_status: Instant::now(),
             last_active_save: Instant::now(),
+            reach: None,
         };
         Ok((daemon, handle))
+    }
+
+    /// Never bans the addresses `reach` finds, looked up now and kept up
+    /// to date while the daemon runs.
+    pub fn protect_transport(&mut self, reach: Reach) {
+        self.reach = Some(reach);
+        self.refresh_transport(true);
+    }
+
+    /// Looks the transport's addresses up again if due (or now, if
+    /// `force`), and hands them to the policy when they changed.
+    fn refresh_transport(&mut self, force: bool) {
+        let Some(reach) = &mut self.reach else {
+            return;
+        };
+        let Refresh::Changed(endpoints) = reach.refresh(force) else {
+            return;
+        };
+        let endpoints = endpoints.clone();
+        self.info(&format!(
+            "never banning the addresses the log is reached through: {endpoints}"
+        ));
+        self.policy.set_transport_addresses(endpoints.addresses());
+        self.status.transport = endpoints;
     }
 
     /// Runs until told to stop. `reload` returns the new policy settings on
@@ -183,6 +211,7 @@ impl<F: LogFs> Daemon<F> {
             Some(Reloaded { policy, trust }) => {
                 self.policy.reconfigure(policy);
                 self.opts.trust = trust;
+                self.refresh_transport(true);
                 self.info("configuration reloaded");
             }
             None => {
@@ -250,6 +279,11 @@ impl<F: LogFs> Daemon<F> {
 
     /// Notes whether the log could be read, logging only the changes.
     fn log_reachable(&mut self, error: Option<String>) {
+        if error.is_none() && self.status.last_error.is_some() {
+            // Back after an outage: the transport may have reconnected
+            // elsewhere (a remount, a new DNS answer).
+            self.refresh_transport(true);
+        }
         if error != self.status.last_error {
             match &error {
                 None => self.info(&format!(
@@ -386,6 +420,7 @@ impl<F: LogFs> Daemon<F> {
             Skip::NeverBan
                 | Skip::TooWide
                 | Skip::SelfAddress
+                | Skip::TransportAddress
                 | Skip::Ignored
                 | Skip::FromTheFuture
         ) {
@@ -500,6 +535,7 @@ impl<F: LogFs> Daemon<F> {
     /// Status at most once a second, active bans every 30 s.
     fn housekeeping(&mut self) {
         self.rejects.flush();
+        self.refresh_transport(false);
         if self.last_status.elapsed() >= Duration::from_secs(1) {
             self.write_status();
         }

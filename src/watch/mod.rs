@@ -6,13 +6,15 @@
 //! - [`policy`]: which records become bans;
 //! - [`state`]: the cursor and status files;
 //! - [`wake`]: when a follow loop wakes up (inotify, poll, signals);
-//! - [`host`]: this host's own addresses.
+//! - [`host`]: this host's own addresses;
+//! - [`reach`]: the addresses this node reaches the shared log through.
 
 pub mod daemon;
 pub mod flusher;
 pub mod host;
 pub mod mode;
 pub mod policy;
+pub mod reach;
 pub mod state;
 pub mod wake;
 

@@ -21,6 +21,7 @@ use ipnet::IpNet;
 
 use super::policy::ActiveBan;
 use crate::record::Jail;
+use crate::transport::endpoint::Endpoints;
 
 /// The persisted cursor, tied to the log it belongs to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +71,9 @@ pub struct Status {
     /// Nodes whose circuit breaker is open, and until when.
     #[serde(default)]
     pub tripped_nodes: BTreeMap<String, DateTime<Utc>>,
+    /// The addresses the log is reached through, never banned.
+    #[serde(default)]
+    pub transport: Endpoints,
     pub started: Option<DateTime<Utc>>,
     pub updated: Option<DateTime<Utc>>,
 }

@@ -9,6 +9,8 @@
 
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ssh2::ErrorCode;
@@ -29,6 +31,9 @@ pub struct SftpFs {
     retry_at: Option<Instant>,
     retry_step: Duration,
     last_error: String,
+    /// Connections made so far, shared with whoever must notice a
+    /// reconnect (the watcher looks up the server's addresses again).
+    connections: Arc<AtomicU64>,
 }
 
 impl SftpFs {
@@ -40,7 +45,13 @@ impl SftpFs {
             retry_at: None,
             retry_step: FIRST_RETRY,
             last_error: String::new(),
+            connections: Arc::default(),
         }
+    }
+
+    /// Counts the connections made, the first one included.
+    pub fn connections(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.connections)
     }
 
     fn connection(&mut self) -> io::Result<&Connection> {
@@ -60,6 +71,7 @@ impl SftpFs {
             match connect(&self.url, &self.settings) {
                 Ok(conn) => {
                     self.conn = Some(conn);
+                    self.connections.fetch_add(1, Ordering::Relaxed);
                     self.retry_at = None;
                     self.retry_step = FIRST_RETRY;
                 }

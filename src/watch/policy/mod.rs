@@ -10,8 +10,9 @@
 //! 2. a node whose circuit breaker is open is not heard;
 //! 3. addresses that must never be banned: loopback, unspecified, multicast,
 //!    link-local, broadcast, this host's own addresses (`ignoreself`),
-//!    `ignoreip`, and networks wider than the configured limit or containing
-//!    any of those;
+//!    `ignoreip`, the addresses this node reaches the shared log through
+//!    (its file server and the next hop to it), and networks wider than the
+//!    configured limit or containing any of those;
 //! 4. time: a record dated more than a day ahead of this host's clock is
 //!    refused, and one dated less than that counts as written now (see
 //!    [`MAX_CLOCK_LEAD`]); a bantime longer than `max_bantime` is cut to
@@ -115,6 +116,9 @@ pub enum Skip {
     NeverBan,
     Ignored,
     SelfAddress,
+    /// The file server, SFTP host or next hop this node reaches the log
+    /// through: banning it would cut the node off from the log.
+    TransportAddress,
     TooWide,
     Expired,
     /// Dated more than [`MAX_CLOCK_LEAD`] after now.
@@ -139,6 +143,9 @@ impl Skip {
             Skip::NeverBan => "loopback, unspecified, multicast, link-local or broadcast address",
             Skip::Ignored => "in ignoreip",
             Skip::SelfAddress => "one of this host's own addresses",
+            Skip::TransportAddress => {
+                "this node reaches the shared log through it (file server or next hop)"
+            }
             Skip::TooWide => "network wider than allowed",
             Skip::Expired => "ban already over",
             Skip::FromTheFuture => "dated more than a day ahead of this host's clock",
@@ -275,6 +282,10 @@ pub struct Policy {
     tripped: HashMap<Option<NodeId>, DateTime<Utc>>,
     /// Bumped whenever `active` changes, so it is saved only then.
     version: u64,
+    /// The addresses this node reaches the shared log through, kept
+    /// apart from the settings: the watcher looks them up again as the
+    /// transport changes, not only on reload.
+    transport_addresses: Vec<IpNet>,
 }
 
 impl Policy {
@@ -286,6 +297,7 @@ impl Policy {
             rates: HashMap::new(),
             tripped: HashMap::new(),
             version: 0,
+            transport_addresses: Vec::new(),
         }
     }
 
@@ -301,6 +313,15 @@ impl Policy {
 
     pub fn settings(&self) -> &PolicySettings {
         &self.settings
+    }
+
+    /// Never bans `addresses`, nor a network containing one, from now on
+    /// (they replace the previous ones): the transport's endpoints.
+    pub fn set_transport_addresses(&mut self, addresses: impl IntoIterator<Item = IpAddr>) {
+        self.transport_addresses = addresses
+            .into_iter()
+            .map(|a| IpNet::from(normalize_addr(a)))
+            .collect();
     }
 
     /// Active bans this node applied and that are not over at `now`.
@@ -490,6 +511,9 @@ impl Policy {
                 .any(|a| overlaps(&net, &IpNet::from(normalize_addr(*a))))
         {
             return Err(Skip::SelfAddress);
+        }
+        if self.transport_addresses.iter().any(|a| overlaps(&net, a)) {
+            return Err(Skip::TransportAddress);
         }
         Ok(net)
     }
