@@ -36,6 +36,7 @@
 //! catching up on a million records does not copy each one's strings.
 
 mod active;
+mod breaker_state;
 #[cfg(test)]
 mod tests;
 
@@ -50,6 +51,7 @@ use crate::backend::{Action, Ban, Unban};
 use crate::record::{BanTime, NodeId, Op, Record, Target};
 pub use active::ActiveBan;
 use active::{ActiveBans, until_ms};
+pub use breaker_state::BreakerState;
 
 /// The knobs of [`Policy`], from the `[watch]` section.
 #[derive(Debug, Clone, PartialEq)]
