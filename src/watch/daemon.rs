@@ -79,6 +79,10 @@ struct Retry {
     at: Instant,
 }
 
+/// The free space the state directory must have before a batch is read:
+/// the cursor with the largest breaker state is about 400 KiB.
+const STATE_ROOM: u64 = 1 << 20;
+
 /// How often a watcher that holds says so again.
 const HOLD_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -213,6 +217,9 @@ impl<F: LogFs> Daemon<F> {
     /// batch cannot be applied yet.
     fn read_and_apply(&mut self) {
         loop {
+            if !self.room_to_save() {
+                return;
+            }
             let read = self.follower.read_lines(self.opts.batch_max);
             self.log_follow_events();
             let lines = match read {
@@ -444,27 +451,43 @@ impl<F: LogFs> Daemon<F> {
             breaker: Some(self.policy.breaker_state(Utc::now())),
         };
         if let Err(e) = self.opts.state.save_cursor(&saved) {
-            self.hold(&e);
+            self.hold(format!(
+                "cannot save the cursor in {}: {e}",
+                self.opts.state.path().display()
+            ));
             return false;
         }
         self.unsaved = false;
         self.status.offset = cursor.offset;
-        if self.status.held.take().is_some() {
-            self.hold_logged = None;
-            warn(&format!(
-                "cursor saved again in {}: applying resumes",
-                self.opts.state.path().display()
-            ));
-        }
+        self.end_hold();
         true
     }
 
+    /// Before a batch is read: whether the state directory has room for the
+    /// cursor after it. If not, the watcher holds before applying anything,
+    /// so that a full disk leaves no applied record behind the saved
+    /// cursor. (The save can still fail, if the disk fills during the batch
+    /// or refuses writes: then `save_cursor` holds.)
+    fn room_to_save(&mut self) -> bool {
+        match self.opts.state.has_room(STATE_ROOM) {
+            Ok(false) => {
+                self.hold(format!(
+                    "less than {} KiB free in {} for the cursor",
+                    STATE_ROOM >> 10,
+                    self.opts.state.path().display()
+                ));
+                false
+            }
+            // No way to tell: saving the cursor will.
+            Ok(true) | Err(_) => {
+                self.end_hold();
+                true
+            }
+        }
+    }
+
     /// Notes and logs that the watcher holds: at once, then once a minute.
-    fn hold(&mut self, e: &std::io::Error) {
-        let why = format!(
-            "cannot save the cursor in {}: {e}",
-            self.opts.state.path().display()
-        );
+    fn hold(&mut self, why: String) {
         let first = self.status.held.is_none();
         if first
             || self
@@ -472,13 +495,23 @@ impl<F: LogFs> Daemon<F> {
                 .is_none_or(|t| t.elapsed() >= HOLD_LOG_INTERVAL)
         {
             error(&format!(
-                "HOLDING: {why}; applying nothing more until it can be saved (retrying)"
+                "HOLDING: {why}; applying nothing more until the cursor can be saved (retrying)"
             ));
             self.hold_logged = Some(Instant::now());
         }
         self.status.held = Some(why);
         if first {
             self.write_status();
+        }
+    }
+
+    fn end_hold(&mut self) {
+        if self.status.held.take().is_some() {
+            self.hold_logged = None;
+            warn(&format!(
+                "the state directory {} takes the cursor again: applying resumes",
+                self.opts.state.path().display()
+            ));
         }
     }
 

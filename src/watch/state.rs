@@ -191,6 +191,30 @@ impl StateDir {
         &self.dir
     }
 
+    /// Whether the directory's filesystem has `bytes` and an inode free
+    /// for this process (root may use the blocks reserved for it).
+    pub fn has_room(&self, bytes: u64) -> io::Result<bool> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(self.dir.as_os_str().as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: statvfs is plain data; all zeroes is a valid value.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a NUL-terminated path and a statvfs to fill in.
+        if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: geteuid cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        let (blocks, inodes) = if root {
+            (st.f_bfree, st.f_ffree)
+        } else {
+            (st.f_bavail, st.f_favail)
+        };
+        // Some filesystems count no inodes at all (f_files 0).
+        let inode_free = st.f_files == 0 || inodes > 0;
+        Ok(inode_free && blocks as u128 * st.f_frsize as u128 >= u128::from(bytes))
+    }
+
     pub fn load_cursor(&self) -> io::Result<Option<SavedCursor>> {
         load_json(&self.dir.join("cursor.json"))
     }
