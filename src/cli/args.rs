@@ -106,8 +106,10 @@ and a share that is gone for a while are all handled; the watcher never
 exits because the log is missing.
 
 State: the cursor is saved atomically in the state directory after every
-applied batch; after any restart, SIGKILL included, the watcher resumes
-right after the last applied record.
+applied batch, with the circuit breaker's state; after any restart, SIGKILL
+included, the watcher resumes right after the last applied record. If the
+cursor cannot be saved (a full disk), the watcher holds, applying nothing,
+until it can. One watcher per state directory: a second one exits 2.
 
 Policy: this node's own records, expired bans, records dated more than a
 day ahead (less than that: applied as written now, with a warning), bans

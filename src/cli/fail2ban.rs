@@ -9,11 +9,10 @@ use banshare::monitor::{Monitor, Options};
 use banshare::spool::Spool;
 use banshare::transport::LogLocation;
 use banshare::watch::mode;
-use banshare::watch::state::StateDir;
 
 use super::args::{InstallArgs, MonitorArgs};
 use super::commands::{Result, apply_log_args, required_log, writer};
-use super::watch::forward_signals;
+use super::watch::{acquire_state, forward_signals};
 
 pub fn monitor(args: MonitorArgs, mut settings: Settings) -> Result<()> {
     apply_log_args(&mut settings, &args.log)?;
@@ -25,8 +24,7 @@ pub fn monitor(args: MonitorArgs, mut settings: Settings) -> Result<()> {
     }
     let location: LogLocation = required_log(&settings)?;
     let m = &settings.monitor;
-    let state = StateDir::open(&m.state_dir)
-        .with_context(|| format!("cannot open the state directory {}", m.state_dir.display()))?;
+    let state = acquire_state(&m.state_dir)?;
     let spool = Spool::open(&settings.spool_dir).context("cannot open the spool")?;
     let dir = m
         .fail2ban_log

@@ -14,7 +14,7 @@ use banshare::trust::{TrustPolicy, TrustedKeys};
 use banshare::watch::daemon::{Daemon, Handle, Msg, Options, Reloaded};
 use banshare::watch::policy::PolicySettings;
 use banshare::watch::reach::Reach;
-use banshare::watch::state::{StateDir, Status};
+use banshare::watch::state::{StateDir, StateError, Status};
 use banshare::watch::{flusher, host, mode};
 use serde::Serialize;
 
@@ -59,13 +59,9 @@ fn run_watch<F: LogFs>(
     config: &Option<PathBuf>,
     args: WatchArgs,
 ) -> Result<()> {
+    // Locked first: a second watcher must not touch the firewall.
+    let state = acquire_state(&settings.watch.state_dir)?;
     let backend = open_backend(settings, settings.watch.backend.as_deref())?;
-    let state = StateDir::open(&settings.watch.state_dir).with_context(|| {
-        format!(
-            "cannot open the state directory {}",
-            settings.watch.state_dir.display()
-        )
-    })?;
     let opts = Options {
         log,
         node: settings.node.to_string(),
@@ -83,6 +79,17 @@ fn run_watch<F: LogFs>(
     let config = config.clone();
     daemon.run(move || reload_policy(&config, &args));
     Ok(())
+}
+
+/// The state directory of a watcher or monitor, locked for this process.
+/// Another daemon using it, or files of a newer banshare, exit 2.
+pub fn acquire_state(dir: &Path) -> Result<StateDir> {
+    StateDir::acquire(dir).map_err(|e| match e {
+        StateError::Busy { .. } | StateError::FutureVersion { .. } => Failure::Usage(e.to_string()),
+        StateError::Io { .. } => Failure::Runtime(
+            anyhow!(e).context(format!("cannot open the state directory {}", dir.display())),
+        ),
+    })
 }
 
 /// The flags of `watch` over the settings.
@@ -324,6 +331,9 @@ fn print_status(r: &Report) {
         _ => "unknown (log not readable here)".into(),
     };
     println!("cursor:      byte {}; lag {lag}", s.offset);
+    if let Some(why) = &s.held {
+        println!("HELD:        applying nothing until the cursor can be saved: {why}");
+    }
     let last = s.last_record_ts.map_or("none yet".into(), |t| {
         t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     });

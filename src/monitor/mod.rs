@@ -65,6 +65,10 @@ pub struct Monitor {
     pending: Vec<Record>,
     counts: Counts,
     reachable: Option<bool>,
+    /// Lines were read since the cursor was last saved.
+    unsaved: bool,
+    /// The cursor could not be saved at the last try.
+    held: bool,
 }
 
 impl Monitor {
@@ -84,6 +88,8 @@ impl Monitor {
             pending: Vec::new(),
             counts: Counts::default(),
             reachable: None,
+            unsaved: false,
+            held: false,
         };
         if first_run {
             monitor.skip_history();
@@ -106,7 +112,7 @@ impl Monitor {
                 break;
             }
         }
-        self.save_cursor();
+        let _ = self.save_cursor();
         let c = &self.counts;
         info(&format!(
             "stopped: {} shared, {} spooled, {} not shared, {} bad lines",
@@ -124,16 +130,22 @@ impl Monitor {
             }
             skipped += lines.len();
         }
-        self.save_cursor();
+        let _ = self.save_cursor();
         info(&format!(
             "first run: starting at the end of fail2ban.log ({skipped} earlier lines not shared)"
         ));
     }
 
+    /// Shares what was read, batch by batch. Like the watcher, it never
+    /// reads past a cursor it could not save: it holds, and tries again at
+    /// the next wake-up.
     fn cycle(&mut self) {
         loop {
             if !self.pending.is_empty() && !self.deliver() {
                 return; // retried on the next wake-up
+            }
+            if self.unsaved && !self.save_cursor() {
+                return;
             }
             let lines = match self.follower.read_lines(self.opts.batch_max) {
                 Ok(lines) => {
@@ -145,10 +157,8 @@ impl Monitor {
             if lines.is_empty() {
                 return;
             }
+            self.unsaved = true;
             self.pending = self.records(&lines);
-            if self.pending.is_empty() || self.deliver() {
-                self.save_cursor();
-            }
         }
     }
 
@@ -248,19 +258,34 @@ impl Monitor {
         self.reachable = Some(ok);
     }
 
-    fn save_cursor(&mut self) {
+    /// Returns whether the cursor is saved; logs when that changes.
+    fn save_cursor(&mut self) -> bool {
         let Some(cursor) = self.follower.cursor() else {
-            return;
+            self.unsaved = false;
+            return true;
         };
         let saved = SavedCursor {
             log: self.opts.fail2ban_log.clone(),
             cursor,
+            breaker: None,
         };
-        if let Err(e) = self.opts.state.save_cursor(&saved) {
-            error(&format!(
-                "cannot save the cursor in {}: {e}",
-                self.opts.state.path().display()
-            ));
+        let dir = self.opts.state.path().display();
+        match self.opts.state.save_cursor(&saved) {
+            Ok(()) => {
+                if std::mem::take(&mut self.held) {
+                    warn(&format!("cursor saved again in {dir}: sharing resumes"));
+                }
+                self.unsaved = false;
+                true
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut self.held, true) {
+                    error(&format!(
+                        "HOLDING: cannot save the cursor in {dir}: {e}; sharing nothing more until it can be saved (retrying)"
+                    ));
+                }
+                false
+            }
         }
     }
 }

@@ -80,6 +80,13 @@ struct Retry {
     at: Instant,
 }
 
+/// The free space the state directory must have before a batch is read:
+/// the cursor with the largest breaker state is about 400 KiB.
+const STATE_ROOM: u64 = 1 << 20;
+
+/// How often a watcher that holds says so again.
+const HOLD_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
 /// At most this many rejected lines are logged one by one per minute; the
 /// rest are counted and summed up, so a flood of garbage cannot flood the
 /// journal.
@@ -104,6 +111,8 @@ pub struct Daemon<F: LogFs = LocalFs> {
     last_active_save: Instant,
     /// The addresses the log is reached through, never banned.
     reach: Option<Reach>,
+    /// When the hold (see [`Daemon::save_cursor`]) was last logged.
+    hold_logged: Option<Instant>,
 }
 
 impl<F: LogFs> Daemon<F> {
@@ -123,8 +132,12 @@ impl<F: LogFs> Daemon<F> {
             path: opts.state.path().to_owned(),
             source,
         };
-        let resume = load_cursor(&opts).map_err(state_err)?;
+        let saved = opts.state.load_cursor().map_err(state_err)?;
         let mut policy = Policy::new(policy);
+        if let Some(breaker) = saved.as_ref().and_then(|s| s.breaker.clone()) {
+            policy.restore_breaker(breaker, Utc::now());
+        }
+        let resume = resume_cursor(&opts, saved);
         for (net, ban) in opts.state.load_active().map_err(state_err)? {
             policy.restore_active(net, ban);
         }
@@ -154,6 +167,7 @@ impl<F: LogFs> Daemon<F> {
             last_status: Instant::now(),
             last_active_save: Instant::now(),
             reach: None,
+            hold_logged: None,
         };
         Ok((daemon, handle))
     }
@@ -232,6 +246,9 @@ impl<F: LogFs> Daemon<F> {
     /// batch cannot be applied yet.
     fn read_and_apply(&mut self) {
         loop {
+            if !self.room_to_save() {
+                return;
+            }
             let read = self.follower.read_lines(self.opts.batch_max);
             self.log_follow_events();
             let lines = match read {
@@ -470,10 +487,7 @@ impl<F: LogFs> Daemon<F> {
             }
             self.retry = None;
         }
-        if self.unsaved {
-            self.save_cursor();
-        }
-        true
+        !self.unsaved || self.save_cursor()
     }
 
     /// Keeps `batch` for a later retry (true: given up instead).
@@ -514,19 +528,81 @@ impl<F: LogFs> Daemon<F> {
         }
     }
 
-    fn save_cursor(&mut self) {
-        self.unsaved = false;
+    /// Saves the cursor past what was applied, with the circuit breaker's
+    /// state as of it. When it cannot be saved (a full or read-only state
+    /// directory), the watcher holds: it reads and applies nothing more,
+    /// and tries again at every wake-up, so that it never runs ahead of the
+    /// position a restart resumes from. Returns whether it is saved.
+    fn save_cursor(&mut self) -> bool {
         let Some(cursor) = self.follower.cursor() else {
-            return;
+            self.unsaved = false;
+            return true;
         };
-        self.status.offset = cursor.offset;
         let saved = SavedCursor {
             log: self.opts.log.clone(),
             cursor,
+            breaker: Some(self.policy.breaker_state(Utc::now())),
         };
         if let Err(e) = self.opts.state.save_cursor(&saved) {
-            error(&format!(
+            self.hold(format!(
                 "cannot save the cursor in {}: {e}",
+                self.opts.state.path().display()
+            ));
+            return false;
+        }
+        self.unsaved = false;
+        self.status.offset = cursor.offset;
+        self.end_hold();
+        true
+    }
+
+    /// Before a batch is read: whether the state directory has room for the
+    /// cursor after it. If not, the watcher holds before applying anything,
+    /// so that a full disk leaves no applied record behind the saved
+    /// cursor. (The save can still fail, if the disk fills during the batch
+    /// or refuses writes: then `save_cursor` holds.)
+    fn room_to_save(&mut self) -> bool {
+        match self.opts.state.has_room(STATE_ROOM) {
+            Ok(false) => {
+                self.hold(format!(
+                    "less than {} KiB free in {} for the cursor",
+                    STATE_ROOM >> 10,
+                    self.opts.state.path().display()
+                ));
+                false
+            }
+            // No way to tell: saving the cursor will.
+            Ok(true) | Err(_) => {
+                self.end_hold();
+                true
+            }
+        }
+    }
+
+    /// Notes and logs that the watcher holds: at once, then once a minute.
+    fn hold(&mut self, why: String) {
+        let first = self.status.held.is_none();
+        if first
+            || self
+                .hold_logged
+                .is_none_or(|t| t.elapsed() >= HOLD_LOG_INTERVAL)
+        {
+            error(&format!(
+                "HOLDING: {why}; applying nothing more until the cursor can be saved (retrying)"
+            ));
+            self.hold_logged = Some(Instant::now());
+        }
+        self.status.held = Some(why);
+        if first {
+            self.write_status();
+        }
+    }
+
+    fn end_hold(&mut self) {
+        if self.status.held.take().is_some() {
+            self.hold_logged = None;
+            warn(&format!(
+                "the state directory {} takes the cursor again: applying resumes",
                 self.opts.state.path().display()
             ));
         }
@@ -573,7 +649,9 @@ impl<F: LogFs> Daemon<F> {
 
     fn shutdown(mut self) -> Status {
         if self.pending.is_empty() {
-            self.save_cursor();
+            // If it cannot be saved, the next start applies the last batch
+            // again; hold() has said so.
+            let _ = self.save_cursor();
         } else {
             // The saved cursor stays before the batch: the next start reads
             // and applies it again.
@@ -603,18 +681,18 @@ fn parse_line(line: &Line) -> Result<Record, record::RejectReason> {
 }
 
 /// The saved cursor, if it belongs to this log.
-fn load_cursor(opts: &Options) -> std::io::Result<Option<crate::follow::Cursor>> {
-    match opts.state.load_cursor()? {
-        Some(saved) if saved.log == opts.log => Ok(Some(saved.cursor)),
+fn resume_cursor(opts: &Options, saved: Option<SavedCursor>) -> Option<crate::follow::Cursor> {
+    match saved {
+        Some(saved) if saved.log == opts.log => Some(saved.cursor),
         Some(saved) => {
             warn(&format!(
                 "the saved cursor is for {}, not {}: starting from the beginning",
                 saved.log.display(),
                 opts.log.display()
             ));
-            Ok(None)
+            None
         }
-        None => Ok(None),
+        None => None,
     }
 }
 

@@ -21,6 +21,8 @@ pub struct Watcher {
     seen: Vec<String>,
     /// Every line the watcher logged, across restarts.
     logged: Arc<Mutex<Vec<String>>>,
+    /// Where the watcher's stderr goes (appended) instead of the test's.
+    pub stderr_file: Option<PathBuf>,
 }
 
 impl Watcher {
@@ -30,24 +32,45 @@ impl Watcher {
 
     /// With `config` as the configuration file's text.
     pub fn start_with(config: &str, extra: &[&str]) -> Watcher {
+        let mut w = Watcher::prepare(config);
+        w.restart(extra);
+        w
+    }
+
+    /// The folder, log and configuration, with no watcher running yet (so
+    /// a test can prepare the state directory first).
+    pub fn prepare(config: &str) -> Watcher {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("newbans.log"), b"").unwrap();
         fs::write(dir.path().join("banshare.toml"), config).unwrap();
-        let mut w = Watcher {
+        Watcher {
             dir,
             child: None,
             applied: mpsc::channel().1,
             seen: Vec::new(),
             logged: Arc::default(),
-        };
-        w.restart(extra);
-        w
+            stderr_file: None,
+        }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
     }
 
     /// Starts the watcher (again) on the same log and state.
     pub fn restart(&mut self, extra: &[&str]) {
         assert!(self.child.is_none(), "still running");
-        let (mut child, applied) = spawn_watcher(self.dir.path(), extra);
+        let stderr = match &self.stderr_file {
+            Some(path) => Stdio::from(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .unwrap(),
+            ),
+            None => Stdio::piped(),
+        };
+        let (mut child, applied) = spawn_watcher_logging(self.dir.path(), extra, stderr);
         keep_stderr(&mut child, Arc::clone(&self.logged));
         self.child = Some(child);
         self.applied = applied;
@@ -132,6 +155,12 @@ impl Watcher {
         })
     }
 
+    /// Every applied line seen so far, without waiting.
+    pub fn applied_now(&mut self) -> Vec<String> {
+        self.seen.extend(self.applied.try_iter());
+        self.seen.clone()
+    }
+
     /// Stops the watcher with SIGTERM and returns every applied line.
     pub fn stop(&mut self) -> Vec<String> {
         let mut child = self.child.take().expect("running");
@@ -175,6 +204,15 @@ impl Drop for Watcher {
 }
 
 pub fn spawn_watcher(dir: &Path, extra: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    spawn_watcher_logging(dir, extra, Stdio::piped())
+}
+
+/// As [`spawn_watcher`], with the watcher's stderr going to `stderr`.
+pub fn spawn_watcher_logging(
+    dir: &Path,
+    extra: &[&str],
+    stderr: Stdio,
+) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(BANSHARE)
         .arg("--config")
         .arg(dir.join("banshare.toml"))
@@ -193,7 +231,7 @@ pub fn spawn_watcher(dir: &Path, extra: &[&str]) -> (Child, mpsc::Receiver<Strin
         })
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();

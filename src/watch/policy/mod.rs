@@ -42,6 +42,7 @@
 //! catching up on a million records does not copy each one's strings.
 
 mod active;
+mod breaker_state;
 #[cfg(test)]
 mod tests;
 
@@ -58,6 +59,7 @@ use crate::record::{BanTime, NodeId, Op, Record, Target};
 use crate::trust::Provenance;
 pub use active::ActiveBan;
 use active::{ActiveBans, Stamp, until_ms};
+pub use breaker_state::BreakerState;
 
 /// The knobs of [`Policy`], from the `[watch]` section.
 #[derive(Debug, Clone, PartialEq)]
