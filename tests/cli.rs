@@ -545,3 +545,85 @@ fn failed_lock_release_after_the_write_is_not_a_failed_append() {
         "a written batch must not be spooled again"
     );
 }
+
+
+#[test]
+fn ban_refuses_addresses_no_watcher_applies() {
+    let site = Site::new();
+    fs::remove_file(site.log()).unwrap();
+    // With the log missing, anything accepted would be spooled: so an empty
+    // spool proves the refusal came before delivery.
+    for address in [
+        "0.0.0.0/0",
+        "::/0",
+        "0.0.0.0",
+        "::",
+        "127.0.0.1",
+        "::1",
+        "::ffff:127.0.0.1",
+        "224.0.0.1",
+        "ff02::1",
+        "255.255.255.255",
+        "169.254.1.1",
+        "fe80::1",
+        "127.0.0.0/16",
+        // Wider than the default max_prefix_v4 (16) and max_prefix_v6 (48).
+        "10.0.0.0/8",
+        "2001:db8::/32",
+    ] {
+        for op in ["ban", "unban"] {
+            let out = site.run(&[op, "192.0.2.1", address]);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{op} {address}: {}",
+                stderr(&out)
+            );
+            let err = stderr(&out);
+            assert_eq!(err.trim_end().lines().count(), 1, "{address}: {err}");
+            assert!(
+                err.starts_with("banshare: error: ") && err.contains(address),
+                "{address}: {err}"
+            );
+        }
+        let mut child = site
+            .cmd(&["ban", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let input = format!("192.0.2.1\n{address}\n");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "stdin {address}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(site.spooled_files(), 0, "nothing may be spooled");
+    fs::write(site.log(), b"").unwrap();
+    let out = site.run(&["ban", "127.0.0.1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(fs::read(site.log()).unwrap(), b"", "nothing may be written");
+    // A node that allows its watcher wider networks may share them.
+    let config = site.dir.path().join("wide.toml");
+    fs::write(&config, "[watch]\nmax_prefix_v4 = 8\n").unwrap();
+    let out = Command::new(BANSHARE)
+        .arg("--config")
+        .arg(&config)
+        .args(["ban", "10.0.0.0/8", "--node", "n1", "--log"])
+        .arg(site.log())
+        .arg("--spool-dir")
+        .arg(site.spool())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}

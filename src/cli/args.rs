@@ -152,7 +152,12 @@ watcher) delivers them later.
 With `-` as the address, addresses are read from standard input, one per
 line (blank lines and lines starting with # are skipped), and appended as
 one batch. If any line is not a valid address, the whole batch is refused
-with exit status 2 and nothing is written, so a batch is never half-shared.";
+with exit status 2 and nothing is written, so a batch is never half-shared.
+
+Addresses no watcher applies are refused the same way (exit status 2,
+nothing written): loopback, unspecified, multicast, link-local and
+broadcast addresses, networks containing any of them, and networks wider
+than [watch] max_prefix_v4 / max_prefix_v6 (/16 and /48 by default).";
 
 const UNBAN_ABOUT: &str = "\
 Share an unban: append one unban record per address to the shared log.

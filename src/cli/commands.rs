@@ -7,7 +7,7 @@ use anyhow::{Context, anyhow};
 use banshare::append::{self, Outcome, Request, Writer};
 use banshare::config::{self, Settings};
 use banshare::lock::Owner;
-use banshare::record::{Op, Target};
+use banshare::record::{Op, Target, never_ban};
 use banshare::spool::Spool;
 use banshare::transport::{self, LogLocation, Transport};
 
@@ -130,6 +130,7 @@ fn share(op: Op, args: ShareArgs, mut settings: Settings, out: Reporter) -> Resu
     apply_log_args(&mut settings, &args.log)?;
     let location = required_log(&settings)?;
     let targets = collect_targets(&args.addresses)?;
+    refuse_never_ban(&targets, &settings)?;
     let append = &settings.append;
     let request = Request {
         op,
@@ -282,6 +283,22 @@ fn collect_targets(args: &[AddressArg]) -> Result<Vec<Target>> {
         ));
     }
     Ok(targets)
+}
+
+/// Refuses the whole batch if any target is one no watcher applies (the
+/// watchers' fixed rules, with this node's `[watch]` prefix limits), so that
+/// a typo such as `0.0.0.0/0` is an error here rather than a line every
+/// watcher skips.
+fn refuse_never_ban(targets: &[Target], settings: &Settings) -> Result<()> {
+    let w = &settings.watch;
+    for target in targets {
+        if let Err(why) = never_ban::check(target.net(), w.max_prefix_v4, w.max_prefix_v6) {
+            return Err(Failure::Usage(format!(
+                "{target}: {why}: watchers refuse it; nothing was written"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// One address per line; blank lines and `#` comments are skipped. Any bad
