@@ -81,7 +81,8 @@ pub enum Command {
     /// Share fail2ban's bans by following fail2ban.log (no fail2ban change).
     #[command(long_about = MONITOR_ABOUT)]
     Monitor(MonitorArgs),
-    /// Install banshare's fail2ban action, filter and example jails.
+    /// Install banshare's fail2ban action and filter, and example jails
+    /// that fail2ban does not read (no jail changes).
     #[command(subcommand)]
     Fail2ban(Fail2banCommand),
     /// Make this node's signing key; print the line for the trusted keys.
@@ -372,7 +373,9 @@ pub struct MonitorArgs {
 #[derive(Debug, Subcommand)]
 pub enum Fail2banCommand {
     /// Write action.d/banshare.conf, filter.d/banshare.conf and
-    /// jail.d/banshare.local into fail2ban's configuration folder.
+    /// jail.d/banshare.local.example into fail2ban's configuration folder.
+    /// No jail changes: fail2ban does not read the example, and the admin
+    /// adds the banshare action to the jails of their choice.
     Install(InstallArgs),
 }
 
