@@ -546,7 +546,6 @@ fn failed_lock_release_after_the_write_is_not_a_failed_append() {
     );
 }
 
-
 #[test]
 fn ban_refuses_addresses_no_watcher_applies() {
     let site = Site::new();
@@ -626,4 +625,70 @@ fn ban_refuses_addresses_no_watcher_applies() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn config_check_refuses_what_watch_refuses() {
+    let site = Site::new();
+    let cases = [
+        ("[watch]\nbackend = \"frobnicate\"\n", "watch.backend"),
+        (
+            "[watch]\nbackend = \"log\"\n[trust]\nkeys = \"/nonexistent/trusted_keys\"\n",
+            "trust.keys",
+        ),
+        (
+            "[watch]\nbackend = \"command\"\n[backend.command]\nban = [\"/bin/true\", \"{nope}\", \"{ip}\"]\nunban = [\"/bin/true\", \"{ip}\"]\n",
+            "backend.command",
+        ),
+    ];
+    for (text, key) in cases {
+        let config = site.dir.path().join("banshare.toml");
+        let text = format!(
+            "[common]\nlog = {:?}\nnode = \"n1\"\nspool_dir = {:?}\n{text}",
+            site.log(),
+            site.spool(),
+        )
+        .replace(
+            "[watch]\n",
+            &format!("[watch]\nstate_dir = {:?}\n", site.dir.path().join("state")),
+        );
+        fs::write(&config, &text).unwrap();
+        for args in [&["config", "check"][..], &["watch"]] {
+            let mut cmd = Command::new(BANSHARE);
+            cmd.arg("--config").arg(&config).args(args);
+            let out = run_with_deadline(&mut cmd, Duration::from_secs(20));
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{args:?} {key}: {}",
+                stderr(&out)
+            );
+            let err = stderr(&out);
+            assert!(
+                err.contains(key),
+                "{args:?}: the key {key} is not named: {err}"
+            );
+            assert!(
+                !err.contains("--backend"),
+                "{args:?}: names the flag: {err}"
+            );
+        }
+    }
+}
+
+/// Runs `cmd` to its end, killing it if it outlives `deadline` (a command
+/// that should have refused to start runs forever instead).
+fn run_with_deadline(cmd: &mut Command, deadline: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ended = wait_until(deadline, || child.try_wait().unwrap().is_some());
+    if !ended {
+        child.kill().unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(ended, "still running after {deadline:?}: {}", stderr(&out));
+    out
 }

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use banshare::backend::BackendKind;
 use banshare::config::{FollowKind, parse_bantime, parse_duration};
 use banshare::record::{BanTime, Jail, NodeId, PortSpec, Target};
 use banshare::transport::LogLocation;
@@ -283,7 +284,9 @@ pub struct FlushArgs {
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Check the configuration file and print the effective configuration
-    /// (file values, then defaults) as TOML.
+    /// (file values, then defaults) as TOML. Runs the checks `watch` runs
+    /// too (the backend and its [backend] settings, the trusted keys file),
+    /// so what it approves the watcher accepts.
     Check,
 }
 
@@ -291,7 +294,7 @@ pub enum ConfigCommand {
 pub struct WatchArgs {
     /// How bans are applied: nftables, ipset, fail2ban, command or log
     /// [config: watch.backend].
-    #[arg(long, value_name = "BACKEND")]
+    #[arg(long, value_name = "BACKEND", value_parser = parse_backend)]
     pub backend: Option<String>,
 
     /// Where the cursor and status are kept
@@ -313,6 +316,13 @@ pub struct WatchArgs {
     pub log: LogArgs,
 }
 
+/// A backend name, checked here so that a bad one names the flag.
+fn parse_backend(text: &str) -> Result<String, String> {
+    text.parse::<BackendKind>()
+        .map(|kind| kind.to_string())
+        .map_err(|e| e.to_string())
+}
+
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Print one JSON object instead of text.
@@ -331,7 +341,7 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct CleanupArgs {
     /// The backend whose rules and sets to remove [config: watch.backend].
-    #[arg(long, value_name = "BACKEND")]
+    #[arg(long, value_name = "BACKEND", value_parser = parse_backend)]
     pub backend: Option<String>,
 }
 

@@ -52,12 +52,16 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Unban(args) => share(Op::Unban, args, settings, out),
         Command::Flush(args) => flush(&args.log, settings, out),
         Command::Config(ConfigCommand::Check) => {
+            // What the watcher would refuse is refused here too.
+            settings
+                .check_watch(&config_path(&cli.config))
+                .map_err(|e| Failure::Usage(e.to_string()))?;
             print!("{}", settings.to_toml());
             Ok(())
         }
         Command::Watch(args) => super::watch::watch(args, &cli.config, settings),
         Command::Status(args) => super::watch::status(args, settings),
-        Command::Cleanup(args) => super::watch::cleanup(args, settings),
+        Command::Cleanup(args) => super::watch::cleanup(args, &cli.config, settings),
         Command::Monitor(args) => super::fail2ban::monitor(args, settings),
         Command::Fail2ban(Fail2banCommand::Install(args)) => super::fail2ban::install(args),
         Command::Keygen(args) => keygen(args, settings),
@@ -86,11 +90,13 @@ impl Reporter {
 }
 
 pub fn load_settings(path: &Option<PathBuf>) -> Result<Settings> {
-    let (path, required) = match path {
-        Some(p) => (p.clone(), true),
-        None => (PathBuf::from(config::DEFAULT_PATH), false),
-    };
-    Settings::load(&path, required).map_err(|e| Failure::Usage(e.to_string()))
+    Settings::load(&config_path(path), path.is_some()).map_err(|e| Failure::Usage(e.to_string()))
+}
+
+/// The configuration file: `--config`, or the default one.
+pub fn config_path(path: &Option<PathBuf>) -> PathBuf {
+    path.clone()
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH))
 }
 
 /// Applies the flags over the file's settings and re-checks the rules that

@@ -5,12 +5,12 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
-use banshare::backend::{self, Backend, BackendKind};
+use banshare::backend::Backend;
 use banshare::config::Settings;
 use banshare::follow::{LocalFs, LogFs};
 use banshare::spool::Spool;
 use banshare::transport::LogLocation;
-use banshare::trust::{TrustPolicy, TrustedKeys};
+use banshare::trust::TrustPolicy;
 use banshare::watch::daemon::{Daemon, Handle, Msg, Options, Reloaded};
 use banshare::watch::policy::PolicySettings;
 use banshare::watch::state::{StateDir, Status};
@@ -19,7 +19,8 @@ use serde::Serialize;
 
 use super::args::{CleanupArgs, StatusArgs, WatchArgs};
 use super::commands::{
-    Failure, Result, apply_log_args, load_settings, open_spool_and_transport, required_log,
+    Failure, Result, apply_log_args, config_path, load_settings, open_spool_and_transport,
+    required_log,
 };
 
 pub fn watch(args: WatchArgs, config: &Option<PathBuf>, mut settings: Settings) -> Result<()> {
@@ -71,7 +72,8 @@ fn run_watch<F: LogFs>(
     config: &Option<PathBuf>,
     args: WatchArgs,
 ) -> Result<()> {
-    let backend = open_backend(settings, settings.watch.backend.as_deref())?;
+    let origin = config_path(config);
+    let backend = open_backend(settings, &origin)?;
     let state = StateDir::open(&settings.watch.state_dir).with_context(|| {
         format!(
             "cannot open the state directory {}",
@@ -85,7 +87,7 @@ fn run_watch<F: LogFs>(
         batch_max: settings.watch.batch_max,
         state,
         quiet: false,
-        trust: trust_policy(settings)?,
+        trust: trust_policy(settings, &origin)?,
     };
     let (daemon, handle) =
         Daemon::with_fs(fs, opts, policy_settings(settings), backend).map_err(|e| anyhow!(e))?;
@@ -116,24 +118,10 @@ fn apply_watch_args(settings: &mut Settings, args: &WatchArgs) -> Result<()> {
 }
 
 /// The trusted keys and what they require, from `[trust]`.
-fn trust_policy(settings: &Settings) -> Result<TrustPolicy> {
-    let t = &settings.trust;
-    let keys = match &t.keys {
-        Some(path) => {
-            TrustedKeys::load(path).map_err(|e| Failure::Usage(format!("trusted keys: {e}")))?
-        }
-        None => TrustedKeys::default(),
-    };
-    if t.require_signed && keys.is_empty() {
-        return Err(Failure::Usage(
-            "trust.require_signed is on but the trusted keys file lists no key".into(),
-        ));
-    }
-    Ok(TrustPolicy {
-        keys,
-        require_signed: t.require_signed,
-        allow_unsigned_logger: t.allow_unsigned_logger,
-    })
+fn trust_policy(settings: &Settings, origin: &Path) -> Result<TrustPolicy> {
+    settings
+        .trust_policy(origin)
+        .map_err(|e| Failure::Usage(e.to_string()))
 }
 
 /// The policy from the settings, with this host's addresses as they are now.
@@ -170,7 +158,7 @@ fn reload_policy(config: &Option<PathBuf>, args: &WatchArgs) -> Option<Reloaded>
     let reloaded = settings.and_then(|s| {
         Ok(Reloaded {
             policy: policy_settings(&s),
-            trust: trust_policy(&s)?,
+            trust: trust_policy(&s, &config_path(config))?,
         })
     });
     match reloaded {
@@ -213,20 +201,20 @@ fn start_flusher(settings: &Settings, location: &LogLocation) -> Result<()> {
     Ok(())
 }
 
-fn open_backend(settings: &Settings, name: Option<&str>) -> Result<Box<dyn Backend>> {
-    let name = name.ok_or_else(|| {
-        Failure::Usage("no backend given: pass --backend (nftables, ipset, fail2ban, command, log) or set `backend` in [watch]".into())
-    })?;
-    let kind: BackendKind = name
-        .parse()
-        .map_err(|e| Failure::Usage(format!("--backend: {e}")))?;
-    backend::open(kind, &settings.backend)
-        .map_err(|e| Failure::Usage(format!("backend {name}: {e}")))
+fn open_backend(settings: &Settings, origin: &Path) -> Result<Box<dyn Backend>> {
+    settings
+        .watch_backend(origin)
+        .map_err(|e| Failure::Usage(e.to_string()))?
+        .ok_or_else(|| {
+            Failure::Usage("no backend given: pass --backend (nftables, ipset, fail2ban, command, log) or set `backend` in [watch]".into())
+        })
 }
 
-pub fn cleanup(args: CleanupArgs, settings: Settings) -> Result<()> {
-    let name = args.backend.or_else(|| settings.watch.backend.clone());
-    let mut backend = open_backend(&settings, name.as_deref())?;
+pub fn cleanup(args: CleanupArgs, config: &Option<PathBuf>, mut settings: Settings) -> Result<()> {
+    if let Some(b) = args.backend {
+        settings.watch.backend = Some(b);
+    }
+    let mut backend = open_backend(&settings, &config_path(config))?;
     backend
         .cleanup()
         .map_err(|e| anyhow!("cleanup of {} failed: {e}", backend.name()))?;

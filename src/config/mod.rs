@@ -32,6 +32,7 @@ mod monitor;
 mod sftp;
 mod trust;
 mod watch;
+mod watch_parts;
 
 pub use monitor::{DEFAULT_FAIL2BAN_LOG, MonitorSettings};
 pub use trust::TrustSettings;

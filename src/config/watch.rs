@@ -8,6 +8,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::{Checker, ConfigError, DurationText, duration_text};
+use crate::backend::BackendKind;
 use crate::record::BanTime;
 
 /// Where the watcher keeps its cursor and status.
@@ -105,7 +106,15 @@ pub struct WatchSettings {
 impl WatchSettings {
     pub(super) fn check(raw: &RawWatch, check: &Checker) -> Result<WatchSettings, ConfigError> {
         let settings = WatchSettings {
-            backend: raw.backend.clone(),
+            backend: raw
+                .backend
+                .as_deref()
+                .map(|b| {
+                    check
+                        .parse::<BackendKind>("watch.backend", b)
+                        .map(|_| b.to_owned())
+                })
+                .transpose()?,
             state_dir: raw
                 .state_dir
                 .clone()
