@@ -692,3 +692,16 @@ fn run_with_deadline(cmd: &mut Command, deadline: Duration) -> Output {
     assert!(ended, "still running after {deadline:?}: {}", stderr(&out));
     out
 }
+
+#[test]
+fn a_log_that_cannot_be_checked_is_not_called_missing() {
+    let site = Site::new();
+    fs::remove_file(site.log()).unwrap();
+    // stat fails with ELOOP, not ENOENT: something is there.
+    std::os::unix::fs::symlink(site.log(), site.log()).unwrap();
+    let out = site.run(&["ban", "192.0.2.1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("spooled"), "{err}");
+    assert!(!err.contains("does not exist"), "{err}");
+}
