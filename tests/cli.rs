@@ -705,3 +705,17 @@ fn a_log_that_cannot_be_checked_is_not_called_missing() {
     assert!(err.contains("spooled"), "{err}");
     assert!(!err.contains("does not exist"), "{err}");
 }
+
+#[test]
+fn spool_warning_counts_the_older_batches() {
+    let site = Site::new();
+    fs::remove_file(site.log()).unwrap();
+    assert!(site.run(&["ban", "192.0.2.1"]).status.success());
+    let out = site.run(&["ban", "192.0.2.2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("behind 1 older batch"),
+        "{}",
+        stderr(&out)
+    );
+}
