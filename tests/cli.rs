@@ -546,6 +546,45 @@ fn failed_lock_release_after_the_write_is_not_a_failed_append() {
     );
 }
 
+/// Runs `cmd` with its standard output a pipe whose reader is already
+/// gone, as in `banshare status | head -1` once head has exited.
+fn output_to_closed_pipe(cmd: &mut Command) -> Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    cmd.stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+/// Runs `cmd` with its standard output on a full disk.
+fn output_to_full_disk(cmd: &mut Command) -> Output {
+    let full = fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    cmd.stdout(Stdio::from(full))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+/// A closed pipe ends the command quietly, as SIGPIPE ends Unix tools; a
+/// full disk is one error line and status 1. Never a panic (status 101).
+fn assert_quiet_on_closed_pipe_and_one_line_on_full_disk(mut cmd: impl FnMut() -> Command) {
+    let out = output_to_closed_pipe(&mut cmd());
+    assert_ne!(out.status.code(), Some(101), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "", "a closed pipe is not an error to report");
+    let out = output_to_full_disk(&mut cmd());
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(
+        err.starts_with("banshare: error: ") && err.contains("No space left"),
+        "{err}"
+    );
+}
+
 #[test]
 fn ban_refuses_addresses_no_watcher_applies() {
     let site = Site::new();
@@ -694,6 +733,86 @@ fn run_with_deadline(cmd: &mut Command, deadline: Duration) -> Output {
 }
 
 #[test]
+fn closed_pipe_exits_quietly_and_full_stdout_is_one_error() {
+    assert_quiet_on_closed_pipe_and_one_line_on_full_disk(|| {
+        let mut cmd = banshare();
+        cmd.args(["config", "check"]);
+        cmd
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    assert_quiet_on_closed_pipe_and_one_line_on_full_disk(|| {
+        let mut cmd = banshare();
+        cmd.arg("demo").env("TMPDIR", tmp.path());
+        cmd
+    });
+    assert_eq!(
+        fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "the demo left its temporary folder behind"
+    );
+}
+
+#[test]
+fn missing_required_argument_is_named() {
+    let site = Site::new();
+    for (mut cmd, name) in [(site.cmd(&["ban"]), "<ADDRESS>"), (banshare(), "--out")] {
+        if name == "--out" {
+            cmd.arg("keygen");
+        }
+        let out = cmd.output().unwrap();
+        let args = cmd.get_args().collect::<Vec<_>>();
+        assert_eq!(out.status.code(), Some(2));
+        let err = stderr(&out);
+        assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+        assert!(err.contains(name), "{args:?}: {name} not named: {err}");
+    }
+}
+
+#[test]
+fn zero_poll_interval_is_refused() {
+    let site = Site::new();
+    let state = site.dir.path().join("state");
+    let mut cmd = site.cmd(&[
+        "watch",
+        "--backend",
+        "log",
+        "--poll-interval",
+        "0",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    let out = run_with_deadline(&mut cmd, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--poll-interval"), "{}", stderr(&out));
+}
+
+#[test]
+fn bantime_errors_name_the_value_given_and_overlong_ones_are_clamped() {
+    let site = Site::new();
+    let out = site.run(&["ban", "192.0.2.1", "-b", "500ms"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("500ms") && !err.contains("\"0\""), "{err}");
+    let out = site.run(&["ban", "192.0.2.1", "-b", "11y"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("warning"), "{}", stderr(&out));
+    let records = site.records();
+    assert_eq!(
+        records[0].fields.bantime,
+        Some(record::BanTime::Seconds(record::MAX_BANTIME_SECS)),
+        "clamped to the longest bantime, not made permanent"
+    );
+    let config = site.dir.path().join("banshare.toml");
+    fs::write(&config, "[append]\nbantime = \"11y\"\n").unwrap();
+    let out = Command::new(BANSHARE)
+        .args(["--config", config.to_str().unwrap(), "config", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("append.bantime"), "{}", stderr(&out));
+}
+
+#[test]
 fn a_log_that_cannot_be_checked_is_not_called_missing() {
     let site = Site::new();
     fs::remove_file(site.log()).unwrap();
@@ -718,4 +837,66 @@ fn spool_warning_counts_the_older_batches() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn status_creates_nothing_and_fails_when_no_watcher_runs() {
+    let site = Site::new();
+    let state = site.dir.path().join("state");
+    let status = |extra: &[&str]| {
+        let mut cmd = banshare();
+        cmd.args(["status", "--state-dir"])
+            .arg(&state)
+            .arg("--spool-dir")
+            .arg(site.spool())
+            .args(extra);
+        cmd
+    };
+    let out = status(&[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(!state.exists(), "status created {}", state.display());
+    assert!(!site.spool().exists(), "status created the spool");
+
+    let mut w = support::watcher::Watcher::start(&[]);
+    let state = w.dir.path().join("state");
+    assert!(
+        wait_until(Duration::from_secs(20), || state
+            .join("status.json")
+            .exists()),
+        "the watcher wrote no status"
+    );
+    let status = |extra: &[&str]| {
+        let mut cmd = banshare();
+        cmd.args(["status", "--state-dir"]).arg(&state).args(extra);
+        cmd
+    };
+    let out = status(&[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_quiet_on_closed_pipe_and_one_line_on_full_disk(|| status(&[]));
+    assert_quiet_on_closed_pipe_and_one_line_on_full_disk(|| status(&["--json"]));
+    w.stop();
+    let out = status(&[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not running"));
+}
+
+#[test]
+fn os_errors_are_printed_once() {
+    let site = Site::new();
+    let out = banshare()
+        .args([
+            "ban",
+            "192.0.2.1",
+            "--node",
+            "n1",
+            "--spool-dir",
+            "/etc/passwd/spool",
+        ])
+        .arg("--log")
+        .arg(site.log())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.matches("Not a directory").count(), 1, "{err}");
 }

@@ -20,7 +20,7 @@ use serde::Serialize;
 use super::args::{CleanupArgs, StatusArgs, WatchArgs};
 use super::commands::{
     Failure, Result, apply_log_args, config_path, load_settings, open_spool_and_transport,
-    required_log,
+    required_log, write_stdout,
 };
 
 pub fn watch(args: WatchArgs, config: &Option<PathBuf>, mut settings: Settings) -> Result<()> {
@@ -237,24 +237,36 @@ struct Report {
     status: Status,
 }
 
+/// `banshare status`: exit 0 while the watcher runs, 3 when it does not
+/// (its last status is printed all the same) or has never run with this
+/// state directory. Reads only: creates neither the state directory nor
+/// the spool.
 pub fn status(args: StatusArgs, settings: Settings) -> Result<()> {
     let dir = args.state_dir.unwrap_or(settings.watch.state_dir);
+    let never_ran = || {
+        Failure::NotRunning(format!(
+            "no watcher has run with state directory {} yet",
+            dir.display()
+        ))
+    };
+    if !dir.is_dir() {
+        return Err(never_ran());
+    }
     let state = StateDir::open(&dir).with_context(|| format!("cannot open {}", dir.display()))?;
     let status = state
         .load_status()
         .with_context(|| format!("cannot read the status in {}", dir.display()))?
-        .ok_or_else(|| {
-            anyhow!(
-                "no watcher has run with state directory {} yet",
-                dir.display()
-            )
-        })?;
+        .ok_or_else(never_ran)?;
     let (lag_bytes, lag_records) = match measure_lag(&status.log, status.offset) {
         Ok((b, r)) => (Some(b), Some(r)),
         Err(_) => (None, None),
     };
     let spool_dir = args.spool_dir.unwrap_or(settings.spool_dir);
-    let spool_records = Spool::open(&spool_dir).ok().and_then(|s| s.depth().ok());
+    // No spool folder: nothing was ever spooled, so nothing waits.
+    let spool_records = match spool_dir.is_dir() {
+        true => Spool::open(&spool_dir).ok().and_then(|s| s.depth().ok()),
+        false => Some(0),
+    };
     let report = Report {
         running: is_running(status.pid),
         lag_bytes,
@@ -262,13 +274,17 @@ pub fn status(args: StatusArgs, settings: Settings) -> Result<()> {
         spool_records,
         status,
     };
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).map_err(|e| anyhow!(e))?
-        );
+    let text = if args.json {
+        serde_json::to_string_pretty(&report).map_err(|e| anyhow!(e))? + "\n"
     } else {
-        print_status(&report);
+        status_text(&report)
+    };
+    write_stdout(&text)?;
+    if !report.running {
+        return Err(Failure::NotRunning(format!(
+            "the watcher of {} is not running",
+            dir.display()
+        )));
     }
     Ok(())
 }
@@ -299,53 +315,64 @@ fn is_running(pid: u32) -> bool {
     pid != 0 && unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
 }
 
-fn print_status(r: &Report) {
+/// The report as `status` prints it without `--json`.
+fn status_text(r: &Report) -> String {
+    let mut out = String::new();
+    write_status(&mut out, r).expect("writing to a String never fails");
+    out
+}
+
+fn write_status(out: &mut String, r: &Report) -> std::fmt::Result {
+    use std::fmt::Write;
     let s = &r.status;
     let state = if r.running {
         format!("running (pid {})", s.pid)
     } else {
         "not running".into()
     };
-    println!(
+    writeln!(
+        out,
         "watcher:     {state}, node {}, backend {}",
         s.node, s.backend
-    );
+    )?;
     let readable = if s.log_present {
         "readable".to_string()
     } else {
         format!("NOT readable: {}", s.last_error.as_deref().unwrap_or("?"))
     };
-    println!("log:         {} ({readable})", s.log.display());
-    println!("follow mode: {}", s.mode);
+    writeln!(out, "log:         {} ({readable})", s.log.display())?;
+    writeln!(out, "follow mode: {}", s.mode)?;
     let lag = match (r.lag_records, r.lag_bytes) {
         (Some(rec), Some(b)) => format!("{rec} records, {b} bytes behind"),
         _ => "unknown (log not readable here)".into(),
     };
-    println!("cursor:      byte {}; lag {lag}", s.offset);
+    writeln!(out, "cursor:      byte {}; lag {lag}", s.offset)?;
     let last = s.last_record_ts.map_or("none yet".into(), |t| {
         t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     });
-    println!("last record: {last}");
-    println!(
+    writeln!(out, "last record: {last}")?;
+    writeln!(
+        out,
         "bans:        {} active, {} applied, {} backend errors",
         s.active_bans, s.applied, s.backend_errors
-    );
+    )?;
     for (node, until) in &s.tripped_nodes {
-        println!(
+        writeln!(
+            out,
             "BREAKER:     {node} is flooding; its records are refused until {}",
             until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        );
+        )?;
     }
-    println!("rejected:    {}", counts(&s.rejected));
-    println!("skipped:     {}", counts(&s.skipped));
+    writeln!(out, "rejected:    {}", counts(&s.rejected))?;
+    writeln!(out, "skipped:     {}", counts(&s.skipped))?;
     let spool = r
         .spool_records
         .map_or("unknown".into(), |n| format!("{n} records waiting"));
-    println!("spool:       {spool}");
+    writeln!(out, "spool:       {spool}")?;
     let updated = s.updated.map_or("never".into(), |t| {
         t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     });
-    println!("updated:     {updated}");
+    writeln!(out, "updated:     {updated}")
 }
 
 fn counts(map: &std::collections::BTreeMap<String, u64>) -> String {

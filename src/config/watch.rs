@@ -13,6 +13,9 @@ use crate::record::BanTime;
 
 /// Where the watcher keeps its cursor and status.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/banshare/watch";
+/// The shortest poll_interval: shorter would spend a core re-reading an
+/// idle log (0 would never sleep at all) for no gain in speed.
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -159,6 +162,9 @@ impl WatchSettings {
     }
 
     fn check_ranges(&self) -> Result<(), (&'static str, String)> {
+        if self.poll_interval < MIN_POLL_INTERVAL {
+            return Err(("watch.poll_interval", poll_interval_too_short()));
+        }
         if self.batch_max == 0 {
             return Err(("watch.batch_max", "must be at least 1".into()));
         }
@@ -202,4 +208,19 @@ pub fn parse_net(text: &str) -> Result<IpNet, String> {
     text.parse::<std::net::IpAddr>()
         .map(IpNet::from)
         .map_err(|_| format!("{text:?} is not an address or network"))
+}
+
+/// Checks a poll interval given on the command line.
+pub fn check_poll_interval(interval: Duration) -> Result<Duration, String> {
+    if interval < MIN_POLL_INTERVAL {
+        return Err(poll_interval_too_short());
+    }
+    Ok(interval)
+}
+
+fn poll_interval_too_short() -> String {
+    format!(
+        "must be at least {} (polling more often only burns CPU)",
+        humantime::format_duration(MIN_POLL_INTERVAL)
+    )
 }
