@@ -900,3 +900,50 @@ fn os_errors_are_printed_once() {
     let err = stderr(&out);
     assert_eq!(err.matches("Not a directory").count(), 1, "{err}");
 }
+
+#[test]
+fn monitor_does_not_share_addresses_no_watcher_applies() {
+    let site = Site::new();
+    let f2b_log = site.dir.path().join("fail2ban.log");
+    fs::write(&f2b_log, b"").unwrap();
+    let state = site.dir.path().join("monitor");
+    let monitor = site
+        .cmd(&["monitor", "--fail2ban-log", f2b_log.to_str().unwrap()])
+        .arg("--state-dir")
+        .arg(&state)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its first run starts at the end of fail2ban.log, once the cursor is
+    // saved. (Stopped below whatever happens.)
+    let started = wait_until(Duration::from_secs(20), || {
+        state.join("cursor.json").exists()
+    });
+    let line = |ip: &str| {
+        format!("2026-11-21 18:41:45,928 fail2ban.actions [752]: NOTICE [sshd] Ban {ip}\n")
+    };
+    let shared = started && {
+        let mut f = fs::OpenOptions::new().append(true).open(&f2b_log).unwrap();
+        use std::io::Write;
+        f.write_all((line("127.0.0.1") + &line("192.0.2.9")).as_bytes())
+            .unwrap();
+        wait_until(Duration::from_secs(20), || {
+            fs::read(site.log()).is_ok_and(|d| !d.is_empty())
+        })
+    };
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(monitor.id() as i32, libc::SIGTERM) };
+    let out = monitor.wait_with_output().unwrap();
+    assert!(shared, "nothing shared: {}", stderr(&out));
+    let targets: Vec<String> = site
+        .records()
+        .iter()
+        .map(|r| r.target.to_string())
+        .collect();
+    assert_eq!(targets, ["192.0.2.9"], "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("127.0.0.1") && stderr(&out).contains("loopback"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -390,8 +390,9 @@ the shared log, delivered like `banshare ban` (spooled while the log is
 unreachable).
 
 Not shared: `Restore Ban` lines (fail2ban re-applying its database at
-start) and the jails in [monitor] exclude_jails (default: banshare, the
-jail that receives banshare's own bans). On the first run the monitor
+start), the jails in [monitor] exclude_jails (default: banshare, the
+jail that receives banshare's own bans), and addresses every watcher
+refuses (loopback, multicast, ...), with a warning. On the first run the monitor
 starts at the end of fail2ban.log. fail2ban.log does not say how long a ban
 lasts: records carry [monitor] bantime if set, else each watcher applies
 its own default.
