@@ -157,10 +157,11 @@ fn flush_with_deadline(
             delivered,
             ..
         })) => Ok(Outcome::Delivered { total: delivered }),
+        // `batches_left` counts this batch too: it went in last.
         Some(Ok(report)) => Ok(Outcome::Spooled {
             reason: format!(
-                "{} older batches are still waiting for the log",
-                report.batches_left
+                "it waits behind {} older batch(es) the log has not taken yet",
+                report.batches_left.saturating_sub(1)
             ),
         }),
         // The records were put in the spool before the flush began: they

@@ -160,19 +160,52 @@ fn start_watcher(
     Ok(Watching { handle, thread })
 }
 
-/// Runs the demo; `keep` leaves the temporary folder for inspection.
-pub fn run(keep: bool) -> Result<(), String> {
-    let root = make_temp_dir()?;
-    let result = run_in(&root);
-    if keep {
-        println!("\nkept {}", root.display());
-    } else {
-        let _ = fs::remove_dir_all(&root);
-    }
-    result
+/// Why the demo stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// Its output could not be written (a closed pipe, a full disk).
+    #[error("cannot write the demo's output: {0}")]
+    Output(#[from] io::Error),
+    /// Something in the demonstration failed.
+    #[error("{0}")]
+    Failed(String),
 }
 
-fn run_in(root: &Path) -> Result<(), String> {
+impl From<String> for DemoError {
+    fn from(message: String) -> DemoError {
+        DemoError::Failed(message)
+    }
+}
+
+/// The demo's temporary folder, removed when dropped (also when the demo
+/// fails or panics) unless kept.
+struct TempRoot {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for TempRoot {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Runs the demo, printing to `out`; `keep` leaves the temporary folder
+/// for inspection.
+pub fn run(keep: bool, out: &mut dyn Write) -> Result<(), DemoError> {
+    let root = TempRoot {
+        path: make_temp_dir()?,
+        keep,
+    };
+    if keep {
+        writeln!(out, "keeping {} (--keep)", root.path.display())?;
+    }
+    run_in(&root.path, out)
+}
+
+fn run_in(root: &Path, out: &mut dyn Write) -> Result<(), DemoError> {
     let share = root.join("share");
     fs::create_dir_all(&share).map_err(|e| e.to_string())?;
     let log = share.join("newbans.log");
@@ -181,17 +214,18 @@ fn run_in(root: &Path) -> Result<(), String> {
         .iter()
         .map(|n| Node::new(n, root, &log))
         .collect::<Result<_, _>>()?;
-    println!("banshare demo: 3 nodes share {}", log.display());
-    println!(
+    writeln!(out, "banshare demo: 3 nodes share {}", log.display())?;
+    writeln!(
+        out,
         "each node runs a watcher with the log backend (a dry run: it prints what it would ban)\n"
-    );
+    )?;
     let (tx, rx) = mpsc::channel();
     let watchers: Vec<Watching> = nodes
         .iter()
         .map(|n| start_watcher(n, root, &log, tx.clone()))
         .collect::<Result<_, _>>()?;
     drop(tx);
-    let result = scenario(&nodes, &rx, root, &share);
+    let result = scenario(&nodes, &rx, root, &share, out);
     for w in &watchers {
         w.handle.send(Msg::Stop);
     }
@@ -199,7 +233,10 @@ fn run_in(root: &Path) -> Result<(), String> {
         let _ = w.thread.join();
     }
     result?;
-    println!("\nall watchers stopped; every ban reached every other node.");
+    writeln!(
+        out,
+        "\nall watchers stopped; every ban reached every other node."
+    )?;
     Ok(())
 }
 
@@ -208,8 +245,12 @@ fn scenario(
     rx: &Receiver<(&'static str, String)>,
     root: &Path,
     share: &Path,
-) -> Result<(), String> {
-    println!("1. node-a bans 192.0.2.10 and 2001:db8::10; node-b bans 192.0.2.11, all at once.");
+    out: &mut dyn Write,
+) -> Result<(), DemoError> {
+    writeln!(
+        out,
+        "1. node-a bans 192.0.2.10 and 2001:db8::10; node-b bans 192.0.2.11, all at once."
+    )?;
     thread::scope(|s| {
         s.spawn(|| nodes[0].share(Op::Ban, "192.0.2.10", "22", "sshd"));
         s.spawn(|| nodes[0].share(Op::Ban, "2001:db8::10", "80,443", "nginx-http-auth"));
@@ -225,9 +266,10 @@ fn scenario(
             ("node-a", "ban 192.0.2.11"),
             ("node-c", "ban 192.0.2.11"),
         ],
+        out,
     )?;
 
-    println!("2. node-c lifts the ban on 192.0.2.10.");
+    writeln!(out, "2. node-c lifts the ban on 192.0.2.10.")?;
     nodes[2].share(Op::Unban, "192.0.2.10", "22", "sshd")?;
     expect(
         rx,
@@ -235,35 +277,51 @@ fn scenario(
             ("node-a", "unban 192.0.2.10"),
             ("node-b", "unban 192.0.2.10"),
         ],
+        out,
     )?;
 
-    println!("3. The share goes away; node-b's ban of 198.51.100.77 waits in its spool.");
+    writeln!(
+        out,
+        "3. The share goes away; node-b's ban of 198.51.100.77 waits in its spool."
+    )?;
     let offline = root.join("share.offline");
     fs::rename(share, &offline).map_err(|e| e.to_string())?;
     match nodes[1].share(Op::Ban, "198.51.100.77", "ssh", "sshd")? {
-        Outcome::Spooled { .. } => println!("   spooled (the log is missing)"),
-        Outcome::Delivered { .. } => return Err("the ban was delivered to a missing share".into()),
+        Outcome::Spooled { .. } => writeln!(out, "   spooled (the log is missing)")?,
+        Outcome::Delivered { .. } => {
+            return Err(DemoError::Failed(
+                "the ban was delivered to a missing share".into(),
+            ));
+        }
     }
 
-    println!("4. The share is back; flush delivers the spool exactly once.");
+    writeln!(
+        out,
+        "4. The share is back; flush delivers the spool exactly once."
+    )?;
     fs::rename(&offline, share).map_err(|e| e.to_string())?;
     let report = nodes[1]
         .spool
         .flush(&mut *nodes[1].transport(), DEADLINE)
         .map_err(|e| e.to_string())?;
-    println!("   flushed {} record(s)", report.delivered);
+    writeln!(out, "   flushed {} record(s)", report.delivered)?;
     expect(
         rx,
         &[
             ("node-a", "ban 198.51.100.77"),
             ("node-c", "ban 198.51.100.77"),
         ],
+        out,
     )
 }
 
 /// Prints applied lines as they come until every expected (node, prefix)
 /// has been seen.
-fn expect(rx: &Receiver<(&'static str, String)>, wanted: &[(&str, &str)]) -> Result<(), String> {
+fn expect(
+    rx: &Receiver<(&'static str, String)>,
+    wanted: &[(&str, &str)],
+    out: &mut dyn Write,
+) -> Result<(), DemoError> {
     let mut missing: Vec<(&str, &str)> = wanted.to_vec();
     let deadline = Instant::now() + PATIENCE;
     while !missing.is_empty() {
@@ -271,7 +329,7 @@ fn expect(rx: &Receiver<(&'static str, String)>, wanted: &[(&str, &str)]) -> Res
         let (node, line) = rx
             .recv_timeout(left)
             .map_err(|_| format!("timed out waiting for {missing:?}"))?;
-        println!("   {node} applied: {line}");
+        writeln!(out, "   {node} applied: {line}")?;
         missing.retain(|(n, prefix)| {
             !(*n == node && (line.starts_with(&format!("{prefix} ")) || line == *prefix))
         });

@@ -3,6 +3,7 @@
 
 mod cli;
 
+use std::io::ErrorKind as IoKind;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -18,33 +19,69 @@ fn main() -> ExitCode {
     };
     match cli::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Output(e)) => output_failed(&e),
+        Err(Failure::NotRunning(message)) => {
+            eprintln!("banshare: {message}");
+            ExitCode::from(3)
+        }
         Err(failure) => {
             eprintln!("banshare: error: {}", failure.message());
             ExitCode::from(match failure {
                 Failure::Usage(_) => 2,
-                Failure::Runtime(_) => 1,
+                _ => 1,
             })
         }
     }
+}
+
+/// Standard output failed. A reader that went away (`banshare status |
+/// head -1`) ends the command quietly, by SIGPIPE, as it ends any Unix
+/// tool; any other failure (a full disk) is one error line and status 1.
+fn output_failed(e: &std::io::Error) -> ExitCode {
+    if e.kind() == IoKind::BrokenPipe {
+        // SAFETY: restores the default action of SIGPIPE (Rust ignores it)
+        // and raises it: the process ends here, killed by the signal.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            libc::raise(libc::SIGPIPE);
+        }
+        return ExitCode::from(128 + libc::SIGPIPE as u8);
+    }
+    eprintln!("banshare: error: cannot write to standard output: {e}");
+    ExitCode::FAILURE
 }
 
 /// Help and version go to stdout with status 0. A real usage error is one
 /// line on stderr and status 2, so that fail2ban's log shows it whole.
 fn usage_error(e: clap::Error) -> ExitCode {
     if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-        let _ = e.print();
-        return ExitCode::SUCCESS;
+        return match e.print() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => output_failed(&e),
+        };
     }
     if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
         let _ = e.print();
         return ExitCode::from(2);
     }
-    let rendered = e.render().to_string();
-    let first = rendered
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("bad arguments");
-    let first = first.trim().trim_start_matches("error: ");
-    eprintln!("banshare: error: {first} (see `banshare --help`)");
+    eprintln!(
+        "banshare: error: {} (see `banshare --help`)",
+        first_paragraph(&e.render().to_string())
+    );
     ExitCode::from(2)
+}
+
+/// clap's message up to its first blank line, on one line: for a missing
+/// argument that is the heading and the arguments it lists below it.
+fn first_paragraph(rendered: &str) -> String {
+    let text: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| l.is_empty())
+        .take_while(|l| !l.is_empty())
+        .collect();
+    match text.join(" ") {
+        t if t.is_empty() => "bad arguments".into(),
+        t => t.trim_start_matches("error: ").to_owned(),
+    }
 }

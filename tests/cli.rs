@@ -545,3 +545,405 @@ fn failed_lock_release_after_the_write_is_not_a_failed_append() {
         "a written batch must not be spooled again"
     );
 }
+
+/// Runs `cmd` with its standard output a pipe whose reader is already
+/// gone, as in `banshare status | head -1` once head has exited.
+fn output_to_closed_pipe(cmd: &mut Command) -> Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    cmd.stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+/// Runs `cmd` with its standard output on a full disk.
+fn output_to_full_disk(cmd: &mut Command) -> Output {
+    let full = fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    cmd.stdout(Stdio::from(full))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+/// A closed pipe ends the command quietly, as SIGPIPE ends Unix tools; a
+/// full disk is one error line and status 1. Never a panic (status 101).
+fn assert_quiet_on_closed_pipe_and_one_line_on_full_disk(mut cmd: impl FnMut() -> Command) {
+    let out = output_to_closed_pipe(&mut cmd());
+    assert_ne!(out.status.code(), Some(101), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "", "a closed pipe is not an error to report");
+    let out = output_to_full_disk(&mut cmd());
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(
+        err.starts_with("banshare: error: ") && err.contains("No space left"),
+        "{err}"
+    );
+}
+
+#[test]
+fn ban_refuses_addresses_no_watcher_applies() {
+    let site = Site::new();
+    fs::remove_file(site.log()).unwrap();
+    // With the log missing, anything accepted would be spooled: so an empty
+    // spool proves the refusal came before delivery.
+    for address in [
+        "0.0.0.0/0",
+        "::/0",
+        "0.0.0.0",
+        "::",
+        "127.0.0.1",
+        "::1",
+        "::ffff:127.0.0.1",
+        "224.0.0.1",
+        "ff02::1",
+        "255.255.255.255",
+        "169.254.1.1",
+        "fe80::1",
+        "127.0.0.0/16",
+        // Wider than the default max_prefix_v4 (16) and max_prefix_v6 (48).
+        "10.0.0.0/8",
+        "2001:db8::/32",
+    ] {
+        for op in ["ban", "unban"] {
+            let out = site.run(&[op, "192.0.2.1", address]);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{op} {address}: {}",
+                stderr(&out)
+            );
+            let err = stderr(&out);
+            assert_eq!(err.trim_end().lines().count(), 1, "{address}: {err}");
+            assert!(
+                err.starts_with("banshare: error: ") && err.contains(address),
+                "{address}: {err}"
+            );
+        }
+        let mut child = site
+            .cmd(&["ban", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let input = format!("192.0.2.1\n{address}\n");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "stdin {address}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(site.spooled_files(), 0, "nothing may be spooled");
+    fs::write(site.log(), b"").unwrap();
+    let out = site.run(&["ban", "127.0.0.1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(fs::read(site.log()).unwrap(), b"", "nothing may be written");
+    // A node that allows its watcher wider networks may share them.
+    let config = site.dir.path().join("wide.toml");
+    fs::write(&config, "[watch]\nmax_prefix_v4 = 8\n").unwrap();
+    let out = Command::new(BANSHARE)
+        .arg("--config")
+        .arg(&config)
+        .args(["ban", "10.0.0.0/8", "--node", "n1", "--log"])
+        .arg(site.log())
+        .arg("--spool-dir")
+        .arg(site.spool())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn config_check_refuses_what_watch_refuses() {
+    let site = Site::new();
+    let cases = [
+        ("[watch]\nbackend = \"frobnicate\"\n", "watch.backend"),
+        (
+            "[watch]\nbackend = \"log\"\n[trust]\nkeys = \"/nonexistent/trusted_keys\"\n",
+            "trust.keys",
+        ),
+        (
+            "[watch]\nbackend = \"command\"\n[backend.command]\nban = [\"/bin/true\", \"{nope}\", \"{ip}\"]\nunban = [\"/bin/true\", \"{ip}\"]\n",
+            "backend.command",
+        ),
+    ];
+    for (text, key) in cases {
+        let config = site.dir.path().join("banshare.toml");
+        let text = format!(
+            "[common]\nlog = {:?}\nnode = \"n1\"\nspool_dir = {:?}\n{text}",
+            site.log(),
+            site.spool(),
+        )
+        .replace(
+            "[watch]\n",
+            &format!("[watch]\nstate_dir = {:?}\n", site.dir.path().join("state")),
+        );
+        fs::write(&config, &text).unwrap();
+        for args in [&["config", "check"][..], &["watch"]] {
+            let mut cmd = Command::new(BANSHARE);
+            cmd.arg("--config").arg(&config).args(args);
+            let out = run_with_deadline(&mut cmd, Duration::from_secs(20));
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{args:?} {key}: {}",
+                stderr(&out)
+            );
+            let err = stderr(&out);
+            assert!(
+                err.contains(key),
+                "{args:?}: the key {key} is not named: {err}"
+            );
+            assert!(
+                !err.contains("--backend"),
+                "{args:?}: names the flag: {err}"
+            );
+        }
+    }
+}
+
+/// Runs `cmd` to its end, killing it if it outlives `deadline` (a command
+/// that should have refused to start runs forever instead).
+fn run_with_deadline(cmd: &mut Command, deadline: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ended = wait_until(deadline, || child.try_wait().unwrap().is_some());
+    if !ended {
+        child.kill().unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(ended, "still running after {deadline:?}: {}", stderr(&out));
+    out
+}
+
+#[test]
+fn closed_pipe_exits_quietly_and_full_stdout_is_one_error() {
+    assert_quiet_on_closed_pipe_and_one_line_on_full_disk(|| {
+        let mut cmd = banshare();
+        cmd.args(["config", "check"]);
+        cmd
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    assert_quiet_on_closed_pipe_and_one_line_on_full_disk(|| {
+        let mut cmd = banshare();
+        cmd.arg("demo").env("TMPDIR", tmp.path());
+        cmd
+    });
+    assert_eq!(
+        fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "the demo left its temporary folder behind"
+    );
+}
+
+#[test]
+fn missing_required_argument_is_named() {
+    let site = Site::new();
+    for (mut cmd, name) in [(site.cmd(&["ban"]), "<ADDRESS>"), (banshare(), "--out")] {
+        if name == "--out" {
+            cmd.arg("keygen");
+        }
+        let out = cmd.output().unwrap();
+        let args = cmd.get_args().collect::<Vec<_>>();
+        assert_eq!(out.status.code(), Some(2));
+        let err = stderr(&out);
+        assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+        assert!(err.contains(name), "{args:?}: {name} not named: {err}");
+    }
+}
+
+#[test]
+fn zero_poll_interval_is_refused() {
+    let site = Site::new();
+    let state = site.dir.path().join("state");
+    let mut cmd = site.cmd(&[
+        "watch",
+        "--backend",
+        "log",
+        "--poll-interval",
+        "0",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    let out = run_with_deadline(&mut cmd, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--poll-interval"), "{}", stderr(&out));
+}
+
+#[test]
+fn bantime_errors_name_the_value_given_and_overlong_ones_are_clamped() {
+    let site = Site::new();
+    let out = site.run(&["ban", "192.0.2.1", "-b", "500ms"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("500ms") && !err.contains("\"0\""), "{err}");
+    let out = site.run(&["ban", "192.0.2.1", "-b", "11y"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("warning"), "{}", stderr(&out));
+    let records = site.records();
+    assert_eq!(
+        records[0].fields.bantime,
+        Some(record::BanTime::Seconds(record::MAX_BANTIME_SECS)),
+        "clamped to the longest bantime, not made permanent"
+    );
+    let config = site.dir.path().join("banshare.toml");
+    fs::write(&config, "[append]\nbantime = \"11y\"\n").unwrap();
+    let out = Command::new(BANSHARE)
+        .args(["--config", config.to_str().unwrap(), "config", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("append.bantime"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_log_that_cannot_be_checked_is_not_called_missing() {
+    let site = Site::new();
+    fs::remove_file(site.log()).unwrap();
+    // stat fails with ELOOP, not ENOENT: something is there.
+    std::os::unix::fs::symlink(site.log(), site.log()).unwrap();
+    let out = site.run(&["ban", "192.0.2.1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("spooled"), "{err}");
+    assert!(!err.contains("does not exist"), "{err}");
+}
+
+#[test]
+fn spool_warning_counts_the_older_batches() {
+    let site = Site::new();
+    fs::remove_file(site.log()).unwrap();
+    assert!(site.run(&["ban", "192.0.2.1"]).status.success());
+    let out = site.run(&["ban", "192.0.2.2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("behind 1 older batch"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn status_creates_nothing_and_fails_when_no_watcher_runs() {
+    let site = Site::new();
+    let state = site.dir.path().join("state");
+    let status = |extra: &[&str]| {
+        let mut cmd = banshare();
+        cmd.args(["status", "--state-dir"])
+            .arg(&state)
+            .arg("--spool-dir")
+            .arg(site.spool())
+            .args(extra);
+        cmd
+    };
+    let out = status(&[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(!state.exists(), "status created {}", state.display());
+    assert!(!site.spool().exists(), "status created the spool");
+
+    let mut w = support::watcher::Watcher::start(&[]);
+    let state = w.dir.path().join("state");
+    assert!(
+        wait_until(Duration::from_secs(20), || state
+            .join("status.json")
+            .exists()),
+        "the watcher wrote no status"
+    );
+    let status = |extra: &[&str]| {
+        let mut cmd = banshare();
+        cmd.args(["status", "--state-dir"]).arg(&state).args(extra);
+        cmd
+    };
+    let out = status(&[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_quiet_on_closed_pipe_and_one_line_on_full_disk(|| status(&[]));
+    assert_quiet_on_closed_pipe_and_one_line_on_full_disk(|| status(&["--json"]));
+    w.stop();
+    let out = status(&[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not running"));
+}
+
+#[test]
+fn os_errors_are_printed_once() {
+    let site = Site::new();
+    let out = banshare()
+        .args([
+            "ban",
+            "192.0.2.1",
+            "--node",
+            "n1",
+            "--spool-dir",
+            "/etc/passwd/spool",
+        ])
+        .arg("--log")
+        .arg(site.log())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.matches("Not a directory").count(), 1, "{err}");
+}
+
+#[test]
+fn monitor_does_not_share_addresses_no_watcher_applies() {
+    let site = Site::new();
+    let f2b_log = site.dir.path().join("fail2ban.log");
+    fs::write(&f2b_log, b"").unwrap();
+    let state = site.dir.path().join("monitor");
+    let monitor = site
+        .cmd(&["monitor", "--fail2ban-log", f2b_log.to_str().unwrap()])
+        .arg("--state-dir")
+        .arg(&state)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its first run starts at the end of fail2ban.log, once the cursor is
+    // saved. (Stopped below whatever happens.)
+    let started = wait_until(Duration::from_secs(20), || {
+        state.join("cursor.json").exists()
+    });
+    let line = |ip: &str| {
+        format!("2026-11-21 18:41:45,928 fail2ban.actions [752]: NOTICE [sshd] Ban {ip}\n")
+    };
+    let shared = started && {
+        let mut f = fs::OpenOptions::new().append(true).open(&f2b_log).unwrap();
+        use std::io::Write;
+        f.write_all((line("127.0.0.1") + &line("192.0.2.9")).as_bytes())
+            .unwrap();
+        wait_until(Duration::from_secs(20), || {
+            fs::read(site.log()).is_ok_and(|d| !d.is_empty())
+        })
+    };
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(monitor.id() as i32, libc::SIGTERM) };
+    let out = monitor.wait_with_output().unwrap();
+    assert!(shared, "nothing shared: {}", stderr(&out));
+    let targets: Vec<String> = site
+        .records()
+        .iter()
+        .map(|r| r.target.to_string())
+        .collect();
+    assert_eq!(targets, ["192.0.2.9"], "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("127.0.0.1") && stderr(&out).contains("loopback"),
+        "{}",
+        stderr(&out)
+    );
+}

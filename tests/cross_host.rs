@@ -246,3 +246,33 @@ fn kill(mut child: Child) {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn share_whose_server_is_down_is_called_unreachable_not_missing() {
+    let share = Share::new("outage", 1);
+    share.cluster.stop_sshd();
+    let out = share
+        .cluster
+        .command_in(share.cluster.node_ns(0), BIN)
+        .args([
+            "--config",
+            "/dev/null",
+            "ban",
+            "192.0.2.1",
+            "--node",
+            "node0",
+        ])
+        .arg("--log")
+        .arg(share.log_via(0))
+        .arg("--spool-dir")
+        .arg(share.spool(0))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(share.spooled_batches(0), 1, "{stderr}");
+    assert!(
+        stderr.contains("unreachable") && !stderr.contains("does not exist"),
+        "{stderr}"
+    );
+}

@@ -167,32 +167,42 @@ fn install_writes_files_fail2ban_accepts_and_refuses_to_clobber() {
     for file in [
         "action.d/banshare.conf",
         "filter.d/banshare.conf",
-        "jail.d/banshare.local",
+        "jail.d/banshare.local.example",
     ] {
         assert!(conf.join(file).exists(), "{file}");
     }
-    // fail2ban parses the whole configuration, our action and jails included.
-    let dump = Command::new("fail2ban-client")
-        .arg("-c")
-        .arg(&conf)
-        .arg("-d")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&dump.stdout);
+    // fail2ban parses the whole configuration, with the action added to a
+    // jail the way docs/fail2ban.md says, and the example sections copied
+    // to a file it reads.
+    let auth = dir.path().join("auth.log");
+    fs::write(&auth, b"").unwrap();
+    fs::write(
+        conf.join("jail.local"),
+        format!(
+            "[sshd]\nenabled = true\nbackend = polling\nlogpath = {}\naction = %(action_)s\n          banshare\n",
+            auth.display()
+        ),
+    )
+    .unwrap();
+    fs::copy(
+        conf.join("jail.d/banshare.local.example"),
+        conf.join("jail.d/examples.local"),
+    )
+    .unwrap();
+    let text = dump(&conf);
     assert!(
-        dump.status.success(),
-        "{}{}",
-        text,
-        String::from_utf8_lossy(&dump.stderr)
-    );
-    assert!(
-        text.contains("banshare --quiet ban <ip>") || text.contains("banshare --quiet ban"),
+        text.contains("banshare --quiet ban <ip>"),
         "the sshd jail got the banshare action: {text}"
     );
+    assert!(
+        !text.contains("'recidive'") && !text.contains("['add', 'banshare'"),
+        "the example jails are disabled: {text}"
+    );
+    fs::remove_file(conf.join("jail.d/examples.local")).unwrap();
 
     assert!(install(&[]).status.success(), "a second install is a no-op");
     fs::write(
-        conf.join("jail.d/banshare.local"),
+        conf.join("jail.d/banshare.local.example"),
         "# edited by the admin\n",
     )
     .unwrap();
@@ -203,8 +213,93 @@ fn install_writes_files_fail2ban_accepts_and_refuses_to_clobber() {
         "an edited file is not replaced without --force"
     );
     assert_eq!(
-        fs::read_to_string(conf.join("jail.d/banshare.local")).unwrap(),
+        fs::read_to_string(conf.join("jail.d/banshare.local.example")).unwrap(),
         "# edited by the admin\n"
     );
     assert!(install(&["--force"]).status.success());
+}
+
+/// fail2ban's effective configuration of `conf`, as `fail2ban-client -d`
+/// prints it.
+fn dump(conf: &Path) -> String {
+    let out = Command::new("fail2ban-client")
+        .arg("-c")
+        .arg(conf)
+        .arg("-d")
+        .output()
+        .expect("run fail2ban-client (Debian package fail2ban)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[test]
+fn install_leaves_the_admins_jails_as_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("fail2ban");
+    let copied = Command::new("cp")
+        .args(["-r", "/etc/fail2ban"])
+        .arg(&conf)
+        .status()
+        .unwrap();
+    assert!(
+        copied.success(),
+        "copy /etc/fail2ban (Debian package fail2ban)"
+    );
+    for entry in fs::read_dir(conf.join("jail.d")).unwrap() {
+        fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let auth = dir.path().join("auth.log");
+    fs::write(&auth, b"").unwrap();
+    fs::write(
+        conf.join("jail.local"),
+        format!(
+            "[sshd]\nenabled = true\nbackend = polling\nlogpath = {}\naction = %(action_mwl)s\n\n\
+             [recidive]\nenabled = false\n",
+            auth.display()
+        ),
+    )
+    .unwrap();
+    let before = dump(&conf);
+    assert!(before.contains("sendmail-whois-lines"), "{before}");
+    assert!(!before.contains("recidive"), "{before}");
+
+    let out = Command::new(BANSHARE)
+        .args(["--config", "/dev/null", "fail2ban", "install", "--dir"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = dump(&conf);
+    assert_eq!(
+        before, after,
+        "install changed the jails fail2ban runs, or how they run"
+    );
+
+    // A live jail file left by an earlier release is named, not removed.
+    fs::write(
+        conf.join("jail.d/banshare.local"),
+        "[sshd]\nenabled = true\n",
+    )
+    .unwrap();
+    let out = Command::new(BANSHARE)
+        .args(["--config", "/dev/null", "fail2ban", "install", "--dir"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning") && err.contains("jail.d/banshare.local "),
+        "{err}"
+    );
+    assert!(conf.join("jail.d/banshare.local").exists());
 }

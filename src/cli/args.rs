@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use banshare::config::{FollowKind, parse_bantime, parse_duration};
+use banshare::backend::BackendKind;
+use banshare::config::{FollowKind, check_poll_interval, parse_bantime_clamped, parse_duration};
 use banshare::record::{BanTime, Jail, NodeId, PortSpec, Target};
 use banshare::transport::LogLocation;
 use clap::{Args, Parser, Subcommand};
@@ -32,6 +33,12 @@ EXIT STATUS:
         nor spooled, or flush left records in the spool.
     2   Usage error or bad input: a bad argument, a bad address on stdin, a
         bad configuration file. Nothing was written.
+    3   status: the watcher is not running, or never ran with this state
+        directory.
+
+    When standard output is a pipe whose reader has gone (`banshare status
+    | head -1`), banshare ends quietly, killed by SIGPIPE like other Unix
+    tools; any other failure to write it (a full disk) is an error, status 1.
 
 FILES:
     /etc/banshare/banshare.toml   configuration (see `banshare config check`)
@@ -81,7 +88,8 @@ pub enum Command {
     /// Share fail2ban's bans by following fail2ban.log (no fail2ban change).
     #[command(long_about = MONITOR_ABOUT)]
     Monitor(MonitorArgs),
-    /// Install banshare's fail2ban action, filter and example jails.
+    /// Install banshare's fail2ban action and filter, and example jails
+    /// that fail2ban does not read (no jail changes).
     #[command(subcommand)]
     Fail2ban(Fail2banCommand),
     /// Make this node's signing key; print the line for the trusted keys.
@@ -140,7 +148,11 @@ Show the watcher's state from its state directory: whether it runs, the log
 it follows and how (inotify or polling), the cursor and the lag behind the
 end of the log in records and bytes, the last record's time, the active bans
 and counters of applied, rejected and skipped records, and how many records
-wait in the local spool. --json prints the same as one JSON object.";
+wait in the local spool. --json prints the same as one JSON object.
+
+Reads only: creates neither the state directory nor the spool. Exit status
+0 while the watcher runs; 3 when it is not running (its last status is
+still printed) or has never run with this state directory.";
 
 const BAN_ABOUT: &str = "\
 Share a ban: append one ban record per address to the shared log.
@@ -159,7 +171,12 @@ watcher) delivers them later.
 With `-` as the address, addresses are read from standard input, one per
 line (blank lines and lines starting with # are skipped), and appended as
 one batch. If any line is not a valid address, the whole batch is refused
-with exit status 2 and nothing is written, so a batch is never half-shared.";
+with exit status 2 and nothing is written, so a batch is never half-shared.
+
+Addresses no watcher applies are refused the same way (exit status 2,
+nothing written): loopback, unspecified, multicast, link-local and
+broadcast addresses, networks containing any of them, and networks wider
+than [watch] max_prefix_v4 / max_prefix_v6 (/16 and /48 by default).";
 
 const UNBAN_ABOUT: &str = "\
 Share an unban: append one unban record per address to the shared log.
@@ -177,10 +194,13 @@ by record id first, and only its missing records are sent. Flush stops at
 the first batch the log refuses and exits 1 with the records left waiting.";
 
 const DEMO_ABOUT: &str = "\
-Run a local demonstration in a temporary folder, without root: three nodes
-append bans and an unban concurrently to one shared log under the lock, then
-the share goes away, a ban is spooled, the share comes back, and the spool
-is flushed. Prints every record as it stands in the log, then cleans up.";
+Run a local demonstration in a temporary folder, without root: three nodes,
+each with a watcher using the log (dry-run) backend, share bans and an
+unban concurrently through one shared log under the lock; then the share
+goes away, a ban is spooled, the share comes back, and the spool is
+flushed. Prints each step and every ban and unban each watcher applied
+(\"node-b applied: ban 192.0.2.10 ...\"), then removes the folder, even when
+it fails (unless --keep).";
 
 /// Which log, which node, which spool: shared by every command that writes.
 #[derive(Debug, Args, Clone)]
@@ -266,13 +286,33 @@ pub struct ShareArgs {
     pub jail: Option<Jail>,
 
     /// How long the ban lasts: seconds, a duration such as 30m, or -1 for
-    /// permanent. Without it each watcher applies its own default
-    /// [config: append.bantime]. Ignored for unban.
-    #[arg(long, short = 'b', value_name = "SECONDS", allow_hyphen_values = true, value_parser = parse_bantime)]
-    pub bantime: Option<BanTime>,
+    /// permanent; at least 1 second. Over 10 years (the record format's
+    /// limit) it is shared as 10 years, with a warning. Without it each
+    /// watcher applies its own default [config: append.bantime]. Ignored
+    /// for unban.
+    #[arg(long, short = 'b', value_name = "SECONDS", allow_hyphen_values = true, value_parser = parse_bantime_arg)]
+    pub bantime: Option<BantimeArg>,
 
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// `--bantime` as given, and the bantime it stands for.
+#[derive(Debug, Clone)]
+pub struct BantimeArg {
+    pub text: String,
+    pub bantime: BanTime,
+    /// Over the 10-year limit: shared as the limit.
+    pub clamped: bool,
+}
+
+fn parse_bantime_arg(text: &str) -> Result<BantimeArg, String> {
+    let (bantime, clamped) = parse_bantime_clamped(text)?;
+    Ok(BantimeArg {
+        text: text.to_owned(),
+        bantime,
+        clamped,
+    })
 }
 
 #[derive(Debug, Args)]
@@ -284,7 +324,9 @@ pub struct FlushArgs {
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Check the configuration file and print the effective configuration
-    /// (file values, then defaults) as TOML.
+    /// (file values, then defaults) as TOML. Runs the checks `watch` runs
+    /// too (the backend and its [backend] settings, the trusted keys file),
+    /// so what it approves the watcher accepts.
     Check,
 }
 
@@ -292,7 +334,7 @@ pub enum ConfigCommand {
 pub struct WatchArgs {
     /// How bans are applied: nftables, ipset, fail2ban, command or log
     /// [config: watch.backend].
-    #[arg(long, value_name = "BACKEND")]
+    #[arg(long, value_name = "BACKEND", value_parser = parse_backend)]
     pub backend: Option<String>,
 
     /// Where the cursor and status are kept
@@ -305,13 +347,24 @@ pub struct WatchArgs {
     #[arg(long, value_name = "MODE")]
     pub follow: Option<FollowKind>,
 
-    /// How often to poll where inotify is blind
+    /// How often to poll where inotify is blind; at least 10ms
     /// [config: watch.poll_interval] [default: 250ms].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_poll_interval)]
     pub poll_interval: Option<Duration>,
 
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+fn parse_poll_interval(text: &str) -> Result<Duration, String> {
+    parse_duration(text).and_then(check_poll_interval)
+}
+
+/// A backend name, checked here so that a bad one names the flag.
+fn parse_backend(text: &str) -> Result<String, String> {
+    text.parse::<BackendKind>()
+        .map(|kind| kind.to_string())
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Args)]
@@ -332,7 +385,7 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct CleanupArgs {
     /// The backend whose rules and sets to remove [config: watch.backend].
-    #[arg(long, value_name = "BACKEND")]
+    #[arg(long, value_name = "BACKEND", value_parser = parse_backend)]
     pub backend: Option<String>,
 }
 
@@ -344,8 +397,9 @@ the shared log, delivered like `banshare ban` (spooled while the log is
 unreachable).
 
 Not shared: `Restore Ban` lines (fail2ban re-applying its database at
-start) and the jails in [monitor] exclude_jails (default: banshare, the
-jail that receives banshare's own bans). On the first run the monitor
+start), the jails in [monitor] exclude_jails (default: banshare, the
+jail that receives banshare's own bans), and addresses every watcher
+refuses (loopback, multicast, ...), with a warning. On the first run the monitor
 starts at the end of fail2ban.log. fail2ban.log does not say how long a ban
 lasts: records carry [monitor] bantime if set, else each watcher applies
 its own default.
@@ -374,7 +428,9 @@ pub struct MonitorArgs {
 #[derive(Debug, Subcommand)]
 pub enum Fail2banCommand {
     /// Write action.d/banshare.conf, filter.d/banshare.conf and
-    /// jail.d/banshare.local into fail2ban's configuration folder.
+    /// jail.d/banshare.local.example into fail2ban's configuration folder.
+    /// No jail changes: fail2ban does not read the example, and the admin
+    /// adds the banshare action to the jails of their choice.
     Install(InstallArgs),
 }
 

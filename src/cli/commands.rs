@@ -7,7 +7,7 @@ use anyhow::{Context, anyhow};
 use banshare::append::{self, Outcome, Request, Writer};
 use banshare::config::{self, Settings};
 use banshare::lock::Owner;
-use banshare::record::{Op, Target};
+use banshare::record::{Op, Target, never_ban};
 use banshare::spool::Spool;
 use banshare::transport::{self, LogLocation, Transport};
 
@@ -21,16 +21,50 @@ pub enum Failure {
     Usage(String),
     /// Something went wrong while doing the work: exit 1.
     Runtime(anyhow::Error),
+    /// Standard output could not be written: its reader went away (quiet
+    /// end, by SIGPIPE) or the disk is full (exit 1).
+    Output(std::io::Error),
+    /// `status`: no watcher runs on this state directory (exit 3).
+    NotRunning(String),
 }
 
 impl Failure {
     /// The one-line message the user sees.
     pub fn message(&self) -> String {
         match self {
-            Failure::Usage(m) => m.clone(),
-            Failure::Runtime(e) => format!("{e:#}"),
+            Failure::Usage(m) | Failure::NotRunning(m) => m.clone(),
+            Failure::Runtime(e) => chain_text(e),
+            Failure::Output(e) => e.to_string(),
         }
     }
+}
+
+/// The error and its causes, `outer: inner`, each said once: many errors
+/// already include their cause's text, and repeating it ("Not a directory
+/// (os error 20): Not a directory (os error 20)") reads as two failures.
+fn chain_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+/// Writes `text` to standard output and flushes it, so that a failure is
+/// an error here rather than a panic in `print!` or a loss at exit.
+pub fn write_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(Failure::Output)
 }
 
 impl From<anyhow::Error> for Failure {
@@ -52,17 +86,23 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Unban(args) => share(Op::Unban, args, settings, out),
         Command::Flush(args) => flush(&args.log, settings, out),
         Command::Config(ConfigCommand::Check) => {
-            print!("{}", settings.to_toml());
-            Ok(())
+            // What the watcher would refuse is refused here too.
+            settings
+                .check_watch(&config_path(&cli.config))
+                .map_err(|e| Failure::Usage(e.to_string()))?;
+            write_stdout(&settings.to_toml())
         }
         Command::Watch(args) => super::watch::watch(args, &cli.config, settings),
         Command::Status(args) => super::watch::status(args, settings),
-        Command::Cleanup(args) => super::watch::cleanup(args, settings),
+        Command::Cleanup(args) => super::watch::cleanup(args, &cli.config, settings),
         Command::Monitor(args) => super::fail2ban::monitor(args, settings),
         Command::Fail2ban(Fail2banCommand::Install(args)) => super::fail2ban::install(args),
         Command::Keygen(args) => keygen(args, settings),
         Command::Demo(args) => {
-            banshare::demo::run(args.keep).map_err(|e| Failure::Runtime(anyhow!(e)))
+            banshare::demo::run(args.keep, &mut std::io::stdout()).map_err(|e| match e {
+                banshare::demo::DemoError::Output(e) => Failure::Output(e),
+                e => Failure::Runtime(anyhow!(e)),
+            })
         }
     }
 }
@@ -86,11 +126,13 @@ impl Reporter {
 }
 
 pub fn load_settings(path: &Option<PathBuf>) -> Result<Settings> {
-    let (path, required) = match path {
-        Some(p) => (p.clone(), true),
-        None => (PathBuf::from(config::DEFAULT_PATH), false),
-    };
-    Settings::load(&path, required).map_err(|e| Failure::Usage(e.to_string()))
+    Settings::load(&config_path(path), path.is_some()).map_err(|e| Failure::Usage(e.to_string()))
+}
+
+/// The configuration file: `--config`, or the default one.
+pub fn config_path(path: &Option<PathBuf>) -> PathBuf {
+    path.clone()
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH))
 }
 
 /// Applies the flags over the file's settings and re-checks the rules that
@@ -130,13 +172,21 @@ fn share(op: Op, args: ShareArgs, mut settings: Settings, out: Reporter) -> Resu
     apply_log_args(&mut settings, &args.log)?;
     let location = required_log(&settings)?;
     let targets = collect_targets(&args.addresses)?;
+    refuse_never_ban(&targets, &settings)?;
     let append = &settings.append;
+    if let Some(b) = args.bantime.as_ref().filter(|b| b.clamped && op == Op::Ban) {
+        out.warn(&format!(
+            "--bantime {} is longer than the 10-year limit of the record format: shared as 10 \
+             years (-1 is a permanent ban)",
+            b.text
+        ));
+    }
     let request = Request {
         op,
         targets,
         ports: args.port.unwrap_or_else(|| append.port.clone()),
         jail: args.jail.or_else(|| append.jail.clone()),
-        bantime: args.bantime.or(append.bantime),
+        bantime: args.bantime.map(|b| b.bantime).or(append.bantime),
     };
     if let Some(jail) = request
         .jail
@@ -218,8 +268,7 @@ fn keygen(args: KeygenArgs, settings: Settings) -> Result<()> {
     public.push(".pub");
     banshare::durable::write_atomic(std::path::Path::new(&public), line.as_bytes(), 0o644)
         .with_context(|| format!("cannot write {}", PathBuf::from(&public).display()))?;
-    print!("{line}");
-    Ok(())
+    write_stdout(&line)
 }
 
 /// Who writes, with this node's signing key if one is configured.
@@ -282,6 +331,22 @@ fn collect_targets(args: &[AddressArg]) -> Result<Vec<Target>> {
         ));
     }
     Ok(targets)
+}
+
+/// Refuses the whole batch if any target is one no watcher applies (the
+/// watchers' fixed rules, with this node's `[watch]` prefix limits), so that
+/// a typo such as `0.0.0.0/0` is an error here rather than a line every
+/// watcher skips.
+fn refuse_never_ban(targets: &[Target], settings: &Settings) -> Result<()> {
+    let w = &settings.watch;
+    for target in targets {
+        if let Err(why) = never_ban::check(target.net(), w.max_prefix_v4, w.max_prefix_v6) {
+            return Err(Failure::Usage(format!(
+                "{target}: {why}: watchers refuse it; nothing was written"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// One address per line; blank lines and `#` comments are skipped. Any bad

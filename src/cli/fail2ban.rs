@@ -63,10 +63,14 @@ const FILES: [(&str, &str); 3] = [
         include_str!("../../fail2ban/filter.d/banshare.conf"),
     ),
     (
-        "jail.d/banshare.local",
-        include_str!("../../fail2ban/jail.d/banshare.local"),
+        "jail.d/banshare.local.example",
+        include_str!("../../fail2ban/jail.d/banshare.local.example"),
     ),
 ];
+
+/// What earlier releases installed as live jails: fail2ban reads it after
+/// jail.local, so it overrides the admin's own jail settings.
+const OLD_LIVE_JAILS: &str = "jail.d/banshare.local";
 
 pub fn install(args: InstallArgs) -> Result<()> {
     if !args.dir.is_dir() {
@@ -80,8 +84,20 @@ pub fn install(args: InstallArgs) -> Result<()> {
         let path = args.dir.join(name);
         install_file(&path, content, args.force)?;
     }
+    let old = args.dir.join(OLD_LIVE_JAILS);
+    if old.exists() {
+        // Not removed: the admin may have made it theirs.
+        eprintln!(
+            "banshare: warning: {} (from an earlier install) is read by fail2ban after \
+             jail.local and overrides the jails it names; compare it with \
+             banshare.local.example and remove it unless you made it yours",
+            old.display()
+        );
+    }
     eprintln!(
-        "banshare: now enable the jails you want in jail.d/banshare.local and run `fail2ban-client reload`"
+        "banshare: no jail was changed. To share a jail's bans, add `banshare` to its action \
+         list where you configured it (see jail.d/banshare.local.example), then run \
+         `fail2ban-client reload`"
     );
     Ok(())
 }

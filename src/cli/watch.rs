@@ -5,12 +5,12 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
-use banshare::backend::{self, Backend, BackendKind};
+use banshare::backend::Backend;
 use banshare::config::Settings;
 use banshare::follow::{LocalFs, LogFs};
 use banshare::spool::Spool;
 use banshare::transport::LogLocation;
-use banshare::trust::{TrustPolicy, TrustedKeys};
+use banshare::trust::TrustPolicy;
 use banshare::watch::daemon::{Daemon, Handle, Msg, Options, Reloaded};
 use banshare::watch::policy::PolicySettings;
 use banshare::watch::reach::Reach;
@@ -20,7 +20,8 @@ use serde::Serialize;
 
 use super::args::{CleanupArgs, StatusArgs, WatchArgs};
 use super::commands::{
-    Failure, Result, apply_log_args, load_settings, open_spool_and_transport, required_log,
+    Failure, Result, apply_log_args, config_path, load_settings, open_spool_and_transport,
+    required_log, write_stdout,
 };
 
 pub fn watch(args: WatchArgs, config: &Option<PathBuf>, mut settings: Settings) -> Result<()> {
@@ -59,9 +60,10 @@ fn run_watch<F: LogFs>(
     config: &Option<PathBuf>,
     args: WatchArgs,
 ) -> Result<()> {
+    let origin = config_path(config);
     // Locked first: a second watcher must not touch the firewall.
     let state = acquire_state(&settings.watch.state_dir)?;
-    let backend = open_backend(settings, settings.watch.backend.as_deref())?;
+    let backend = open_backend(settings, &origin)?;
     let opts = Options {
         log,
         node: settings.node.to_string(),
@@ -69,7 +71,7 @@ fn run_watch<F: LogFs>(
         batch_max: settings.watch.batch_max,
         state,
         quiet: false,
-        trust: trust_policy(settings)?,
+        trust: trust_policy(settings, &origin)?,
     };
     let (mut daemon, handle) =
         Daemon::with_fs(fs, opts, policy_settings(settings), backend).map_err(|e| anyhow!(e))?;
@@ -112,24 +114,10 @@ fn apply_watch_args(settings: &mut Settings, args: &WatchArgs) -> Result<()> {
 }
 
 /// The trusted keys and what they require, from `[trust]`.
-fn trust_policy(settings: &Settings) -> Result<TrustPolicy> {
-    let t = &settings.trust;
-    let keys = match &t.keys {
-        Some(path) => {
-            TrustedKeys::load(path).map_err(|e| Failure::Usage(format!("trusted keys: {e}")))?
-        }
-        None => TrustedKeys::default(),
-    };
-    if t.require_signed && keys.is_empty() {
-        return Err(Failure::Usage(
-            "trust.require_signed is on but the trusted keys file lists no key".into(),
-        ));
-    }
-    Ok(TrustPolicy {
-        keys,
-        require_signed: t.require_signed,
-        allow_unsigned_logger: t.allow_unsigned_logger,
-    })
+fn trust_policy(settings: &Settings, origin: &Path) -> Result<TrustPolicy> {
+    settings
+        .trust_policy(origin)
+        .map_err(|e| Failure::Usage(e.to_string()))
 }
 
 /// The policy from the settings, with this host's addresses as they are now.
@@ -167,7 +155,7 @@ fn reload_policy(config: &Option<PathBuf>, args: &WatchArgs) -> Option<Reloaded>
     let reloaded = settings.and_then(|s| {
         Ok(Reloaded {
             policy: policy_settings(&s),
-            trust: trust_policy(&s)?,
+            trust: trust_policy(&s, &config_path(config))?,
         })
     });
     match reloaded {
@@ -210,20 +198,20 @@ fn start_flusher(settings: &Settings, location: &LogLocation) -> Result<()> {
     Ok(())
 }
 
-fn open_backend(settings: &Settings, name: Option<&str>) -> Result<Box<dyn Backend>> {
-    let name = name.ok_or_else(|| {
-        Failure::Usage("no backend given: pass --backend (nftables, ipset, fail2ban, command, log) or set `backend` in [watch]".into())
-    })?;
-    let kind: BackendKind = name
-        .parse()
-        .map_err(|e| Failure::Usage(format!("--backend: {e}")))?;
-    backend::open(kind, &settings.backend)
-        .map_err(|e| Failure::Usage(format!("backend {name}: {e}")))
+fn open_backend(settings: &Settings, origin: &Path) -> Result<Box<dyn Backend>> {
+    settings
+        .watch_backend(origin)
+        .map_err(|e| Failure::Usage(e.to_string()))?
+        .ok_or_else(|| {
+            Failure::Usage("no backend given: pass --backend (nftables, ipset, fail2ban, command, log) or set `backend` in [watch]".into())
+        })
 }
 
-pub fn cleanup(args: CleanupArgs, settings: Settings) -> Result<()> {
-    let name = args.backend.or_else(|| settings.watch.backend.clone());
-    let mut backend = open_backend(&settings, name.as_deref())?;
+pub fn cleanup(args: CleanupArgs, config: &Option<PathBuf>, mut settings: Settings) -> Result<()> {
+    if let Some(b) = args.backend {
+        settings.watch.backend = Some(b);
+    }
+    let mut backend = open_backend(&settings, &config_path(config))?;
     backend
         .cleanup()
         .map_err(|e| anyhow!("cleanup of {} failed: {e}", backend.name()))?;
@@ -246,24 +234,36 @@ struct Report {
     status: Status,
 }
 
+/// `banshare status`: exit 0 while the watcher runs, 3 when it does not
+/// (its last status is printed all the same) or has never run with this
+/// state directory. Reads only: creates neither the state directory nor
+/// the spool.
 pub fn status(args: StatusArgs, settings: Settings) -> Result<()> {
     let dir = args.state_dir.unwrap_or(settings.watch.state_dir);
+    let never_ran = || {
+        Failure::NotRunning(format!(
+            "no watcher has run with state directory {} yet",
+            dir.display()
+        ))
+    };
+    if !dir.is_dir() {
+        return Err(never_ran());
+    }
     let state = StateDir::open(&dir).with_context(|| format!("cannot open {}", dir.display()))?;
     let status = state
         .load_status()
         .with_context(|| format!("cannot read the status in {}", dir.display()))?
-        .ok_or_else(|| {
-            anyhow!(
-                "no watcher has run with state directory {} yet",
-                dir.display()
-            )
-        })?;
+        .ok_or_else(never_ran)?;
     let (lag_bytes, lag_records) = match measure_lag(&status.log, status.offset) {
         Ok((b, r)) => (Some(b), Some(r)),
         Err(_) => (None, None),
     };
     let spool_dir = args.spool_dir.unwrap_or(settings.spool_dir);
-    let spool_records = Spool::open(&spool_dir).ok().and_then(|s| s.depth().ok());
+    // No spool folder: nothing was ever spooled, so nothing waits.
+    let spool_records = match spool_dir.is_dir() {
+        true => Spool::open(&spool_dir).ok().and_then(|s| s.depth().ok()),
+        false => Some(0),
+    };
     let report = Report {
         running: is_running(status.pid),
         lag_bytes,
@@ -271,13 +271,17 @@ pub fn status(args: StatusArgs, settings: Settings) -> Result<()> {
         spool_records,
         status,
     };
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).map_err(|e| anyhow!(e))?
-        );
+    let text = if args.json {
+        serde_json::to_string_pretty(&report).map_err(|e| anyhow!(e))? + "\n"
     } else {
-        print_status(&report);
+        status_text(&report)
+    };
+    write_stdout(&text)?;
+    if !report.running {
+        return Err(Failure::NotRunning(format!(
+            "the watcher of {} is not running",
+            dir.display()
+        )));
     }
     Ok(())
 }
@@ -308,60 +312,74 @@ fn is_running(pid: u32) -> bool {
     pid != 0 && unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
 }
 
-fn print_status(r: &Report) {
+/// The report as `status` prints it without `--json`.
+fn status_text(r: &Report) -> String {
+    let mut out = String::new();
+    write_status(&mut out, r).expect("writing to a String never fails");
+    out
+}
+
+fn write_status(out: &mut String, r: &Report) -> std::fmt::Result {
+    use std::fmt::Write;
     let s = &r.status;
     let state = if r.running {
         format!("running (pid {})", s.pid)
     } else {
         "not running".into()
     };
-    println!(
+    writeln!(
+        out,
         "watcher:     {state}, node {}, backend {}",
         s.node, s.backend
-    );
+    )?;
     let readable = if s.log_present {
         "readable".to_string()
     } else {
         format!("NOT readable: {}", s.last_error.as_deref().unwrap_or("?"))
     };
-    println!("log:         {} ({readable})", s.log.display());
-    println!("follow mode: {}", s.mode);
+    writeln!(out, "log:         {} ({readable})", s.log.display())?;
+    writeln!(out, "follow mode: {}", s.mode)?;
     let lag = match (r.lag_records, r.lag_bytes) {
         (Some(rec), Some(b)) => format!("{rec} records, {b} bytes behind"),
         _ => "unknown (log not readable here)".into(),
     };
-    println!("cursor:      byte {}; lag {lag}", s.offset);
+    writeln!(out, "cursor:      byte {}; lag {lag}", s.offset)?;
     if let Some(why) = &s.held {
-        println!("HELD:        applying nothing until the cursor can be saved: {why}");
+        writeln!(
+            out,
+            "HELD:        applying nothing until the cursor can be saved: {why}"
+        )?;
     }
     let last = s.last_record_ts.map_or("none yet".into(), |t| {
         t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     });
-    println!("last record: {last}");
-    println!(
+    writeln!(out, "last record: {last}")?;
+    writeln!(
+        out,
         "bans:        {} active, {} applied, {} backend errors",
         s.active_bans, s.applied, s.backend_errors
-    );
+    )?;
     if !s.transport.is_empty() {
-        println!("never bans:  {} (the log's transport)", s.transport);
+        writeln!(out, "never bans:  {} (the log's transport)", s.transport)?;
     }
     for (node, until) in &s.tripped_nodes {
-        println!(
+        writeln!(
+            out,
             "BREAKER:     {node} is flooding; its records are refused until {}",
             until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        );
+        )?;
     }
-    println!("rejected:    {}", counts(&s.rejected));
-    println!("skipped:     {}", counts(&s.skipped));
-    println!("adjusted:    {}", counts(&s.adjusted));
+    writeln!(out, "rejected:    {}", counts(&s.rejected))?;
+    writeln!(out, "skipped:     {}", counts(&s.skipped))?;
+    writeln!(out, "adjusted:    {}", counts(&s.adjusted))?;
     let spool = r
         .spool_records
         .map_or("unknown".into(), |n| format!("{n} records waiting"));
-    println!("spool:       {spool}");
+    writeln!(out, "spool:       {spool}")?;
     let updated = s.updated.map_or("never".into(), |t| {
         t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     });
-    println!("updated:     {updated}");
+    writeln!(out, "updated:     {updated}")
 }
 
 fn counts(map: &std::collections::BTreeMap<String, u64>) -> String {

@@ -32,10 +32,14 @@ mod monitor;
 mod sftp;
 mod trust;
 mod watch;
+mod watch_parts;
 
 pub use monitor::{DEFAULT_FAIL2BAN_LOG, MonitorSettings};
 pub use trust::TrustSettings;
-pub use watch::{DEFAULT_MAX_BANTIME, DEFAULT_STATE_DIR, FollowKind, WatchSettings, parse_net};
+pub use watch::{
+    DEFAULT_MAX_BANTIME, DEFAULT_STATE_DIR, FollowKind, MIN_POLL_INTERVAL, WatchSettings,
+    check_poll_interval, parse_net,
+};
 
 use crate::lock::LockTimings;
 use crate::record::{BanTime, Jail, MAX_BANTIME_SECS, NodeId, PortSpec, Tag};
@@ -360,8 +364,8 @@ impl Checker<'_> {
         }
     }
 
-    /// A bantime as the file spells it: seconds, -1, or a duration; longer
-    /// than ten years means permanent, as on the command line.
+    /// A bantime as the file spells it: seconds, -1, or a duration, at
+    /// most ten years.
     pub(crate) fn bantime(
         &self,
         key: &'static str,
@@ -426,35 +430,63 @@ fn check_duration(d: Duration) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// A bantime as given on the command line: `-1` (permanent), seconds, or a
-/// duration with units.
+/// A bantime as the configuration file spells it: `-1` (permanent),
+/// seconds (`600`; `600.5` is rounded up), or a duration with units (`30m`;
+/// `1500ms` is rounded up to whole seconds). At least one second, and at
+/// most the record format's 10 years: a longer one is refused.
 pub fn parse_bantime(text: &str) -> Result<BanTime, String> {
-    if text == "-1" {
-        return Ok(BanTime::Permanent);
+    match bantime_secs(text)? {
+        None => Ok(BanTime::Permanent),
+        Some(secs) if secs > MAX_BANTIME_SECS => Err(format!(
+            "{text} is longer than the 10-year limit (-1 is a permanent ban)"
+        )),
+        Some(secs) => Ok(BanTime::Seconds(secs)),
     }
-    let secs = match fractional_seconds(text) {
-        Some(secs) => secs,
-        None => parse_duration_unbounded(text)?.as_secs(),
-    };
-    // A ban longer than the record format's 10 years is as good as forever.
-    if secs > MAX_BANTIME_SECS {
-        return Ok(BanTime::Permanent);
-    }
-    secs.to_string()
-        .parse()
-        .map_err(|e: crate::record::RejectReason| e.to_string())
 }
 
-/// `600.0` or `600.5` (fail2ban may print a bantime so), rounded up to
-/// whole seconds; `None` for anything else.
-fn fractional_seconds(text: &str) -> Option<u64> {
+/// A bantime as given to `banshare ban --bantime`: as [`parse_bantime`],
+/// but one over the 10-year limit becomes that limit, and the second value
+/// says so (the caller warns). fail2ban passes whatever its
+/// `bantime.increment` computed, and its action must not fail over it.
+pub fn parse_bantime_clamped(text: &str) -> Result<(BanTime, bool), String> {
+    match bantime_secs(text)? {
+        None => Ok((BanTime::Permanent, false)),
+        Some(secs) if secs > MAX_BANTIME_SECS => Ok((BanTime::Seconds(MAX_BANTIME_SECS), true)),
+        Some(secs) => Ok((BanTime::Seconds(secs), false)),
+    }
+}
+
+/// Whole seconds, rounded up; `None` for `-1` (permanent). Under one
+/// second is refused, naming the value as given.
+fn bantime_secs(text: &str) -> Result<Option<u64>, String> {
+    if text == "-1" {
+        return Ok(None);
+    }
+    let (whole, fraction) = match fractional_seconds(text) {
+        Some(parts) => parts,
+        None => {
+            let d = parse_duration_unbounded(text)?;
+            (d.as_secs(), d.subsec_nanos() > 0)
+        }
+    };
+    if whole == 0 {
+        return Err(format!(
+            "{text} is shorter than a bantime may be: at least 1 second, or -1 for a \
+             permanent ban"
+        ));
+    }
+    Ok(Some(whole.saturating_add(u64::from(fraction))))
+}
+
+/// `600.0` or `600.5` (fail2ban may print a bantime so): the whole seconds
+/// and whether a fraction is left; `None` for anything else.
+fn fractional_seconds(text: &str) -> Option<(u64, bool)> {
     let (whole, fraction) = text.split_once('.')?;
     let digits = |t: &str| !t.is_empty() && t.len() <= 12 && t.bytes().all(|b| b.is_ascii_digit());
     if !digits(whole) || !digits(fraction) {
         return None;
     }
-    let whole: u64 = whole.parse().ok()?;
-    Some(whole + u64::from(fraction.bytes().any(|b| b != b'0')))
+    Some((whole.parse().ok()?, fraction.bytes().any(|b| b != b'0')))
 }
 
 /// This host's name, as the default node id.
@@ -512,6 +544,26 @@ mod tests {
         let err =
             load("[common]\nnode='n'\n[append]\nlock_timeout = 5\nstale_lock = 5\n").unwrap_err();
         assert!(err.to_string().contains("stale_lock"), "{err}");
+    }
+
+    #[test]
+    fn bantimes_round_up_and_name_the_value_given() {
+        assert_eq!(parse_bantime("600.5"), Ok(BanTime::Seconds(601)));
+        assert_eq!(parse_bantime("1500ms"), Ok(BanTime::Seconds(2)));
+        assert_eq!(parse_bantime("-1"), Ok(BanTime::Permanent));
+        for short in ["500ms", "0", "0.5"] {
+            let err = parse_bantime(short).unwrap_err();
+            assert!(err.starts_with(short), "{err}");
+        }
+        assert!(parse_bantime("11y").unwrap_err().contains("11y"));
+        assert_eq!(
+            parse_bantime_clamped("11y"),
+            Ok((BanTime::Seconds(MAX_BANTIME_SECS), true))
+        );
+        assert_eq!(
+            parse_bantime_clamped("30m"),
+            Ok((BanTime::Seconds(1800), false))
+        );
     }
 
     #[test]

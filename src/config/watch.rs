@@ -8,10 +8,14 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::{Checker, ConfigError, DurationText, duration_text};
+use crate::backend::BackendKind;
 use crate::record::BanTime;
 
 /// Where the watcher keeps its cursor and status.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/banshare/watch";
+/// The shortest poll_interval: shorter would spend a core re-reading an
+/// idle log (0 would never sleep at all) for no gain in speed.
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// `watch.max_bantime` when not configured: a week, the longest bantime of
 /// fail2ban's own example jails (recidive's).
@@ -113,7 +117,15 @@ pub struct WatchSettings {
 impl WatchSettings {
     pub(super) fn check(raw: &RawWatch, check: &Checker) -> Result<WatchSettings, ConfigError> {
         let settings = WatchSettings {
-            backend: raw.backend.clone(),
+            backend: raw
+                .backend
+                .as_deref()
+                .map(|b| {
+                    check
+                        .parse::<BackendKind>("watch.backend", b)
+                        .map(|_| b.to_owned())
+                })
+                .transpose()?,
             state_dir: raw
                 .state_dir
                 .clone()
@@ -163,6 +175,9 @@ impl WatchSettings {
     }
 
     fn check_ranges(&self) -> Result<(), (&'static str, String)> {
+        if self.poll_interval < MIN_POLL_INTERVAL {
+            return Err(("watch.poll_interval", poll_interval_too_short()));
+        }
         if self.batch_max == 0 {
             return Err(("watch.batch_max", "must be at least 1".into()));
         }
@@ -244,4 +259,19 @@ pub fn parse_net(text: &str) -> Result<IpNet, String> {
     text.parse::<std::net::IpAddr>()
         .map(IpNet::from)
         .map_err(|_| format!("{text:?} is not an address or network"))
+}
+
+/// Checks a poll interval given on the command line.
+pub fn check_poll_interval(interval: Duration) -> Result<Duration, String> {
+    if interval < MIN_POLL_INTERVAL {
+        return Err(poll_interval_too_short());
+    }
+    Ok(interval)
+}
+
+fn poll_interval_too_short() -> String {
+    format!(
+        "must be at least {} (polling more often only burns CPU)",
+        humantime::format_duration(MIN_POLL_INTERVAL)
+    )
 }

@@ -7,7 +7,8 @@
 //! one batch through the transport, or to the spool when the log is out of
 //! reach. `Restore Ban` lines (fail2ban re-applying its database at start)
 //! and the excluded jails (by default `banshare`, the jail that receives
-//! banshare's own bans) are not shared.
+//! banshare's own bans) are not shared, nor are addresses every watcher
+//! refuses (loopback, multicast, ...: [`crate::record::never_ban`]).
 //!
 //! On its first run (no saved cursor) it starts at the end of fail2ban.log:
 //! bans from before banshare was installed are not shared.
@@ -19,7 +20,7 @@ use std::path::PathBuf;
 use crate::append::{self, Outcome, Request, Writer};
 use crate::follow::{Follower, Line, LocalFs};
 use crate::lock::LockTimings;
-use crate::record::{BanTime, Jail, Op, PortSpec, Record};
+use crate::record::{BanTime, Jail, Op, PortSpec, Record, never_ban};
 use crate::spool::Spool;
 use crate::transport::{self, LogLocation};
 use crate::watch::mode::Mode;
@@ -192,6 +193,16 @@ impl Monitor {
             Kind::RestoreBan => return None,
         };
         if self.opts.exclude_jails.contains(&event.jail) {
+            return None;
+        }
+        // What every watcher refuses is not written at all, as `banshare
+        // ban` refuses it. (fail2ban bans single addresses, so only the
+        // fixed ranges matter here, not the prefix limits.)
+        if let Err(why) = never_ban::check(event.target.net(), 0, 0) {
+            warn(&format!(
+                "not shared: [{}] {op} {}: {why}, which watchers refuse",
+                event.jail, event.target
+            ));
             return None;
         }
         let request = Request {

@@ -14,6 +14,7 @@
 //! exactly the grammar and rejects everything else with a [`RejectReason`].
 
 mod header;
+pub mod never_ban;
 mod scan;
 mod text;
 mod value;

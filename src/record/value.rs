@@ -245,8 +245,9 @@ impl RecordId {
     }
 }
 
-/// The longest ban time a record may carry; longer ones are written as
-/// permanent. Bounding it keeps `ts + bantime` far from overflow.
+/// The longest ban time a record may carry: `banshare ban` clamps a longer
+/// one to it (with a warning), the configuration refuses one. Bounding it
+/// keeps `ts + bantime` far from overflow.
 pub const MAX_BANTIME_SECS: u64 = 10 * 366 * 24 * 3600;
 
 /// How long a ban lasts. fail2ban writes a negative bantime for "forever".

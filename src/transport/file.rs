@@ -48,13 +48,7 @@ impl FileTransport {
             .read(true)
             .append(true)
             .open(&self.log)
-            .map_err(|e| match e.kind() {
-                ErrorKind::NotFound => TransportError::LogMissing(self.log.clone()),
-                _ => TransportError::Open {
-                    path: self.log.clone(),
-                    source: e,
-                },
-            })
+            .map_err(|e| TransportError::opening(&self.log, e))
     }
 
     /// `batch`, preceded by a newline if the log does not end in one: a
@@ -97,10 +91,9 @@ impl Transport for FileTransport {
         let start = std::time::Instant::now();
         let _local = LocalLock::acquire(&self.local_lock, self.timings.timeout)?;
         // A missing log most often means a missing mount: say so before
-        // leaving a lock file in the bare mount point.
-        if !self.log.exists() {
-            return Err(TransportError::LogMissing(self.log.clone()));
-        }
+        // leaving a lock file in the bare mount point. (Not `exists()`,
+        // which says false for a dead mount too.)
+        std::fs::metadata(&self.log).map_err(|e| TransportError::opening(&self.log, e))?;
         let remaining = LockTimings {
             timeout: self.timings.timeout.saturating_sub(start.elapsed()),
             ..self.timings

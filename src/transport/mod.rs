@@ -78,6 +78,10 @@ pub enum TransportError {
          so that an unmounted share is not mistaken for an empty one"
     )]
     LogMissing(PathBuf),
+    /// The share is there but does not answer: a dead sshfs connection
+    /// (ENOTCONN), a stale NFS handle, an I/O error or a timeout.
+    #[error("log {path} is unreachable (is the file server up and reachable?): {source}")]
+    LogUnreachable { path: PathBuf, source: io::Error },
     #[error("cannot open log {path}: {source}")]
     Open { path: PathBuf, source: io::Error },
     #[error(transparent)]
@@ -89,6 +93,37 @@ pub enum TransportError {
 }
 
 impl TransportError {
+    /// Sorts an error from finding or opening the log at `path`: only
+    /// ENOENT means it does not exist; a share that stopped answering is
+    /// unreachable, which asks for another fix than mounting it.
+    pub fn opening(path: &std::path::Path, source: io::Error) -> TransportError {
+        let path = path.to_owned();
+        if source.kind() == io::ErrorKind::NotFound {
+            return TransportError::LogMissing(path);
+        }
+        let unreachable = matches!(
+            source.raw_os_error(),
+            Some(
+                libc::ENOTCONN
+                    | libc::EIO
+                    | libc::ETIMEDOUT
+                    | libc::ESHUTDOWN
+                    | libc::ESTALE
+                    | libc::ECONNABORTED
+                    | libc::ECONNRESET
+                    | libc::EHOSTUNREACH
+                    | libc::ENETUNREACH
+                    | libc::ENODEV
+                    | libc::ENXIO
+            )
+        );
+        if unreachable {
+            TransportError::LogUnreachable { path, source }
+        } else {
+            TransportError::Open { path, source }
+        }
+    }
+
     /// True when the error came before any byte was written, so a retry
     /// cannot produce a duplicate. Transports must therefore report every
     /// failure after the first byte is sent as [`TransportError::Write`], and
@@ -204,4 +239,28 @@ pub(crate) fn id_field(line: &[u8]) -> Option<RecordId> {
         .position(|&b| b == b' ' || b == b'\n')
         .unwrap_or(rest.len());
     std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::path::Path;
+
+    use super::TransportError;
+
+    #[test]
+    fn only_enoent_is_a_missing_log() {
+        let log = Path::new("/mnt/banshare/newbans.log");
+        let of = |errno| TransportError::opening(log, io::Error::from_raw_os_error(errno));
+        assert!(matches!(of(libc::ENOENT), TransportError::LogMissing(_)));
+        for errno in [libc::ENOTCONN, libc::EIO, libc::ETIMEDOUT, libc::ESHUTDOWN] {
+            let e = of(errno);
+            assert!(
+                matches!(e, TransportError::LogUnreachable { .. }),
+                "{errno}: {e}"
+            );
+            assert!(!e.to_string().contains("does not exist"), "{e}");
+        }
+        assert!(matches!(of(libc::ELOOP), TransportError::Open { .. }));
+    }
 }

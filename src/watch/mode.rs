@@ -3,8 +3,8 @@
 //!
 //! inotify only reports changes made through this host's kernel. On FUSE
 //! (sshfs), NFS, CIFS and other network filesystems, writes by other hosts
-//! produce no event and no error, only silence (`shared/NOTES.md`), so there
-//! the watcher polls. Where inotify works, a slow safety poll still runs, in
+//! produce no event and no error, only silence (measured through sshfs; see
+//! docs/watch.md), so there the watcher polls. Where inotify works, a slow safety poll still runs, in
 //! case events are dropped (queue overflow) or the log is replaced in a way
 //! the directory watch misses.
 

@@ -1,7 +1,8 @@
 //! A stock fail2ban server (the Debian package) as a baseline: its own
 //! configuration directory, socket, pid file, log and database, optionally
 //! inside a test host's network namespace, so that several run side by side
-//! (`shared/NOTES.md`). Dropping it stops the server.
+//! (fail2ban allows that when each instance has its own `-c` folder, `-s`
+//! socket and `-p` pid file). Dropping it stops the server.
 //!
 //! The configuration is a copy of `/etc/fail2ban` without `jail.d/*` (which
 //! enables sshd on Debian), plus the seed system's newbans filter and one

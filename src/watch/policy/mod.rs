@@ -12,7 +12,8 @@
 //!    link-local, broadcast, this host's own addresses (`ignoreself`),
 //!    `ignoreip`, the addresses this node reaches the shared log through
 //!    (its file server and the next hop to it), and networks wider than the
-//!    configured limit or containing any of those;
+//!    configured limit or containing any of those (the fixed part of this
+//!    rule is [`never_ban`], which `banshare ban` applies too);
 //! 4. time: a record dated more than a day ahead of this host's clock is
 //!    refused, and one dated less than that counts as written now (see
 //!    [`MAX_CLOCK_LEAD`]); a bantime longer than `max_bantime` is cut to
@@ -47,7 +48,7 @@ mod breaker_state;
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Local, NaiveDate, TimeDelta, TimeZone, Utc};
@@ -55,6 +56,7 @@ use ipnet::IpNet;
 
 use crate::backend::{Action, Ban, Unban};
 use crate::config::DEFAULT_MAX_BANTIME;
+use crate::record::never_ban::{self, normalize, normalize_addr, overlaps};
 use crate::record::{BanTime, NodeId, Op, Record, Target};
 use crate::trust::Provenance;
 pub use active::ActiveBan;
@@ -492,18 +494,13 @@ impl Policy {
     /// Rule 3: addresses that are never banned on this node. Returns the
     /// normalised network.
     fn check_target(&self, target: Target) -> Result<IpNet, Skip> {
-        let net = normalize(target.net());
         let s = &self.settings;
-        let max = match net {
-            IpNet::V4(_) => s.max_prefix_v4,
-            IpNet::V6(_) => s.max_prefix_v6,
-        };
-        if net.prefix_len() < max {
-            return Err(Skip::TooWide);
-        }
-        if NEVER_BAN.iter().any(|n| overlaps(n, &net)) {
-            return Err(Skip::NeverBan);
-        }
+        let net = never_ban::check(target.net(), s.max_prefix_v4, s.max_prefix_v6).map_err(
+            |e| match e {
+                never_ban::NeverBan::TooWide { .. } => Skip::TooWide,
+                never_ban::NeverBan::Reserved(_) => Skip::NeverBan,
+            },
+        )?;
         if s.ignoreip.iter().any(|n| overlaps(&normalize(*n), &net)) {
             return Err(Skip::Ignored);
         }
@@ -692,61 +689,4 @@ pub fn record_time(record: &Record, now: DateTime<Utc>) -> DateTime<Utc> {
         .filter_map(at_year)
         .find(|t| *t <= limit)
         .unwrap_or(now)
-}
-
-/// An IPv4-mapped IPv6 address or network means the IPv4 one.
-fn normalize(net: IpNet) -> IpNet {
-    match net {
-        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
-            Some(v4) => IpNet::new(IpAddr::V4(v4), v6.prefix_len() - 96).unwrap_or(net),
-            None => net,
-        },
-        _ => net,
-    }
-}
-
-fn normalize_addr(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-/// One of the two networks contains the other: their addresses agree on
-/// the shorter prefix. (Checked for every record against every never-ban
-/// network, so in plain integer arithmetic.)
-fn overlaps(a: &IpNet, b: &IpNet) -> bool {
-    let len = u32::from(a.prefix_len().min(b.prefix_len()));
-    match (a, b) {
-        (IpNet::V4(a), IpNet::V4(b)) => {
-            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
-            (a.addr().to_bits() ^ b.addr().to_bits()) & mask == 0
-        }
-        (IpNet::V6(a), IpNet::V6(b)) => {
-            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
-            (a.addr().to_bits() ^ b.addr().to_bits()) & mask == 0
-        }
-        _ => false,
-    }
-}
-
-/// Ranges no node ever bans: banning them breaks the host or its network.
-/// Built once: every record is checked against it.
-static NEVER_BAN: std::sync::LazyLock<[IpNet; 10]> = std::sync::LazyLock::new(never_ban_nets);
-
-fn never_ban_nets() -> [IpNet; 10] {
-    let v4 = |a: [u8; 4], len| IpNet::new(IpAddr::V4(Ipv4Addr::from(a)), len).expect("valid");
-    let v6 = |a: Ipv6Addr, len| IpNet::new(IpAddr::V6(a), len).expect("valid");
-    [
-        v4([0, 0, 0, 0], 8),          // "this network", includes unspecified
-        v4([127, 0, 0, 0], 8),        // loopback
-        v4([169, 254, 0, 0], 16),     // link-local
-        v4([224, 0, 0, 0], 4),        // multicast
-        v4([255, 255, 255, 255], 32), // broadcast
-        v6(Ipv6Addr::UNSPECIFIED, 128),
-        v6(Ipv6Addr::LOCALHOST, 128),
-        v6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10), // link-local
-        v6(Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8),  // multicast
-        v6(Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 128), // ::ffff:0.0.0.0
-    ]
 }

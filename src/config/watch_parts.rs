@@ -1,0 +1,66 @@
+//! What `banshare watch` builds from the settings beyond plain values: the
+//! ban backend (its name and its `[backend]` table) and the trust policy
+//! (the trusted keys file). `banshare config check` runs these same
+//! functions, so it approves exactly what the watcher accepts.
+//!
+//! Errors name the configuration key. Flags that override these values
+//! (`--backend`) are checked by the command line itself and name the flag.
+
+use std::path::Path;
+
+use super::{Checker, ConfigError, Settings};
+use crate::backend::{self, Backend, BackendKind};
+use crate::trust::{TrustPolicy, TrustedKeys};
+
+impl Settings {
+    /// The backend named by `[watch] backend`, built from `[backend]`
+    /// without touching the host; `None` when no backend is named.
+    /// `origin` names the configuration file in errors.
+    pub fn watch_backend(&self, origin: &Path) -> Result<Option<Box<dyn Backend>>, ConfigError> {
+        let check = Checker { origin };
+        let Some(name) = self.watch.backend.as_deref() else {
+            return Ok(None);
+        };
+        let kind: BackendKind = check.parse("watch.backend", name)?;
+        backend::open(kind, &self.backend)
+            .map(Some)
+            .map_err(|e| check.invalid(backend_key(kind), e))
+    }
+
+    /// The trusted keys (read from `[trust] keys`) and what they require.
+    pub fn trust_policy(&self, origin: &Path) -> Result<TrustPolicy, ConfigError> {
+        let check = Checker { origin };
+        let t = &self.trust;
+        let keys = match &t.keys {
+            Some(path) => TrustedKeys::load(path).map_err(|e| check.invalid("trust.keys", e))?,
+            None => TrustedKeys::default(),
+        };
+        if t.require_signed && keys.is_empty() {
+            return Err(check.invalid("trust.keys", "lists no key, but trust.require_signed is on"));
+        }
+        Ok(TrustPolicy {
+            keys,
+            require_signed: t.require_signed,
+            allow_unsigned_logger: t.allow_unsigned_logger,
+        })
+    }
+
+    /// Everything `watch` would refuse in these settings, short of a
+    /// missing backend or log (which a flag may still give).
+    pub fn check_watch(&self, origin: &Path) -> Result<(), ConfigError> {
+        self.watch_backend(origin)?;
+        self.trust_policy(origin)?;
+        Ok(())
+    }
+}
+
+/// The `[backend]` table a backend of `kind` reads.
+fn backend_key(kind: BackendKind) -> &'static str {
+    match kind {
+        BackendKind::Nftables => "backend.nftables",
+        BackendKind::Ipset => "backend.ipset",
+        BackendKind::Fail2ban => "backend.fail2ban",
+        BackendKind::Command => "backend.command",
+        BackendKind::Log => "backend",
+    }
+}
