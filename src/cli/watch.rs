@@ -86,6 +86,7 @@ fn run_watch<F: LogFs>(
         state,
         quiet: false,
         trust: trust_policy(settings)?,
+        safety_poll: settings.watch.safety_poll,
     };
     let (daemon, handle) =
         Daemon::with_fs(fs, opts, policy_settings(settings), backend).map_err(|e| anyhow!(e))?;

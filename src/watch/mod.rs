@@ -1,6 +1,7 @@
 //! `banshare watch`: follow the shared log and apply bans locally.
 //!
 //! - [`daemon`]: the event loop that owns the state;
+//! - [`drift`]: restoring the firewall when another tool removed it;
 //! - [`flusher`]: delivering the local spool while the watcher runs;
 //! - [`mode`]: inotify or polling, chosen by filesystem;
 //! - [`policy`]: which records become bans;
@@ -9,6 +10,7 @@
 //! - [`host`]: this host's own addresses.
 
 pub mod daemon;
+pub mod drift;
 pub mod flusher;
 pub mod host;
 pub mod mode;
