@@ -28,6 +28,8 @@ pub struct FirewallGuard {
     last: Instant,
     /// Found missing, and not yet restored with every active ban.
     lost: bool,
+    /// The last check could not run; said once, not every safety poll.
+    check_failing: bool,
 }
 
 impl FirewallGuard {
@@ -36,6 +38,7 @@ impl FirewallGuard {
             every,
             last: Instant::now(),
             lost: false,
+            check_failing: false,
         }
     }
 
@@ -68,7 +71,13 @@ impl FirewallGuard {
     pub fn check(&mut self, backend: &mut dyn Backend, policy: &Policy) -> u64 {
         self.last = Instant::now();
         if !self.lost {
-            match backend.is_intact() {
+            let intact = backend.is_intact();
+            let failing = intact.is_err();
+            if failing && self.check_failing {
+                return 1;
+            }
+            self.check_failing = failing;
+            match intact {
                 Ok(true) => return 0,
                 Ok(false) => {
                     self.lost = true;
@@ -80,7 +89,8 @@ impl FirewallGuard {
                 }
                 Err(e) => {
                     warn(&format!(
-                        "cannot check the {} backend's firewall objects: {e}",
+                        "cannot check the {} backend's firewall objects: {e} \
+                         (said once until a check succeeds)",
                         backend.name()
                     ));
                     return 1;
@@ -90,26 +100,36 @@ impl FirewallGuard {
         self.restore(backend, policy)
     }
 
-    /// Sets the backend up and applies the bans in force. Stays `lost` on
-    /// failure, so the next safety poll tries again.
+    /// Sets the backend up and applies the bans in force. Stays `lost` when
+    /// `setup` fails, so the next safety poll tries again. A failed apply
+    /// is reported once and not retried: `apply` is best effort and names
+    /// what it could not apply (a refused network would fail every retry).
     fn restore(&mut self, backend: &mut dyn Backend, policy: &Policy) -> u64 {
-        let bans = bans_in_force(policy, Utc::now());
-        if let Err(e) = backend.setup().and_then(|()| backend.apply(&bans)) {
+        if let Err(e) = backend.setup() {
             error(&format!(
-                "restoring the {} backend with {} active bans failed: {e}; retrying at the next safety poll",
-                backend.name(),
-                bans.len()
+                "setting the {} backend up again failed: {e}; retrying at the next safety poll",
+                backend.name()
             ));
             return 1;
         }
         self.lost = false;
-        if !bans.is_empty() {
-            warn(&format!(
-                "re-applied {} active bans to the {} backend, each with its remaining time",
+        let bans = bans_in_force(policy, Utc::now());
+        if bans.is_empty() {
+            return 0;
+        }
+        if let Err(e) = backend.apply(&bans) {
+            error(&format!(
+                "re-applying {} active bans to the {} backend failed in part: {e}",
                 bans.len(),
                 backend.name()
             ));
+            return 1;
         }
+        warn(&format!(
+            "re-applied {} active bans to the {} backend, each with its remaining time",
+            bans.len(),
+            backend.name()
+        ));
         0
     }
 }
@@ -150,6 +170,7 @@ fn target_of(net: IpNet) -> Target {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::BackendError;
     use crate::watch::policy::{ActiveBan, PolicySettings};
 
     #[test]
@@ -180,5 +201,80 @@ mod tests {
             .collect();
         actions.sort();
         assert_eq!(actions, ["192.0.2.1 Some(600)", "198.51.100.0/24 None"]);
+    }
+
+    /// A backend whose objects come and go as the test says.
+    #[derive(Default)]
+    struct Fake {
+        intact: bool,
+        setup_fails: bool,
+        setups: usize,
+        applied: Vec<Action>,
+    }
+
+    impl Backend for Fake {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+        fn setup(&mut self) -> Result<(), BackendError> {
+            self.setups += 1;
+            if self.setup_fails {
+                return Err(BackendError::Config("no".into()));
+            }
+            self.intact = true;
+            Ok(())
+        }
+        fn apply(&mut self, batch: &[Action]) -> Result<(), BackendError> {
+            self.applied.extend_from_slice(batch);
+            Ok(())
+        }
+        fn cleanup(&mut self) -> Result<(), BackendError> {
+            Ok(())
+        }
+        fn is_intact(&mut self) -> Result<bool, BackendError> {
+            Ok(self.intact)
+        }
+    }
+
+    #[test]
+    fn guard_restores_once_per_loss_and_retries_a_failed_setup() {
+        let mut policy = Policy::new(PolicySettings::defaults("me".parse().unwrap()));
+        policy.restore_active(
+            "192.0.2.1/32".parse().unwrap(),
+            ActiveBan {
+                until: Some(Utc::now() + chrono::Duration::seconds(600)),
+                jail: None,
+                since: Utc::now(),
+            },
+        );
+        let mut backend = Fake {
+            intact: true,
+            ..Fake::default()
+        };
+        let mut guard = FirewallGuard::new(Duration::ZERO);
+        assert_eq!(guard.poll(&mut backend, &policy), 0);
+        assert_eq!((backend.setups, backend.applied.len()), (0, 0));
+
+        backend.intact = false;
+        backend.setup_fails = true;
+        assert_eq!(guard.poll(&mut backend, &policy), 1);
+        assert_eq!(guard.poll(&mut backend, &policy), 1, "tried again");
+        assert_eq!((backend.setups, backend.applied.len()), (2, 0));
+
+        backend.setup_fails = false;
+        assert_eq!(guard.poll(&mut backend, &policy), 0);
+        assert_eq!((backend.setups, backend.applied.len()), (3, 1));
+        assert_eq!(guard.poll(&mut backend, &policy), 0);
+        assert_eq!(
+            (backend.setups, backend.applied.len()),
+            (3, 1),
+            "restored once"
+        );
+
+        // Not yet time for the next safety poll: no call at all.
+        let mut slow = FirewallGuard::new(Duration::from_secs(3600));
+        backend.intact = false;
+        assert_eq!(slow.poll(&mut backend, &policy), 0);
+        assert_eq!(backend.setups, 3);
     }
 }
