@@ -142,6 +142,7 @@ fn start_watcher(
         state,
         quiet: true,
         trust: Default::default(),
+        safety_poll: Duration::from_secs(5),
     };
     let policy = PolicySettings {
         ignoreself: false,

@@ -17,6 +17,13 @@
 //! a second exclusive-create file, `<lock>.break`, so that two breakers never
 //! both remove a lock, and the breaker then competes for the lock like any
 //! other writer. `docs/format.md` specifies the protocol.
+//!
+//! On a FUSE mount (sshfs), removing a file that a process on this host
+//! still has open renames it to `.fuse_hidden*` instead, and a race inside
+//! libfuse between that process's close and our unlink can leave it there
+//! for good. Waiters on this host read the lock file all the time, so after
+//! each release and break the holder sweeps such leftovers away: see
+//! [`LockFs::sweep_leftovers`].
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, ErrorKind, Read, Write};
@@ -114,6 +121,7 @@ pub struct CrossHostLock<'fs> {
     fs: &'fs mut dyn LockFs,
     path: PathBuf,
     content: Vec<u8>,
+    stale_after: Duration,
     released: bool,
 }
 
@@ -148,6 +156,7 @@ impl<'fs> CrossHostLock<'fs> {
                     fs,
                     path: path.to_owned(),
                     content,
+                    stale_after: timings.stale_after,
                     released: false,
                 });
             }
@@ -176,7 +185,9 @@ impl<'fs> CrossHostLock<'fs> {
     /// it, so that writer may have appended concurrently with us.
     pub fn release(mut self) -> Result<bool, LockError> {
         self.released = true;
-        remove_if_content(self.fs, &self.path, &self.content)
+        let removed = remove_if_content(self.fs, &self.path, &self.content);
+        sweep(self.fs, &self.path, &self.content, self.stale_after);
+        removed
     }
 }
 
@@ -192,6 +203,7 @@ impl Drop for CrossHostLock<'_> {
     fn drop(&mut self) {
         if !self.released {
             let _ = remove_if_content(self.fs, &self.path, &self.content);
+            sweep(self.fs, &self.path, &self.content, self.stale_after);
         }
     }
 }
@@ -232,6 +244,40 @@ pub trait LockFs {
     fn read(&mut self, path: &Path) -> io::Result<Option<Vec<u8>>>;
     /// Removes `path`. `Ok(false)`: it was already gone.
     fn remove(&mut self, path: &Path) -> io::Result<bool>;
+    /// Removes the copies of lock files that removing them left behind in
+    /// `lock`'s folder, on filesystems that leave any (FUSE's
+    /// `.fuse_hidden*`), and returns how many. It removes only lock records
+    /// (see [`is_lock_record`]): `ours` at once, others once `stale_after`
+    /// old. The default does nothing: SFTP and local disks leave nothing.
+    fn sweep_leftovers(
+        &mut self,
+        _lock: &Path,
+        _ours: &[u8],
+        _stale_after: Duration,
+    ) -> io::Result<usize> {
+        Ok(0)
+    }
+}
+
+/// The prefix of the names FUSE gives files unlinked while still open.
+pub const FUSE_HIDDEN_PREFIX: &str = ".fuse_hidden";
+
+/// How many times [`LocalLockFs::sweep_leftovers`] lists the folder at most:
+/// removing a leftover that a process on this host is reading hides it
+/// again under a new name, which the next pass removes.
+const SWEEP_PASSES: usize = 5;
+
+/// Whether `content` is what this protocol writes into a lock or break
+/// guard file: one line `banshare-lock node=... token=...`. Only such
+/// files are ever swept, so another program's hidden files are never
+/// touched.
+pub fn is_lock_record(content: &[u8]) -> bool {
+    let Some(line) = content.strip_suffix(b"\n") else {
+        return false;
+    };
+    line.starts_with(b"banshare-lock node=")
+        && !line.contains(&b'\n')
+        && line.windows(7).any(|w| w == b" token=")
 }
 
 /// Lock files on a local or mounted (sshfs, NFS) path.
@@ -297,6 +343,59 @@ impl LockFs for LocalLockFs {
             Err(e) => Err(e),
         }
     }
+
+    /// Lists the folder (one listing per pass, usually one pass) and removes
+    /// the `.fuse_hidden*` lock records. A leftover's age is the folder's
+    /// mtime, which our own unlink just set, minus the leftover's mtime:
+    /// both come from the file server's clock, so clock skew between hosts
+    /// does not count.
+    fn sweep_leftovers(
+        &mut self,
+        lock: &Path,
+        ours: &[u8],
+        stale_after: Duration,
+    ) -> io::Result<usize> {
+        let dir = match lock.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let mut removed = 0;
+        for _ in 0..SWEEP_PASSES {
+            let now = fs::metadata(dir)?.modified()?;
+            let mut removed_this_pass = 0;
+            for entry in fs::read_dir(dir)? {
+                let entry = entry?;
+                if !entry
+                    .file_name()
+                    .as_encoded_bytes()
+                    .starts_with(FUSE_HIDDEN_PREFIX.as_bytes())
+                {
+                    continue;
+                }
+                // Files we cannot read or that vanished are not ours to judge.
+                let path = entry.path();
+                let Ok(Some(content)) = self.read(&path) else {
+                    continue;
+                };
+                if !is_lock_record(&content) {
+                    continue;
+                }
+                let old_enough = || {
+                    let modified = entry.metadata().and_then(|m| m.modified()).ok();
+                    modified
+                        .is_some_and(|m| now.duration_since(m).is_ok_and(|age| age >= stale_after))
+                };
+                if (content == ours || old_enough()) && self.remove(&path).unwrap_or(false) {
+                    removed_this_pass += 1;
+                }
+            }
+            if removed_this_pass == 0 {
+                break;
+            }
+            removed += removed_this_pass;
+        }
+        Ok(removed)
+    }
 }
 
 /// Lock files are one short line; reading more means something else is
@@ -312,6 +411,18 @@ fn try_create(fs: &mut dyn LockFs, path: &Path, content: &[u8]) -> Result<bool, 
 /// The file's content, or `None` if it does not exist.
 fn read_if_exists(fs: &mut dyn LockFs, path: &Path) -> Result<Option<Vec<u8>>, LockError> {
     fs.read(path).map_err(|e| LockError::io(path, e))
+}
+
+/// Sweeps leftovers of removed lock files after a release or a break. A
+/// failure costs only litter, which a later sweep removes once stale, so it
+/// is reported and otherwise ignored.
+fn sweep(fs: &mut dyn LockFs, path: &Path, ours: &[u8], stale_after: Duration) {
+    if let Err(e) = fs.sweep_leftovers(path, ours, stale_after) {
+        eprintln!(
+            "banshare: warning: cannot sweep leftover lock files beside {}: {e}",
+            path.display()
+        );
+    }
 }
 
 /// Removes `path` only if it still holds `content`.
@@ -343,6 +454,7 @@ fn break_stale(
     }
     let result = remove_if_content(fs, path, stale);
     let _ = remove_if_content(fs, &guard_path, ours);
+    sweep(fs, path, ours, stale_after);
     if let Ok(true) = result {
         eprintln!(
             "banshare: warning: broke stale lock {} left by a writer that stopped ({})",
@@ -487,5 +599,63 @@ mod tests {
         let _held = CrossHostLock::acquire(&mut a, &path, &owner(), slow).unwrap();
         let err = CrossHostLock::acquire(&mut b, &path, &owner(), slow).unwrap_err();
         assert!(matches!(err, LockError::Timeout { .. }), "{err}");
+    }
+
+    #[test]
+    fn lock_records_are_told_from_other_files() {
+        assert!(is_lock_record(
+            b"banshare-lock node=a pid=1 token=00 since=x\n"
+        ));
+        assert!(!is_lock_record(b"banshare-lock node=a pid=1 since=x\n"));
+        assert!(!is_lock_record(b"banshare-lock node=a token=0"));
+        assert!(!is_lock_record(b"banshare-lock node=a token=0\nmore\n"));
+        assert!(!is_lock_record(b"someone's editor swap file\n"));
+    }
+
+    #[test]
+    fn sweep_removes_our_leftovers_and_stale_lock_records_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("log.lock");
+        let ours = b"banshare-lock node=me pid=1 token=01 since=x\n";
+        let write = |name: &str, content: &[u8], age: Duration| {
+            let path = dir.path().join(name);
+            fs::write(&path, content).unwrap();
+            let file = File::options().write(true).open(&path).unwrap();
+            file.set_modified(std::time::SystemTime::now() - age)
+                .unwrap();
+        };
+        let old = Duration::from_secs(3600);
+        write(".fuse_hidden0000000100000001", ours, Duration::ZERO);
+        write(
+            ".fuse_hidden0000000200000002",
+            b"banshare-lock node=dead pid=2 token=02 since=x\n",
+            old,
+        );
+        // Another writer's, released a moment ago: its owner sweeps it.
+        write(
+            ".fuse_hidden0000000300000003",
+            b"banshare-lock node=other pid=3 token=03 since=x\n",
+            Duration::ZERO,
+        );
+        // Not a lock record, however old: never ours to remove.
+        write(".fuse_hidden0000000400000004", b"user data\n", old);
+        write("log.lock.old", ours, old);
+        let removed = LocalLockFs
+            .sweep_leftovers(&lock, ours, Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(removed, 2);
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".fuse_hidden0000000300000003",
+                ".fuse_hidden0000000400000004",
+                "log.lock.old"
+            ]
+        );
     }
 }

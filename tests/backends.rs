@@ -288,6 +288,20 @@ fn nft_setup_is_idempotent_and_cleanup_removes_the_table() {
 }
 
 #[test]
+fn nft_is_intact_until_the_table_is_flushed_or_deleted() {
+    let ns = Netns::new();
+    let mut b = backend::open(BackendKind::Nftables, &ns.settings()).unwrap();
+    assert!(!b.is_intact().unwrap(), "before setup");
+    b.setup().unwrap();
+    assert!(b.is_intact().unwrap());
+    ns.run(&["nft", "flush", "ruleset"]);
+    assert!(!b.is_intact().unwrap(), "after nft flush ruleset");
+    b.setup().unwrap();
+    ns.run(&["nft", "delete", "table", "inet", "banshare"]);
+    assert!(!b.is_intact().unwrap(), "after the table was deleted");
+}
+
+#[test]
 fn nft_ban_unban_and_reban() {
     let ns = Netns::new();
     let mut b = backend::open(BackendKind::Nftables, &ns.settings()).unwrap();
@@ -504,6 +518,17 @@ fn ipset_members(ns: &Netns, set: &str) -> BTreeMap<String, u64> {
             (words[0].to_owned(), words[2].parse().unwrap())
         })
         .collect()
+}
+
+#[test]
+fn ipset_is_intact_until_a_set_is_destroyed() {
+    let ns = Netns::new();
+    let mut b = backend::open(BackendKind::Ipset, &ns.settings()).unwrap();
+    assert!(!b.is_intact().unwrap(), "before setup");
+    b.setup().unwrap();
+    assert!(b.is_intact().unwrap());
+    ns.run(&["ipset", "destroy", "banshare-v6net"]);
+    assert!(!b.is_intact().unwrap(), "after one set was destroyed");
 }
 
 #[test]

@@ -143,6 +143,63 @@ fn three_hosts_twelve_writers_six_thousand_whole_records() {
     }
 }
 
+/// The names in the share's folder that FUSE left behind: a file unlinked
+/// while still open on a node is renamed to `.fuse_hidden*` instead.
+fn fuse_hidden_files(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".fuse_hidden"))
+        .collect()
+}
+
+/// Two writers per node with spools of their own, so that writers on one
+/// host do not queue behind one local lock but read the lock file while
+/// their neighbour removes it: that is what leaves `.fuse_hidden*` files.
+#[test]
+fn cross_host_appends_leave_no_lock_file_behind() {
+    let share = Share::new("hidden", 3);
+    let dir = share.cluster.export_dir();
+    // Left by an earlier version: a lock record an hour old goes, a file
+    // that is not a lock record stays, however old.
+    let hour_old = |name: &str, content: &str| {
+        let path = dir.join(name);
+        fs::write(&path, content).unwrap();
+        let file = fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+            .unwrap();
+    };
+    hour_old(
+        ".fuse_hidden00000abc00000001",
+        "banshare-lock node=old pid=7 token=0123456789abcdef since=2026-11-30T09:00:00.000Z\n",
+    );
+    hour_old(".fuse_hidden00000abc00000002", "not a lock record\n");
+
+    let writers: Vec<Child> = (0..6)
+        .map(|w| {
+            let node = w % 3;
+            let own_spool = format!(
+                "--log {} --spool-dir {}/w{w} --node node{node}",
+                share.log_via(node).display(),
+                share.spools.path().display(),
+            );
+            share.spawn_sh(node, &ban_loop(w, 50, ""), &[("C", &own_spool)])
+        })
+        .collect();
+    for (n, w) in writers.into_iter().enumerate() {
+        finish(w, &format!("writer {n}"));
+    }
+    assert_eq!(read_records(&share.server_log()).len(), 300);
+    assert_eq!(
+        fuse_hidden_files(dir),
+        [".fuse_hidden00000abc00000002"],
+        "no lock file left behind as .fuse_hidden*, and no other file removed"
+    );
+    assert!(!dir.join("newbans.log.lock").exists(), "no stale lock");
+    assert!(!dir.join("newbans.log.lock.break").exists());
+}
+
 #[test]
 fn writer_killed_holding_the_lock_does_not_stop_other_hosts() {
     let share = Share::new("stale", 3);

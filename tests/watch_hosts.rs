@@ -427,3 +427,244 @@ fn records_banning_the_file_server_its_network_or_the_next_hop_are_refused_and_t
     );
     watcher.stop();
 }
+
+// ------------------------------------------------------------ firewall drift
+
+/// A watcher in node 0's namespace with `backend`, a safety poll of 1 s and
+/// its log in a file; the attacker's TCP connects tell whether it is banned.
+struct DriftHost {
+    cluster: Cluster,
+    dir: tempfile::TempDir,
+    backend: &'static str,
+    watcher: Option<Child>,
+}
+
+impl DriftHost {
+    fn new(hint: &str, backend: &'static str) -> DriftHost {
+        require_root();
+        let cluster = Cluster::new(hint, 1);
+        cluster.serve_tcp(0, PORT);
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("newbans.log"), b"").unwrap();
+        fs::write(
+            dir.path().join("banshare.toml"),
+            "[watch]\nsafety_poll = \"1s\"\n",
+        )
+        .unwrap();
+        let mut host = DriftHost {
+            cluster,
+            dir,
+            backend,
+            watcher: None,
+        };
+        host.start();
+        host
+    }
+
+    /// Starts the watcher; returns once it has set its backend up.
+    fn start(&mut self) {
+        let dir = self.dir.path();
+        let stderr = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("watcher.log"))
+            .unwrap();
+        let child = self
+            .cluster
+            .command_in(self.cluster.node_ns(0), BANSHARE)
+            .arg("--config")
+            .arg(dir.join("banshare.toml"))
+            .args(["watch", "--backend", self.backend, "--node", "node0"])
+            .arg("--log")
+            .arg(dir.join("newbans.log"))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--spool-dir")
+            .arg(dir.join("spool"))
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        self.watcher = Some(child);
+        let status = dir.join("state/status.json");
+        assert!(
+            wait_until(Duration::from_secs(20), || status.exists()),
+            "the watcher never started: {}",
+            self.log()
+        );
+    }
+
+    /// Stops the watcher with SIGTERM; it saves its active bans.
+    fn stop(&mut self) {
+        let mut child = self.watcher.take().expect("running");
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        assert!(
+            child.wait().unwrap().success(),
+            "the watcher failed on SIGTERM"
+        );
+    }
+
+    /// What the watcher logged.
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("watcher.log")).unwrap_or_default()
+    }
+
+    /// A ban of the attacker for 600 s from another node, as it would append it.
+    fn ban_attacker(&self) {
+        let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let line = format!(
+            "<13>Nov 21 18:00:00 banshare[1]: HOST {} PORT 22 node=other ts={ts} bantime=600 id=00000000000000000000000000000001\n",
+            self.cluster.attacker_ip()
+        );
+        OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("newbans.log"))
+            .unwrap()
+            .write_all(line.as_bytes())
+            .unwrap();
+    }
+
+    fn reachable(&self) -> bool {
+        let c = &self.cluster;
+        c.can_connect(c.attacker_ns(), c.node_ip(0), PORT)
+    }
+
+    /// Runs `args` in the node's namespace and asserts it succeeded.
+    fn run(&self, args: &[&str]) -> String {
+        let out = support::run_ok(
+            self.cluster
+                .command_in(self.cluster.node_ns(0), args[0])
+                .args(&args[1..]),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits for the attacker to be blocked, saying after what.
+    fn expect_blocked(&self, after: &str) {
+        assert!(
+            wait_until(Duration::from_secs(15), || !self.reachable()),
+            "the attacker is not blocked {after}; the watcher logged:\n{}",
+            self.log()
+        );
+    }
+
+    /// How many times the watcher has re-applied its active bans.
+    fn reapplied(&self) -> usize {
+        self.log().matches("re-applied 1 active bans").count()
+    }
+}
+
+impl Drop for DriftHost {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.watcher.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The timeout nft reports for `addr` in the v4 set, in seconds.
+fn nft_timeout(host: &DriftHost, addr: &str) -> Option<u64> {
+    let json = host.run(&["nft", "-j", "list", "set", "inet", "banshare", "v4"]);
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    value["nftables"]
+        .as_array()?
+        .iter()
+        .flat_map(|item| item["set"]["elem"].as_array().into_iter().flatten())
+        .find(|elem| elem["elem"]["val"] == addr)
+        .and_then(|elem| elem["elem"]["timeout"].as_u64())
+}
+
+#[test]
+fn nftables_table_flushed_or_deleted_is_restored_with_the_active_bans() {
+    let mut host = DriftHost::new("nftdrift", "nftables");
+    let attacker = host.cluster.attacker_ip().to_string();
+    assert!(host.reachable(), "the attacker connects before the ban");
+    host.ban_attacker();
+    host.expect_blocked("after the ban");
+
+    for (n, drift) in [
+        &["nft", "flush", "ruleset"][..],
+        &["nft", "delete", "table", "inet", "banshare"][..],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        host.run(drift);
+        assert!(host.reachable(), "`{}` lifted the ban", drift.join(" "));
+        host.expect_blocked(&format!(
+            "within the safety poll after `{}`",
+            drift.join(" ")
+        ));
+        assert!(
+            wait_until(Duration::from_secs(5), || host.reapplied() == n + 1),
+            "the watcher did not say it re-applied the ban:\n{}",
+            host.log()
+        );
+    }
+    // With the time it had left, not a fresh bantime.
+    let timeout = nft_timeout(&host, &attacker).expect("the attacker is in the v4 set");
+    assert!(timeout < 600, "re-applied with timeout {timeout}");
+
+    // A reboot keeps the state and loses the ruleset.
+    host.stop();
+    host.run(&["nft", "flush", "ruleset"]);
+    assert!(host.reachable());
+    host.start();
+    host.expect_blocked("after a restart that found the table gone");
+    assert!(
+        host.log()
+            .contains("firewall objects were not there at start (a reboot?): applying the 1 saved"),
+        "{}",
+        host.log()
+    );
+}
+
+#[test]
+fn ipset_sets_destroyed_are_restored_with_the_active_bans() {
+    let host = DriftHost::new("ipsetdrift", "ipset");
+    let attacker = host.cluster.attacker_ip().to_string();
+    let rule = |verb: &str| {
+        host.run(&[
+            "iptables",
+            verb,
+            "INPUT",
+            "-m",
+            "set",
+            "--match-set",
+            "banshare-v4",
+            "src",
+            "-j",
+            "DROP",
+        ]);
+    };
+    rule("-I");
+    assert!(host.reachable(), "the attacker connects before the ban");
+    host.ban_attacker();
+    host.expect_blocked("after the ban");
+
+    // The kernel destroys a set only when no rule uses it.
+    rule("-D");
+    host.run(&["ipset", "destroy", "banshare-v4"]);
+    assert!(host.reachable());
+    let restored = wait_until(Duration::from_secs(15), || {
+        host.run(&["ipset", "list", "-n"]).contains("banshare-v4\n")
+            && host
+                .run(&["ipset", "list", "banshare-v4"])
+                .lines()
+                .any(|l| l.starts_with(&format!("{attacker} ")))
+    });
+    assert!(
+        restored,
+        "the set and its ban are not back:\n{}",
+        host.log()
+    );
+    rule("-I");
+    host.expect_blocked("once the set is back");
+    assert!(
+        wait_until(Duration::from_secs(5), || host.reapplied() == 1),
+        "the watcher did not say it re-applied the ban:\n{}",
+        host.log()
+    );
+}

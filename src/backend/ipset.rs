@@ -28,6 +28,9 @@
 //! an address on **every port**; the record's port spec is not used. Sets
 //! are per network namespace.
 //!
+//! [`is_intact`](IpsetBackend::is_intact) runs `ipset list -n` (names
+//! only) and checks that the four sets are there.
+//!
 //! [`apply`](IpsetBackend::apply) writes one `ipset restore -exist` per
 //! batch: `add <set> <addr> timeout <secs>` (timeout 0: permanent; `-exist`
 //! replaces the timeout of an entry already there) and `del <set> <addr>`
@@ -279,6 +282,17 @@ impl Backend for IpsetBackend {
             &lines_of(&self.cleanup_text(), "destroy"),
             " (remove the iptables rules that use the sets first)",
         )
+    }
+
+    /// `ipset list -n`: the names of all sets, not their entries.
+    fn is_intact(&mut self) -> Result<bool, BackendError> {
+        let argv = [self.settings.ipset.clone(), "list".into(), "-n".into()];
+        let names = self.exec.run(&argv, None)?.stdout;
+        let present: Vec<&str> = names.lines().map(str::trim).collect();
+        Ok(self
+            .set_names()
+            .iter()
+            .all(|(name, _, _)| present.contains(&name.as_str())))
     }
 }
 

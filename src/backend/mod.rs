@@ -150,6 +150,17 @@ pub trait Backend: Send {
 
     /// Removes what `setup` created (`banshare cleanup`).
     fn cleanup(&mut self) -> Result<(), BackendError>;
+
+    /// Whether what `setup` created is still there. Another tool (`nft
+    /// flush ruleset`, `ipset destroy`) or a reboot can remove it while the
+    /// watcher still counts its bans as active; the watcher asks at start
+    /// and on every safety poll, and sets up and applies its active bans
+    /// again when the answer is no. One cheap external call that lists no
+    /// bans. Backends whose state banshare does not own (fail2ban keeps
+    /// its own, a command's is unknown, the log has none) answer yes.
+    fn is_intact(&mut self) -> Result<bool, BackendError> {
+        Ok(true)
+    }
 }
 
 impl fmt::Display for Action {

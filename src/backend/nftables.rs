@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! table inet banshare {
+//!     set intact { type ipv4_addr; }   # always empty: see below
 //!     set v4    { type ipv4_addr; flags timeout; }
 //!     set v6    { type ipv6_addr; flags timeout; }
 //!     set v4net { type ipv4_addr; flags interval,timeout; }
@@ -56,6 +57,13 @@
 //! in the set.
 //!
 //! `cleanup` deletes the whole table, bans included.
+//!
+//! [`is_intact`](NftablesBackend::is_intact) runs `nft list set inet
+//! banshare intact`: it fails once the table is gone (`nft flush ruleset`,
+//! `nft delete table`, a reboot). The set is always empty, because any nft
+//! call that reads a large interval set costs about half a second (even
+//! `nft list tables` does, measured with 50,000 networks in `v4net`),
+//! while listing one small set reads nothing else.
 
 use serde::{Deserialize, Serialize};
 
@@ -83,6 +91,9 @@ impl Default for NftablesSettings {
         }
     }
 }
+
+/// An always empty set: while it is there, so is the table `setup` made.
+const INTACT_SET: &str = "intact";
 
 /// The sets, in the order the scripts treat them.
 const SETS: [&str; 4] = ["v4", "v6", "v4net", "v6net"];
@@ -121,6 +132,7 @@ impl NftablesBackend {
     pub fn setup_script(&self) -> String {
         let t = &self.settings.table;
         let mut s = format!("add table inet {t}\n");
+        s += &format!("add set inet {t} {INTACT_SET} {{ type ipv4_addr; }}\n");
         s += &format!("add set inet {t} v4 {{ type ipv4_addr; flags timeout; }}\n");
         s += &format!("add set inet {t} v6 {{ type ipv6_addr; flags timeout; }}\n");
         s += &format!("add set inet {t} v4net {{ type ipv4_addr; flags interval, timeout; }}\n");
@@ -344,6 +356,20 @@ impl Backend for NftablesBackend {
     fn cleanup(&mut self) -> Result<(), BackendError> {
         self.nft(&self.cleanup_script())
     }
+
+    fn is_intact(&mut self) -> Result<bool, BackendError> {
+        let argv = [
+            self.settings.nft.clone(),
+            "list".into(),
+            "set".into(),
+            "inet".into(),
+            self.settings.table.clone(),
+            INTACT_SET.into(),
+        ];
+        // Any refusal means the set is not there (nft says "No such file or
+        // directory"); if nft itself is broken, `setup` will say so.
+        Ok(self.exec.run_status(&argv, None)?.status.success())
+    }
 }
 
 #[cfg(test)]
@@ -360,6 +386,7 @@ mod tests {
         assert_eq!(
             backend().setup_script(),
             "add table inet banshare\n\
+             add set inet banshare intact { type ipv4_addr; }\n\
              add set inet banshare v4 { type ipv4_addr; flags timeout; }\n\
              add set inet banshare v6 { type ipv6_addr; flags timeout; }\n\
              add set inet banshare v4net { type ipv4_addr; flags interval, timeout; }\n\

@@ -72,6 +72,7 @@ fn run_watch<F: LogFs>(
         state,
         quiet: false,
         trust: trust_policy(settings, &origin)?,
+        safety_poll: settings.watch.safety_poll,
     };
     let (mut daemon, handle) =
         Daemon::with_fs(fs, opts, policy_settings(settings), backend).map_err(|e| anyhow!(e))?;

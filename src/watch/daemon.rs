@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use super::drift::FirewallGuard;
 use super::mode::Mode;
 use super::policy::{Adjusted, Policy, PolicySettings, Skip, record_time};
 use super::reach::{Reach, Refresh};
@@ -43,6 +44,9 @@ pub struct Options {
     pub quiet: bool,
     /// Which signatures are required.
     pub trust: TrustPolicy,
+    /// How often to check that the backend's firewall objects are still
+    /// there (`watch.safety_poll`, whatever the follow mode).
+    pub safety_poll: Duration,
 }
 
 /// Errors that stop the watcher. Everything else (a missing log, a bad
@@ -113,6 +117,7 @@ pub struct Daemon<F: LogFs = LocalFs> {
     reach: Option<Reach>,
     /// When the hold (see [`Daemon::save_cursor`]) was last logged.
     hold_logged: Option<Instant>,
+    firewall: FirewallGuard,
 }
 
 impl<F: LogFs> Daemon<F> {
@@ -124,6 +129,9 @@ impl<F: LogFs> Daemon<F> {
         policy: PolicySettings,
         mut backend: Box<dyn Backend>,
     ) -> Result<(Daemon<F>, Handle), WatchError> {
+        // Asked before `setup` recreates them: missing now means a reboot
+        // (or a flush while stopped), and the saved active bans are gone.
+        let lost_at_start = matches!(backend.is_intact(), Ok(false));
         backend.setup().map_err(|source| WatchError::Backend {
             backend: backend.name(),
             source,
@@ -141,6 +149,7 @@ impl<F: LogFs> Daemon<F> {
         for (net, ban) in opts.state.load_active().map_err(state_err)? {
             policy.restore_active(net, ban);
         }
+        let safety_poll = opts.safety_poll;
         let (wake, handle) = Wake::new(&opts.log, opts.mode);
         opts.mode = wake.mode();
         let status = Status {
@@ -152,7 +161,7 @@ impl<F: LogFs> Daemon<F> {
             started: Some(Utc::now()),
             ..Status::default()
         };
-        let daemon = Daemon {
+        let mut daemon = Daemon {
             follower: Follower::new(fs, opts.log.clone(), resume),
             opts,
             policy,
@@ -168,7 +177,13 @@ impl<F: LogFs> Daemon<F> {
             last_active_save: Instant::now(),
             reach: None,
             hold_logged: None,
+            firewall: FirewallGuard::new(safety_poll),
         };
+        if lost_at_start {
+            daemon
+                .firewall
+                .missing_at_start(&*daemon.backend, &daemon.policy);
+        }
         Ok((daemon, handle))
     }
 
@@ -478,6 +493,10 @@ impl<F: LogFs> Daemon<F> {
                 Ok(()) => self.applied(&pending),
                 Err(e) => {
                     self.status.backend_errors += 1;
+                    // If the table is what is missing, every active ban
+                    // needs applying again, not only this batch's.
+                    self.status.backend_errors +=
+                        self.firewall.check(&mut *self.backend, &self.policy);
                     let _ = self.backend.setup();
                     if !self.schedule_retry(&pending, &e) {
                         self.pending = pending;
@@ -608,10 +627,12 @@ impl<F: LogFs> Daemon<F> {
         }
     }
 
-    /// Status at most once a second, active bans every 30 s.
+    /// The firewall's check every safety poll, status at most once a
+    /// second, active bans every 30 s.
     fn housekeeping(&mut self) {
         self.rejects.flush();
         self.refresh_transport(false);
+        self.status.backend_errors += self.firewall.poll(&mut *self.backend, &self.policy);
         if self.last_status.elapsed() >= Duration::from_secs(1) {
             self.write_status();
         }

@@ -1,6 +1,7 @@
 //! `banshare watch`: follow the shared log and apply bans locally.
 //!
 //! - [`daemon`]: the event loop that owns the state;
+//! - [`drift`]: restoring the firewall when another tool removed it;
 //! - [`flusher`]: delivering the local spool while the watcher runs;
 //! - [`mode`]: inotify or polling, chosen by filesystem;
 //! - [`policy`]: which records become bans;
@@ -10,6 +11,7 @@
 //! - [`reach`]: the addresses this node reaches the shared log through.
 
 pub mod daemon;
+pub mod drift;
 pub mod flusher;
 pub mod host;
 pub mod mode;
