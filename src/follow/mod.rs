@@ -118,7 +118,9 @@
 //!   `.2`, ... keep it findable.
 //! - Stopped across two rotations, the follower finds its file as `.2` if
 //!   the rotation keeps it, but still reads only that file and then the log:
-//!   the file in between (`.1`) is skipped.
+//!   the file in between (`.1`) is skipped. The same holds for two
+//!   rotations between two calls: a file the follower never had open is
+//!   not read.
 //! - Where the filesystem has no inode numbers, a file replaced before the
 //!   follower read any of it is noticed one call later (once its first
 //!   bytes are known), and a copy with the same first bytes and size only
