@@ -54,7 +54,9 @@
 //! On sshfs (`TestFs::sshfs`), a file opened at the log's path shows
 //! only as much of itself as the file now at that path holds (both for its
 //! size and for reads), so a rotated file looks truncated or ends early
-//! unless it is read from `.1`.
+//! unless it is read from `.1`; with nothing at the log's path, it fails
+//! to tell its size, so a poll delivers nothing and forgets the open file,
+//! keeping its cursor, as with the share down.
 //!
 //! With the share down, a poll delivers nothing and the follower forgets its
 //! open file, keeping its cursor: the next poll attaches as in 1.
@@ -528,6 +530,13 @@ impl Model {
         let Some(cur) = self.current.as_mut() else {
             return out;
         };
+        if disk.sshfs && disk.log.is_none() {
+            // Asked about itself, the open file says its path is gone: the
+            // follower lets it go and looks for it again from its cursor.
+            self.resume = Some(cur.cursor());
+            self.current = None;
+            return out;
+        }
         let truncated = cur.truncated(disk);
         let Some(log) = disk.log else {
             if truncated {
