@@ -36,9 +36,13 @@
 //!    offset (at 0 if shorter than the offset); `.1` is read from the offset
 //!    to its end and then the log from 0; no match reads the log from 0.
 //! 2. A followed file that is shorter than the read position or no longer
-//!    starts with its prefix is read again from 0 (deleted or not). Then, if
-//!    the log is present and is another file, the followed file is read to
-//!    its end (its unfinished last line dropped) and the log followed from 0.
+//!    starts with its prefix is read again from 0 (deleted or not), unless
+//!    the log is present and `.1` holds the followed file ("renamed": `.1`
+//!    starts with the non-empty prefix and is at least the offset long):
+//!    then `.1` is read from the offset to its end and the log followed
+//!    from 0. Then, if the log is present and is another file, the followed
+//!    file is read to its end (its unfinished last line dropped; from `.1`
+//!    at the offset if `.1` holds it) and the log followed from 0.
 //!    "Another file": the inode differs (where the filesystem has inode
 //!    numbers), or the log is shorter than the read position, or it does
 //!    not start with the (non-empty) prefix.
@@ -46,6 +50,13 @@
 //!    offset is delivered, with the cursor after it.
 //! 4. If the log is longer than the followed file's end, it is another file
 //!    (a copy with the same first bytes): it is followed from 0 and read.
+//!
+//! On sshfs (`TestFs::sshfs`), a file opened at the log's path shows
+//! only as much of itself as the file now at that path holds (both for its
+//! size and for reads), so a rotated file looks truncated or ends early
+//! unless it is read from `.1`; with nothing at the log's path, it fails
+//! to tell its size, so a poll delivers nothing and forgets the open file,
+//! keeping its cursor, as with the share down.
 //!
 //! With the share down, a poll delivers nothing and the follower forgets its
 //! open file, keeping its cursor: the next poll attaches as in 1.
@@ -60,7 +71,9 @@
 //! # Checks
 //!
 //! With inode numbers, after every poll the delivered lines (bytes and
-//! per-line cursors) and the follower's cursor equal the model's.
+//! per-line cursors) and the follower's cursor equal the model's; likewise
+//! on sshfs (run with inode numbers: the size an open file reports is what
+//! is modelled there).
 //!
 //! Without inode numbers (as on SFTP) the same operations run with only the
 //! checks below: there, when the followed file's prefix is still empty, a
@@ -201,6 +214,8 @@ struct Disk {
     dir: tempfile::TempDir,
     /// Whether the filesystem reports inode numbers (SFTP does not).
     ids: bool,
+    /// Whether open files answer as on sshfs (see `TestFs::sshfs`).
+    sshfs: bool,
     files: Vec<DiskFile>,
     log: Option<usize>,
     rotated: Option<usize>,
@@ -211,12 +226,13 @@ struct Disk {
 }
 
 impl Disk {
-    fn new(ids: bool) -> Disk {
+    fn new(ids: bool, sshfs: bool) -> Disk {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir(dir.path().join("graveyard")).unwrap();
         let mut disk = Disk {
             dir,
             ids,
+            sshfs,
             files: Vec::new(),
             log: None,
             rotated: None,
@@ -253,6 +269,26 @@ impl Disk {
 
     fn content(&self, id: usize) -> &[u8] {
         &self.files[id].content
+    }
+
+    /// What a file opened at the log's path shows: on sshfs, nothing past
+    /// the size of the file now at that path.
+    fn visible(&self, id: usize) -> &[u8] {
+        let content = self.content(id);
+        match self.log {
+            Some(log) if self.sshfs => &content[..content.len().min(self.content(log).len())],
+            _ => content,
+        }
+    }
+
+    /// The rotated file `.1` if it holds the file `cur` reads: it starts
+    /// with the (non-empty) prefix and holds the offset.
+    fn renamed(&self, cur: &MTail) -> Option<usize> {
+        let holds = |r: usize| {
+            let content = self.content(r);
+            content.starts_with(&cur.prefix) && content.len() >= cur.offset
+        };
+        self.rotated.filter(|&r| !cur.prefix.is_empty() && holds(r))
     }
 
     fn cursor(&self, c: &MCursor) -> Cursor {
@@ -387,6 +423,8 @@ struct MCursor {
 
 struct MTail {
     file: usize,
+    /// Opened at the log's path (else at `.1`, where it still is).
+    at_log: bool,
     offset: usize,
     /// End of file at the last read.
     pos: usize,
@@ -397,15 +435,25 @@ impl MTail {
     fn start(file: usize) -> MTail {
         MTail {
             file,
+            at_log: true,
             offset: 0,
             pos: 0,
             prefix: Vec::new(),
         }
     }
 
+    /// Opened at `.1`, at the cursor.
+    fn resume_rotated(file: usize, c: &MCursor) -> MTail {
+        MTail {
+            at_log: false,
+            ..MTail::resume(file, c)
+        }
+    }
+
     fn resume(file: usize, c: &MCursor) -> MTail {
         MTail {
             file,
+            at_log: true,
             offset: c.offset,
             pos: c.offset,
             prefix: c.prefix.clone(),
@@ -420,13 +468,21 @@ impl MTail {
         }
     }
 
+    fn content<'d>(&self, disk: &'d Disk) -> &'d [u8] {
+        if self.at_log {
+            disk.visible(self.file)
+        } else {
+            disk.content(self.file)
+        }
+    }
+
     fn truncated(&self, disk: &Disk) -> bool {
-        let content = disk.content(self.file);
+        let content = self.content(disk);
         content.len() < self.pos || !content.starts_with(&self.prefix)
     }
 
     fn read(&mut self, disk: &Disk, out: &mut Vec<(Item, MCursor)>) {
-        let content = disk.content(self.file);
+        let content = self.content(disk);
         // The prefix grows on the first read past it.
         if content.len() > self.pos && self.pos <= self.prefix.len() && self.prefix.len() < FP_MAX {
             self.prefix = content[..content.len().min(FP_MAX)].to_vec();
@@ -474,15 +530,38 @@ impl Model {
         let Some(cur) = self.current.as_mut() else {
             return out;
         };
-        if cur.truncated(disk) {
-            *cur = MTail::start(cur.file);
+        if disk.sshfs && disk.log.is_none() {
+            // Asked about itself, the open file says its path is gone: the
+            // follower lets it go and looks for it again from its cursor.
+            self.resume = Some(cur.cursor());
+            self.current = None;
+            return out;
         }
+        let truncated = cur.truncated(disk);
         let Some(log) = disk.log else {
+            if truncated {
+                *cur = MTail::start(cur.file);
+            }
             cur.read(disk, &mut out);
             return out;
         };
+        // Ours renamed to `.1` (where the open file shows only what the
+        // path holds, it looks truncated): the rest is read from `.1`.
+        let renamed = disk.renamed(cur);
+        if truncated {
+            match renamed {
+                Some(r) => {
+                    MTail::resume_rotated(r, &cur.cursor()).read(disk, &mut out);
+                    *cur = MTail::start(log);
+                }
+                None => *cur = MTail::start(cur.file),
+            }
+        }
         if disk.another_file(cur, log) {
-            cur.read(disk, &mut out);
+            match renamed {
+                Some(r) => MTail::resume_rotated(r, &cur.cursor()).read(disk, &mut out),
+                None => cur.read(disk, &mut out),
+            }
             *cur = MTail::start(log);
         }
         cur.read(disk, &mut out);
@@ -535,7 +614,7 @@ impl Model {
         c: &MCursor,
         out: &mut Vec<(Item, MCursor)>,
     ) {
-        MTail::resume(old, c).read(disk, out);
+        MTail::resume_rotated(old, c).read(disk, out);
         self.current = Some(MTail::start(log));
     }
 }
@@ -556,6 +635,7 @@ struct Coverage {
     cursor_lost: AtomicUsize,
     truncated: AtomicUsize,
     replaced: AtomicUsize,
+    renamed: AtomicUsize,
     missing: AtomicUsize,
     unreachable: AtomicUsize,
     too_long: AtomicUsize,
@@ -570,6 +650,7 @@ impl Coverage {
                 FollowEvent::CursorLost { .. } => &self.cursor_lost,
                 FollowEvent::Truncated { .. } => &self.truncated,
                 FollowEvent::Replaced => &self.replaced,
+                FollowEvent::Renamed { .. } => &self.renamed,
                 FollowEvent::Resumed { .. } => continue,
             };
             counter.fetch_add(1, Ordering::Relaxed);
@@ -643,10 +724,11 @@ impl<C: Clone> LastPoll<C> {
     }
 }
 
-fn run(ops: &[Op], ids: bool, cov: &Coverage) -> Result<(), TestCaseError> {
-    let mut disk = Disk::new(ids);
+fn run(ops: &[Op], ids: bool, sshfs: bool, cov: &Coverage) -> Result<(), TestCaseError> {
+    let mut disk = Disk::new(ids, sshfs);
     let share = Share {
         no_ids: !ids,
+        sshfs,
         ..Share::default()
     };
     let mut real = Follower::new(share.clone(), disk.path(LOG), None);
@@ -769,7 +851,7 @@ fn check_applied(disk: &Disk, applied: &[Item], cov: &Coverage) -> Result<(), Te
 }
 
 /// Runs 256 cases, then checks that each interesting path was taken.
-fn check_model(ids: bool) {
+fn check_model(ids: bool, sshfs: bool) {
     let config = Config {
         cases: 256,
         failure_persistence: None,
@@ -778,7 +860,7 @@ fn check_model(ids: bool) {
     let mut runner = TestRunner::new(config);
     let cov = Coverage::default();
     let result = runner.run(&prop::collection::vec(op(), 1..40), |ops| {
-        run(&ops, ids, &cov)
+        run(&ops, ids, sshfs, &cov)
     });
     if let Err(e) = result {
         panic!("{e}");
@@ -788,6 +870,7 @@ fn check_model(ids: bool) {
         ("cursor lost", &cov.cursor_lost),
         ("truncation", &cov.truncated),
         ("replacement", &cov.replaced),
+        ("rotated file found by its first bytes", &cov.renamed),
         ("missing log", &cov.missing),
         ("unreachable share", &cov.unreachable),
         ("over-long line", &cov.too_long),
@@ -802,12 +885,20 @@ fn check_model(ids: bool) {
 
 #[test]
 fn the_follower_delivers_what_the_model_says() {
-    check_model(true);
+    check_model(true, false);
 }
 
 /// The same without inode numbers, as on SFTP: only first bytes and sizes
 /// tell files apart.
 #[test]
 fn the_follower_delivers_what_the_model_says_without_inode_numbers() {
-    check_model(false);
+    check_model(false, false);
+}
+
+/// The same where an open file tells the size of the file now at its path
+/// and reads through it stop there, as on sshfs after a rotation by rename:
+/// the old file's rest is read from its new name.
+#[test]
+fn the_follower_delivers_what_the_model_says_on_sshfs() {
+    check_model(true, true);
 }

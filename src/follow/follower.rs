@@ -33,6 +33,10 @@ pub enum FollowEvent {
     /// Another file is at the path (rotation, compaction, re-creation): the
     /// old one is read to its end, then the new one from the start.
     Replaced,
+    /// Another file is at the path, and ours was found renamed to `path`
+    /// (by its first bytes): its rest is read from there, then the new file
+    /// from the start.
+    Renamed { path: PathBuf },
 }
 
 /// What `banshare status` shows about the follower.
@@ -168,7 +172,7 @@ impl<F: LogFs> Follower<F> {
         // place, seen where inode numbers cannot tell).
         if self.current.as_ref().is_some_and(|cur| cur.pos() < size) {
             let (file, meta) = self.open_path()?;
-            self.replace(file, &meta);
+            self.switch(file, &meta, None);
             if self.drain(batch)? {
                 self.read_current(batch)?;
             }
@@ -240,34 +244,45 @@ impl<F: LogFs> Follower<F> {
     /// Looks at our file and at the path: truncation of our file (even
     /// where it was deleted since), or another file at the path.
     fn check(&mut self) -> Result<Check, FollowError> {
-        self.check_truncated()?;
+        let truncated = self.check_truncated()?;
         let meta = match self.fs.stat(&self.path) {
             Ok(meta) => meta,
             Err(e) => {
+                if truncated {
+                    self.restart_current();
+                }
                 self.present = false;
                 return Ok(Check::Gone(FollowError::new("stat", &self.path, e)));
             }
         };
         self.present = true;
+        if truncated {
+            // On sshfs an open file renamed away tells the size of the new
+            // file at the path, so a rotation looks like a truncation: ours
+            // may be beside the log under its new name.
+            match self.renamed() {
+                Some(renamed) => {
+                    let (file, new_meta) = self.open_path()?;
+                    self.switch(file, &new_meta, Some(renamed));
+                    return Ok(Check::Present { size: meta.size });
+                }
+                None => self.restart_current(),
+            }
+        }
         if let Some((file, new_meta)) = self.replacement(&meta)? {
-            self.replace(file, &new_meta);
+            let renamed = self.renamed();
+            self.switch(file, &new_meta, renamed);
         }
         Ok(Check::Present { size: meta.size })
     }
 
-    /// Starts our file again from 0 if it lost bytes we read.
-    fn check_truncated(&mut self) -> Result<(), FollowError> {
+    /// Whether our file lost bytes we read, as far as the open file tells.
+    fn check_truncated(&mut self) -> Result<bool, FollowError> {
         let Some(cur) = self.current.as_mut() else {
-            return Ok(());
+            return Ok(false);
         };
         match cur.truncated() {
-            Ok(false) => Ok(()),
-            Ok(true) => {
-                let offset = cur.offset();
-                cur.restart();
-                self.event(FollowEvent::Truncated { offset });
-                Ok(())
-            }
+            Ok(truncated) => Ok(truncated),
             Err(e) => {
                 let err = FollowError::new("stat", &cur.path, e);
                 let cursor = cur.cursor();
@@ -301,12 +316,51 @@ impl<F: LogFs> Follower<F> {
         }
     }
 
-    /// Follows `file` from 0, after reading the one it replaced to its end.
-    fn replace(&mut self, file: F::File, meta: &Meta) {
+    /// Starts our file again from 0: it lost bytes we read.
+    fn restart_current(&mut self) {
+        if let Some(cur) = self.current.as_mut() {
+            let offset = cur.offset();
+            cur.restart();
+            self.event(FollowEvent::Truncated { offset });
+        }
+    }
+
+    /// Our file, found renamed beside the log (`<name>.1`, `<name>-date`):
+    /// a sibling with its first bytes, at least as long as our offset, the
+    /// one with its identity first. Opened afresh under its new name, it
+    /// shows its true size, which the open file may not: on sshfs an open
+    /// file tells the size of whatever is now at its old path, and reads
+    /// through it may stop there. `None` when nothing was read yet (no
+    /// first bytes to tell it by) or nothing matches.
+    fn renamed(&mut self) -> Option<Tail<F::File>> {
+        let cursor = self.current.as_ref()?.cursor();
+        if cursor.fingerprint.len == 0 {
+            return None;
+        }
+        let siblings = self.siblings();
+        self.sibling_match(&cursor, &siblings, true)
+            .or_else(|| self.sibling_match(&cursor, &siblings, false))
+    }
+
+    /// Follows `file` from 0, after reading the one it replaced to its end:
+    /// from `renamed`, where it was found under a new name, else through
+    /// the open file.
+    fn switch(&mut self, file: F::File, meta: &Meta, renamed: Option<Tail<F::File>>) {
         let fresh = Tail::start(file, self.path.clone(), meta);
+        let old = self.current.replace(fresh);
         // `draining` is empty: the path is only checked once it is.
-        self.draining = self.current.replace(fresh);
-        self.event(FollowEvent::Replaced);
+        match renamed {
+            Some(renamed) => {
+                self.event(FollowEvent::Renamed {
+                    path: renamed.path.clone(),
+                });
+                self.draining = Some(renamed);
+            }
+            None => {
+                self.draining = old;
+                self.event(FollowEvent::Replaced);
+            }
+        }
     }
 
     fn open_path(&mut self) -> Result<(F::File, Meta), FollowError> {

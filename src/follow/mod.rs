@@ -36,11 +36,18 @@
 //!
 //! The followed file stays open between calls. [`Follower::read_lines`]:
 //!
-//! 1. **Truncation**: if the open file is shorter than the position, or its
-//!    first bytes are no longer the fingerprinted ones (truncated, then
-//!    written past our position before we looked), it reads that file again
-//!    from 0, dropping any unfinished line. This looks at the open file, so
-//!    it holds for a log truncated and then deleted too.
+//! 1. **Truncation**: the open file looks truncated if it is shorter than
+//!    the position, or its first bytes are no longer the fingerprinted ones
+//!    (truncated, then written past our position before we looked). This
+//!    looks at the open file, so it holds for a log truncated and then
+//!    deleted too. But on sshfs, which knows files by path, `fstat` of an
+//!    open file answers with the size of whatever file is *now at the path
+//!    it was opened at*: after `mv newbans.log newbans.log.1 && : >
+//!    newbans.log` on the file server, the still open old file reports the
+//!    new file's size, so a rotation looks like a truncation. So, if the
+//!    path is there, the follower first looks for its file renamed (as in
+//!    step 3); found, it is a rotation. Otherwise it reads the file again
+//!    from 0, dropping any unfinished line.
 //! 2. `stat`s the path. If nothing is there (or the share fails), it still
 //!    reads what the open file holds (a deleted log may have lines written
 //!    before its deletion) and then reports the error.
@@ -50,7 +57,14 @@
 //!    its first bytes (read through a fresh `open`) differ from our
 //!    fingerprint. Equal identities prove nothing, since sshfs gives a new
 //!    file at the same path the same inode number. The old file is then read
-//!    to its end, and the new one from 0.
+//!    to its end, and the new one from 0. "The old file" is, if one is found,
+//!    the sibling `<name>.*` or `<name>-*` that starts with our fingerprint
+//!    and holds our offset (one with our identity first, then in name
+//!    order), opened afresh under its new name and read from our offset;
+//!    else the open file. On sshfs the open file cannot be trusted for this:
+//!    its size is the new file's, and reads through it may stop there
+//!    (depending on the kernel's attribute cache); opened under its new
+//!    name, the rotated file shows its true size.
 //! 4. Reads from the position until `read` returns 0 (sizes from `stat` may
 //!    be stale) and hands out complete lines only; an unfinished last line
 //!    waits for its newline and is not part of the cursor. A line over
@@ -62,6 +76,7 @@
 //!
 //! On sshfs this costs about eight round trips per call (stat, fstat, open,
 //! close, four reads); at the watcher's 4 polls a second that is acceptable.
+//! A rotation adds a listing of the folder and a look at the siblings.
 //!
 //! # Resuming from a cursor
 //!
@@ -94,9 +109,18 @@
 //! - A file renamed away is read to its end when the follower notices the
 //!   switch. A writer that still appends to it afterwards (one that opened
 //!   it before the rename and wrote after our next poll) is not read.
+//! - On sshfs, a file renamed away is finished under its new name only if
+//!   that name is beside the log (`<name>.*`, `<name>-*`) when the follower
+//!   notices the switch. Moved to another folder, or renamed over again
+//!   (`.1` replaced by the next rotation) before the follower's next poll,
+//!   it is read through the open file, which may show no more than the new
+//!   file's size: its unread rest can be lost. Rotations numbered `.1`,
+//!   `.2`, ... keep it findable.
 //! - Stopped across two rotations, the follower finds its file as `.2` if
 //!   the rotation keeps it, but still reads only that file and then the log:
-//!   the file in between (`.1`) is skipped.
+//!   the file in between (`.1`) is skipped. The same holds for two
+//!   rotations between two calls: a file the follower never had open is
+//!   not read.
 //! - Where the filesystem has no inode numbers, a file replaced before the
 //!   follower read any of it is noticed one call later (once its first
 //!   bytes are known), and a copy with the same first bytes and size only

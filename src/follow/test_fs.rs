@@ -6,17 +6,24 @@
 
 use std::fs::File;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{LocalFs, LogFile, LogFs, Meta};
 
-/// [`LocalFs`] that can hide inode numbers (as SFTP has none) and fail
-/// every call, open files included, as a share that went away.
+/// [`LocalFs`] that can hide inode numbers (as SFTP has none), answer for
+/// open files as sshfs does, and fail every call, open files included, as
+/// a share that went away.
 #[derive(Clone, Default)]
 pub struct TestFs {
     pub no_ids: bool,
+    /// As on sshfs, which knows files by path: an open file's `meta()`
+    /// tells about the file now at the path it was opened at (its size,
+    /// its identity), or fails with ENOENT if nothing is there; reads
+    /// through it return nothing past that size (all of the file if
+    /// nothing is there).
+    pub sshfs: bool,
     /// While set, every call fails with ENOTCONN.
     pub down: Arc<AtomicBool>,
 }
@@ -52,18 +59,36 @@ impl TestFs {
 
 pub struct TestFile {
     file: File,
+    /// Where it was opened.
+    path: PathBuf,
     fs: TestFs,
+}
+
+impl TestFile {
+    /// What the file says about itself: on sshfs, what the path says.
+    fn own_meta(&mut self) -> io::Result<Meta> {
+        if !self.fs.sshfs {
+            return self.file.meta();
+        }
+        LocalFs.stat(&self.path)
+    }
 }
 
 impl LogFile for TestFile {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         self.fs.check()?;
-        self.file.read_at(offset, buf)
+        if !self.fs.sshfs {
+            return self.file.read_at(offset, buf);
+        }
+        let size = self.own_meta().map_or(u64::MAX, |m| m.size);
+        let room = size.saturating_sub(offset).min(buf.len() as u64) as usize;
+        self.file.read_at(offset, &mut buf[..room])
     }
 
     fn meta(&mut self) -> io::Result<Meta> {
         self.fs.check()?;
-        Ok(self.fs.meta(self.file.meta()?))
+        let meta = self.own_meta()?;
+        Ok(self.fs.meta(meta))
     }
 }
 
@@ -74,6 +99,7 @@ impl LogFs for TestFs {
         self.check()?;
         Ok(TestFile {
             file: LocalFs.open(path)?,
+            path: path.to_path_buf(),
             fs: self.clone(),
         })
     }

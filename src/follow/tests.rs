@@ -148,7 +148,8 @@ fn rotation_drains_the_old_file_first() {
     dir.rotate("newbans.log.1");
     dir.append("4\n");
     assert_eq!(read(&mut f), ["2", "4"], "3 was never finished");
-    assert_eq!(f.take_events(), [FollowEvent::Replaced]);
+    let path = dir.log().with_extension("log.1");
+    assert_eq!(f.take_events(), [FollowEvent::Renamed { path }]);
     dir.append("5\n");
     assert_eq!(read(&mut f), ["5"]);
 }
@@ -486,10 +487,35 @@ fn without_inode_numbers_rotation_and_truncation_are_seen() {
     assert_eq!(read(&mut f), ["2", "3"]);
     fs::write(dir.log(), "4\n5\n").unwrap();
     assert_eq!(read(&mut f), ["4", "5"]);
+    let path = dir.log().with_extension("log.1");
     assert_eq!(
         f.take_events(),
-        [FollowEvent::Replaced, FollowEvent::Truncated { offset: 2 }]
+        [
+            FollowEvent::Renamed { path },
+            FollowEvent::Truncated { offset: 2 }
+        ]
     );
+}
+
+/// sshfs answers for an open file with the size of the file now at its
+/// path: after a rotation, the old file looks truncated, and reads through
+/// it may stop at the new file's size. Its rest is read under its new name.
+#[test]
+fn on_sshfs_a_rotated_file_is_finished_under_its_new_name() {
+    let dir = Dir::new();
+    let fs = TestFs {
+        sshfs: true,
+        ..TestFs::default()
+    };
+    let mut f = Follower::new(fs, dir.log(), None);
+    dir.append("first line\n");
+    assert_eq!(read(&mut f), ["first line"]);
+    dir.append("unread tail\n");
+    dir.rotate("newbans.log.1");
+    dir.append("new\n");
+    assert_eq!(read(&mut f), ["unread tail", "new"]);
+    let path = dir.log().with_extension("log.1");
+    assert_eq!(f.take_events(), [FollowEvent::Renamed { path }]);
 }
 
 #[test]

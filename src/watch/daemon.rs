@@ -305,6 +305,7 @@ impl<F: LogFs> Daemon<F> {
                 ),
                 FollowEvent::Truncated { offset } => warn(&format!("the log was truncated below byte {offset}: reading it from the start")),
                 FollowEvent::Replaced => self.info("the log was replaced (rotation or compaction): finished the old file, reading the new one"),
+                FollowEvent::Renamed { path } => self.info(&format!("the log was rotated to {}: finishing it there, then reading the new log", path.display())),
             }
         }
     }

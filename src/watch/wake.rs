@@ -10,6 +10,8 @@ use std::path::Path;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
+use notify::event::{AccessKind, AccessMode, EventKind};
+
 use super::mode::Mode;
 use super::warn;
 
@@ -101,10 +103,13 @@ fn watch_directory(path: &Path, tx: Sender<Msg>) -> notify::Result<notify::Recom
         .unwrap_or(Path::new("."));
     let name: OsString = path.file_name().map(|n| n.to_owned()).unwrap_or_default();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // Only the file and its rotated siblings (newbans.log.1) matter;
-        // the directory may hold other busy files.
+        // Only changes to the file and its rotated siblings (newbans.log.1)
+        // matter; the directory may hold other busy files.
         let relevant = match &event {
-            Ok(e) => e.paths.is_empty() || e.paths.iter().any(|p| is_file_or_sibling(p, &name)),
+            Ok(e) => {
+                changes_content_or_names(&e.kind)
+                    && (e.paths.is_empty() || e.paths.iter().any(|p| is_file_or_sibling(p, &name)))
+            }
             Err(_) => true,
         };
         if relevant {
@@ -115,7 +120,54 @@ fn watch_directory(path: &Path, tx: Sender<Msg>) -> notify::Result<notify::Recom
     Ok(watcher)
 }
 
+/// Whether an event may mean new lines or another file at the path: a
+/// write, a close after writing, a create, remove or rename, a change of
+/// metadata (truncation shows as one on some filesystems), or an event
+/// notify cannot classify (a queue overflow among them). Opens, reads and
+/// closes after reading are not: the loop's own look at the file makes
+/// them, and waking on them spins (about 10,000 opens a second).
+fn changes_content_or_names(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Any
+        | EventKind::Create(_)
+        | EventKind::Modify(_)
+        | EventKind::Remove(_)
+        | EventKind::Other => true,
+    }
+}
+
 fn is_file_or_sibling(path: &Path, name: &OsString) -> bool {
     path.file_name()
         .is_some_and(|f| f.as_encoded_bytes().starts_with(name.as_encoded_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, DataChange, ModifyKind, RemoveKind, RenameMode};
+
+    #[test]
+    fn only_changes_wake_the_loop_never_its_own_reads() {
+        let wakes = [
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::From)),
+            EventKind::Create(CreateKind::File),
+            EventKind::Remove(RemoveKind::File),
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Other,
+        ];
+        let ignored = [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+        ];
+        for kind in wakes {
+            assert!(changes_content_or_names(&kind), "{kind:?}");
+        }
+        for kind in ignored {
+            assert!(!changes_content_or_names(&kind), "{kind:?}");
+        }
+    }
 }
