@@ -878,6 +878,17 @@ fn status_creates_nothing_and_fails_when_no_watcher_runs() {
     let out = status(&[]).output().unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("not running"));
+
+    // A watcher killed outright leaves its pid in status.json, and another
+    // process may get that pid: only the state folder's lock tells.
+    let saved = state.join("status.json");
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
+    value["pid"] = std::process::id().into();
+    std::fs::write(&saved, value.to_string()).unwrap();
+    let out = status(&[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not running"));
 }
 
 #[test]

@@ -14,7 +14,7 @@ use banshare::trust::TrustPolicy;
 use banshare::watch::daemon::{Daemon, Handle, Msg, Options, Reloaded};
 use banshare::watch::policy::PolicySettings;
 use banshare::watch::reach::Reach;
-use banshare::watch::state::{StateDir, StateError, Status};
+use banshare::watch::state::{self, StateDir, StateError, Status};
 use banshare::watch::{flusher, host, mode};
 use serde::Serialize;
 
@@ -266,7 +266,8 @@ pub fn status(args: StatusArgs, settings: Settings) -> Result<()> {
         false => Some(0),
     };
     let report = Report {
-        running: is_running(status.pid),
+        running: state::is_held(&dir)
+            .with_context(|| format!("cannot tell whether {} is locked", dir.display()))?,
         lag_bytes,
         lag_records,
         spool_records,
@@ -306,11 +307,6 @@ fn measure_lag(log: &Path, offset: u64) -> std::io::Result<(u64, u64)> {
         records += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
     }
     Ok((size.saturating_sub(offset), records))
-}
-
-fn is_running(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    pid != 0 && unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
 }
 
 /// The report as `status` prints it without `--json`.

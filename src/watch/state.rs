@@ -353,6 +353,24 @@ fn lock(dir: &Path) -> Result<File, StateError> {
     Ok(file)
 }
 
+/// Whether a daemon holds the lock of the state directory `dir` now (see
+/// [`StateDir::acquire`]). Asked without taking the lock for longer than the
+/// question and without creating anything, so `banshare status` can ask it;
+/// unlike a saved pid, a lock cannot outlive its holder or be reused.
+pub fn is_held(dir: &Path) -> io::Result<bool> {
+    let file = match File::open(dir.join("lock")) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    match file.try_lock_shared() {
+        // Released when `file` is dropped, at once.
+        Ok(()) => Ok(false),
+        Err(fs::TryLockError::WouldBlock) => Ok(true),
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
 /// The content of a state file, or `None` if there is none.
 fn read_state_file(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
     match fs::read(path) {
