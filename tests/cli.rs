@@ -784,6 +784,27 @@ fn zero_poll_interval_is_refused() {
     let out = run_with_deadline(&mut cmd, Duration::from_secs(20));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--poll-interval"), "{}", stderr(&out));
+
+    // The same in the configuration file, for every interval a loop or
+    // the spool's flusher sleeps: a millisecond is as good as a spin.
+    for key in ["poll_interval", "safety_poll", "flush_interval"] {
+        let config = site.dir.path().join("banshare.toml");
+        fs::write(&config, format!("[watch]\n{key} = \"1ms\"\n")).unwrap();
+        let mut cmd = Command::new(BANSHARE);
+        cmd.arg("--config")
+            .arg(&config)
+            .args(["watch", "--backend", "log", "--state-dir"])
+            .arg(&state)
+            .arg("--log")
+            .arg(site.log());
+        let out = run_with_deadline(&mut cmd, Duration::from_secs(20));
+        assert_eq!(out.status.code(), Some(2), "{key}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("watch.{key}")),
+            "{}",
+            stderr(&out)
+        );
+    }
 }
 
 #[test]

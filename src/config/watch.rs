@@ -175,8 +175,15 @@ impl WatchSettings {
     }
 
     fn check_ranges(&self) -> Result<(), (&'static str, String)> {
-        if self.poll_interval < MIN_POLL_INTERVAL {
-            return Err(("watch.poll_interval", poll_interval_too_short()));
+        // A zero interval would make the loop (or the flusher) spin.
+        for (key, interval) in [
+            ("watch.poll_interval", self.poll_interval),
+            ("watch.safety_poll", self.safety_poll),
+            ("watch.flush_interval", self.flush_interval),
+        ] {
+            if interval < MIN_POLL_INTERVAL {
+                return Err((key, poll_interval_too_short()));
+            }
         }
         if self.batch_max == 0 {
             return Err(("watch.batch_max", "must be at least 1".into()));
