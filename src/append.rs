@@ -5,19 +5,32 @@
 //! fail2ban log errors and retry, so everything short of losing the record
 //! counts as success here: a record that cannot be delivered is spooled, and
 //! only a record that can be neither delivered nor spooled is a failure.
+//!
+//! [`deliver_journaled`] is how `banshare ban` delivers: it writes the
+//! records to a journal of the run's own first, delivers from a detached
+//! child process, and returns within its deadline whatever the mount does
+//! (see `docs/format.md`, section 3).
 
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
 use chrono::{DateTime, Local, SubsecRound, Utc};
 
+use crate::detach::{self, Waited};
+use crate::journal::Journal;
 use crate::record::{
     BanTime, DEFAULT_PRIORITY, Fields, Jail, NodeId, Op, PortSpec, Record, RecordId, SyslogHeader,
     SyslogTime, Tag, Target,
 };
 use crate::spool::{FlushReport, Spool, SpoolError, to_batch};
 use crate::transport::Transport;
+
+/// How much longer than its delivery deadline [`deliver_journaled`] waits
+/// for the delivering child: time to move the journal to the spool and
+/// report. `banshare ban` returns within `deadline + RETURN_GRACE`.
+pub const RETURN_GRACE: Duration = Duration::from_secs(2);
 
 /// What to share: one operation on one or more addresses.
 #[derive(Debug, Clone)]
@@ -93,6 +106,10 @@ pub enum Outcome {
     Delivered { total: usize },
     /// Kept in the spool, for the reason given.
     Spooled { reason: String },
+    /// Kept in this run's journal, fsynced: delivery did not finish in
+    /// time, and may still be under way. If it does not finish, `flush` or
+    /// the watcher delivers the journal once its run has ended.
+    Journaled { path: PathBuf, reason: String },
 }
 
 /// Delivers `records` through `transport`, giving up after `deadline`.
@@ -111,6 +128,139 @@ pub fn deliver(
     } else {
         spool.put(&records, false)?;
         flush_with_deadline(transport, spool, deadline)
+    }
+}
+
+/// Delivers `records` as `banshare ban` does, returning within `deadline +`
+/// [`RETURN_GRACE`] even if a call on the mount never returns.
+///
+/// The records go to a journal of this run first (no fsync: see
+/// [`crate::journal`]), then a detached child process delivers them (or
+/// spools them) as [`deliver`] does and removes the journal. If the child
+/// does not report in time, or dies, the journal is fsynced and left to it,
+/// or to `flush` once it is dead. Call it only while the process has a
+/// single thread (see [`detach::run_detached`]).
+pub fn deliver_journaled(
+    records: Vec<Record>,
+    transport: Box<dyn Transport>,
+    spool: &Spool,
+    deadline: Duration,
+) -> Result<Outcome, SpoolError> {
+    let journal = spool.new_journal(&records)?;
+    let detached = detach::run_detached(deadline + RETURN_GRACE, || {
+        report_line(deliver_from_journal(
+            &journal, records, transport, spool, deadline,
+        ))
+    });
+    let detached = match detached {
+        Ok(d) => d,
+        Err(e) => {
+            return keep_journal(&journal, format!("cannot start the delivery process: {e}"));
+        }
+    };
+    // The child's warnings (a broken stale lock, a corrupt spool file).
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), &detached.messages);
+    match detached.waited {
+        Waited::Reported(line) => match parse_report(&line) {
+            Ok(outcome) => Ok(outcome),
+            Err(reason) => keep_journal(&journal, reason),
+        },
+        Waited::Died => keep_journal(
+            &journal,
+            format!("the delivery process {} died", detached.pid),
+        ),
+        Waited::TimedOut => keep_journal(
+            &journal,
+            format!(
+                "the log did not answer within {:?}; delivery goes on in process {}",
+                deadline + RETURN_GRACE,
+                detached.pid
+            ),
+        ),
+    }
+}
+
+/// The child's side of [`deliver_journaled`].
+fn deliver_from_journal(
+    journal: &Journal,
+    records: Vec<Record>,
+    transport: Box<dyn Transport>,
+    spool: &Spool,
+    deadline: Duration,
+) -> Result<Outcome, SpoolError> {
+    if !spool.is_empty()? {
+        // Older records wait: queue behind them, as in `deliver`.
+        spool.adopt(journal, false)?;
+        return flush_with_deadline(transport, spool, deadline);
+    }
+    let total = records.len();
+    let mut transport = transport;
+    let batch = to_batch(&records);
+    match run_with_deadline(deadline, move || transport.append(&batch)) {
+        Some(Ok(())) => {
+            if let Err(e) = journal.remove() {
+                // Harmless: flush finds its records in the log.
+                eprintln!(
+                    "banshare: warning: delivered, but cannot remove journal {}: {e}",
+                    journal.path().display()
+                );
+            }
+            Ok(Outcome::Delivered { total })
+        }
+        Some(Err(e)) => {
+            spool.adopt(journal, !e.wrote_nothing())?;
+            Ok(Outcome::Spooled {
+                reason: e.to_string(),
+            })
+        }
+        None => {
+            // The write may still land after we give up: uncertain.
+            spool.adopt(journal, true)?;
+            Ok(Outcome::Spooled {
+                reason: format!("the log did not answer within {deadline:?}"),
+            })
+        }
+    }
+}
+
+/// Fsyncs the journal so that it survives a crash, and says where it is.
+fn keep_journal(journal: &Journal, reason: String) -> Result<Outcome, SpoolError> {
+    journal.sync().map_err(|source| SpoolError::Io {
+        path: journal.path().to_owned(),
+        source,
+    })?;
+    Ok(Outcome::Journaled {
+        path: journal.path().to_owned(),
+        reason,
+    })
+}
+
+/// The child's report: `D <total>`, `S <reason>` or `E <error>`.
+fn report_line(result: Result<Outcome, SpoolError>) -> String {
+    match result {
+        Ok(Outcome::Delivered { total }) => format!("D {total}"),
+        Ok(Outcome::Spooled { reason }) => format!("S {reason}"),
+        Ok(Outcome::Journaled { reason, .. }) => format!("E {reason}"),
+        Err(e) => format!("E {e}"),
+    }
+}
+
+/// Reads [`report_line`]'s line back; an `E` report (the journal is still
+/// there) or a garbled one is the reason to keep the journal.
+fn parse_report(line: &str) -> Result<Outcome, String> {
+    let (kind, rest) = line.split_once(' ').unwrap_or((line, ""));
+    match kind {
+        "D" => rest
+            .parse()
+            .map(|total| Outcome::Delivered { total })
+            .map_err(|_| format!("garbled report from the delivery process: {line:?}")),
+        "S" => Ok(Outcome::Spooled {
+            reason: rest.to_owned(),
+        }),
+        "E" => Err(rest.to_owned()),
+        _ => Err(format!(
+            "garbled report from the delivery process: {line:?}"
+        )),
     }
 }
 

@@ -243,6 +243,7 @@ fn scenario(
     match nodes[1].share(Op::Ban, "198.51.100.77", "ssh", "sshd")? {
         Outcome::Spooled { .. } => println!("   spooled (the log is missing)"),
         Outcome::Delivered { .. } => return Err("the ban was delivered to a missing share".into()),
+        Outcome::Journaled { .. } => return Err("the demo's appends never journal".into()),
     }
 
     println!("4. The share is back; flush delivers the spool exactly once.");

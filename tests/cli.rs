@@ -396,8 +396,8 @@ fn writer_killed_holding_the_lock_is_broken_after_stale_timeout() {
         wait_until(Duration::from_secs(10), || lock.exists()),
         "the holder never took the lock"
     );
-    holder.kill().unwrap();
-    holder.wait().unwrap();
+    // The whole run: `ban` delivers from a child process of its own.
+    support::kill_tree(&mut holder);
     assert!(lock.exists(), "a killed writer leaves its lock behind");
 
     let started = Instant::now();
@@ -544,4 +544,69 @@ fn failed_lock_release_after_the_write_is_not_a_failed_append() {
         0,
         "a written batch must not be spooled again"
     );
+}
+
+/// The spool's journals (`*.journal`): runs whose delivery is not confirmed.
+fn journals(site: &Site) -> Vec<PathBuf> {
+    fs::read_dir(site.spool())
+        .map(|dir| {
+            dir.map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "journal"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn ban_killed_while_waiting_for_the_lock_leaves_a_journal_that_flush_delivers_once() {
+    let site = Site::new();
+    let lock = PathBuf::from(format!("{}.lock", site.log().display()));
+    // Another host holds the lock, and it is not stale for a long while.
+    fs::write(&lock, "banshare-lock node=other pid=1 token=held since=x\n").unwrap();
+    let mut waiter = site
+        .cmd(&[
+            "ban",
+            "192.0.2.7",
+            "--stale-lock",
+            "50s",
+            "--lock-timeout",
+            "60s",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Its journal exists before delivery starts, and the run delivers from
+    // a child process of its own.
+    let started = wait_until(Duration::from_secs(10), || {
+        !journals(&site).is_empty() && !support::children_of(waiter.id()).is_empty()
+    });
+
+    // A flush while the run is alive must leave its journal to it.
+    let out = site.run(&["flush", "--lock-timeout", "2s", "--stale-lock", "1s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    if started {
+        assert_eq!(journals(&site).len(), 1, "the live run's journal was taken");
+    }
+
+    support::kill_tree(&mut waiter);
+    fs::remove_file(&lock).unwrap();
+    let out = site.run(&["flush"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = site.run(&["flush"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let delivered: Vec<String> = site
+        .records()
+        .iter()
+        .map(|r| r.target.to_string())
+        .collect();
+    assert_eq!(
+        delivered,
+        ["192.0.2.7"],
+        "the killed run's record, delivered exactly once"
+    );
+    assert!(
+        journals(&site).is_empty(),
+        "the journal is gone after delivery"
+    );
+    assert_eq!(site.spooled_files(), 0);
 }
