@@ -146,7 +146,15 @@ pub fn deliver_journaled(
     spool: &Spool,
     deadline: Duration,
 ) -> Result<Outcome, SpoolError> {
-    let journal = spool.new_journal(&records)?;
+    let journal = match spool.new_journal(&records) {
+        Ok(journal) => journal,
+        Err(e) => {
+            // A full or broken local disk must not stop a delivery the
+            // share can take: deliver as before journals, in this process.
+            eprintln!("banshare: warning: delivering without a journal: {e}");
+            return deliver(records, transport, spool, deadline);
+        }
+    };
     let detached = detach::run_detached(deadline + RETURN_GRACE, || {
         report_line(deliver_from_journal(
             &journal, records, transport, spool, deadline,

@@ -610,3 +610,43 @@ fn ban_killed_while_waiting_for_the_lock_leaves_a_journal_that_flush_delivers_on
     );
     assert_eq!(site.spooled_files(), 0);
 }
+
+/// A tmpfs of 64 KiB mounted on `path`, filled up; unmounted when dropped.
+struct FullDisk(PathBuf);
+
+impl FullDisk {
+    fn mount(path: PathBuf) -> FullDisk {
+        fs::create_dir_all(&path).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs"])
+            .arg(&path)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot mount a tmpfs (needs root)");
+        let disk = FullDisk(path);
+        let filler = vec![0u8; 4096];
+        let mut file = fs::File::create(disk.0.join(".filler")).unwrap();
+        while std::io::Write::write_all(&mut file, &filler).is_ok() {}
+        disk
+    }
+}
+
+impl Drop for FullDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_spool_disk_does_not_stop_a_delivery_the_log_can_take() {
+    let site = Site::new();
+    let _full = FullDisk::mount(site.spool());
+    let out = site.run(&["ban", "192.0.2.1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let delivered: Vec<String> = site
+        .records()
+        .iter()
+        .map(|r| r.target.to_string())
+        .collect();
+    assert_eq!(delivered, ["192.0.2.1"]);
+}
