@@ -374,13 +374,54 @@ impl Drop for Frozen {
 
 /// Whether any process's command line contains `text`.
 fn any_process_mentions(text: &str) -> bool {
-    fs::read_dir("/proc").unwrap().any(|e| {
-        let name = e.unwrap().file_name();
-        name.to_str()
-            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-            && fs::read(format!("/proc/{}/cmdline", name.to_string_lossy()))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(text))
-    })
+    !processes_mentioning(text).is_empty()
+}
+
+/// The live threads, as `/proc/<pid>/task/<tid>`, of the processes whose
+/// command line contains `text`, one thread each. Read per thread: a
+/// delivery stuck in the mount is a process whose main thread has exited
+/// (its own cmdline and fds read empty) while the stuck thread lives on.
+fn processes_mentioning(text: &str) -> Vec<PathBuf> {
+    let numbered = |dir: PathBuf| -> Vec<PathBuf> {
+        fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.parse::<u32>().is_ok())
+            })
+            .map(|e| e.path())
+            .collect()
+    };
+    numbered(PathBuf::from("/proc"))
+        .into_iter()
+        .filter_map(|process| {
+            numbered(process.join("task")).into_iter().find(|task| {
+                fs::read(task.join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(text))
+            })
+        })
+        .collect()
+}
+
+/// The standard streams that are pipes, as `<task>/fd/<n> -> pipe:[inode]`,
+/// of the processes whose command line contains `text`.
+fn streams_on_pipes(text: &str) -> Vec<String> {
+    processes_mentioning(text)
+        .into_iter()
+        .flat_map(|task| {
+            (0..3).filter_map(move |fd| {
+                let link = task.join(format!("fd/{fd}"));
+                let target = fs::read_link(&link).ok()?;
+                let target = target.to_string_lossy().into_owned();
+                target
+                    .starts_with("pipe:")
+                    .then(|| format!("{} -> {target}", link.display()))
+            })
+        })
+        .collect()
 }
 
 #[test]
@@ -411,13 +452,22 @@ fn bans_return_in_time_while_the_share_is_frozen_and_each_is_delivered_once_afte
         );
     }
     support::run_ok(f2b.client().arg("ping"));
+    let config = net.config(0).display().to_string();
+    assert!(
+        any_process_mentions(&config),
+        "no delivery still stuck in the frozen mount"
+    );
+    let pipes = streams_on_pipes(&config);
+    assert!(
+        pipes.is_empty(),
+        "banshare processes left holding pipes (fail2ban's) as stdio: {pipes:?}"
+    );
     assert!(
         ips.iter().all(|ip| !net.shared_log().contains(ip)),
         "the frozen share took a record"
     );
     drop(frozen);
 
-    let config = net.config(0).display().to_string();
     let spool = net.tmp.path().join("spool0");
     let delivered = wait_until(Duration::from_secs(60), || {
         // A flush may fail while the thawed runs finish their own work.
