@@ -345,3 +345,90 @@ pub fn run_with_deadline<T: Send + 'static>(
     });
     rx.recv_timeout(deadline).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::RecordId;
+    use crate::transport::TransportError;
+    use std::collections::HashSet;
+
+    /// A log that takes every batch after `delay`, writing nothing anywhere
+    /// (it runs in the delivering child).
+    struct SlowLog {
+        delay: Duration,
+    }
+
+    impl Transport for SlowLog {
+        fn append(&mut self, _: &[u8]) -> Result<(), TransportError> {
+            thread::sleep(self.delay);
+            Ok(())
+        }
+
+        fn find_ids(&mut self, _: &HashSet<RecordId>) -> Result<HashSet<RecordId>, TransportError> {
+            Ok(HashSet::new())
+        }
+    }
+
+    fn records() -> Vec<Record> {
+        let line = "<13>Nov 21 18:28:04 t[1]: HOST 192.0.2.1 PORT 22 id=0123456789abcdef\n";
+        vec![crate::record::parse(line.as_bytes()).unwrap()]
+    }
+
+    fn files(spool: &Spool) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(spool.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_confirmed_delivery_removes_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let log = Box::new(SlowLog {
+            delay: Duration::ZERO,
+        });
+        let outcome = deliver_journaled(records(), log, &spool, Duration::from_secs(10)).unwrap();
+        assert!(
+            matches!(outcome, Outcome::Delivered { total: 1 }),
+            "{outcome:?}"
+        );
+        assert!(files(&spool).is_empty(), "{:?}", files(&spool));
+    }
+
+    #[test]
+    fn a_delivery_past_its_deadline_is_spooled_as_uncertain() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let log = Box::new(SlowLog {
+            delay: Duration::from_secs(30),
+        });
+        let outcome =
+            deliver_journaled(records(), log, &spool, Duration::from_millis(100)).unwrap();
+        assert!(matches!(outcome, Outcome::Spooled { .. }), "{outcome:?}");
+        let names = files(&spool);
+        assert!(
+            names.len() == 1 && names[0].ends_with(".uncertain"),
+            "{names:?}"
+        );
+    }
+
+    #[test]
+    fn reports_read_back() {
+        for outcome in [
+            Outcome::Delivered { total: 3 },
+            Outcome::Spooled {
+                reason: "why not".into(),
+            },
+        ] {
+            let line = report_line(Ok(outcome));
+            assert_eq!(report_line(Ok(parse_report(&line).unwrap())), line);
+        }
+        assert_eq!(parse_report("E disk on fire").unwrap_err(), "disk on fire");
+        assert!(parse_report("Z").is_err());
+    }
+}

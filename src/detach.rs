@@ -154,3 +154,39 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     // SAFETY: two new descriptors that nothing else owns.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The children below take no lock and print nothing: the test harness
+    // has other threads, which `fork` does not copy.
+
+    #[test]
+    fn the_report_and_the_childs_stderr_reach_the_parent() {
+        let detached = run_detached(Duration::from_secs(10), || {
+            // SAFETY: writes a constant to the child's standard error.
+            unsafe { libc::write(2, b"warning\n".as_ptr().cast(), 8) };
+            "D 1\nrest".into()
+        })
+        .unwrap();
+        assert_eq!(detached.waited, Waited::Reported("D 1 rest".into()));
+        assert_eq!(detached.messages, b"warning\n");
+    }
+
+    #[test]
+    fn a_child_that_dies_or_hangs_does_not_hold_the_parent() {
+        let died = run_detached(Duration::from_secs(10), || {
+            // SAFETY: ends the child at once, as SIGKILL would.
+            unsafe { libc::_exit(9) }
+        })
+        .unwrap();
+        assert_eq!(died.waited, Waited::Died);
+        let hung = run_detached(Duration::from_millis(100), || {
+            std::thread::sleep(Duration::from_secs(5));
+            "late".into()
+        })
+        .unwrap();
+        assert_eq!(hung.waited, Waited::TimedOut);
+    }
+}
