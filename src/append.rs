@@ -201,34 +201,19 @@ fn deliver_from_journal(
         spool.adopt(journal, false)?;
         return flush_with_deadline(transport, spool, deadline);
     }
-    let total = records.len();
-    let mut transport = transport;
-    let batch = to_batch(&records);
-    match run_with_deadline(deadline, move || transport.append(&batch)) {
-        Some(Ok(())) => {
-            if let Err(e) = journal.remove() {
-                // Harmless: flush finds its records in the log.
-                eprintln!(
-                    "banshare: warning: delivered, but cannot remove journal {}: {e}",
-                    journal.path().display()
-                );
-            }
-            Ok(Outcome::Delivered { total })
-        }
-        Some(Err(e)) => {
-            spool.adopt(journal, !e.wrote_nothing())?;
-            Ok(Outcome::Spooled {
-                reason: e.to_string(),
-            })
-        }
-        None => {
-            // The write may still land after we give up: uncertain.
-            spool.adopt(journal, true)?;
-            Ok(Outcome::Spooled {
-                reason: format!("the log did not answer within {deadline:?}"),
-            })
-        }
+    let outcome = append_or_keep(&records, transport, deadline, |uncertain| {
+        spool.adopt(journal, uncertain)
+    })?;
+    if let Outcome::Delivered { .. } = outcome
+        && let Err(e) = journal.remove()
+    {
+        // Harmless: flush finds its records in the log.
+        eprintln!(
+            "banshare: warning: delivered, but cannot remove journal {}: {e}",
+            journal.path().display()
+        );
     }
+    Ok(outcome)
 }
 
 /// Fsyncs the journal so that it survives a crash, and says where it is.
@@ -274,17 +259,31 @@ fn parse_report(line: &str) -> Result<Outcome, String> {
 
 fn deliver_direct(
     records: Vec<Record>,
-    mut transport: Box<dyn Transport>,
+    transport: Box<dyn Transport>,
     spool: &Spool,
     deadline: Duration,
 ) -> Result<Outcome, SpoolError> {
-    let batch = to_batch(&records);
+    append_or_keep(&records, transport, deadline, |uncertain| {
+        spool.put(&records, uncertain)
+    })
+}
+
+/// Appends `records` as one batch, giving up after `deadline`; if that
+/// fails, `keep(uncertain)` stores them in the spool, `uncertain` when
+/// part of the batch may be in the log.
+fn append_or_keep(
+    records: &[Record],
+    mut transport: Box<dyn Transport>,
+    deadline: Duration,
+    keep: impl FnOnce(bool) -> Result<PathBuf, SpoolError>,
+) -> Result<Outcome, SpoolError> {
+    let batch = to_batch(records);
     match run_with_deadline(deadline, move || transport.append(&batch)) {
         Some(Ok(())) => Ok(Outcome::Delivered {
             total: records.len(),
         }),
         Some(Err(e)) => {
-            spool.put(&records, !e.wrote_nothing())?;
+            keep(!e.wrote_nothing())?;
             Ok(Outcome::Spooled {
                 reason: e.to_string(),
             })
@@ -292,7 +291,7 @@ fn deliver_direct(
         None => {
             // The write may still land after we give up, so mark the batch
             // uncertain: flush will look its ids up before sending it.
-            spool.put(&records, true)?;
+            keep(true)?;
             Ok(Outcome::Spooled {
                 reason: format!("the log did not answer within {deadline:?}"),
             })
