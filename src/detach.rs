@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 
 /// At most this much of the child's standard error is passed on.
 const MAX_MESSAGES: usize = 64 * 1024;
+/// How long the parent waits for a child that has reported (or died) to
+/// exit, so that it can reap it rather than leave a zombie to init (which,
+/// in a container without a real init, may never reap it).
+const REAP_WAIT: Duration = Duration::from_millis(500);
 
 /// How the wait for the child ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -38,7 +42,8 @@ pub struct Detached {
 /// Forks a child that runs `work` in a session of its own, with standard
 /// input and output on `/dev/null` and standard error kept in memory, writes
 /// the line `work` returns to the parent, and exits. The parent waits at
-/// most `wait` for that line and does not reap the child: it may never end.
+/// most `wait` for that line, then briefly (within `wait`) for the child to
+/// exit, and reaps it if it did; a child still stuck is left behind.
 ///
 /// Call it only while the process has a single thread: `fork` copies the
 /// calling thread alone, so a lock held by another thread would stay held
@@ -56,7 +61,12 @@ pub fn run_detached(wait: Duration, work: impl FnOnce() -> String) -> io::Result
         }
         pid => {
             drop(report_tx);
+            let deadline = Instant::now() + wait;
             let waited = wait_for_report(report_rx, wait)?;
+            if waited != Waited::TimedOut {
+                let left = deadline.saturating_duration_since(Instant::now());
+                reap_within(pid, left.min(REAP_WAIT));
+            }
             let mut out = vec![0; MAX_MESSAGES];
             let len = messages.read_at(&mut out, 0).unwrap_or(0);
             out.truncate(len);
@@ -133,6 +143,22 @@ fn wait_for_report(report: OwnedFd, wait: Duration) -> io::Result<Waited> {
     }
 }
 
+/// Reaps child `pid` if it exits within `wait`. Polls, since a child stuck
+/// in an uninterruptible call must not hold the caller.
+fn reap_within(pid: libc::pid_t, wait: Duration) {
+    let deadline = Instant::now() + wait;
+    let mut pause = Duration::from_micros(20);
+    loop {
+        // SAFETY: waitpid on our own child, no status wanted.
+        let reaped = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        if reaped != 0 || Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+}
+
 /// An anonymous in-memory file.
 fn memfd() -> io::Result<File> {
     // SAFETY: a constant NUL-terminated name; the result is checked.
@@ -162,6 +188,11 @@ mod tests {
     // The children below take no lock and print nothing: the test harness
     // has other threads, which `fork` does not copy.
 
+    fn is_unreaped_child(pid: u32) -> bool {
+        // SAFETY: waitpid with WNOHANG; -1 (ECHILD) once it was reaped.
+        unsafe { libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), libc::WNOHANG) >= 0 }
+    }
+
     #[test]
     fn the_report_and_the_childs_stderr_reach_the_parent() {
         let detached = run_detached(Duration::from_secs(10), || {
@@ -172,6 +203,7 @@ mod tests {
         .unwrap();
         assert_eq!(detached.waited, Waited::Reported("D 1 rest".into()));
         assert_eq!(detached.messages, b"warning\n");
+        assert!(!is_unreaped_child(detached.pid), "the child was reaped");
     }
 
     #[test]
@@ -182,6 +214,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(died.waited, Waited::Died);
+        assert!(!is_unreaped_child(died.pid), "the dead child was reaped");
         let hung = run_detached(Duration::from_millis(100), || {
             std::thread::sleep(Duration::from_secs(5));
             "late".into()
