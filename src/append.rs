@@ -155,7 +155,11 @@ pub fn deliver_journaled(
             return deliver(records, transport, spool, deadline);
         }
     };
+    // The transport moves into whichever process delivers: the child, or
+    // this one if no child can be started.
+    let mut work = Some((records, transport));
     let detached = detach::run_detached(deadline + RETURN_GRACE, || {
+        let (records, transport) = work.take().expect("runs once");
         report_line(deliver_from_journal(
             &journal, records, transport, spool, deadline,
         ))
@@ -163,7 +167,11 @@ pub fn deliver_journaled(
     let detached = match detached {
         Ok(d) => d,
         Err(e) => {
-            return keep_journal(&journal, format!("cannot start the delivery process: {e}"));
+            eprintln!(
+                "banshare: warning: cannot start the delivery process ({e}); delivering here"
+            );
+            let (records, transport) = work.take().expect("the child never ran");
+            return deliver_from_journal(&journal, records, transport, spool, deadline);
         }
     };
     // The child's warnings (a broken stale lock, a corrupt spool file).
