@@ -437,12 +437,16 @@ fn lock_never_won_within_timeout_spools() {
     std::thread::scope(|scope| {
         scope.spawn(|| {
             let mut n = 0u64;
+            let next = lock.with_extension("lock.next");
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Renamed into place: a waiter never reads it half-written
+                // (empty, between truncate and write, on a loaded machine).
                 fs::write(
-                    &lock,
+                    &next,
                     format!("banshare-lock node=busy pid=1 token={n} since=x\n"),
                 )
                 .unwrap();
+                fs::rename(&next, &lock).unwrap();
                 n += 1;
                 std::thread::sleep(Duration::from_millis(10));
             }
