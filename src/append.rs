@@ -5,19 +5,32 @@
 //! fail2ban log errors and retry, so everything short of losing the record
 //! counts as success here: a record that cannot be delivered is spooled, and
 //! only a record that can be neither delivered nor spooled is a failure.
+//!
+//! [`deliver_journaled`] is how `banshare ban` delivers: it writes the
+//! records to a journal of the run's own first, delivers from a detached
+//! child process, and returns within its deadline whatever the mount does
+//! (see `docs/format.md`, section 3).
 
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
 use chrono::{DateTime, Local, SubsecRound, Utc};
 
+use crate::detach::{self, Waited};
+use crate::journal::Journal;
 use crate::record::{
     BanTime, DEFAULT_PRIORITY, Fields, Jail, NodeId, Op, PortSpec, Record, RecordId, SyslogHeader,
     SyslogTime, Tag, Target,
 };
 use crate::spool::{FlushReport, Spool, SpoolError, to_batch};
 use crate::transport::Transport;
+
+/// How much longer than its delivery deadline [`deliver_journaled`] waits
+/// for the delivering child: time to move the journal to the spool and
+/// report. `banshare ban` returns within `deadline + RETURN_GRACE`.
+pub const RETURN_GRACE: Duration = Duration::from_secs(2);
 
 /// What to share: one operation on one or more addresses.
 #[derive(Debug, Clone)]
@@ -93,6 +106,10 @@ pub enum Outcome {
     Delivered { total: usize },
     /// Kept in the spool, for the reason given.
     Spooled { reason: String },
+    /// Kept in this run's journal, fsynced: delivery did not finish in
+    /// time, and may still be under way. If it does not finish, `flush` or
+    /// the watcher delivers the journal once its run has ended.
+    Journaled { path: PathBuf, reason: String },
 }
 
 /// Delivers `records` through `transport`, giving up after `deadline`.
@@ -114,19 +131,167 @@ pub fn deliver(
     }
 }
 
-fn deliver_direct(
+/// Delivers `records` as `banshare ban` does, returning within `deadline +`
+/// [`RETURN_GRACE`] even if a call on the mount never returns.
+///
+/// The records go to a journal of this run first (no fsync: see
+/// [`crate::journal`]), then a detached child process delivers them (or
+/// spools them) as [`deliver`] does and removes the journal. If the child
+/// does not report in time, or dies, the journal is fsynced and left to it,
+/// or to `flush` once it is dead. Call it only while the process has a
+/// single thread (see [`detach::run_detached`]).
+pub fn deliver_journaled(
     records: Vec<Record>,
-    mut transport: Box<dyn Transport>,
+    transport: Box<dyn Transport>,
     spool: &Spool,
     deadline: Duration,
 ) -> Result<Outcome, SpoolError> {
-    let batch = to_batch(&records);
+    let journal = match spool.new_journal(&records) {
+        Ok(journal) => journal,
+        Err(e) => {
+            // A full or broken local disk must not stop a delivery the
+            // share can take: deliver as before journals, in this process.
+            eprintln!("banshare: warning: delivering without a journal: {e}");
+            return deliver(records, transport, spool, deadline);
+        }
+    };
+    // The transport moves into whichever process delivers: the child, or
+    // this one if no child can be started.
+    let mut work = Some((records, transport));
+    let detached = detach::run_detached(deadline + RETURN_GRACE, || {
+        let (records, transport) = work.take().expect("runs once");
+        report_line(deliver_from_journal(
+            &journal, records, transport, spool, deadline,
+        ))
+    });
+    let detached = match detached {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!(
+                "banshare: warning: cannot start the delivery process ({e}); delivering here"
+            );
+            let (records, transport) = work.take().expect("the child never ran");
+            return deliver_from_journal(&journal, records, transport, spool, deadline);
+        }
+    };
+    // The child's warnings (a broken stale lock, a corrupt spool file).
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), &detached.messages);
+    match detached.waited {
+        Waited::Reported(line) => match parse_report(&line) {
+            Ok(outcome) => Ok(outcome),
+            Err(reason) => keep_journal(&journal, reason),
+        },
+        Waited::Died => keep_journal(
+            &journal,
+            format!("the delivery process {} died", detached.pid),
+        ),
+        Waited::TimedOut => keep_journal(
+            &journal,
+            format!(
+                "the log did not answer within {:?}; delivery goes on in process {}",
+                deadline + RETURN_GRACE,
+                detached.pid
+            ),
+        ),
+    }
+}
+
+/// The child's side of [`deliver_journaled`].
+fn deliver_from_journal(
+    journal: &Journal,
+    records: Vec<Record>,
+    transport: Box<dyn Transport>,
+    spool: &Spool,
+    deadline: Duration,
+) -> Result<Outcome, SpoolError> {
+    if !spool.is_empty()? {
+        // Older records wait: queue behind them, as in `deliver`.
+        spool.adopt(journal, false)?;
+        return flush_with_deadline(transport, spool, deadline);
+    }
+    let outcome = append_or_keep(&records, transport, deadline, |uncertain| {
+        spool.adopt(journal, uncertain)
+    })?;
+    if let Outcome::Delivered { .. } = outcome
+        && let Err(e) = journal.remove()
+    {
+        // Harmless: flush finds its records in the log.
+        eprintln!(
+            "banshare: warning: delivered, but cannot remove journal {}: {e}",
+            journal.path().display()
+        );
+    }
+    Ok(outcome)
+}
+
+/// Fsyncs the journal so that it survives a crash, and says where it is.
+fn keep_journal(journal: &Journal, reason: String) -> Result<Outcome, SpoolError> {
+    journal.sync().map_err(|source| SpoolError::Io {
+        path: journal.path().to_owned(),
+        source,
+    })?;
+    Ok(Outcome::Journaled {
+        path: journal.path().to_owned(),
+        reason,
+    })
+}
+
+/// The child's report: `D <total>`, `S <reason>` or `E <error>`.
+fn report_line(result: Result<Outcome, SpoolError>) -> String {
+    match result {
+        Ok(Outcome::Delivered { total }) => format!("D {total}"),
+        Ok(Outcome::Spooled { reason }) => format!("S {reason}"),
+        Ok(Outcome::Journaled { reason, .. }) => format!("E {reason}"),
+        Err(e) => format!("E {e}"),
+    }
+}
+
+/// Reads [`report_line`]'s line back; an `E` report (the journal is still
+/// there) or a garbled one is the reason to keep the journal.
+fn parse_report(line: &str) -> Result<Outcome, String> {
+    let (kind, rest) = line.split_once(' ').unwrap_or((line, ""));
+    match kind {
+        "D" => rest
+            .parse()
+            .map(|total| Outcome::Delivered { total })
+            .map_err(|_| format!("garbled report from the delivery process: {line:?}")),
+        "S" => Ok(Outcome::Spooled {
+            reason: rest.to_owned(),
+        }),
+        "E" => Err(rest.to_owned()),
+        _ => Err(format!(
+            "garbled report from the delivery process: {line:?}"
+        )),
+    }
+}
+
+fn deliver_direct(
+    records: Vec<Record>,
+    transport: Box<dyn Transport>,
+    spool: &Spool,
+    deadline: Duration,
+) -> Result<Outcome, SpoolError> {
+    append_or_keep(&records, transport, deadline, |uncertain| {
+        spool.put(&records, uncertain)
+    })
+}
+
+/// Appends `records` as one batch, giving up after `deadline`; if that
+/// fails, `keep(uncertain)` stores them in the spool, `uncertain` when
+/// part of the batch may be in the log.
+fn append_or_keep(
+    records: &[Record],
+    mut transport: Box<dyn Transport>,
+    deadline: Duration,
+    keep: impl FnOnce(bool) -> Result<PathBuf, SpoolError>,
+) -> Result<Outcome, SpoolError> {
+    let batch = to_batch(records);
     match run_with_deadline(deadline, move || transport.append(&batch)) {
         Some(Ok(())) => Ok(Outcome::Delivered {
             total: records.len(),
         }),
         Some(Err(e)) => {
-            spool.put(&records, !e.wrote_nothing())?;
+            keep(!e.wrote_nothing())?;
             Ok(Outcome::Spooled {
                 reason: e.to_string(),
             })
@@ -134,7 +299,7 @@ fn deliver_direct(
         None => {
             // The write may still land after we give up, so mark the batch
             // uncertain: flush will look its ids up before sending it.
-            spool.put(&records, true)?;
+            keep(true)?;
             Ok(Outcome::Spooled {
                 reason: format!("the log did not answer within {deadline:?}"),
             })
@@ -187,4 +352,91 @@ pub fn run_with_deadline<T: Send + 'static>(
         let _ = tx.send(work());
     });
     rx.recv_timeout(deadline).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::RecordId;
+    use crate::transport::TransportError;
+    use std::collections::HashSet;
+
+    /// A log that takes every batch after `delay`, writing nothing anywhere
+    /// (it runs in the delivering child).
+    struct SlowLog {
+        delay: Duration,
+    }
+
+    impl Transport for SlowLog {
+        fn append(&mut self, _: &[u8]) -> Result<(), TransportError> {
+            thread::sleep(self.delay);
+            Ok(())
+        }
+
+        fn find_ids(&mut self, _: &HashSet<RecordId>) -> Result<HashSet<RecordId>, TransportError> {
+            Ok(HashSet::new())
+        }
+    }
+
+    fn records() -> Vec<Record> {
+        let line = "<13>Nov 21 18:28:04 t[1]: HOST 192.0.2.1 PORT 22 id=0123456789abcdef\n";
+        vec![crate::record::parse(line.as_bytes()).unwrap()]
+    }
+
+    fn files(spool: &Spool) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(spool.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_confirmed_delivery_removes_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let log = Box::new(SlowLog {
+            delay: Duration::ZERO,
+        });
+        let outcome = deliver_journaled(records(), log, &spool, Duration::from_secs(10)).unwrap();
+        assert!(
+            matches!(outcome, Outcome::Delivered { total: 1 }),
+            "{outcome:?}"
+        );
+        assert!(files(&spool).is_empty(), "{:?}", files(&spool));
+    }
+
+    #[test]
+    fn a_delivery_past_its_deadline_is_spooled_as_uncertain() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let log = Box::new(SlowLog {
+            delay: Duration::from_secs(30),
+        });
+        let outcome =
+            deliver_journaled(records(), log, &spool, Duration::from_millis(100)).unwrap();
+        assert!(matches!(outcome, Outcome::Spooled { .. }), "{outcome:?}");
+        let names = files(&spool);
+        assert!(
+            names.len() == 1 && names[0].ends_with(".uncertain"),
+            "{names:?}"
+        );
+    }
+
+    #[test]
+    fn reports_read_back() {
+        for outcome in [
+            Outcome::Delivered { total: 3 },
+            Outcome::Spooled {
+                reason: "why not".into(),
+            },
+        ] {
+            let line = report_line(Ok(outcome));
+            assert_eq!(report_line(Ok(parse_report(&line).unwrap())), line);
+        }
+        assert_eq!(parse_report("E disk on fire").unwrap_err(), "disk on fire");
+        assert!(parse_report("Z").is_err());
+    }
 }

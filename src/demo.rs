@@ -294,6 +294,9 @@ fn scenario(
                 "the ban was delivered to a missing share".into(),
             ));
         }
+        Outcome::Journaled { .. } => {
+            return Err(DemoError::Failed("the demo's appends never journal".into()));
+        }
     }
 
     writeln!(

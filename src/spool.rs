@@ -12,6 +12,10 @@
 //!
 //! A flush marks a file `uncertain` before it appends, and deletes it after,
 //! so that a crash at any point leaves a state that recovers exactly once.
+//!
+//! The spool folder also holds the journals of `banshare ban` runs
+//! ([`crate::journal`]); a flush first turns those of dead runs into
+//! `uncertain` batches.
 
 use std::collections::HashSet;
 use std::fs;
@@ -22,6 +26,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::durable;
+use crate::journal::{self, Journal};
 use crate::lock::{LocalLock, LockError};
 use crate::record::{self, Record, RecordId};
 use crate::transport::{Transport, TransportError};
@@ -102,6 +107,27 @@ impl Spool {
         Ok(path)
     }
 
+    /// Writes `records` to a new journal of this run (see [`crate::journal`]),
+    /// named to sort with the spool's batches.
+    pub fn new_journal(&self, records: &[Record]) -> Result<Journal, SpoolError> {
+        let name = next_name();
+        Journal::create(&self.dir, &name, &to_batch(records)).map_err(io_err(&self.dir))
+    }
+
+    /// Turns this run's journal into a spool batch, durably; `uncertain` as
+    /// in [`Spool::put`]. The batch keeps the journal's place in the order.
+    pub fn adopt(&self, journal: &Journal, uncertain: bool) -> Result<PathBuf, SpoolError> {
+        let state = if uncertain { UNCERTAIN } else { PENDING };
+        let target = journal.path().with_extension(state);
+        journal.move_to(&target).map_err(io_err(journal.path()))?;
+        Ok(target)
+    }
+
+    /// Whether a flush has work: spooled batches, or journals of dead runs.
+    pub fn needs_flush(&self) -> Result<bool, SpoolError> {
+        Ok(!self.is_empty()? || journal::has_orphans(&self.dir).map_err(io_err(&self.dir))?)
+    }
+
     /// How many records wait in the spool.
     pub fn depth(&self) -> Result<usize, SpoolError> {
         let mut depth = 0;
@@ -125,6 +151,10 @@ impl Spool {
         lock_timeout: Duration,
     ) -> Result<FlushReport, SpoolError> {
         let _guard = LocalLock::acquire(&self.dir.join(".flush.lock"), lock_timeout)?;
+        // A run killed or stuck before its delivery was confirmed may have
+        // written part of its journal to the log: uncertain.
+        journal::claim_orphans(&self.dir, |p| p.with_extension(UNCERTAIN))
+            .map_err(io_err(&self.dir))?;
         let mut report = FlushReport::default();
         let entries = self.entries()?;
         for (done, entry) in entries.iter().enumerate() {

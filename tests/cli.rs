@@ -396,8 +396,8 @@ fn writer_killed_holding_the_lock_is_broken_after_stale_timeout() {
         wait_until(Duration::from_secs(10), || lock.exists()),
         "the holder never took the lock"
     );
-    holder.kill().unwrap();
-    holder.wait().unwrap();
+    // The whole run: `ban` delivers from a child process of its own.
+    support::kill_tree(&mut holder);
     assert!(lock.exists(), "a killed writer leaves its lock behind");
 
     let started = Instant::now();
@@ -437,12 +437,16 @@ fn lock_never_won_within_timeout_spools() {
     std::thread::scope(|scope| {
         scope.spawn(|| {
             let mut n = 0u64;
+            let next = lock.with_extension("lock.next");
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Renamed into place: a waiter never reads it half-written
+                // (empty, between truncate and write, on a loaded machine).
                 fs::write(
-                    &lock,
+                    &next,
                     format!("banshare-lock node=busy pid=1 token={n} since=x\n"),
                 )
                 .unwrap();
+                fs::rename(&next, &lock).unwrap();
                 n += 1;
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -978,4 +982,109 @@ fn monitor_does_not_share_addresses_no_watcher_applies() {
         "{}",
         stderr(&out)
     );
+}
+
+/// The spool's journals (`*.journal`): runs whose delivery is not confirmed.
+fn journals(site: &Site) -> Vec<PathBuf> {
+    fs::read_dir(site.spool())
+        .map(|dir| {
+            dir.map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "journal"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn ban_killed_while_waiting_for_the_lock_leaves_a_journal_that_flush_delivers_once() {
+    let site = Site::new();
+    let lock = PathBuf::from(format!("{}.lock", site.log().display()));
+    // Another host holds the lock, and it is not stale for a long while.
+    fs::write(&lock, "banshare-lock node=other pid=1 token=held since=x\n").unwrap();
+    let mut waiter = site
+        .cmd(&[
+            "ban",
+            "192.0.2.7",
+            "--stale-lock",
+            "50s",
+            "--lock-timeout",
+            "60s",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Its journal exists before delivery starts, and the run delivers from
+    // a child process of its own.
+    let started = wait_until(Duration::from_secs(10), || {
+        !journals(&site).is_empty() && !support::children_of(waiter.id()).is_empty()
+    });
+
+    // A flush while the run is alive must leave its journal to it.
+    let out = site.run(&["flush", "--lock-timeout", "2s", "--stale-lock", "1s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    if started {
+        assert_eq!(journals(&site).len(), 1, "the live run's journal was taken");
+    }
+
+    support::kill_tree(&mut waiter);
+    fs::remove_file(&lock).unwrap();
+    let out = site.run(&["flush"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = site.run(&["flush"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let delivered: Vec<String> = site
+        .records()
+        .iter()
+        .map(|r| r.target.to_string())
+        .collect();
+    assert_eq!(
+        delivered,
+        ["192.0.2.7"],
+        "the killed run's record, delivered exactly once"
+    );
+    assert!(
+        journals(&site).is_empty(),
+        "the journal is gone after delivery"
+    );
+    assert_eq!(site.spooled_files(), 0);
+}
+
+/// A tmpfs of 64 KiB mounted on `path`, filled up; unmounted when dropped.
+struct FullDisk(PathBuf);
+
+impl FullDisk {
+    fn mount(path: PathBuf) -> FullDisk {
+        fs::create_dir_all(&path).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs"])
+            .arg(&path)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot mount a tmpfs (needs root)");
+        let disk = FullDisk(path);
+        let filler = vec![0u8; 4096];
+        let mut file = fs::File::create(disk.0.join(".filler")).unwrap();
+        while std::io::Write::write_all(&mut file, &filler).is_ok() {}
+        disk
+    }
+}
+
+impl Drop for FullDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_spool_disk_does_not_stop_a_delivery_the_log_can_take() {
+    let site = Site::new();
+    let _full = FullDisk::mount(site.spool());
+    let out = site.run(&["ban", "192.0.2.1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let delivered: Vec<String> = site
+        .records()
+        .iter()
+        .map(|r| r.target.to_string())
+        .collect();
+    assert_eq!(delivered, ["192.0.2.1"]);
 }

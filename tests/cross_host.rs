@@ -299,9 +299,9 @@ fn unmounted_share_spools_and_flush_delivers_exactly_once() {
     assert_eq!(targets.len(), total, "no ban arrived twice");
 }
 
+/// Kills the whole run: `ban` delivers from a child process of its own.
 fn kill(mut child: Child) {
-    child.kill().unwrap();
-    child.wait().unwrap();
+    support::kill_tree(&mut child);
 }
 
 #[test]

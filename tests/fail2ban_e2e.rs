@@ -56,6 +56,11 @@ impl Net {
     }
 
     fn write_config(&self, node: usize) {
+        self.write_config_with(node, "");
+    }
+
+    /// The node's configuration, with `extra` (sections) at the end.
+    fn write_config_with(&self, node: usize, extra: &str) {
         let text = format!(
             "[common]\nlog = {:?}\nnode = \"node{node}\"\nspool_dir = {:?}\n[watch]\nstate_dir = {:?}\n[monitor]\nstate_dir = {:?}\n",
             self.mounts[node].join("newbans.log"),
@@ -63,7 +68,7 @@ impl Net {
             self.tmp.path().join(format!("watch{node}")),
             self.tmp.path().join(format!("monitor{node}")),
         );
-        fs::write(self.config(node), text).unwrap();
+        fs::write(self.config(node), text + extra).unwrap();
     }
 
     /// `banshare --config <node's> ARGS` in the node's namespace.
@@ -96,11 +101,18 @@ impl Net {
     /// fail2ban on `node` with an sshd jail on its own auth log; `actions`
     /// is the jail's action list after its nftables ban.
     fn fail2ban_sshd(&self, node: usize, banshare_action: bool) -> (Fail2ban, PathBuf) {
+        self.fail2ban_sshd_with(node, banshare_action.then_some(""))
+    }
+
+    /// As `fail2ban_sshd`; `action_options` (`key=value, ...`, perhaps
+    /// empty) are added to the banshare action when it is given.
+    fn fail2ban_sshd_with(&self, node: usize, action_options: Option<&str>) -> (Fail2ban, PathBuf) {
         let auth = self.tmp.path().join(format!("auth{node}.log"));
         fs::write(&auth, b"").unwrap();
-        let share = if banshare_action {
+        let share = if let Some(options) = action_options {
+            let sep = if options.is_empty() { "" } else { ", " };
             format!(
-                "\n         banshare[banshare=\"{BANSHARE} --config {}\"]",
+                "\n         banshare[banshare=\"{BANSHARE} --config {}\"{sep}{options}]",
                 self.config(node).display()
             )
         } else {
@@ -310,4 +322,181 @@ fn monitor_loses_nothing_when_fail2ban_log_is_rotated() {
     assert!(complete, "missing records; shared log:\n{}", shared());
     let records = shared().lines().count();
     assert_eq!(records, all.len(), "each ban exactly once:\n{}", shared());
+}
+
+/// The share frozen: the file server's SFTP server processes stopped with
+/// SIGSTOP. The SSH connections stay up (sshd still answers keepalives), so
+/// every call through the mount waits, uninterruptibly, for an answer that
+/// does not come: what a node sees when its file server stops answering,
+/// before (or without) any connection timeout. Dropping it thaws the share.
+///
+/// Not nftables drops: the test mounts' `ServerAliveInterval=2`,
+/// `ServerAliveCountMax=2` end the connection, and with it the stuck
+/// calls, about 10 s after the first dropped packet (measured), so the
+/// hang would be neither indefinite nor reliably there when checked.
+struct Frozen(Vec<libc::pid_t>);
+
+impl Frozen {
+    fn new(cluster: &Cluster) -> Frozen {
+        use std::os::unix::fs::MetadataExt;
+        let netns = fs::metadata(format!("/run/netns/{}", cluster.fileserver_ns()))
+            .unwrap()
+            .ino();
+        let in_fileserver =
+            |pid: u32| fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == netns);
+        // internal-sftp runs in a child of the session's `sshd: user@notty`
+        // process (which answers the keepalives), named for it.
+        let sftp_server = |pid: u32| {
+            fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.starts_with("sshd: ") && c.contains("@internal-sftp"))
+        };
+        let pids: Vec<libc::pid_t> = fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|&p| in_fileserver(p) && sftp_server(p))
+            .map(|p| p as libc::pid_t)
+            .collect();
+        assert!(
+            !pids.is_empty(),
+            "no SFTP server process on the file server"
+        );
+        for &pid in &pids {
+            // SAFETY: kill(2) has no memory effects.
+            unsafe { libc::kill(pid, libc::SIGSTOP) };
+        }
+        Frozen(pids)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, libc::SIGCONT) };
+        }
+    }
+}
+
+/// Whether any process's command line contains `text`.
+fn any_process_mentions(text: &str) -> bool {
+    !processes_mentioning(text).is_empty()
+}
+
+/// The live threads, as `/proc/<pid>/task/<tid>`, of the processes whose
+/// command line contains `text`, one thread each. Read per thread: a
+/// delivery stuck in the mount is a process whose main thread has exited
+/// (its own cmdline and fds read empty) while the stuck thread lives on.
+fn processes_mentioning(text: &str) -> Vec<PathBuf> {
+    let numbered = |dir: PathBuf| -> Vec<PathBuf> {
+        fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.parse::<u32>().is_ok())
+            })
+            .map(|e| e.path())
+            .collect()
+    };
+    numbered(PathBuf::from("/proc"))
+        .into_iter()
+        .filter_map(|process| {
+            numbered(process.join("task")).into_iter().find(|task| {
+                fs::read(task.join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(text))
+            })
+        })
+        .collect()
+}
+
+/// The standard streams that are pipes, as `<task>/fd/<n> -> pipe:[inode]`,
+/// of the processes whose command line contains `text`.
+fn streams_on_pipes(text: &str) -> Vec<String> {
+    processes_mentioning(text)
+        .into_iter()
+        .flat_map(|task| {
+            (0..3).filter_map(move |fd| {
+                let link = task.join(format!("fd/{fd}"));
+                let target = fs::read_link(&link).ok()?;
+                let target = target.to_string_lossy().into_owned();
+                target
+                    .starts_with("pipe:")
+                    .then(|| format!("{} -> {target}", link.display()))
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn bans_return_in_time_while_the_share_is_frozen_and_each_is_delivered_once_after() {
+    let net = Net::new("f2bfreeze", 1);
+    // Short lock and I/O timeouts: each ban returns within 2 s + 2 s + 2 s,
+    // far inside the action timeout fail2ban is given below.
+    net.write_config_with(
+        0,
+        "[append]\nlock_timeout = \"2s\"\nstale_lock = \"1s\"\nio_timeout = \"2s\"\n",
+    );
+    let (f2b, _auth) = net.fail2ban_sshd_with(0, Some("timeout=20"));
+    support::run_ok(f2b.client().args(["set", "sshtest", "banip", "192.0.2.1"]));
+    assert!(
+        wait_until(PATIENCE, || net.shared_log().contains("HOST 192.0.2.1 ")),
+        "a ban through the working share"
+    );
+
+    let frozen = Frozen::new(&net.cluster);
+    let ips = ["192.0.2.11", "192.0.2.12", "192.0.2.13"];
+    // `set banip` runs the jail's actions before it answers.
+    support::run_ok(f2b.client().args(["set", "sshtest", "banip"]).args(ips));
+    let log = f2b.log();
+    for sign in ["timed out", "Failed to execute", " ERROR "] {
+        assert!(
+            !log.contains(sign),
+            "fail2ban's actions failed or timed out ({sign:?}):\n{log}"
+        );
+    }
+    support::run_ok(f2b.client().arg("ping"));
+    let config = net.config(0).display().to_string();
+    assert!(
+        any_process_mentions(&config),
+        "no delivery still stuck in the frozen mount"
+    );
+    let pipes = streams_on_pipes(&config);
+    assert!(
+        pipes.is_empty(),
+        "banshare processes left holding pipes (fail2ban's) as stdio: {pipes:?}"
+    );
+    assert!(
+        ips.iter().all(|ip| !net.shared_log().contains(ip)),
+        "the frozen share took a record"
+    );
+    drop(frozen);
+
+    let spool = net.tmp.path().join("spool0");
+    let delivered = wait_until(Duration::from_secs(60), || {
+        // A flush may fail while the thawed runs finish their own work.
+        let _ = net.banshare(0, &["flush"]).output();
+        let spool_empty = fs::read_dir(&spool)
+            .unwrap()
+            .all(|e| e.unwrap().file_name().to_string_lossy().starts_with('.'));
+        spool_empty
+            && ips
+                .iter()
+                .all(|ip| net.shared_log().contains(&format!("HOST {ip} ")))
+    });
+    assert!(
+        delivered,
+        "not everything delivered after the thaw; log:\n{}",
+        net.shared_log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || !any_process_mentions(&config)),
+        "a banshare run of this test is still alive after the thaw"
+    );
+    let log = net.shared_log();
+    for ip in ips {
+        let times = log.matches(&format!("HOST {ip} ")).count();
+        assert_eq!(times, 1, "{ip} delivered {times} times:\n{log}");
+    }
 }

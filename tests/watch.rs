@@ -413,3 +413,63 @@ fn records_from_a_clock_ahead_apply_with_a_warning_and_far_ahead_are_refused_lou
     assert_eq!(status["skipped"]["FromTheFuture"], 2, "{status}");
     assert_eq!(status["adjusted"]["ClockAhead"], 2, "{status}");
 }
+
+#[test]
+fn the_watcher_delivers_the_journal_of_a_killed_ban_once_and_leaves_a_live_one() {
+    let mut w = Watcher::start_with("[watch]\nflush_interval = \"50ms\"\n", &[]);
+    let spool = w.dir.path().join("spool");
+    let journals = || -> usize {
+        fs::read_dir(&spool).map_or(0, |d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "journal")
+            })
+            .count()
+        })
+    };
+    // Another host holds the lock: this node's ban waits for it.
+    let lock = w.dir.path().join("newbans.log.lock");
+    fs::write(&lock, "banshare-lock node=other pid=1 token=held since=x\n").unwrap();
+    let mut ban = Command::new(BANSHARE)
+        .args(["--config", "/dev/null", "--quiet", "ban", "192.0.2.201"])
+        .args([
+            "--node",
+            "me",
+            "--stale-lock",
+            "50s",
+            "--lock-timeout",
+            "60s",
+        ])
+        .arg("--log")
+        .arg(w.log())
+        .arg("--spool-dir")
+        .arg(&spool)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || journals() == 1
+            && !support::children_of(ban.id()).is_empty()),
+        "the ban never started delivering"
+    );
+    // Many flush intervals: the live run's journal stays its own.
+    let stayed = !wait_until(Duration::from_millis(500), || journals() == 0);
+    support::kill_tree(&mut ban);
+    fs::remove_file(&lock).unwrap();
+    assert!(stayed, "the watcher took the journal of a live run");
+    let delivered = wait_until(Duration::from_secs(10), || {
+        fs::read_to_string(w.log())
+            .unwrap_or_default()
+            .contains("HOST 192.0.2.201 ")
+    });
+    assert!(delivered, "the watcher never delivered the orphan journal");
+    assert!(wait_until(Duration::from_secs(10), || journals() == 0));
+    let status = w.status();
+    w.stop();
+    let log = fs::read_to_string(w.log()).unwrap();
+    assert_eq!(log.matches("HOST 192.0.2.201 ").count(), 1, "{log}");
+    assert_eq!(status["spool_records"], 0, "{status}");
+}

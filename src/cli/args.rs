@@ -166,7 +166,10 @@ cross-host lock, for example:
 If the log is missing (share not mounted), locked for longer than
 lock_timeout, or otherwise unreachable, the records are spooled locally and
 the command still exits 0 with a warning; `banshare flush` (or a running
-watcher) delivers them later.
+watcher) delivers them later. The records are kept in a journal in the spool
+folder before delivery starts, and delivered by a detached child process, so
+the command returns within lock_timeout + io_timeout + 2 s even if the mount
+hangs; a run killed midway leaves its journal to `banshare flush`.
 
 With `-` as the address, addresses are read from standard input, one per
 line (blank lines and lines starting with # are skipped), and appended as
@@ -190,7 +193,9 @@ Deliver the records waiting in the local spool to the shared log, oldest
 first, exactly once.
 
 A batch whose earlier delivery was interrupted is checked against the log
-by record id first, and only its missing records are sent. Flush stops at
+by record id first, and only its missing records are sent. The journals of
+`banshare ban` runs that died before their delivery was confirmed are
+delivered too, the same way; those of runs still alive are left to them. Flush stops at
 the first batch the log refuses and exits 1 with the records left waiting.";
 
 const DEMO_ABOUT: &str = "\

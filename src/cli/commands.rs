@@ -204,8 +204,9 @@ fn share(op: Op, args: ShareArgs, mut settings: Settings, out: Reporter) -> Resu
         .map_err(|e| anyhow!("cannot make record ids: {e}"))?;
     let count = records.len();
     let (spool, transport) = open_spool_and_transport(&settings, &location)?;
-    let outcome =
-        append::deliver(records, transport, &spool, append.deadline()).with_context(|| {
+    // Still a single thread here, as deliver_journaled requires.
+    let outcome = append::deliver_journaled(records, transport, &spool, append.deadline())
+        .with_context(|| {
             format!("{count} {op} record(s) could be neither delivered nor spooled")
         })?;
     match outcome {
@@ -217,6 +218,11 @@ fn share(op: Op, args: ShareArgs, mut settings: Settings, out: Reporter) -> Resu
         Outcome::Spooled { reason } => out.warn(&format!(
             "{count} {op} record(s) spooled in {}; `banshare flush` delivers them later. Reason: {reason}",
             spool.dir().display()
+        )),
+        Outcome::Journaled { path, reason } => out.warn(&format!(
+            "{count} {op} record(s) kept in journal {}; if this run's delivery does not finish, \
+             `banshare flush` or the watcher delivers them. Reason: {reason}",
+            path.display()
         )),
     }
     Ok(())

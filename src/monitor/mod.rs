@@ -243,7 +243,8 @@ impl Monitor {
                 info(&format!("shared {count} record(s)"));
                 true
             }
-            Ok(Outcome::Spooled { reason }) => {
+            // `deliver` never journals; kept records are kept either way.
+            Ok(Outcome::Spooled { reason } | Outcome::Journaled { reason, .. }) => {
                 self.counts.spooled += count;
                 warn(&format!("{count} record(s) spooled: {reason}"));
                 true

@@ -132,6 +132,7 @@ impl Transport for FileTransport {
     }
 
     fn find_ids(&mut self, ids: &HashSet<RecordId>) -> Result<HashSet<RecordId>, TransportError> {
+        let _local = LocalLock::acquire(&self.local_lock, self.timings.timeout)?;
         let read_err = |source| TransportError::Read {
             path: self.log.clone(),
             source,

@@ -66,6 +66,10 @@ pub trait Transport: Send {
 
     /// Which of `ids` already appear in the log. Used only to recover spool
     /// entries whose delivery was interrupted, so it may read the whole log.
+    /// It holds this host's local append lock while it reads: an append of
+    /// the same records that is still under way (a `ban` run whose delivery
+    /// outlived its deadline on a frozen mount) lands before the answer, or
+    /// the call times out, and never after it.
     fn find_ids(&mut self, ids: &HashSet<RecordId>) -> Result<HashSet<RecordId>, TransportError>;
 }
 

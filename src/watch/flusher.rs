@@ -1,6 +1,8 @@
 //! Delivers the local spool while the watcher runs: records this node's
 //! `banshare ban` spooled while the log was unreachable go out as soon as it
-//! is back, without anyone running `banshare flush`.
+//! is back, without anyone running `banshare flush`, and so do the journals
+//! of `banshare ban` runs that were killed or ended before their delivery
+//! was confirmed.
 //!
 //! It runs on its own thread with its own transport, because a flush may
 //! wait for the cross-host lock, and that must never hold up applying bans.
@@ -12,8 +14,8 @@ use super::{info, warn};
 use crate::spool::Spool;
 use crate::transport::Transport;
 
-/// Starts the flusher: every `interval`, if the spool holds anything, flush
-/// it. The thread ends with the process.
+/// Starts the flusher: every `interval`, if the spool holds anything (or an
+/// orphan journal), flush it. The thread ends with the process.
 pub fn spawn(
     spool: Spool,
     mut transport: Box<dyn Transport>,
@@ -23,9 +25,9 @@ pub fn spawn(
     let body = move || {
         loop {
             thread::sleep(interval);
-            match spool.is_empty() {
-                Ok(true) => continue,
-                Ok(false) => {}
+            match spool.needs_flush() {
+                Ok(false) => continue,
+                Ok(true) => {}
                 Err(e) => {
                     warn(&format!("cannot read the spool: {e}"));
                     continue;

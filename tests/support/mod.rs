@@ -102,3 +102,41 @@ impl Drop for Daemon {
         let _ = self.0.wait();
     }
 }
+
+/// The pids of `pid`'s children, read from /proc (each process's `ppid`).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                // The command name in parentheses may hold spaces: the
+                // fields after its closing parenthesis are state, ppid.
+                .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.to_owned()))
+                .and_then(|rest| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// SIGKILLs `child` and everything it started (a `banshare ban` delivers
+/// from a detached child process of its own), children first, and reaps
+/// `child`: a whole run killed at once, as by a crash or the OOM killer.
+pub fn kill_tree(child: &mut std::process::Child) {
+    fn kill_descendants(pid: u32) {
+        for p in children_of(pid) {
+            // SAFETY: kill(2) has no memory effects.
+            unsafe { libc::kill(p as libc::pid_t, libc::SIGSTOP) };
+            kill_descendants(p);
+            unsafe { libc::kill(p as libc::pid_t, libc::SIGKILL) };
+        }
+    }
+    // Stopped first, so that it starts nothing new while we look.
+    // SAFETY: as above, on our own unreaped child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGSTOP) };
+    kill_descendants(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -158,6 +158,7 @@ impl Transport for SftpTransport {
     }
 
     fn find_ids(&mut self, ids: &HashSet<RecordId>) -> Result<HashSet<RecordId>, TransportError> {
+        let _local = LocalLock::acquire(&self.local_lock, self.timings.timeout)?;
         let path = self.url.path.clone();
         let read_err = |source| TransportError::Read {
             path: path.clone(),
