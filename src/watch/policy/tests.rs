@@ -727,3 +727,34 @@ fn catching_up_keeps_the_order_records_were_written_in_around_a_clock_ahead() {
         "caught up at 18:00, the later ban was dropped: {banned:?}"
     );
 }
+
+/// Review finding (not fixed here): a record from a clock ahead counts as
+/// written whenever it is read, so a copy appended later (by any writer:
+/// copying a signed line needs no key) is as new as the moment it is read,
+/// for up to a day: a copied unban lifts a newer ban, and a copied ban
+/// bans again after its bantime ran out. docs/security.md promises that a
+/// copy is already in force, over, or older than the record that
+/// superseded it.
+#[test]
+fn copies_of_records_from_a_clock_ahead_are_copies() {
+    let mins = |m| now() + chrono::Duration::minutes(m);
+    // An unban from a clock 18 hours fast, then a ban from a correct one.
+    let unban = unban_in("192.0.2.1", "sshd", "2026-11-22T12:00:00Z", "1");
+    let mut p = Policy::new(settings());
+    assert!(p.decide(&unban, now()).is_ok());
+    let ban = ban_in("192.0.2.1", "sshd", "2026-11-21T18:10:00Z", 3600, "2");
+    assert!(p.decide(&ban, mins(10)).is_ok());
+    let copy = p.decide(&unban, mins(20));
+    assert_eq!(
+        p.active_count(mins(20)),
+        1,
+        "a copy of the old unban lifted the newer ban: {copy:?}"
+    );
+
+    // A 10-minute ban from that clock, copied after it ended.
+    let ban = ban_in("192.0.2.2", "sshd", "2026-11-22T12:00:00Z", 600, "3");
+    let mut p = Policy::new(settings());
+    assert!(p.decide(&ban, now()).is_ok());
+    let copy = p.decide(&ban, mins(20));
+    assert!(copy.is_err(), "a copy banned again: {copy:?}");
+}
