@@ -329,10 +329,12 @@ fn write_status(out: &mut String, r: &Report) -> std::fmt::Result {
         "watcher:     {state}, node {}, backend {}",
         s.node, s.backend
     )?;
-    let readable = if s.log_present {
-        "readable".to_string()
-    } else {
-        format!("NOT readable: {}", s.last_error.as_deref().unwrap_or("?"))
+    // No error and not present: the watcher has not tried yet (it holds
+    // from its start, see HELD below).
+    let readable = match (s.log_present, &s.last_error) {
+        (true, _) => "readable".to_string(),
+        (false, Some(e)) => format!("NOT readable: {e}"),
+        (false, None) => "not read yet".to_string(),
     };
     writeln!(out, "log:         {} ({readable})", s.log.display())?;
     writeln!(out, "follow mode: {}", s.mode)?;
