@@ -212,6 +212,16 @@ pub fn cleanup(args: CleanupArgs, config: &Option<PathBuf>, mut settings: Settin
     if let Some(b) = args.backend {
         settings.watch.backend = Some(b);
     }
+    // A running watcher sets a missing table up again within its safety
+    // poll (firewall drift), so a cleanup under it would be undone.
+    let dir = &settings.watch.state_dir;
+    if state::is_held(dir).unwrap_or(false) {
+        return Err(Failure::Usage(format!(
+            "a watcher is running with state directory {} and would set the \
+             backend up again: stop it first",
+            dir.display()
+        )));
+    }
     let mut backend = open_backend(&settings, &config_path(config))?;
     backend
         .cleanup()
