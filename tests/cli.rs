@@ -1088,3 +1088,40 @@ fn a_full_spool_disk_does_not_stop_a_delivery_the_log_can_take() {
         .collect();
     assert_eq!(delivered, ["192.0.2.1"]);
 }
+
+/// `cleanup` while a watcher runs would be undone within its safety poll
+/// (the watcher sets a missing table up again and re-applies its bans), so
+/// it refuses and says why; with the watcher stopped it cleans up.
+#[test]
+fn cleanup_refuses_while_a_watcher_runs_on_the_state_directory() {
+    let mut w = support::watcher::Watcher::start(&[]);
+    let state = w.state_dir();
+    assert!(
+        wait_until(Duration::from_secs(20), || w.status()["pid"].is_u64()),
+        "the watcher wrote no status"
+    );
+    let config = w.dir.path().join("cleanup.toml");
+    fs::write(
+        &config,
+        format!("[watch]\nstate_dir = {:?}\n", state.display().to_string()),
+    )
+    .unwrap();
+    let cleanup = || {
+        Command::new(BANSHARE)
+            .arg("--config")
+            .arg(&config)
+            .args(["cleanup", "--backend", "log"])
+            .output()
+            .unwrap()
+    };
+    let out = cleanup();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stop it first") && stderr(&out).contains(&*state.to_string_lossy()),
+        "{}",
+        stderr(&out)
+    );
+    w.stop();
+    let out = cleanup();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

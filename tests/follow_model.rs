@@ -42,7 +42,9 @@
 //!    then `.1` is read from the offset to its end and the log followed
 //!    from 0. Then, if the log is present and is another file, the followed
 //!    file is read to its end (its unfinished last line dropped; from `.1`
-//!    at the offset if `.1` holds it) and the log followed from 0.
+//!    at the offset if `.1` holds it and is the followed file, or, where
+//!    the open file cannot tell its own identity (sshfs, no inode numbers),
+//!    merely starts with the prefix) and the log followed from 0.
 //!    "Another file": the inode differs (where the filesystem has inode
 //!    numbers), or the log is shorter than the read position, or it does
 //!    not start with the (non-empty) prefix.
@@ -558,6 +560,10 @@ impl Model {
             }
         }
         if disk.another_file(cur, log) {
+            // Where the open file tells its own identity (not sshfs), only
+            // `.1` that is that file is read from; a copy with its first
+            // bytes may lack its tail, or be compacted (other offsets).
+            let renamed = renamed.filter(|&r| disk.sshfs || !disk.ids || r == cur.file);
             match renamed {
                 Some(r) => MTail::resume_rotated(r, &cur.cursor()).read(disk, &mut out),
                 None => cur.read(disk, &mut out),

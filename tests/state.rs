@@ -191,6 +191,28 @@ fn a_full_state_folder_holds_the_watcher_until_its_cursor_can_be_saved() {
     assert_eq!(again.len(), 1, "applied again after the restart: {again:?}");
 }
 
+/// A watcher that holds from its start has not read the log yet: `status`
+/// must say so, not that the log is unreadable.
+#[test]
+fn status_of_a_watcher_held_from_start_does_not_call_the_log_unreadable() {
+    let mut w = Watcher::prepare("");
+    // Less than the 1 MiB of room the watcher wants before a batch.
+    let _mount = Tmpfs::mount(&w.state_dir(), "256k");
+    w.append(record("192.0.2.1", "other").as_bytes());
+    w.restart(&[]);
+    assert!(wait_until(WAIT, || w.status()["held"].is_string()));
+    let out = Command::new(BANSHARE)
+        .args(["status", "--state-dir"])
+        .arg(w.state_dir())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let log_line = text.lines().find(|l| l.starts_with("log:")).unwrap_or("");
+    assert!(!log_line.contains("NOT readable"), "{text}");
+    assert!(log_line.contains("not read yet"), "{text}");
+    w.stop();
+}
+
 #[test]
 fn a_second_watcher_or_monitor_on_the_same_state_folder_exits_2() {
     let mut w = Watcher::start(&[]);

@@ -84,6 +84,12 @@ pub enum Command {
     #[command(long_about = STATUS_ABOUT)]
     Status(StatusArgs),
     /// Remove what the ban backend created (the nftables table, the ipsets).
+    #[command(
+        long_about = "Remove what the ban backend created (the nftables table, the ipsets). \
+                      Refused (exit 2) while a watcher runs with the configured state \
+                      directory: it would set them up again within its safety poll. \
+                      Stop it first."
+    )]
     Cleanup(CleanupArgs),
     /// Share fail2ban's bans by following fail2ban.log (no fail2ban change).
     #[command(long_about = MONITOR_ABOUT)]

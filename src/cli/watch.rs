@@ -212,6 +212,16 @@ pub fn cleanup(args: CleanupArgs, config: &Option<PathBuf>, mut settings: Settin
     if let Some(b) = args.backend {
         settings.watch.backend = Some(b);
     }
+    // A running watcher sets a missing table up again within its safety
+    // poll (firewall drift), so a cleanup under it would be undone.
+    let dir = &settings.watch.state_dir;
+    if state::is_held(dir).unwrap_or(false) {
+        return Err(Failure::Usage(format!(
+            "a watcher is running with state directory {} and would set the \
+             backend up again: stop it first",
+            dir.display()
+        )));
+    }
     let mut backend = open_backend(&settings, &config_path(config))?;
     backend
         .cleanup()
@@ -329,10 +339,12 @@ fn write_status(out: &mut String, r: &Report) -> std::fmt::Result {
         "watcher:     {state}, node {}, backend {}",
         s.node, s.backend
     )?;
-    let readable = if s.log_present {
-        "readable".to_string()
-    } else {
-        format!("NOT readable: {}", s.last_error.as_deref().unwrap_or("?"))
+    // No error and not present: the watcher has not tried yet (it holds
+    // from its start, see HELD below).
+    let readable = match (s.log_present, &s.last_error) {
+        (true, _) => "readable".to_string(),
+        (false, Some(e)) => format!("NOT readable: {e}"),
+        (false, None) => "not read yet".to_string(),
     };
     writeln!(out, "log:         {} ({readable})", s.log.display())?;
     writeln!(out, "follow mode: {}", s.mode)?;

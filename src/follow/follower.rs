@@ -260,7 +260,7 @@ impl<F: LogFs> Follower<F> {
             // On sshfs an open file renamed away tells the size of the new
             // file at the path, so a rotation looks like a truncation: ours
             // may be beside the log under its new name.
-            match self.renamed() {
+            match self.renamed(true) {
                 Some(renamed) => {
                     let (file, new_meta) = self.open_path()?;
                     self.switch(file, &new_meta, Some(renamed));
@@ -270,7 +270,11 @@ impl<F: LogFs> Follower<F> {
             }
         }
         if let Some((file, new_meta)) = self.replacement(&meta)? {
-            let renamed = self.renamed();
+            // Only an open file that cannot tell its own end is finished
+            // from a sibling found by its first bytes alone: elsewhere that
+            // may be an older copy (`newbans.log.bak`) that lacks our tail.
+            let untrusted = self.open_file_answers_for_the_path(&new_meta);
+            let renamed = self.renamed(untrusted);
             self.switch(file, &new_meta, renamed);
         }
         Ok(Check::Present { size: meta.size })
@@ -316,6 +320,21 @@ impl<F: LogFs> Follower<F> {
         }
     }
 
+    /// Whether our open file answers with the identity of the file now at
+    /// the path (`path_meta`), as on sshfs, or with none we can tell apart
+    /// from it, or not at all: then its size and reads may stop at the new
+    /// file's, and its rest is to be found under its new name. On a local
+    /// disk or NFS it tells its own, which differs.
+    fn open_file_answers_for_the_path(&mut self, path_meta: &Meta) -> bool {
+        let Some(cur) = self.current.as_mut() else {
+            return false;
+        };
+        match cur.meta() {
+            Ok(own) => !ids_differ((own.dev, own.ino), path_meta),
+            Err(_) => true,
+        }
+    }
+
     /// Starts our file again from 0: it lost bytes we read.
     fn restart_current(&mut self) {
         if let Some(cur) = self.current.as_mut() {
@@ -331,15 +350,19 @@ impl<F: LogFs> Follower<F> {
     /// shows its true size, which the open file may not: on sshfs an open
     /// file tells the size of whatever is now at its old path, and reads
     /// through it may stop there. `None` when nothing was read yet (no
-    /// first bytes to tell it by) or nothing matches.
-    fn renamed(&mut self) -> Option<Tail<F::File>> {
+    /// first bytes to tell it by) or nothing matches. Without
+    /// `by_first_bytes`, only a sibling with its identity counts.
+    fn renamed(&mut self, by_first_bytes: bool) -> Option<Tail<F::File>> {
         let cursor = self.current.as_ref()?.cursor();
         if cursor.fingerprint.len == 0 {
             return None;
         }
         let siblings = self.siblings();
-        self.sibling_match(&cursor, &siblings, true)
-            .or_else(|| self.sibling_match(&cursor, &siblings, false))
+        self.sibling_match(&cursor, &siblings, true).or_else(|| {
+            by_first_bytes
+                .then(|| self.sibling_match(&cursor, &siblings, false))
+                .flatten()
+        })
     }
 
     /// Follows `file` from 0, after reading the one it replaced to its end:

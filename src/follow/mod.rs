@@ -61,7 +61,11 @@
 //!    the sibling `<name>.*` or `<name>-*` that starts with our fingerprint
 //!    and holds our offset (one with our identity first, then in name
 //!    order), opened afresh under its new name and read from our offset;
-//!    else the open file. On sshfs the open file cannot be trusted for this:
+//!    else the open file. A sibling without our identity is taken only where
+//!    the open file cannot tell its own (it answers with the new file's, as
+//!    on sshfs, or has none): elsewhere it may be an older copy
+//!    (`newbans.log.bak`) that lacks our tail, or a compacted file whose
+//!    offsets are not ours. On sshfs the open file cannot be trusted for this:
 //!    its size is the new file's, and reads through it may stop there
 //!    (depending on the kernel's attribute cache); opened under its new
 //!    name, the rotated file shows its true size.

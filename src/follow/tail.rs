@@ -99,6 +99,12 @@ impl<H: LogFile> Tail<H> {
         (self.dev, self.ino)
     }
 
+    /// What the open file says of itself now (on sshfs: of whatever file
+    /// is at the path it was opened at).
+    pub fn meta(&mut self) -> io::Result<Meta> {
+        self.file.meta()
+    }
+
     pub fn fingerprint(&self) -> Fingerprint {
         self.fingerprint
     }

@@ -518,6 +518,23 @@ fn on_sshfs_a_rotated_file_is_finished_under_its_new_name() {
     assert_eq!(f.take_events(), [FollowEvent::Renamed { path }]);
 }
 
+/// Where the open file tells its own size (a local disk, NFS), a
+/// replaced log is finished through it, not through an older copy beside
+/// it that happens to start the same (`cp newbans.log newbans.log.bak`
+/// before an edit or a compaction): the copy lacks what came after it.
+#[test]
+fn a_replaced_log_is_finished_through_the_open_file_not_an_older_copy_beside_it() {
+    let dir = Dir::new();
+    let mut f = Follower::new(TestFs::default(), dir.log(), None);
+    dir.append("1\n");
+    assert_eq!(read(&mut f), ["1"]);
+    fs::copy(dir.log(), dir.path("newbans.log.bak")).unwrap();
+    dir.append("2\n3\n");
+    dir.replace("newbans.log", "9\n");
+    assert_eq!(read(&mut f), ["2", "3", "9"]);
+    assert_eq!(f.take_events(), [FollowEvent::Replaced]);
+}
+
 #[test]
 fn without_inode_numbers_a_copy_put_in_place_is_seen_once_it_grows() {
     let dir = Dir::new();

@@ -47,7 +47,7 @@ impl FirewallGuard {
     /// applying again, at the first housekeeping.
     pub fn missing_at_start(&mut self, backend: &dyn Backend, policy: &Policy) {
         self.lost = true;
-        let saved = policy.active_count(Utc::now());
+        let saved = bans_in_force(policy, Utc::now()).len();
         if saved > 0 {
             warn(&format!(
                 "the {} backend's firewall objects were not there at start (a reboot?): \
@@ -135,10 +135,12 @@ impl FirewallGuard {
 }
 
 /// Every ban of the policy still in force at `now`, as an action that
-/// applies it for the time it has left.
+/// applies it for the time it has left; not those the policy would refuse
+/// now (see [`Policy::refuses`]).
 pub fn bans_in_force(policy: &Policy, now: DateTime<Utc>) -> Vec<Action> {
     policy
         .active_bans()
+        .filter(|(net, _)| policy.refuses(*net).is_none())
         .filter_map(|(net, ban)| {
             let remaining = match ban.until {
                 None => None,
@@ -201,6 +203,41 @@ mod tests {
             .collect();
         actions.sort();
         assert_eq!(actions, ["192.0.2.1 Some(600)", "198.51.100.0/24 None"]);
+    }
+
+    #[test]
+    fn bans_in_force_leave_out_what_the_policy_now_refuses() {
+        // Saved before an upgrade or a change of ignoreip or of the file
+        // server: re-applying them after a reboot would cut the node off
+        // from its log again (the file server) or ban what the admin
+        // exempted since.
+        let now = Utc::now();
+        let mut policy = Policy::new(PolicySettings {
+            ignoreip: vec!["203.0.113.0/24".parse().unwrap()],
+            ..PolicySettings::defaults("me".parse().unwrap())
+        });
+        policy.set_transport_addresses(["198.18.0.1".parse().unwrap()]);
+        let ban = ActiveBan {
+            until: Some(now + chrono::Duration::seconds(600)),
+            jail: None,
+            since: now,
+        };
+        for net in [
+            "198.18.0.1/32",
+            "198.18.0.0/29",
+            "203.0.113.7/32",
+            "192.0.2.1/32",
+        ] {
+            policy.restore_active(net.parse().unwrap(), ban.clone());
+        }
+        let targets: Vec<String> = bans_in_force(&policy, now)
+            .iter()
+            .map(|a| match a {
+                Action::Ban(b) => b.target.to_string(),
+                Action::Unban(_) => unreachable!(),
+            })
+            .collect();
+        assert_eq!(targets, ["192.0.2.1"]);
     }
 
     /// A backend whose objects come and go as the test says.

@@ -338,6 +338,15 @@ impl Policy {
         self.active.iter()
     }
 
+    /// Why rule 3 refuses `net` now, if it does: a ban saved before
+    /// ignoreip, this host's addresses or the transport's changed (or
+    /// before an upgrade) stays in the policy but must not be applied
+    /// again, or a reboot would cut the node off from its file server
+    /// once more.
+    pub fn refuses(&self, net: IpNet) -> Option<Skip> {
+        self.check_target(Target::Net(net)).err()
+    }
+
     /// Restores a ban applied before a restart, so that a shorter report
     /// cannot shorten it.
     pub fn restore_active(&mut self, net: IpNet, ban: ActiveBan) {

@@ -686,3 +686,75 @@ fn a_longer_older_report_does_not_let_an_unban_between_them_lift_the_newer_ban()
         assert_eq!(p.active_count(now()), 1, "order {order:?}");
     }
 }
+
+/// Review finding (not fixed here): a record from a clock ahead counts as
+/// written when it is *read*, so a watcher catching up (restarted, or
+/// back after an outage) orders it after records written later by correct
+/// clocks, and ends in another state than the watchers that read each
+/// record as it came.
+#[test]
+fn catching_up_keeps_the_order_records_were_written_in_around_a_clock_ahead() {
+    let at = |t: &str| -> DateTime<Utc> { t.parse().unwrap() };
+    // A node 2 hours fast bans at 17:00 (dated 19:00); at 17:30 an admin
+    // on a correct clock unbans.
+    let ban = ban_in("192.0.2.1", "sshd", "2026-11-21T19:00:00Z", 3600, "1");
+    let unban = unban_in("192.0.2.1", "sshd", "2026-11-21T17:30:00Z", "2");
+    let mut online = Policy::new(settings());
+    assert!(online.decide(&ban, at("2026-11-21T17:00:00Z")).is_ok());
+    assert!(online.decide(&unban, at("2026-11-21T17:30:00Z")).is_ok());
+    assert_eq!(online.active_count(now()), 0, "read as they came: unbanned");
+    let mut late = Policy::new(settings());
+    let _ = late.decide(&ban, now());
+    let unbanned = late.decide(&unban, now());
+    assert_eq!(
+        late.active_count(now()),
+        0,
+        "caught up at 18:00, the later unban lost: {unbanned:?}"
+    );
+
+    // The other way: the fast node unbans at 17:00 (dated 19:00), and a
+    // correct node bans again at 17:30.
+    let unban = unban_in("192.0.2.2", "sshd", "2026-11-21T19:00:00Z", "3");
+    let ban = ban_in("192.0.2.2", "sshd", "2026-11-21T17:30:00Z", 3600, "4");
+    let mut online = Policy::new(settings());
+    let _ = online.decide(&unban, at("2026-11-21T17:00:00Z"));
+    assert!(online.decide(&ban, at("2026-11-21T17:30:00Z")).is_ok());
+    let mut late = Policy::new(settings());
+    let _ = late.decide(&unban, now());
+    let banned = late.decide(&ban, now());
+    assert!(
+        banned.is_ok(),
+        "caught up at 18:00, the later ban was dropped: {banned:?}"
+    );
+}
+
+/// Review finding (not fixed here): a record from a clock ahead counts as
+/// written whenever it is read, so a copy appended later (by any writer:
+/// copying a signed line needs no key) is as new as the moment it is read,
+/// for up to a day: a copied unban lifts a newer ban, and a copied ban
+/// bans again after its bantime ran out. docs/security.md promises that a
+/// copy is already in force, over, or older than the record that
+/// superseded it.
+#[test]
+fn copies_of_records_from_a_clock_ahead_are_copies() {
+    let mins = |m| now() + chrono::Duration::minutes(m);
+    // An unban from a clock 18 hours fast, then a ban from a correct one.
+    let unban = unban_in("192.0.2.1", "sshd", "2026-11-22T12:00:00Z", "1");
+    let mut p = Policy::new(settings());
+    assert!(p.decide(&unban, now()).is_ok());
+    let ban = ban_in("192.0.2.1", "sshd", "2026-11-21T18:10:00Z", 3600, "2");
+    assert!(p.decide(&ban, mins(10)).is_ok());
+    let copy = p.decide(&unban, mins(20));
+    assert_eq!(
+        p.active_count(mins(20)),
+        1,
+        "a copy of the old unban lifted the newer ban: {copy:?}"
+    );
+
+    // A 10-minute ban from that clock, copied after it ended.
+    let ban = ban_in("192.0.2.2", "sshd", "2026-11-22T12:00:00Z", 600, "3");
+    let mut p = Policy::new(settings());
+    assert!(p.decide(&ban, now()).is_ok());
+    let copy = p.decide(&ban, mins(20));
+    assert!(copy.is_err(), "a copy banned again: {copy:?}");
+}
