@@ -469,7 +469,7 @@ impl<F: LogFs> Daemon<F> {
                 String::new()
             };
             self.rejects.log(&format!(
-                "refused {} {} from {origin}: {}{how_far}",
+                "refused to {} {} from {origin}: {}{how_far}",
                 record.op,
                 record.target,
                 skip.describe()
