@@ -126,7 +126,8 @@ cursor cannot be saved (a full disk), the watcher holds, applying nothing,
 until it can. One watcher per state directory: a second one exits 2.
 
 Policy: this node's own records, expired bans, records dated more than a
-day ahead (less than that: applied as written now, with a warning), bans
+day ahead (less than that: applied with a warning, for at most the
+bantime from now), bans
 older than an unban seen for them, bans already in force at least as
 long, ignoreip, this host's own addresses (ignoreself),
 loopback, unspecified, multicast, link-local and broadcast addresses, and

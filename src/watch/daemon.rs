@@ -398,8 +398,8 @@ impl<F: LogFs> Daemon<F> {
         if let Some(lead) = adjusted.ahead {
             *self.status.adjusted.entry("ClockAhead".into()).or_default() += 1;
             self.rejects.log(&format!(
-                "{} {} from {} is dated {} ahead of this host's clock: applied as written now \
-                 (is its writer's clock wrong?)",
+                "{} {} from {} is dated {} ahead of this host's clock: applied, for at most its \
+                 bantime from now (is its writer's clock wrong?)",
                 record.op,
                 record.target,
                 origin(),

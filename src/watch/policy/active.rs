@@ -77,29 +77,11 @@ impl Hash for NetKey {
     }
 }
 
-/// When a record counts as written, for "the newest record wins": its
-/// time, at most now (ms since the epoch), then the time it is dated, which
-/// orders records from a clock ahead of ours read at the same moment (one
-/// batch): an unban and the ban written after it, both taken as now, must
-/// not look as new as each other. Compared in that order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) struct Stamp {
-    pub at: i64,
-    pub dated: i64,
-}
-
-/// A record dated at or before now: the two times are one.
-impl From<i64> for Stamp {
-    fn from(at: i64) -> Stamp {
-        Stamp { at, dated: at }
-    }
-}
-
 /// The newest unban seen for an address from one jail.
 #[derive(Debug, Clone)]
 struct Lift {
-    /// The unban's time.
-    ts: Stamp,
+    /// The unban's time (ms since the epoch).
+    ts: i64,
     jail: Option<Arc<str>>,
     /// Until when it is remembered: until any ban it lifted would have
     /// ended anyway, and at least a day (see `ActiveBans::lift`).
@@ -167,15 +149,14 @@ impl ActiveBans {
     /// An unban at `ts` (ms) from `jail` lifts the ban on `net`. It is
     /// remembered until `keep`, or until the lifted ban would have ended if
     /// that is later, so that no copy of a lifted ban record can ban again.
-    pub fn lift(&mut self, net: IpNet, ts: impl Into<Stamp>, jail: Option<&Jail>, keep: i64) {
+    pub fn lift(&mut self, net: IpNet, ts: i64, jail: Option<&Jail>, keep: i64) {
         let lifted_until = self.map.remove(&NetKey(net)).map_or(keep, |b| b.until);
         self.note_lift(net, ts, jail, keep.max(lifted_until));
     }
 
     /// Remembers an unban at `ts` (ms) from `jail` on `net` until `keep`,
     /// without touching the ban in force.
-    pub fn note_lift(&mut self, net: IpNet, ts: impl Into<Stamp>, jail: Option<&Jail>, keep: i64) {
-        let ts = ts.into();
+    pub fn note_lift(&mut self, net: IpNet, ts: i64, jail: Option<&Jail>, keep: i64) {
         let jail = jail.map(|j| self.intern(j.as_str()));
         let lifts = self.lifts.entry(NetKey(net)).or_default();
         match lifts.iter_mut().find(|l| l.jail == jail) {
@@ -201,8 +182,7 @@ impl ActiveBans {
 
     /// An unban at least as new as `ts` (ms) lifted bans from `jail` on
     /// `net`: a ban record from then or before is stale.
-    pub fn lifted_since(&self, net: &IpNet, ts: impl Into<Stamp>, jail: Option<&Jail>) -> bool {
-        let ts = ts.into();
+    pub fn lifted_since(&self, net: &IpNet, ts: i64, jail: Option<&Jail>) -> bool {
         self.lifts.get(&NetKey(*net)).is_some_and(|lifts| {
             lifts
                 .iter()

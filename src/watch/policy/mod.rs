@@ -15,8 +15,8 @@
 //!    configured limit or containing any of those (the fixed part of this
 //!    rule is [`never_ban`], which `banshare ban` applies too);
 //! 4. time: a record dated more than a day ahead of this host's clock is
-//!    refused, and one dated less than that counts as written now (see
-//!    [`MAX_CLOCK_LEAD`]); a bantime longer than `max_bantime` is cut to
+//!    refused; one dated less than that keeps its date, but the firewall
+//!    holds it for at most its bantime from now (see [`MAX_CLOCK_LEAD`]); a bantime longer than `max_bantime` is cut to
 //!    it, and so is a permanent one unless the record is signed by a
 //!    trusted node (see [`Policy::bantime`]); a ban whose time is over
 //!    (`ts + bantime < now`) is skipped; catch-up after downtime applies
@@ -60,7 +60,7 @@ use crate::record::never_ban::{self, normalize, normalize_addr, overlaps};
 use crate::record::{BanTime, NodeId, Op, Record, Target};
 use crate::trust::Provenance;
 pub use active::ActiveBan;
-use active::{ActiveBans, Stamp, until_ms};
+use active::{ActiveBans, until_ms};
 pub use breaker_state::BreakerState;
 
 /// The knobs of [`Policy`], from the `[watch]` section.
@@ -170,17 +170,15 @@ impl Skip {
 pub type Expiry = Option<DateTime<Utc>>;
 
 /// How far ahead of this host's clock a record may be dated and still
-/// apply. A record dated ahead counts as written now, when it is read: its
-/// bantime runs from now, and for "the newest record wins" it is as new as
-/// a record written now, so that an unban from a clock 23 hours fast lifts
-/// the ban in force but cannot make the bans written after it stale for
-/// a day, and a ban from that clock cannot outlast its bantime or outrank
-/// the unbans written after it. Records dated further ahead are refused:
-/// that clock is broken, not skewed. Records from a clock ahead read in one
-/// batch are ordered by the times they are dated (see `active::Stamp`),
-/// except that an unban older than the ban in force, both from such a clock
-/// and read together with the ban first, lifts it: a ban in force keeps one
-/// time, to stay small.
+/// apply. Further ahead, that clock is broken, not skewed, and the record
+/// is refused. Within it, the record keeps its own date for everything the
+/// policy compares ("the newest record wins", copies, expiry), so that
+/// every watcher decides alike whenever it reads the record, and a copy of
+/// it appended later is known as a copy; only the firewall's timeout is
+/// cut to the bantime from now (see [`Policy::decide_as`]). The price of a
+/// clock ahead by X: its records outrank others' written up to X later
+/// (an unban from it makes the bans of its address and jail written in
+/// those X stale), which is why it is logged and counted.
 pub const MAX_CLOCK_LEAD: TimeDelta = TimeDelta::days(1);
 
 /// Records dated further ahead than this are applied with a warning: a
@@ -200,7 +198,7 @@ const HEADER_LOOKAHEAD: TimeDelta = TimeDelta::days(31);
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Adjusted {
     /// How far the record was dated ahead of this host's clock, beyond
-    /// [`CLOCK_JITTER`]: it was taken as written now.
+    /// [`CLOCK_JITTER`]: held for at most its bantime from now.
     pub ahead: Option<TimeDelta>,
     /// The record's bantime (or the default it got), when it was cut to
     /// `max_bantime`.
@@ -405,26 +403,20 @@ impl Policy {
             return Err(Skip::NodeTripped);
         }
         let net = self.check_target(record.target)?;
-        let dated = record_time(record, now);
-        if dated > now + MAX_CLOCK_LEAD {
+        let ts = record_time(record, now);
+        if ts > now + MAX_CLOCK_LEAD {
             return Err(Skip::FromTheFuture);
         }
-        // Taken as written now: see MAX_CLOCK_LEAD.
-        let ts = dated.min(now);
-        let stamp = Stamp {
-            at: ts.timestamp_millis(),
-            dated: dated.timestamp_millis(),
-        };
         let mut adjusted = Adjusted {
-            ahead: Some(dated - now).filter(|lead| *lead > CLOCK_JITTER),
+            ahead: Some(ts - now).filter(|lead| *lead > CLOCK_JITTER),
             clamped: None,
         };
         match record.op {
-            Op::Unban => self.unban(record, net, (ts, stamp), now),
+            Op::Unban => self.unban(record, net, ts, now),
             Op::Ban => {
                 let (bantime, clamped) = self.bantime(record, provenance);
                 adjusted.clamped = clamped;
-                self.ban(record, net, (ts, stamp), expiry(ts, bantime), now)
+                self.ban(record, net, ts, bantime, now)
             }
         }
         .map(|verdict| verdict.with(adjusted))
@@ -539,26 +531,26 @@ impl Policy {
         &mut self,
         record: &Record,
         net: IpNet,
-        (ts, stamp): (DateTime<Utc>, Stamp),
+        ts: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Verdict, Skip> {
         let jail = record.fields.jail.as_ref();
-        let at = stamp.at;
+        let at = ts.timestamp_millis();
         let keep = (now + chrono::Duration::days(1).max(self.findtime())).timestamp_millis();
         match self.active.get(&net) {
             Some(current) if current.since > at || current.other_jail(jail) => {
                 // The ban in force stays, but the unban still makes older
                 // bans of its jail stale, whichever order they come in.
                 let keep = keep.max(current.until);
-                self.active.note_lift(net, stamp, jail, keep);
+                self.active.note_lift(net, at, jail, keep);
                 return Err(Skip::UnbanSuperseded);
             }
-            None if self.active.lifted_since(&net, stamp, jail) => {
+            None if self.active.lifted_since(&net, at, jail) => {
                 return Err(Skip::AlreadyLifted);
             }
             _ => {}
         }
-        self.active.lift(net, stamp, jail, keep);
+        self.active.lift(net, at, jail, keep);
         self.reports.remove(&net);
         self.version += 1;
         Ok(Verdict::Unban {
@@ -571,15 +563,16 @@ impl Policy {
         &mut self,
         record: &Record,
         net: IpNet,
-        (ts, stamp): (DateTime<Utc>, Stamp),
-        until: Expiry,
+        ts: DateTime<Utc>,
+        bantime: BanTime,
         now: DateTime<Utc>,
     ) -> Result<Verdict, Skip> {
+        let until = expiry(ts, bantime);
         if until.is_some_and(|t| t <= now) {
             return Err(Skip::Expired);
         }
         let jail = record.fields.jail.as_ref();
-        if self.active.lifted_since(&net, stamp, jail) {
+        if self.active.lifted_since(&net, ts.timestamp_millis(), jail) {
             return Err(Skip::BanSuperseded);
         }
         // Permanent is `NEVER`, the largest time: it lasts at least as
@@ -615,7 +608,7 @@ impl Policy {
             record.fields.jail.as_ref(),
         );
         Ok(Verdict::Ban {
-            remaining: until.map(|t| (t - now).to_std().unwrap_or(Duration::ZERO)),
+            remaining: firewall_timeout(until, bantime, now),
             ts,
             adjusted: Adjusted::default(),
         })
@@ -659,6 +652,19 @@ impl Policy {
         self.reports.remove(&net);
         true
     }
+}
+
+/// How long the firewall holds a ban ending at `until`: what remains of it,
+/// but never more than its bantime from now. A record dated ahead of this
+/// host's clock (within [`MAX_CLOCK_LEAD`]) would otherwise be held for its
+/// bantime plus the clock's lead. The policy itself keeps `until`, so that a
+/// copy read later is still known to be in force (or over).
+fn firewall_timeout(until: Expiry, bantime: BanTime, now: DateTime<Utc>) -> Option<Duration> {
+    let remaining = (until? - now).to_std().unwrap_or(Duration::ZERO);
+    Some(match bantime {
+        BanTime::Seconds(s) => remaining.min(Duration::from_secs(s)),
+        BanTime::Permanent => remaining,
+    })
 }
 
 fn expiry(ts: DateTime<Utc>, bantime: BanTime) -> Expiry {
