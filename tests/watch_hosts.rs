@@ -668,3 +668,83 @@ fn ipset_sets_destroyed_are_restored_with_the_active_bans() {
         host.log()
     );
 }
+
+/// After a reboot the watcher may start before the share is mounted, and it
+/// restores the bans it saved. One of them may be the file server itself
+/// (banned by an older banshare, which did not protect it): restored before
+/// the watcher knows the server, it would keep the share from ever mounting.
+/// So saved bans wait until the log has been read once.
+#[test]
+fn saved_bans_wait_for_the_share_so_a_reboot_never_bans_its_file_server() {
+    require_root();
+    let cluster = Cluster::new("boot", 1);
+    fs::write(cluster.export_dir().join("newbans.log"), b"").unwrap();
+    cluster.serve_tcp(0, PORT);
+    let attacker = cluster.attacker_ip().to_string();
+    let file_server = cluster.fileserver_ip().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    // active.json as an older banshare saved it (format 0, a bare list).
+    let now = chrono::Utc::now();
+    let at =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let saved: Vec<serde_json::Value> = [&file_server, &attacker]
+        .iter()
+        .map(|ip| {
+            serde_json::json!({
+                "target": format!("{ip}/32"),
+                "until": at(now + chrono::Duration::hours(1)),
+                "jail": null,
+                "since": at(now),
+            })
+        })
+        .collect();
+    fs::create_dir_all(dir.path().join("state")).unwrap();
+    fs::write(
+        dir.path().join("state/active.json"),
+        serde_json::to_vec(&saved).unwrap(),
+    )
+    .unwrap();
+    // The share is not mounted yet, as at boot: the log is missing. In the
+    // machine's own mount namespace (nsenter, not `ip netns exec`, whose
+    // private mount namespace would never see the mount made later).
+    let log = cluster.mountpoint(0).join("newbans.log");
+    let mut child = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", cluster.node_ns(0)))
+        .args([BANSHARE, "--config", "/dev/null", "watch", "--backend"])
+        .args(["nftables", "--node", "node0", "--log"])
+        .arg(&log)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--spool-dir")
+        .arg(dir.path().join("spool"))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = wait_until(Duration::from_secs(20), || {
+        nft(&cluster, 0, &["list", "table", "inet", "banshare"]).is_some()
+    });
+    if !ready {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let watcher = Watcher { child };
+    assert!(ready, "the watcher never created its nftables table");
+    let banned_early = wait_until(Duration::from_secs(3), || {
+        banned_v4(&cluster, 0).contains(&file_server)
+    });
+    assert!(
+        !banned_early,
+        "the watcher banned its file server before its share was mounted"
+    );
+    cluster.mount(0);
+    let restored = wait_until(Duration::from_secs(20), || {
+        !cluster.can_connect(cluster.attacker_ns(), cluster.node_ip(0), PORT)
+    });
+    assert!(restored, "the saved ban of the attacker was never restored");
+    assert!(
+        !banned_v4(&cluster, 0).contains(&file_server),
+        "the file server was banned once its share was mounted"
+    );
+    assert!(cluster.can_connect(cluster.node_ns(0), cluster.fileserver_ip(), 22));
+    watcher.stop();
+}

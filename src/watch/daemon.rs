@@ -118,6 +118,10 @@ pub struct Daemon<F: LogFs = LocalFs> {
     /// When the hold (see [`Daemon::save_cursor`]) was last logged.
     hold_logged: Option<Instant>,
     firewall: FirewallGuard,
+    /// The log has been read at least once since start, so the transport's
+    /// addresses are known (a share mounted after the watcher started has
+    /// no server to protect before).
+    log_seen: bool,
 }
 
 impl<F: LogFs> Daemon<F> {
@@ -178,6 +182,7 @@ impl<F: LogFs> Daemon<F> {
             reach: None,
             hold_logged: None,
             firewall: FirewallGuard::new(safety_poll),
+            log_seen: false,
         };
         if lost_at_start {
             daemon
@@ -327,6 +332,7 @@ impl<F: LogFs> Daemon<F> {
             }
         }
         self.status.log_present = error.is_none();
+        self.log_seen |= error.is_none();
         self.status.last_error = error;
     }
 
@@ -633,7 +639,12 @@ impl<F: LogFs> Daemon<F> {
     fn housekeeping(&mut self) {
         self.rejects.flush();
         self.refresh_transport(false);
-        self.status.backend_errors += self.firewall.poll(&mut *self.backend, &self.policy);
+        // Restoring bans before the transport's addresses are known could
+        // ban the file server of a share that is not mounted yet (a reboot:
+        // the mount comes up after the watcher), and then it never would.
+        if self.log_seen {
+            self.status.backend_errors += self.firewall.poll(&mut *self.backend, &self.policy);
+        }
         if self.last_status.elapsed() >= Duration::from_secs(1) {
             self.write_status();
         }
