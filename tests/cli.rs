@@ -61,6 +61,14 @@ impl Site {
         read_records(&self.log())
     }
 
+    /// The targets of the log's records, in order.
+    fn targets(&self) -> Vec<String> {
+        self.records()
+            .iter()
+            .map(|r| r.target.to_string())
+            .collect()
+    }
+
     fn spooled_files(&self) -> usize {
         match fs::read_dir(self.spool()) {
             Ok(dir) => dir
@@ -279,11 +287,7 @@ fn missing_log_spools_then_flush_delivers_exactly_once() {
     assert!(out.status.success(), "{}", stderr(&out));
     let out = site.run(&["flush"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let addresses: Vec<String> = site
-        .records()
-        .iter()
-        .map(|r| r.target.to_string())
-        .collect();
+    let addresses: Vec<String> = site.targets();
     assert_eq!(
         addresses,
         (0..5).map(|i| format!("192.0.2.{i}")).collect::<Vec<_>>(),
@@ -300,11 +304,7 @@ fn new_ban_queues_behind_older_spooled_ones() {
     fs::rename(site.dir.path().join("away"), site.log()).unwrap();
     let out = site.run(&["ban", "192.0.2.2"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let addresses: Vec<String> = site
-        .records()
-        .iter()
-        .map(|r| r.target.to_string())
-        .collect();
+    let addresses: Vec<String> = site.targets();
     assert_eq!(addresses, ["192.0.2.1", "192.0.2.2"]);
     assert_eq!(site.spooled_files(), 0);
 }
@@ -345,11 +345,7 @@ fn interrupted_delivery_is_recovered_by_id() {
     let out = site.run(&["flush"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("1 found already"), "{}", stderr(&out));
-    let addresses: Vec<String> = site
-        .records()
-        .iter()
-        .map(|r| r.target.to_string())
-        .collect();
+    let addresses: Vec<String> = site.targets();
     assert_eq!(addresses, ["192.0.2.1", "192.0.2.2"]);
 }
 
@@ -971,11 +967,7 @@ fn monitor_does_not_share_addresses_no_watcher_applies() {
     unsafe { libc::kill(monitor.id() as i32, libc::SIGTERM) };
     let out = monitor.wait_with_output().unwrap();
     assert!(shared, "nothing shared: {}", stderr(&out));
-    let targets: Vec<String> = site
-        .records()
-        .iter()
-        .map(|r| r.target.to_string())
-        .collect();
+    let targets: Vec<String> = site.targets();
     assert_eq!(targets, ["192.0.2.9"], "{}", stderr(&out));
     assert!(
         stderr(&out).contains("127.0.0.1") && stderr(&out).contains("loopback"),
@@ -1032,11 +1024,7 @@ fn ban_killed_while_waiting_for_the_lock_leaves_a_journal_that_flush_delivers_on
     assert!(out.status.success(), "{}", stderr(&out));
     let out = site.run(&["flush"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let delivered: Vec<String> = site
-        .records()
-        .iter()
-        .map(|r| r.target.to_string())
-        .collect();
+    let delivered: Vec<String> = site.targets();
     assert_eq!(
         delivered,
         ["192.0.2.7"],
@@ -1081,11 +1069,7 @@ fn a_full_spool_disk_does_not_stop_a_delivery_the_log_can_take() {
     let _full = FullDisk::mount(site.spool());
     let out = site.run(&["ban", "192.0.2.1"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let delivered: Vec<String> = site
-        .records()
-        .iter()
-        .map(|r| r.target.to_string())
-        .collect();
+    let delivered: Vec<String> = site.targets();
     assert_eq!(delivered, ["192.0.2.1"]);
 }
 

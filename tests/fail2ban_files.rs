@@ -7,7 +7,7 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use support::BANSHARE;
@@ -137,19 +137,7 @@ fn filter_matches_real_logger_lines_and_banshare_bans_but_not_unbans() {
 #[test]
 fn install_writes_files_fail2ban_accepts_and_refuses_to_clobber() {
     let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("fail2ban");
-    let copied = Command::new("cp")
-        .args(["-r", "/etc/fail2ban"])
-        .arg(&conf)
-        .status()
-        .unwrap();
-    assert!(
-        copied.success(),
-        "copy /etc/fail2ban (Debian package fail2ban)"
-    );
-    for entry in fs::read_dir(conf.join("jail.d")).unwrap() {
-        fs::remove_file(entry.unwrap().path()).unwrap();
-    }
+    let conf = copy_of_etc_fail2ban(dir.path());
     let install = |extra: &[&str]| {
         Command::new(BANSHARE)
             .args(["--config", "/dev/null", "fail2ban", "install", "--dir"])
@@ -240,19 +228,7 @@ fn dump(conf: &Path) -> String {
 #[test]
 fn install_leaves_the_admins_jails_as_they_are() {
     let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("fail2ban");
-    let copied = Command::new("cp")
-        .args(["-r", "/etc/fail2ban"])
-        .arg(&conf)
-        .status()
-        .unwrap();
-    assert!(
-        copied.success(),
-        "copy /etc/fail2ban (Debian package fail2ban)"
-    );
-    for entry in fs::read_dir(conf.join("jail.d")).unwrap() {
-        fs::remove_file(entry.unwrap().path()).unwrap();
-    }
+    let conf = copy_of_etc_fail2ban(dir.path());
     let auth = dir.path().join("auth.log");
     fs::write(&auth, b"").unwrap();
     fs::write(
@@ -302,4 +278,24 @@ fn install_leaves_the_admins_jails_as_they_are() {
         "{err}"
     );
     assert!(conf.join("jail.d/banshare.local").exists());
+}
+
+/// A copy of the installed `/etc/fail2ban` in `dir`, without the
+/// distribution's `jail.d` files: a configuration fail2ban accepts, for
+/// `install` to write into.
+fn copy_of_etc_fail2ban(dir: &Path) -> PathBuf {
+    let conf = dir.join("fail2ban");
+    let copied = Command::new("cp")
+        .args(["-r", "/etc/fail2ban"])
+        .arg(&conf)
+        .status()
+        .unwrap();
+    assert!(
+        copied.success(),
+        "copy /etc/fail2ban (Debian package fail2ban)"
+    );
+    for entry in fs::read_dir(conf.join("jail.d")).unwrap() {
+        fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    conf
 }
