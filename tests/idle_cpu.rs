@@ -181,18 +181,6 @@ fn monitor(follow: Follow) -> Idle {
     idle
 }
 
-/// CPU time used by process `pid` so far (user + system).
-fn cpu_time(pid: u32) -> Duration {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name, which is in parentheses and may hold
-    // spaces: state is field 3, utime 14, stime 15.
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_millis(ticks * 1000 / per_second)
-}
-
 #[test]
 fn idle_watchers_and_monitors_use_no_measurable_cpu() {
     // All four at once: one idle period for all of them.
@@ -207,12 +195,15 @@ fn idle_watchers_and_monitors_use_no_measurable_cpu() {
         .into_iter()
         .map(|t| t.join().unwrap())
         .collect();
-    let before: Vec<Duration> = idle.iter().map(|i| cpu_time(i.process.0.id())).collect();
+    let before: Vec<Duration> = idle
+        .iter()
+        .map(|i| support::cpu_time(i.process.0.id()))
+        .collect();
     thread::sleep(IDLE);
     let used: Vec<(String, Duration)> = idle
         .iter()
         .zip(before)
-        .map(|(i, before)| (i.what.clone(), cpu_time(i.process.0.id()) - before))
+        .map(|(i, before)| (i.what.clone(), support::cpu_time(i.process.0.id()) - before))
         .collect();
     for (what, cpu) in &used {
         eprintln!("{what}: {cpu:?} of CPU in {IDLE:?} idle");

@@ -18,6 +18,12 @@ use support::cluster::{Cluster, require_root};
 use support::{BANSHARE, Daemon, ban_loop, banshare_sh, read_records, wait_until};
 
 /// A cluster whose SFTP share holds an empty log.
+/// How long an idle watcher is watched, and the CPU it may use meanwhile:
+/// a resource bound that an idle process always meets and a spinning one
+/// never does, not a speed target.
+const IDLE_PERIOD: Duration = Duration::from_secs(5);
+const IDLE_CPU_BOUND: Duration = Duration::from_millis(250);
+
 struct Site {
     cluster: Cluster,
     tmp: tempfile::TempDir,
@@ -145,7 +151,7 @@ fn stderr(out: &std::process::Output) -> String {
 #[test]
 fn append_and_follow_over_sftp_with_a_chrooted_account() {
     let site = Site::new("sftp", 2);
-    let (_watcher, rx) = site.watch(1, site.cluster.known_hosts());
+    let (watcher, rx) = site.watch(1, site.cluster.known_hosts());
     // The SFTP host itself: banning it would cut node1 off from the log.
     let server = site.cluster.fileserver_ip().to_string();
     support::run_ok(site.banshare(0, &["ban", &server], site.cluster.known_hosts()));
@@ -176,6 +182,17 @@ fn append_and_follow_over_sftp_with_a_chrooted_account() {
     );
     let records = read_records(&site.server_log());
     assert_eq!(records.len(), 3);
+
+    // Idle, the SFTP follower costs a few round trips per poll on its one
+    // kept connection: no measurable CPU.
+    let pid = watcher.0.id();
+    let before = support::cpu_time(pid);
+    std::thread::sleep(IDLE_PERIOD);
+    let used = support::cpu_time(pid) - before;
+    assert!(
+        used <= IDLE_CPU_BOUND,
+        "the SFTP watcher used {used:?} of CPU in {IDLE_PERIOD:?} with nothing to do (at most {IDLE_CPU_BOUND:?})"
+    );
 }
 
 #[test]
