@@ -715,6 +715,40 @@ fn config_check_refuses_what_watch_refuses() {
     }
 }
 
+/// `config check` approved a `common.key` that every `ban` (fail2ban's
+/// action) and the monitor then refused with exit 2.
+#[test]
+fn config_check_refuses_a_signing_key_that_ban_refuses() {
+    let site = Site::new();
+    let garbage = site.dir.path().join("garbage.key");
+    fs::write(&garbage, "not a key\n").unwrap();
+    for key in [site.dir.path().join("missing.key"), garbage] {
+        let config = site.dir.path().join("banshare.toml");
+        let text = format!(
+            "[common]\nlog = {:?}\nnode = \"n1\"\nspool_dir = {:?}\nkey = {key:?}\n",
+            site.log(),
+            site.spool(),
+        );
+        fs::write(&config, &text).unwrap();
+        for args in [&["config", "check"][..], &["ban", "192.0.2.1"]] {
+            let out = Command::new(BANSHARE)
+                .arg("--config")
+                .arg(&config)
+                .args(args)
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        }
+        let out = Command::new(BANSHARE)
+            .arg("--config")
+            .arg(&config)
+            .args(["config", "check"])
+            .output()
+            .unwrap();
+        assert!(stderr(&out).contains("common.key"), "{}", stderr(&out));
+    }
+}
+
 /// Runs `cmd` to its end, killing it if it outlives `deadline` (a command
 /// that should have refused to start runs forever instead).
 fn run_with_deadline(cmd: &mut Command, deadline: Duration) -> Output {
