@@ -43,6 +43,15 @@ pub enum SpoolError {
     Io { path: PathBuf, source: io::Error },
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// The log did not take the records, and the spool could not keep
+    /// them either: both reasons, since the first is often the one to fix
+    /// (the share), and the second alone hides it.
+    #[error("delivery failed ({delivery}), and keeping them in the spool failed: {source}")]
+    NotKept {
+        delivery: String,
+        #[source]
+        source: Box<SpoolError>,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
