@@ -749,6 +749,59 @@ fn config_check_refuses_a_signing_key_that_ban_refuses() {
     }
 }
 
+/// Exit 2 promises that nothing was written: a watcher refused for its
+/// configuration left its state directory (and a lock file) behind.
+#[test]
+fn watch_or_monitor_refused_for_its_configuration_creates_no_state_directory() {
+    let site = Site::new();
+    let state = site.dir.path().join("state");
+    let keys = site.dir.path().join("missing_keys");
+    let cases: [&[&str]; 3] = [
+        &[],
+        &["--backend", "frobnicate"],
+        &["--backend", "log", "--config", "KEYS"],
+    ];
+    let config = site.dir.path().join("banshare.toml");
+    fs::write(&config, format!("[trust]\nkeys = {keys:?}\n")).unwrap();
+    for extra in cases {
+        let extra: Vec<&str> = extra
+            .iter()
+            .map(|a| {
+                if *a == "KEYS" {
+                    config.to_str().unwrap()
+                } else {
+                    a
+                }
+            })
+            .collect();
+        let mut cmd = Command::new(BANSHARE);
+        cmd.arg("watch")
+            .args(&extra)
+            .arg("--log")
+            .arg(site.log())
+            .arg("--state-dir")
+            .arg(&state);
+        let out = run_with_deadline(&mut cmd, Duration::from_secs(20));
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", stderr(&out));
+        assert!(!state.exists(), "{extra:?} created {}", state.display());
+    }
+    // The monitor, refused for its signing key.
+    fs::write(&config, "[common]\nkey = \"/nonexistent/node.key\"\n").unwrap();
+    let mut cmd = Command::new(BANSHARE);
+    cmd.arg("--config")
+        .arg(&config)
+        .arg("monitor")
+        .arg("--log")
+        .arg(site.log())
+        .arg("--fail2ban-log")
+        .arg(site.dir.path().join("fail2ban.log"))
+        .arg("--state-dir")
+        .arg(&state);
+    let out = run_with_deadline(&mut cmd, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(2), "monitor: {}", stderr(&out));
+    assert!(!state.exists(), "monitor created {}", state.display());
+}
+
 /// Runs `cmd` to its end, killing it if it outlives `deadline` (a command
 /// that should have refused to start runs forever instead).
 fn run_with_deadline(cmd: &mut Command, deadline: Duration) -> Output {

@@ -24,6 +24,9 @@ pub fn monitor(args: MonitorArgs, mut settings: Settings) -> Result<()> {
     }
     let location: LogLocation = required_log(&settings)?;
     let m = &settings.monitor;
+    // Before the state directory is created: a refused key (exit 2)
+    // writes nothing.
+    let writer = writer(&settings)?;
     let state = acquire_state(&m.state_dir)?;
     let spool = Spool::open(&settings.spool_dir).context("cannot open the spool")?;
     let dir = m
@@ -38,7 +41,7 @@ pub fn monitor(args: MonitorArgs, mut settings: Settings) -> Result<()> {
         state,
         exclude_jails: m.exclude_jails.clone(),
         bantime: m.bantime,
-        writer: writer(&settings)?,
+        writer,
         log: location,
         spool,
         lock: settings.append.lock,
