@@ -582,10 +582,9 @@ impl Policy {
         // long as anything, and nothing but another permanent ban lasts
         // as long as it.
         let until_ms = until_ms(until);
-        let remaining = firewall_timeout(until, bantime, now);
-        let firewall_ms = remaining.map_or(NEVER, |d| {
-            now.timestamp_millis()
-                .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        let now_ms = now.timestamp_millis();
+        let firewall_ms = firewall_timeout(until, bantime, now).map_or(NEVER, |d| {
+            now_ms.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         });
         // Covered when the ban in force lasts as long by its date, and the
         // firewall holds it as long too. A record still dated ahead (a copy
@@ -610,6 +609,15 @@ impl Policy {
         if !self.enough_nodes(record, net, ts, now) {
             return Err(Skip::WaitingForNodes);
         }
+        // The backends replace an address's timeout: never with one that
+        // ends before the firewall's hold of the ban in force (a ban from a
+        // clock ahead outlasts it by its date, but is held for less).
+        let firewall_ms = self
+            .active
+            .get(&net)
+            .map_or(firewall_ms, |current| current.firewall.max(firewall_ms));
+        let remaining = (firewall_ms != NEVER)
+            .then(|| Duration::from_millis(u64::try_from(firewall_ms - now_ms).unwrap_or(0)));
         self.version += 1;
         self.active.insert(
             net,
