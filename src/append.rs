@@ -291,19 +291,24 @@ fn append_or_keep(
             total: records.len(),
         }),
         Some(Err(e)) => {
-            keep(!e.wrote_nothing())?;
-            Ok(Outcome::Spooled {
-                reason: e.to_string(),
-            })
+            let reason = e.to_string();
+            keep(!e.wrote_nothing()).map_err(|source| not_kept(&reason, source))?;
+            Ok(Outcome::Spooled { reason })
         }
         None => {
             // The write may still land after we give up, so mark the batch
             // uncertain: flush will look its ids up before sending it.
-            keep(true)?;
-            Ok(Outcome::Spooled {
-                reason: format!("the log did not answer within {deadline:?}"),
-            })
+            let reason = format!("the log did not answer within {deadline:?}");
+            keep(true).map_err(|source| not_kept(&reason, source))?;
+            Ok(Outcome::Spooled { reason })
         }
+    }
+}
+
+fn not_kept(delivery: &str, source: SpoolError) -> SpoolError {
+    SpoolError::NotKept {
+        delivery: delivery.to_owned(),
+        source: Box::new(source),
     }
 }
 
@@ -423,6 +428,49 @@ mod tests {
             names.len() == 1 && names[0].ends_with(".uncertain"),
             "{names:?}"
         );
+    }
+
+    /// A log that refuses every batch.
+    struct RefusingLog;
+
+    impl Transport for RefusingLog {
+        fn append(&mut self, _: &[u8]) -> Result<(), TransportError> {
+            Err(TransportError::LogMissing("/share/newbans.log".into()))
+        }
+
+        fn find_ids(&mut self, _: &HashSet<RecordId>) -> Result<HashSet<RecordId>, TransportError> {
+            Ok(HashSet::new())
+        }
+    }
+
+    #[test]
+    fn records_neither_delivered_nor_spooled_say_why_delivery_failed() {
+        let full_spool = |_| {
+            Err(SpoolError::Io {
+                path: "/var/lib/banshare/spool".into(),
+                source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+            })
+        };
+        let err = append_or_keep(
+            &records(),
+            Box::new(RefusingLog),
+            Duration::from_secs(10),
+            full_spool,
+        )
+        .unwrap_err();
+        let text = error_chain(&err);
+        assert!(text.contains("/share/newbans.log does not exist"), "{text}");
+        assert!(text.contains("No space left"), "{text}");
+    }
+
+    fn error_chain(e: &dyn std::error::Error) -> String {
+        let mut text = e.to_string();
+        let mut source = e.source();
+        while let Some(cause) = source {
+            text.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        text
     }
 
     #[test]

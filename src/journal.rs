@@ -122,6 +122,18 @@ pub fn claim_orphans(dir: &Path, rename_to: impl Fn(&Path) -> PathBuf) -> io::Re
     Ok(claimed)
 }
 
+/// The journals in `dir`, of live runs and dead ones.
+pub fn paths(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut paths = Vec::new();
+    for dirent in fs::read_dir(dir)? {
+        let path = dirent?.path();
+        if path.extension().and_then(|e| e.to_str()) == Some(JOURNAL) {
+            paths.push(path);
+        }
+    }
+    Ok(paths)
+}
+
 /// Whether `dir` holds a journal whose run is dead.
 pub fn has_orphans(dir: &Path) -> io::Result<bool> {
     for dirent in fs::read_dir(dir)? {

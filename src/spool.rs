@@ -43,6 +43,15 @@ pub enum SpoolError {
     Io { path: PathBuf, source: io::Error },
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// The log did not take the records, and the spool could not keep
+    /// them either: both reasons, since the first is often the one to fix
+    /// (the share), and the second alone hides it.
+    #[error("delivery failed ({delivery}), and keeping them in the spool failed: {source}")]
+    NotKept {
+        delivery: String,
+        #[source]
+        source: Box<SpoolError>,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
@@ -128,11 +137,20 @@ impl Spool {
         Ok(!self.is_empty()? || journal::has_orphans(&self.dir).map_err(io_err(&self.dir))?)
     }
 
-    /// How many records wait in the spool.
+    /// How many records wait in the spool: its batches, and the journals
+    /// of `banshare ban` runs (whose delivery is not confirmed yet; a dead
+    /// run's journal waits for flush like a batch).
     pub fn depth(&self) -> Result<usize, SpoolError> {
+        let journals = journal::paths(&self.dir).map_err(io_err(&self.dir))?;
+        let batches = self.entries()?.into_iter().map(|e| e.path);
         let mut depth = 0;
-        for entry in self.entries()? {
-            let data = fs::read(&entry.path).map_err(io_err(&entry.path))?;
+        for path in batches.chain(journals) {
+            let data = match fs::read(&path) {
+                Ok(data) => data,
+                // Delivered (or moved on to a batch) since the listing.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(&path)(e)),
+            };
             depth += data.iter().filter(|&&b| b == b'\n').count();
         }
         Ok(depth)
@@ -387,6 +405,21 @@ mod tests {
         );
         assert_eq!(log.lines, vec![rec(1), rec(2), rec(3)]);
         assert!(spool.is_empty().unwrap());
+    }
+
+    #[test]
+    fn depth_counts_the_records_in_journals_too() {
+        // `banshare ban` says a killed or stuck run's records are "kept in
+        // journal ...; flush delivers them": `status` must count them as
+        // waiting, not report an empty spool.
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        spool.put(&[rec(1), rec(2)], false).unwrap();
+        let live = spool.new_journal(&[rec(3)]).unwrap();
+        drop(spool.new_journal(&[rec(4), rec(5)]).unwrap()); // its run died
+        assert_eq!(spool.depth().unwrap(), 5);
+        live.remove().unwrap();
+        assert_eq!(spool.depth().unwrap(), 4);
     }
 
     #[test]

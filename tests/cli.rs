@@ -715,6 +715,93 @@ fn config_check_refuses_what_watch_refuses() {
     }
 }
 
+/// `config check` approved a `common.key` that every `ban` (fail2ban's
+/// action) and the monitor then refused with exit 2.
+#[test]
+fn config_check_refuses_a_signing_key_that_ban_refuses() {
+    let site = Site::new();
+    let garbage = site.dir.path().join("garbage.key");
+    fs::write(&garbage, "not a key\n").unwrap();
+    for key in [site.dir.path().join("missing.key"), garbage] {
+        let config = site.dir.path().join("banshare.toml");
+        let text = format!(
+            "[common]\nlog = {:?}\nnode = \"n1\"\nspool_dir = {:?}\nkey = {key:?}\n",
+            site.log(),
+            site.spool(),
+        );
+        fs::write(&config, &text).unwrap();
+        for args in [&["config", "check"][..], &["ban", "192.0.2.1"]] {
+            let out = Command::new(BANSHARE)
+                .arg("--config")
+                .arg(&config)
+                .args(args)
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        }
+        let out = Command::new(BANSHARE)
+            .arg("--config")
+            .arg(&config)
+            .args(["config", "check"])
+            .output()
+            .unwrap();
+        assert!(stderr(&out).contains("common.key"), "{}", stderr(&out));
+    }
+}
+
+/// Exit 2 promises that nothing was written: a watcher refused for its
+/// configuration left its state directory (and a lock file) behind.
+#[test]
+fn watch_or_monitor_refused_for_its_configuration_creates_no_state_directory() {
+    let site = Site::new();
+    let state = site.dir.path().join("state");
+    let keys = site.dir.path().join("missing_keys");
+    let cases: [&[&str]; 3] = [
+        &[],
+        &["--backend", "frobnicate"],
+        &["--backend", "log", "--config", "KEYS"],
+    ];
+    let config = site.dir.path().join("banshare.toml");
+    fs::write(&config, format!("[trust]\nkeys = {keys:?}\n")).unwrap();
+    for extra in cases {
+        let extra: Vec<&str> = extra
+            .iter()
+            .map(|a| {
+                if *a == "KEYS" {
+                    config.to_str().unwrap()
+                } else {
+                    a
+                }
+            })
+            .collect();
+        let mut cmd = Command::new(BANSHARE);
+        cmd.arg("watch")
+            .args(&extra)
+            .arg("--log")
+            .arg(site.log())
+            .arg("--state-dir")
+            .arg(&state);
+        let out = run_with_deadline(&mut cmd, Duration::from_secs(20));
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", stderr(&out));
+        assert!(!state.exists(), "{extra:?} created {}", state.display());
+    }
+    // The monitor, refused for its signing key.
+    fs::write(&config, "[common]\nkey = \"/nonexistent/node.key\"\n").unwrap();
+    let mut cmd = Command::new(BANSHARE);
+    cmd.arg("--config")
+        .arg(&config)
+        .arg("monitor")
+        .arg("--log")
+        .arg(site.log())
+        .arg("--fail2ban-log")
+        .arg(site.dir.path().join("fail2ban.log"))
+        .arg("--state-dir")
+        .arg(&state);
+    let out = run_with_deadline(&mut cmd, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(2), "monitor: {}", stderr(&out));
+    assert!(!state.exists(), "monitor created {}", state.display());
+}
+
 /// Runs `cmd` to its end, killing it if it outlives `deadline` (a command
 /// that should have refused to start runs forever instead).
 fn run_with_deadline(cmd: &mut Command, deadline: Duration) -> Output {

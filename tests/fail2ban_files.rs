@@ -207,6 +207,30 @@ fn install_writes_files_fail2ban_accepts_and_refuses_to_clobber() {
     assert!(install(&["--force"]).status.success());
 }
 
+/// A refused install (an edited file, no --force) writes none of the
+/// files: it wrote those before the edited one, so that the admin got half
+/// an upgrade (a new action beside their old filter).
+#[test]
+fn a_refused_install_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = copy_of_etc_fail2ban(dir.path());
+    fs::create_dir_all(conf.join("jail.d")).unwrap();
+    fs::write(
+        conf.join("jail.d/banshare.local.example"),
+        "# edited by the admin\n",
+    )
+    .unwrap();
+    let out = Command::new(BANSHARE)
+        .args(["--config", "/dev/null", "fail2ban", "install", "--dir"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    for file in ["action.d/banshare.conf", "filter.d/banshare.conf"] {
+        assert!(!conf.join(file).exists(), "{file} was written");
+    }
+}
+
 /// fail2ban's effective configuration of `conf`, as `fail2ban-client -d`
 /// prints it.
 fn dump(conf: &Path) -> String {

@@ -86,9 +86,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Unban(args) => share(Op::Unban, args, settings, out),
         Command::Flush(args) => flush(&args.log, settings, out),
         Command::Config(ConfigCommand::Check) => {
-            // What the watcher would refuse is refused here too.
+            // What the watcher, ban or monitor would refuse is refused
+            // here too.
+            let origin = config_path(&cli.config);
             settings
-                .check_watch(&config_path(&cli.config))
+                .check_watch(&origin)
+                .and_then(|()| settings.signing_key(&origin).map(drop))
                 .map_err(|e| Failure::Usage(e.to_string()))?;
             write_stdout(&settings.to_toml())
         }

@@ -1,7 +1,7 @@
 //! `banshare monitor` and `banshare fail2ban install`.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, anyhow};
 use banshare::config::Settings;
@@ -24,6 +24,9 @@ pub fn monitor(args: MonitorArgs, mut settings: Settings) -> Result<()> {
     }
     let location: LogLocation = required_log(&settings)?;
     let m = &settings.monitor;
+    // Before the state directory is created: a refused key (exit 2)
+    // writes nothing.
+    let writer = writer(&settings)?;
     let state = acquire_state(&m.state_dir)?;
     let spool = Spool::open(&settings.spool_dir).context("cannot open the spool")?;
     let dir = m
@@ -38,7 +41,7 @@ pub fn monitor(args: MonitorArgs, mut settings: Settings) -> Result<()> {
         state,
         exclude_jails: m.exclude_jails.clone(),
         bantime: m.bantime,
-        writer: writer(&settings)?,
+        writer,
         log: location,
         spool,
         lock: settings.append.lock,
@@ -80,9 +83,15 @@ pub fn install(args: InstallArgs) -> Result<()> {
         )
         .into());
     }
+    // Every file is checked before any is written: a refused install
+    // leaves the folder as it was, not half upgraded.
+    if !args.force {
+        for (name, content) in FILES {
+            refuse_other_content(&args.dir.join(name), content)?;
+        }
+    }
     for (name, content) in FILES {
-        let path = args.dir.join(name);
-        install_file(&path, content, args.force)?;
+        install_file(&args.dir.join(name), content)?;
     }
     let old = args.dir.join(OLD_LIVE_JAILS);
     if old.exists() {
@@ -102,20 +111,22 @@ pub fn install(args: InstallArgs) -> Result<()> {
     Ok(())
 }
 
-fn install_file(path: &PathBuf, content: &str, force: bool) -> Result<()> {
+/// Refuses to replace `path` if it holds something other than `content`.
+fn refuse_other_content(path: &Path, content: &str) -> Result<()> {
     match fs::read_to_string(path) {
-        Ok(existing) if existing == content => {
-            eprintln!("banshare: {} is up to date", path.display());
-            return Ok(());
-        }
-        Ok(_) if !force => {
-            return Err(anyhow!(
-                "{} exists with other content; --force replaces it",
-                path.display()
-            )
-            .into());
-        }
-        _ => {}
+        Ok(existing) if existing != content => Err(anyhow!(
+            "{} exists with other content; --force replaces it (nothing was written)",
+            path.display()
+        )
+        .into()),
+        _ => Ok(()),
+    }
+}
+
+fn install_file(path: &Path, content: &str) -> Result<()> {
+    if fs::read_to_string(path).is_ok_and(|existing| existing == content) {
+        eprintln!("banshare: {} is up to date", path.display());
+        return Ok(());
     }
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)

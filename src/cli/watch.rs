@@ -61,9 +61,13 @@ fn run_watch<F: LogFs>(
     args: WatchArgs,
 ) -> Result<()> {
     let origin = config_path(config);
-    // Locked first: a second watcher must not touch the firewall.
-    let state = acquire_state(&settings.watch.state_dir)?;
+    // Checked before the state directory is created and locked: a refused
+    // configuration (exit 2) writes nothing. Neither touches the host.
     let backend = open_backend(settings, &origin)?;
+    let trust = trust_policy(settings, &origin)?;
+    // Locked before the daemon starts: a second watcher must not touch
+    // the firewall.
+    let state = acquire_state(&settings.watch.state_dir)?;
     let opts = Options {
         log,
         node: settings.node.to_string(),
@@ -71,7 +75,7 @@ fn run_watch<F: LogFs>(
         batch_max: settings.watch.batch_max,
         state,
         quiet: false,
-        trust: trust_policy(settings, &origin)?,
+        trust,
         safety_poll: settings.watch.safety_poll,
     };
     let (mut daemon, handle) =

@@ -1,7 +1,8 @@
 //! What `banshare watch` builds from the settings beyond plain values: the
 //! ban backend (its name and its `[backend]` table) and the trust policy
-//! (the trusted keys file). `banshare config check` runs these same
-//! functions, so it approves exactly what the watcher accepts.
+//! (the trusted keys file), and this node's signing key, which the
+//! appender and the monitor load. `banshare config check` runs these same
+//! functions, so it approves exactly what they accept.
 //!
 //! Errors name the configuration key. Flags that override these values
 //! (`--backend`) are checked by the command line itself and name the flag.
@@ -10,7 +11,8 @@ use std::path::Path;
 
 use super::{Checker, ConfigError, Settings};
 use crate::backend::{self, Backend, BackendKind};
-use crate::trust::{TrustPolicy, TrustedKeys};
+use crate::trust::{TrustPolicy, TrustedKeys, load_signing_key};
+use ed25519_dalek::SigningKey;
 
 impl Settings {
     /// The backend named by `[watch] backend`, built from `[backend]`
@@ -51,6 +53,16 @@ impl Settings {
         self.watch_backend(origin)?;
         self.trust_policy(origin)?;
         Ok(())
+    }
+
+    /// This node's signing key (`[common] key`), which `ban`, `unban` and
+    /// `monitor` refuse to run without when it is set; `None` when unset.
+    pub fn signing_key(&self, origin: &Path) -> Result<Option<SigningKey>, ConfigError> {
+        let check = Checker { origin };
+        self.key
+            .as_deref()
+            .map(|path| load_signing_key(path).map_err(|e| check.invalid("common.key", e)))
+            .transpose()
     }
 }
 

@@ -8,7 +8,7 @@
 //! newer. Every watcher thus ends in the same state from the same records.
 //!
 //! One entry per banned network, so this map is most of a watcher's memory
-//! (100,000 bans is a normal day for a large fleet). Each entry holds two
+//! (100,000 bans is a normal day for a large fleet). Each entry holds three
 //! `i64` times and a shared jail name: a jail is spelled in a few ways
 //! across a fleet (`sshd`, `recidive`, ...), so every ban from one jail
 //! points at one copy of its name instead of owning its own.
@@ -37,8 +37,13 @@ pub struct ActiveBan {
 /// An entry of the map. Times are ms since the epoch.
 #[derive(Debug, Clone)]
 pub(super) struct Held {
-    /// `NEVER` for a permanent ban.
+    /// When the ban ends by the records' own dates; `NEVER` for a
+    /// permanent ban.
     pub until: i64,
+    /// When the firewall's timeout for it ends: `until`, or earlier for a
+    /// ban from a clock ahead, which the firewall holds for its bantime
+    /// from now only (see `firewall_timeout`).
+    pub firewall: i64,
     pub since: i64,
     pub jail: Option<Arc<str>>,
 }
@@ -110,22 +115,38 @@ impl ActiveBans {
         self.map.get(&NetKey(*net))
     }
 
-    /// Puts a ban in force until `until`, replacing a shorter one. A ban
-    /// in force keeps its later `since`: a longer but older report extends
-    /// the time, and must not make an unban between the two lift both.
-    pub fn insert(&mut self, net: IpNet, until: i64, since: i64, jail: Option<&Jail>) {
+    /// Puts a ban in force until `until`, held by the firewall until
+    /// `firewall`, extending the ban in force. A ban in force keeps its
+    /// later times: a longer but older report extends the time, and must
+    /// not make an unban between the two lift both; a ban that outlasts
+    /// only the firewall's hold of one from a clock ahead must not shorten
+    /// what that record's date says.
+    pub fn insert(
+        &mut self,
+        net: IpNet,
+        until: i64,
+        firewall: i64,
+        since: i64,
+        jail: Option<&Jail>,
+    ) {
         let jail = jail.map(|j| self.intern(j.as_str()));
         match self.map.entry(NetKey(net)) {
             Entry::Occupied(mut held) => {
                 let held = held.get_mut();
                 *held = Held {
-                    until,
+                    until: held.until.max(until),
+                    firewall: held.firewall.max(firewall),
                     since: held.since.max(since),
                     jail,
                 };
             }
             Entry::Vacant(slot) => {
-                slot.insert(Held { until, since, jail });
+                slot.insert(Held {
+                    until,
+                    firewall,
+                    since,
+                    jail,
+                });
             }
         }
     }
@@ -266,10 +287,11 @@ mod tests {
         let recidive: Jail = "recidive".parse().unwrap();
         for i in 0..100u32 {
             let net = IpNet::from(std::net::IpAddr::from(std::net::Ipv4Addr::from(i)));
-            active.insert(net, 1_000 + i64::from(i), 0, Some(&sshd));
+            let until = 1_000 + i64::from(i);
+            active.insert(net, until, until, 0, Some(&sshd));
         }
         let other: IpNet = "192.0.2.1/32".parse().unwrap();
-        active.insert(other, 500, 0, Some(&recidive));
+        active.insert(other, 500, 500, 0, Some(&recidive));
         assert_eq!(active.jails.len(), 2);
         active.prune(600);
         assert_eq!(active.jails.len(), 1, "recidive's only ban is over");
@@ -286,11 +308,12 @@ mod tests {
         active.insert(
             net,
             until_ms(Some(until)),
+            until_ms(Some(until)),
             since.timestamp_millis(),
             Some(&jail),
         );
         let permanent: IpNet = "192.0.2.9/32".parse().unwrap();
-        active.insert(permanent, until_ms(None), since.timestamp_millis(), None);
+        active.insert(permanent, NEVER, NEVER, since.timestamp_millis(), None);
         let mut saved: Vec<_> = active.iter().collect();
         saved.sort_by_key(|(net, _)| *net);
         assert_eq!(
@@ -322,7 +345,7 @@ mod tests {
         let net: IpNet = "192.0.2.1/32".parse().unwrap();
         let sshd: Jail = "sshd".parse().unwrap();
         let recidive: Jail = "recidive".parse().unwrap();
-        active.insert(net, 50_000, 1_000, Some(&sshd));
+        active.insert(net, 50_000, 50_000, 1_000, Some(&sshd));
         active.lift(net, 2_000, Some(&sshd), 10_000);
         assert!(active.get(&net).is_none());
         assert!(active.lifted_since(&net, 2_000, Some(&sshd)));

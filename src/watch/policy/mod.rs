@@ -60,7 +60,7 @@ use crate::record::never_ban::{self, normalize, normalize_addr, overlaps};
 use crate::record::{BanTime, NodeId, Op, Record, Target};
 use crate::trust::Provenance;
 pub use active::ActiveBan;
-use active::{ActiveBans, until_ms};
+use active::{ActiveBans, NEVER, until_ms};
 pub use breaker_state::BreakerState;
 
 /// The knobs of [`Policy`], from the `[watch]` section.
@@ -348,9 +348,12 @@ impl Policy {
     /// Restores a ban applied before a restart, so that a shorter report
     /// cannot shorten it.
     pub fn restore_active(&mut self, net: IpNet, ban: ActiveBan) {
+        // How long the firewall holds it is not saved: take its end.
+        let until = until_ms(ban.until);
         self.active.insert(
             normalize(net),
-            until_ms(ban.until),
+            until,
+            until,
             ban.since.timestamp_millis(),
             ban.jail.as_ref(),
         );
@@ -579,11 +582,17 @@ impl Policy {
         // long as anything, and nothing but another permanent ban lasts
         // as long as it.
         let until_ms = until_ms(until);
-        if self
-            .active
-            .get(&net)
-            .is_some_and(|current| current.until >= until_ms)
-        {
+        let now_ms = now.timestamp_millis();
+        let firewall_ms = firewall_timeout(until, bantime, now).map_or(NEVER, |d| {
+            now_ms.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        });
+        // Covered when the ban in force lasts as long by its date, and the
+        // firewall holds it as long too. A record still dated ahead (a copy
+        // of one from a clock ahead) is judged by its date alone: a copy
+        // must not ban again once the firewall let the original go.
+        if self.active.get(&net).is_some_and(|current| {
+            current.until >= until_ms && (current.firewall >= firewall_ms || ts > now)
+        }) {
             // The ban in force covers this one, which is still evidence
             // from its time: an unban older than it must not lift it.
             if self.active.renew_since(&net, ts.timestamp_millis()) {
@@ -600,15 +609,25 @@ impl Policy {
         if !self.enough_nodes(record, net, ts, now) {
             return Err(Skip::WaitingForNodes);
         }
+        // The backends replace an address's timeout: never with one that
+        // ends before the firewall's hold of the ban in force (a ban from a
+        // clock ahead outlasts it by its date, but is held for less).
+        let firewall_ms = self
+            .active
+            .get(&net)
+            .map_or(firewall_ms, |current| current.firewall.max(firewall_ms));
+        let remaining = (firewall_ms != NEVER)
+            .then(|| Duration::from_millis(u64::try_from(firewall_ms - now_ms).unwrap_or(0)));
         self.version += 1;
         self.active.insert(
             net,
             until_ms,
+            firewall_ms,
             ts.timestamp_millis(),
             record.fields.jail.as_ref(),
         );
         Ok(Verdict::Ban {
-            remaining: firewall_timeout(until, bantime, now),
+            remaining,
             ts,
             adjusted: Adjusted::default(),
         })

@@ -768,3 +768,52 @@ fn copies_of_records_from_a_clock_ahead_are_copies() {
     let copy = p.decide(&ban, mins(20));
     assert!(copy.is_err(), "a copy banned again: {copy:?}");
 }
+
+/// A ban from a clock ahead is held by the firewall for its bantime from
+/// now only, so it does not cover a ban from a correct clock that ends
+/// later than that: the later ban must still be applied. (Review2 finding:
+/// the policy compared the correct ban with the record's dated end, skipped
+/// it as `AlreadyBanned`, and the address went free when the firewall's
+/// shorter timeout ran out.)
+#[test]
+fn a_ban_from_a_clock_ahead_does_not_cover_a_later_ban_beyond_what_the_firewall_holds() {
+    let at = |t: &str| -> DateTime<Utc> { t.parse().unwrap() };
+    let mut p = Policy::new(settings());
+    // Read at 18:00 from a clock 2 hours fast: dated 20:00, for 1 hour.
+    // The firewall holds it until 19:00.
+    let fast = ban_in("192.0.2.1", "sshd", "2026-11-21T20:00:00Z", 3600, "1");
+    let (remaining, _) = applied_ban(p.decide(&fast, now()));
+    assert_eq!(remaining, Some(Duration::from_secs(3600)));
+    // At 18:30 a correct clock bans the same address for 2 hours (until
+    // 20:30): the firewall must hold it past 19:00.
+    let correct = ban("192.0.2.1", "b", "2026-11-21T18:30:00Z", 7200, "2");
+    let verdict = p.decide(&correct, at("2026-11-21T18:30:00Z"));
+    assert!(
+        matches!(verdict, Ok(Verdict::Ban { .. })),
+        "the address goes free at 19:00 although a ban runs to 20:30: {verdict:?}"
+    );
+}
+
+/// A ban from a clock ahead that outlasts the ban in force by its date is
+/// applied, but its firewall timeout (its bantime from now) must not cut
+/// the ban in force short: the backends replace an element's timeout.
+#[test]
+fn a_ban_from_a_clock_ahead_does_not_shorten_the_firewalls_hold_of_a_ban_in_force() {
+    let at = |t: &str| -> DateTime<Utc> { t.parse().unwrap() };
+    let mut p = Policy::new(settings());
+    // At 18:00 a correct clock bans for 2 hours: held until 20:00.
+    let correct = ban("192.0.2.1", "b", "2026-11-21T18:00:00Z", 7200, "1");
+    let (remaining, _) = applied_ban(p.decide(&correct, now()));
+    assert_eq!(remaining, Some(Duration::from_secs(7200)));
+    // At 18:10, from a clock 2 hours fast: dated 20:00, for 1 hour (until
+    // 21:00 by its date). Whatever is applied must still hold to 20:00.
+    let fast = ban_in("192.0.2.1", "sshd", "2026-11-21T20:00:00Z", 3600, "2");
+    match p.decide(&fast, at("2026-11-21T18:10:00Z")) {
+        Ok(Verdict::Ban { remaining, .. }) => assert!(
+            remaining >= Some(Duration::from_secs(110 * 60)),
+            "the firewall would let it go at 19:10, not 20:00: {remaining:?}"
+        ),
+        Err(Skip::AlreadyBanned) => {}
+        other => panic!("{other:?}"),
+    }
+}
