@@ -118,10 +118,11 @@ pub struct Daemon<F: LogFs = LocalFs> {
     /// When the hold (see [`Daemon::save_cursor`]) was last logged.
     hold_logged: Option<Instant>,
     firewall: FirewallGuard,
-    /// The log has been read at least once since start, so the transport's
-    /// addresses are known (a share mounted after the watcher started has
-    /// no server to protect before).
-    log_seen: bool,
+    /// The transport's addresses are known: its server was found (an
+    /// `sftp://` host at once, a mount's server once it is mounted), or the
+    /// log has been read, so there is none to find (a local disk). A share
+    /// mounted after the watcher started has no server to protect before.
+    transport_known: bool,
 }
 
 impl<F: LogFs> Daemon<F> {
@@ -182,7 +183,7 @@ impl<F: LogFs> Daemon<F> {
             reach: None,
             hold_logged: None,
             firewall: FirewallGuard::new(safety_poll),
-            log_seen: false,
+            transport_known: false,
         };
         if lost_at_start {
             daemon
@@ -213,6 +214,7 @@ impl<F: LogFs> Daemon<F> {
             "never banning the addresses the log is reached through: {endpoints}"
         ));
         self.policy.set_transport_addresses(endpoints.addresses());
+        self.transport_known |= !endpoints.is_empty();
         self.status.transport = endpoints;
     }
 
@@ -332,7 +334,7 @@ impl<F: LogFs> Daemon<F> {
             }
         }
         self.status.log_present = error.is_none();
-        self.log_seen |= error.is_none();
+        self.transport_known |= error.is_none();
         self.status.last_error = error;
     }
 
@@ -642,7 +644,8 @@ impl<F: LogFs> Daemon<F> {
         // Restoring bans before the transport's addresses are known could
         // ban the file server of a share that is not mounted yet (a reboot:
         // the mount comes up after the watcher), and then it never would.
-        if self.log_seen {
+        // An sftp:// server is known from its URL, even while it is down.
+        if self.transport_known {
             self.status.backend_errors += self.firewall.poll(&mut *self.backend, &self.policy);
         }
         if self.last_status.elapsed() >= Duration::from_secs(1) {
