@@ -375,3 +375,88 @@ fn sshd_down_for_20_s_mid_stream_loses_and_doubles_nothing() {
         "the watcher applied each ban once"
     );
 }
+
+/// `banshare monitor` keeps one SSH connection for all its batches, and
+/// makes a new one only when the file server's sshd restarts: the records
+/// of the failed batch wait in the spool and go out with the next one,
+/// none lost or doubled.
+#[test]
+fn the_monitor_keeps_one_sftp_connection_and_reconnects_after_sshd_restarts() {
+    let site = Site::new("sftpmon", 1);
+    let f2b_log = site.tmp.path().join("fail2ban.log");
+    fs::write(&f2b_log, b"").unwrap();
+    let state = site.tmp.path().join("monitor");
+    let args = [
+        "monitor",
+        "--fail2ban-log",
+        f2b_log.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ];
+    let monitor = site
+        .banshare(0, &args, site.cluster.known_hosts())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _monitor = Daemon(monitor);
+    assert!(
+        wait_until(Duration::from_secs(20), || state
+            .join("cursor.json")
+            .exists()),
+        "the monitor never started"
+    );
+    let logins = || {
+        site.cluster
+            .sshd_log()
+            .matches("Accepted publickey")
+            .count()
+    };
+    let shared = || read_records(&site.server_log()).len();
+    let ban = |n: usize| {
+        let line = format!(
+            "2026-11-21 18:41:45,928 fail2ban.actions [752]: NOTICE [sshd] Ban 192.0.2.{n}\n"
+        );
+        let mut f = fs::OpenOptions::new().append(true).open(&f2b_log).unwrap();
+        std::io::Write::write_all(&mut f, line.as_bytes()).unwrap();
+    };
+    // One ban at a time, each delivered before the next: one batch each.
+    for n in 1..=3 {
+        ban(n);
+        assert!(
+            wait_until(Duration::from_secs(30), || shared() == n),
+            "ban {n} not delivered"
+        );
+    }
+    assert_eq!(logins(), 1, "one SSH login for three batches");
+
+    site.cluster.stop_sshd();
+    site.cluster.start_sshd();
+    // The first batch after the restart meets the dead session: spooled or
+    // delivered over a new connection; the next one goes out with it.
+    ban(4);
+    let spool = site.tmp.path().join("spool0");
+    let spooled = || {
+        fs::read_dir(&spool).is_ok_and(|d| {
+            d.filter_map(Result::ok)
+                .any(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || shared() == 4 || spooled()),
+        "ban 4 neither delivered nor spooled"
+    );
+    ban(5);
+    assert!(
+        wait_until(Duration::from_secs(30), || shared() == 5),
+        "bans 4 and 5 not delivered after the restart"
+    );
+    let records = read_records(&site.server_log());
+    let targets: HashSet<String> = records.iter().map(|r| r.target.to_string()).collect();
+    assert_eq!(
+        (records.len(), targets.len()),
+        (5, 5),
+        "none lost or doubled"
+    );
+    assert_eq!(logins(), 2, "one new SSH login after the restart");
+}
