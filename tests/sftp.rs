@@ -460,3 +460,76 @@ fn the_monitor_keeps_one_sftp_connection_and_reconnects_after_sshd_restarts() {
     );
     assert_eq!(logins(), 2, "one new SSH login after the restart");
 }
+
+/// The watcher's flusher keeps one SSH connection for every flush, and
+/// makes a new one after the file server's sshd restarts, even when the
+/// first call on the dead session is the read-back of an uncertain batch.
+#[test]
+fn the_flusher_keeps_one_sftp_connection_and_reconnects_after_sshd_restarts() {
+    let site = Site::new("sftpflush", 1);
+    let config = site.tmp.path().join("banshare.toml");
+    fs::write(&config, "[watch]\nflush_interval = \"200ms\"\n").unwrap();
+    let state = site.tmp.path().join("state0");
+    let watcher = site
+        .cluster
+        .command_in(site.cluster.node_ns(0), BANSHARE)
+        .arg("--config")
+        .arg(&config)
+        .args(["watch", "--backend", "log", "--poll-interval", "100ms"])
+        .arg("--state-dir")
+        .arg(&state)
+        .args(site.flags(0, site.cluster.known_hosts()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _watcher = Daemon(watcher);
+    let logins = || {
+        site.cluster
+            .sshd_log()
+            .matches("Accepted publickey")
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || logins() == 1),
+        "the watcher's follower never connected"
+    );
+    let spool = site.tmp.path().join("spool0");
+    let shared = || read_records(&site.server_log()).len();
+    // A batch a `ban` run left uncertain: the flusher reads the log back
+    // for its id before it appends it.
+    let spool_uncertain = |n: usize| {
+        let line = format!("<13>Nov 21 18:28:04 t[1]: HOST 192.0.2.{n} PORT 22 id={n:016x}\n");
+        let name = format!("{n:020}-0000000001-000000.uncertain");
+        let temp = spool.join(format!(".{name}"));
+        fs::write(&temp, line).unwrap();
+        fs::rename(&temp, spool.join(name)).unwrap();
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || spool.is_dir()),
+        "no spool"
+    );
+    for n in 1..=2 {
+        spool_uncertain(n);
+        assert!(
+            wait_until(Duration::from_secs(30), || shared() == n),
+            "batch {n} not flushed"
+        );
+    }
+    assert_eq!(logins(), 2, "the follower's login and one for the flusher");
+
+    site.cluster.stop_sshd();
+    site.cluster.start_sshd();
+    spool_uncertain(3);
+    assert!(
+        wait_until(Duration::from_secs(30), || shared() == 3),
+        "the flusher never reconnected"
+    );
+    let records = read_records(&site.server_log());
+    let targets: HashSet<String> = records.iter().map(|r| r.target.to_string()).collect();
+    assert_eq!(
+        (records.len(), targets.len()),
+        (3, 3),
+        "none lost or doubled"
+    );
+}
