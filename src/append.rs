@@ -404,6 +404,32 @@ mod tests {
         assert!(files(&spool).is_empty(), "{:?}", files(&spool));
     }
 
+    /// `banshare ban` hands over a publisher that has not connected: the
+    /// delivering child opens the transport, so the parent, which must stay
+    /// single-threaded, never holds a session.
+    #[test]
+    fn the_delivering_child_opens_the_transport() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        // Counts in this process's memory: the child's count is its own.
+        let opened_here = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = opened_here.clone();
+        let mut log = Publisher::new(move || {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::new(SlowLog {
+                delay: Duration::ZERO,
+            })
+        });
+        let outcome =
+            deliver_journaled(records(), &mut log, &spool, Duration::from_secs(10)).unwrap();
+        assert!(
+            matches!(outcome, Outcome::Delivered { total: 1 }),
+            "{outcome:?}"
+        );
+        let opened_here = opened_here.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(opened_here, 0, "the parent opened the transport");
+    }
+
     #[test]
     fn a_delivery_past_its_deadline_is_spooled_as_uncertain() {
         let dir = tempfile::tempdir().unwrap();
