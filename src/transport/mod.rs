@@ -1,7 +1,8 @@
 //! How a node reaches the shared log. Every way (a local or mounted path,
 //! SFTP; ZeroMQ later) sits behind [`Transport`], so the appender, the
 //! spool and the monitor do not care which one is configured.
-//! [`endpoint`] says which addresses a transport needs to reach.
+//! [`endpoint`] says which addresses a transport needs to reach;
+//! [`Publisher`] keeps one transport for many batches, each call bounded.
 
 pub mod endpoint;
 mod file;
