@@ -151,7 +151,7 @@ pub fn deliver_journaled(
         Err(e) => {
             // A full or broken local disk must not stop a delivery the
             // share can take: deliver as before journals, in this process.
-            eprintln!("banshare: warning: delivering without a journal: {e}");
+            log::warn!("delivering without a journal: {e}");
             return deliver(records, transport, spool, deadline);
         }
     };
@@ -167,14 +167,14 @@ pub fn deliver_journaled(
     let detached = match detached {
         Ok(d) => d,
         Err(e) => {
-            eprintln!(
-                "banshare: warning: cannot start the delivery process ({e}); delivering here"
-            );
+            log::warn!("cannot start the delivery process ({e}); delivering here");
             let (records, transport) = work.take().expect("the child never ran");
             return deliver_from_journal(&journal, records, transport, spool, deadline);
         }
     };
-    // The child's warnings (a broken stale lock, a corrupt spool file).
+    // The child's warnings (a broken stale lock, a corrupt spool file),
+    // already formatted and filtered by the logger it inherited: passed on
+    // as they are, not logged a second time.
     let _ = std::io::Write::write_all(&mut std::io::stderr(), &detached.messages);
     match detached.waited {
         Waited::Reported(line) => match parse_report(&line) {
@@ -216,8 +216,8 @@ fn deliver_from_journal(
         && let Err(e) = journal.remove()
     {
         // Harmless: flush finds its records in the log.
-        eprintln!(
-            "banshare: warning: delivered, but cannot remove journal {}: {e}",
+        log::warn!(
+            "delivered, but cannot remove journal {}: {e}",
             journal.path().display()
         );
     }
