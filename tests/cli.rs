@@ -1255,3 +1255,33 @@ fn quiet_and_verbose_rule_the_library_log_lines() {
     assert!(!quiet.contains("banshare: watching"), "{quiet}");
     assert!(!quiet.contains("debug:"), "{quiet}");
 }
+
+/// Under systemd, stderr is the journal's stream, named by JOURNAL_STREAM
+/// (`<device>:<inode>`): lines then carry their syslog priority for the
+/// journal. The variable alone, inherited by a fail2ban action whose stderr
+/// is a pipe, changes nothing.
+#[test]
+fn priority_prefixes_only_when_stderr_is_the_journal_stream() {
+    use std::os::unix::fs::MetadataExt;
+    let site = Site::new();
+    let err_path = site.dir.path().join("stderr");
+    let flush_with = |journal_stream: &str| {
+        let err = fs::File::create(&err_path).unwrap();
+        let status = site
+            .cmd(&["flush"])
+            .env("JOURNAL_STREAM", journal_stream)
+            .stderr(err)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        fs::read_to_string(&err_path).unwrap()
+    };
+    let meta = fs::metadata(site.log()).unwrap();
+    let elsewhere = format!("{}:{}", meta.dev(), meta.ino());
+    let text = flush_with(&elsewhere);
+    assert!(text.starts_with("banshare: flushed"), "{text}");
+    let err_meta = fs::metadata(&err_path).unwrap();
+    let here = format!("{}:{}", err_meta.dev(), err_meta.ino());
+    let text = flush_with(&here);
+    assert!(text.starts_with("<6>banshare: flushed"), "{text}");
+}
