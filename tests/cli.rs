@@ -1199,7 +1199,7 @@ fn cleanup_refuses_while_a_watcher_runs_on_the_state_directory() {
 
 /// The library's log lines obey the global level: `--quiet` keeps the
 /// watcher's info lines off stderr but not its warnings, and `-v` adds
-/// debug lines (a wake-up that found nothing new).
+/// debug lines (each batch read from the log).
 #[test]
 fn quiet_and_verbose_rule_the_library_log_lines() {
     let site = Site::new();
@@ -1246,7 +1246,7 @@ fn quiet_and_verbose_rule_the_library_log_lines() {
     assert!(default.contains("banshare: watching "), "{default}");
     assert!(!default.contains("debug:"), "{default}");
 
-    let verbose = watch(&["-v"], "banshare: debug: nothing new in the log");
+    let verbose = watch(&["-v"], "banshare: debug: read 1 line(s) from the log");
     assert!(verbose.contains("banshare: watching "), "{verbose}");
 
     // A missing log is a warning, which --quiet still prints.
