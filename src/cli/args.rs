@@ -59,7 +59,7 @@ pub struct Cli {
     #[arg(long, short = 'q', global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
-    /// Print debug messages too (each poll of the log, each delivery).
+    /// Print debug messages too (each batch read from the log, each append).
     #[arg(long, short = 'v', global = true)]
     pub verbose: bool,
 
