@@ -152,7 +152,7 @@ pub fn deliver_journaled(
         Err(e) => {
             // A full or broken local disk must not stop a delivery the
             // share can take: deliver as before journals, in this process.
-            eprintln!("banshare: warning: delivering without a journal: {e}");
+            log::warn!("delivering without a journal: {e}");
             return deliver(records, publisher, spool, deadline);
         }
     };
@@ -168,14 +168,14 @@ pub fn deliver_journaled(
     let detached = match detached {
         Ok(d) => d,
         Err(e) => {
-            eprintln!(
-                "banshare: warning: cannot start the delivery process ({e}); delivering here"
-            );
+            log::warn!("cannot start the delivery process ({e}); delivering here");
             let records = work.take().expect("the child never ran");
             return deliver_from_journal(&journal, records, publisher, spool, deadline);
         }
     };
-    // The child's warnings (a broken stale lock, a corrupt spool file).
+    // The child's warnings (a broken stale lock, a corrupt spool file),
+    // already formatted and filtered by the logger it inherited: passed on
+    // as they are, not logged a second time.
     let _ = std::io::Write::write_all(&mut std::io::stderr(), &detached.messages);
     match detached.waited {
         Waited::Reported(line) => match parse_report(&line) {
@@ -217,8 +217,8 @@ fn deliver_from_journal(
         && let Err(e) = journal.remove()
     {
         // Harmless: flush finds its records in the log.
-        eprintln!(
-            "banshare: warning: delivered, but cannot remove journal {}: {e}",
+        log::warn!(
+            "delivered, but cannot remove journal {}: {e}",
             journal.path().display()
         );
     }

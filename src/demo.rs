@@ -150,7 +150,6 @@ fn start_watcher(
         mode: Mode::Poll(Duration::from_millis(50)),
         batch_max: 1000,
         state,
-        quiet: true,
         trust: Default::default(),
         safety_poll: Duration::from_secs(5),
     };
@@ -213,7 +212,29 @@ pub fn run(keep: bool, out: &mut dyn Write) -> Result<(), DemoError> {
     if keep {
         writeln!(out, "keeping {} (--keep)", root.path.display())?;
     }
+    let _quiet = QuietWatchers::start();
     run_in(&root.path, out)
+}
+
+/// Keeps the watchers' info lines (each ban applied) off stderr while the
+/// demo runs: the demo prints its own account. Warnings and errors still
+/// show; the level the command had returns when the demo ends.
+struct QuietWatchers {
+    before: log::LevelFilter,
+}
+
+impl QuietWatchers {
+    fn start() -> QuietWatchers {
+        let before = log::max_level();
+        log::set_max_level(before.min(log::LevelFilter::Warn));
+        QuietWatchers { before }
+    }
+}
+
+impl Drop for QuietWatchers {
+    fn drop(&mut self) {
+        log::set_max_level(self.before);
+    }
 }
 
 fn run_in(root: &Path, out: &mut dyn Write) -> Result<(), DemoError> {

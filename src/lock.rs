@@ -418,8 +418,8 @@ fn read_if_exists(fs: &mut dyn LockFs, path: &Path) -> Result<Option<Vec<u8>>, L
 /// is reported and otherwise ignored.
 fn sweep(fs: &mut dyn LockFs, path: &Path, ours: &[u8], stale_after: Duration) {
     if let Err(e) = fs.sweep_leftovers(path, ours, stale_after) {
-        eprintln!(
-            "banshare: warning: cannot sweep leftover lock files beside {}: {e}",
+        log::warn!(
+            "cannot sweep leftover lock files beside {}: {e}",
             path.display()
         );
     }
@@ -456,8 +456,8 @@ fn break_stale(
     let _ = remove_if_content(fs, &guard_path, ours);
     sweep(fs, path, ours, stale_after);
     if let Ok(true) = result {
-        eprintln!(
-            "banshare: warning: broke stale lock {} left by a writer that stopped ({})",
+        log::warn!(
+            "broke stale lock {} left by a writer that stopped ({})",
             path.display(),
             describe_holder(stale)
         );

@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    cli::logging::install(cli.quiet, cli.verbose);
     match cli::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Output(e)) => output_failed(&e),

@@ -180,7 +180,7 @@ impl Spool {
                 Ok(()) => {}
                 Err(Delivery::Transport(e)) => {
                     report.batches_left = entries.len() - done;
-                    eprintln!("banshare: warning: flush stopped, log unreachable: {e}");
+                    log::warn!("flush stopped, log unreachable: {e}");
                     return Ok(report);
                 }
                 Err(Delivery::Spool(e)) => return Err(e),
@@ -242,8 +242,8 @@ impl Spool {
             fs::create_dir_all(&rejected).map_err(io_err(&rejected))?;
             let target = rejected.join(path.file_name().expect("spool entries have names"));
             durable::write_atomic(&target, &bad, 0o600).map_err(io_err(&target))?;
-            eprintln!(
-                "banshare: error: {} line(s) of spool file {} are corrupt ({}); moved to {}",
+            log::error!(
+                "{} line(s) of spool file {} are corrupt ({}); moved to {}",
                 reasons.len(),
                 path.display(),
                 reasons.join("; "),

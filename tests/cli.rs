@@ -1196,3 +1196,92 @@ fn cleanup_refuses_while_a_watcher_runs_on_the_state_directory() {
     let out = cleanup();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// The library's log lines obey the global level: `--quiet` keeps the
+/// watcher's info lines off stderr but not its warnings, and `-v` adds
+/// debug lines (each batch read from the log).
+#[test]
+fn quiet_and_verbose_rule_the_library_log_lines() {
+    let site = Site::new();
+    // Runs a watcher until its stderr shows `until`, and returns stderr.
+    let watch = |level: &[&str], until: &str| -> String {
+        let dir = tempfile::tempdir_in(site.dir.path()).unwrap();
+        let (state, err_path) = (dir.path().join("state"), dir.path().join("stderr"));
+        let mut args = level.to_vec();
+        args.extend(["watch", "--backend", "log", "--state-dir"]);
+        args.push(state.to_str().unwrap());
+        let mut child = site
+            .cmd(&args)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&err_path).unwrap())
+            .spawn()
+            .unwrap();
+        let seen = wait_until(Duration::from_secs(20), || {
+            let text = fs::read_to_string(&err_path).unwrap();
+            text.contains(until) || child.try_wait().unwrap().is_some()
+        });
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        let text = fs::read_to_string(&err_path).unwrap();
+        assert!(seen, "{level:?}: timed out waiting for {until:?}: {text}");
+        assert!(
+            status.code().is_none(),
+            "{level:?}: exited {status}: {text}"
+        );
+        assert!(text.contains(until), "{level:?}: no {until:?} in: {text}");
+        text
+    };
+
+    // A peer's ban, so that the watcher has a batch to apply: a debug line
+    // would come before the info line that says it was applied.
+    let out = banshare()
+        .args(["ban", "192.0.2.9", "--node", "peer", "--log"])
+        .arg(site.log())
+        .arg("--spool-dir")
+        .arg(site.spool())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let default = watch(&[], "banshare: applied");
+    assert!(default.contains("banshare: watching "), "{default}");
+    assert!(!default.contains("debug:"), "{default}");
+
+    let verbose = watch(&["-v"], "banshare: debug: read 1 line(s) from the log");
+    assert!(verbose.contains("banshare: watching "), "{verbose}");
+
+    // A missing log is a warning, which --quiet still prints.
+    fs::remove_file(site.log()).unwrap();
+    let quiet = watch(&["--quiet"], "banshare: warning: cannot read the log");
+    assert!(!quiet.contains("banshare: watching"), "{quiet}");
+    assert!(!quiet.contains("debug:"), "{quiet}");
+}
+
+/// Under systemd, stderr is the journal's stream, named by JOURNAL_STREAM
+/// (`<device>:<inode>`): lines then carry their syslog priority for the
+/// journal. The variable alone, inherited by a fail2ban action whose stderr
+/// is a pipe, changes nothing.
+#[test]
+fn priority_prefixes_only_when_stderr_is_the_journal_stream() {
+    use std::os::unix::fs::MetadataExt;
+    let site = Site::new();
+    let err_path = site.dir.path().join("stderr");
+    let flush_with = |journal_stream: &str| {
+        let err = fs::File::create(&err_path).unwrap();
+        let status = site
+            .cmd(&["flush"])
+            .env("JOURNAL_STREAM", journal_stream)
+            .stderr(err)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        fs::read_to_string(&err_path).unwrap()
+    };
+    let meta = fs::metadata(site.log()).unwrap();
+    let elsewhere = format!("{}:{}", meta.dev(), meta.ino());
+    let text = flush_with(&elsewhere);
+    assert!(text.starts_with("banshare: flushed"), "{text}");
+    let err_meta = fs::metadata(&err_path).unwrap();
+    let here = format!("{}:{}", err_meta.dev(), err_meta.ino());
+    let text = flush_with(&here);
+    assert!(text.starts_with("<6>banshare: flushed"), "{text}");
+}

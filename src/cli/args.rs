@@ -56,8 +56,12 @@ pub struct Cli {
     pub config: Option<PathBuf>,
 
     /// Print only warnings and errors.
-    #[arg(long, short = 'q', global = true)]
+    #[arg(long, short = 'q', global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+
+    /// Print debug messages too (each batch read from the log, each append).
+    #[arg(long, short = 'v', global = true)]
+    pub verbose: bool,
 
     #[command(subcommand)]
     pub command: Command,

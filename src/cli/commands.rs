@@ -10,6 +10,7 @@ use banshare::lock::Owner;
 use banshare::record::{Op, Target, never_ban};
 use banshare::spool::Spool;
 use banshare::transport::{self, LogLocation, Transport};
+use log::{info, warn};
 
 use super::args::{
     AddressArg, Cli, Command, ConfigCommand, Fail2banCommand, KeygenArgs, LogArgs, ShareArgs,
@@ -79,12 +80,11 @@ pub type Result<T> = std::result::Result<T, Failure>;
 const MAX_STDIN: u64 = 64 << 20;
 
 pub fn run(cli: Cli) -> Result<()> {
-    let out = Reporter { quiet: cli.quiet };
     let settings = load_settings(&cli.config)?;
     match cli.command {
-        Command::Ban(args) => share(Op::Ban, args, settings, out),
-        Command::Unban(args) => share(Op::Unban, args, settings, out),
-        Command::Flush(args) => flush(&args.log, settings, out),
+        Command::Ban(args) => share(Op::Ban, args, settings),
+        Command::Unban(args) => share(Op::Unban, args, settings),
+        Command::Flush(args) => flush(&args.log, settings),
         Command::Config(ConfigCommand::Check) => {
             // What the watcher, ban or monitor would refuse is refused
             // here too.
@@ -107,24 +107,6 @@ pub fn run(cli: Cli) -> Result<()> {
                 e => Failure::Runtime(anyhow!(e)),
             })
         }
-    }
-}
-
-/// Prints progress on stderr unless `--quiet`; warnings always.
-#[derive(Clone, Copy)]
-struct Reporter {
-    quiet: bool,
-}
-
-impl Reporter {
-    fn info(&self, message: &str) {
-        if !self.quiet {
-            eprintln!("banshare: {message}");
-        }
-    }
-
-    fn warn(&self, message: &str) {
-        eprintln!("banshare: warning: {message}");
     }
 }
 
@@ -171,18 +153,18 @@ pub fn apply_log_args(settings: &mut Settings, args: &LogArgs) -> Result<()> {
         .map_err(|(key, message)| Failure::Usage(format!("{key}: {message}")))
 }
 
-fn share(op: Op, args: ShareArgs, mut settings: Settings, out: Reporter) -> Result<()> {
+fn share(op: Op, args: ShareArgs, mut settings: Settings) -> Result<()> {
     apply_log_args(&mut settings, &args.log)?;
     let location = required_log(&settings)?;
     let targets = collect_targets(&args.addresses)?;
     refuse_never_ban(&targets, &settings)?;
     let append = &settings.append;
     if let Some(b) = args.bantime.as_ref().filter(|b| b.clamped && op == Op::Ban) {
-        out.warn(&format!(
+        warn!(
             "--bantime {} is longer than the 10-year limit of the record format: shared as 10 \
              years (-1 is a permanent ban)",
             b.text
-        ));
+        );
     }
     let request = Request {
         op,
@@ -197,9 +179,7 @@ fn share(op: Op, args: ShareArgs, mut settings: Settings, out: Reporter) -> Resu
         .filter(|j| append.skip_jails.contains(j))
     {
         // The echo guard: this jail's bans came from banshare.
-        out.info(&format!(
-            "not shared: jail {jail} receives bans from banshare (append.skip_jails)"
-        ));
+        info!("not shared: jail {jail} receives bans from banshare (append.skip_jails)");
         return Ok(());
     }
     let writer = writer(&settings)?;
@@ -221,25 +201,25 @@ fn share(op: Op, args: ShareArgs, mut settings: Settings, out: Reporter) -> Resu
             format!("{count} {op} record(s) could be neither delivered nor spooled")
         })?;
     match outcome {
-        Outcome::Delivered { total } if total > count => out.info(&format!(
+        Outcome::Delivered { total } if total > count => info!(
             "appended {count} {op} record(s) to {location}, after {} older spooled record(s)",
             total - count
-        )),
-        Outcome::Delivered { .. } => out.info(&format!("appended {count} {op} record(s) to {location}")),
-        Outcome::Spooled { reason } => out.warn(&format!(
+        ),
+        Outcome::Delivered { .. } => info!("appended {count} {op} record(s) to {location}"),
+        Outcome::Spooled { reason } => warn!(
             "{count} {op} record(s) spooled in {}; `banshare flush` delivers them later. Reason: {reason}",
             spool.dir().display()
-        )),
-        Outcome::Journaled { path, reason } => out.warn(&format!(
+        ),
+        Outcome::Journaled { path, reason } => warn!(
             "{count} {op} record(s) kept in journal {}; if this run's delivery does not finish, \
              `banshare flush` or the watcher delivers them. Reason: {reason}",
             path.display()
-        )),
+        ),
     }
     Ok(())
 }
 
-fn flush(args: &LogArgs, mut settings: Settings, out: Reporter) -> Result<()> {
+fn flush(args: &LogArgs, mut settings: Settings) -> Result<()> {
     apply_log_args(&mut settings, args)?;
     let location = required_log(&settings)?;
     let (spool, mut transport) = open_spool_and_transport(&settings, &location)?;
@@ -258,10 +238,10 @@ fn flush(args: &LogArgs, mut settings: Settings, out: Reporter) -> Result<()> {
             spool.dir().display()
         )));
     }
-    out.info(&format!(
+    info!(
         "flushed {} record(s) to {location}{already}",
         report.delivered
-    ));
+    );
     Ok(())
 }
 

@@ -96,15 +96,15 @@ pub fn install(args: InstallArgs) -> Result<()> {
     let old = args.dir.join(OLD_LIVE_JAILS);
     if old.exists() {
         // Not removed: the admin may have made it theirs.
-        eprintln!(
-            "banshare: warning: {} (from an earlier install) is read by fail2ban after \
+        log::warn!(
+            "{} (from an earlier install) is read by fail2ban after \
              jail.local and overrides the jails it names; compare it with \
              banshare.local.example and remove it unless you made it yours",
             old.display()
         );
     }
-    eprintln!(
-        "banshare: no jail was changed. To share a jail's bans, add `banshare` to its action \
+    log::info!(
+        "no jail was changed. To share a jail's bans, add `banshare` to its action \
          list where you configured it (see jail.d/banshare.local.example), then run \
          `fail2ban-client reload`"
     );
@@ -125,7 +125,7 @@ fn refuse_other_content(path: &Path, content: &str) -> Result<()> {
 
 fn install_file(path: &Path, content: &str) -> Result<()> {
     if fs::read_to_string(path).is_ok_and(|existing| existing == content) {
-        eprintln!("banshare: {} is up to date", path.display());
+        log::info!("{} is up to date", path.display());
         return Ok(());
     }
     if let Some(parent) = path.parent() {
@@ -134,6 +134,6 @@ fn install_file(path: &Path, content: &str) -> Result<()> {
     }
     banshare::durable::write_atomic(path, content.as_bytes(), 0o644)
         .with_context(|| format!("cannot write {}", path.display()))?;
-    eprintln!("banshare: wrote {}", path.display());
+    log::info!("wrote {}", path.display());
     Ok(())
 }

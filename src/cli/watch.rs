@@ -74,7 +74,6 @@ fn run_watch<F: LogFs>(
         mode,
         batch_max: settings.watch.batch_max,
         state,
-        quiet: false,
         trust,
         safety_poll: settings.watch.safety_poll,
     };
@@ -131,9 +130,7 @@ fn policy_settings(settings: &Settings) -> PolicySettings {
     let self_addresses = match host::local_addresses() {
         Ok(addrs) => addrs,
         Err(e) => {
-            eprintln!(
-                "banshare: warning: cannot list this host's addresses ({e}); ignoreself covers none"
-            );
+            log::warn!("cannot list this host's addresses ({e}); ignoreself covers none");
             Vec::new()
         }
     };
@@ -166,7 +163,7 @@ fn reload_policy(config: &Option<PathBuf>, args: &WatchArgs) -> Option<Reloaded>
     match reloaded {
         Ok(reloaded) => Some(reloaded),
         Err(e) => {
-            eprintln!("banshare: error: {}", e.message());
+            log::error!("{}", e.message());
             None
         }
     }
@@ -230,10 +227,7 @@ pub fn cleanup(args: CleanupArgs, config: &Option<PathBuf>, mut settings: Settin
     backend
         .cleanup()
         .map_err(|e| anyhow!("cleanup of {} failed: {e}", backend.name()))?;
-    eprintln!(
-        "banshare: removed what the {} backend had set up",
-        backend.name()
-    );
+    log::info!("removed what the {} backend had set up", backend.name());
     Ok(())
 }
 

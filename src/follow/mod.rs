@@ -23,7 +23,7 @@
 //!             // apply `lines`, then persist `follower.cursor()`
 //! #           let _ = lines;
 //!         }
-//!         Err(e) => eprintln!("{e}"), // missing or unreachable: retried next time
+//!         Err(e) => log::warn!("{e}"), // missing or unreachable: retried next time
 //!     }
 //! #   break;
 //! }

@@ -26,8 +26,8 @@ use crate::transport::{self, LogLocation, Publisher};
 use crate::watch::mode::Mode;
 use crate::watch::state::{SavedCursor, StateDir};
 use crate::watch::wake::{Handle, Msg, Wake};
-use crate::watch::{error, info, warn};
 use f2blog::{Event, Kind};
+use log::{error, info, warn};
 
 /// What the monitor needs.
 pub struct Options {
@@ -115,13 +115,13 @@ impl Monitor {
 
     /// Runs until a stop message.
     pub fn run(mut self) -> Counts {
-        info(&format!(
+        info!(
             "monitoring {} ({}), sharing to {} as node {}",
             self.opts.fail2ban_log.display(),
             self.opts.mode.describe(),
             self.opts.log,
             self.opts.writer.node
-        ));
+        );
         loop {
             self.cycle();
             if self.wake.wait() == Some(Msg::Stop) {
@@ -130,10 +130,10 @@ impl Monitor {
         }
         let _ = self.save_cursor();
         let c = &self.counts;
-        info(&format!(
+        info!(
             "stopped: {} shared, {} spooled, {} not shared, {} bad lines",
             c.shared, c.spooled, c.skipped, c.bad
-        ));
+        );
         self.counts
     }
 
@@ -147,9 +147,9 @@ impl Monitor {
             skipped += lines.len();
         }
         let _ = self.save_cursor();
-        info(&format!(
+        info!(
             "first run: starting at the end of fail2ban.log ({skipped} earlier lines not shared)"
-        ));
+        );
     }
 
     /// Shares what was read, batch by batch. Like the watcher, it never
@@ -187,13 +187,13 @@ impl Monitor {
             match f2blog::parse(bytes) {
                 Ok(Some(event)) => match self.record(&event) {
                     Some(Ok(record)) => records.push(record),
-                    Some(Err(e)) => error(&format!("cannot make a record id: {e}")),
+                    Some(Err(e)) => error!("cannot make a record id: {e}"),
                     None => self.counts.skipped += 1,
                 },
                 Ok(None) => {}
                 Err(bad) => {
                     self.counts.bad += 1;
-                    warn(&format!("fail2ban.log: {bad} ({} so far)", self.counts.bad));
+                    warn!("fail2ban.log: {bad} ({} so far)", self.counts.bad);
                 }
             }
         }
@@ -214,10 +214,10 @@ impl Monitor {
         // ban` refuses it. (fail2ban bans single addresses, so only the
         // fixed ranges matter here, not the prefix limits.)
         if let Err(why) = never_ban::check(event.target.net(), 0, 0) {
-            warn(&format!(
+            warn!(
                 "not shared: [{}] {op} {}: {why}, which watchers refuse",
                 event.jail, event.target
-            ));
+            );
             return None;
         }
         let request = Request {
@@ -244,19 +244,17 @@ impl Monitor {
         ) {
             Ok(Outcome::Delivered { .. }) => {
                 self.counts.shared += count;
-                info(&format!("shared {count} record(s)"));
+                info!("shared {count} record(s)");
                 true
             }
             // `deliver` never journals; kept records are kept either way.
             Ok(Outcome::Spooled { reason } | Outcome::Journaled { reason, .. }) => {
                 self.counts.spooled += count;
-                warn(&format!("{count} record(s) spooled: {reason}"));
+                warn!("{count} record(s) spooled: {reason}");
                 true
             }
             Err(e) => {
-                error(&format!(
-                    "{count} record(s) could be neither delivered nor spooled: {e}; retrying"
-                ));
+                error!("{count} record(s) could be neither delivered nor spooled: {e}; retrying");
                 self.pending = records;
                 false
             }
@@ -266,8 +264,8 @@ impl Monitor {
     fn note_reachable(&mut self, ok: bool, error: Option<String>) {
         if self.reachable != Some(ok) {
             match error {
-                Some(e) => warn(&format!("cannot read fail2ban.log (will retry): {e}")),
-                None if self.reachable.is_some() => info("fail2ban.log is readable again"),
+                Some(e) => warn!("cannot read fail2ban.log (will retry): {e}"),
+                None if self.reachable.is_some() => info!("fail2ban.log is readable again"),
                 None => {}
             }
         }
@@ -289,16 +287,16 @@ impl Monitor {
         match self.opts.state.save_cursor(&saved) {
             Ok(()) => {
                 if std::mem::take(&mut self.held) {
-                    warn(&format!("cursor saved again in {dir}: sharing resumes"));
+                    warn!("cursor saved again in {dir}: sharing resumes");
                 }
                 self.unsaved = false;
                 true
             }
             Err(e) => {
                 if !std::mem::replace(&mut self.held, true) {
-                    error(&format!(
+                    error!(
                         "HOLDING: cannot save the cursor in {dir}: {e}; sharing nothing more until it can be saved (retrying)"
-                    ));
+                    );
                 }
                 false
             }

@@ -116,15 +116,21 @@ impl Transport for FileTransport {
         // The batch is in the log now. Nothing after this point may fail the
         // append: an error here would send the batch to the spool as
         // unwritten, and flush would deliver it a second time.
+        log::debug!(
+            "appended {} byte(s) to {} under lock {}",
+            batch.len(),
+            self.log.display(),
+            self.lock.display()
+        );
         match lock.release() {
             Ok(true) => {}
-            Ok(false) => eprintln!(
-                "banshare: warning: lock {} was broken as stale while this writer held it; \
+            Ok(false) => log::warn!(
+                "lock {} was broken as stale while this writer held it; \
                  raise stale_lock if the file server is slow",
                 self.lock.display()
             ),
-            Err(e) => eprintln!(
-                "banshare: warning: the batch was appended, but releasing the lock failed \
+            Err(e) => log::warn!(
+                "the batch was appended, but releasing the lock failed \
                  ({e}); other writers will break it after stale_lock"
             ),
         }

@@ -18,11 +18,11 @@ use super::reach::{Reach, Refresh};
 use super::state::{SavedCursor, StateDir, Status};
 use super::wake::Wake;
 pub use super::wake::{Handle, Msg};
-use super::{error, info, warn};
 use crate::backend::{Action, Backend, BackendError};
 use crate::follow::{FollowEvent, Follower, Line, LocalFs, LogFs};
 use crate::record::{self, Record};
 use crate::trust::{TrustPolicy, Untrusted};
+use log::{debug, error, info, warn};
 
 /// What SIGHUP replaces: the policy settings and the trusted keys (so a
 /// node's new key can be added, and an old one removed, without a restart).
@@ -40,8 +40,6 @@ pub struct Options {
     /// The most lines applied in one backend call.
     pub batch_max: usize,
     pub state: StateDir,
-    /// Log only warnings and errors (the demo prints its own account).
-    pub quiet: bool,
     /// Which signatures are required.
     pub trust: TrustPolicy,
     /// How often to check that the backend's firewall objects are still
@@ -210,9 +208,7 @@ impl<F: LogFs> Daemon<F> {
             return;
         };
         let endpoints = endpoints.clone();
-        self.info(&format!(
-            "never banning the addresses the log is reached through: {endpoints}"
-        ));
+        info!("never banning the addresses the log is reached through: {endpoints}");
         self.policy.set_transport_addresses(endpoints.addresses());
         self.transport_known |= !endpoints.is_empty();
         self.status.transport = endpoints;
@@ -221,13 +217,13 @@ impl<F: LogFs> Daemon<F> {
     /// Runs until told to stop. `reload` returns the new policy settings on
     /// SIGHUP, or `None` if the configuration is bad (the old one stays).
     pub fn run(mut self, mut reload: impl FnMut() -> Option<Reloaded>) -> Status {
-        self.info(&format!(
+        info!(
             "watching {} as node {} ({}), applying with {}",
             self.opts.log.display(),
             self.opts.node,
             self.opts.mode.describe(),
             self.backend.name()
-        ));
+        );
         // A first look at the log, so that the status is true from the start.
         self.cycle();
         self.write_status();
@@ -248,10 +244,10 @@ impl<F: LogFs> Daemon<F> {
                 self.policy.reconfigure(policy);
                 self.opts.trust = trust;
                 self.refresh_transport(true);
-                self.info("configuration reloaded");
+                info!("configuration reloaded");
             }
             None => {
-                warn("configuration not reloaded: it has errors (see above); keeping the old one")
+                warn!("configuration not reloaded: it has errors (see above); keeping the old one")
             }
         }
     }
@@ -281,8 +277,12 @@ impl<F: LogFs> Daemon<F> {
                 Err(e) => return self.log_reachable(Some(e.to_string())),
             };
             if lines.is_empty() {
+                // Each wake-up that found nothing: seen with -v, to tell a
+                // watcher that polls from one that never wakes.
+                debug!("nothing new in the log");
                 return;
             }
+            debug!("read {} line(s) from the log", lines.len());
             let full = lines.len() >= self.opts.batch_max;
             self.unsaved = true;
             self.pending = self.decide(&lines, Utc::now());
@@ -292,27 +292,28 @@ impl<F: LogFs> Daemon<F> {
         }
     }
 
-    fn info(&self, message: &str) {
-        if !self.opts.quiet {
-            info(message);
-        }
-    }
-
     /// Says what the follower noticed: resuming, rotation, truncation.
     fn log_follow_events(&mut self) {
         for event in self.follower.take_events() {
             match event {
-                FollowEvent::Resumed { offset } => self.info(&format!("resuming at byte {offset}")),
+                FollowEvent::Resumed { offset } => info!("resuming at byte {offset}"),
                 FollowEvent::ResumedRotated { path, offset } => {
-                    self.info(&format!("resuming in rotated {} at byte {offset}", path.display()))
+                    info!("resuming in rotated {} at byte {offset}", path.display())
                 }
-                FollowEvent::CursorLost { .. } => warn(
+                FollowEvent::CursorLost { .. } => warn!(
                     "no file matches the saved cursor (rotated away while stopped?): \
                      reading the log from the start; records already applied change nothing",
                 ),
-                FollowEvent::Truncated { offset } => warn(&format!("the log was truncated below byte {offset}: reading it from the start")),
-                FollowEvent::Replaced => self.info("the log was replaced (rotation or compaction): finished the old file, reading the new one"),
-                FollowEvent::Renamed { path } => self.info(&format!("the log was rotated to {}: finishing it there, then reading the new log", path.display())),
+                FollowEvent::Truncated { offset } => {
+                    warn!("the log was truncated below byte {offset}: reading it from the start")
+                }
+                FollowEvent::Replaced => info!(
+                    "the log was replaced (rotation or compaction): finished the old file, reading the new one"
+                ),
+                FollowEvent::Renamed { path } => info!(
+                    "the log was rotated to {}: finishing it there, then reading the new log",
+                    path.display()
+                ),
             }
         }
     }
@@ -326,11 +327,8 @@ impl<F: LogFs> Daemon<F> {
         }
         if error != self.status.last_error {
             match &error {
-                None => self.info(&format!(
-                    "log {} is readable again",
-                    self.opts.log.display()
-                )),
-                Some(e) => warn(&format!("cannot read the log (will retry): {e}")),
+                None => info!("log {} is readable again", self.opts.log.display()),
+                Some(e) => warn!("cannot read the log (will retry): {e}"),
             }
         }
         self.status.log_present = error.is_none();
@@ -447,12 +445,12 @@ impl<F: LogFs> Daemon<F> {
                 .node
                 .as_ref()
                 .map_or("records without a node".into(), |n| format!("node {n}"));
-            error(&format!(
+            error!(
                 "CIRCUIT BREAKER: {origin} sent more than {} bans in a minute; its records are refused for {} \
                  (other nodes' bans still apply). Check that node.",
                 self.policy.settings().max_bans_per_node_per_minute,
                 humantime::format_duration(self.policy.settings().breaker_cooldown)
-            ));
+            );
         }
         // Records that try to ban what must never be banned deserve a word;
         // the normal skips (own node, duplicates, expired) do not.
@@ -522,22 +520,22 @@ impl<F: LogFs> Daemon<F> {
     fn schedule_retry(&mut self, batch: &[Action], e: &BackendError) -> bool {
         let attempt = self.retry.as_ref().map_or(0, |r| r.attempt + 1);
         let Some(delay) = RETRY_DELAYS.get(attempt) else {
-            error(&format!(
+            error!(
                 "gave up on a batch of {} after {} attempts: {e}; its bans are not applied here",
                 batch.len(),
                 attempt + 1
-            ));
+            );
             for action in batch {
                 self.policy.forget(action.target());
             }
             self.status.abandoned += batch.len() as u64;
             return true;
         };
-        error(&format!(
+        error!(
             "applying a batch of {} failed: {e}; retrying in {}s (reading waits)",
             batch.len(),
             delay.as_secs()
-        ));
+        );
         self.retry = Some(Retry {
             attempt,
             at: Instant::now() + *delay,
@@ -549,10 +547,10 @@ impl<F: LogFs> Daemon<F> {
         self.status.applied += actions.len() as u64;
         if actions.len() <= 10 {
             for action in actions {
-                self.info(&format!("applied {action}"));
+                info!("applied {action}");
             }
         } else {
-            self.info(&format!("applied a batch of {}", actions.len()));
+            info!("applied a batch of {}", actions.len());
         }
     }
 
@@ -615,9 +613,9 @@ impl<F: LogFs> Daemon<F> {
                 .hold_logged
                 .is_none_or(|t| t.elapsed() >= HOLD_LOG_INTERVAL)
         {
-            error(&format!(
+            error!(
                 "HOLDING: {why}; applying nothing more until the cursor can be saved (retrying)"
-            ));
+            );
             self.hold_logged = Some(Instant::now());
         }
         self.status.held = Some(why);
@@ -629,10 +627,10 @@ impl<F: LogFs> Daemon<F> {
     fn end_hold(&mut self) {
         if self.status.held.take().is_some() {
             self.hold_logged = None;
-            warn(&format!(
+            warn!(
                 "the state directory {} takes the cursor again: applying resumes",
                 self.opts.state.path().display()
-            ));
+            );
         }
     }
 
@@ -667,7 +665,7 @@ impl<F: LogFs> Daemon<F> {
             .collect();
         self.status.updated = Some(now);
         if let Err(e) = self.opts.state.save_status(&self.status) {
-            warn(&format!("cannot write status: {e}"));
+            warn!("cannot write status: {e}");
         }
         self.last_status = Instant::now();
     }
@@ -679,7 +677,7 @@ impl<F: LogFs> Daemon<F> {
         }
         self.saved_version = self.policy.version();
         if let Err(e) = self.opts.state.save_active(self.policy.active_bans()) {
-            warn(&format!("cannot save active bans: {e}"));
+            warn!("cannot save active bans: {e}");
         }
     }
 
@@ -691,14 +689,14 @@ impl<F: LogFs> Daemon<F> {
         } else {
             // The saved cursor stays before the batch: the next start reads
             // and applies it again.
-            warn(&format!(
+            warn!(
                 "stopping with a batch of {} not applied; it is read again at the next start",
                 self.pending.len()
-            ));
+            );
         }
         self.save_active();
         self.write_status();
-        self.info("stopped");
+        info!("stopped");
         self.status
     }
 }
@@ -721,11 +719,11 @@ fn resume_cursor(opts: &Options, saved: Option<SavedCursor>) -> Option<crate::fo
     match saved {
         Some(saved) if saved.log == opts.log => Some(saved.cursor),
         Some(saved) => {
-            warn(&format!(
+            warn!(
                 "the saved cursor is for {}, not {}: starting from the beginning",
                 saved.log.display(),
                 opts.log.display()
-            ));
+            );
             None
         }
         None => None,
@@ -764,7 +762,7 @@ impl RejectLog {
         self.flush();
         if self.logged < REJECT_LOG_PER_MINUTE {
             self.logged += 1;
-            warn(message);
+            warn!("{}", message);
         } else {
             self.suppressed += 1;
         }
@@ -776,10 +774,10 @@ impl RejectLog {
             return;
         }
         if self.suppressed > 0 {
-            warn(&format!(
+            warn!(
                 "{} more rejected, refused or adjusted lines in the last minute were not logged one by one",
                 self.suppressed
-            ));
+            );
         }
         *self = RejectLog::new();
     }

@@ -16,9 +16,9 @@ use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 
 use super::policy::Policy;
-use super::{error, warn};
 use crate::backend::{Action, Backend, Ban};
 use crate::record::{PortSpec, Target};
+use log::{error, warn};
 
 /// When to check the backend's objects, and whether they still need
 /// restoring.
@@ -49,11 +49,11 @@ impl FirewallGuard {
         self.lost = true;
         let saved = bans_in_force(policy, Utc::now()).len();
         if saved > 0 {
-            warn(&format!(
+            warn!(
                 "the {} backend's firewall objects were not there at start (a reboot?): \
                  applying the {saved} saved active bans again",
                 backend.name()
-            ));
+            );
         }
     }
 
@@ -81,18 +81,18 @@ impl FirewallGuard {
                 Ok(true) => return 0,
                 Ok(false) => {
                     self.lost = true;
-                    warn(&format!(
+                    warn!(
                         "the {} backend's firewall objects are gone (nft flush ruleset, \
                          ipset destroy, another tool?): setting them up again",
                         backend.name()
-                    ));
+                    );
                 }
                 Err(e) => {
-                    warn(&format!(
+                    warn!(
                         "cannot check the {} backend's firewall objects: {e} \
                          (said once until a check succeeds)",
                         backend.name()
-                    ));
+                    );
                     return 1;
                 }
             }
@@ -106,10 +106,10 @@ impl FirewallGuard {
     /// what it could not apply (a refused network would fail every retry).
     fn restore(&mut self, backend: &mut dyn Backend, policy: &Policy) -> u64 {
         if let Err(e) = backend.setup() {
-            error(&format!(
+            error!(
                 "setting the {} backend up again failed: {e}; retrying at the next safety poll",
                 backend.name()
-            ));
+            );
             return 1;
         }
         self.lost = false;
@@ -118,18 +118,18 @@ impl FirewallGuard {
             return 0;
         }
         if let Err(e) = backend.apply(&bans) {
-            error(&format!(
+            error!(
                 "re-applying {} active bans to the {} backend failed in part: {e}",
                 bans.len(),
                 backend.name()
-            ));
+            );
             return 1;
         }
-        warn(&format!(
+        warn!(
             "re-applied {} active bans to the {} backend, each with its remaining time",
             bans.len(),
             backend.name()
-        ));
+        );
         0
     }
 }

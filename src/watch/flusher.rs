@@ -10,9 +10,9 @@
 use std::thread;
 use std::time::Duration;
 
-use super::{info, warn};
 use crate::spool::Spool;
 use crate::transport::Transport;
+use log::{info, warn};
 
 /// Starts the flusher: every `interval`, if the spool holds anything (or an
 /// orphan journal), flush it. The thread ends with the process.
@@ -29,17 +29,17 @@ pub fn spawn(
                 Ok(false) => continue,
                 Ok(true) => {}
                 Err(e) => {
-                    warn(&format!("cannot read the spool: {e}"));
+                    warn!("cannot read the spool: {e}");
                     continue;
                 }
             }
             match spool.flush(&mut *transport, lock_timeout) {
-                Ok(report) if report.delivered > 0 => info(&format!(
+                Ok(report) if report.delivered > 0 => info!(
                     "delivered {} spooled record(s) to the log",
                     report.delivered
-                )),
+                ),
                 Ok(_) => {}
-                Err(e) => warn(&format!("flushing the spool failed: {e}")),
+                Err(e) => warn!("flushing the spool failed: {e}"),
             }
         }
     };
@@ -47,6 +47,6 @@ pub fn spawn(
         .name("banshare-flush".into())
         .spawn(body)
     {
-        warn(&format!("cannot start the spool flusher: {e}"));
+        warn!("cannot start the spool flusher: {e}");
     }
 }

@@ -19,18 +19,3 @@ pub mod policy;
 pub mod reach;
 pub mod state;
 pub mod wake;
-
-// The watcher logs to stderr, one line per event, as systemd expects; the
-// journal adds the time.
-
-pub(crate) fn info(message: &str) {
-    eprintln!("banshare: {message}");
-}
-
-pub(crate) fn warn(message: &str) {
-    eprintln!("banshare: warning: {message}");
-}
-
-pub(crate) fn error(message: &str) {
-    eprintln!("banshare: error: {message}");
-}

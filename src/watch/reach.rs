@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::warn;
 use crate::transport::LogLocation;
 use crate::transport::endpoint::{self, Endpoints};
+use log::warn;
 
 /// How often names and routes are looked up again when nothing else says
 /// they may have changed.
@@ -115,7 +115,7 @@ impl Reach {
     fn say_problems(&mut self, problems: Vec<String>) {
         if problems != self.problems {
             for problem in &problems {
-                warn(problem);
+                warn!("{}", problem);
             }
         }
         self.problems = problems;

@@ -187,10 +187,10 @@ impl StateDir {
                     self.save_status(&status).map_err(io_err(&path))?;
                 }
             }
-            super::info(&format!(
+            log::info!(
                 "migrated {} from state format 0 to {STATE_VERSION}",
                 path.display()
-            ));
+            );
         }
         Ok(())
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use notify::event::{AccessKind, AccessMode, EventKind};
 
 use super::mode::Mode;
-use super::warn;
+use log::warn;
 
 /// What other threads can tell the loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +54,7 @@ impl Wake {
             Mode::Native { .. } => match watch_directory(path, tx.clone()) {
                 Ok(watcher) => (mode, Some(watcher)),
                 Err(e) => {
-                    warn(&format!("inotify unavailable ({e}); polling instead"));
+                    warn!("inotify unavailable ({e}); polling instead");
                     (Mode::Poll(Duration::from_millis(250)), None)
                 }
             },

@@ -97,9 +97,7 @@ impl SftpTransport {
         // Written: nothing from here on may fail the append (see the file
         // transport).
         if let Err(e) = lock.release() {
-            eprintln!(
-                "banshare: warning: the batch was appended, but releasing the lock failed ({e})"
-            );
+            log::warn!("the batch was appended, but releasing the lock failed ({e})");
         }
         Ok(())
     }

@@ -148,8 +148,8 @@ fn check_host_key(
             known
                 .write_file(path, KnownHostFileKind::OpenSSH)
                 .map_err(|e| kh_err(e.to_string()))?;
-            eprintln!(
-                "banshare: warning: pinned the host key of {name} ({fingerprint}) in {}",
+            log::warn!(
+                "pinned the host key of {name} ({fingerprint}) in {}",
                 path.display()
             );
             Ok(())
