@@ -10,7 +10,7 @@ use clap::Parser;
 use clap::error::ErrorKind;
 
 use cli::args::Cli;
-use cli::commands::Failure;
+use cli::failure::Failure;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {

@@ -1,80 +1,25 @@
-//! What each command does, over the library.
+//! What each command does, over the library: the dispatcher, and the
+//! short commands (ban, unban, flush, keygen, config check); the daemons
+//! live in [`super::watch`] and [`super::fail2ban`].
 
 use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::{Context, anyhow};
-use banshare::append::{self, Outcome, Request, Writer};
-use banshare::config::{self, Settings};
-use banshare::lock::Owner;
+use banshare::append::{self, Outcome, Request};
+use banshare::config::Settings;
 use banshare::record::{Op, Target, never_ban};
-use banshare::spool::Spool;
-use banshare::transport::{self, LogLocation, Transport};
+use banshare::transport;
 use log::{info, warn};
 
 use super::args::{
     AddressArg, Cli, Command, ConfigCommand, Fail2banCommand, KeygenArgs, LogArgs, ShareArgs,
 };
-
-/// How a command failed, which decides the exit status.
-pub enum Failure {
-    /// Bad arguments, input or configuration: exit 2, nothing written.
-    Usage(String),
-    /// Something went wrong while doing the work: exit 1.
-    Runtime(anyhow::Error),
-    /// Standard output could not be written: its reader went away (quiet
-    /// end, by SIGPIPE) or the disk is full (exit 1).
-    Output(std::io::Error),
-    /// `status`: no watcher runs on this state directory (exit 3).
-    NotRunning(String),
-}
-
-impl Failure {
-    /// The one-line message the user sees.
-    pub fn message(&self) -> String {
-        match self {
-            Failure::Usage(m) | Failure::NotRunning(m) => m.clone(),
-            Failure::Runtime(e) => chain_text(e),
-            Failure::Output(e) => e.to_string(),
-        }
-    }
-}
-
-/// The error and its causes, `outer: inner`, each said once: many errors
-/// already include their cause's text, and repeating it ("Not a directory
-/// (os error 20): Not a directory (os error 20)") reads as two failures.
-fn chain_text(e: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in e.chain() {
-        let part = cause.to_string();
-        if text.contains(&part) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&part);
-    }
-    text
-}
-
-/// Writes `text` to standard output and flushes it, so that a failure is
-/// an error here rather than a panic in `print!` or a loss at exit.
-pub fn write_stdout(text: &str) -> Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(Failure::Output)
-}
-
-impl From<anyhow::Error> for Failure {
-    fn from(e: anyhow::Error) -> Failure {
-        Failure::Runtime(e)
-    }
-}
-
-pub type Result<T> = std::result::Result<T, Failure>;
+use super::failure::{Failure, Result, write_stdout};
+use super::setup::{
+    apply_log_args, config_path, load_settings, open_spool, open_spool_and_transport, owner,
+    required_log, writer,
+};
 
 /// Standard input for `ban -` is read whole; this bounds it.
 const MAX_STDIN: u64 = 64 << 20;
@@ -108,49 +53,6 @@ pub fn run(cli: Cli) -> Result<()> {
             })
         }
     }
-}
-
-pub fn load_settings(path: &Option<PathBuf>) -> Result<Settings> {
-    Settings::load(&config_path(path), path.is_some()).map_err(|e| Failure::Usage(e.to_string()))
-}
-
-/// The configuration file: `--config`, or the default one.
-pub fn config_path(path: &Option<PathBuf>) -> PathBuf {
-    path.clone()
-        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH))
-}
-
-/// Applies the flags over the file's settings and re-checks the rules that
-/// tie values together.
-pub fn apply_log_args(settings: &mut Settings, args: &LogArgs) -> Result<()> {
-    if let Some(log) = &args.log {
-        settings.log = Some(log.clone());
-    }
-    if let Some(node) = &args.node {
-        settings.node = node.clone();
-    }
-    if let Some(dir) = &args.spool_dir {
-        settings.spool_dir = dir.clone();
-    }
-    if let Some(t) = args.lock_timeout {
-        settings.append.lock.timeout = t;
-    }
-    if let Some(t) = args.stale_lock {
-        settings.append.lock.stale_after = t;
-    }
-    if let Some(key) = &args.key {
-        settings.key = Some(key.clone());
-    }
-    if let Some(key) = &args.identity {
-        settings.sftp.identity = Some(key.clone());
-    }
-    if let Some(file) = &args.known_hosts {
-        settings.sftp.known_hosts = file.clone();
-    }
-    settings.sftp.accept_new_host_key |= args.accept_new_host_key;
-    settings
-        .check_consistency()
-        .map_err(|(key, message)| Failure::Usage(format!("{key}: {message}")))
 }
 
 fn share(op: Op, args: ShareArgs, mut settings: Settings) -> Result<()> {
@@ -266,59 +168,6 @@ fn keygen(args: KeygenArgs, settings: Settings) -> Result<()> {
     banshare::durable::write_atomic(std::path::Path::new(&public), line.as_bytes(), 0o644)
         .with_context(|| format!("cannot write {}", PathBuf::from(&public).display()))?;
     write_stdout(&line)
-}
-
-/// Who writes, with this node's signing key if one is configured.
-pub fn writer(settings: &Settings) -> Result<Writer> {
-    let key = match &settings.key {
-        Some(path) => {
-            let key = banshare::trust::load_signing_key(path)
-                .map_err(|e| Failure::Usage(format!("signing key: {e}")))?;
-            Some(std::sync::Arc::new(key))
-        }
-        None => None,
-    };
-    Ok(Writer {
-        node: settings.node.clone(),
-        tag: settings.append.tag.clone(),
-        pid: std::process::id(),
-        key,
-    })
-}
-
-pub fn required_log(settings: &Settings) -> Result<LogLocation> {
-    settings.log.clone().ok_or_else(|| {
-        Failure::Usage(
-            "no log given: pass --log PATH or set `log` in [common] of the config".into(),
-        )
-    })
-}
-
-pub fn open_spool_and_transport(
-    settings: &Settings,
-    location: &LogLocation,
-) -> Result<(Spool, Box<dyn Transport>)> {
-    let spool = open_spool(settings)?;
-    let transport = transport::open(
-        location,
-        &spool.append_lock_path(),
-        owner(settings),
-        settings.append.lock,
-        &settings.sftp,
-    );
-    Ok((spool, transport))
-}
-
-fn open_spool(settings: &Settings) -> Result<Spool> {
-    Ok(Spool::open(&settings.spool_dir).context("cannot open the spool")?)
-}
-
-/// This process as the holder of the log's locks.
-fn owner(settings: &Settings) -> Owner {
-    Owner {
-        node: settings.node.to_string(),
-        pid: std::process::id(),
-    }
 }
 
 /// The addresses from the arguments, with `-` replaced by standard input.

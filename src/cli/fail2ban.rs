@@ -11,8 +11,8 @@ use banshare::transport::LogLocation;
 use banshare::watch::mode;
 
 use super::args::{InstallArgs, MonitorArgs};
-use super::commands::{Result, apply_log_args, required_log, writer};
-use super::watch::{acquire_state, forward_signals};
+use super::failure::Result;
+use super::setup::{acquire_state, apply_log_args, forward_signals, required_log, writer};
 
 pub fn monitor(args: MonitorArgs, mut settings: Settings) -> Result<()> {
     apply_log_args(&mut settings, &args.log)?;

@@ -1,9 +1,13 @@
 //! The `banshare` command: argument types in [`args`], what each command
-//! does in [`commands`] and, for the watcher, [`watch`]; [`logging`] prints
-//! the library's log lines.
+//! does in [`commands`] and, for the daemons, [`watch`] and [`fail2ban`];
+//! what they set up alike in [`setup`]; exit statuses in [`failure`];
+//! [`logging`] prints the library's log lines. Only [`commands`] knows the
+//! other command modules, so they form no circle.
 
 pub mod args;
 pub mod commands;
 pub mod fail2ban;
+pub mod failure;
 pub mod logging;
+pub mod setup;
 pub mod watch;

@@ -11,17 +11,18 @@ use banshare::follow::{LocalFs, LogFs};
 use banshare::spool::Spool;
 use banshare::transport::LogLocation;
 use banshare::trust::TrustPolicy;
-use banshare::watch::daemon::{Daemon, Handle, Msg, Options, Reloaded};
+use banshare::watch::daemon::{Daemon, Options, Reloaded};
 use banshare::watch::policy::PolicySettings;
 use banshare::watch::reach::Reach;
-use banshare::watch::state::{self, StateDir, StateError, Status};
+use banshare::watch::state::{self, StateDir, Status};
 use banshare::watch::{flusher, host, mode};
 use serde::Serialize;
 
 use super::args::{CleanupArgs, StatusArgs, WatchArgs};
-use super::commands::{
-    Failure, Result, apply_log_args, config_path, load_settings, open_spool_and_transport,
-    required_log, write_stdout,
+use super::failure::{Failure, Result, write_stdout};
+use super::setup::{
+    acquire_state, apply_log_args, config_path, forward_signals, load_settings,
+    open_spool_and_transport, required_log,
 };
 
 pub fn watch(args: WatchArgs, config: &Option<PathBuf>, mut settings: Settings) -> Result<()> {
@@ -85,17 +86,6 @@ fn run_watch<F: LogFs>(
     let config = config.clone();
     daemon.run(move || reload_policy(&config, &args));
     Ok(())
-}
-
-/// The state directory of a watcher or monitor, locked for this process.
-/// Another daemon using it, or files of a newer banshare, exit 2.
-pub fn acquire_state(dir: &Path) -> Result<StateDir> {
-    StateDir::acquire(dir).map_err(|e| match e {
-        StateError::Busy { .. } | StateError::FutureVersion { .. } => Failure::Usage(e.to_string()),
-        StateError::Io { .. } => Failure::Runtime(
-            anyhow!(e).context(format!("cannot open the state directory {}", dir.display())),
-        ),
-    })
 }
 
 /// The flags of `watch` over the settings.
@@ -167,26 +157,6 @@ fn reload_policy(config: &Option<PathBuf>, args: &WatchArgs) -> Option<Reloaded>
             None
         }
     }
-}
-
-/// Turns SIGTERM and SIGINT into Stop and SIGHUP into Reload for `handle`.
-pub fn forward_signals(handle: Handle) -> Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
-        .context("cannot install signal handlers")?;
-    std::thread::Builder::new()
-        .name("banshare-signals".into())
-        .spawn(move || {
-            for signal in signals.forever() {
-                handle.send(if signal == SIGHUP {
-                    Msg::Reload
-                } else {
-                    Msg::Stop
-                });
-            }
-        })
-        .context("cannot start the signal thread")?;
-    Ok(())
 }
 
 fn start_flusher(settings: &Settings, location: &LogLocation) -> Result<()> {

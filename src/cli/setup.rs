@@ -1,0 +1,144 @@
+//! What several commands set up the same way: the configuration with the
+//! flags over it, the log, the spool and transport, the writer's identity,
+//! a daemon's state directory and its signals.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow};
+use banshare::append::Writer;
+use banshare::config::{self, Settings};
+use banshare::lock::Owner;
+use banshare::spool::Spool;
+use banshare::transport::{self, LogLocation, Transport};
+use banshare::watch::daemon::{Handle, Msg};
+use banshare::watch::state::{StateDir, StateError};
+
+use super::args::LogArgs;
+use super::failure::{Failure, Result};
+
+pub fn load_settings(path: &Option<PathBuf>) -> Result<Settings> {
+    Settings::load(&config_path(path), path.is_some()).map_err(|e| Failure::Usage(e.to_string()))
+}
+
+/// The configuration file: `--config`, or the default one.
+pub fn config_path(path: &Option<PathBuf>) -> PathBuf {
+    path.clone()
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH))
+}
+
+/// Applies the flags over the file's settings and re-checks the rules that
+/// tie values together.
+pub fn apply_log_args(settings: &mut Settings, args: &LogArgs) -> Result<()> {
+    if let Some(log) = &args.log {
+        settings.log = Some(log.clone());
+    }
+    if let Some(node) = &args.node {
+        settings.node = node.clone();
+    }
+    if let Some(dir) = &args.spool_dir {
+        settings.spool_dir = dir.clone();
+    }
+    if let Some(t) = args.lock_timeout {
+        settings.append.lock.timeout = t;
+    }
+    if let Some(t) = args.stale_lock {
+        settings.append.lock.stale_after = t;
+    }
+    if let Some(key) = &args.key {
+        settings.key = Some(key.clone());
+    }
+    if let Some(key) = &args.identity {
+        settings.sftp.identity = Some(key.clone());
+    }
+    if let Some(file) = &args.known_hosts {
+        settings.sftp.known_hosts = file.clone();
+    }
+    settings.sftp.accept_new_host_key |= args.accept_new_host_key;
+    settings
+        .check_consistency()
+        .map_err(|(key, message)| Failure::Usage(format!("{key}: {message}")))
+}
+
+/// Who writes, with this node's signing key if one is configured.
+pub fn writer(settings: &Settings) -> Result<Writer> {
+    let key = match &settings.key {
+        Some(path) => {
+            let key = banshare::trust::load_signing_key(path)
+                .map_err(|e| Failure::Usage(format!("signing key: {e}")))?;
+            Some(std::sync::Arc::new(key))
+        }
+        None => None,
+    };
+    Ok(Writer {
+        node: settings.node.clone(),
+        tag: settings.append.tag.clone(),
+        pid: std::process::id(),
+        key,
+    })
+}
+
+pub fn required_log(settings: &Settings) -> Result<LogLocation> {
+    settings.log.clone().ok_or_else(|| {
+        Failure::Usage(
+            "no log given: pass --log PATH or set `log` in [common] of the config".into(),
+        )
+    })
+}
+
+pub fn open_spool_and_transport(
+    settings: &Settings,
+    location: &LogLocation,
+) -> Result<(Spool, Box<dyn Transport>)> {
+    let spool = open_spool(settings)?;
+    let transport = transport::open(
+        location,
+        &spool.append_lock_path(),
+        owner(settings),
+        settings.append.lock,
+        &settings.sftp,
+    );
+    Ok((spool, transport))
+}
+
+pub fn open_spool(settings: &Settings) -> Result<Spool> {
+    Ok(Spool::open(&settings.spool_dir).context("cannot open the spool")?)
+}
+
+/// This process as the holder of the log's locks.
+pub fn owner(settings: &Settings) -> Owner {
+    Owner {
+        node: settings.node.to_string(),
+        pid: std::process::id(),
+    }
+}
+
+/// The state directory of a watcher or monitor, locked for this process.
+/// Another daemon using it, or files of a newer banshare, exit 2.
+pub fn acquire_state(dir: &Path) -> Result<StateDir> {
+    StateDir::acquire(dir).map_err(|e| match e {
+        StateError::Busy { .. } | StateError::FutureVersion { .. } => Failure::Usage(e.to_string()),
+        StateError::Io { .. } => Failure::Runtime(
+            anyhow!(e).context(format!("cannot open the state directory {}", dir.display())),
+        ),
+    })
+}
+
+/// Turns SIGTERM and SIGINT into Stop and SIGHUP into Reload for `handle`.
+pub fn forward_signals(handle: Handle) -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("banshare-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                handle.send(if signal == SIGHUP {
+                    Msg::Reload
+                } else {
+                    Msg::Stop
+                });
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}
