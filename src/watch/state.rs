@@ -91,6 +91,18 @@ pub struct Status {
     pub last_error: Option<String>,
     /// The cursor: byte offset after the last applied record.
     pub offset: u64,
+    /// Bytes in the log past the cursor (an unfinished last line
+    /// included), as the watcher measured them through its own feed when it
+    /// wrote this status: right over every transport, and `status` needs no
+    /// access to the log. `None`: it could not look (the log unreachable, or
+    /// not opened yet). Optional with a default, so format 1 stays as it
+    /// was: files without it read as `None`, and older releases ignore it.
+    #[serde(default)]
+    pub lag_bytes: Option<u64>,
+    /// Complete records past the cursor, measured with `lag_bytes`; `None`
+    /// also when the lag was too long to count at every status write.
+    #[serde(default)]
+    pub lag_records: Option<u64>,
     pub last_record_ts: Option<DateTime<Utc>>,
     pub active_bans: usize,
     pub lines_read: u64,
