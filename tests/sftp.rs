@@ -466,6 +466,16 @@ fn status_over_sftp_shows_the_lag_measured_through_the_feed() {
         "3 refused records ({size} bytes) behind the cursor: {}",
         status_json(&site, 1)
     );
+    let text = Command::new(BANSHARE)
+        .args(["--config", "/dev/null", "status", "--state-dir"])
+        .arg(site.state_dir(1))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!("lag 3 records, {size} bytes behind")),
+        "{text}"
+    );
 
     fs::remove_file(&refuse).unwrap();
     let applied = wait_until(Duration::from_secs(60), || {
