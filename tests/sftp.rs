@@ -204,6 +204,10 @@ fn append_and_follow_over_sftp_with_a_chrooted_account() {
                 .any(|l| l.contains(&format!("refused to ban {server} "))),
         "node1 banned the SFTP host it reads the log from: {seen:?}"
     );
+    assert!(
+        !seen.iter().any(|l| l.contains("the log was replaced")),
+        "appends to the log taken for a new file: {seen:?}"
+    );
     let records = read_records(&site.server_log());
     assert_eq!(records.len(), 3);
 
