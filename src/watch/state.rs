@@ -625,6 +625,28 @@ mod tests {
     }
 
     #[test]
+    fn a_status_without_the_lag_reads_as_unknown_and_the_lag_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        // As format 1 was written before the watcher measured its lag.
+        let mut old = serde_json::to_value(Status::default()).unwrap();
+        let fields = old.as_object_mut().unwrap();
+        fields.remove("lag_bytes");
+        fields.remove("lag_records");
+        fields.insert("version".into(), 1.into());
+        fs::write(dir.path().join("status.json"), old.to_string()).unwrap();
+        let read = state.load_status().unwrap().unwrap();
+        assert_eq!((read.lag_bytes, read.lag_records), (None, None));
+        let measured = Status {
+            lag_bytes: Some(396),
+            lag_records: Some(3),
+            ..Status::default()
+        };
+        state.save_status(&measured).unwrap();
+        assert_eq!(state.load_status().unwrap(), Some(measured));
+    }
+
+    #[test]
     fn status_overwritten_in_place_reads_back_whole() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::open(dir.path()).unwrap();
