@@ -12,8 +12,6 @@
 //! (see `docs/format.md`, section 3).
 
 use std::path::PathBuf;
-use std::sync::mpsc;
-use std::thread;
 use std::time::Duration;
 
 use chrono::{DateTime, Local, SubsecRound, Utc};
@@ -25,7 +23,7 @@ use crate::record::{
     SyslogTime, Tag, Target,
 };
 use crate::spool::{FlushReport, Spool, SpoolError, to_batch};
-use crate::transport::Transport;
+use crate::transport::Publisher;
 
 /// How much longer than its delivery deadline [`deliver_journaled`] waits
 /// for the delivering child: time to move the journal to the spool and
@@ -112,22 +110,24 @@ pub enum Outcome {
     Journaled { path: PathBuf, reason: String },
 }
 
-/// Delivers `records` through `transport`, giving up after `deadline`.
+/// Delivers `records` through `publisher`, giving up after `deadline`.
+/// The publisher is only borrowed: a long-lived writer (the monitor) keeps
+/// its connection from one batch to the next.
 ///
 /// If older records wait in the spool, the new ones join the queue behind
 /// them and the whole spool is flushed, so that the log keeps each host's
 /// records in order.
 pub fn deliver(
     records: Vec<Record>,
-    transport: Box<dyn Transport>,
+    publisher: &mut Publisher,
     spool: &Spool,
     deadline: Duration,
 ) -> Result<Outcome, SpoolError> {
     if spool.is_empty()? {
-        deliver_direct(records, transport, spool, deadline)
+        deliver_direct(records, publisher, spool, deadline)
     } else {
         spool.put(&records, false)?;
-        flush_with_deadline(transport, spool, deadline)
+        flush_with_deadline(publisher, spool, deadline)
     }
 }
 
@@ -139,10 +139,11 @@ pub fn deliver(
 /// spools them) as [`deliver`] does and removes the journal. If the child
 /// does not report in time, or dies, the journal is fsynced and left to it,
 /// or to `flush` once it is dead. Call it only while the process has a
-/// single thread (see [`detach::run_detached`]).
+/// single thread (see [`detach::run_detached`]), with a publisher that has
+/// not connected yet: the child connects, so the parent holds no session.
 pub fn deliver_journaled(
     records: Vec<Record>,
-    transport: Box<dyn Transport>,
+    publisher: &mut Publisher,
     spool: &Spool,
     deadline: Duration,
 ) -> Result<Outcome, SpoolError> {
@@ -152,16 +153,16 @@ pub fn deliver_journaled(
             // A full or broken local disk must not stop a delivery the
             // share can take: deliver as before journals, in this process.
             eprintln!("banshare: warning: delivering without a journal: {e}");
-            return deliver(records, transport, spool, deadline);
+            return deliver(records, publisher, spool, deadline);
         }
     };
-    // The transport moves into whichever process delivers: the child, or
-    // this one if no child can be started.
-    let mut work = Some((records, transport));
+    // The records move into whichever process delivers: the child, or this
+    // one if no child can be started. Either connects the publisher.
+    let mut work = Some(records);
     let detached = detach::run_detached(deadline + RETURN_GRACE, || {
-        let (records, transport) = work.take().expect("runs once");
+        let records = work.take().expect("runs once");
         report_line(deliver_from_journal(
-            &journal, records, transport, spool, deadline,
+            &journal, records, publisher, spool, deadline,
         ))
     });
     let detached = match detached {
@@ -170,8 +171,8 @@ pub fn deliver_journaled(
             eprintln!(
                 "banshare: warning: cannot start the delivery process ({e}); delivering here"
             );
-            let (records, transport) = work.take().expect("the child never ran");
-            return deliver_from_journal(&journal, records, transport, spool, deadline);
+            let records = work.take().expect("the child never ran");
+            return deliver_from_journal(&journal, records, publisher, spool, deadline);
         }
     };
     // The child's warnings (a broken stale lock, a corrupt spool file).
@@ -200,16 +201,16 @@ pub fn deliver_journaled(
 fn deliver_from_journal(
     journal: &Journal,
     records: Vec<Record>,
-    transport: Box<dyn Transport>,
+    publisher: &mut Publisher,
     spool: &Spool,
     deadline: Duration,
 ) -> Result<Outcome, SpoolError> {
     if !spool.is_empty()? {
         // Older records wait: queue behind them, as in `deliver`.
         spool.adopt(journal, false)?;
-        return flush_with_deadline(transport, spool, deadline);
+        return flush_with_deadline(publisher, spool, deadline);
     }
-    let outcome = append_or_keep(&records, transport, deadline, |uncertain| {
+    let outcome = append_or_keep(&records, publisher, deadline, |uncertain| {
         spool.adopt(journal, uncertain)
     })?;
     if let Outcome::Delivered { .. } = outcome
@@ -267,11 +268,11 @@ fn parse_report(line: &str) -> Result<Outcome, String> {
 
 fn deliver_direct(
     records: Vec<Record>,
-    transport: Box<dyn Transport>,
+    publisher: &mut Publisher,
     spool: &Spool,
     deadline: Duration,
 ) -> Result<Outcome, SpoolError> {
-    append_or_keep(&records, transport, deadline, |uncertain| {
+    append_or_keep(&records, publisher, deadline, |uncertain| {
         spool.put(&records, uncertain)
     })
 }
@@ -281,12 +282,12 @@ fn deliver_direct(
 /// part of the batch may be in the log.
 fn append_or_keep(
     records: &[Record],
-    mut transport: Box<dyn Transport>,
+    publisher: &mut Publisher,
     deadline: Duration,
     keep: impl FnOnce(bool) -> Result<PathBuf, SpoolError>,
 ) -> Result<Outcome, SpoolError> {
     let batch = to_batch(records);
-    match run_with_deadline(deadline, move || transport.append(&batch)) {
+    match publisher.run_with_deadline(deadline, move |transport| transport.append(&batch)) {
         Some(Ok(())) => Ok(Outcome::Delivered {
             total: records.len(),
         }),
@@ -313,13 +314,13 @@ fn not_kept(delivery: &str, source: SpoolError) -> SpoolError {
 }
 
 fn flush_with_deadline(
-    mut transport: Box<dyn Transport>,
+    publisher: &mut Publisher,
     spool: &Spool,
     deadline: Duration,
 ) -> Result<Outcome, SpoolError> {
     let worker_spool = spool.clone();
-    let flushed = run_with_deadline(deadline, move || {
-        worker_spool.flush(&mut *transport, deadline)
+    let flushed = publisher.run_with_deadline(deadline, move |transport| {
+        worker_spool.flush(transport, deadline)
     });
     match flushed {
         Some(Ok(FlushReport {
@@ -345,26 +346,13 @@ fn flush_with_deadline(
     }
 }
 
-/// Runs `work` on a worker thread and waits at most `deadline` for it. A
-/// hung filesystem call cannot be cancelled, but it need not hold up the
-/// caller: the process exits without waiting for the worker.
-pub fn run_with_deadline<T: Send + 'static>(
-    deadline: Duration,
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(work());
-    });
-    rx.recv_timeout(deadline).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::record::RecordId;
-    use crate::transport::TransportError;
+    use crate::transport::{Transport, TransportError};
     use std::collections::HashSet;
+    use std::thread;
 
     /// A log that takes every batch after `delay`, writing nothing anywhere
     /// (it runs in the delivering child).
@@ -402,10 +390,13 @@ mod tests {
     fn a_confirmed_delivery_removes_the_journal() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
-        let log = Box::new(SlowLog {
-            delay: Duration::ZERO,
+        let mut log = Publisher::new(|| {
+            Box::new(SlowLog {
+                delay: Duration::ZERO,
+            })
         });
-        let outcome = deliver_journaled(records(), log, &spool, Duration::from_secs(10)).unwrap();
+        let outcome =
+            deliver_journaled(records(), &mut log, &spool, Duration::from_secs(10)).unwrap();
         assert!(
             matches!(outcome, Outcome::Delivered { total: 1 }),
             "{outcome:?}"
@@ -413,15 +404,43 @@ mod tests {
         assert!(files(&spool).is_empty(), "{:?}", files(&spool));
     }
 
+    /// `banshare ban` hands over a publisher that has not connected: the
+    /// delivering child opens the transport, so the parent, which must stay
+    /// single-threaded, never holds a session.
+    #[test]
+    fn the_delivering_child_opens_the_transport() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        // Counts in this process's memory: the child's count is its own.
+        let opened_here = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = opened_here.clone();
+        let mut log = Publisher::new(move || {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::new(SlowLog {
+                delay: Duration::ZERO,
+            })
+        });
+        let outcome =
+            deliver_journaled(records(), &mut log, &spool, Duration::from_secs(10)).unwrap();
+        assert!(
+            matches!(outcome, Outcome::Delivered { total: 1 }),
+            "{outcome:?}"
+        );
+        let opened_here = opened_here.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(opened_here, 0, "the parent opened the transport");
+    }
+
     #[test]
     fn a_delivery_past_its_deadline_is_spooled_as_uncertain() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
-        let log = Box::new(SlowLog {
-            delay: Duration::from_secs(30),
+        let mut log = Publisher::new(|| {
+            Box::new(SlowLog {
+                delay: Duration::from_secs(30),
+            })
         });
         let outcome =
-            deliver_journaled(records(), log, &spool, Duration::from_millis(100)).unwrap();
+            deliver_journaled(records(), &mut log, &spool, Duration::from_millis(100)).unwrap();
         assert!(matches!(outcome, Outcome::Spooled { .. }), "{outcome:?}");
         let names = files(&spool);
         assert!(
@@ -453,7 +472,7 @@ mod tests {
         };
         let err = append_or_keep(
             &records(),
-            Box::new(RefusingLog),
+            &mut Publisher::new(|| Box::new(RefusingLog)),
             Duration::from_secs(10),
             full_spool,
         )

@@ -71,18 +71,28 @@ impl Node {
         };
         let records =
             append::build_records(&request, &self.writer, Utc::now()).map_err(|e| e.to_string())?;
-        append::deliver(records, self.transport(), &self.spool, DEADLINE).map_err(|e| e.to_string())
+        let mut publisher = transport::publisher(
+            &self.log,
+            &self.spool.append_lock_path(),
+            self.owner(),
+            TIMINGS,
+            &Default::default(),
+        );
+        append::deliver(records, &mut publisher, &self.spool, DEADLINE).map_err(|e| e.to_string())
+    }
+
+    fn owner(&self) -> Owner {
+        Owner {
+            node: self.writer.node.to_string(),
+            pid: self.writer.pid,
+        }
     }
 
     fn transport(&self) -> Box<dyn transport::Transport> {
-        let owner = Owner {
-            node: self.writer.node.to_string(),
-            pid: self.writer.pid,
-        };
         transport::open(
             &self.log,
             &self.spool.append_lock_path(),
-            owner,
+            self.owner(),
             TIMINGS,
             &Default::default(),
         )

@@ -492,3 +492,161 @@ fn status_over_sftp_shows_the_lag_measured_through_the_feed() {
         status_json(&site, 1)
     );
 }
+
+/// `banshare monitor` keeps one SSH connection for all its batches, and
+/// makes a new one only when the file server's sshd restarts: the records
+/// of the failed batch wait in the spool and go out with the next one,
+/// none lost or doubled.
+#[test]
+fn the_monitor_keeps_one_sftp_connection_and_reconnects_after_sshd_restarts() {
+    let site = Site::new("sftpmon", 1);
+    let f2b_log = site.tmp.path().join("fail2ban.log");
+    fs::write(&f2b_log, b"").unwrap();
+    let state = site.tmp.path().join("monitor");
+    let args = [
+        "monitor",
+        "--fail2ban-log",
+        f2b_log.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ];
+    let monitor = site
+        .banshare(0, &args, site.cluster.known_hosts())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _monitor = Daemon(monitor);
+    assert!(
+        wait_until(Duration::from_secs(20), || state
+            .join("cursor.json")
+            .exists()),
+        "the monitor never started"
+    );
+    let logins = || {
+        site.cluster
+            .sshd_log()
+            .matches("Accepted publickey")
+            .count()
+    };
+    let shared = || read_records(&site.server_log()).len();
+    let ban = |n: usize| {
+        let line = format!(
+            "2026-11-21 18:41:45,928 fail2ban.actions [752]: NOTICE [sshd] Ban 192.0.2.{n}\n"
+        );
+        let mut f = fs::OpenOptions::new().append(true).open(&f2b_log).unwrap();
+        std::io::Write::write_all(&mut f, line.as_bytes()).unwrap();
+    };
+    // One ban at a time, each delivered before the next: one batch each.
+    for n in 1..=3 {
+        ban(n);
+        assert!(
+            wait_until(Duration::from_secs(30), || shared() == n),
+            "ban {n} not delivered"
+        );
+    }
+    assert_eq!(logins(), 1, "one SSH login for three batches");
+
+    site.cluster.stop_sshd();
+    site.cluster.start_sshd();
+    // The first batch after the restart meets the dead session: spooled or
+    // delivered over a new connection; the next one goes out with it.
+    ban(4);
+    let spool = site.tmp.path().join("spool0");
+    let spooled = || {
+        fs::read_dir(&spool).is_ok_and(|d| {
+            d.filter_map(Result::ok)
+                .any(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || shared() == 4 || spooled()),
+        "ban 4 neither delivered nor spooled"
+    );
+    ban(5);
+    assert!(
+        wait_until(Duration::from_secs(30), || shared() == 5),
+        "bans 4 and 5 not delivered after the restart"
+    );
+    let records = read_records(&site.server_log());
+    let targets: HashSet<String> = records.iter().map(|r| r.target.to_string()).collect();
+    assert_eq!(
+        (records.len(), targets.len()),
+        (5, 5),
+        "none lost or doubled"
+    );
+    assert_eq!(logins(), 2, "one new SSH login after the restart");
+}
+
+/// The watcher's flusher keeps one SSH connection for every flush, and
+/// makes a new one after the file server's sshd restarts, even when the
+/// first call on the dead session is the read-back of an uncertain batch.
+#[test]
+fn the_flusher_keeps_one_sftp_connection_and_reconnects_after_sshd_restarts() {
+    let site = Site::new("sftpflush", 1);
+    let config = site.tmp.path().join("banshare.toml");
+    fs::write(&config, "[watch]\nflush_interval = \"200ms\"\n").unwrap();
+    let state = site.tmp.path().join("state0");
+    let watcher = site
+        .cluster
+        .command_in(site.cluster.node_ns(0), BANSHARE)
+        .arg("--config")
+        .arg(&config)
+        .args(["watch", "--backend", "log", "--poll-interval", "100ms"])
+        .arg("--state-dir")
+        .arg(&state)
+        .args(site.flags(0, site.cluster.known_hosts()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _watcher = Daemon(watcher);
+    let logins = || {
+        site.cluster
+            .sshd_log()
+            .matches("Accepted publickey")
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || logins() == 1),
+        "the watcher's follower never connected"
+    );
+    let spool = site.tmp.path().join("spool0");
+    let shared = || read_records(&site.server_log()).len();
+    // A batch a `ban` run left uncertain: the flusher reads the log back
+    // for its id before it appends it.
+    let spool_uncertain = |n: usize| {
+        let line = format!("<13>Nov 21 18:28:04 t[1]: HOST 192.0.2.{n} PORT 22 id={n:016x}\n");
+        let name = format!("{n:020}-0000000001-000000.uncertain");
+        let temp = spool.join(format!(".{name}"));
+        fs::write(&temp, line).unwrap();
+        fs::rename(&temp, spool.join(name)).unwrap();
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || spool.is_dir()),
+        "no spool"
+    );
+    for n in 1..=2 {
+        spool_uncertain(n);
+        assert!(
+            wait_until(Duration::from_secs(30), || shared() == n),
+            "batch {n} not flushed"
+        );
+    }
+    assert_eq!(logins(), 2, "the follower's login and one for the flusher");
+
+    site.cluster.stop_sshd();
+    site.cluster.start_sshd();
+    spool_uncertain(3);
+    assert!(
+        wait_until(Duration::from_secs(30), || shared() == 3),
+        "the flusher never reconnected"
+    );
+    let records = read_records(&site.server_log());
+    let targets: HashSet<String> = records.iter().map(|r| r.target.to_string()).collect();
+    assert_eq!(
+        (records.len(), targets.len()),
+        (3, 3),
+        "none lost or doubled"
+    );
+}

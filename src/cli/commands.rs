@@ -206,9 +206,17 @@ fn share(op: Op, args: ShareArgs, mut settings: Settings, out: Reporter) -> Resu
     let records = append::build_records(&request, &writer, chrono::Utc::now())
         .map_err(|e| anyhow!("cannot make record ids: {e}"))?;
     let count = records.len();
-    let (spool, transport) = open_spool_and_transport(&settings, &location)?;
+    let spool = open_spool(&settings)?;
+    // Connects nothing yet: the delivering child does, after the fork.
+    let mut publisher = transport::publisher(
+        &location,
+        &spool.append_lock_path(),
+        owner(&settings),
+        settings.append.lock,
+        &settings.sftp,
+    );
     // Still a single thread here, as deliver_journaled requires.
-    let outcome = append::deliver_journaled(records, transport, &spool, append.deadline())
+    let outcome = append::deliver_journaled(records, &mut publisher, &spool, append.deadline())
         .with_context(|| {
             format!("{count} {op} record(s) could be neither delivered nor spooled")
         })?;
@@ -310,19 +318,27 @@ pub fn open_spool_and_transport(
     settings: &Settings,
     location: &LogLocation,
 ) -> Result<(Spool, Box<dyn Transport>)> {
-    let spool = Spool::open(&settings.spool_dir).context("cannot open the spool")?;
-    let owner = Owner {
-        node: settings.node.to_string(),
-        pid: std::process::id(),
-    };
+    let spool = open_spool(settings)?;
     let transport = transport::open(
         location,
         &spool.append_lock_path(),
-        owner,
+        owner(settings),
         settings.append.lock,
         &settings.sftp,
     );
     Ok((spool, transport))
+}
+
+fn open_spool(settings: &Settings) -> Result<Spool> {
+    Ok(Spool::open(&settings.spool_dir).context("cannot open the spool")?)
+}
+
+/// This process as the holder of the log's locks.
+fn owner(settings: &Settings) -> Owner {
+    Owner {
+        node: settings.node.to_string(),
+        pid: std::process::id(),
+    }
 }
 
 /// The addresses from the arguments, with `-` replaced by standard input.

@@ -22,7 +22,7 @@ use crate::follow::{Follower, Line, LocalFs};
 use crate::lock::LockTimings;
 use crate::record::{BanTime, Jail, Op, PortSpec, Record, never_ban};
 use crate::spool::Spool;
-use crate::transport::{self, LogLocation};
+use crate::transport::{self, LogLocation, Publisher};
 use crate::watch::mode::Mode;
 use crate::watch::state::{SavedCursor, StateDir};
 use crate::watch::wake::{Handle, Msg, Wake};
@@ -60,6 +60,9 @@ pub struct Counts {
 
 pub struct Monitor {
     opts: Options,
+    /// Kept for the monitor's life: one connection for every batch, made
+    /// again only after a call failed or outlived its deadline.
+    publisher: Publisher,
     follower: Follower<LocalFs>,
     wake: Wake,
     /// Records read but neither delivered nor spooled yet: they go first.
@@ -82,8 +85,20 @@ impl Monitor {
         let follower = Follower::new(LocalFs, opts.fail2ban_log.clone(), saved.map(|s| s.cursor));
         let (wake, handle) = Wake::new(&opts.fail2ban_log, opts.mode);
         opts.mode = wake.mode();
+        let owner = crate::lock::Owner {
+            node: opts.writer.node.to_string(),
+            pid: std::process::id(),
+        };
+        let publisher = transport::publisher(
+            &opts.log,
+            &opts.spool.append_lock_path(),
+            owner,
+            opts.lock,
+            &opts.sftp,
+        );
         let mut monitor = Monitor {
             opts,
+            publisher,
             follower,
             wake,
             pending: Vec::new(),
@@ -221,20 +236,9 @@ impl Monitor {
     fn deliver(&mut self) -> bool {
         let records = std::mem::take(&mut self.pending);
         let count = records.len() as u64;
-        let owner = crate::lock::Owner {
-            node: self.opts.writer.node.to_string(),
-            pid: std::process::id(),
-        };
-        let transport = transport::open(
-            &self.opts.log,
-            &self.opts.spool.append_lock_path(),
-            owner,
-            self.opts.lock,
-            &self.opts.sftp,
-        );
         match append::deliver(
             records.clone(),
-            transport,
+            &mut self.publisher,
             &self.opts.spool,
             self.opts.deadline,
         ) {

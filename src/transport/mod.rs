@@ -1,10 +1,12 @@
 //! How a node reaches the shared log. Every way (a local or mounted path,
 //! SFTP; ZeroMQ later) sits behind [`Transport`], so the appender, the
 //! spool and the monitor do not care which one is configured.
-//! [`endpoint`] says which addresses a transport needs to reach.
+//! [`endpoint`] says which addresses a transport needs to reach;
+//! [`Publisher`] keeps one transport for many batches, each call bounded.
 
 pub mod endpoint;
 mod file;
+mod publisher;
 #[cfg(feature = "sftp")]
 pub mod sftp;
 
@@ -15,6 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use file::FileTransport;
+pub use publisher::{Opener, Publisher};
 
 use crate::lock::LockError;
 use crate::record::RecordId;
@@ -158,6 +161,31 @@ pub fn open(
             timings,
         )),
     }
+}
+
+/// A [`Publisher`] for `location`: it opens the transport as [`open`] does,
+/// on its first call, so nothing is connected yet when it is returned.
+pub fn publisher(
+    location: &LogLocation,
+    local_lock: &std::path::Path,
+    owner: crate::lock::Owner,
+    timings: crate::lock::LockTimings,
+    sftp_settings: &SftpSettings,
+) -> Publisher {
+    let (location, local_lock, sftp_settings) = (
+        location.clone(),
+        local_lock.to_owned(),
+        sftp_settings.clone(),
+    );
+    Publisher::new(move || {
+        open(
+            &location,
+            &local_lock,
+            owner.clone(),
+            timings,
+            &sftp_settings,
+        )
+    })
 }
 
 /// How to reach and trust the server (`[sftp]` in the configuration).

@@ -158,6 +158,20 @@ impl Transport for SftpTransport {
     }
 
     fn find_ids(&mut self, ids: &HashSet<RecordId>) -> Result<HashSet<RecordId>, TransportError> {
+        let result = self.find_ids_locked(ids);
+        if result.is_err() {
+            // As for append: the next call connects afresh.
+            self.conn = None;
+        }
+        result
+    }
+}
+
+impl SftpTransport {
+    fn find_ids_locked(
+        &mut self,
+        ids: &HashSet<RecordId>,
+    ) -> Result<HashSet<RecordId>, TransportError> {
         let _local = LocalLock::acquire(&self.local_lock, self.timings.timeout)?;
         let path = self.url.path.clone();
         let read_err = |source| TransportError::Read {
