@@ -69,10 +69,22 @@ impl Site {
     }
 
     fn banshare(&self, node: usize, args: &[&str], known_hosts: &Path) -> Command {
+        self.banshare_with(Path::new("/dev/null"), node, args, known_hosts)
+    }
+
+    /// As [`Site::banshare`], with the configuration file `config`.
+    fn banshare_with(
+        &self,
+        config: &Path,
+        node: usize,
+        args: &[&str],
+        known_hosts: &Path,
+    ) -> Command {
         let mut cmd = self
             .cluster
             .command_in(self.cluster.node_ns(node), BANSHARE);
-        cmd.args(["--config", "/dev/null"])
+        cmd.arg("--config")
+            .arg(config)
             .args(args)
             .args(self.flags(node, known_hosts));
         cmd
@@ -87,23 +99,35 @@ impl Site {
     /// `banshare watch --backend log` over SFTP on `node`; applied lines
     /// arrive on the channel, stderr lines too (prefixed `E `).
     fn watch(&self, node: usize, known_hosts: &Path) -> (Daemon, mpsc::Receiver<String>) {
-        let state = self
-            .tmp
-            .path()
-            .join(format!("state{node}"))
-            .display()
-            .to_string();
+        self.watch_with(Path::new("/dev/null"), "log", node, known_hosts)
+    }
+
+    /// The state directory of the watcher on `node`.
+    fn state_dir(&self, node: usize) -> PathBuf {
+        self.tmp.path().join(format!("state{node}"))
+    }
+
+    /// As [`Site::watch`], with the configuration file `config` and the
+    /// backend `backend`.
+    fn watch_with(
+        &self,
+        config: &Path,
+        backend: &str,
+        node: usize,
+        known_hosts: &Path,
+    ) -> (Daemon, mpsc::Receiver<String>) {
+        let state = self.state_dir(node).display().to_string();
         let args = [
             "watch",
             "--backend",
-            "log",
+            backend,
             "--poll-interval",
             "100ms",
             "--state-dir",
             &state,
         ];
         let mut child = self
-            .banshare(node, &args, known_hosts)
+            .banshare_with(config, node, &args, known_hosts)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -179,6 +203,10 @@ fn append_and_follow_over_sftp_with_a_chrooted_account() {
                 .iter()
                 .any(|l| l.contains(&format!("refused to ban {server} "))),
         "node1 banned the SFTP host it reads the log from: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|l| l.contains("the log was replaced")),
+        "appends to the log taken for a new file: {seen:?}"
     );
     let records = read_records(&site.server_log());
     assert_eq!(records.len(), 3);
@@ -373,6 +401,95 @@ fn sshd_down_for_20_s_mid_stream_loses_and_doubles_nothing() {
         (bans.len(), unique.len()),
         (total, total),
         "the watcher applied each ban once"
+    );
+}
+
+/// `banshare status --json` of the watcher on `node` of `site`; its
+/// stderr as a string before the watcher has written a status.
+fn status_json(site: &Site, node: usize) -> serde_json::Value {
+    let out = Command::new(BANSHARE)
+        .args(["--config", "/dev/null", "status", "--json", "--state-dir"])
+        .arg(site.state_dir(node))
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| stderr(&out).into())
+}
+
+/// `banshare status` of a watcher that follows an `sftp://` log shows the
+/// lag the watcher measured through its SFTP session: the log's path is
+/// the chrooted account's (`/share/newbans.log`), which is no file on the
+/// host `status` runs on. The backend refuses until told otherwise, so
+/// the records stay unapplied behind the cursor, deterministically.
+#[test]
+fn status_over_sftp_shows_the_lag_measured_through_the_feed() {
+    let site = Site::new("sftplag", 2);
+    let refuse = site.tmp.path().join("refuse");
+    let script = site.tmp.path().join("ban.sh");
+    fs::write(
+        &script,
+        format!("#!/bin/sh\n[ -e {} ] && exit 1\nexit 0\n", refuse.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let config = site.tmp.path().join("banshare.toml");
+    fs::write(
+        &config,
+        format!(
+            "[backend.command]\nban = [{:?}, \"{{ips}}\"]\nunban = [{:?}, \"{{ips}}\"]\n",
+            script.display().to_string(),
+            script.display().to_string()
+        ),
+    )
+    .unwrap();
+    fs::write(&refuse, b"").unwrap();
+    let (_watcher, _rx) = site.watch_with(&config, "command", 1, site.cluster.known_hosts());
+    let lag = |s: &serde_json::Value| (s["lag_records"].as_u64(), s["lag_bytes"].as_u64());
+
+    let caught_up = wait_until(Duration::from_secs(30), || {
+        let s = status_json(&site, 1);
+        s["log_present"] == true && lag(&s) == (Some(0), Some(0))
+    });
+    assert!(
+        caught_up,
+        "an empty log: lag 0 records, 0 bytes: {}",
+        status_json(&site, 1)
+    );
+
+    for n in 1..=3 {
+        let out = site.ban(0, &format!("192.0.2.{n}"));
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let size = fs::metadata(site.server_log()).unwrap().len();
+    let behind = wait_until(Duration::from_secs(30), || {
+        let s = status_json(&site, 1);
+        s["backend_errors"].as_u64() >= Some(1) && lag(&s) == (Some(3), Some(size))
+    });
+    assert!(
+        behind,
+        "3 refused records ({size} bytes) behind the cursor: {}",
+        status_json(&site, 1)
+    );
+    let text = Command::new(BANSHARE)
+        .args(["--config", "/dev/null", "status", "--state-dir"])
+        .arg(site.state_dir(1))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!("lag 3 records, {size} bytes behind")),
+        "{text}"
+    );
+
+    fs::remove_file(&refuse).unwrap();
+    let applied = wait_until(Duration::from_secs(60), || {
+        let s = status_json(&site, 1);
+        s["offset"].as_u64() == Some(size) && lag(&s) == (Some(0), Some(0))
+    });
+    assert!(
+        applied,
+        "all applied, lag 0 again: {}",
+        status_json(&site, 1)
     );
 }
 

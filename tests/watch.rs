@@ -328,8 +328,12 @@ fn a_batch_the_backend_refuses_is_retried_not_lost() {
     fs::write(&flag, b"").unwrap();
     let mut w = Watcher::start_with(&config, &["--backend", "command"]);
     w.share("ban", "192.0.2.9", "other", &[]);
+    let size = fs::metadata(w.log()).unwrap().len();
+    // The status tells the refused record as lag, as the watcher measured it.
     let refused = wait_until(Duration::from_secs(10), || {
-        w.status()["backend_errors"].as_u64().unwrap_or(0) >= 1
+        let s = w.status();
+        s["backend_errors"].as_u64().unwrap_or(0) >= 1
+            && (s["lag_records"].as_u64(), s["lag_bytes"].as_u64()) == (Some(1), Some(size))
     });
     assert!(refused, "the backend never refused: {}", w.status());
     assert_eq!(
@@ -342,11 +346,14 @@ fn a_batch_the_backend_refuses_is_retried_not_lost() {
         fs::read_to_string(&applied).is_ok_and(|t| t.contains("192.0.2.9"))
     });
     assert!(done, "the batch was never retried");
-    let size = fs::metadata(w.log()).unwrap().len();
     assert!(
         wait_until(Duration::from_secs(10), || w.saved_offset() == Some(size)),
         "cursor not saved after the retry"
     );
+    let caught_up = wait_until(Duration::from_secs(10), || {
+        w.status()["lag_records"].as_u64() == Some(0)
+    });
+    assert!(caught_up, "no lag once applied: {}", w.status());
     w.stop();
 }
 

@@ -157,9 +157,11 @@ command (argv templates, never a shell), log (dry run to stdout).";
 const STATUS_ABOUT: &str = "\
 Show the watcher's state from its state directory: whether it runs, the log
 it follows and how (inotify or polling), the cursor and the lag behind the
-end of the log in records and bytes, the last record's time, the active bans
-and counters of applied, rejected and skipped records, and how many records
-wait in the local spool. --json prints the same as one JSON object.
+end of the log in records and bytes (as the watcher last measured it through
+its own connection to the log, whatever the transport: status needs no access
+to the log), the last record's time, the active bans and counters of applied,
+rejected and skipped records, and how many records wait in the local spool.
+--json prints the same as one JSON object.
 
 Reads only: creates neither the state directory nor the spool. Exit status
 0 while the watcher runs; 3 when it is not running (its last status is

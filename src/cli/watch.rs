@@ -1,7 +1,5 @@
 //! `banshare watch`, `banshare status` and `banshare cleanup`.
 
-use std::fs::File;
-use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
@@ -201,13 +199,12 @@ pub fn cleanup(args: CleanupArgs, config: &Option<PathBuf>, mut settings: Settin
     Ok(())
 }
 
-/// `banshare status --json`: the watcher's own status plus what is measured
-/// now.
+/// `banshare status --json`: the watcher's own status (its lag included,
+/// which it measures through its own feed: see `Status::lag_bytes`) plus
+/// what is measured here now.
 #[derive(Debug, Serialize)]
 struct Report {
     running: bool,
-    lag_bytes: Option<u64>,
-    lag_records: Option<u64>,
     spool_records: Option<usize>,
     #[serde(flatten)]
     status: Status,
@@ -233,10 +230,6 @@ pub fn status(args: StatusArgs, settings: Settings) -> Result<()> {
         .load_status()
         .with_context(|| format!("cannot read the status in {}", dir.display()))?
         .ok_or_else(never_ran)?;
-    let (lag_bytes, lag_records) = match measure_lag(&status.log, status.offset) {
-        Ok((b, r)) => (Some(b), Some(r)),
-        Err(_) => (None, None),
-    };
     let spool_dir = args.spool_dir.unwrap_or(settings.spool_dir);
     // No spool folder: nothing was ever spooled, so nothing waits.
     let spool_records = match spool_dir.is_dir() {
@@ -246,8 +239,6 @@ pub fn status(args: StatusArgs, settings: Settings) -> Result<()> {
     let report = Report {
         running: state::is_held(&dir)
             .with_context(|| format!("cannot tell whether {} is locked", dir.display()))?,
-        lag_bytes,
-        lag_records,
         spool_records,
         status,
     };
@@ -264,27 +255,6 @@ pub fn status(args: StatusArgs, settings: Settings) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// Bytes and complete lines after `offset` in the log as it is now.
-fn measure_lag(log: &Path, offset: u64) -> std::io::Result<(u64, u64)> {
-    let file = File::open(log)?;
-    let size = file.metadata()?.len();
-    let mut reader = BufReader::new(file);
-    std::io::copy(
-        &mut (&mut reader).take(offset.min(size)),
-        &mut std::io::sink(),
-    )?;
-    let mut records = 0u64;
-    let mut buf = [0u8; 64 * 1024];
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        records += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
-    }
-    Ok((size.saturating_sub(offset), records))
 }
 
 /// The report as `status` prints it without `--json`.
@@ -316,9 +286,10 @@ fn write_status(out: &mut String, r: &Report) -> std::fmt::Result {
     };
     writeln!(out, "log:         {} ({readable})", s.log.display())?;
     writeln!(out, "follow mode: {}", s.mode)?;
-    let lag = match (r.lag_records, r.lag_bytes) {
+    let lag = match (s.lag_records, s.lag_bytes) {
         (Some(rec), Some(b)) => format!("{rec} records, {b} bytes behind"),
-        _ => "unknown (log not readable here)".into(),
+        (None, Some(b)) => format!("{b} bytes behind (too many to count the records)"),
+        _ => "unknown (the watcher could not look at the log)".into(),
     };
     writeln!(out, "cursor:      byte {}; lag {lag}", s.offset)?;
     if let Some(why) = &s.held {

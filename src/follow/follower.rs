@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::cursor::{Cursor, ids_differ};
 use super::error::FollowError;
-use super::tail::{Batch, Line, Tail};
+use super::tail::{Batch, Line, Tail, Unread};
 use super::{LogFile, LogFs, Meta};
 
 /// Bytes asked for per read: one round trip on a network share.
@@ -142,6 +142,36 @@ impl<F: LogFs> Follower<F> {
             draining: self.draining.as_ref().map(|t| t.path.clone()),
             caught_up: self.caught_up,
         }
+    }
+
+    /// What the open files hold past the last line handed out (the file
+    /// being drained, then the followed one), measured through them: their
+    /// size, and the newlines from where reading stopped, through at most
+    /// `count_max` bytes in all. Caught up, that is one `fstat` and one
+    /// `read` that returns 0 per file, so it is cheap to ask often. Moves
+    /// nothing: the next [`Follower::read_lines`] hands out those lines as
+    /// if this had not been asked. `None` when no file is open (nothing
+    /// attached yet, or given up after an error until the next call).
+    /// As of the open files: another file put at the path since the last
+    /// call is not looked at until then.
+    pub fn unread(&mut self, count_max: u64) -> std::io::Result<Option<Unread>> {
+        if self.current.is_none() {
+            return Ok(None);
+        }
+        let mut budget = count_max;
+        let mut total = Unread {
+            bytes: 0,
+            lines: Some(0),
+        };
+        for tail in [self.draining.as_mut(), self.current.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            let one = tail.unread(&mut self.chunk, &mut budget)?;
+            total.bytes += one.bytes;
+            total.lines = total.lines.zip(one.lines).map(|(a, b)| a + b);
+        }
+        Ok(Some(total))
     }
 
     /// What happened since the last call (resumes, truncations,

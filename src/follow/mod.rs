@@ -149,7 +149,7 @@ use std::path::Path;
 pub use cursor::{Cursor, FINGERPRINT_MAX, Fingerprint};
 pub use error::FollowError;
 pub use follower::{FollowEvent, FollowState, Follower};
-pub use tail::Line;
+pub use tail::{Line, Unread};
 
 /// What `stat` tells about a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -30,6 +30,17 @@ impl Line {
     }
 }
 
+/// What the followed files hold past the last line handed out. See
+/// [`Follower::unread`](super::Follower::unread).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unread {
+    /// Bytes, an unfinished last line included.
+    pub bytes: u64,
+    /// Complete lines; `None` when they were not counted (more bytes to
+    /// look through than the caller allowed).
+    pub lines: Option<u64>,
+}
+
 /// The lines gathered by one `read_lines` call, and what it may still take.
 pub(super) struct Batch {
     pub lines: Vec<Line>,
@@ -116,6 +127,36 @@ impl<H: LogFile> Tail<H> {
     /// Where the next read starts: past the unfinished line.
     pub fn pos(&self) -> u64 {
         self.offset.saturating_add(self.partial_len)
+    }
+
+    /// The bytes past the last line handed out and, if the rest of the file
+    /// fits in `budget` bytes, the complete lines among them; reads from
+    /// [`Tail::pos`] into `buf`, taking what it reads from `budget`. Takes
+    /// the larger of the file's size and the end that reading found: sizes
+    /// from `stat` may be stale on a network share.
+    pub fn unread(&mut self, buf: &mut [u8], budget: &mut u64) -> io::Result<Unread> {
+        let size = self.file.meta()?.size;
+        let mut at = self.pos();
+        let mut lines = 0u64;
+        let counted = loop {
+            if *budget == 0 {
+                break false;
+            }
+            let want = buf
+                .len()
+                .min(usize::try_from(*budget).unwrap_or(usize::MAX));
+            let n = self.file.read_at(at, &mut buf[..want])?;
+            if n == 0 {
+                break true;
+            }
+            lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+            at += n as u64;
+            *budget -= n as u64;
+        };
+        Ok(Unread {
+            bytes: size.max(at).saturating_sub(self.offset),
+            lines: counted.then_some(lines),
+        })
     }
 
     pub fn cursor(&self) -> Cursor {

@@ -592,3 +592,33 @@ fn the_appenders_lock_files_are_not_rotated_logs() {
     assert!(!is_rotated("newbans.log", "newbans.log.lock.break"));
     assert!(!is_rotated("newbans.log", "newbans.logx"));
 }
+
+#[test]
+fn unread_counts_what_is_past_the_last_line_handed_out_and_moves_nothing() {
+    let dir = Dir::new();
+    let mut f = dir.follower(None);
+    assert_eq!(f.unread(1 << 20).unwrap(), None, "nothing open yet");
+    dir.append("one\ntwo\n");
+    assert_eq!(f.read_lines(1).unwrap().len(), 1);
+    let behind = |lines, bytes| Some(Unread { bytes, lines });
+    // "two\n" was read into the batch's chunk but not handed out.
+    assert_eq!(f.unread(1 << 20).unwrap(), behind(Some(1), 4));
+    dir.append("three\nfo");
+    assert_eq!(f.unread(1 << 20).unwrap(), behind(Some(2), 12));
+    assert_eq!(
+        f.unread(3).unwrap(),
+        behind(None, 12),
+        "not counted past 3 bytes"
+    );
+    assert_eq!(read(&mut f), ["two", "three"], "nothing skipped");
+    assert_eq!(
+        f.unread(1 << 20).unwrap(),
+        behind(Some(0), 2),
+        "the partial line"
+    );
+    // Once rotated and drained, the old file's unfinished line is no lag.
+    dir.rotate("newbans.log.1");
+    dir.append("five\nsi");
+    assert_eq!(read(&mut f), ["five"]);
+    assert_eq!(f.unread(1 << 20).unwrap(), behind(Some(0), 2));
+}

@@ -19,7 +19,7 @@ use super::state::{SavedCursor, StateDir, Status};
 use super::wake::Wake;
 pub use super::wake::{Handle, Msg};
 use crate::backend::{Action, Backend, BackendError};
-use crate::follow::{FollowEvent, Follower, Line, LocalFs, LogFs};
+use crate::follow::{FollowEvent, Follower, Line, LocalFs, LogFs, Unread};
 use crate::record::{self, Record};
 use crate::trust::{TrustPolicy, Untrusted};
 use log::{debug, error, info, warn};
@@ -86,6 +86,12 @@ struct Retry {
 /// the cursor with the largest breaker state is about 400 KiB.
 const STATE_ROOM: u64 = 1 << 20;
 
+/// The most bytes past the cursor each status write looks through to
+/// count the records behind it: a few SFTP reads, so a long catch-up is not
+/// slowed by reading its backlog again every second. Beyond it the lag is
+/// told in bytes only.
+const LAG_COUNT_MAX: u64 = 256 * 1024;
+
 /// How often a watcher that holds says so again.
 const HOLD_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -106,6 +112,9 @@ pub struct Daemon<F: LogFs = LocalFs> {
     retry: Option<Retry>,
     /// Lines were read since the cursor was last saved.
     unsaved: bool,
+    /// Those lines and their bytes (newlines included): they are behind
+    /// the saved cursor, yet the follower has read past them.
+    unsaved_lag: Unread,
     /// The policy's version when the active bans were last saved.
     saved_version: u64,
     rejects: RejectLog,
@@ -174,6 +183,7 @@ impl<F: LogFs> Daemon<F> {
             pending: Vec::new(),
             retry: None,
             unsaved: false,
+            unsaved_lag: Unread::default(),
             saved_version: 0,
             rejects: RejectLog::new(),
             last_status: Instant::now(),
@@ -285,6 +295,7 @@ impl<F: LogFs> Daemon<F> {
             debug!("read {} line(s) from the log", lines.len());
             let full = lines.len() >= self.opts.batch_max;
             self.unsaved = true;
+            self.note_unsaved(&lines);
             self.pending = self.decide(&lines, Utc::now());
             if !self.apply_pending() || !full {
                 return;
@@ -562,6 +573,7 @@ impl<F: LogFs> Daemon<F> {
     fn save_cursor(&mut self) -> bool {
         let Some(cursor) = self.follower.cursor() else {
             self.unsaved = false;
+            self.unsaved_lag = Unread::default();
             return true;
         };
         let saved = SavedCursor {
@@ -577,6 +589,7 @@ impl<F: LogFs> Daemon<F> {
             return false;
         }
         self.unsaved = false;
+        self.unsaved_lag = Unread::default();
         self.status.offset = cursor.offset;
         self.end_hold();
         true
@@ -663,11 +676,42 @@ impl<F: LogFs> Daemon<F> {
             .tripped(now)
             .map(|(node, until)| (node.map_or("(no node)".into(), |n| n.to_string()), until))
             .collect();
+        self.measure_lag();
         self.status.updated = Some(now);
         if let Err(e) = self.opts.state.save_status(&self.status) {
             warn!("cannot write status: {e}");
         }
         self.last_status = Instant::now();
+    }
+
+    /// Counts `lines`, just read, as read but not yet behind the saved
+    /// cursor.
+    fn note_unsaved(&mut self, lines: &[Line]) {
+        let bytes: u64 = lines
+            .iter()
+            .map(|line| match line {
+                Line::Complete { bytes, .. } => bytes.len() as u64 + 1,
+                Line::TooLong { len, .. } => len + 1,
+            })
+            .sum();
+        self.unsaved_lag.bytes += bytes;
+        self.unsaved_lag.lines = Some(self.unsaved_lag.lines.unwrap_or(0) + lines.len() as u64);
+    }
+
+    /// The lag for `status`: what the follower has read but the saved
+    /// cursor is still before (a batch the backend refuses, a cursor that
+    /// cannot be saved), plus what it has not read yet, measured through
+    /// the feed itself. The watcher measures it, not `status`, since only
+    /// the watcher holds the log open, whatever its transport (an
+    /// `sftp://` path is no path on this host; a pushed feed may have none),
+    /// and `status` then needs no credentials. It is cheap: caught up, one
+    /// look at the size and one empty read, at most once a second.
+    fn measure_lag(&mut self) {
+        let unread = self.follower.unread(LAG_COUNT_MAX).ok().flatten();
+        self.status.lag_bytes = unread.map(|u| u.bytes + self.unsaved_lag.bytes);
+        self.status.lag_records = unread
+            .and_then(|u| u.lines)
+            .map(|n| n + self.unsaved_lag.lines.unwrap_or(0));
     }
 
     fn save_active(&mut self) {

@@ -91,6 +91,18 @@ pub struct Status {
     pub last_error: Option<String>,
     /// The cursor: byte offset after the last applied record.
     pub offset: u64,
+    /// Bytes in the log past the cursor (an unfinished last line
+    /// included), as the watcher measured them through its own feed when it
+    /// wrote this status: right over every transport, and `status` needs no
+    /// access to the log. `None`: it could not look (the log unreachable, or
+    /// not opened yet). Optional with a default, so format 1 stays as it
+    /// was: files without it read as `None`, and older releases ignore it.
+    #[serde(default)]
+    pub lag_bytes: Option<u64>,
+    /// Complete records past the cursor, measured with `lag_bytes`; `None`
+    /// also when the lag was too long to count at every status write.
+    #[serde(default)]
+    pub lag_records: Option<u64>,
     pub last_record_ts: Option<DateTime<Utc>>,
     pub active_bans: usize,
     pub lines_read: u64,
@@ -610,6 +622,28 @@ mod tests {
             fs::read_to_string(dir.path().join("active.json")).unwrap(),
             future
         );
+    }
+
+    #[test]
+    fn a_status_without_the_lag_reads_as_unknown_and_the_lag_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        // As format 1 was written before the watcher measured its lag.
+        let mut old = serde_json::to_value(Status::default()).unwrap();
+        let fields = old.as_object_mut().unwrap();
+        fields.remove("lag_bytes");
+        fields.remove("lag_records");
+        fields.insert("version".into(), 1.into());
+        fs::write(dir.path().join("status.json"), old.to_string()).unwrap();
+        let read = state.load_status().unwrap().unwrap();
+        assert_eq!((read.lag_bytes, read.lag_records), (None, None));
+        let measured = Status {
+            lag_bytes: Some(396),
+            lag_records: Some(3),
+            ..Status::default()
+        };
+        state.save_status(&measured).unwrap();
+        assert_eq!(state.load_status().unwrap(), Some(measured));
     }
 
     #[test]

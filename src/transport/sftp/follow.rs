@@ -111,7 +111,11 @@ impl LogFs for SftpFs {
     fn open(&mut self, path: &Path) -> io::Result<SftpLogFile> {
         let opened = self.connection()?.sftp.open(path);
         let file = opened.map_err(|e| self.fail(path, e))?;
-        Ok(SftpLogFile { file, position: 0 })
+        Ok(SftpLogFile {
+            file,
+            position: 0,
+            at_end: false,
+        })
     }
 
     fn stat(&mut self, path: &Path) -> io::Result<Meta> {
@@ -139,16 +143,27 @@ impl LogFs for SftpFs {
 pub struct SftpLogFile {
     file: ssh2::File,
     position: u64,
+    /// The last read met the end of the file.
+    at_end: bool,
 }
 
 impl LogFile for SftpLogFile {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        if offset != self.position {
+        if offset != self.position || self.at_end {
+            // libssh2 remembers an end of file it met and answers 0 from
+            // then on, however the file grows, until a seek clears it; and
+            // a seek to where it stands may change nothing. So after an end
+            // it seeks away and back. Seeks only set its offset: no round
+            // trip.
+            if self.at_end {
+                self.file.seek(SeekFrom::Start(offset.wrapping_add(1)))?;
+            }
             self.file.seek(SeekFrom::Start(offset))?;
             self.position = offset;
         }
         let n = self.file.read(buf)?;
         self.position += n as u64;
+        self.at_end = n == 0 && !buf.is_empty();
         Ok(n)
     }
 
