@@ -17,12 +17,12 @@ use chrono::Utc;
 
 use crate::append::{self, Outcome, Request, Writer};
 use crate::backend::log::LogBackend;
+use crate::follow::Mode;
 use crate::lock::{LockTimings, Owner};
 use crate::record::{BanTime, Op};
 use crate::spool::Spool;
 use crate::transport::{self, LogLocation};
 use crate::watch::daemon::{Daemon, Handle, Msg, Options};
-use crate::watch::mode::Mode;
 use crate::watch::policy::PolicySettings;
 use crate::watch::state::StateDir;
 

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use banshare::backend::BackendKind;
-use banshare::config::{FollowKind, check_poll_interval, parse_bantime_clamped, parse_duration};
+use banshare::config::{check_poll_interval, parse_bantime_clamped, parse_duration};
+use banshare::follow::FollowKind;
 use banshare::record::{BanTime, Jail, NodeId, PortSpec, Target};
 use banshare::transport::LogLocation;
 use clap::{Args, Parser, Subcommand};

@@ -5,10 +5,10 @@ use std::path::Path;
 
 use anyhow::{Context, anyhow};
 use banshare::config::Settings;
+use banshare::follow::mode;
 use banshare::monitor::{Monitor, Options};
 use banshare::spool::Spool;
 use banshare::transport::LogLocation;
-use banshare::watch::mode;
 
 use super::args::{InstallArgs, MonitorArgs};
 use super::failure::Result;

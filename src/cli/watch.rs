@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow};
 use banshare::backend::Backend;
 use banshare::config::Settings;
+use banshare::follow::mode;
 use banshare::follow::{LocalFs, LogFs};
 use banshare::spool::Spool;
 use banshare::transport::LogLocation;
@@ -13,7 +14,7 @@ use banshare::watch::daemon::{Daemon, Options, Reloaded};
 use banshare::watch::policy::PolicySettings;
 use banshare::watch::reach::Reach;
 use banshare::watch::state::{self, StateDir, Status};
-use banshare::watch::{flusher, host, mode};
+use banshare::watch::{flusher, host};
 use serde::Serialize;
 
 use super::args::{CleanupArgs, StatusArgs, WatchArgs};

@@ -37,8 +37,8 @@ mod watch_parts;
 pub use monitor::{DEFAULT_FAIL2BAN_LOG, MonitorSettings};
 pub use trust::TrustSettings;
 pub use watch::{
-    DEFAULT_MAX_BANTIME, DEFAULT_STATE_DIR, FollowKind, MIN_POLL_INTERVAL, WatchSettings,
-    check_poll_interval, parse_net,
+    DEFAULT_MAX_BANTIME, DEFAULT_STATE_DIR, MIN_POLL_INTERVAL, WatchSettings, check_poll_interval,
+    parse_net,
 };
 
 use crate::lock::LockTimings;

@@ -1,7 +1,7 @@
 //! The `[watch]` section: how the watcher follows the log and its policy.
 
+use crate::follow::FollowKind;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -54,42 +54,6 @@ pub struct RawWatch {
     pub max_prefix_v4: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_prefix_v6: Option<u8>,
-}
-
-/// How to notice that the log changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FollowKind {
-    /// inotify where it sees every writer; polling on network filesystems.
-    Auto,
-    /// inotify, plus the slow safety poll.
-    Native,
-    /// Poll at `poll_interval`.
-    Poll,
-}
-
-impl FromStr for FollowKind {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<FollowKind, String> {
-        match text {
-            "auto" => Ok(FollowKind::Auto),
-            "inotify" => Ok(FollowKind::Native),
-            "poll" => Ok(FollowKind::Poll),
-            _ => Err(format!(
-                "unknown follow mode {text:?} (auto, inotify or poll)"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for FollowKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            FollowKind::Auto => "auto",
-            FollowKind::Native => "inotify",
-            FollowKind::Poll => "poll",
-        })
-    }
 }
 
 /// The checked `[watch]` section.

@@ -139,9 +139,11 @@ mod cursor;
 mod error;
 mod follower;
 mod local;
+pub mod mode;
 mod tail;
 #[cfg(test)]
 mod tests;
+pub mod wake;
 
 use std::io;
 use std::path::Path;
@@ -149,7 +151,9 @@ use std::path::Path;
 pub use cursor::{Cursor, FINGERPRINT_MAX, Fingerprint};
 pub use error::FollowError;
 pub use follower::{FollowEvent, FollowState, Follower};
+pub use mode::{FollowKind, Mode};
 pub use tail::{Line, Unread};
+pub use wake::{Handle, Msg, Wake};
 
 /// What `stat` tells about a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,13 +19,12 @@ use std::path::PathBuf;
 
 use crate::append::{self, Outcome, Request, Writer};
 use crate::follow::{Follower, Line, LocalFs};
+use crate::follow::{Handle, Mode, Msg, Wake};
 use crate::lock::LockTimings;
 use crate::record::{BanTime, Jail, Op, PortSpec, Record, never_ban};
 use crate::spool::Spool;
 use crate::transport::{self, LogLocation, Publisher};
-use crate::watch::mode::Mode;
 use crate::watch::state::{SavedCursor, StateDir};
-use crate::watch::wake::{Handle, Msg, Wake};
 use f2blog::{Event, Kind};
 use log::{error, info, warn};
 

@@ -12,14 +12,14 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use super::drift::FirewallGuard;
-use super::mode::Mode;
 use super::policy::{Adjusted, Policy, PolicySettings, Skip, record_time};
 use super::reach::{Reach, Refresh};
 use super::state::{SavedCursor, StateDir, Status};
-use super::wake::Wake;
-pub use super::wake::{Handle, Msg};
 use crate::backend::{Action, Backend, BackendError};
+use crate::follow::Mode;
+use crate::follow::Wake;
 use crate::follow::{FollowEvent, Follower, Line, LocalFs, LogFs, Unread};
+pub use crate::follow::{Handle, Msg};
 use crate::record::{self, Record};
 use crate::trust::{TrustPolicy, Untrusted};
 use log::{debug, error, info, warn};

@@ -3,10 +3,8 @@
 //! - [`daemon`]: the event loop that owns the state;
 //! - [`drift`]: restoring the firewall when another tool removed it;
 //! - [`flusher`]: delivering the local spool while the watcher runs;
-//! - [`mode`]: inotify or polling, chosen by filesystem;
 //! - [`policy`]: which records become bans;
 //! - [`state`]: the cursor and status files;
-//! - [`wake`]: when a follow loop wakes up (inotify, poll, signals);
 //! - [`host`]: this host's own addresses;
 //! - [`reach`]: the addresses this node reaches the shared log through.
 
@@ -14,8 +12,6 @@ pub mod daemon;
 pub mod drift;
 pub mod flusher;
 pub mod host;
-pub mod mode;
 pub mod policy;
 pub mod reach;
 pub mod state;
-pub mod wake;

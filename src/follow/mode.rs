@@ -1,4 +1,4 @@
-//! How the watcher notices changes: inotify where it can see every writer,
+//! How a follow loop (the watcher's, the monitor's) notices changes: inotify where it can see every writer,
 //! polling where it cannot.
 //!
 //! inotify only reports changes made through this host's kernel. On FUSE
@@ -13,7 +13,43 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::config::FollowKind;
+use std::str::FromStr;
+
+/// How to notice that the log changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowKind {
+    /// inotify where it sees every writer; polling on network filesystems.
+    Auto,
+    /// inotify, plus the slow safety poll.
+    Native,
+    /// Poll at `poll_interval`.
+    Poll,
+}
+
+impl FromStr for FollowKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<FollowKind, String> {
+        match text {
+            "auto" => Ok(FollowKind::Auto),
+            "inotify" => Ok(FollowKind::Native),
+            "poll" => Ok(FollowKind::Poll),
+            _ => Err(format!(
+                "unknown follow mode {text:?} (auto, inotify or poll)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for FollowKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FollowKind::Auto => "auto",
+            FollowKind::Native => "inotify",
+            FollowKind::Poll => "poll",
+        })
+    }
+}
 
 /// The resolved follow mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
