@@ -350,26 +350,9 @@ fn flush_with_deadline(
 mod tests {
     use super::*;
     use crate::record::RecordId;
+    use crate::transport::testing::SlowLog;
     use crate::transport::{Transport, TransportError};
     use std::collections::HashSet;
-    use std::thread;
-
-    /// A log that takes every batch after `delay`, writing nothing anywhere
-    /// (it runs in the delivering child).
-    struct SlowLog {
-        delay: Duration,
-    }
-
-    impl Transport for SlowLog {
-        fn append(&mut self, _: &[u8]) -> Result<(), TransportError> {
-            thread::sleep(self.delay);
-            Ok(())
-        }
-
-        fn find_ids(&mut self, _: &HashSet<RecordId>) -> Result<HashSet<RecordId>, TransportError> {
-            Ok(HashSet::new())
-        }
-    }
 
     fn records() -> Vec<Record> {
         let line = "<13>Nov 21 18:28:04 t[1]: HOST 192.0.2.1 PORT 22 id=0123456789abcdef\n";

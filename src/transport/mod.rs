@@ -9,6 +9,8 @@ mod file;
 mod publisher;
 #[cfg(feature = "sftp")]
 pub mod sftp;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::collections::HashSet;
 use std::fmt;

@@ -55,29 +55,13 @@ impl Publisher {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashSet;
+
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::record::RecordId;
-    use crate::transport::TransportError;
 
-    /// Takes every batch after `delay`.
-    struct Log {
-        delay: Duration,
-    }
-
-    impl Transport for Log {
-        fn append(&mut self, _: &[u8]) -> Result<(), TransportError> {
-            thread::sleep(self.delay);
-            Ok(())
-        }
-
-        fn find_ids(&mut self, _: &HashSet<RecordId>) -> Result<HashSet<RecordId>, TransportError> {
-            Ok(HashSet::new())
-        }
-    }
+    use crate::transport::testing::SlowLog;
 
     /// A publisher whose opener counts the transports it makes; the first
     /// one is slow.
@@ -89,7 +73,7 @@ mod tests {
                 0 => first_delay,
                 _ => Duration::ZERO,
             };
-            Box::new(Log { delay })
+            Box::new(SlowLog { delay })
         });
         (publisher, opened)
     }
