@@ -138,14 +138,7 @@ fn filter_matches_real_logger_lines_and_banshare_bans_but_not_unbans() {
 fn install_writes_files_fail2ban_accepts_and_refuses_to_clobber() {
     let dir = tempfile::tempdir().unwrap();
     let conf = copy_of_etc_fail2ban(dir.path());
-    let install = |extra: &[&str]| {
-        Command::new(BANSHARE)
-            .args(["--config", "/dev/null", "fail2ban", "install", "--dir"])
-            .arg(&conf)
-            .args(extra)
-            .output()
-            .unwrap()
-    };
+    let install = |extra: &[&str]| install_into(&conf, extra);
     let out = install(&[]);
     assert!(
         out.status.success(),
@@ -220,11 +213,7 @@ fn a_refused_install_writes_nothing() {
         "# edited by the admin\n",
     )
     .unwrap();
-    let out = Command::new(BANSHARE)
-        .args(["--config", "/dev/null", "fail2ban", "install", "--dir"])
-        .arg(&conf)
-        .output()
-        .unwrap();
+    let out = install_into(&conf, &[]);
     assert!(!out.status.success());
     for file in ["action.d/banshare.conf", "filter.d/banshare.conf"] {
         assert!(!conf.join(file).exists(), "{file} was written");
@@ -268,11 +257,7 @@ fn install_leaves_the_admins_jails_as_they_are() {
     assert!(before.contains("sendmail-whois-lines"), "{before}");
     assert!(!before.contains("recidive"), "{before}");
 
-    let out = Command::new(BANSHARE)
-        .args(["--config", "/dev/null", "fail2ban", "install", "--dir"])
-        .arg(&conf)
-        .output()
-        .unwrap();
+    let out = install_into(&conf, &[]);
     assert!(
         out.status.success(),
         "{}",
@@ -290,11 +275,7 @@ fn install_leaves_the_admins_jails_as_they_are() {
         "[sshd]\nenabled = true\n",
     )
     .unwrap();
-    let out = Command::new(BANSHARE)
-        .args(["--config", "/dev/null", "fail2ban", "install", "--dir"])
-        .arg(&conf)
-        .output()
-        .unwrap();
+    let out = install_into(&conf, &[]);
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -322,4 +303,14 @@ fn copy_of_etc_fail2ban(dir: &Path) -> PathBuf {
         fs::remove_file(entry.unwrap().path()).unwrap();
     }
     conf
+}
+
+/// `banshare fail2ban install --dir CONF EXTRA...`.
+fn install_into(conf: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(BANSHARE)
+        .args(["--config", "/dev/null", "fail2ban", "install", "--dir"])
+        .arg(conf)
+        .args(extra)
+        .output()
+        .unwrap()
 }

@@ -101,19 +101,11 @@ fn watcher(follow: Follow) -> Idle {
     let log = dir.path().join("newbans.log");
     let state = dir.path().join("state");
     fs::write(&log, b"").unwrap();
-    let child = Command::new(BANSHARE)
-        .arg("--config")
-        .arg(config(dir.path(), follow))
-        .args(["--quiet", "watch", "--backend", "log", "--node", "me"])
-        .args(["--follow", follow.name(), "--log"])
-        .arg(&log)
-        .arg("--state-dir")
-        .arg(&state)
-        .arg("--spool-dir")
-        .arg(dir.path().join("spool"))
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = spawn_daemon(dir.path(), follow, &state, |cmd| {
+        cmd.args(["watch", "--backend", "log", "--node", "me"])
+            .args(["--follow", follow.name(), "--log"])
+            .arg(&log);
+    });
     let idle = Idle {
         what: format!("the watcher on {}", follow.name()),
         process: Daemon(child),
@@ -126,6 +118,26 @@ fn watcher(follow: Follow) -> Idle {
 }
 
 /// A ban from another node, as `banshare ban` appends it.
+/// `banshare --quiet` with the configuration for `follow`, the command
+/// that `args` adds, and the state and spool folders in `dir`.
+fn spawn_daemon(
+    dir: &Path,
+    follow: Follow,
+    state: &Path,
+    args: impl FnOnce(&mut Command),
+) -> std::process::Child {
+    let mut cmd = Command::new(BANSHARE);
+    cmd.arg("--config").arg(config(dir, follow)).arg("--quiet");
+    args(&mut cmd);
+    cmd.arg("--state-dir")
+        .arg(state)
+        .arg("--spool-dir")
+        .arg(dir.join("spool"))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 fn share_ban(log: &Path) {
     run_ok(
         Command::new(BANSHARE)
@@ -154,20 +166,12 @@ fn monitor(follow: Follow) -> Idle {
     fs::write(&f2b_log, b"").unwrap();
     fs::create_dir(dir.path().join("share")).unwrap();
     fs::write(&shared, b"").unwrap();
-    let child = Command::new(BANSHARE)
-        .arg("--config")
-        .arg(config(dir.path(), follow))
-        .args(["--quiet", "monitor", "--node", "me", "--fail2ban-log"])
-        .arg(&f2b_log)
-        .arg("--log")
-        .arg(&shared)
-        .arg("--state-dir")
-        .arg(&state)
-        .arg("--spool-dir")
-        .arg(dir.path().join("spool"))
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = spawn_daemon(dir.path(), follow, &state, |cmd| {
+        cmd.args(["monitor", "--node", "me", "--fail2ban-log"])
+            .arg(&f2b_log)
+            .arg("--log")
+            .arg(&shared);
+    });
     let idle = Idle {
         what: format!("the monitor on {}", follow.name()),
         process: Daemon(child),
