@@ -369,29 +369,12 @@ mod tests {
         names
     }
 
+    /// A confirmed delivery removes the journal. `banshare ban` hands over a
+    /// publisher that has not connected: the delivering child opens the
+    /// transport, so the parent, which must stay single-threaded, never
+    /// holds a session.
     #[test]
-    fn a_confirmed_delivery_removes_the_journal() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
-        let mut log = Publisher::new(|| {
-            Box::new(SlowLog {
-                delay: Duration::ZERO,
-            })
-        });
-        let outcome =
-            deliver_journaled(records(), &mut log, &spool, Duration::from_secs(10)).unwrap();
-        assert!(
-            matches!(outcome, Outcome::Delivered { total: 1 }),
-            "{outcome:?}"
-        );
-        assert!(files(&spool).is_empty(), "{:?}", files(&spool));
-    }
-
-    /// `banshare ban` hands over a publisher that has not connected: the
-    /// delivering child opens the transport, so the parent, which must stay
-    /// single-threaded, never holds a session.
-    #[test]
-    fn the_delivering_child_opens_the_transport() {
+    fn a_confirmed_delivery_removes_the_journal_and_only_the_child_connects() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         // Counts in this process's memory: the child's count is its own.
@@ -409,6 +392,7 @@ mod tests {
             matches!(outcome, Outcome::Delivered { total: 1 }),
             "{outcome:?}"
         );
+        assert!(files(&spool).is_empty(), "{:?}", files(&spool));
         let opened_here = opened_here.load(std::sync::atomic::Ordering::SeqCst);
         assert_eq!(opened_here, 0, "the parent opened the transport");
     }
