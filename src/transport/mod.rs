@@ -5,6 +5,7 @@
 //! [`Publisher`] keeps one transport for many batches, each call bounded.
 
 pub mod endpoint;
+pub mod feed;
 mod file;
 mod publisher;
 #[cfg(feature = "sftp")]
@@ -18,6 +19,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use feed::{Entry, Feed, FeedError, Notice, Position};
 pub use file::FileTransport;
 pub use publisher::{Opener, Publisher};
 
