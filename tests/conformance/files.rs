@@ -1,0 +1,450 @@
+//! The transports that reach a file: a local path, the same file through
+//! sshfs mounts on several test hosts, and SFTP with no mount. Writers and
+//! readers on test hosts run in those hosts' network namespaces: the real
+//! `banshare` binary through `ip netns exec`, the library's transports
+//! and feeds in this process on a thread that entered the namespace.
+
+use std::fs;
+use std::io::Write as _;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use banshare::follow::{Handle, Mode};
+use banshare::lock::{LockTimings, Owner};
+use banshare::record::RecordId;
+use banshare::spool::Spool;
+use banshare::transport::feed::Unread;
+use banshare::transport::{
+    self, Entry, Feed, FeedError, LogLocation, Notice, Position, SftpSettings, Transport,
+    TransportError,
+};
+
+use crate::support::BANSHARE;
+use crate::support::cluster::Cluster;
+use crate::{Plan, Subject, file_feed};
+
+/// Which way the file is reached.
+enum Way {
+    /// A local path, on this host only.
+    Local,
+    /// sshfs mounts of the file server's export: node 0 and node 1 write
+    /// through theirs, node 2's is read.
+    Sshfs,
+    /// `sftp://` to the file server's chrooted account: node 0 and 1
+    /// write, node 2 reads.
+    Sftp,
+}
+
+/// The node that reads, in the cross-host transports.
+const READER: usize = 2;
+
+/// One file transport, as the suite drives it.
+pub struct FileShare<'c> {
+    way: Way,
+    cluster: Option<&'c Cluster>,
+    /// Spools, the local lock, and for [`Way::Local`] the log's folder.
+    tmp: tempfile::TempDir,
+}
+
+impl<'c> FileShare<'c> {
+    pub fn local() -> FileShare<'c> {
+        let tmp = tempfile::tempdir().expect("a temp dir");
+        fs::create_dir(tmp.path().join("share")).expect("the share folder");
+        FileShare {
+            way: Way::Local,
+            cluster: None,
+            tmp,
+        }
+    }
+
+    /// Expects the export mounted on nodes 0 to 2.
+    pub fn sshfs(cluster: &'c Cluster) -> FileShare<'c> {
+        FileShare {
+            way: Way::Sshfs,
+            cluster: Some(cluster),
+            tmp: tempfile::tempdir().expect("a temp dir"),
+        }
+    }
+
+    pub fn sftp(cluster: &'c Cluster) -> FileShare<'c> {
+        FileShare {
+            way: Way::Sftp,
+            cluster: Some(cluster),
+            tmp: tempfile::tempdir().expect("a temp dir"),
+        }
+    }
+
+    fn cluster(&self) -> &'c Cluster {
+        self.cluster.expect("a cross-host transport has a cluster")
+    }
+
+    /// The log's folder as the file server (or this host) holds it.
+    fn server_dir(&self) -> PathBuf {
+        match self.way {
+            Way::Local => self.tmp.path().join("share"),
+            Way::Sshfs => self.cluster().export_dir().to_owned(),
+            Way::Sftp => self.cluster().sftp_share_dir(),
+        }
+    }
+
+    /// `log` as node `node` names it.
+    fn location(&self, node: usize, log: &str) -> LogLocation {
+        let text = match self.way {
+            Way::Local => self.server_dir().join(log).display().to_string(),
+            Way::Sshfs => self
+                .cluster()
+                .mountpoint(node)
+                .join(log)
+                .display()
+                .to_string(),
+            Way::Sftp => self.cluster().sftp_url(log),
+        };
+        LogLocation::parse(&text).expect("a valid log location")
+    }
+
+    fn sftp_settings(&self) -> SftpSettings {
+        match self.cluster {
+            Some(cluster) => SftpSettings {
+                identity: Some(cluster.sftp_identity().to_owned()),
+                known_hosts: cluster.known_hosts().to_owned(),
+                accept_new_host_key: false,
+                timeout: Duration::from_secs(5),
+            },
+            None => SftpSettings::default(),
+        }
+    }
+
+    /// The network namespace of `node`, for the transports that cross
+    /// hosts; `None` on this host.
+    fn netns(&self, node: usize) -> Option<PathBuf> {
+        match self.way {
+            Way::Local => None,
+            Way::Sshfs | Way::Sftp => {
+                Some(Path::new("/run/netns").join(self.cluster().node_ns(node)))
+            }
+        }
+    }
+
+    /// `banshare` on `node` (on this host for a local log): the global
+    /// flags, then `args`, then what points it at `log` and `spool`.
+    fn banshare(&self, node: usize, args: &[&str], log: &str, spool: &Path) -> Command {
+        let mut cmd = match self.way {
+            Way::Local => Command::new(BANSHARE),
+            _ => self
+                .cluster()
+                .command_in(self.cluster().node_ns(node), BANSHARE),
+        };
+        cmd.args(["--config", "/dev/null"])
+            .args(args)
+            .args(self.flags(node, log, spool));
+        cmd
+    }
+
+    fn flags(&self, node: usize, log: &str, spool: &Path) -> Vec<String> {
+        let mut flags = vec![
+            "--log".to_owned(),
+            self.location(node, log).to_string(),
+            "--node".to_owned(),
+            format!("node{node}"),
+            "--spool-dir".to_owned(),
+            spool.display().to_string(),
+        ];
+        if let (Way::Sftp, Some(cluster)) = (&self.way, self.cluster) {
+            flags.extend([
+                "--identity".to_owned(),
+                cluster.sftp_identity().display().to_string(),
+                "--known-hosts".to_owned(),
+                cluster.known_hosts().display().to_string(),
+            ]);
+        }
+        flags
+    }
+
+    /// The nodes writers run on, with how many writers each, for `plan`.
+    fn writer_nodes(&self, plan: &Plan) -> Vec<usize> {
+        match self.way {
+            // One host by nature: every writer on it.
+            Way::Local => vec![0; plan.writers],
+            // Writers alternate between node 0 and node 1.
+            Way::Sshfs | Way::Sftp => (0..plan.writers).map(|w| w % 2).collect(),
+        }
+    }
+}
+
+/// What a finished command printed, for an error message.
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_owned()
+}
+
+impl Subject for FileShare<'_> {
+    fn name(&self) -> &'static str {
+        match self.way {
+            Way::Local => "local file",
+            Way::Sshfs => "sshfs",
+            Way::Sftp => "SFTP",
+        }
+    }
+
+    fn create_log(&self, log: &str) {
+        match self.way {
+            Way::Local | Way::Sshfs => {
+                let path = self.server_dir().join(log);
+                fs::write(&path, b"").unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
+            Way::Sftp => {
+                self.cluster().create_sftp_file(log);
+            }
+        }
+    }
+
+    fn transport(&self, log: &str) -> Box<dyn Transport> {
+        let owner = Owner {
+            node: "conformance".into(),
+            pid: std::process::id(),
+        };
+        let transport = transport::open(
+            &self.location(0, log),
+            &self.tmp.path().join("local.lock"),
+            owner,
+            LockTimings::default(),
+            &self.sftp_settings(),
+        );
+        match (&self.way, self.netns(0)) {
+            (Way::Sftp, Some(netns)) => Box::new(OnHost::<dyn Transport> {
+                netns,
+                inner: transport,
+            }),
+            _ => transport,
+        }
+    }
+
+    fn feed(&self, log: &str) -> Box<dyn Feed> {
+        let location = self.location(READER, log);
+        let settings = self.sftp_settings();
+        match (&self.way, self.netns(READER)) {
+            // A connection made in this process must come from a test
+            // host: every call runs on a thread in the reader's namespace.
+            (Way::Sftp, Some(netns)) => {
+                let inner = on_host(&netns, || file_feed::open_feed(&location, &settings));
+                Box::new(OnHost::<dyn Feed> { netns, inner })
+            }
+            _ => file_feed::open_feed(&location, &settings),
+        }
+    }
+
+    fn write_concurrently(&self, log: &str, plan: &Plan) -> Result<String, String> {
+        let go = self.tmp.path().join("go");
+        let _ = fs::remove_file(&go);
+        let nodes = self.writer_nodes(plan);
+        let mut writers = Vec::new();
+        for (w, &node) in nodes.iter().enumerate() {
+            // Writer w: wait for "go", then one `banshare ban -` per batch.
+            let mut script = format!("while [ ! -e {} ]; do sleep 0.01; done\n", go.display());
+            for b in 0..plan.batches {
+                let addresses = plan.batch(w, b).join("\\n");
+                script.push_str(&format!(
+                    "printf '{addresses}\\n' | $B ban - $C || exit 1\n"
+                ));
+            }
+            let spool = self.tmp.path().join(format!("w{w}"));
+            let sh = match self.way {
+                Way::Local => Command::new("sh"),
+                _ => self
+                    .cluster()
+                    .command_in(self.cluster().node_ns(node), "sh"),
+            };
+            let mut sh = sh;
+            sh.arg("-c")
+                .arg(script)
+                .env("B", format!("{BANSHARE} --config /dev/null"))
+                .env("C", self.flags(node, log, &spool).join(" "))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            writers.push((
+                sh.spawn().map_err(|e| format!("start a writer: {e}"))?,
+                spool,
+            ));
+        }
+        fs::write(&go, b"").map_err(|e| e.to_string())?;
+        for (w, (writer, spool)) in writers.into_iter().enumerate() {
+            let out = writer.wait_with_output().map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(format!("writer {w} failed: {}", stderr(&out)));
+            }
+            let spooled = Spool::open(&spool)
+                .and_then(|s| s.depth())
+                .map_err(|e| e.to_string())?;
+            if spooled != 0 {
+                return Err(format!(
+                    "writer {w} spooled {spooled} record(s) under contention: {}",
+                    stderr(&out)
+                ));
+            }
+        }
+        let how = format!(
+            "{} `ban -` processes, {} runs of {} addresses each",
+            plan.writers, plan.batches, plan.per_batch
+        );
+        Ok(match self.way {
+            Way::Local => format!("{how}, on one host (one host by nature)"),
+            _ => {
+                let mut hosts = nodes.clone();
+                hosts.dedup();
+                hosts.sort();
+                hosts.dedup();
+                let names: Vec<String> = hosts.iter().map(|n| format!("node{n}")).collect();
+                format!("{how}, on {} hosts ({})", hosts.len(), names.join(", "))
+            }
+        })
+    }
+
+    fn ban(&self, log: &str, targets: &[String], spool: &Path) -> Result<(), String> {
+        let mut ban = self
+            .banshare(0, &["ban", "-"], log, spool)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("start banshare ban: {e}"))?;
+        let mut stdin = ban.stdin.take().expect("piped");
+        stdin
+            .write_all(format!("{}\n", targets.join("\n")).as_bytes())
+            .map_err(|e| e.to_string())?;
+        drop(stdin);
+        let out = ban.wait_with_output().map_err(|e| e.to_string())?;
+        match out.status.success() {
+            true => Ok(()),
+            false => Err(format!("banshare ban: {}", stderr(&out))),
+        }
+    }
+
+    fn flush(&self, log: &str, spool: &Path) -> Result<(), String> {
+        let out = self
+            .banshare(0, &["flush"], log, spool)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("run banshare flush: {e}"))?;
+        match out.status.success() {
+            true => Ok(()),
+            false => Err(format!("banshare flush: {}", stderr(&out))),
+        }
+    }
+
+    fn go_away(&self, log: &str) -> String {
+        match self.way {
+            Way::Local => {
+                let dir = self.server_dir();
+                fs::rename(dir.join(log), dir.join(format!("away-{log}")))
+                    .expect("rename the log away");
+                "the log renamed away (missing; banshare never creates it)".into()
+            }
+            Way::Sshfs | Way::Sftp => {
+                self.cluster().stop_sshd();
+                "the file server's sshd stopped, then started".into()
+            }
+        }
+    }
+
+    fn come_back(&self, log: &str) {
+        match self.way {
+            Way::Local => {
+                let dir = self.server_dir();
+                fs::rename(dir.join(format!("away-{log}")), dir.join(log))
+                    .expect("rename the log back");
+            }
+            Way::Sshfs | Way::Sftp => self.cluster().start_sshd(),
+        }
+    }
+
+    fn rotate(&self, log: &str) -> Result<String, String> {
+        let dir = self.server_dir();
+        fs::rename(dir.join(log), dir.join(format!("{log}.1"))).map_err(|e| e.to_string())?;
+        self.create_log(log);
+        Ok(match self.way {
+            Way::Local => "renamed to .1, a new log created".into(),
+            _ => "renamed to .1 on the file server, a new log created there".into(),
+        })
+    }
+}
+
+/// A transport or feed whose every call runs on a thread in a test host's
+/// network namespace, so that the connections it makes come from there.
+struct OnHost<T: ?Sized> {
+    netns: PathBuf,
+    inner: Box<T>,
+}
+
+/// Runs `f` on a thread that entered the network namespace `netns`.
+fn on_host<R: Send>(netns: &Path, f: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let file =
+                    fs::File::open(netns).unwrap_or_else(|e| panic!("{}: {e}", netns.display()));
+                // SAFETY: setns on this thread only, with a valid fd.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+impl Transport for OnHost<dyn Transport> {
+    fn append(&mut self, batch: &[u8]) -> Result<(), TransportError> {
+        let inner = &mut self.inner;
+        on_host(&self.netns, || inner.append(batch))
+    }
+
+    fn find_ids(
+        &mut self,
+        ids: &std::collections::HashSet<RecordId>,
+    ) -> Result<std::collections::HashSet<RecordId>, TransportError> {
+        let inner = &mut self.inner;
+        on_host(&self.netns, || inner.find_ids(ids))
+    }
+}
+
+impl Feed for OnHost<dyn Feed> {
+    fn log(&self) -> &str {
+        self.inner.log()
+    }
+
+    fn resume(&mut self, saved: &Position) -> Result<(), String> {
+        let inner = &mut self.inner;
+        on_host(&self.netns, || inner.resume(saved))
+    }
+
+    fn watch(&mut self, wake: Handle) -> Mode {
+        let inner = &mut self.inner;
+        on_host(&self.netns, || inner.watch(wake))
+    }
+
+    fn read(&mut self, max: usize) -> Result<Vec<Entry>, FeedError> {
+        let inner = &mut self.inner;
+        on_host(&self.netns, || inner.read(max))
+    }
+
+    fn position(&self) -> Option<Position> {
+        self.inner.position()
+    }
+
+    fn unread(&mut self, count_max: u64) -> Option<Unread> {
+        let inner = &mut self.inner;
+        on_host(&self.netns, || inner.unread(count_max))
+    }
+
+    fn take_notices(&mut self) -> Vec<Notice> {
+        self.inner.take_notices()
+    }
+
+    fn connections(&self) -> Option<Arc<AtomicU64>> {
+        self.inner.connections()
+    }
+}
