@@ -336,11 +336,18 @@ fn nothing_more(feed: &mut dyn Feed) -> Result<(), String> {
     match feed.read(100) {
         Ok(more) if more.is_empty() => Ok(()),
         Ok(more) => Err(format!(
-            "{} record(s) more than written, first {:?}",
+            "{} record(s) more than written, first {}",
             more.len(),
-            more.first()
+            describe(&more[0])
         )),
         Err(e) => Err(format!("reading once more: {e}")),
+    }
+}
+
+fn describe(entry: &Entry) -> String {
+    match entry {
+        Entry::Record(bytes) => format!("{:?}", String::from_utf8_lossy(bytes)),
+        Entry::TooLong { len } => format!("an over-long record of {len} bytes"),
     }
 }
 
@@ -396,7 +403,6 @@ fn concurrent_writers(s: &dyn Subject) -> Outcome {
     let how = s.write_concurrently(log, &plan)?;
     let mut feed = s.feed(log);
     let lines = read_n(&mut *feed, plan.total())?;
-    nothing_more(&mut *feed)?;
     let mut next = vec![0usize; plan.writers];
     let mut seen = HashSet::new();
     for line in &lines {
@@ -413,6 +419,7 @@ fn concurrent_writers(s: &dyn Subject) -> Outcome {
         }
         *expected += 1;
     }
+    nothing_more(&mut *feed)?;
     Ok(how)
 }
 
