@@ -7,6 +7,7 @@
 pub mod endpoint;
 pub mod feed;
 mod file;
+pub mod file_feed;
 mod publisher;
 #[cfg(feature = "sftp")]
 pub mod sftp;
@@ -190,6 +191,56 @@ pub fn publisher(
             &sftp_settings,
         )
     })
+}
+
+/// How a feed notices new records, from `[watch]`.
+#[derive(Debug, Clone)]
+pub struct FeedSettings {
+    /// How to notice that a followed file changed.
+    pub follow: crate::follow::FollowKind,
+    /// How often to look where nothing tells of changes.
+    pub poll_interval: Duration,
+    /// How often to look anyway where something does (inotify).
+    pub safety_poll: Duration,
+    pub sftp: SftpSettings,
+}
+
+/// Opens the read side of the transport for `location`. Nothing is read or
+/// connected until the feed's first call.
+pub fn open_feed(location: &LogLocation, settings: &FeedSettings) -> Box<dyn Feed> {
+    match location {
+        LogLocation::File(path) => {
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let mode = crate::follow::mode::resolve(
+                settings.follow,
+                dir,
+                settings.poll_interval,
+                settings.safety_poll,
+            );
+            let log = path.display().to_string();
+            Box::new(file_feed::FileFeed::new(
+                crate::follow::LocalFs,
+                path.clone(),
+                log,
+                mode,
+            ))
+        }
+        // Over SFTP there is nothing to watch: it polls.
+        #[cfg(feature = "sftp")]
+        LogLocation::Sftp(url) => {
+            let fs = sftp::SftpFs::new(url, &settings.sftp);
+            let connections = fs.connections();
+            let mode = crate::follow::Mode::Poll(settings.poll_interval);
+            let feed = file_feed::FileFeed::new(fs, url.path.clone(), url.to_string(), mode);
+            Box::new(
+                feed.alias(url.path.display().to_string())
+                    .counting_connections(connections),
+            )
+        }
+    }
 }
 
 /// How to reach and trust the server (`[sftp]` in the configuration).
