@@ -21,11 +21,11 @@ use crate::follow::{LocalFs, Mode};
 use crate::lock::{LockTimings, Owner};
 use crate::record::{BanTime, Op};
 use crate::spool::Spool;
+use crate::state::StateDir;
 use crate::transport::file_feed::FileFeed;
 use crate::transport::{self, LogLocation};
 use crate::watch::daemon::{Daemon, Handle, Msg, Options};
 use crate::watch::policy::PolicySettings;
-use crate::state::StateDir;
 
 const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
 const TIMINGS: LockTimings = LockTimings {
@@ -168,7 +168,8 @@ fn start_watcher(
         tx,
         partial: Vec::new(),
     })));
-    let (daemon, handle) = Daemon::new(Box::new(feed), opts, policy, backend).map_err(|e| e.to_string())?;
+    let (daemon, handle) =
+        Daemon::new(Box::new(feed), opts, policy, backend).map_err(|e| e.to_string())?;
     let thread = thread::spawn(move || {
         daemon.run(|| None);
     });

@@ -54,8 +54,8 @@ pub fn watch(args: WatchArgs, config: &Option<PathBuf>, mut settings: Settings) 
         trust,
         safety_poll: w.safety_poll,
     };
-    let (mut daemon, handle) = Daemon::new(feed, opts, policy_settings(&settings), backend)
-        .map_err(|e| anyhow!(e))?;
+    let (mut daemon, handle) =
+        Daemon::new(feed, opts, policy_settings(&settings), backend).map_err(|e| anyhow!(e))?;
     forward_signals(handle)?;
     start_flusher(&settings, &location)?;
     daemon.protect_transport(reach);

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use super::feed::{Entry, Feed, FeedError, Notice, Position, Unread};
-use crate::follow::{Cursor, DirWatch, FollowError, FollowEvent, Follower, Handle, Line, LogFs, Mode};
+use crate::follow::{
+    Cursor, DirWatch, FollowError, FollowEvent, Follower, Handle, Line, LogFs, Mode,
+};
 
 /// The kind of position a [`FileFeed`] hands out.
 pub const KIND: &str = "file";
@@ -75,10 +77,16 @@ impl<F: LogFs> Feed for FileFeed<F> {
 
     fn resume(&mut self, saved: &Position) -> Result<(), String> {
         if saved.kind != KIND {
-            return Err(format!("it is a position in a {} feed, not a file", saved.kind));
+            return Err(format!(
+                "it is a position in a {} feed, not a file",
+                saved.kind
+            ));
         }
         if saved.log != self.log && !self.aliases.contains(&saved.log) {
-            return Err(format!("it is a position in {}, not {}", saved.log, self.log));
+            return Err(format!(
+                "it is a position in {}, not {}",
+                saved.log, self.log
+            ));
         }
         let cursor: Cursor = serde_json::from_value(saved.at.clone())
             .map_err(|e| format!("it is not a file position: {e}"))?;

@@ -20,10 +20,10 @@ use super::policy::{Adjusted, Policy, PolicySettings, Skip, record_time};
 use super::reach::{Reach, Refresh};
 use super::state::{StateDir, Status, WatchCheckpoint, WatcherFiles};
 use crate::backend::{Action, Backend, BackendError};
-use crate::follow::{Mode, Wake};
 pub use crate::follow::{Handle, Msg};
-use crate::transport::feed::{Entry, Feed, Position, Unread};
+use crate::follow::{Mode, Wake};
 use crate::record::{self, Record};
+use crate::transport::feed::{Entry, Feed, Position, Unread};
 use crate::trust::{TrustPolicy, Untrusted};
 use log::{debug, error, info, warn};
 
@@ -155,8 +155,7 @@ impl Daemon {
             path: opts.state.path().to_owned(),
             source,
         };
-        let saved: Option<WatchCheckpoint> =
-            opts.state.load_checkpoint().map_err(state_err)?;
+        let saved: Option<WatchCheckpoint> = opts.state.load_checkpoint().map_err(state_err)?;
         let mut policy = Policy::new(policy);
         if let Some(breaker) = saved.as_ref().and_then(|s| s.breaker.clone()) {
             policy.restore_breaker(breaker, Utc::now());

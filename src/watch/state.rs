@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::durable::write_atomic;
 pub use crate::state::{STATE_VERSION, StateDir, StateError, is_held};
-use crate::state::{file_version, load_json, overwrite_in_place, parse_json, read_state_file, versioned_json};
+use crate::state::{
+    file_version, load_json, overwrite_in_place, parse_json, read_state_file, versioned_json,
+};
 use crate::transport::feed::Position;
 use ipnet::IpNet;
 
