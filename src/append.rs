@@ -421,7 +421,10 @@ mod tests {
 
     impl Transport for RefusingLog {
         fn append(&mut self, _: &[u8]) -> Result<(), TransportError> {
-            Err(TransportError::LogMissing("/share/newbans.log".into()))
+            Err(TransportError::Missing {
+                log: "/share/newbans.log".into(),
+                hint: "is the share mounted?",
+            })
         }
 
         fn find_ids(&mut self, _: &HashSet<RecordId>) -> Result<HashSet<RecordId>, TransportError> {

@@ -337,7 +337,6 @@ fn next_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     /// A log in memory that can be told to refuse appends.
     #[derive(Default)]
@@ -381,7 +380,10 @@ mod tests {
     }
 
     fn missing() -> TransportError {
-        TransportError::LogMissing(PathBuf::from("/x"))
+        TransportError::Missing {
+            log: "/x".into(),
+            hint: "is the share mounted?",
+        }
     }
 
     const T: Duration = Duration::from_secs(1);
