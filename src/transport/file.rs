@@ -148,7 +148,10 @@ impl Transport for FileTransport {
         Ok(())
     }
 
-    fn find_ids(&mut self, ids: &HashSet<RecordId>) -> Result<HashSet<RecordId>, TransportError> {
+    fn find_ids(
+        &mut self,
+        ids: &HashSet<RecordId>,
+    ) -> Result<Option<HashSet<RecordId>>, TransportError> {
         let _local = LocalLock::acquire(&self.local_lock, self.timings.timeout)?;
         let read_err = |source| TransportError::Read {
             log: self.name(),
@@ -158,7 +161,7 @@ impl Transport for FileTransport {
             ErrorKind::NotFound => TransportError::opening(&self.log, e),
             _ => read_err(e),
         })?;
-        ids_in(file, ids).map_err(read_err)
+        ids_in(file, ids).map(Some).map_err(read_err)
     }
 }
 
@@ -220,6 +223,6 @@ mod tests {
         .unwrap();
         let ids: HashSet<RecordId> = [wanted.clone(), other].into();
         let found = transport(dir.path()).find_ids(&ids).unwrap();
-        assert_eq!(found, [wanted].into());
+        assert_eq!(found, Some([wanted].into()));
     }
 }

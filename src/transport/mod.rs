@@ -69,13 +69,25 @@ pub trait Transport: Send {
     /// the cross-host lock, so no other writer's line lands inside it.
     fn append(&mut self, batch: &[u8]) -> Result<(), TransportError>;
 
-    /// Which of `ids` already appear in the log. Used only to recover spool
-    /// entries whose delivery was interrupted, so it may read the whole log.
-    /// It holds this host's local append lock while it reads: an append of
-    /// the same records that is still under way (a `ban` run whose delivery
-    /// outlived its deadline on a frozen mount) lands before the answer, or
-    /// the call times out, and never after it.
-    fn find_ids(&mut self, ids: &HashSet<RecordId>) -> Result<HashSet<RecordId>, TransportError>;
+    /// Which of `ids` already appear in the log, or `None` if this
+    /// transport cannot read the log back (a publisher onto a message bus
+    /// that keeps nothing to look in): the default. Used only to recover
+    /// spool entries whose delivery was interrupted, so it may read the
+    /// whole log; when it cannot tell, the spool resends those entries
+    /// whole, and the watchers' policy drops the copies.
+    ///
+    /// A transport that reads back holds this host's local append lock
+    /// while it reads: an append of the same records that is still under
+    /// way (a `ban` run whose delivery outlived its deadline on a frozen
+    /// mount) lands before the answer, or the call times out, and never
+    /// after it.
+    fn find_ids(
+        &mut self,
+        ids: &HashSet<RecordId>,
+    ) -> Result<Option<HashSet<RecordId>>, TransportError> {
+        let _ = ids;
+        Ok(None)
+    }
 }
 
 /// Why the log could not be written or read back. Every one of these sends

@@ -152,13 +152,16 @@ impl Transport for SftpTransport {
         result
     }
 
-    fn find_ids(&mut self, ids: &HashSet<RecordId>) -> Result<HashSet<RecordId>, TransportError> {
+    fn find_ids(
+        &mut self,
+        ids: &HashSet<RecordId>,
+    ) -> Result<Option<HashSet<RecordId>>, TransportError> {
         let result = self.find_ids_locked(ids);
         if result.is_err() {
             // As for append: the next call connects afresh.
             self.conn = None;
         }
-        result
+        result.map(Some)
     }
 }
 
