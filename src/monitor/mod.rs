@@ -87,7 +87,14 @@ impl Monitor {
         ));
         let saved: Option<Checkpoint> = opts.state.load_checkpoint()?;
         // A position in another file (fail2ban.log moved): as a first run.
-        let first_run = !saved.is_some_and(|s| feed.resume(&s.position).is_ok());
+        let first_run = match saved.map(|s| feed.resume(&s.position)) {
+            Some(Ok(())) => false,
+            Some(Err(why)) => {
+                warn!("the saved position cannot be used ({why}): starting as on a first run");
+                true
+            }
+            None => true,
+        };
         let (mut wake, handle) = Wake::new(opts.mode);
         opts.mode = feed.watch(handle.clone());
         wake.set_mode(opts.mode);
