@@ -545,7 +545,7 @@ impl Watcher {
             return 0;
         };
         let value: serde_json::Value = serde_json::from_slice(&data).unwrap_or_default();
-        value["cursor"]["offset"].as_u64().unwrap_or(0)
+        value["position"]["seq"].as_u64().unwrap_or(0)
     }
 
     /// Waits until the saved cursor reaches `size`; the time since spawn.

@@ -349,10 +349,8 @@ fn flush_with_deadline(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::RecordId;
     use crate::transport::testing::SlowLog;
     use crate::transport::{Transport, TransportError};
-    use std::collections::HashSet;
 
     fn records() -> Vec<Record> {
         let line = "<13>Nov 21 18:28:04 t[1]: HOST 192.0.2.1 PORT 22 id=0123456789abcdef\n";
@@ -421,11 +419,10 @@ mod tests {
 
     impl Transport for RefusingLog {
         fn append(&mut self, _: &[u8]) -> Result<(), TransportError> {
-            Err(TransportError::LogMissing("/share/newbans.log".into()))
-        }
-
-        fn find_ids(&mut self, _: &HashSet<RecordId>) -> Result<HashSet<RecordId>, TransportError> {
-            Ok(HashSet::new())
+            Err(TransportError::Missing {
+                log: "/share/newbans.log".into(),
+                hint: "is the share mounted?",
+            })
         }
     }
 

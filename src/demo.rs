@@ -17,14 +17,15 @@ use chrono::Utc;
 
 use crate::append::{self, Outcome, Request, Writer};
 use crate::backend::log::LogBackend;
-use crate::follow::Mode;
+use crate::follow::{LocalFs, Mode};
 use crate::lock::{LockTimings, Owner};
 use crate::record::{BanTime, Op};
 use crate::spool::Spool;
+use crate::state::StateDir;
+use crate::transport::file_feed::FileFeed;
 use crate::transport::{self, LogLocation};
 use crate::watch::daemon::{Daemon, Handle, Msg, Options};
 use crate::watch::policy::PolicySettings;
-use crate::watch::state::StateDir;
 
 const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
 const TIMINGS: LockTimings = LockTimings {
@@ -144,10 +145,14 @@ fn start_watcher(
     tx: Sender<(&'static str, String)>,
 ) -> Result<Watching, String> {
     let state = StateDir::open(&root.join(node.name).join("state")).map_err(|e| e.to_string())?;
+    let feed = FileFeed::new(
+        LocalFs,
+        log.to_owned(),
+        log.display().to_string(),
+        Mode::Poll(Duration::from_millis(50)),
+    );
     let opts = Options {
-        log: log.to_owned(),
         node: node.name.to_owned(),
-        mode: Mode::Poll(Duration::from_millis(50)),
         batch_max: 1000,
         state,
         trust: Default::default(),
@@ -163,7 +168,8 @@ fn start_watcher(
         tx,
         partial: Vec::new(),
     })));
-    let (daemon, handle) = Daemon::new(opts, policy, backend).map_err(|e| e.to_string())?;
+    let (daemon, handle) =
+        Daemon::new(Box::new(feed), opts, policy, backend).map_err(|e| e.to_string())?;
     let thread = thread::spawn(move || {
         daemon.run(|| None);
     });

@@ -13,6 +13,7 @@
 //! - [`detach`]: a child process the caller can walk away from;
 //! - [`follow`]: reading the log exactly once through rotation and truncation;
 //! - [`backend`]: applying bans locally (nftables, ipset, fail2ban, ...);
+//! - [`state`]: a daemon's state directory, its saved position among them;
 //! - [`watch`]: the watcher daemon and its policy;
 //! - [`monitor`]: sharing bans read from fail2ban's own log;
 //! - [`trust`]: signed records and the keys trusted to sign them;
@@ -30,6 +31,7 @@ pub mod lock;
 pub mod monitor;
 pub mod record;
 pub mod spool;
+pub mod state;
 pub mod transport;
 pub mod trust;
 pub mod watch;

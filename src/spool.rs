@@ -8,7 +8,9 @@
 //! - `uncertain`: a delivery was under way when it was interrupted (a
 //!   timeout, a write error, a crash), so some of its records may be in the
 //!   log already. Before delivering it, flush looks the ids up in the log
-//!   and sends only the missing ones.
+//!   and sends only the missing ones; over a transport that cannot read
+//!   the log back, it sends the batch again whole, and the watchers'
+//!   policy drops the copies.
 //!
 //! A flush marks a file `uncertain` before it appends, and deletes it after,
 //! so that a crash at any point leaves a state that recovers exactly once.
@@ -74,6 +76,10 @@ pub struct FlushReport {
     pub delivered: usize,
     /// Records of interrupted deliveries that turned out to be in the log.
     pub already_there: usize,
+    /// Records of interrupted deliveries sent again unchecked, because the
+    /// transport cannot read the log back: some may be copies, which the
+    /// watchers drop. Counted in `delivered` too.
+    pub resent_unchecked: usize,
     /// Batches still waiting, because the log became unreachable.
     pub batches_left: usize,
 }
@@ -181,10 +187,19 @@ impl Spool {
                 Err(Delivery::Transport(e)) => {
                     report.batches_left = entries.len() - done;
                     log::warn!("flush stopped, log unreachable: {e}");
-                    return Ok(report);
+                    break;
                 }
                 Err(Delivery::Spool(e)) => return Err(e),
             }
+        }
+        if report.resent_unchecked > 0 {
+            // Once per flush, not per batch: it is how this transport
+            // works, not a fault.
+            log::info!(
+                "{} record(s) of interrupted deliveries sent again whole: this transport \
+                 cannot read the log back to drop those already there; watchers drop the copies",
+                report.resent_unchecked
+            );
         }
         Ok(report)
     }
@@ -198,10 +213,12 @@ impl Spool {
         let Some(mut records) = self.read_batch(&entry.path)? else {
             return Ok(());
         };
+        let mut unchecked = false;
         let path = if entry.uncertain {
-            let before = records.len();
-            drop_delivered(&mut records, transport)?;
-            report.already_there += before - records.len();
+            match drop_delivered(&mut records, transport)? {
+                Some(dropped) => report.already_there += dropped,
+                None => unchecked = true,
+            }
             entry.path.clone()
         } else {
             self.mark_uncertain(&entry.path)?
@@ -215,6 +232,9 @@ impl Spool {
             return Err(Delivery::Transport(e));
         }
         report.delivered += records.len();
+        if unchecked {
+            report.resent_unchecked += records.len();
+        }
         fs::remove_file(&path).map_err(io_err(&path))?;
         Ok(())
     }
@@ -291,15 +311,20 @@ impl From<SpoolError> for Delivery {
     }
 }
 
-/// Removes from `records` those whose id the log already holds.
+/// Removes from `records` those whose id the log already holds, and says
+/// how many; `None` when the transport cannot read the log back, and then
+/// every record stays, to be sent again.
 fn drop_delivered(
     records: &mut Vec<Record>,
     transport: &mut dyn Transport,
-) -> Result<(), Delivery> {
+) -> Result<Option<usize>, Delivery> {
     let ids: HashSet<RecordId> = records.iter().filter_map(|r| r.fields.id.clone()).collect();
-    let found = transport.find_ids(&ids).map_err(Delivery::Transport)?;
+    let Some(found) = transport.find_ids(&ids).map_err(Delivery::Transport)? else {
+        return Ok(None);
+    };
+    let before = records.len();
     records.retain(|r| r.fields.id.as_ref().is_none_or(|id| !found.contains(id)));
-    Ok(())
+    Ok(Some(before - records.len()))
 }
 
 /// The lines of `records`, each ending in `\n`.
@@ -337,13 +362,14 @@ fn next_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
-    /// A log in memory that can be told to refuse appends.
+    /// A log in memory that can be told to refuse appends, or to be a
+    /// publisher that cannot read what it sent back.
     #[derive(Default)]
     struct MemoryLog {
         lines: Vec<Record>,
         refuse: Option<fn() -> TransportError>,
+        cannot_read_back: bool,
     }
 
     impl Transport for MemoryLog {
@@ -362,13 +388,17 @@ mod tests {
         fn find_ids(
             &mut self,
             ids: &HashSet<RecordId>,
-        ) -> Result<HashSet<RecordId>, TransportError> {
-            Ok(self
-                .lines
-                .iter()
-                .filter_map(|r| r.fields.id.clone())
-                .filter(|id| ids.contains(id))
-                .collect())
+        ) -> Result<Option<HashSet<RecordId>>, TransportError> {
+            if self.cannot_read_back {
+                return Ok(None);
+            }
+            Ok(Some(
+                self.lines
+                    .iter()
+                    .filter_map(|r| r.fields.id.clone())
+                    .filter(|id| ids.contains(id))
+                    .collect(),
+            ))
         }
     }
 
@@ -381,7 +411,10 @@ mod tests {
     }
 
     fn missing() -> TransportError {
-        TransportError::LogMissing(PathBuf::from("/x"))
+        TransportError::Missing {
+            log: "/x".into(),
+            hint: "is the share mounted?",
+        }
     }
 
     const T: Duration = Duration::from_secs(1);
@@ -400,6 +433,7 @@ mod tests {
             FlushReport {
                 delivered: 3,
                 already_there: 0,
+                resent_unchecked: 0,
                 batches_left: 0
             }
         );
@@ -455,7 +489,38 @@ mod tests {
         let report = spool.flush(&mut log, T).unwrap();
         assert_eq!(report.already_there, 2);
         assert_eq!(report.delivered, 1);
+        assert_eq!(report.resent_unchecked, 0);
         assert_eq!(log.lines, vec![rec(1), rec(2), rec(3)]);
+    }
+
+    /// A transport that cannot read the log back (a publisher onto a
+    /// message bus) cannot say which records of an interrupted delivery
+    /// arrived: the batch goes again whole, and the watchers' policy drops
+    /// the copies.
+    #[test]
+    fn uncertain_batch_is_resent_whole_when_the_log_cannot_be_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        spool.put(&[rec(1), rec(2), rec(3)], true).unwrap();
+        spool.put(&[rec(4)], false).unwrap();
+        let mut log = MemoryLog {
+            lines: vec![rec(1), rec(2)],
+            cannot_read_back: true,
+            ..Default::default()
+        };
+        let report = spool.flush(&mut log, T).unwrap();
+        assert_eq!(
+            report,
+            FlushReport {
+                delivered: 4,
+                already_there: 0,
+                resent_unchecked: 3,
+                batches_left: 0
+            }
+        );
+        let sent = vec![rec(1), rec(2), rec(1), rec(2), rec(3), rec(4)];
+        assert_eq!(log.lines, sent);
+        assert!(spool.is_empty().unwrap());
     }
 
     #[test]

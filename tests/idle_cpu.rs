@@ -82,7 +82,7 @@ fn append(path: &Path, text: &str) {
 fn saved_offset(state: &Path) -> Option<u64> {
     let data = fs::read(state.join("cursor.json")).ok()?;
     let value: serde_json::Value = serde_json::from_slice(&data).ok()?;
-    value["cursor"]["offset"].as_u64()
+    value["position"]["seq"].as_u64()
 }
 
 /// Waits until the saved cursor is at the end of `log`: all of it read.

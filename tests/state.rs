@@ -1,7 +1,7 @@
 //! The watcher's saved state: it never runs ahead of the cursor it could
 //! save (a full state folder), one daemon per state folder, the circuit
 //! breaker and rate windows across restarts, and state files of the
-//! previous release (checked-in fixtures in tests/fixtures/state-v0).
+//! previous releases (checked-in fixtures in tests/fixtures/state-v0 and -v1).
 //!
 //! The real binary runs with the log (dry-run) backend; what it applied is
 //! read from its stdout, one line per action. The full-folder test mounts a
@@ -313,15 +313,17 @@ fn the_circuit_breaker_and_rate_windows_survive_a_restart() {
     assert!(status["tripped_nodes"]["flood"].is_string(), "{status}");
 }
 
-fn fixtures(name: &str) -> PathBuf {
+/// The fixtures of state format `format` (0 or 1) for a watcher or monitor
+/// (`name`).
+fn fixtures(format: u32, name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/state-v0")
+        .join(format!("tests/fixtures/state-v{format}"))
         .join(name)
 }
 
 /// The fixture's cursor.json, pointed at `log`.
-fn fixture_cursor(dir: &str, log: &Path) -> Vec<u8> {
-    let data = fs::read(fixtures(dir).join("cursor.json")).unwrap();
+fn fixture_cursor(format: u32, dir: &str, log: &Path) -> Vec<u8> {
+    let data = fs::read(fixtures(format, dir).join("cursor.json")).unwrap();
     let mut cursor: serde_json::Value = serde_json::from_slice(&data).unwrap();
     cursor["log"] = log.to_str().unwrap().into();
     serde_json::to_vec(&cursor).unwrap()
@@ -335,14 +337,26 @@ fn version_of(path: &Path) -> serde_json::Value {
 
 #[test]
 fn a_watcher_migrates_the_state_files_of_the_previous_release() {
+    watcher_migrates_state_files_of_format(1);
+}
+
+#[test]
+fn a_watcher_migrates_the_state_files_of_format_0() {
+    watcher_migrates_state_files_of_format(0);
+}
+
+/// A watcher on the fixtures of `format` resumes exactly at their cursor
+/// and keeps their bans.
+fn watcher_migrates_state_files_of_format(format: u32) {
     let mut w = Watcher::prepare("");
     let state = w.state_dir();
     fs::create_dir(&state).unwrap();
-    fs::copy(fixtures("watch").join("newbans.log"), w.log()).unwrap();
+    fs::copy(fixtures(format, "watch").join("newbans.log"), w.log()).unwrap();
     for file in ["active.json", "status.json"] {
-        fs::copy(fixtures("watch").join(file), state.join(file)).unwrap();
+        fs::copy(fixtures(format, "watch").join(file), state.join(file)).unwrap();
     }
-    fs::write(state.join("cursor.json"), fixture_cursor("watch", &w.log())).unwrap();
+    let cursor = fixture_cursor(format, "watch", &w.log());
+    fs::write(state.join("cursor.json"), cursor).unwrap();
     w.restart(&[]);
     // The saved 1000-day ban covers a shorter report of its network.
     w.share("ban", "203.0.113.0/24", "other", &["--bantime", "600"]);
@@ -362,22 +376,32 @@ fn a_watcher_migrates_the_state_files_of_the_previous_release() {
     assert_eq!(status["lines_read"], 3, "{status}");
     assert_eq!(status["skipped"]["AlreadyBanned"], 1, "{status}");
     for file in ["cursor.json", "active.json", "status.json"] {
-        assert_eq!(version_of(&state.join(file)), 1, "{file}");
+        assert_eq!(version_of(&state.join(file)), 2, "{file}");
     }
 }
 
 #[test]
 fn a_monitor_migrates_the_cursor_of_the_previous_release() {
+    monitor_migrates_the_cursor_of_format(1);
+}
+
+#[test]
+fn a_monitor_migrates_the_cursor_of_format_0() {
+    monitor_migrates_the_cursor_of_format(0);
+}
+
+/// A monitor on the fixture of `format` goes on after its cursor.
+fn monitor_migrates_the_cursor_of_format(format: u32) {
     let dir = tempfile::tempdir().unwrap();
     let f2blog = dir.path().join("fail2ban.log");
     let state = dir.path().join("state");
     let log = dir.path().join("newbans.log");
     fs::create_dir(&state).unwrap();
     fs::write(&log, b"").unwrap();
-    fs::copy(fixtures("monitor").join("fail2ban.log"), &f2blog).unwrap();
+    fs::copy(fixtures(format, "monitor").join("fail2ban.log"), &f2blog).unwrap();
     fs::write(
         state.join("cursor.json"),
-        fixture_cursor("monitor", &f2blog),
+        fixture_cursor(format, "monitor", &f2blog),
     )
     .unwrap();
     let monitor = Daemon(
@@ -406,7 +430,7 @@ fn a_monitor_migrates_the_cursor_of_the_previous_release() {
         && support::read_records(&log).len() == 1));
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(monitor.0.id() as i32, libc::SIGTERM) };
-    assert!(wait_until(WAIT, || version_of(&state.join("cursor.json")) == 1));
+    assert!(wait_until(WAIT, || version_of(&state.join("cursor.json")) == 2));
     drop(monitor);
     let records = support::read_records(&log);
     assert_eq!(records.len(), 1, "{records:?}");

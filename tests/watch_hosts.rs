@@ -272,7 +272,7 @@ fn append_slowly(log: &Path, addresses: &[String]) {
 fn saved_offset(cursor: &Path) -> u64 {
     let Ok(data) = fs::read(cursor) else { return 0 };
     let value: serde_json::Value = serde_json::from_slice(&data).unwrap_or_default();
-    value["cursor"]["offset"].as_u64().unwrap_or(0)
+    value["position"]["seq"].as_u64().unwrap_or(0)
 }
 
 fn count_lines_after(log: &Path, offset: u64) -> u64 {

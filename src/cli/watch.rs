@@ -5,15 +5,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow};
 use banshare::backend::Backend;
 use banshare::config::Settings;
-use banshare::follow::mode;
-use banshare::follow::{LocalFs, LogFs};
 use banshare::spool::Spool;
-use banshare::transport::LogLocation;
+use banshare::transport::{self, FeedSettings, LogLocation};
 use banshare::trust::TrustPolicy;
 use banshare::watch::daemon::{Daemon, Options, Reloaded};
 use banshare::watch::policy::PolicySettings;
 use banshare::watch::reach::Reach;
-use banshare::watch::state::{self, StateDir, Status};
+use banshare::watch::state::{self, StateDir, Status, WatcherFiles};
 use banshare::watch::{flusher, host};
 use serde::Serialize;
 
@@ -27,60 +25,39 @@ use super::setup::{
 pub fn watch(args: WatchArgs, config: &Option<PathBuf>, mut settings: Settings) -> Result<()> {
     apply_watch_args(&mut settings, &args)?;
     let location = required_log(&settings)?;
-    let w = &settings.watch;
-    let reach = Reach::new(location.clone(), w.safety_poll);
-    match &location {
-        LogLocation::File(log) => {
-            let dir = log
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            let mode = mode::resolve(w.follow, dir, w.poll_interval, w.safety_poll);
-            run_watch(LocalFs, log.clone(), mode, reach, &settings, config, args)
-        }
-        // Over SFTP there is nothing to watch but the poll.
-        #[cfg(feature = "sftp")]
-        LogLocation::Sftp(url) => {
-            let fs = banshare::transport::sftp::SftpFs::new(url, &settings.sftp);
-            let mode = mode::Mode::Poll(w.poll_interval);
-            let reach = reach.on_reconnect(fs.connections());
-            run_watch(fs, url.path.clone(), mode, reach, &settings, config, args)
-        }
-    }
-}
-
-/// Runs the watcher, following `log` through `fs`, never banning what
-/// `reach` finds for the log's location.
-fn run_watch<F: LogFs>(
-    fs: F,
-    log: PathBuf,
-    mode: mode::Mode,
-    reach: Reach,
-    settings: &Settings,
-    config: &Option<PathBuf>,
-    args: WatchArgs,
-) -> Result<()> {
     let origin = config_path(config);
     // Checked before the state directory is created and locked: a refused
     // configuration (exit 2) writes nothing. Neither touches the host.
-    let backend = open_backend(settings, &origin)?;
-    let trust = trust_policy(settings, &origin)?;
+    let backend = open_backend(&settings, &origin)?;
+    let trust = trust_policy(&settings, &origin)?;
     // Locked before the daemon starts: a second watcher must not touch
     // the firewall.
     let state = acquire_state(&settings.watch.state_dir)?;
+    let w = &settings.watch;
+    let feed = transport::open_feed(
+        &location,
+        &FeedSettings {
+            follow: w.follow,
+            poll_interval: w.poll_interval,
+            safety_poll: w.safety_poll,
+            sftp: settings.sftp.clone(),
+        },
+    );
+    let mut reach = Reach::new(location.clone(), w.safety_poll);
+    if let Some(connections) = feed.connections() {
+        reach = reach.on_reconnect(connections);
+    }
     let opts = Options {
-        log,
         node: settings.node.to_string(),
-        mode,
-        batch_max: settings.watch.batch_max,
+        batch_max: w.batch_max,
         state,
         trust,
-        safety_poll: settings.watch.safety_poll,
+        safety_poll: w.safety_poll,
     };
     let (mut daemon, handle) =
-        Daemon::with_fs(fs, opts, policy_settings(settings), backend).map_err(|e| anyhow!(e))?;
+        Daemon::new(feed, opts, policy_settings(&settings), backend).map_err(|e| anyhow!(e))?;
     forward_signals(handle)?;
-    start_flusher(settings, reach.location())?;
+    start_flusher(&settings, &location)?;
     daemon.protect_transport(reach);
     let config = config.clone();
     daemon.run(move || reload_policy(&config, &args));
@@ -285,7 +262,7 @@ fn write_status(out: &mut String, r: &Report) -> std::fmt::Result {
         (false, Some(e)) => format!("NOT readable: {e}"),
         (false, None) => "not read yet".to_string(),
     };
-    writeln!(out, "log:         {} ({readable})", s.log.display())?;
+    writeln!(out, "log:         {} ({readable})", s.log)?;
     writeln!(out, "follow mode: {}", s.mode)?;
     let lag = match (s.lag_records, s.lag_bytes) {
         (Some(rec), Some(b)) => format!("{rec} records, {b} bytes behind"),

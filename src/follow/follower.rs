@@ -106,6 +106,13 @@ impl<F: LogFs> Follower<F> {
         }
     }
 
+    /// Resumes at `cursor` instead: the open files are given up, and the
+    /// next [`Follower::read_lines`] finds the cursor's file again, as
+    /// after a restart.
+    pub fn resume_at(&mut self, cursor: Cursor) {
+        self.detach(cursor);
+    }
+
     /// Up to `max_lines` complete lines, in order, each after the last one
     /// handed out. Fewer means caught up, except when the call read
     /// `max_lines * (MAX_LINE_LEN + 1)` bytes without finishing enough

@@ -153,7 +153,7 @@ pub use error::FollowError;
 pub use follower::{FollowEvent, FollowState, Follower};
 pub use mode::{FollowKind, Mode};
 pub use tail::{Line, Unread};
-pub use wake::{Handle, Msg, Wake};
+pub use wake::{DirWatch, Handle, Msg, Wake};
 
 /// What `stat` tells about a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

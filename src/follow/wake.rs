@@ -1,6 +1,8 @@
-//! When a follow loop wakes up: on an inotify event for the followed file,
-//! on a message from another thread (stop, reload), or when the poll
-//! interval has passed. The watcher and the monitor share it.
+//! When a follow loop wakes up: on a message from another thread (stop,
+//! reload, or "changed" from a feed: an inotify event for the followed
+//! file, a message that arrived), or when the poll interval has passed.
+//! The watcher and the monitor share it; [`DirWatch`] is the inotify side
+//! for feeds that follow a file.
 //!
 //! One thread owns the loop's state; the inotify thread, the signal thread
 //! and [`Handle`] holders only send it a [`Msg`].
@@ -37,40 +39,27 @@ impl Handle {
     }
 }
 
-/// The loop's side: waits for the next reason to look at the file.
+/// The loop's side: waits for the next reason to look at the feed.
 pub struct Wake {
     rx: Receiver<Msg>,
     mode: Mode,
-    /// Kept alive for as long as the loop runs.
-    _inotify: Option<notify::RecommendedWatcher>,
 }
 
 impl Wake {
-    /// Starts inotify on `path`'s directory when `mode` asks for it,
-    /// falling back to polling if inotify cannot start.
-    pub fn new(path: &Path, mode: Mode) -> (Wake, Handle) {
+    /// A loop that looks at least every `mode.interval()`, and whenever a
+    /// [`Handle`] sends it a message. Once every handle is gone, it stops.
+    pub fn new(mode: Mode) -> (Wake, Handle) {
         let (tx, rx) = mpsc::channel();
-        let (mode, inotify) = match mode {
-            Mode::Native { .. } => match watch_directory(path, tx.clone()) {
-                Ok(watcher) => (mode, Some(watcher)),
-                Err(e) => {
-                    warn!("inotify unavailable ({e}); polling instead");
-                    (Mode::Poll(Duration::from_millis(250)), None)
-                }
-            },
-            Mode::Poll(_) => (mode, None),
-        };
-        (
-            Wake {
-                rx,
-                mode,
-                _inotify: inotify,
-            },
-            Handle(tx),
-        )
+        (Wake { rx, mode }, Handle(tx))
     }
 
-    /// The mode in effect (polling, if inotify could not start).
+    /// Looks at least this often from now on: the feed's mode once it is
+    /// watching.
+    pub fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
+    }
+
+    /// The mode in effect.
     pub fn mode(&self) -> Mode {
         self.mode
     }
@@ -92,6 +81,31 @@ impl Wake {
             };
         }
         Some(strongest)
+    }
+}
+
+/// inotify on the directory of the file at `path`, telling `handle` of
+/// changes to the file and its rotated siblings, kept for as long as the
+/// returned value lives.
+pub struct DirWatch {
+    _watcher: notify::RecommendedWatcher,
+}
+
+impl DirWatch {
+    /// Starts inotify for `mode` when it asks for it (`Mode::Native`). If
+    /// inotify cannot start, says so and returns the polling mode to use
+    /// instead.
+    pub fn start(path: &Path, mode: Mode, handle: Handle) -> (Mode, Option<DirWatch>) {
+        match mode {
+            Mode::Native { .. } => match watch_directory(path, handle.0) {
+                Ok(watcher) => (mode, Some(DirWatch { _watcher: watcher })),
+                Err(e) => {
+                    warn!("inotify unavailable ({e}); polling instead");
+                    (Mode::Poll(Duration::from_millis(250)), None)
+                }
+            },
+            Mode::Poll(_) => (mode, None),
+        }
     }
 }
 

@@ -18,13 +18,14 @@ pub mod f2blog;
 use std::path::PathBuf;
 
 use crate::append::{self, Outcome, Request, Writer};
-use crate::follow::{Follower, Line, LocalFs};
-use crate::follow::{Handle, Mode, Msg, Wake};
+use crate::follow::{Handle, LocalFs, Mode, Msg, Wake};
 use crate::lock::LockTimings;
 use crate::record::{BanTime, Jail, Op, PortSpec, Record, never_ban};
 use crate::spool::Spool;
+use crate::state::{Checkpoint, StateDir};
+use crate::transport::feed::{Entry, Feed};
+use crate::transport::file_feed::FileFeed;
 use crate::transport::{self, LogLocation, Publisher};
-use crate::watch::state::{SavedCursor, StateDir};
 use f2blog::{Event, Kind};
 use log::{error, info, warn};
 
@@ -62,7 +63,8 @@ pub struct Monitor {
     /// Kept for the monitor's life: one connection for every batch, made
     /// again only after a call failed or outlived its deadline.
     publisher: Publisher,
-    follower: Follower<LocalFs>,
+    /// fail2ban.log, followed as the file transport follows the shared log.
+    feed: Box<dyn Feed>,
     wake: Wake,
     /// Records read but neither delivered nor spooled yet: they go first.
     pending: Vec<Record>,
@@ -76,14 +78,26 @@ pub struct Monitor {
 
 impl Monitor {
     pub fn new(mut opts: Options) -> std::io::Result<(Monitor, Handle)> {
-        let saved = opts
-            .state
-            .load_cursor()?
-            .filter(|s| s.log == opts.fail2ban_log);
-        let first_run = saved.is_none();
-        let follower = Follower::new(LocalFs, opts.fail2ban_log.clone(), saved.map(|s| s.cursor));
-        let (wake, handle) = Wake::new(&opts.fail2ban_log, opts.mode);
-        opts.mode = wake.mode();
+        let path = opts.fail2ban_log.clone();
+        let mut feed: Box<dyn Feed> = Box::new(FileFeed::new(
+            LocalFs,
+            path.clone(),
+            path.display().to_string(),
+            opts.mode,
+        ));
+        let saved: Option<Checkpoint> = opts.state.load_checkpoint()?;
+        // A position in another file (fail2ban.log moved): as a first run.
+        let first_run = match saved.map(|s| feed.resume(&s.position)) {
+            Some(Ok(())) => false,
+            Some(Err(why)) => {
+                warn!("the saved position cannot be used ({why}): starting as on a first run");
+                true
+            }
+            None => true,
+        };
+        let (mut wake, handle) = Wake::new(opts.mode);
+        opts.mode = feed.watch(handle.clone());
+        wake.set_mode(opts.mode);
         let owner = crate::lock::Owner {
             node: opts.writer.node.to_string(),
             pid: std::process::id(),
@@ -98,7 +112,7 @@ impl Monitor {
         let mut monitor = Monitor {
             opts,
             publisher,
-            follower,
+            feed,
             wake,
             pending: Vec::new(),
             counts: Counts::default(),
@@ -139,7 +153,7 @@ impl Monitor {
     /// First run: start at the end of fail2ban.log.
     fn skip_history(&mut self) {
         let mut skipped = 0usize;
-        while let Ok(lines) = self.follower.read_lines(self.opts.batch_max) {
+        while let Ok(lines) = self.feed.read(self.opts.batch_max) {
             if lines.is_empty() {
                 break;
             }
@@ -162,7 +176,7 @@ impl Monitor {
             if self.unsaved && !self.save_cursor() {
                 return;
             }
-            let lines = match self.follower.read_lines(self.opts.batch_max) {
+            let lines = match self.feed.read(self.opts.batch_max) {
                 Ok(lines) => {
                     self.note_reachable(true, None);
                     lines
@@ -177,10 +191,10 @@ impl Monitor {
         }
     }
 
-    fn records(&mut self, lines: &[Line]) -> Vec<Record> {
+    fn records(&mut self, lines: &[Entry]) -> Vec<Record> {
         let mut records = Vec::new();
         for line in lines {
-            let Line::Complete { bytes, .. } = line else {
+            let Entry::Record(bytes) = line else {
                 continue;
             };
             match f2blog::parse(bytes) {
@@ -273,17 +287,12 @@ impl Monitor {
 
     /// Returns whether the cursor is saved; logs when that changes.
     fn save_cursor(&mut self) -> bool {
-        let Some(cursor) = self.follower.cursor() else {
+        let Some(position) = self.feed.position() else {
             self.unsaved = false;
             return true;
         };
-        let saved = SavedCursor {
-            log: self.opts.fail2ban_log.clone(),
-            cursor,
-            breaker: None,
-        };
         let dir = self.opts.state.path().display();
-        match self.opts.state.save_cursor(&saved) {
+        match self.opts.state.save_checkpoint(&Checkpoint { position }) {
             Ok(()) => {
                 if std::mem::take(&mut self.held) {
                     warn!("cursor saved again in {dir}: sharing resumes");

@@ -10,6 +10,12 @@ use super::{Transport, TransportError, ids_in};
 use crate::lock::{CrossHostLock, LocalLock, LocalLockFs, LockTimings, Owner};
 use crate::record::RecordId;
 
+/// What to check when the log file is not there: most often, the share it
+/// lives on is not mounted.
+pub(super) const MISSING_HINT: &str = "is the share mounted?";
+/// What to check when the share does not answer.
+pub(super) const UNREACHABLE_HINT: &str = "is the file server up and reachable?";
+
 #[derive(Debug, Clone)]
 pub struct FileTransport {
     log: PathBuf,
@@ -61,7 +67,7 @@ impl FileTransport {
     ) -> Result<std::borrow::Cow<'a, [u8]>, TransportError> {
         use std::os::unix::fs::FileExt;
         let open_err = |source| TransportError::Open {
-            path: self.log.clone(),
+            log: self.name(),
             source,
         };
         let size = file.metadata().map_err(open_err)?.len();
@@ -79,9 +85,14 @@ impl FileTransport {
 
     fn write_err(&self, source: io::Error) -> TransportError {
         TransportError::Write {
-            path: self.log.clone(),
+            log: self.name(),
             source,
         }
+    }
+
+    /// The log as the user named it, for errors.
+    fn name(&self) -> String {
+        self.log.display().to_string()
     }
 }
 
@@ -137,17 +148,20 @@ impl Transport for FileTransport {
         Ok(())
     }
 
-    fn find_ids(&mut self, ids: &HashSet<RecordId>) -> Result<HashSet<RecordId>, TransportError> {
+    fn find_ids(
+        &mut self,
+        ids: &HashSet<RecordId>,
+    ) -> Result<Option<HashSet<RecordId>>, TransportError> {
         let _local = LocalLock::acquire(&self.local_lock, self.timings.timeout)?;
         let read_err = |source| TransportError::Read {
-            path: self.log.clone(),
+            log: self.name(),
             source,
         };
         let file = File::open(&self.log).map_err(|e| match e.kind() {
-            ErrorKind::NotFound => TransportError::LogMissing(self.log.clone()),
+            ErrorKind::NotFound => TransportError::opening(&self.log, e),
             _ => read_err(e),
         })?;
-        ids_in(file, ids).map_err(read_err)
+        ids_in(file, ids).map(Some).map_err(read_err)
     }
 }
 
@@ -209,6 +223,6 @@ mod tests {
         .unwrap();
         let ids: HashSet<RecordId> = [wanted.clone(), other].into();
         let found = transport(dir.path()).find_ids(&ids).unwrap();
-        assert_eq!(found, [wanted].into());
+        assert_eq!(found, Some([wanted].into()));
     }
 }

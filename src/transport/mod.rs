@@ -7,6 +7,7 @@
 pub mod endpoint;
 pub mod feed;
 mod file;
+pub mod file_feed;
 mod publisher;
 #[cfg(feature = "sftp")]
 pub mod sftp;
@@ -71,46 +72,78 @@ pub trait Transport: Send {
     /// the cross-host lock, so no other writer's line lands inside it.
     fn append(&mut self, batch: &[u8]) -> Result<(), TransportError>;
 
-    /// Which of `ids` already appear in the log. Used only to recover spool
-    /// entries whose delivery was interrupted, so it may read the whole log.
-    /// It holds this host's local append lock while it reads: an append of
-    /// the same records that is still under way (a `ban` run whose delivery
-    /// outlived its deadline on a frozen mount) lands before the answer, or
-    /// the call times out, and never after it.
-    fn find_ids(&mut self, ids: &HashSet<RecordId>) -> Result<HashSet<RecordId>, TransportError>;
+    /// Which of `ids` already appear in the log, or `None` if this
+    /// transport cannot read the log back (a publisher onto a message bus
+    /// that keeps nothing to look in): the default. Used only to recover
+    /// spool entries whose delivery was interrupted, so it may read the
+    /// whole log; when it cannot tell, the spool resends those entries
+    /// whole, and the watchers' policy drops the copies.
+    ///
+    /// A transport that reads back holds this host's local append lock
+    /// while it reads: an append of the same records that is still under
+    /// way (a `ban` run whose delivery outlived its deadline on a frozen
+    /// mount) lands before the answer, or the call times out, and never
+    /// after it.
+    fn find_ids(
+        &mut self,
+        ids: &HashSet<RecordId>,
+    ) -> Result<Option<HashSet<RecordId>>, TransportError> {
+        let _ = ids;
+        Ok(None)
+    }
 }
 
-/// Why the log could not be written. Every one of these sends records to the
-/// spool; none is fatal to the caller.
+/// Why the log could not be written or read back. Every one of these sends
+/// records to the spool; none is fatal to the caller.
+///
+/// They name the log as the user gave it (`log`: a path, or an `sftp://`
+/// URL), so that every transport, a message bus too, reports through the
+/// same variants; `hint` is the transport's own advice (a mounted share and
+/// an SFTP server call for different fixes). Only the boundary that
+/// [`TransportError::wrote_nothing`] draws matters to the spool: a
+/// transport reports a failure, a deadline of its own included, as
+/// [`TransportError::Write`] once any byte may have been sent, and as one
+/// of the others before that.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error(
-        "log {0} does not exist (is the share mounted?). banshare never creates the log, \
-         so that an unmounted share is not mistaken for an empty one"
+        "log {log} does not exist ({hint}). banshare never creates the log, \
+         so that a log that is not there is not mistaken for an empty one"
     )]
-    LogMissing(PathBuf),
-    /// The share is there but does not answer: a dead sshfs connection
-    /// (ENOTCONN), a stale NFS handle, an I/O error or a timeout.
-    #[error("log {path} is unreachable (is the file server up and reachable?): {source}")]
-    LogUnreachable { path: PathBuf, source: io::Error },
-    #[error("cannot open log {path}: {source}")]
-    Open { path: PathBuf, source: io::Error },
+    Missing { log: String, hint: &'static str },
+    /// The log's place is there but does not answer: a dead sshfs
+    /// connection (ENOTCONN), a stale NFS handle, an I/O error, a server
+    /// that refuses connections or a timeout.
+    #[error("log {log} is unreachable ({hint}): {source}")]
+    Unreachable {
+        log: String,
+        hint: &'static str,
+        source: io::Error,
+    },
+    /// The log answered but would not open for us: permissions, a symlink
+    /// loop, an unknown host key, a failed login.
+    #[error("cannot open log {log}: {source}")]
+    Open { log: String, source: io::Error },
     #[error(transparent)]
     Lock(#[from] LockError),
-    #[error("writing log {path} failed; part of the batch may have been written: {source}")]
-    Write { path: PathBuf, source: io::Error },
-    #[error("reading log {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
+    #[error("writing log {log} failed; part of the batch may have been written: {source}")]
+    Write { log: String, source: io::Error },
+    #[error("reading log {log}: {source}")]
+    Read { log: String, source: io::Error },
 }
 
 impl TransportError {
-    /// Sorts an error from finding or opening the log at `path`: only
-    /// ENOENT means it does not exist; a share that stopped answering is
-    /// unreachable, which asks for another fix than mounting it.
+    /// Sorts an error from finding or opening the log file at `path` (a
+    /// local path or one on a mounted share): only ENOENT means it does not
+    /// exist; a share that stopped answering is unreachable, which asks for
+    /// another fix than mounting it.
     pub fn opening(path: &std::path::Path, source: io::Error) -> TransportError {
-        let path = path.to_owned();
+        let log = path.display().to_string();
         if source.kind() == io::ErrorKind::NotFound {
-            return TransportError::LogMissing(path);
+            return TransportError::Missing {
+                log,
+                hint: file::MISSING_HINT,
+            };
         }
         let unreachable = matches!(
             source.raw_os_error(),
@@ -129,9 +162,13 @@ impl TransportError {
             )
         );
         if unreachable {
-            TransportError::LogUnreachable { path, source }
+            TransportError::Unreachable {
+                log,
+                hint: file::UNREACHABLE_HINT,
+                source,
+            }
         } else {
-            TransportError::Open { path, source }
+            TransportError::Open { log, source }
         }
     }
 
@@ -190,6 +227,56 @@ pub fn publisher(
             &sftp_settings,
         )
     })
+}
+
+/// How a feed notices new records, from `[watch]`.
+#[derive(Debug, Clone)]
+pub struct FeedSettings {
+    /// How to notice that a followed file changed.
+    pub follow: crate::follow::FollowKind,
+    /// How often to look where nothing tells of changes.
+    pub poll_interval: Duration,
+    /// How often to look anyway where something does (inotify).
+    pub safety_poll: Duration,
+    pub sftp: SftpSettings,
+}
+
+/// Opens the read side of the transport for `location`. Nothing is read or
+/// connected until the feed's first call.
+pub fn open_feed(location: &LogLocation, settings: &FeedSettings) -> Box<dyn Feed> {
+    match location {
+        LogLocation::File(path) => {
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let mode = crate::follow::mode::resolve(
+                settings.follow,
+                dir,
+                settings.poll_interval,
+                settings.safety_poll,
+            );
+            let log = path.display().to_string();
+            Box::new(file_feed::FileFeed::new(
+                crate::follow::LocalFs,
+                path.clone(),
+                log,
+                mode,
+            ))
+        }
+        // Over SFTP there is nothing to watch: it polls.
+        #[cfg(feature = "sftp")]
+        LogLocation::Sftp(url) => {
+            let fs = sftp::SftpFs::new(url, &settings.sftp);
+            let connections = fs.connections();
+            let mode = crate::follow::Mode::Poll(settings.poll_interval);
+            let feed = file_feed::FileFeed::new(fs, url.path.clone(), url.to_string(), mode);
+            Box::new(
+                feed.alias(url.path.display().to_string())
+                    .counting_connections(connections),
+            )
+        }
+    }
 }
 
 /// How to reach and trust the server (`[sftp]` in the configuration).
@@ -288,11 +375,19 @@ mod tests {
     fn only_enoent_is_a_missing_log() {
         let log = Path::new("/mnt/banshare/newbans.log");
         let of = |errno| TransportError::opening(log, io::Error::from_raw_os_error(errno));
-        assert!(matches!(of(libc::ENOENT), TransportError::LogMissing(_)));
+        let missing = of(libc::ENOENT);
+        assert!(
+            matches!(&missing, TransportError::Missing { log: l, .. } if l == "/mnt/banshare/newbans.log"),
+            "{missing:?}"
+        );
+        assert!(
+            missing.to_string().contains("is the share mounted?"),
+            "{missing}"
+        );
         for errno in [libc::ENOTCONN, libc::EIO, libc::ETIMEDOUT, libc::ESHUTDOWN] {
             let e = of(errno);
             assert!(
-                matches!(e, TransportError::LogUnreachable { .. }),
+                matches!(e, TransportError::Unreachable { .. }),
                 "{errno}: {e}"
             );
             assert!(!e.to_string().contains("does not exist"), "{e}");

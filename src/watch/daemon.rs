@@ -1,10 +1,14 @@
 //! The watcher's event loop.
 //!
-//! One thread owns all state: the follower, the policy, the backend and the
-//! counters. Other threads only send it a [`Msg`]: the inotify watcher when
-//! the log's directory changes, the signal thread on SIGTERM, SIGINT and
-//! SIGHUP, and whoever holds a [`Handle`] (the demo, tests). Between
-//! messages the loop wakes up on its own every poll interval.
+//! One thread owns all state: the feed, the policy, the backend and the
+//! counters. Other threads only send it a [`Msg`]: the feed when there may
+//! be more to read (an inotify watch on the log's folder, say), the signal
+//! thread on SIGTERM, SIGINT and SIGHUP, and whoever holds a [`Handle`]
+//! (the demo, tests). Between messages the loop wakes up on its own as
+//! often as the feed asks.
+//!
+//! The daemon holds its feed as a [`Feed`] trait object: it never knows
+//! which transport brings the records, nor what their positions mean.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -14,13 +18,12 @@ use chrono::{DateTime, Utc};
 use super::drift::FirewallGuard;
 use super::policy::{Adjusted, Policy, PolicySettings, Skip, record_time};
 use super::reach::{Reach, Refresh};
-use super::state::{SavedCursor, StateDir, Status};
+use super::state::{StateDir, Status, WatchCheckpoint, WatcherFiles};
 use crate::backend::{Action, Backend, BackendError};
-use crate::follow::Mode;
-use crate::follow::Wake;
-use crate::follow::{FollowEvent, Follower, Line, LocalFs, LogFs, Unread};
 pub use crate::follow::{Handle, Msg};
+use crate::follow::{Mode, Wake};
 use crate::record::{self, Record};
+use crate::transport::feed::{Entry, Feed, Position, Unread};
 use crate::trust::{TrustPolicy, Untrusted};
 use log::{debug, error, info, warn};
 
@@ -34,9 +37,7 @@ pub struct Reloaded {
 /// What the daemon needs besides the policy and the backend.
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub log: PathBuf,
     pub node: String,
-    pub mode: Mode,
     /// The most lines applied in one backend call.
     pub batch_max: usize,
     pub state: StateDir,
@@ -100,9 +101,11 @@ const HOLD_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// journal.
 const REJECT_LOG_PER_MINUTE: u32 = 20;
 
-pub struct Daemon<F: LogFs = LocalFs> {
+pub struct Daemon {
     opts: Options,
-    follower: Follower<F>,
+    feed: Box<dyn Feed>,
+    /// How often the loop looks without being told to.
+    mode: Mode,
     policy: Policy,
     backend: Box<dyn Backend>,
     status: Status,
@@ -132,15 +135,15 @@ pub struct Daemon<F: LogFs = LocalFs> {
     transport_known: bool,
 }
 
-impl<F: LogFs> Daemon<F> {
-    /// As [`Daemon::new`], following the log through `fs` (SFTP, or a test
-    /// double) instead of the local filesystem.
-    pub fn with_fs(
-        fs: F,
-        mut opts: Options,
+impl Daemon {
+    /// Prepares the backend, loads the saved position and active bans, and
+    /// has the feed resume at that position and start watching.
+    pub fn new(
+        mut feed: Box<dyn Feed>,
+        opts: Options,
         policy: PolicySettings,
         mut backend: Box<dyn Backend>,
-    ) -> Result<(Daemon<F>, Handle), WatchError> {
+    ) -> Result<(Daemon, Handle), WatchError> {
         // Asked before `setup` recreates them: missing now means a reboot
         // (or a flush while stopped), and the saved active bans are gone.
         let lost_at_start = matches!(backend.is_intact(), Ok(false));
@@ -152,29 +155,33 @@ impl<F: LogFs> Daemon<F> {
             path: opts.state.path().to_owned(),
             source,
         };
-        let saved = opts.state.load_cursor().map_err(state_err)?;
+        let saved: Option<WatchCheckpoint> = opts.state.load_checkpoint().map_err(state_err)?;
         let mut policy = Policy::new(policy);
         if let Some(breaker) = saved.as_ref().and_then(|s| s.breaker.clone()) {
             policy.restore_breaker(breaker, Utc::now());
         }
-        let resume = resume_cursor(&opts, saved);
+        if let Some(saved) = saved {
+            resume(&mut *feed, &saved.position);
+        }
         for (net, ban) in opts.state.load_active().map_err(state_err)? {
             policy.restore_active(net, ban);
         }
         let safety_poll = opts.safety_poll;
-        let (wake, handle) = Wake::new(&opts.log, opts.mode);
-        opts.mode = wake.mode();
+        let (mut wake, handle) = Wake::new(Mode::Poll(safety_poll));
+        let mode = feed.watch(handle.clone());
+        wake.set_mode(mode);
         let status = Status {
             node: opts.node.clone(),
             pid: std::process::id(),
-            log: opts.log.clone(),
+            log: feed.log().to_owned(),
             backend: backend.name().into(),
-            mode: opts.mode.describe(),
+            mode: mode.describe(),
             started: Some(Utc::now()),
             ..Status::default()
         };
         let mut daemon = Daemon {
-            follower: Follower::new(fs, opts.log.clone(), resume),
+            feed,
+            mode,
             opts,
             policy,
             backend,
@@ -229,9 +236,9 @@ impl<F: LogFs> Daemon<F> {
     pub fn run(mut self, mut reload: impl FnMut() -> Option<Reloaded>) -> Status {
         info!(
             "watching {} as node {} ({}), applying with {}",
-            self.opts.log.display(),
+            self.feed.log(),
             self.opts.node,
-            self.opts.mode.describe(),
+            self.mode.describe(),
             self.backend.name()
         );
         // A first look at the log, so that the status is true from the start.
@@ -277,8 +284,8 @@ impl<F: LogFs> Daemon<F> {
             if !self.room_to_save() {
                 return;
             }
-            let read = self.follower.read_lines(self.opts.batch_max);
-            self.log_follow_events();
+            let read = self.feed.read(self.opts.batch_max);
+            self.log_feed_notices();
             let lines = match read {
                 Ok(lines) => {
                     self.log_reachable(None);
@@ -303,28 +310,12 @@ impl<F: LogFs> Daemon<F> {
         }
     }
 
-    /// Says what the follower noticed: resuming, rotation, truncation.
-    fn log_follow_events(&mut self) {
-        for event in self.follower.take_events() {
-            match event {
-                FollowEvent::Resumed { offset } => info!("resuming at byte {offset}"),
-                FollowEvent::ResumedRotated { path, offset } => {
-                    info!("resuming in rotated {} at byte {offset}", path.display())
-                }
-                FollowEvent::CursorLost { .. } => warn!(
-                    "no file matches the saved cursor (rotated away while stopped?): \
-                     reading the log from the start; records already applied change nothing",
-                ),
-                FollowEvent::Truncated { offset } => {
-                    warn!("the log was truncated below byte {offset}: reading it from the start")
-                }
-                FollowEvent::Replaced => info!(
-                    "the log was replaced (rotation or compaction): finished the old file, reading the new one"
-                ),
-                FollowEvent::Renamed { path } => info!(
-                    "the log was rotated to {}: finishing it there, then reading the new log",
-                    path.display()
-                ),
+    /// Says what the feed noticed: resuming, rotation, truncation.
+    fn log_feed_notices(&mut self) {
+        for notice in self.feed.take_notices() {
+            match notice.warning {
+                true => warn!("{}", notice.text),
+                false => info!("{}", notice.text),
             }
         }
     }
@@ -338,7 +329,7 @@ impl<F: LogFs> Daemon<F> {
         }
         if error != self.status.last_error {
             match &error {
-                None => info!("log {} is readable again", self.opts.log.display()),
+                None => info!("log {} is readable again", self.feed.log()),
                 Some(e) => warn!("cannot read the log (will retry): {e}"),
             }
         }
@@ -347,7 +338,7 @@ impl<F: LogFs> Daemon<F> {
         self.status.last_error = error;
     }
 
-    fn decide(&mut self, lines: &[Line], now: DateTime<Utc>) -> Vec<Action> {
+    fn decide(&mut self, lines: &[Entry], now: DateTime<Utc>) -> Vec<Action> {
         let mut actions = Vec::with_capacity(lines.len());
         for line in lines {
             self.status.lines_read += 1;
@@ -571,17 +562,17 @@ impl<F: LogFs> Daemon<F> {
     /// and tries again at every wake-up, so that it never runs ahead of the
     /// position a restart resumes from. Returns whether it is saved.
     fn save_cursor(&mut self) -> bool {
-        let Some(cursor) = self.follower.cursor() else {
+        let Some(position) = self.feed.position() else {
             self.unsaved = false;
             self.unsaved_lag = Unread::default();
             return true;
         };
-        let saved = SavedCursor {
-            log: self.opts.log.clone(),
-            cursor,
+        let seq = position.seq;
+        let saved = WatchCheckpoint {
+            position,
             breaker: Some(self.policy.breaker_state(Utc::now())),
         };
-        if let Err(e) = self.opts.state.save_cursor(&saved) {
+        if let Err(e) = self.opts.state.save_checkpoint(&saved) {
             self.hold(format!(
                 "cannot save the cursor in {}: {e}",
                 self.opts.state.path().display()
@@ -590,7 +581,7 @@ impl<F: LogFs> Daemon<F> {
         }
         self.unsaved = false;
         self.unsaved_lag = Unread::default();
-        self.status.offset = cursor.offset;
+        self.status.offset = seq;
         self.end_hold();
         true
     }
@@ -686,14 +677,8 @@ impl<F: LogFs> Daemon<F> {
 
     /// Counts `lines`, just read, as read but not yet behind the saved
     /// cursor.
-    fn note_unsaved(&mut self, lines: &[Line]) {
-        let bytes: u64 = lines
-            .iter()
-            .map(|line| match line {
-                Line::Complete { bytes, .. } => bytes.len() as u64 + 1,
-                Line::TooLong { len, .. } => len + 1,
-            })
-            .sum();
+    fn note_unsaved(&mut self, lines: &[Entry]) {
+        let bytes: u64 = lines.iter().map(Entry::size).sum();
         self.unsaved_lag.bytes += bytes;
         self.unsaved_lag.lines = Some(self.unsaved_lag.lines.unwrap_or(0) + lines.len() as u64);
     }
@@ -707,7 +692,7 @@ impl<F: LogFs> Daemon<F> {
     /// and `status` then needs no credentials. It is cheap: caught up, one
     /// look at the size and one empty read, at most once a second.
     fn measure_lag(&mut self) {
-        let unread = self.follower.unread(LAG_COUNT_MAX).ok().flatten();
+        let unread = self.feed.unread(LAG_COUNT_MAX);
         self.status.lag_bytes = unread.map(|u| u.bytes + self.unsaved_lag.bytes);
         self.status.lag_records = unread
             .and_then(|u| u.lines)
@@ -751,38 +736,22 @@ fn lead_text(lead: chrono::TimeDelta) -> String {
     humantime::format_duration(Duration::from_secs(secs)).to_string()
 }
 
-fn parse_line(line: &Line) -> Result<Record, record::RejectReason> {
+fn parse_line(line: &Entry) -> Result<Record, record::RejectReason> {
     match line {
-        Line::Complete { bytes, .. } => record::parse(bytes),
-        Line::TooLong { len, .. } => Err(record::RejectReason::TooLong { len: *len as usize }),
+        Entry::Record(bytes) => record::parse(bytes),
+        Entry::TooLong { len } => Err(record::RejectReason::TooLong { len: *len as usize }),
     }
 }
 
-/// The saved cursor, if it belongs to this log.
-fn resume_cursor(opts: &Options, saved: Option<SavedCursor>) -> Option<crate::follow::Cursor> {
-    match saved {
-        Some(saved) if saved.log == opts.log => Some(saved.cursor),
-        Some(saved) => {
-            warn!(
-                "the saved cursor is for {}, not {}: starting from the beginning",
-                saved.log.display(),
-                opts.log.display()
-            );
-            None
-        }
-        None => None,
-    }
-}
-
-impl Daemon<LocalFs> {
-    /// Prepares the backend, loads the saved cursor and active bans, and
-    /// starts inotify when the mode asks for it.
-    pub fn new(
-        opts: Options,
-        policy: PolicySettings,
-        backend: Box<dyn Backend>,
-    ) -> Result<(Daemon, Handle), WatchError> {
-        Daemon::with_fs(LocalFs, opts, policy, backend)
+/// Has `feed` go on from the saved `position`, or from the start of the
+/// log if it cannot (another log or transport than when it was saved).
+fn resume(feed: &mut dyn Feed, position: &Position) {
+    if let Err(why) = feed.resume(position) {
+        warn!(
+            "the saved position cannot be used ({why}): reading {} from the start; \
+             records already applied change nothing",
+            feed.log()
+        );
     }
 }
 

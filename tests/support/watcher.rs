@@ -81,7 +81,7 @@ impl Watcher {
     pub fn saved_offset(&self) -> Option<u64> {
         let data = fs::read(self.dir.path().join("state/cursor.json")).ok()?;
         let value: serde_json::Value = serde_json::from_slice(&data).ok()?;
-        value["cursor"]["offset"].as_u64()
+        value["position"]["seq"].as_u64()
     }
 
     pub fn log(&self) -> PathBuf {

@@ -24,6 +24,13 @@ use super::{Transport, TransportError, ids_in};
 use crate::lock::{CrossHostLock, LocalLock, LockFs, LockTimings, MAX_LOCK_FILE, Owner};
 use crate::record::RecordId;
 
+/// What to check when the log is not on the server: its path there, which
+/// is inside the account's chroot, if it has one.
+const MISSING_HINT: &str =
+    "is the path right? it is the path on the server, inside the account's chroot if any";
+/// What to check when the server does not answer.
+const UNREACHABLE_HINT: &str = "is the server up and reachable?";
+
 /// Appends over SFTP; keeps its connection between appends (the watcher's
 /// flusher and the monitor append many times).
 pub struct SftpTransport {
@@ -58,42 +65,32 @@ impl SftpTransport {
     /// The connection, made now if there is none.
     fn connection(&mut self) -> Result<&Connection, TransportError> {
         if self.conn.is_none() {
-            let conn = connect(&self.url, &self.settings).map_err(|e| self.open_err(e.into()))?;
+            let conn = connect(&self.url, &self.settings)
+                .map_err(|e| connect_error(self.url.to_string(), e))?;
             self.conn = Some(conn);
         }
         Ok(self.conn.as_ref().expect("just connected"))
     }
 
-    fn open_err(&self, source: io::Error) -> TransportError {
-        TransportError::Open {
-            path: self.url.path.clone(),
-            source,
-        }
-    }
-
     fn append_locked(&mut self, batch: &[u8]) -> Result<(), TransportError> {
         let start = std::time::Instant::now();
         let _local = LocalLock::acquire(&self.local_lock, self.timings.timeout)?;
-        let (path, lock_path, owner) =
-            (self.url.path.clone(), self.lock.clone(), self.owner.clone());
+        let (log, path, lock_path, owner) = (
+            self.url.to_string(),
+            self.url.path.clone(),
+            self.lock.clone(),
+            self.owner.clone(),
+        );
         let timings = LockTimings {
             timeout: self.timings.timeout.saturating_sub(start.elapsed()),
             ..self.timings
         };
         let sftp = &self.connection()?.sftp;
-        if let Err(e) = sftp.stat(&path) {
-            return Err(match io::Error::from(e) {
-                e if e.kind() == io::ErrorKind::NotFound => TransportError::LogMissing(path),
-                e => TransportError::Open { path, source: e },
-            });
-        }
+        sftp.stat(&path).map_err(|e| call_error(&log, e))?;
         let mut lock_fs = SftpLockFs { sftp };
         let lock = CrossHostLock::acquire(&mut lock_fs, &lock_path, &owner, timings)?;
-        let write = write_whole_lines(sftp, &path, batch)?;
-        write.map_err(|e| TransportError::Write {
-            path: path.clone(),
-            source: e,
-        })?;
+        let write = write_whole_lines(sftp, &log, &path, batch)?;
+        write.map_err(|source| TransportError::Write { log, source })?;
         // Written: nothing from here on may fail the append (see the file
         // transport).
         if let Err(e) = lock.release() {
@@ -109,20 +106,17 @@ impl SftpTransport {
 /// part of the batch.
 fn write_whole_lines(
     sftp: &Sftp,
+    log: &str,
     path: &Path,
     batch: &[u8],
 ) -> Result<io::Result<()>, TransportError> {
-    let open_err = |source| TransportError::Open {
-        path: path.to_owned(),
-        source,
-    };
     let flags = OpenFlags::READ | OpenFlags::WRITE | OpenFlags::APPEND;
     let mut file = sftp
         .open_mode(path, flags, 0o644, OpenType::File)
-        .map_err(|e| open_err(e.into()))?;
+        .map_err(|e| call_error(log, e))?;
     let size = file
         .stat()
-        .map_err(|e| open_err(e.into()))?
+        .map_err(|e| call_error(log, e))?
         .size
         .unwrap_or(0);
     let mut data = Vec::with_capacity(batch.len() + 1);
@@ -130,7 +124,10 @@ fn write_whole_lines(
         let mut last = [0u8; 1];
         file.seek(SeekFrom::Start(size - 1))
             .and_then(|_| file.read_exact(&mut last))
-            .map_err(open_err)?;
+            .map_err(|e| TransportError::Open {
+                log: log.to_owned(),
+                source: e,
+            })?;
         if last[0] != b'\n' {
             data.push(b'\n');
         }
@@ -155,13 +152,16 @@ impl Transport for SftpTransport {
         result
     }
 
-    fn find_ids(&mut self, ids: &HashSet<RecordId>) -> Result<HashSet<RecordId>, TransportError> {
+    fn find_ids(
+        &mut self,
+        ids: &HashSet<RecordId>,
+    ) -> Result<Option<HashSet<RecordId>>, TransportError> {
         let result = self.find_ids_locked(ids);
         if result.is_err() {
             // As for append: the next call connects afresh.
             self.conn = None;
         }
-        result
+        result.map(Some)
     }
 }
 
@@ -171,17 +171,52 @@ impl SftpTransport {
         ids: &HashSet<RecordId>,
     ) -> Result<HashSet<RecordId>, TransportError> {
         let _local = LocalLock::acquire(&self.local_lock, self.timings.timeout)?;
-        let path = self.url.path.clone();
-        let read_err = |source| TransportError::Read {
-            path: path.clone(),
-            source,
-        };
+        let (log, path) = (self.url.to_string(), self.url.path.clone());
         let sftp = &self.connection()?.sftp;
-        let file = sftp.open(&path).map_err(|e| match io::Error::from(e) {
-            e if e.kind() == io::ErrorKind::NotFound => TransportError::LogMissing(path.clone()),
-            e => read_err(e),
-        })?;
-        ids_in(file, ids).map_err(read_err)
+        let file = sftp.open(&path).map_err(|e| call_error(&log, e))?;
+        ids_in(file, ids).map_err(|source| TransportError::Read { log, source })
+    }
+}
+
+/// Sorts a failure to connect to the server named in `log`: no answer is
+/// unreachable; a server that answered and refused us (its host key, our
+/// login) cannot be opened.
+fn connect_error(log: String, e: SftpError) -> TransportError {
+    match e {
+        SftpError::Connect { .. } | SftpError::Handshake { .. } => TransportError::Unreachable {
+            log,
+            hint: UNREACHABLE_HINT,
+            source: e.into(),
+        },
+        _ => TransportError::Open {
+            log,
+            source: e.into(),
+        },
+    }
+}
+
+/// Sorts the failure of an SFTP call on the log `log`, made before
+/// anything was written: the server's "no such file" means it is missing;
+/// a failure of the session itself (a timeout, a dropped connection) that
+/// it is unreachable; any other answer of the server that it cannot be
+/// opened.
+fn call_error(log: &str, e: ssh2::Error) -> TransportError {
+    let log = log.to_owned();
+    let session_failed = matches!(e.code(), ssh2::ErrorCode::Session(_));
+    let source = io::Error::from(e);
+    if source.kind() == io::ErrorKind::NotFound {
+        TransportError::Missing {
+            log,
+            hint: MISSING_HINT,
+        }
+    } else if session_failed {
+        TransportError::Unreachable {
+            log,
+            hint: UNREACHABLE_HINT,
+            source,
+        }
+    } else {
+        TransportError::Open { log, source }
     }
 }
 
@@ -250,5 +285,44 @@ impl LockFs for SftpLockFs<'_> {
                 e => Err(e),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOG: &str = "sftp://banshare@files.example:2222/srv/newbans.log";
+
+    #[test]
+    fn errors_name_the_url_and_sort_like_the_file_transport() {
+        let refused = SftpError::Connect {
+            addr: "files.example:2222".into(),
+            source: io::Error::from_raw_os_error(libc::ECONNREFUSED),
+        };
+        let e = connect_error(LOG.into(), refused);
+        assert!(matches!(e, TransportError::Unreachable { .. }), "{e:?}");
+        assert!(e.to_string().contains(LOG), "{e}");
+        assert!(e.to_string().contains("is the server up"), "{e}");
+        let stranger = SftpError::Auth {
+            user: "banshare".into(),
+            host: "files.example".into(),
+            message: "key /k was not accepted".into(),
+        };
+        let e = connect_error(LOG.into(), stranger);
+        assert!(matches!(e, TransportError::Open { .. }), "{e:?}");
+        let no_file = ssh2::Error::new(ssh2::ErrorCode::SFTP(2), "no such file");
+        let e = call_error(LOG, no_file);
+        assert!(matches!(e, TransportError::Missing { .. }), "{e:?}");
+        assert!(e.to_string().contains(LOG), "{e}");
+        assert!(!e.to_string().contains("mounted"), "{e}");
+        let timeout = ssh2::Error::new(ssh2::ErrorCode::Session(-9), "timed out");
+        let e = call_error(LOG, timeout);
+        assert!(matches!(e, TransportError::Unreachable { .. }), "{e:?}");
+        let denied = ssh2::Error::new(ssh2::ErrorCode::SFTP(3), "permission denied");
+        assert!(matches!(
+            call_error(LOG, denied),
+            TransportError::Open { .. }
+        ));
     }
 }
