@@ -21,8 +21,6 @@
 
 mod support;
 
-#[path = "conformance/file_feed.rs"]
-mod file_feed;
 #[path = "conformance/files.rs"]
 mod files;
 #[path = "conformance/memory.rs"]
@@ -36,6 +34,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use banshare::append::{Request, Writer, build_records};
+use banshare::follow::{Mode, Msg, Wake};
 use banshare::record::{Op, PortSpec, Record, Target};
 use banshare::spool::{Spool, to_batch};
 use banshare::transport::{Entry, Feed, Position, Transport};
@@ -373,21 +372,43 @@ fn target_of(line: &[u8]) -> Result<String, String> {
 
 // ------------------------------------------------------------------ cases
 
-/// Several batches, read back: exactly those records, in order.
+/// Several batches, read back: exactly those records, in order. A feed
+/// that says it wakes the loop on changes (rather than asking it to poll)
+/// does so for an append.
 fn append_and_read_back(s: &dyn Subject) -> Outcome {
     let log = "c1.log";
     s.create_log(log);
     let mut feed = s.feed(log);
+    let (mut wake, handle) = Wake::new(Mode::Poll(Duration::from_secs(1)));
+    let mode = feed.watch(handle);
+    wake.set_mode(mode);
     let mut t = s.transport(log);
     let mut written = Vec::new();
     for b in 0..5 {
         written.extend(append(&mut *t, &addresses(1, b * 20, 20))?);
     }
+    if let Mode::Native { safety } = mode {
+        // The first wake-up, within the safety interval, must be the
+        // feed's own: one for the batches just appended.
+        match wake.wait() {
+            Some(Msg::Changed) => {}
+            other => {
+                return Err(format!(
+                    "watching with {}, the appends did not wake the loop within {safety:?} \
+                     ({other:?})",
+                    mode.describe()
+                ));
+            }
+        }
+    }
     read_exactly(&mut *feed, &written, "5 batches of 20")?;
     // More after the feed caught up comes too.
     let more = append(&mut *t, &addresses(1, 100, 3))?;
     read_exactly(&mut *feed, &more, "3 more after catching up")?;
-    Ok(String::new())
+    Ok(match mode {
+        Mode::Native { safety } => format!("woken by the feed on append (safety poll {safety:?})"),
+        Mode::Poll(every) => format!("the feed asks for a poll every {every:?}"),
+    })
 }
 
 /// Writers on several hosts at once: every record arrives whole, once,

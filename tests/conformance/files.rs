@@ -13,19 +13,19 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use banshare::follow::{Handle, Mode};
+use banshare::follow::{FollowKind, Handle, Mode};
 use banshare::lock::{LockTimings, Owner};
 use banshare::record::RecordId;
 use banshare::spool::Spool;
 use banshare::transport::feed::Unread;
 use banshare::transport::{
-    self, Entry, Feed, FeedError, LogLocation, Notice, Position, SftpSettings, Transport,
-    TransportError,
+    self, Entry, Feed, FeedError, FeedSettings, LogLocation, Notice, Position, SftpSettings,
+    Transport, TransportError,
 };
 
 use crate::support::BANSHARE;
 use crate::support::cluster::Cluster;
-use crate::{Plan, Subject, file_feed};
+use crate::{Plan, Subject};
 
 /// Which way the file is reached.
 enum Way {
@@ -224,15 +224,20 @@ impl Subject for FileShare<'_> {
 
     fn feed(&self, log: &str) -> Box<dyn Feed> {
         let location = self.location(READER, log);
-        let settings = self.sftp_settings();
+        let settings = FeedSettings {
+            follow: FollowKind::Auto,
+            poll_interval: Duration::from_millis(100),
+            safety_poll: Duration::from_secs(5),
+            sftp: self.sftp_settings(),
+        };
         match (&self.way, self.netns(READER)) {
             // A connection made in this process must come from a test
             // host: every call runs on a thread in the reader's namespace.
             (Way::Sftp, Some(netns)) => {
-                let inner = on_host(&netns, || file_feed::open_feed(&location, &settings));
+                let inner = on_host(&netns, || transport::open_feed(&location, &settings));
                 Box::new(OnHost::<dyn Feed> { netns, inner })
             }
-            _ => file_feed::open_feed(&location, &settings),
+            _ => transport::open_feed(&location, &settings),
         }
     }
 
@@ -405,7 +410,7 @@ impl Transport for OnHost<dyn Transport> {
     fn find_ids(
         &mut self,
         ids: &std::collections::HashSet<RecordId>,
-    ) -> Result<std::collections::HashSet<RecordId>, TransportError> {
+    ) -> Result<Option<std::collections::HashSet<RecordId>>, TransportError> {
         let inner = &mut self.inner;
         on_host(&self.netns, || inner.find_ids(ids))
     }

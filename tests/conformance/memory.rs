@@ -13,7 +13,6 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::Path;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -95,8 +94,9 @@ impl Transport for MemoryTransport {
     fn append(&mut self, batch: &[u8]) -> Result<(), TransportError> {
         let bus = &self.0;
         bus.check_online()
-            .map_err(|source| TransportError::LogUnreachable {
-                path: PathBuf::from(&bus.name),
+            .map_err(|source| TransportError::Unreachable {
+                log: bus.name.clone(),
+                hint: "the bus is switched off",
                 source,
             })?;
         let mut state = bus.lock();
@@ -113,20 +113,26 @@ impl Transport for MemoryTransport {
         Ok(())
     }
 
-    fn find_ids(&mut self, ids: &HashSet<RecordId>) -> Result<HashSet<RecordId>, TransportError> {
+    /// A bus that keeps its stream can read it back, as JetStream can.
+    fn find_ids(
+        &mut self,
+        ids: &HashSet<RecordId>,
+    ) -> Result<Option<HashSet<RecordId>>, TransportError> {
         let bus = &self.0;
         bus.check_online().map_err(|source| TransportError::Read {
-            path: PathBuf::from(&bus.name),
+            log: bus.name.clone(),
             source,
         })?;
         let state = bus.lock();
-        Ok(state
-            .segments
-            .iter()
-            .flatten()
-            .filter_map(|line| banshare::record::parse(line).ok()?.fields.id)
-            .filter(|id| ids.contains(id))
-            .collect())
+        Ok(Some(
+            state
+                .segments
+                .iter()
+                .flatten()
+                .filter_map(|line| banshare::record::parse(line).ok()?.fields.id)
+                .filter(|id| ids.contains(id))
+                .collect(),
+        ))
     }
 }
 
