@@ -31,13 +31,14 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use banshare::append::{Request, Writer, build_records};
 use banshare::follow::{Mode, Msg, Wake};
 use banshare::record::{Op, PortSpec, Record, Target};
 use banshare::spool::{Spool, to_batch};
-use banshare::transport::{Entry, Feed, Position, Transport};
+use banshare::transport::{Entry, Feed, FeedError, Position, Transport};
 
 use support::cluster::{Cluster, require_root};
 use support::wait_until;
@@ -394,9 +395,8 @@ fn append_and_read_back(s: &dyn Subject) -> Outcome {
             Some(Msg::Changed) => {}
             other => {
                 return Err(format!(
-                    "watching with {}, the appends did not wake the loop within {safety:?} \
+                    "watching ({mode:?}), the appends did not wake the loop within {safety:?} \
                      ({other:?})",
-                    mode.describe()
                 ));
             }
         }
@@ -495,9 +495,10 @@ fn restart_at_saved_position(s: &dyn Subject) -> Outcome {
     Ok(String::new())
 }
 
-/// The transport goes away: `ban` spools, the feed hands out nothing. It
-/// comes back: `flush` delivers, and the feed reads the spooled records
-/// once.
+/// The transport goes away: appends fail before writing anything, `ban`
+/// spools, the feed hands out nothing. It comes back: `flush` delivers,
+/// the same write side works again by itself, and the feed reads the
+/// spooled records once, then the new ones.
 fn away_and_back(s: &dyn Subject) -> Outcome {
     let log = "c4.log";
     s.create_log(log);
@@ -507,9 +508,18 @@ fn away_and_back(s: &dyn Subject) -> Outcome {
     let mut t = s.transport(log);
     let before = append(&mut *t, &addresses(4, 0, 5))?;
     read_exactly(&mut *feed, &before, "before the outage")?;
+    let connections = feed.connections();
+    let connected = connections.as_ref().map(|c| c.load(Ordering::Relaxed));
 
     let how = s.go_away(log);
     let while_away = (|| {
+        match t.append(&to_batch(&records(&addresses(4, 50, 1)))) {
+            Ok(()) => return Err("an append succeeded while away".to_owned()),
+            Err(e) if !e.wrote_nothing() => {
+                return Err(format!("an append failed while away, after writing: {e}"));
+            }
+            Err(_) => {}
+        }
         let targets = addresses(4, 5, 7);
         s.ban(log, &targets, spool)?;
         let spooled = Spool::open(spool)
@@ -521,13 +531,19 @@ fn away_and_back(s: &dyn Subject) -> Outcome {
                 targets.len()
             ));
         }
-        match feed.read(100) {
-            Ok(got) if !got.is_empty() => Err(format!("{} record(s) read while away", got.len())),
-            _ => Ok(targets),
-        }
+        let feed_said = match feed.read(100) {
+            Ok(got) if !got.is_empty() => {
+                return Err(format!("{} record(s) read while away", got.len()));
+            }
+            Ok(_) => "nothing new".to_owned(),
+            Err(FeedError::Missing(_)) => "missing".to_owned(),
+            Err(FeedError::Unreachable(_)) => "unreachable".to_owned(),
+            Err(FeedError::Other(e)) => format!("an error ({e})"),
+        };
+        Ok((targets, feed_said))
     })();
     s.come_back(log);
-    let targets = while_away?;
+    let (targets, feed_said) = while_away?;
 
     let mut last = String::new();
     let flushed = wait_until(PATIENCE, || match s.flush(log, spool) {
@@ -542,15 +558,42 @@ fn away_and_back(s: &dyn Subject) -> Outcome {
             "the spool was not delivered after the return: {last}"
         ));
     }
-    let got = read_n(&mut *feed, targets.len())?;
-    nothing_more(&mut *feed)?;
-    let got: Vec<String> = got.iter().map(|l| target_of(l)).collect::<Result<_, _>>()?;
-    if got != targets {
+    // The write side kept from before the outage: it recovers by itself.
+    let after = records(&addresses(4, 12, 3));
+    let recovered = wait_until(PATIENCE, || match t.append(&to_batch(&after)) {
+        Ok(()) => true,
+        Err(e) => {
+            last = e.to_string();
+            false
+        }
+    });
+    if !recovered {
         return Err(format!(
-            "after the return the feed read {got:?}, not {targets:?}"
+            "the write side did not work again after the return: {last}"
         ));
     }
-    Ok(how)
+    let want: Vec<String> = targets
+        .iter()
+        .cloned()
+        .chain(after.iter().map(|r| r.target.to_string()))
+        .collect();
+    let got = read_n(&mut *feed, want.len())?;
+    let got: Vec<String> = got.iter().map(|l| target_of(l)).collect::<Result<_, _>>()?;
+    if got != want {
+        return Err(format!(
+            "after the return the feed read {got:?}, not {want:?}"
+        ));
+    }
+    nothing_more(&mut *feed)?;
+    if let (Some(count), Some(before)) = (connections, connected) {
+        let now = count.load(Ordering::Relaxed);
+        if now <= before {
+            return Err(format!(
+                "the feed counts {now} connection(s), as before the outage: a reconnect went unseen"
+            ));
+        }
+    }
+    Ok(format!("{how}; while away, the feed said: {feed_said}"))
 }
 
 /// The log is rotated while the feed reads: the feed reads the old log's
