@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use banshare::lock::{LockTimings, Owner};
+use banshare::transport::lock::{LockTimings, Owner};
 use banshare::transport::{FileTransport, Transport};
 use support::cluster::{Cluster, require_root};
 use support::{ban_loop, banshare_sh};

@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use crate::append::{self, Outcome, Request, Writer};
 use crate::backend::log::LogBackend;
 use crate::follow::{LocalFs, Mode};
-use crate::lock::{LockTimings, Owner};
+use crate::outbox::append::{self, Outcome, Request, Writer};
+use crate::outbox::spool::Spool;
 use crate::record::{BanTime, Op};
-use crate::spool::Spool;
 use crate::state::StateDir;
-use crate::transport::file_feed::FileFeed;
+use crate::transport::file::FileFeed;
+use crate::transport::lock::{LockTimings, Owner};
 use crate::transport::{self, LogLocation};
 use crate::watch::daemon::{Daemon, Handle, Msg, Options};
 use crate::watch::policy::PolicySettings;

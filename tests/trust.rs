@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use banshare::append::{self, Request, Writer};
+use banshare::outbox::append::{self, Request, Writer};
 use banshare::record::{BanTime, Op};
 use support::BANSHARE;
 use support::watcher::{Watcher, now_ts};

@@ -6,8 +6,8 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::{Context, anyhow};
-use banshare::append::{self, Outcome, Request};
 use banshare::config::Settings;
+use banshare::outbox::append::{self, Outcome, Request};
 use banshare::record::{Op, Target, never_ban};
 use banshare::transport;
 use log::{info, warn};

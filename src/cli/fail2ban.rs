@@ -7,7 +7,7 @@ use anyhow::{Context, anyhow};
 use banshare::config::Settings;
 use banshare::follow::mode;
 use banshare::monitor::{Monitor, Options};
-use banshare::spool::Spool;
+use banshare::outbox::spool::Spool;
 use banshare::transport::LogLocation;
 
 use super::args::{InstallArgs, MonitorArgs};

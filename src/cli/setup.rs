@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
-use banshare::append::Writer;
 use banshare::config::{self, Settings};
-use banshare::lock::Owner;
-use banshare::spool::Spool;
+use banshare::outbox::append::Writer;
+use banshare::outbox::spool::Spool;
+use banshare::transport::lock::Owner;
 use banshare::transport::{self, LogLocation, Transport};
 use banshare::watch::daemon::{Handle, Msg};
 use banshare::watch::state::{StateDir, StateError};

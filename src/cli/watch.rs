@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow};
 use banshare::backend::Backend;
 use banshare::config::Settings;
-use banshare::spool::Spool;
+use banshare::outbox::spool::Spool;
 use banshare::transport::{self, FeedSettings, LogLocation};
 use banshare::trust::TrustPolicy;
 use banshare::watch::daemon::{Daemon, Options, Reloaded};

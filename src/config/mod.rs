@@ -41,9 +41,9 @@ pub use watch::{
     parse_net,
 };
 
-use crate::lock::LockTimings;
 use crate::record::{BanTime, Jail, MAX_BANTIME_SECS, NodeId, PortSpec, Tag};
 use crate::transport::LogLocation;
+use crate::transport::lock::LockTimings;
 
 /// Where the configuration is read from unless `--config` says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/banshare/banshare.toml";

@@ -17,14 +17,14 @@ pub mod f2blog;
 
 use std::path::PathBuf;
 
-use crate::append::{self, Outcome, Request, Writer};
 use crate::follow::{Handle, LocalFs, Mode, Msg, Wake};
-use crate::lock::LockTimings;
+use crate::outbox::append::{self, Outcome, Request, Writer};
+use crate::outbox::spool::Spool;
 use crate::record::{BanTime, Jail, Op, PortSpec, Record, never_ban};
-use crate::spool::Spool;
 use crate::state::{Checkpoint, StateDir};
 use crate::transport::feed::{Entry, Feed};
-use crate::transport::file_feed::FileFeed;
+use crate::transport::file::FileFeed;
+use crate::transport::lock::LockTimings;
 use crate::transport::{self, LogLocation, Publisher};
 use f2blog::{Event, Kind};
 use log::{error, info, warn};
@@ -98,7 +98,7 @@ impl Monitor {
         let (mut wake, handle) = Wake::new(opts.mode);
         opts.mode = feed.watch(handle.clone());
         wake.set_mode(opts.mode);
-        let owner = crate::lock::Owner {
+        let owner = crate::transport::lock::Owner {
             node: opts.writer.node.to_string(),
             pid: std::process::id(),
         };

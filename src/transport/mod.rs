@@ -6,8 +6,8 @@
 
 pub mod endpoint;
 pub mod feed;
-mod file;
-pub mod file_feed;
+pub mod file;
+pub mod lock;
 mod publisher;
 #[cfg(feature = "sftp")]
 pub mod sftp;
@@ -21,11 +21,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use feed::{Entry, Feed, FeedError, Notice, Position};
-pub use file::FileTransport;
+pub use file::{FileFeed, FileTransport};
 pub use publisher::{Opener, Publisher};
 
-use crate::lock::LockError;
 use crate::record::RecordId;
+use crate::transport::lock::LockError;
 
 /// Where the shared log is, as given by `--log` or `log =`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,8 +186,8 @@ impl TransportError {
 pub fn open(
     location: &LogLocation,
     local_lock: &std::path::Path,
-    owner: crate::lock::Owner,
-    timings: crate::lock::LockTimings,
+    owner: crate::transport::lock::Owner,
+    timings: crate::transport::lock::LockTimings,
     sftp_settings: &SftpSettings,
 ) -> Box<dyn Transport> {
     let _ = sftp_settings; // used only with the sftp feature
@@ -209,8 +209,8 @@ pub fn open(
 pub fn publisher(
     location: &LogLocation,
     local_lock: &std::path::Path,
-    owner: crate::lock::Owner,
-    timings: crate::lock::LockTimings,
+    owner: crate::transport::lock::Owner,
+    timings: crate::transport::lock::LockTimings,
     sftp_settings: &SftpSettings,
 ) -> Publisher {
     let (location, local_lock, sftp_settings) = (
@@ -257,7 +257,7 @@ pub fn open_feed(location: &LogLocation, settings: &FeedSettings) -> Box<dyn Fee
                 settings.safety_poll,
             );
             let log = path.display().to_string();
-            Box::new(file_feed::FileFeed::new(
+            Box::new(FileFeed::new(
                 crate::follow::LocalFs,
                 path.clone(),
                 log,
@@ -270,7 +270,7 @@ pub fn open_feed(location: &LogLocation, settings: &FeedSettings) -> Box<dyn Fee
             let fs = sftp::SftpFs::new(url, &settings.sftp);
             let connections = fs.connections();
             let mode = crate::follow::Mode::Poll(settings.poll_interval);
-            let feed = file_feed::FileFeed::new(fs, url.path.clone(), url.to_string(), mode);
+            let feed = FileFeed::new(fs, url.path.clone(), url.to_string(), mode);
             Box::new(
                 feed.alias(url.path.display().to_string())
                     .counting_connections(connections),

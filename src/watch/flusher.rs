@@ -10,7 +10,7 @@
 use std::thread;
 use std::time::Duration;
 
-use crate::spool::Spool;
+use crate::outbox::spool::Spool;
 use crate::transport::Transport;
 use log::{info, warn};
 

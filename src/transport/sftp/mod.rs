@@ -6,7 +6,7 @@
 //! Following goes through [`SftpFs`], one connection per watcher, reused
 //! for every poll and re-established with backoff after a failure.
 
-mod follow;
+mod feed;
 mod session;
 mod url;
 
@@ -16,13 +16,13 @@ use std::path::{Path, PathBuf};
 
 use ssh2::{OpenFlags, OpenType, Sftp};
 
-pub use follow::SftpFs;
+pub use feed::SftpFs;
 pub use session::{Connection, SftpError, SftpSettings, connect};
 pub use url::SftpUrl;
 
 use super::{Transport, TransportError, ids_in};
-use crate::lock::{CrossHostLock, LocalLock, LockFs, LockTimings, MAX_LOCK_FILE, Owner};
 use crate::record::RecordId;
+use crate::transport::lock::{CrossHostLock, LocalLock, LockFs, LockTimings, MAX_LOCK_FILE, Owner};
 
 /// What to check when the log is not on the server: its path there, which
 /// is inside the account's chroot, if it has one.
@@ -52,7 +52,7 @@ impl SftpTransport {
         timings: LockTimings,
     ) -> SftpTransport {
         SftpTransport {
-            lock: crate::lock::CrossHostLock::path_for(&url.path),
+            lock: crate::transport::lock::CrossHostLock::path_for(&url.path),
             url: url.clone(),
             settings: settings.clone(),
             local_lock: local_lock.to_owned(),
@@ -255,7 +255,7 @@ impl LockFs for SftpLockFs<'_> {
                         return Ok(false);
                     }
                     attempts += 1;
-                    if attempts >= crate::lock::LOST_RACE_RETRIES {
+                    if attempts >= crate::transport::lock::LOST_RACE_RETRIES {
                         return Err(session::io_error(path, e));
                     }
                 }

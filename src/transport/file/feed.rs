@@ -10,10 +10,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use super::feed::{Entry, Feed, FeedError, Notice, Position, Unread};
 use crate::follow::{
     Cursor, DirWatch, FollowError, FollowEvent, Follower, Handle, Line, LogFs, Mode,
 };
+use crate::transport::feed::{Entry, Feed, FeedError, Notice, Position, Unread};
 
 /// The kind of position a [`FileFeed`] hands out.
 pub const KIND: &str = "file";

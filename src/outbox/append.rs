@@ -16,13 +16,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Local, SubsecRound, Utc};
 
-use crate::detach::{self, Waited};
-use crate::journal::Journal;
+use crate::outbox::detach::{self, Waited};
+use crate::outbox::journal::Journal;
+use crate::outbox::spool::{FlushReport, Spool, SpoolError, to_batch};
 use crate::record::{
     BanTime, DEFAULT_PRIORITY, Fields, Jail, NodeId, Op, PortSpec, Record, RecordId, SyslogHeader,
     SyslogTime, Tag, Target,
 };
-use crate::spool::{FlushReport, Spool, SpoolError, to_batch};
 use crate::transport::Publisher;
 
 /// How much longer than its delivery deadline [`deliver_journaled`] waits
@@ -135,7 +135,7 @@ pub fn deliver(
 /// [`RETURN_GRACE`] even if a call on the mount never returns.
 ///
 /// The records go to a journal of this run first (no fsync: see
-/// [`crate::journal`]), then a detached child process delivers them (or
+/// [`crate::outbox::journal`]), then a detached child process delivers them (or
 /// spools them) as [`deliver`] does and removes the journal. If the child
 /// does not report in time, or dies, the journal is fsynced and left to it,
 /// or to `flush` once it is dead. Call it only while the process has a

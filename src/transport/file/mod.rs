@@ -1,4 +1,11 @@
 //! The file transport: the log is a local path or a file on a mounted share.
+//! This module is its write side ([`FileTransport`]: appends under the
+//! cross-host lock); [`feed`] is its read side, the follower as a feed,
+//! which SFTP uses too.
+
+pub mod feed;
+
+pub use feed::FileFeed;
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -7,8 +14,8 @@ use std::os::fd::IntoRawFd;
 use std::path::{Path, PathBuf};
 
 use super::{Transport, TransportError, ids_in};
-use crate::lock::{CrossHostLock, LocalLock, LocalLockFs, LockTimings, Owner};
 use crate::record::RecordId;
+use crate::transport::lock::{CrossHostLock, LocalLock, LocalLockFs, LockTimings, Owner};
 
 /// What to check when the log file is not there: most often, the share it
 /// lives on is not mounted.

@@ -16,7 +16,7 @@
 //! so that a crash at any point leaves a state that recovers exactly once.
 //!
 //! The spool folder also holds the journals of `banshare ban` runs
-//! ([`crate::journal`]); a flush first turns those of dead runs into
+//! ([`crate::outbox::journal`]); a flush first turns those of dead runs into
 //! `uncertain` batches.
 
 use std::collections::HashSet;
@@ -28,9 +28,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::durable;
-use crate::journal::{self, Journal};
-use crate::lock::{LocalLock, LockError};
+use crate::outbox::journal::{self, Journal};
 use crate::record::{self, Record, RecordId};
+use crate::transport::lock::{LocalLock, LockError};
 use crate::transport::{Transport, TransportError};
 
 const PENDING: &str = "pending";
@@ -122,7 +122,7 @@ impl Spool {
         Ok(path)
     }
 
-    /// Writes `records` to a new journal of this run (see [`crate::journal`]),
+    /// Writes `records` to a new journal of this run (see [`crate::outbox::journal`]),
     /// named to sort with the spool's batches.
     pub fn new_journal(&self, records: &[Record]) -> Result<Journal, SpoolError> {
         let name = next_name();
