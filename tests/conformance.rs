@@ -34,10 +34,10 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use banshare::append::{Request, Writer, build_records};
 use banshare::follow::{Mode, Msg, Wake};
+use banshare::outbox::append::{Request, Writer, build_records};
+use banshare::outbox::spool::{Spool, to_batch};
 use banshare::record::{Op, PortSpec, Record, Target};
-use banshare::spool::{Spool, to_batch};
 use banshare::transport::{Entry, Feed, FeedError, Position, Transport};
 
 use support::cluster::{Cluster, require_root};

@@ -14,10 +14,10 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use banshare::follow::{FollowKind, Handle, Mode};
-use banshare::lock::{LockTimings, Owner};
+use banshare::outbox::spool::Spool;
 use banshare::record::RecordId;
-use banshare::spool::Spool;
 use banshare::transport::feed::Unread;
+use banshare::transport::lock::{LockTimings, Owner};
 use banshare::transport::{
     self, Entry, Feed, FeedError, FeedSettings, LogLocation, Notice, Position, SftpSettings,
     Transport, TransportError,

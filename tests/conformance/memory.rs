@@ -17,10 +17,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use banshare::append::deliver;
 use banshare::follow::{Handle, Mode, Msg};
+use banshare::outbox::append::deliver;
+use banshare::outbox::spool::{Spool, to_batch};
 use banshare::record::{MAX_LINE_LEN, RecordId};
-use banshare::spool::{Spool, to_batch};
 use banshare::transport::feed::Unread;
 use banshare::transport::{
     Entry, Feed, FeedError, Notice, Position, Publisher, Transport, TransportError,
