@@ -32,13 +32,18 @@ use std::io::Write as _;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use banshare::follow::{Mode, Msg, Wake};
+use banshare::backend::{Action, Backend, BackendError};
+use banshare::follow::{Handle, Mode, Msg, Wake};
 use banshare::outbox::append::{Request, Writer, build_records};
 use banshare::outbox::spool::{Spool, to_batch};
 use banshare::record::{Op, PortSpec, Record, Target};
+use banshare::state::StateDir;
 use banshare::transport::{Entry, Feed, FeedError, Position, Transport};
+use banshare::watch::daemon::{Daemon, Options};
+use banshare::watch::policy::PolicySettings;
 
 use support::cluster::{Cluster, require_root};
 use support::wait_until;
@@ -146,6 +151,10 @@ const CASES: &[(&str, Case)] = &[
     ("4 away and back: spool, then delivery", away_and_back),
     ("5 rotation (or equivalent)", rotation),
     ("6 lag through the feed (unread)", lag_through_the_feed),
+    (
+        "7 the watcher daemon, unchanged, on it",
+        the_watcher_runs_on_it,
+    ),
 ];
 
 /// Prefix of an `Ok` note that makes the cell a skip.
@@ -653,5 +662,132 @@ fn lag_through_the_feed(s: &dyn Subject) -> Outcome {
             position.seq, end.seq
         ));
     }
+    Ok(String::new())
+}
+
+/// A backend that only records the bans it is given.
+struct Recorder(Arc<Mutex<Vec<String>>>);
+
+impl Backend for Recorder {
+    fn name(&self) -> &'static str {
+        "recorder"
+    }
+
+    fn setup(&mut self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    fn apply(&mut self, batch: &[Action]) -> Result<(), BackendError> {
+        let mut applied = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        applied.extend(batch.iter().map(|a| a.target().to_string()));
+        Ok(())
+    }
+
+    fn cleanup(&mut self) -> Result<(), BackendError> {
+        Ok(())
+    }
+}
+
+/// The watcher daemon running on its own thread; stopped when dropped.
+struct Running {
+    handle: Handle,
+    thread: Option<std::thread::JoinHandle<()>>,
+    applied: Arc<Mutex<Vec<String>>>,
+}
+
+impl Running {
+    /// Starts `banshare watch`'s daemon (the library's, as the binary
+    /// runs it) over `feed`, keeping its state in `state`.
+    fn start(feed: Box<dyn Feed>, state: &Path) -> Result<Running, String> {
+        let applied = Arc::new(Mutex::new(Vec::new()));
+        let opts = Options {
+            node: "watcher".into(),
+            batch_max: 1000,
+            state: StateDir::open(state).map_err(|e| e.to_string())?,
+            trust: Default::default(),
+            safety_poll: Duration::from_secs(5),
+        };
+        let policy = PolicySettings {
+            ignoreself: false,
+            ..PolicySettings::defaults("watcher".parse().unwrap())
+        };
+        let backend = Box::new(Recorder(Arc::clone(&applied)));
+        let (daemon, handle) =
+            Daemon::new(feed, opts, policy, backend).map_err(|e| e.to_string())?;
+        let thread = std::thread::spawn(move || {
+            daemon.run(|| None);
+        });
+        Ok(Running {
+            handle,
+            thread: Some(thread),
+            applied,
+        })
+    }
+
+    /// Waits until the backend was given `want`, in that order, and fails
+    /// on anything else.
+    fn expect(&self, want: &[String], what: &str) -> Result<(), String> {
+        let applied = || {
+            self.applied
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        };
+        wait_until(PATIENCE, || applied().len() >= want.len());
+        match applied() {
+            got if got == want => Ok(()),
+            got => Err(format!("{what}: the watcher applied {got:?}, not {want:?}")),
+        }
+    }
+
+    fn stop(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        self.handle.send(Msg::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+/// The watcher daemon (`watch::Daemon`, with a backend that records)
+/// holds the transport's feed and applies what arrives, woken as the feed
+/// says; stopped and started again on the same state, it applies only
+/// what came since.
+fn the_watcher_runs_on_it(s: &dyn Subject) -> Outcome {
+    let log = "c7.log";
+    s.create_log(log);
+    let state = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut t = s.transport(log);
+    let first = addresses(7, 0, 5);
+    append(&mut *t, &first)?;
+    let watcher = Running::start(s.feed(log), state.path())?;
+    watcher.expect(&first, "at start")?;
+    let second = addresses(7, 5, 3);
+    append(&mut *t, &second)?;
+    let both: Vec<String> = first.iter().chain(&second).cloned().collect();
+    watcher.expect(&both, "while running")?;
+    watcher.stop();
+
+    let third = addresses(7, 8, 2);
+    append(&mut *t, &third)?;
+    // Without its list of active bans the watcher's policy would not know
+    // the first ones again: only the saved position keeps them from being
+    // applied twice.
+    std::fs::remove_file(state.path().join("active.json")).map_err(|e| e.to_string())?;
+    let watcher = Running::start(s.feed(log), state.path())?;
+    watcher.expect(&third, "after a restart")?;
+    // Anything applied twice would have come by now.
+    append(&mut *t, &addresses(7, 10, 1))?;
+    let all: Vec<String> = third.iter().cloned().chain(addresses(7, 10, 1)).collect();
+    watcher.expect(&all, "after a restart")?;
     Ok(String::new())
 }
