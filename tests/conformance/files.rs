@@ -164,7 +164,7 @@ impl<'c> FileShare<'c> {
         flags
     }
 
-    /// The nodes writers run on, with how many writers each, for `plan`.
+    /// The node each writer of `plan` runs on.
     fn writer_nodes(&self, plan: &Plan) -> Vec<usize> {
         match self.way {
             // One host by nature: every writer on it.
@@ -256,13 +256,12 @@ impl Subject for FileShare<'_> {
                 ));
             }
             let spool = self.tmp.path().join(format!("w{w}"));
-            let sh = match self.way {
+            let mut sh = match self.way {
                 Way::Local => Command::new("sh"),
                 _ => self
                     .cluster()
                     .command_in(self.cluster().node_ns(node), "sh"),
             };
-            let mut sh = sh;
             sh.arg("-c")
                 .arg(script)
                 .env("B", format!("{BANSHARE} --config /dev/null"))
@@ -276,8 +275,14 @@ impl Subject for FileShare<'_> {
             ));
         }
         fs::write(&go, b"").map_err(|e| e.to_string())?;
-        for (w, (writer, spool)) in writers.into_iter().enumerate() {
-            let out = writer.wait_with_output().map_err(|e| e.to_string())?;
+        // Every writer is waited for before any is judged: none is left
+        // running.
+        let finished: Vec<_> = writers
+            .into_iter()
+            .map(|(writer, spool)| (writer.wait_with_output(), spool))
+            .collect();
+        for (w, (out, spool)) in finished.into_iter().enumerate() {
+            let out = out.map_err(|e| e.to_string())?;
             if !out.status.success() {
                 return Err(format!("writer {w} failed: {}", stderr(&out)));
             }
@@ -299,7 +304,6 @@ impl Subject for FileShare<'_> {
             Way::Local => format!("{how}, on one host (one host by nature)"),
             _ => {
                 let mut hosts = nodes.clone();
-                hosts.dedup();
                 hosts.sort();
                 hosts.dedup();
                 let names: Vec<String> = hosts.iter().map(|n| format!("node{n}")).collect();
