@@ -40,7 +40,7 @@ use banshare::backend::{Action, Backend, BackendError};
 use banshare::follow::{Handle, Mode, Msg, Wake};
 use banshare::outbox::append::{Request, Writer, build_records};
 use banshare::outbox::spool::{Spool, to_batch};
-use banshare::record::{Op, PortSpec, Record, Target};
+use banshare::record::{MAX_LINE_LEN, Op, PortSpec, Record, Target};
 use banshare::state::StateDir;
 use banshare::transport::{Entry, Feed, FeedError, Position, Transport};
 use banshare::watch::daemon::{Daemon, Options};
@@ -185,6 +185,11 @@ const CASES: &[Row] = &[
     Row {
         heading: "7 the watcher daemon, unchanged, on it",
         case: the_watcher_runs_on_it,
+        skippable: false,
+    },
+    Row {
+        heading: "8 garbage and over-long lines pass as such",
+        case: hostile_lines,
         skippable: false,
     },
 ];
@@ -386,8 +391,14 @@ fn nothing_more(feed: &mut dyn Feed) -> Result<(), String> {
     }
 }
 
+/// An entry for a failure message, cut short.
 fn describe(entry: &Entry) -> String {
     match entry {
+        Entry::Record(bytes) if bytes.len() > 200 => format!(
+            "{:?}... ({} bytes)",
+            String::from_utf8_lossy(&bytes[..200]),
+            bytes.len()
+        ),
         Entry::Record(bytes) => format!("{:?}", String::from_utf8_lossy(bytes)),
         Entry::TooLong { len } => format!("an over-long record of {len} bytes"),
     }
@@ -822,5 +833,46 @@ fn the_watcher_runs_on_it(s: &dyn Subject) -> Outcome {
     append(&mut *t, &addresses(7, 10, 1))?;
     let all: Vec<String> = third.iter().cloned().chain(addresses(7, 10, 1)).collect();
     watcher.expect(&all, "after a restart")?;
+    Ok(String::new())
+}
+
+/// Whatever a writer put in the log comes out as it is, a line that is no
+/// record included (the watcher's parser refuses it, not the feed); a line
+/// over the longest a record may be comes out as its length alone. The
+/// records after them still come.
+fn hostile_lines(s: &dyn Subject) -> Outcome {
+    let log = "c8.log";
+    s.create_log(log);
+    let mut feed = s.feed(log);
+    let mut t = s.transport(log);
+    let good = records(&addresses(8, 0, 2));
+    let overlong = MAX_LINE_LEN + 100;
+    let mut batch = to_batch(&good[..1]);
+    batch.extend_from_slice(b"HOST 1.2.3.4 not a record\n");
+    batch.extend(std::iter::repeat_n(b'x', overlong));
+    batch.push(b'\n');
+    batch.extend(to_batch(&good[1..]));
+    t.append(&batch).map_err(|e| format!("append: {e}"))?;
+    let line = |r: &Record| r.to_string().into_bytes();
+    let want = [
+        Entry::Record(line(&good[0])),
+        Entry::Record(b"HOST 1.2.3.4 not a record".to_vec()),
+        Entry::TooLong {
+            len: overlong as u64,
+        },
+        Entry::Record(line(&good[1])),
+    ];
+    let mut got = Vec::new();
+    wait_until(PATIENCE, || {
+        if let Ok(entries) = feed.read(want.len() - got.len()) {
+            got.extend(entries);
+        }
+        got.len() >= want.len()
+    });
+    if got != want {
+        let shown: Vec<String> = got.iter().map(describe).collect();
+        return Err(format!("the feed handed out {shown:?}"));
+    }
+    nothing_more(&mut *feed)?;
     Ok(String::new())
 }
