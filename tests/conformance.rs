@@ -588,10 +588,16 @@ fn away_and_back(s: &dyn Subject) -> Outcome {
             Ok(got) if !got.is_empty() => {
                 return Err(format!("{} record(s) read while away", got.len()));
             }
-            Ok(_) => "nothing new".to_owned(),
+            // An outage must show as one (in `status`, in the log), and as
+            // what it is: not as a quiet log, nor as a broken one.
+            Ok(_) => return Err("the feed said nothing of the outage".to_owned()),
             Err(FeedError::Missing(_)) => "missing".to_owned(),
             Err(FeedError::Unreachable(_)) => "unreachable".to_owned(),
-            Err(FeedError::Other(e)) => format!("an error ({e})"),
+            Err(FeedError::Other(e)) => {
+                return Err(format!(
+                    "the feed called the outage neither missing nor unreachable: {e}"
+                ));
+            }
         };
         Ok((targets, feed_said))
     })();

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use ssh2::ErrorCode;
 
-use super::session::{Connection, SftpSettings, connect, io_error};
+use super::session::{Connection, SftpSettings, connect, from_ssh, io_error, reclassify};
 use super::url::SftpUrl;
 use crate::follow::{LogFile, LogFs, Meta};
 
@@ -161,14 +161,14 @@ impl LogFile for SftpLogFile {
             self.file.seek(SeekFrom::Start(offset))?;
             self.position = offset;
         }
-        let n = self.file.read(buf)?;
+        let n = self.file.read(buf).map_err(reclassify)?;
         self.position += n as u64;
         self.at_end = n == 0 && !buf.is_empty();
         Ok(n)
     }
 
     fn meta(&mut self) -> io::Result<Meta> {
-        let stat = self.file.stat().map_err(io::Error::from)?;
+        let stat = self.file.stat().map_err(from_ssh)?;
         Ok(Meta {
             dev: 0,
             ino: 0,

@@ -218,8 +218,34 @@ fn base64_unpadded(bytes: &[u8]) -> String {
 
 /// The io::Error of an SFTP call on `path`, with the path in it.
 pub fn io_error(path: &Path, e: ssh2::Error) -> io::Error {
-    let inner = io::Error::from(e);
+    let inner = from_ssh(e);
     io::Error::new(inner.kind(), format!("{}: {inner}", path.display()))
+}
+
+/// An SSH error as an I/O error whose kind says what happened: libssh2's
+/// session-level failures other than a timeout (a dropped connection, a
+/// failed send) become `NotConnected`, where ssh2 would give `Other`, so
+/// that a server gone away reads as unreachable, like a dead mount.
+pub fn from_ssh(e: ssh2::Error) -> io::Error {
+    let session = matches!(e.code(), ssh2::ErrorCode::Session(_));
+    let inner = io::Error::from(e);
+    match inner.kind() {
+        io::ErrorKind::Other if session => io::Error::new(io::ErrorKind::NotConnected, inner),
+        _ => inner,
+    }
+}
+
+/// As [`from_ssh`], for an I/O error that wraps an SSH error (`Read` on
+/// an SFTP file).
+pub fn reclassify(e: io::Error) -> io::Error {
+    let session = e.kind() == io::ErrorKind::Other
+        && e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<ssh2::Error>())
+            .is_some_and(|ssh| matches!(ssh.code(), ssh2::ErrorCode::Session(_)));
+    match session {
+        true => io::Error::new(io::ErrorKind::NotConnected, e),
+        false => e,
+    }
 }
 
 #[cfg(test)]
