@@ -12,14 +12,16 @@
 //! - `lock`: locked (`flock`) for the daemon's life, so that one watcher or
 //!   monitor at a time uses the directory; it holds that daemon's pid.
 //!
-//! Each JSON file carries `"version"` ([`STATE_VERSION`]). Older files are
-//! migrated when a daemon takes the directory ([`StateDir::acquire`]):
+//! Each JSON file carries `"version"` ([`STATE_VERSION`]). Files of older
+//! formats are read:
 //!
 //! - format 0 (no `version`; `active.json` a bare list of bans);
 //! - format 1 (`cursor.json` held `log` and a file `cursor`, a byte offset
 //!   in a followed file): from format 2 on it holds a `position` of a
 //!   kind, which a feed that pushes records (a message bus) can hand out
-//!   too.
+//!   too. A daemon taking the directory ([`StateDir::acquire`]) rewrites
+//!   an older `cursor.json` in format 2; the other files are rewritten
+//!   when next saved.
 //!
 //! A file of a newer version is refused, never overwritten: a downgrade
 //! must not lose what it holds.
@@ -39,8 +41,10 @@ use crate::transport::feed::Position;
 /// read and migrated.
 pub const STATE_VERSION: u64 = 2;
 
-/// The state files a daemon may have, each migrated on its own.
-const STATE_FILES: [&str; 3] = ["cursor.json", "active.json", "status.json"];
+/// The state files a daemon may have: none may be of a newer format.
+const STATE_FILES: [&str; 3] = [CHECKPOINT, "active.json", "status.json"];
+/// The file that holds the saved position.
+const CHECKPOINT: &str = "cursor.json";
 
 /// Why a state directory cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -107,8 +111,13 @@ impl StateDir {
         Ok(state)
     }
 
-    /// Rewrites files of an older format in the current one; refuses newer
-    /// ones.
+    /// Refuses files of a newer format, and rewrites `cursor.json` of an
+    /// older one in the current format. The other files hold in format 2
+    /// what they held before (format 0's bare list of bans is told apart
+    /// when read): their readers take every older version, and the daemon
+    /// writes them anew in the current format when it next saves them.
+    /// Rewriting them here would cost memory in proportion to their size
+    /// (`active.json` can hold a million bans) for no change.
     fn migrate(&self) -> Result<(), StateError> {
         for name in STATE_FILES {
             let path = self.dir.join(name);
@@ -116,7 +125,7 @@ impl StateDir {
                 continue;
             };
             let found = check_version(&path, &data)?;
-            if found == STATE_VERSION {
+            if found == STATE_VERSION || name != CHECKPOINT {
                 continue;
             }
             let io_err = |source| StateError::Io {
@@ -124,7 +133,7 @@ impl StateDir {
                 source,
             };
             let old: Value = parse_json(&path, &data).map_err(io_err)?;
-            let new = upgrade(name, old).map_err(io_err)?;
+            let new = upgrade_checkpoint(old).map_err(io_err)?;
             save_json(&path, &new).map_err(io_err)?;
             log::info!(
                 "migrated {} from state format {found} to {STATE_VERSION}",
@@ -179,36 +188,26 @@ impl StateDir {
     }
 }
 
-/// `old`, the content of the state file `name` in an older format, in the
-/// current one (without its `version`, which saving adds).
-fn upgrade(name: &str, mut old: Value) -> io::Result<Value> {
-    match (name, &mut old) {
-        // Format 0's active.json is the bare list of bans.
-        ("active.json", Value::Array(_)) => Ok(json!({ "bans": old })),
-        ("cursor.json", Value::Object(fields)) if !fields.contains_key("position") => {
-            fields.remove("version");
-            let log = fields.remove("log").unwrap_or(Value::Null);
-            let cursor = fields.remove("cursor").unwrap_or(Value::Null);
-            let (Some(log), Some(offset)) = (log.as_str(), cursor["offset"].as_u64()) else {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "a cursor of format 0 or 1 without its log or offset",
-                ));
-            };
-            // Formats 0 and 1 only followed files.
-            let position = json!({ "kind": "file", "log": log, "seq": offset, "at": cursor });
-            fields.insert("position".into(), position);
-            Ok(old)
-        }
-        (_, Value::Object(fields)) => {
-            fields.remove("version");
-            Ok(old)
-        }
-        _ => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "not a JSON object",
-        )),
-    }
+/// `old`, a `cursor.json` of format 0 or 1, in the current format (without
+/// its `version`, which saving adds): its `log` and file `cursor` become a
+/// `position` of kind `file`; other fields (the breaker) stay as they were.
+fn upgrade_checkpoint(mut old: Value) -> io::Result<Value> {
+    let invalid = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_owned());
+    let Value::Object(fields) = &mut old else {
+        return Err(invalid("not a JSON object"));
+    };
+    fields.remove("version");
+    let log = fields.remove("log").unwrap_or(Value::Null);
+    let cursor = fields.remove("cursor").unwrap_or(Value::Null);
+    let (Some(log), Some(offset)) = (log.as_str(), cursor["offset"].as_u64()) else {
+        return Err(invalid(
+            "a cursor of format 0 or 1 without its log or offset",
+        ));
+    };
+    // Formats 0 and 1 only followed files.
+    let position = json!({ "kind": "file", "log": log, "seq": offset, "at": cursor });
+    fields.insert("position".into(), position);
+    Ok(old)
 }
 
 /// Just the version of a state file; everything else is skipped unread.

@@ -650,3 +650,68 @@ fn the_flusher_keeps_one_sftp_connection_and_reconnects_after_sshd_restarts() {
         "none lost or doubled"
     );
 }
+
+/// A watcher over sftp:// started on the cursor the previous release saved
+/// for it (state format 1, whose `log` was the bare path on the server)
+/// resumes exactly there; and a log missing on the server is reported by
+/// its URL, with the advice for a server, not for a mount.
+#[test]
+fn sftp_resumes_a_format_1_cursor_exactly_and_names_a_missing_log_by_its_url() {
+    let site = Site::new("sftpv1", 2);
+    let bans = |lines: &[String]| -> Vec<String> {
+        lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("ban "))
+            .map(|l| l.split(' ').next().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let ban = |n: u32| {
+        let out = site.ban(0, &format!("192.0.2.{n}"));
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    // Stops the watcher with SIGTERM and returns every line it printed.
+    let stop = |mut watcher: Daemon, rx: mpsc::Receiver<String>, mut seen: Vec<String>| {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(watcher.0.id() as i32, libc::SIGTERM) };
+        watcher.0.wait().unwrap();
+        seen.extend(rx.iter());
+        seen
+    };
+    (1..=3).for_each(ban);
+    let (watcher, rx) = site.watch(1, site.cluster.known_hosts());
+    let mut seen = Vec::new();
+    collect_until(&rx, &mut seen, Duration::from_secs(30), |s| {
+        bans(s).len() >= 3
+    });
+    assert_eq!(bans(&stop(watcher, rx, seen)).len(), 3);
+
+    // The cursor as the previous release wrote it for this log.
+    let cursor = site.state_dir(1).join("cursor.json");
+    let saved: serde_json::Value = serde_json::from_slice(&fs::read(&cursor).unwrap()).unwrap();
+    let size = fs::metadata(site.server_log()).unwrap().len();
+    assert_eq!(saved["position"]["seq"], size, "{saved}");
+    let v1 = serde_json::json!({
+        "version": 1,
+        // The path as the chrooted SFTP user sees it.
+        "log": "/share/newbans.log",
+        "cursor": saved["position"]["at"],
+        "breaker": saved["breaker"],
+    });
+    fs::write(&cursor, serde_json::to_vec(&v1).unwrap()).unwrap();
+    ban(4);
+    let (watcher, rx) = site.watch(1, site.cluster.known_hosts());
+    let mut seen = Vec::new();
+    collect_until(&rx, &mut seen, Duration::from_secs(30), |s| {
+        !bans(s).is_empty()
+    });
+    fs::remove_file(site.server_log()).unwrap();
+    let url = site.cluster.sftp_url("newbans.log");
+    let said = wait_until(Duration::from_secs(20), || {
+        status_json(&site, 1)["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&url) && e.contains("on the server"))
+    });
+    let seen = stop(watcher, rx, seen);
+    assert_eq!(bans(&seen), ["192.0.2.4"], "{seen:?}");
+    assert!(said, "{}", status_json(&site, 1)["last_error"]);
+}

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
 use banshare::config::{self, Settings};
+use banshare::follow::{Handle, Msg};
 use banshare::outbox::append::Writer;
 use banshare::outbox::spool::Spool;
+use banshare::state::{StateDir, StateError};
 use banshare::transport::lock::Owner;
 use banshare::transport::{self, LogLocation, Transport};
-use banshare::watch::daemon::{Handle, Msg};
-use banshare::watch::state::{StateDir, StateError};
 
 use super::args::LogArgs;
 use super::failure::{Failure, Result};

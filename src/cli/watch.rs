@@ -6,12 +6,13 @@ use anyhow::{Context, anyhow};
 use banshare::backend::Backend;
 use banshare::config::Settings;
 use banshare::outbox::spool::Spool;
+use banshare::state::{self, StateDir};
 use banshare::transport::{self, FeedSettings, LogLocation};
 use banshare::trust::TrustPolicy;
 use banshare::watch::daemon::{Daemon, Options, Reloaded};
 use banshare::watch::policy::PolicySettings;
 use banshare::watch::reach::Reach;
-use banshare::watch::state::{self, StateDir, Status, WatcherFiles};
+use banshare::watch::state::{Status, WatcherFiles};
 use banshare::watch::{flusher, host};
 use serde::Serialize;
 

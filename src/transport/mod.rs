@@ -273,6 +273,7 @@ pub fn open_feed(location: &LogLocation, settings: &FeedSettings) -> Box<dyn Fee
             let feed = FileFeed::new(fs, url.path.clone(), url.to_string(), mode);
             Box::new(
                 feed.alias(url.path.display().to_string())
+                    .hints(sftp::MISSING_HINT, sftp::UNREACHABLE_HINT)
                     .counting_connections(connections),
             )
         }

@@ -174,6 +174,8 @@ impl Daemon {
             node: opts.node.clone(),
             pid: std::process::id(),
             log: feed.log().to_owned(),
+            // Where it resumes: `status` shows it before the first batch.
+            offset: feed.position().map_or(0, |p| p.seq),
             backend: backend.name().into(),
             mode: mode.describe(),
             started: Some(Utc::now()),

@@ -283,17 +283,30 @@ mod tests {
     }
 
     #[test]
-    fn format_0_is_migrated_and_newer_formats_are_refused_untouched() {
+    fn older_active_bans_are_read_as_they_are_and_newer_formats_refused_untouched() {
         let dir = tempfile::tempdir().unwrap();
-        let v0 = r#"[{"target":"192.0.2.7/32","until":null,"jail":"sshd","since":"2026-11-21T18:28:04Z"}]"#;
-        fs::write(dir.path().join("active.json"), v0).unwrap();
-        let state = StateDir::acquire(dir.path()).unwrap();
-        let text = fs::read_to_string(dir.path().join("active.json")).unwrap();
-        let migrated: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(migrated["version"], STATE_VERSION, "{text}");
-        assert_eq!(migrated["bans"][0]["target"], "192.0.2.7/32", "{text}");
-        assert_eq!(state.load_active().unwrap().len(), 1);
-        drop(state);
+        let path = dir.path().join("active.json");
+        let ban = r#"{"target":"192.0.2.7/32","until":null,"jail":"sshd","since":"2026-11-21T18:28:04Z"}"#;
+        for old in [
+            format!("[{ban}]"),
+            format!(r#"{{"version":1,"bans":[{ban}]}}"#),
+        ] {
+            fs::write(&path, &old).unwrap();
+            // Taking the directory leaves it as it is: a million bans are
+            // not parsed twice to change a version number.
+            let state = StateDir::acquire(dir.path()).unwrap();
+            assert_eq!(fs::read_to_string(&path).unwrap(), old);
+            let bans = state.load_active().unwrap();
+            assert_eq!(bans.len(), 1, "{old}");
+            state.save_active(bans.into_iter()).unwrap();
+            let text = fs::read_to_string(&path).unwrap();
+            assert!(
+                text.starts_with(&format!(
+                    "{{\"version\":{STATE_VERSION},\"bans\":[{{\"target\":"
+                )),
+                "{text}"
+            );
+        }
 
         let future = r#"{"version":3,"bans":[]}"#;
         fs::write(dir.path().join("active.json"), future).unwrap();

@@ -6,7 +6,7 @@
 //! Its [`Position`] is the follower's [`Cursor`] (the file's identity and
 //! fingerprint, and the byte offset), of kind `"file"`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -27,6 +27,9 @@ pub struct FileFeed<F: LogFs> {
     /// saved under its remote path alone before positions had a kind.
     aliases: Vec<String>,
     mode: Mode,
+    /// What to check when the log is missing, and when it does not answer:
+    /// the transport's own advice (a mount, or a server).
+    hints: (&'static str, &'static str),
     /// inotify on the log's folder, while watching in `Mode::Native`.
     dir_watch: Option<DirWatch>,
     connections: Option<Arc<AtomicU64>>,
@@ -42,9 +45,24 @@ impl<F: LogFs> FileFeed<F> {
             log,
             aliases: Vec::new(),
             mode,
+            hints: (super::MISSING_HINT, super::UNREACHABLE_HINT),
             dir_watch: None,
             connections: None,
         }
+    }
+
+    /// Whether `log`, from a saved position, names this feed's log: as it
+    /// was given, under an alias, or as the same path written otherwise
+    /// (`/srv//newbans.log`, `/srv/./newbans.log`).
+    fn names(&self, log: &str) -> bool {
+        log == self.log || self.aliases.iter().any(|a| a == log) || Path::new(log) == self.path
+    }
+
+    /// Gives other advice than a mount's in errors: `missing` when the log
+    /// is not there, `unreachable` when it does not answer.
+    pub fn hints(mut self, missing: &'static str, unreachable: &'static str) -> FileFeed<F> {
+        self.hints = (missing, unreachable);
+        self
     }
 
     /// Also resumes from positions saved under `alias`.
@@ -57,6 +75,35 @@ impl<F: LogFs> FileFeed<F> {
     pub fn counting_connections(mut self, connections: Arc<AtomicU64>) -> FileFeed<F> {
         self.connections = Some(connections);
         self
+    }
+
+    /// A follow error in the user's words: the log as they named it (an
+    /// `sftp://` URL, not the path on the server), the transport's advice,
+    /// and the file it was about if that was a rotated one.
+    fn feed_error(&self, e: FollowError) -> FeedError {
+        let (missing, unreachable) = self.hints;
+        let log = &self.log;
+        let (path, text) = match &e {
+            FollowError::Missing { path, source } => {
+                (path, format!("log {log} is missing ({missing}): {source}"))
+            }
+            FollowError::Unreachable { path, source } => (
+                path,
+                format!("log {log} is unreachable ({unreachable}): {source}"),
+            ),
+            FollowError::Io { op, path, source } => {
+                (path, format!("cannot {op} log {log}: {source}"))
+            }
+        };
+        let text = match path == &self.path {
+            true => text,
+            false => format!("{text} (in {}, the rotated log)", path.display()),
+        };
+        match e {
+            FollowError::Missing { .. } => FeedError::Missing(text),
+            FollowError::Unreachable { .. } => FeedError::Unreachable(text),
+            FollowError::Io { .. } => FeedError::Other(text),
+        }
     }
 
     /// The position for `cursor`.
@@ -82,7 +129,7 @@ impl<F: LogFs> Feed for FileFeed<F> {
                 saved.kind
             ));
         }
-        if saved.log != self.log && !self.aliases.contains(&saved.log) {
+        if !self.names(&saved.log) {
             return Err(format!(
                 "it is a position in {}, not {}",
                 saved.log, self.log
@@ -102,7 +149,10 @@ impl<F: LogFs> Feed for FileFeed<F> {
     }
 
     fn read(&mut self, max: usize) -> Result<Vec<Entry>, FeedError> {
-        let lines = self.follower.read_lines(max).map_err(feed_error)?;
+        let lines = self
+            .follower
+            .read_lines(max)
+            .map_err(|e| self.feed_error(e))?;
         Ok(lines
             .into_iter()
             .map(|line| match line {
@@ -130,14 +180,6 @@ impl<F: LogFs> Feed for FileFeed<F> {
 
     fn connections(&self) -> Option<Arc<AtomicU64>> {
         self.connections.clone()
-    }
-}
-
-fn feed_error(e: FollowError) -> FeedError {
-    match e {
-        FollowError::Missing { .. } => FeedError::Missing(e.to_string()),
-        FollowError::Unreachable { .. } => FeedError::Unreachable(e.to_string()),
-        FollowError::Io { .. } => FeedError::Other(e.to_string()),
     }
 }
 
@@ -173,5 +215,47 @@ fn notice(event: FollowEvent) -> Notice {
             "the log was rotated to {}: finishing it there, then reading the new log",
             path.display()
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::follow::LocalFs;
+    use std::time::Duration;
+
+    fn feed(path: &str) -> FileFeed<LocalFs> {
+        let mode = Mode::Poll(Duration::from_secs(1));
+        FileFeed::new(LocalFs, path.into(), path.into(), mode)
+    }
+
+    fn saved(kind: &str, log: &str) -> Position {
+        let cursor = Cursor {
+            dev: 0,
+            ino: 0,
+            fingerprint: crate::follow::Fingerprint::EMPTY,
+            offset: 0,
+        };
+        Position {
+            kind: kind.into(),
+            log: log.into(),
+            seq: 0,
+            at: serde_json::to_value(cursor).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_position_in_the_same_file_written_otherwise_is_taken_others_are_refused() {
+        let mut feed = feed("/srv/banshare/newbans.log");
+        for same in ["/srv/banshare/newbans.log", "/srv//banshare/./newbans.log"] {
+            assert_eq!(feed.resume(&saved(KIND, same)), Ok(()), "{same}");
+        }
+        let other = feed.resume(&saved(KIND, "/srv/other.log")).unwrap_err();
+        assert!(other.contains("/srv/other.log"), "{other}");
+        let kind = feed.resume(&saved("nats", "/srv/banshare/newbans.log"));
+        assert!(kind.unwrap_err().contains("nats"));
+        let mut garbage = saved(KIND, "/srv/banshare/newbans.log");
+        garbage.at = "garbage".into();
+        assert!(feed.resume(&garbage).is_err());
     }
 }

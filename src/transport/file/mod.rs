@@ -19,9 +19,9 @@ use crate::transport::lock::{CrossHostLock, LocalLock, LocalLockFs, LockTimings,
 
 /// What to check when the log file is not there: most often, the share it
 /// lives on is not mounted.
-pub(super) const MISSING_HINT: &str = "is the share mounted?";
+pub(crate) const MISSING_HINT: &str = "is the share mounted?";
 /// What to check when the share does not answer.
-pub(super) const UNREACHABLE_HINT: &str = "is the file server up and reachable?";
+pub(crate) const UNREACHABLE_HINT: &str = "is the file server up and reachable?";
 
 #[derive(Debug, Clone)]
 pub struct FileTransport {

@@ -6,7 +6,7 @@
 //! Following goes through [`SftpFs`], one connection per watcher, reused
 //! for every poll and re-established with backoff after a failure.
 
-mod feed;
+mod fs;
 mod session;
 mod url;
 
@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use ssh2::{OpenFlags, OpenType, Sftp};
 
-pub use feed::SftpFs;
+pub use fs::SftpFs;
 pub use session::{Connection, SftpError, SftpSettings, connect};
 pub use url::SftpUrl;
 
@@ -26,10 +26,10 @@ use crate::transport::lock::{CrossHostLock, LocalLock, LockFs, LockTimings, MAX_
 
 /// What to check when the log is not on the server: its path there, which
 /// is inside the account's chroot, if it has one.
-const MISSING_HINT: &str =
+pub(crate) const MISSING_HINT: &str =
     "is the path right? it is the path on the server, inside the account's chroot if any";
 /// What to check when the server does not answer.
-const UNREACHABLE_HINT: &str = "is the server up and reachable?";
+pub(crate) const UNREACHABLE_HINT: &str = "is the server up and reachable?";
 
 /// Appends over SFTP; keeps its connection between appends (the watcher's
 /// flusher and the monitor append many times).

@@ -51,8 +51,11 @@ pub enum SftpError {
 
 impl From<SftpError> for io::Error {
     fn from(e: SftpError) -> io::Error {
+        // A server that does not answer, or drops the handshake, is
+        // unreachable; a refused key or login is not.
         let kind = match &e {
             SftpError::Connect { source, .. } => source.kind(),
+            SftpError::Handshake { .. } => io::ErrorKind::NotConnected,
             _ => io::ErrorKind::Other,
         };
         io::Error::new(kind, e.to_string())
