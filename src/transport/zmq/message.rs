@@ -65,8 +65,9 @@ pub enum LegacyPolicy {
 
 /// The shared secret of fail2ban-zmq-tools' `authtoken`.
 ///
-/// `Debug` does not show it, and no refusal's text quotes it.
-#[derive(Clone, PartialEq, Eq)]
+/// `Debug` does not show it, no refusal's text quotes it, and `==`
+/// compares in constant time too.
+#[derive(Clone)]
 pub struct LegacyToken(Box<str>);
 
 /// Why a configured legacy token cannot be used.
@@ -102,6 +103,14 @@ impl LegacyToken {
         given.as_bytes().ct_eq(self.0.as_bytes()).into()
     }
 }
+
+impl PartialEq for LegacyToken {
+    fn eq(&self, other: &LegacyToken) -> bool {
+        self.matches(&other.0)
+    }
+}
+
+impl Eq for LegacyToken {}
 
 impl fmt::Debug for LegacyToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -420,6 +420,8 @@ fn a_token_is_printable_ascii_without_a_pipe() {
         assert!(LegacyToken::new(bad).is_err(), "{bad:?}");
     }
     assert!(LegacyToken::new(&"t".repeat(MAX_TOKEN_LEN + 1)).is_err());
+    assert_eq!(LegacyToken::new(TOKEN), LegacyToken::new(TOKEN));
+    assert_ne!(LegacyToken::new(TOKEN), LegacyToken::new("s3cret-Tok3"));
 }
 
 fn record_of(line: &str) -> Record {
