@@ -24,6 +24,7 @@ use crate::record::{
     SyslogTime, Tag, Target,
 };
 use crate::transport::Publisher;
+use crate::transport::zmq::message::LegacySubmission;
 
 /// How much longer than its delivery deadline [`deliver_journaled`] waits
 /// for the delivering child: time to move the journal to the spool and
@@ -94,6 +95,31 @@ pub fn build_records(
             Ok(record)
         })
         .collect()
+}
+
+/// The record for a legacy ZeroMQ submission (fail2ban-zmq-tools'
+/// `host|jail|action|ip`), built as the monitor builds one for a line of
+/// fail2ban.log: every port, the submission's jail, `bantime` for a ban.
+/// Its node is the submitting host, not the writer's; the writer's tag,
+/// pid and key (if any: the publisher then vouches for it) are used.
+pub fn build_legacy_record(
+    submission: &LegacySubmission,
+    writer: &Writer,
+    bantime: Option<BanTime>,
+    now: DateTime<Utc>,
+) -> Result<Record, getrandom::Error> {
+    let request = Request {
+        op: submission.action().op(),
+        targets: vec![submission.target()],
+        ports: PortSpec::all(),
+        jail: Some(submission.jail().clone()),
+        bantime,
+    };
+    let writer = Writer {
+        node: submission.host().clone(),
+        ..writer.clone()
+    };
+    build_records(&request, &writer, now).map(|mut records| records.remove(0))
 }
 
 /// Where the records went.
@@ -469,5 +495,64 @@ mod tests {
         }
         assert_eq!(parse_report("E disk on fire").unwrap_err(), "disk on fire");
         assert!(parse_report("Z").is_err());
+    }
+
+    /// A legacy ZeroMQ submission makes the record the monitor would write
+    /// for the same fail2ban.log line, under the submitting host's name,
+    /// signed by the writer's key; its legacy broadcast is the ACK again.
+    #[test]
+    fn zmq_legacy_submission_becomes_a_monitor_like_record() {
+        use crate::transport::zmq::message::{self, LegacyPolicy, Message};
+
+        let key = std::sync::Arc::new(ed25519_dalek::SigningKey::from_bytes(&[9; 32]));
+        let writer = Writer {
+            node: "publisher".parse().unwrap(),
+            tag: "banshare".parse().unwrap(),
+            pid: 42,
+            key: Some(key.clone()),
+        };
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-21T18:28:04.123456Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let bantime = Some(BanTime::Seconds(1800));
+        for (ack, op) in [
+            ("web1|sshd|Ban|203.0.113.9", Op::Ban),
+            ("web1.example.com|nginx-auth|UnBan|2001:db8::9", Op::Unban),
+        ] {
+            let Ok(Message::Legacy(submission)) =
+                message::parse(ack.as_bytes(), &LegacyPolicy::Open)
+            else {
+                panic!("{ack} refused");
+            };
+            let record = build_legacy_record(&submission, &writer, bantime, now).unwrap();
+            let f = &record.fields;
+            assert_eq!(record.op, op);
+            assert_eq!(record.target, submission.target());
+            assert_eq!(record.ports, PortSpec::all());
+            assert_eq!(f.jail.as_ref(), Some(submission.jail()));
+            assert_eq!(f.node.as_ref(), Some(submission.host()));
+            assert_eq!(f.ts, Some(now.trunc_subsecs(3)));
+            assert_eq!(f.bantime, if op == Op::Ban { bantime } else { None });
+            assert!(f.id.is_some());
+            assert_eq!(record.header.tag.as_str(), "banshare");
+            // Signed by the publisher's key, over the submitting host's name.
+            let line = format!("{} {}", submission.host(), crate::trust::public_line(&key));
+            let keys = crate::trust::TrustedKeys::parse(&line, "test").unwrap();
+            let policy = crate::trust::TrustPolicy {
+                keys,
+                require_signed: true,
+                allow_unsigned_logger: false,
+            };
+            assert_eq!(
+                policy.check(&record),
+                Ok(crate::trust::Provenance::Verified)
+            );
+            assert_eq!(
+                crate::record::parse(record.to_string().as_bytes()),
+                Ok(record.clone())
+            );
+            let broadcast = message::legacy_broadcast(&record).unwrap();
+            assert_eq!(broadcast, ack.replace("UnBan", "Unban"));
+        }
     }
 }

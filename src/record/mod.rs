@@ -189,7 +189,7 @@ impl RejectReason {
 
 /// A short excerpt of untrusted text for error messages, which show it with
 /// `{:?}` so that control characters come out escaped.
-fn excerpt(text: &str) -> String {
+pub(crate) fn excerpt(text: &str) -> String {
     const MAX: usize = 64;
     if text.len() <= MAX {
         return text.to_owned();

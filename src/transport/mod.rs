@@ -1,5 +1,5 @@
 //! How a node reaches the shared log. Every way (a local or mounted path,
-//! SFTP; ZeroMQ later) sits behind [`Transport`], so the appender, the
+//! SFTP; ZeroMQ later, whose message format [`zmq::message`] already is) sits behind [`Transport`], so the appender, the
 //! spool and the monitor do not care which one is configured.
 //! [`endpoint`] says which addresses a transport needs to reach;
 //! [`Publisher`] keeps one transport for many batches, each call bounded.
@@ -13,6 +13,7 @@ mod publisher;
 pub mod sftp;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod zmq;
 
 use std::collections::HashSet;
 use std::fmt;

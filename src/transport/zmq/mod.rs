@@ -1,0 +1,8 @@
+//! The ZeroMQ transport. [`message`] is its wire format, parsed strictly:
+//! the submissions a publisher's REP socket takes (fail2ban-zmq-tools'
+//! `TOKEN|host|jail|action|ip` and banshare's own record lines) and the
+//! broadcasts a subscriber reads. It needs no libzmq, so it is built
+//! without the `zmq` feature, and fuzzed (`fuzz/fuzz_targets/zmq_message.rs`).
+//! `docs/zmq.md` describes the messages.
+
+pub mod message;
