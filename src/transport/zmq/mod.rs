@@ -3,6 +3,8 @@
 //! `TOKEN|host|jail|action|ip` and banshare's own record lines) and the
 //! broadcasts a subscriber reads. It needs no libzmq, so it is built
 //! without the `zmq` feature, and fuzzed (`fuzz/fuzz_targets/zmq_message.rs`).
-//! `docs/zmq.md` describes the messages.
+//! [`wire`] is banshare's own protocol beside it: numbered records, the
+//! publisher's replies, catch-up after a gap. `docs/zmq.md` describes both.
 
 pub mod message;
+pub mod wire;
