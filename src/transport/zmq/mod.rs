@@ -6,5 +6,7 @@
 //! [`wire`] is banshare's own protocol beside it: numbered records, the
 //! publisher's replies, catch-up after a gap. `docs/zmq.md` describes both.
 
+#[cfg(feature = "zmq")]
+pub mod curve;
 pub mod message;
 pub mod wire;

@@ -1,0 +1,322 @@
+//! CURVE encryption and authentication for banshare's ZeroMQ sockets.
+//!
+//! The publisher is a CURVE server with a long-term key pair; every sender
+//! and subscriber is a CURVE client that knows the server's public key (so
+//! a man in the middle cannot pose as the publisher) and has a key pair of
+//! its own. The server admits only clients whose public key is in its
+//! allow-list: libzmq asks a ZAP handler (RFC 27) about every connection,
+//! and [`ZapAllowList`] is that handler. Without it, CURVE would encrypt
+//! but admit any client.
+//!
+//! Keys are kept as Z85 text (40 characters), as `zmq_curve_keypair` and
+//! every ZeroMQ tool print them: a secret key file holds the secret key,
+//! mode 0600; an allow-list file holds one public key per line, optionally
+//! followed by a space and a name (blank lines and lines starting with `#`
+//! are skipped; Z85 has `#` among its characters but no space).
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+
+/// A CURVE key, binary.
+pub type Key = [u8; 32];
+
+/// Where libzmq asks its ZAP handler, in each context.
+const ZAP_ENDPOINT: &str = "inproc://zeromq.zap.01";
+
+/// A key file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}, line {line}: not a CURVE key (40 characters of Z85)")]
+    NotAKey { path: PathBuf, line: usize },
+    #[error("{path} is readable by others than its owner (mode {mode:o}): chmod 600 it")]
+    Exposed { path: PathBuf, mode: u32 },
+}
+
+/// A key from its Z85 text, or `None` if it is not one.
+pub fn decode_key(text: &str) -> Option<Key> {
+    if text.len() != 40 {
+        return None;
+    }
+    zmq::z85_decode(text).ok()?.try_into().ok()
+}
+
+/// A key's Z85 text.
+pub fn encode_key(key: &Key) -> String {
+    zmq::z85_encode(key).expect("32 bytes always encode")
+}
+
+/// A fresh key pair: (public, secret).
+pub fn key_pair() -> zmq::Result<(Key, Key)> {
+    let pair = zmq::CurveKeyPair::new()?;
+    Ok((pair.public_key, pair.secret_key))
+}
+
+/// Reads a secret key file, which only its owner may read.
+pub fn read_secret_key(path: &Path) -> Result<Key, KeyError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io_err = |source| KeyError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mode = fs::metadata(path).map_err(io_err)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::Exposed {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    let text = fs::read_to_string(path).map_err(io_err)?;
+    decode_key(text.trim()).ok_or(KeyError::NotAKey {
+        path: path.to_owned(),
+        line: 1,
+    })
+}
+
+/// Reads an allow-list: one Z85 public key per line, then optionally a
+/// name.
+pub fn read_allow_list(path: &Path) -> Result<HashSet<Key>, KeyError> {
+    let text = fs::read_to_string(path).map_err(|source| KeyError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut keys = HashSet::new();
+    for (i, line) in text.lines().enumerate() {
+        // Z85 has `#` among its characters, but no space: a comment is a
+        // whole line, and a word after the key names it.
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let word = line.split_whitespace().next().unwrap_or_default();
+        let key = decode_key(word).ok_or(KeyError::NotAKey {
+            path: path.to_owned(),
+            line: i + 1,
+        })?;
+        keys.insert(key);
+    }
+    Ok(keys)
+}
+
+/// Makes `socket` a CURVE server with `secret`. Its clients are checked
+/// by the context's [`ZapAllowList`].
+pub fn serve(socket: &zmq::Socket, secret: &Key) -> zmq::Result<()> {
+    socket.set_curve_server(true)?;
+    socket.set_curve_secretkey(secret)
+}
+
+/// Makes `socket` a CURVE client of the server whose public key is
+/// `server`, with its own key pair.
+pub fn connect_as(
+    socket: &zmq::Socket,
+    server: &Key,
+    public: &Key,
+    secret: &Key,
+) -> zmq::Result<()> {
+    socket.set_curve_serverkey(server)?;
+    socket.set_curve_publickey(public)?;
+    socket.set_curve_secretkey(secret)
+}
+
+/// The ZAP handler of one context: admits a CURVE client whose public key
+/// is allowed, refuses every other connection (any other mechanism
+/// included), and counts the refusals. Dropping it stops the handler
+/// within a second; the context's server sockets then admit no one.
+pub struct ZapAllowList {
+    refused: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+/// How often the handler looks whether it is to stop: its only wake-up
+/// while no client connects.
+const ZAP_STOP_CHECK_MS: i32 = 1000;
+
+impl ZapAllowList {
+    /// Starts answering libzmq's questions in `context`, before any server
+    /// socket of it binds.
+    pub fn start(context: &zmq::Context, allowed: HashSet<Key>) -> zmq::Result<ZapAllowList> {
+        let socket = context.socket(zmq::REP)?;
+        socket.set_linger(0)?;
+        socket.set_rcvtimeo(ZAP_STOP_CHECK_MS)?;
+        socket.bind(ZAP_ENDPOINT)?;
+        let refused = Arc::default();
+        let stop = Arc::default();
+        let handler = Handler {
+            allowed,
+            refused: Arc::clone(&refused),
+            stop: Arc::clone(&stop),
+        };
+        let thread = thread::spawn(move || handler.run(&socket));
+        Ok(ZapAllowList {
+            refused,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Connections refused so far.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for ZapAllowList {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct Handler {
+    allowed: HashSet<Key>,
+    refused: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Handler {
+    /// Answers ZAP requests until told to stop.
+    fn run(&self, socket: &zmq::Socket) {
+        while !self.stop.load(Ordering::Relaxed) {
+            match socket.recv_multipart(0) {
+                Ok(frames) => {
+                    if socket.send_multipart(self.answer(&frames), 0).is_err() {
+                        return;
+                    }
+                }
+                Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// The reply to one request: version, request id, domain, address,
+    /// identity, mechanism, then the mechanism's credentials (CURVE: the
+    /// client's public key).
+    fn answer(&self, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let admitted = frames.len() == 7
+            && frames[5] == b"CURVE"
+            && <Key>::try_from(frames[6].as_slice()).is_ok_and(|key| self.allowed.contains(&key));
+        if !admitted {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            let address = frames
+                .get(3)
+                .map(|a| String::from_utf8_lossy(a).into_owned());
+            log::warn!(
+                "refused a ZeroMQ connection from {}: its key is not allowed",
+                address.as_deref().unwrap_or("an unknown address")
+            );
+        }
+        let request_id = frames.get(1).cloned().unwrap_or_default();
+        let (code, text): (&[u8], &[u8]) = match admitted {
+            true => (b"200", b"OK"),
+            false => (b"400", b"key not allowed"),
+        };
+        [&b"1.0"[..], &request_id, code, text, b"", b""]
+            .iter()
+            .map(|f| f.to_vec())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CURVE REP server on a random port with `allowed` clients; returns
+    /// its endpoint and public key.
+    fn server(
+        context: &zmq::Context,
+        allowed: HashSet<Key>,
+    ) -> (zmq::Socket, ZapAllowList, String, Key) {
+        let zap = ZapAllowList::start(context, allowed).unwrap();
+        let (public, secret) = key_pair().unwrap();
+        let rep = context.socket(zmq::REP).unwrap();
+        serve(&rep, &secret).unwrap();
+        rep.set_linger(0).unwrap();
+        rep.bind("tcp://127.0.0.1:*").unwrap();
+        let endpoint = rep.get_last_endpoint().unwrap().unwrap();
+        (rep, zap, endpoint, public)
+    }
+
+    fn ask(
+        context: &zmq::Context,
+        endpoint: &str,
+        server: &Key,
+        me: (Key, Key),
+    ) -> Option<Vec<u8>> {
+        let req = context.socket(zmq::REQ).unwrap();
+        req.set_linger(0).unwrap();
+        req.set_rcvtimeo(1500).unwrap();
+        connect_as(&req, server, &me.0, &me.1).unwrap();
+        req.connect(endpoint).unwrap();
+        req.send("ping", 0).unwrap();
+        req.recv_bytes(0).ok()
+    }
+
+    #[test]
+    fn only_allowed_client_keys_get_through() {
+        let context = zmq::Context::new();
+        let allowed_client = key_pair().unwrap();
+        let stranger = key_pair().unwrap();
+        let (rep, zap, endpoint, server_key) =
+            server(&context, [allowed_client.0].into_iter().collect());
+        let echo = thread::spawn(move || {
+            rep.set_rcvtimeo(3000).unwrap();
+            while let Ok(message) = rep.recv_bytes(0) {
+                rep.send(message, 0).unwrap();
+            }
+        });
+        assert_eq!(
+            ask(&context, &endpoint, &server_key, allowed_client),
+            Some(b"ping".to_vec())
+        );
+        assert_eq!(ask(&context, &endpoint, &server_key, stranger), None);
+        // A client that trusts another server key gets nothing either.
+        let (impostor, _) = key_pair().unwrap();
+        assert_eq!(ask(&context, &endpoint, &impostor, allowed_client), None);
+        assert!(zap.refused() >= 1);
+        drop(zap);
+        // The echo thread ends at its receive timeout.
+        drop(echo);
+    }
+
+    #[test]
+    fn key_files_are_read_strictly() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (public, secret) = key_pair().unwrap();
+        let list = dir.path().join("clients");
+        fs::write(
+            &list,
+            format!("# the nodes\n{} node1\n\n", encode_key(&public)),
+        )
+        .unwrap();
+        assert_eq!(
+            read_allow_list(&list).unwrap(),
+            [public].into_iter().collect()
+        );
+        fs::write(&list, "not a key\n").unwrap();
+        assert!(matches!(
+            read_allow_list(&list),
+            Err(KeyError::NotAKey { line: 1, .. })
+        ));
+        let key = dir.path().join("secret");
+        fs::write(&key, encode_key(&secret) + "\n").unwrap();
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            read_secret_key(&key),
+            Err(KeyError::Exposed { .. })
+        ));
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_secret_key(&key).unwrap(), secret);
+    }
+}
