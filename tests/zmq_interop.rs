@@ -1,0 +1,265 @@
+//! ZeroMQ end to end, with the original system's peers: a Python REQ client
+//! (pyzmq, Debian's python3-zmq) speaking fail2ban-zmq-tools' format to the
+//! real `banshare publisher`, a banshare watcher on another test host
+//! applying the ban to nftables, and a Python SUB client written as the
+//! original subscriber reads. A ban is proven by the attacker's TCP connect
+//! failing after it and succeeding before it.
+
+mod support;
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use support::cluster::{Cluster, require_root};
+use support::{BANSHARE, Daemon, wait_until};
+
+const PORT: u16 = 8022;
+const TOKEN: &str = "s3cret-t0ken";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The original monitor's request: sends one message on a REQ socket and
+/// prints the reply (or `TIMEOUT`).
+const REQ_CLIENT: &str = "import sys, zmq\n\
+c = zmq.Context()\n\
+s = c.socket(zmq.REQ)\n\
+s.setsockopt(zmq.LINGER, 0)\n\
+s.setsockopt(zmq.RCVTIMEO, 5000)\n\
+s.connect(sys.argv[1])\n\
+s.send_string(sys.argv[2])\n\
+try:\n    print(s.recv().decode())\n\
+except zmq.Again:\n    print('TIMEOUT')\n";
+
+/// The original subscriber: subscribes to everything and splits each
+/// message into its four fields, as fail2ban-zmq-tools' subscriber does.
+const SUB_CLIENT: &str = "import sys, zmq\n\
+c = zmq.Context()\n\
+s = c.socket(zmq.SUB)\n\
+s.connect(sys.argv[1])\n\
+s.setsockopt_string(zmq.SUBSCRIBE, '')\n\
+while True:\n\
+    host, jail, action, attacker = s.recv().decode().split('|')\n\
+    print(host, jail, action, attacker, flush=True)\n";
+
+struct Site {
+    cluster: Cluster,
+    tmp: tempfile::TempDir,
+}
+
+impl Site {
+    fn new(hint: &str) -> Site {
+        require_root();
+        Site {
+            cluster: Cluster::new(hint, 3),
+            tmp: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn publisher_ip(&self) -> Ipv4Addr {
+        self.cluster.fileserver_ip()
+    }
+
+    fn url(&self) -> String {
+        format!("zmq+tcp://{}:5678", self.publisher_ip())
+    }
+
+    /// `banshare publisher` in the file server's namespace, legacy
+    /// messages taken with the token.
+    fn start_publisher(&self) -> Daemon {
+        let token = self.tmp.path().join("token");
+        fs::write(&token, TOKEN).unwrap();
+        let child = self
+            .cluster
+            .command_in(self.cluster.fileserver_ns(), BANSHARE)
+            .args(["--config", "/dev/null", "publisher", "--node", "pub"])
+            .arg("--data-dir")
+            .arg(self.tmp.path().join("publisher"))
+            .arg("--bind")
+            .arg(self.publisher_ip().to_string())
+            .args(["--legacy", "token", "--token-file"])
+            .arg(&token)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let publisher = Daemon(child);
+        let up = wait_until(WAIT, || {
+            self.cluster
+                .can_connect(self.cluster.node_ns(0), self.publisher_ip(), 5678)
+        });
+        assert!(up, "the publisher never listened");
+        publisher
+    }
+
+    /// `banshare watch` over ZeroMQ with nftables in node `node`.
+    fn start_watcher(&self, node: usize) -> Daemon {
+        let dir = self.tmp.path().join(format!("w{node}"));
+        let child = self
+            .cluster
+            .command_in(self.cluster.node_ns(node), BANSHARE)
+            .args(["--config", "/dev/null", "watch", "--backend", "nftables"])
+            .args(["--node", &format!("node{node}"), "--log", &self.url()])
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--spool-dir")
+            .arg(dir.join("spool"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let watcher = Daemon(child);
+        let ready = wait_until(WAIT, || {
+            self.cluster
+                .command_in(self.cluster.node_ns(node), "nft")
+                .args(["list", "table", "inet", "banshare"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        assert!(ready, "node{node}'s watcher never set nftables up");
+        watcher
+    }
+
+    /// What the original monitor gets back for `message`.
+    fn legacy_request(&self, node: usize, message: &str) -> String {
+        let endpoint = format!("tcp://{}:5678", self.publisher_ip());
+        let out = self
+            .cluster
+            .command_in(self.cluster.node_ns(node), "python3")
+            .args(["-c", REQ_CLIENT, &endpoint, message])
+            .output()
+            .expect("python3 with zmq (Debian package python3-zmq)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// The original subscriber in node `node`: each message it prints.
+    fn start_legacy_subscriber(&self, node: usize) -> (Daemon, mpsc::Receiver<String>) {
+        let endpoint = format!("tcp://{}:5680", self.publisher_ip());
+        let mut child: Child = self
+            .cluster
+            .command_in(self.cluster.node_ns(node), "python3")
+            .args(["-c", SUB_CLIENT, &endpoint])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        (Daemon(child), rx)
+    }
+}
+
+/// Until the subscriber hears `want`, sends legacy bans of a warm-up
+/// address: a SUB socket misses what is published before it joins.
+fn warm_up(site: &Site, rx: &mpsc::Receiver<String>) {
+    let heard = wait_until(WAIT, || {
+        let reply = site.legacy_request(0, &format!("{TOKEN}|warmup|sshd|Ban|198.51.100.1"));
+        assert_eq!(reply, "warmup|sshd|Ban|198.51.100.1");
+        rx.recv_timeout(Duration::from_millis(300)).is_ok()
+    });
+    assert!(heard, "the legacy subscriber never heard the publisher");
+    while rx.try_recv().is_ok() {}
+}
+
+#[test]
+fn a_legacy_client_bans_through_the_publisher_on_another_host_and_unban_reopens() {
+    let site = Site::new("zmqint");
+    let _publisher = site.start_publisher();
+    let (_sub, heard) = site.start_legacy_subscriber(2);
+    warm_up(&site, &heard);
+    site.cluster.serve_tcp(1, PORT);
+    let _watcher = site.start_watcher(1);
+    let attacker = site.cluster.attacker_ip();
+    let reachable = || {
+        site.cluster
+            .can_connect(site.cluster.attacker_ns(), site.cluster.node_ip(1), PORT)
+    };
+    assert!(reachable(), "node1 must accept the attacker before the ban");
+
+    let ban = format!("{TOKEN}|web1|sshd|Ban|{attacker}");
+    assert_eq!(
+        site.legacy_request(0, &ban),
+        format!("web1|sshd|Ban|{attacker}"),
+        "the ACK is the message without its token"
+    );
+    assert!(
+        wait_until(WAIT, || !reachable()),
+        "node1 still accepts the attacker"
+    );
+    let line = heard
+        .recv_timeout(WAIT)
+        .expect("the legacy subscriber heard nothing");
+    assert_eq!(line, format!("web1 sshd Ban {attacker}"));
+
+    let unban = format!("{TOKEN}|web1|sshd|Unban|{attacker}");
+    assert_eq!(
+        site.legacy_request(0, &unban),
+        format!("web1|sshd|Unban|{attacker}")
+    );
+    assert!(
+        wait_until(WAIT, reachable),
+        "node1 still blocks the attacker after the unban"
+    );
+
+    // A wrong token changes nothing and the publisher serves on.
+    assert_eq!(
+        site.legacy_request(0, &format!("nope|web1|sshd|Ban|{attacker}")),
+        "NAK"
+    );
+    assert_eq!(
+        site.legacy_request(0, &format!("{TOKEN}|web1|sshd|Ban|192.0.2.77")),
+        "web1|sshd|Ban|192.0.2.77"
+    );
+    assert!(reachable());
+}
+
+#[test]
+fn the_original_subscriber_hears_bans_made_with_banshare_ban() {
+    let site = Site::new("zmqsub");
+    let _publisher = site.start_publisher();
+    let (_sub, heard) = site.start_legacy_subscriber(2);
+    warm_up(&site, &heard);
+    let spool: PathBuf = site.tmp.path().join("spool0");
+    let out = site
+        .cluster
+        .command_in(site.cluster.node_ns(0), BANSHARE)
+        .args([
+            "--config",
+            "/dev/null",
+            "ban",
+            "192.0.2.9",
+            "--jail",
+            "sshd",
+        ])
+        .args(["--node", "node0", "--log", &site.url()])
+        .arg("--spool-dir")
+        .arg(&spool)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = heard
+        .recv_timeout(WAIT)
+        .expect("the legacy subscriber heard nothing");
+    assert_eq!(line, "node0 sshd Ban 192.0.2.9");
+    assert!(spool_is_empty(&spool), "the ban was spooled, not delivered");
+}
+
+fn spool_is_empty(spool: &Path) -> bool {
+    !spool.exists()
+        || banshare::outbox::spool::Spool::open(spool)
+            .is_ok_and(|s| s.depth().is_ok_and(|n| n == 0))
+}
