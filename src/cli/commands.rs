@@ -44,6 +44,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Status(args) => super::watch::status(args, settings),
         Command::Cleanup(args) => super::watch::cleanup(args, &cli.config, settings),
         Command::Monitor(args) => super::fail2ban::monitor(args, settings),
+        #[cfg(feature = "zmq")]
+        Command::Publisher(args) => super::publisher::publisher(args, &cli.config, settings),
         Command::Fail2ban(Fail2banCommand::Install(args)) => super::fail2ban::install(args),
         Command::Keygen(args) => keygen(args, settings),
         Command::Demo(args) => {
