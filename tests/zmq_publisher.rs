@@ -53,6 +53,19 @@ while True:
     print(host, jail, action, attacker, flush=True)
 "#;
 
+/// A subscriber of banshare's own feed: prints each message's frames as a
+/// JSON list.
+const FEED_CLIENT: &str = r#"
+import json, sys, zmq
+ctx = zmq.Context()
+s = ctx.socket(zmq.SUB)
+s.connect(sys.argv[1])
+s.setsockopt_string(zmq.SUBSCRIBE, "")
+while True:
+    frames = [f.decode("latin-1") for f in s.recv_multipart()]
+    print(json.dumps(frames, separators=(",", ":")), flush=True)
+"#;
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -188,10 +201,10 @@ struct Subscriber {
 }
 
 impl Subscriber {
-    fn start(cluster: &Cluster) -> Subscriber {
+    fn start(cluster: &Cluster, script: &str, port: u16) -> Subscriber {
         let mut child = cluster
             .command_in(cluster.attacker_ns(), PYTHON)
-            .args(["-u", "-c", SUB_CLIENT, &endpoint(cluster, 5680)])
+            .args(["-u", "-c", script, &endpoint(cluster, port)])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -258,7 +271,7 @@ fn original_peers_interoperate_and_bad_messages_are_refused_and_counted() {
     let args = legacy_args(&token_file(dir.path()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let publisher = Publisher::start(&cluster, dir.path(), &[], &args);
-    let subscriber = Subscriber::start(&cluster);
+    let subscriber = Subscriber::start(&cluster, SUB_CLIENT, 5680);
 
     let ban = format!("{TOKEN}|web1|sshd|Ban|203.0.113.9");
     publish_until_seen(
@@ -394,8 +407,24 @@ fn acked_records_survive_sigkill_with_their_epoch_and_numbers() {
         "{}",
         publisher.log()
     );
+    // banshare's feed: a heartbeat every second, then the numbered record.
+    let feed = Subscriber::start(&cluster, FEED_CLIENT, 5681);
+    let heartbeat = format!("[\"banshare/1 {epoch} 3\"]");
+    assert!(
+        wait_until(WAIT, || feed.has(&heartbeat)),
+        "no heartbeat {heartbeat}"
+    );
     let replies = send_each(&cluster, &[record_line("198.51.100.4").as_bytes()]);
     assert_eq!(replies, [format!("OK {epoch} 4")]);
+    let broadcast = serde_json::to_string(&[
+        format!("banshare/1 {epoch} 4"),
+        format!("4 {}", record_line("198.51.100.4")),
+    ])
+    .unwrap();
+    assert!(
+        wait_until(WAIT, || feed.has(&broadcast)),
+        "no broadcast {broadcast}"
+    );
 
     let (header, records) = catch_up_from_start(&cluster);
     assert_eq!(header, format!("banshare/1 {epoch} 4"));

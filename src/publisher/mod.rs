@@ -184,9 +184,12 @@ impl Publisher {
             let wait = STOP_CHECK.min(next_heartbeat.saturating_duration_since(now));
             let (submit, catch_up) = match self.poll(wait) {
                 Ok(ready) => ready,
+                // A signal: the loop looks at the flag.
+                Err(zmq::Error::EINTR) => continue,
                 Err(e) => {
-                    // EINTR from a signal: the loop looks at the flag.
-                    ::log::debug!("poll: {e}");
+                    // Not seen in practice; waiting keeps it from spinning.
+                    ::log::warn!("poll: {e}");
+                    std::thread::sleep(STOP_CHECK);
                     continue;
                 }
             };

@@ -111,7 +111,7 @@ impl Rules {
 mod tests {
     use super::*;
     use crate::transport::zmq::message::LegacyToken;
-    use crate::trust::{TrustedKeys, generate, public_line};
+    use crate::trust::{Provenance, TrustedKeys, generate, public_line};
 
     fn rules(legacy: LegacyPolicy, trust: TrustPolicy) -> Rules {
         Rules {
@@ -153,6 +153,24 @@ mod tests {
             .judge(b"\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a")
             .unwrap_err();
         assert_eq!(binary.reply, "NAK bad_byte");
+    }
+
+    #[test]
+    fn legacy_records_are_signed_by_the_publisher_for_their_host() {
+        let key = std::sync::Arc::new(generate().unwrap());
+        let mut r = rules(token(), TrustPolicy::default());
+        r.writer.key = Some(key.clone());
+        let ok = r.judge(b"s3cret|web1|sshd|Ban|203.0.113.9").unwrap();
+        // A watcher trusts it when it lists the publisher's key for web1.
+        let trust = |node: &str| TrustPolicy {
+            keys: TrustedKeys::parse(&format!("{node} {}\n", public_line(&key)), "t").unwrap(),
+            require_signed: true,
+            allow_unsigned_logger: false,
+        };
+        let line = ok.record.to_string();
+        let again = crate::record::parse(line.as_bytes()).unwrap();
+        assert_eq!(trust("web1").check(&again), Ok(Provenance::Verified));
+        assert!(trust("pub1").check(&again).is_err());
     }
 
     #[test]
