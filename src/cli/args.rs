@@ -476,7 +476,8 @@ takes `host|jail|action|ip` from anyone who reaches the port. A legacy
 submission becomes a record of its host, signed with --key when given:
 where watchers require signatures, the publisher's public key must then be
 trusted for every host that submits through it, so a token holder can ban
-in any of those hosts' names.
+in any of those hosts' names. [publisher] bantime sets the bantime those
+records carry (none by default: each watcher's default applies).
 
 Records are checked against [trust] as a watcher checks them (when
 require_signed is on, unsigned or untrusted records are refused).
