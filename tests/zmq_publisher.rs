@@ -110,7 +110,11 @@ impl Publisher {
             child,
             stderr,
         };
-        let up = wait_until(WAIT, || publisher.log().contains("publisher: log epoch"));
+        let up = wait_until(WAIT, || {
+            publisher.log().contains("publisher: log epoch")
+                || matches!(publisher.child.try_wait(), Ok(Some(_)))
+        });
+        let up = up && publisher.log().contains("publisher: log epoch");
         assert!(up, "the publisher did not start: {}", publisher.log());
         if !prefix.is_empty() {
             let tracee = children_of(publisher.child.id());
