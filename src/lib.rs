@@ -16,6 +16,8 @@
 //! - [`watch`]: the watcher daemon, its policy and its state;
 //! - [`backend`]: applying bans locally (nftables, ipset, fail2ban, ...);
 //! - [`monitor`]: sharing bans read from fail2ban's own log;
+//! - `publisher` (feature `zmq`): the ZeroMQ publisher daemon, its own
+//!   numbered log, its replies and broadcasts;
 //! - [`state`]: a daemon's state directory, its saved position among them;
 //! - [`trust`]: signed records and the keys trusted to sign them;
 //! - [`config`]: the TOML configuration file;
@@ -28,6 +30,8 @@ pub mod durable;
 pub mod follow;
 pub mod monitor;
 pub mod outbox;
+#[cfg(feature = "zmq")]
+pub mod publisher;
 pub mod record;
 pub mod state;
 pub mod transport;

@@ -99,6 +99,10 @@ pub enum Command {
     /// Share fail2ban's bans by following fail2ban.log (no fail2ban change).
     #[command(long_about = MONITOR_ABOUT)]
     Monitor(MonitorArgs),
+    /// Take submissions over ZeroMQ, store them, broadcast them (a daemon).
+    #[cfg(feature = "zmq")]
+    #[command(long_about = PUBLISHER_ABOUT)]
+    Publisher(PublisherArgs),
     /// Install banshare's fail2ban action and filter, and example jails
     /// that fail2ban does not read (no jail changes).
     #[command(subcommand)]
@@ -443,6 +447,116 @@ pub struct MonitorArgs {
 
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+#[cfg(feature = "zmq")]
+const PUBLISHER_ABOUT: &str = "\
+Take ban submissions over ZeroMQ, store each in the publisher's own log
+(fsynced before it is acknowledged), and broadcast it. Runs in the
+foreground and logs to stderr, as systemd expects. See docs/zmq.md.
+
+Sockets (tcp, on --bind):
+    --submit-port   5678  REP: submissions, one reply frame per request frame:
+                          banshare records (`OK <epoch> <seq>` or
+                          `NAK <kind>`) and, with --legacy, fail2ban-zmq-tools'
+                          `[TOKEN|]host|jail|action|ip` (the ACK or `NAK`)
+    --catch-up-port 5679  REP: `banshare/1 since <epoch> <seq>`, answered with
+                          up to 1000 stored records
+    --legacy-port   5680  PUB: `host|jail|action|ip`, for the original's
+                          subscribers (plaintext)
+    --feed-port     5681  PUB: numbered records and a heartbeat every second,
+                          for banshare subscribers
+
+The default --bind is 127.0.0.1: nothing outside this host reaches the
+publisher until it is given an address (or * for every one).
+
+Legacy submissions (--legacy): off (default) refuses them; token takes
+only `TOKEN|host|jail|action|ip` with the token in --token-file; open
+takes `host|jail|action|ip` from anyone who reaches the port. A legacy
+submission becomes a record of its host, signed with --key when given:
+where watchers require signatures, the publisher's public key must then be
+trusted for every host that submits through it, so a token holder can ban
+in any of those hosts' names. [publisher] bantime sets the bantime those
+records carry (none by default: each watcher's default applies).
+
+Records are checked against [trust] as a watcher checks them (when
+require_signed is on, unsigned or untrusted records are refused).
+Addresses every watcher refuses (loopback, multicast, ...) are refused.
+Every refusal is counted by kind and logged, at most 20 a minute; the
+counts are logged when the publisher stops.
+
+The data directory holds records.log, epoch and a lock: a second publisher
+on the same directory exits 2. SIGTERM and SIGINT stop it.";
+
+#[cfg(feature = "zmq")]
+#[derive(Debug, Args)]
+pub struct PublisherArgs {
+    /// This publisher's node id: its own records and signatures
+    /// [config: common.node] [default: the host name].
+    #[arg(long, value_name = "ID")]
+    pub node: Option<NodeId>,
+
+    /// Where the log and its epoch are kept [config: publisher.data_dir]
+    /// [default: /var/lib/banshare/publisher].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// The address to listen on, or * for every address
+    /// [config: publisher.bind] [default: 127.0.0.1].
+    #[arg(long, value_name = "ADDR", value_parser = parse_bind)]
+    pub bind: Option<banshare::config::BindAddress>,
+
+    /// Submissions (REP) [config: publisher.submit_port] [default: 5678].
+    #[arg(long, value_name = "PORT", value_parser = parse_port)]
+    pub submit_port: Option<u16>,
+
+    /// Catch-up requests (REP) [config: publisher.catch_up_port]
+    /// [default: 5679].
+    #[arg(long, value_name = "PORT", value_parser = parse_port)]
+    pub catch_up_port: Option<u16>,
+
+    /// The legacy broadcast (PUB) [config: publisher.legacy_port]
+    /// [default: 5680].
+    #[arg(long, value_name = "PORT", value_parser = parse_port)]
+    pub legacy_port: Option<u16>,
+
+    /// banshare's broadcast (PUB) [config: publisher.feed_port]
+    /// [default: 5681].
+    #[arg(long, value_name = "PORT", value_parser = parse_port)]
+    pub feed_port: Option<u16>,
+
+    /// Legacy submissions: off, open or token [config: publisher.legacy]
+    /// [default: off].
+    #[arg(long, value_name = "MODE", value_parser = parse_legacy_mode)]
+    pub legacy: Option<banshare::config::LegacyMode>,
+
+    /// The file holding the legacy token (for --legacy token)
+    /// [config: publisher.token_file].
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Sign the records made from legacy submissions with this key (from
+    /// `banshare keygen`) [config: common.key].
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+}
+
+#[cfg(feature = "zmq")]
+fn parse_bind(text: &str) -> Result<banshare::config::BindAddress, String> {
+    text.parse()
+}
+
+#[cfg(feature = "zmq")]
+fn parse_port(text: &str) -> Result<u16, String> {
+    match text.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(port),
+        _ => Err(format!("bad port {text:?} (expected 1 to 65535)")),
+    }
+}
+
+#[cfg(feature = "zmq")]
+fn parse_legacy_mode(text: &str) -> Result<banshare::config::LegacyMode, String> {
+    text.parse()
 }
 
 #[derive(Debug, Subcommand)]

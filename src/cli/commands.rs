@@ -31,12 +31,13 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Unban(args) => share(Op::Unban, args, settings),
         Command::Flush(args) => flush(&args.log, settings),
         Command::Config(ConfigCommand::Check) => {
-            // What the watcher, ban or monitor would refuse is refused
-            // here too.
+            // What the watcher, ban, monitor or publisher would refuse is
+            // refused here too.
             let origin = config_path(&cli.config);
             settings
                 .check_watch(&origin)
                 .and_then(|()| settings.signing_key(&origin).map(drop))
+                .and_then(|()| settings.legacy_policy(&origin).map(drop))
                 .map_err(|e| Failure::Usage(e.to_string()))?;
             write_stdout(&settings.to_toml())
         }
@@ -44,6 +45,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Status(args) => super::watch::status(args, settings),
         Command::Cleanup(args) => super::watch::cleanup(args, &cli.config, settings),
         Command::Monitor(args) => super::fail2ban::monitor(args, settings),
+        #[cfg(feature = "zmq")]
+        Command::Publisher(args) => super::publisher::publisher(args, &cli.config, settings),
         Command::Fail2ban(Fail2banCommand::Install(args)) => super::fail2ban::install(args),
         Command::Keygen(args) => keygen(args, settings),
         Command::Demo(args) => {

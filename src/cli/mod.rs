@@ -1,5 +1,6 @@
 //! The `banshare` command: argument types in [`args`], what each command
-//! does in [`commands`] and, for the daemons, [`watch`] and [`fail2ban`];
+//! does in [`commands`] and, for the daemons, [`watch`], [`fail2ban`] and
+//! `publisher` (feature `zmq`);
 //! what they set up alike in [`setup`]; exit statuses in [`failure`];
 //! [`logging`] prints the library's log lines. Only [`commands`] knows the
 //! other command modules, so they form no circle.
@@ -9,5 +10,7 @@ pub mod commands;
 pub mod fail2ban;
 pub mod failure;
 pub mod logging;
+#[cfg(feature = "zmq")]
+pub mod publisher;
 pub mod setup;
 pub mod watch;

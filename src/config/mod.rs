@@ -29,12 +29,16 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod monitor;
+mod publisher;
 mod sftp;
 mod trust;
 mod watch;
 mod watch_parts;
 
 pub use monitor::{DEFAULT_FAIL2BAN_LOG, MonitorSettings};
+pub use publisher::{
+    BindAddress, DEFAULT_BIND, DEFAULT_PUBLISHER_DATA_DIR, LegacyMode, PublisherSettings,
+};
 pub use trust::TrustSettings;
 pub use watch::{
     DEFAULT_MAX_BANTIME, DEFAULT_STATE_DIR, MIN_POLL_INTERVAL, WatchSettings, check_poll_interval,
@@ -80,6 +84,7 @@ pub struct RawConfig {
     pub append: RawAppend,
     pub watch: watch::RawWatch,
     pub monitor: monitor::RawMonitor,
+    pub publisher: publisher::RawPublisher,
     pub sftp: sftp::RawSftp,
     pub trust: trust::RawTrust,
     /// The ban backends' own settings; checked when a backend is opened.
@@ -141,6 +146,7 @@ pub struct Settings {
     pub append: AppendSettings,
     pub watch: WatchSettings,
     pub monitor: MonitorSettings,
+    pub publisher: PublisherSettings,
     /// How to reach an `sftp://` log.
     pub sftp: crate::transport::SftpSettings,
     pub trust: TrustSettings,
@@ -258,6 +264,7 @@ impl Settings {
             },
             watch: WatchSettings::check(&raw.watch, &check)?,
             monitor: MonitorSettings::check(&raw.monitor, &check)?,
+            publisher: PublisherSettings::check(&raw.publisher, &check)?,
             sftp: sftp::check(&raw.sftp, &check)?,
             trust: trust::check(&raw.trust, &check)?,
             backend: raw.backend.clone(),
@@ -282,7 +289,7 @@ impl Settings {
                 ),
             ));
         }
-        Ok(())
+        self.publisher.check_consistency()
     }
 
     /// The effective configuration, as a file that would produce it.
@@ -307,6 +314,7 @@ impl Settings {
             },
             watch: self.watch.to_raw(),
             monitor: self.monitor.to_raw(),
+            publisher: self.publisher.to_raw(),
             sftp: sftp::to_raw(&self.sftp),
             trust: trust::to_raw(&self.trust),
             backend: self.backend.clone(),

@@ -151,9 +151,14 @@ impl CatchUp {
 pub enum Reply {
     /// `OK <epoch> <seq>`: in the publisher's log, on its disk (fsynced).
     Stored { epoch: Epoch, seq: u64 },
-    /// `NAK <kind>`: refused, for the reason `kind` (a
-    /// [`MessageError::kind`](super::message::MessageError::kind), or
-    /// `unsigned` / `untrusted`). Sending it again changes nothing.
+    /// `NAK <kind>`: refused, for the reason `kind`: a
+    /// [`MessageError::kind`](super::message::MessageError::kind), an
+    /// [`Untrusted::kind`](crate::trust::Untrusted::kind) (`unsigned`,
+    /// `unknown_key`, `bad_signature`, `incomplete_signed`), `never_ban`
+    /// (an address every watcher refuses) or `too_many_frames`: sending it
+    /// again changes nothing; or `store_failed` (the publisher could not
+    /// write its log: try again later). A catch-up request the publisher
+    /// cannot read is answered `NAK malformed` alone.
     Refused { kind: String },
 }
 

@@ -1,0 +1,90 @@
+//! `banshare publisher`: the ZeroMQ publisher daemon.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use banshare::config::Settings;
+use banshare::publisher::submit::Rules;
+use banshare::publisher::{Listen, Publisher};
+
+use super::args::PublisherArgs;
+use super::failure::{Failure, Result};
+use super::setup::{acquire_state, config_path, writer};
+
+pub fn publisher(
+    args: PublisherArgs,
+    config: &Option<PathBuf>,
+    mut settings: Settings,
+) -> Result<()> {
+    apply_args(&mut settings, args)?;
+    let origin = config_path(config);
+    // Everything that can be refused is checked before the data
+    // directory is created: a usage error (exit 2) writes nothing.
+    let legacy = settings
+        .legacy_policy(&origin)
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    let trust = settings
+        .trust_policy(&origin)
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    let rules = Rules {
+        legacy,
+        writer: writer(&settings)?,
+        bantime: settings.publisher.bantime,
+        trust,
+    };
+    let p = &settings.publisher;
+    let listen = Listen {
+        address: p.bind.0,
+        submit_port: p.submit_port,
+        catch_up_port: p.catch_up_port,
+        legacy_port: p.legacy_port,
+        feed_port: p.feed_port,
+    };
+    let data_dir = acquire_state(&p.data_dir)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("cannot install signal handlers")?;
+    }
+    let publisher = Publisher::open(data_dir, &listen, rules)
+        .with_context(|| format!("cannot start the publisher in {}", p.data_dir.display()))?;
+    publisher.run(&stop);
+    Ok(())
+}
+
+/// The flags over the configuration file's values.
+fn apply_args(settings: &mut Settings, args: PublisherArgs) -> Result<()> {
+    if let Some(node) = args.node {
+        settings.node = node;
+    }
+    if let Some(key) = args.key {
+        settings.key = Some(key);
+    }
+    let p = &mut settings.publisher;
+    let set = |value: Option<u16>, port: &mut u16| {
+        if let Some(v) = value {
+            *port = v;
+        }
+    };
+    set(args.submit_port, &mut p.submit_port);
+    set(args.catch_up_port, &mut p.catch_up_port);
+    set(args.legacy_port, &mut p.legacy_port);
+    set(args.feed_port, &mut p.feed_port);
+    if let Some(dir) = args.data_dir {
+        p.data_dir = dir;
+    }
+    if let Some(bind) = args.bind {
+        p.bind = bind;
+    }
+    if let Some(mode) = args.legacy {
+        p.legacy = mode;
+    }
+    if let Some(file) = args.token_file {
+        p.token_file = Some(file);
+    }
+    settings
+        .check_consistency()
+        .map_err(|(key, message)| Failure::Usage(format!("{key}: {message}")))
+}

@@ -1,0 +1,322 @@
+//! The publisher's own log: every record it accepted, numbered by its place.
+//!
+//! A directory with two files:
+//!
+//! - `records.log`: one record line per line, the text format of
+//!   newbans.log; record `seq` 1 is the first line;
+//! - `epoch`: 16 hex digits, random, made with the log, so that subscribers
+//!   can tell a new log from a restarted publisher (see
+//!   [`crate::transport::zmq::wire`]).
+//!
+//! A batch is appended with one `write` and one `fsync`, before anyone is
+//! told it is stored. A crash in the middle of a write leaves a last line
+//! without its newline: it was never acknowledged, so opening the log cuts
+//! it off. Reading for catch-up starts from an index of byte offsets kept
+//! every [`INDEX_STRIDE`] records, so memory stays small (8 bytes per
+//! thousand records) and a read never scans from the start.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::transport::zmq::wire::Epoch;
+
+/// The log's file name in the data directory.
+pub const RECORDS_FILE: &str = "records.log";
+
+/// The epoch's file name in the data directory.
+pub const EPOCH_FILE: &str = "epoch";
+
+/// Records between two entries of the offset index.
+pub const INDEX_STRIDE: u64 = 1000;
+
+/// Why the log cannot be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: {why}")]
+    Corrupt { path: PathBuf, why: &'static str },
+    #[error("cannot make an epoch: {0}")]
+    Random(#[from] getrandom::Error),
+}
+
+/// The open log.
+#[derive(Debug)]
+pub struct RecordLog {
+    path: PathBuf,
+    file: File,
+    epoch: Epoch,
+    /// The last record's number (0: none).
+    last: u64,
+    /// The file's length: where the next record starts.
+    len: u64,
+    /// `index[k]` is the offset of record `k * INDEX_STRIDE + 1`.
+    index: Vec<u64>,
+}
+
+impl RecordLog {
+    /// Opens the log in `dir`, making it (with a new epoch) if it has none.
+    pub fn open(dir: &Path) -> Result<RecordLog, LogError> {
+        let path = dir.join(RECORDS_FILE);
+        let io = |source| LogError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
+        let scan = scan(&file).map_err(io)?;
+        if scan.torn > 0 {
+            // Never acknowledged: the fsync that precedes every reply had
+            // not returned.
+            log::warn!(
+                "{}: cutting off {} bytes of a last line left by a crash mid-write (never acknowledged)",
+                path.display(),
+                scan.torn
+            );
+            file.set_len(scan.len).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        let epoch = load_or_make_epoch(dir, scan.last)?;
+        Ok(RecordLog {
+            path,
+            file,
+            epoch,
+            last: scan.last,
+            len: scan.len,
+            index: scan.index,
+        })
+    }
+
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// The last record's number (0: the log is empty).
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
+    /// Appends `lines` (without newlines) with one write and one fsync;
+    /// returns the number of the first. On an error nothing is counted as
+    /// stored, and the file is cut back to where it was.
+    pub fn append(&mut self, lines: &[String]) -> Result<u64, LogError> {
+        let first = self.last + 1;
+        let mut batch = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+        let mut starts = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            debug_assert!(!line.contains('\n'));
+            let seq = first + i as u64;
+            if (seq - 1).is_multiple_of(INDEX_STRIDE) {
+                starts.push(self.len + batch.len() as u64);
+            }
+            batch.extend_from_slice(line.as_bytes());
+            batch.push(b'\n');
+        }
+        let written = self
+            .file
+            .write_all(&batch)
+            .and_then(|()| self.file.sync_data());
+        if let Err(source) = written {
+            // Best effort: a partial line would be cut at the next start.
+            let _ = self.file.set_len(self.len);
+            return Err(LogError::Io {
+                path: self.path.clone(),
+                source,
+            });
+        }
+        self.index.extend(starts);
+        self.len += batch.len() as u64;
+        self.last += lines.len() as u64;
+        Ok(first)
+    }
+
+    /// Up to `max` records after number `after`, with their numbers.
+    pub fn read_after(&self, after: u64, max: u64) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+        let io = |source| LogError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        if after >= self.last || max == 0 {
+            return Ok(Vec::new());
+        }
+        let slot = (after / INDEX_STRIDE) as usize;
+        let mut seq = slot as u64 * INDEX_STRIDE;
+        let mut file = &self.file;
+        file.seek(SeekFrom::Start(self.index[slot])).map_err(io)?;
+        let mut reader = BufReader::new(file.take(self.len - self.index[slot]));
+        let mut out = Vec::new();
+        let mut line = Vec::new();
+        while out.len() < max as usize {
+            line.clear();
+            if reader.read_until(b'\n', &mut line).map_err(io)? == 0 {
+                break;
+            }
+            seq += 1;
+            if seq > after {
+                line.pop();
+                out.push((seq, line.clone()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What the file holds: its complete lines, and a torn last one.
+struct Scan {
+    last: u64,
+    len: u64,
+    torn: u64,
+    index: Vec<u64>,
+}
+
+fn scan(file: &File) -> io::Result<Scan> {
+    let mut reader = BufReader::with_capacity(64 * 1024, file);
+    let (mut last, mut len, mut index) = (0u64, 0u64, Vec::new());
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)? as u64;
+        if n == 0 {
+            return Ok(Scan {
+                last,
+                len,
+                torn: 0,
+                index,
+            });
+        }
+        if line.last() != Some(&b'\n') {
+            return Ok(Scan {
+                last,
+                len,
+                torn: n,
+                index,
+            });
+        }
+        if last.is_multiple_of(INDEX_STRIDE) {
+            index.push(len);
+        }
+        last += 1;
+        len += n;
+    }
+}
+
+/// The epoch saved beside the log, or a new one for a log still empty. A
+/// log with records but no epoch is refused: a new epoch would make every
+/// subscriber apply it all again as a new log, and hide that it was lost.
+fn load_or_make_epoch(dir: &Path, last: u64) -> Result<Epoch, LogError> {
+    let path = dir.join(EPOCH_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => parse_epoch(text.trim_end_matches('\n')).ok_or(LogError::Corrupt {
+            path,
+            why: "not 16 hex digits",
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && last == 0 => {
+            let mut bytes = [0u8; 8];
+            getrandom::fill(&mut bytes)?;
+            let epoch = Epoch(u64::from_be_bytes(bytes));
+            crate::durable::write_atomic(&path, format!("{epoch}\n").as_bytes(), 0o600)
+                .map_err(|source| LogError::Io { path, source })?;
+            Ok(epoch)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(LogError::Corrupt {
+            path,
+            why: "missing, while records.log holds records; restore it, or move records.log \
+                  away to start a new log",
+        }),
+        Err(source) => Err(LogError::Io { path, source }),
+    }
+}
+
+fn parse_epoch(text: &str) -> Option<Epoch> {
+    (text.len() == 16 && text.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| u64::from_str_radix(text, 16).ok().map(Epoch))
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(range: std::ops::RangeInclusive<u64>) -> Vec<String> {
+        range.map(|i| format!("line {i}")).collect()
+    }
+
+    #[test]
+    fn numbers_survive_a_reopen_and_keep_the_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = RecordLog::open(dir.path()).unwrap();
+        assert_eq!(log.last(), 0);
+        assert_eq!(log.append(&lines(1..=3)).unwrap(), 1);
+        let epoch = log.epoch();
+        drop(log);
+        let mut log = RecordLog::open(dir.path()).unwrap();
+        assert_eq!((log.epoch(), log.last()), (epoch, 3));
+        assert_eq!(log.append(&lines(4..=4)).unwrap(), 4);
+        let got = log.read_after(2, 10).unwrap();
+        assert_eq!(got, vec![(3, b"line 3".to_vec()), (4, b"line 4".to_vec())]);
+    }
+
+    #[test]
+    fn reads_across_index_strides_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = RecordLog::open(dir.path()).unwrap();
+        for chunk in 0..5 {
+            log.append(&lines(chunk * 700 + 1..=chunk * 700 + 700))
+                .unwrap();
+        }
+        assert_eq!(log.index.len(), 4);
+        let reopened = RecordLog::open(dir.path()).unwrap();
+        assert_eq!(reopened.index, log.index);
+        for after in [0, 999, 1000, 1001, 2500, 3499] {
+            let got = reopened.read_after(after, 1000).unwrap();
+            let want = (after + 1..=(after + 1000).min(3500))
+                .map(|i| (i, format!("line {i}").into_bytes()))
+                .collect::<Vec<_>>();
+            assert_eq!(got, want, "after {after}");
+        }
+        assert!(reopened.read_after(3500, 1000).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = RecordLog::open(dir.path()).unwrap();
+        log.append(&lines(1..=2)).unwrap();
+        drop(log);
+        let path = dir.path().join(RECORDS_FILE);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(b"line 3 half").unwrap();
+        let mut log = RecordLog::open(dir.path()).unwrap();
+        assert_eq!(log.last(), 2);
+        assert_eq!(log.append(&lines(3..=3)).unwrap(), 3);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "line 1\nline 2\nline 3\n"
+        );
+    }
+
+    #[test]
+    fn records_without_their_epoch_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        RecordLog::open(dir.path())
+            .unwrap()
+            .append(&lines(1..=1))
+            .unwrap();
+        std::fs::remove_file(dir.path().join(EPOCH_FILE)).unwrap();
+        assert!(matches!(
+            RecordLog::open(dir.path()),
+            Err(LogError::Corrupt { .. })
+        ));
+    }
+}

@@ -1,0 +1,402 @@
+//! `banshare publisher`: the ZeroMQ publisher daemon.
+//!
+//! One thread owns all state: the log ([`log`]), the counters and four
+//! sockets (see [`crate::transport::zmq::wire`]): the submissions REP, the
+//! catch-up REP, the legacy PUB and banshare's PUB. It polls the two REP
+//! sockets with a short timeout, so that it sends a heartbeat every second
+//! and sees the stop flag (set by SIGTERM or SIGINT) within
+//! [`STOP_CHECK`].
+//!
+//! A submission request is judged frame by frame ([`submit`]); the records
+//! of the accepted frames are appended to the log with one write and one
+//! fsync, and only then is the request answered, one reply frame per
+//! request frame, and the records broadcast.
+
+pub mod counters;
+pub mod log;
+pub mod submit;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use self::counters::{Counters, RateLimitedLog};
+use self::log::{LogError, RecordLog};
+use self::submit::{Accepted, Rules};
+use crate::state::StateDir;
+use crate::transport::zmq::message;
+use crate::transport::zmq::wire::{self, CatchUp, Header, Reply};
+
+/// The largest frame libzmq hands over on the submission socket. Above the
+/// parser's own limit (4096 bytes), so that an oversized message up to
+/// this size is refused and counted by the parser (`too_long`); a larger
+/// one makes libzmq drop its peer's connection.
+pub const MAX_SUBMIT_FRAME: i64 = 2 << 20;
+
+/// The largest frame taken on the catch-up socket: a request is one short
+/// line.
+const MAX_CATCH_UP_FRAME: i64 = 256;
+
+/// The most frames one submission request may hold; a request with more
+/// is refused whole (`too_many_frames`).
+pub const MAX_FRAMES: usize = 1000;
+
+/// How often the loop looks at the stop flag.
+const STOP_CHECK: Duration = Duration::from_millis(100);
+
+/// How often banshare's feed carries a heartbeat.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// How long closing a PUB socket may wait for queued messages.
+const LINGER_MS: i32 = 1000;
+
+/// Where the publisher listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    /// The address to bind; `None`: every address (`*`).
+    pub address: Option<IpAddr>,
+    pub submit_port: u16,
+    pub catch_up_port: u16,
+    pub legacy_port: u16,
+    pub feed_port: u16,
+}
+
+impl Listen {
+    fn endpoint(&self, port: u16) -> String {
+        match self.address {
+            None => format!("tcp://*:{port}"),
+            Some(IpAddr::V4(a)) => format!("tcp://{a}:{port}"),
+            Some(IpAddr::V6(a)) => format!("tcp://[{a}]:{port}"),
+        }
+    }
+
+    fn ipv6(&self) -> bool {
+        !matches!(self.address, Some(IpAddr::V4(_)))
+    }
+}
+
+/// Why the publisher cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum PublisherError {
+    #[error("the publisher's log: {0}")]
+    Log(#[from] LogError),
+    #[error("cannot {what}: {source}")]
+    Socket {
+        what: String,
+        #[source]
+        source: zmq::Error,
+    },
+}
+
+fn socket_error(what: impl Into<String>) -> impl FnOnce(zmq::Error) -> PublisherError {
+    let what = what.into();
+    move |source| PublisherError::Socket { what, source }
+}
+
+/// The publisher, its log open, its sockets bound.
+pub struct Publisher {
+    _data_dir: StateDir,
+    log: RecordLog,
+    rules: Rules,
+    _context: zmq::Context,
+    submit: zmq::Socket,
+    catch_up: zmq::Socket,
+    legacy: zmq::Socket,
+    feed: zmq::Socket,
+    counters: Counters,
+    refusals: RateLimitedLog,
+}
+
+impl Publisher {
+    /// Opens the log in `data_dir` (locked by the caller) and binds the
+    /// sockets.
+    pub fn open(
+        data_dir: StateDir,
+        listen: &Listen,
+        rules: Rules,
+    ) -> Result<Publisher, PublisherError> {
+        let log = RecordLog::open(data_dir.path())?;
+        let context = zmq::Context::new();
+        let bind = |kind, port, max_frame: Option<i64>, name: &str| {
+            let socket = context
+                .socket(kind)
+                .map_err(socket_error(format!("make the {name} socket")))?;
+            let endpoint = listen.endpoint(port);
+            let setup = || -> zmq::Result<()> {
+                socket.set_ipv6(listen.ipv6())?;
+                socket.set_linger(LINGER_MS)?;
+                if let Some(max) = max_frame {
+                    socket.set_maxmsgsize(max)?;
+                }
+                socket.bind(&endpoint)
+            };
+            setup().map_err(socket_error(format!("listen on {endpoint} ({name})")))?;
+            Ok::<_, PublisherError>(socket)
+        };
+        let submit = bind(
+            zmq::REP,
+            listen.submit_port,
+            Some(MAX_SUBMIT_FRAME),
+            "submissions",
+        )?;
+        let catch_up = bind(
+            zmq::REP,
+            listen.catch_up_port,
+            Some(MAX_CATCH_UP_FRAME),
+            "catch-up",
+        )?;
+        let legacy = bind(zmq::PUB, listen.legacy_port, None, "legacy broadcast")?;
+        let feed = bind(zmq::PUB, listen.feed_port, None, "banshare broadcast")?;
+        ::log::info!(
+            "publisher: log epoch {} with {} records; submissions {}, catch-up {}, legacy \
+             broadcast {}, banshare broadcast {}",
+            log.epoch(),
+            log.last(),
+            listen.endpoint(listen.submit_port),
+            listen.endpoint(listen.catch_up_port),
+            listen.endpoint(listen.legacy_port),
+            listen.endpoint(listen.feed_port),
+        );
+        Ok(Publisher {
+            _data_dir: data_dir,
+            log,
+            rules,
+            _context: context,
+            submit,
+            catch_up,
+            legacy,
+            feed,
+            counters: Counters::default(),
+            refusals: RateLimitedLog::default(),
+        })
+    }
+
+    /// Serves until `stop` is set; returns the counters.
+    pub fn run(mut self, stop: &Arc<AtomicBool>) -> Counters {
+        let mut next_heartbeat = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now >= next_heartbeat {
+                self.heartbeat();
+                next_heartbeat = now + HEARTBEAT;
+            }
+            let wait = STOP_CHECK.min(next_heartbeat.saturating_duration_since(now));
+            let (submit, catch_up) = match self.poll(wait) {
+                Ok(ready) => ready,
+                // A signal: the loop looks at the flag.
+                Err(zmq::Error::EINTR) => continue,
+                Err(e) => {
+                    // Not seen in practice; waiting keeps it from spinning.
+                    ::log::warn!("poll: {e}");
+                    std::thread::sleep(STOP_CHECK);
+                    continue;
+                }
+            };
+            if submit {
+                self.serve_submission();
+            }
+            if catch_up {
+                self.serve_catch_up();
+            }
+            self.refusals.roll();
+        }
+        ::log::info!("publisher stopping: {}", self.counters);
+        self.counters
+    }
+
+    fn poll(&self, wait: Duration) -> zmq::Result<(bool, bool)> {
+        let mut items = [
+            self.submit.as_poll_item(zmq::POLLIN),
+            self.catch_up.as_poll_item(zmq::POLLIN),
+        ];
+        zmq::poll(&mut items, wait.as_millis().max(1) as i64)?;
+        Ok((items[0].is_readable(), items[1].is_readable()))
+    }
+
+    fn header(&self) -> Header {
+        Header {
+            epoch: self.log.epoch(),
+            last: self.log.last(),
+        }
+    }
+
+    fn heartbeat(&self) {
+        if let Err(e) = self
+            .feed
+            .send(self.header().encode().as_bytes(), zmq::DONTWAIT)
+        {
+            ::log::debug!("heartbeat not sent: {e}");
+        }
+    }
+
+    /// Answers one submission request and broadcasts what it stored.
+    fn serve_submission(&mut self) {
+        let frames = match self.submit.recv_multipart(zmq::DONTWAIT) {
+            Ok(frames) => frames,
+            Err(zmq::Error::EAGAIN) => return,
+            Err(e) => {
+                ::log::warn!("cannot receive a submission: {e}");
+                return;
+            }
+        };
+        let (replies, stored) = self.judge_and_store(&frames);
+        if let Err(e) = self
+            .submit
+            .send_multipart(replies.iter().map(String::as_bytes), 0)
+        {
+            // The records are stored: the sender will learn of them from the
+            // feed, or send them again (watchers drop repeats).
+            ::log::warn!("cannot answer a submission: {e}");
+        }
+        for (seq, accepted) in stored {
+            self.broadcast(seq, &accepted);
+        }
+    }
+
+    /// The reply frames for `frames`, one each, and the records stored with
+    /// their numbers. Every accepted record is stored by one append.
+    fn judge_and_store(&mut self, frames: &[Vec<u8>]) -> (Vec<String>, Vec<(u64, Accepted)>) {
+        if frames.len() > MAX_FRAMES {
+            let kind = "too_many_frames";
+            *self.counters.refused.entry(kind).or_default() += frames.len() as u64;
+            self.refusals.warn(format_args!(
+                "refused a submission of {} frames (at most {MAX_FRAMES})",
+                frames.len()
+            ));
+            let reply = Reply::Refused { kind: kind.into() }.encode();
+            return (vec![reply; frames.len()], Vec::new());
+        }
+        let mut replies = vec![String::new(); frames.len()];
+        let mut accepted = Vec::new();
+        for (i, frame) in frames.iter().enumerate() {
+            match self.rules.judge(frame) {
+                Ok(a) => accepted.push((i, a)),
+                Err(refused) => {
+                    *self.counters.refused.entry(refused.kind).or_default() += 1;
+                    self.refusals.warn(format_args!(
+                        "refused a submission ({}): {}",
+                        refused.kind, refused.why
+                    ));
+                    replies[i] = refused.reply;
+                }
+            }
+        }
+        if accepted.is_empty() {
+            return (replies, Vec::new());
+        }
+        let lines: Vec<String> = accepted.iter().map(|(_, a)| a.record.to_string()).collect();
+        match self.log.append(&lines) {
+            Ok(first) => {
+                let epoch = self.log.epoch();
+                let mut stored = Vec::with_capacity(accepted.len());
+                for (n, (i, a)) in accepted.into_iter().enumerate() {
+                    let seq = first + n as u64;
+                    replies[i] = a.stored(epoch, seq);
+                    if a.legacy_ack.is_some() {
+                        self.counters.legacy_stored += 1;
+                    } else {
+                        self.counters.records_stored += 1;
+                    }
+                    stored.push((seq, a));
+                }
+                (replies, stored)
+            }
+            Err(e) => {
+                ::log::error!("cannot store {} records: {e}", lines.len());
+                let kind = "store_failed";
+                for (i, a) in accepted {
+                    *self.counters.refused.entry(kind).or_default() += 1;
+                    replies[i] = a.not_stored(kind);
+                }
+                (replies, Vec::new())
+            }
+        }
+    }
+
+    /// Sends a stored record to both feeds. A PUB socket never blocks: a
+    /// subscriber too slow to take it loses it and catches up.
+    fn broadcast(&mut self, seq: u64, accepted: &Accepted) {
+        let header = Header {
+            epoch: self.log.epoch(),
+            last: seq,
+        };
+        let line = accepted.record.to_string();
+        let frames = [
+            header.encode().into_bytes(),
+            wire::encode_record(seq, line.as_bytes()),
+        ];
+        if let Err(e) = self.feed.send_multipart(frames, zmq::DONTWAIT) {
+            ::log::debug!("record {seq} not broadcast: {e}");
+        }
+        match message::legacy_broadcast(&accepted.record) {
+            Ok(text) => {
+                if let Err(e) = self.legacy.send(text.as_bytes(), zmq::DONTWAIT) {
+                    ::log::debug!("record {seq} not broadcast on the legacy feed: {e}");
+                }
+            }
+            Err(why) => {
+                *self.counters.not_legacy.entry(why.kind()).or_default() += 1;
+                ::log::debug!("record {seq} left off the legacy feed: {why}");
+            }
+        }
+    }
+
+    /// Answers one catch-up request: the header, then the records after
+    /// the asked number, or from the first if the epoch is not this log's.
+    fn serve_catch_up(&mut self) {
+        let frames = match self.catch_up.recv_multipart(zmq::DONTWAIT) {
+            Ok(frames) => frames,
+            Err(zmq::Error::EAGAIN) => return,
+            Err(e) => {
+                ::log::warn!("cannot receive a catch-up request: {e}");
+                return;
+            }
+        };
+        let reply = match frames.as_slice() {
+            [frame] => CatchUp::decode(frame).map_err(|e| e.to_string()),
+            _ => Err(format!("{} frames, expected one", frames.len())),
+        };
+        let reply = match reply {
+            Ok(ask) => {
+                self.counters.catch_ups += 1;
+                self.catch_up_frames(ask)
+            }
+            Err(why) => {
+                self.counters.catch_ups_refused += 1;
+                self.refusals
+                    .warn(format_args!("refused a catch-up request: {why}"));
+                vec![
+                    Reply::Refused {
+                        kind: "malformed".into(),
+                    }
+                    .encode()
+                    .into_bytes(),
+                ]
+            }
+        };
+        if let Err(e) = self.catch_up.send_multipart(reply, 0) {
+            ::log::warn!("cannot answer a catch-up request: {e}");
+        }
+    }
+
+    fn catch_up_frames(&self, ask: CatchUp) -> Vec<Vec<u8>> {
+        let after = if ask.epoch == self.log.epoch() {
+            ask.after
+        } else {
+            0
+        };
+        let mut frames = vec![self.header().encode().into_bytes()];
+        match self.log.read_after(after, wire::CATCH_UP_MAX) {
+            Ok(records) => frames.extend(
+                records
+                    .into_iter()
+                    .map(|(seq, line)| wire::encode_record(seq, &line)),
+            ),
+            // The header alone: the subscriber sees it is behind and asks
+            // again.
+            Err(e) => ::log::error!("cannot read the log for a catch-up: {e}"),
+        }
+        frames
+    }
+}

@@ -1,0 +1,549 @@
+//! `banshare publisher` with real peers: the publisher runs in one test host
+//! (a network namespace), and Debian's pyzmq (`/usr/bin/python3`, package
+//! python3-zmq) talks to it from another, speaking fail2ban-zmq-tools'
+//! format and banshare's own. Needs root, python3-zmq and strace; fails
+//! without them.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::cluster::Cluster;
+use support::{BANSHARE, children_of, wait_until};
+
+/// Debian's python3, which has python3-zmq (a python3 earlier in PATH may
+/// not).
+const PYTHON: &str = "/usr/bin/python3";
+
+const TOKEN: &str = "s3cret-token";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A REQ client as fail2ban-zmq-tools' monitor is one: reads a JSON list
+/// of requests (each a list of hex frames) on stdin, sends each on a fresh
+/// REQ socket, and prints the JSON list of replies (each a list of frames).
+const REQ_CLIENT: &str = r#"
+import json, sys, zmq
+ctx = zmq.Context()
+out = []
+for frames in json.load(sys.stdin):
+    s = ctx.socket(zmq.REQ)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVTIMEO, 10000)
+    s.connect(sys.argv[1])
+    s.send_multipart([bytes.fromhex(f) for f in frames])
+    out.append([f.decode("latin-1") for f in s.recv_multipart()])
+    s.close()
+print(json.dumps(out))
+"#;
+
+/// The original subscriber's reading, as it is written: subscribe to "",
+/// split every message on `|` into four fields.
+const SUB_CLIENT: &str = r#"
+import sys, zmq
+ctx = zmq.Context()
+s = ctx.socket(zmq.SUB)
+s.connect(sys.argv[1])
+s.setsockopt_string(zmq.SUBSCRIBE, "")
+while True:
+    host, jail, action, attacker = s.recv_string().split("|")
+    print(host, jail, action, attacker, flush=True)
+"#;
+
+/// A subscriber of banshare's own feed: prints each message's frames as a
+/// JSON list.
+const FEED_CLIENT: &str = r#"
+import json, sys, zmq
+ctx = zmq.Context()
+s = ctx.socket(zmq.SUB)
+s.connect(sys.argv[1])
+s.setsockopt_string(zmq.SUBSCRIBE, "")
+while True:
+    frames = [f.decode("latin-1") for f in s.recv_multipart()]
+    print(json.dumps(frames, separators=(",", ":")), flush=True)
+"#;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A record line as banshare writes one, for `address`.
+fn record_line(address: &str) -> String {
+    format!("<13>Nov 30 12:00:00 banshare[1]: HOST {address} PORT 22 node=web2")
+}
+
+/// A running publisher, killed on drop.
+struct Publisher {
+    child: Child,
+    /// The publisher's own pid (under strace, the tracee).
+    pid: u32,
+    stderr: PathBuf,
+}
+
+impl Publisher {
+    /// Starts `prefix... banshare publisher args...` in node 0 and waits
+    /// until its sockets are bound.
+    fn start(cluster: &Cluster, dir: &Path, prefix: &[&str], args: &[&str]) -> Publisher {
+        let stderr = dir.join(format!("publisher-{}.err", unique()));
+        let mut command = match prefix.split_first() {
+            Some((program, rest)) => {
+                let mut c = cluster.command_in(cluster.node_ns(0), program);
+                c.args(rest).arg(BANSHARE);
+                c
+            }
+            None => cluster.command_in(cluster.node_ns(0), BANSHARE),
+        };
+        let child = command
+            .args(["--config", "/dev/null", "publisher", "--node", "pub1"])
+            .args(["--bind", &cluster.node_ip(0).to_string()])
+            .args(["--data-dir", dir.join("data").to_str().unwrap()])
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("start banshare publisher");
+        let mut publisher = Publisher {
+            pid: child.id(),
+            child,
+            stderr,
+        };
+        let up = wait_until(WAIT, || {
+            publisher.log().contains("publisher: log epoch")
+                || matches!(publisher.child.try_wait(), Ok(Some(_)))
+        });
+        let up = up && publisher.log().contains("publisher: log epoch");
+        assert!(up, "the publisher did not start: {}", publisher.log());
+        if !prefix.is_empty() {
+            let tracee = children_of(publisher.child.id());
+            assert_eq!(tracee.len(), 1, "strace should run one publisher");
+            publisher.pid = tracee[0];
+        }
+        publisher
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// SIGTERM, and what it logged.
+    fn stop(mut self) -> String {
+        // SAFETY: kill(2) has no memory effects.
+        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "publisher: {status}: {}", self.log());
+        self.log()
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unique() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+fn endpoint(cluster: &Cluster, port: u16) -> String {
+    format!("tcp://{}:{port}", cluster.node_ip(0))
+}
+
+/// Sends each request (a list of frames) from the attacker's host, on a
+/// fresh REQ socket; returns each reply's frames.
+fn request(cluster: &Cluster, port: u16, requests: &[Vec<Vec<u8>>]) -> Vec<Vec<String>> {
+    use std::io::Write;
+    let input: Vec<Vec<String>> = requests
+        .iter()
+        .map(|frames| frames.iter().map(|f| hex(f)).collect())
+        .collect();
+    let mut child = cluster
+        .command_in(cluster.attacker_ns(), PYTHON)
+        .args(["-c", REQ_CLIENT, &endpoint(cluster, port)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run /usr/bin/python3 (Debian packages python3, python3-zmq)");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(serde_json::to_string(&input).unwrap().as_bytes())
+        .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "python REQ client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// One frame per request, one request each.
+fn send_each(cluster: &Cluster, messages: &[&[u8]]) -> Vec<String> {
+    let requests: Vec<Vec<Vec<u8>>> = messages.iter().map(|m| vec![m.to_vec()]).collect();
+    request(cluster, 5678, &requests)
+        .into_iter()
+        .map(|mut frames| {
+            assert_eq!(frames.len(), 1, "one reply frame per request frame");
+            frames.remove(0)
+        })
+        .collect()
+}
+
+/// The original subscriber, running in the attacker's host; its lines
+/// collected as they come.
+struct Subscriber {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Subscriber {
+    fn start(cluster: &Cluster, script: &str, port: u16) -> Subscriber {
+        let mut child = cluster
+            .command_in(cluster.attacker_ns(), PYTHON)
+            .args(["-u", "-c", script, &endpoint(cluster, port)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run /usr/bin/python3");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Subscriber { child, lines }
+    }
+
+    fn has(&self, line: &str) -> bool {
+        self.lines.lock().unwrap().iter().any(|l| l == line)
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `message` until `subscriber` shows `expected`: a SUB socket gets
+/// only what is published after its subscription has reached the
+/// publisher, which nothing in the original's protocol tells.
+fn publish_until_seen(
+    cluster: &Cluster,
+    subscriber: &Subscriber,
+    message: &[u8],
+    ack: &str,
+    expected: &str,
+) {
+    let seen = wait_until(WAIT, || {
+        assert_eq!(send_each(cluster, &[message]), [ack]);
+        wait_until(Duration::from_secs(2), || subscriber.has(expected))
+    });
+    assert!(seen, "the original subscriber never printed {expected:?}");
+}
+
+fn token_file(dir: &Path) -> PathBuf {
+    let path = dir.join("token");
+    std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+    path
+}
+
+fn legacy_args(token: &Path) -> Vec<String> {
+    vec![
+        "--legacy".into(),
+        "token".into(),
+        "--token-file".into(),
+        token.to_str().unwrap().into(),
+    ]
+}
+
+#[test]
+fn original_peers_interoperate_and_bad_messages_are_refused_and_counted() {
+    let cluster = Cluster::new("zpub-legacy", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let args = legacy_args(&token_file(dir.path()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let publisher = Publisher::start(&cluster, dir.path(), &[], &args);
+    let subscriber = Subscriber::start(&cluster, SUB_CLIENT, 5680);
+
+    let ban = format!("{TOKEN}|web1|sshd|Ban|203.0.113.9");
+    publish_until_seen(
+        &cluster,
+        &subscriber,
+        ban.as_bytes(),
+        "web1|sshd|Ban|203.0.113.9",
+        "web1 sshd Ban 203.0.113.9",
+    );
+    // A banshare record reaches the original subscriber in its format.
+    let record = record_line("198.51.100.7");
+    let ok = send_each(&cluster, &[record.as_bytes()]);
+    assert!(
+        ok[0].starts_with("OK ") && ok[0].split(' ').count() == 3,
+        "{ok:?}"
+    );
+    let seen = wait_until(WAIT, || subscriber.has("web2 banshare Ban 198.51.100.7"));
+    assert!(
+        seen,
+        "the banshare record never reached the original subscriber"
+    );
+
+    let megabyte = vec![b'a'; 1_000_000];
+    let bad: Vec<&[u8]> = vec![
+        b"a|b|Ban",
+        &megabyte,
+        b"\x00\x01\xff\xfe binary \x1b[0m|||",
+        b"guess|web1|sshd|Ban|203.0.113.9",
+        b"s3cret-token|web1|sshd|Bann|203.0.113.9",
+        b"s3cret-token|web1|sshd|Ban|127.1",
+        b"web1|sshd|Ban|203.0.113.9",
+    ];
+    let replies = send_each(&cluster, &bad);
+    assert_eq!(
+        replies,
+        ["NAK", "NAK too_long", "NAK", "NAK", "NAK", "NAK", "NAK"]
+    );
+    // Still serving; several frames in one request, one reply each.
+    let unban = format!("{TOKEN}|web1|sshd|Unban|203.0.113.9");
+    let replies = request(
+        &cluster,
+        5678,
+        &[vec![
+            unban.clone().into_bytes(),
+            b"not a message".to_vec(),
+            record_line("198.51.100.8").into_bytes(),
+        ]],
+    );
+    let frames = &replies[0];
+    assert_eq!(frames.len(), 3, "{frames:?}");
+    assert_eq!(frames[0], "web1|sshd|Unban|203.0.113.9");
+    assert_eq!(frames[1], "NAK unknown_shape");
+    assert!(frames[2].starts_with("OK "), "{frames:?}");
+    let seen = wait_until(WAIT, || subscriber.has("web1 sshd Unban 203.0.113.9"));
+    assert!(seen, "the unban never reached the original subscriber");
+
+    let log = publisher.stop();
+    assert!(
+        log.contains(
+            "refused {bad_address=1, bad_byte=1, missing_token=1, too_long=1, too_short=1, \
+             unknown_action=1, unknown_shape=1, wrong_token=1}"
+        ),
+        "{log}"
+    );
+    assert!(log.contains("refused a submission (wrong_token)"), "{log}");
+    assert!(!log.contains(TOKEN), "the token must not be logged: {log}");
+}
+
+/// The records of the publisher's log, as catch-up from the start returns
+/// them: (header, frames).
+fn catch_up_from_start(cluster: &Cluster) -> (String, Vec<String>) {
+    let mut reply = request(
+        cluster,
+        5679,
+        &[vec![b"banshare/1 since 0000000000000000 0".to_vec()]],
+    );
+    let mut frames = reply.remove(0);
+    let header = frames.remove(0);
+    (header, frames)
+}
+
+#[test]
+fn acked_records_survive_sigkill_with_their_epoch_and_numbers() {
+    support::cluster::require_root();
+    let cluster = Cluster::new("zpub-restart", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let args = legacy_args(&token_file(dir.path()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut publisher = Publisher::start(&cluster, dir.path(), &[], &args);
+
+    let ban = format!("{TOKEN}|web1|sshd|Ban|203.0.113.9");
+    let replies = request(
+        &cluster,
+        5678,
+        &[
+            vec![ban.into_bytes()],
+            vec![
+                record_line("198.51.100.1").into_bytes(),
+                record_line("198.51.100.2").into_bytes(),
+            ],
+        ],
+    );
+    assert_eq!(replies[0], ["web1|sshd|Ban|203.0.113.9"]);
+    let epoch = replies[1][0].split(' ').nth(1).unwrap().to_owned();
+    assert_eq!(
+        replies[1],
+        [format!("OK {epoch} 2"), format!("OK {epoch} 3")]
+    );
+
+    // A second publisher on the same data directory is refused.
+    let second = cluster
+        .command_in(cluster.node_ns(0), BANSHARE)
+        .args([
+            "--config",
+            "/dev/null",
+            "publisher",
+            "--submit-port",
+            "6678",
+        ])
+        .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(2), "{second:?}");
+
+    // SAFETY: kill(2) has no memory effects.
+    unsafe { libc::kill(publisher.pid as libc::pid_t, libc::SIGKILL) };
+    publisher.child.wait().unwrap();
+    let publisher = Publisher::start(&cluster, dir.path(), &[], &args);
+    assert!(
+        publisher
+            .log()
+            .contains(&format!("log epoch {epoch} with 3 records")),
+        "{}",
+        publisher.log()
+    );
+    // banshare's feed: a heartbeat every second, then the numbered record.
+    let feed = Subscriber::start(&cluster, FEED_CLIENT, 5681);
+    let heartbeat = format!("[\"banshare/1 {epoch} 3\"]");
+    assert!(
+        wait_until(WAIT, || feed.has(&heartbeat)),
+        "no heartbeat {heartbeat}"
+    );
+    let replies = send_each(&cluster, &[record_line("198.51.100.4").as_bytes()]);
+    assert_eq!(replies, [format!("OK {epoch} 4")]);
+    let broadcast = serde_json::to_string(&[
+        format!("banshare/1 {epoch} 4"),
+        format!("4 {}", record_line("198.51.100.4")),
+    ])
+    .unwrap();
+    assert!(
+        wait_until(WAIT, || feed.has(&broadcast)),
+        "no broadcast {broadcast}"
+    );
+
+    let (header, records) = catch_up_from_start(&cluster);
+    assert_eq!(header, format!("banshare/1 {epoch} 4"));
+    assert_eq!(records.len(), 4, "{records:?}");
+    assert!(records[0].starts_with("1 <13>") && records[0].contains("HOST 203.0.113.9"));
+    assert!(records[0].contains("node=web1"), "{records:?}");
+    for (i, address) in [
+        (1, "198.51.100.1"),
+        (2, "198.51.100.2"),
+        (3, "198.51.100.4"),
+    ] {
+        assert_eq!(records[i], format!("{} {}", i + 1, record_line(address)));
+    }
+    // Asked from a known number, only what follows it.
+    let reply = request(
+        &cluster,
+        5679,
+        &[vec![format!("banshare/1 since {epoch} 3").into_bytes()]],
+    );
+    assert_eq!(
+        reply[0],
+        [
+            format!("banshare/1 {epoch} 4"),
+            format!("4 {}", record_line("198.51.100.4"))
+        ]
+    );
+    publisher.stop();
+}
+
+/// strace shows the log's fsync returning before the reply leaves: the
+/// reply is the one `sendto` whose buffer holds the ACK text (libzmq's I/O
+/// thread writes a ZMTP frame, its flags and length bytes, then the text).
+#[test]
+fn the_log_is_fsynced_before_the_ack_is_sent() {
+    let cluster = Cluster::new("zpub-strace", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("strace.out");
+    let args = legacy_args(&token_file(dir.path()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let strace = [
+        "strace",
+        "-f",
+        "-s",
+        "256",
+        "-e",
+        "trace=fsync,fdatasync,sendto,write",
+        "-o",
+        trace.to_str().unwrap(),
+    ];
+    let publisher = Publisher::start(&cluster, dir.path(), &strace, &args);
+    let ban = format!("{TOKEN}|web1|sshd|Ban|203.0.113.77");
+    assert_eq!(
+        send_each(&cluster, &[ban.as_bytes()]),
+        ["web1|sshd|Ban|203.0.113.77"]
+    );
+    publisher.stop();
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    let lines: Vec<&str> = trace.lines().collect();
+    // The write of the record to the log, and its fd.
+    let (write_at, fd) = lines
+        .iter()
+        .enumerate()
+        .find_map(|(i, l)| {
+            let rest = l.split_once("write(")?.1;
+            rest.contains("HOST 203.0.113.77")
+                .then(|| (i, rest.split(',').next().unwrap().to_owned()))
+        })
+        .unwrap_or_else(|| panic!("no write of the record:\n{trace}"));
+    // The fsync of that fd, and the line where it returned (strace -f may
+    // split a call into `<unfinished ...>` and `<... resumed>`).
+    let sync_at = (write_at..lines.len())
+        .find(|&i| {
+            lines[i].contains(&format!("fdatasync({fd}"))
+                || lines[i].contains(&format!("fsync({fd}"))
+        })
+        .unwrap_or_else(|| panic!("no fsync of fd {fd} after the write:\n{trace}"));
+    let synced_at = if lines[sync_at].contains("<unfinished ...>") {
+        (sync_at..lines.len())
+            .find(|&i| lines[i].contains("sync resumed>"))
+            .unwrap_or_else(|| panic!("the fsync never returned:\n{trace}"))
+    } else {
+        sync_at
+    };
+    let reply_at = lines
+        .iter()
+        .position(|l| l.contains("sendto(") && l.contains("web1|sshd|Ban|203.0.113.77"))
+        .unwrap_or_else(|| panic!("no sendto of the ACK:\n{trace}"));
+    assert!(
+        synced_at < reply_at,
+        "the ACK was sent (line {reply_at}) before the fsync returned (line {synced_at}):\n{trace}"
+    );
+}
+
+#[test]
+fn bad_arguments_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for (args, what) in [
+        (vec!["--legacy", "token"], "token file"),
+        (vec!["--legacy", "maybe"], "--legacy"),
+        (vec!["--bind", "example.org"], "--bind"),
+        (vec!["--submit-port", "0"], "--submit-port"),
+        (vec!["--feed-port", "5678"], "port 5678 is given twice"),
+        (vec!["--key", "/nonexistent/key"], "signing key"),
+    ] {
+        let out = Command::new(BANSHARE)
+            .args(["--config", "/dev/null", "publisher"])
+            .args(["--data-dir", data.to_str().unwrap()])
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(what), "{args:?}: {stderr}");
+        assert!(!data.exists(), "{args:?} created the data directory");
+    }
+}
