@@ -126,7 +126,7 @@ impl Site {
         let endpoint = format!("tcp://{}:5678", self.publisher_ip());
         let out = self
             .cluster
-            .command_in(self.cluster.node_ns(node), "python3")
+            .command_in(self.cluster.node_ns(node), "/usr/bin/python3")
             .args(["-c", REQ_CLIENT, &endpoint, message])
             .output()
             .expect("python3 with zmq (Debian package python3-zmq)");
@@ -143,7 +143,7 @@ impl Site {
         let endpoint = format!("tcp://{}:5680", self.publisher_ip());
         let mut child: Child = self
             .cluster
-            .command_in(self.cluster.node_ns(node), "python3")
+            .command_in(self.cluster.node_ns(node), "/usr/bin/python3")
             .args(["-c", SUB_CLIENT, &endpoint])
             .stdout(Stdio::piped())
             .spawn()

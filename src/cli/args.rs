@@ -110,6 +110,10 @@ pub enum Command {
     /// Make this node's signing key; print the line for the trusted keys.
     #[command(long_about = KEYGEN_ABOUT)]
     Keygen(KeygenArgs),
+    /// Make a CURVE key pair for the ZeroMQ transport; print the public key.
+    #[cfg(feature = "zmq")]
+    #[command(long_about = CURVE_KEYGEN_ABOUT)]
+    CurveKeygen(CurveKeygenArgs),
     /// Run a local demonstration cluster in a temporary folder (no root).
     #[command(long_about = DEMO_ABOUT)]
     Demo(DemoArgs),
@@ -539,6 +543,17 @@ pub struct PublisherArgs {
     /// `banshare keygen`) [config: common.key].
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
+
+    /// Encrypt banshare's own sockets with CURVE, with this secret key
+    /// (from `banshare curve-keygen`); needs --curve-clients. The legacy
+    /// broadcast stays plaintext [config: publisher.curve_key_file].
+    #[arg(long, value_name = "FILE")]
+    pub curve_key: Option<PathBuf>,
+
+    /// The client public keys admitted when CURVE is on, one per line
+    /// [config: publisher.curve_clients_file].
+    #[arg(long, value_name = "FILE")]
+    pub curve_clients: Option<PathBuf>,
 }
 
 #[cfg(feature = "zmq")]
@@ -605,6 +620,25 @@ pub struct KeygenArgs {
     /// Replace an existing key file.
     #[arg(long)]
     pub force: bool,
+}
+
+#[cfg(feature = "zmq")]
+const CURVE_KEYGEN_ABOUT: &str = "\
+Make a CURVE key pair for banshare's ZeroMQ sockets: the secret key goes to
+--out (mode 0600), the public key to --out with .pub added, and to stdout.
+
+The publisher needs one (publisher.curve_key_file) and the list of its
+clients' public keys (publisher.curve_clients_file, one per line, a name
+after a space if you like). Every sender and watcher needs one of its own
+(zmq.curve_key_file) and the publisher's public key (zmq.curve_server_key).
+See docs/zmq.md.";
+
+#[cfg(feature = "zmq")]
+#[derive(Debug, Args)]
+pub struct CurveKeygenArgs {
+    /// Where to write the secret key (never over an existing file).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -49,6 +49,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Publisher(args) => super::publisher::publisher(args, &cli.config, settings),
         Command::Fail2ban(Fail2banCommand::Install(args)) => super::fail2ban::install(args),
         Command::Keygen(args) => keygen(args, settings),
+        #[cfg(feature = "zmq")]
+        Command::CurveKeygen(args) => super::publisher::curve_keygen(args),
         Command::Demo(args) => {
             banshare::demo::run(args.keep, &mut std::io::stdout()).map_err(|e| match e {
                 banshare::demo::DemoError::Output(e) => Failure::Output(e),

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
-use banshare::config::Settings;
+use banshare::config::{PublisherSettings, Settings};
 use banshare::publisher::submit::Rules;
-use banshare::publisher::{Listen, Publisher};
+use banshare::publisher::{CurveServer, Listen, Publisher};
+use banshare::transport::zmq::curve;
 
-use super::args::PublisherArgs;
+use super::args::{CurveKeygenArgs, PublisherArgs};
 use super::failure::{Failure, Result};
 use super::setup::{acquire_state, config_path, writer};
 
@@ -42,16 +43,29 @@ pub fn publisher(
         legacy_port: p.legacy_port,
         feed_port: p.feed_port,
     };
+    let curve = curve_server(p)?;
     let data_dir = acquire_state(&p.data_dir)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("cannot install signal handlers")?;
     }
-    let publisher = Publisher::open(data_dir, &listen, rules)
+    let publisher = Publisher::open(data_dir, &listen, rules, curve)
         .with_context(|| format!("cannot start the publisher in {}", p.data_dir.display()))?;
     publisher.run(&stop);
     Ok(())
+}
+
+/// The CURVE key and allowed clients, read before anything is written.
+fn curve_server(p: &PublisherSettings) -> Result<Option<CurveServer>> {
+    let (Some(key), Some(clients)) = (&p.curve_key_file, &p.curve_clients_file) else {
+        return Ok(None);
+    };
+    let usage = |e: curve::KeyError| Failure::Usage(e.to_string());
+    Ok(Some(CurveServer {
+        secret: curve::read_secret_key(key).map_err(usage)?,
+        clients: curve::read_allow_list(clients).map_err(usage)?,
+    }))
 }
 
 /// The flags over the configuration file's values.
@@ -84,7 +98,25 @@ fn apply_args(settings: &mut Settings, args: PublisherArgs) -> Result<()> {
     if let Some(file) = args.token_file {
         p.token_file = Some(file);
     }
+    if let Some(file) = args.curve_key {
+        p.curve_key_file = Some(file);
+    }
+    if let Some(file) = args.curve_clients {
+        p.curve_clients_file = Some(file);
+    }
     settings
         .check_consistency()
         .map_err(|(key, message)| Failure::Usage(format!("{key}: {message}")))
+}
+
+/// `banshare curve-keygen`: a new CURVE key pair; prints the public key.
+pub fn curve_keygen(args: CurveKeygenArgs) -> Result<()> {
+    if args.out.exists() {
+        return Err(Failure::Usage(format!(
+            "{} exists: a CURVE key is not replaced by accident; remove it first",
+            args.out.display()
+        )));
+    }
+    let public = curve::write_key_pair(&args.out).map_err(|e| Failure::Runtime(e.into()))?;
+    super::failure::write_stdout(&format!("{}\n", curve::encode_key(&public)))
 }

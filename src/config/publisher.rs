@@ -11,6 +11,8 @@
 //! legacy = "token"         # off (default), open or token
 //! token_file = "/etc/banshare/legacy-token"
 //! bantime = "1h"           # carried by records made from legacy bans
+//! curve_key_file = "/etc/banshare/publisher.curve"   # CURVE secret key
+//! curve_clients_file = "/etc/banshare/curve-clients" # allowed client keys
 //! ```
 
 use std::fmt;
@@ -56,6 +58,10 @@ pub struct RawPublisher {
     pub token_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bantime: Option<DurationText>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub curve_key_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub curve_clients_file: Option<PathBuf>,
 }
 
 /// An address to listen on, or every address (`*`).
@@ -135,6 +141,11 @@ pub struct PublisherSettings {
     /// Carried by records made from legacy bans; `None`: the watchers'
     /// default applies.
     pub bantime: Option<BanTime>,
+    /// The publisher's CURVE secret key: with it, banshare's own sockets
+    /// (submissions, catch-up, broadcast) are encrypted and admit only the
+    /// keys in `curve_clients_file`.
+    pub curve_key_file: Option<PathBuf>,
+    pub curve_clients_file: Option<PathBuf>,
 }
 
 impl PublisherSettings {
@@ -159,6 +170,8 @@ impl PublisherSettings {
                 .as_ref()
                 .map(|b| check.bantime("publisher.bantime", b))
                 .transpose()?,
+            curve_key_file: raw.curve_key_file.clone(),
+            curve_clients_file: raw.curve_clients_file.clone(),
         })
     }
 
@@ -173,6 +186,8 @@ impl PublisherSettings {
             legacy: Some(self.legacy.to_string()),
             token_file: self.token_file.clone(),
             bantime: self.bantime.map(super::bantime_text),
+            curve_key_file: self.curve_key_file.clone(),
+            curve_clients_file: self.curve_clients_file.clone(),
         }
     }
 
@@ -191,6 +206,23 @@ impl PublisherSettings {
             if ports[..i].contains(p) {
                 return Err(("publisher ports", format!("port {p} is given twice")));
             }
+        }
+        if self.curve_key_file.is_some() != self.curve_clients_file.is_some() {
+            return Err((
+                "publisher.curve_key_file",
+                "CURVE needs both the publisher's key and the file of allowed client keys \
+                 (curve_clients_file): a CURVE server without an allow-list admits anyone"
+                    .into(),
+            ));
+        }
+        if self.curve_key_file.is_some() && self.legacy != LegacyMode::Off {
+            return Err((
+                "publisher.curve_key_file",
+                "CURVE and legacy submissions cannot share the submission socket: the original's \
+                 monitor speaks plaintext. Run legacy submissions through a publisher without \
+                 CURVE"
+                    .into(),
+            ));
         }
         match (self.legacy, &self.token_file) {
             (LegacyMode::Token, None) => Err((

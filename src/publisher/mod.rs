@@ -25,8 +25,8 @@ use self::counters::{Counters, RateLimitedLog};
 use self::log::{LogError, RecordLog};
 use self::submit::{Accepted, Rules};
 use crate::state::StateDir;
-use crate::transport::zmq::message;
 use crate::transport::zmq::wire::{self, CatchUp, Header, Reply};
+use crate::transport::zmq::{curve, message};
 
 /// The largest frame libzmq hands over on the submission socket. Above the
 /// parser's own limit (4096 bytes), so that an oversized message up to
@@ -76,6 +76,14 @@ impl Listen {
     }
 }
 
+/// CURVE for banshare's own sockets: the publisher's secret key and the
+/// client public keys it admits.
+#[derive(Debug, Clone)]
+pub struct CurveServer {
+    pub secret: curve::Key,
+    pub clients: std::collections::HashSet<curve::Key>,
+}
+
 /// Why the publisher cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum PublisherError {
@@ -100,6 +108,9 @@ pub struct Publisher {
     log: RecordLog,
     rules: Rules,
     _context: zmq::Context,
+    /// Asked by libzmq about every client of a CURVE socket; held for
+    /// the publisher's life.
+    _zap: Option<curve::ZapAllowList>,
     submit: zmq::Socket,
     catch_up: zmq::Socket,
     legacy: zmq::Socket,
@@ -110,15 +121,26 @@ pub struct Publisher {
 
 impl Publisher {
     /// Opens the log in `data_dir` (locked by the caller) and binds the
-    /// sockets.
+    /// sockets; with `curve`, banshare's own sockets are CURVE servers
+    /// (the legacy broadcast stays plaintext, as the original's
+    /// subscribers read it).
     pub fn open(
         data_dir: StateDir,
         listen: &Listen,
         rules: Rules,
+        curve: Option<CurveServer>,
     ) -> Result<Publisher, PublisherError> {
         let log = RecordLog::open(data_dir.path())?;
         let context = zmq::Context::new();
-        let bind = |kind, port, max_frame: Option<i64>, name: &str| {
+        let zap = match &curve {
+            Some(c) => Some(
+                curve::ZapAllowList::start(&context, c.clients.clone())
+                    .map_err(socket_error("start the CURVE client check (ZAP)"))?,
+            ),
+            None => None,
+        };
+        let secret = curve.as_ref().map(|c| c.secret);
+        let bind = |kind, port, max_frame: Option<i64>, name: &str, encrypted: bool| {
             let socket = context
                 .socket(kind)
                 .map_err(socket_error(format!("make the {name} socket")))?;
@@ -128,6 +150,9 @@ impl Publisher {
                 socket.set_linger(LINGER_MS)?;
                 if let Some(max) = max_frame {
                     socket.set_maxmsgsize(max)?;
+                }
+                if let (true, Some(secret)) = (encrypted, &secret) {
+                    curve::serve(&socket, secret)?;
                 }
                 socket.bind(&endpoint)
             };
@@ -139,15 +164,23 @@ impl Publisher {
             listen.submit_port,
             Some(MAX_SUBMIT_FRAME),
             "submissions",
+            true,
         )?;
         let catch_up = bind(
             zmq::REP,
             listen.catch_up_port,
             Some(MAX_CATCH_UP_FRAME),
             "catch-up",
+            true,
         )?;
-        let legacy = bind(zmq::PUB, listen.legacy_port, None, "legacy broadcast")?;
-        let feed = bind(zmq::PUB, listen.feed_port, None, "banshare broadcast")?;
+        let legacy = bind(
+            zmq::PUB,
+            listen.legacy_port,
+            None,
+            "legacy broadcast",
+            false,
+        )?;
+        let feed = bind(zmq::PUB, listen.feed_port, None, "banshare broadcast", true)?;
         ::log::info!(
             "publisher: log epoch {} with {} records; submissions {}, catch-up {}, legacy \
              broadcast {}, banshare broadcast {}",
@@ -163,6 +196,7 @@ impl Publisher {
             log,
             rules,
             _context: context,
+            _zap: zap,
             submit,
             catch_up,
             legacy,

@@ -58,6 +58,49 @@ pub fn key_pair() -> zmq::Result<(Key, Key)> {
     Ok((pair.public_key, pair.secret_key))
 }
 
+// libzmq's own derivation (4.2.1 and later), which the zmq crate does not
+// wrap; the library is linked through it.
+unsafe extern "C" {
+    fn zmq_curve_public(public: *mut std::ffi::c_char, secret: *const std::ffi::c_char) -> i32;
+}
+
+/// The public key of `secret`, as libzmq derives it.
+pub fn public_of(secret: &Key) -> Key {
+    let secret_z85 = std::ffi::CString::new(encode_key(secret)).expect("Z85 has no NUL");
+    let mut public_z85 = [0u8; 41];
+    // SAFETY: libzmq reads a NUL-terminated 40-character Z85 secret key and
+    // writes a 40-character Z85 public key and its NUL into 41 bytes.
+    let rc = unsafe { zmq_curve_public(public_z85.as_mut_ptr().cast(), secret_z85.as_ptr()) };
+    assert_eq!(rc, 0, "libzmq without CURVE");
+    let text = std::str::from_utf8(&public_z85[..40]).expect("Z85 is ASCII");
+    decode_key(text).expect("libzmq wrote a key")
+}
+
+/// Writes a new key pair: the secret key to `out` (mode 0600, never over
+/// an existing file) and the public key to `out.pub`; returns the public
+/// key.
+pub fn write_key_pair(out: &Path) -> Result<Key, KeyError> {
+    let io_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| KeyError::Io { path, source }
+    };
+    let (public, secret) = key_pair()
+        .map_err(|e| io::Error::other(e.to_string()))
+        .map_err(io_err(out))?;
+    crate::durable::write_atomic(out, format!("{}\n", encode_key(&secret)).as_bytes(), 0o600)
+        .map_err(io_err(out))?;
+    let mut public_path = out.as_os_str().to_owned();
+    public_path.push(".pub");
+    let public_path = PathBuf::from(public_path);
+    crate::durable::write_atomic(
+        &public_path,
+        format!("{}\n", encode_key(&public)).as_bytes(),
+        0o644,
+    )
+    .map_err(io_err(&public_path))?;
+    Ok(public)
+}
+
 /// Reads a secret key file, which only its owner may read.
 pub fn read_secret_key(path: &Path) -> Result<Key, KeyError> {
     use std::os::unix::fs::PermissionsExt;
@@ -318,5 +361,6 @@ mod tests {
         ));
         fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(read_secret_key(&key).unwrap(), secret);
+        assert_eq!(public_of(&secret), public);
     }
 }
