@@ -441,7 +441,7 @@ fn append_and_read_back(s: &dyn Subject) -> Outcome {
     for b in 0..5 {
         written.extend(append(&mut *t, &addresses(1, b * 20, 20))?);
     }
-    if let Mode::Native { safety } = mode {
+    if let Mode::Native { safety } | Mode::Pushed { safety } = mode {
         // The first wake-up, within the safety interval, must be the
         // feed's own: one for the batches just appended.
         match wake.wait() {
@@ -461,6 +461,9 @@ fn append_and_read_back(s: &dyn Subject) -> Outcome {
     Ok(match mode {
         Mode::Native { safety } => format!("woken by the feed on append (safety poll {safety:?})"),
         Mode::Poll(every) => format!("the feed asks for a poll every {every:?}"),
+        Mode::Pushed { safety } => {
+            format!("woken by the publisher's broadcast (safety poll {safety:?})")
+        }
     })
 }
 

@@ -42,6 +42,7 @@ pub fn watch(args: WatchArgs, config: &Option<PathBuf>, mut settings: Settings) 
             poll_interval: w.poll_interval,
             safety_poll: w.safety_poll,
             sftp: settings.sftp.clone(),
+            zmq: settings.zmq.clone(),
         },
     );
     let mut reach = Reach::new(location.clone(), w.safety_poll);

@@ -34,6 +34,7 @@ mod sftp;
 mod trust;
 mod watch;
 mod watch_parts;
+mod zmq;
 
 pub use monitor::{DEFAULT_FAIL2BAN_LOG, MonitorSettings};
 pub use publisher::{
@@ -86,6 +87,7 @@ pub struct RawConfig {
     pub monitor: monitor::RawMonitor,
     pub publisher: publisher::RawPublisher,
     pub sftp: sftp::RawSftp,
+    pub zmq: zmq::RawZmq,
     pub trust: trust::RawTrust,
     /// The ban backends' own settings; checked when a backend is opened.
     pub backend: crate::backend::BackendSettings,
@@ -149,6 +151,8 @@ pub struct Settings {
     pub publisher: PublisherSettings,
     /// How to reach an `sftp://` log.
     pub sftp: crate::transport::SftpSettings,
+    /// Where a `zmq+tcp://` publisher's other sockets are.
+    pub zmq: crate::transport::zmq::ZmqSettings,
     pub trust: TrustSettings,
     pub backend: crate::backend::BackendSettings,
 }
@@ -266,6 +270,7 @@ impl Settings {
             monitor: MonitorSettings::check(&raw.monitor, &check)?,
             publisher: PublisherSettings::check(&raw.publisher, &check)?,
             sftp: sftp::check(&raw.sftp, &check)?,
+            zmq: zmq::check(&raw.zmq, &check)?,
             trust: trust::check(&raw.trust, &check)?,
             backend: raw.backend.clone(),
         };
@@ -316,6 +321,7 @@ impl Settings {
             monitor: self.monitor.to_raw(),
             publisher: self.publisher.to_raw(),
             sftp: sftp::to_raw(&self.sftp),
+            zmq: zmq::to_raw(&self.zmq),
             trust: trust::to_raw(&self.trust),
             backend: self.backend.clone(),
         };

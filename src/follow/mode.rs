@@ -58,13 +58,16 @@ pub enum Mode {
     Native { safety: Duration },
     /// A poll every interval.
     Poll(Duration),
+    /// A server pushes records and the feed wakes the loop; a poll every
+    /// `safety` asks it for anything missed.
+    Pushed { safety: Duration },
 }
 
 impl Mode {
     /// The longest the loop waits without an event.
     pub fn interval(&self) -> Duration {
         match *self {
-            Mode::Native { safety } => safety,
+            Mode::Native { safety } | Mode::Pushed { safety } => safety,
             Mode::Poll(interval) => interval,
         }
     }
@@ -76,6 +79,10 @@ impl Mode {
                 humantime::format_duration(*safety)
             ),
             Mode::Poll(interval) => format!("poll every {}", humantime::format_duration(*interval)),
+            Mode::Pushed { safety } => format!(
+                "pushed by the publisher (safety poll every {})",
+                humantime::format_duration(*safety)
+            ),
         }
     }
 }

@@ -104,7 +104,7 @@ impl DirWatch {
                     (Mode::Poll(Duration::from_millis(250)), None)
                 }
             },
-            Mode::Poll(_) => (mode, None),
+            Mode::Poll(_) | Mode::Pushed { .. } => (mode, None),
         }
     }
 }

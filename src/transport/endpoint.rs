@@ -93,6 +93,8 @@ pub fn server_hosts(location: &LogLocation) -> Result<Vec<String>, EndpointError
         }
         #[cfg(feature = "sftp")]
         LogLocation::Sftp(url) => Ok(vec![url.host.clone()]),
+        #[cfg(feature = "zmq")]
+        LogLocation::Zmq(url) => Ok(vec![url.host.clone()]),
     }
 }
 

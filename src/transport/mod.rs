@@ -1,5 +1,5 @@
 //! How a node reaches the shared log. Every way (a local or mounted path,
-//! SFTP; ZeroMQ later, whose message format [`zmq::message`] already is) sits behind [`Transport`], so the appender, the
+//! SFTP, a ZeroMQ publisher) sits behind [`Transport`], so the appender, the
 //! spool and the monitor do not care which one is configured.
 //! [`endpoint`] says which addresses a transport needs to reach;
 //! [`Publisher`] keeps one transport for many batches, each call bounded.
@@ -36,6 +36,10 @@ pub enum LogLocation {
     /// `sftp://user@host[:port]/path`: over SSH, no mount.
     #[cfg(feature = "sftp")]
     Sftp(sftp::SftpUrl),
+    /// `zmq+tcp://host[:port]`: a `banshare publisher`, by its submission
+    /// socket.
+    #[cfg(feature = "zmq")]
+    Zmq(zmq::ZmqUrl),
 }
 
 impl LogLocation {
@@ -48,9 +52,14 @@ impl LogLocation {
         if text.starts_with("sftp://") {
             return sftp::SftpUrl::parse(text).map(LogLocation::Sftp);
         }
+        #[cfg(feature = "zmq")]
+        if text.starts_with(zmq::SCHEME) {
+            return zmq::ZmqUrl::parse(text).map(LogLocation::Zmq);
+        }
         if let Some((scheme, _)) = text.split_once("://") {
             return Err(format!(
-                "unsupported log URL scheme {scheme:?}: give a file path or sftp://user@host/path"
+                "unsupported log URL scheme {scheme:?}: give a file path, sftp://user@host/path \
+                 or zmq+tcp://host[:port]"
             ));
         }
         Ok(LogLocation::File(PathBuf::from(text)))
@@ -63,6 +72,8 @@ impl fmt::Display for LogLocation {
             LogLocation::File(path) => write!(f, "{}", path.display()),
             #[cfg(feature = "sftp")]
             LogLocation::Sftp(url) => write!(f, "{url}"),
+            #[cfg(feature = "zmq")]
+            LogLocation::Zmq(url) => write!(f, "{url}"),
         }
     }
 }
@@ -202,6 +213,10 @@ pub fn open(
             owner,
             timings,
         )),
+        // Bounded by the lock timeout, as an SFTP call is by its own: the
+        // publisher's reply is what the lock is to a file log.
+        #[cfg(feature = "zmq")]
+        LogLocation::Zmq(url) => Box::new(zmq::ZmqTransport::new(url, timings.timeout)),
     }
 }
 
@@ -240,6 +255,7 @@ pub struct FeedSettings {
     /// How often to look anyway where something does (inotify).
     pub safety_poll: Duration,
     pub sftp: SftpSettings,
+    pub zmq: zmq::ZmqSettings,
 }
 
 /// Opens the read side of the transport for `location`. Nothing is read or
@@ -277,6 +293,11 @@ pub fn open_feed(location: &LogLocation, settings: &FeedSettings) -> Box<dyn Fee
                     .hints(sftp::MISSING_HINT, sftp::UNREACHABLE_HINT)
                     .counting_connections(connections),
             )
+        }
+        // The publisher pushes; the safety poll asks it what was missed.
+        #[cfg(feature = "zmq")]
+        LogLocation::Zmq(url) => {
+            Box::new(zmq::ZmqFeed::new(url, &settings.zmq, settings.safety_poll))
         }
     }
 }
@@ -395,5 +416,18 @@ mod tests {
             assert!(!e.to_string().contains("does not exist"), "{e}");
         }
         assert!(matches!(of(libc::ELOOP), TransportError::Open { .. }));
+    }
+
+    #[cfg(feature = "zmq")]
+    #[test]
+    fn zmq_log_location_is_parsed_shown_as_given_and_its_host_never_banned() {
+        use super::LogLocation;
+        let location = LogLocation::parse("zmq+tcp://198.18.0.1:6000").unwrap();
+        assert!(matches!(&location, LogLocation::Zmq(url) if url.port == 6000));
+        assert_eq!(location.to_string(), "zmq+tcp://198.18.0.1:6000");
+        let hosts = super::endpoint::server_hosts(&location).unwrap();
+        assert_eq!(hosts, ["198.18.0.1"]);
+        let e = LogLocation::parse("zmq+tcp://host/path").unwrap_err();
+        assert!(e.contains("no user, path or query"), "{e}");
     }
 }

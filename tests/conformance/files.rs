@@ -229,6 +229,7 @@ impl Subject for FileShare<'_> {
             poll_interval: Duration::from_millis(100),
             safety_poll: Duration::from_secs(5),
             sftp: self.sftp_settings(),
+            zmq: Default::default(),
         };
         match (&self.way, self.netns(READER)) {
             // A connection made in this process must come from a test

@@ -57,7 +57,8 @@ impl fmt::Display for Epoch {
 }
 
 impl Epoch {
-    fn parse(text: &str) -> Option<Epoch> {
+    /// Exactly 16 hex digits, as [`Display`](fmt::Display) writes them.
+    pub fn parse(text: &str) -> Option<Epoch> {
         if text.len() != 16 {
             return None;
         }

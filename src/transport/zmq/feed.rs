@@ -1,0 +1,546 @@
+//! The read side of the ZeroMQ transport: the publisher's banshare
+//! broadcast (PUB), with catch-up (REQ to its catch-up socket) whenever
+//! the broadcast alone may have lost something.
+//!
+//! PUB drops messages to a subscriber that is slow or away, so the
+//! broadcast is only a fast path and a wake-up: records are numbered, and
+//! the feed asks the catch-up socket for everything after the last one it
+//! handed out when it starts or resumes, when a number is skipped, when a
+//! heartbeat announces a record it has not seen, when its own queue
+//! overflowed, and when the broadcast has been silent for longer than a
+//! few heartbeats (a lost connection, a publisher that restarted). Its
+//! [`Position`] is the publisher's epoch and the last record's number, of
+//! kind `"zmq"`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::sender::{MAX_FRAME, millis_left, request_socket};
+use super::wire::{self, CATCH_UP_MAX, CatchUp, Epoch, Header, WireError};
+use super::{UNREACHABLE_HINT, ZmqSettings, ZmqUrl};
+use crate::follow::{Handle, Mode, Msg};
+use crate::record::MAX_LINE_LEN;
+use crate::transport::feed::{Entry, Feed, FeedError, Notice, Position, Unread};
+
+/// The kind of position a [`ZmqFeed`] hands out.
+pub const KIND: &str = "zmq";
+
+/// How long the receiver waits in one call: it looks at its stop flag
+/// this often, and does nothing else while the feed is idle.
+const RECEIVE_WAIT_MS: i32 = 1000;
+
+/// The broadcast is taken as lost after this long without a message
+/// (heartbeats come every second): the next read catches up.
+const SILENCE: Duration = Duration::from_secs(3);
+
+/// Broadcast messages held between reads; past that, they are dropped and
+/// fetched by catch-up.
+const QUEUE: usize = 4096;
+
+/// Records held ahead of a missing one, waiting for it.
+const HELD_MAX: usize = 4 * CATCH_UP_MAX as usize;
+
+/// Catch-up requests in one read, at most.
+const CATCH_UP_ROUNDS: usize = 16;
+
+/// At most one notice about malformed messages per this long.
+const MALFORMED_NOTICE_EVERY: Duration = Duration::from_secs(60);
+
+/// What the receiver took from the broadcast.
+enum Pushed {
+    Record {
+        header: Header,
+        seq: u64,
+        line: Vec<u8>,
+    },
+    Heartbeat(Header),
+    Malformed(WireError),
+}
+
+/// What the receiver and the feed share.
+#[derive(Default)]
+struct Shared {
+    stop: AtomicBool,
+    /// The receiver dropped a message: the queue was full.
+    overflowed: AtomicBool,
+    /// When the broadcast was last heard, in ms since `started`.
+    heard_ms: AtomicU64,
+    handle: Mutex<Option<Handle>>,
+}
+
+/// A publisher's banshare broadcast, as a [`Feed`].
+pub struct ZmqFeed {
+    url: ZmqUrl,
+    log: String,
+    settings: ZmqSettings,
+    safety: Duration,
+    context: zmq::Context,
+    started: Instant,
+    shared: Arc<Shared>,
+    queue: Option<Receiver<Pushed>>,
+    /// The log the records come from; `None` until the publisher said.
+    epoch: Option<Epoch>,
+    /// The number of the last record handed out (0: none).
+    seq: u64,
+    /// The publisher's last record, as last heard.
+    last: Option<u64>,
+    /// Records received after `seq + 1`, waiting for the ones before.
+    held: BTreeMap<u64, Vec<u8>>,
+    /// Something may have been missed: ask the catch-up socket.
+    behind: bool,
+    /// The catch-up socket; `None` before the first catch-up and after one
+    /// failed.
+    catch_up: Option<zmq::Socket>,
+    connections: Arc<AtomicU64>,
+    notices: Vec<Notice>,
+    malformed: u64,
+    malformed_told: Option<Instant>,
+}
+
+impl ZmqFeed {
+    /// The feed of the publisher at `url`, whose other sockets `settings`
+    /// places; the watcher looks anyway every `safety`. Connects nothing
+    /// until the first call.
+    pub fn new(url: &ZmqUrl, settings: &ZmqSettings, safety: Duration) -> ZmqFeed {
+        ZmqFeed {
+            url: url.clone(),
+            log: url.to_string(),
+            settings: settings.clone(),
+            safety,
+            context: zmq::Context::new(),
+            started: Instant::now(),
+            shared: Arc::default(),
+            queue: None,
+            epoch: None,
+            seq: 0,
+            last: None,
+            held: BTreeMap::new(),
+            behind: true,
+            catch_up: None,
+            connections: Arc::default(),
+            notices: Vec::new(),
+            malformed: 0,
+            malformed_told: None,
+        }
+    }
+
+    /// Subscribes, on a thread of its own, if not yet done. Before any
+    /// catch-up, so that nothing falls between the two.
+    fn subscribe(&mut self) -> Result<(), FeedError> {
+        if self.queue.is_some() {
+            return Ok(());
+        }
+        let socket = self
+            .context
+            .socket(zmq::SUB)
+            .and_then(|s| {
+                s.set_linger(0)?;
+                s.set_maxmsgsize(MAX_FRAME as i64)?;
+                s.set_rcvtimeo(RECEIVE_WAIT_MS)?;
+                s.set_subscribe(b"")?;
+                s.connect(&self.url.endpoint(self.settings.feed_port))?;
+                Ok(s)
+            })
+            .map_err(|e| self.unreachable(format!("cannot subscribe: {e}")))?;
+        let (tx, rx) = sync_channel(QUEUE);
+        let shared = self.shared.clone();
+        let started = self.started;
+        thread::Builder::new()
+            .name("zmq-feed".into())
+            .spawn(move || receive(socket, tx, shared, started))
+            .map_err(|e| FeedError::Other(format!("cannot start the zmq receiver: {e}")))?;
+        self.queue = Some(rx);
+        Ok(())
+    }
+
+    fn unreachable(&self, why: String) -> FeedError {
+        FeedError::Unreachable(format!(
+            "log {} is unreachable ({UNREACHABLE_HINT}): {why}",
+            self.log
+        ))
+    }
+
+    /// Takes what the receiver queued: holds the records after `seq`,
+    /// notes what the headers say.
+    fn drain(&mut self) {
+        let Some(queue) = &self.queue else { return };
+        let pushed: Vec<Pushed> = queue.try_iter().collect();
+        if self.shared.overflowed.swap(false, Ordering::Relaxed) {
+            self.behind = true;
+        }
+        for message in pushed {
+            match message {
+                Pushed::Record { header, seq, line } => {
+                    if self.note(header) && seq > self.seq && self.held.len() < HELD_MAX {
+                        self.held.insert(seq, line);
+                    }
+                }
+                Pushed::Heartbeat(header) => {
+                    self.note(header);
+                }
+                Pushed::Malformed(e) => self.refused_message(e),
+            }
+        }
+        let heard = Duration::from_millis(self.shared.heard_ms.load(Ordering::Relaxed));
+        if self.started.elapsed().saturating_sub(heard) > SILENCE {
+            self.behind = true;
+        }
+    }
+
+    /// Whether `header` is of the log being read; notes how far it goes.
+    fn note(&mut self, header: Header) -> bool {
+        if Some(header.epoch) != self.epoch {
+            // Another log, or the first word from the publisher: only the
+            // catch-up socket's answer changes the epoch.
+            self.behind = true;
+            return false;
+        }
+        self.last = Some(header.last.max(self.last.unwrap_or(0)));
+        true
+    }
+
+    fn refused_message(&mut self, e: WireError) {
+        self.malformed += 1;
+        let due = self
+            .malformed_told
+            .is_none_or(|told| told.elapsed() >= MALFORMED_NOTICE_EVERY);
+        if due {
+            self.malformed_told = Some(Instant::now());
+            self.notices.push(Notice {
+                warning: true,
+                text: format!(
+                    "refused a message from the publisher's feed ({e}); {} refused so far",
+                    self.malformed
+                ),
+            });
+        }
+    }
+
+    /// Hands out the held records that follow `seq`, up to `max` in all.
+    fn hand_out(&mut self, out: &mut Vec<Entry>, max: usize) {
+        while out.len() < max {
+            let Some(line) = self.held.remove(&(self.seq + 1)) else {
+                break;
+            };
+            self.seq += 1;
+            out.push(entry(line));
+        }
+        self.held.retain(|&seq, _| seq > self.seq);
+    }
+
+    /// One catch-up request: the records after `seq`, held. Returns whether
+    /// it brought anything new.
+    fn catch_up_once(&mut self) -> Result<bool, FeedError> {
+        let ask = CatchUp {
+            epoch: self.epoch.unwrap_or(Epoch(0)),
+            after: self.seq,
+        };
+        let frames = self.request(&ask.encode())?;
+        let Some((first, records)) = frames.split_first() else {
+            return Err(self.bad_reply("an empty reply"));
+        };
+        let header = Header::decode(first).map_err(|e| self.bad_reply(&e.to_string()))?;
+        if Some(header.epoch) != self.epoch {
+            self.new_epoch(header.epoch);
+            return Ok(true);
+        }
+        self.last = Some(header.last);
+        let mut brought = false;
+        let mut first = None;
+        for frame in records.iter().take(CATCH_UP_MAX as usize) {
+            match wire::decode_record(frame) {
+                Ok((seq, line)) if seq > self.seq => {
+                    first = first.or(Some(seq));
+                    brought |= self.held.insert(seq, line.to_vec()).is_none();
+                }
+                Ok(_) => {}
+                Err(e) => self.refused_message(e),
+            }
+        }
+        if let Some(first) = first.filter(|&first| first > self.seq + 1) {
+            self.skip_lost(first);
+        }
+        Ok(brought)
+    }
+
+    /// The publisher answered records after `seq` from `resume_at` on: it
+    /// no longer has those before (its log was cut). Goes on after the gap,
+    /// saying so.
+    fn skip_lost(&mut self, resume_at: u64) {
+        let next = self.seq + 1;
+        self.notices.push(Notice {
+            warning: true,
+            text: format!(
+                "the publisher no longer has records {next} to {}: skipped",
+                resume_at - 1
+            ),
+        });
+        self.seq = resume_at - 1;
+    }
+
+    /// The publisher's log is not the one read so far: starts again from
+    /// its first record.
+    fn new_epoch(&mut self, epoch: Epoch) {
+        if let Some(old) = self.epoch {
+            self.notices.push(Notice {
+                warning: true,
+                text: format!(
+                    "the publisher has a new log (epoch {epoch}, was {old} at record {}): \
+                     reading it from its first record; the policy drops what was already applied",
+                    self.seq
+                ),
+            });
+        }
+        self.epoch = Some(epoch);
+        self.seq = 0;
+        self.last = None;
+        self.held.clear();
+    }
+
+    /// Asks the catch-up socket, lazy pirate: a deadline on the whole
+    /// exchange, and a fresh socket after any failure.
+    fn request(&mut self, ask: &str) -> Result<Vec<Vec<u8>>, FeedError> {
+        let deadline = Instant::now() + self.settings.timeout;
+        if self.catch_up.is_none() {
+            let endpoint = self.url.endpoint(self.settings.catch_up_port);
+            let socket = request_socket(&self.context, &endpoint)
+                .map_err(|e| self.unreachable(format!("cannot connect: {e}")))?;
+            self.connections.fetch_add(1, Ordering::Relaxed);
+            self.catch_up = Some(socket);
+        }
+        let socket = self.catch_up.as_ref().expect("just made");
+        let answer = socket
+            .set_sndtimeo(millis_left(deadline))
+            .and_then(|()| socket.send(ask, 0))
+            .and_then(|()| socket.set_rcvtimeo(millis_left(deadline)))
+            .and_then(|()| socket.recv_multipart(0));
+        answer.map_err(|e| {
+            self.catch_up = None;
+            self.unreachable(format!(
+                "no catch-up answer within {:?} ({e})",
+                self.settings.timeout
+            ))
+        })
+    }
+
+    fn bad_reply(&mut self, why: &str) -> FeedError {
+        self.catch_up = None;
+        FeedError::Other(format!(
+            "log {}: the publisher's catch-up reply is malformed: {why}",
+            self.log
+        ))
+    }
+
+    /// Catches up until `max` records are out, or nothing more comes, in
+    /// a bounded number of requests (a publisher could keep answering).
+    fn catch_up(&mut self, out: &mut Vec<Entry>, max: usize) -> Result<(), FeedError> {
+        for _ in 0..CATCH_UP_ROUNDS {
+            let brought = self.catch_up_once()?;
+            self.hand_out(out, max);
+            let more = self.last.is_some_and(|last| last > self.seq);
+            self.behind = more;
+            if !brought || !more || out.len() >= max {
+                return Ok(());
+            }
+        }
+        // More next time: the loop would take a short read for caught up.
+        self.wake_loop();
+        Ok(())
+    }
+
+    fn wake_loop(&self) {
+        let handle = self
+            .shared
+            .handle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(handle) = handle.as_ref() {
+            handle.send(Msg::Changed);
+        }
+    }
+}
+
+/// A record line as handed out.
+fn entry(line: Vec<u8>) -> Entry {
+    if line.len() > MAX_LINE_LEN {
+        Entry::TooLong {
+            len: line.len() as u64,
+        }
+    } else {
+        Entry::Record(line)
+    }
+}
+
+/// The receiver thread: queues what the broadcast brings and wakes the
+/// loop for records and for heartbeats that announce something new. An
+/// idle broadcast costs one wake-up of this thread per second.
+fn receive(socket: zmq::Socket, queue: SyncSender<Pushed>, shared: Arc<Shared>, started: Instant) {
+    let mut announced: Option<Header> = None;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let frames = match socket.recv_multipart(0) {
+            Ok(frames) => frames,
+            Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => continue,
+            Err(_) => return,
+        };
+        let ms = started.elapsed().as_millis() as u64;
+        shared.heard_ms.store(ms, Ordering::Relaxed);
+        let pushed = decode(&frames);
+        let wake = match &pushed {
+            Pushed::Heartbeat(header) => announced.replace(*header) != Some(*header),
+            Pushed::Record { header, .. } => {
+                announced = Some(*header);
+                true
+            }
+            // Told at the next read; nothing to read meanwhile.
+            Pushed::Malformed(_) => false,
+        };
+        match queue.try_send(pushed) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => shared.overflowed.store(true, Ordering::Relaxed),
+            Err(TrySendError::Disconnected(_)) => return,
+        }
+        if wake {
+            let handle = shared.handle.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(handle) = handle.as_ref() {
+                handle.send(Msg::Changed);
+            }
+        }
+    }
+}
+
+/// One broadcast message: `[header]` or `[header, <seq> <line>]`.
+fn decode(frames: &[Vec<u8>]) -> Pushed {
+    let malformed = |why| {
+        Pushed::Malformed(WireError {
+            what: "broadcast",
+            why,
+        })
+    };
+    let header = match frames.first().map(|f| Header::decode(f)) {
+        Some(Ok(header)) => header,
+        Some(Err(e)) => return Pushed::Malformed(e),
+        None => return malformed("no frame"),
+    };
+    match frames {
+        [_] => Pushed::Heartbeat(header),
+        [_, record] => match wire::decode_record(record) {
+            Ok((seq, line)) => Pushed::Record {
+                header,
+                seq,
+                line: line.to_vec(),
+            },
+            Err(e) => Pushed::Malformed(e),
+        },
+        _ => malformed("more than two frames"),
+    }
+}
+
+impl Drop for ZmqFeed {
+    fn drop(&mut self) {
+        // The receiver sees it within a second and closes its socket.
+        self.shared.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Feed for ZmqFeed {
+    fn log(&self) -> &str {
+        &self.log
+    }
+
+    fn resume(&mut self, saved: &Position) -> Result<(), String> {
+        if saved.kind != KIND {
+            return Err(format!(
+                "it is a position in a {} feed, not a ZeroMQ one",
+                saved.kind
+            ));
+        }
+        if saved.log != self.log {
+            return Err(format!(
+                "it is a position in {}, not {}",
+                saved.log, self.log
+            ));
+        }
+        let epoch = saved
+            .at
+            .get("epoch")
+            .and_then(|e| e.as_str())
+            .and_then(Epoch::parse)
+            .ok_or("it has no epoch of 16 hex digits")?;
+        self.epoch = Some(epoch);
+        self.seq = saved.seq;
+        self.held.clear();
+        self.behind = true;
+        Ok(())
+    }
+
+    fn watch(&mut self, wake: Handle) -> Mode {
+        *self
+            .shared
+            .handle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(wake);
+        // Failing here is told by the first read.
+        let _ = self.subscribe();
+        Mode::Pushed {
+            safety: self.safety,
+        }
+    }
+
+    fn read(&mut self, max: usize) -> Result<Vec<Entry>, FeedError> {
+        self.subscribe()?;
+        self.drain();
+        let mut out = Vec::new();
+        self.hand_out(&mut out, max);
+        // Held records past a missing one, or a header announcing more.
+        let missing = !self.held.is_empty() || self.last.is_some_and(|last| last > self.seq);
+        let wanted = out.len() < max && (self.behind || missing);
+        let caught_up = match wanted {
+            true => self.catch_up(&mut out, max),
+            false => Ok(()),
+        };
+        // What was handed out stays handed out; the error waits for the
+        // next read.
+        if let Err(e) = caught_up {
+            self.behind = true;
+            if out.is_empty() {
+                return Err(e);
+            }
+        }
+        Ok(out)
+    }
+
+    fn position(&self) -> Option<Position> {
+        let epoch = self.epoch?;
+        Some(Position {
+            kind: KIND.into(),
+            log: self.log.clone(),
+            seq: self.seq,
+            at: serde_json::json!({ "epoch": epoch.to_string() }),
+        })
+    }
+
+    fn unread(&mut self, _count_max: u64) -> Option<Unread> {
+        let behind = self.last?.saturating_sub(self.seq);
+        let bytes = self.held.values().map(|l| l.len() as u64 + 1).sum();
+        Some(Unread {
+            bytes,
+            lines: Some(behind),
+        })
+    }
+
+    fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+
+    fn connections(&self) -> Option<Arc<std::sync::atomic::AtomicU64>> {
+        Some(self.connections.clone())
+    }
+}
+
+#[cfg(test)]
+#[path = "feed_tests.rs"]
+mod tests;

@@ -1,0 +1,159 @@
+use std::time::{Duration, Instant};
+
+use super::super::fake::FakePublisher;
+use super::*;
+use crate::follow::Wake;
+
+/// A feed on `publisher`, watched, and the wake it pokes.
+fn watched(publisher: &FakePublisher) -> (ZmqFeed, Wake) {
+    let mut feed = ZmqFeed::new(
+        &publisher.url(),
+        &publisher.settings(),
+        Duration::from_secs(30),
+    );
+    let (wake, handle) = Wake::new(Mode::Poll(Duration::from_millis(100)));
+    let mode = feed.watch(handle);
+    assert!(
+        mode.describe().starts_with("pushed by the publisher"),
+        "{mode:?}"
+    );
+    (feed, wake)
+}
+
+/// Reads until `n` records came, waiting on the feed's wake-ups.
+fn read_n(feed: &mut ZmqFeed, wake: &mut Wake, n: usize) -> Vec<Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut got = Vec::new();
+    while got.len() < n {
+        assert!(Instant::now() < deadline, "only {got:?} of {n}");
+        for entry in feed.read(n - got.len()).unwrap() {
+            match entry {
+                Entry::Record(line) => got.push(line),
+                other => panic!("{other:?}"),
+            }
+        }
+        if got.len() < n {
+            wake.wait();
+        }
+    }
+    got
+}
+
+fn line(i: u64) -> Vec<u8> {
+    format!("<13>record {i}").into_bytes()
+}
+
+#[test]
+fn zmq_feed_hands_out_records_in_order_with_their_position() {
+    let publisher = FakePublisher::start(0xabc);
+    publisher.store(&line(1), false);
+    let (mut feed, mut wake) = watched(&publisher);
+    assert_eq!(read_n(&mut feed, &mut wake, 1), [line(1)]);
+    for i in 2..=4 {
+        publisher.store(&line(i), false);
+    }
+    assert_eq!(read_n(&mut feed, &mut wake, 3), [line(2), line(3), line(4)]);
+    let position = feed.position().unwrap();
+    assert_eq!((position.kind.as_str(), position.seq), ("zmq", 4));
+    assert_eq!(position.log, publisher.url().to_string());
+    assert_eq!(
+        position.at,
+        serde_json::json!({"epoch": "0000000000000abc"})
+    );
+    assert_eq!(feed.unread(0).unwrap().lines, Some(0));
+}
+
+#[test]
+fn zmq_feed_recovers_a_record_the_broadcast_lost() {
+    let publisher = FakePublisher::start(1);
+    publisher.store(&line(1), false);
+    let (mut feed, mut wake) = watched(&publisher);
+    assert_eq!(read_n(&mut feed, &mut wake, 1), [line(1)]);
+    let asked = publisher.state().catch_ups;
+    publisher.store(&line(2), true);
+    publisher.store(&line(3), false);
+    assert_eq!(read_n(&mut feed, &mut wake, 2), [line(2), line(3)]);
+    assert!(publisher.state().catch_ups > asked, "the gap was asked for");
+}
+
+#[test]
+fn zmq_feed_resumes_exactly_after_a_saved_position() {
+    let publisher = FakePublisher::start(5);
+    for i in 1..=5 {
+        publisher.store(&line(i), false);
+    }
+    let (mut first, mut wake) = watched(&publisher);
+    assert_eq!(read_n(&mut first, &mut wake, 3).len(), 3);
+    let saved = first.position().unwrap();
+    drop(first);
+    publisher.store(&line(6), false);
+    let (mut feed, mut wake) = watched(&publisher);
+    feed.resume(&saved).unwrap();
+    assert_eq!(read_n(&mut feed, &mut wake, 3), [line(4), line(5), line(6)]);
+    assert!(feed.read(10).unwrap().is_empty(), "nothing twice");
+    let mut other = saved.clone();
+    other.kind = "file".into();
+    assert!(feed.resume(&other).is_err());
+}
+
+#[test]
+fn zmq_feed_starts_a_new_epoch_from_its_first_record_and_warns() {
+    let publisher = FakePublisher::start(0x2);
+    publisher.store(&line(1), false);
+    publisher.store(&line(2), false);
+    let (mut feed, mut wake) = watched(&publisher);
+    let saved = Position {
+        kind: KIND.into(),
+        log: publisher.url().to_string(),
+        seq: 9,
+        at: serde_json::json!({"epoch": "0000000000000001"}),
+    };
+    feed.resume(&saved).unwrap();
+    assert_eq!(read_n(&mut feed, &mut wake, 2), [line(1), line(2)]);
+    let notices = feed.take_notices();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.warning && n.text.contains("new log")),
+        "{notices:?}"
+    );
+}
+
+#[test]
+fn zmq_feed_refuses_garbage_and_keeps_going() {
+    let publisher = FakePublisher::start(3);
+    let (mut feed, mut wake) = watched(&publisher);
+    assert!(read_n(&mut feed, &mut wake, 0).is_empty());
+    let header = "banshare/1 0000000000000003 1".as_bytes().to_vec();
+    // Garbage until the feed saw some (the first may go before it is
+    // subscribed), then a good record.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while feed.malformed == 0 {
+        assert!(Instant::now() < deadline);
+        publisher.state().outbox.extend([
+            vec![b"junk\xff".to_vec()],
+            vec![header.clone(), b"x not a number".to_vec()],
+            vec![header.clone(), b"1 a".to_vec(), b"extra".to_vec()],
+            vec![],
+        ]);
+        wake.wait();
+        feed.read(10).unwrap();
+    }
+    publisher.store(&line(1), false);
+    assert_eq!(read_n(&mut feed, &mut wake, 1), [line(1)]);
+    let notices = feed.take_notices();
+    assert_eq!(notices.len(), 1, "rate-limited: {notices:?}");
+    assert!(notices[0].text.contains("refused"), "{notices:?}");
+}
+
+#[test]
+fn zmq_feed_without_a_publisher_is_unreachable() {
+    let publisher = FakePublisher::start(1);
+    let (url, mut settings) = (publisher.url(), publisher.settings());
+    drop(publisher);
+    settings.timeout = Duration::from_millis(300);
+    let mut feed = ZmqFeed::new(&url, &settings, Duration::from_secs(30));
+    let e = feed.read(10).unwrap_err();
+    assert!(matches!(e, FeedError::Unreachable(_)), "{e:?}");
+    assert_eq!(feed.position(), None);
+}

@@ -1,0 +1,181 @@
+//! The write side of the ZeroMQ transport: a batch goes to the
+//! publisher's submission socket as one request, one frame per record
+//! line, and is delivered when every frame is answered (the lazy-pirate
+//! pattern: a REQ socket, a deadline on the reply, and a fresh socket
+//! after a deadline passed, since a REQ socket that lost its reply is
+//! stuck).
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use log::error;
+
+use super::wire::Reply;
+use super::{UNREACHABLE_HINT, ZmqUrl};
+use crate::transport::{Transport, TransportError};
+
+/// Delivers batches to a `banshare publisher`.
+///
+/// What is spooled when (the spool decides by
+/// [`TransportError::wrote_nothing`]):
+///
+/// - no publisher took the request within the deadline (ZMQ_IMMEDIATE:
+///   nothing is queued for a publisher that is not connected): nothing was
+///   sent, [`TransportError::Unreachable`];
+/// - sent, but no reply within the deadline, or a reply that does not
+///   parse: the publisher may have stored it, [`TransportError::Write`];
+///   the flush sends it again whole (the transport cannot read the log
+///   back), and the watchers' policy drops the copies;
+/// - `NAK <kind>` for a record: refused for good, since sending it again
+///   changes nothing; it is logged as an error and counted
+///   ([`ZmqTransport::refused`]), and not spooled.
+pub struct ZmqTransport {
+    url: ZmqUrl,
+    timeout: Duration,
+    context: zmq::Context,
+    /// `None` before the first call and after a deadline passed.
+    socket: Option<zmq::Socket>,
+    refused: u64,
+}
+
+impl ZmqTransport {
+    /// A transport to the publisher at `url`; every call waits at most
+    /// `timeout` for it. Connects on the first call.
+    pub fn new(url: &ZmqUrl, timeout: Duration) -> ZmqTransport {
+        ZmqTransport {
+            url: url.clone(),
+            timeout,
+            context: zmq::Context::new(),
+            socket: None,
+            refused: 0,
+        }
+    }
+
+    /// Records the publisher refused for good (`NAK`) so far.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    fn socket(&mut self) -> Result<&zmq::Socket, TransportError> {
+        if self.socket.is_none() {
+            let socket = request_socket(&self.context, &self.url.endpoint(self.url.port))
+                .map_err(|e| self.unreachable(e.into()))?;
+            self.socket = Some(socket);
+        }
+        Ok(self.socket.as_ref().expect("just made"))
+    }
+
+    fn unreachable(&self, source: io::Error) -> TransportError {
+        TransportError::Unreachable {
+            log: self.url.to_string(),
+            hint: UNREACHABLE_HINT,
+            source,
+        }
+    }
+
+    /// The socket is dropped after any failure: a REQ socket that sent
+    /// without receiving takes no further request.
+    fn possibly_written(&mut self, why: String) -> TransportError {
+        self.socket = None;
+        TransportError::Write {
+            log: self.url.to_string(),
+            source: io::Error::new(io::ErrorKind::TimedOut, why),
+        }
+    }
+
+    /// Logs and counts the refused records; the batch is done with.
+    fn answered(&mut self, lines: &[&[u8]], replies: &[Vec<u8>]) -> Result<(), TransportError> {
+        if replies.len() != lines.len() {
+            let why = format!(
+                "the publisher answered {} frames to {} records",
+                replies.len(),
+                lines.len()
+            );
+            return Err(self.possibly_written(why));
+        }
+        for (line, frame) in lines.iter().zip(replies) {
+            match Reply::decode(frame) {
+                Ok(Reply::Stored { .. }) => {}
+                Ok(Reply::Refused { kind }) => {
+                    self.refused += 1;
+                    error!(
+                        "publisher {} refused a record for good ({kind}); it is not kept: {:?}",
+                        self.url,
+                        crate::record::excerpt(&String::from_utf8_lossy(line))
+                    );
+                }
+                Err(e) => return Err(self.possibly_written(format!("from the publisher: {e}"))),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A REQ socket to `endpoint` that queues nothing for a peer that is not
+/// connected (a send then fails at its deadline: nothing left this host)
+/// and drops what it holds when closed.
+pub(super) fn request_socket(context: &zmq::Context, endpoint: &str) -> zmq::Result<zmq::Socket> {
+    let socket = context.socket(zmq::REQ)?;
+    socket.set_linger(0)?;
+    socket.set_immediate(true)?;
+    socket.set_maxmsgsize(MAX_FRAME as i64)?;
+    socket.connect(endpoint)?;
+    Ok(socket)
+}
+
+/// The longest frame taken from a publisher: a numbered record line.
+pub(super) const MAX_FRAME: usize = crate::record::MAX_LINE_LEN + 64;
+
+/// Milliseconds left until `deadline`, at least 1 (0 would not wait).
+pub(super) fn millis_left(deadline: Instant) -> i32 {
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .as_millis();
+    left.clamp(1, i32::MAX as u128) as i32
+}
+
+impl Transport for ZmqTransport {
+    fn append(&mut self, batch: &[u8]) -> Result<(), TransportError> {
+        let lines: Vec<&[u8]> = batch
+            .split(|&b| b == b'\n')
+            .filter(|line| !line.is_empty())
+            .collect();
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.timeout;
+        let socket = self.socket()?;
+        // The first frame goes out with the whole request or not at all.
+        let sent = socket
+            .set_sndtimeo(millis_left(deadline))
+            .and_then(|()| socket.send_multipart(lines.iter().copied(), 0));
+        if let Err(e) = sent {
+            self.socket = None;
+            let source = match e {
+                zmq::Error::EAGAIN => io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no publisher took the request within {:?}", self.timeout),
+                ),
+                e => e.into(),
+            };
+            return Err(self.unreachable(source));
+        }
+        let replies = socket
+            .set_rcvtimeo(millis_left(deadline))
+            .and_then(|()| socket.recv_multipart(0));
+        match replies {
+            Ok(replies) => self.answered(&lines, &replies),
+            Err(e) => {
+                let why = format!(
+                    "no reply within {:?} ({e}); the publisher may have stored the batch",
+                    self.timeout
+                );
+                Err(self.possibly_written(why))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "sender_tests.rs"]
+mod tests;

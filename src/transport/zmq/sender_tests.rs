@@ -1,0 +1,63 @@
+use std::time::Duration;
+
+use super::super::fake::{Answer, FakePublisher};
+use super::*;
+
+const LINES: &[u8] = b"<13>one\n<13>two\n<13>three\n";
+
+#[test]
+fn zmq_sender_delivers_a_batch_as_one_request() {
+    let publisher = FakePublisher::start(7);
+    let mut transport = ZmqTransport::new(&publisher.url(), Duration::from_secs(5));
+    transport.append(LINES).unwrap();
+    transport.append(b"<13>four\n").unwrap();
+    let log = publisher.state().log.clone();
+    assert_eq!(
+        log,
+        [&b"<13>one"[..], b"<13>two", b"<13>three", b"<13>four"]
+    );
+    assert_eq!(transport.refused(), 0);
+    assert_eq!(transport.find_ids(&Default::default()).unwrap(), None);
+}
+
+#[test]
+fn zmq_sender_without_a_publisher_is_unreachable_and_wrote_nothing() {
+    // A port nothing listens on: ZMQ_IMMEDIATE queues nothing for it.
+    let url = FakePublisher::start(1).url();
+    let mut transport = ZmqTransport::new(&url, Duration::from_millis(300));
+    let e = transport.append(LINES).unwrap_err();
+    assert!(matches!(e, TransportError::Unreachable { .. }), "{e:?}");
+    assert!(e.wrote_nothing(), "{e}");
+    assert!(e.to_string().contains("banshare publisher"), "{e}");
+}
+
+#[test]
+fn zmq_sender_timeout_after_sending_is_uncertain_and_takes_a_fresh_socket() {
+    let publisher = FakePublisher::start(7);
+    publisher.state().answer = Answer::Silent;
+    let mut transport = ZmqTransport::new(&publisher.url(), Duration::from_millis(500));
+    let e = transport.append(LINES).unwrap_err();
+    assert!(matches!(e, TransportError::Write { .. }), "{e:?}");
+    assert!(!e.wrote_nothing(), "the publisher may have stored it: {e}");
+    assert!(
+        transport.socket.is_none(),
+        "the stuck REQ socket is dropped"
+    );
+    // The publisher answers again: the next call works on a fresh socket
+    // (the old one would refuse to send before its reply came).
+    publisher.state().answer = Answer::Store;
+    transport.append(b"<13>four\n").unwrap();
+    let log = publisher.state().log.clone();
+    assert!(log.contains(&b"<13>four".to_vec()), "{log:?}");
+}
+
+#[test]
+fn zmq_sender_logs_refused_records_and_does_not_keep_them() {
+    let publisher = FakePublisher::start(7);
+    publisher.state().answer = Answer::Refuse("untrusted".into());
+    let mut transport = ZmqTransport::new(&publisher.url(), Duration::from_secs(5));
+    // Done with: spooling a refused record would resend it forever.
+    transport.append(LINES).unwrap();
+    assert_eq!(transport.refused(), 3);
+    assert!(publisher.state().log.is_empty());
+}
