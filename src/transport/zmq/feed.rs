@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{self, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -69,6 +69,11 @@ struct Shared {
     overflowed: AtomicBool,
     /// When the broadcast was last heard, in ms since `started`.
     heard_ms: AtomicU64,
+    /// The broadcast's connection is up, as libzmq's monitor last said.
+    connected: AtomicBool,
+    /// It came up again since the last read: what it missed meanwhile is
+    /// to be asked for.
+    reconnected: AtomicBool,
     handle: Mutex<Option<Handle>>,
 }
 
@@ -81,7 +86,7 @@ pub struct ZmqFeed {
     context: zmq::Context,
     started: Instant,
     shared: Arc<Shared>,
-    queue: Option<Receiver<Pushed>>,
+    queue: Option<mpsc::Receiver<Pushed>>,
     /// The log the records come from; `None` until the publisher said.
     epoch: Option<Epoch>,
     /// The number of the last record handed out (0: none).
@@ -134,24 +139,21 @@ impl ZmqFeed {
         if self.queue.is_some() {
             return Ok(());
         }
-        let socket = self
-            .context
-            .socket(zmq::SUB)
-            .and_then(|s| {
-                s.set_linger(0)?;
-                s.set_maxmsgsize(MAX_FRAME as i64)?;
-                s.set_rcvtimeo(RECEIVE_WAIT_MS)?;
-                s.set_subscribe(b"")?;
-                s.connect(&self.url.endpoint(self.settings.feed_port))?;
-                Ok(s)
-            })
+        let endpoint = self.url.endpoint(self.settings.feed_port);
+        let (socket, monitor) = subscriber(&self.context, &endpoint)
             .map_err(|e| self.unreachable(format!("cannot subscribe: {e}")))?;
         let (tx, rx) = sync_channel(QUEUE);
-        let shared = self.shared.clone();
-        let started = self.started;
+        let receiver = Receiver {
+            socket,
+            monitor,
+            queue: tx,
+            shared: self.shared.clone(),
+            connections: self.connections.clone(),
+            started: self.started,
+        };
         thread::Builder::new()
             .name("zmq-feed".into())
-            .spawn(move || receive(socket, tx, shared, started))
+            .spawn(move || receiver.run())
             .map_err(|e| FeedError::Other(format!("cannot start the zmq receiver: {e}")))?;
         self.queue = Some(rx);
         Ok(())
@@ -169,7 +171,8 @@ impl ZmqFeed {
     fn drain(&mut self) {
         let Some(queue) = &self.queue else { return };
         let pushed: Vec<Pushed> = queue.try_iter().collect();
-        if self.shared.overflowed.swap(false, Ordering::Relaxed) {
+        let reconnected = self.shared.reconnected.swap(false, Ordering::Relaxed);
+        if self.shared.overflowed.swap(false, Ordering::Relaxed) || reconnected {
             self.behind = true;
         }
         for message in pushed {
@@ -186,7 +189,8 @@ impl ZmqFeed {
             }
         }
         let heard = Duration::from_millis(self.shared.heard_ms.load(Ordering::Relaxed));
-        if self.started.elapsed().saturating_sub(heard) > SILENCE {
+        let silent = self.started.elapsed().saturating_sub(heard) > SILENCE;
+        if silent || !self.shared.connected.load(Ordering::Relaxed) {
             self.behind = true;
         }
     }
@@ -375,39 +379,122 @@ fn entry(line: Vec<u8>) -> Entry {
     }
 }
 
+/// The endpoint libzmq reports the broadcast's connection events on,
+/// within the feed's own context.
+const MONITOR: &str = "inproc://zmq-feed-monitor";
+
+/// A SUB socket to `endpoint`, taking everything, and the socket its
+/// connection events come on.
+fn subscriber(context: &zmq::Context, endpoint: &str) -> zmq::Result<(zmq::Socket, zmq::Socket)> {
+    let socket = context.socket(zmq::SUB)?;
+    socket.set_linger(0)?;
+    socket.set_maxmsgsize(MAX_FRAME as i64)?;
+    // A publisher that is away is tried again at most every 5 s.
+    socket.set_reconnect_ivl_max(5000)?;
+    socket.set_subscribe(b"")?;
+    let events = zmq::SocketEvent::CONNECTED as i32 | zmq::SocketEvent::DISCONNECTED as i32;
+    socket.monitor(MONITOR, events)?;
+    let monitor = context.socket(zmq::PAIR)?;
+    monitor.set_linger(0)?;
+    monitor.connect(MONITOR)?;
+    socket.connect(endpoint)?;
+    Ok((socket, monitor))
+}
+
 /// The receiver thread: queues what the broadcast brings and wakes the
-/// loop for records and for heartbeats that announce something new. An
-/// idle broadcast costs one wake-up of this thread per second.
-fn receive(socket: zmq::Socket, queue: SyncSender<Pushed>, shared: Arc<Shared>, started: Instant) {
-    let mut announced: Option<Header> = None;
-    while !shared.stop.load(Ordering::Relaxed) {
-        let frames = match socket.recv_multipart(0) {
-            Ok(frames) => frames,
-            Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => continue,
-            Err(_) => return,
-        };
-        let ms = started.elapsed().as_millis() as u64;
-        shared.heard_ms.store(ms, Ordering::Relaxed);
-        let pushed = decode(&frames);
+/// loop for records, for heartbeats that announce something new and when
+/// the connection goes or comes. An idle broadcast costs one wake-up of
+/// this thread per second.
+struct Receiver {
+    socket: zmq::Socket,
+    monitor: zmq::Socket,
+    queue: SyncSender<Pushed>,
+    shared: Arc<Shared>,
+    connections: Arc<AtomicU64>,
+    started: Instant,
+}
+
+impl Receiver {
+    fn run(self) {
+        let mut announced: Option<Header> = None;
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            let mut items = [
+                self.socket.as_poll_item(zmq::POLLIN),
+                self.monitor.as_poll_item(zmq::POLLIN),
+            ];
+            match zmq::poll(&mut items, RECEIVE_WAIT_MS.into()) {
+                Ok(_) | Err(zmq::Error::EINTR) => {}
+                Err(_) => return,
+            }
+            let (message, event) = (items[0].is_readable(), items[1].is_readable());
+            if event && let Ok(frames) = self.monitor.recv_multipart(zmq::DONTWAIT) {
+                self.connection_event(&frames);
+            }
+            if message {
+                match self.socket.recv_multipart(zmq::DONTWAIT) {
+                    Ok(frames) => {
+                        if !self.take(&frames, &mut announced) {
+                            return;
+                        }
+                    }
+                    Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => {}
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+
+    /// Queues one message; `false` once the feed is gone.
+    fn take(&self, frames: &[Vec<u8>], announced: &mut Option<Header>) -> bool {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.shared.heard_ms.store(ms, Ordering::Relaxed);
+        let pushed = decode(frames);
         let wake = match &pushed {
             Pushed::Heartbeat(header) => announced.replace(*header) != Some(*header),
             Pushed::Record { header, .. } => {
-                announced = Some(*header);
+                *announced = Some(*header);
                 true
             }
             // Told at the next read; nothing to read meanwhile.
             Pushed::Malformed(_) => false,
         };
-        match queue.try_send(pushed) {
+        match self.queue.try_send(pushed) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => shared.overflowed.store(true, Ordering::Relaxed),
-            Err(TrySendError::Disconnected(_)) => return,
+            Err(TrySendError::Full(_)) => self.shared.overflowed.store(true, Ordering::Relaxed),
+            Err(TrySendError::Disconnected(_)) => return false,
         }
         if wake {
-            let handle = shared.handle.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(handle) = handle.as_ref() {
-                handle.send(Msg::Changed);
+            self.wake();
+        }
+        true
+    }
+
+    /// A monitor event: `[u16 event, u32 value]`, then the endpoint.
+    fn connection_event(&self, frames: &[Vec<u8>]) {
+        let Some(&[a, b, ..]) = frames.first().map(Vec::as_slice) else {
+            return;
+        };
+        let shared = &self.shared;
+        match zmq::SocketEvent::from_raw(u16::from_ne_bytes([a, b])) {
+            zmq::SocketEvent::CONNECTED => {
+                shared.connected.store(true, Ordering::Relaxed);
+                shared.reconnected.store(true, Ordering::Relaxed);
+                self.connections.fetch_add(1, Ordering::Relaxed);
             }
+            zmq::SocketEvent::DISCONNECTED => shared.connected.store(false, Ordering::Relaxed),
+            _ => return,
+        }
+        self.wake();
+    }
+
+    fn wake(&self) {
+        let handle = self
+            .shared
+            .handle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(handle) = handle.as_ref() {
+            handle.send(Msg::Changed);
         }
     }
 }

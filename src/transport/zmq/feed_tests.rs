@@ -157,3 +157,31 @@ fn zmq_feed_without_a_publisher_is_unreachable() {
     assert!(matches!(e, FeedError::Unreachable(_)), "{e:?}");
     assert_eq!(feed.position(), None);
 }
+
+#[test]
+fn zmq_feed_tells_of_a_publisher_that_went_away() {
+    let publisher = FakePublisher::start(1);
+    publisher.store(&line(1), false);
+    let mut settings = publisher.settings();
+    settings.timeout = Duration::from_millis(300);
+    let mut feed = ZmqFeed::new(&publisher.url(), &settings, Duration::from_secs(30));
+    let (mut wake, handle) = Wake::new(Mode::Poll(Duration::from_millis(100)));
+    feed.watch(handle);
+    assert_eq!(read_n(&mut feed, &mut wake, 1), [line(1)]);
+    drop(publisher);
+    // The broadcast's connection drops at once; the next read asks the
+    // catch-up socket, which does not answer.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match feed.read(10) {
+            Err(FeedError::Unreachable(e)) => {
+                assert!(e.contains("banshare publisher"), "{e}");
+                break;
+            }
+            other => assert!(other.unwrap().is_empty()),
+        }
+        assert!(Instant::now() < deadline, "the outage went unseen");
+        wake.wait();
+    }
+    assert_eq!(feed.position().unwrap().seq, 1);
+}
