@@ -384,13 +384,13 @@ impl Subject for FileShare<'_> {
 
 /// A transport or feed whose every call runs on a thread in a test host's
 /// network namespace, so that the connections it makes come from there.
-struct OnHost<T: ?Sized> {
-    netns: PathBuf,
-    inner: Box<T>,
+pub(crate) struct OnHost<T: ?Sized> {
+    pub netns: PathBuf,
+    pub inner: Box<T>,
 }
 
 /// Runs `f` on a thread that entered the network namespace `netns`.
-fn on_host<R: Send>(netns: &Path, f: impl FnOnce() -> R + Send) -> R {
+pub(crate) fn on_host<R: Send>(netns: &Path, f: impl FnOnce() -> R + Send) -> R {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
