@@ -232,8 +232,9 @@ it fails (unless --keep).";
 /// Which log, which node, which spool: shared by every command that writes.
 #[derive(Debug, Args, Clone)]
 pub struct LogArgs {
-    /// The shared log: a local path, a path on an sshfs/NFS mount, or
-    /// sftp://user@host[:port]/path/newbans.log [config: common.log].
+    /// The shared log: a local path, a path on an sshfs/NFS mount,
+    /// sftp://user@host[:port]/path/newbans.log, or a ZeroMQ publisher,
+    /// zmq+tcp://host[:port] (docs/zmq.md) [config: common.log].
     #[arg(long, value_name = "PATH", value_parser = LogLocation::parse)]
     pub log: Option<LogLocation>,
 
