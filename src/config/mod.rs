@@ -581,6 +581,25 @@ mod tests {
     }
 
     #[test]
+    fn zmq_section_places_the_publishers_other_sockets_and_round_trips() {
+        let s = load("[common]\nnode='n'\nlog='zmq+tcp://pub:6000'\n[zmq]\nfeed_port = 7000\ntimeout = '3s'\n")
+            .unwrap();
+        assert_eq!(s.zmq.feed_port, 7000);
+        assert_eq!(
+            s.zmq.catch_up_port,
+            crate::transport::zmq::wire::CATCH_UP_PORT
+        );
+        assert_eq!(s.zmq.timeout, Duration::from_secs(3));
+        assert_eq!(load(&s.to_toml()).unwrap(), s);
+        let err = load("[zmq]\ncatch_up_port = 0\n").unwrap_err().to_string();
+        assert!(err.contains("zmq.catch_up_port"), "{err}");
+        let err = load("[common]\nlog='zmq+tcp://pub/x'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no user, path or query"), "{err}");
+    }
+
+    #[test]
     fn effective_config_round_trips() {
         let s = load("[common]\nnode='n1'\nlog='/x/newbans.log'\n[append]\nbantime='30m'\nlock_timeout='250ms'\nstale_lock='100ms'\n").unwrap();
         let again = load(&s.to_toml()).unwrap();
