@@ -118,10 +118,17 @@ pub(super) fn request_socket(context: &zmq::Context, endpoint: &str) -> zmq::Res
     let socket = context.socket(zmq::REQ)?;
     socket.set_linger(0)?;
     socket.set_immediate(true)?;
+    socket.set_reconnect_ivl_max(5000)?;
     socket.set_maxmsgsize(MAX_FRAME as i64)?;
     socket.connect(endpoint)?;
     Ok(socket)
 }
+
+/// How long a request waits for a publisher to be connected: a fresh
+/// socket connects in milliseconds to a publisher that is up, even far
+/// away, so past this one that is away fails fast, and its batch is
+/// spooled as undelivered.
+const CONNECT_WAIT: Duration = Duration::from_secs(2);
 
 /// The longest frame taken from a publisher: a numbered record line.
 pub(super) const MAX_FRAME: usize = crate::record::MAX_LINE_LEN + 64;
@@ -144,17 +151,22 @@ impl Transport for ZmqTransport {
             return Ok(());
         }
         let deadline = Instant::now() + self.timeout;
+        let connect_by = Instant::now() + CONNECT_WAIT.min(self.timeout);
         let socket = self.socket()?;
-        // The first frame goes out with the whole request or not at all.
+        // The first frame goes out with the whole request or not at all,
+        // and only once a publisher is connected (ZMQ_IMMEDIATE).
         let sent = socket
-            .set_sndtimeo(millis_left(deadline))
+            .set_sndtimeo(millis_left(connect_by))
             .and_then(|()| socket.send_multipart(lines.iter().copied(), 0));
         if let Err(e) = sent {
             self.socket = None;
             let source = match e {
                 zmq::Error::EAGAIN => io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("no publisher took the request within {:?}", self.timeout),
+                    format!(
+                        "no publisher took the request within {:?}",
+                        CONNECT_WAIT.min(self.timeout)
+                    ),
                 ),
                 e => e.into(),
             };
