@@ -30,6 +30,8 @@ pub struct State {
     /// Raw messages to broadcast next.
     pub outbox: Vec<Vec<Vec<u8>>>,
     pub catch_ups: u64,
+    /// Frames to answer catch-up requests with, instead of the log.
+    pub catch_up_garbage: Option<Vec<Vec<u8>>>,
 }
 
 pub struct FakePublisher {
@@ -63,6 +65,7 @@ impl FakePublisher {
             unbroadcast: HashSet::new(),
             outbox: Vec::new(),
             catch_ups: 0,
+            catch_up_garbage: None,
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let (s, st) = (state.clone(), stop.clone());
@@ -203,6 +206,9 @@ fn answer(state: &Mutex<State>, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
 fn reply_catch_up(state: &Mutex<State>, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let mut s = state.lock().unwrap();
     s.catch_ups += 1;
+    if let Some(garbage) = &s.catch_up_garbage {
+        return garbage.clone();
+    }
     let after = match frames {
         [ask] => match CatchUp::decode(ask) {
             Ok(ask) if ask.epoch == s.epoch => ask.after,

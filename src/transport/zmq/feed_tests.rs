@@ -185,3 +185,40 @@ fn zmq_feed_tells_of_a_publisher_that_went_away() {
     }
     assert_eq!(feed.position().unwrap().seq, 1);
 }
+
+#[test]
+fn zmq_feed_refuses_a_malformed_catch_up_reply_and_recovers() {
+    let publisher = FakePublisher::start(4);
+    publisher.store(&line(1), false);
+    let (mut feed, mut wake) = watched(&publisher);
+    feed.settings.timeout = Duration::from_millis(500);
+    assert_eq!(read_n(&mut feed, &mut wake, 1), [line(1)]);
+    publisher.store(&line(2), true);
+    // Resuming where it stands makes the feed ask at once.
+    let here = feed.position().unwrap();
+    feed.resume(&here).unwrap();
+    for (i, garbage) in [
+        vec![vec![]],
+        vec![b"banshare/9 0000000000000004 1".to_vec()],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        publisher.state().catch_up_garbage = Some(garbage);
+        match feed.read(10) {
+            Err(FeedError::Other(e)) => assert!(e.contains("malformed"), "{e}"),
+            other => panic!("garbage {i}: {other:?}"),
+        }
+    }
+    // A frame over the limit: libzmq drops the connection unread, and the
+    // publisher does not answer.
+    publisher.state().catch_up_garbage = Some(vec![vec![0xff; 5000]]);
+    assert!(matches!(feed.read(10), Err(FeedError::Unreachable(_))));
+    // A record frame that is no `<seq> <line>` is refused and counted.
+    let header = b"banshare/1 0000000000000004 1".to_vec();
+    publisher.state().catch_up_garbage = Some(vec![header, b"one x".to_vec()]);
+    assert_eq!(feed.read(10).unwrap(), []);
+    assert_eq!(feed.malformed, 1);
+    publisher.state().catch_up_garbage = None;
+    assert_eq!(read_n(&mut feed, &mut wake, 1), [line(2)]);
+}
