@@ -249,7 +249,9 @@ impl ZmqFeed {
         };
         let header = Header::decode(first).map_err(|e| self.bad_reply(&e.to_string()))?;
         if Some(header.epoch) != self.epoch {
+            // The records came for another log: asked again in this one.
             self.new_epoch(header.epoch);
+            self.last = Some(header.last);
             return Ok(true);
         }
         self.last = Some(header.last);
@@ -352,7 +354,11 @@ impl ZmqFeed {
             }
         }
         // More next time: the loop would take a short read for caught up.
-        self.wake_loop();
+        // Only after progress: a publisher that keeps changing its epoch
+        // must not keep the loop busy.
+        if !out.is_empty() {
+            self.wake_loop();
+        }
         Ok(())
     }
 

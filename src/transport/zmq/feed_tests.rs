@@ -222,3 +222,17 @@ fn zmq_feed_refuses_a_malformed_catch_up_reply_and_recovers() {
     publisher.state().catch_up_garbage = None;
     assert_eq!(read_n(&mut feed, &mut wake, 1), [line(2)]);
 }
+
+#[test]
+fn zmq_feed_first_read_hands_out_what_the_publisher_has() {
+    let publisher = FakePublisher::start(6);
+    publisher.store(&line(1), false);
+    publisher.store(&line(2), false);
+    let mut feed = ZmqFeed::new(
+        &publisher.url(),
+        &publisher.settings(),
+        Duration::from_secs(30),
+    );
+    let first = feed.read(10).unwrap();
+    assert_eq!(first, [Entry::Record(line(1)), Entry::Record(line(2))]);
+}
