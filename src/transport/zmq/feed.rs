@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::sender::{MAX_FRAME, millis_left, request_socket};
+use super::sender::{CONNECT_WAIT, MAX_FRAME, millis_left, request_socket};
 use super::wire::{self, CATCH_UP_MAX, CatchUp, Epoch, Header, WireError};
 use super::{UNREACHABLE_HINT, ZmqSettings, ZmqUrl};
 use crate::follow::{Handle, Mode, Msg};
@@ -319,8 +319,10 @@ impl ZmqFeed {
             self.catch_up = Some(socket);
         }
         let socket = self.catch_up.as_ref().expect("just made");
+        // A publisher that is away fails as fast as for a sender.
+        let connect_by = Instant::now() + CONNECT_WAIT.min(self.settings.timeout);
         let answer = socket
-            .set_sndtimeo(millis_left(deadline))
+            .set_sndtimeo(millis_left(connect_by))
             .and_then(|()| socket.send(ask, 0))
             .and_then(|()| socket.set_rcvtimeo(millis_left(deadline)))
             .and_then(|()| socket.recv_multipart(0));

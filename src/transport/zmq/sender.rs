@@ -128,7 +128,7 @@ pub(super) fn request_socket(context: &zmq::Context, endpoint: &str) -> zmq::Res
 /// socket connects in milliseconds to a publisher that is up, even far
 /// away, so past this one that is away fails fast, and its batch is
 /// spooled as undelivered.
-const CONNECT_WAIT: Duration = Duration::from_secs(2);
+pub(super) const CONNECT_WAIT: Duration = Duration::from_secs(2);
 
 /// The longest frame taken from a publisher: a numbered record line.
 pub(super) const MAX_FRAME: usize = crate::record::MAX_LINE_LEN + 64;
