@@ -244,6 +244,16 @@ fn status_text(r: &Report) -> String {
     out
 }
 
+/// What the cursor counts for the log named `log`: bytes into a file, or
+/// the number of the last record from a publisher, which numbers them.
+fn cursor_unit(log: &str) -> &'static str {
+    match LogLocation::parse(log) {
+        #[cfg(feature = "zmq")]
+        Ok(LogLocation::Zmq(_)) => "record",
+        _ => "byte",
+    }
+}
+
 fn write_status(out: &mut String, r: &Report) -> std::fmt::Result {
     use std::fmt::Write;
     let s = &r.status;
@@ -271,7 +281,12 @@ fn write_status(out: &mut String, r: &Report) -> std::fmt::Result {
         (None, Some(b)) => format!("{b} bytes behind (too many to count the records)"),
         _ => "unknown (the watcher could not look at the log)".into(),
     };
-    writeln!(out, "cursor:      byte {}; lag {lag}", s.offset)?;
+    writeln!(
+        out,
+        "cursor:      {} {}; lag {lag}",
+        cursor_unit(&s.log),
+        s.offset
+    )?;
     if let Some(why) = &s.held {
         writeln!(
             out,

@@ -320,18 +320,28 @@ impl ZmqFeed {
         }
         let socket = self.catch_up.as_ref().expect("just made");
         // A publisher that is away fails as fast as for a sender.
-        let connect_by = Instant::now() + CONNECT_WAIT.min(self.settings.timeout);
-        let answer = socket
-            .set_sndtimeo(millis_left(connect_by))
-            .and_then(|()| socket.send(ask, 0))
-            .and_then(|()| socket.set_rcvtimeo(millis_left(deadline)))
-            .and_then(|()| socket.recv_multipart(0));
-        answer.map_err(|e| {
+        let connect_wait = CONNECT_WAIT.min(self.settings.timeout);
+        let sent = socket
+            .set_sndtimeo(millis_left(Instant::now() + connect_wait))
+            .and_then(|()| socket.send(ask, 0));
+        let answer = match sent {
+            Err(zmq::Error::EAGAIN) => Err(format!(
+                "its catch-up socket did not connect within {connect_wait:?}"
+            )),
+            Err(e) => Err(e.to_string()),
+            Ok(()) => socket
+                .set_rcvtimeo(millis_left(deadline))
+                .and_then(|()| socket.recv_multipart(0))
+                .map_err(|e| match e {
+                    zmq::Error::EAGAIN => {
+                        format!("no catch-up answer within {:?}", self.settings.timeout)
+                    }
+                    e => e.to_string(),
+                }),
+        };
+        answer.map_err(|why| {
             self.catch_up = None;
-            self.unreachable(format!(
-                "no catch-up answer within {:?} ({e})",
-                self.settings.timeout
-            ))
+            self.unreachable(why)
         })
     }
 
