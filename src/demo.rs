@@ -78,6 +78,7 @@ impl Node {
             self.owner(),
             TIMINGS,
             &Default::default(),
+            &Default::default(),
         );
         append::deliver(records, &mut publisher, &self.spool, DEADLINE).map_err(|e| e.to_string())
     }
@@ -95,6 +96,7 @@ impl Node {
             &self.spool.append_lock_path(),
             self.owner(),
             TIMINGS,
+            &Default::default(),
             &Default::default(),
         )
     }

@@ -101,6 +101,7 @@ fn share(op: Op, args: ShareArgs, mut settings: Settings) -> Result<()> {
         owner(&settings),
         settings.append.lock,
         &settings.sftp,
+        &settings.zmq,
     );
     // Still a single thread here, as deliver_journaled requires.
     let outcome = append::deliver_journaled(records, &mut publisher, &spool, append.deadline())

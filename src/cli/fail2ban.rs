@@ -46,6 +46,7 @@ pub fn monitor(args: MonitorArgs, mut settings: Settings) -> Result<()> {
         spool,
         lock: settings.append.lock,
         sftp: settings.sftp.clone(),
+        zmq: settings.zmq.clone(),
         deadline: settings.append.deadline(),
         batch_max: w.batch_max,
     };

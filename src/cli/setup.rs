@@ -96,6 +96,7 @@ pub fn open_spool_and_transport(
         owner(settings),
         settings.append.lock,
         &settings.sftp,
+        &settings.zmq,
     );
     Ok((spool, transport))
 }

@@ -1,10 +1,12 @@
 //! The `[zmq]` section: where a `zmq+tcp://` publisher's catch-up and feed
 //! sockets are, beside its submission socket.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use super::{Checker, ConfigError, DurationText, duration_text};
-use crate::transport::zmq::ZmqSettings;
+use crate::transport::zmq::{CurveClient, ZmqSettings, is_z85_key};
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -15,6 +17,14 @@ pub struct RawZmq {
     pub feed_port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<DurationText>,
+    /// CURVE: the publisher's public key, this node's public key, and the
+    /// file with this node's secret key; all three or none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_key_file: Option<PathBuf>,
 }
 
 pub(super) fn check(raw: &RawZmq, check: &Checker) -> Result<ZmqSettings, ConfigError> {
@@ -32,7 +42,35 @@ pub(super) fn check(raw: &RawZmq, check: &Checker) -> Result<ZmqSettings, Config
         )?,
         feed_port: port("zmq.feed_port", raw.feed_port, defaults.feed_port)?,
         timeout: check.duration("zmq.timeout", &raw.timeout, defaults.timeout)?,
+        curve: curve(raw, check)?,
     })
+}
+
+fn curve(raw: &RawZmq, check: &Checker) -> Result<Option<CurveClient>, ConfigError> {
+    let (server_key, public_key, secret_key_file) =
+        match (&raw.server_key, &raw.public_key, &raw.secret_key_file) {
+            (None, None, None) => return Ok(None),
+            (Some(s), Some(p), Some(f)) => (s, p, f),
+            _ => {
+                return Err(check.invalid(
+                    "zmq.server_key",
+                    "CURVE takes server_key, public_key and secret_key_file together",
+                ));
+            }
+        };
+    for (key, text) in [
+        ("zmq.server_key", server_key),
+        ("zmq.public_key", public_key),
+    ] {
+        if !is_z85_key(text) {
+            return Err(check.invalid(key, "not a CURVE key (40 characters of Z85)"));
+        }
+    }
+    Ok(Some(CurveClient {
+        server_key: server_key.clone(),
+        public_key: public_key.clone(),
+        secret_key_file: secret_key_file.clone(),
+    }))
 }
 
 pub(super) fn to_raw(s: &ZmqSettings) -> RawZmq {
@@ -40,5 +78,8 @@ pub(super) fn to_raw(s: &ZmqSettings) -> RawZmq {
         catch_up_port: Some(s.catch_up_port),
         feed_port: Some(s.feed_port),
         timeout: duration_text(s.timeout),
+        server_key: s.curve.as_ref().map(|c| c.server_key.clone()),
+        public_key: s.curve.as_ref().map(|c| c.public_key.clone()),
+        secret_key_file: s.curve.as_ref().map(|c| c.secret_key_file.clone()),
     }
 }

@@ -45,6 +45,7 @@ pub struct Options {
     pub spool: Spool,
     pub lock: LockTimings,
     pub sftp: crate::transport::SftpSettings,
+    pub zmq: crate::transport::zmq::ZmqSettings,
     pub deadline: std::time::Duration,
     pub batch_max: usize,
 }
@@ -108,6 +109,7 @@ impl Monitor {
             owner,
             opts.lock,
             &opts.sftp,
+            &opts.zmq,
         );
         let mut monitor = Monitor {
             opts,

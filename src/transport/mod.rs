@@ -201,8 +201,10 @@ pub fn open(
     owner: crate::transport::lock::Owner,
     timings: crate::transport::lock::LockTimings,
     sftp_settings: &SftpSettings,
+    zmq_settings: &zmq::ZmqSettings,
 ) -> Box<dyn Transport> {
-    let _ = sftp_settings; // used only with the sftp feature
+    // Each used only with its feature.
+    let _ = (sftp_settings, zmq_settings);
     match location {
         LogLocation::File(path) => Box::new(FileTransport::new(path, local_lock, owner, timings)),
         #[cfg(feature = "sftp")]
@@ -216,7 +218,9 @@ pub fn open(
         // Bounded by the lock timeout, as an SFTP call is by its own: the
         // publisher's reply is what the lock is to a file log.
         #[cfg(feature = "zmq")]
-        LogLocation::Zmq(url) => Box::new(zmq::ZmqTransport::new(url, timings.timeout)),
+        LogLocation::Zmq(url) => {
+            Box::new(zmq::ZmqTransport::new(url, zmq_settings, timings.timeout))
+        }
     }
 }
 
@@ -228,11 +232,13 @@ pub fn publisher(
     owner: crate::transport::lock::Owner,
     timings: crate::transport::lock::LockTimings,
     sftp_settings: &SftpSettings,
+    zmq_settings: &zmq::ZmqSettings,
 ) -> Publisher {
-    let (location, local_lock, sftp_settings) = (
+    let (location, local_lock, sftp_settings, zmq_settings) = (
         location.clone(),
         local_lock.to_owned(),
         sftp_settings.clone(),
+        zmq_settings.clone(),
     );
     Publisher::new(move || {
         open(
@@ -241,6 +247,7 @@ pub fn publisher(
             owner.clone(),
             timings,
             &sftp_settings,
+            &zmq_settings,
         )
     })
 }

@@ -212,6 +212,7 @@ impl Subject for FileShare<'_> {
             owner,
             LockTimings::default(),
             &self.sftp_settings(),
+            &Default::default(),
         );
         match (&self.way, self.netns(0)) {
             (Way::Sftp, Some(netns)) => Box::new(OnHost::<dyn Transport> {

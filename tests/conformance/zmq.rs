@@ -297,6 +297,7 @@ impl Subject for ZeroMq<'_> {
             owner,
             TIMINGS,
             &SftpSettings::default(),
+            &ZmqSettings::default(),
         );
         Box::new(OnHost::<dyn Transport> {
             netns: self.netns(self.cluster.node_ns(0)),
@@ -315,6 +316,7 @@ impl Subject for ZeroMq<'_> {
                 catch_up_port,
                 feed_port,
                 timeout: Duration::from_secs(2),
+                curve: None,
             },
         };
         let netns = self.netns(self.cluster.node_ns(READER));

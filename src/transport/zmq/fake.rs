@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use super::curve::{self, Key, ZapAllowList};
 use super::wire::{self, CatchUp, Epoch, Header, Reply};
 use super::{ZmqSettings, ZmqUrl};
 
@@ -41,11 +42,16 @@ pub struct FakePublisher {
     state: Arc<Mutex<State>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// The ZAP handler of a CURVE publisher: admits the allowed keys.
+    pub zap: Option<ZapAllowList>,
 }
 
-fn bind(context: &zmq::Context, kind: zmq::SocketType) -> (zmq::Socket, u16) {
+fn bind(context: &zmq::Context, kind: zmq::SocketType, secret: Option<&Key>) -> (zmq::Socket, u16) {
     let socket = context.socket(kind).unwrap();
     socket.set_linger(0).unwrap();
+    if let Some(secret) = secret {
+        curve::serve(&socket, secret).unwrap();
+    }
     socket.bind("tcp://127.0.0.1:*").unwrap();
     let endpoint = socket.get_last_endpoint().unwrap().unwrap();
     let port = endpoint.rsplit(':').next().unwrap().parse().unwrap();
@@ -54,10 +60,23 @@ fn bind(context: &zmq::Context, kind: zmq::SocketType) -> (zmq::Socket, u16) {
 
 impl FakePublisher {
     pub fn start(epoch: u64) -> FakePublisher {
+        FakePublisher::start_with(epoch, None)
+    }
+
+    /// A CURVE publisher with `secret`, admitting the keys in `allowed`.
+    pub fn start_curve(epoch: u64, secret: Key, allowed: HashSet<Key>) -> FakePublisher {
+        FakePublisher::start_with(epoch, Some((secret, allowed)))
+    }
+
+    fn start_with(epoch: u64, curve: Option<(Key, HashSet<Key>)>) -> FakePublisher {
         let context = zmq::Context::new();
-        let (submit, submit_port) = bind(&context, zmq::REP);
-        let (catch_up, catch_up_port) = bind(&context, zmq::REP);
-        let (feed, feed_port) = bind(&context, zmq::PUB);
+        let zap = curve
+            .as_ref()
+            .map(|(_, allowed)| ZapAllowList::start(&context, allowed.clone()).unwrap());
+        let secret = curve.as_ref().map(|(secret, _)| secret);
+        let (submit, submit_port) = bind(&context, zmq::REP, secret);
+        let (catch_up, catch_up_port) = bind(&context, zmq::REP, secret);
+        let (feed, feed_port) = bind(&context, zmq::PUB, secret);
         let state = Arc::new(Mutex::new(State {
             epoch: Epoch(epoch),
             log: Vec::new(),
@@ -77,6 +96,7 @@ impl FakePublisher {
             state,
             stop,
             thread: Some(thread),
+            zap,
         }
     }
 
@@ -89,6 +109,7 @@ impl FakePublisher {
             catch_up_port: self.catch_up_port,
             feed_port: self.feed_port,
             timeout: Duration::from_secs(5),
+            curve: None,
         }
     }
 

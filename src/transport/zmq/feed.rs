@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use super::sender::{CONNECT_WAIT, MAX_FRAME, millis_left, request_socket};
 use super::wire::{self, CATCH_UP_MAX, CatchUp, Epoch, Header, WireError};
-use super::{UNREACHABLE_HINT, ZmqSettings, ZmqUrl};
+use super::{CurveClient, UNREACHABLE_HINT, ZmqSettings, ZmqUrl};
 use crate::follow::{Handle, Mode, Msg};
 use crate::record::MAX_LINE_LEN;
 use crate::transport::feed::{Entry, Feed, FeedError, Notice, Position, Unread};
@@ -140,8 +140,8 @@ impl ZmqFeed {
             return Ok(());
         }
         let endpoint = self.url.endpoint(self.settings.feed_port);
-        let (socket, monitor) = subscriber(&self.context, &endpoint)
-            .map_err(|e| self.unreachable(format!("cannot subscribe: {e}")))?;
+        let (socket, monitor) = subscriber(&self.context, &endpoint, self.settings.curve.as_ref())
+            .map_err(|e| FeedError::Other(format!("log {}: cannot subscribe: {e}", self.log)))?;
         let (tx, rx) = sync_channel(QUEUE);
         let receiver = Receiver {
             socket,
@@ -313,8 +313,8 @@ impl ZmqFeed {
         let deadline = Instant::now() + self.settings.timeout;
         if self.catch_up.is_none() {
             let endpoint = self.url.endpoint(self.settings.catch_up_port);
-            let socket = request_socket(&self.context, &endpoint)
-                .map_err(|e| self.unreachable(format!("cannot connect: {e}")))?;
+            let socket = request_socket(&self.context, &endpoint, self.settings.curve.as_ref())
+                .map_err(|e| FeedError::Other(format!("log {}: {e}", self.log)))?;
             self.connections.fetch_add(1, Ordering::Relaxed);
             self.catch_up = Some(socket);
         }
@@ -401,9 +401,22 @@ fn entry(line: Vec<u8>) -> Entry {
 /// within the feed's own context.
 const MONITOR: &str = "inproc://zmq-feed-monitor";
 
-/// A SUB socket to `endpoint`, taking everything, and the socket its
-/// connection events come on.
-fn subscriber(context: &zmq::Context, endpoint: &str) -> zmq::Result<(zmq::Socket, zmq::Socket)> {
+/// A SUB socket to `endpoint` (a CURVE client if `curve` says so), and
+/// the socket its connection events come on.
+fn subscriber(
+    context: &zmq::Context,
+    endpoint: &str,
+    curve: Option<&CurveClient>,
+) -> Result<(zmq::Socket, zmq::Socket), String> {
+    let (socket, monitor) = monitored_sub(context).map_err(|e| e.to_string())?;
+    super::secure(&socket, curve)?;
+    socket.connect(endpoint).map_err(|e| e.to_string())?;
+    Ok((socket, monitor))
+}
+
+/// A SUB socket taking everything, and the socket its connection events
+/// come on; not connected yet.
+fn monitored_sub(context: &zmq::Context) -> zmq::Result<(zmq::Socket, zmq::Socket)> {
     let socket = context.socket(zmq::SUB)?;
     socket.set_linger(0)?;
     socket.set_maxmsgsize(MAX_FRAME as i64)?;
@@ -415,7 +428,6 @@ fn subscriber(context: &zmq::Context, endpoint: &str) -> zmq::Result<(zmq::Socke
     let monitor = context.socket(zmq::PAIR)?;
     monitor.set_linger(0)?;
     monitor.connect(MONITOR)?;
-    socket.connect(endpoint)?;
     Ok((socket, monitor))
 }
 

@@ -14,6 +14,8 @@
 #[cfg(feature = "zmq")]
 pub mod curve;
 #[cfg(all(test, feature = "zmq"))]
+mod curve_client_tests;
+#[cfg(all(test, feature = "zmq"))]
 mod fake;
 #[cfg(feature = "zmq")]
 mod feed;
@@ -23,6 +25,7 @@ mod sender;
 mod url;
 pub mod wire;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[cfg(feature = "zmq")]
@@ -46,6 +49,46 @@ pub struct ZmqSettings {
     /// Bound on every catch-up request: past it, the publisher is
     /// unreachable for this read, and the socket is made anew.
     pub timeout: Duration,
+    /// How this node proves itself to a publisher that requires CURVE;
+    /// `None`: plaintext.
+    pub curve: Option<CurveClient>,
+}
+
+/// This node as a CURVE client (`server_key`, `public_key` and
+/// `secret_key_file` in `[zmq]`): every socket to the publisher (sending,
+/// catch-up, the feed) is encrypted, the publisher is known by its key,
+/// and this node by its own, which must be in the publisher's allow-list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurveClient {
+    /// The publisher's public key, Z85 (40 characters).
+    pub server_key: String,
+    /// This node's public key, Z85.
+    pub public_key: String,
+    /// The file holding this node's secret key, Z85, readable only by its
+    /// owner (checked when a socket is made).
+    pub secret_key_file: PathBuf,
+}
+
+/// Whether `text` is a CURVE key's Z85 text: 40 characters of Z85.
+pub fn is_z85_key(text: &str) -> bool {
+    const Z85: &[u8] =
+        b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
+    text.len() == 40 && text.bytes().all(|b| Z85.contains(&b))
+}
+
+/// Makes `socket` a CURVE client as `curve` says, if it says anything.
+#[cfg(feature = "zmq")]
+pub(crate) fn secure(socket: &::zmq::Socket, curve: Option<&CurveClient>) -> Result<(), String> {
+    let Some(curve) = curve else {
+        return Ok(());
+    };
+    let key = |name: &str, text: &str| {
+        curve::decode_key(text).ok_or_else(|| format!("[zmq] {name} is not a CURVE key"))
+    };
+    let server = key("server_key", &curve.server_key)?;
+    let public = key("public_key", &curve.public_key)?;
+    let secret = curve::read_secret_key(&curve.secret_key_file).map_err(|e| e.to_string())?;
+    curve::connect_as(socket, &server, &public, &secret).map_err(|e| format!("CURVE: {e}"))
 }
 
 impl Default for ZmqSettings {
@@ -54,6 +97,7 @@ impl Default for ZmqSettings {
             catch_up_port: wire::CATCH_UP_PORT,
             feed_port: wire::FEED_PORT,
             timeout: Duration::from_secs(10),
+            curve: None,
         }
     }
 }

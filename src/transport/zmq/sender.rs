@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use log::error;
 
 use super::wire::Reply;
-use super::{UNREACHABLE_HINT, ZmqUrl};
+use super::{CurveClient, UNREACHABLE_HINT, ZmqSettings, ZmqUrl};
 use crate::transport::{Transport, TransportError};
 
 /// Delivers batches to a `banshare publisher`.
@@ -31,6 +31,7 @@ use crate::transport::{Transport, TransportError};
 ///   ([`ZmqTransport::refused`]), and not spooled.
 pub struct ZmqTransport {
     url: ZmqUrl,
+    curve: Option<CurveClient>,
     timeout: Duration,
     context: zmq::Context,
     /// `None` before the first call and after a deadline passed.
@@ -39,11 +40,13 @@ pub struct ZmqTransport {
 }
 
 impl ZmqTransport {
-    /// A transport to the publisher at `url`; every call waits at most
-    /// `timeout` for it. Connects on the first call.
-    pub fn new(url: &ZmqUrl, timeout: Duration) -> ZmqTransport {
+    /// A transport to the publisher at `url` (with CURVE if `settings`
+    /// say so); every call waits at most `timeout` for it. Connects on the
+    /// first call.
+    pub fn new(url: &ZmqUrl, settings: &ZmqSettings, timeout: Duration) -> ZmqTransport {
         ZmqTransport {
             url: url.clone(),
+            curve: settings.curve.clone(),
             timeout,
             context: zmq::Context::new(),
             socket: None,
@@ -58,8 +61,14 @@ impl ZmqTransport {
 
     fn socket(&mut self) -> Result<&zmq::Socket, TransportError> {
         if self.socket.is_none() {
-            let socket = request_socket(&self.context, &self.url.endpoint(self.url.port))
-                .map_err(|e| self.unreachable(e.into()))?;
+            let endpoint = self.url.endpoint(self.url.port);
+            let socket =
+                request_socket(&self.context, &endpoint, self.curve.as_ref()).map_err(|e| {
+                    TransportError::Open {
+                        log: self.url.to_string(),
+                        source: io::Error::other(e),
+                    }
+                })?;
             self.socket = Some(socket);
         }
         Ok(self.socket.as_ref().expect("just made"))
@@ -111,16 +120,26 @@ impl ZmqTransport {
     }
 }
 
-/// A REQ socket to `endpoint` that queues nothing for a peer that is not
-/// connected (a send then fails at its deadline: nothing left this host)
-/// and drops what it holds when closed.
-pub(super) fn request_socket(context: &zmq::Context, endpoint: &str) -> zmq::Result<zmq::Socket> {
-    let socket = context.socket(zmq::REQ)?;
-    socket.set_linger(0)?;
-    socket.set_immediate(true)?;
-    socket.set_reconnect_ivl_max(5000)?;
-    socket.set_maxmsgsize(MAX_FRAME as i64)?;
-    socket.connect(endpoint)?;
+/// A REQ socket to `endpoint` (a CURVE client if `curve` says so) that
+/// queues nothing for a peer that is not connected (a send then fails at
+/// its deadline: nothing left this host) and drops what it holds when
+/// closed.
+pub(super) fn request_socket(
+    context: &zmq::Context,
+    endpoint: &str,
+    curve: Option<&CurveClient>,
+) -> Result<zmq::Socket, String> {
+    let socket = (|| {
+        let socket = context.socket(zmq::REQ)?;
+        socket.set_linger(0)?;
+        socket.set_immediate(true)?;
+        socket.set_reconnect_ivl_max(5000)?;
+        socket.set_maxmsgsize(MAX_FRAME as i64)?;
+        Ok(socket)
+    })()
+    .map_err(|e: zmq::Error| e.to_string())?;
+    super::secure(&socket, curve)?;
+    socket.connect(endpoint).map_err(|e| e.to_string())?;
     Ok(socket)
 }
 

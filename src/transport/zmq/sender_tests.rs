@@ -8,7 +8,11 @@ const LINES: &[u8] = b"<13>one\n<13>two\n<13>three\n";
 #[test]
 fn zmq_sender_delivers_a_batch_as_one_request() {
     let publisher = FakePublisher::start(7);
-    let mut transport = ZmqTransport::new(&publisher.url(), Duration::from_secs(5));
+    let mut transport = ZmqTransport::new(
+        &publisher.url(),
+        &Default::default(),
+        Duration::from_secs(5),
+    );
     transport.append(LINES).unwrap();
     transport.append(b"<13>four\n").unwrap();
     let log = publisher.state().log.clone();
@@ -24,7 +28,7 @@ fn zmq_sender_delivers_a_batch_as_one_request() {
 fn zmq_sender_without_a_publisher_is_unreachable_and_wrote_nothing() {
     // A port nothing listens on: ZMQ_IMMEDIATE queues nothing for it.
     let url = FakePublisher::start(1).url();
-    let mut transport = ZmqTransport::new(&url, Duration::from_millis(300));
+    let mut transport = ZmqTransport::new(&url, &Default::default(), Duration::from_millis(300));
     let e = transport.append(LINES).unwrap_err();
     assert!(matches!(e, TransportError::Unreachable { .. }), "{e:?}");
     assert!(e.wrote_nothing(), "{e}");
@@ -35,7 +39,11 @@ fn zmq_sender_without_a_publisher_is_unreachable_and_wrote_nothing() {
 fn zmq_sender_timeout_after_sending_is_uncertain_and_takes_a_fresh_socket() {
     let publisher = FakePublisher::start(7);
     publisher.state().answer = Answer::Silent;
-    let mut transport = ZmqTransport::new(&publisher.url(), Duration::from_millis(500));
+    let mut transport = ZmqTransport::new(
+        &publisher.url(),
+        &Default::default(),
+        Duration::from_millis(500),
+    );
     let e = transport.append(LINES).unwrap_err();
     assert!(matches!(e, TransportError::Write { .. }), "{e:?}");
     assert!(!e.wrote_nothing(), "the publisher may have stored it: {e}");
@@ -55,7 +63,11 @@ fn zmq_sender_timeout_after_sending_is_uncertain_and_takes_a_fresh_socket() {
 fn zmq_sender_logs_refused_records_and_does_not_keep_them() {
     let publisher = FakePublisher::start(7);
     publisher.state().answer = Answer::Refuse("untrusted".into());
-    let mut transport = ZmqTransport::new(&publisher.url(), Duration::from_secs(5));
+    let mut transport = ZmqTransport::new(
+        &publisher.url(),
+        &Default::default(),
+        Duration::from_secs(5),
+    );
     // Done with: spooling a refused record would resend it forever.
     transport.append(LINES).unwrap();
     assert_eq!(transport.refused(), 3);

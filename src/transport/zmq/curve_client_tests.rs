@@ -1,0 +1,87 @@
+//! The transport as a CURVE client of a publisher that admits only the
+//! keys in its allow-list.
+
+use std::collections::HashSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use super::curve::{Key, encode_key, key_pair};
+use super::fake::FakePublisher;
+use super::{CurveClient, ZmqFeed, ZmqSettings, ZmqTransport};
+use crate::transport::{Entry, Feed, FeedError, Transport, TransportError};
+
+fn client(dir: &Path, name: &str, server: &Key, (public, secret): (Key, Key)) -> CurveClient {
+    let file = dir.join(name);
+    std::fs::write(&file, encode_key(&secret)).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    CurveClient {
+        server_key: encode_key(server),
+        public_key: encode_key(&public),
+        secret_key_file: file,
+    }
+}
+
+#[test]
+fn zmq_curve_client_with_an_allowed_key_gets_through_and_others_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server_public, server_secret) = key_pair().unwrap();
+    let allowed = key_pair().unwrap();
+    let publisher = FakePublisher::start_curve(9, server_secret, HashSet::from([allowed.0]));
+    let with = |curve: Option<CurveClient>| ZmqSettings {
+        timeout: Duration::from_millis(500),
+        curve,
+        ..publisher.settings()
+    };
+    let url = publisher.url();
+    let timeout = Duration::from_millis(500);
+
+    let good = with(Some(client(dir.path(), "good", &server_public, allowed)));
+    ZmqTransport::new(&url, &good, Duration::from_secs(5))
+        .append(b"<13>one\n")
+        .unwrap();
+    let mut feed = ZmqFeed::new(&url, &good, Duration::from_secs(30));
+    assert_eq!(feed.read(10).unwrap(), [Entry::Record(b"<13>one".to_vec())]);
+
+    let other = key_pair().unwrap();
+    let refused = [
+        (
+            "another key",
+            with(Some(client(dir.path(), "other", &server_public, other))),
+        ),
+        ("plaintext", with(None)),
+    ];
+    for (what, settings) in refused {
+        let e = ZmqTransport::new(&url, &settings, timeout)
+            .append(b"<13>two\n")
+            .unwrap_err();
+        assert!(
+            matches!(e, TransportError::Unreachable { .. }),
+            "{what}: {e:?}"
+        );
+        let mut feed = ZmqFeed::new(&url, &settings, Duration::from_secs(30));
+        let e = feed.read(10).unwrap_err();
+        assert!(matches!(e, FeedError::Unreachable(_)), "{what}: {e:?}");
+    }
+    assert_eq!(
+        publisher.state().log.len(),
+        1,
+        "only the allowed client's record"
+    );
+    assert!(publisher.zap.as_ref().unwrap().refused() > 0);
+
+    // A secret key others can read is refused before anything is sent.
+    std::fs::set_permissions(
+        &good.curve.as_ref().unwrap().secret_key_file,
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let e = ZmqTransport::new(&url, &good, timeout)
+        .append(b"<13>three\n")
+        .unwrap_err();
+    assert!(
+        matches!(&e, TransportError::Open { .. }) && e.wrote_nothing(),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("chmod 600"), "{e}");
+}
