@@ -227,7 +227,7 @@ impl ZmqFeed {
     /// Hands out the held records that follow `seq`, up to `max` in all.
     fn hand_out(&mut self, out: &mut Vec<Entry>, max: usize) {
         while out.len() < max {
-            let Some(line) = self.held.remove(&(self.seq + 1)) else {
+            let Some(line) = self.held.remove(&(self.seq.saturating_add(1))) else {
                 break;
             };
             self.seq += 1;
@@ -267,7 +267,7 @@ impl ZmqFeed {
                 Err(e) => self.refused_message(e),
             }
         }
-        if let Some(first) = first.filter(|&first| first > self.seq + 1) {
+        if let Some(first) = first.filter(|&first| first > self.seq.saturating_add(1)) {
             self.skip_lost(first);
         }
         Ok(brought)
@@ -277,7 +277,7 @@ impl ZmqFeed {
     /// no longer has those before (its log was cut). Goes on after the gap,
     /// saying so.
     fn skip_lost(&mut self, resume_at: u64) {
-        let next = self.seq + 1;
+        let next = self.seq.saturating_add(1);
         self.notices.push(Notice {
             warning: true,
             text: format!(

@@ -236,3 +236,21 @@ fn zmq_feed_first_read_hands_out_what_the_publisher_has() {
     let first = feed.read(10).unwrap();
     assert_eq!(first, [Entry::Record(line(1)), Entry::Record(line(2))]);
 }
+
+#[test]
+fn zmq_feed_survives_the_last_possible_number() {
+    let publisher = FakePublisher::start(4);
+    let mut feed = ZmqFeed::new(
+        &publisher.url(),
+        &publisher.settings(),
+        Duration::from_secs(30),
+    );
+    let max = u64::MAX;
+    let header = format!("banshare/1 0000000000000004 {max}").into_bytes();
+    let record = format!("{max} <13>last").into_bytes();
+    publisher.state().catch_up_garbage = Some(vec![header, record]);
+    for _ in 0..3 {
+        feed.read(10).unwrap();
+    }
+    assert_eq!(feed.position().unwrap().seq, max);
+}
