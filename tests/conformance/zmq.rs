@@ -1,37 +1,28 @@
-//! ZeroMQ: a publisher on the file server's test host, senders on nodes 0
-//! and 1 (the real `banshare` binary, and the library's transport on a
-//! thread in node 0's namespace), the feed on node 2.
+//! ZeroMQ: the real `banshare publisher` on the file server's test host,
+//! senders on nodes 0 and 1 (the `banshare` binary, and the library's
+//! transport on a thread in node 0's namespace), the feed on node 2.
 //!
-//! The publisher is [`TestPublisher`], a small stand-in written here with
-//! the `zmq` crate until `banshare publisher` exists: it speaks banshare's
-//! protocol (`transport::zmq::wire`) on the default layout (submissions,
-//! catch-up, feed), stores what parses as a record, refuses the rest with
-//! `NAK`, and keeps its log across a restart as the real one keeps it on
-//! disk. When `banshare publisher` lands, [`TestPublisher::start`] runs it
-//! in the file server's namespace instead, and `go_away` kills it.
+//! Each log is a publisher of its own, with its own data directory and
+//! ports. Taking the transport away kills the publisher (SIGKILL); it comes
+//! back on the same data directory, as after a crash.
 
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write as _;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use banshare::follow::FollowKind;
 use banshare::outbox::spool::Spool;
-use banshare::record::MAX_LINE_LEN;
 use banshare::transport::lock::{LockTimings, Owner};
 use banshare::transport::zmq::ZmqSettings;
-use banshare::transport::zmq::wire::{self, CatchUp, Epoch, Header, Reply};
 use banshare::transport::{self, Feed, FeedSettings, LogLocation, SftpSettings, Transport};
 
 use crate::files::{OnHost, on_host};
-use crate::support::BANSHARE;
 use crate::support::cluster::Cluster;
+use crate::support::{BANSHARE, Daemon, wait_until};
 use crate::{Plan, Subject};
 
 /// The node whose feed is read.
@@ -45,155 +36,19 @@ const TIMINGS: LockTimings = LockTimings {
     stale_after: Duration::from_secs(2),
 };
 
-/// One publisher's log: kept here, so that it outlives a restart.
+/// One publisher: its ports (submissions, catch-up, legacy, feed) and its
+/// data directory, which outlive a restart.
 struct Log {
-    /// Submissions, catch-up, feed.
-    ports: [u16; 3],
-    epoch: Epoch,
-    records: Mutex<Vec<Vec<u8>>>,
-}
-
-/// A publisher of banshare's protocol, on a thread in the file server's
-/// namespace; stopped (its sockets closed) when dropped.
-struct TestPublisher {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl TestPublisher {
-    /// Serves `log` on `ip` in the namespace `netns`, once its sockets are
-    /// bound.
-    fn start(netns: PathBuf, ip: String, log: Arc<Log>) -> TestPublisher {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (bound_tx, bound) = mpsc::channel();
-        let stopping = stop.clone();
-        let thread = thread::spawn(move || {
-            let file = fs::File::open(&netns).expect("the file server's namespace");
-            // SAFETY: setns on this thread only, with a valid fd; libzmq's
-            // I/O thread, started by the first socket, inherits it.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            let context = zmq::Context::new();
-            let socket = |kind, port: u16| {
-                let socket = context.socket(kind).unwrap();
-                socket.set_linger(0).unwrap();
-                socket
-                    .bind(&format!("tcp://{ip}:{port}"))
-                    .unwrap_or_else(|e| panic!("bind {ip}:{port}: {e}"));
-                socket
-            };
-            let [s, c, f] = log.ports;
-            let sockets = (
-                socket(zmq::REP, s),
-                socket(zmq::REP, c),
-                socket(zmq::PUB, f),
-            );
-            bound_tx.send(()).unwrap();
-            serve(&sockets, &log, &stopping);
-        });
-        bound
-            .recv_timeout(Duration::from_secs(10))
-            .expect("the test publisher bound its sockets");
-        TestPublisher {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for TestPublisher {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn serve(sockets: &(zmq::Socket, zmq::Socket, zmq::Socket), log: &Log, stop: &AtomicBool) {
-    let (submit, catch_up, feed) = sockets;
-    let mut heartbeat = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        let mut items = [
-            submit.as_poll_item(zmq::POLLIN),
-            catch_up.as_poll_item(zmq::POLLIN),
-        ];
-        zmq::poll(&mut items, 50).unwrap();
-        if items[0].is_readable() {
-            let frames = submit.recv_multipart(0).unwrap();
-            let replies: Vec<Vec<u8>> = frames.iter().map(|f| take(log, f, feed)).collect();
-            submit.send_multipart(replies, 0).unwrap();
-        }
-        if items[1].is_readable() {
-            let frames = catch_up.recv_multipart(0).unwrap();
-            catch_up
-                .send_multipart(catch_up_reply(log, &frames), 0)
-                .unwrap();
-        }
-        if heartbeat.elapsed() >= Duration::from_secs(1) {
-            heartbeat = Instant::now();
-            feed.send(header(log).encode().as_bytes(), 0).unwrap();
-        }
-    }
-}
-
-fn header(log: &Log) -> Header {
-    Header {
-        epoch: log.epoch,
-        last: log.records.lock().unwrap().len() as u64,
-    }
-}
-
-/// Stores and broadcasts one submitted record, or refuses it.
-fn take(log: &Log, frame: &[u8], feed: &zmq::Socket) -> Vec<u8> {
-    let refused = |kind: &str| Reply::Refused { kind: kind.into() }.encode().into_bytes();
-    if frame.len() > MAX_LINE_LEN {
-        return refused("too_long");
-    }
-    if banshare::record::parse(frame).is_err() {
-        return refused("bad_record");
-    }
-    let seq = {
-        let mut records = log.records.lock().unwrap();
-        records.push(frame.to_vec());
-        records.len() as u64
-    };
-    let broadcast = [
-        header(log).encode().into_bytes(),
-        wire::encode_record(seq, frame),
-    ];
-    feed.send_multipart(broadcast, 0).unwrap();
-    Reply::Stored {
-        epoch: log.epoch,
-        seq,
-    }
-    .encode()
-    .into_bytes()
-}
-
-fn catch_up_reply(log: &Log, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
-    let after = match frames {
-        [ask] => match CatchUp::decode(ask) {
-            Ok(ask) if ask.epoch == log.epoch => ask.after,
-            _ => 0,
-        },
-        _ => 0,
-    };
-    let mut reply = vec![header(log).encode().into_bytes()];
-    let records = log.records.lock().unwrap();
-    let rest = records.iter().enumerate().skip(after as usize);
-    for (i, line) in rest.take(wire::CATCH_UP_MAX as usize) {
-        reply.push(wire::encode_record(i as u64 + 1, line));
-    }
-    reply
+    ports: [u16; 4],
+    data_dir: PathBuf,
 }
 
 /// The ZeroMQ transport, as the suite drives it.
 pub struct ZeroMq<'c> {
     cluster: &'c Cluster,
     tmp: tempfile::TempDir,
-    logs: Mutex<HashMap<String, Arc<Log>>>,
-    running: Mutex<HashMap<String, TestPublisher>>,
+    logs: Mutex<HashMap<String, Log>>,
+    running: Mutex<HashMap<String, Daemon>>,
 }
 
 impl<'c> ZeroMq<'c> {
@@ -206,27 +61,52 @@ impl<'c> ZeroMq<'c> {
         }
     }
 
-    fn log(&self, log: &str) -> Arc<Log> {
+    fn ports(&self, log: &str) -> [u16; 4] {
         let logs = self.logs.lock().unwrap_or_else(PoisonError::into_inner);
-        logs.get(log).cloned().expect("a log made by create_log")
+        logs.get(log).expect("a log made by create_log").ports
     }
 
     fn netns(&self, ns: &str) -> PathBuf {
         Path::new("/run/netns").join(ns)
     }
 
+    /// Starts `banshare publisher` for `log` in the file server's
+    /// namespace, and waits until it takes submissions.
     fn start_publisher(&self, log: &str) {
-        let publisher = TestPublisher::start(
-            self.netns(self.cluster.fileserver_ns()),
-            self.cluster.fileserver_ip().to_string(),
-            self.log(log),
-        );
+        let ip = self.cluster.fileserver_ip();
+        let (ports, data_dir) = {
+            let logs = self.logs.lock().unwrap_or_else(PoisonError::into_inner);
+            let l = logs.get(log).expect("a log made by create_log");
+            (l.ports, l.data_dir.clone())
+        };
+        let [submit, catch_up, legacy, feed] = ports.map(|p| p.to_string());
+        let mut child = self
+            .cluster
+            .command_in(self.cluster.fileserver_ns(), BANSHARE)
+            .args(["--config", "/dev/null", "publisher", "--node", "pub"])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--bind", &ip.to_string()])
+            .args(["--submit-port", &submit, "--catch-up-port", &catch_up])
+            .args(["--legacy-port", &legacy, "--feed-port", &feed])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start banshare publisher");
+        let up = wait_until(Duration::from_secs(20), || {
+            let exited = child.try_wait().ok().flatten();
+            assert!(exited.is_none(), "banshare publisher exited: {exited:?}");
+            self.cluster
+                .can_connect(self.cluster.node_ns(0), ip, ports[0])
+        });
+        assert!(up, "banshare publisher never listened on {ip}:{}", ports[0]);
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        running.insert(log.to_owned(), publisher);
+        running.insert(log.to_owned(), Daemon(child));
     }
 
     fn location(&self, log: &str) -> LogLocation {
-        let port = self.log(log).ports[0];
+        let port = self.ports(log)[0];
         let url = format!("zmq+tcp://{}:{port}", self.cluster.fileserver_ip());
         LogLocation::parse(&url).expect("a valid zmq location")
     }
@@ -270,17 +150,13 @@ impl Subject for ZeroMq<'_> {
 
     fn create_log(&self, log: &str) {
         let mut logs = self.logs.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = logs.len() as u16;
-        let base = 24000 + 10 * n;
+        let base = 24000 + 10 * logs.len() as u16;
         logs.insert(
             log.to_owned(),
-            Arc::new(Log {
-                ports: [base, base + 1, base + 3],
-                epoch: Epoch(
-                    0x5eed_0000_0000_0000 | (u64::from(std::process::id()) << 8) | u64::from(n),
-                ),
-                records: Mutex::default(),
-            }),
+            Log {
+                ports: [base, base + 1, base + 2, base + 3],
+                data_dir: self.tmp.path().join(format!("publisher-{log}")),
+            },
         );
         drop(logs);
         self.start_publisher(log);
@@ -306,7 +182,7 @@ impl Subject for ZeroMq<'_> {
     }
 
     fn feed(&self, log: &str) -> Box<dyn Feed> {
-        let [_, catch_up_port, feed_port] = self.log(log).ports;
+        let [_, catch_up_port, _, feed_port] = self.ports(log);
         let settings = FeedSettings {
             follow: FollowKind::Auto,
             poll_interval: Duration::from_millis(100),
@@ -412,9 +288,9 @@ impl Subject for ZeroMq<'_> {
 
     fn go_away(&self, log: &str) -> String {
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        // Killed and reaped: as a crash, without a word to anyone.
         drop(running.remove(log));
-        "the publisher stopped (its log kept, as on its disk), then started on the same ports"
-            .into()
+        "banshare publisher killed (SIGKILL), then started again on its data directory".into()
     }
 
     fn come_back(&self, log: &str) {
@@ -431,6 +307,6 @@ impl Subject for ZeroMq<'_> {
     }
 
     fn refuses_garbage(&self) -> Option<&'static str> {
-        Some("the publisher refuses what is no record (NAK), the records around it come")
+        Some("banshare publisher refuses what is no record (NAK), the records around it come")
     }
 }
