@@ -594,16 +594,14 @@ mod tests {
         let err = load("[zmq]\ncatch_up_port = 0\n").unwrap_err().to_string();
         assert!(err.contains("zmq.catch_up_port"), "{err}");
         let key = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7";
-        let curve = format!(
-            "[zmq]\nserver_key = '{key}'\npublic_key = '{key}'\nsecret_key_file = '/etc/k'\n"
-        );
+        let curve = format!("[zmq]\ncurve_server_key = '{key}'\ncurve_key_file = '/etc/k'\n");
         let s = load(&curve).unwrap();
         assert_eq!(s.zmq.curve.as_ref().unwrap().server_key, key);
         assert_eq!(load(&s.to_toml()).unwrap(), s);
-        let err = load(&format!("[zmq]\nserver_key = '{key}'\n")).unwrap_err();
+        let err = load(&format!("[zmq]\ncurve_server_key = '{key}'\n")).unwrap_err();
         assert!(err.to_string().contains("together"), "{err}");
-        let err = load(&curve.replace("public_key = 'rq", "public_key = 'r q")).unwrap_err();
-        assert!(err.to_string().contains("zmq.public_key"), "{err}");
+        let err = load(&curve.replace("key = 'rq", "key = 'r q")).unwrap_err();
+        assert!(err.to_string().contains("zmq.curve_server_key"), "{err}");
         let err = load("[common]\nlog='zmq+tcp://pub/x'\n")
             .unwrap_err()
             .to_string();

@@ -17,14 +17,12 @@ pub struct RawZmq {
     pub feed_port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<DurationText>,
-    /// CURVE: the publisher's public key, this node's public key, and the
-    /// file with this node's secret key; all three or none.
+    /// CURVE: the publisher's public key and this node's secret key
+    /// file; both or neither.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub server_key: Option<String>,
+    pub curve_server_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub public_key: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret_key_file: Option<PathBuf>,
+    pub curve_key_file: Option<PathBuf>,
 }
 
 pub(super) fn check(raw: &RawZmq, check: &Checker) -> Result<ZmqSettings, ConfigError> {
@@ -47,29 +45,25 @@ pub(super) fn check(raw: &RawZmq, check: &Checker) -> Result<ZmqSettings, Config
 }
 
 fn curve(raw: &RawZmq, check: &Checker) -> Result<Option<CurveClient>, ConfigError> {
-    let (server_key, public_key, secret_key_file) =
-        match (&raw.server_key, &raw.public_key, &raw.secret_key_file) {
-            (None, None, None) => return Ok(None),
-            (Some(s), Some(p), Some(f)) => (s, p, f),
-            _ => {
-                return Err(check.invalid(
-                    "zmq.server_key",
-                    "CURVE takes server_key, public_key and secret_key_file together",
-                ));
-            }
-        };
-    for (key, text) in [
-        ("zmq.server_key", server_key),
-        ("zmq.public_key", public_key),
-    ] {
-        if !is_z85_key(text) {
-            return Err(check.invalid(key, "not a CURVE key (40 characters of Z85)"));
+    let (server_key, key_file) = match (&raw.curve_server_key, &raw.curve_key_file) {
+        (None, None) => return Ok(None),
+        (Some(s), Some(f)) => (s, f),
+        _ => {
+            return Err(check.invalid(
+                "zmq.curve_server_key",
+                "CURVE takes curve_server_key and curve_key_file together",
+            ));
         }
+    };
+    if !is_z85_key(server_key) {
+        return Err(check.invalid(
+            "zmq.curve_server_key",
+            "not a CURVE key (40 characters of Z85)",
+        ));
     }
     Ok(Some(CurveClient {
         server_key: server_key.clone(),
-        public_key: public_key.clone(),
-        secret_key_file: secret_key_file.clone(),
+        key_file: key_file.clone(),
     }))
 }
 
@@ -78,8 +72,7 @@ pub(super) fn to_raw(s: &ZmqSettings) -> RawZmq {
         catch_up_port: Some(s.catch_up_port),
         feed_port: Some(s.feed_port),
         timeout: duration_text(s.timeout),
-        server_key: s.curve.as_ref().map(|c| c.server_key.clone()),
-        public_key: s.curve.as_ref().map(|c| c.public_key.clone()),
-        secret_key_file: s.curve.as_ref().map(|c| c.secret_key_file.clone()),
+        curve_server_key: s.curve.as_ref().map(|c| c.server_key.clone()),
+        curve_key_file: s.curve.as_ref().map(|c| c.key_file.clone()),
     }
 }

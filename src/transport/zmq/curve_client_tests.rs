@@ -11,14 +11,13 @@ use super::fake::FakePublisher;
 use super::{CurveClient, ZmqFeed, ZmqSettings, ZmqTransport};
 use crate::transport::{Entry, Feed, FeedError, Transport, TransportError};
 
-fn client(dir: &Path, name: &str, server: &Key, (public, secret): (Key, Key)) -> CurveClient {
+fn client(dir: &Path, name: &str, server: &Key, (_, secret): (Key, Key)) -> CurveClient {
     let file = dir.join(name);
     std::fs::write(&file, encode_key(&secret)).unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     CurveClient {
         server_key: encode_key(server),
-        public_key: encode_key(&public),
-        secret_key_file: file,
+        key_file: file,
     }
 }
 
@@ -72,7 +71,7 @@ fn zmq_curve_client_with_an_allowed_key_gets_through_and_others_do_not() {
 
     // A secret key others can read is refused before anything is sent.
     std::fs::set_permissions(
-        &good.curve.as_ref().unwrap().secret_key_file,
+        &good.curve.as_ref().unwrap().key_file,
         std::fs::Permissions::from_mode(0o644),
     )
     .unwrap();

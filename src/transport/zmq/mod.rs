@@ -54,19 +54,18 @@ pub struct ZmqSettings {
     pub curve: Option<CurveClient>,
 }
 
-/// This node as a CURVE client (`server_key`, `public_key` and
-/// `secret_key_file` in `[zmq]`): every socket to the publisher (sending,
-/// catch-up, the feed) is encrypted, the publisher is known by its key,
-/// and this node by its own, which must be in the publisher's allow-list.
+/// This node as a CURVE client (`curve_server_key` and `curve_key_file`
+/// in `[zmq]`): every socket to the publisher (sending, catch-up, the
+/// feed) is encrypted, the publisher is known by its key, and this node by
+/// its own, whose public half must be in the publisher's allow-list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CurveClient {
     /// The publisher's public key, Z85 (40 characters).
     pub server_key: String,
-    /// This node's public key, Z85.
-    pub public_key: String,
-    /// The file holding this node's secret key, Z85, readable only by its
-    /// owner (checked when a socket is made).
-    pub secret_key_file: PathBuf,
+    /// This node's secret key file (`banshare curve-keygen`), readable
+    /// only by its owner (checked when a socket is made); the public key
+    /// is derived from it.
+    pub key_file: PathBuf,
 }
 
 /// Whether `text` is a CURVE key's Z85 text: 40 characters of Z85.
@@ -82,12 +81,10 @@ pub(crate) fn secure(socket: &::zmq::Socket, curve: Option<&CurveClient>) -> Res
     let Some(curve) = curve else {
         return Ok(());
     };
-    let key = |name: &str, text: &str| {
-        curve::decode_key(text).ok_or_else(|| format!("[zmq] {name} is not a CURVE key"))
-    };
-    let server = key("server_key", &curve.server_key)?;
-    let public = key("public_key", &curve.public_key)?;
-    let secret = curve::read_secret_key(&curve.secret_key_file).map_err(|e| e.to_string())?;
+    let server =
+        curve::decode_key(&curve.server_key).ok_or("[zmq] curve_server_key is not a CURVE key")?;
+    let secret = curve::read_secret_key(&curve.key_file).map_err(|e| e.to_string())?;
+    let public = curve::public_of(&secret);
     curve::connect_as(socket, &server, &public, &secret).map_err(|e| format!("CURVE: {e}"))
 }
 
