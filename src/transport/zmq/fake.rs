@@ -195,9 +195,21 @@ fn serve(
 
 fn answer(state: &Mutex<State>, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let mut s = state.lock().unwrap();
+    // As `banshare publisher`: a request of too many frames is refused whole.
+    if frames.len() > 1000 {
+        let nak = Reply::Refused {
+            kind: "too_many_frames".into(),
+        };
+        return vec![nak.encode().into_bytes(); frames.len()];
+    }
     let mut replies = Vec::new();
     for frame in frames {
         let reply = match s.answer.clone() {
+            // An empty kind: the bare legacy `NAK`.
+            Answer::Refuse(kind) if kind.is_empty() => {
+                replies.push(b"NAK".to_vec());
+                continue;
+            }
             Answer::Refuse(kind) => Reply::Refused { kind },
             _ => {
                 s.log.push(frame.clone());

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use log::error;
 
-use super::wire::Reply;
+use super::wire::{Reply, SUBMIT_MAX};
 use super::{CurveClient, UNREACHABLE_HINT, ZmqSettings, ZmqUrl};
 use crate::transport::{Transport, TransportError};
 
@@ -102,9 +102,19 @@ impl ZmqTransport {
             );
             return Err(self.possibly_written(why));
         }
+        let (mut stored, mut not_stored) = (0, 0);
         for (line, frame) in lines.iter().zip(replies) {
-            match Reply::decode(frame) {
-                Ok(Reply::Stored { .. }) => {}
+            // A line with a `|` was read as a legacy message, whose refusal
+            // is a bare `NAK`: refused for good as well.
+            let reply = match frame.as_slice() {
+                b"NAK" => Ok(Reply::Refused {
+                    kind: "legacy_nak".into(),
+                }),
+                _ => Reply::decode(frame),
+            };
+            match reply {
+                Ok(Reply::Stored { .. }) => stored += 1,
+                Ok(Reply::Refused { kind }) if kind == STORE_FAILED => not_stored += 1,
                 Ok(Reply::Refused { kind }) => {
                     self.refused += 1;
                     error!(
@@ -116,7 +126,17 @@ impl ZmqTransport {
                 Err(e) => return Err(self.possibly_written(format!("from the publisher: {e}"))),
             }
         }
-        Ok(())
+        if not_stored == 0 {
+            return Ok(());
+        }
+        // The publisher could not write its log: the records are to be
+        // sent again later, as after an I/O error on a file log.
+        let why =
+            format!("the publisher could not store {not_stored} record(s) (NAK {STORE_FAILED})");
+        match stored {
+            0 => Err(self.unreachable(io::Error::other(why))),
+            _ => Err(self.possibly_written(why)),
+        }
     }
 }
 
@@ -149,6 +169,10 @@ pub(super) fn request_socket(
 /// spooled as undelivered.
 pub(super) const CONNECT_WAIT: Duration = Duration::from_secs(2);
 
+/// The refusal that is no refusal: the publisher could not write its
+/// log, and takes the records again later.
+const STORE_FAILED: &str = "store_failed";
+
 /// The longest frame taken from a publisher: a numbered record line.
 pub(super) const MAX_FRAME: usize = crate::record::MAX_LINE_LEN + 64;
 
@@ -166,26 +190,42 @@ impl Transport for ZmqTransport {
             .split(|&b| b == b'\n')
             .filter(|line| !line.is_empty())
             .collect();
-        if lines.is_empty() {
-            return Ok(());
-        }
         let deadline = Instant::now() + self.timeout;
-        let connect_by = Instant::now() + CONNECT_WAIT.min(self.timeout);
+        for (i, request) in lines.chunks(SUBMIT_MAX).enumerate() {
+            match self.request(request, deadline) {
+                Ok(()) => {}
+                // Part of the batch is in the publisher's log already.
+                Err(e) if i > 0 && e.wrote_nothing() => {
+                    return Err(self.possibly_written(format!(
+                        "{e}, after {} of {} records were stored",
+                        i * SUBMIT_MAX,
+                        lines.len()
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ZmqTransport {
+    /// Sends `lines` as one request and judges the answer.
+    fn request(&mut self, lines: &[&[u8]], deadline: Instant) -> Result<(), TransportError> {
+        let connect_wait = CONNECT_WAIT.min(self.timeout);
+        let connect_by = Instant::now() + connect_wait;
         let socket = self.socket()?;
         // The first frame goes out with the whole request or not at all,
         // and only once a publisher is connected (ZMQ_IMMEDIATE).
         let sent = socket
-            .set_sndtimeo(millis_left(connect_by))
+            .set_sndtimeo(millis_left(connect_by.min(deadline)))
             .and_then(|()| socket.send_multipart(lines.iter().copied(), 0));
         if let Err(e) = sent {
             self.socket = None;
             let source = match e {
                 zmq::Error::EAGAIN => io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!(
-                        "no publisher took the request within {:?}",
-                        CONNECT_WAIT.min(self.timeout)
-                    ),
+                    format!("no publisher took the request within {connect_wait:?}"),
                 ),
                 e => e.into(),
             };
@@ -195,7 +235,7 @@ impl Transport for ZmqTransport {
             .set_rcvtimeo(millis_left(deadline))
             .and_then(|()| socket.recv_multipart(0));
         match replies {
-            Ok(replies) => self.answered(&lines, &replies),
+            Ok(replies) => self.answered(lines, &replies),
             Err(e) => {
                 let why = format!(
                     "no reply within {:?} ({e}); the publisher may have stored the batch",

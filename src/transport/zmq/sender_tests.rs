@@ -62,6 +62,17 @@ fn zmq_sender_timeout_after_sending_is_uncertain_and_takes_a_fresh_socket() {
 #[test]
 fn zmq_sender_logs_refused_records_and_does_not_keep_them() {
     let publisher = FakePublisher::start(7);
+    // The legacy refusal, to a line the publisher read as a legacy message.
+    publisher.state().answer = Answer::Refuse(String::new());
+    let mut transport = ZmqTransport::new(
+        &publisher.url(),
+        &Default::default(),
+        Duration::from_secs(5),
+    );
+    transport.append(b"<13>a|b\n").unwrap();
+    assert_eq!(transport.refused(), 1);
+
+    let publisher = FakePublisher::start(7);
     publisher.state().answer = Answer::Refuse("untrusted".into());
     let mut transport = ZmqTransport::new(
         &publisher.url(),
@@ -72,4 +83,38 @@ fn zmq_sender_logs_refused_records_and_does_not_keep_them() {
     transport.append(LINES).unwrap();
     assert_eq!(transport.refused(), 3);
     assert!(publisher.state().log.is_empty());
+}
+
+#[test]
+fn zmq_sender_splits_a_large_batch_into_requests_the_publisher_takes() {
+    let publisher = FakePublisher::start(7);
+    let mut transport = ZmqTransport::new(
+        &publisher.url(),
+        &Default::default(),
+        Duration::from_secs(5),
+    );
+    let batch: Vec<u8> = (0..2500)
+        .flat_map(|i| format!("<13>r{i}\n").into_bytes())
+        .collect();
+    transport.append(&batch).unwrap();
+    assert_eq!(transport.refused(), 0);
+    let log = publisher.state().log.clone();
+    assert_eq!(log.len(), 2500);
+    assert_eq!(log[2499], b"<13>r2499");
+}
+
+#[test]
+fn zmq_sender_keeps_a_batch_the_publisher_could_not_store() {
+    let publisher = FakePublisher::start(7);
+    publisher.state().answer = Answer::Refuse("store_failed".into());
+    let mut transport = ZmqTransport::new(
+        &publisher.url(),
+        &Default::default(),
+        Duration::from_secs(5),
+    );
+    // Nothing was stored: the spool keeps it, to send again later.
+    let e = transport.append(LINES).unwrap_err();
+    assert!(e.wrote_nothing(), "{e:?}");
+    assert!(e.to_string().contains("store_failed"), "{e}");
+    assert_eq!(transport.refused(), 0);
 }

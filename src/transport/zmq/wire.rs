@@ -27,6 +27,11 @@ pub const PROTOCOL: &str = "banshare/1";
 /// The most records one catch-up reply carries.
 pub const CATCH_UP_MAX: u64 = 1000;
 
+/// The most frames one submission request may carry: a publisher refuses
+/// a longer request whole (`NAK too_many_frames` for every frame), so a
+/// sender splits a longer batch.
+pub const SUBMIT_MAX: usize = 1000;
+
 /// The default ports, as the original's (submissions 5678, legacy
 /// broadcast 5680), and banshare's own beside them.
 pub const SUBMIT_PORT: u16 = 5678;
