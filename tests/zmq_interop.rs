@@ -24,26 +24,32 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// The original monitor's request: sends one message on a REQ socket and
 /// prints the reply (or `TIMEOUT`).
-const REQ_CLIENT: &str = "import sys, zmq\n\
-c = zmq.Context()\n\
-s = c.socket(zmq.REQ)\n\
-s.setsockopt(zmq.LINGER, 0)\n\
-s.setsockopt(zmq.RCVTIMEO, 5000)\n\
-s.connect(sys.argv[1])\n\
-s.send_string(sys.argv[2])\n\
-try:\n    print(s.recv().decode())\n\
-except zmq.Again:\n    print('TIMEOUT')\n";
+const REQ_CLIENT: &str = r#"
+import sys, zmq
+c = zmq.Context()
+s = c.socket(zmq.REQ)
+s.setsockopt(zmq.LINGER, 0)
+s.setsockopt(zmq.RCVTIMEO, 5000)
+s.connect(sys.argv[1])
+s.send_string(sys.argv[2])
+try:
+    print(s.recv().decode())
+except zmq.Again:
+    print("TIMEOUT")
+"#;
 
 /// The original subscriber: subscribes to everything and splits each
 /// message into its four fields, as fail2ban-zmq-tools' subscriber does.
-const SUB_CLIENT: &str = "import sys, zmq\n\
-c = zmq.Context()\n\
-s = c.socket(zmq.SUB)\n\
-s.connect(sys.argv[1])\n\
-s.setsockopt_string(zmq.SUBSCRIBE, '')\n\
-while True:\n\
-    host, jail, action, attacker = s.recv().decode().split('|')\n\
-    print(host, jail, action, attacker, flush=True)\n";
+const SUB_CLIENT: &str = r#"
+import sys, zmq
+c = zmq.Context()
+s = c.socket(zmq.SUB)
+s.connect(sys.argv[1])
+s.setsockopt_string(zmq.SUBSCRIBE, "")
+while True:
+    host, jail, action, attacker = s.recv().decode().split("|")
+    print(host, jail, action, attacker, flush=True)
+"#;
 
 struct Site {
     cluster: Cluster,
