@@ -269,3 +269,163 @@ fn spool_is_empty(spool: &Path) -> bool {
         || banshare::outbox::spool::Spool::open(spool)
             .is_ok_and(|s| s.depth().is_ok_and(|n| n == 0))
 }
+
+/// A raw TCP peer that starts a ZMTP 3.0 greeting and prints the mechanism
+/// named in the server's greeting.
+const GREETING_PEEK: &str = r#"
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+# The signature and the major version only: the server then sends its whole
+# greeting, and waits for the rest of ours.
+s.sendall(b"\xff" + b"\x00" * 7 + b"\x01\x7f" + b"\x03")
+got = b""
+while len(got) < 64:
+    chunk = s.recv(64 - len(got))
+    if not chunk:
+        break
+    got += chunk
+print(got[12:32].rstrip(b"\x00").decode())
+"#;
+
+/// `banshare curve-keygen --out DIR/NAME`: the public key it prints.
+fn curve_keygen(dir: &Path, name: &str) -> String {
+    let out = std::process::Command::new(BANSHARE)
+        .args(["--config", "/dev/null", "curve-keygen", "--out"])
+        .arg(dir.join(name))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn with_curve_only_allowed_keys_get_through_and_no_address_crosses_the_wire_in_clear() {
+    let site = Site::new("zmqcurve");
+    let keys = site.tmp.path().join("keys");
+    fs::create_dir(&keys).unwrap();
+    let server = curve_keygen(&keys, "publisher");
+    let allowed = curve_keygen(&keys, "node0");
+    curve_keygen(&keys, "stranger");
+    fs::write(keys.join("clients"), format!("{allowed} node0\n")).unwrap();
+    let data = site.tmp.path().join("publisher");
+    let _publisher = Daemon(
+        site.cluster
+            .command_in(site.cluster.fileserver_ns(), BANSHARE)
+            .args(["--config", "/dev/null", "publisher", "--node", "pub"])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--bind")
+            .arg(site.publisher_ip().to_string())
+            .arg("--curve-key")
+            .arg(keys.join("publisher"))
+            .arg("--curve-clients")
+            .arg(keys.join("clients"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let listening = wait_until(WAIT, || {
+        site.cluster
+            .can_connect(site.cluster.node_ns(0), site.publisher_ip(), 5678)
+    });
+    assert!(listening, "the publisher never listened");
+
+    // The server's greeting names CURVE.
+    let peek = site
+        .cluster
+        .command_in(site.cluster.node_ns(2), "/usr/bin/python3")
+        .args([
+            "-c",
+            GREETING_PEEK,
+            &site.publisher_ip().to_string(),
+            "5678",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&peek.stdout).trim(),
+        "CURVE",
+        "{}",
+        String::from_utf8_lossy(&peek.stderr)
+    );
+
+    // A ban from a node whose key is allowed, traced: what it sends over
+    // the network never holds the address in clear.
+    let ban = |node: usize, key: &str, address: &str, trace: Option<&Path>| {
+        let config = site.tmp.path().join(format!("{key}.toml"));
+        let text = format!(
+            "[zmq]\ncurve_server_key = \"{}\"\ncurve_key_file = \"{}\"\ntimeout = \"3s\"\n",
+            server.replace('\\', "\\\\").replace('"', "\\\""),
+            keys.join(key).display()
+        );
+        fs::write(&config, text).unwrap();
+        let mut command = match trace {
+            Some(file) => {
+                let mut c = site
+                    .cluster
+                    .command_in(site.cluster.node_ns(node), "strace");
+                c.args([
+                    "-f",
+                    "-qq",
+                    "-s",
+                    "65535",
+                    "-e",
+                    "trace=sendto,sendmsg",
+                    "-o",
+                ])
+                .arg(file)
+                .arg(BANSHARE);
+                c
+            }
+            None => site
+                .cluster
+                .command_in(site.cluster.node_ns(node), BANSHARE),
+        };
+        command
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "ban",
+                address,
+                "--node",
+                &format!("node{node}"),
+                "--log",
+                &site.url(),
+            ])
+            .arg("--spool-dir")
+            .arg(site.tmp.path().join(format!("spool-{key}")))
+            .output()
+            .unwrap()
+    };
+    let trace = site.tmp.path().join("ban.strace");
+    let out = ban(0, "node0", "192.0.2.9", Some(&trace));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stored = || fs::read_to_string(data.join("records.log")).unwrap_or_default();
+    assert!(wait_until(WAIT, || stored().contains("HOST 192.0.2.9 ")));
+    assert!(spool_is_empty(&site.tmp.path().join("spool-node0")));
+    let traced = fs::read_to_string(&trace).unwrap();
+    assert!(traced.lines().count() > 3, "nothing was traced: {traced}");
+    assert!(
+        !traced.contains("192.0.2.9"),
+        "the address crossed the wire in clear"
+    );
+
+    // A key the publisher does not list gets nothing stored: the ban waits
+    // in its spool.
+    let out = ban(1, "stranger", "192.0.2.10", None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!spool_is_empty(&site.tmp.path().join("spool-stranger")));
+    assert!(!stored().contains("192.0.2.10"));
+}

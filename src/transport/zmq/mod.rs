@@ -35,6 +35,7 @@ pub use sender::ZmqTransport;
 pub use url::{SCHEME, ZmqUrl};
 
 /// What to check when the publisher does not answer.
+#[cfg(feature = "zmq")]
 pub(crate) const UNREACHABLE_HINT: &str =
     "is `banshare publisher` running there, and are its ports open?";
 
