@@ -429,3 +429,169 @@ fn with_curve_only_allowed_keys_get_through_and_no_address_crosses_the_wire_in_c
     assert!(!spool_is_empty(&site.tmp.path().join("spool-stranger")));
     assert!(!stored().contains("192.0.2.10"));
 }
+
+/// `banshare watch --backend log` over ZeroMQ in node `node`, as node
+/// `name`; each line it prints goes to the channel.
+fn log_watcher(site: &Site, node: usize, name: &str) -> (Daemon, mpsc::Receiver<String>) {
+    let dir = site.tmp.path().join(name);
+    fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("banshare.toml");
+    // Three senders' 1,000 bans in seconds: above the default rate limit.
+    fs::write(&config, "[trust]\nmax_bans_per_node_per_minute = 1000000\n").unwrap();
+    let mut child = site
+        .cluster
+        .command_in(site.cluster.node_ns(node), BANSHARE)
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "watch",
+            "--backend",
+            "log",
+            "--node",
+            name,
+            "--log",
+            &site.url(),
+        ])
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--spool-dir")
+        .arg(dir.join("spool"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (Daemon(child), rx)
+}
+
+/// The addresses of the `ban ...` lines received so far, in order.
+fn applied(rx: &mpsc::Receiver<String>, into: &mut Vec<String>) {
+    while let Ok(line) = rx.try_recv() {
+        if let Some(rest) = line.strip_prefix("ban ") {
+            into.push(rest.split(' ').next().unwrap_or_default().to_owned());
+        }
+    }
+}
+
+/// Stops a daemon with SIGTERM and waits for it.
+fn stop(mut daemon: Daemon) {
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(daemon.0.id() as i32, libc::SIGTERM) };
+    let _ = daemon.0.wait();
+}
+
+#[test]
+fn a_publisher_killed_mid_stream_loses_no_record_and_every_subscriber_applies_each_once() {
+    const RECORDS: usize = 1000;
+    const PER_CALL: usize = 2;
+    let site = Site::new("zmqkill");
+    let publisher = site.start_publisher();
+    let (steady, steady_rx) = log_watcher(&site, 1, "steady");
+    let (late, late_rx) = log_watcher(&site, 2, "late");
+    let addresses: Vec<String> = (0..RECORDS)
+        .map(|i| format!("100.64.{}.{}", i / 250, i % 250 + 1))
+        .collect();
+    let stored = || {
+        fs::read_to_string(site.tmp.path().join("publisher/records.log"))
+            .map_or(0, |t| t.lines().count())
+    };
+    let spool = |k: usize| site.tmp.path().join(format!("sender{k}-spool"));
+    let send = |k: usize, batch: &[String]| {
+        let mut child = site
+            .cluster
+            .command_in(site.cluster.node_ns(k), BANSHARE)
+            .args([
+                "--config",
+                "/dev/null",
+                "ban",
+                "-",
+                "--node",
+                &format!("sender{k}"),
+            ])
+            .args(["--log", &site.url()])
+            .arg("--spool-dir")
+            .arg(spool(k))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{}", batch.join("\n")).unwrap();
+        drop(stdin);
+        assert!(child.wait().unwrap().success(), "sender{k}'s ban failed");
+    };
+    let publisher = std::thread::scope(|scope| {
+        for k in 0..3 {
+            let mine: Vec<String> = addresses.iter().skip(k).step_by(3).cloned().collect();
+            let send = &send;
+            scope.spawn(move || {
+                for batch in mine.chunks(PER_CALL) {
+                    send(k, batch);
+                }
+            });
+        }
+        // Mid-stream: the late subscriber stops, the publisher is killed.
+        assert!(
+            wait_until(WAIT, || stored() >= 150),
+            "the stream never started"
+        );
+        stop(late);
+        assert!(wait_until(WAIT, || stored() >= 300));
+        drop(publisher); // SIGKILL
+        let at_kill = stored();
+        assert!(at_kill < RECORDS, "the stream was over before the kill");
+        eprintln!("publisher killed after {at_kill} records");
+        site.start_publisher()
+    });
+    // What the senders spooled while the publisher was away.
+    let spooled: usize = (0..3)
+        .map(|k| {
+            banshare::outbox::spool::Spool::open(&spool(k)).map_or(0, |s| s.depth().unwrap_or(0))
+        })
+        .sum();
+    eprintln!("{spooled} records spooled while the publisher was away");
+    for k in 0..3 {
+        let flushed = wait_until(WAIT, || {
+            site.cluster
+                .command_in(site.cluster.node_ns(k), BANSHARE)
+                .args(["--config", "/dev/null", "flush", "--log", &site.url()])
+                .arg("--spool-dir")
+                .arg(spool(k))
+                .output()
+                .is_ok_and(|o| o.status.success())
+                && spool_is_empty(&spool(k))
+        });
+        assert!(flushed, "sender{k}'s spool was not delivered");
+    }
+    let (late, late_rx2) = log_watcher(&site, 2, "late");
+    let (mut steady_seen, mut late_seen) = (Vec::new(), Vec::new());
+    applied(&late_rx, &mut late_seen);
+    let all_there = wait_until(Duration::from_secs(60), || {
+        applied(&steady_rx, &mut steady_seen);
+        applied(&late_rx2, &mut late_seen);
+        steady_seen.len() >= RECORDS && late_seen.len() >= RECORDS
+    });
+    // Anything applied twice would have arrived by now too.
+    stop(steady);
+    stop(late);
+    applied(&steady_rx, &mut steady_seen);
+    applied(&late_rx2, &mut late_seen);
+    for (name, seen) in [("steady", &mut steady_seen), ("late", &mut late_seen)] {
+        let total = seen.len();
+        seen.sort();
+        seen.dedup();
+        assert!(all_there, "{name} applied {} of {RECORDS}", seen.len());
+        assert_eq!(total, RECORDS, "{name} applied some record twice");
+        let mut want = addresses.clone();
+        want.sort();
+        assert_eq!(*seen, want, "{name} applied other records");
+    }
+    drop(publisher);
+}
