@@ -16,6 +16,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use support::cluster::{Cluster, require_root};
+use support::pyzmq::{LEGACY_SUBSCRIBER, PYTHON};
 use support::{BANSHARE, Daemon, wait_until};
 
 const PORT: u16 = 8022;
@@ -36,19 +37,6 @@ try:
     print(s.recv().decode())
 except zmq.Again:
     print("TIMEOUT")
-"#;
-
-/// The original subscriber: subscribes to everything and splits each
-/// message into its four fields, as fail2ban-zmq-tools' subscriber does.
-const SUB_CLIENT: &str = r#"
-import sys, zmq
-c = zmq.Context()
-s = c.socket(zmq.SUB)
-s.connect(sys.argv[1])
-s.setsockopt_string(zmq.SUBSCRIBE, "")
-while True:
-    host, jail, action, attacker = s.recv().decode().split("|")
-    print(host, jail, action, attacker, flush=True)
 "#;
 
 struct Site {
@@ -132,7 +120,7 @@ impl Site {
         let endpoint = format!("tcp://{}:5678", self.publisher_ip());
         let out = self
             .cluster
-            .command_in(self.cluster.node_ns(node), "/usr/bin/python3")
+            .command_in(self.cluster.node_ns(node), PYTHON)
             .args(["-c", REQ_CLIENT, &endpoint, message])
             .output()
             .expect("python3 with zmq (Debian package python3-zmq)");
@@ -147,22 +135,27 @@ impl Site {
     /// The original subscriber in node `node`: each message it prints.
     fn start_legacy_subscriber(&self, node: usize) -> (Daemon, mpsc::Receiver<String>) {
         let endpoint = format!("tcp://{}:5680", self.publisher_ip());
-        let mut child: Child = self
+        let child: Child = self
             .cluster
-            .command_in(self.cluster.node_ns(node), "/usr/bin/python3")
-            .args(["-c", SUB_CLIENT, &endpoint])
+            .command_in(self.cluster.node_ns(node), PYTHON)
+            .args(["-c", LEGACY_SUBSCRIBER, &endpoint])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let (tx, rx) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        (Daemon(child), rx)
+        lines_of(child)
     }
+}
+
+/// `child`, with a channel of the lines it prints on its stdout.
+fn lines_of(mut child: Child) -> (Daemon, mpsc::Receiver<String>) {
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (Daemon(child), rx)
 }
 
 /// Until the subscriber hears `want`, sends legacy bans of a warm-up
@@ -337,7 +330,7 @@ fn with_curve_only_allowed_keys_get_through_and_no_address_crosses_the_wire_in_c
     // The server's greeting names CURVE.
     let peek = site
         .cluster
-        .command_in(site.cluster.node_ns(2), "/usr/bin/python3")
+        .command_in(site.cluster.node_ns(2), PYTHON)
         .args([
             "-c",
             GREETING_PEEK,
@@ -438,7 +431,7 @@ fn log_watcher(site: &Site, node: usize, name: &str) -> (Daemon, mpsc::Receiver<
     let config = dir.join("banshare.toml");
     // Three senders' 1,000 bans in seconds: above the default rate limit.
     fs::write(&config, "[trust]\nmax_bans_per_node_per_minute = 1000000\n").unwrap();
-    let mut child = site
+    let child = site
         .cluster
         .command_in(site.cluster.node_ns(node), BANSHARE)
         .arg("--config")
@@ -459,14 +452,7 @@ fn log_watcher(site: &Site, node: usize, name: &str) -> (Daemon, mpsc::Receiver<
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    (Daemon(child), rx)
+    lines_of(child)
 }
 
 /// The addresses of the `ban ...` lines received so far, in order.

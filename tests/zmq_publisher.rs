@@ -13,11 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::cluster::Cluster;
+use support::pyzmq::{LEGACY_SUBSCRIBER, PYTHON};
 use support::{BANSHARE, children_of, wait_until};
-
-/// Debian's python3, which has python3-zmq (a python3 earlier in PATH may
-/// not).
-const PYTHON: &str = "/usr/bin/python3";
 
 const TOKEN: &str = "s3cret-token";
 const WAIT: Duration = Duration::from_secs(20);
@@ -38,19 +35,6 @@ for frames in json.load(sys.stdin):
     out.append([f.decode("latin-1") for f in s.recv_multipart()])
     s.close()
 print(json.dumps(out))
-"#;
-
-/// The original subscriber's reading, as it is written: subscribe to "",
-/// split every message on `|` into four fields.
-const SUB_CLIENT: &str = r#"
-import sys, zmq
-ctx = zmq.Context()
-s = ctx.socket(zmq.SUB)
-s.connect(sys.argv[1])
-s.setsockopt_string(zmq.SUBSCRIBE, "")
-while True:
-    host, jail, action, attacker = s.recv_string().split("|")
-    print(host, jail, action, attacker, flush=True)
 "#;
 
 /// A subscriber of banshare's own feed: prints each message's frames as a
@@ -275,7 +259,7 @@ fn original_peers_interoperate_and_bad_messages_are_refused_and_counted() {
     let args = legacy_args(&token_file(dir.path()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let publisher = Publisher::start(&cluster, dir.path(), &[], &args);
-    let subscriber = Subscriber::start(&cluster, SUB_CLIENT, 5680);
+    let subscriber = Subscriber::start(&cluster, LEGACY_SUBSCRIBER, 5680);
 
     let ban = format!("{TOKEN}|web1|sshd|Ban|203.0.113.9");
     publish_until_seen(

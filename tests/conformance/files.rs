@@ -315,35 +315,11 @@ impl Subject for FileShare<'_> {
     }
 
     fn ban(&self, log: &str, targets: &[String], spool: &Path) -> Result<(), String> {
-        let mut ban = self
-            .banshare(0, &["ban", "-"], log, spool)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("start banshare ban: {e}"))?;
-        let mut stdin = ban.stdin.take().expect("piped");
-        stdin
-            .write_all(format!("{}\n", targets.join("\n")).as_bytes())
-            .map_err(|e| e.to_string())?;
-        drop(stdin);
-        let out = ban.wait_with_output().map_err(|e| e.to_string())?;
-        match out.status.success() {
-            true => Ok(()),
-            false => Err(format!("banshare ban: {}", stderr(&out))),
-        }
+        ban_with(self.banshare(0, &["ban", "-"], log, spool), targets)
     }
 
     fn flush(&self, log: &str, spool: &Path) -> Result<(), String> {
-        let out = self
-            .banshare(0, &["flush"], log, spool)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("run banshare flush: {e}"))?;
-        match out.status.success() {
-            true => Ok(()),
-            false => Err(format!("banshare flush: {}", stderr(&out))),
-        }
+        flush_with(self.banshare(0, &["flush"], log, spool))
     }
 
     fn go_away(&self, log: &str) -> String {
@@ -457,5 +433,37 @@ impl Feed for OnHost<dyn Feed> {
 
     fn connections(&self) -> Option<Arc<AtomicU64>> {
         self.inner.connections()
+    }
+}
+
+/// Runs `command`, a `banshare ban -`, with `targets` on its stdin.
+pub(crate) fn ban_with(mut command: Command, targets: &[String]) -> Result<(), String> {
+    let mut ban = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("start banshare ban: {e}"))?;
+    let mut stdin = ban.stdin.take().expect("piped");
+    stdin
+        .write_all(format!("{}\n", targets.join("\n")).as_bytes())
+        .map_err(|e| e.to_string())?;
+    drop(stdin);
+    let out = ban.wait_with_output().map_err(|e| e.to_string())?;
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(format!("banshare ban: {}", stderr(&out))),
+    }
+}
+
+/// Runs `command`, a `banshare flush`.
+pub(crate) fn flush_with(mut command: Command) -> Result<(), String> {
+    let out = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("run banshare flush: {e}"))?;
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(format!("banshare flush: {}", stderr(&out))),
     }
 }

@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, PoisonError};
@@ -20,7 +19,7 @@ use banshare::transport::lock::{LockTimings, Owner};
 use banshare::transport::zmq::ZmqSettings;
 use banshare::transport::{self, Feed, FeedSettings, LogLocation, SftpSettings, Transport};
 
-use crate::files::{OnHost, on_host};
+use crate::files::{OnHost, ban_with, flush_with, on_host};
 use crate::support::cluster::Cluster;
 use crate::support::{BANSHARE, Daemon, wait_until};
 use crate::{Plan, Subject};
@@ -255,35 +254,11 @@ impl Subject for ZeroMq<'_> {
     }
 
     fn ban(&self, log: &str, targets: &[String], spool: &Path) -> Result<(), String> {
-        let mut ban = self
-            .banshare(0, &["ban", "-"], log, spool)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("start banshare ban: {e}"))?;
-        let mut stdin = ban.stdin.take().expect("piped");
-        stdin
-            .write_all(format!("{}\n", targets.join("\n")).as_bytes())
-            .map_err(|e| e.to_string())?;
-        drop(stdin);
-        let out = ban.wait_with_output().map_err(|e| e.to_string())?;
-        match out.status.success() {
-            true => Ok(()),
-            false => Err(format!("banshare ban: {}", stderr(&out))),
-        }
+        ban_with(self.banshare(0, &["ban", "-"], log, spool), targets)
     }
 
     fn flush(&self, log: &str, spool: &Path) -> Result<(), String> {
-        let out = self
-            .banshare(0, &["flush"], log, spool)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("run banshare flush: {e}"))?;
-        match out.status.success() {
-            true => Ok(()),
-            false => Err(format!("banshare flush: {}", stderr(&out))),
-        }
+        flush_with(self.banshare(0, &["flush"], log, spool))
     }
 
     fn go_away(&self, log: &str) -> String {

@@ -77,6 +77,16 @@ struct Shared {
     handle: Mutex<Option<Handle>>,
 }
 
+impl Shared {
+    /// Tells the daemon's loop there may be more to read.
+    fn wake(&self) {
+        let handle = self.handle.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(handle) = handle.as_ref() {
+            handle.send(Msg::Changed);
+        }
+    }
+}
+
 /// A publisher's banshare broadcast, as a [`Feed`].
 pub struct ZmqFeed {
     url: ZmqUrl,
@@ -375,14 +385,7 @@ impl ZmqFeed {
     }
 
     fn wake_loop(&self) {
-        let handle = self
-            .shared
-            .handle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(handle) = handle.as_ref() {
-            handle.send(Msg::Changed);
-        }
+        self.shared.wake();
     }
 }
 
@@ -518,14 +521,7 @@ impl Receiver {
     }
 
     fn wake(&self) {
-        let handle = self
-            .shared
-            .handle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(handle) = handle.as_ref() {
-            handle.send(Msg::Changed);
-        }
+        self.shared.wake();
     }
 }
 
