@@ -30,7 +30,7 @@ import sys, zmq
 c = zmq.Context()
 s = c.socket(zmq.REQ)
 s.setsockopt(zmq.LINGER, 0)
-s.setsockopt(zmq.RCVTIMEO, 5000)
+s.setsockopt(zmq.RCVTIMEO, int(sys.argv[3]) if len(sys.argv) > 3 else 5000)
 s.connect(sys.argv[1])
 s.send_string(sys.argv[2])
 try:
@@ -300,6 +300,7 @@ fn with_curve_only_allowed_keys_get_through_and_no_address_crosses_the_wire_in_c
     let site = Site::new("zmqcurve");
     let keys = site.tmp.path().join("keys");
     fs::create_dir(&keys).unwrap();
+    fs::write(site.tmp.path().join("token"), TOKEN).unwrap();
     let server = curve_keygen(&keys, "publisher");
     let allowed = curve_keygen(&keys, "node0");
     curve_keygen(&keys, "stranger");
@@ -317,6 +318,9 @@ fn with_curve_only_allowed_keys_get_through_and_no_address_crosses_the_wire_in_c
             .arg(keys.join("publisher"))
             .arg("--curve-clients")
             .arg(keys.join("clients"))
+            .args(["--legacy", "token", "--token-file"])
+            .arg(site.tmp.path().join("token"))
+            .args(["--legacy-submit-port", "5682"])
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
@@ -411,6 +415,46 @@ fn with_curve_only_allowed_keys_get_through_and_no_address_crosses_the_wire_in_c
         "the address crossed the wire in clear"
     );
 
+    // The original's monitors speak plaintext to a socket of their own,
+    // which takes legacy messages only: no record enters without a key.
+    let legacy = |message: &str| {
+        let endpoint = format!("tcp://{}:5682", site.publisher_ip());
+        let out = site
+            .cluster
+            .command_in(site.cluster.node_ns(2), PYTHON)
+            .args(["-c", REQ_CLIENT, &endpoint, message])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(
+        legacy(&format!("{TOKEN}|web1|sshd|Ban|192.0.2.11")),
+        "web1|sshd|Ban|192.0.2.11"
+    );
+    assert!(stored().contains("HOST 192.0.2.11 "));
+    let record = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "tail -n 1 \"$0\""])
+            .arg(data.join("records.log"))
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .replace("192.0.2.11", "192.0.2.12");
+    assert_eq!(legacy(record.trim()), "NAK records_not_here");
+    // The submission socket itself speaks only CURVE: the original's
+    // monitor gets no answer there.
+    let plain = site
+        .cluster
+        .command_in(site.cluster.node_ns(2), PYTHON)
+        .args(["-c", REQ_CLIENT, &site.url().replace("zmq+tcp", "tcp")])
+        .arg(format!("{TOKEN}|web1|sshd|Ban|192.0.2.13"))
+        .arg("1500")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&plain.stdout).trim(), "TIMEOUT");
+
     // A key the publisher does not list gets nothing stored: the ban waits
     // in its spool.
     let out = ban(1, "stranger", "192.0.2.10", None);
@@ -421,6 +465,7 @@ fn with_curve_only_allowed_keys_get_through_and_no_address_crosses_the_wire_in_c
     );
     assert!(!spool_is_empty(&site.tmp.path().join("spool-stranger")));
     assert!(!stored().contains("192.0.2.10"));
+    assert!(!stored().contains("192.0.2.12") && !stored().contains("192.0.2.13"));
 }
 
 /// `banshare watch --backend log` over ZeroMQ in node `node`, as node

@@ -545,6 +545,12 @@ pub struct PublisherArgs {
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
 
+    /// Also take legacy messages (only) on this port, in plaintext: how the
+    /// original's monitors reach a publisher that uses CURVE
+    /// [config: publisher.legacy_submit_port].
+    #[arg(long, value_name = "PORT", value_parser = parse_port)]
+    pub legacy_submit_port: Option<u16>,
+
     /// Encrypt banshare's own sockets with CURVE, with this secret key
     /// (from `banshare curve-keygen`); needs --curve-clients. The legacy
     /// broadcast stays plaintext [config: publisher.curve_key_file].

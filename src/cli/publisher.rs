@@ -42,6 +42,7 @@ pub fn publisher(
         catch_up_port: p.catch_up_port,
         legacy_port: p.legacy_port,
         feed_port: p.feed_port,
+        legacy_submit_port: p.legacy_submit_port,
     };
     let curve = curve_server(p)?;
     let data_dir = acquire_state(&p.data_dir)?;
@@ -86,6 +87,9 @@ fn apply_args(settings: &mut Settings, args: PublisherArgs) -> Result<()> {
     set(args.catch_up_port, &mut p.catch_up_port);
     set(args.legacy_port, &mut p.legacy_port);
     set(args.feed_port, &mut p.feed_port);
+    if let Some(port) = args.legacy_submit_port {
+        p.legacy_submit_port = Some(port);
+    }
     if let Some(dir) = args.data_dir {
         p.data_dir = dir;
     }

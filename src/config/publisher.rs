@@ -13,6 +13,7 @@
 //! bantime = "1h"           # carried by records made from legacy bans
 //! curve_key_file = "/etc/banshare/publisher.curve"   # CURVE secret key
 //! curve_clients_file = "/etc/banshare/curve-clients" # allowed client keys
+//! legacy_submit_port = 5682 # plaintext, legacy messages only (with CURVE)
 //! ```
 
 use std::fmt;
@@ -62,6 +63,8 @@ pub struct RawPublisher {
     pub curve_key_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub curve_clients_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub legacy_submit_port: Option<u16>,
 }
 
 /// An address to listen on, or every address (`*`).
@@ -146,6 +149,9 @@ pub struct PublisherSettings {
     /// keys in `curve_clients_file`.
     pub curve_key_file: Option<PathBuf>,
     pub curve_clients_file: Option<PathBuf>,
+    /// A plaintext socket for legacy messages only, beside the submission
+    /// socket; needed for legacy messages when CURVE is on.
+    pub legacy_submit_port: Option<u16>,
 }
 
 impl PublisherSettings {
@@ -172,6 +178,7 @@ impl PublisherSettings {
                 .transpose()?,
             curve_key_file: raw.curve_key_file.clone(),
             curve_clients_file: raw.curve_clients_file.clone(),
+            legacy_submit_port: raw.legacy_submit_port,
         })
     }
 
@@ -188,17 +195,19 @@ impl PublisherSettings {
             bantime: self.bantime.map(super::bantime_text),
             curve_key_file: self.curve_key_file.clone(),
             curve_clients_file: self.curve_clients_file.clone(),
+            legacy_submit_port: self.legacy_submit_port,
         }
     }
 
     /// Rules that tie the values together; also checked after flags.
     pub fn check_consistency(&self) -> Result<(), (&'static str, String)> {
-        let ports = [
+        let mut ports = vec![
             self.submit_port,
             self.catch_up_port,
             self.legacy_port,
             self.feed_port,
         ];
+        ports.extend(self.legacy_submit_port);
         if ports.contains(&0) {
             return Err(("publisher ports", "a port must not be 0".into()));
         }
@@ -215,14 +224,23 @@ impl PublisherSettings {
                     .into(),
             ));
         }
-        if self.curve_key_file.is_some() && self.legacy != LegacyMode::Off {
-            return Err((
-                "publisher.curve_key_file",
-                "CURVE and legacy submissions cannot share the submission socket: the original's \
-                 monitor speaks plaintext. Run legacy submissions through a publisher without \
-                 CURVE"
-                    .into(),
-            ));
+        let curve = self.curve_key_file.is_some();
+        match (curve, self.legacy, self.legacy_submit_port) {
+            (true, LegacyMode::Open | LegacyMode::Token, None) => {
+                return Err((
+                    "publisher.legacy_submit_port",
+                    "with CURVE on, legacy messages need a plaintext socket of their own (the \
+                     original's monitor speaks plaintext): set legacy_submit_port"
+                        .into(),
+                ));
+            }
+            (_, LegacyMode::Off, Some(_)) => {
+                return Err((
+                    "publisher.legacy_submit_port",
+                    "is only used with legacy = open or token".into(),
+                ));
+            }
+            _ => {}
         }
         match (self.legacy, &self.token_file) {
             (LegacyMode::Token, None) => Err((

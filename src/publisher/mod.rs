@@ -60,6 +60,10 @@ pub struct Listen {
     pub catch_up_port: u16,
     pub legacy_port: u16,
     pub feed_port: u16,
+    /// A plaintext REP that takes legacy messages only, beside the
+    /// submission socket: how the original's monitors reach a publisher
+    /// whose own sockets use CURVE.
+    pub legacy_submit_port: Option<u16>,
 }
 
 impl Listen {
@@ -82,6 +86,16 @@ impl Listen {
 pub struct CurveServer {
     pub secret: curve::Key,
     pub clients: std::collections::HashSet<curve::Key>,
+}
+
+/// Which submission socket a request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Door {
+    /// The submission socket: records and (unless CURVE) legacy messages.
+    Main,
+    /// The plaintext legacy socket: legacy messages only, so that a record
+    /// never enters without CURVE's allow-list when CURVE is on.
+    Legacy,
 }
 
 /// Why the publisher cannot start.
@@ -112,6 +126,8 @@ pub struct Publisher {
     /// the publisher's life.
     _zap: Option<curve::ZapAllowList>,
     submit: zmq::Socket,
+    /// See [`Listen::legacy_submit_port`].
+    legacy_submit: Option<zmq::Socket>,
     catch_up: zmq::Socket,
     legacy: zmq::Socket,
     feed: zmq::Socket,
@@ -166,6 +182,16 @@ impl Publisher {
             "submissions",
             true,
         )?;
+        let legacy_submit = match listen.legacy_submit_port {
+            Some(port) => Some(bind(
+                zmq::REP,
+                port,
+                Some(MAX_SUBMIT_FRAME),
+                "legacy submissions",
+                false,
+            )?),
+            None => None,
+        };
         let catch_up = bind(
             zmq::REP,
             listen.catch_up_port,
@@ -198,6 +224,7 @@ impl Publisher {
             _context: context,
             _zap: zap,
             submit,
+            legacy_submit,
             catch_up,
             legacy,
             feed,
@@ -216,7 +243,7 @@ impl Publisher {
                 next_heartbeat = now + HEARTBEAT;
             }
             let wait = STOP_CHECK.min(next_heartbeat.saturating_duration_since(now));
-            let (submit, catch_up) = match self.poll(wait) {
+            let (submit, catch_up, legacy_submit) = match self.poll(wait) {
                 Ok(ready) => ready,
                 // A signal: the loop looks at the flag.
                 Err(zmq::Error::EINTR) => continue,
@@ -228,7 +255,10 @@ impl Publisher {
                 }
             };
             if submit {
-                self.serve_submission();
+                self.serve_submission(Door::Main);
+            }
+            if legacy_submit {
+                self.serve_submission(Door::Legacy);
             }
             if catch_up {
                 self.serve_catch_up();
@@ -239,13 +269,26 @@ impl Publisher {
         self.counters
     }
 
-    fn poll(&self, wait: Duration) -> zmq::Result<(bool, bool)> {
-        let mut items = [
+    /// Which REP sockets have a request: submissions, catch-up, legacy
+    /// submissions.
+    fn poll(&self, wait: Duration) -> zmq::Result<(bool, bool, bool)> {
+        let mut items = vec![
             self.submit.as_poll_item(zmq::POLLIN),
             self.catch_up.as_poll_item(zmq::POLLIN),
         ];
+        if let Some(socket) = &self.legacy_submit {
+            items.push(socket.as_poll_item(zmq::POLLIN));
+        }
         zmq::poll(&mut items, wait.as_millis().max(1) as i64)?;
-        Ok((items[0].is_readable(), items[1].is_readable()))
+        let legacy = items.get(2).is_some_and(|i| i.is_readable());
+        Ok((items[0].is_readable(), items[1].is_readable(), legacy))
+    }
+
+    fn door(&self, door: Door) -> &zmq::Socket {
+        match (door, &self.legacy_submit) {
+            (Door::Legacy, Some(socket)) => socket,
+            _ => &self.submit,
+        }
     }
 
     fn header(&self) -> Header {
@@ -265,8 +308,8 @@ impl Publisher {
     }
 
     /// Answers one submission request and broadcasts what it stored.
-    fn serve_submission(&mut self) {
-        let frames = match self.submit.recv_multipart(zmq::DONTWAIT) {
+    fn serve_submission(&mut self, door: Door) {
+        let frames = match self.door(door).recv_multipart(zmq::DONTWAIT) {
             Ok(frames) => frames,
             Err(zmq::Error::EAGAIN) => return,
             Err(e) => {
@@ -274,9 +317,9 @@ impl Publisher {
                 return;
             }
         };
-        let (replies, stored) = self.judge_and_store(&frames);
+        let (replies, stored) = self.judge_and_store(&frames, door);
         if let Err(e) = self
-            .submit
+            .door(door)
             .send_multipart(replies.iter().map(String::as_bytes), 0)
         {
             // The records are stored: the sender will learn of them from the
@@ -290,7 +333,11 @@ impl Publisher {
 
     /// The reply frames for `frames`, one each, and the records stored with
     /// their numbers. Every accepted record is stored by one append.
-    fn judge_and_store(&mut self, frames: &[Vec<u8>]) -> (Vec<String>, Vec<(u64, Accepted)>) {
+    fn judge_and_store(
+        &mut self,
+        frames: &[Vec<u8>],
+        door: Door,
+    ) -> (Vec<String>, Vec<(u64, Accepted)>) {
         if frames.len() > MAX_FRAMES {
             let kind = "too_many_frames";
             *self.counters.refused.entry(kind).or_default() += frames.len() as u64;
@@ -304,7 +351,11 @@ impl Publisher {
         let mut replies = vec![String::new(); frames.len()];
         let mut accepted = Vec::new();
         for (i, frame) in frames.iter().enumerate() {
-            match self.rules.judge(frame) {
+            let judged = match door {
+                Door::Legacy => self.rules.judge_legacy_only(frame),
+                Door::Main => self.rules.judge(frame),
+            };
+            match judged {
                 Ok(a) => accepted.push((i, a)),
                 Err(refused) => {
                     *self.counters.refused.entry(refused.kind).or_default() += 1;

@@ -69,6 +69,20 @@ fn refusal(legacy_shaped: bool, kind: &'static str) -> String {
 
 impl Rules {
     /// Judges one frame of a submission request.
+    /// As [`Rules::judge`], refusing anything but a legacy message
+    /// (`records_not_here`): for the plaintext legacy socket.
+    pub fn judge_legacy_only(&self, frame: &[u8]) -> Result<Accepted, Refused> {
+        if memchr::memchr(b'|', frame).is_none() {
+            let kind = "records_not_here";
+            return Err(Refused {
+                kind,
+                why: "a record sent to the legacy submission socket".into(),
+                reply: refusal(false, kind),
+            });
+        }
+        self.judge(frame)
+    }
+
     pub fn judge(&self, frame: &[u8]) -> Result<Accepted, Refused> {
         let legacy_shaped = memchr::memchr(b'|', frame).is_some();
         let refuse = |kind: &'static str, why: String| Refused {

@@ -161,8 +161,9 @@ pub enum Reply {
     /// [`MessageError::kind`](super::message::MessageError::kind), an
     /// [`Untrusted::kind`](crate::trust::Untrusted::kind) (`unsigned`,
     /// `unknown_key`, `bad_signature`, `incomplete_signed`), `never_ban`
-    /// (an address every watcher refuses) or `too_many_frames`: sending it
-    /// again changes nothing; or `store_failed` (the publisher could not
+    /// (an address every watcher refuses), `too_many_frames` or
+    /// `records_not_here` (a record sent to the plaintext legacy socket):
+    /// sending it again changes nothing; or `store_failed` (the publisher could not
     /// write its log: try again later). A catch-up request the publisher
     /// cannot read is answered `NAK malformed` alone.
     Refused { kind: String },
