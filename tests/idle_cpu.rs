@@ -1,7 +1,8 @@
 //! An idle watcher and an idle monitor use no measurable CPU, on inotify
 //! and on polling, after they have read something: looking at the file
 //! must not itself be a reason to look again. Runs the real binary on a
-//! local folder; no root needed.
+//! local folder; no root needed. The same for the ZeroMQ publisher and a
+//! watcher that follows it, on loopback.
 
 mod support;
 
@@ -219,6 +220,102 @@ fn idle_watchers_and_monitors_use_no_measurable_cpu() {
         assert!(
             *cpu <= MAX_IDLE_CPU,
             "{what} used {cpu:?} of CPU in {IDLE:?} with nothing to do (at most {MAX_IDLE_CPU:?}); all: {used:?}"
+        );
+    }
+}
+
+/// A publisher and a watcher following it over ZeroMQ, on this host's
+/// loopback, both idle after one record.
+#[test]
+fn an_idle_publisher_and_its_zmq_watcher_use_no_measurable_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    // Ports of this test run's own, so parallel runs do not collide.
+    let base = 20000 + (std::process::id() % 4000) as u16 * 10;
+    let ports = [base, base + 1, base + 2, base + 3];
+    let config = dir.path().join("banshare.toml");
+    fs::write(
+        &config,
+        format!(
+            "[watch]\nsafety_poll = \"1h\"\n[zmq]\ncatch_up_port = {}\nfeed_port = {}\n",
+            ports[1], ports[3]
+        ),
+    )
+    .unwrap();
+    let publisher = Daemon(
+        Command::new(BANSHARE)
+            .args([
+                "--config",
+                "/dev/null",
+                "--quiet",
+                "publisher",
+                "--node",
+                "pub",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join("publisher"))
+            .args(["--submit-port", &ports[0].to_string()])
+            .args(["--catch-up-port", &ports[1].to_string()])
+            .args(["--legacy-port", &ports[2].to_string()])
+            .args(["--feed-port", &ports[3].to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("zmq+tcp://127.0.0.1:{}", ports[0]);
+    let state = dir.path().join("state");
+    let watcher = Daemon(
+        Command::new(BANSHARE)
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "--quiet",
+                "watch",
+                "--backend",
+                "log",
+                "--node",
+                "me",
+                "--log",
+                &url,
+            ])
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--spool-dir")
+            .arg(dir.path().join("spool"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ban = |address: &str| {
+        run_ok(
+            Command::new(BANSHARE)
+                .arg("--config")
+                .arg(&config)
+                .args(["--quiet", "ban", address, "--node", "other", "--log", &url])
+                .arg("--spool-dir")
+                .arg(dir.path().join("spool-other")),
+        );
+    };
+    let applied = |n: u64| wait_until(Duration::from_secs(20), || saved_offset(&state) == Some(n));
+    ban("192.0.2.7");
+    assert!(applied(1), "the watcher never saved record 1");
+    let processes = [("the publisher", &publisher), ("the zmq watcher", &watcher)];
+    let before: Vec<Duration> = processes
+        .iter()
+        .map(|(_, p)| support::cpu_time(p.0.id()))
+        .collect();
+    thread::sleep(IDLE);
+    let used: Vec<(&str, Duration)> = processes
+        .iter()
+        .zip(before)
+        .map(|((what, p), before)| (*what, support::cpu_time(p.0.id()) - before))
+        .collect();
+    eprintln!("{used:?} of CPU in {IDLE:?} idle");
+    ban("192.0.2.8");
+    assert!(applied(2), "the watcher stopped taking records");
+    for (what, cpu) in &used {
+        assert!(
+            *cpu <= MAX_IDLE_CPU,
+            "{what} used {cpu:?} of CPU in {IDLE:?} with nothing to do; all: {used:?}"
         );
     }
 }
