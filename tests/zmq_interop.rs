@@ -255,6 +255,40 @@ fn the_original_subscriber_hears_bans_made_with_banshare_ban() {
         .expect("the legacy subscriber heard nothing");
     assert_eq!(line, "node0 sshd Ban 192.0.2.9");
     assert!(spool_is_empty(&spool), "the ban was spooled, not delivered");
+
+    // `banshare monitor` shares what fail2ban logs, through the same
+    // transport.
+    let f2b_log = site.tmp.path().join("fail2ban.log");
+    fs::write(&f2b_log, b"").unwrap();
+    let state = site.tmp.path().join("monitor-state");
+    let _monitor = Daemon(
+        site.cluster
+            .command_in(site.cluster.node_ns(1), BANSHARE)
+            .args(["--config", "/dev/null", "monitor", "--node", "node1"])
+            .arg("--fail2ban-log")
+            .arg(&f2b_log)
+            .args(["--log", &site.url()])
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--spool-dir")
+            .arg(site.tmp.path().join("monitor-spool"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Its first run starts at the end of fail2ban.log, once it saved that.
+    assert!(wait_until(WAIT, || state.join("cursor.json").exists()));
+    let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S,%3f");
+    let notice = format!("{now} fail2ban.actions [1]: NOTICE [sshd] Ban 192.0.2.21\n");
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&f2b_log)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, notice.as_bytes()))
+        .unwrap();
+    let line = heard
+        .recv_timeout(WAIT)
+        .expect("the legacy subscriber heard nothing from the monitor");
+    assert_eq!(line, "node1 sshd Ban 192.0.2.21");
 }
 
 fn spool_is_empty(spool: &Path) -> bool {
