@@ -306,6 +306,27 @@ mod tests {
         );
     }
 
+    /// Review 12: an emptied log (records.log moved away or lost, its
+    /// epoch file left) numbers from 1 again; under the old epoch every
+    /// subscriber that had read further drops the new records as already
+    /// seen. A log that starts anew must start a new epoch.
+    #[test]
+    fn a_log_started_anew_beside_an_old_epoch_gets_a_new_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = RecordLog::open(dir.path()).unwrap();
+        log.append(&lines(1..=5)).unwrap();
+        let old = log.epoch();
+        drop(log);
+        std::fs::remove_file(dir.path().join(RECORDS_FILE)).unwrap();
+        let log = RecordLog::open(dir.path()).unwrap();
+        assert_eq!(log.last(), 0);
+        assert_ne!(
+            log.epoch(),
+            old,
+            "an empty log reuses the epoch of one that held 5 records"
+        );
+    }
+
     #[test]
     fn records_without_their_epoch_are_refused() {
         let dir = tempfile::tempdir().unwrap();

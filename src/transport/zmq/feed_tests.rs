@@ -254,3 +254,45 @@ fn zmq_feed_survives_the_last_possible_number() {
     }
     assert_eq!(feed.position().unwrap().seq, max);
 }
+
+/// Review 12: a publisher whose log was restored from an older copy (the
+/// epoch file with it: a backup, a VM snapshot, a disk that lost its
+/// tail) numbers its next records from where the copy ends. A watcher that
+/// had read further must not drop them as "already seen": they are new
+/// bans, ACKed to their senders.
+#[test]
+fn zmq_feed_does_not_drop_new_records_after_the_log_was_rolled_back() {
+    let publisher = FakePublisher::start(0x77);
+    publisher.store(&line(1), false);
+    let (mut feed, mut wake) = watched(&publisher);
+    // The watcher had read up to 5 before the publisher's log was restored
+    // to a copy holding only record 1 (same epoch).
+    let saved = Position {
+        kind: KIND.into(),
+        log: publisher.url().to_string(),
+        seq: 5,
+        at: serde_json::json!({"epoch": "0000000000000077"}),
+    };
+    feed.resume(&saved).unwrap();
+    // New bans, numbered 2 and 3 by the restored log, ACKed to senders.
+    publisher.store(b"<13>new ban A", false);
+    publisher.store(b"<13>new ban B", false);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    while Instant::now() < deadline && got.len() < 2 {
+        for entry in feed.read(10).unwrap() {
+            if let Entry::Record(line) = entry {
+                got.push(line);
+            }
+        }
+        if got.len() < 2 {
+            wake.wait();
+        }
+    }
+    assert!(
+        got.contains(&b"<13>new ban A".to_vec()) && got.contains(&b"<13>new ban B".to_vec()),
+        "records ACKed after the rollback were dropped; got {got:?}, position {:?}, notices {:?}",
+        feed.position().map(|p| p.seq),
+        feed.take_notices()
+    );
+}
