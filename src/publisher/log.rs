@@ -211,24 +211,23 @@ fn scan(file: &File) -> io::Result<Scan> {
     }
 }
 
-/// The epoch saved beside the log, or a new one for a log still empty. A
-/// log with records but no epoch is refused: a new epoch would make every
-/// subscriber apply it all again as a new log, and hide that it was lost.
+/// The epoch saved beside the log, or a new one for a log still empty. An
+/// empty log always gets a new one, even beside an old epoch file: records
+/// it numbers from 1 again are not those subscribers read under the old
+/// epoch, and must not be taken for them (subscribers would drop them as
+/// already read). A log with records but no epoch is refused: a new epoch
+/// would make every subscriber apply it all again as a new log, and hide
+/// that it was lost.
 fn load_or_make_epoch(dir: &Path, last: u64) -> Result<Epoch, LogError> {
     let path = dir.join(EPOCH_FILE);
+    if last == 0 {
+        return make_epoch(&path);
+    }
     match std::fs::read_to_string(&path) {
         Ok(text) => parse_epoch(text.trim_end_matches('\n')).ok_or(LogError::Corrupt {
             path,
             why: "not 16 hex digits",
         }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound && last == 0 => {
-            let mut bytes = [0u8; 8];
-            getrandom::fill(&mut bytes)?;
-            let epoch = Epoch(u64::from_be_bytes(bytes));
-            crate::durable::write_atomic(&path, format!("{epoch}\n").as_bytes(), 0o600)
-                .map_err(|source| LogError::Io { path, source })?;
-            Ok(epoch)
-        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Err(LogError::Corrupt {
             path,
             why: "missing, while records.log holds records; restore it, or move records.log \
@@ -236,6 +235,20 @@ fn load_or_make_epoch(dir: &Path, last: u64) -> Result<Epoch, LogError> {
         }),
         Err(source) => Err(LogError::Io { path, source }),
     }
+}
+
+/// A new random epoch, saved at `path`.
+fn make_epoch(path: &Path) -> Result<Epoch, LogError> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes)?;
+    let epoch = Epoch(u64::from_be_bytes(bytes));
+    crate::durable::write_atomic(path, format!("{epoch}\n").as_bytes(), 0o600).map_err(
+        |source| LogError::Io {
+            path: path.to_owned(),
+            source,
+        },
+    )?;
+    Ok(epoch)
 }
 
 fn parse_epoch(text: &str) -> Option<Epoch> {

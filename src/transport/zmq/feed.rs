@@ -213,6 +213,11 @@ impl ZmqFeed {
             self.behind = true;
             return false;
         }
+        if header.last < self.seq {
+            // The publisher's log ends before what was read: asked again,
+            // the catch-up answer says so (see `rolled_back`).
+            self.behind = true;
+        }
         self.last = Some(header.last.max(self.last.unwrap_or(0)));
         true
     }
@@ -264,6 +269,9 @@ impl ZmqFeed {
             self.last = Some(header.last);
             return Ok(true);
         }
+        if header.last < self.seq {
+            self.rolled_back(header.last);
+        }
         self.last = Some(header.last);
         let mut brought = false;
         let mut first = None;
@@ -296,6 +304,25 @@ impl ZmqFeed {
             ),
         });
         self.seq = resume_at - 1;
+    }
+
+    /// The publisher's log, of the same epoch, ends at `last`, before the
+    /// records read so far (restored from an older copy, or cut). Which of
+    /// its records are new cannot be told (the numbers were given again),
+    /// so it is read again from its first record; the policy drops what
+    /// was already applied. Says so.
+    fn rolled_back(&mut self, last: u64) {
+        self.notices.push(Notice {
+            warning: true,
+            text: format!(
+                "the publisher's log ends at record {last}, before record {} read here (was it \
+                 restored from an older copy?): reading it again from its first record; the \
+                 policy drops what was already applied",
+                self.seq
+            ),
+        });
+        self.seq = 0;
+        self.held.clear();
     }
 
     /// The publisher's log is not the one read so far: starts again from

@@ -39,10 +39,12 @@ fn zmq_sender_without_a_publisher_is_unreachable_and_wrote_nothing() {
 fn zmq_sender_timeout_after_sending_is_uncertain_and_takes_a_fresh_socket() {
     let publisher = FakePublisher::start(7);
     publisher.state().answer = Answer::Silent;
+    // Long enough to connect on a loaded machine: the call must get as far
+    // as sending, then wait in vain for the reply.
     let mut transport = ZmqTransport::new(
         &publisher.url(),
         &Default::default(),
-        Duration::from_millis(500),
+        Duration::from_millis(1500),
     );
     let e = transport.append(LINES).unwrap_err();
     assert!(matches!(e, TransportError::Write { .. }), "{e:?}");
