@@ -223,6 +223,53 @@ fn bad_config_exits_2_naming_the_key() {
 }
 
 #[test]
+fn a_curve_key_file_others_can_read_is_a_config_error_before_anything_is_written() {
+    let site = Site::new();
+    let key = site.dir.path().join("node.curve");
+    let keygen = Command::new(BANSHARE)
+        .args(["--config", "/dev/null", "curve-keygen", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(keygen.status.success(), "{}", stderr(&keygen));
+    let server = String::from_utf8(keygen.stdout).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o640)).unwrap();
+    }
+    let config = site.dir.path().join("banshare.toml");
+    let text = format!(
+        "[zmq]\ncurve_server_key = {:?}\ncurve_key_file = {:?}\n",
+        server.trim(),
+        key
+    );
+    fs::write(&config, text).unwrap();
+    let spool = site.dir.path().join("spool");
+    let out = Command::new(BANSHARE)
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "ban",
+            "192.0.2.1",
+            "--node",
+            "a",
+            "--log",
+            "zmq+tcp://127.0.0.1:9",
+        ])
+        .arg("--spool-dir")
+        .arg(&spool)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("zmq.curve_key_file"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!spool.exists(), "it wrote its spool");
+}
+
+#[test]
 fn config_file_values_apply_and_flags_override_them() {
     let site = Site::new();
     let config = site.dir.path().join("banshare.toml");

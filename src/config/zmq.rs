@@ -61,6 +61,11 @@ fn curve(raw: &RawZmq, check: &Checker) -> Result<Option<CurveClient>, ConfigErr
             "not a CURVE key (40 characters of Z85)",
         ));
     }
+    // Read now, so that a key file that cannot be used is a configuration
+    // error (exit 2) rather than every ban spooled as "unreachable".
+    #[cfg(feature = "zmq")]
+    crate::transport::zmq::curve::read_secret_key(key_file)
+        .map_err(|e| check.invalid("zmq.curve_key_file", e.to_string()))?;
     Ok(Some(CurveClient {
         server_key: server_key.clone(),
         key_file: key_file.clone(),
