@@ -500,16 +500,46 @@ fn with_curve_only_allowed_keys_get_through_and_no_address_crosses_the_wire_in_c
     assert!(!spool_is_empty(&site.tmp.path().join("spool-stranger")));
     assert!(!stored().contains("192.0.2.10"));
     assert!(!stored().contains("192.0.2.12") && !stored().contains("192.0.2.13"));
+
+    // Subscribers: one with a listed key reads both stored bans; one with
+    // a key the publisher does not list reads nothing meanwhile.
+    let zmq_config = |key: &str| {
+        format!(
+            "[zmq]\ncurve_server_key = {:?}\ncurve_key_file = {:?}\n",
+            server,
+            keys.join(key)
+        )
+    };
+    let (_listed, listed_rx) = log_watcher(&site, 2, "listed", &zmq_config("node0"));
+    let (_unlisted, unlisted_rx) = log_watcher(&site, 1, "unlisted", &zmq_config("stranger"));
+    let mut listed = Vec::new();
+    let read = wait_until(WAIT, || {
+        applied(&listed_rx, &mut listed);
+        listed.len() >= 2
+    });
+    assert!(read, "the listed subscriber read {listed:?}");
+    listed.sort();
+    assert_eq!(listed, ["192.0.2.11", "192.0.2.9"]);
+    let mut unlisted = Vec::new();
+    applied(&unlisted_rx, &mut unlisted);
+    assert!(unlisted.is_empty(), "an unlisted key read {unlisted:?}");
 }
 
 /// `banshare watch --backend log` over ZeroMQ in node `node`, as node
 /// `name`; each line it prints goes to the channel.
-fn log_watcher(site: &Site, node: usize, name: &str) -> (Daemon, mpsc::Receiver<String>) {
+/// `extra` is added to its configuration.
+fn log_watcher(
+    site: &Site,
+    node: usize,
+    name: &str,
+    extra: &str,
+) -> (Daemon, mpsc::Receiver<String>) {
     let dir = site.tmp.path().join(name);
     fs::create_dir_all(&dir).unwrap();
     let config = dir.join("banshare.toml");
     // Three senders' 1,000 bans in seconds: above the default rate limit.
-    fs::write(&config, "[trust]\nmax_bans_per_node_per_minute = 1000000\n").unwrap();
+    let text = format!("[trust]\nmax_bans_per_node_per_minute = 1000000\n{extra}");
+    fs::write(&config, text).unwrap();
     let child = site
         .cluster
         .command_in(site.cluster.node_ns(node), BANSHARE)
@@ -556,8 +586,8 @@ fn a_publisher_killed_mid_stream_loses_no_record_and_every_subscriber_applies_ea
     const PER_CALL: usize = 2;
     let site = Site::new("zmqkill");
     let publisher = site.start_publisher();
-    let (steady, steady_rx) = log_watcher(&site, 1, "steady");
-    let (late, late_rx) = log_watcher(&site, 2, "late");
+    let (steady, steady_rx) = log_watcher(&site, 1, "steady", "");
+    let (late, late_rx) = log_watcher(&site, 2, "late", "");
     let addresses: Vec<String> = (0..RECORDS)
         .map(|i| format!("100.64.{}.{}", i / 250, i % 250 + 1))
         .collect();
@@ -635,7 +665,7 @@ fn a_publisher_killed_mid_stream_loses_no_record_and_every_subscriber_applies_ea
         });
         assert!(flushed, "sender{k}'s spool was not delivered");
     }
-    let (late, late_rx2) = log_watcher(&site, 2, "late");
+    let (late, late_rx2) = log_watcher(&site, 2, "late", "");
     let (mut steady_seen, mut late_seen) = (Vec::new(), Vec::new());
     applied(&late_rx, &mut late_seen);
     let all_there = wait_until(Duration::from_secs(60), || {

@@ -35,8 +35,10 @@ use crate::transport::zmq::{curve, message};
 pub const MAX_SUBMIT_FRAME: i64 = 2 << 20;
 
 /// The largest frame taken on the catch-up socket: a request is one short
-/// line.
-const MAX_CATCH_UP_FRAME: i64 = 256;
+/// line, but libzmq applies the limit to the handshake's commands too, and
+/// CURVE's INITIATE is larger than 256 bytes (at 256 every CURVE client
+/// was dropped during its handshake).
+const MAX_CATCH_UP_FRAME: i64 = 4096;
 
 /// The most frames one submission request may hold; a request with more
 /// is refused whole (`too_many_frames`).
