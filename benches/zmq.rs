@@ -8,8 +8,9 @@
 //! (as benches/watch.rs measures), and on a lightweight subscriber when its
 //! `banshare watch --backend log` prints the ban. Each latency runs from
 //! just before the submission to the moment the last subscriber reported
-//! it; the next ban is submitted 30 ms after that (or after a 5 s
-//! deadline), so each is measured alone.
+//! it; the next ban is submitted 30 ms after that (700 ms for the rows
+//! that poll), or after a 5 s deadline (counted as missed), so each is
+//! measured alone.
 //!
 //! Rows:
 //! - ZeroMQ, 10 subscribers (the 10 nftables watchers), then 100 (the same
