@@ -276,28 +276,7 @@ impl Subject for FileShare<'_> {
                 spool,
             ));
         }
-        fs::write(&go, b"").map_err(|e| e.to_string())?;
-        // Every writer is waited for before any is judged: none is left
-        // running.
-        let finished: Vec<_> = writers
-            .into_iter()
-            .map(|(writer, spool)| (writer.wait_with_output(), spool))
-            .collect();
-        for (w, (out, spool)) in finished.into_iter().enumerate() {
-            let out = out.map_err(|e| e.to_string())?;
-            if !out.status.success() {
-                return Err(format!("writer {w} failed: {}", stderr(&out)));
-            }
-            let spooled = Spool::open(&spool)
-                .and_then(|s| s.depth())
-                .map_err(|e| e.to_string())?;
-            if spooled != 0 {
-                return Err(format!(
-                    "writer {w} spooled {spooled} record(s) under contention: {}",
-                    stderr(&out)
-                ));
-            }
-        }
+        start_and_judge(&go, writers)?;
         let how = format!(
             "{} `ban -` processes, {} runs of {} addresses each",
             plan.writers, plan.batches, plan.per_batch
@@ -466,4 +445,34 @@ pub(crate) fn flush_with(mut command: Command) -> Result<(), String> {
         true => Ok(()),
         false => Err(format!("banshare flush: {}", stderr(&out))),
     }
+}
+
+/// Lets the `writers` (each with its spool) go by creating `go`, waits for
+/// every one of them before judging any (none is left running), and fails
+/// unless each ended well with nothing spooled.
+pub(crate) fn start_and_judge(
+    go: &Path,
+    writers: Vec<(std::process::Child, PathBuf)>,
+) -> Result<(), String> {
+    fs::write(go, b"").map_err(|e| e.to_string())?;
+    let finished: Vec<_> = writers
+        .into_iter()
+        .map(|(writer, spool)| (writer.wait_with_output(), spool))
+        .collect();
+    for (w, (out, spool)) in finished.into_iter().enumerate() {
+        let out = out.map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!("writer {w} failed: {}", stderr(&out)));
+        }
+        let spooled = Spool::open(&spool)
+            .and_then(|s| s.depth())
+            .map_err(|e| e.to_string())?;
+        if spooled != 0 {
+            return Err(format!(
+                "writer {w} spooled {spooled} record(s) under contention: {}",
+                stderr(&out)
+            ));
+        }
+    }
+    Ok(())
 }

@@ -14,12 +14,11 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use banshare::follow::FollowKind;
-use banshare::outbox::spool::Spool;
 use banshare::transport::lock::{LockTimings, Owner};
 use banshare::transport::zmq::ZmqSettings;
 use banshare::transport::{self, Feed, FeedSettings, LogLocation, SftpSettings, Transport};
 
-use crate::files::{OnHost, ban_with, flush_with, on_host};
+use crate::files::{OnHost, ban_with, flush_with, on_host, start_and_judge};
 use crate::support::cluster::Cluster;
 use crate::support::{BANSHARE, Daemon, wait_until};
 use crate::{Plan, Subject};
@@ -138,10 +137,6 @@ impl<'c> ZeroMq<'c> {
     }
 }
 
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).trim().to_owned()
-}
-
 impl Subject for ZeroMq<'_> {
     fn name(&self) -> &'static str {
         "ZeroMQ"
@@ -227,26 +222,7 @@ impl Subject for ZeroMq<'_> {
                 spool,
             ));
         }
-        fs::write(&go, b"").map_err(|e| e.to_string())?;
-        let finished: Vec<_> = writers
-            .into_iter()
-            .map(|(writer, spool)| (writer.wait_with_output(), spool))
-            .collect();
-        for (w, (out, spool)) in finished.into_iter().enumerate() {
-            let out = out.map_err(|e| e.to_string())?;
-            if !out.status.success() {
-                return Err(format!("writer {w} failed: {}", stderr(&out)));
-            }
-            let spooled = Spool::open(&spool)
-                .and_then(|s| s.depth())
-                .map_err(|e| e.to_string())?;
-            if spooled != 0 {
-                return Err(format!(
-                    "writer {w} spooled {spooled} record(s): {}",
-                    stderr(&out)
-                ));
-            }
-        }
+        start_and_judge(&go, writers)?;
         Ok(format!(
             "{} `ban -` processes, {} runs of {} addresses each, on 2 hosts (node0, node1)",
             plan.writers, plan.batches, plan.per_batch
