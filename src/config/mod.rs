@@ -581,6 +581,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "zmq")]
     fn zmq_section_places_the_publishers_other_sockets_and_round_trips() {
         let s = load("[common]\nnode='n'\nlog='zmq+tcp://pub:6000'\n[zmq]\nfeed_port = 7000\ntimeout = '3s'\n")
             .unwrap();
@@ -594,7 +595,14 @@ mod tests {
         let err = load("[zmq]\ncatch_up_port = 0\n").unwrap_err().to_string();
         assert!(err.contains("zmq.catch_up_port"), "{err}");
         let key = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7";
-        let curve = format!("[zmq]\ncurve_server_key = '{key}'\ncurve_key_file = '/etc/k'\n");
+        // The key file is read when the section is loaded.
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("node.curve");
+        crate::transport::zmq::curve::write_key_pair(&key_file).unwrap();
+        let curve = format!(
+            "[zmq]\ncurve_server_key = '{key}'\ncurve_key_file = '{}'\n",
+            key_file.display()
+        );
         let s = load(&curve).unwrap();
         assert_eq!(s.zmq.curve.as_ref().unwrap().server_key, key);
         assert_eq!(load(&s.to_toml()).unwrap(), s);
