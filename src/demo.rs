@@ -72,14 +72,7 @@ impl Node {
         };
         let records =
             append::build_records(&request, &self.writer, Utc::now()).map_err(|e| e.to_string())?;
-        let mut publisher = transport::publisher(
-            &self.log,
-            &self.spool.append_lock_path(),
-            self.owner(),
-            TIMINGS,
-            &Default::default(),
-            &Default::default(),
-        );
+        let mut publisher = transport::publisher(&self.log, &self.writer_settings());
         append::deliver(records, &mut publisher, &self.spool, DEADLINE).map_err(|e| e.to_string())
     }
 
@@ -91,14 +84,17 @@ impl Node {
     }
 
     fn transport(&self) -> Box<dyn transport::Transport> {
-        transport::open(
-            &self.log,
-            &self.spool.append_lock_path(),
-            self.owner(),
-            TIMINGS,
-            &Default::default(),
-            &Default::default(),
-        )
+        transport::open(&self.log, &self.writer_settings())
+    }
+
+    fn writer_settings(&self) -> transport::WriterSettings {
+        transport::WriterSettings {
+            local_lock: self.spool.append_lock_path(),
+            owner: self.owner(),
+            timings: TIMINGS,
+            sftp: Default::default(),
+            zmq: Default::default(),
+        }
     }
 }
 

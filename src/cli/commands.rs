@@ -17,8 +17,8 @@ use super::args::{
 };
 use super::failure::{Failure, Result, write_stdout};
 use super::setup::{
-    apply_log_args, config_path, load_settings, open_spool, open_spool_and_transport, owner,
-    required_log, writer,
+    apply_log_args, config_path, load_settings, open_spool, open_spool_and_transport, required_log,
+    writer, writer_settings,
 };
 
 /// Standard input for `ban -` is read whole; this bounds it.
@@ -95,14 +95,7 @@ fn share(op: Op, args: ShareArgs, mut settings: Settings) -> Result<()> {
     let count = records.len();
     let spool = open_spool(&settings)?;
     // Connects nothing yet: the delivering child does, after the fork.
-    let mut publisher = transport::publisher(
-        &location,
-        &spool.append_lock_path(),
-        owner(&settings),
-        settings.append.lock,
-        &settings.sftp,
-        &settings.zmq,
-    );
+    let mut publisher = transport::publisher(&location, &writer_settings(&settings, &spool));
     // Still a single thread here, as deliver_journaled requires.
     let outcome = append::deliver_journaled(records, &mut publisher, &spool, append.deadline())
         .with_context(|| {

@@ -90,15 +90,20 @@ pub fn open_spool_and_transport(
     location: &LogLocation,
 ) -> Result<(Spool, Box<dyn Transport>)> {
     let spool = open_spool(settings)?;
-    let transport = transport::open(
-        location,
-        &spool.append_lock_path(),
-        owner(settings),
-        settings.append.lock,
-        &settings.sftp,
-        &settings.zmq,
-    );
+    let transport = transport::open(location, &writer_settings(settings, &spool));
     Ok((spool, transport))
+}
+
+/// How this host writes to the log, from the settings, its own lock in
+/// `spool`.
+pub fn writer_settings(settings: &Settings, spool: &Spool) -> transport::WriterSettings {
+    transport::WriterSettings {
+        local_lock: spool.append_lock_path(),
+        owner: owner(settings),
+        timings: settings.append.lock,
+        sftp: settings.sftp.clone(),
+        zmq: settings.zmq.clone(),
+    }
 }
 
 pub fn open_spool(settings: &Settings) -> Result<Spool> {

@@ -105,11 +105,13 @@ impl Monitor {
         };
         let publisher = transport::publisher(
             &opts.log,
-            &opts.spool.append_lock_path(),
-            owner,
-            opts.lock,
-            &opts.sftp,
-            &opts.zmq,
+            &transport::WriterSettings {
+                local_lock: opts.spool.append_lock_path(),
+                owner,
+                timings: opts.lock,
+                sftp: opts.sftp.clone(),
+                zmq: opts.zmq.clone(),
+            },
         );
         let mut monitor = Monitor {
             opts,

@@ -193,63 +193,58 @@ impl TransportError {
     }
 }
 
-/// Opens the transport for `location`. `local_lock` is a local file that
-/// serialises this host's writers.
-pub fn open(
-    location: &LogLocation,
-    local_lock: &std::path::Path,
-    owner: crate::transport::lock::Owner,
-    timings: crate::transport::lock::LockTimings,
-    sftp_settings: &SftpSettings,
-    zmq_settings: &zmq::ZmqSettings,
-) -> Box<dyn Transport> {
-    // Each used only with its feature.
-    let _ = (sftp_settings, zmq_settings);
+/// What a writer needs besides the log's location, for every transport:
+/// the counterpart of [`FeedSettings`] on the write side.
+#[derive(Debug, Clone)]
+pub struct WriterSettings {
+    /// A local file that serialises this host's writers (in the spool
+    /// folder); the file transports take it before the cross-host lock.
+    pub local_lock: std::path::PathBuf,
+    /// Who holds a cross-host lock, written into it.
+    pub owner: lock::Owner,
+    /// How long a lock (or a publisher's reply) is waited for.
+    pub timings: lock::LockTimings,
+    pub sftp: SftpSettings,
+    pub zmq: zmq::ZmqSettings,
+}
+
+/// Opens the transport for `location`.
+pub fn open(location: &LogLocation, settings: &WriterSettings) -> Box<dyn Transport> {
+    let WriterSettings {
+        local_lock,
+        owner,
+        timings,
+        ..
+    } = settings;
     match location {
-        LogLocation::File(path) => Box::new(FileTransport::new(path, local_lock, owner, timings)),
+        LogLocation::File(path) => Box::new(FileTransport::new(
+            path,
+            local_lock,
+            owner.clone(),
+            *timings,
+        )),
         #[cfg(feature = "sftp")]
         LogLocation::Sftp(url) => Box::new(sftp::SftpTransport::new(
             url,
-            sftp_settings,
+            &settings.sftp,
             local_lock,
-            owner,
-            timings,
+            owner.clone(),
+            *timings,
         )),
         // Bounded by the lock timeout, as an SFTP call is by its own: the
         // publisher's reply is what the lock is to a file log.
         #[cfg(feature = "zmq")]
         LogLocation::Zmq(url) => {
-            Box::new(zmq::ZmqTransport::new(url, zmq_settings, timings.timeout))
+            Box::new(zmq::ZmqTransport::new(url, &settings.zmq, timings.timeout))
         }
     }
 }
 
 /// A [`Publisher`] for `location`: it opens the transport as [`open`] does,
 /// on its first call, so nothing is connected yet when it is returned.
-pub fn publisher(
-    location: &LogLocation,
-    local_lock: &std::path::Path,
-    owner: crate::transport::lock::Owner,
-    timings: crate::transport::lock::LockTimings,
-    sftp_settings: &SftpSettings,
-    zmq_settings: &zmq::ZmqSettings,
-) -> Publisher {
-    let (location, local_lock, sftp_settings, zmq_settings) = (
-        location.clone(),
-        local_lock.to_owned(),
-        sftp_settings.clone(),
-        zmq_settings.clone(),
-    );
-    Publisher::new(move || {
-        open(
-            &location,
-            &local_lock,
-            owner.clone(),
-            timings,
-            &sftp_settings,
-            &zmq_settings,
-        )
-    })
+pub fn publisher(location: &LogLocation, settings: &WriterSettings) -> Publisher {
+    let (location, settings) = (location.clone(), settings.clone());
+    Publisher::new(move || open(&location, &settings))
 }
 
 /// How a feed notices new records, from `[watch]`.

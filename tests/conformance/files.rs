@@ -20,7 +20,7 @@ use banshare::transport::feed::Unread;
 use banshare::transport::lock::{LockTimings, Owner};
 use banshare::transport::{
     self, Entry, Feed, FeedError, FeedSettings, LogLocation, Notice, Position, SftpSettings,
-    Transport, TransportError,
+    Transport, TransportError, WriterSettings,
 };
 
 use crate::support::BANSHARE;
@@ -206,14 +206,14 @@ impl Subject for FileShare<'_> {
             node: "conformance".into(),
             pid: std::process::id(),
         };
-        let transport = transport::open(
-            &self.location(0, log),
-            &self.tmp.path().join("local.lock"),
+        let settings = WriterSettings {
+            local_lock: self.tmp.path().join("local.lock"),
             owner,
-            LockTimings::default(),
-            &self.sftp_settings(),
-            &Default::default(),
-        );
+            timings: LockTimings::default(),
+            sftp: self.sftp_settings(),
+            zmq: Default::default(),
+        };
+        let transport = transport::open(&self.location(0, log), &settings);
         match (&self.way, self.netns(0)) {
             (Way::Sftp, Some(netns)) => Box::new(OnHost::<dyn Transport> {
                 netns,

@@ -16,7 +16,9 @@ use std::time::Duration;
 use banshare::follow::FollowKind;
 use banshare::transport::lock::{LockTimings, Owner};
 use banshare::transport::zmq::ZmqSettings;
-use banshare::transport::{self, Feed, FeedSettings, LogLocation, SftpSettings, Transport};
+use banshare::transport::{
+    self, Feed, FeedSettings, LogLocation, SftpSettings, Transport, WriterSettings,
+};
 
 use crate::files::{OnHost, ban_with, flush_with, on_host, start_and_judge};
 use crate::support::cluster::Cluster;
@@ -161,14 +163,14 @@ impl Subject for ZeroMq<'_> {
             node: "conformance".into(),
             pid: std::process::id(),
         };
-        let inner = transport::open(
-            &self.location(log),
-            &self.tmp.path().join("local.lock"),
+        let settings = WriterSettings {
+            local_lock: self.tmp.path().join("local.lock"),
             owner,
-            TIMINGS,
-            &SftpSettings::default(),
-            &ZmqSettings::default(),
-        );
+            timings: TIMINGS,
+            sftp: SftpSettings::default(),
+            zmq: ZmqSettings::default(),
+        };
+        let inner = transport::open(&self.location(log), &settings);
         Box::new(OnHost::<dyn Transport> {
             netns: self.netns(self.cluster.node_ns(0)),
             inner,
