@@ -12,6 +12,7 @@
 //! minutes. Like benches/append.rs it does nothing without `--bench`, so
 //! `cargo test --benches` stays fast.
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use banshare::backend::{self, Action, BackendKind, BackendSettings, Ban};
 use banshare::record::{PortSpec, Target};
+use common::element_addresses;
 use support::cluster::{Cluster, require_root};
 use support::fail2ban::{Fail2ban, logger_line, write_newbans_filter};
 use support::{BANSHARE, wait_until};
@@ -294,20 +296,6 @@ impl Drop for Monitors {
             let _ = c.wait();
         }
     }
-}
-
-/// The IPv4 addresses in `add element inet t s { 10.0.0.1 timeout 1h ... }`.
-fn element_addresses(line: &str) -> Vec<Ipv4Addr> {
-    let Some(rest) = line.strip_prefix("add element ") else {
-        return Vec::new();
-    };
-    let (Some(open), Some(close)) = (rest.find('{'), rest.rfind('}')) else {
-        return Vec::new();
-    };
-    rest[open + 1..close]
-        .split(',')
-        .filter_map(|e| e.split_whitespace().next()?.parse().ok())
-        .collect()
 }
 
 /// When each address first appeared on each measured host.

@@ -29,6 +29,7 @@
 //! benches it does nothing without `--bench`, so `cargo test --benches`
 //! stays fast.
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -44,6 +45,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use banshare::record::{self, Record, RecordId, Target};
+use common::element_addresses;
 use support::cluster::{Cluster, require_root};
 use support::{BANSHARE, Daemon, wait_until};
 
@@ -100,6 +102,35 @@ fn progress(message: &str) {
     eprintln!("[zmq bench] {message}");
 }
 
+/// Runs `command`, a `banshare` (perhaps in a test host), to ban `addr` as
+/// node `node` on `log`, as fail2ban's action would. It has no ACK time to
+/// report (`None`): the process's exit is all it says.
+fn ban(
+    mut command: Command,
+    addr: Ipv4Addr,
+    node: &str,
+    log: &std::ffi::OsStr,
+    spool: &Path,
+) -> Option<Instant> {
+    let out = command
+        .args(["--config", "/dev/null", "--quiet", "ban"])
+        .arg(addr.to_string())
+        .args(["--port", "22", "--jail", "sshd", "--bantime", "3600"])
+        .args(["--node", node, "--log"])
+        .arg(log)
+        .arg("--spool-dir")
+        .arg(spool)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "banshare ban failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    None
+}
+
 struct Bench<'a> {
     cluster: &'a Cluster,
     work: &'a Path,
@@ -140,24 +171,9 @@ impl Bench<'_> {
         let spool = self.work.join("cli-spool");
         let url = self.url();
         let mut cli_submit = |addr: Ipv4Addr| {
-            let out = self
-                .cluster
-                .command_in(self.cluster.node_ns(NFT_HOSTS), BANSHARE)
-                .args(["--config", "/dev/null", "--quiet", "ban"])
-                .arg(addr.to_string())
-                .args(["--port", "22", "--jail", "sshd", "--bantime", "3600"])
-                .args(["--node", "sender", "--log", &url])
-                .arg("--spool-dir")
-                .arg(&spool)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "banshare ban failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            None
+            let ns = self.cluster.node_ns(NFT_HOSTS);
+            let command = self.cluster.command_in(ns, BANSHARE);
+            ban(command, addr, "sender", url.as_ref(), &spool)
         };
         rows.push(Row::new(
             "ZeroMQ, one `banshare ban` process per ban",
@@ -214,25 +230,8 @@ impl Bench<'_> {
     fn file_rows(&self, events: &Events) -> Vec<Row> {
         let log = self.cluster.create_sftp_file("newbans.log");
         let spool = self.work.join("file-spool");
-        let mut append = |addr: Ipv4Addr| {
-            let out = Command::new(BANSHARE)
-                .args(["--config", "/dev/null", "--quiet", "ban"])
-                .arg(addr.to_string())
-                .args(["--port", "22", "--jail", "sshd", "--bantime", "3600"])
-                .args(["--node", "server", "--log"])
-                .arg(&log)
-                .arg("--spool-dir")
-                .arg(&spool)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "banshare ban failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            None
-        };
+        let mut append =
+            |addr: Ipv4Addr| ban(Command::new(BANSHARE), addr, "server", log.as_ref(), &spool);
         let all: Vec<usize> = (0..NFT_HOSTS).collect();
         let mut rows = Vec::new();
         for (name, net) in [("sshfs", 30), ("SFTP", 32)] {
@@ -571,20 +570,6 @@ impl Events {
             })
             .collect()
     }
-}
-
-/// The IPv4 addresses in `add element inet t s { 10.0.0.1 timeout 1h ... }`.
-fn element_addresses(line: &str) -> Vec<Ipv4Addr> {
-    let Some(rest) = line.strip_prefix("add element ") else {
-        return Vec::new();
-    };
-    let (Some(open), Some(close)) = (rest.find('{'), rest.rfind('}')) else {
-        return Vec::new();
-    };
-    rest[open + 1..close]
-        .split(',')
-        .filter_map(|e| e.split_whitespace().next()?.parse().ok())
-        .collect()
 }
 
 #[derive(Default)]
