@@ -44,6 +44,7 @@
 
 mod active;
 mod breaker_state;
+pub mod retention;
 #[cfg(test)]
 mod tests;
 
@@ -432,18 +433,12 @@ impl Policy {
     /// A permanent ban is applied only from a record signed by a trusted
     /// node: it is an operator's decision, not a log line's.
     fn bantime(&self, record: &Record, provenance: Provenance) -> (BanTime, Option<BanTime>) {
-        let asked = record
-            .fields
-            .bantime
-            .unwrap_or(self.settings.default_bantime);
-        let max = self.settings.max_bantime.as_secs();
-        match asked {
-            BanTime::Seconds(s) if s > max => (BanTime::Seconds(max), Some(asked)),
-            BanTime::Permanent if provenance != Provenance::Verified => {
-                (BanTime::Seconds(max), Some(asked))
-            }
-            _ => (asked, None),
-        }
+        applied_bantime(
+            record,
+            provenance,
+            self.settings.default_bantime,
+            self.settings.max_bantime,
+        )
     }
 
     /// The circuit breaker: a node that sends more bans per minute than
@@ -673,6 +668,27 @@ impl Policy {
     }
 }
 
+/// Rule 4's bantime for `record`: its own or `default`, cut to `max`, and
+/// permanent only when `provenance` is verified. Returns the bantime
+/// applied, and the one asked for when it was cut. Compaction uses it too,
+/// so that it keeps a record exactly as long as a watcher would hold it.
+pub(crate) fn applied_bantime(
+    record: &Record,
+    provenance: Provenance,
+    default: BanTime,
+    max: Duration,
+) -> (BanTime, Option<BanTime>) {
+    let asked = record.fields.bantime.unwrap_or(default);
+    let max = max.as_secs();
+    match asked {
+        BanTime::Seconds(s) if s > max => (BanTime::Seconds(max), Some(asked)),
+        BanTime::Permanent if provenance != Provenance::Verified => {
+            (BanTime::Seconds(max), Some(asked))
+        }
+        _ => (asked, None),
+    }
+}
+
 /// How long the firewall holds a ban ending at `until`: what remains of it,
 /// but never more than its bantime from now. A record dated ahead of this
 /// host's clock (within [`MAX_CLOCK_LEAD`]) would otherwise be held for its
@@ -686,7 +702,7 @@ fn firewall_timeout(until: Expiry, bantime: BanTime, now: DateTime<Utc>) -> Opti
     })
 }
 
-fn expiry(ts: DateTime<Utc>, bantime: BanTime) -> Expiry {
+pub(crate) fn expiry(ts: DateTime<Utc>, bantime: BanTime) -> Expiry {
     match bantime {
         BanTime::Permanent => None,
         BanTime::Seconds(s) => Some(ts + chrono::Duration::seconds(s as i64)),

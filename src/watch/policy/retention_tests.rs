@@ -1,0 +1,256 @@
+use super::*;
+use crate::trust::{TrustedKeys, generate, public_line, sign};
+
+const NOW: &str = "2026-11-21T18:00:00Z";
+
+fn now() -> DateTime<Utc> {
+    NOW.parse().unwrap()
+}
+
+fn rules() -> RetentionRules {
+    RetentionRules {
+        max_bantime: Duration::from_secs(7 * 24 * 3600),
+        findtime: Duration::from_secs(600),
+        trust: None,
+    }
+}
+
+/// A line as banshare writes it (`fields` after the port).
+fn line(verb: &str, target: &str, fields: &str) -> String {
+    format!("<13>Nov 21 17:00:00 banshare[1]: {verb} {target} PORT 22 {fields}\n")
+}
+
+fn ban(target: &str, jail: &str, ts: &str, bantime: &str, id: u32) -> String {
+    line(
+        "HOST",
+        target,
+        &format!("jail={jail} node=a ts={ts} bantime={bantime} id={id:016}"),
+    )
+}
+
+fn unban(target: &str, jail: &str, ts: &str, id: u32) -> String {
+    line(
+        "UNBAN",
+        target,
+        &format!("jail={jail} node=a ts={ts} id={id:016}"),
+    )
+}
+
+fn fates(lines: &[String], rules: &RetentionRules) -> Vec<Fate> {
+    plan(lines.iter().map(|l| l.as_bytes()), rules, now())
+}
+
+#[test]
+fn a_ban_is_kept_while_in_force_and_dropped_once_over() {
+    let lines = [
+        ban("192.0.2.1", "sshd", "2026-11-21T17:00:00Z", "600", 1),
+        ban("192.0.2.2", "sshd", "2026-11-21T17:55:00Z", "600", 2),
+        // Over by a few seconds: watchers whose clocks lag a little may
+        // still hold it.
+        ban("192.0.2.3", "sshd", "2026-11-21T17:49:30Z", "600", 3),
+        // No bantime: each node's default is at most max_bantime.
+        line(
+            "HOST",
+            "192.0.2.4",
+            "node=a ts=2026-11-15T19:00:00Z id=0000000000000004",
+        ),
+        line(
+            "HOST",
+            "192.0.2.5",
+            "node=a ts=2026-11-14T17:00:00Z id=0000000000000005",
+        ),
+        // Longer than max_bantime: cut to it, as the watchers cut it.
+        ban("192.0.2.6", "sshd", "2026-11-01T00:00:00Z", "5184000", 6),
+    ];
+    assert_eq!(
+        fates(&lines, &rules()),
+        [
+            Fate::Drop(Dropped::Expired),
+            Fate::Keep(Kept::Ban),
+            Fate::Keep(Kept::Ban),
+            Fate::Keep(Kept::Ban),
+            Fate::Drop(Dropped::Expired),
+            Fate::Drop(Dropped::Expired),
+        ]
+    );
+}
+
+#[test]
+fn a_permanent_ban_stays_only_when_signed_and_verified() {
+    let key = generate().unwrap();
+    let mut signed = record::parse(
+        line(
+            "HOST",
+            "192.0.2.1",
+            "node=a ts=2026-01-01T00:00:00Z bantime=-1 id=0000000000000001",
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    sign(&mut signed, &key).unwrap();
+    let signed = format!("{signed}\n");
+    let unsigned = line(
+        "HOST",
+        "192.0.2.2",
+        "node=a ts=2026-01-01T00:00:00Z bantime=-1 id=0000000000000002",
+    );
+    let lines = [signed.clone(), unsigned];
+    assert_eq!(
+        fates(&lines, &rules()),
+        [Fate::Keep(Kept::PermanentBan), Fate::Drop(Dropped::Expired)],
+        "an unsigned permanent ban lasts max_bantime"
+    );
+    // With the trusted keys: verified stays, a key they do not know is
+    // refused outright (a bad signature).
+    let trusting = |k| RetentionRules {
+        trust: Some(TrustPolicy {
+            keys: TrustedKeys::parse(&format!("a {}", public_line(k)), "test").unwrap(),
+            require_signed: false,
+            allow_unsigned_logger: false,
+        }),
+        ..rules()
+    };
+    assert_eq!(
+        fates(&lines[..1], &trusting(&key)),
+        [Fate::Keep(Kept::PermanentBan)]
+    );
+    assert_eq!(
+        fates(&lines[..1], &trusting(&generate().unwrap())),
+        [Fate::Drop(Dropped::Untrusted)]
+    );
+}
+
+#[test]
+fn a_lifted_ban_goes_and_the_newest_unban_stays() {
+    let lines = [
+        ban("192.0.2.1", "sshd", "2026-11-21T17:00:00Z", "86400", 1),
+        unban("192.0.2.1", "sshd", "2026-11-21T17:10:00Z", 2),
+        unban("192.0.2.1", "sshd", "2026-11-21T17:20:00Z", 3),
+        // Another jail's ban is not lifted by an sshd unban.
+        ban("192.0.2.1", "recidive", "2026-11-21T17:05:00Z", "86400", 4),
+        // A ban newer than the unban stays.
+        ban("192.0.2.1", "sshd", "2026-11-21T17:30:00Z", "86400", 5),
+        // An unban that arrived late but is older than the newest one.
+        unban("192.0.2.1", "sshd", "2026-11-21T17:15:00Z", 6),
+        // An unban without a jail lifts every jail's older bans.
+        ban("192.0.2.9", "recidive", "2026-11-21T17:00:00Z", "86400", 7),
+        line(
+            "UNBAN",
+            "192.0.2.9",
+            "node=a ts=2026-11-21T17:01:00Z id=0000000000000008",
+        ),
+    ];
+    assert_eq!(
+        fates(&lines, &rules()),
+        [
+            Fate::Drop(Dropped::Lifted),
+            Fate::Drop(Dropped::OlderUnban),
+            Fate::Keep(Kept::Unban),
+            Fate::Keep(Kept::Ban),
+            Fate::Keep(Kept::Ban),
+            Fate::Drop(Dropped::OlderUnban),
+            Fate::Drop(Dropped::Lifted),
+            Fate::Keep(Kept::Unban),
+        ]
+    );
+}
+
+#[test]
+fn an_unban_is_kept_as_long_as_a_ban_it_lifted_could_last() {
+    let lines = [
+        // Lifted an hour after it was made: without the unban, a watcher
+        // that applied the ban would hold it 6 more days.
+        unban("192.0.2.1", "sshd", "2026-11-15T18:30:00Z", 1),
+        unban("192.0.2.2", "sshd", "2026-11-14T17:00:00Z", 2),
+    ];
+    assert_eq!(
+        fates(&lines, &rules()),
+        [Fate::Keep(Kept::Unban), Fate::Drop(Dropped::Forgotten)]
+    );
+}
+
+#[test]
+fn a_lifted_permanent_ban_stays_with_its_unban() {
+    let key = generate().unwrap();
+    let mut signed = record::parse(
+        line(
+            "HOST",
+            "192.0.2.1",
+            "jail=sshd node=a ts=2025-01-01T00:00:00Z bantime=-1 id=0000000000000001",
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    sign(&mut signed, &key).unwrap();
+    let lines = [
+        format!("{signed}\n"),
+        unban("192.0.2.1", "sshd", "2025-01-02T00:00:00Z", 2),
+    ];
+    assert_eq!(
+        fates(&lines, &rules()),
+        [
+            Fate::Keep(Kept::LiftedPermanentBan),
+            Fate::Keep(Kept::Unban)
+        ]
+    );
+}
+
+#[test]
+fn copies_and_garbage_are_dropped() {
+    let first = ban("192.0.2.1", "sshd", "2026-11-21T17:55:00Z", "600", 1);
+    let logger = "<13>Nov 21 17:59:00 root[3284]: HOST 192.0.2.7 PORT 22\n".to_owned();
+    let lines = [
+        first.clone(),
+        "torn <13>Nov 21 17:5\n".to_owned(),
+        first.clone(),
+        // The same id with other bytes (a replayed, edited line) is a copy.
+        first.replace("PORT 22", "PORT 2222"),
+        logger.clone(),
+        logger,
+        "# banshare compacted\n".to_owned(),
+    ];
+    assert_eq!(
+        fates(&lines, &rules()),
+        [
+            Fate::Keep(Kept::Ban),
+            Fate::Drop(Dropped::Garbage),
+            Fate::Drop(Dropped::Copy),
+            Fate::Drop(Dropped::Copy),
+            Fate::Keep(Kept::Ban),
+            Fate::Drop(Dropped::Copy),
+            Fate::Drop(Dropped::Garbage),
+        ]
+    );
+}
+
+/// What compaction keeps, read by a fresh watcher, bans what the whole log
+/// bans: the policy and the rules agree.
+#[test]
+fn a_fresh_policy_reading_the_kept_lines_ends_where_one_reading_all_does() {
+    use crate::watch::policy::{Policy, PolicySettings};
+    let lines = [
+        ban("192.0.2.1", "sshd", "2026-11-21T17:00:00Z", "86400", 1),
+        unban("192.0.2.1", "sshd", "2026-11-21T17:10:00Z", 2),
+        ban("192.0.2.2", "sshd", "2026-11-21T10:00:00Z", "3600", 3),
+        ban("192.0.2.3", "sshd", "2026-11-21T17:50:00Z", "3600", 4),
+        ban("192.0.2.3", "sshd", "2026-11-21T17:50:00Z", "3600", 4),
+        ban("192.0.2.4", "sshd", "2026-11-21T17:00:00Z", "86400", 5),
+        unban("192.0.2.4", "recidive", "2026-11-21T17:10:00Z", 6),
+    ];
+    let kept: Vec<&String> = lines
+        .iter()
+        .zip(fates(&lines, &rules()))
+        .filter(|(_, f)| f.is_kept())
+        .map(|(l, _)| l)
+        .collect();
+    let ends = |lines: &mut dyn Iterator<Item = &String>| {
+        let mut p = Policy::new(PolicySettings::defaults("me".parse().unwrap()));
+        for l in lines {
+            let _ = p.decide(&record::parse(l.as_bytes()).unwrap(), now());
+        }
+        let mut bans: Vec<_> = p.active_bans().map(|(net, b)| (net, b.until)).collect();
+        bans.sort();
+        bans
+    };
+    assert_eq!(ends(&mut kept.into_iter()), ends(&mut lines.iter()));
+}
