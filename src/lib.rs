@@ -21,9 +21,11 @@
 //! - [`state`]: a daemon's state directory, its saved position among them;
 //! - [`trust`]: signed records and the keys trusted to sign them;
 //! - [`config`]: the TOML configuration file;
+//! - [`compact`]: rewriting the shared log to what may still be in force;
 //! - [`durable`]: writing files so that a crash leaves the old or the new.
 
 pub mod backend;
+pub mod compact;
 pub mod config;
 pub mod demo;
 pub mod durable;

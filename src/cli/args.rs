@@ -85,6 +85,9 @@ pub enum Command {
     /// Follow the shared log and apply bans on this host (a daemon).
     #[command(long_about = WATCH_ABOUT)]
     Watch(WatchArgs),
+    /// Rewrite the shared log keeping only what may still be in force.
+    #[command(long_about = COMPACT_ABOUT, after_long_help = COMPACT_EXIT)]
+    Compact(CompactArgs),
     /// Show the watcher's state: cursor, lag, follow mode, bans, spool.
     #[command(long_about = STATUS_ABOUT)]
     Status(StatusArgs),
@@ -220,6 +223,44 @@ by record id first, and only its missing records are sent. The journals of
 delivered too, the same way; those of runs still alive are left to them. Flush stops at
 the first batch the log refuses and exits 1 with the records left waiting.";
 
+const COMPACT_ABOUT: &str = "\
+Rewrite the shared log keeping only the records that may still be in force
+on some watcher, so that it does not grow for ever. Meant to run from a
+timer, with the log and the settings from the configuration file.
+
+Kept, byte for byte (signatures stay valid):
+  - bans not over yet: their time plus their bantime (or, without one,
+    max_bantime), cut to max_bantime as every watcher cuts it, plus a
+    minute for clocks that lag;
+  - permanent bans (bantime=-1) signed by a trusted node, until an unban
+    lifts them (a lifted one stays beside its unban, which every watcher
+    must learn, however late);
+  - the newest unban of each address and jail, for as long as a watcher
+    remembers it: a day (or findtime), and at least max_bantime.
+Dropped: bans over or lifted by a newer unban, older unbans, copies of a
+record (same id, or same bytes), and lines that are not records or that
+the trusted keys ([trust] keys) refuse. max_bantime is cluster-wide: a
+node with a longer one would lose bans.
+
+The copy is made without the lock; the cross-host lock (<log>.lock) is
+taken only to copy what writers appended meanwhile and to rename the copy
+over the log, atomically on the file server (rename(2) locally, OpenSSH's
+posix-rename@openssh.com through sshfs and over SFTP). If that takes half
+of stale_lock, compaction gives up and leaves the log as it was. The new
+log starts with a `# banshare-compacted` line, which watchers skip:
+they read the old log to its end and the new one from its start, and
+drop what they had applied already. Works on a file path (local, sshfs,
+NFS) or an sftp:// log, not on a zmq+tcp:// one (see `banshare publisher
+--help`).";
+
+const COMPACT_EXIT: &str = "\
+EXIT STATUS:
+    0   Compacted (or, with --dry-run, listed).
+    1   Runtime failure: the log unreachable, the lock not taken in time,
+        the log replaced meanwhile, or the tail too slow to copy under the
+        lock. The log is left as it was.
+    2   Usage error: a bad argument or configuration, no log given.";
+
 const DEMO_ABOUT: &str = "\
 Run a local demonstration in a temporary folder, without root: three nodes,
 each with a watcher using the log (dry-run) backend, share bans and an
@@ -347,6 +388,22 @@ fn parse_bantime_arg(text: &str) -> Result<BantimeArg, String> {
 pub struct FlushArgs {
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    #[command(flatten)]
+    pub log: LogArgs,
+
+    /// Print every line's fate (kept or dropped, and why) and the totals;
+    /// change nothing, take no lock.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// The cluster's longest ban; set it as on every watcher
+    /// [config: watch.max_bantime] [default: 1w].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_bantime: Option<Duration>,
 }
 
 #[derive(Debug, Subcommand)]

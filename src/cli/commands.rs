@@ -42,6 +42,7 @@ pub fn run(cli: Cli) -> Result<()> {
             write_stdout(&settings.to_toml())
         }
         Command::Watch(args) => super::watch::watch(args, &cli.config, settings),
+        Command::Compact(args) => super::compact::compact(args, &cli.config, settings),
         Command::Status(args) => super::watch::status(args, settings),
         Command::Cleanup(args) => super::watch::cleanup(args, &cli.config, settings),
         Command::Monitor(args) => super::fail2ban::monitor(args, settings),

@@ -7,6 +7,7 @@
 
 pub mod args;
 pub mod commands;
+pub mod compact;
 pub mod fail2ban;
 pub mod failure;
 pub mod logging;

@@ -31,6 +31,15 @@ pub use value::{
 /// Lines longer than this (without the newline) are rejected.
 pub const MAX_LINE_LEN: usize = 4096;
 
+/// How a compacted log's first line starts (see `banshare compact`). It is
+/// no record: watchers skip it without counting it as rejected.
+pub const COMPACTED_PREFIX: &str = "# banshare-compacted ";
+
+/// Whether `line` is the marker a compaction puts first in the new log.
+pub fn is_compaction_marker(line: &[u8]) -> bool {
+    line.starts_with(COMPACTED_PREFIX.as_bytes())
+}
+
 /// What a record asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {

@@ -8,6 +8,7 @@
 
 mod fs;
 mod session;
+mod store;
 mod url;
 
 use std::collections::HashSet;
@@ -18,6 +19,7 @@ use ssh2::{OpenFlags, OpenType, Sftp};
 
 pub use fs::SftpFs;
 pub use session::{Connection, SftpError, SftpSettings, connect};
+pub use store::SftpStore;
 pub use url::SftpUrl;
 
 use super::{Transport, TransportError, ids_in};

@@ -1,0 +1,116 @@
+//! `banshare compact`: the log and the cluster's settings from the
+//! configuration, the compaction itself in [`banshare::compact`].
+
+use std::path::PathBuf;
+
+use anyhow::anyhow;
+use banshare::compact::{self, CompactJob, LocalStore, Outcome};
+use banshare::config::Settings;
+use banshare::transport::LogLocation;
+use banshare::transport::lock::LocalLockFs;
+use banshare::watch::policy::retention::{Fate, RetentionRules};
+
+use super::args::CompactArgs;
+use super::failure::{Failure, Result, write_stdout};
+use super::setup::{apply_log_args, config_path, open_spool, owner, required_log};
+
+/// At most this much of a line is shown by `--dry-run`.
+const SHOWN: usize = 200;
+
+pub fn compact(args: CompactArgs, config: &Option<PathBuf>, mut settings: Settings) -> Result<()> {
+    apply_log_args(&mut settings, &args.log)?;
+    if let Some(max) = args.max_bantime {
+        settings.watch.max_bantime = max;
+    }
+    let location = required_log(&settings)?;
+    let trust = settings
+        .trust_policy(&config_path(config))
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    let spool = open_spool(&settings)?;
+    let job = CompactJob {
+        log: PathBuf::new(),
+        rules: RetentionRules {
+            max_bantime: settings.watch.max_bantime,
+            findtime: settings.watch.findtime,
+            trust: Some(trust),
+        },
+        local_lock: Some(spool.append_lock_path()),
+        owner: owner(&settings),
+        timings: settings.append.lock,
+        dry_run: args.dry_run,
+    };
+    let mut listing = String::new();
+    let mut on_line = |line: &[u8], fate: Fate| {
+        if args.dry_run {
+            listing.push_str(&listed(line, fate));
+        }
+    };
+    let now = chrono::Utc::now();
+    let outcome = match &location {
+        LogLocation::File(path) => {
+            let job = CompactJob {
+                log: path.clone(),
+                ..job
+            };
+            compact::compact(&LocalStore, &mut LocalLockFs, &job, now, &mut on_line)
+        }
+        #[cfg(feature = "sftp")]
+        LogLocation::Sftp(url) => {
+            let conn = banshare::transport::sftp::connect(url, &settings.sftp)
+                .map_err(|e| Failure::Runtime(anyhow!(e).context(format!("cannot reach {url}"))))?;
+            let store = compact::SftpStore::new(&conn);
+            let job = CompactJob {
+                log: url.path.clone(),
+                ..job
+            };
+            compact::compact(&store, &mut store.locks(), &job, now, &mut on_line)
+        }
+        #[cfg(feature = "zmq")]
+        LogLocation::Zmq(_) => {
+            return Err(Failure::Usage(
+                "a zmq+tcp:// log is the publisher's: compact it on the publisher's host \
+                 with `banshare compact --log <its log file>`"
+                    .into(),
+            ));
+        }
+    }
+    .map_err(|e| Failure::Runtime(anyhow!(e).context(format!("cannot compact {location}"))))?;
+    listing.push_str(&summary(&location, &outcome, args.dry_run));
+    write_stdout(&listing)
+}
+
+/// One line of `--dry-run`: the fate, then the line, escaped and cut.
+fn listed(line: &[u8], fate: Fate) -> String {
+    let text = String::from_utf8_lossy(&line[..line.len().min(SHOWN)]);
+    let text = text.trim_end_matches('\n').escape_debug().to_string();
+    let more = if line.len() > SHOWN { "..." } else { "" };
+    let verb = if fate.is_kept() { "keep" } else { "drop" };
+    format!("{verb}\t{}\t{text}{more}\n", fate.describe())
+}
+
+fn summary(location: &LogLocation, outcome: &Outcome, dry_run: bool) -> String {
+    let mut text = format!(
+        "{} {location}: {} line(s) kept, {} dropped; {} -> {} bytes",
+        if dry_run {
+            "would compact"
+        } else {
+            "compacted"
+        },
+        outcome.kept(),
+        outcome.dropped(),
+        outcome.bytes_before,
+        outcome.bytes_after,
+    );
+    if !dry_run {
+        text.push_str(&format!(
+            " ({} bytes appended meanwhile copied; lock held {} ms)",
+            outcome.tail_bytes,
+            outcome.locked_for.as_millis()
+        ));
+    }
+    text.push('\n');
+    for (fate, n) in &outcome.fates {
+        text.push_str(&format!("  {n:>8}  {}\n", fate.describe()));
+    }
+    text
+}
