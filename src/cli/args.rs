@@ -404,6 +404,11 @@ pub struct CompactArgs {
     /// [config: watch.max_bantime] [default: 1w].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub max_bantime: Option<Duration>,
+
+    /// Keep a ban this long past its end, for watchers whose clocks lag
+    /// this host's.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1m")]
+    pub clock_margin: Duration,
 }
 
 #[derive(Debug, Subcommand)]

@@ -30,9 +30,9 @@ pub fn compact(args: CompactArgs, config: &Option<PathBuf>, mut settings: Settin
     let job = CompactJob {
         log: PathBuf::new(),
         rules: RetentionRules {
-            max_bantime: settings.watch.max_bantime,
-            findtime: settings.watch.findtime,
             trust: Some(trust),
+            clock_margin: args.clock_margin,
+            ..RetentionRules::new(settings.watch.max_bantime, settings.watch.findtime)
         },
         local_lock: Some(spool.append_lock_path()),
         owner: owner(&settings),

@@ -2,11 +2,7 @@ use super::*;
 use crate::transport::lock::LocalLockFs;
 
 fn rules() -> RetentionRules {
-    RetentionRules {
-        max_bantime: Duration::from_secs(7 * 24 * 3600),
-        findtime: Duration::from_secs(600),
-        trust: None,
-    }
+    RetentionRules::new(Duration::from_secs(7 * 24 * 3600), Duration::from_secs(600))
 }
 
 fn job(log: &Path, dry_run: bool) -> CompactJob {

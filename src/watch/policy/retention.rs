@@ -6,7 +6,8 @@
 //! - a **ban** is kept while it may be in force: until its time plus its
 //!   bantime (its own, or `max_bantime` when it has none, since each node's
 //!   default is at most that), cut to `max_bantime` as rule 4 cuts it, plus
-//!   [`CLOCK_JITTER`] for watchers whose clocks lag this one's. A permanent
+//!   a margin ([`CLOCK_JITTER`] by default) for watchers whose clocks lag
+//!   this one's. A permanent
 //!   ban counts as permanent only where rule 4 would apply it so: signed,
 //!   and (when this host has the trusted keys) verified;
 //! - a ban **lifted** by an unban at least as new, of its jail or without
@@ -52,6 +53,22 @@ pub struct RetentionRules {
     /// dropped, and only permanent bans they verify stay for good. Without
     /// them, any signed permanent ban is taken as verified.
     pub trust: Option<TrustPolicy>,
+    /// How far behind this host's clock a watcher's may be: a ban is kept
+    /// this much past its end ([`CLOCK_JITTER`] by default).
+    pub clock_margin: Duration,
+}
+
+impl RetentionRules {
+    /// The rules for `max_bantime` and `findtime`, with the default clock
+    /// margin and no trusted keys.
+    pub fn new(max_bantime: Duration, findtime: Duration) -> RetentionRules {
+        RetentionRules {
+            max_bantime,
+            findtime,
+            trust: None,
+            clock_margin: CLOCK_JITTER.to_std().expect("positive"),
+        }
+    }
 }
 
 /// What compaction does with one line.
@@ -196,7 +213,7 @@ fn provenance(record: &Record, rules: &RetentionRules) -> Result<Provenance, Dro
 /// look, turning their provisional `Keep` into their fate.
 fn decide(fates: &mut [Fate], seen: &[Option<Seen>], rules: &RetentionRules, now: DateTime<Utc>) {
     let now_ms = now.timestamp_millis();
-    let margin = CLOCK_JITTER.num_milliseconds();
+    let margin = i64::try_from(rules.clock_margin.as_millis()).unwrap_or(i64::MAX);
     // Every unban, as the policy remembers them (never forgotten here).
     let mut lifts = ActiveBans::default();
     let mut newest_unban: HashMap<(IpNet, Option<&str>), usize> = HashMap::new();

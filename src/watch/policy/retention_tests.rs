@@ -8,11 +8,7 @@ fn now() -> DateTime<Utc> {
 }
 
 fn rules() -> RetentionRules {
-    RetentionRules {
-        max_bantime: Duration::from_secs(7 * 24 * 3600),
-        findtime: Duration::from_secs(600),
-        trust: None,
-    }
+    RetentionRules::new(Duration::from_secs(7 * 24 * 3600), Duration::from_secs(600))
 }
 
 /// A line as banshare writes it (`fields` after the port).
