@@ -297,14 +297,16 @@ impl<F: LogFs> Follower<F> {
             // On sshfs an open file renamed away tells the size of the new
             // file at the path, so a rotation looks like a truncation: ours
             // may be beside the log under its new name.
-            match self.renamed(true) {
-                Some(renamed) => {
-                    let (file, new_meta) = self.open_path()?;
-                    self.switch(file, &new_meta, Some(renamed));
-                    return Ok(Check::Present { size: meta.size });
-                }
-                None => self.restart_current(),
+            if let Some(renamed) = self.renamed(true) {
+                let (file, new_meta) = self.open_path()?;
+                self.switch(file, &new_meta, Some(renamed));
+                return Ok(Check::Present { size: meta.size });
             }
+            if let Some((file, new_meta)) = self.replaced_while_open()? {
+                self.switch(file, &new_meta, None);
+                return Ok(Check::Present { size: meta.size });
+            }
+            self.restart_current();
         }
         if let Some((file, new_meta)) = self.replacement(&meta)? {
             // Only an open file that cannot tell its own end is finished
@@ -315,6 +317,29 @@ impl<F: LogFs> Follower<F> {
             self.switch(file, &new_meta, renamed);
         }
         Ok(Check::Present { size: meta.size })
+    }
+
+    /// The file at the path, opened, when ours was replaced while open
+    /// rather than truncated: our open file still starts with the bytes we
+    /// read, and the path's file does not. On sshfs an open file renamed
+    /// over (a compaction, which removes it) tells the size of the shorter
+    /// new file, so the replacement looks like a truncation; and reads
+    /// through it may go on past that size, so reading it again from 0
+    /// would find the same end and "truncation" again, for ever.
+    fn replaced_while_open(&mut self) -> Result<Option<(F::File, Meta)>, FollowError> {
+        let Some(cur) = self.current.as_mut() else {
+            return Ok(None);
+        };
+        let fingerprint = cur.fingerprint();
+        if fingerprint.len == 0 || !cur.starts_as_read().unwrap_or(false) {
+            return Ok(None);
+        }
+        let (mut file, new_meta) = self.open_path()?;
+        match fingerprint.matches(&mut file) {
+            Ok(true) => Ok(None),
+            Ok(false) => Ok(Some((file, new_meta))),
+            Err(e) => Err(FollowError::new("read", &self.path, e)),
+        }
     }
 
     /// Whether our file lost bytes we read, as far as the open file tells.

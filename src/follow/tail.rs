@@ -179,6 +179,11 @@ impl<H: LogFile> Tail<H> {
     /// Whether the open file lost bytes we read: it is shorter than our
     /// position, or its first bytes changed (truncated, then written again
     /// past our position before we looked).
+    /// Whether the open file still starts with the bytes we read there.
+    pub fn starts_as_read(&mut self) -> io::Result<bool> {
+        self.fingerprint.matches(&mut self.file)
+    }
+
     pub fn truncated(&mut self) -> io::Result<bool> {
         if self.file.meta()?.size < self.pos() {
             return Ok(true);

@@ -24,6 +24,10 @@ pub struct TestFs {
     /// through it return nothing past that size (all of the file if
     /// nothing is there).
     pub sshfs: bool,
+    /// With `sshfs`: reads through an open file go on to its own end,
+    /// past the size it tells (as they did in a cluster test once the
+    /// kernel's attribute cache had the old size).
+    pub reads_past_size: bool,
     /// While set, every call fails with ENOTCONN.
     pub down: Arc<AtomicBool>,
 }
@@ -77,7 +81,7 @@ impl TestFile {
 impl LogFile for TestFile {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         self.fs.check()?;
-        if !self.fs.sshfs {
+        if !self.fs.sshfs || self.fs.reads_past_size {
             return self.file.read_at(offset, buf);
         }
         let size = self.own_meta().map_or(u64::MAX, |m| m.size);

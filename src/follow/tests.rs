@@ -518,6 +518,42 @@ fn on_sshfs_a_rotated_file_is_finished_under_its_new_name() {
     assert_eq!(f.take_events(), [FollowEvent::Renamed { path }]);
 }
 
+/// A compaction on sshfs: the new log, shorter than what was read of the
+/// old one, is renamed over it. The open old file then tells the new
+/// file's size, which looks like a truncation; whether reads through it
+/// stop there or not, the follower finishes the old file and goes on in
+/// the new one, and does not read the old one again and again.
+#[test]
+fn on_sshfs_a_log_compacted_shorter_is_read_from_zero_once() {
+    for reads_past_size in [false, true] {
+        let dir = Dir::new();
+        // sshfs numbers inodes by path: the new file has the old one's.
+        let fs = TestFs {
+            sshfs: true,
+            reads_past_size,
+            no_ids: true,
+            ..TestFs::default()
+        };
+        let mut f = Follower::new(fs, dir.log(), None);
+        dir.append("a long line that compaction drops\nkept\n");
+        assert_eq!(read(&mut f).len(), 2);
+        dir.replace("newbans.log", "# banshare-compacted nonce=1\nkept\n");
+        dir.append("new\n");
+        // Old lines may come again (the policy drops them); the new file's
+        // must come, once, within a few reads.
+        let mut got = Vec::new();
+        for _ in 0..5 {
+            got.extend(read(&mut f));
+        }
+        let new_file = ["# banshare-compacted nonce=1", "kept", "new"];
+        assert!(
+            got.ends_with(&new_file.map(String::from))
+                && got.iter().filter(|l| *l == "new").count() == 1,
+            "reads past size: {reads_past_size}: {got:?}"
+        );
+    }
+}
+
 /// Where the open file tells its own size (a local disk, NFS), a
 /// replaced log is finished through it, not through an older copy beside
 /// it that happens to start the same (`cp newbans.log newbans.log.bak`
