@@ -25,6 +25,9 @@ use support::cluster::{Cluster, require_root};
 use support::{BANSHARE, Daemon, wait_until};
 
 const WATCHERS: usize = 5;
+/// A host with an sshfs mount and no watcher, where the sshfs compactions
+/// run: FUSE cannot rename atomically over a file open on its own host.
+const COMPACTOR: usize = WATCHERS;
 /// Nodes 0..SSHFS_WATCHERS follow through an sshfs mount, the others over
 /// SFTP.
 const SSHFS_WATCHERS: usize = 3;
@@ -106,7 +109,8 @@ fn records(i: usize) -> Vec<String> {
 struct Site {
     cluster: Cluster,
     tmp: tempfile::TempDir,
-    mounts: Vec<PathBuf>,
+    /// Each sshfs host's mount of the share.
+    mounts: HashMap<usize, PathBuf>,
 }
 
 impl Site {
@@ -121,7 +125,7 @@ impl Site {
         if sshfs {
             flags.extend([
                 "--log".into(),
-                self.mounts[node].join("newbans.log").display().to_string(),
+                self.mounts[&node].join("newbans.log").display().to_string(),
             ]);
         } else {
             flags.extend([
@@ -141,7 +145,12 @@ impl Site {
         let mut cmd = self
             .cluster
             .command_in(self.cluster.node_ns(node), BANSHARE);
-        cmd.args(["--config", "/dev/null"])
+        let config = self.tmp.path().join("banshare.toml");
+        // The writer sends 2,000 bans in seconds: above the default rate
+        // limit, which would trip its breaker.
+        fs::write(&config, "[trust]\nmax_bans_per_node_per_minute = 100000\n").unwrap();
+        cmd.arg("--config")
+            .arg(config)
             .args(args)
             .args(self.log_flags(node, sshfs))
             .arg("--spool-dir")
@@ -179,6 +188,19 @@ impl Site {
             }
         });
         (Daemon(child), rx)
+    }
+
+    /// Whether the watcher on `node` has its log open yet (once it polled).
+    fn watcher_holds_log(&self, node: usize) -> bool {
+        let log = self.mounts[&node].join("newbans.log");
+        fs::read_dir("/proc").unwrap().flatten().any(|p| {
+            fs::read_dir(p.path().join("fd"))
+                .map(|fds| {
+                    fds.flatten()
+                        .any(|fd| fs::read_link(fd.path()).is_ok_and(|l| l == log))
+                })
+                .unwrap_or(false)
+        })
     }
 
     /// Where the watcher on `node` writes its messages.
@@ -229,10 +251,11 @@ impl Applied {
 fn compaction_during_a_live_stream_misses_nothing_and_applies_nothing_twice() {
     require_root();
     let started = Instant::now();
-    let cluster = Cluster::new("compact", WATCHERS);
+    let cluster = Cluster::new("compact", WATCHERS + 1);
     cluster.create_sftp_file("newbans.log");
     let mounts = (0..SSHFS_WATCHERS)
-        .map(|node| cluster.mount_sftp_share(node))
+        .chain([COMPACTOR])
+        .map(|node| (node, cluster.mount_sftp_share(node)))
         .collect();
     let site = Arc::new(Site {
         cluster,
@@ -240,6 +263,17 @@ fn compaction_during_a_live_stream_misses_nothing_and_applies_nothing_twice() {
         mounts,
     });
     let watchers: Vec<_> = (0..WATCHERS).map(|node| site.watch(node)).collect();
+    // Through sshfs from a host whose watcher holds the log open, FUSE
+    // would move the log aside first: refused, nothing changed.
+    assert!(wait_until(WAIT, || site.watcher_holds_log(0)));
+    let refused = site
+        .banshare(0, true, &["compact", "--clock-margin", "0s"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{said}");
+    assert!(said.contains("open on this host by banshare"), "{said}");
+    assert_eq!(fs::read(site.server_log()).unwrap(), b"");
 
     // The writer: a local writer on the file server, under the lock.
     let mut writer = FileTransport::new(
@@ -260,9 +294,9 @@ fn compaction_during_a_live_stream_misses_nothing_and_applies_nothing_twice() {
             Arc::clone(&started_compactions),
         );
         std::thread::spawn(move || {
-            // From an sshfs host that runs a watcher too, over SFTP, and
-            // from another sshfs host.
-            let from = [(0, true), (3, false), (1, true)];
+            // Through sshfs and over SFTP, from a host that does not
+            // follow the log and from one that does.
+            let from = [(COMPACTOR, true), (3, false), (COMPACTOR, true)];
             let mut reports = Vec::new();
             for (at, (node, sshfs)) in COMPACT_AT.iter().zip(from) {
                 while written.load(Ordering::SeqCst) < *at {

@@ -245,7 +245,12 @@ node with a longer one would lose bans.
 The copy is made without the lock; the cross-host lock (<log>.lock) is
 taken only to copy what writers appended meanwhile and to rename the copy
 over the log, atomically on the file server (rename(2) locally, OpenSSH's
-posix-rename@openssh.com through sshfs and over SFTP). If that takes half
+posix-rename@openssh.com through sshfs and over SFTP). Through an sshfs
+mount on which a process of this host has the log open (a watcher), FUSE
+would first move the old log aside, so compaction refuses there (exit 1)
+unless the mount has -o hard_remove (--mount-has-hard-remove): run it on
+the file server, over sftp://, or on a host that does not follow the log.
+If that takes half
 of stale_lock, compaction gives up and leaves the log as it was. The new
 log starts with a `# banshare-compacted` line, which watchers skip:
 they read the old log to its end and the new one from its start, and
@@ -257,8 +262,9 @@ const COMPACT_EXIT: &str = "\
 EXIT STATUS:
     0   Compacted (or, with --dry-run, listed).
     1   Runtime failure: the log unreachable, the lock not taken in time,
-        the log replaced meanwhile, or the tail too slow to copy under the
-        lock. The log is left as it was.
+        the log replaced meanwhile, the tail too slow to copy under the
+        lock, or the log open on this host through an sshfs mount. The log
+        is left as it was.
     2   Usage error: a bad argument or configuration, no log given.";
 
 const DEMO_ABOUT: &str = "\
@@ -409,6 +415,13 @@ pub struct CompactArgs {
     /// this host's.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1m")]
     pub clock_margin: Duration,
+
+    /// The log's sshfs mount has `-o hard_remove`: compact even though a
+    /// process on this host (a watcher) has the log open. Without that
+    /// option FUSE moves an open file aside before renaming over it, and
+    /// the log would be missing for a moment, so compaction refuses.
+    #[arg(long)]
+    pub mount_has_hard_remove: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -48,6 +48,7 @@ pub fn compact(args: CompactArgs, config: &Option<PathBuf>, mut settings: Settin
     let now = chrono::Utc::now();
     let outcome = match &location {
         LogLocation::File(path) => {
+            refuse_fuse_holders(path, &args)?;
             let job = CompactJob {
                 log: path.clone(),
                 ..job
@@ -77,6 +78,30 @@ pub fn compact(args: CompactArgs, config: &Option<PathBuf>, mut settings: Settin
     .map_err(|e| Failure::Runtime(anyhow!(e).context(format!("cannot compact {location}"))))?;
     listing.push_str(&summary(&location, &outcome, args.dry_run));
     write_stdout(&listing)
+}
+
+/// Refuses to rename over a log that this host holds open through FUSE
+/// (see [`compact::fuse_holders`]).
+fn refuse_fuse_holders(log: &std::path::Path, args: &CompactArgs) -> Result<()> {
+    if args.dry_run || args.mount_has_hard_remove {
+        return Ok(());
+    }
+    let holders = compact::fuse_holders(log);
+    if holders.is_empty() {
+        return Ok(());
+    }
+    let who: Vec<String> = holders
+        .iter()
+        .map(|(pid, name)| format!("{name} (pid {pid})"))
+        .collect();
+    Err(Failure::Runtime(anyhow!(
+        "{} is on an sshfs mount and open on this host by {}: FUSE would move it aside \
+         before renaming the compacted log over it, leaving no log for a moment. Compact on \
+         the file server, over sftp://, or on a host that does not follow the log (or mount \
+         with -o hard_remove and pass --mount-has-hard-remove). Nothing was changed",
+        log.display(),
+        who.join(", ")
+    )))
 }
 
 /// One line of `--dry-run`: the fate, then the line, escaped and cut.

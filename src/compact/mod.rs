@@ -316,6 +316,54 @@ fn marker(now: DateTime<Utc>, fates: &[Fate]) -> String {
     )
 }
 
+/// The processes on this host (pid, name) that hold `log` open, when it
+/// is on a FUSE mount (sshfs); empty elsewhere. FUSE renames over a file
+/// that is open on its own host in two steps (the old file is first moved
+/// aside as `.fuse_hidden*`, unless the mount has `hard_remove`), so a
+/// compaction from such a host would leave the log missing for a moment:
+/// writers would spool, watchers would retry. The CLI refuses then.
+pub fn fuse_holders(log: &Path) -> Vec<(u32, String)> {
+    let dir = match log.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => dir.to_owned(),
+        None => PathBuf::from("."),
+    };
+    if crate::follow::mode::blind_filesystem(&dir) != Some(FUSE) {
+        return Vec::new();
+    }
+    let (Ok(dir), Some(name)) = (dir.canonicalize(), log.file_name()) else {
+        return Vec::new();
+    };
+    let target = dir.join(name);
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut holders = Vec::new();
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // Another user's descriptors cannot be read unless we are root.
+        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        if fds
+            .flatten()
+            .any(|fd| fs::read_link(fd.path()).is_ok_and(|p| p == target))
+        {
+            let name = fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            holders.push((pid, name.trim().to_owned()));
+        }
+    }
+    holders
+}
+
+/// How [`crate::follow::mode::blind_filesystem`] names FUSE.
+const FUSE: &str = "fuse (sshfs)";
+
 /// The log on a local path or a mounted share (sshfs, NFS).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LocalStore;

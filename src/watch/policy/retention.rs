@@ -92,6 +92,7 @@ impl Fate {
             }
             Fate::Keep(Kept::Unban) => "kept: newest unban of its address, still remembered",
             Fate::Drop(Dropped::Garbage) => "dropped: not a record",
+            Fate::Drop(Dropped::Marker) => "dropped: an earlier compaction's first line",
             Fate::Drop(Dropped::Untrusted) => "dropped: refused by the trusted keys",
             Fate::Drop(Dropped::Expired) => "dropped: ban over",
             Fate::Drop(Dropped::Lifted) => "dropped: ban lifted by a newer unban",
@@ -115,6 +116,8 @@ pub enum Kept {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Dropped {
     Garbage,
+    /// The line an earlier compaction put first; the new one gets its own.
+    Marker,
     Untrusted,
     Expired,
     Lifted,
@@ -170,6 +173,9 @@ fn first_look<'a>(
     ids: &mut HashSet<record::RecordId>,
     bare_lines: &mut HashSet<&'a [u8]>,
 ) -> Result<Seen, Dropped> {
+    if record::is_compaction_marker(line) {
+        return Err(Dropped::Marker);
+    }
     let record = record::parse(line).map_err(|_| Dropped::Garbage)?;
     let provenance = provenance(&record, rules)?;
     let first = match &record.fields.id {

@@ -203,7 +203,7 @@ fn copies_and_garbage_are_dropped() {
         first.replace("PORT 22", "PORT 2222"),
         logger.clone(),
         logger,
-        "# banshare compacted\n".to_owned(),
+        "# banshare-compacted at=2026-11-21T17:00:00Z nonce=1\n".to_owned(),
     ];
     assert_eq!(
         fates(&lines, &rules()),
@@ -214,7 +214,7 @@ fn copies_and_garbage_are_dropped() {
             Fate::Drop(Dropped::Copy),
             Fate::Keep(Kept::Ban),
             Fate::Drop(Dropped::Copy),
-            Fate::Drop(Dropped::Garbage),
+            Fate::Drop(Dropped::Marker),
         ]
     );
 }
