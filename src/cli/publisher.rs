@@ -9,6 +9,7 @@ use banshare::config::{PublisherSettings, Settings};
 use banshare::publisher::submit::Rules;
 use banshare::publisher::{CurveServer, Listen, Publisher};
 use banshare::transport::zmq::curve;
+use banshare::watch::policy::retention::RetentionRules;
 
 use super::args::{CurveKeygenArgs, PublisherArgs};
 use super::failure::{Failure, Result};
@@ -51,7 +52,11 @@ pub fn publisher(
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("cannot install signal handlers")?;
     }
-    let publisher = Publisher::open(data_dir, &listen, rules, curve)
+    let retention = RetentionRules {
+        trust: Some(rules.trust.clone()),
+        ..RetentionRules::new(settings.watch.max_bantime, settings.watch.findtime)
+    };
+    let publisher = Publisher::open(data_dir, &listen, rules, retention, curve)
         .with_context(|| format!("cannot start the publisher in {}", p.data_dir.display()))?;
     publisher.run(&stop);
     Ok(())

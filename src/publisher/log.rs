@@ -3,7 +3,10 @@
 //! A directory with two files:
 //!
 //! - `records.log`: one record line per line, the text format of
-//!   newbans.log; record `seq` 1 is the first line;
+//!   newbans.log; record `seq` 1 is the first line. After a compaction
+//!   ([`RecordLog::compact`]) a line `# banshare-gap N` stands for N
+//!   records dropped there, so that every record keeps its number and
+//!   subscribers their place (a record is never renumbered);
 //! - `epoch`: 16 hex digits, random, made with the log, so that subscribers
 //!   can tell a new log from a restarted publisher (see
 //!   [`crate::transport::zmq::wire`]).
@@ -21,6 +24,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::transport::zmq::wire::Epoch;
+use crate::watch::policy::retention;
 
 /// The log's file name in the data directory.
 pub const RECORDS_FILE: &str = "records.log";
@@ -30,6 +34,20 @@ pub const EPOCH_FILE: &str = "epoch";
 
 /// Records between two entries of the offset index.
 pub const INDEX_STRIDE: u64 = 1000;
+
+/// How a line standing for records compaction dropped starts; the count
+/// follows.
+pub const GAP_PREFIX: &str = "# banshare-gap ";
+
+/// How many record numbers `line` (without its newline) stands for: 1 for
+/// a record, N for a gap line.
+fn numbers_in(line: &[u8]) -> u64 {
+    line.strip_prefix(GAP_PREFIX.as_bytes())
+        .and_then(|n| std::str::from_utf8(n).ok())
+        .and_then(|n| n.trim_end().parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(1)
+}
 
 /// Why the log cannot be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -56,8 +74,10 @@ pub struct RecordLog {
     last: u64,
     /// The file's length: where the next record starts.
     len: u64,
-    /// `index[k]` is the offset of record `k * INDEX_STRIDE + 1`.
-    index: Vec<u64>,
+    /// `index[k]`: the offset of the line holding record
+    /// `k * INDEX_STRIDE + 1` (a gap line may hold it), and the number of
+    /// the record before that line.
+    index: Vec<(u64, u64)>,
 }
 
 impl RecordLog {
@@ -118,7 +138,7 @@ impl RecordLog {
             debug_assert!(!line.contains('\n'));
             let seq = first + i as u64;
             if (seq - 1).is_multiple_of(INDEX_STRIDE) {
-                starts.push(self.len + batch.len() as u64);
+                starts.push((self.len + batch.len() as u64, seq - 1));
             }
             batch.extend_from_slice(line.as_bytes());
             batch.push(b'\n');
@@ -151,10 +171,10 @@ impl RecordLog {
             return Ok(Vec::new());
         }
         let slot = (after / INDEX_STRIDE) as usize;
-        let mut seq = slot as u64 * INDEX_STRIDE;
+        let (start, mut seq) = self.index[slot];
         let mut file = &self.file;
-        file.seek(SeekFrom::Start(self.index[slot])).map_err(io)?;
-        let mut reader = BufReader::new(file.take(self.len - self.index[slot]));
+        file.seek(SeekFrom::Start(start)).map_err(io)?;
+        let mut reader = BufReader::new(file.take(self.len - start));
         let mut out = Vec::new();
         let mut line = Vec::new();
         while out.len() < max as usize {
@@ -162,13 +182,95 @@ impl RecordLog {
             if reader.read_until(b'\n', &mut line).map_err(io)? == 0 {
                 break;
             }
-            seq += 1;
-            if seq > after {
-                line.pop();
+            line.pop();
+            let numbers = numbers_in(&line);
+            seq += numbers;
+            // A gap's records were dropped: a subscriber that asks for
+            // them gets what follows.
+            if numbers == 1 && seq > after && !line.starts_with(GAP_PREFIX.as_bytes()) {
                 out.push((seq, line.clone()));
             }
         }
         Ok(out)
+    }
+}
+
+/// What a compaction of the publisher's log did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Compacted {
+    pub kept: u64,
+    pub dropped: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+impl RecordLog {
+    /// Keeps only the records that may still be in force (the same rules
+    /// as `banshare compact`, [`retention`]), each under its own number:
+    /// the dropped ones become gap lines. The epoch stays: a subscriber
+    /// goes on from its number, and one that asks for a dropped record
+    /// gets what follows it. The last record is always kept, so that the
+    /// log still ends at the number subscribers were told.
+    ///
+    /// Written beside the log, synced, and renamed over it, so that a
+    /// crash leaves the old log or the new one.
+    pub fn compact(
+        &mut self,
+        rules: &retention::RetentionRules,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Compacted, LogError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| LogError::Io { path, source }
+        };
+        if self.last == 0 {
+            return Ok(Compacted::default());
+        }
+        let mut data = Vec::with_capacity(self.len as usize);
+        let mut file = &self.file;
+        file.seek(SeekFrom::Start(0)).map_err(io(&self.path))?;
+        file.take(self.len)
+            .read_to_end(&mut data)
+            .map_err(io(&self.path))?;
+        let lines: Vec<&[u8]> = data.split_inclusive(|b| *b == b'\n').collect();
+        let fates = retention::plan(lines.iter().copied(), rules, now);
+        let mut out = Vec::with_capacity(data.len());
+        let mut gap = 0u64;
+        let mut stats = Compacted {
+            bytes_before: self.len,
+            ..Compacted::default()
+        };
+        for (i, (line, fate)) in lines.iter().zip(&fates).enumerate() {
+            let numbers = numbers_in(&line[..line.len() - 1]);
+            let is_gap = line.starts_with(GAP_PREFIX.as_bytes());
+            let last = i + 1 == lines.len();
+            if is_gap || !(fate.is_kept() || last) {
+                gap += numbers;
+                stats.dropped += u64::from(!is_gap);
+                continue;
+            }
+            if gap > 0 {
+                out.extend_from_slice(format!("{GAP_PREFIX}{gap}\n").as_bytes());
+                gap = 0;
+            }
+            out.extend_from_slice(line);
+            stats.kept += 1;
+        }
+        if gap > 0 {
+            out.extend_from_slice(format!("{GAP_PREFIX}{gap}\n").as_bytes());
+        }
+        stats.bytes_after = out.len() as u64;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        crate::durable::write_atomic(&self.path, &out, 0o600).map_err(io(&self.path))?;
+        let reopened = RecordLog::open(dir)?;
+        if (reopened.epoch, reopened.last) != (self.epoch, self.last) {
+            return Err(LogError::Corrupt {
+                path: self.path.clone(),
+                why: "the compacted log does not end at the same record number",
+            });
+        }
+        *self = reopened;
+        Ok(stats)
     }
 }
 
@@ -177,7 +279,7 @@ struct Scan {
     last: u64,
     len: u64,
     torn: u64,
-    index: Vec<u64>,
+    index: Vec<(u64, u64)>,
 }
 
 fn scan(file: &File) -> io::Result<Scan> {
@@ -203,10 +305,12 @@ fn scan(file: &File) -> io::Result<Scan> {
                 index,
             });
         }
-        if last.is_multiple_of(INDEX_STRIDE) {
-            index.push(len);
+        let numbers = numbers_in(&line[..line.len() - 1]);
+        // Every stride start this line holds points at it.
+        while (index.len() as u64) * INDEX_STRIDE < last + numbers {
+            index.push((len, last));
         }
-        last += 1;
+        last += numbers;
         len += n;
     }
 }
@@ -338,6 +442,72 @@ mod tests {
             old,
             "an empty log reuses the epoch of one that held 5 records"
         );
+    }
+
+    fn record(i: u64, ts: &str, bantime: u32) -> String {
+        format!(
+            "<13>Nov 21 17:00:00 banshare[1]: HOST 10.0.{}.{} PORT 22 node=a ts={ts} bantime={bantime} id={i:016x}",
+            i / 256,
+            i % 256
+        )
+    }
+
+    /// Compaction keeps each record under its number, across strides of
+    /// the index and a reopen; what was dropped is skipped by catch-up; the
+    /// epoch, the last number and the numbering of new records stay.
+    #[test]
+    fn compaction_keeps_every_record_under_its_number() {
+        let now: chrono::DateTime<chrono::Utc> = "2026-11-21T18:00:00Z".parse().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = RecordLog::open(dir.path()).unwrap();
+        // Every third record is in force; the others ended an hour ago;
+        // the last one too, but it stays, as the log's end.
+        let records: Vec<String> = (1..=3001)
+            .map(|i| match i % 3 {
+                0 => record(i, "2026-11-21T17:59:00Z", 3600),
+                _ => record(i, "2026-11-21T16:00:00Z", 600),
+            })
+            .collect();
+        for chunk in records.chunks(700) {
+            log.append(chunk).unwrap();
+        }
+        let epoch = log.epoch();
+        let rules = retention::RetentionRules::new(
+            std::time::Duration::from_secs(7 * 24 * 3600),
+            std::time::Duration::from_secs(600),
+        );
+        let done = log.compact(&rules, now).unwrap();
+        assert_eq!((done.kept, done.dropped), (1001, 2000));
+        assert!(done.bytes_after < done.bytes_before / 2, "{done:?}");
+        let in_force = |after: u64| -> Vec<(u64, Vec<u8>)> {
+            (after + 1..=3001)
+                .filter(|i| i % 3 == 0 || *i == 3001)
+                .map(|i| (i, records[i as usize - 1].clone().into_bytes()))
+                .collect()
+        };
+        for log in [&log, &RecordLog::open(dir.path()).unwrap()] {
+            assert_eq!((log.epoch(), log.last()), (epoch, 3001));
+            for after in [0, 1, 2, 3, 998, 999, 1000, 1001, 2999, 3000] {
+                assert_eq!(
+                    log.read_after(after, 5000).unwrap(),
+                    in_force(after),
+                    "after {after}"
+                );
+            }
+            assert_eq!(log.read_after(0, 2).unwrap(), in_force(0)[..2]);
+        }
+        assert_eq!(log.append(&lines(3002..=3002)).unwrap(), 3002);
+        // Compacting again merges the gaps and keeps the numbers.
+        log.compact(&rules, now).unwrap();
+        assert_eq!(log.last(), 3002);
+        // 3001 is no longer the last: dropped now.
+        let after = log.read_after(2999, 10).unwrap();
+        assert_eq!(
+            after.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            [3000, 3002]
+        );
+        let text = std::fs::read_to_string(dir.path().join(RECORDS_FILE)).unwrap();
+        assert!(text.starts_with("# banshare-gap 2\n"), "{}", &text[..40]);
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //! and sees the stop flag (set by SIGTERM or SIGINT) within
 //! [`STOP_CHECK`].
 //!
+//! The log is compacted at start and every [`COMPACT_EVERY`]
+//! ([`RecordLog::compact`]): records no longer in force become gaps, every
+//! other keeps its number, so subscribers go on where they were.
+//!
 //! A submission request is judged frame by frame ([`submit`]); the records
 //! of the accepted frames are appended to the log with one write and one
 //! fsync, and only then is the request answered, one reply frame per
@@ -27,6 +31,7 @@ use self::submit::{Accepted, Rules};
 use crate::state::StateDir;
 use crate::transport::zmq::wire::{self, CatchUp, Header, Reply};
 use crate::transport::zmq::{curve, message};
+use crate::watch::policy::retention::RetentionRules;
 
 /// The largest frame libzmq hands over on the submission socket. Above the
 /// parser's own limit (4096 bytes), so that an oversized message up to
@@ -50,8 +55,28 @@ const STOP_CHECK: Duration = Duration::from_millis(100);
 /// How often banshare's feed carries a heartbeat.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
+/// How often the publisher compacts its log, besides at start.
+pub const COMPACT_EVERY: Duration = Duration::from_secs(3600);
+
 /// How long closing a PUB socket may wait for queued messages.
 const LINGER_MS: i32 = 1000;
+
+/// Compacts the log, saying what it did; a failure leaves the log as it
+/// was (the new one is renamed over it only once written) and is logged.
+fn compact(log: &mut RecordLog, retention: &RetentionRules) {
+    match log.compact(retention, chrono::Utc::now()) {
+        Ok(done) if done.dropped > 0 => ::log::info!(
+            "publisher: compacted the log: {} records kept, {} dropped ({} -> {} bytes); \
+             every record keeps its number",
+            done.kept,
+            done.dropped,
+            done.bytes_before,
+            done.bytes_after
+        ),
+        Ok(_) => {}
+        Err(e) => ::log::error!("publisher: cannot compact the log: {e}"),
+    }
+}
 
 /// Where the publisher listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +148,8 @@ pub struct Publisher {
     _data_dir: StateDir,
     log: RecordLog,
     rules: Rules,
+    /// What compaction keeps (see [`RecordLog::compact`]).
+    retention: RetentionRules,
     _context: zmq::Context,
     /// Asked by libzmq about every client of a CURVE socket; held for
     /// the publisher's life.
@@ -146,9 +173,11 @@ impl Publisher {
         data_dir: StateDir,
         listen: &Listen,
         rules: Rules,
+        retention: RetentionRules,
         curve: Option<CurveServer>,
     ) -> Result<Publisher, PublisherError> {
-        let log = RecordLog::open(data_dir.path())?;
+        let mut log = RecordLog::open(data_dir.path())?;
+        compact(&mut log, &retention);
         let context = zmq::Context::new();
         let zap = match &curve {
             Some(c) => Some(
@@ -223,6 +252,7 @@ impl Publisher {
             _data_dir: data_dir,
             log,
             rules,
+            retention,
             _context: context,
             _zap: zap,
             submit,
@@ -238,8 +268,13 @@ impl Publisher {
     /// Serves until `stop` is set; returns the counters.
     pub fn run(mut self, stop: &Arc<AtomicBool>) -> Counters {
         let mut next_heartbeat = Instant::now();
+        let mut next_compaction = Instant::now() + COMPACT_EVERY;
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
+            if now >= next_compaction {
+                compact(&mut self.log, &self.retention);
+                next_compaction = now + COMPACT_EVERY;
+            }
             if now >= next_heartbeat {
                 self.heartbeat();
                 next_heartbeat = now + HEARTBEAT;

@@ -28,6 +28,8 @@ pub struct State {
     pub answer: Answer,
     /// Records stored but not broadcast (PUB lost them).
     pub unbroadcast: HashSet<u64>,
+    /// Records compaction dropped: their numbers stay, catch-up skips them.
+    pub compacted: HashSet<u64>,
     /// Raw messages to broadcast next.
     pub outbox: Vec<Vec<Vec<u8>>>,
     pub catch_ups: u64,
@@ -82,6 +84,7 @@ impl FakePublisher {
             log: Vec::new(),
             answer: Answer::Store,
             unbroadcast: HashSet::new(),
+            compacted: HashSet::new(),
             outbox: Vec::new(),
             catch_ups: 0,
             catch_up_garbage: None,
@@ -255,7 +258,8 @@ fn reply_catch_up(state: &Mutex<State>, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
     };
     let mut reply = vec![header.encode().into_bytes()];
     let records = s.log.iter().enumerate().skip(after as usize);
-    for (i, line) in records.take(wire::CATCH_UP_MAX as usize) {
+    let kept = records.filter(|(i, _)| !s.compacted.contains(&(*i as u64 + 1)));
+    for (i, line) in kept.take(wire::CATCH_UP_MAX as usize) {
         reply.push(wire::encode_record(i as u64 + 1, line));
     }
     reply

@@ -105,6 +105,10 @@ pub struct ZmqFeed {
     last: Option<u64>,
     /// Records received after `seq + 1`, waiting for the ones before.
     held: BTreeMap<u64, Vec<u8>>,
+    /// The last number of the last catch-up reply: up to there, the reply
+    /// held every record the publisher has, so a number missing below it
+    /// was compacted away there, not lost on the way (see `hand_out`).
+    answered_through: u64,
     /// Something may have been missed: ask the catch-up socket.
     behind: bool,
     /// The catch-up socket; `None` before the first catch-up and after one
@@ -134,6 +138,7 @@ impl ZmqFeed {
             seq: 0,
             last: None,
             held: BTreeMap::new(),
+            answered_through: 0,
             behind: true,
             catch_up: None,
             connections: Arc::default(),
@@ -242,11 +247,25 @@ impl ZmqFeed {
     /// Hands out the held records that follow `seq`, up to `max` in all.
     fn hand_out(&mut self, out: &mut Vec<Entry>, max: usize) {
         while out.len() < max {
-            let Some(line) = self.held.remove(&(self.seq.saturating_add(1))) else {
+            let next = self.seq.saturating_add(1);
+            if let Some(line) = self.held.remove(&next) {
+                self.seq = next;
+                out.push(entry(line));
+                continue;
+            }
+            if next > self.answered_through || next == self.seq {
                 break;
+            }
+            // Compacted away at the publisher (its log keeps the numbers
+            // of the records in force): on to the next one it has.
+            let resume = match self.held.keys().next() {
+                Some(&held) if held <= self.answered_through => held - 1,
+                _ => self.answered_through,
             };
-            self.seq += 1;
-            out.push(entry(line));
+            if resume <= self.seq {
+                break;
+            }
+            self.seq = resume;
         }
         self.held.retain(|&seq, _| seq > self.seq);
     }
@@ -279,6 +298,7 @@ impl ZmqFeed {
             match wire::decode_record(frame) {
                 Ok((seq, line)) if seq > self.seq => {
                     first = first.or(Some(seq));
+                    self.answered_through = self.answered_through.max(seq);
                     brought |= self.held.insert(seq, line.to_vec()).is_none();
                 }
                 Ok(_) => {}
@@ -299,7 +319,8 @@ impl ZmqFeed {
         self.notices.push(Notice {
             warning: true,
             text: format!(
-                "the publisher no longer has records {next} to {}: skipped",
+                "the publisher no longer has records {next} to {}: skipped (compacted away \
+                 as no longer in force, or its log was cut)",
                 resume_at - 1
             ),
         });
@@ -322,6 +343,7 @@ impl ZmqFeed {
             ),
         });
         self.seq = 0;
+        self.answered_through = 0;
         self.held.clear();
     }
 
@@ -340,6 +362,7 @@ impl ZmqFeed {
         }
         self.epoch = Some(epoch);
         self.seq = 0;
+        self.answered_through = 0;
         self.last = None;
         self.held.clear();
     }

@@ -296,3 +296,34 @@ fn zmq_feed_does_not_drop_new_records_after_the_log_was_rolled_back() {
         feed.take_notices()
     );
 }
+
+/// A publisher that compacted its log keeps the numbers of the records in
+/// force; a watcher that had read up to 3 goes on with what is left after
+/// it, in one catch-up request however many gaps there are, and nothing
+/// twice.
+#[test]
+fn zmq_feed_catches_up_across_a_compacted_log_in_one_request() {
+    let publisher = FakePublisher::start(0x33);
+    for i in 1..=12 {
+        publisher.store(&line(i), false);
+    }
+    let (mut first, mut wake) = watched(&publisher);
+    assert_eq!(read_n(&mut first, &mut wake, 3).len(), 3);
+    let saved = first.position().unwrap();
+    drop(first);
+    publisher.state().compacted.extend([4, 5, 6, 7, 9, 11]);
+    let (mut feed, mut wake) = watched(&publisher);
+    feed.resume(&saved).unwrap();
+    let asked = publisher.state().catch_ups;
+    assert_eq!(
+        read_n(&mut feed, &mut wake, 3),
+        [line(8), line(10), line(12)]
+    );
+    let asked = publisher.state().catch_ups - asked;
+    assert_eq!(feed.position().unwrap().seq, 12);
+    assert!(feed.read(10).unwrap().is_empty(), "nothing twice");
+    assert_eq!(
+        asked, 1,
+        "one catch-up request for the whole compacted range"
+    );
+}
