@@ -439,6 +439,59 @@ fn acked_records_survive_sigkill_with_their_epoch_and_numbers() {
             format!("4 {}", record_line("198.51.100.4"))
         ]
     );
+
+    // Compaction, at the next start: records 5, 6 and 8 ended long ago,
+    // 7 is in force. 5 and 6 are dropped, 8 stays as the log's end; every
+    // record keeps its number and the epoch stays, so subscribers go on.
+    let over = |address: &str| {
+        format!(
+            "{} ts=2026-01-01T00:00:00Z bantime=60",
+            record_line(address)
+        )
+    };
+    let lines = [
+        over("198.51.100.5"),
+        over("198.51.100.6"),
+        record_line("198.51.100.7"),
+        over("198.51.100.8"),
+    ];
+    let lines: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+    let replies = send_each(&cluster, &lines);
+    assert_eq!(replies[3], format!("OK {epoch} 8"), "{replies:?}");
+    publisher.stop();
+    let publisher = Publisher::start(&cluster, dir.path(), &[], &args);
+    assert!(
+        publisher
+            .log()
+            .contains("compacted the log: 6 records kept, 2 dropped"),
+        "{}",
+        publisher.log()
+    );
+    let (header, records) = catch_up_from_start(&cluster);
+    assert_eq!(header, format!("banshare/1 {epoch} 8"));
+    let numbers: Vec<&str> = records
+        .iter()
+        .map(|r| r.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(numbers, ["1", "2", "3", "4", "7", "8"], "{records:?}");
+    assert_eq!(records[4], format!("7 {}", record_line("198.51.100.7")));
+    // A subscriber that had read 5, a number compacted away, gets what
+    // is in force after it.
+    let reply = request(
+        &cluster,
+        5679,
+        &[vec![format!("banshare/1 since {epoch} 5").into_bytes()]],
+    );
+    assert_eq!(
+        reply[0],
+        [
+            format!("banshare/1 {epoch} 8"),
+            format!("7 {}", record_line("198.51.100.7")),
+            format!("8 {}", over("198.51.100.8")),
+        ]
+    );
+    let replies = send_each(&cluster, &[record_line("198.51.100.9").as_bytes()]);
+    assert_eq!(replies, [format!("OK {epoch} 9")]);
     publisher.stop();
 }
 
