@@ -1332,3 +1332,101 @@ fn priority_prefixes_only_when_stderr_is_the_journal_stream() {
     let text = flush_with(&here);
     assert!(text.starts_with("<6>banshare: flushed"), "{text}");
 }
+
+/// `banshare compact` on a local log: `--dry-run` lists every line's fate
+/// and changes nothing; the real run keeps what is in force, byte for byte,
+/// behind its marker line; a config file alone names the log (the timer
+/// runs it with no arguments); bad arguments exit 2 before anything is
+/// read; `--help` says what is kept, the lock and the exit statuses.
+#[test]
+fn compact_keeps_what_is_in_force_and_dry_run_only_lists() {
+    let site = Site::new();
+    let now = chrono::Utc::now();
+    let ts = |ago: i64| {
+        (now - chrono::Duration::seconds(ago)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let live = format!(
+        "<13>Nov 30 10:00:00 banshare[1]: HOST 192.0.2.2 PORT 22 node=a ts={} bantime=3600 id=0000000000000002\n",
+        ts(60)
+    );
+    let text = format!(
+        "<13>Nov 30 10:00:00 banshare[1]: HOST 192.0.2.1 PORT 22 node=a ts={} bantime=600 id=0000000000000001\n{live}torn HOST 1\n",
+        ts(7200)
+    );
+    fs::write(site.log(), &text).unwrap();
+    let dry = site.run(&["compact", "--dry-run"]);
+    assert!(dry.status.success(), "{dry:?}");
+    let listed = String::from_utf8_lossy(&dry.stdout);
+    assert!(listed.contains("drop\tdropped: ban over\t<13>"), "{listed}");
+    assert!(
+        listed.contains("keep\tkept: ban still in force\t<13>"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("drop\tdropped: not a record\ttorn"),
+        "{listed}"
+    );
+    assert!(listed.contains("would compact"), "{listed}");
+    assert_eq!(fs::read_to_string(site.log()).unwrap(), text);
+
+    let config = site.dir.path().join("banshare.toml");
+    fs::write(
+        &config,
+        format!(
+            "[common]\nlog = {:?}\nspool_dir = {:?}\n",
+            site.log(),
+            site.spool()
+        ),
+    )
+    .unwrap();
+    let done = Command::new(BANSHARE)
+        .arg("--config")
+        .arg(&config)
+        .arg("compact")
+        .output()
+        .unwrap();
+    assert!(done.status.success(), "{done:?}");
+    let after = fs::read_to_string(site.log()).unwrap();
+    let (marker, rest) = after.split_once('\n').unwrap();
+    assert!(marker.starts_with("# banshare-compacted "), "{marker}");
+    assert_eq!(rest, live);
+
+    for bad in [
+        &["compact", "--clock-margin", "soon"][..],
+        &["compact", "--max-bantime", "-1"],
+        &["compact", "--bogus"],
+    ] {
+        let out = site.run(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {out:?}");
+    }
+    let no_log = banshare().arg("compact").output().unwrap();
+    assert_eq!(no_log.status.code(), Some(2), "{no_log:?}");
+    let zmq = banshare()
+        .args(["compact", "--log", "zmq+tcp://127.0.0.1:5678"])
+        .output()
+        .unwrap();
+    assert_eq!(zmq.status.code(), Some(2), "{zmq:?}");
+    let missing = banshare()
+        .args([
+            "compact",
+            "--log",
+            "/nonexistent/newbans.log",
+            "--spool-dir",
+        ])
+        .arg(site.spool())
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1), "{missing:?}");
+
+    let help = banshare().args(["compact", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for words in [
+        "--dry-run",
+        "max_bantime",
+        "stale_lock",
+        "posix-rename",
+        "EXIT STATUS",
+    ] {
+        assert!(help.contains(words), "compact --help lacks {words}: {help}");
+    }
+}
