@@ -209,10 +209,8 @@ fn a_log_replaced_meanwhile_is_left_alone() {
     assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no copy left");
 }
 
-#[path = "../follow/test_fs.rs"]
-#[allow(dead_code)]
-mod test_fs;
-use crate::follow::{Follower, Line, LocalFs, LogFile, LogFs, Meta};
+use crate::follow::test_fs;
+use crate::follow::{Follower, Line};
 
 /// Where files have no inode numbers (SFTP), a watcher restarted after a
 /// compaction knows its log by the first bytes its cursor holds. A

@@ -142,6 +142,8 @@ mod local;
 pub mod mode;
 mod tail;
 #[cfg(test)]
+pub(crate) mod test_fs;
+#[cfg(test)]
 mod tests;
 pub mod wake;
 

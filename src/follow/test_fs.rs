@@ -1,8 +1,9 @@
-//! A test double of the log's filesystem, shared by the follower's unit
-//! tests (`src/follow/tests.rs`) and its model test
-//! (`tests/follow_model.rs`), which include this file with `#[path]`. The
-//! including module brings the follow API (`LocalFs`, `LogFile`, `LogFs`,
-//! `Meta`) into scope: `crate::follow` there, `banshare::follow` here.
+//! A test double of the log's filesystem, shared by the library's unit
+//! tests (`crate::follow::test_fs`: the follower's, compaction's) and the
+//! follower's model test (`tests/follow_model.rs`, which includes this file
+//! with `#[path]`). The parent module brings the follow API (`LocalFs`,
+//! `LogFile`, `LogFs`, `Meta`) into scope: `crate::follow` in the library,
+//! `banshare::follow` in the model test.
 
 use std::fs::File;
 use std::io;

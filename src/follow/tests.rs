@@ -435,9 +435,7 @@ fn a_cursor_round_trips_through_json_and_toml() {
 
 // Filesystems without inode numbers, and shares that fail.
 
-#[path = "test_fs.rs"]
-mod test_fs;
-use test_fs::TestFs;
+use super::test_fs::TestFs;
 
 #[test]
 fn a_share_that_goes_away_and_comes_back() {
