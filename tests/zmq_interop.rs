@@ -65,7 +65,7 @@ impl Site {
     /// messages taken with the token.
     fn start_publisher(&self) -> Daemon {
         let token = self.tmp.path().join("token");
-        fs::write(&token, TOKEN).unwrap();
+        write_secret(&token, TOKEN);
         let child = self
             .cluster
             .command_in(self.cluster.fileserver_ns(), BANSHARE)
@@ -314,6 +314,14 @@ while len(got) < 64:
 print(got[12:32].rstrip(b"\x00").decode())
 "#;
 
+/// Writes a secret file as the publisher takes one: only its owner may
+/// read it.
+fn write_secret(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::write(path, text).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 /// `banshare curve-keygen --out DIR/NAME`: the public key it prints.
 fn curve_keygen(dir: &Path, name: &str) -> String {
     let out = std::process::Command::new(BANSHARE)
@@ -334,7 +342,7 @@ fn with_curve_only_allowed_keys_get_through_and_no_address_crosses_the_wire_in_c
     let site = Site::new("zmqcurve");
     let keys = site.tmp.path().join("keys");
     fs::create_dir(&keys).unwrap();
-    fs::write(site.tmp.path().join("token"), TOKEN).unwrap();
+    write_secret(&site.tmp.path().join("token"), TOKEN);
     let server = curve_keygen(&keys, "publisher");
     let allowed = curve_keygen(&keys, "node0");
     curve_keygen(&keys, "stranger");

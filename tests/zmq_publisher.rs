@@ -238,8 +238,11 @@ fn publish_until_seen(
 }
 
 fn token_file(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
     let path = dir.join("token");
     std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+    // Only its owner may read it, or the publisher refuses it.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     path
 }
 
