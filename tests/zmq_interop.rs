@@ -394,7 +394,7 @@ fn with_curve_only_allowed_keys_get_through_and_no_address_crosses_the_wire_in_c
 
     // A ban from a node whose key is allowed, traced: what it sends over
     // the network never holds the address in clear.
-    let ban = |node: usize, key: &str, address: &str, trace: Option<&Path>| {
+    let ban_to = |server: &str, node: usize, key: &str, address: &str, trace: Option<&Path>| {
         let config = site.tmp.path().join(format!("{key}.toml"));
         let text = format!(
             "[zmq]\ncurve_server_key = \"{}\"\ncurve_key_file = \"{}\"\ntimeout = \"3s\"\n",
@@ -439,6 +439,9 @@ fn with_curve_only_allowed_keys_get_through_and_no_address_crosses_the_wire_in_c
             .arg(site.tmp.path().join(format!("spool-{key}")))
             .output()
             .unwrap()
+    };
+    let ban = |node: usize, key: &str, address: &str, trace: Option<&Path>| {
+        ban_to(&server, node, key, address, trace)
     };
     let trace = site.tmp.path().join("ban.strace");
     let out = ban(0, "node0", "192.0.2.9", Some(&trace));
@@ -506,6 +509,27 @@ fn with_curve_only_allowed_keys_get_through_and_no_address_crosses_the_wire_in_c
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!spool_is_empty(&site.tmp.path().join("spool-stranger")));
+    // It says why: its key is refused, the publisher is not away.
+    let said = String::from_utf8_lossy(&out.stderr);
+    let stranger_key = fs::read_to_string(keys.join("stranger.pub")).unwrap();
+    let cause = format!(
+        "the publisher refused this node's CURVE key (not in its allow-list; ZAP status 400): \
+         add {}",
+        stranger_key.trim()
+    );
+    assert!(said.contains(&cause), "{said}");
+    // An allowed key that takes another key for the publisher's.
+    let out = ban_to(stranger_key.trim(), 1, "node0", "192.0.2.10", None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("CURVE handshake failed: server key mismatch"),
+        "{said}"
+    );
     assert!(!stored().contains("192.0.2.10"));
     assert!(!stored().contains("192.0.2.12") && !stored().contains("192.0.2.13"));
 
