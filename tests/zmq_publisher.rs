@@ -670,3 +670,71 @@ fn a_catch_up_client_that_never_reads_cannot_make_the_publisher_hold_its_replies
     );
     publisher.stop();
 }
+
+/// A signed record from a node the publisher's `[trust] keys` do not list
+/// yet (a node added, or a key rotated in, on the watchers first) is
+/// stored and served by catch-up for every watcher to judge with its own
+/// keys, as a file log keeps it, instead of refused for good; it stays off
+/// the legacy broadcast, whose readers verify nothing.
+#[test]
+fn a_record_signed_by_a_key_the_publisher_does_not_know_is_stored_for_the_watchers() {
+    let cluster = Cluster::new("zpub-unknown", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let keygen = |name: &str, node: &str| {
+        let out = Command::new(BANSHARE)
+            .args(["--config", "/dev/null", "keygen", "--node", node, "--out"])
+            .arg(path(name))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    std::fs::write(path("trusted"), keygen("web2.key", "web2")).unwrap();
+    keygen("web3.key", "web3");
+    // web3's ban, signed, as `banshare ban` writes it to a file log.
+    std::fs::write(path("newbans.log"), "").unwrap();
+    let out = Command::new(BANSHARE)
+        .args([
+            "--config",
+            "/dev/null",
+            "ban",
+            "198.51.100.30",
+            "--node",
+            "web3",
+        ])
+        .arg("--key")
+        .arg(path("web3.key"))
+        .arg("--log")
+        .arg(path("newbans.log"))
+        .arg("--spool-dir")
+        .arg(path("spool"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let line = std::fs::read_to_string(path("newbans.log")).unwrap();
+    let line = line.trim_end();
+    assert!(line.contains(" sig="), "{line}");
+
+    let config = path("publisher.toml");
+    std::fs::write(&config, format!("[trust]\nkeys = {:?}\n", path("trusted"))).unwrap();
+    let publisher = Publisher::start(
+        &cluster,
+        dir.path(),
+        &[],
+        &["--config", config.to_str().unwrap()],
+    );
+    let replies = send_each(&cluster, &[line.as_bytes()]);
+    assert!(
+        replies[0].starts_with("OK ") && replies[0].ends_with(" 1"),
+        "{replies:?}"
+    );
+    let (_, records) = catch_up_from_start(&cluster);
+    assert_eq!(records, [format!("1 {line}")]);
+    let log = publisher.stop();
+    assert!(log.contains("stored unverified {unknown_key=1}"), "{log}");
+    assert!(
+        log.contains("left off the legacy feed {unknown_key=1}"),
+        "{log}"
+    );
+}

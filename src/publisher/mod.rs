@@ -419,6 +419,13 @@ impl Publisher {
                     } else {
                         self.counters.records_stored += 1;
                     }
+                    if let Some(kind) = a.unverified {
+                        *self.counters.unverified.entry(kind).or_default() += 1;
+                        self.refusals.warn(format_args!(
+                            "stored record {seq}, which this publisher's [trust] keys cannot \
+                             verify ({kind}); every watcher judges it with its own keys"
+                        ));
+                    }
                     stored.push((seq, a));
                 }
                 (replies, stored)
@@ -449,6 +456,13 @@ impl Publisher {
         ];
         if let Err(e) = self.feed.send_multipart(frames, zmq::DONTWAIT) {
             ::log::debug!("record {seq} not broadcast: {e}");
+        }
+        if let Some(kind) = accepted.unverified {
+            // The original's subscribers verify nothing: only what the
+            // publisher vouches for reaches them.
+            *self.counters.not_legacy.entry(kind).or_default() += 1;
+            ::log::debug!("record {seq} left off the legacy feed: {kind}");
+            return;
         }
         match message::legacy_broadcast(&accepted.record) {
             Ok(text) => {

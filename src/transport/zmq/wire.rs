@@ -168,7 +168,8 @@ pub enum Reply {
     /// `NAK <kind>`: refused, for the reason `kind`: a
     /// [`MessageError::kind`](super::message::MessageError::kind), an
     /// [`Untrusted::kind`](crate::trust::Untrusted::kind) (`unsigned`,
-    /// `unknown_key`, `bad_signature`, `incomplete_signed`), `never_ban`
+    /// `incomplete_signed`; a signed record the publisher cannot verify is
+    /// stored, for the watchers to judge), `never_ban`
     /// (an address every watcher refuses), `too_many_frames` or
     /// `records_not_here` (a record sent to the plaintext legacy socket):
     /// sending it again changes nothing; or `store_failed` (the publisher could not
