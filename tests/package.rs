@@ -464,3 +464,114 @@ fn deb_installs_into_a_clean_debian_root_and_purge_names_what_it_leaves() {
         );
     }
 }
+
+/// A network namespace of its own; deleted when dropped.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Netns {
+        let name = format!("bspkg{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .unwrap();
+        assert_ok(&out, "ip netns add");
+        Netns(name)
+    }
+
+    fn exec(&self) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.0]);
+        command
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// What banshare-watch.service grants, tried for real: a watcher that is
+/// not root, with CAP_NET_ADMIN as its only (ambient) capability and no
+/// new privileges, bans through nftables (nft inherits the capability).
+#[test]
+fn watcher_bans_through_nftables_with_only_cap_net_admin() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("newbans.log");
+    fs::write(&log, "").unwrap();
+    let out = banshare(&[
+        "--config",
+        "/dev/null",
+        "ban",
+        "192.0.2.7",
+        "--jail",
+        "sshd",
+        "--node",
+        "web2",
+        "--log",
+        log.to_str().unwrap(),
+        "--spool-dir",
+        dir.path().join("spool-web2").to_str().unwrap(),
+    ]);
+    assert_ok(&out, "ban");
+    // The unit's user owns its state; "nobody" stands in for banshare.
+    let state = dir.path().join("state");
+    let spool = dir.path().join("spool");
+    for folder in [&state, &spool] {
+        fs::create_dir(folder).unwrap();
+    }
+    let out = Command::new("chown")
+        .arg("-R")
+        .arg("nobody:nogroup")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_ok(&out, "chown");
+
+    let ns = Netns::new();
+    let mut watcher = support::Daemon(
+        ns.exec()
+            .args([
+                "setpriv",
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+                "--inh-caps=-all,+net_admin",
+                "--ambient-caps=+net_admin",
+                "--bounding-set=-all,+net_admin",
+                "--no-new-privs",
+                BANSHARE,
+                "--config",
+                "/dev/null",
+                "watch",
+                "--backend",
+                "nftables",
+                "--node",
+                "web1",
+                "--log",
+            ])
+            .arg(&log)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--spool-dir")
+            .arg(&spool)
+            .spawn()
+            .unwrap(),
+    );
+    let banned = support::wait_until(std::time::Duration::from_secs(30), || {
+        let out = ns
+            .exec()
+            .args(["nft", "list", "table", "inet", "banshare"])
+            .output()
+            .unwrap();
+        stdout(&out).contains("192.0.2.7")
+    });
+    assert!(
+        watcher.0.try_wait().unwrap().is_none(),
+        "the watcher exited: it could not run with CAP_NET_ADMIN only"
+    );
+    assert!(banned, "192.0.2.7 never reached the nftables set");
+}
