@@ -394,7 +394,7 @@ fn deb_installs_into_a_clean_debian_root_and_purge_names_what_it_leaves() {
         "banshare:banshare"
     );
     root.sh_ok("banshare config check >/dev/null");
-    root.sh_ok("banshare keygen --out /etc/banshare/node.key --node web1");
+    root.sh_ok("banshare keygen --out /etc/banshare/node.key");
     root.sh_ok(
         "mkdir -p /etc/fail2ban && banshare fail2ban install && \
          cmp /etc/fail2ban/action.d/banshare.conf /usr/share/banshare/fail2ban/action.d/banshare.conf && \
@@ -412,6 +412,11 @@ fn deb_installs_into_a_clean_debian_root_and_purge_names_what_it_leaves() {
          /etc/systemd/system/banshare-watch.service.d/banshare-dropin.conf",
     );
     root.sh_ok(&format!("systemd-analyze verify {UNITS}"));
+
+    // Installed again (an upgrade's maintainer scripts run alike): the
+    // edited configuration stays, the user is not made twice.
+    root.sh_ok("dpkg -i /tmp/banshare.deb");
+    root.sh_ok("grep -qx 'log = \"/mnt/share/newbans.log\"' /etc/banshare/banshare.toml");
 
     // What the daemons would have made: spooled records, a cursor.
     root.sh_ok(
