@@ -169,9 +169,11 @@ fn dropin(dir: &Path, config: &str, extra: &[&str]) -> String {
     let file = dir.join("banshare.toml");
     fs::write(&file, config).unwrap();
     let units = dir.join("units");
+    let fail2ban = dir.join("fail2ban");
     let mut args = vec!["-c", file.to_str().unwrap(), "systemd-dropin"];
     args.extend(extra);
     args.extend(["--dir", units.to_str().unwrap()]);
+    args.extend(["--fail2ban-dir", fail2ban.to_str().unwrap()]);
     assert_ok(&banshare(&args), "systemd-dropin");
     let unit = extra[1];
     fs::read_to_string(units.join(format!("banshare-{unit}.service.d/banshare-dropin.conf")))
@@ -205,6 +207,20 @@ fn systemd_dropin_ties_a_unit_to_the_share_of_the_configured_log() {
         &["--unit", "monitor", "--user", "banshare"],
     );
     assert!(!text.contains("User=root"), "{text}");
+
+    // fail2ban runs its banshare action as root, so what it spools is
+    // root's: the units that deliver the spool run as root beside it.
+    let action = dir.path().join("fail2ban/action.d/banshare.conf");
+    fs::create_dir_all(action.parent().unwrap()).unwrap();
+    fs::write(&action, "").unwrap();
+    let config = config.replace("fail2ban", "nftables");
+    for unit in ["watch", "monitor"] {
+        let text = dropin(dir.path(), &config, &["--unit", unit]);
+        assert!(text.contains("User=root\n"), "{unit}: {text}");
+    }
+    let text = dropin(dir.path(), &config, &["--unit", "publisher"]);
+    assert!(!text.contains("User=root"), "{text}");
+    fs::remove_file(&action).unwrap();
 
     // A log over SFTP has no mount to wait for.
     let config = "[common]\nlog = \"sftp://banshare@files.example.org/share/newbans.log\"\n";
@@ -407,9 +423,11 @@ fn deb_installs_into_a_clean_debian_root_and_purge_names_what_it_leaves() {
         "sed -i 's|^#log = .*|log = \"/mnt/share/newbans.log\"|' /etc/banshare/banshare.toml && \
          banshare systemd-dropin --unit watch",
     );
+    // With fail2ban's action installed above, as root (still bounded).
     root.sh_ok(
         "grep -qx RequiresMountsFor=/mnt/share \
-         /etc/systemd/system/banshare-watch.service.d/banshare-dropin.conf",
+         /etc/systemd/system/banshare-watch.service.d/banshare-dropin.conf && \
+         grep -qx User=root /etc/systemd/system/banshare-watch.service.d/banshare-dropin.conf",
     );
     root.sh_ok(&format!("systemd-analyze verify {UNITS}"));
 

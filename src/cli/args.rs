@@ -696,9 +696,12 @@ zmq+tcp:// log needs no mount: the drop-in waits for the network instead.
 A spool or state folder configured outside /var/lib/banshare is made
 writable too.
 
-The units run as the banshare user with CAP_NET_ADMIN only. With the
-fail2ban backend (its socket is root's), or with --user root, the drop-in
-runs the unit as root, still bounded to the capabilities it needs.
+The units run as the banshare user with CAP_NET_ADMIN only. The drop-in
+runs the unit as root, still bounded to the capabilities it needs, with
+--user root, for a watcher with the fail2ban backend (its socket is
+root's), and for watch and monitor where fail2ban's banshare action is
+installed (fail2ban runs it as root, so what it spools is root's, and
+these units deliver the spool). --user banshare keeps the banshare user.
 
 Writes <dir>/banshare-<unit>.service.d/banshare-dropin.conf atomically,
 then `systemctl daemon-reload` applies it.";
@@ -738,6 +741,11 @@ pub struct SystemdDropinArgs {
     /// Print the drop-in instead of writing it.
     #[arg(long)]
     pub print: bool,
+
+    /// fail2ban's configuration folder: with its banshare action installed
+    /// (run as root by fail2ban), watch and monitor run as root too.
+    #[arg(long, value_name = "DIR", default_value = "/etc/fail2ban")]
+    pub fail2ban_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

@@ -17,11 +17,18 @@ use super::failure::{Result, write_stdout};
 /// Every unit may write here already (packaging/*.service).
 const PACKAGED_STATE: &str = "/var/lib/banshare";
 
+/// fail2ban's banshare action, relative to fail2ban's folder.
+const ACTION: &str = "action.d/banshare.conf";
+
 /// The drop-in's file name inside `<unit>.service.d/`.
 const DROPIN_FILE: &str = "banshare-dropin.conf";
 
 pub fn dropin(args: SystemdDropinArgs, settings: Settings) -> Result<()> {
-    let text = render(args.unit, run_as_root(args.user, &settings), &settings);
+    let root = root_reason(&args, &settings);
+    if let Some(reason) = root {
+        log::info!("{} runs as root: {reason}", unit_name(args.unit));
+    }
+    let text = render(args.unit, root, &settings);
     if args.print {
         return write_stdout(&text);
     }
@@ -46,22 +53,34 @@ pub fn unit_name(unit: UnitName) -> &'static str {
     }
 }
 
-/// fail2ban's socket is root's alone (/var/run/fail2ban is mode 0700), so
-/// a watcher using that backend cannot run as the banshare user.
-fn run_as_root(user: UnitUser, settings: &Settings) -> bool {
-    match user {
-        UnitUser::Root => true,
-        UnitUser::Banshare => false,
-        UnitUser::Auto => settings
-            .watch
-            .backend
-            .as_deref()
-            .is_some_and(|b| matches!(b.parse(), Ok(BackendKind::Fail2ban))),
+/// Why a unit must run as root, or `None` when the banshare user will do.
+fn root_reason(args: &SystemdDropinArgs, settings: &Settings) -> Option<&'static str> {
+    let spool_user = matches!(args.unit, UnitName::Watch | UnitName::Monitor);
+    match args.user {
+        UnitUser::Root => Some("--user root"),
+        UnitUser::Banshare => None,
+        // fail2ban's socket is root's alone (/run/fail2ban is mode 0700).
+        UnitUser::Auto
+            if args.unit == UnitName::Watch
+                && settings
+                    .watch
+                    .backend
+                    .as_deref()
+                    .is_some_and(|b| matches!(b.parse(), Ok(BackendKind::Fail2ban))) =>
+        {
+            Some("the fail2ban backend: fail2ban's socket is root's")
+        }
+        // fail2ban runs its actions as root: what `banshare ban` spools
+        // there is root's, and this unit delivers the spool.
+        UnitUser::Auto if spool_user && args.fail2ban_dir.join(ACTION).exists() => Some(
+            "fail2ban's banshare action is installed: fail2ban runs it as root, so the spool is root's",
+        ),
+        UnitUser::Auto => None,
     }
 }
 
 /// The drop-in's text for `unit`.
-fn render(unit: UnitName, root: bool, settings: &Settings) -> String {
+fn render(unit: UnitName, root: Option<&str>, settings: &Settings) -> String {
     let mut text = format!(
         "# Written by `banshare systemd-dropin --unit {}` from the configuration.\n\
          # Write it again after moving the log, the spool or a state folder.\n",
@@ -84,10 +103,10 @@ fn render(unit: UnitName, root: bool, settings: &Settings) -> String {
     for folder in writable_folders(unit, settings, share.as_deref()) {
         let _ = writeln!(text, "ReadWritePaths={}", folder.display());
     }
-    if root {
+    if let Some(reason) = root {
         let _ = writeln!(
             text,
-            "# Root for the fail2ban backend (its socket is root's) or by --user root;\n\
+            "# Root, for {reason};\n\
              # still bounded: DAC_OVERRIDE reaches the banshare user's files.\n\
              User=root\n\
              Group=root\n\
