@@ -494,7 +494,8 @@ struct Netns(String);
 impl Netns {
     fn new() -> Netns {
         let name = format!("bspkg{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        // One left by an earlier run with this pid, if any.
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
         let out = Command::new("ip")
             .args(["netns", "add", &name])
             .output()
