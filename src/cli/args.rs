@@ -44,7 +44,13 @@ EXIT STATUS:
 FILES:
     /etc/banshare/banshare.toml   configuration (see `banshare config check`)
     /var/lib/banshare/spool       records waiting for the log
+    /var/lib/banshare/watch       the watcher's cursor and bans (monitor,
+                                  publisher: beside it)
     <log>.lock                    the cross-host lock file beside the log
+    /usr/share/banshare/fail2ban  what `banshare fail2ban install` copies
+    banshare-watch.service        the packaged systemd units (also monitor,
+                                  publisher, compact); `banshare
+                                  systemd-dropin` ties them to the log
 
 See docs/format.md for the record format and the locking protocol.";
 
