@@ -44,12 +44,29 @@ EXIT STATUS:
 FILES:
     /etc/banshare/banshare.toml   configuration (see `banshare config check`)
     /var/lib/banshare/spool       records waiting for the log
+    /var/lib/banshare/watch       the watcher's cursor and bans (monitor,
+                                  publisher: beside it)
     <log>.lock                    the cross-host lock file beside the log
+    /usr/share/banshare/fail2ban  what `banshare fail2ban install` copies
+    banshare-watch.service        the packaged systemd units (also monitor,
+                                  publisher, compact); `banshare
+                                  systemd-dropin` ties them to the log
 
 See docs/format.md for the record format and the locking protocol.";
 
+/// `--version`: the release, the commit it was built from and the cargo
+/// features it was built with (build.rs), so a report names the binary.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("BANSHARE_COMMIT"),
+    ", features: ",
+    env!("BANSHARE_FEATURES"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
-#[command(name = "banshare", version, about = ABOUT, long_about = LONG_ABOUT, after_long_help = EXIT_STATUS)]
+#[command(name = "banshare", version = VERSION, about = ABOUT, long_about = LONG_ABOUT, after_long_help = EXIT_STATUS)]
 pub struct Cli {
     /// Configuration file. A missing default file is fine (defaults apply);
     /// a file named here must exist.
@@ -117,6 +134,12 @@ pub enum Command {
     /// Run a local demonstration cluster in a temporary folder (no root).
     #[command(long_about = DEMO_ABOUT)]
     Demo(DemoArgs),
+    /// Write the systemd drop-in that ties a unit to the log's mount.
+    #[command(long_about = SYSTEMD_DROPIN_ABOUT)]
+    SystemdDropin(SystemdDropinArgs),
+    /// Write man pages or shell completions (for packagers).
+    #[command(hide = true, subcommand)]
+    Generate(GenerateCommand),
 }
 
 const WATCH_ABOUT: &str = "\
@@ -584,7 +607,8 @@ fn parse_legacy_mode(text: &str) -> Result<banshare::config::LegacyMode, String>
 #[derive(Debug, Subcommand)]
 pub enum Fail2banCommand {
     /// Write action.d/banshare.conf, filter.d/banshare.conf and
-    /// jail.d/banshare.local.example into fail2ban's configuration folder.
+    /// jail.d/banshare.local.example into fail2ban's configuration folder,
+    /// from the package's copies in /usr/share/banshare/fail2ban.
     /// No jail changes: fail2ban does not read the example, and the admin
     /// adds the banshare action to the jails of their choice.
     Install(InstallArgs),
@@ -599,6 +623,15 @@ pub struct InstallArgs {
     /// Replace files that exist with other content.
     #[arg(long)]
     pub force: bool,
+
+    /// Where the packaged copies are; when this folder is missing (a
+    /// binary built from source), the copies built into banshare are used.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/usr/share/banshare/fail2ban"
+    )]
+    pub from: PathBuf,
 }
 
 const KEYGEN_ABOUT: &str = "\
@@ -653,4 +686,84 @@ pub struct DemoArgs {
     /// Keep the demo's temporary folder instead of removing it.
     #[arg(long)]
     pub keep: bool,
+}
+
+const SYSTEMD_DROPIN_ABOUT: &str = "\
+Write the systemd drop-in for one of the packaged units
+(banshare-watch, banshare-monitor, banshare-publisher, banshare-compact)
+from the configuration: the package cannot know where the log is.
+
+For a log on a path (a local disk, an sshfs or NFS mount) the drop-in
+holds RequiresMountsFor= on the log's folder, so the unit starts only after
+the share is mounted and stops before it is unmounted, and ReadWritePaths=
+for that folder (the lock file is created beside the log, and every one of
+these units writes the log: the watcher delivers the spool). An sftp:// or
+zmq+tcp:// log needs no mount: the drop-in waits for the network instead.
+A spool or state folder configured outside /var/lib/banshare is made
+writable too.
+
+The units run as the banshare user with CAP_NET_ADMIN only. The drop-in
+runs the unit as root, still bounded to the capabilities it needs, with
+--user root, for a watcher with the fail2ban backend (its socket is
+root's), and for watch and monitor where fail2ban's banshare action is
+installed (fail2ban runs it as root, so what it spools is root's, and
+these units deliver the spool). --user banshare keeps the banshare user.
+
+Writes <dir>/banshare-<unit>.service.d/banshare-dropin.conf atomically,
+then `systemctl daemon-reload` applies it.";
+
+/// The packaged units a drop-in can be written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UnitName {
+    Watch,
+    Monitor,
+    Publisher,
+    Compact,
+}
+
+/// Who a unit runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UnitUser {
+    /// The banshare user, unless the backend needs root (fail2ban).
+    Auto,
+    Banshare,
+    Root,
+}
+
+#[derive(Debug, Args)]
+pub struct SystemdDropinArgs {
+    /// The unit to write the drop-in for.
+    #[arg(long, value_name = "UNIT")]
+    pub unit: UnitName,
+
+    /// Who the unit runs as [default: auto].
+    #[arg(long, value_name = "USER", default_value = "auto")]
+    pub user: UnitUser,
+
+    /// systemd's folder for the admin's units.
+    #[arg(long, value_name = "DIR", default_value = "/etc/systemd/system")]
+    pub dir: PathBuf,
+
+    /// Print the drop-in instead of writing it.
+    #[arg(long)]
+    pub print: bool,
+
+    /// fail2ban's configuration folder: with its banshare action installed
+    /// (run as root by fail2ban), watch and monitor run as root too.
+    #[arg(long, value_name = "DIR", default_value = "/etc/fail2ban")]
+    pub fail2ban_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GenerateCommand {
+    /// Write banshare.1 and a page per command into DIR.
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Write banshare.bash, _banshare (zsh) and banshare.fish into DIR.
+    Completions {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }

@@ -51,6 +51,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Keygen(args) => keygen(args, settings),
         #[cfg(feature = "zmq")]
         Command::CurveKeygen(args) => super::publisher::curve_keygen(args),
+        Command::SystemdDropin(args) => super::systemd::dropin(args, settings),
+        Command::Generate(command) => super::generate::generate(command),
         Command::Demo(args) => {
             banshare::demo::run(args.keep, &mut std::io::stdout()).map_err(|e| match e {
                 banshare::demo::DemoError::Output(e) => Failure::Output(e),

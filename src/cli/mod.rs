@@ -2,15 +2,18 @@
 //! does in [`commands`] and, for the daemons, [`watch`], [`fail2ban`] and
 //! `publisher` (feature `zmq`);
 //! what they set up alike in [`setup`]; exit statuses in [`failure`];
-//! [`logging`] prints the library's log lines. Only [`commands`] knows the
+//! [`logging`] prints the library's log lines; [`generate`] writes man
+//! pages and completions, [`systemd`] the units' drop-ins. Only [`commands`] knows the
 //! other command modules, so they form no circle.
 
 pub mod args;
 pub mod commands;
 pub mod fail2ban;
 pub mod failure;
+pub mod generate;
 pub mod logging;
 #[cfg(feature = "zmq")]
 pub mod publisher;
 pub mod setup;
+pub mod systemd;
 pub mod watch;
