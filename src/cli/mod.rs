@@ -1,6 +1,6 @@
 //! The `banshare` command: argument types in [`args`], what each command
 //! does in [`commands`] and, for the daemons, [`watch`], [`fail2ban`] and
-//! `publisher` (feature `zmq`);
+//! `publisher` (feature `zmq`); the incident controls in [`incident`];
 //! what they set up alike in [`setup`]; exit statuses in [`failure`];
 //! [`logging`] prints the library's log lines. Only [`commands`] knows the
 //! other command modules, so they form no circle.
@@ -9,6 +9,7 @@ pub mod args;
 pub mod commands;
 pub mod fail2ban;
 pub mod failure;
+pub mod incident;
 pub mod logging;
 #[cfg(feature = "zmq")]
 pub mod publisher;

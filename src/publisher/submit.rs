@@ -180,6 +180,7 @@ mod tests {
             keys: TrustedKeys::parse(&format!("{node} {}\n", public_line(&key)), "t").unwrap(),
             require_signed: true,
             allow_unsigned_logger: false,
+            operators: Vec::new(),
         };
         let line = ok.record.to_string();
         let again = crate::record::parse(line.as_bytes()).unwrap();
@@ -198,6 +199,7 @@ mod tests {
             keys: TrustedKeys::parse(&format!("web2 {}\n", public_line(&key)), "t").unwrap(),
             require_signed: true,
             allow_unsigned_logger: false,
+            operators: Vec::new(),
         };
         let refused = rules(LegacyPolicy::Refused, strict)
             .judge(line)

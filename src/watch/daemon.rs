@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use super::drift::FirewallGuard;
+use super::incident;
 use super::policy::{Adjusted, Policy, PolicySettings, Skip, record_time};
 use super::reach::{Reach, Refresh};
-use super::state::{StateDir, Status, WatchCheckpoint, WatcherFiles};
-use crate::backend::{Action, Backend, BackendError};
+use super::state::{LiftReport, StateDir, Status, WatchCheckpoint, WatcherFiles};
+use crate::backend::{Action, Backend, BackendError, Unban};
 pub use crate::follow::{Handle, Msg};
 use crate::follow::{Mode, Wake};
 use crate::record::{self, Record};
@@ -120,6 +121,9 @@ pub struct Daemon {
     unsaved_lag: Unread,
     /// The policy's version when the active bans were last saved.
     saved_version: u64,
+    /// The policy's control version (allowlist, lifted nodes) when
+    /// `control.json` was last saved.
+    saved_control: u64,
     rejects: RejectLog,
     last_status: Instant,
     last_active_save: Instant,
@@ -166,6 +170,8 @@ impl Daemon {
         for (net, ban) in opts.state.load_active().map_err(state_err)? {
             policy.restore_active(net, ban);
         }
+        policy.restore_control(opts.state.load_control().map_err(state_err)?);
+        let saved_control = policy.control_version();
         let safety_poll = opts.safety_poll;
         let (mut wake, handle) = Wake::new(Mode::Poll(safety_poll));
         let mode = feed.watch(handle.clone());
@@ -194,6 +200,7 @@ impl Daemon {
             unsaved: false,
             unsaved_lag: Unread::default(),
             saved_version: 0,
+            saved_control,
             rejects: RejectLog::new(),
             last_status: Instant::now(),
             last_active_save: Instant::now(),
@@ -271,12 +278,93 @@ impl Daemon {
         }
     }
 
-    /// Reads and applies everything available, batch by batch.
+    /// Reads and applies everything available, batch by batch, unless
+    /// paused; lift requests are taken even then (they are this node's
+    /// own operator's decision, not the log's).
     fn cycle(&mut self) {
-        if self.apply_pending() {
+        self.take_lift_requests();
+        if !self.check_paused() && self.apply_pending() {
             self.read_and_apply();
         }
         self.housekeeping();
+    }
+
+    /// Whether applying is paused (`banshare pause`); logs the changes.
+    /// A batch already decided waits too, with the cursor before it.
+    fn check_paused(&mut self) -> bool {
+        let paused = incident::paused(self.opts.state.path());
+        if paused != self.status.paused {
+            match &paused {
+                Some(why) => warn!(
+                    "PAUSED ({why}): applying nothing, reading nothing more from the log until                      `banshare resume`; records wait in the log"
+                ),
+                None => info!("resumed: catching up from the cursor"),
+            }
+            self.status.paused = paused;
+            self.write_status();
+        }
+        self.status.paused.is_some()
+    }
+
+    /// Lifts the bans of each node a `banshare lift --node` asked for.
+    fn take_lift_requests(&mut self) {
+        let (requests, bad) = match incident::lift_requests(self.opts.state.path()) {
+            Ok(found) => found,
+            Err(e) => return warn!("cannot look for lift requests: {e}"),
+        };
+        for path in bad {
+            self.rejects.log(&format!(
+                "ignored {path}: not a lift request banshare wrote"
+            ));
+        }
+        for request in requests {
+            let unbans = self.policy.lift_node(&request.node, request.before);
+            let count = unbans.len();
+            // The control state first: a crash after it lifts again, and
+            // the request stays until the unbans are applied.
+            if !self.save_control() || !self.apply_now(unbans) {
+                return;
+            }
+            self.save_active_now();
+            warn!(
+                "LIFTED every ban of node {} ({count} in force); its ban records dated up to {} are                  refused from now on",
+                request.node, request.before
+            );
+            self.status.lifted.insert(
+                request.node.to_string(),
+                LiftReport {
+                    before: request.before,
+                    bans: count as u64,
+                },
+            );
+            self.write_status();
+            if let Err(e) = std::fs::remove_file(&request.path) {
+                warn!("cannot remove {}: {e}", request.path.display());
+            }
+        }
+    }
+
+    /// Applies unbans the policy decided on its own (a lift), at once. If
+    /// the backend refuses them, they become the pending batch, retried
+    /// with backoff like a batch of the log (the policy holds them no
+    /// more, so nothing else would remove them from the firewall).
+    fn apply_now(&mut self, unbans: Vec<Unban>) -> bool {
+        if unbans.is_empty() {
+            return true;
+        }
+        let actions: Vec<Action> = unbans.into_iter().map(Action::Unban).collect();
+        match self.backend.apply(&actions) {
+            Ok(()) => {
+                self.applied(&actions);
+                true
+            }
+            Err(e) => {
+                self.status.backend_errors += 1;
+                error!("lifting {} ban(s) failed: {e}; trying again", actions.len());
+                self.pending.extend(actions);
+                false
+            }
+        }
     }
 
     /// Reads and applies batch after batch until the log is drained or a
@@ -354,6 +442,10 @@ impl Daemon {
                             continue;
                         }
                     };
+                    if record.op.is_control() {
+                        self.control(&record, now, &mut actions);
+                        continue;
+                    }
                     match self.policy.decide_as(&record, provenance, now) {
                         Ok(verdict) => {
                             self.adjusted(&record, verdict.adjusted());
@@ -366,6 +458,26 @@ impl Daemon {
             }
         }
         actions
+    }
+
+    /// An operator's allowlist record: the unbans it makes join the batch.
+    fn control(&mut self, record: &Record, now: DateTime<Utc>, actions: &mut Vec<Action>) {
+        match self.policy.control(record, now) {
+            Ok(unbans) => {
+                let by = record.fields.node.as_ref().map_or("?", |n| n.as_str());
+                warn!(
+                    "allowlist: {} {} (signed by operator {by}){}",
+                    record.op,
+                    record.target,
+                    match unbans.len() {
+                        0 => String::new(),
+                        n => format!("; lifting {n} ban(s) in force"),
+                    }
+                );
+                actions.extend(unbans.into_iter().map(Action::Unban));
+            }
+            Err(skip) => self.skipped(record, skip, now),
+        }
     }
 
     fn rejected(&mut self, reason: &record::RejectReason) {
@@ -465,6 +577,8 @@ impl Daemon {
                 | Skip::SelfAddress
                 | Skip::TransportAddress
                 | Skip::Ignored
+                | Skip::Allowlisted
+                | Skip::AllowlistFull
                 | Skip::FromTheFuture
         ) {
             let origin = record
@@ -569,6 +683,9 @@ impl Daemon {
             self.unsaved_lag = Unread::default();
             return true;
         };
+        if !self.save_control() {
+            return false;
+        }
         let seq = position.seq;
         let saved = WatchCheckpoint {
             position,
@@ -585,6 +702,25 @@ impl Daemon {
         self.unsaved_lag = Unread::default();
         self.status.offset = seq;
         self.end_hold();
+        true
+    }
+
+    /// Saves the allowlist and the lifted nodes if they changed; holds
+    /// (see [`Daemon::hold`]) if they cannot be saved, since the cursor
+    /// must not move past the record that changed them.
+    fn save_control(&mut self) -> bool {
+        let version = self.policy.control_version();
+        if version == self.saved_control {
+            return true;
+        }
+        if let Err(e) = self.opts.state.save_control(&self.policy.saved_control()) {
+            self.hold(format!(
+                "cannot save the allowlist in {}: {e}",
+                self.opts.state.path().display()
+            ));
+            return false;
+        }
+        self.saved_control = version;
         true
     }
 
@@ -664,6 +800,14 @@ impl Daemon {
         let now = Utc::now();
         self.policy.prune(now);
         self.status.active_bans = self.policy.active_count(now);
+        self.status.allowlist = self
+            .policy
+            .saved_control()
+            .allow
+            .into_iter()
+            .filter(|e| e.listed)
+            .map(|e| e.target)
+            .collect();
         self.status.tripped_nodes = self
             .policy
             .tripped(now)
@@ -699,6 +843,13 @@ impl Daemon {
         self.status.lag_records = unread
             .and_then(|u| u.lines)
             .map(|n| n + self.unsaved_lag.lines.unwrap_or(0));
+    }
+
+    /// Saves the active bans now, not at the next 30 s tick: after a lift,
+    /// a restart must not apply the lifted bans again.
+    fn save_active_now(&mut self) {
+        self.saved_version = u64::MAX;
+        self.save_active();
     }
 
     fn save_active(&mut self) {
