@@ -223,6 +223,22 @@ fn old_and_new_releases_share_bans_and_the_new_one_takes_over_old_state() {
     });
     let old_status = old_watcher.status();
 
+    // The new `pause` refuses to signal an old watcher (SIGUSR1 would end
+    // it) and says so; `resume` takes the flag back.
+    let control = |cmd: &str| {
+        std::process::Command::new(BANSHARE)
+            .args(["--config", "/dev/null", cmd, "--state-dir"])
+            .arg(dir.path().join("n1/state"))
+            .output()
+            .unwrap()
+    };
+    let paused = control("pause");
+    let said = String::from_utf8_lossy(&paused.stderr);
+    assert_eq!(paused.status.code(), Some(1), "{said}");
+    assert!(said.contains("older release"), "{said}");
+    assert!(old_watcher.alive(), "the old watcher was signalled");
+    assert!(control("resume").status.success());
+
     // The new release takes over the old one's state directory.
     old_watcher.stop();
     let upgraded = Watcher::start(

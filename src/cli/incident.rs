@@ -24,11 +24,7 @@ pub fn pause(args: PauseArgs, settings: Settings) -> Result<()> {
     let dir = state_dir(&args.state, &settings)?;
     incident::pause(&dir, &args.reason)
         .with_context(|| format!("cannot write the pause flag in {}", dir.display()))?;
-    if !incident::wake(&dir) {
-        warn!(
-            "paused: no watcher runs with {} now; it starts paused",
-            dir.display()
-        );
+    if !woken(&dir, "starts paused")? {
         return Ok(());
     }
     let acknowledged = wait_for(PAUSE_WAIT, || {
@@ -52,7 +48,10 @@ pub fn resume(args: StateDirArgs, settings: Settings) -> Result<()> {
     let dir = state_dir(&args, &settings)?;
     let was = incident::resume(&dir)
         .with_context(|| format!("cannot remove the pause flag in {}", dir.display()))?;
-    incident::wake(&dir);
+    if was {
+        // An older watcher never paused: nothing to tell it.
+        incident::wake(&dir);
+    }
     match was {
         true => info!("resumed: the watcher catches up from its cursor"),
         false => info!("not paused"),
@@ -64,12 +63,10 @@ pub fn lift(args: LiftArgs, settings: Settings) -> Result<()> {
     let dir = state_dir(&args.state, &settings)?;
     let request = incident::request_lift(&dir, &args.node, chrono::Utc::now())
         .with_context(|| format!("cannot write a lift request in {}", dir.display()))?;
-    if !incident::wake(&dir) {
-        warn!(
-            "no watcher runs with {} now: it lifts node {}'s bans when it starts",
-            dir.display(),
-            args.node
-        );
+    if !woken(
+        &dir,
+        &format!("lifts node {}'s bans when it starts", args.node),
+    )? {
         return Ok(());
     }
     if !wait_for(LIFT_WAIT, || !request.exists()) {
@@ -89,6 +86,28 @@ pub fn lift(args: LiftArgs, settings: Settings) -> Result<()> {
         None => info!("lifted the bans of node {} on this node", args.node),
     }
     Ok(())
+}
+
+/// Wakes the watcher of `dir`; whether it runs. A watcher of an older
+/// release, which would not act on the request, is an error, so that an
+/// operator in an incident is never told a control took effect when it
+/// did not.
+fn woken(dir: &Path, later: &str) -> Result<bool> {
+    match incident::wake(dir) {
+        incident::Woken::Yes => Ok(true),
+        incident::Woken::NotRunning => {
+            warn!(
+                "no watcher runs with {} now: the next one {later}",
+                dir.display()
+            );
+            Ok(false)
+        }
+        incident::Woken::TooOld => Err(super::failure::Failure::Runtime(anyhow::anyhow!(
+            "the watcher running with {} is of an older release that ignores this; restart it \
+             (the new release {later})",
+            dir.display()
+        ))),
+    }
 }
 
 /// The state directory, which must exist: a watcher made it.

@@ -185,6 +185,7 @@ impl Daemon {
             backend: backend.name().into(),
             mode: mode.describe(),
             started: Some(Utc::now()),
+            incident_controls: true,
             ..Status::default()
         };
         let mut daemon = Daemon {
@@ -250,6 +251,9 @@ impl Daemon {
             self.mode.describe(),
             self.backend.name()
         );
+        // Written before the first look at the log, which may be a long
+        // catch-up: `pause` and `lift` read it to know they may wake us.
+        self.write_status();
         // A first look at the log, so that the status is true from the start.
         self.cycle();
         self.write_status();

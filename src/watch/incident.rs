@@ -106,21 +106,45 @@ pub fn lift_requests(dir: &Path) -> io::Result<(Vec<LiftRequest>, Vec<String>)> 
     Ok((requests, bad))
 }
 
-/// Wakes the watcher that holds `dir`, if one does: SIGUSR1 to the pid in
-/// its lock file. Returns whether one was woken.
-pub fn wake(dir: &Path) -> bool {
+/// What [`wake`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Woken {
+    /// A watcher runs, and was sent SIGUSR1.
+    Yes,
+    /// No watcher holds the state directory: the next one to start acts.
+    NotRunning,
+    /// The watcher that runs does not take pause flags or lift requests
+    /// (an older release not yet restarted after an upgrade), and was not
+    /// signalled: SIGUSR1 would end it.
+    TooOld,
+}
+
+/// Wakes the watcher that holds `dir`, if one does and it handles SIGUSR1
+/// (its status says so): SIGUSR1 to the pid in its lock file.
+pub fn wake(dir: &Path) -> Woken {
+    use crate::watch::state::WatcherFiles;
     if !matches!(crate::state::is_held(dir), Ok(true)) {
-        return false;
+        return Woken::NotRunning;
+    }
+    let handles_it = crate::state::StateDir::open(dir)
+        .ok()
+        .and_then(|s| s.load_status().ok().flatten())
+        .is_some_and(|s| s.incident_controls);
+    if !handles_it {
+        return Woken::TooOld;
     }
     let Some(pid) = fs::read_to_string(dir.join("lock"))
         .ok()
         .and_then(|t| t.trim().parse::<i32>().ok())
         .filter(|pid| *pid > 0)
     else {
-        return false;
+        return Woken::NotRunning;
     };
     // SAFETY: kill(2) with a pid read from the lock its holder wrote.
-    unsafe { libc::kill(pid, libc::SIGUSR1) == 0 }
+    match unsafe { libc::kill(pid, libc::SIGUSR1) } {
+        0 => Woken::Yes,
+        _ => Woken::NotRunning,
+    }
 }
 
 /// Printable ASCII only, at most [`MAX_REASON`] bytes: the reason is shown

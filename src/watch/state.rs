@@ -113,6 +113,11 @@ pub struct Status {
     /// in format 2: 0.1 reads such a file and skips them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<String>,
+    /// This watcher takes pause flags and lift requests, and SIGUSR1 makes
+    /// it look for them. Watchers of 0.1 leave it out (`false`): SIGUSR1
+    /// would end them, so `banshare pause` and `lift` do not send it.
+    #[serde(default)]
+    pub incident_controls: bool,
     /// The networks on the shared allowlist.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowlist: Vec<String>,
