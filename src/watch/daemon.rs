@@ -323,24 +323,31 @@ impl Daemon {
         }
         for request in requests {
             let unbans = self.policy.lift_node(&request.node, request.before);
-            let count = unbans.len();
-            // The control state first: a crash after it lifts again, and
-            // the request stays until the unbans are applied.
-            if !self.save_control() || !self.apply_now(unbans) {
-                return;
-            }
+            let count = unbans.len() as u64;
+            self.apply_now(unbans);
             self.save_active_now();
             warn!(
-                "LIFTED every ban of node {} ({count} in force); its ban records dated up to {} are                  refused from now on",
+                "LIFTED every ban of node {} ({count} in force); its ban records dated up to {} are \
+                 refused from now on",
                 request.node, request.before
             );
-            self.status.lifted.insert(
-                request.node.to_string(),
-                LiftReport {
+            let report = self
+                .status
+                .lifted
+                .entry(request.node.to_string())
+                .or_default();
+            if report.before != request.before {
+                *report = LiftReport {
                     before: request.before,
-                    bans: count as u64,
-                },
-            );
+                    bans: 0,
+                };
+            }
+            report.bans += count;
+            // The request stays until the lifted node is saved: a crash
+            // before then takes it again at the next start.
+            if !self.save_control() {
+                return;
+            }
             self.write_status();
             if let Err(e) = std::fs::remove_file(&request.path) {
                 warn!("cannot remove {}: {e}", request.path.display());
@@ -348,25 +355,27 @@ impl Daemon {
         }
     }
 
-    /// Applies unbans the policy decided on its own (a lift), at once. If
-    /// the backend refuses them, they become the pending batch, retried
-    /// with backoff like a batch of the log (the policy holds them no
-    /// more, so nothing else would remove them from the firewall).
-    fn apply_now(&mut self, unbans: Vec<Unban>) -> bool {
+    /// Applies unbans the policy decided on its own (a lift) at once, or
+    /// after the pending batch if there is one (a refused batch being
+    /// retried may ban what they lift: they must come after it). If the
+    /// backend refuses them, they become the pending batch, retried with
+    /// backoff like a batch of the log: the policy holds those bans no
+    /// more, so nothing else would remove them from the firewall.
+    fn apply_now(&mut self, unbans: Vec<Unban>) {
         if unbans.is_empty() {
-            return true;
+            return;
         }
         let actions: Vec<Action> = unbans.into_iter().map(Action::Unban).collect();
+        if !self.pending.is_empty() {
+            self.pending.extend(actions);
+            return;
+        }
         match self.backend.apply(&actions) {
-            Ok(()) => {
-                self.applied(&actions);
-                true
-            }
+            Ok(()) => self.applied(&actions),
             Err(e) => {
                 self.status.backend_errors += 1;
                 error!("lifting {} ban(s) failed: {e}; trying again", actions.len());
-                self.pending.extend(actions);
-                false
+                self.pending = actions;
             }
         }
     }
