@@ -384,7 +384,9 @@ impl Daemon {
     /// batch cannot be applied yet.
     fn read_and_apply(&mut self) {
         loop {
-            if !self.room_to_save() {
+            // Between batches too: a catch-up of a million records is one
+            // cycle, and a pause must not wait for its end.
+            if !self.room_to_save() || self.check_paused() {
                 return;
             }
             let read = self.feed.read(self.opts.batch_max);
