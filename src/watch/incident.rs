@@ -58,9 +58,21 @@ pub fn resume(dir: &Path) -> io::Result<bool> {
 
 /// Why the watcher of `dir` is paused (`since reason`), if it is.
 pub fn paused(dir: &Path) -> Option<String> {
-    let text = fs::read(dir.join(PAUSED)).ok()?;
-    let text = String::from_utf8_lossy(&text[..text.len().min(MAX_REASON + 40)]);
+    let text = read_head(&dir.join(PAUSED))?;
     Some(clean(text.lines().next().unwrap_or("")))
+}
+
+/// The start of a small file written by a command (checked every cycle, so
+/// a file made huge by hand costs no more than one that is not).
+fn read_head(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    fs::File::open(path)
+        .ok()?
+        .take(MAX_REASON as u64 + 64)
+        .read_to_end(&mut head)
+        .ok()?;
+    Some(String::from_utf8_lossy(&head).into_owned())
 }
 
 /// Asks the watcher of `dir` to lift every ban `node`'s records put in
@@ -93,11 +105,10 @@ pub fn lift_requests(dir: &Path) -> io::Result<(Vec<LiftRequest>, Vec<String>)> 
             continue;
         };
         let path = entry.path();
-        let parsed = node.parse::<NodeId>().ok().zip(
-            fs::read_to_string(&path)
-                .ok()
-                .and_then(|t| t.trim().parse::<DateTime<Utc>>().ok()),
-        );
+        let parsed = node
+            .parse::<NodeId>()
+            .ok()
+            .zip(read_head(&path).and_then(|t| t.trim().parse::<DateTime<Utc>>().ok()));
         match parsed {
             Some((node, before)) => requests.push(LiftRequest { node, before, path }),
             None => bad.push(path.display().to_string()),
