@@ -161,7 +161,8 @@ Share an allowlist entry: append a signed ALLOW record (UNALLOW with
 that lists the signer in [trust] operators never bans what the entry
 covers, on any port, like fail2ban's ignoreip, and lifts the bans in force
 that overlap it when the record arrives. Removing an entry does not bring
-back the bans refused meanwhile: a later report does.
+back the bans refused meanwhile (ban records dated before the removal stay
+refused): a later report does.
 
 The record must be signed with an operator's key (--key or common.key, and
 --node or common.node naming the operator, as listed in the trusted keys

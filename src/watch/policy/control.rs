@@ -74,6 +74,9 @@ pub(super) struct Control {
     allow: HashMap<IpNet, AllowEntry>,
     /// The listed networks, for the check every record passes.
     listed: Vec<IpNet>,
+    /// The networks taken off, and when: a ban dated before its entry was
+    /// removed is refused (see [`Control::removed_since`]).
+    removed: Vec<(IpNet, DateTime<Utc>)>,
     lifted: HashMap<NodeId, DateTime<Utc>>,
     /// Bumped on every change, so `control.json` is saved only then.
     pub version: u64,
@@ -83,6 +86,16 @@ impl Control {
     /// `net` is on the allowlist, or overlaps a network that is.
     pub fn allowed(&self, net: &IpNet) -> bool {
         self.listed.iter().any(|n| overlaps(n, net))
+    }
+
+    /// A ban dated `ts` on `net` is from before an entry overlapping it was
+    /// taken off: while listed, or a copy of one lifted by the `ALLOW`. It
+    /// stays refused, so that only a report made after the removal bans
+    /// again, whatever order the records are read in.
+    pub fn removed_since(&self, net: &IpNet, ts: DateTime<Utc>) -> bool {
+        self.removed
+            .iter()
+            .any(|(n, at)| ts <= *at && overlaps(n, net))
     }
 
     /// Records an `ALLOW` (`listed`) or `UNALLOW` of `net` at `ts`.
@@ -178,6 +191,12 @@ impl Control {
             .filter(|e| e.listed)
             .map(|e| e.target)
             .collect();
+        self.removed = self
+            .allow
+            .values()
+            .filter(|e| !e.listed)
+            .map(|e| (e.target, e.ts))
+            .collect();
         self.version += 1;
     }
 }
@@ -204,6 +223,8 @@ mod tests {
             .set(net, false, t("2026-11-21T11:00:00Z"), None)
             .unwrap();
         assert!(!control.allowed(&inside));
+        assert!(control.removed_since(&inside, t("2026-11-21T11:00:00Z")));
+        assert!(!control.removed_since(&inside, t("2026-11-21T11:00:01Z")));
         // A copy of the ALLOW, read again, does not list it again.
         assert_eq!(
             control.set(net, true, t("2026-11-21T10:00:00Z"), None),

@@ -141,7 +141,8 @@ pub enum Skip {
     BreakerTripped,
     /// The node's breaker is open: its records are refused for a while.
     NodeTripped,
-    /// On the shared allowlist (an operator's `ALLOW` record).
+    /// On the shared allowlist (an operator's `ALLOW` record), or dated
+    /// before the entry that covered it was taken off.
     Allowlisted,
     /// A ban from a node whose bans were lifted (`banshare lift --node`),
     /// dated before the lift.
@@ -174,7 +175,7 @@ impl Skip {
                 "the node exceeded max_bans_per_node_per_minute: its circuit breaker tripped"
             }
             Skip::NodeTripped => "the node's circuit breaker is open",
-            Skip::Allowlisted => "on the shared allowlist",
+            Skip::Allowlisted => "on the shared allowlist, or dated before its entry was taken off",
             Skip::NodeLifted => "the node's bans were lifted (banshare lift --node)",
             Skip::AllowSuperseded => "an allowlist record at least as new was seen for it",
             Skip::AllowlistFull => "the allowlist is full",
@@ -354,8 +355,9 @@ impl Policy {
     /// An allowlist record (`ALLOW` or `UNALLOW`), whose operator's
     /// signature the caller checked. An `ALLOW` lifts every ban in force
     /// that overlaps its network; returns the unbans for the backend. Bans
-    /// refused while a network was listed are not applied when it is
-    /// removed, as with fail2ban's `ignoreip`: a later report is needed.
+    /// dated before an entry is removed stay refused after it (those
+    /// refused while it was listed, copies of those it lifted): a report
+    /// made after the removal is needed, as with fail2ban's `ignoreip`.
     pub fn control(&mut self, record: &Record, now: DateTime<Utc>) -> Result<Vec<Unban>, Skip> {
         let ts = record_time(record, now);
         if ts > now + MAX_CLOCK_LEAD {
@@ -492,6 +494,9 @@ impl Policy {
         let ts = record_time(record, now);
         if record.op == Op::Ban && self.control.lifted(node.as_ref(), ts) {
             return Err(Skip::NodeLifted);
+        }
+        if record.op == Op::Ban && self.control.removed_since(&net, ts) {
+            return Err(Skip::Allowlisted);
         }
         if ts > now + MAX_CLOCK_LEAD {
             return Err(Skip::FromTheFuture);

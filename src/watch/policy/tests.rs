@@ -858,7 +858,13 @@ fn an_allow_lifts_overlapping_bans_and_refuses_new_ones_until_unallowed() {
     assert_eq!(p.control(&old, now()), Err(Skip::AllowSuperseded));
     let unallow = allowlist("UNALLOW", "198.51.100.0/24", "2026-11-21T17:59:00Z", "7");
     assert_eq!(p.control(&unallow, now()), Ok(Vec::new()));
-    assert!(p.decide(&later, now()).is_ok(), "no longer listed");
+    // Dated before the removal (a copy read again): still refused; a
+    // report made after it bans.
+    assert_eq!(p.decide(&later, now()), Err(Skip::Allowlisted));
+    let copy = ban("198.51.100.7", "web1", "2026-11-21T17:50:00Z", 3600, "1");
+    assert_eq!(p.decide(&copy, now()), Err(Skip::Allowlisted));
+    let after = ban("198.51.100.9", "web2", "2026-11-21T17:59:30Z", 3600, "9");
+    assert!(p.decide(&after, now()).is_ok(), "no longer listed");
     let everything = allowlist("ALLOW", "0.0.0.0/0", "2026-11-21T17:59:30Z", "8");
     assert_eq!(p.control(&everything, now()), Err(Skip::TooWide));
 }
