@@ -21,12 +21,14 @@
 //! - [`state`]: a daemon's state directory, its saved position among them;
 //! - [`trust`]: signed records and the keys trusted to sign them;
 //! - [`config`]: the TOML configuration file;
-//! - [`durable`]: writing files so that a crash leaves the old or the new.
+//! - [`durable`]: writing files so that a crash leaves the old or the new;
+//! - [`file_mode`]: who may read or change the secret and trust files.
 
 pub mod backend;
 pub mod config;
 pub mod demo;
 pub mod durable;
+pub mod file_mode;
 pub mod follow;
 pub mod monitor;
 pub mod outbox;

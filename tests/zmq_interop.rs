@@ -65,7 +65,7 @@ impl Site {
     /// messages taken with the token.
     fn start_publisher(&self) -> Daemon {
         let token = self.tmp.path().join("token");
-        fs::write(&token, TOKEN).unwrap();
+        write_secret(&token, TOKEN);
         let child = self
             .cluster
             .command_in(self.cluster.fileserver_ns(), BANSHARE)
@@ -314,6 +314,14 @@ while len(got) < 64:
 print(got[12:32].rstrip(b"\x00").decode())
 "#;
 
+/// Writes a secret file as the publisher takes one: only its owner may
+/// read it.
+fn write_secret(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::write(path, text).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 /// `banshare curve-keygen --out DIR/NAME`: the public key it prints.
 fn curve_keygen(dir: &Path, name: &str) -> String {
     let out = std::process::Command::new(BANSHARE)
@@ -334,7 +342,7 @@ fn with_curve_only_allowed_keys_get_through_and_no_address_crosses_the_wire_in_c
     let site = Site::new("zmqcurve");
     let keys = site.tmp.path().join("keys");
     fs::create_dir(&keys).unwrap();
-    fs::write(site.tmp.path().join("token"), TOKEN).unwrap();
+    write_secret(&site.tmp.path().join("token"), TOKEN);
     let server = curve_keygen(&keys, "publisher");
     let allowed = curve_keygen(&keys, "node0");
     curve_keygen(&keys, "stranger");
@@ -386,7 +394,7 @@ fn with_curve_only_allowed_keys_get_through_and_no_address_crosses_the_wire_in_c
 
     // A ban from a node whose key is allowed, traced: what it sends over
     // the network never holds the address in clear.
-    let ban = |node: usize, key: &str, address: &str, trace: Option<&Path>| {
+    let ban_to = |server: &str, node: usize, key: &str, address: &str, trace: Option<&Path>| {
         let config = site.tmp.path().join(format!("{key}.toml"));
         let text = format!(
             "[zmq]\ncurve_server_key = \"{}\"\ncurve_key_file = \"{}\"\ntimeout = \"3s\"\n",
@@ -431,6 +439,9 @@ fn with_curve_only_allowed_keys_get_through_and_no_address_crosses_the_wire_in_c
             .arg(site.tmp.path().join(format!("spool-{key}")))
             .output()
             .unwrap()
+    };
+    let ban = |node: usize, key: &str, address: &str, trace: Option<&Path>| {
+        ban_to(&server, node, key, address, trace)
     };
     let trace = site.tmp.path().join("ban.strace");
     let out = ban(0, "node0", "192.0.2.9", Some(&trace));
@@ -498,6 +509,27 @@ fn with_curve_only_allowed_keys_get_through_and_no_address_crosses_the_wire_in_c
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!spool_is_empty(&site.tmp.path().join("spool-stranger")));
+    // It says why: its key is refused, the publisher is not away.
+    let said = String::from_utf8_lossy(&out.stderr);
+    let stranger_key = fs::read_to_string(keys.join("stranger.pub")).unwrap();
+    let cause = format!(
+        "the publisher refused this node's CURVE key (not in its allow-list; ZAP status 400): \
+         add {}",
+        stranger_key.trim()
+    );
+    assert!(said.contains(&cause), "{said}");
+    // An allowed key that takes another key for the publisher's.
+    let out = ban_to(stranger_key.trim(), 1, "node0", "192.0.2.10", None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("CURVE handshake failed: server key mismatch"),
+        "{said}"
+    );
     assert!(!stored().contains("192.0.2.10"));
     assert!(!stored().contains("192.0.2.12") && !stored().contains("192.0.2.13"));
 

@@ -275,9 +275,11 @@ impl Settings {
     }
 }
 
-/// The token: the file's content, without one trailing newline.
+/// The token: the file's content, without one trailing newline. Only
+/// its owner may read the file.
 fn read_token(path: &Path) -> Result<LegacyToken, String> {
     use std::io::Read;
+    crate::file_mode::check(path, crate::file_mode::Holds::Secret).map_err(|e| e.to_string())?;
     let mut text = String::new();
     std::fs::File::open(path)
         .and_then(|f| f.take(MAX_TOKEN_FILE).read_to_string(&mut text))

@@ -40,6 +40,19 @@ pub const MAX_SUBMIT_FRAME: i64 = 2 << 20;
 /// was dropped during its handshake).
 const MAX_CATCH_UP_FRAME: i64 = 4096;
 
+/// Replies libzmq holds for one catch-up client that has not taken them
+/// (ZMQ_SNDHWM); past it, the publisher's reply to that client is dropped
+/// (a REP socket drops, never blocks). An honest client (REQ, as the feed)
+/// has one request in flight, so it never reaches it; one that sends
+/// requests without reading its replies holds at most this many replies
+/// of at most [`wire::CATCH_UP_MAX_BYTES`] each in the publisher (unbounded,
+/// 1000 replies of 1000 records were hundreds of megabytes).
+const CATCH_UP_SEND_HWM: i32 = 2;
+
+/// Catch-up requests libzmq takes in from one client before the publisher
+/// has read them (ZMQ_RCVHWM); past it, the rest wait in the network.
+const CATCH_UP_RECEIVE_HWM: i32 = 4;
+
 /// The most frames one submission request may hold; a request with more
 /// is refused whole (`too_many_frames`).
 pub const MAX_FRAMES: usize = 1000;
@@ -158,7 +171,13 @@ impl Publisher {
             None => None,
         };
         let secret = curve.as_ref().map(|c| c.secret);
-        let bind = |kind, port, max_frame: Option<i64>, name: &str, encrypted: bool| {
+        // `hwm`: the send and receive high-water marks, if not libzmq's.
+        let bind = |kind,
+                    port,
+                    max_frame: Option<i64>,
+                    hwm: Option<(i32, i32)>,
+                    name: &str,
+                    encrypted: bool| {
             let socket = context
                 .socket(kind)
                 .map_err(socket_error(format!("make the {name} socket")))?;
@@ -168,6 +187,10 @@ impl Publisher {
                 socket.set_linger(LINGER_MS)?;
                 if let Some(max) = max_frame {
                     socket.set_maxmsgsize(max)?;
+                }
+                if let Some((send, receive)) = hwm {
+                    socket.set_sndhwm(send)?;
+                    socket.set_rcvhwm(receive)?;
                 }
                 if let (true, Some(secret)) = (encrypted, &secret) {
                     curve::serve(&socket, secret)?;
@@ -181,6 +204,7 @@ impl Publisher {
             zmq::REP,
             listen.submit_port,
             Some(MAX_SUBMIT_FRAME),
+            None,
             "submissions",
             true,
         )?;
@@ -189,6 +213,7 @@ impl Publisher {
                 zmq::REP,
                 port,
                 Some(MAX_SUBMIT_FRAME),
+                None,
                 "legacy submissions",
                 false,
             )?),
@@ -198,6 +223,7 @@ impl Publisher {
             zmq::REP,
             listen.catch_up_port,
             Some(MAX_CATCH_UP_FRAME),
+            Some((CATCH_UP_SEND_HWM, CATCH_UP_RECEIVE_HWM)),
             "catch-up",
             true,
         )?;
@@ -205,10 +231,18 @@ impl Publisher {
             zmq::PUB,
             listen.legacy_port,
             None,
+            None,
             "legacy broadcast",
             false,
         )?;
-        let feed = bind(zmq::PUB, listen.feed_port, None, "banshare broadcast", true)?;
+        let feed = bind(
+            zmq::PUB,
+            listen.feed_port,
+            None,
+            None,
+            "banshare broadcast",
+            true,
+        )?;
         ::log::info!(
             "publisher: log epoch {} with {} records; submissions {}, catch-up {}, legacy \
              broadcast {}, banshare broadcast {}",
@@ -385,6 +419,13 @@ impl Publisher {
                     } else {
                         self.counters.records_stored += 1;
                     }
+                    if let Some(kind) = a.unverified {
+                        *self.counters.unverified.entry(kind).or_default() += 1;
+                        self.refusals.warn(format_args!(
+                            "stored record {seq}, which this publisher's [trust] keys cannot \
+                             verify ({kind}); every watcher judges it with its own keys"
+                        ));
+                    }
                     stored.push((seq, a));
                 }
                 (replies, stored)
@@ -415,6 +456,13 @@ impl Publisher {
         ];
         if let Err(e) = self.feed.send_multipart(frames, zmq::DONTWAIT) {
             ::log::debug!("record {seq} not broadcast: {e}");
+        }
+        if let Some(kind) = accepted.unverified {
+            // The original's subscribers verify nothing: only what the
+            // publisher vouches for reaches them.
+            *self.counters.not_legacy.entry(kind).or_default() += 1;
+            ::log::debug!("record {seq} left off the legacy feed: {kind}");
+            return;
         }
         match message::legacy_broadcast(&accepted.record) {
             Ok(text) => {
@@ -474,7 +522,10 @@ impl Publisher {
             0
         };
         let mut frames = vec![self.header().encode().into_bytes()];
-        match self.log.read_after(after, wire::CATCH_UP_MAX) {
+        match self
+            .log
+            .read_after(after, wire::CATCH_UP_MAX, wire::CATCH_UP_MAX_BYTES)
+        {
             Ok(records) => frames.extend(
                 records
                     .into_iter()
