@@ -267,5 +267,15 @@ mod tests {
         );
         assert_eq!(r.judge(unsigned).unwrap_err().reply, "NAK unsigned");
         assert_eq!(r.judge(signed.as_bytes()).unwrap().unverified, None);
+        // An allowlist record its own `operators` does not vouch for: the
+        // watchers' lists decide.
+        let mut allow = crate::record::parse(
+            b"<13>Nov 30 12:00:00 banshare[1]: ALLOW 198.51.100.0/24 PORT 0:65535 node=web1 \
+              ts=2026-11-30T12:00:00Z id=0123456789abcdef",
+        )
+        .unwrap();
+        crate::trust::sign(&mut allow, &signer).unwrap();
+        let ok = r.judge(allow.to_string().as_bytes()).unwrap();
+        assert_eq!(ok.unverified, Some("not_operator"));
     }
 }
