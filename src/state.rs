@@ -42,7 +42,7 @@ use crate::transport::feed::Position;
 pub const STATE_VERSION: u64 = 2;
 
 /// The state files a daemon may have: none may be of a newer format.
-const STATE_FILES: [&str; 3] = [CHECKPOINT, "active.json", "status.json"];
+const STATE_FILES: [&str; 4] = [CHECKPOINT, "active.json", "status.json", "control.json"];
 /// The file that holds the saved position.
 const CHECKPOINT: &str = "cursor.json";
 

@@ -140,6 +140,100 @@ pub enum Command {
     /// Write man pages or shell completions (for packagers).
     #[command(hide = true, subcommand)]
     Generate(GenerateCommand),
+    /// Pause applying bans on this node (the watcher stops reading the log).
+    #[command(long_about = PAUSE_ABOUT)]
+    Pause(PauseArgs),
+    /// Resume applying bans on this node after `banshare pause`.
+    Resume(StateDirArgs),
+    /// Lift, on this node, every ban in force that one node's records made.
+    #[command(long_about = LIFT_ABOUT)]
+    Lift(LiftArgs),
+    /// Put addresses on the shared allowlist (or take them off): an
+    /// operator's signed record that every watcher honours like ignoreip.
+    #[command(long_about = ALLOW_ABOUT)]
+    Allow(AllowArgs),
+}
+
+const PAUSE_ABOUT: &str = "\
+Pause applying bans on this node. The watcher (with the configured or given
+state directory) then applies nothing and reads nothing more from the shared
+log, which keeps every record; it keeps delivering this node's spool, and
+keeps the bans already in force. `banshare resume` ends the pause: the
+watcher catches up from its cursor as after a restart, applying what is
+still in force and skipping bans that ended meanwhile. The pause is a file
+in the state directory, so it holds across restarts of the watcher. With a
+running watcher, waits (up to 10 s) until it says it paused. To pause every
+node, run it on every node (docs/operations.md, Incident response).";
+
+const LIFT_ABOUT: &str = "\
+Lift, on this node, every ban in force that the records of node --node put
+there, and refuse that node's ban records dated up to now from then on
+(copies read again, a replay). For a node whose signing key was stolen:
+first remove its key from the trusted keys file and reload every watcher
+(SIGHUP), then run this on every node. Bans other nodes also reported are
+lifted too if --node's record was the last to extend them.
+
+The request is a file in the watcher's state directory: a running watcher
+acts on it at once (this command waits up to 30 s and prints how many bans
+it lifted); a stopped one when it starts. Bans saved by banshare 0.1 carry
+no origin node and are not found: lift those with `banshare unban`.";
+
+const ALLOW_ABOUT: &str = "\
+Share an allowlist entry: append a signed ALLOW record (UNALLOW with
+--remove) for each address or network to the shared log. Every watcher
+that lists the signer in [trust] operators never bans what the entry
+covers, on any port, like fail2ban's ignoreip, and lifts the bans in force
+that overlap it when the record arrives. Removing an entry does not bring
+back the bans refused meanwhile (ban records dated before the removal stay
+refused): a later report does.
+
+The record must be signed with an operator's key (--key or common.key, and
+--node or common.node naming the operator, as listed in the trusted keys
+file and in [trust] operators): a node's own key must not be enough, or a
+stolen one could allowlist its thief everywhere. Watchers of banshare 0.1
+reject ALLOW lines as an unknown verb: they neither ban nor allowlist.";
+
+#[derive(Debug, Args)]
+pub struct StateDirArgs {
+    /// The watcher's state directory [config: watch.state_dir]
+    /// [default: /var/lib/banshare/watch].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// Why, shown by `banshare status` and logged by the watcher.
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub reason: String,
+
+    #[command(flatten)]
+    pub state: StateDirArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LiftArgs {
+    /// The node whose bans to lift.
+    #[arg(long, value_name = "ID", required = true)]
+    pub node: NodeId,
+
+    #[command(flatten)]
+    pub state: StateDirArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AllowArgs {
+    /// IPv4 or IPv6 addresses or CIDR networks, or `-` to read them from
+    /// standard input, one per line.
+    #[arg(required = true, value_name = "ADDRESS", value_parser = parse_address_arg)]
+    pub addresses: Vec<AddressArg>,
+
+    /// Take the entries off the allowlist (UNALLOW records).
+    #[arg(long)]
+    pub remove: bool,
+
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 const WATCH_ABOUT: &str = "\

@@ -8,12 +8,13 @@ use std::path::PathBuf;
 use anyhow::{Context, anyhow};
 use banshare::config::Settings;
 use banshare::outbox::append::{self, Outcome, Request};
-use banshare::record::{Op, Target, never_ban};
-use banshare::transport;
+use banshare::record::{Op, PortSpec, Target, never_ban};
+use banshare::transport::{self, LogLocation};
 use log::{info, warn};
 
 use super::args::{
-    AddressArg, Cli, Command, ConfigCommand, Fail2banCommand, KeygenArgs, LogArgs, ShareArgs,
+    AddressArg, AllowArgs, Cli, Command, ConfigCommand, Fail2banCommand, KeygenArgs, LogArgs,
+    ShareArgs,
 };
 use super::failure::{Failure, Result, write_stdout};
 use super::setup::{
@@ -53,6 +54,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::CurveKeygen(args) => super::publisher::curve_keygen(args),
         Command::SystemdDropin(args) => super::systemd::dropin(args, settings),
         Command::Generate(command) => super::generate::generate(command),
+        Command::Pause(args) => super::incident::pause(args, settings),
+        Command::Resume(args) => super::incident::resume(args, settings),
+        Command::Lift(args) => super::incident::lift(args, settings),
+        Command::Allow(args) => allow(args, settings),
         Command::Demo(args) => {
             banshare::demo::run(args.keep, &mut std::io::stdout()).map_err(|e| match e {
                 banshare::demo::DemoError::Output(e) => Failure::Output(e),
@@ -91,13 +96,50 @@ fn share(op: Op, args: ShareArgs, mut settings: Settings) -> Result<()> {
         info!("not shared: jail {jail} receives bans from banshare (append.skip_jails)");
         return Ok(());
     }
-    let writer = writer(&settings)?;
+    deliver(request, &settings, &location)
+}
+
+/// `banshare allow`: ALLOW (or UNALLOW) records, signed, delivered as bans
+/// are.
+fn allow(args: AllowArgs, mut settings: Settings) -> Result<()> {
+    apply_log_args(&mut settings, &args.log)?;
+    let location = required_log(&settings)?;
+    let targets = collect_targets(&args.addresses)?;
+    if let Some(everything) = targets.iter().find(|t| t.net().prefix_len() == 0) {
+        return Err(Failure::Usage(format!(
+            "{everything}: an allowlist entry for every address; watchers refuse it \
+             (`banshare pause` stops applying instead); nothing was written"
+        )));
+    }
+    let request = Request {
+        op: if args.remove { Op::Unallow } else { Op::Allow },
+        targets,
+        ports: PortSpec::all(),
+        jail: None,
+        bantime: None,
+    };
+    deliver(request, &settings, &location)
+}
+
+/// Builds `request`'s records, signed with this node's key, and delivers
+/// them (or spools them).
+fn deliver(request: Request, settings: &Settings, location: &LogLocation) -> Result<()> {
+    let writer = writer(settings)?;
+    let op = request.op;
+    if op.is_control() && writer.key.is_none() {
+        return Err(Failure::Usage(
+            "an allowlist record counts only signed by an operator: set --key (or common.key) \
+             to the operator's key, and --node to its id; nothing was written"
+                .into(),
+        ));
+    }
+    let append = &settings.append;
     let records = append::build_records(&request, &writer, chrono::Utc::now())
         .map_err(|e| anyhow!("cannot make record ids: {e}"))?;
     let count = records.len();
-    let spool = open_spool(&settings)?;
+    let spool = open_spool(settings)?;
     // Connects nothing yet: the delivering child does, after the fork.
-    let mut publisher = transport::publisher(&location, &writer_settings(&settings, &spool));
+    let mut publisher = transport::publisher(location, &writer_settings(settings, &spool));
     // Still a single thread here, as deliver_journaled requires.
     let outcome = append::deliver_journaled(records, &mut publisher, &spool, append.deadline())
         .with_context(|| {

@@ -1,6 +1,6 @@
 //! The `banshare` command: argument types in [`args`], what each command
 //! does in [`commands`] and, for the daemons, [`watch`], [`fail2ban`] and
-//! `publisher` (feature `zmq`);
+//! `publisher` (feature `zmq`); the incident controls in [`incident`];
 //! what they set up alike in [`setup`]; exit statuses in [`failure`];
 //! [`logging`] prints the library's log lines; [`generate`] writes man
 //! pages and completions, [`systemd`] the units' drop-ins. Only [`commands`] knows the
@@ -11,6 +11,7 @@ pub mod commands;
 pub mod fail2ban;
 pub mod failure;
 pub mod generate;
+pub mod incident;
 pub mod logging;
 #[cfg(feature = "zmq")]
 pub mod publisher;

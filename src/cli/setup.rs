@@ -129,19 +129,21 @@ pub fn acquire_state(dir: &Path) -> Result<StateDir> {
     })
 }
 
-/// Turns SIGTERM and SIGINT into Stop and SIGHUP into Reload for `handle`.
+/// Turns SIGTERM and SIGINT into Stop, SIGHUP into Reload, and SIGUSR1
+/// (sent by `banshare pause`, `resume` and `lift`) into a look at the state
+/// directory and the log, for `handle`.
 pub fn forward_signals(handle: Handle) -> Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
         .context("cannot install signal handlers")?;
     std::thread::Builder::new()
         .name("banshare-signals".into())
         .spawn(move || {
             for signal in signals.forever() {
-                handle.send(if signal == SIGHUP {
-                    Msg::Reload
-                } else {
-                    Msg::Stop
+                handle.send(match signal {
+                    SIGHUP => Msg::Reload,
+                    SIGUSR1 => Msg::Changed,
+                    _ => Msg::Stop,
                 });
             }
         })

@@ -293,6 +293,24 @@ fn write_status(out: &mut String, r: &Report) -> std::fmt::Result {
             "HELD:        applying nothing until the cursor can be saved: {why}"
         )?;
     }
+    if let Some(why) = &s.paused {
+        writeln!(
+            out,
+            "PAUSED:      applying nothing until `banshare resume` (since {why})"
+        )?;
+    }
+    if !s.allowlist.is_empty() {
+        writeln!(out, "allowlist:   {}", s.allowlist.join(", "))?;
+    }
+    for (node, lift) in &s.lifted {
+        writeln!(
+            out,
+            "lifted:      node {node}'s bans up to {} ({} lifted)",
+            lift.before
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            lift.bans
+        )?;
+    }
     let last = s.last_record_ts.map_or("none yet".into(), |t| {
         t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     });

@@ -617,6 +617,21 @@ mod tests {
     }
 
     #[test]
+    fn operators_need_the_trusted_keys_and_valid_ids_and_round_trip() {
+        let s =
+            load("[common]\nnode='n'\n[trust]\nkeys='/k'\noperators=['ops','sec-2']\n").unwrap();
+        let ids: Vec<String> = s.trust.operators.iter().map(ToString::to_string).collect();
+        assert_eq!(ids, ["ops", "sec-2"]);
+        assert_eq!(load(&s.to_toml()).unwrap(), s);
+        for bad in ["operators=['ops']\n", "keys='/k'\noperators=['o ps']\n"] {
+            let err = load(&format!("[trust]\n{bad}")).unwrap_err().to_string();
+            assert!(err.contains("trust.operators"), "{bad}: {err}");
+        }
+        let none = load("[common]\nnode='n'\n").unwrap();
+        assert!(!none.to_toml().contains("operators"), "left out when empty");
+    }
+
+    #[test]
     fn effective_config_round_trips() {
         let s = load("[common]\nnode='n1'\nlog='/x/newbans.log'\n[append]\nbantime='30m'\nlock_timeout='250ms'\nstale_lock='100ms'\n").unwrap();
         let again = load(&s.to_toml()).unwrap();

@@ -44,6 +44,7 @@ impl Settings {
             keys,
             require_signed: t.require_signed,
             allow_unsigned_logger: t.allow_unsigned_logger,
+            operators: t.operators.clone(),
         })
     }
 

@@ -113,8 +113,13 @@ impl Rules {
                     // The publisher's keys may be behind the watchers' (a
                     // node added, a key rotated in): refusing would lose
                     // the record for good, where a file log keeps it. Every
-                    // watcher verifies it with its own keys.
-                    Err(e @ (Untrusted::UnknownNode | Untrusted::BadSignature)) => Some(e.kind()),
+                    // watcher verifies it with its own keys (and an
+                    // allowlist record against its own `trust.operators`).
+                    Err(
+                        e @ (Untrusted::UnknownNode
+                        | Untrusted::BadSignature
+                        | Untrusted::NotOperator),
+                    ) => Some(e.kind()),
                     Err(e) => return Err(refuse(e.kind(), e.to_string())),
                 };
                 Accepted {
@@ -193,6 +198,7 @@ mod tests {
             keys: TrustedKeys::parse(&format!("{node} {}\n", public_line(&key)), "t").unwrap(),
             require_signed: true,
             allow_unsigned_logger: false,
+            operators: Vec::new(),
         };
         let line = ok.record.to_string();
         let again = crate::record::parse(line.as_bytes()).unwrap();
@@ -211,6 +217,7 @@ mod tests {
             keys: TrustedKeys::parse(&format!("web2 {}\n", public_line(&key)), "t").unwrap(),
             require_signed: true,
             allow_unsigned_logger: false,
+            operators: Vec::new(),
         };
         let refused = rules(LegacyPolicy::Refused, strict)
             .judge(line)
@@ -240,6 +247,7 @@ mod tests {
             keys: TrustedKeys::parse(keys, "t").unwrap(),
             require_signed: true,
             allow_unsigned_logger: false,
+            operators: Vec::new(),
         };
         for (keys, kind) in [
             (format!("web2 {}\n", public_line(&other)), "unknown_key"),
@@ -259,5 +267,15 @@ mod tests {
         );
         assert_eq!(r.judge(unsigned).unwrap_err().reply, "NAK unsigned");
         assert_eq!(r.judge(signed.as_bytes()).unwrap().unverified, None);
+        // An allowlist record its own `operators` does not vouch for: the
+        // watchers' lists decide.
+        let mut allow = crate::record::parse(
+            b"<13>Nov 30 12:00:00 banshare[1]: ALLOW 198.51.100.0/24 PORT 0:65535 node=web1 \
+              ts=2026-11-30T12:00:00Z id=0123456789abcdef",
+        )
+        .unwrap();
+        crate::trust::sign(&mut allow, &signer).unwrap();
+        let ok = r.judge(allow.to_string().as_bytes()).unwrap();
+        assert_eq!(ok.unverified, Some("not_operator"));
     }
 }

@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use super::drift::FirewallGuard;
+use super::incident;
 use super::policy::{Adjusted, Policy, PolicySettings, Skip, record_time};
 use super::reach::{Reach, Refresh};
-use super::state::{StateDir, Status, WatchCheckpoint, WatcherFiles};
-use crate::backend::{Action, Backend, BackendError};
+use super::state::{LiftReport, StateDir, Status, WatchCheckpoint, WatcherFiles};
+use crate::backend::{Action, Backend, BackendError, Unban};
 pub use crate::follow::{Handle, Msg};
 use crate::follow::{Mode, Wake};
 use crate::record::{self, Record};
@@ -120,6 +121,9 @@ pub struct Daemon {
     unsaved_lag: Unread,
     /// The policy's version when the active bans were last saved.
     saved_version: u64,
+    /// The policy's control version (allowlist, lifted nodes) when
+    /// `control.json` was last saved.
+    saved_control: u64,
     rejects: RejectLog,
     last_status: Instant,
     last_active_save: Instant,
@@ -166,6 +170,8 @@ impl Daemon {
         for (net, ban) in opts.state.load_active().map_err(state_err)? {
             policy.restore_active(net, ban);
         }
+        policy.restore_control(opts.state.load_control().map_err(state_err)?);
+        let saved_control = policy.control_version();
         let safety_poll = opts.safety_poll;
         let (mut wake, handle) = Wake::new(Mode::Poll(safety_poll));
         let mode = feed.watch(handle.clone());
@@ -179,6 +185,7 @@ impl Daemon {
             backend: backend.name().into(),
             mode: mode.describe(),
             started: Some(Utc::now()),
+            incident_controls: true,
             ..Status::default()
         };
         let mut daemon = Daemon {
@@ -194,6 +201,7 @@ impl Daemon {
             unsaved: false,
             unsaved_lag: Unread::default(),
             saved_version: 0,
+            saved_control,
             rejects: RejectLog::new(),
             last_status: Instant::now(),
             last_active_save: Instant::now(),
@@ -243,6 +251,9 @@ impl Daemon {
             self.mode.describe(),
             self.backend.name()
         );
+        // Written before the first look at the log, which may be a long
+        // catch-up: `pause` and `lift` read it to know they may wake us.
+        self.write_status();
         // A first look at the log, so that the status is true from the start.
         self.cycle();
         self.write_status();
@@ -271,19 +282,111 @@ impl Daemon {
         }
     }
 
-    /// Reads and applies everything available, batch by batch.
+    /// Reads and applies everything available, batch by batch, unless
+    /// paused; lift requests are taken even then (they are this node's
+    /// own operator's decision, not the log's).
     fn cycle(&mut self) {
-        if self.apply_pending() {
+        self.take_lift_requests();
+        if !self.check_paused() && self.apply_pending() {
             self.read_and_apply();
         }
         self.housekeeping();
+    }
+
+    /// Whether applying is paused (`banshare pause`); logs the changes.
+    /// A batch already decided waits too, with the cursor before it.
+    fn check_paused(&mut self) -> bool {
+        let paused = incident::paused(self.opts.state.path());
+        if paused != self.status.paused {
+            match &paused {
+                Some(why) => warn!(
+                    "PAUSED ({why}): applying nothing, reading nothing more from the log until                      `banshare resume`; records wait in the log"
+                ),
+                None => info!("resumed: catching up from the cursor"),
+            }
+            self.status.paused = paused;
+            self.write_status();
+        }
+        self.status.paused.is_some()
+    }
+
+    /// Lifts the bans of each node a `banshare lift --node` asked for.
+    fn take_lift_requests(&mut self) {
+        let (requests, bad) = match incident::lift_requests(self.opts.state.path()) {
+            Ok(found) => found,
+            Err(e) => return warn!("cannot look for lift requests: {e}"),
+        };
+        for path in bad {
+            self.rejects.log(&format!(
+                "ignored {path}: not a lift request banshare wrote"
+            ));
+        }
+        for request in requests {
+            let unbans = self.policy.lift_node(&request.node, request.before);
+            let count = unbans.len() as u64;
+            self.apply_now(unbans);
+            self.save_active_now();
+            warn!(
+                "LIFTED every ban of node {} ({count} in force); its ban records dated up to {} are \
+                 refused from now on",
+                request.node, request.before
+            );
+            let report = self
+                .status
+                .lifted
+                .entry(request.node.to_string())
+                .or_default();
+            if report.before != request.before {
+                *report = LiftReport {
+                    before: request.before,
+                    bans: 0,
+                };
+            }
+            report.bans += count;
+            // The request stays until the lifted node is saved: a crash
+            // before then takes it again at the next start.
+            if !self.save_control() {
+                return;
+            }
+            self.write_status();
+            if let Err(e) = std::fs::remove_file(&request.path) {
+                warn!("cannot remove {}: {e}", request.path.display());
+            }
+        }
+    }
+
+    /// Applies unbans the policy decided on its own (a lift) at once, or
+    /// after the pending batch if there is one (a refused batch being
+    /// retried may ban what they lift: they must come after it). If the
+    /// backend refuses them, they become the pending batch, retried with
+    /// backoff like a batch of the log: the policy holds those bans no
+    /// more, so nothing else would remove them from the firewall.
+    fn apply_now(&mut self, unbans: Vec<Unban>) {
+        if unbans.is_empty() {
+            return;
+        }
+        let actions: Vec<Action> = unbans.into_iter().map(Action::Unban).collect();
+        if !self.pending.is_empty() {
+            self.pending.extend(actions);
+            return;
+        }
+        match self.backend.apply(&actions) {
+            Ok(()) => self.applied(&actions),
+            Err(e) => {
+                self.status.backend_errors += 1;
+                error!("lifting {} ban(s) failed: {e}; trying again", actions.len());
+                self.pending = actions;
+            }
+        }
     }
 
     /// Reads and applies batch after batch until the log is drained or a
     /// batch cannot be applied yet.
     fn read_and_apply(&mut self) {
         loop {
-            if !self.room_to_save() {
+            // Between batches too: a catch-up of a million records is one
+            // cycle, and a pause must not wait for its end.
+            if !self.room_to_save() || self.check_paused() {
                 return;
             }
             let read = self.feed.read(self.opts.batch_max);
@@ -354,6 +457,10 @@ impl Daemon {
                             continue;
                         }
                     };
+                    if record.op.is_control() {
+                        self.control(&record, now, &mut actions);
+                        continue;
+                    }
                     match self.policy.decide_as(&record, provenance, now) {
                         Ok(verdict) => {
                             self.adjusted(&record, verdict.adjusted());
@@ -366,6 +473,26 @@ impl Daemon {
             }
         }
         actions
+    }
+
+    /// An operator's allowlist record: the unbans it makes join the batch.
+    fn control(&mut self, record: &Record, now: DateTime<Utc>, actions: &mut Vec<Action>) {
+        match self.policy.control(record, now) {
+            Ok(unbans) => {
+                let by = record.fields.node.as_ref().map_or("?", |n| n.as_str());
+                warn!(
+                    "allowlist: {} {} (signed by operator {by}){}",
+                    record.op,
+                    record.target,
+                    match unbans.len() {
+                        0 => String::new(),
+                        n => format!("; lifting {n} ban(s) in force"),
+                    }
+                );
+                actions.extend(unbans.into_iter().map(Action::Unban));
+            }
+            Err(skip) => self.skipped(record, skip, now),
+        }
     }
 
     fn rejected(&mut self, reason: &record::RejectReason) {
@@ -465,6 +592,8 @@ impl Daemon {
                 | Skip::SelfAddress
                 | Skip::TransportAddress
                 | Skip::Ignored
+                | Skip::Allowlisted
+                | Skip::AllowlistFull
                 | Skip::FromTheFuture
         ) {
             let origin = record
@@ -569,6 +698,9 @@ impl Daemon {
             self.unsaved_lag = Unread::default();
             return true;
         };
+        if !self.save_control() {
+            return false;
+        }
         let seq = position.seq;
         let saved = WatchCheckpoint {
             position,
@@ -585,6 +717,25 @@ impl Daemon {
         self.unsaved_lag = Unread::default();
         self.status.offset = seq;
         self.end_hold();
+        true
+    }
+
+    /// Saves the allowlist and the lifted nodes if they changed; holds
+    /// (see [`Daemon::hold`]) if they cannot be saved, since the cursor
+    /// must not move past the record that changed them.
+    fn save_control(&mut self) -> bool {
+        let version = self.policy.control_version();
+        if version == self.saved_control {
+            return true;
+        }
+        if let Err(e) = self.opts.state.save_control(&self.policy.saved_control()) {
+            self.hold(format!(
+                "cannot save the allowlist in {}: {e}",
+                self.opts.state.path().display()
+            ));
+            return false;
+        }
+        self.saved_control = version;
         true
     }
 
@@ -664,6 +815,14 @@ impl Daemon {
         let now = Utc::now();
         self.policy.prune(now);
         self.status.active_bans = self.policy.active_count(now);
+        self.status.allowlist = self
+            .policy
+            .saved_control()
+            .allow
+            .into_iter()
+            .filter(|e| e.listed)
+            .map(|e| e.target)
+            .collect();
         self.status.tripped_nodes = self
             .policy
             .tripped(now)
@@ -699,6 +858,13 @@ impl Daemon {
         self.status.lag_records = unread
             .and_then(|u| u.lines)
             .map(|n| n + self.unsaved_lag.lines.unwrap_or(0));
+    }
+
+    /// Saves the active bans now, not at the next 30 s tick: after a lift,
+    /// a restart must not apply the lifted bans again.
+    fn save_active_now(&mut self) {
+        self.saved_version = u64::MAX;
+        self.save_active();
     }
 
     fn save_active(&mut self) {

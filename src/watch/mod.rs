@@ -6,12 +6,14 @@
 //! - [`policy`]: which records become bans;
 //! - [`state`]: the cursor and status files;
 //! - [`host`]: this host's own addresses;
+//! - [`incident`]: pausing, and lifting a node's bans, on this node;
 //! - [`reach`]: the addresses this node reaches the shared log through.
 
 pub mod daemon;
 pub mod drift;
 pub mod flusher;
 pub mod host;
+pub mod incident;
 pub mod policy;
 pub mod reach;
 pub mod state;

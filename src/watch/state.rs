@@ -6,7 +6,11 @@
 //!   neither forgets a flood nor counts a record twice;
 //! - `active.json`: the bans it applied that are still in force, so that a
 //!   restarted watcher does not shorten them;
-//! - `status.json`: counters and follow state for `banshare status`.
+//! - `status.json`: counters and follow state for `banshare status`;
+//! - `control.json`: the shared allowlist and the nodes whose bans were
+//!   lifted ([`SavedControl`]), saved before the cursor moves past the
+//!   record that changed them. New in 0.2 (format 2 still): 0.1 does not
+//!   read it, so a downgrade forgets the allowlist (docs/format.md).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -22,8 +26,8 @@ use crate::state::{
 use crate::transport::feed::Position;
 use ipnet::IpNet;
 
-use super::policy::{ActiveBan, BreakerState};
-use crate::record::Jail;
+use super::policy::{ActiveBan, BreakerState, SavedControl};
+use crate::record::{Jail, NodeId};
 use crate::transport::endpoint::Endpoints;
 
 /// The watcher's `cursor.json`: where its feed stands after the last
@@ -45,6 +49,10 @@ pub struct SavedBan {
     #[serde(default)]
     pub jail: Option<String>,
     pub since: DateTime<Utc>,
+    /// The node whose record put the ban in force. Added in 0.2 within
+    /// format 2: optional, so 0.1's files read as `None`, and 0.1 skips it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// What `banshare status` reads.
@@ -100,6 +108,32 @@ pub struct Status {
     /// it. `None` while it applies.
     #[serde(default)]
     pub held: Option<String>,
+    /// Why applying is paused (`banshare pause`: when, and the reason
+    /// given), while it is. Optional fields from here on are new in 0.2,
+    /// in format 2: 0.1 reads such a file and skips them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<String>,
+    /// This watcher takes pause flags and lift requests, and SIGUSR1 makes
+    /// it look for them. Watchers of 0.1 leave it out (`false`): SIGUSR1
+    /// would end them, so `banshare pause` and `lift` do not send it.
+    #[serde(default)]
+    pub incident_controls: bool,
+    /// The networks on the shared allowlist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowlist: Vec<String>,
+    /// Nodes whose bans were lifted on this node, with how many bans each
+    /// lift took away, the last time.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub lifted: BTreeMap<String, LiftReport>,
+}
+
+/// The last `banshare lift --node` of one node, as the watcher did it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LiftReport {
+    /// Its bans dated up to this are lifted and refused.
+    pub before: DateTime<Utc>,
+    /// The bans in force it lifted.
+    pub bans: u64,
 }
 
 /// The watcher's files, read and written in a [`StateDir`].
@@ -108,6 +142,8 @@ pub trait WatcherFiles {
     fn save_active(&self, bans: impl Iterator<Item = (IpNet, ActiveBan)>) -> io::Result<()>;
     fn load_status(&self) -> io::Result<Option<Status>>;
     fn save_status(&self, status: &Status) -> io::Result<()>;
+    fn load_control(&self) -> io::Result<SavedControl>;
+    fn save_control(&self, control: &SavedControl) -> io::Result<()>;
 }
 
 impl WatcherFiles for StateDir {
@@ -127,12 +163,17 @@ impl WatcherFiles for StateDir {
                     Some(j) => Some(j.parse::<Jail>().ok()?),
                     None => None,
                 };
+                let node = match b.node {
+                    Some(n) => Some(n.parse::<NodeId>().ok()?),
+                    None => None,
+                };
                 Some((
                     b.target.parse().ok()?,
                     ActiveBan {
                         until: b.until,
                         jail,
                         since: b.since,
+                        node,
                     },
                 ))
             })
@@ -161,6 +202,16 @@ impl WatcherFiles for StateDir {
 
     fn load_status(&self) -> io::Result<Option<Status>> {
         load_json(&self.file("status.json"))
+    }
+
+    fn load_control(&self) -> io::Result<SavedControl> {
+        Ok(load_json(&self.file("control.json"))?.unwrap_or_default())
+    }
+
+    /// Atomically and durably, like the cursor, which it must never be
+    /// behind.
+    fn save_control(&self, control: &SavedControl) -> io::Result<()> {
+        crate::state::save_json(&self.file("control.json"), control)
     }
 
     /// Replaces status.json atomically. When the state directory is full,
@@ -203,6 +254,12 @@ fn saved_ban_json(out: &mut String, net: IpNet, ban: &ActiveBan) {
     }
     out.push_str(",\"since\":");
     push_json_time(out, ban.since);
+    // A checked node id needs no escaping either.
+    if let Some(node) = &ban.node {
+        out.push_str(",\"node\":\"");
+        out.push_str(node.as_str());
+        out.push('"');
+    }
     out.push('}');
 }
 
@@ -254,6 +311,7 @@ mod tests {
                     until: Some(t("2026-11-21T19:28:04.123Z")),
                     jail: Some("sshd".parse().unwrap()),
                     since: t("2026-11-21T18:28:04.123Z"),
+                    node: None,
                 },
             ),
             (
@@ -262,6 +320,7 @@ mod tests {
                     until: None,
                     jail: None,
                     since: t("2026-01-02T03:04:05Z"),
+                    node: Some("web3".parse().unwrap()),
                 },
             ),
         ];
@@ -274,6 +333,7 @@ mod tests {
             until: bans[0].1.until,
             jail: Some("sshd".into()),
             since: bans[0].1.since,
+            node: None,
         };
         let by_serde = serde_json::to_string(&first).unwrap();
         assert!(

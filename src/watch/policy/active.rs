@@ -21,7 +21,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 
-use crate::record::Jail;
+use crate::record::{Jail, NodeId};
 
 /// The ban in force on an address: when it ends, and where it came from,
 /// so that an unban from another jail or an older unban cannot lift it.
@@ -32,6 +32,10 @@ pub struct ActiveBan {
     pub until: Option<DateTime<Utc>>,
     pub jail: Option<Jail>,
     pub since: DateTime<Utc>,
+    /// The node whose record put it in force (the last one that extended
+    /// it), so that `banshare lift --node` finds a node's bans; `None` for
+    /// a record without one, and for bans saved by releases before 0.2.
+    pub node: Option<NodeId>,
 }
 
 /// An entry of the map. Times are ms since the epoch.
@@ -46,6 +50,8 @@ pub(super) struct Held {
     pub firewall: i64,
     pub since: i64,
     pub jail: Option<Arc<str>>,
+    /// The node whose record put it in force (shared like jail names).
+    pub node: Option<Arc<str>>,
 }
 
 /// `Held::until` of a permanent ban.
@@ -104,7 +110,7 @@ pub(super) struct ActiveBans {
     map: HashMap<NetKey, Held>,
     /// Per address, one per jail (usually just one).
     lifts: HashMap<NetKey, Vec<Lift>>,
-    /// One copy of each jail name in use.
+    /// One copy of each jail and node name in use.
     jails: HashSet<Arc<str>>,
     /// The name interned last.
     last_jail: Option<Arc<str>>,
@@ -128,8 +134,10 @@ impl ActiveBans {
         firewall: i64,
         since: i64,
         jail: Option<&Jail>,
+        node: Option<&NodeId>,
     ) {
         let jail = jail.map(|j| self.intern(j.as_str()));
+        let node = node.map(|n| self.intern(n.as_str()));
         match self.map.entry(NetKey(net)) {
             Entry::Occupied(mut held) => {
                 let held = held.get_mut();
@@ -138,6 +146,7 @@ impl ActiveBans {
                     firewall: held.firewall.max(firewall),
                     since: held.since.max(since),
                     jail,
+                    node,
                 };
             }
             Entry::Vacant(slot) => {
@@ -146,9 +155,38 @@ impl ActiveBans {
                     firewall,
                     since,
                     jail,
+                    node,
                 });
             }
         }
+    }
+
+    /// Removes every ban in force that `node`'s records put there, and
+    /// returns them.
+    pub fn remove_by_node(&mut self, node: &NodeId) -> Vec<(IpNet, ActiveBan)> {
+        let mut removed = Vec::new();
+        self.map.retain(|key, held| {
+            let theirs = held.node.as_deref() == Some(node.as_str());
+            if theirs {
+                removed.push((key.0, saved_form(held)));
+            }
+            !theirs
+        });
+        removed
+    }
+
+    /// Removes every ban in force on a network that overlaps `net`, and
+    /// returns them.
+    pub fn remove_overlapping(&mut self, net: &IpNet) -> Vec<(IpNet, ActiveBan)> {
+        let mut removed = Vec::new();
+        self.map.retain(|key, held| {
+            let covered = crate::record::never_ban::overlaps(&key.0, net);
+            if covered {
+                removed.push((key.0, saved_form(held)));
+            }
+            !covered
+        });
+        removed
     }
 
     /// Moves the ban in force's `since` up to `ts` if that is later.
@@ -268,6 +306,8 @@ fn saved_form(held: &Held) -> ActiveBan {
         // A name in the map was a valid jail when it was interned.
         jail: held.jail.as_deref().and_then(|j| j.parse().ok()),
         since: DateTime::from_timestamp_millis(held.since).unwrap_or_default(),
+        // Likewise a valid node id.
+        node: held.node.as_deref().and_then(|n| n.parse().ok()),
     }
 }
 
@@ -288,10 +328,10 @@ mod tests {
         for i in 0..100u32 {
             let net = IpNet::from(std::net::IpAddr::from(std::net::Ipv4Addr::from(i)));
             let until = 1_000 + i64::from(i);
-            active.insert(net, until, until, 0, Some(&sshd));
+            active.insert(net, until, until, 0, Some(&sshd), None);
         }
         let other: IpNet = "192.0.2.1/32".parse().unwrap();
-        active.insert(other, 500, 500, 0, Some(&recidive));
+        active.insert(other, 500, 500, 0, Some(&recidive), None);
         assert_eq!(active.jails.len(), 2);
         active.prune(600);
         assert_eq!(active.jails.len(), 1, "recidive's only ban is over");
@@ -311,9 +351,17 @@ mod tests {
             until_ms(Some(until)),
             since.timestamp_millis(),
             Some(&jail),
+            Some(&"web1".parse().unwrap()),
         );
         let permanent: IpNet = "192.0.2.9/32".parse().unwrap();
-        active.insert(permanent, NEVER, NEVER, since.timestamp_millis(), None);
+        active.insert(
+            permanent,
+            NEVER,
+            NEVER,
+            since.timestamp_millis(),
+            None,
+            None,
+        );
         let mut saved: Vec<_> = active.iter().collect();
         saved.sort_by_key(|(net, _)| *net);
         assert_eq!(
@@ -324,7 +372,8 @@ mod tests {
                     ActiveBan {
                         until: None,
                         jail: None,
-                        since
+                        since,
+                        node: None,
                     }
                 ),
                 (
@@ -332,7 +381,8 @@ mod tests {
                     ActiveBan {
                         until: Some(until),
                         jail: Some(jail),
-                        since
+                        since,
+                        node: Some("web1".parse().unwrap()),
                     }
                 ),
             ]
@@ -345,7 +395,7 @@ mod tests {
         let net: IpNet = "192.0.2.1/32".parse().unwrap();
         let sshd: Jail = "sshd".parse().unwrap();
         let recidive: Jail = "recidive".parse().unwrap();
-        active.insert(net, 50_000, 50_000, 1_000, Some(&sshd));
+        active.insert(net, 50_000, 50_000, 1_000, Some(&sshd), None);
         active.lift(net, 2_000, Some(&sshd), 10_000);
         assert!(active.get(&net).is_none());
         assert!(active.lifted_since(&net, 2_000, Some(&sshd)));
