@@ -21,13 +21,15 @@
 //! - [`state`]: a daemon's state directory, its saved position among them;
 //! - [`trust`]: signed records and the keys trusted to sign them;
 //! - [`config`]: the TOML configuration file;
-//! - [`durable`]: writing files so that a crash leaves the old or the new.
+//! - [`durable`]: writing files so that a crash leaves the old or the new;
+//! - [`metrics`]: the Prometheus text files the daemons write.
 
 pub mod backend;
 pub mod config;
 pub mod demo;
 pub mod durable;
 pub mod follow;
+pub mod metrics;
 pub mod monitor;
 pub mod outbox;
 #[cfg(feature = "zmq")]

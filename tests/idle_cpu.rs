@@ -105,7 +105,11 @@ fn watcher(follow: Follow) -> Idle {
     let child = spawn_daemon(dir.path(), follow, &state, |cmd| {
         cmd.args(["watch", "--backend", "log", "--node", "me"])
             .args(["--follow", follow.name(), "--log"])
-            .arg(&log);
+            .arg(&log)
+            // The metrics file is written when something changed, never on
+            // a timer of its own.
+            .arg("--metrics-file")
+            .arg(log.with_file_name("banshare.prom"));
     });
     let idle = Idle {
         what: format!("the watcher on {}", follow.name()),

@@ -88,6 +88,9 @@ pub enum Command {
     /// Show the watcher's state: cursor, lag, follow mode, bans, spool.
     #[command(long_about = STATUS_ABOUT)]
     Status(StatusArgs),
+    /// List the bans in force on this node: jail, origin node, since, until.
+    #[command(long_about = BANS_ABOUT)]
+    Bans(BansArgs),
     /// Remove what the ban backend created (the nftables table, the ipsets).
     #[command(
         long_about = "Remove what the ban backend created (the nftables table, the ipsets). \
@@ -175,6 +178,34 @@ rejected and skipped records, and how many records wait in the local spool.
 Reads only: creates neither the state directory nor the spool. Exit status
 0 while the watcher runs; 3 when it is not running (its last status is
 still printed) or has never run with this state directory.";
+
+const BANS_ABOUT: &str = "\
+List the bans in force on this node, as the watcher saved them in its
+state directory: one line per banned address or network, with the jail and
+the origin node of the record that put it in force, since when (the time
+of the newest record that reported it) and until when (`never` for a
+permanent ban). Like `fail2ban-client status <jail>` and `fail2ban-client
+banned`, for every jail banshare applied. The watcher saves its bans within
+5 seconds of a change (30 s above 10,000 bans); the list is as of that save.
+
+Filters combine (all must hold): --addr lists the bans that cover an
+address, --net those that overlap a network (inside it or covering it),
+--node those from one origin node, --jail those of one jail.
+
+--json prints one object, `version` 1:
+
+  {\"version\": 1, \"saved\": \"2026-11-21T18:28:09.120Z\",
+   \"bans\": [{\"address\": \"192.0.2.7\", \"jail\": \"sshd\", \"node\": \"web1\",
+              \"since\": \"2026-11-21T18:28:04Z\", \"until\": \"2026-11-21T18:58:04Z\"}]}
+
+`address` is an address, or a network with its prefix; `jail` and `node`
+are null when the record had none; `until` is null for a permanent ban;
+`saved` is when the watcher saved the list (null: it saved none yet). Bans
+are sorted by address, IPv4 first. Later versions only add fields.
+
+Reads only, and takes no lock: a running watcher is not disturbed, and no
+running watcher is needed. Exit status 0 (even when no ban matches); 2 for
+a bad filter; 3 when no watcher ever ran with this state directory.";
 
 const BAN_ABOUT: &str = "\
 Share a ban: append one ban record per address to the shared log.
@@ -381,6 +412,14 @@ pub struct WatchArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_poll_interval)]
     pub poll_interval: Option<Duration>,
 
+    /// Write metrics in Prometheus's text format to this file, for
+    /// node_exporter's textfile collector (for example
+    /// /var/lib/prometheus/node-exporter/banshare.prom): replaced
+    /// atomically at most every 5 seconds, and only when something changed.
+    /// Its folder must exist [config: watch.metrics_file].
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -409,6 +448,39 @@ pub struct StatusArgs {
     /// The spool to count [config: common.spool_dir].
     #[arg(long, value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BansArgs {
+    /// Only the bans that cover this address.
+    #[arg(long, value_name = "ADDRESS")]
+    pub addr: Option<std::net::IpAddr>,
+
+    /// Only the bans that overlap this network (203.0.113.0/24), or an
+    /// address.
+    #[arg(long, value_name = "NETWORK", value_parser = parse_network)]
+    pub net: Option<ipnet::IpNet>,
+
+    /// Only the bans put in force by this origin node's records.
+    #[arg(long, value_name = "ID")]
+    pub node: Option<NodeId>,
+
+    /// Only the bans of this jail.
+    #[arg(long, value_name = "JAIL")]
+    pub jail: Option<Jail>,
+
+    /// Print one JSON object (see above) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// The watcher's state directory [config: watch.state_dir]
+    /// [default: /var/lib/banshare/watch].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
+    banshare::config::parse_net(text)
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@ use banshare::state::{self, StateDir};
 use banshare::transport::{self, FeedSettings, LogLocation};
 use banshare::trust::TrustPolicy;
 use banshare::watch::daemon::{Daemon, Options, Reloaded};
+use banshare::watch::metrics::WatchMetrics;
 use banshare::watch::policy::PolicySettings;
 use banshare::watch::reach::Reach;
 use banshare::watch::state::{Status, WatcherFiles};
@@ -31,6 +32,7 @@ pub fn watch(args: WatchArgs, config: &Option<PathBuf>, mut settings: Settings) 
     // configuration (exit 2) writes nothing. Neither touches the host.
     let backend = open_backend(&settings, &origin)?;
     let trust = trust_policy(&settings, &origin)?;
+    let metrics_file = metrics_file(&settings)?;
     // Locked before the daemon starts: a second watcher must not touch
     // the firewall.
     let state = acquire_state(&settings.watch.state_dir)?;
@@ -59,11 +61,34 @@ pub fn watch(args: WatchArgs, config: &Option<PathBuf>, mut settings: Settings) 
     let (mut daemon, handle) =
         Daemon::new(feed, opts, policy_settings(&settings), backend).map_err(|e| anyhow!(e))?;
     forward_signals(handle)?;
-    start_flusher(&settings, &location)?;
+    let spool = start_flusher(&settings, &location)?;
+    if let Some(path) = metrics_file {
+        let metrics = WatchMetrics::new(path, Some(spool)).map_err(|e| anyhow!(e))?;
+        daemon.export_metrics(metrics);
+    }
     daemon.protect_transport(reach);
     let config = config.clone();
     daemon.run(move || reload_policy(&config, &args));
     Ok(())
+}
+
+/// The metrics file, if one is asked for. Its folder must exist: it is
+/// node_exporter's, not banshare's to create.
+fn metrics_file(settings: &Settings) -> Result<Option<PathBuf>> {
+    let Some(path) = &settings.watch.metrics_file else {
+        return Ok(None);
+    };
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !folder.is_dir() {
+        return Err(Failure::Usage(format!(
+            "the metrics file's folder {} does not exist (watch.metrics_file, --metrics-file)",
+            folder.display()
+        )));
+    }
+    Ok(Some(path.clone()))
 }
 
 /// The flags of `watch` over the settings.
@@ -81,6 +106,9 @@ fn apply_watch_args(settings: &mut Settings, args: &WatchArgs) -> Result<()> {
     }
     if let Some(p) = args.poll_interval {
         w.poll_interval = p;
+    }
+    if let Some(m) = &args.metrics_file {
+        w.metrics_file = Some(m.clone());
     }
     Ok(())
 }
@@ -137,15 +165,16 @@ fn reload_policy(config: &Option<PathBuf>, args: &WatchArgs) -> Option<Reloaded>
     }
 }
 
-fn start_flusher(settings: &Settings, location: &LogLocation) -> Result<()> {
+/// Starts delivering the spool; returns it, for the metrics.
+fn start_flusher(settings: &Settings, location: &LogLocation) -> Result<Spool> {
     let (spool, transport) = open_spool_and_transport(settings, location)?;
     flusher::spawn(
-        spool,
+        spool.clone(),
         transport,
         settings.watch.flush_interval,
         settings.append.deadline(),
     );
-    Ok(())
+    Ok(spool)
 }
 
 fn open_backend(settings: &Settings, origin: &Path) -> Result<Box<dyn Backend>> {

@@ -54,6 +54,8 @@ pub struct RawWatch {
     pub max_prefix_v4: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_prefix_v6: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// The checked `[watch]` section.
@@ -76,6 +78,9 @@ pub struct WatchSettings {
     pub findtime: Duration,
     pub max_prefix_v4: u8,
     pub max_prefix_v6: u8,
+    /// Where the metrics for Prometheus are written, if anywhere (see
+    /// `docs/operations.md`).
+    pub metrics_file: Option<PathBuf>,
 }
 
 impl WatchSettings {
@@ -131,6 +136,7 @@ impl WatchSettings {
             findtime: check.duration("watch.findtime", &raw.findtime, Duration::from_secs(600))?,
             max_prefix_v4: raw.max_prefix_v4.unwrap_or(16),
             max_prefix_v6: raw.max_prefix_v6.unwrap_or(48),
+            metrics_file: raw.metrics_file.clone(),
         };
         settings
             .check_ranges()
@@ -199,6 +205,7 @@ impl WatchSettings {
             findtime: duration_text(self.findtime),
             max_prefix_v4: Some(self.max_prefix_v4),
             max_prefix_v6: Some(self.max_prefix_v6),
+            metrics_file: self.metrics_file.clone(),
         }
     }
 }

@@ -84,6 +84,16 @@ pub struct FlushReport {
     pub batches_left: usize,
 }
 
+/// What waits in the spool.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SpoolSummary {
+    /// Records waiting (see [`Spool::depth`]).
+    pub records: usize,
+    /// When the oldest of them was spooled, by its batch's name; `None`
+    /// when none waits.
+    pub oldest: Option<SystemTime>,
+}
+
 /// A spooled batch, in delivery order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
@@ -147,9 +157,14 @@ impl Spool {
     /// of `banshare ban` runs (whose delivery is not confirmed yet; a dead
     /// run's journal waits for flush like a batch).
     pub fn depth(&self) -> Result<usize, SpoolError> {
+        Ok(self.summary()?.records)
+    }
+
+    /// How many records wait (see [`Spool::depth`]), and since when.
+    pub fn summary(&self) -> Result<SpoolSummary, SpoolError> {
         let journals = journal::paths(&self.dir).map_err(io_err(&self.dir))?;
         let batches = self.entries()?.into_iter().map(|e| e.path);
-        let mut depth = 0;
+        let mut summary = SpoolSummary::default();
         for path in batches.chain(journals) {
             let data = match fs::read(&path) {
                 Ok(data) => data,
@@ -157,9 +172,16 @@ impl Spool {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io_err(&path)(e)),
             };
-            depth += data.iter().filter(|&&b| b == b'\n').count();
+            let records = data.iter().filter(|&&b| b == b'\n').count();
+            summary.records += records;
+            if records > 0 {
+                summary.oldest = match (summary.oldest, spooled_at(&path)) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
         }
-        Ok(depth)
+        Ok(summary)
     }
 
     pub fn is_empty(&self) -> Result<bool, SpoolError> {
@@ -349,6 +371,14 @@ fn rename_state(path: &Path, state: &str) -> Result<PathBuf, SpoolError> {
 
 /// A name that sorts after every earlier one from this host: the clock in
 /// microseconds, then the pid and a per-process counter to break ties.
+/// When the batch or journal at `path` was spooled: the microseconds its
+/// name starts with (see [`next_name`]).
+fn spooled_at(path: &Path) -> Option<SystemTime> {
+    let name = path.file_name()?.to_str()?;
+    let micros: u64 = name.split('-').next()?.parse().ok()?;
+    UNIX_EPOCH.checked_add(Duration::from_micros(micros))
+}
+
 fn next_name() -> String {
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let micros = SystemTime::now()

@@ -6,12 +6,16 @@
 //! - [`policy`]: which records become bans;
 //! - [`state`]: the cursor and status files;
 //! - [`host`]: this host's own addresses;
+//! - [`listing`]: the active bans as `banshare bans` lists them;
+//! - [`metrics`]: the metrics file for Prometheus;
 //! - [`reach`]: the addresses this node reaches the shared log through.
 
 pub mod daemon;
 pub mod drift;
 pub mod flusher;
 pub mod host;
+pub mod listing;
+pub mod metrics;
 pub mod policy;
 pub mod reach;
 pub mod state;

@@ -23,7 +23,7 @@ use crate::transport::feed::Position;
 use ipnet::IpNet;
 
 use super::policy::{ActiveBan, BreakerState};
-use crate::record::Jail;
+use crate::record::{Jail, NodeId};
 use crate::transport::endpoint::Endpoints;
 
 /// The watcher's `cursor.json`: where its feed stands after the last
@@ -36,8 +36,10 @@ pub struct WatchCheckpoint {
     pub breaker: Option<BreakerState>,
 }
 
-/// One active ban: the network, when it ends (`None`: never), its jail and
-/// when it started.
+/// One active ban: the network, when it ends (`None`: never), its jail,
+/// when it started (the time of the newest record that reported it) and
+/// the node that record came from. `node` was added within format 2:
+/// files without it read as `None`, and older releases skip it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SavedBan {
     pub target: String,
@@ -45,6 +47,8 @@ pub struct SavedBan {
     #[serde(default)]
     pub jail: Option<String>,
     pub since: DateTime<Utc>,
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 /// What `banshare status` reads.
@@ -127,12 +131,17 @@ impl WatcherFiles for StateDir {
                     Some(j) => Some(j.parse::<Jail>().ok()?),
                     None => None,
                 };
+                let node = match b.node {
+                    Some(n) => Some(n.parse::<NodeId>().ok()?),
+                    None => None,
+                };
                 Some((
                     b.target.parse().ok()?,
                     ActiveBan {
                         until: b.until,
                         jail,
                         since: b.since,
+                        node,
                     },
                 ))
             })
@@ -183,7 +192,7 @@ struct ActiveFile {
 }
 
 /// One [`SavedBan`] as JSON. Every string in it is plain ASCII that needs
-/// no escaping: a network, a checked jail name, RFC 3339 times.
+/// no escaping: a network, checked jail and node names, RFC 3339 times.
 fn saved_ban_json(out: &mut String, net: IpNet, ban: &ActiveBan) {
     use std::fmt::Write as _;
     // Writing to a String cannot fail.
@@ -193,17 +202,24 @@ fn saved_ban_json(out: &mut String, net: IpNet, ban: &ActiveBan) {
         None => out.push_str("null"),
     }
     out.push_str(",\"jail\":");
-    match &ban.jail {
-        Some(jail) => {
+    push_json_name(out, ban.jail.as_ref().map(|j| j.as_str()));
+    out.push_str(",\"since\":");
+    push_json_time(out, ban.since);
+    out.push_str(",\"node\":");
+    push_json_name(out, ban.node.as_ref().map(|n| n.as_str()));
+    out.push('}');
+}
+
+/// A checked name (which needs no escaping) as a JSON string, or `null`.
+fn push_json_name(out: &mut String, name: Option<&str>) {
+    match name {
+        Some(name) => {
             out.push('"');
-            out.push_str(jail.as_str());
+            out.push_str(name);
             out.push('"');
         }
         None => out.push_str("null"),
     }
-    out.push_str(",\"since\":");
-    push_json_time(out, ban.since);
-    out.push('}');
 }
 
 /// `"2026-11-21T18:28:04.123Z"`, as chrono's serde writes it for a time in
@@ -254,6 +270,7 @@ mod tests {
                     until: Some(t("2026-11-21T19:28:04.123Z")),
                     jail: Some("sshd".parse().unwrap()),
                     since: t("2026-11-21T18:28:04.123Z"),
+                    node: Some("web1".parse().unwrap()),
                 },
             ),
             (
@@ -262,6 +279,7 @@ mod tests {
                     until: None,
                     jail: None,
                     since: t("2026-01-02T03:04:05Z"),
+                    node: None,
                 },
             ),
         ];
@@ -274,6 +292,7 @@ mod tests {
             until: bans[0].1.until,
             jail: Some("sshd".into()),
             since: bans[0].1.since,
+            node: Some("web1".into()),
         };
         let by_serde = serde_json::to_string(&first).unwrap();
         assert!(

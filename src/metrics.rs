@@ -1,0 +1,174 @@
+//! Metrics in Prometheus's text format, for node_exporter's textfile
+//! collector: what every daemon's exporter shares.
+//!
+//! The exposition format is written by the `prometheus` crate (the classic
+//! text format 0.0.4 that node_exporter's textfile collector parses; the
+//! OpenMetrics text that `prometheus-client` writes names counters apart
+//! from their samples, which that collector does not take). Each daemon
+//! builds a [`prometheus::Registry`] from its counters when it writes, and
+//! [`MetricsFile`] replaces the file atomically, at most every
+//! [`WRITE_INTERVAL`], never per record.
+//!
+//! Label values that come from records (node and jail names) are bounded
+//! by [`BoundedLabels`]: any writer can make up names, and each label
+//! value is a time series for Prometheus to keep.
+
+use std::collections::HashSet;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use prometheus::{Encoder, Registry, TextEncoder};
+
+use crate::durable;
+
+/// The least time between two writes of a metrics file. node_exporter
+/// reads the file at each scrape (15 s or more, as a rule), so writing
+/// more often shows nothing more.
+pub const WRITE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The label value that stands for every name past the first ones (see
+/// [`BoundedLabels`]). Node and jail names start with a letter or a digit,
+/// so no real name is spelled so.
+pub const OTHER: &str = "_other";
+
+/// The label value for records that carry no node or no jail.
+pub const NONE: &str = "_none";
+
+/// Label values taken from records: the first `max` distinct names seen
+/// (in the daemon's life) keep their own value; later ones all become
+/// [`OTHER`]. First come, not most frequent: a series must not change
+/// its label from one write to the next.
+#[derive(Debug, Clone)]
+pub struct BoundedLabels {
+    max: usize,
+    known: HashSet<String>,
+}
+
+impl BoundedLabels {
+    pub fn new(max: usize) -> BoundedLabels {
+        BoundedLabels {
+            max,
+            known: HashSet::new(),
+        }
+    }
+
+    /// The label value for `name` (`None`: [`NONE`]), taking it in if
+    /// there is room.
+    pub fn label(&mut self, name: Option<&str>) -> String {
+        let Some(name) = name else {
+            return NONE.to_owned();
+        };
+        if self.known.contains(name) {
+            return name.to_owned();
+        }
+        if self.known.len() < self.max {
+            self.known.insert(name.to_owned());
+            return name.to_owned();
+        }
+        OTHER.to_owned()
+    }
+}
+
+/// Why a metric could not be registered or encoded: a bug (a name or label
+/// the crate refuses), never the input's fault, since label values are
+/// never refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("metrics: {0}")]
+    Prometheus(#[from] prometheus::Error),
+    #[error("metrics file {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+}
+
+/// `registry`'s metrics in the text format.
+pub fn encode(registry: &Registry) -> Result<String, MetricsError> {
+    let mut out = Vec::new();
+    TextEncoder::new().encode(&registry.gather(), &mut out)?;
+    // The encoder writes only what it was given as UTF-8 strings.
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// A metrics file that node_exporter's textfile collector reads: replaced
+/// atomically (a temporary file in the same folder, renamed over it, so a
+/// scrape never sees half a file), readable by all (node_exporter runs as
+/// its own user), and rewritten only when its content changed.
+#[derive(Debug)]
+pub struct MetricsFile {
+    path: PathBuf,
+    last_write: Option<Instant>,
+    last_text: String,
+}
+
+impl MetricsFile {
+    pub fn new(path: PathBuf) -> MetricsFile {
+        MetricsFile {
+            path,
+            last_write: None,
+            last_text: String::new(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How long until a write is allowed: zero when it is already.
+    pub fn wait_before_write(&self) -> Duration {
+        self.last_write.map_or(Duration::ZERO, |t| {
+            WRITE_INTERVAL.saturating_sub(t.elapsed())
+        })
+    }
+
+    /// How long since the last write (forever before the first).
+    pub fn since_write(&self) -> Duration {
+        self.last_write.map_or(Duration::MAX, |t| t.elapsed())
+    }
+
+    /// Writes `text` unless it is what the file holds already.
+    pub fn write(&mut self, text: String) -> Result<(), MetricsError> {
+        self.last_write = Some(Instant::now());
+        if text == self.last_text {
+            return Ok(());
+        }
+        durable::write_atomic(&self.path, text.as_bytes(), 0o644).map_err(|source| {
+            MetricsError::Write {
+                path: self.path.clone(),
+                source,
+            }
+        })?;
+        self.last_text = text;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_past_the_bound_share_one_label() {
+        let mut labels = BoundedLabels::new(2);
+        assert_eq!(labels.label(Some("web1")), "web1");
+        assert_eq!(labels.label(None), NONE);
+        assert_eq!(labels.label(Some("web2")), "web2");
+        assert_eq!(labels.label(Some("web3")), OTHER);
+        assert_eq!(labels.label(Some("web1")), "web1", "first come keeps it");
+    }
+
+    #[test]
+    fn the_file_is_replaced_whole_and_only_when_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("banshare.prom");
+        let mut file = MetricsFile::new(path.clone());
+        assert_eq!(file.wait_before_write(), Duration::ZERO);
+        file.write("a 1\n".into()).unwrap();
+        assert!(file.wait_before_write() > Duration::ZERO);
+        std::fs::remove_file(&path).unwrap();
+        file.write("a 1\n".into()).unwrap();
+        assert!(!path.exists(), "the same text is not written again");
+        file.write("a 2\n".into()).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a 2\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,287 @@
+//! What an operator reads from a running watcher, through the real binary:
+//! its metrics file, parsed by Prometheus's own Python client (Debian's
+//! `python3-prometheus-client`, which `.ci/install-deps` installs), and
+//! `banshare bans`, which lists its active bans from its state directory
+//! while it runs.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use support::watcher::Watcher;
+use support::{BANSHARE, wait_until};
+
+/// The Python interpreter Debian's package installs the parser for.
+const PYTHON: &str = "/usr/bin/python3";
+
+/// Prints each sample of the text on stdin as one JSON line
+/// `[name, labels, value]`, after `prometheus_client`'s parser read it all.
+const PARSE: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        print(json.dumps([s.name, s.labels, s.value, family.type]))
+"#;
+
+/// One sample: its labels (sorted) and value, with its family's type.
+type Samples = BTreeMap<(String, Vec<(String, String)>), (f64, String)>;
+
+/// The metrics file parsed by the real Prometheus parser. Panics (the test
+/// fails) when the parser is missing or refuses the file.
+fn parse_metrics(text: &str) -> Samples {
+    use std::io::Write;
+    let mut child = Command::new(PYTHON)
+        .args(["-c", PARSE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{PYTHON} is needed (apt-get install python3): {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the Prometheus parser refused the metrics (is python3-prometheus-client installed?): {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut samples = Samples::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let (name, labels, value, kind): (String, BTreeMap<String, String>, f64, String) =
+            serde_json::from_str(line).unwrap();
+        samples.insert((name, labels.into_iter().collect()), (value, kind));
+    }
+    samples
+}
+
+/// The value of the sample `name{labels}`, if there is one.
+fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut labels: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    labels.sort();
+    samples.get(&(name.to_owned(), labels)).map(|(v, _)| *v)
+}
+
+/// The documentation addresses the tests ban may be this host's own, when
+/// other tests run beside: they are banned all the same.
+const NOT_SELF: &str = "[watch]\nignoreself = false\n";
+
+/// Bans from two other nodes and two jails, an unban, a line that is no
+/// record and one of this node's own records, all through the watcher.
+fn share_bans(w: &Watcher) {
+    for address in ["192.0.2.1", "192.0.2.2", "2001:db8::/64"] {
+        w.share("ban", address, "web1", &["--jail", "sshd"]);
+    }
+    w.share("ban", "198.51.100.7", "web2", &["--jail", "recidive"]);
+    w.share("ban", "198.51.100.8", "web2", &["--jail", "recidive"]);
+    w.share("unban", "198.51.100.8", "web2", &["--jail", "recidive"]);
+    w.share("ban", "203.0.113.9", "me", &["--jail", "sshd"]);
+    w.append(b"this is no record\n");
+}
+
+#[test]
+fn the_metrics_file_is_valid_prometheus_text_with_the_watchers_real_counts() {
+    let mut w = Watcher::prepare(NOT_SELF);
+    let metrics = w.dir.path().join("textfile/banshare.prom");
+    fs::create_dir(w.dir.path().join("textfile")).unwrap();
+    w.restart(&["--metrics-file", metrics.to_str().unwrap()]);
+    share_bans(&w);
+    // 5 bans and an unban applied; the file is rewritten every few seconds.
+    let applied = || {
+        let text = fs::read_to_string(&metrics).unwrap_or_default();
+        value(&parse_metrics(&text), "banshare_watch_applied_total", &[])
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || applied() == Some(6.0)),
+        "the metrics never showed 6 applied: {:?}\n{}",
+        applied(),
+        fs::read_to_string(&metrics).unwrap_or_default()
+    );
+    let text = fs::read_to_string(&metrics).unwrap();
+    let m = parse_metrics(&text);
+    let get = |name: &str, labels: &[(&str, &str)]| {
+        value(&m, name, labels).unwrap_or_else(|| panic!("no {name}{labels:?} in\n{text}"))
+    };
+    assert_eq!(get("banshare_watch_lines_read_total", &[]), 8.0);
+    assert_eq!(get("banshare_watch_active_bans", &[("jail", "sshd")]), 3.0);
+    assert_eq!(
+        get("banshare_watch_active_bans", &[("jail", "recidive")]),
+        1.0
+    );
+    assert_eq!(
+        get("banshare_watch_refused_total", &[("reason", "OwnNode")]),
+        1.0
+    );
+    let malformed: f64 = m
+        .iter()
+        .filter(|((name, labels), _)| name == "banshare_watch_rejected_total" && !labels.is_empty())
+        .map(|(_, (v, _))| v)
+        .sum();
+    assert_eq!(malformed, 1.0, "one line was no record:\n{text}");
+    assert_eq!(get("banshare_watch_backend_errors_total", &[]), 0.0);
+    assert_eq!(get("banshare_watch_lag_bytes", &[]), 0.0);
+    assert_eq!(get("banshare_watch_lag_seconds", &[]), 0.0);
+    assert_eq!(get("banshare_spool_records", &[]), 0.0);
+    // Each origin node's last record, by its own time: a few seconds ago.
+    let now = chrono::Utc::now().timestamp() as f64;
+    for node in ["web1", "web2", "me"] {
+        let seen = get(
+            "banshare_watch_node_last_seen_timestamp_seconds",
+            &[("node", node)],
+        );
+        assert!((now - 120.0..=now + 1.0).contains(&seen), "{node}: {seen}");
+        assert_eq!(
+            get("banshare_watch_node_breaker_open", &[("node", node)]),
+            0.0
+        );
+    }
+    // The propagation delay of the 6 applied records, with its type.
+    assert_eq!(
+        get("banshare_watch_propagation_delay_seconds_count", &[]),
+        6.0
+    );
+    let (_, kind) = &m[&(
+        "banshare_watch_propagation_delay_seconds_count".to_owned(),
+        vec![],
+    )];
+    assert_eq!(kind, "histogram");
+    let (_, kind) = &m[&("banshare_watch_applied_total".to_owned(), vec![])];
+    assert_eq!(kind, "counter");
+
+    // Written atomically: no temporary file is left beside it, and the
+    // last state is there after a clean stop.
+    w.share("ban", "192.0.2.3", "web1", &["--jail", "sshd"]);
+    w.expect("ban 192.0.2.3");
+    w.stop();
+    let m = parse_metrics(&fs::read_to_string(&metrics).unwrap());
+    assert_eq!(value(&m, "banshare_watch_applied_total", &[]), Some(7.0));
+    let names: Vec<_> = fs::read_dir(metrics.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["banshare.prom"]);
+}
+
+fn bans(state: &Path, args: &[&str]) -> Output {
+    Command::new(BANSHARE)
+        .args(["--config", "/dev/null", "bans", "--state-dir"])
+        .arg(state)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `banshare bans --json` with `args`: the targets listed, in order.
+fn listed(state: &Path, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["--json"];
+    all.extend(args);
+    let out = bans(state, &all);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["version"], 1, "{json}");
+    json["bans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["address"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn bans_lists_a_running_watchers_active_bans_with_filters() {
+    let mut w = Watcher::start_with(NOT_SELF, &[]);
+    let state = w.state_dir();
+    share_bans(&w);
+    w.expect("unban 198.51.100.8");
+    // Saved within seconds of being applied, while the watcher runs.
+    assert!(
+        wait_until(Duration::from_secs(20), || listed(&state, &[]).len() == 4),
+        "bans never listed 4: {:?}",
+        listed(&state, &[])
+    );
+    assert_eq!(
+        listed(&state, &[]),
+        ["192.0.2.1", "192.0.2.2", "198.51.100.7", "2001:db8::/64"]
+    );
+    assert_eq!(listed(&state, &["--jail", "recidive"]), ["198.51.100.7"]);
+    assert_eq!(
+        listed(&state, &["--node", "web2"]),
+        ["198.51.100.7"],
+        "the unbanned address is not listed"
+    );
+    assert_eq!(
+        listed(&state, &["--net", "192.0.2.0/24"]),
+        ["192.0.2.1", "192.0.2.2"]
+    );
+    // An address inside a banned network is banned by it.
+    assert_eq!(
+        listed(&state, &["--addr", "2001:db8::5"]),
+        ["2001:db8::/64"]
+    );
+    assert_eq!(
+        listed(
+            &state,
+            &["--addr", "192.0.2.2", "--jail", "sshd", "--node", "web1"]
+        ),
+        ["192.0.2.2"]
+    );
+    assert!(listed(&state, &["--addr", "192.0.2.9"]).is_empty());
+
+    let out = bans(&state, &["--json", "--addr", "198.51.100.7"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ban = &json["bans"][0];
+    assert_eq!(
+        (&ban["jail"], &ban["node"]),
+        (&"recidive".into(), &"web2".into())
+    );
+    let since: chrono::DateTime<chrono::Utc> = ban["since"].as_str().unwrap().parse().unwrap();
+    let until: chrono::DateTime<chrono::Utc> = ban["until"].as_str().unwrap().parse().unwrap();
+    // The watcher's default bantime (30 minutes) from the record's time.
+    assert_eq!((until - since).num_seconds(), 1800, "{ban}");
+
+    // Text, one line per ban with its jail, node, since and until.
+    let out = bans(&state, &["--jail", "sshd"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "a heading and 3 bans:\n{text}");
+    assert!(lines[0].starts_with("ADDRESS"), "{text}");
+    assert!(
+        lines[1].starts_with("192.0.2.1 ")
+            && lines[1].contains(" sshd ")
+            && lines[1].contains(" web1 "),
+        "{text}"
+    );
+
+    // Bad filters: exit 2, one line naming the argument, nothing read.
+    for bad in [
+        &["--net", "192.0.2.0/33"][..],
+        &["--addr", "192.0.2.300"],
+        &["--jail", "no such jail!"],
+        &["--node", "a/b"],
+    ] {
+        let out = bans(&state, bad);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{bad:?}: {err}");
+        assert!(err.contains(bad[0]), "{bad:?}: {err}");
+    }
+
+    // Without the watcher, from what it saved.
+    w.stop();
+    assert_eq!(listed(&state, &["--node", "web1"]).len(), 3);
+    // No watcher ever ran there: exit 3, as for `status`.
+    let out = bans(&w.dir.path().join("nothing"), &[]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+}
