@@ -142,6 +142,108 @@ impl MetricsFile {
     }
 }
 
+/// A daemon's metrics file written from a state of type `T` (its
+/// counters): at start, at most every [`WRITE_INTERVAL`] after the state
+/// changed, and at stop; never when it did not change, so an idle daemon
+/// does not write (the monitor's and the publisher's; the watcher's has
+/// gauges that follow the clock, see [`crate::watch::metrics`]).
+#[derive(Debug)]
+pub struct StateExporter<T> {
+    file: MetricsFile,
+    written: Option<T>,
+    failing: bool,
+}
+
+impl<T: Clone + PartialEq> StateExporter<T> {
+    pub fn new(path: PathBuf) -> StateExporter<T> {
+        StateExporter {
+            file: MetricsFile::new(path),
+            written: None,
+            failing: false,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    /// How long the daemon may wait before the file is due: `None` when
+    /// `state` is what the file shows.
+    pub fn due_in(&self, state: &T) -> Option<Duration> {
+        (self.written.as_ref() != Some(state)).then(|| self.file.wait_before_write())
+    }
+
+    /// Writes the metrics `render` makes of `state` if they are due, or
+    /// now if `force`. A failure is logged when it starts and when it ends.
+    pub fn export(
+        &mut self,
+        state: &T,
+        force: bool,
+        render: impl FnOnce(&T) -> Result<Registry, MetricsError>,
+    ) {
+        if !force && self.due_in(state) != Some(Duration::ZERO) {
+            return;
+        }
+        self.written = Some(state.clone());
+        let result = render(state)
+            .and_then(|r| encode(&r))
+            .and_then(|text| self.file.write(text));
+        self.failing = log_failure(result, self.failing, self.file.path());
+    }
+}
+
+/// Logs a metrics write's failure when it starts and its end; returns
+/// whether it failed.
+pub fn log_failure(result: Result<(), MetricsError>, failing: bool, path: &Path) -> bool {
+    let failed = result.is_err();
+    match (result, failing) {
+        (Ok(()), true) => log::info!("metrics: {} is written again", path.display()),
+        (Err(e), false) => log::warn!("cannot write the metrics (will retry): {e}"),
+        _ => {}
+    }
+    failed
+}
+
+/// Registers a counter of `value`.
+pub fn counter(r: &Registry, name: &str, help: &str, value: u64) -> Result<(), MetricsError> {
+    let c = prometheus::IntCounter::new(name, help)?;
+    c.inc_by(value);
+    r.register(Box::new(c))?;
+    Ok(())
+}
+
+/// Registers a counter with one label, a value per label value.
+pub fn counter_by<K: AsRef<str>, N: std::borrow::Borrow<u64>>(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl IntoIterator<Item = (K, N)>,
+) -> Result<(), MetricsError> {
+    let c = prometheus::IntCounterVec::new(prometheus::Opts::new(name, help), &[label])?;
+    for (key, n) in values {
+        c.with_label_values(&[key.as_ref()]).inc_by(*n.borrow());
+    }
+    r.register(Box::new(c))?;
+    Ok(())
+}
+
+/// Registers a gauge of integer `value`.
+pub fn int_gauge(r: &Registry, name: &str, help: &str, value: i64) -> Result<(), MetricsError> {
+    let g = prometheus::IntGauge::new(name, help)?;
+    g.set(value);
+    r.register(Box::new(g))?;
+    Ok(())
+}
+
+/// Registers a gauge of `value`.
+pub fn gauge(r: &Registry, name: &str, help: &str, value: f64) -> Result<(), MetricsError> {
+    let g = prometheus::Gauge::new(name, help)?;
+    g.set(value);
+    r.register(Box::new(g))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

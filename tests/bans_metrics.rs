@@ -6,72 +6,14 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
+use support::prometheus::{parse_metrics, value};
 use support::watcher::Watcher;
-use support::{BANSHARE, wait_until};
-
-/// The Python interpreter Debian's package installs the parser for.
-const PYTHON: &str = "/usr/bin/python3";
-
-/// Prints each sample of the text on stdin as one JSON line
-/// `[name, labels, value]`, after `prometheus_client`'s parser read it all.
-const PARSE: &str = r#"
-import json, sys
-from prometheus_client.parser import text_string_to_metric_families
-for family in text_string_to_metric_families(sys.stdin.read()):
-    for s in family.samples:
-        print(json.dumps([s.name, s.labels, s.value, family.type]))
-"#;
-
-/// One sample: its labels (sorted) and value, with its family's type.
-type Samples = BTreeMap<(String, Vec<(String, String)>), (f64, String)>;
-
-/// The metrics file parsed by the real Prometheus parser. Panics (the test
-/// fails) when the parser is missing or refuses the file.
-fn parse_metrics(text: &str) -> Samples {
-    use std::io::Write;
-    let mut child = Command::new(PYTHON)
-        .args(["-c", PARSE])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{PYTHON} is needed (apt-get install python3): {e}"));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the Prometheus parser refused the metrics (is python3-prometheus-client installed?): {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut samples = Samples::new();
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
-        let (name, labels, value, kind): (String, BTreeMap<String, String>, f64, String) =
-            serde_json::from_str(line).unwrap();
-        samples.insert((name, labels.into_iter().collect()), (value, kind));
-    }
-    samples
-}
-
-/// The value of the sample `name{labels}`, if there is one.
-fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut labels: Vec<(String, String)> = labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    labels.sort();
-    samples.get(&(name.to_owned(), labels)).map(|(v, _)| *v)
-}
+use support::{BANSHARE, Daemon, wait_until};
 
 /// The documentation addresses the tests ban may be this host's own, when
 /// other tests run beside: they are banned all the same.
@@ -284,4 +226,71 @@ fn bans_lists_a_running_watchers_active_bans_with_filters() {
     // No watcher ever ran there: exit 3, as for `status`.
     let out = bans(&w.dir.path().join("nothing"), &[]);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
+}
+
+#[test]
+fn the_monitor_metrics_count_what_it_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let (f2b_log, shared) = (
+        dir.path().join("fail2ban.log"),
+        dir.path().join("newbans.log"),
+    );
+    let (state, metrics) = (dir.path().join("state"), dir.path().join("monitor.prom"));
+    fs::write(&f2b_log, b"").unwrap();
+    fs::write(&shared, b"").unwrap();
+    let mut monitor = Daemon(
+        Command::new(BANSHARE)
+            .args(["--config", "/dev/null", "monitor", "--node", "me"])
+            .arg("--fail2ban-log")
+            .arg(&f2b_log)
+            .arg("--log")
+            .arg(&shared)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--spool-dir")
+            .arg(dir.path().join("spool"))
+            .arg("--metrics-file")
+            .arg(&metrics)
+            .spawn()
+            .unwrap(),
+    );
+    // Its first run starts at the end of fail2ban.log, once its cursor is
+    // saved.
+    assert!(wait_until(Duration::from_secs(20), || state
+        .join("cursor.json")
+        .exists()));
+    let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S,%3f");
+    let notice =
+        |jail: &str, what: &str| format!("{now} fail2ban.actions [1]: NOTICE [{jail}] {what}\n");
+    let lines = [
+        notice("sshd", "Ban 192.0.2.10"),
+        notice("sshd", "Ban 192.0.2.11"),
+        notice("banshare", "Ban 192.0.2.12"),
+    ];
+    fs::write(&f2b_log, lines.concat()).unwrap();
+    let read = || parse_metrics(&fs::read_to_string(&metrics).unwrap_or_default());
+    assert!(
+        wait_until(Duration::from_secs(20), || value(
+            &read(),
+            "banshare_monitor_shared_total",
+            &[]
+        ) == Some(2.0)),
+        "{:?}",
+        fs::read_to_string(&metrics)
+    );
+    let m = read();
+    assert_eq!(
+        value(&m, "banshare_monitor_not_shared_total", &[]),
+        Some(1.0)
+    );
+    assert_eq!(value(&m, "banshare_monitor_spooled_total", &[]), Some(0.0));
+    assert_eq!(
+        value(&m, "banshare_monitor_fail2ban_log_readable", &[]),
+        Some(1.0)
+    );
+    assert_eq!(value(&m, "banshare_monitor_running", &[]), Some(1.0));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(monitor.0.id() as i32, libc::SIGTERM) };
+    assert!(monitor.0.wait().unwrap().success());
+    assert_eq!(value(&read(), "banshare_monitor_running", &[]), Some(0.0));
 }

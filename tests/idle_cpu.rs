@@ -175,7 +175,9 @@ fn monitor(follow: Follow) -> Idle {
         cmd.args(["monitor", "--node", "me", "--fail2ban-log"])
             .arg(&f2b_log)
             .arg("--log")
-            .arg(&shared);
+            .arg(&shared)
+            .arg("--metrics-file")
+            .arg(f2b_log.with_file_name("monitor.prom"));
     });
     let idle = Idle {
         what: format!("the monitor on {}", follow.name()),

@@ -522,6 +522,13 @@ pub struct MonitorArgs {
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
+    /// Write metrics in Prometheus's text format to this file, for
+    /// node_exporter's textfile collector: replaced atomically at most
+    /// every 5 seconds, and only when a count changed. Its folder must
+    /// exist [config: monitor.metrics_file].
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -633,6 +640,13 @@ pub struct PublisherArgs {
     /// [config: publisher.curve_clients_file].
     #[arg(long, value_name = "FILE")]
     pub curve_clients: Option<PathBuf>,
+
+    /// Write metrics in Prometheus's text format to this file, for
+    /// node_exporter's textfile collector: replaced atomically at most
+    /// every 5 seconds, and only when a count changed. Its folder must
+    /// exist [config: publisher.metrics_file].
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 #[cfg(feature = "zmq")]

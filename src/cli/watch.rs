@@ -20,7 +20,7 @@ use serde::Serialize;
 use super::args::{CleanupArgs, StatusArgs, WatchArgs};
 use super::failure::{Failure, Result, write_stdout};
 use super::setup::{
-    acquire_state, apply_log_args, config_path, forward_signals, load_settings,
+    acquire_state, apply_log_args, check_metrics_file, config_path, forward_signals, load_settings,
     open_spool_and_transport, required_log,
 };
 
@@ -32,7 +32,8 @@ pub fn watch(args: WatchArgs, config: &Option<PathBuf>, mut settings: Settings) 
     // configuration (exit 2) writes nothing. Neither touches the host.
     let backend = open_backend(&settings, &origin)?;
     let trust = trust_policy(&settings, &origin)?;
-    let metrics_file = metrics_file(&settings)?;
+    let metrics_file = settings.watch.metrics_file.clone();
+    check_metrics_file(metrics_file.as_deref(), "watch.metrics_file")?;
     // Locked before the daemon starts: a second watcher must not touch
     // the firewall.
     let state = acquire_state(&settings.watch.state_dir)?;
@@ -70,25 +71,6 @@ pub fn watch(args: WatchArgs, config: &Option<PathBuf>, mut settings: Settings) 
     let config = config.clone();
     daemon.run(move || reload_policy(&config, &args));
     Ok(())
-}
-
-/// The metrics file, if one is asked for. Its folder must exist: it is
-/// node_exporter's, not banshare's to create.
-fn metrics_file(settings: &Settings) -> Result<Option<PathBuf>> {
-    let Some(path) = &settings.watch.metrics_file else {
-        return Ok(None);
-    };
-    let folder = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if !folder.is_dir() {
-        return Err(Failure::Usage(format!(
-            "the metrics file's folder {} does not exist (watch.metrics_file, --metrics-file)",
-            folder.display()
-        )));
-    }
-    Ok(Some(path.clone()))
 }
 
 /// The flags of `watch` over the settings.

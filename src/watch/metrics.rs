@@ -15,16 +15,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use prometheus::{
-    Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry,
-};
+use prometheus::{GaugeVec, Histogram, HistogramOpts, IntGaugeVec, Opts, Registry};
 
 use super::state::Status;
-use crate::metrics::{BoundedLabels, MetricsError, MetricsFile, encode};
+use crate::metrics::{
+    BoundedLabels, MetricsError, MetricsFile, counter, counter_by, encode, gauge, int_gauge,
+    log_failure,
+};
 use crate::outbox::spool::{Spool, SpoolSummary};
 use crate::record::NodeId;
-use log::{info, warn};
 
 /// Origin nodes with a label of their own; the others share `_other`.
 pub const MAX_NODE_LABELS: usize = 64;
@@ -158,13 +157,7 @@ impl WatchMetrics {
         let result = registry(self, snapshot, spool)
             .and_then(|r| encode(&r))
             .and_then(|text| self.file.write(text));
-        let failed = result.is_err();
-        match (result, self.failing) {
-            (Ok(()), true) => info!("metrics: {} is written again", self.file.path().display()),
-            (Err(e), false) => warn!("cannot write the metrics (will retry): {e}"),
-            _ => {}
-        }
-        self.failing = failed;
+        self.failing = log_failure(result, self.failing, self.file.path());
     }
 }
 
@@ -381,40 +374,4 @@ fn spool_gauges(r: &Registry, spool: SpoolSummary, now: DateTime<Utc>) -> Result
 
 fn seconds(t: DateTime<Utc>) -> f64 {
     t.timestamp_millis() as f64 / 1000.0
-}
-
-fn counter(r: &Registry, name: &str, help: &str, value: u64) -> Result<(), MetricsError> {
-    let c = IntCounter::new(name, help)?;
-    c.inc_by(value);
-    r.register(Box::new(c))?;
-    Ok(())
-}
-
-fn counter_by(
-    r: &Registry,
-    name: &str,
-    help: &str,
-    label: &str,
-    values: &BTreeMap<String, u64>,
-) -> Result<(), MetricsError> {
-    let c = IntCounterVec::new(Opts::new(name, help), &[label])?;
-    for (key, n) in values {
-        c.with_label_values(&[key.as_str()]).inc_by(*n);
-    }
-    r.register(Box::new(c))?;
-    Ok(())
-}
-
-fn int_gauge(r: &Registry, name: &str, help: &str, value: i64) -> Result<(), MetricsError> {
-    let g = IntGauge::new(name, help)?;
-    g.set(value);
-    r.register(Box::new(g))?;
-    Ok(())
-}
-
-fn gauge(r: &Registry, name: &str, help: &str, value: f64) -> Result<(), MetricsError> {
-    let g = Gauge::new(name, help)?;
-    g.set(value);
-    r.register(Box::new(g))?;
-    Ok(())
 }

@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod fail2ban;
+pub mod prometheus;
 pub mod pyzmq;
 pub mod watcher;
 
