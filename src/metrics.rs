@@ -15,7 +15,9 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus::{Encoder, Registry, TextEncoder};
@@ -92,25 +94,42 @@ pub fn encode(registry: &Registry) -> Result<String, MetricsError> {
 /// A metrics file that node_exporter's textfile collector reads: replaced
 /// atomically (a temporary file in the same folder, renamed over it, so a
 /// scrape never sees half a file), readable by all (node_exporter runs as
-/// its own user), and rewritten only when its content changed.
+/// its own user), and rewritten only when its content changed. The same
+/// text can be served over HTTP too (see [`serve`]), or only there.
 #[derive(Debug)]
 pub struct MetricsFile {
-    path: PathBuf,
+    path: Option<PathBuf>,
+    served: Option<Served>,
     last_write: Option<Instant>,
     last_text: String,
 }
 
 impl MetricsFile {
     pub fn new(path: PathBuf) -> MetricsFile {
+        MetricsFile::to(Some(path), None)
+    }
+
+    /// Metrics written to `path`, served by `served`, or both.
+    pub fn to(path: Option<PathBuf>, served: Option<Served>) -> MetricsFile {
         MetricsFile {
             path,
+            served,
             last_write: None,
             last_text: String::new(),
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the metrics go, for the log: the file, the URL, or both.
+    pub fn describe(&self) -> String {
+        let url = self
+            .served
+            .as_ref()
+            .map(|s| format!("http://{}/metrics", s.addr));
+        let path = self.path.as_ref().map(|p| p.display().to_string());
+        match (path, url) {
+            (Some(p), Some(u)) => format!("{p} and {u}"),
+            (p, u) => p.or(u).unwrap_or_default(),
+        }
     }
 
     /// How long until a write is allowed: zero when it is already.
@@ -131,12 +150,19 @@ impl MetricsFile {
         if text == self.last_text {
             return Ok(());
         }
-        durable::write_atomic(&self.path, text.as_bytes(), 0o644).map_err(|source| {
-            MetricsError::Write {
-                path: self.path.clone(),
-                source,
-            }
-        })?;
+        if let Some(served) = &self.served {
+            // A poisoned lock still holds a whole string: take it over.
+            let mut shown = served.text.lock().unwrap_or_else(|e| e.into_inner());
+            shown.clone_from(&text);
+        }
+        if let Some(path) = &self.path {
+            durable::write_atomic(path, text.as_bytes(), 0o644).map_err(|source| {
+                MetricsError::Write {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        }
         self.last_text = text;
         Ok(())
     }
@@ -163,8 +189,8 @@ impl<T: Clone + PartialEq> StateExporter<T> {
         }
     }
 
-    pub fn path(&self) -> &Path {
-        self.file.path()
+    pub fn describe(&self) -> String {
+        self.file.describe()
     }
 
     /// How long the daemon may wait before the file is due: `None` when
@@ -188,16 +214,16 @@ impl<T: Clone + PartialEq> StateExporter<T> {
         let result = render(state)
             .and_then(|r| encode(&r))
             .and_then(|text| self.file.write(text));
-        self.failing = log_failure(result, self.failing, self.file.path());
+        self.failing = log_failure(result, self.failing, &self.file.describe());
     }
 }
 
 /// Logs a metrics write's failure when it starts and its end; returns
 /// whether it failed.
-pub fn log_failure(result: Result<(), MetricsError>, failing: bool, path: &Path) -> bool {
+pub fn log_failure(result: Result<(), MetricsError>, failing: bool, what: &str) -> bool {
     let failed = result.is_err();
     match (result, failing) {
-        (Ok(()), true) => log::info!("metrics: {} is written again", path.display()),
+        (Ok(()), true) => log::info!("metrics: {what} is written again"),
         (Err(e), false) => log::warn!("cannot write the metrics (will retry): {e}"),
         _ => {}
     }
@@ -242,6 +268,80 @@ pub fn gauge(r: &Registry, name: &str, help: &str, value: f64) -> Result<(), Met
     g.set(value);
     r.register(Box::new(g))?;
     Ok(())
+}
+
+/// The HTTP endpoint's side of the metrics: the text it serves, which
+/// the daemon replaces when it writes, and where it listens.
+#[derive(Debug, Clone)]
+pub struct Served {
+    text: Arc<Mutex<String>>,
+    addr: SocketAddr,
+}
+
+impl Served {
+    /// The address it listens on (the port chosen, for port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// Why the endpoint cannot listen.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for metrics on {addr}: {why}")]
+pub struct ServeError {
+    addr: SocketAddr,
+    why: String,
+}
+
+/// Serves `GET /metrics` on `addr` from a thread of its own, for a
+/// Prometheus that scrapes this host directly. The caller decides whether
+/// `addr` may be other than loopback (the text tells which bans this host
+/// applies and which nodes it hears). The thread waits in `accept` and
+/// serves one request at a time, each from the last text written: a
+/// scrape costs no work in the daemon, and an idle endpoint none at all.
+pub fn serve(addr: SocketAddr) -> Result<Served, ServeError> {
+    let server = tiny_http::Server::http(addr).map_err(|e| ServeError {
+        addr,
+        why: e.to_string(),
+    })?;
+    let bound = server.server_addr().to_ip().unwrap_or(addr);
+    let served = Served {
+        text: Arc::new(Mutex::new(String::new())),
+        addr: bound,
+    };
+    let text = Arc::clone(&served.text);
+    std::thread::Builder::new()
+        .name("banshare-metrics".into())
+        .spawn(move || {
+            for request in server.incoming_requests() {
+                answer(request, &text);
+            }
+        })
+        .map_err(|e| ServeError {
+            addr,
+            why: e.to_string(),
+        })?;
+    Ok(served)
+}
+
+/// One HTTP request: the metrics at `/metrics`, 404 elsewhere, 405 for
+/// methods other than GET and HEAD.
+fn answer(request: tiny_http::Request, text: &Mutex<String>) {
+    use tiny_http::{Header, Method, Response};
+    let response = match (request.method(), request.url()) {
+        (Method::Get | Method::Head, "/metrics") => {
+            let body = text.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let kind = Header::from_bytes("Content-Type", prometheus::TEXT_FORMAT)
+                .expect("a valid header");
+            Response::from_string(body).with_header(kind)
+        }
+        (Method::Get | Method::Head, _) => {
+            Response::from_string("banshare: see /metrics\n").with_status_code(404)
+        }
+        _ => Response::from_string("").with_status_code(405),
+    };
+    // The client may have gone; nothing to do about it.
+    let _ = request.respond(response);
 }
 
 #[cfg(test)]

@@ -37,7 +37,12 @@ fn the_metrics_file_is_valid_prometheus_text_with_the_watchers_real_counts() {
     let mut w = Watcher::prepare(NOT_SELF);
     let metrics = w.dir.path().join("textfile/banshare.prom");
     fs::create_dir(w.dir.path().join("textfile")).unwrap();
-    w.restart(&["--metrics-file", metrics.to_str().unwrap()]);
+    w.restart(&[
+        "--metrics-file",
+        metrics.to_str().unwrap(),
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
     share_bans(&w);
     // 5 bans and an unban applied; the file is rewritten every few seconds.
     let applied = || {
@@ -101,6 +106,18 @@ fn the_metrics_file_is_valid_prometheus_text_with_the_watchers_real_counts() {
     let (_, kind) = &m[&("banshare_watch_applied_total".to_owned(), vec![])];
     assert_eq!(kind, "counter");
 
+    // The same text over HTTP, on the loopback port it chose.
+    let started = w.expect_logged(&["writing metrics to", "http://"]);
+    let url = started.rsplit(' ').next().unwrap();
+    let served = http_get(url.trim_start_matches("http://"));
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+    let body = served.split("\r\n\r\n").nth(1).unwrap();
+    assert_eq!(body, text);
+    assert!(
+        http_get(&url.trim_start_matches("http://").replace("/metrics", "/"))
+            .starts_with("HTTP/1.1 404")
+    );
+
     // Written atomically: no temporary file is left beside it, and the
     // last state is there after a clean stop.
     w.share("ban", "192.0.2.3", "web1", &["--jail", "sshd"]);
@@ -113,6 +130,52 @@ fn the_metrics_file_is_valid_prometheus_text_with_the_watchers_real_counts() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names, ["banshare.prom"]);
+}
+
+/// A plain HTTP/1.1 GET of `host:port/path`: the whole response.
+fn http_get(address_and_path: &str) -> String {
+    use std::io::{Read, Write};
+    let (address, path) = address_and_path.split_at(address_and_path.find('/').unwrap());
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn the_metrics_endpoint_is_refused_on_an_address_other_hosts_reach() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BANSHARE)
+        .args([
+            "--config",
+            "/dev/null",
+            "watch",
+            "--backend",
+            "log",
+            "--log",
+        ])
+        .arg(dir.path().join("newbans.log"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .args(["--metrics-listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--metrics-listen") && err.contains("loopback"),
+        "{err}"
+    );
+    assert!(!dir.path().join("state").exists());
 }
 
 fn bans(state: &Path, args: &[&str]) -> Output {

@@ -420,6 +420,19 @@ pub struct WatchArgs {
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
 
+    /// Also serve the metrics over HTTP at http://ADDR:PORT/metrics, for a
+    /// Prometheus that scrapes this host directly; a loopback address
+    /// (127.0.0.1:9610) unless --metrics-listen-any
+    /// [config: watch.metrics_listen].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
+    /// Allow --metrics-listen on an address other hosts reach. The endpoint
+    /// has no authentication: guard it with a firewall
+    /// [config: watch.metrics_listen_any].
+    #[arg(long)]
+    pub metrics_listen_any: bool,
+
     #[command(flatten)]
     pub log: LogArgs,
 }

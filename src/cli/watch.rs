@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
 use banshare::backend::Backend;
-use banshare::config::Settings;
+use banshare::config::{Settings, check_metrics_listen};
+use banshare::metrics;
 use banshare::outbox::spool::Spool;
 use banshare::state::{self, StateDir};
 use banshare::transport::{self, FeedSettings, LogLocation};
@@ -34,6 +35,12 @@ pub fn watch(args: WatchArgs, config: &Option<PathBuf>, mut settings: Settings) 
     let trust = trust_policy(&settings, &origin)?;
     let metrics_file = settings.watch.metrics_file.clone();
     check_metrics_file(metrics_file.as_deref(), "watch.metrics_file")?;
+    // Listening before the state directory is taken: a port in use stops
+    // the watcher before it touches anything.
+    let served = match settings.watch.metrics_listen {
+        Some(addr) => Some(metrics::serve(addr).map_err(|e| anyhow!(e))?),
+        None => None,
+    };
     // Locked before the daemon starts: a second watcher must not touch
     // the firewall.
     let state = acquire_state(&settings.watch.state_dir)?;
@@ -63,8 +70,9 @@ pub fn watch(args: WatchArgs, config: &Option<PathBuf>, mut settings: Settings) 
         Daemon::new(feed, opts, policy_settings(&settings), backend).map_err(|e| anyhow!(e))?;
     forward_signals(handle)?;
     let spool = start_flusher(&settings, &location)?;
-    if let Some(path) = metrics_file {
-        let metrics = WatchMetrics::new(path, Some(spool)).map_err(|e| anyhow!(e))?;
+    if metrics_file.is_some() || served.is_some() {
+        let metrics =
+            WatchMetrics::new(metrics_file, served, Some(spool)).map_err(|e| anyhow!(e))?;
         daemon.export_metrics(metrics);
     }
     daemon.protect_transport(reach);
@@ -91,6 +99,14 @@ fn apply_watch_args(settings: &mut Settings, args: &WatchArgs) -> Result<()> {
     }
     if let Some(m) = &args.metrics_file {
         w.metrics_file = Some(m.clone());
+    }
+    if let Some(addr) = args.metrics_listen {
+        w.metrics_listen = Some(addr);
+    }
+    w.metrics_listen_any |= args.metrics_listen_any;
+    if let Some(addr) = w.metrics_listen {
+        check_metrics_listen(addr, w.metrics_listen_any)
+            .map_err(|m| Failure::Usage(format!("--metrics-listen: {m}")))?;
     }
     Ok(())
 }

@@ -42,8 +42,8 @@ pub use publisher::{
 };
 pub use trust::TrustSettings;
 pub use watch::{
-    DEFAULT_MAX_BANTIME, DEFAULT_STATE_DIR, MIN_POLL_INTERVAL, WatchSettings, check_poll_interval,
-    parse_net,
+    DEFAULT_MAX_BANTIME, DEFAULT_STATE_DIR, MIN_POLL_INTERVAL, WatchSettings, check_metrics_listen,
+    check_poll_interval, parse_net,
 };
 
 use crate::record::{BanTime, Jail, MAX_BANTIME_SECS, NodeId, PortSpec, Tag};

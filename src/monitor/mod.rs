@@ -200,7 +200,7 @@ impl Monitor {
             self.opts.writer.node
         );
         if let Some(metrics) = &self.metrics {
-            info!("writing metrics to {}", metrics.path().display());
+            info!("writing metrics to {}", metrics.describe());
         }
         let mut first = true;
         loop {

@@ -244,7 +244,7 @@ impl Daemon {
     /// Writes `metrics` to its file while the daemon runs (see
     /// [`crate::watch::metrics`]).
     pub fn export_metrics(&mut self, metrics: WatchMetrics) {
-        info!("writing metrics to {}", metrics.path().display());
+        info!("writing metrics to {}", metrics.describe());
         self.metrics = Some(metrics);
     }
 

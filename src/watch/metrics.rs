@@ -19,8 +19,8 @@ use prometheus::{GaugeVec, Histogram, HistogramOpts, IntGaugeVec, Opts, Registry
 
 use super::state::Status;
 use crate::metrics::{
-    BoundedLabels, MetricsError, MetricsFile, counter, counter_by, encode, gauge, int_gauge,
-    log_failure,
+    BoundedLabels, MetricsError, MetricsFile, Served, counter, counter_by, encode, gauge,
+    int_gauge, log_failure,
 };
 use crate::outbox::spool::{Spool, SpoolSummary};
 use crate::record::NodeId;
@@ -88,9 +88,13 @@ pub struct WatchMetrics {
 }
 
 impl WatchMetrics {
-    /// Metrics for the file at `path`, counting the records waiting in
-    /// `spool` if given.
-    pub fn new(path: PathBuf, spool: Option<Spool>) -> Result<WatchMetrics, MetricsError> {
+    /// Metrics for the file at `path`, served by `served`, or both,
+    /// counting the records waiting in `spool` if given.
+    pub fn new(
+        path: Option<PathBuf>,
+        served: Option<Served>,
+        spool: Option<Spool>,
+    ) -> Result<WatchMetrics, MetricsError> {
         let delay = Histogram::with_opts(
             HistogramOpts::new(
                 "banshare_watch_propagation_delay_seconds",
@@ -99,7 +103,7 @@ impl WatchMetrics {
             .buckets(DELAY_BUCKETS.to_vec()),
         )?;
         Ok(WatchMetrics {
-            file: MetricsFile::new(path),
+            file: MetricsFile::to(path, served),
             spool,
             nodes: BoundedLabels::new(MAX_NODE_LABELS),
             jails: BoundedLabels::new(MAX_JAIL_LABELS),
@@ -111,8 +115,9 @@ impl WatchMetrics {
         })
     }
 
-    pub fn path(&self) -> &std::path::Path {
-        self.file.path()
+    /// Where the metrics go, for the log.
+    pub fn describe(&self) -> String {
+        self.file.describe()
     }
 
     /// A record from `node` dated `at` was read (and its signature, if
@@ -157,7 +162,7 @@ impl WatchMetrics {
         let result = registry(self, snapshot, spool)
             .and_then(|r| encode(&r))
             .and_then(|text| self.file.write(text));
-        self.failing = log_failure(result, self.failing, self.file.path());
+        self.failing = log_failure(result, self.failing, &self.file.describe());
     }
 }
 
