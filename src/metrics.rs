@@ -56,19 +56,20 @@ impl BoundedLabels {
     }
 
     /// The label value for `name` (`None`: [`NONE`]), taking it in if
-    /// there is room.
-    pub fn label(&mut self, name: Option<&str>) -> String {
+    /// there is room. Allocates only when it takes a name in: the watcher
+    /// asks for every record it reads.
+    pub fn label<'a>(&mut self, name: Option<&'a str>) -> &'a str {
         let Some(name) = name else {
-            return NONE.to_owned();
+            return NONE;
         };
         if self.known.contains(name) {
-            return name.to_owned();
+            return name;
         }
         if self.known.len() < self.max {
             self.known.insert(name.to_owned());
-            return name.to_owned();
+            return name;
         }
-        OTHER.to_owned()
+        OTHER
     }
 }
 

@@ -124,8 +124,12 @@ impl WatchMetrics {
     /// required, checked).
     pub fn seen(&mut self, node: Option<&NodeId>, at: DateTime<Utc>) {
         let label = self.nodes.label(node.map(NodeId::as_str));
-        let last = self.last_seen.entry(label).or_insert(at);
-        *last = (*last).max(at);
+        match self.last_seen.get_mut(label) {
+            Some(last) => *last = (*last).max(at),
+            None => {
+                self.last_seen.insert(label.to_owned(), at);
+            }
+        }
     }
 
     /// A record dated `ts` was applied at `now`.
@@ -241,7 +245,7 @@ fn registry(
     )?;
     for (jail, n) in &s.active_by_jail {
         by_jail
-            .with_label_values(&[m.jails.label(jail.as_deref()).as_str()])
+            .with_label_values(&[m.jails.label(jail.as_deref())])
             .add(*n as i64);
     }
     r.register(Box::new(by_jail))?;
@@ -343,7 +347,7 @@ fn nodes(r: &Registry, m: &mut WatchMetrics, s: &Snapshot) -> Result<(), Metrics
     }
     for node in &s.tripped {
         breaker
-            .with_label_values(&[m.nodes.label(node.as_deref()).as_str()])
+            .with_label_values(&[m.nodes.label(node.as_deref())])
             .set(1);
     }
     r.register(Box::new(seen))?;
@@ -379,4 +383,50 @@ fn spool_gauges(r: &Registry, spool: SpoolSummary, now: DateTime<Utc>) -> Result
 
 fn seconds(t: DateTime<Utc>) -> f64 {
     t.timestamp_millis() as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_labels_are_bounded_and_the_rest_is_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("banshare.prom");
+        let mut metrics = WatchMetrics::new(Some(path.clone()), None, None).unwrap();
+        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        for i in 0..MAX_NODE_LABELS + 10 {
+            let node: NodeId = format!("node{i}").parse().unwrap();
+            metrics.seen(Some(&node), t + chrono::Duration::seconds(i as i64));
+        }
+        metrics.seen(None, t);
+        let status = Status::default();
+        let snapshot = Snapshot {
+            status: &status,
+            active_by_jail: vec![(Some("sshd".into()), 3), (None, 1)],
+            tripped: vec![Some(format!("node{}", MAX_NODE_LABELS + 5))],
+            running: true,
+            now: t,
+        };
+        metrics.export(Changes::default(), &snapshot);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let seen: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("banshare_watch_node_last_seen_timestamp_seconds{"))
+            .collect();
+        assert_eq!(seen.len(), MAX_NODE_LABELS + 2, "{text}");
+        // The newest of the nodes past the bound, under one label.
+        let last = MAX_NODE_LABELS + 9;
+        assert!(
+            text.contains(&format!(
+                "banshare_watch_node_last_seen_timestamp_seconds{{node=\"_other\"}} {}",
+                1_800_000_000 + last
+            )),
+            "{text}"
+        );
+        assert!(text.contains("banshare_watch_node_breaker_open{node=\"_other\"} 1"));
+        assert!(text.contains("banshare_watch_node_breaker_open{node=\"node0\"} 0"));
+        assert!(text.contains("banshare_watch_active_bans{jail=\"_none\"} 1"));
+        assert!(text.contains("banshare_watch_active_bans{jail=\"sshd\"} 3"));
+    }
 }
