@@ -35,7 +35,7 @@ EXIT STATUS:
     2   Usage error or bad input: a bad argument, a bad address on stdin, a
         bad configuration file. Nothing was written.
     3   status: the watcher is not running, or never ran with this state
-        directory.
+        directory. bans: no watcher ever ran with this state directory.
 
     When standard output is a pipe whose reader has gone (`banshare status
     | head -1`), banshare ends quietly, killed by SIGPIPE like other Unix
@@ -159,6 +159,12 @@ logged (rate-limited), never applied.
 The watcher also delivers this node's spooled records whenever the log is
 reachable.
 
+Metrics: --metrics-file writes counters, active bans per jail, the lag,
+the spool, each origin node's last record and breaker, and a histogram of
+propagation delays in Prometheus's text format for node_exporter's
+textfile collector; --metrics-listen serves them over HTTP on loopback.
+Every metric is listed in docs/operations.md.
+
 Signals: SIGTERM and SIGINT stop it cleanly; SIGHUP reloads the policy
 settings from the configuration file.
 
@@ -185,7 +191,7 @@ state directory: one line per banned address or network, with the jail and
 the origin node of the record that put it in force, since when (the time
 of the newest record that reported it) and until when (`never` for a
 permanent ban). Like `fail2ban-client status <jail>` and `fail2ban-client
-banned`, for every jail banshare applied. The watcher saves its bans within
+get <jail> banip --with-time`, for every jail banshare applied. The watcher saves its bans within
 5 seconds of a change (30 s above 10,000 bans); the list is as of that save.
 
 Filters combine (all must hold): --addr lists the bans that cover an
@@ -196,7 +202,7 @@ address, --net those that overlap a network (inside it or covering it),
 
   {\"version\": 1, \"saved\": \"2026-11-21T18:28:09.120Z\",
    \"bans\": [{\"address\": \"192.0.2.7\", \"jail\": \"sshd\", \"node\": \"web1\",
-              \"since\": \"2026-11-21T18:28:04Z\", \"until\": \"2026-11-21T18:58:04Z\"}]}
+             \"since\": \"2026-11-21T18:28:04Z\", \"until\": \"2026-11-21T18:58:04Z\"}]}
 
 `address` is an address, or a network with its prefix; `jail` and `node`
 are null when the record had none; `until` is null for a permanent ban;
