@@ -109,7 +109,8 @@ fn watcher(follow: Follow) -> Idle {
             // The metrics file is written when something changed, never on
             // a timer of its own.
             .arg("--metrics-file")
-            .arg(log.with_file_name("banshare.prom"));
+            .arg(log.with_file_name("banshare.prom"))
+            .args(["--metrics-listen", "127.0.0.1:0"]);
     });
     let idle = Idle {
         what: format!("the watcher on {}", follow.name()),

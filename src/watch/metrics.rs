@@ -160,13 +160,23 @@ impl WatchMetrics {
     pub fn export(&mut self, changes: Changes, snapshot: &Snapshot) {
         let spool = spool_summary(self.spool.as_ref());
         let spooled = spool.is_some_and(|s| s.records > 0);
-        let lagging = snapshot.status.lag_bytes.is_some_and(|b| b > 0);
+        let lagging = behind(snapshot.status);
         self.clock_gauges = snapshot.running && (spooled || lagging);
         self.written = Some(changes);
         let result = registry(self, snapshot, spool)
             .and_then(|r| encode(&r))
             .and_then(|text| self.file.write(text));
         self.failing = log_failure(result, self.failing, &self.file.describe());
+    }
+}
+
+/// Whether records wait past the cursor: complete ones counted, or more
+/// bytes than could be counted. An unfinished last line alone (a writer
+/// midway) is not being behind.
+fn behind(status: &Status) -> bool {
+    match (status.lag_records, status.lag_bytes) {
+        (Some(records), _) => records > 0,
+        (None, bytes) => bytes.is_some_and(|b| b > 0),
     }
 }
 
@@ -295,9 +305,9 @@ fn lag(r: &Registry, s: &Snapshot) -> Result<(), MetricsError> {
             bytes as i64,
         )?;
         let behind_since = st.last_record_ts.or(st.started);
-        let secs = match (bytes, behind_since) {
-            (0, _) | (_, None) => 0.0,
-            (_, Some(t)) => (seconds(s.now) - seconds(t)).max(0.0),
+        let secs = match behind_since.filter(|_| behind(st)) {
+            None => 0.0,
+            Some(t) => (seconds(s.now) - seconds(t)).max(0.0),
         };
         gauge(
             r,
