@@ -34,7 +34,8 @@ fn share_bans(w: &Watcher) {
 
 #[test]
 fn the_metrics_file_is_valid_prometheus_text_with_the_watchers_real_counts() {
-    let mut w = Watcher::prepare(NOT_SELF);
+    // The watcher does not deliver the spool while the test looks at it.
+    let mut w = Watcher::prepare(&format!("{NOT_SELF}flush_interval = \"1h\"\n"));
     let metrics = w.dir.path().join("textfile/banshare.prom");
     fs::create_dir(w.dir.path().join("textfile")).unwrap();
     w.restart(&[
@@ -117,6 +118,38 @@ fn the_metrics_file_is_valid_prometheus_text_with_the_watchers_real_counts() {
         http_get(&url.trim_start_matches("http://").replace("/metrics", "/"))
             .starts_with("HTTP/1.1 404")
     );
+
+    // A ban this node spooled (its log unreachable) shows, and its age
+    // grows while it waits.
+    support::run_ok(
+        Command::new(BANSHARE)
+            .args(["--config", "/dev/null", "--quiet", "ban", "192.0.2.50"])
+            .args(["--node", "me", "--log"])
+            .arg(w.dir.path().join("unmounted/newbans.log"))
+            .arg("--spool-dir")
+            .arg(w.dir.path().join("spool")),
+    );
+    let spool = |name: &str| {
+        let text = fs::read_to_string(&metrics).unwrap_or_default();
+        value(&parse_metrics(&text), name, &[])
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || spool("banshare_spool_records")
+            == Some(1.0)),
+        "{}",
+        fs::read_to_string(&metrics).unwrap()
+    );
+    let age = spool("banshare_spool_oldest_age_seconds").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || spool(
+            "banshare_spool_oldest_age_seconds"
+        )
+        .unwrap()
+            > age),
+        "the age was not written again"
+    );
+    let oldest = spool("banshare_spool_oldest_timestamp_seconds").unwrap();
+    assert!((now - 60.0..=now + 60.0).contains(&oldest), "{oldest}");
 
     // Written atomically: no temporary file is left beside it, and the
     // last state is there after a clean stop.

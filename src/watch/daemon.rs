@@ -729,6 +729,7 @@ impl Daemon {
             held: s.held.is_some(),
             log_present: s.log_present,
             tripped: s.tripped_nodes.len(),
+            spool: self.metrics.as_ref().and_then(WatchMetrics::spool_stamp),
         }
     }
 

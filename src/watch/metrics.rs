@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use prometheus::{GaugeVec, Histogram, HistogramOpts, IntGaugeVec, Opts, Registry};
@@ -67,6 +67,9 @@ pub struct Changes {
     pub held: bool,
     pub log_present: bool,
     pub tripped: usize,
+    /// The spool folder's modification time: `banshare ban` spools
+    /// without the watcher knowing, and one `stat` a wake-up tells.
+    pub spool: Option<SystemTime>,
 }
 
 /// The watcher's metrics and their file.
@@ -146,10 +149,17 @@ impl WatchMetrics {
             .then(|| self.file.wait_before_write())
     }
 
+    /// The spool folder's modification time (see [`Changes::spool`]).
+    pub fn spool_stamp(&self) -> Option<SystemTime> {
+        let spool = self.spool.as_ref()?;
+        std::fs::metadata(spool.dir())
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
     /// Whether the file should be written now: it is due, or it was last
-    /// written [`REFRESH`] ago (for what changes without the watcher: the
-    /// spool that `banshare ban` fills), checked only when the watcher
-    /// wakes up anyway.
+    /// written [`REFRESH`] ago (for anything that changed unseen), checked
+    /// only when the watcher wakes up anyway.
     pub fn is_due(&self, changes: &Changes) -> bool {
         self.due_in(changes) == Some(Duration::ZERO) || self.file.since_write() >= REFRESH
     }
