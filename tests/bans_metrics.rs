@@ -211,6 +211,59 @@ fn the_metrics_endpoint_is_refused_on_an_address_other_hosts_reach() {
     assert!(!dir.path().join("state").exists());
 }
 
+#[test]
+fn config_check_refuses_the_metrics_settings_the_daemons_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("banshare.toml");
+    let missing = dir.path().join("no-such-folder/banshare.prom");
+    for (text, key) in [
+        (
+            format!(
+                "[watch]\nmetrics_file = {:?}\n",
+                missing.display().to_string()
+            ),
+            "watch.metrics_file",
+        ),
+        (
+            format!(
+                "[monitor]\nmetrics_file = {:?}\n",
+                missing.display().to_string()
+            ),
+            "monitor.metrics_file",
+        ),
+        (
+            "[watch]\nmetrics_listen = \"198.51.100.1:9610\"\n".to_owned(),
+            "watch.metrics_listen",
+        ),
+    ] {
+        fs::write(&config, &text).unwrap();
+        let out = Command::new(BANSHARE)
+            .arg("--config")
+            .arg(&config)
+            .args(["config", "check"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {err}");
+        assert!(err.contains(key), "{text}: {err}");
+    }
+    // Allowed explicitly, and a folder that exists: accepted.
+    let text = format!(
+        "[watch]\nmetrics_listen = \"198.51.100.1:9610\"\nmetrics_listen_any = true\n\
+         metrics_file = {:?}\n",
+        dir.path().join("banshare.prom").display().to_string()
+    );
+    fs::write(&config, &text).unwrap();
+    let out = Command::new(BANSHARE)
+        .arg("--config")
+        .arg(&config)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("metrics_listen_any = true"));
+}
+
 fn bans(state: &Path, args: &[&str]) -> Output {
     Command::new(BANSHARE)
         .args(["--config", "/dev/null", "bans", "--state-dir"])

@@ -155,10 +155,7 @@ pub fn check_metrics_file(path: Option<&Path>, key: &str) -> Result<()> {
     let Some(path) = path else {
         return Ok(());
     };
-    let folder = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let folder = config::metrics_folder(path);
     if !folder.is_dir() {
         return Err(Failure::Usage(format!(
             "the metrics file's folder {} does not exist ({key}, --metrics-file)",

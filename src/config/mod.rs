@@ -34,6 +34,7 @@ mod sftp;
 mod trust;
 mod watch;
 mod watch_parts;
+pub use watch_parts::metrics_folder;
 mod zmq;
 
 pub use monitor::{DEFAULT_FAIL2BAN_LOG, MonitorSettings};
