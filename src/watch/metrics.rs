@@ -10,7 +10,7 @@
 //! spool's oldest record, the lag in seconds): an idle watcher does not
 //! write it, nor wake up for it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -88,6 +88,8 @@ pub struct WatchMetrics {
     clock_gauges: bool,
     /// The last write failed.
     failing: bool,
+    /// The records in each spool file seen (see [`Spool::summary_counted`]).
+    spool_counted: HashMap<PathBuf, usize>,
 }
 
 impl WatchMetrics {
@@ -115,6 +117,7 @@ impl WatchMetrics {
             written: None,
             clock_gauges: false,
             failing: false,
+            spool_counted: HashMap::new(),
         })
     }
 
@@ -168,7 +171,7 @@ impl WatchMetrics {
     /// failure is logged when it starts and when it ends, not at every
     /// write.
     pub fn export(&mut self, changes: Changes, snapshot: &Snapshot) {
-        let spool = spool_summary(self.spool.as_ref());
+        let spool = spool_summary(self.spool.as_ref(), &mut self.spool_counted);
         let spooled = spool.is_some_and(|s| s.records > 0);
         let lagging = behind(snapshot.status);
         self.clock_gauges = snapshot.running && (spooled || lagging);
@@ -191,10 +194,14 @@ fn behind(status: &Status) -> bool {
 }
 
 /// The spool's state, or `None` when it cannot be read (then its gauges
-/// are left out rather than shown as empty).
-fn spool_summary(spool: Option<&Spool>) -> Option<SpoolSummary> {
+/// are left out rather than shown as empty). `counted`: see
+/// [`Spool::summary_counted`].
+fn spool_summary(
+    spool: Option<&Spool>,
+    counted: &mut HashMap<PathBuf, usize>,
+) -> Option<SpoolSummary> {
     let spool = spool?;
-    match spool.summary() {
+    match spool.summary_counted(counted) {
         Ok(summary) => Some(summary),
         Err(e) => {
             log::warn!("metrics: cannot read the spool: {e}");
