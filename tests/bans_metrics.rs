@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use support::prometheus::{parse_metrics, value};
+use support::prometheus::{parse_metrics, unlabelled, value};
 use support::watcher::Watcher;
 use support::{BANSHARE, Daemon, wait_until};
 
@@ -46,10 +46,8 @@ fn the_metrics_file_is_valid_prometheus_text_with_the_watchers_real_counts() {
     ]);
     share_bans(&w);
     // 5 bans and an unban applied; the file is rewritten every few seconds.
-    let applied = || {
-        let text = fs::read_to_string(&metrics).unwrap_or_default();
-        value(&parse_metrics(&text), "banshare_watch_applied_total", &[])
-    };
+    let read = |name: &str| unlabelled(&fs::read_to_string(&metrics).unwrap_or_default(), name);
+    let applied = || read("banshare_watch_applied_total");
     assert!(
         wait_until(Duration::from_secs(20), || applied() == Some(6.0)),
         "the metrics never showed 6 applied: {:?}\n{}",
@@ -129,25 +127,26 @@ fn the_metrics_file_is_valid_prometheus_text_with_the_watchers_real_counts() {
             .arg("--spool-dir")
             .arg(w.dir.path().join("spool")),
     );
-    let spool = |name: &str| {
-        let text = fs::read_to_string(&metrics).unwrap_or_default();
-        value(&parse_metrics(&text), name, &[])
-    };
     assert!(
-        wait_until(Duration::from_secs(20), || spool("banshare_spool_records")
+        wait_until(Duration::from_secs(20), || read("banshare_spool_records")
             == Some(1.0)),
         "{}",
         fs::read_to_string(&metrics).unwrap()
     );
-    let age = spool("banshare_spool_oldest_age_seconds").unwrap();
+    let age = read("banshare_spool_oldest_age_seconds").unwrap();
     assert!(
-        wait_until(Duration::from_secs(20), || spool(
+        wait_until(Duration::from_secs(20), || read(
             "banshare_spool_oldest_age_seconds"
         )
         .unwrap()
             > age),
         "the age was not written again"
     );
+    let spool = |name: &str| {
+        let text = fs::read_to_string(&metrics).unwrap();
+        value(&parse_metrics(&text), name, &[])
+    };
+    assert_eq!(spool("banshare_spool_records"), Some(1.0));
     let oldest = spool("banshare_spool_oldest_timestamp_seconds").unwrap();
     assert!((now - 60.0..=now + 60.0).contains(&oldest), "{oldest}");
 
@@ -296,9 +295,13 @@ fn bans_lists_a_running_watchers_active_bans_with_filters() {
     share_bans(&w);
     w.expect("unban 198.51.100.8");
     // Saved within seconds of being applied, while the watcher runs.
+    let saved = || {
+        let text = fs::read_to_string(state.join("active.json")).unwrap_or_default();
+        text.matches("\"target\"").count()
+    };
     assert!(
-        wait_until(Duration::from_secs(20), || listed(&state, &[]).len() == 4),
-        "bans never listed 4: {:?}",
+        wait_until(Duration::from_secs(20), || saved() == 4),
+        "the watcher never saved 4 bans: {:?}",
         listed(&state, &[])
     );
     assert_eq!(
@@ -418,12 +421,12 @@ fn the_monitor_metrics_count_what_it_shared() {
     ];
     fs::write(&f2b_log, lines.concat()).unwrap();
     let read = || parse_metrics(&fs::read_to_string(&metrics).unwrap_or_default());
+    let shared = || {
+        let text = fs::read_to_string(&metrics).unwrap_or_default();
+        unlabelled(&text, "banshare_monitor_shared_total")
+    };
     assert!(
-        wait_until(Duration::from_secs(20), || value(
-            &read(),
-            "banshare_monitor_shared_total",
-            &[]
-        ) == Some(2.0)),
+        wait_until(Duration::from_secs(20), || shared() == Some(2.0)),
         "{:?}",
         fs::read_to_string(&metrics)
     );

@@ -62,3 +62,12 @@ pub fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f
     labels.sort();
     samples.get(&(name.to_owned(), labels)).map(|(v, _)| *v)
 }
+
+/// The value of the unlabelled sample `name` in `text`, read without the
+/// parser: cheap enough to poll on while waiting for a file to show it (the
+/// checks themselves go through [`parse_metrics`]).
+pub fn unlabelled(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
