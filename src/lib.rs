@@ -23,6 +23,7 @@
 //! - [`config`]: the TOML configuration file;
 //! - [`durable`]: writing files so that a crash leaves the old or the new;
 //! - [`file_mode`]: who may read or change the secret and trust files.
+//! - [`metrics`]: the Prometheus text files the daemons write.
 
 pub mod backend;
 pub mod config;
@@ -30,6 +31,7 @@ pub mod demo;
 pub mod durable;
 pub mod file_mode;
 pub mod follow;
+pub mod metrics;
 pub mod monitor;
 pub mod outbox;
 #[cfg(feature = "zmq")]

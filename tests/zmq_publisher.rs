@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::cluster::Cluster;
+use support::prometheus::{parse_metrics, value};
 use support::pyzmq::{LEGACY_SUBSCRIBER, PYTHON};
 use support::{BANSHARE, children_of, wait_until};
 
@@ -259,7 +260,9 @@ fn legacy_args(token: &Path) -> Vec<String> {
 fn original_peers_interoperate_and_bad_messages_are_refused_and_counted() {
     let cluster = Cluster::new("zpub-legacy", 1);
     let dir = tempfile::tempdir().unwrap();
-    let args = legacy_args(&token_file(dir.path()));
+    let mut args = legacy_args(&token_file(dir.path()));
+    let metrics = dir.path().join("publisher.prom");
+    args.extend(["--metrics-file".into(), metrics.display().to_string()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let publisher = Publisher::start(&cluster, dir.path(), &[], &args);
     let subscriber = Subscriber::start(&cluster, LEGACY_SUBSCRIBER, 5680);
@@ -329,6 +332,23 @@ fn original_peers_interoperate_and_bad_messages_are_refused_and_counted() {
     );
     assert!(log.contains("refused a submission (wrong_token)"), "{log}");
     assert!(!log.contains(TOKEN), "the token must not be logged: {log}");
+    // The same counts in the metrics file, as Prometheus reads them.
+    let m = parse_metrics(&std::fs::read_to_string(&metrics).unwrap());
+    let refused = |reason| {
+        value(
+            &m,
+            "banshare_publisher_refused_total",
+            &[("reason", reason)],
+        )
+    };
+    for reason in ["bad_address", "wrong_token", "too_long", "unknown_shape"] {
+        assert_eq!(refused(reason), Some(1.0), "{reason}");
+    }
+    let stored = |kind| value(&m, "banshare_publisher_stored_total", &[("kind", kind)]);
+    assert_eq!(stored("record"), Some(2.0));
+    // The first legacy ban is sent until the subscriber sees it.
+    assert!(stored("legacy").is_some_and(|n| n >= 2.0), "{m:?}");
+    assert_eq!(value(&m, "banshare_publisher_running", &[]), Some(0.0));
 }
 
 /// The records of the publisher's log, as catch-up from the start returns

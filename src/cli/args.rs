@@ -35,7 +35,7 @@ EXIT STATUS:
     2   Usage error or bad input: a bad argument, a bad address on stdin, a
         bad configuration file. Nothing was written.
     3   status: the watcher is not running, or never ran with this state
-        directory.
+        directory. bans: no watcher ever ran with this state directory.
 
     When standard output is a pipe whose reader has gone (`banshare status
     | head -1`), banshare ends quietly, killed by SIGPIPE like other Unix
@@ -105,6 +105,9 @@ pub enum Command {
     /// Show the watcher's state: cursor, lag, follow mode, bans, spool.
     #[command(long_about = STATUS_ABOUT)]
     Status(StatusArgs),
+    /// List the bans in force on this node: jail, origin node, since, until.
+    #[command(long_about = BANS_ABOUT)]
+    Bans(BansArgs),
     /// Remove what the ban backend created (the nftables table, the ipsets).
     #[command(
         long_about = "Remove what the ban backend created (the nftables table, the ipsets). \
@@ -273,6 +276,12 @@ logged (rate-limited), never applied.
 The watcher also delivers this node's spooled records whenever the log is
 reachable.
 
+Metrics: --metrics-file writes counters, active bans per jail, the lag,
+the spool, each origin node's last record and breaker, and a histogram of
+propagation delays in Prometheus's text format for node_exporter's
+textfile collector; --metrics-listen serves them over HTTP on loopback.
+Every metric is listed in docs/operations.md.
+
 Signals: SIGTERM and SIGINT stop it cleanly; SIGHUP reloads the policy
 settings from the configuration file.
 
@@ -292,6 +301,34 @@ rejected and skipped records, and how many records wait in the local spool.
 Reads only: creates neither the state directory nor the spool. Exit status
 0 while the watcher runs; 3 when it is not running (its last status is
 still printed) or has never run with this state directory.";
+
+const BANS_ABOUT: &str = "\
+List the bans in force on this node, as the watcher saved them in its
+state directory: one line per banned address or network, with the jail and
+the origin node of the record that put it in force, since when (the time
+of the newest record that reported it) and until when (`never` for a
+permanent ban). Like `fail2ban-client status <jail>` and `fail2ban-client
+get <jail> banip --with-time`, for every jail banshare applied. The watcher saves its bans within
+5 seconds of a change (30 s above 10,000 bans); the list is as of that save.
+
+Filters combine (all must hold): --addr lists the bans that cover an
+address, --net those that overlap a network (inside it or covering it),
+--node those from one origin node, --jail those of one jail.
+
+--json prints one object, `version` 1:
+
+  {\"version\": 1, \"saved\": \"2026-11-21T18:28:09.120Z\",
+   \"bans\": [{\"address\": \"192.0.2.7\", \"jail\": \"sshd\", \"node\": \"web1\",
+             \"since\": \"2026-11-21T18:28:04Z\", \"until\": \"2026-11-21T18:58:04Z\"}]}
+
+`address` is an address, or a network with its prefix; `jail` and `node`
+are null when the record had none; `until` is null for a permanent ban;
+`saved` is when the watcher saved the list (null: it saved none yet). Bans
+are sorted by address, IPv4 first. Later versions only add fields.
+
+Reads only, and takes no lock: a running watcher is not disturbed, and no
+running watcher is needed. Exit status 0 (even when no ban matches); 2 for
+a bad filter; 3 when no watcher ever ran with this state directory.";
 
 const BAN_ABOUT: &str = "\
 Share a ban: append one ban record per address to the shared log.
@@ -498,6 +535,27 @@ pub struct WatchArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_poll_interval)]
     pub poll_interval: Option<Duration>,
 
+    /// Write metrics in Prometheus's text format to this file, for
+    /// node_exporter's textfile collector (for example
+    /// /var/lib/prometheus/node-exporter/banshare.prom): replaced
+    /// atomically at most every 5 seconds, and only when something changed.
+    /// Its folder must exist [config: watch.metrics_file].
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+
+    /// Also serve the metrics over HTTP at http://ADDR:PORT/metrics, for a
+    /// Prometheus that scrapes this host directly; a loopback address
+    /// (127.0.0.1:9610) unless --metrics-listen-any
+    /// [config: watch.metrics_listen].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
+    /// Allow --metrics-listen on an address other hosts reach. The endpoint
+    /// has no authentication: guard it with a firewall
+    /// [config: watch.metrics_listen_any].
+    #[arg(long)]
+    pub metrics_listen_any: bool,
+
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -526,6 +584,39 @@ pub struct StatusArgs {
     /// The spool to count [config: common.spool_dir].
     #[arg(long, value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BansArgs {
+    /// Only the bans that cover this address.
+    #[arg(long, value_name = "ADDRESS")]
+    pub addr: Option<std::net::IpAddr>,
+
+    /// Only the bans that overlap this network (203.0.113.0/24), or an
+    /// address.
+    #[arg(long, value_name = "NETWORK", value_parser = parse_network)]
+    pub net: Option<ipnet::IpNet>,
+
+    /// Only the bans put in force by this origin node's records.
+    #[arg(long, value_name = "ID")]
+    pub node: Option<NodeId>,
+
+    /// Only the bans of this jail.
+    #[arg(long, value_name = "JAIL")]
+    pub jail: Option<Jail>,
+
+    /// Print one JSON object (see above) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// The watcher's state directory [config: watch.state_dir]
+    /// [default: /var/lib/banshare/watch].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
+    banshare::config::parse_net(text)
 }
 
 #[derive(Debug, Args)]
@@ -566,6 +657,13 @@ pub struct MonitorArgs {
     /// [default: /var/lib/banshare/monitor].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+
+    /// Write metrics in Prometheus's text format to this file, for
+    /// node_exporter's textfile collector: replaced atomically at most
+    /// every 5 seconds, and only when a count changed. Its folder must
+    /// exist [config: monitor.metrics_file].
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 
     #[command(flatten)]
     pub log: LogArgs,
@@ -678,6 +776,13 @@ pub struct PublisherArgs {
     /// [config: publisher.curve_clients_file].
     #[arg(long, value_name = "FILE")]
     pub curve_clients: Option<PathBuf>,
+
+    /// Write metrics in Prometheus's text format to this file, for
+    /// node_exporter's textfile collector: replaced atomically at most
+    /// every 5 seconds, and only when a count changed. Its folder must
+    /// exist [config: publisher.metrics_file].
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 #[cfg(feature = "zmq")]

@@ -44,6 +44,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Watch(args) => super::watch::watch(args, &cli.config, settings),
         Command::Status(args) => super::watch::status(args, settings),
+        Command::Bans(args) => super::bans::bans(args, settings),
         Command::Cleanup(args) => super::watch::cleanup(args, &cli.config, settings),
         Command::Monitor(args) => super::fail2ban::monitor(args, settings),
         #[cfg(feature = "zmq")]

@@ -12,7 +12,9 @@ use banshare::transport::LogLocation;
 
 use super::args::{InstallArgs, MonitorArgs};
 use super::failure::Result;
-use super::setup::{acquire_state, apply_log_args, forward_signals, required_log, writer};
+use super::setup::{
+    acquire_state, apply_log_args, check_metrics_file, forward_signals, required_log, writer,
+};
 
 pub fn monitor(args: MonitorArgs, mut settings: Settings) -> Result<()> {
     apply_log_args(&mut settings, &args.log)?;
@@ -22,11 +24,15 @@ pub fn monitor(args: MonitorArgs, mut settings: Settings) -> Result<()> {
     if let Some(dir) = args.state_dir {
         settings.monitor.state_dir = dir;
     }
+    if let Some(path) = args.metrics_file {
+        settings.monitor.metrics_file = Some(path);
+    }
     let location: LogLocation = required_log(&settings)?;
     let m = &settings.monitor;
     // Before the state directory is created: a refused key (exit 2)
     // writes nothing.
     let writer = writer(&settings)?;
+    check_metrics_file(m.metrics_file.as_deref(), "monitor.metrics_file")?;
     let state = acquire_state(&m.state_dir)?;
     let spool = Spool::open(&settings.spool_dir).context("cannot open the spool")?;
     let dir = m
@@ -49,6 +55,7 @@ pub fn monitor(args: MonitorArgs, mut settings: Settings) -> Result<()> {
         zmq: settings.zmq.clone(),
         deadline: settings.append.deadline(),
         batch_max: w.batch_max,
+        metrics_file: m.metrics_file.clone(),
     };
     let (monitor, handle) = Monitor::new(opts).context("cannot load the monitor's cursor")?;
     forward_signals(handle)?;

@@ -12,7 +12,7 @@ use banshare::transport::zmq::curve;
 
 use super::args::{CurveKeygenArgs, PublisherArgs};
 use super::failure::{Failure, Result};
-use super::setup::{acquire_state, config_path, writer};
+use super::setup::{acquire_state, check_metrics_file, config_path, writer};
 
 pub fn publisher(
     args: PublisherArgs,
@@ -45,14 +45,18 @@ pub fn publisher(
         legacy_submit_port: p.legacy_submit_port,
     };
     let curve = curve_server(p)?;
+    check_metrics_file(p.metrics_file.as_deref(), "publisher.metrics_file")?;
     let data_dir = acquire_state(&p.data_dir)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("cannot install signal handlers")?;
     }
-    let publisher = Publisher::open(data_dir, &listen, rules, curve)
+    let mut publisher = Publisher::open(data_dir, &listen, rules, curve)
         .with_context(|| format!("cannot start the publisher in {}", p.data_dir.display()))?;
+    if let Some(path) = &p.metrics_file {
+        publisher.export_metrics(path.clone());
+    }
     publisher.run(&stop);
     Ok(())
 }
@@ -107,6 +111,9 @@ fn apply_args(settings: &mut Settings, args: PublisherArgs) -> Result<()> {
     }
     if let Some(file) = args.curve_clients {
         p.curve_clients_file = Some(file);
+    }
+    if let Some(file) = args.metrics_file {
+        p.metrics_file = Some(file);
     }
     settings
         .check_consistency()

@@ -150,3 +150,19 @@ pub fn forward_signals(handle: Handle) -> Result<()> {
         .context("cannot start the signal thread")?;
     Ok(())
 }
+
+/// Refuses a metrics file whose folder does not exist (`key` names its
+/// setting): the folder is node_exporter's, not banshare's to create.
+pub fn check_metrics_file(path: Option<&Path>, key: &str) -> Result<()> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let folder = config::metrics_folder(path);
+    if !folder.is_dir() {
+        return Err(Failure::Usage(format!(
+            "the metrics file's folder {} does not exist ({key}, --metrics-file)",
+            folder.display()
+        )));
+    }
+    Ok(())
+}

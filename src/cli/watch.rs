@@ -4,12 +4,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
 use banshare::backend::Backend;
-use banshare::config::Settings;
+use banshare::config::{Settings, check_metrics_listen};
+use banshare::metrics;
 use banshare::outbox::spool::Spool;
 use banshare::state::{self, StateDir};
 use banshare::transport::{self, FeedSettings, LogLocation};
 use banshare::trust::TrustPolicy;
 use banshare::watch::daemon::{Daemon, Options, Reloaded};
+use banshare::watch::metrics::WatchMetrics;
 use banshare::watch::policy::PolicySettings;
 use banshare::watch::reach::Reach;
 use banshare::watch::state::{Status, WatcherFiles};
@@ -19,7 +21,7 @@ use serde::Serialize;
 use super::args::{CleanupArgs, StatusArgs, WatchArgs};
 use super::failure::{Failure, Result, write_stdout};
 use super::setup::{
-    acquire_state, apply_log_args, config_path, forward_signals, load_settings,
+    acquire_state, apply_log_args, check_metrics_file, config_path, forward_signals, load_settings,
     open_spool_and_transport, required_log,
 };
 
@@ -31,6 +33,14 @@ pub fn watch(args: WatchArgs, config: &Option<PathBuf>, mut settings: Settings) 
     // configuration (exit 2) writes nothing. Neither touches the host.
     let backend = open_backend(&settings, &origin)?;
     let trust = trust_policy(&settings, &origin)?;
+    let metrics_file = settings.watch.metrics_file.clone();
+    check_metrics_file(metrics_file.as_deref(), "watch.metrics_file")?;
+    // Listening before the state directory is taken: a port in use stops
+    // the watcher before it touches anything.
+    let served = match settings.watch.metrics_listen {
+        Some(addr) => Some(metrics::serve(addr).map_err(|e| anyhow!(e))?),
+        None => None,
+    };
     // Locked before the daemon starts: a second watcher must not touch
     // the firewall.
     let state = acquire_state(&settings.watch.state_dir)?;
@@ -59,7 +69,12 @@ pub fn watch(args: WatchArgs, config: &Option<PathBuf>, mut settings: Settings) 
     let (mut daemon, handle) =
         Daemon::new(feed, opts, policy_settings(&settings), backend).map_err(|e| anyhow!(e))?;
     forward_signals(handle)?;
-    start_flusher(&settings, &location)?;
+    let spool = start_flusher(&settings, &location)?;
+    if metrics_file.is_some() || served.is_some() {
+        let metrics =
+            WatchMetrics::new(metrics_file, served, Some(spool)).map_err(|e| anyhow!(e))?;
+        daemon.export_metrics(metrics);
+    }
     daemon.protect_transport(reach);
     let config = config.clone();
     daemon.run(move || reload_policy(&config, &args));
@@ -81,6 +96,17 @@ fn apply_watch_args(settings: &mut Settings, args: &WatchArgs) -> Result<()> {
     }
     if let Some(p) = args.poll_interval {
         w.poll_interval = p;
+    }
+    if let Some(m) = &args.metrics_file {
+        w.metrics_file = Some(m.clone());
+    }
+    if let Some(addr) = args.metrics_listen {
+        w.metrics_listen = Some(addr);
+    }
+    w.metrics_listen_any |= args.metrics_listen_any;
+    if let Some(addr) = w.metrics_listen {
+        check_metrics_listen(addr, w.metrics_listen_any)
+            .map_err(|m| Failure::Usage(format!("--metrics-listen: {m}")))?;
     }
     Ok(())
 }
@@ -137,15 +163,16 @@ fn reload_policy(config: &Option<PathBuf>, args: &WatchArgs) -> Option<Reloaded>
     }
 }
 
-fn start_flusher(settings: &Settings, location: &LogLocation) -> Result<()> {
+/// Starts delivering the spool; returns it, for the metrics.
+fn start_flusher(settings: &Settings, location: &LogLocation) -> Result<Spool> {
     let (spool, transport) = open_spool_and_transport(settings, location)?;
     flusher::spawn(
-        spool,
+        spool.clone(),
         transport,
         settings.watch.flush_interval,
         settings.append.deadline(),
     );
-    Ok(())
+    Ok(spool)
 }
 
 fn open_backend(settings: &Settings, origin: &Path) -> Result<Box<dyn Backend>> {

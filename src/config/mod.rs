@@ -34,6 +34,7 @@ mod sftp;
 mod trust;
 mod watch;
 mod watch_parts;
+pub use watch_parts::metrics_folder;
 mod zmq;
 
 pub use monitor::{DEFAULT_FAIL2BAN_LOG, MonitorSettings};
@@ -42,8 +43,8 @@ pub use publisher::{
 };
 pub use trust::TrustSettings;
 pub use watch::{
-    DEFAULT_MAX_BANTIME, DEFAULT_STATE_DIR, MIN_POLL_INTERVAL, WatchSettings, check_poll_interval,
-    parse_net,
+    DEFAULT_MAX_BANTIME, DEFAULT_STATE_DIR, MIN_POLL_INTERVAL, WatchSettings, check_metrics_listen,
+    check_poll_interval, parse_net,
 };
 
 use crate::record::{BanTime, Jail, MAX_BANTIME_SECS, NodeId, PortSpec, Tag};

@@ -65,6 +65,8 @@ pub struct RawPublisher {
     pub curve_clients_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub legacy_submit_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// An address to listen on, or every address (`*`).
@@ -152,6 +154,8 @@ pub struct PublisherSettings {
     /// A plaintext socket for legacy messages only, beside the submission
     /// socket; needed for legacy messages when CURVE is on.
     pub legacy_submit_port: Option<u16>,
+    /// Where the metrics for Prometheus are written, if anywhere.
+    pub metrics_file: Option<PathBuf>,
 }
 
 impl PublisherSettings {
@@ -179,6 +183,7 @@ impl PublisherSettings {
             curve_key_file: raw.curve_key_file.clone(),
             curve_clients_file: raw.curve_clients_file.clone(),
             legacy_submit_port: raw.legacy_submit_port,
+            metrics_file: raw.metrics_file.clone(),
         })
     }
 
@@ -196,6 +201,7 @@ impl PublisherSettings {
             curve_key_file: self.curve_key_file.clone(),
             curve_clients_file: self.curve_clients_file.clone(),
             legacy_submit_port: self.legacy_submit_port,
+            metrics_file: self.metrics_file.clone(),
         }
     }
 

@@ -67,7 +67,14 @@ impl Wake {
     /// Waits for a message or the poll interval (`None`); a burst of change
     /// events becomes one wake-up, and stop and reload win over changes.
     pub fn wait(&mut self) -> Option<Msg> {
-        let first = match self.rx.recv_timeout(self.mode.interval()) {
+        self.wait_at_most(None)
+    }
+
+    /// As [`Wake::wait`], waiting no longer than `limit` if given: for
+    /// work due before the mode's next look (a metrics file to write).
+    pub fn wait_at_most(&mut self, limit: Option<Duration>) -> Option<Msg> {
+        let timeout = limit.map_or(self.mode.interval(), |l| l.min(self.mode.interval()));
+        let first = match self.rx.recv_timeout(timeout) {
             Ok(msg) => msg,
             Err(RecvTimeoutError::Timeout) => return None,
             Err(RecvTimeoutError::Disconnected) => return Some(Msg::Stop),

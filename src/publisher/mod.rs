@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use self::counters::{Counters, RateLimitedLog};
 use self::log::{LogError, RecordLog};
 use self::submit::{Accepted, Rules};
+use crate::metrics::{MetricsError, StateExporter, counter, counter_by, int_gauge};
 use crate::state::StateDir;
 use crate::transport::zmq::wire::{self, CatchUp, Header, Reply};
 use crate::transport::zmq::{curve, message};
@@ -148,6 +149,68 @@ pub struct Publisher {
     feed: zmq::Socket,
     counters: Counters,
     refusals: RateLimitedLog,
+    metrics: Option<StateExporter<Shown>>,
+}
+
+/// What the publisher's metrics file shows (see docs/operations.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Shown {
+    counters: Counters,
+    /// The number of the last record in the log.
+    last: u64,
+    running: bool,
+}
+
+/// The metrics of `shown`.
+fn metrics_registry(shown: &Shown) -> Result<prometheus::Registry, MetricsError> {
+    let r = prometheus::Registry::new();
+    let c = &shown.counters;
+    counter_by(
+        &r,
+        "banshare_publisher_stored_total",
+        "Submissions stored in the publisher's log: banshare records, legacy messages",
+        "kind",
+        [("record", c.records_stored), ("legacy", c.legacy_stored)],
+    )?;
+    counter_by(
+        &r,
+        "banshare_publisher_refused_total",
+        "Submissions refused, by reason",
+        "reason",
+        &c.refused,
+    )?;
+    counter_by(
+        &r,
+        "banshare_publisher_not_legacy_total",
+        "Stored records left off the legacy broadcast, by reason",
+        "reason",
+        &c.not_legacy,
+    )?;
+    counter(
+        &r,
+        "banshare_publisher_catch_ups_total",
+        "Catch-up requests answered",
+        c.catch_ups,
+    )?;
+    counter(
+        &r,
+        "banshare_publisher_catch_ups_refused_total",
+        "Catch-up requests refused as malformed",
+        c.catch_ups_refused,
+    )?;
+    int_gauge(
+        &r,
+        "banshare_publisher_log_last_record",
+        "The number of the last record in the publisher's log (this epoch)",
+        i64::try_from(shown.last).unwrap_or(i64::MAX),
+    )?;
+    int_gauge(
+        &r,
+        "banshare_publisher_running",
+        "1 while the publisher runs; 0 written as it stops",
+        i64::from(shown.running),
+    )?;
+    Ok(r)
 }
 
 impl Publisher {
@@ -266,13 +329,37 @@ impl Publisher {
             feed,
             counters: Counters::default(),
             refusals: RateLimitedLog::default(),
+            metrics: None,
         })
+    }
+
+    /// Writes the metrics to `path` while the publisher runs: at most
+    /// every few seconds, when a count changed (its loop wakes up every
+    /// [`STOP_CHECK`] anyway).
+    pub fn export_metrics(&mut self, path: std::path::PathBuf) {
+        ::log::info!("writing metrics to {}", path.display());
+        self.metrics = Some(StateExporter::new(path));
+    }
+
+    /// Writes the metrics file if due, or now if `force`.
+    fn write_metrics(&mut self, force: bool, running: bool) {
+        let Some(metrics) = &mut self.metrics else {
+            return;
+        };
+        let shown = Shown {
+            counters: self.counters.clone(),
+            last: self.log.last(),
+            running,
+        };
+        metrics.export(&shown, force, metrics_registry);
     }
 
     /// Serves until `stop` is set; returns the counters.
     pub fn run(mut self, stop: &Arc<AtomicBool>) -> Counters {
         let mut next_heartbeat = Instant::now();
+        self.write_metrics(true, true);
         while !stop.load(Ordering::Relaxed) {
+            self.write_metrics(false, true);
             let now = Instant::now();
             if now >= next_heartbeat {
                 self.heartbeat();
@@ -302,6 +389,7 @@ impl Publisher {
             self.refusals.roll();
         }
         ::log::info!("publisher stopping: {}", self.counters);
+        self.write_metrics(true, false);
         self.counters
     }
 

@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 
 use super::drift::FirewallGuard;
 use super::incident;
+use super::metrics::{Changes, Snapshot, WatchMetrics};
 use super::policy::{Adjusted, Policy, PolicySettings, Skip, record_time};
 use super::reach::{Reach, Refresh};
 use super::state::{LiftReport, StateDir, Status, WatchCheckpoint, WatcherFiles};
@@ -94,6 +95,10 @@ const STATE_ROOM: u64 = 1 << 20;
 /// told in bytes only.
 const LAG_COUNT_MAX: u64 = 256 * 1024;
 
+/// Up to this many active bans, they are saved every 5 s when they
+/// change; above, every 30 s (about a megabyte, written and fsynced).
+const ACTIVE_FEW: usize = 10_000;
+
 /// How often a watcher that holds says so again.
 const HOLD_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -137,6 +142,8 @@ pub struct Daemon {
     /// log has been read, so there is none to find (a local disk). A share
     /// mounted after the watcher started has no server to protect before.
     transport_known: bool,
+    /// The metrics file, when one is asked for.
+    metrics: Option<WatchMetrics>,
 }
 
 impl Daemon {
@@ -209,6 +216,7 @@ impl Daemon {
             hold_logged: None,
             firewall: FirewallGuard::new(safety_poll),
             transport_known: false,
+            metrics: None,
         };
         if lost_at_start {
             daemon
@@ -241,6 +249,13 @@ impl Daemon {
         self.status.transport = endpoints;
     }
 
+    /// Writes `metrics` to its file while the daemon runs (see
+    /// [`crate::watch::metrics`]).
+    pub fn export_metrics(&mut self, metrics: WatchMetrics) {
+        info!("writing metrics to {}", metrics.describe());
+        self.metrics = Some(metrics);
+    }
+
     /// Runs until told to stop. `reload` returns the new policy settings on
     /// SIGHUP, or `None` if the configuration is bad (the old one stays).
     pub fn run(mut self, mut reload: impl FnMut() -> Option<Reloaded>) -> Status {
@@ -257,8 +272,9 @@ impl Daemon {
         // A first look at the log, so that the status is true from the start.
         self.cycle();
         self.write_status();
+        self.export_metrics_now(true, true);
         loop {
-            match self.wake.wait() {
+            match self.wake.wait_at_most(self.due_in()) {
                 Some(Msg::Stop) => break,
                 Some(Msg::Reload) => self.reload(&mut reload),
                 Some(Msg::Changed) | None => {}
@@ -449,7 +465,8 @@ impl Daemon {
             self.status.lines_read += 1;
             match parse_line(line) {
                 Ok(record) => {
-                    self.status.last_record_ts = Some(record_time(&record, now));
+                    let at = record_time(&record, now);
+                    self.status.last_record_ts = Some(at);
                     let provenance = match self.opts.trust.check(&record) {
                         Ok(provenance) => provenance,
                         Err(why) => {
@@ -457,6 +474,11 @@ impl Daemon {
                             continue;
                         }
                     };
+                    // Only records that passed the signature check (where
+                    // one is required) make a node label.
+                    if let Some(metrics) = &mut self.metrics {
+                        metrics.seen(record.fields.node.as_ref(), at);
+                    }
                     if record.op.is_control() {
                         self.control(&record, now, &mut actions);
                         continue;
@@ -678,6 +700,12 @@ impl Daemon {
 
     fn applied(&mut self, actions: &[Action]) {
         self.status.applied += actions.len() as u64;
+        if let Some(metrics) = &self.metrics {
+            let now = Utc::now();
+            for ts in actions.iter().filter_map(action_time) {
+                metrics.applied(ts, now);
+            }
+        }
         if actions.len() <= 10 {
             for action in actions {
                 info!("applied {action}");
@@ -792,7 +820,7 @@ impl Daemon {
     }
 
     /// The firewall's check every safety poll, status at most once a
-    /// second, active bans every 30 s.
+    /// second, active bans and metrics every few seconds when they changed.
     fn housekeeping(&mut self) {
         self.rejects.flush();
         self.refresh_transport(false);
@@ -806,9 +834,79 @@ impl Daemon {
         if self.last_status.elapsed() >= Duration::from_secs(1) {
             self.write_status();
         }
-        if self.last_active_save.elapsed() >= Duration::from_secs(30) {
+        if self.last_active_save.elapsed() >= self.active_save_interval() {
             self.save_active();
         }
+        self.export_metrics_now(false, true);
+    }
+
+    /// How long the loop may sleep before a file is due (the active bans,
+    /// the metrics): `None` when none is, and then the follow mode alone
+    /// wakes it.
+    fn due_in(&self) -> Option<Duration> {
+        let active = (self.policy.version() != self.saved_version).then(|| {
+            self.active_save_interval()
+                .saturating_sub(self.last_active_save.elapsed())
+        });
+        let metrics = self
+            .metrics
+            .as_ref()
+            .and_then(|m| m.due_in(&self.changes()));
+        match (active, metrics) {
+            (Some(a), Some(m)) => Some(a.min(m)),
+            (a, m) => a.or(m),
+        }
+    }
+
+    /// How often the active bans are saved when they changed: within
+    /// seconds, for `banshare bans`, while they are few enough to write
+    /// in a blink; less often when a save takes longer.
+    fn active_save_interval(&self) -> Duration {
+        match self.status.active_bans <= ACTIVE_FEW {
+            true => Duration::from_secs(5),
+            false => Duration::from_secs(30),
+        }
+    }
+
+    /// What makes the metrics file due again when it changes.
+    fn changes(&self) -> Changes {
+        let s = &self.status;
+        Changes {
+            lines_read: s.lines_read,
+            applied: s.applied,
+            backend_errors: s.backend_errors,
+            abandoned: s.abandoned,
+            active: self.policy.version(),
+            held: s.held.is_some(),
+            log_present: s.log_present,
+            tripped: s.tripped_nodes.len(),
+            spool: self.metrics.as_ref().and_then(WatchMetrics::spool_stamp),
+        }
+    }
+
+    /// Writes the metrics file if it is due, or now if `force`; `running`
+    /// is false as the watcher stops.
+    fn export_metrics_now(&mut self, force: bool, running: bool) {
+        let changes = self.changes();
+        let Some(metrics) = &mut self.metrics else {
+            return;
+        };
+        if !force && !metrics.is_due(&changes) {
+            return;
+        }
+        let now = Utc::now();
+        let snapshot = Snapshot {
+            status: &self.status,
+            active_by_jail: self.policy.active_by_jail(now),
+            tripped: self
+                .policy
+                .tripped(now)
+                .map(|(node, _)| node.map(|n| n.to_string()))
+                .collect(),
+            running,
+            now,
+        };
+        metrics.export(changes, &snapshot);
     }
 
     fn write_status(&mut self) {
@@ -893,8 +991,17 @@ impl Daemon {
         }
         self.save_active();
         self.write_status();
+        self.export_metrics_now(true, false);
         info!("stopped");
         self.status
+    }
+}
+
+/// When the record behind `action` was dated.
+fn action_time(action: &Action) -> Option<DateTime<Utc>> {
+    match action {
+        Action::Ban(ban) => ban.ts,
+        Action::Unban(unban) => unban.ts,
     }
 }
 

@@ -7,6 +7,8 @@
 //! - [`state`]: the cursor and status files;
 //! - [`host`]: this host's own addresses;
 //! - [`incident`]: pausing, and lifting a node's bans, on this node;
+//! - [`listing`]: the active bans as `banshare bans` lists them;
+//! - [`metrics`]: the metrics file for Prometheus;
 //! - [`reach`]: the addresses this node reaches the shared log through.
 
 pub mod daemon;
@@ -14,6 +16,8 @@ pub mod drift;
 pub mod flusher;
 pub mod host;
 pub mod incident;
+pub mod listing;
+pub mod metrics;
 pub mod policy;
 pub mod reach;
 pub mod state;

@@ -40,8 +40,10 @@ pub struct WatchCheckpoint {
     pub breaker: Option<BreakerState>,
 }
 
-/// One active ban: the network, when it ends (`None`: never), its jail and
-/// when it started.
+/// One active ban: the network, when it ends (`None`: never), its jail,
+/// when it started (the time of the newest record that reported it) and
+/// the node that record came from. `node` was added within format 2:
+/// files without it read as `None`, and older releases skip it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SavedBan {
     pub target: String,
@@ -234,7 +236,7 @@ struct ActiveFile {
 }
 
 /// One [`SavedBan`] as JSON. Every string in it is plain ASCII that needs
-/// no escaping: a network, a checked jail name, RFC 3339 times.
+/// no escaping: a network, checked jail and node names, RFC 3339 times.
 fn saved_ban_json(out: &mut String, net: IpNet, ban: &ActiveBan) {
     use std::fmt::Write as _;
     // Writing to a String cannot fail.
@@ -244,14 +246,7 @@ fn saved_ban_json(out: &mut String, net: IpNet, ban: &ActiveBan) {
         None => out.push_str("null"),
     }
     out.push_str(",\"jail\":");
-    match &ban.jail {
-        Some(jail) => {
-            out.push('"');
-            out.push_str(jail.as_str());
-            out.push('"');
-        }
-        None => out.push_str("null"),
-    }
+    push_json_name(out, ban.jail.as_ref().map(|j| j.as_str()));
     out.push_str(",\"since\":");
     push_json_time(out, ban.since);
     // A checked node id needs no escaping either.
@@ -261,6 +256,18 @@ fn saved_ban_json(out: &mut String, net: IpNet, ban: &ActiveBan) {
         out.push('"');
     }
     out.push('}');
+}
+
+/// A checked name (which needs no escaping) as a JSON string, or `null`.
+fn push_json_name(out: &mut String, name: Option<&str>) {
+    match name {
+        Some(name) => {
+            out.push('"');
+            out.push_str(name);
+            out.push('"');
+        }
+        None => out.push_str("null"),
+    }
 }
 
 /// `"2026-11-21T18:28:04.123Z"`, as chrono's serde writes it for a time in

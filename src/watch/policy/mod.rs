@@ -415,6 +415,16 @@ impl Policy {
         self.active.count_live(now.timestamp_millis())
     }
 
+    /// Active bans not over at `now`, per jail (`None`: from records
+    /// without a jail).
+    pub fn active_by_jail(&self, now: DateTime<Utc>) -> Vec<(Option<String>, usize)> {
+        self.active
+            .count_live_by_jail(now.timestamp_millis())
+            .into_iter()
+            .map(|(jail, n)| (jail.map(|j| j.to_string()), n))
+            .collect()
+    }
+
     /// Bans known to be in force, for persisting across restarts.
     pub fn active_bans(&self) -> impl Iterator<Item = (IpNet, ActiveBan)> + '_ {
         self.active.iter()
@@ -439,8 +449,7 @@ impl Policy {
             until,
             until,
             ban.since.timestamp_millis(),
-            ban.jail.as_ref(),
-            ban.node.as_ref(),
+            (ban.jail.as_ref(), ban.node.as_ref()),
         );
         self.version += 1;
     }
@@ -720,8 +729,7 @@ impl Policy {
             until_ms,
             firewall_ms,
             ts.timestamp_millis(),
-            record.fields.jail.as_ref(),
-            record.fields.node.as_ref(),
+            (record.fields.jail.as_ref(), record.fields.node.as_ref()),
         );
         Ok(Verdict::Ban {
             remaining,
