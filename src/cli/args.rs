@@ -36,6 +36,9 @@ EXIT STATUS:
         bad configuration file. Nothing was written.
     3   status: the watcher is not running, or never ran with this state
         directory.
+    4   status: a process holds the watcher's state directory but has shown
+        no sign of life for over the silence limit (4 safety polls plus 2
+        backend timeouts, at least 2 minutes): stopped or stuck.
 
     When standard output is a pipe whose reader has gone (`banshare status
     | head -1`), banshare ends quietly, killed by SIGPIPE like other Unix
@@ -174,7 +177,11 @@ rejected and skipped records, and how many records wait in the local spool.
 
 Reads only: creates neither the state directory nor the spool. Exit status
 0 while the watcher runs; 3 when it is not running (its last status is
-still printed) or has never run with this state directory.";
+still printed) or has never run with this state directory; 4 when a
+process holds its state directory but has written no status for longer
+than 4 safety polls plus 2 backend timeouts (at least 2 minutes): it is
+stopped or stuck (in an uninterruptible wait on a dead mount, say) and
+applies nothing. So `banshare status` serves as a health check.";
 
 const BAN_ABOUT: &str = "\
 Share a ban: append one ban record per address to the shared log.

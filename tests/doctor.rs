@@ -1,0 +1,200 @@
+//! Health checks, with the real binary: `banshare doctor` finds and
+//! explains what stops a node from sharing and applying bans (each problem
+//! with its fix), and `banshare status` fails when the watcher is not
+//! working, so that both can serve as a monitoring check.
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::watcher::Watcher;
+use support::{BANSHARE, wait_until};
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `banshare doctor` with the same flags as the test watcher's, so that it
+/// looks at what that watcher uses; `extra` flags come after them and win.
+fn doctor(w: &Watcher, extra: &[&str]) -> Command {
+    let dir = w.dir.path();
+    let mut cmd = Command::new(BANSHARE);
+    cmd.arg("--config")
+        .arg(dir.join("banshare.toml"))
+        .args(["doctor", "--node", "me", "--log"])
+        .arg(dir.join("newbans.log"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--spool-dir")
+        .arg(dir.join("spool"))
+        .args(["--follow", "poll", "--poll-interval", "20ms"]);
+    if !extra.contains(&"--backend") {
+        cmd.args(["--backend", "log"]);
+    }
+    cmd.args(extra);
+    cmd
+}
+
+/// What `doctor --json` found: every check, by name, with its status.
+struct Findings {
+    out: Output,
+    checks: Vec<Value>,
+}
+
+impl Findings {
+    fn of(mut cmd: Command) -> Findings {
+        let out = cmd.arg("--json").output().unwrap();
+        let value: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "doctor --json printed no JSON ({e}): {}{}",
+                stdout(&out),
+                stderr(&out)
+            )
+        });
+        let checks = value["checks"].as_array().cloned().unwrap_or_default();
+        Findings { out, checks }
+    }
+
+    fn code(&self) -> Option<i32> {
+        self.out.status.code()
+    }
+
+    /// The findings of check `name` with `status` (ok, warning, problem).
+    fn with(&self, name: &str, status: &str) -> Vec<&Value> {
+        self.checks
+            .iter()
+            .filter(|c| c["check"] == name && c["status"] == status)
+            .collect()
+    }
+
+    /// The one finding of `name` with `status`, whose detail contains every
+    /// one of `words` and which says how to fix it, unless it is ok.
+    fn expect(&self, name: &str, status: &str, words: &[&str]) -> &Value {
+        let found = self.with(name, status);
+        let finding = found
+            .iter()
+            .find(|c| {
+                words
+                    .iter()
+                    .all(|w| c["detail"].as_str().unwrap().contains(w))
+            })
+            .unwrap_or_else(|| panic!("no {status} {name} with {words:?} in {self}"));
+        if status != "ok" {
+            let fix = finding["fix"].as_str().unwrap_or("");
+            assert!(fix.len() > 10, "{name}: no fix given: {self}");
+        }
+        finding
+    }
+
+    fn problems(&self) -> Vec<&Value> {
+        self.checks
+            .iter()
+            .filter(|c| c["status"] == "problem")
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Findings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in &self.checks {
+            writeln!(
+                f,
+                "{} {}: {} (fix: {})",
+                c["status"], c["check"], c["detail"], c["fix"]
+            )?;
+        }
+        write!(f, "stderr: {}", stderr(&self.out))
+    }
+}
+
+/// A running watcher with a trusted keys file, and its first status
+/// written: a healthy node.
+fn healthy_watcher(keys_dir: &Path) -> Watcher {
+    let keys = keys_dir.join("trusted_keys");
+    let key = keys_dir.join("other.key");
+    let out = support::run_ok(
+        Command::new(BANSHARE)
+            .args([
+                "--config",
+                "/dev/null",
+                "keygen",
+                "--node",
+                "other",
+                "--out",
+            ])
+            .arg(&key),
+    );
+    fs::write(&keys, &out.stdout).unwrap();
+    let config = format!("[trust]\nkeys = {keys:?}\n");
+    let w = Watcher::start_with(&config, &[]);
+    let status = w.state_dir().join("status.json");
+    assert!(
+        wait_until(Duration::from_secs(20), || status.exists()),
+        "the watcher wrote no status"
+    );
+    w
+}
+
+/// A watcher that is stopped (SIGSTOP: as one stuck in an uninterruptible
+/// wait on a dead mount) still holds its state directory's lock, but it
+/// does nothing; `status` said "running" and exited 0 all the same.
+#[test]
+fn status_fails_when_the_watcher_has_stopped_answering() {
+    let mut w = Watcher::start(&[]);
+    let state = w.state_dir();
+    assert!(
+        wait_until(Duration::from_secs(20), || state
+            .join("status.json")
+            .exists()),
+        "the watcher wrote no status"
+    );
+    let status = || {
+        Command::new(BANSHARE)
+            .args(["--config", "/dev/null", "status", "--state-dir"])
+            .arg(&state)
+            .output()
+            .unwrap()
+    };
+    let pid = w.child.as_ref().unwrap().id() as i32;
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    // Its last status, as written an hour ago.
+    let saved = state.join("status.json");
+    let mut value: Value = serde_json::from_slice(&fs::read(&saved).unwrap()).unwrap();
+    let hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+    value["updated"] = hour_ago.to_rfc3339().into();
+    fs::write(&saved, value.to_string()).unwrap();
+    // And started an hour ago (its last sign of life but the status).
+    support::run_ok(
+        Command::new("touch")
+            .args(["-d", "1 hour ago"])
+            .arg(state.join("lock")),
+    );
+    let out = status();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("NOT RESPONDING"), "{}", stdout(&out));
+    // Running again, it writes its status within a second.
+    assert!(
+        wait_until(Duration::from_secs(10), || status().status.code()
+            == Some(0)),
+        "status did not recover once the watcher ran again"
+    );
+    w.stop();
+}
+
