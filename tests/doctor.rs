@@ -198,3 +198,35 @@ fn status_fails_when_the_watcher_has_stopped_answering() {
     w.stop();
 }
 
+/// `watch` refuses a state directory holding files of a newer banshare
+/// (exit 2); `config check` approved the same configuration.
+#[test]
+fn config_check_refuses_the_state_directory_that_watch_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    fs::create_dir(&state).unwrap();
+    fs::write(state.join("cursor.json"), r#"{"version": 99}"#).unwrap();
+    let log = dir.path().join("newbans.log");
+    fs::write(&log, "").unwrap();
+    let config = dir.path().join("banshare.toml");
+    fs::write(
+        &config,
+        format!(
+            "[common]\nlog = {log:?}\nnode = \"n1\"\nspool_dir = {:?}\n[watch]\nbackend = \"log\"\nstate_dir = {state:?}\n",
+            dir.path().join("spool")
+        ),
+    )
+    .unwrap();
+    for args in [&["config", "check"][..], &["watch"]] {
+        let mut cmd = Command::new(BANSHARE);
+        cmd.arg("--config").arg(&config).args(args);
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("version 99"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+}
+

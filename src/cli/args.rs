@@ -360,9 +360,10 @@ pub struct FlushArgs {
 pub enum ConfigCommand {
     /// Check the configuration file and print the effective configuration
     /// (file values, then defaults) as TOML. Runs the checks `watch` runs
-    /// too (the backend and its [backend] settings, the trusted keys file)
-    /// and loads the signing key (common.key) as `ban` does, so what it
-    /// approves the watcher and the appender accept.
+    /// too (the backend and its [backend] settings, the trusted keys file,
+    /// state directories holding files of a newer banshare) and loads the
+    /// signing key (common.key) as `ban` does, so what it approves the
+    /// watcher and the appender accept. `banshare doctor` checks the rest.
     Check,
 }
 

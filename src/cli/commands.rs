@@ -38,6 +38,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 .check_watch(&origin)
                 .and_then(|()| settings.signing_key(&origin).map(drop))
                 .and_then(|()| settings.legacy_policy(&origin).map(drop))
+                .and_then(|()| settings.check_state_dirs(&origin))
                 .map_err(|e| Failure::Usage(e.to_string()))?;
             write_stdout(&settings.to_toml())
         }
