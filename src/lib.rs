@@ -21,11 +21,13 @@
 //! - [`state`]: a daemon's state directory, its saved position among them;
 //! - [`trust`]: signed records and the keys trusted to sign them;
 //! - [`config`]: the TOML configuration file;
-//! - [`durable`]: writing files so that a crash leaves the old or the new.
+//! - [`durable`]: writing files so that a crash leaves the old or the new;
+//! - [`doctor`]: the health checks of `banshare doctor`.
 
 pub mod backend;
 pub mod config;
 pub mod demo;
+pub mod doctor;
 pub mod durable;
 pub mod follow;
 pub mod monitor;

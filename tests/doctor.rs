@@ -11,6 +11,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
+use support::cluster::{Cluster, require_root};
 use support::watcher::Watcher;
 use support::{BANSHARE, wait_until};
 
@@ -230,3 +231,188 @@ fn config_check_refuses_the_state_directory_that_watch_refuses() {
     }
 }
 
+#[test]
+fn doctor_is_all_ok_on_a_healthy_node_and_explains_each_problem() {
+    let keys_dir = tempfile::tempdir().unwrap();
+    let mut w = healthy_watcher(keys_dir.path());
+    let key = keys_dir.path().join("other.key");
+    w.share(
+        "ban",
+        "198.51.100.1",
+        "other",
+        &["--key", key.to_str().unwrap()],
+    );
+    w.expect("ban 198.51.100.1 ");
+
+    let healthy = Findings::of(doctor(&w, &[]));
+    assert_eq!(healthy.code(), Some(0), "{healthy}");
+    for name in [
+        "config", "log", "lock", "follow", "backend", "trust", "clock", "watcher",
+    ] {
+        assert!(
+            !healthy.with(name, "ok").is_empty(),
+            "no ok {name}: {healthy}"
+        );
+    }
+    assert!(
+        healthy.checks.iter().all(|c| c["status"] == "ok"),
+        "{healthy}"
+    );
+    // The text form: one line per check, all ok.
+    let out = doctor(&w, &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).lines().all(|l| l.starts_with("ok ")),
+        "{}",
+        stdout(&out)
+    );
+
+    // nft missing from PATH.
+    let mut cmd = doctor(&w, &["--backend", "nftables"]);
+    cmd.env("PATH", "/nonexistent");
+    let found = Findings::of(cmd);
+    assert_eq!(found.code(), Some(1), "{found}");
+    found.expect("backend", "problem", &["nft", "PATH"]);
+
+    // The trusted keys file is gone.
+    fs::rename(
+        keys_dir.path().join("trusted_keys"),
+        keys_dir.path().join("moved"),
+    )
+    .unwrap();
+    let found = Findings::of(doctor(&w, &[]));
+    assert_eq!(found.code(), Some(1), "{found}");
+    found.expect("trust", "problem", &["trusted_keys", "does not exist"]);
+    fs::rename(
+        keys_dir.path().join("moved"),
+        keys_dir.path().join("trusted_keys"),
+    )
+    .unwrap();
+
+    // A clock 10 minutes ahead: a node writing under libfaketime.
+    support::run_ok(
+        Command::new("faketime")
+            .args(["+10 minutes", BANSHARE, "--config", "/dev/null", "--quiet"])
+            .args(["ban", "198.51.100.2", "--node", "fast", "--log"])
+            .arg(w.log())
+            .arg("--spool-dir")
+            .arg(w.dir.path().join("spool-fast")),
+    );
+    let found = Findings::of(doctor(&w, &[]));
+    assert_eq!(found.code(), Some(4), "warnings only: {found}");
+    found.expect("clock", "warning", &["fast", "ahead", "10m"]);
+    // This host's own clock 10 minutes behind: every writer seems ahead,
+    // and so does the log's folder.
+    let mut cmd = Command::new("faketime");
+    cmd.args(["-10 minutes"]);
+    let inner = doctor(&w, &[]);
+    cmd.arg(inner.get_program()).args(inner.get_args());
+    let found = Findings::of(cmd);
+    found.expect("clock", "warning", &["this host", "behind", "10m"]);
+
+    // The watcher stopped.
+    w.stop();
+    let found = Findings::of(doctor(&w, &[]));
+    assert_eq!(found.code(), Some(1), "{found}");
+    found.expect("watcher", "problem", &["not running"]);
+    assert_eq!(found.problems().len(), 1, "{found}");
+}
+
+/// A share that is not mounted leaves an empty local folder where the log
+/// should be: doctor says so, and how to mount it.
+#[test]
+fn doctor_finds_an_unmounted_share_and_a_read_only_lock_folder() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    fs::create_dir(&share).unwrap();
+    let log = share.join("newbans.log");
+    let run = |log: &Path, wrap: Option<&str>| {
+        let mut cmd = match wrap {
+            // A private mount namespace: the read-only mount ends with it.
+            Some(script) => {
+                let mut cmd = Command::new("unshare");
+                cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+                    .arg(format!("{script} && exec \"$@\""))
+                    .arg("sh")
+                    .arg(BANSHARE);
+                cmd
+            }
+            None => Command::new(BANSHARE),
+        };
+        cmd.args([
+            "--config",
+            "/dev/null",
+            "doctor",
+            "--node",
+            "me",
+            "--backend",
+            "log",
+        ])
+        .arg("--log")
+        .arg(log)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--spool-dir")
+        .arg(dir.path().join("spool"));
+        Findings::of(cmd)
+    };
+    let found = run(&log, None);
+    assert_eq!(found.code(), Some(1), "{found}");
+    let share_text = share.display().to_string();
+    let finding = found.expect("log", "problem", &["not mounted", &share_text]);
+    assert!(
+        finding["fix"].as_str().unwrap().contains("mount"),
+        "{found}"
+    );
+
+    fs::write(&log, "").unwrap();
+    let script = format!(
+        "mount --bind {0:?} {0:?} && mount -o remount,bind,ro {0:?}",
+        share.display().to_string()
+    );
+    let found = run(&log, Some(&script));
+    assert_eq!(found.code(), Some(1), "{found}");
+    found.expect("lock", "problem", &[&share_text, "Read-only"]);
+    found.expect("log", "ok", &[]);
+}
+
+fn mounted_log(cluster: &Cluster) -> PathBuf {
+    cluster.mountpoint(0).join("newbans.log")
+}
+
+/// Across hosts: the log on a real sshfs mount is reachable and polled (and
+/// doctor says why); unmounted, the share is found missing.
+#[test]
+fn doctor_over_sshfs_sees_the_mount_and_its_loss() {
+    let cluster = Cluster::new("doctor", 1);
+    cluster.mount(0);
+    fs::write(cluster.export_dir().join("newbans.log"), "").unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let run = || {
+        let mut cmd = cluster.command_in(cluster.node_ns(0), BANSHARE);
+        cmd.args([
+            "--config",
+            "/dev/null",
+            "doctor",
+            "--node",
+            "n0",
+            "--backend",
+            "log",
+        ])
+        .arg("--log")
+        .arg(mounted_log(&cluster))
+        .arg("--state-dir")
+        .arg(state.path().join("state"))
+        .arg("--spool-dir")
+        .arg(state.path().join("spool"));
+        Findings::of(cmd)
+    };
+    let found = run();
+    found.expect("log", "ok", &["fuse.sshfs"]);
+    found.expect("lock", "ok", &[]);
+    found.expect("follow", "ok", &["poll", "fuse"]);
+    cluster.unmount(0);
+    let found = run();
+    found.expect("log", "problem", &["not mounted"]);
+}

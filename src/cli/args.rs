@@ -91,6 +91,9 @@ pub enum Command {
     /// Show the watcher's state: cursor, lag, follow mode, bans, spool.
     #[command(long_about = STATUS_ABOUT)]
     Status(StatusArgs),
+    /// Check this node's setup; print each problem with its fix.
+    #[command(long_about = DOCTOR_ABOUT, after_long_help = DOCTOR_EXIT_STATUS)]
+    Doctor(DoctorArgs),
     /// Remove what the ban backend created (the nftables table, the ipsets).
     #[command(
         long_about = "Remove what the ban backend created (the nftables table, the ipsets). \
@@ -417,6 +420,58 @@ pub struct StatusArgs {
     /// The spool to count [config: common.spool_dir].
     #[arg(long, value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
+}
+
+const DOCTOR_ABOUT: &str = "\
+Check what this node needs to share and apply bans, and print one line per
+finding: ok, warning or problem, each warning and problem followed by a
+line saying how to fix it. Takes the same flags as `watch`, so that it
+checks what that watcher would use.
+
+Checks, in order:
+    config      what watch, ban, monitor and publisher refuse in the
+                configuration (config check refuses the same), and a
+                missing log or backend
+    log         the log is reachable: a local path or a mounted share
+                (present, answering within append.io_timeout; an unmounted
+                share, whose mount point is an empty local folder, is named
+                as such, from /proc/self/mountinfo and /etc/fstab), an
+                SFTP server, or a ZeroMQ publisher's ports
+    lock        the log's folder takes new files (the lock file), by
+                creating and removing an empty probe file there
+    follow      inotify or polling, and why (the watcher's own decision)
+    backend     the backend's programs (nft, ipset, iptables,
+                fail2ban-client, the command's) on PATH
+    privileges  CAP_NET_ADMIN (CapEff in /proc/self/status), for nftables
+                and ipset
+    fail2ban    fail2ban's socket answers, for the fail2ban backend or a
+                monitor
+    trust       the trusted keys file: present, parseable, writable only
+                by its owner (root or this user)
+    clock       skew: the log's last records (their ts) against this
+                host's clock and the file server's, over 60s is a warning
+                naming whose clock is off
+    watcher     a watcher runs on the state directory and answers, as
+                `status` tells it
+
+Changes nothing but the probe file. Run it as the user the watcher runs as:
+the privileges and permissions checked are this process's.";
+
+const DOCTOR_EXIT_STATUS: &str = "\
+EXIT STATUS:
+    0   Every check is ok.
+    1   At least one problem.
+    2   Usage error (a bad flag).
+    4   Warnings, but no problem.";
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print one JSON object (`checks`: check, status, detail, fix).
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub watch: WatchArgs,
 }
 
 #[derive(Debug, Args)]

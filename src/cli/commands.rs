@@ -25,6 +25,10 @@ use super::setup::{
 const MAX_STDIN: u64 = 64 << 20;
 
 pub fn run(cli: Cli) -> Result<()> {
+    // Doctor reports a bad configuration file as one of its findings.
+    if let Command::Doctor(args) = cli.command {
+        return super::doctor::doctor(args, &cli.config);
+    }
     let settings = load_settings(&cli.config)?;
     match cli.command {
         Command::Ban(args) => share(Op::Ban, args, settings),
@@ -44,6 +48,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Watch(args) => super::watch::watch(args, &cli.config, settings),
         Command::Status(args) => super::watch::status(args, settings),
+        Command::Doctor(_) => unreachable!("handled above"),
         Command::Cleanup(args) => super::watch::cleanup(args, &cli.config, settings),
         Command::Monitor(args) => super::fail2ban::monitor(args, settings),
         #[cfg(feature = "zmq")]

@@ -20,7 +20,7 @@ use serde::Serialize;
 use super::args::{CleanupArgs, StatusArgs, WatchArgs};
 use super::failure::{Failure, Result, write_stdout};
 use super::setup::{
-    acquire_state, apply_log_args, config_path, forward_signals, load_settings,
+    acquire_state, apply_watch_args, config_path, forward_signals, load_settings,
     open_spool_and_transport, required_log,
 };
 
@@ -64,25 +64,6 @@ pub fn watch(args: WatchArgs, config: &Option<PathBuf>, mut settings: Settings) 
     daemon.protect_transport(reach);
     let config = config.clone();
     daemon.run(move || reload_policy(&config, &args));
-    Ok(())
-}
-
-/// The flags of `watch` over the settings.
-fn apply_watch_args(settings: &mut Settings, args: &WatchArgs) -> Result<()> {
-    apply_log_args(settings, &args.log)?;
-    let w = &mut settings.watch;
-    if let Some(b) = &args.backend {
-        w.backend = Some(b.clone());
-    }
-    if let Some(d) = &args.state_dir {
-        w.state_dir = d.clone();
-    }
-    if let Some(f) = args.follow {
-        w.follow = f;
-    }
-    if let Some(p) = args.poll_interval {
-        w.poll_interval = p;
-    }
     Ok(())
 }
 

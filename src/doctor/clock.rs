@@ -5,8 +5,9 @@
 //! well before the log was last written; this host's own clock shows
 //! against the probe file, or as every node seeming off the same way.
 //!
-//! Skew matters: watchers count a ban from its `ts`, so a node ahead bans
-//! for longer everywhere, and one behind for shorter or not at all.
+//! Skew matters: watchers count a ban from its `ts`, so the bans of a node
+//! behind end early everywhere, or are dropped as expired; those of a node
+//! ahead are counted from each watcher's own clock, with a warning each.
 
 use std::collections::BTreeMap;
 
@@ -67,7 +68,11 @@ pub fn check(e: &Evidence, now: DateTime<Utc>) -> Finding {
                 format!(
                     "this host's clock is {} {} {}'s (a file created there just now is dated {})",
                     span(skew),
-                    if skew > chrono::Duration::zero() { "behind" } else { "ahead of" },
+                    if skew > chrono::Duration::zero() {
+                        "behind"
+                    } else {
+                        "ahead of"
+                    },
                     e.server,
                     stamp(server_now)
                 ),
@@ -100,8 +105,8 @@ pub fn check(e: &Evidence, now: DateTime<Utc>) -> Finding {
         return Finding::warning(
             "clock",
             format!(
-                "node {node}'s clock is {} ahead of this host's: its newest record is dated {}; its \
-                 bans last that much longer everywhere",
+                "node {node}'s clock is {} ahead of this host's: its newest record is dated {}; \
+                 watchers apply its bans with a warning each (ClockAhead in `banshare status`)",
                 span(*skew),
                 stamp(newest[*node])
             ),
@@ -131,7 +136,12 @@ pub fn check(e: &Evidence, now: DateTime<Utc>) -> Finding {
             "clock",
             format!(
                 "the newest records of {n} node(s) ({}) are dated within {} of this host's clock",
-                newest.keys().cloned().cloned().collect::<Vec<_>>().join(", "),
+                newest
+                    .keys()
+                    .cloned()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 span(SKEW_WARNING)
             ),
         ),
@@ -195,14 +205,29 @@ mod tests {
         let ok = check(&at(now, &[("a", -5), ("b", 0)]), now);
         assert_eq!(ok.level, super::super::Level::Ok, "{ok:?}");
         let one = check(&at(now, &[("a", -5), ("fast", 595)]), now);
-        assert!(one.detail.contains("node fast's clock is 10m ahead"), "{one:?}");
+        assert!(
+            one.detail.contains("node fast's clock is 10m ahead"),
+            "{one:?}"
+        );
         let all = check(&at(now, &[("a", 600), ("b", 1200)]), now);
-        assert!(all.detail.contains("this host's clock seems 10m behind"), "{all:?}");
+        assert!(
+            all.detail.contains("this host's clock seems 10m behind"),
+            "{all:?}"
+        );
         let behind = check(&at(now, &[("a", -10), ("slow", -600)]), now);
-        assert!(behind.detail.contains("from node slow, is dated 10m before"), "{behind:?}");
+        assert!(
+            behind
+                .detail
+                .contains("from node slow, is dated 10m before"),
+            "{behind:?}"
+        );
         let mut server = at(now, &[]);
         server.server_now = Some(now + Duration::seconds(600));
         let host = check(&server, now);
-        assert!(host.detail.contains("this host's clock is 10m behind the file server's"), "{host:?}");
+        assert!(
+            host.detail
+                .contains("this host's clock is 10m behind the file server's"),
+            "{host:?}"
+        );
     }
 }

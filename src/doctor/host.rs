@@ -36,13 +36,23 @@ fn programs(settings: &Settings, kind: BackendKind) -> Vec<Program> {
         required,
     };
     let mut list = match kind {
-        BackendKind::Nftables => vec![program(&b.nftables.nft, "[backend.nftables] nft", "nftables", true)],
+        BackendKind::Nftables => vec![program(
+            &b.nftables.nft,
+            "[backend.nftables] nft",
+            "nftables",
+            true,
+        )],
         BackendKind::Ipset => vec![
             program(&b.ipset.ipset, "[backend.ipset] ipset", "ipset", true),
             // The rule that matches the sets is the admin's, in iptables.
             program("iptables", "your firewall rules", "iptables", false),
         ],
-        BackendKind::Fail2ban => vec![program(&b.fail2ban.client, "[backend.fail2ban] client", "fail2ban", true)],
+        BackendKind::Fail2ban => vec![program(
+            &b.fail2ban.client,
+            "[backend.fail2ban] client",
+            "fail2ban",
+            true,
+        )],
         BackendKind::Command => [&b.command.ban, &b.command.unban]
             .into_iter()
             .filter_map(|argv| argv.as_ref()?.first())
@@ -51,7 +61,10 @@ fn programs(settings: &Settings, kind: BackendKind) -> Vec<Program> {
         BackendKind::Log => Vec::new(),
     };
     if let Some(prefix) = b.exec_prefix.first() {
-        list.insert(0, program(prefix, "[backend] exec_prefix", "(the prefix's)", true));
+        list.insert(
+            0,
+            program(prefix, "[backend] exec_prefix", "(the prefix's)", true),
+        );
     }
     list
 }
@@ -60,7 +73,10 @@ fn programs(settings: &Settings, kind: BackendKind) -> Vec<Program> {
 /// absolute path) and executable.
 pub fn backend(settings: &Settings) -> Vec<Finding> {
     let Some(kind) = kind(settings) else {
-        return vec![Finding::ok("backend", "not checked: no backend is configured (see config)")];
+        return vec![Finding::ok(
+            "backend",
+            "not checked: no backend is configured (see config)",
+        )];
     };
     let list = programs(settings, kind);
     if list.is_empty() {
@@ -69,14 +85,21 @@ pub fn backend(settings: &Settings) -> Vec<Finding> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     list.into_iter()
         .map(|p| match find_program(&p.name, &path) {
-            Some(found) => Finding::ok("backend", format!("{kind}: {} is {}", p.name, found.display())),
+            Some(found) => Finding::ok(
+                "backend",
+                format!("{kind}: {} is {}", p.name, found.display()),
+            ),
             None => {
                 let detail = format!(
                     "{kind}: {} is not found{} (PATH={}): {}",
                     p.name,
                     if p.name.contains('/') { "" } else { " on PATH" },
                     path.to_string_lossy(),
-                    if p.required { "no ban can be applied" } else { "it is needed beside banshare" }
+                    if p.required {
+                        "no ban can be applied"
+                    } else {
+                        "it is needed beside banshare"
+                    }
                 );
                 let fix = format!(
                     "install it (Debian package {}), or give its full path in {}; a systemd unit's \
@@ -108,7 +131,10 @@ pub fn find_program(name: &str, path: &std::ffi::OsStr) -> Option<PathBuf> {
 
 /// CAP_NET_ADMIN in this process's effective set, from `/proc/self/status`.
 pub fn has_net_admin(status: &str) -> Option<bool> {
-    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))?
+        .trim();
     let caps = u64::from_str_radix(hex, 16).ok()?;
     Some(caps & (1 << CAP_NET_ADMIN) != 0)
 }
@@ -123,7 +149,10 @@ pub fn privileges(settings: &Settings) -> Finding {
     };
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     match has_net_admin(&status) {
-        Some(true) => Finding::ok("privileges", "CAP_NET_ADMIN is in this process's effective set"),
+        Some(true) => Finding::ok(
+            "privileges",
+            "CAP_NET_ADMIN is in this process's effective set",
+        ),
         Some(false) => Finding::problem(
             "privileges",
             format!(
@@ -148,7 +177,10 @@ pub fn fail2ban(settings: &Settings) -> Finding {
     let backend = kind(settings) == Some(BackendKind::Fail2ban);
     let monitor = settings.monitor.state_dir.is_dir();
     if !backend && !monitor {
-        return Finding::ok("fail2ban", "not used (no fail2ban backend, no monitor has run)");
+        return Finding::ok(
+            "fail2ban",
+            "not used (no fail2ban backend, no monitor has run)",
+        );
     }
     let socket = settings
         .backend
@@ -156,7 +188,11 @@ pub fn fail2ban(settings: &Settings) -> Finding {
         .socket
         .clone()
         .unwrap_or_else(|| DEFAULT_FAIL2BAN_SOCKET.into());
-    let user = if backend { "the fail2ban backend" } else { "the monitor" };
+    let user = if backend {
+        "the fail2ban backend"
+    } else {
+        "the monitor"
+    };
     let is_socket = std::fs::metadata(&socket).map(|m| m.file_type().is_socket());
     let answer = match is_socket {
         Ok(true) => std::os::unix::net::UnixStream::connect(&socket).map(drop),
@@ -164,9 +200,15 @@ pub fn fail2ban(settings: &Settings) -> Finding {
         Err(e) => Err(e),
     };
     match answer {
-        Ok(()) => Finding::ok("fail2ban", format!("{} accepts connections ({user})", socket.display())),
+        Ok(()) => Finding::ok(
+            "fail2ban",
+            format!("{} accepts connections ({user})", socket.display()),
+        ),
         Err(e) => {
-            let detail = format!("fail2ban's socket {}: {e}: {user} cannot work", socket.display());
+            let detail = format!(
+                "fail2ban's socket {}: {e}: {user} cannot work",
+                socket.display()
+            );
             let fix = "start fail2ban (`systemctl start fail2ban`), or set [backend.fail2ban] socket \
                        to the socket it uses (`fail2ban-client -s`)";
             match backend {
@@ -183,7 +225,10 @@ mod tests {
 
     #[test]
     fn net_admin_is_bit_12_of_capeff() {
-        assert_eq!(has_net_admin("Name:\tx\nCapEff:\t000001ffffffffff\n"), Some(true));
+        assert_eq!(
+            has_net_admin("Name:\tx\nCapEff:\t000001ffffffffff\n"),
+            Some(true)
+        );
         assert_eq!(has_net_admin("CapEff:\t0000000000000000\n"), Some(false));
         assert_eq!(has_net_admin("CapEff:\t0000000000001000\n"), Some(true));
         assert_eq!(has_net_admin("nothing"), None);
@@ -193,7 +238,13 @@ mod tests {
     fn programs_are_found_on_path_or_by_their_path() {
         let path = std::ffi::OsString::from("/nonexistent:/bin:/usr/bin");
         assert!(find_program("sh", &path).is_some());
-        assert_eq!(find_program("sh", std::ffi::OsStr::new("/nonexistent")), None);
-        assert_eq!(find_program("/bin/sh", std::ffi::OsStr::new("")), Some(PathBuf::from("/bin/sh")));
+        assert_eq!(
+            find_program("sh", std::ffi::OsStr::new("/nonexistent")),
+            None
+        );
+        assert_eq!(
+            find_program("/bin/sh", std::ffi::OsStr::new("")),
+            Some(PathBuf::from("/bin/sh"))
+        );
     }
 }

@@ -73,7 +73,11 @@ impl Finding {
         }
     }
 
-    pub fn warning(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Finding {
+    pub fn warning(
+        check: &'static str,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Finding {
         Finding {
             check,
             level: Level::Warning,
@@ -82,7 +86,11 @@ impl Finding {
         }
     }
 
-    pub fn problem(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Finding {
+    pub fn problem(
+        check: &'static str,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Finding {
         Finding {
             check,
             level: Level::Problem,

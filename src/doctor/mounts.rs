@@ -71,7 +71,9 @@ fn unescape(text: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
         match (bytes[i], octal) {
             (b'\\', Some(d)) => {
                 out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
@@ -101,9 +103,20 @@ mod tests {
         let mounts = parse_mountinfo(MOUNTINFO);
         assert_eq!(mounts.len(), 3);
         let m = mount_of(&mounts, Path::new("/mnt/share/newbans.log")).unwrap();
-        assert_eq!((m.fs_type.as_str(), m.source.as_str()), ("fuse.sshfs", "root@198.18.0.1:/srv/export"));
-        assert_eq!(mount_of(&mounts, Path::new("/mnt/shared")).unwrap().fs_type, "ext4");
-        assert_eq!(mount_of(&mounts, Path::new("/mnt/with space/x")).unwrap().fs_type, "tmpfs");
+        assert_eq!(
+            (m.fs_type.as_str(), m.source.as_str()),
+            ("fuse.sshfs", "root@198.18.0.1:/srv/export")
+        );
+        assert_eq!(
+            mount_of(&mounts, Path::new("/mnt/shared")).unwrap().fs_type,
+            "ext4"
+        );
+        assert_eq!(
+            mount_of(&mounts, Path::new("/mnt/with space/x"))
+                .unwrap()
+                .fs_type,
+            "tmpfs"
+        );
     }
 
     #[test]

@@ -68,7 +68,10 @@ pub fn probe(settings: &Settings) -> Probe {
 
 /// Runs `f` in a thread and waits at most `deadline` for it. A thread
 /// stuck in a hung mount is left behind; the process ends without it.
-fn within<T: Send + 'static>(deadline: Duration, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+fn within<T: Send + 'static>(
+    deadline: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("banshare-doctor".into())
@@ -87,7 +90,8 @@ fn absolute(path: &Path) -> PathBuf {
 }
 
 fn parent(path: &Path) -> PathBuf {
-    path.parent().map_or_else(|| PathBuf::from("/"), Path::to_owned)
+    path.parent()
+        .map_or_else(|| PathBuf::from("/"), Path::to_owned)
 }
 
 fn look_local(log: &Path, probe_name: &str) -> Facts {
@@ -128,7 +132,10 @@ fn read_tail(mut file: impl Read + Seek, len: u64) -> io::Result<Vec<u8>> {
     let mut data = Vec::new();
     file.take(TAIL_BYTES).read_to_end(&mut data)?;
     if start > 0 {
-        let first = data.iter().position(|&b| b == b'\n').map_or(data.len(), |i| i + 1);
+        let first = data
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(data.len(), |i| i + 1);
         data.drain(..first);
     }
     Ok(data)
@@ -136,23 +143,40 @@ fn read_tail(mut file: impl Read + Seek, len: u64) -> io::Result<Vec<u8>> {
 
 fn judge_local(log: &Path, dir: &Path, facts: Facts) -> Probe {
     let mounts = mounts::mounts();
-    let canonical = facts.canonical_dir.clone().unwrap_or_else(|| dir.to_owned());
+    let canonical = facts
+        .canonical_dir
+        .clone()
+        .unwrap_or_else(|| dir.to_owned());
     let mount = mounts::mount_of(&mounts, &canonical).cloned();
     let log_finding = match &facts.log {
         Ok((len, _)) => match &facts.tail {
-            Ok(_) => Finding::ok("log", format!("{}: {len} bytes, {}", log.display(), on(mount.as_ref()))),
+            Ok(_) => Finding::ok(
+                "log",
+                format!("{}: {len} bytes, {}", log.display(), on(mount.as_ref())),
+            ),
             Err(e) => Finding::problem(
                 "log",
                 format!("{} cannot be read: {e}", log.display()),
                 "let the user banshare runs as read it (on the file server, for a share)",
             ),
         },
-        Err(e) if e.kind() == io::ErrorKind::NotFound => missing_log(log, dir, &canonical, &facts, mount.as_ref()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            missing_log(log, dir, &canonical, &facts, mount.as_ref())
+        }
         Err(e) => broken_log(log, e, mount.as_ref()),
     };
     let lock_finding = match (&facts.write, &facts.log) {
-        (Ok(_), _) => Finding::ok("lock", format!("{} is writable: the lock file can be created", dir.display())),
-        (Err(_), Err(e)) if e.kind() == io::ErrorKind::NotFound && facts.dir_entries.as_ref().is_some_and(|d| d.is_err()) => {
+        (Ok(_), _) => Finding::ok(
+            "lock",
+            format!(
+                "{} is writable: the lock file can be created",
+                dir.display()
+            ),
+        ),
+        (Err(_), Err(e))
+            if e.kind() == io::ErrorKind::NotFound
+                && facts.dir_entries.as_ref().is_some_and(|d| d.is_err()) =>
+        {
             Finding::ok("lock", "not checked: the log's folder is missing (see log)")
         }
         (Err(e), _) => unwritable(log, dir, e),
@@ -174,11 +198,19 @@ fn on(mount: Option<&Mount>) -> String {
 
 /// The log is missing: say whether its folder looks like a share that is
 /// not mounted (an empty local folder, or a mount point fstab lists).
-fn missing_log(log: &Path, dir: &Path, canonical: &Path, facts: &Facts, mount: Option<&Mount>) -> Finding {
+fn missing_log(
+    log: &Path,
+    dir: &Path,
+    canonical: &Path,
+    facts: &Facts,
+    mount: Option<&Mount>,
+) -> Finding {
     let fstab = std::fs::read_to_string("/etc/fstab").unwrap_or_default();
     let promised = mounts::fstab_points_over(&fstab, canonical)
         .into_iter()
-        .find(|(point, _)| mount.is_none_or(|m| m.point.components().count() < point.components().count()));
+        .find(|(point, _)| {
+            mount.is_none_or(|m| m.point.components().count() < point.components().count())
+        });
     let is_mount_point = mount.is_some_and(|m| m.point == canonical);
     let spooled = "every ban is spooled and no watcher applies anything";
     match (&facts.dir_entries, promised) {
@@ -192,11 +224,19 @@ fn missing_log(log: &Path, dir: &Path, canonical: &Path, facts: &Facts, mount: O
                 dir.display(),
                 on(mount)
             ),
-            format!("mount it: `mount {}`; `findmnt {}` shows it once mounted", point.display(), point.display()),
+            format!(
+                "mount it: `mount {}`; `findmnt {}` shows it once mounted",
+                point.display(),
+                point.display()
+            ),
         ),
         (Some(Err(e)), None) => Finding::problem(
             "log",
-            format!("{} does not exist, nor does its folder {} ({e})", log.display(), dir.display()),
+            format!(
+                "{} does not exist, nor does its folder {} ({e})",
+                log.display(),
+                dir.display()
+            ),
             "check `log` in [common]; create the folder, or mount the share there",
         ),
         (Some(Ok(0)), None) if !is_mount_point => Finding::problem(
@@ -217,7 +257,12 @@ fn missing_log(log: &Path, dir: &Path, canonical: &Path, facts: &Facts, mount: O
         ),
         _ => Finding::problem(
             "log",
-            format!("{} does not exist in {} ({}); {spooled}", log.display(), dir.display(), on(mount)),
+            format!(
+                "{} does not exist in {} ({}); {spooled}",
+                log.display(),
+                dir.display(),
+                on(mount)
+            ),
             format!(
                 "check `log` in [common] against the file server; banshare never creates the log, so \
                  create it there once: `touch {}`, writable by every node",
@@ -239,7 +284,11 @@ fn broken_log(log: &Path, e: &io::Error, mount: Option<&Mount>) -> Finding {
         ),
         _ => "check the path's permissions and the filesystem".into(),
     };
-    Finding::problem("log", format!("{}: {e} ({})", log.display(), on(mount)), fix)
+    Finding::problem(
+        "log",
+        format!("{}: {e} ({})", log.display(), on(mount)),
+        fix,
+    )
 }
 
 fn unwritable(log: &Path, dir: &Path, e: &io::Error) -> Finding {
@@ -303,7 +352,11 @@ fn evidence(facts: &Facts, server: &'static str) -> Evidence {
     match &facts.tail {
         Ok(tail) => Evidence {
             records: super::clock::stamps(tail),
-            last_write: facts.log.as_ref().ok().map(|(_, t)| DateTime::<Utc>::from(*t)),
+            last_write: facts
+                .log
+                .as_ref()
+                .ok()
+                .map(|(_, t)| DateTime::<Utc>::from(*t)),
             server_now: facts.write.as_ref().ok().map(|t| DateTime::<Utc>::from(*t)),
             server,
             unavailable: None,
@@ -324,7 +377,12 @@ mod sftp {
     use crate::config::Settings;
     use crate::transport::sftp::{SftpUrl, connect};
 
-    pub(super) fn probe(url: SftpUrl, settings: &Settings, probe_name: String, deadline: Duration) -> Probe {
+    pub(super) fn probe(
+        url: SftpUrl,
+        settings: &Settings,
+        probe_name: String,
+        deadline: Duration,
+    ) -> Probe {
         let sftp_settings = settings.sftp.clone();
         let (shown, path) = (url.to_string(), url.path.clone());
         let looked = within(deadline + sftp_settings.timeout, move || {
@@ -347,7 +405,13 @@ mod sftp {
         };
         let dir = super::parent(&path);
         let lock = match &facts.write {
-            Ok(_) => Finding::ok("lock", format!("{} is writable over SFTP: the lock file can be created", dir.display())),
+            Ok(_) => Finding::ok(
+                "lock",
+                format!(
+                    "{} is writable over SFTP: the lock file can be created",
+                    dir.display()
+                ),
+            ),
             Err(e) => super::unwritable(&path, &dir, e),
         };
         Probe {
@@ -358,15 +422,24 @@ mod sftp {
 
     fn look(sftp: &ssh2::Sftp, log: &Path, probe_name: &str) -> Facts {
         let io = |e: ssh2::Error| io::Error::other(e.to_string());
-        let time = |secs: Option<u64>| SystemTime::UNIX_EPOCH + Duration::from_secs(secs.unwrap_or(0));
-        let meta = sftp.stat(log).map_err(io).map(|s| (s.size.unwrap_or(0), time(s.mtime)));
+        let time =
+            |secs: Option<u64>| SystemTime::UNIX_EPOCH + Duration::from_secs(secs.unwrap_or(0));
+        let meta = sftp
+            .stat(log)
+            .map_err(io)
+            .map(|s| (s.size.unwrap_or(0), time(s.mtime)));
         let tail = match &meta {
             Ok((len, _)) => sftp.open(log).map_err(io).and_then(|f| read_tail(f, *len)),
             Err(e) => Err(io::Error::other(e.to_string())),
         };
         let probe = super::parent(log).join(probe_name);
         let write = sftp
-            .open_mode(&probe, OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUSIVE, 0o600, OpenType::File)
+            .open_mode(
+                &probe,
+                OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUSIVE,
+                0o600,
+                OpenType::File,
+            )
             .map_err(io)
             .and_then(|file| {
                 drop(file);
@@ -402,7 +475,11 @@ mod sftp {
 /// A ZeroMQ publisher: its sockets accept connections. Neither its log nor
 /// its lock is this node's to check.
 #[cfg(feature = "zmq")]
-fn zmq_probe(url: &crate::transport::zmq::ZmqUrl, settings: &Settings, deadline: Duration) -> Probe {
+fn zmq_probe(
+    url: &crate::transport::zmq::ZmqUrl,
+    settings: &Settings,
+    deadline: Duration,
+) -> Probe {
     use std::net::{TcpStream, ToSocketAddrs};
     let ports = [
         ("submission", url.port),
@@ -421,10 +498,18 @@ fn zmq_probe(url: &crate::transport::zmq::ZmqUrl, settings: &Settings, deadline:
         }
     }
     let log = match closed.is_empty() {
-        true => Finding::ok("log", format!("{url}: the publisher's submission, catch-up and feed ports accept connections")),
+        true => Finding::ok(
+            "log",
+            format!(
+                "{url}: the publisher's submission, catch-up and feed ports accept connections"
+            ),
+        ),
         false => Finding::problem(
             "log",
-            format!("{url}: no connection to the publisher's {}", closed.join(", ")),
+            format!(
+                "{url}: no connection to the publisher's {}",
+                closed.join(", ")
+            ),
             "check that `banshare publisher` runs on that host with the same ports ([zmq] here, \
              [publisher] there) and binds an address this node reaches (its --bind is 127.0.0.1 by \
              default)",
@@ -433,7 +518,10 @@ fn zmq_probe(url: &crate::transport::zmq::ZmqUrl, settings: &Settings, deadline:
     Probe {
         findings: vec![
             log,
-            Finding::ok("lock", "not needed: the publisher orders and stores the records itself"),
+            Finding::ok(
+                "lock",
+                "not needed: the publisher orders and stores the records itself",
+            ),
         ],
         clock: Evidence::unavailable("records are read from a publisher, not a file"),
     }
