@@ -415,4 +415,98 @@ fn doctor_over_sshfs_sees_the_mount_and_its_loss() {
     cluster.unmount(0);
     let found = run();
     found.expect("log", "problem", &["not mounted"]);
+
+    // The same share over SFTP: reachable, and the lock folder writable by
+    // the SFTP account; with the server down, unreachable.
+    cluster.create_sftp_file("newbans.log");
+    let sftp = |extra: &[&str]| {
+        let mut cmd = cluster.command_in(cluster.node_ns(0), BANSHARE);
+        cmd.args([
+            "--config",
+            "/dev/null",
+            "doctor",
+            "--node",
+            "n0",
+            "--backend",
+            "log",
+        ])
+        .args(["--log", &cluster.sftp_url("newbans.log"), "--identity"])
+        .arg(cluster.sftp_identity())
+        .arg("--known-hosts")
+        .arg(cluster.known_hosts())
+        .arg("--state-dir")
+        .arg(state.path().join("state"))
+        .arg("--spool-dir")
+        .arg(state.path().join("spool"))
+        .args(extra);
+        Findings::of(cmd)
+    };
+    let found = sftp(&[]);
+    found.expect("log", "ok", &["over SFTP"]);
+    found.expect("lock", "ok", &["writable over SFTP"]);
+    found.expect("follow", "ok", &["poll", "SFTP"]);
+    cluster.stop_sshd();
+    let found = sftp(&[]);
+    found.expect("log", "problem", &["cannot reach"]);
+}
+
+/// With the ZeroMQ transport, the publisher's ports are what the log's
+/// reachability means.
+#[test]
+fn doctor_reaches_the_zmq_publisher_or_says_it_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    // Ports of this test run's own, so parallel runs do not collide.
+    let base = 30000 + (std::process::id() % 3000) as u16 * 10;
+    let ports = [base, base + 1, base + 2, base + 3];
+    let config = dir.path().join("banshare.toml");
+    fs::write(
+        &config,
+        format!(
+            "[zmq]\ncatch_up_port = {}\nfeed_port = {}\n",
+            ports[1], ports[3]
+        ),
+    )
+    .unwrap();
+    let url = format!("zmq+tcp://127.0.0.1:{}", ports[0]);
+    let run = || {
+        let mut cmd = Command::new(BANSHARE);
+        cmd.arg("--config")
+            .arg(&config)
+            .args(["doctor", "--node", "me", "--backend", "log", "--log", &url])
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--spool-dir")
+            .arg(dir.path().join("spool"));
+        Findings::of(cmd)
+    };
+    let found = run();
+    found.expect("log", "problem", &["no connection", "submission port"]);
+    let _publisher = support::Daemon(
+        Command::new(BANSHARE)
+            .args([
+                "--config",
+                "/dev/null",
+                "--quiet",
+                "publisher",
+                "--node",
+                "pub",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join("publisher"))
+            .args(["--submit-port", &ports[0].to_string()])
+            .args(["--catch-up-port", &ports[1].to_string()])
+            .args(["--legacy-port", &ports[2].to_string()])
+            .args(["--feed-port", &ports[3].to_string()])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || !run()
+            .with("log", "ok")
+            .is_empty()),
+        "the publisher's ports never accepted: {}",
+        run()
+    );
+    run().expect("follow", "ok", &["pushed"]);
 }
