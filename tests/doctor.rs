@@ -412,6 +412,32 @@ fn doctor_over_sshfs_sees_the_mount_and_its_loss() {
     found.expect("log", "ok", &["fuse.sshfs"]);
     found.expect("lock", "ok", &[]);
     found.expect("follow", "ok", &["poll", "fuse"]);
+
+    // The file server drops this node's packets (as when the node bans
+    // it): every call on the mount hangs, and doctor says so in time.
+    let nft = |rule: &str| {
+        support::run_ok(cluster.command_in(cluster.fileserver_ns(), "nft").arg(rule));
+    };
+    nft("add table inet doctor_hang");
+    nft("add chain inet doctor_hang input { type filter hook input priority 0; }");
+    nft(&format!(
+        "add rule inet doctor_hang input ip saddr {} drop",
+        cluster.node_ip(0)
+    ));
+    let config = state.path().join("banshare.toml");
+    fs::write(&config, "[append]\nio_timeout = \"2s\"\n").unwrap();
+    let mut cmd = cluster.command_in(cluster.node_ns(0), BANSHARE);
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["doctor", "--node", "n0", "--backend", "log", "--log"])
+        .arg(mounted_log(&cluster))
+        .arg("--state-dir")
+        .arg(state.path().join("state"));
+    let hung = Findings::of(cmd);
+    nft("delete table inet doctor_hang");
+    hung.expect("log", "problem", &["no answer within 2s", "fuse.sshfs"]);
+    hung.expect("follow", "ok", &["not checked"]);
+
     cluster.unmount(0);
     let found = run();
     found.expect("log", "problem", &["not mounted"]);

@@ -28,6 +28,9 @@ const TAIL_BYTES: u64 = 64 << 10;
 pub struct Probe {
     pub findings: Vec<Finding>,
     pub clock: Evidence,
+    /// The share did not answer in time: nothing else may touch it, or
+    /// doctor hangs with it.
+    pub hung: bool,
 }
 
 /// What a look at the log found, through any file transport.
@@ -185,6 +188,7 @@ fn judge_local(log: &Path, dir: &Path, facts: Facts) -> Probe {
     Probe {
         findings: vec![log_finding, lock_finding],
         clock,
+        hung: false,
     }
 }
 
@@ -333,6 +337,7 @@ fn hung(log: &str, dir: &Path, deadline: Duration) -> Probe {
             Finding::ok("lock", "not checked: the log does not answer (see log)"),
         ],
         clock: Evidence::unavailable("the log does not answer"),
+        hung: true,
     }
 }
 
@@ -343,6 +348,7 @@ fn not_checked(why: &str) -> Probe {
             Finding::ok("lock", format!("not checked: {why}")),
         ],
         clock: Evidence::unavailable(why),
+        hung: false,
     }
 }
 
@@ -417,6 +423,7 @@ mod sftp {
         Probe {
             findings: vec![log, lock],
             clock: evidence(&facts, "the SFTP server"),
+            hung: false,
         }
     }
 
@@ -468,6 +475,7 @@ mod sftp {
                 Finding::ok("lock", "not checked: the server does not answer (see log)"),
             ],
             clock: super::Evidence::unavailable("the server does not answer"),
+            hung: false,
         }
     }
 }
@@ -524,5 +532,6 @@ fn zmq_probe(
             ),
         ],
         clock: Evidence::unavailable("records are read from a publisher, not a file"),
+        hung: false,
     }
 }
