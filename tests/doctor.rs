@@ -23,6 +23,23 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs `cmd` to its end, killing it if it outlives `deadline` (a command
+/// that should have refused to start runs forever instead).
+fn run_with_deadline(cmd: &mut Command, deadline: Duration) -> Output {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ended = wait_until(deadline, || child.try_wait().unwrap().is_some());
+    if !ended {
+        child.kill().unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(ended, "still running after {deadline:?}: {}", stderr(&out));
+    out
+}
+
 /// `banshare doctor` with the same flags as the test watcher's, so that it
 /// looks at what that watcher uses; `extra` flags come after them and win.
 fn doctor(w: &Watcher, extra: &[&str]) -> Command {
@@ -228,6 +245,89 @@ fn config_check_refuses_the_state_directory_that_watch_refuses() {
             "{args:?}: {}",
             stderr(&out)
         );
+    }
+}
+
+/// Whatever configuration `watch` refuses (exit 2), doctor finds a
+/// problem in, with the key that is wrong.
+#[test]
+fn doctor_finds_every_configuration_watch_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("newbans.log");
+    fs::write(&log, "").unwrap();
+    let state = dir.path().join("state");
+    fs::create_dir(&state).unwrap();
+    let cases = [
+        (
+            "[watch]\nbackend = \"frobnicate\"\n",
+            "config",
+            "watch.backend",
+        ),
+        (
+            "[trust]\nkeys = \"/nonexistent/trusted_keys\"\n",
+            "trust",
+            "/nonexistent/trusted_keys",
+        ),
+        (
+            "[trust]\nrequire_signed = true\n",
+            "config",
+            "require_signed",
+        ),
+        (
+            "[backend.command]\nban = [\"/bin/true\", \"{nope}\"]\nunban = [\"/bin/true\", \"{ip}\"]\n[watch]\nbackend = \"command\"\n",
+            "config",
+            "backend.command",
+        ),
+        (
+            "[common]\nkey = \"/nonexistent/node.key\"\n",
+            "config",
+            "common.key",
+        ),
+    ];
+    for (text, check, key) in cases {
+        let config = dir.path().join("banshare.toml");
+        let text = match text.contains("[watch]") {
+            true => text.replace("[watch]\n", &format!("[watch]\nstate_dir = {state:?}\n")),
+            false => format!("{text}[watch]\nbackend = \"log\"\nstate_dir = {state:?}\n"),
+        };
+        fs::write(&config, &text).unwrap();
+        let common = |cmd: &mut Command| {
+            cmd.arg("--config")
+                .arg(&config)
+                .args(["--node", "n1", "--log"])
+                .arg(&log)
+                .arg("--spool-dir")
+                .arg(dir.path().join("spool"));
+        };
+        // `ban` refuses a bad signing key; the watcher signs nothing.
+        let refuser = if key == "common.key" {
+            ["ban", "192.0.2.1"]
+        } else {
+            ["watch", "--backend"]
+        };
+        let mut refused = Command::new(BANSHARE);
+        refused.arg("--config").arg(&config).args(refuser);
+        if refuser[0] == "watch" {
+            refused.arg(if key == "backend.command" {
+                "command"
+            } else {
+                "log"
+            });
+        }
+        common(&mut refused);
+        let out = run_with_deadline(&mut refused, Duration::from_secs(20));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{refuser:?} {text}: {}",
+            stderr(&out)
+        );
+        let mut cmd = Command::new(BANSHARE);
+        cmd.arg("--config").arg(&config).arg("doctor");
+        common(&mut cmd);
+        let found = Findings::of(cmd);
+        assert_eq!(found.code(), Some(1), "{text}: {found}");
+        found.expect(check, "problem", &[key]);
     }
 }
 

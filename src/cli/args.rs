@@ -31,7 +31,8 @@ EXIT STATUS:
         because the log was unreachable (a warning says so): fail2ban's
         action must not fail while the record is safe.
     1   Runtime failure: for example the records could be neither delivered
-        nor spooled, or flush left records in the spool.
+        nor spooled, or flush left records in the spool. doctor: at least
+        one problem.
     2   Usage error or bad input: a bad argument, a bad address on stdin, a
         bad configuration file. Nothing was written.
     3   status: the watcher is not running, or never ran with this state
@@ -39,6 +40,7 @@ EXIT STATUS:
     4   status: a process holds the watcher's state directory but has shown
         no sign of life for over the silence limit (4 safety polls plus 2
         backend timeouts, at least 2 minutes): stopped or stuck.
+        doctor: warnings, but no problem.
 
     When standard output is a pipe whose reader has gone (`banshare status
     | head -1`), banshare ends quietly, killed by SIGPIPE like other Unix

@@ -112,6 +112,7 @@ pub fn follow(settings: &Settings) -> Finding {
 pub fn trust(settings: &Settings) -> Finding {
     let t = &settings.trust;
     let Some(path) = &t.keys else {
+        // require_signed without keys is refused when the file is loaded.
         return Finding::ok(
             "trust",
             "no trusted keys file ([trust] keys): signatures are not checked (see docs/security.md)",
@@ -226,8 +227,8 @@ pub fn watcher(settings: &Settings, now: DateTime<Utc>) -> Finding {
                 status.pid
             ),
         ),
-        Ok(Liveness::Running(status)) => match &status.held {
-            Some(why) => Finding::warning(
+        Ok(Liveness::Running(status)) => match (&status.held, &status.last_error) {
+            (Some(why), _) => Finding::warning(
                 "watcher",
                 format!(
                     "the watcher (pid {}) is HELD, applying nothing: {why}",
@@ -235,7 +236,15 @@ pub fn watcher(settings: &Settings, now: DateTime<Utc>) -> Finding {
                 ),
                 format!("free space in {shown}, or make it writable"),
             ),
-            None => Finding::ok(
+            (None, Some(e)) if !status.log_present => Finding::warning(
+                "watcher",
+                format!(
+                    "the watcher (pid {}) runs but cannot read the log: {e}",
+                    status.pid
+                ),
+                "see the log check; the watcher resumes by itself once the log is back",
+            ),
+            (None, _) => Finding::ok(
                 "watcher",
                 format!(
                     "running (pid {}), {} active ban(s), {} applied",
