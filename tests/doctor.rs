@@ -6,6 +6,7 @@
 mod support;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -388,6 +389,22 @@ fn doctor_is_all_ok_on_a_healthy_node_and_explains_each_problem() {
         keys_dir.path().join("trusted_keys"),
     )
     .unwrap();
+    // Anyone may add a key to it.
+    let keys = keys_dir.path().join("trusted_keys");
+    fs::set_permissions(&keys, fs::Permissions::from_mode(0o666)).unwrap();
+    let found = Findings::of(doctor(&w, &[]));
+    found.expect("trust", "problem", &["mode 666", "ban in any node's name"]);
+    fs::set_permissions(&keys, fs::Permissions::from_mode(0o644)).unwrap();
+    // Garbage in it.
+    let good = fs::read(&keys).unwrap();
+    fs::write(&keys, "other ed25519 nonsense\n").unwrap();
+    let found = Findings::of(doctor(&w, &[]));
+    found.expect(
+        "trust",
+        "problem",
+        &["trusted_keys:1", "bad ed25519 public key"],
+    );
+    fs::write(&keys, good).unwrap();
 
     // A clock 10 minutes ahead: a node writing under libfaketime.
     support::run_ok(
@@ -416,6 +433,35 @@ fn doctor_is_all_ok_on_a_healthy_node_and_explains_each_problem() {
     assert_eq!(found.code(), Some(1), "{found}");
     found.expect("watcher", "problem", &["not running"]);
     assert_eq!(found.problems().len(), 1, "{found}");
+}
+
+/// The fail2ban backend bans through fail2ban's socket: doctor connects to
+/// it.
+#[test]
+fn doctor_connects_to_fail2bans_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("newbans.log");
+    fs::write(&log, "").unwrap();
+    let socket = dir.path().join("fail2ban.sock");
+    let config = dir.path().join("banshare.toml");
+    fs::write(
+        &config,
+        format!("[backend.fail2ban]\nsocket = {socket:?}\n"),
+    )
+    .unwrap();
+    let run = || {
+        let mut cmd = Command::new(BANSHARE);
+        cmd.arg("--config")
+            .arg(&config)
+            .args(["doctor", "--node", "me", "--backend", "fail2ban", "--log"])
+            .arg(&log)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"));
+        Findings::of(cmd)
+    };
+    run().expect("fail2ban", "problem", &["fail2ban.sock", "No such file"]);
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    run().expect("fail2ban", "ok", &["accepts connections"]);
 }
 
 /// A share that is not mounted leaves an empty local folder where the log
