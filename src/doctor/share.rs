@@ -39,7 +39,9 @@ struct Facts {
     log: io::Result<(u64, SystemTime)>,
     /// Its last [`TAIL_BYTES`], from a line start.
     tail: io::Result<Vec<u8>>,
-    /// The modification time of a probe file just created beside the log.
+    /// The modification time of a probe file just created beside the log
+    /// (only where the log is: beside a missing one, the folder may be the
+    /// bare mount point of a share that is not mounted).
     write: io::Result<SystemTime>,
     /// The log's folder: its entries (at most 2 counted) and its path with
     /// symlinks resolved; local paths only.
@@ -105,11 +107,14 @@ fn look_local(log: &Path, probe_name: &str) -> Facts {
         Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
     };
     let probe = dir.join(probe_name);
-    let write = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe)
-        .and_then(|f| {
+    let write = meta
+        .as_ref()
+        .map_err(|e| io::Error::new(e.kind(), e.to_string()))
+        .and_then(|_| {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&probe)?;
             let modified = f.metadata().and_then(|m| m.modified());
             // Closed before it is removed: on FUSE, removing an open file
             // leaves a .fuse_hidden copy behind.
@@ -169,6 +174,12 @@ fn judge_local(log: &Path, dir: &Path, facts: Facts) -> Probe {
         Err(e) => broken_log(log, e, mount.as_ref()),
     };
     let lock_finding = match (&facts.write, &facts.log) {
+        // Where the log is missing, a folder that takes files may be the
+        // bare mount point of a share that is not mounted: a lock there
+        // would exclude no other host.
+        (_, Err(e)) if e.kind() == io::ErrorKind::NotFound => {
+            Finding::ok("lock", "not checked: the log is missing (see log)")
+        }
         (Ok(_), _) => Finding::ok(
             "lock",
             format!(
@@ -176,12 +187,6 @@ fn judge_local(log: &Path, dir: &Path, facts: Facts) -> Probe {
                 dir.display()
             ),
         ),
-        (Err(_), Err(e))
-            if e.kind() == io::ErrorKind::NotFound
-                && facts.dir_entries.as_ref().is_some_and(|d| d.is_err()) =>
-        {
-            Finding::ok("lock", "not checked: the log's folder is missing (see log)")
-        }
         (Err(e), _) => unwritable(log, dir, e),
     };
     let clock = evidence(&facts, "the file server");
@@ -410,15 +415,16 @@ mod sftp {
             ),
         };
         let dir = super::parent(&path);
-        let lock = match &facts.write {
-            Ok(_) => Finding::ok(
+        let lock = match (&facts.write, &facts.log) {
+            (_, Err(_)) => Finding::ok("lock", "not checked: the log is missing (see log)"),
+            (Ok(_), _) => Finding::ok(
                 "lock",
                 format!(
                     "{} is writable over SFTP: the lock file can be created",
                     dir.display()
                 ),
             ),
-            Err(e) => super::unwritable(&path, &dir, e),
+            (Err(e), _) => super::unwritable(&path, &dir, e),
         };
         Probe {
             findings: vec![log, lock],
@@ -440,19 +446,23 @@ mod sftp {
             Err(e) => Err(io::Error::other(e.to_string())),
         };
         let probe = super::parent(log).join(probe_name);
-        let write = sftp
-            .open_mode(
-                &probe,
-                OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUSIVE,
-                0o600,
-                OpenType::File,
-            )
-            .map_err(io)
-            .and_then(|file| {
-                drop(file);
-                let stat = sftp.stat(&probe).map_err(io);
-                sftp.unlink(&probe).map_err(io)?;
-                Ok(time(stat?.mtime))
+        let write = meta
+            .as_ref()
+            .map_err(|e| io::Error::new(e.kind(), e.to_string()))
+            .and_then(|_| {
+                sftp.open_mode(
+                    &probe,
+                    OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUSIVE,
+                    0o600,
+                    OpenType::File,
+                )
+                .map_err(io)
+                .and_then(|file| {
+                    drop(file);
+                    let stat = sftp.stat(&probe).map_err(io);
+                    sftp.unlink(&probe).map_err(io)?;
+                    Ok(time(stat?.mtime))
+                })
             });
         Facts {
             log: meta,
