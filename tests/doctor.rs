@@ -348,7 +348,7 @@ fn doctor_is_all_ok_on_a_healthy_node_and_explains_each_problem() {
     let healthy = Findings::of(doctor(&w, &[]));
     assert_eq!(healthy.code(), Some(0), "{healthy}");
     for name in [
-        "config", "log", "lock", "follow", "backend", "trust", "clock", "watcher",
+        "config", "log", "lock", "follow", "backend", "trust", "clock", "watcher", "spool",
     ] {
         assert!(
             !healthy.with(name, "ok").is_empty(),
@@ -511,6 +511,24 @@ fn doctor_finds_an_unmounted_share_and_a_read_only_lock_folder() {
         finding["fix"].as_str().unwrap().contains("mount"),
         "{found}"
     );
+    // A ban made meanwhile waits in the spool, which doctor counts.
+    support::run_ok(
+        Command::new(BANSHARE)
+            .args([
+                "--config",
+                "/dev/null",
+                "--quiet",
+                "ban",
+                "192.0.2.1",
+                "--node",
+                "me",
+                "--log",
+            ])
+            .arg(&log)
+            .arg("--spool-dir")
+            .arg(dir.path().join("spool")),
+    );
+    run(&log, None).expect("spool", "warning", &["1 record(s) wait"]);
 
     fs::write(&log, "").unwrap();
     let script = format!(

@@ -455,6 +455,7 @@ Checks, in order:
                 naming whose clock is off
     watcher     a watcher runs on the state directory and answers, as
                 `status` tells it
+    spool       records waiting in this node's spool (a warning)
 
 Changes nothing but the probe file. Run it as the user the watcher runs as:
 the privileges and permissions checked are this process's.";

@@ -16,8 +16,8 @@
 //! - [`clock`]: clock skew, from the log's last records;
 //! - [`host`]: the backend's programs, CAP_NET_ADMIN, fail2ban's socket;
 //! - [`mounts`]: `/proc/self/mountinfo` and `/etc/fstab`;
-//! - [`node`]: the configuration, the follow mode, the trusted keys and
-//!   the watcher.
+//! - [`node`]: the configuration, the follow mode, the trusted keys, the
+//!   watcher and the spool.
 
 pub mod clock;
 pub mod host;
@@ -102,7 +102,8 @@ impl Finding {
 
 /// Every check, in the order a reader fixes things: the configuration,
 /// the log and its lock, how it is followed, the backend and its
-/// privileges, fail2ban, the trusted keys, the clocks, the watcher.
+/// privileges, fail2ban, the trusted keys, the clocks, the watcher and
+/// what waits in its spool.
 /// `origin` is the configuration file the settings came from.
 pub fn examine(settings: &Settings, origin: &Path) -> Vec<Finding> {
     let mut findings = node::config(settings, origin);
@@ -119,6 +120,7 @@ pub fn examine(settings: &Settings, origin: &Path) -> Vec<Finding> {
     findings.push(node::trust(settings));
     findings.push(clock::check(&probe.clock, chrono::Utc::now()));
     findings.push(node::watcher(settings, chrono::Utc::now()));
+    findings.push(node::spool(settings));
     findings
 }
 

@@ -254,3 +254,33 @@ pub fn watcher(settings: &Settings, now: DateTime<Utc>) -> Finding {
         },
     }
 }
+
+/// Records waiting in this node's spool: its bans are not shared yet, so
+/// the log was unreachable when they were made, and may still be.
+pub fn spool(settings: &Settings) -> Finding {
+    let dir = &settings.spool_dir;
+    // No folder: nothing was ever spooled. Not created here.
+    if !dir.is_dir() {
+        return Finding::ok(
+            "spool",
+            format!("empty ({} does not exist yet)", dir.display()),
+        );
+    }
+    match crate::outbox::spool::Spool::open(dir).and_then(|s| s.depth()) {
+        Ok(0) => Finding::ok("spool", format!("{}: empty", dir.display())),
+        Ok(n) => Finding::warning(
+            "spool",
+            format!(
+                "{n} record(s) wait in {}: this node's bans have not reached the log",
+                dir.display()
+            ),
+            "make the log reachable (see log and lock); a running watcher delivers them by itself, \
+             or run `banshare flush`",
+        ),
+        Err(e) => Finding::warning(
+            "spool",
+            format!("cannot count the spool: {e}"),
+            "let this user read it",
+        ),
+    }
+}
