@@ -332,6 +332,46 @@ fn doctor_finds_every_configuration_watch_refuses() {
     }
 }
 
+/// `publisher` refuses CURVE key files it cannot use (exit 2, before its
+/// data directory is made); `config check` approved them.
+#[test]
+fn config_check_refuses_the_curve_files_that_publisher_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("publisher.curve");
+    support::run_ok(
+        Command::new(BANSHARE)
+            .args(["--config", "/dev/null", "curve-keygen", "--out"])
+            .arg(&key),
+    );
+    let clients = dir.path().join("clients");
+    fs::write(&clients, "not a key\n").unwrap();
+    let config = dir.path().join("banshare.toml");
+    fs::write(
+        &config,
+        format!(
+            "[publisher]\ndata_dir = {:?}\ncurve_key_file = {key:?}\ncurve_clients_file = {clients:?}\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    for args in [&["config", "check"][..], &["publisher", "--node", "pub"]] {
+        let mut cmd = Command::new(BANSHARE);
+        cmd.arg("--config").arg(&config).args(args);
+        let out = run_with_deadline(&mut cmd, Duration::from_secs(20));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("clients"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    let mut cmd = Command::new(BANSHARE);
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["doctor", "--backend", "log"]);
+    Findings::of(cmd).expect("config", "problem", &["publisher.curve_clients_file"]);
+}
+
 #[test]
 fn doctor_is_all_ok_on_a_healthy_node_and_explains_each_problem() {
     let keys_dir = tempfile::tempdir().unwrap();

@@ -43,6 +43,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 .and_then(|()| settings.signing_key(&origin).map(drop))
                 .and_then(|()| settings.legacy_policy(&origin).map(drop))
                 .and_then(|()| settings.check_state_dirs(&origin))
+                .and_then(|()| check_curve_files(&settings, &origin))
                 .map_err(|e| Failure::Usage(e.to_string()))?;
             write_stdout(&settings.to_toml())
         }
@@ -64,6 +65,17 @@ pub fn run(cli: Cli) -> Result<()> {
             })
         }
     }
+}
+
+/// The publisher's CURVE key files, which `publisher` reads at start.
+fn check_curve_files(
+    settings: &Settings,
+    origin: &std::path::Path,
+) -> std::result::Result<(), banshare::config::ConfigError> {
+    #[cfg(feature = "zmq")]
+    settings.curve_server_keys(origin)?;
+    let _ = (settings, origin);
+    Ok(())
 }
 
 fn share(op: Op, args: ShareArgs, mut settings: Settings) -> Result<()> {

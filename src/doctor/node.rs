@@ -44,6 +44,8 @@ pub fn config(settings: &Settings, origin: &Path) -> Vec<Finding> {
         settings.signing_key(origin).map(drop),
         settings.legacy_policy(origin).map(drop),
         settings.check_state_dirs(origin),
+        #[cfg(feature = "zmq")]
+        settings.curve_server_keys(origin).map(drop),
     ];
     for e in checks.into_iter().filter_map(Result::err) {
         findings.push(Finding::problem("config", e.to_string(), fix.clone()));
