@@ -109,10 +109,10 @@ pub fn examine(settings: &Settings, origin: &Path) -> Vec<Finding> {
     let mut findings = node::config(settings, origin);
     let probe = share::probe(settings);
     findings.extend(probe.findings.iter().cloned());
-    findings.push(match probe.hung {
-        // Deciding asks the filesystem, which would hang too.
-        true => Finding::ok("follow", "not checked: the log does not answer (see log)"),
-        false => node::follow(settings),
+    findings.push(match probe.follow_unknown {
+        // Deciding asks the log's filesystem.
+        Some(why) => Finding::ok("follow", format!("not checked: {why}")),
+        None => node::follow(settings),
     });
     findings.extend(host::backend(settings));
     findings.push(host::privileges(settings));

@@ -28,9 +28,11 @@ const TAIL_BYTES: u64 = 64 << 10;
 pub struct Probe {
     pub findings: Vec<Finding>,
     pub clock: Evidence,
-    /// The share did not answer in time: nothing else may touch it, or
-    /// doctor hangs with it.
-    pub hung: bool,
+    /// Why the follow mode cannot be told now: the share did not answer
+    /// in time (nothing else may touch it, or doctor hangs with it), or
+    /// the log is missing (its folder may be the bare mount point of a
+    /// share, whose filesystem is not the one the watcher will follow).
+    pub follow_unknown: Option<&'static str>,
 }
 
 /// What a look at the log found, through any file transport.
@@ -190,10 +192,11 @@ fn judge_local(log: &Path, dir: &Path, facts: Facts) -> Probe {
         (Err(e), _) => unwritable(log, dir, e),
     };
     let clock = evidence(&facts, "the file server");
+    let missing = matches!(&facts.log, Err(e) if e.kind() == io::ErrorKind::NotFound);
     Probe {
         findings: vec![log_finding, lock_finding],
         clock,
-        hung: false,
+        follow_unknown: missing.then_some("the log is missing (see log)"),
     }
 }
 
@@ -342,7 +345,7 @@ fn hung(log: &str, dir: &Path, deadline: Duration) -> Probe {
             Finding::ok("lock", "not checked: the log does not answer (see log)"),
         ],
         clock: Evidence::unavailable("the log does not answer"),
-        hung: true,
+        follow_unknown: Some("the log does not answer (see log)"),
     }
 }
 
@@ -353,7 +356,7 @@ fn not_checked(why: &str) -> Probe {
             Finding::ok("lock", format!("not checked: {why}")),
         ],
         clock: Evidence::unavailable(why),
-        hung: false,
+        follow_unknown: None,
     }
 }
 
@@ -429,7 +432,7 @@ mod sftp {
         Probe {
             findings: vec![log, lock],
             clock: evidence(&facts, "the SFTP server"),
-            hung: false,
+            follow_unknown: None,
         }
     }
 
@@ -485,7 +488,7 @@ mod sftp {
                 Finding::ok("lock", "not checked: the server does not answer (see log)"),
             ],
             clock: super::Evidence::unavailable("the server does not answer"),
-            hung: false,
+            follow_unknown: None,
         }
     }
 }
@@ -542,6 +545,6 @@ fn zmq_probe(
             ),
         ],
         clock: Evidence::unavailable("records are read from a publisher, not a file"),
-        hung: false,
+        follow_unknown: None,
     }
 }
