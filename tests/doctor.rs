@@ -648,6 +648,47 @@ fn doctor_over_sshfs_sees_the_mount_and_its_loss() {
     // Not "inotify on a local filesystem": that is the bare mount point.
     found.expect("follow", "ok", &["not checked", "missing"]);
 
+    // A watcher started while the share is not mounted chose inotify on the
+    // bare mount point, and keeps it once the share is mounted.
+    let watcher_state = state.path().join("watcher");
+    let watcher = support::Daemon(
+        Command::new(BANSHARE)
+            .args(["--config", "/dev/null", "--quiet", "watch", "--node", "n0"])
+            .args(["--backend", "log", "--log"])
+            .arg(mounted_log(&cluster))
+            .arg("--state-dir")
+            .arg(&watcher_state)
+            .arg("--spool-dir")
+            .arg(state.path().join("spool"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || watcher_state
+            .join("status.json")
+            .exists()),
+        "the watcher wrote no status"
+    );
+    cluster.mount(0);
+    let mut cmd = cluster.command_in(cluster.node_ns(0), BANSHARE);
+    cmd.args([
+        "--config",
+        "/dev/null",
+        "doctor",
+        "--node",
+        "n0",
+        "--backend",
+        "log",
+    ])
+    .arg("--log")
+    .arg(mounted_log(&cluster))
+    .arg("--state-dir")
+    .arg(&watcher_state);
+    let found = Findings::of(cmd);
+    found.expect("follow", "warning", &["follows with inotify", "fuse"]);
+    drop(watcher);
+
     // The same share over SFTP: reachable, and the lock folder writable by
     // the SFTP account; with the server down, unreachable.
     cluster.create_sftp_file("newbans.log");

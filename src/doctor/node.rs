@@ -106,7 +106,32 @@ pub fn follow(settings: &Settings) -> Finding {
             "set `follow = \"auto\"` (or \"poll\") in [watch]",
         );
     }
+    if let (Some(fs), Some(running)) = (blind, inotify_watcher(settings)) {
+        return Finding::warning(
+            "follow",
+            format!(
+                "the running watcher (pid {running}) follows with inotify, chosen when it started \
+                 (before the share was mounted?), but the log is now on {fs}, where inotify does \
+                 not see other hosts' writes: their bans arrive only at its safety poll (every {})",
+                humantime::format_duration(w.safety_poll)
+            ),
+            "restart the watcher (`systemctl restart banshare-watch`), and start it only once the \
+             share is mounted (RequiresMountsFor= in its unit)",
+        );
+    }
     Finding::ok("follow", format!("{}: {why}", mode.describe()))
+}
+
+/// The pid of the watcher of this configuration's state directory if it
+/// runs on this log and follows it with inotify, as its status says.
+fn inotify_watcher(settings: &Settings) -> Option<u32> {
+    let limit = silence_limit(settings.watch.safety_poll, settings.backend.timeout);
+    let Ok(Liveness::Running(status)) = liveness(&settings.watch.state_dir, limit, Utc::now())
+    else {
+        return None;
+    };
+    let log = settings.log.as_ref()?.to_string();
+    (status.log == log && status.mode.starts_with("inotify")).then_some(status.pid)
 }
 
 /// The trusted keys file: there, parseable, and writable by no one but its
