@@ -24,10 +24,12 @@
 //! - [`durable`]: writing files so that a crash leaves the old or the new;
 //! - [`file_mode`]: who may read or change the secret and trust files.
 //! - [`metrics`]: the Prometheus text files the daemons write.
+//! - [`doctor`]: the health checks of `banshare doctor`.
 
 pub mod backend;
 pub mod config;
 pub mod demo;
+pub mod doctor;
 pub mod durable;
 pub mod file_mode;
 pub mod follow;

@@ -261,6 +261,22 @@ fn lock(dir: &Path) -> Result<File, StateError> {
     Ok(file)
 }
 
+/// Refuses what [`StateDir::acquire`] refuses in `dir` before it takes it:
+/// state files of a newer format. Reads only and creates nothing, for
+/// `config check`; a file it cannot read is the daemon's to report.
+pub fn check_versions(dir: &Path) -> Result<(), StateError> {
+    for name in STATE_FILES {
+        let path = dir.join(name);
+        let Ok(Some(data)) = read_state_file(&path) else {
+            continue;
+        };
+        if let Err(e @ StateError::FutureVersion { .. }) = check_version(&path, &data) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 /// Whether a daemon holds the lock of the state directory `dir` now (see
 /// [`StateDir::acquire`]). Asked without taking the lock for longer than the
 /// question and without creating anything, so `banshare status` can ask it;

@@ -31,11 +31,16 @@ EXIT STATUS:
         because the log was unreachable (a warning says so): fail2ban's
         action must not fail while the record is safe.
     1   Runtime failure: for example the records could be neither delivered
-        nor spooled, or flush left records in the spool.
+        nor spooled, or flush left records in the spool. doctor: at least
+        one problem.
     2   Usage error or bad input: a bad argument, a bad address on stdin, a
         bad configuration file. Nothing was written.
     3   status: the watcher is not running, or never ran with this state
         directory. bans: no watcher ever ran with this state directory.
+    4   status: a process holds the watcher's state directory but has shown
+        no sign of life for over the silence limit (4 safety polls plus 2
+        backend timeouts, at least 2 minutes): stopped or stuck.
+        doctor: warnings, but no problem.
 
     When standard output is a pipe whose reader has gone (`banshare status
     | head -1`), banshare ends quietly, killed by SIGPIPE like other Unix
@@ -108,6 +113,9 @@ pub enum Command {
     /// List the bans in force on this node: jail, origin node, since, until.
     #[command(long_about = BANS_ABOUT)]
     Bans(BansArgs),
+    /// Check this node's setup; print each problem with its fix.
+    #[command(long_about = DOCTOR_ABOUT, after_long_help = DOCTOR_EXIT_STATUS)]
+    Doctor(DoctorArgs),
     /// Remove what the ban backend created (the nftables table, the ipsets).
     #[command(
         long_about = "Remove what the ban backend created (the nftables table, the ipsets). \
@@ -300,7 +308,11 @@ rejected and skipped records, and how many records wait in the local spool.
 
 Reads only: creates neither the state directory nor the spool. Exit status
 0 while the watcher runs; 3 when it is not running (its last status is
-still printed) or has never run with this state directory.";
+still printed) or has never run with this state directory; 4 when a
+process holds its state directory but has written no status for longer
+than 4 safety polls plus 2 backend timeouts (at least 2 minutes): it is
+stopped or stuck (in an uninterruptible wait on a dead mount, say) and
+applies nothing. So `banshare status` serves as a health check.";
 
 const BANS_ABOUT: &str = "\
 List the bans in force on this node, as the watcher saved them in its
@@ -507,9 +519,10 @@ pub struct FlushArgs {
 pub enum ConfigCommand {
     /// Check the configuration file and print the effective configuration
     /// (file values, then defaults) as TOML. Runs the checks `watch` runs
-    /// too (the backend and its [backend] settings, the trusted keys file)
-    /// and loads the signing key (common.key) as `ban` does, so what it
-    /// approves the watcher and the appender accept.
+    /// too (the backend and its [backend] settings, the trusted keys file,
+    /// state directories holding files of a newer banshare) and loads the
+    /// signing key (common.key) as `ban` does, so what it approves the
+    /// watcher and the appender accept. `banshare doctor` checks the rest.
     Check,
 }
 
@@ -584,6 +597,59 @@ pub struct StatusArgs {
     /// The spool to count [config: common.spool_dir].
     #[arg(long, value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
+}
+
+const DOCTOR_ABOUT: &str = "\
+Check what this node needs to share and apply bans, and print one line per
+finding: ok, warning or problem, each warning and problem followed by a
+line saying how to fix it. Takes the same flags as `watch`, so that it
+checks what that watcher would use.
+
+Checks, in order:
+    config      what watch, ban, monitor and publisher refuse in the
+                configuration (config check refuses the same), and a
+                missing log or backend
+    log         the log is reachable: a local path or a mounted share
+                (present, answering within append.io_timeout; an unmounted
+                share, whose mount point is an empty local folder, is named
+                as such, from /proc/self/mountinfo and /etc/fstab), an
+                SFTP server, or a ZeroMQ publisher's ports
+    lock        the log's folder takes new files (the lock file), by
+                creating and removing an empty probe file there
+    follow      inotify or polling, and why (the watcher's own decision)
+    backend     the backend's programs (nft, ipset, iptables,
+                fail2ban-client, the command's) on PATH
+    privileges  CAP_NET_ADMIN (CapEff in /proc/self/status), for nftables
+                and ipset
+    fail2ban    fail2ban's socket answers, for the fail2ban backend or a
+                monitor
+    trust       the trusted keys file: present, parseable, writable only
+                by its owner (root or this user)
+    clock       skew: the log's last records (their ts) against this
+                host's clock and the file server's, over 60s is a warning
+                naming whose clock is off
+    watcher     a watcher runs on the state directory and answers, as
+                `status` tells it
+    spool       records waiting in this node's spool (a warning)
+
+Changes nothing but the probe file. Run it as the user the watcher runs as:
+the privileges and permissions checked are this process's.";
+
+const DOCTOR_EXIT_STATUS: &str = "\
+EXIT STATUS:
+    0   Every check is ok.
+    1   At least one problem.
+    2   Usage error (a bad flag).
+    4   Warnings, but no problem.";
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print one JSON object (`checks`: check, status, detail, fix).
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub watch: WatchArgs,
 }
 
 #[derive(Debug, Args)]

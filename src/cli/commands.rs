@@ -26,6 +26,10 @@ use super::setup::{
 const MAX_STDIN: u64 = 64 << 20;
 
 pub fn run(cli: Cli) -> Result<()> {
+    // Doctor reports a bad configuration file as one of its findings.
+    if let Command::Doctor(args) = cli.command {
+        return super::doctor::doctor(args, &cli.config);
+    }
     let settings = load_settings(&cli.config)?;
     match cli.command {
         Command::Ban(args) => share(Op::Ban, args, settings),
@@ -39,12 +43,15 @@ pub fn run(cli: Cli) -> Result<()> {
                 .check_watch(&origin)
                 .and_then(|()| settings.signing_key(&origin).map(drop))
                 .and_then(|()| settings.legacy_policy(&origin).map(drop))
+                .and_then(|()| settings.check_state_dirs(&origin))
+                .and_then(|()| check_curve_files(&settings, &origin))
                 .map_err(|e| Failure::Usage(e.to_string()))?;
             write_stdout(&settings.to_toml())
         }
         Command::Watch(args) => super::watch::watch(args, &cli.config, settings),
         Command::Status(args) => super::watch::status(args, settings),
         Command::Bans(args) => super::bans::bans(args, settings),
+        Command::Doctor(_) => unreachable!("handled above"),
         Command::Cleanup(args) => super::watch::cleanup(args, &cli.config, settings),
         Command::Monitor(args) => super::fail2ban::monitor(args, settings),
         #[cfg(feature = "zmq")]
@@ -66,6 +73,17 @@ pub fn run(cli: Cli) -> Result<()> {
             })
         }
     }
+}
+
+/// The publisher's CURVE key files, which `publisher` reads at start.
+fn check_curve_files(
+    settings: &Settings,
+    origin: &std::path::Path,
+) -> std::result::Result<(), banshare::config::ConfigError> {
+    #[cfg(feature = "zmq")]
+    settings.curve_server_keys(origin)?;
+    let _ = (settings, origin);
+    Ok(())
 }
 
 fn share(op: Op, args: ShareArgs, mut settings: Settings) -> Result<()> {

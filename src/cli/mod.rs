@@ -1,7 +1,7 @@
 //! The `banshare` command: argument types in [`args`], what each command
 //! does in [`commands`] and, for the daemons, [`watch`], [`fail2ban`] and
 //! `publisher` (feature `zmq`); the incident controls in [`incident`];
-//! the ban listing in [`bans`];
+//! the ban listing in [`bans`]; the health checks in [`doctor`];
 //! what they set up alike in [`setup`]; exit statuses in [`failure`];
 //! [`logging`] prints the library's log lines; [`generate`] writes man
 //! pages and completions, [`systemd`] the units' drop-ins. Only [`commands`] knows the
@@ -10,6 +10,7 @@
 pub mod args;
 pub mod bans;
 pub mod commands;
+pub mod doctor;
 pub mod fail2ban;
 pub mod failure;
 pub mod generate;

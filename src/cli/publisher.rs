@@ -1,11 +1,11 @@
 //! `banshare publisher`: the ZeroMQ publisher daemon.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
-use banshare::config::{PublisherSettings, Settings};
+use banshare::config::Settings;
 use banshare::publisher::submit::Rules;
 use banshare::publisher::{CurveServer, Listen, Publisher};
 use banshare::transport::zmq::curve;
@@ -44,7 +44,7 @@ pub fn publisher(
         feed_port: p.feed_port,
         legacy_submit_port: p.legacy_submit_port,
     };
-    let curve = curve_server(p)?;
+    let curve = curve_server(&settings, &origin)?;
     check_metrics_file(p.metrics_file.as_deref(), "publisher.metrics_file")?;
     let data_dir = acquire_state(&p.data_dir)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -62,15 +62,11 @@ pub fn publisher(
 }
 
 /// The CURVE key and allowed clients, read before anything is written.
-fn curve_server(p: &PublisherSettings) -> Result<Option<CurveServer>> {
-    let (Some(key), Some(clients)) = (&p.curve_key_file, &p.curve_clients_file) else {
-        return Ok(None);
-    };
-    let usage = |e: curve::KeyError| Failure::Usage(e.to_string());
-    Ok(Some(CurveServer {
-        secret: curve::read_secret_key(key).map_err(usage)?,
-        clients: curve::read_allow_list(clients).map_err(usage)?,
-    }))
+fn curve_server(settings: &Settings, origin: &Path) -> Result<Option<CurveServer>> {
+    let keys = settings
+        .curve_server_keys(origin)
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    Ok(keys.map(|(secret, clients)| CurveServer { secret, clients }))
 }
 
 /// The flags over the configuration file's values.

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
-use banshare::config::{self, Settings};
+use banshare::config::{self, Settings, check_metrics_listen};
 use banshare::follow::{Handle, Msg};
 use banshare::outbox::append::Writer;
 use banshare::outbox::spool::Spool;
@@ -13,7 +13,7 @@ use banshare::state::{StateDir, StateError};
 use banshare::transport::lock::Owner;
 use banshare::transport::{self, LogLocation, Transport};
 
-use super::args::LogArgs;
+use super::args::{LogArgs, WatchArgs};
 use super::failure::{Failure, Result};
 
 pub fn load_settings(path: &Option<PathBuf>) -> Result<Settings> {
@@ -57,6 +57,36 @@ pub fn apply_log_args(settings: &mut Settings, args: &LogArgs) -> Result<()> {
     settings
         .check_consistency()
         .map_err(|(key, message)| Failure::Usage(format!("{key}: {message}")))
+}
+
+/// The flags of `watch` over the settings.
+pub fn apply_watch_args(settings: &mut Settings, args: &WatchArgs) -> Result<()> {
+    apply_log_args(settings, &args.log)?;
+    let w = &mut settings.watch;
+    if let Some(b) = &args.backend {
+        w.backend = Some(b.clone());
+    }
+    if let Some(d) = &args.state_dir {
+        w.state_dir = d.clone();
+    }
+    if let Some(f) = args.follow {
+        w.follow = f;
+    }
+    if let Some(p) = args.poll_interval {
+        w.poll_interval = p;
+    }
+    if let Some(m) = &args.metrics_file {
+        w.metrics_file = Some(m.clone());
+    }
+    if let Some(addr) = args.metrics_listen {
+        w.metrics_listen = Some(addr);
+    }
+    w.metrics_listen_any |= args.metrics_listen_any;
+    if let Some(addr) = w.metrics_listen {
+        check_metrics_listen(addr, w.metrics_listen_any)
+            .map_err(|m| Failure::Usage(format!("--metrics-listen: {m}")))?;
+    }
+    Ok(())
 }
 
 /// Who writes, with this node's signing key if one is configured.

@@ -281,6 +281,34 @@ impl Settings {
     }
 }
 
+/// The publisher's CURVE secret key and the public keys of the clients it
+/// admits.
+#[cfg(feature = "zmq")]
+pub type CurveServerKeys = (
+    crate::transport::zmq::curve::Key,
+    std::collections::HashSet<crate::transport::zmq::curve::Key>,
+);
+
+#[cfg(feature = "zmq")]
+impl Settings {
+    /// The publisher's CURVE key files, read as `publisher` reads them at
+    /// start (and `config check` too, so it refuses what the publisher
+    /// refuses); `None` without CURVE.
+    pub fn curve_server_keys(&self, origin: &Path) -> Result<Option<CurveServerKeys>, ConfigError> {
+        use crate::transport::zmq::curve;
+        let check = Checker { origin };
+        let p = &self.publisher;
+        let (Some(key), Some(clients)) = (&p.curve_key_file, &p.curve_clients_file) else {
+            return Ok(None);
+        };
+        let secret = curve::read_secret_key(key)
+            .map_err(|e| check.invalid("publisher.curve_key_file", e))?;
+        let allowed = curve::read_allow_list(clients)
+            .map_err(|e| check.invalid("publisher.curve_clients_file", e))?;
+        Ok(Some((secret, allowed)))
+    }
+}
+
 /// The token: the file's content, without one trailing newline. Only
 /// its owner may read the file.
 fn read_token(path: &Path) -> Result<LegacyToken, String> {

@@ -80,6 +80,21 @@ impl Settings {
         Ok(())
     }
 
+    /// The state directories of the watcher, the monitor and the
+    /// publisher, as each daemon checks its own at start: none may hold
+    /// files of a newer banshare (refused, exit 2). Reads only.
+    pub fn check_state_dirs(&self, origin: &Path) -> Result<(), ConfigError> {
+        let check = Checker { origin };
+        for (key, dir) in [
+            ("watch.state_dir", &self.watch.state_dir),
+            ("monitor.state_dir", &self.monitor.state_dir),
+            ("publisher.data_dir", &self.publisher.data_dir),
+        ] {
+            crate::state::check_versions(dir).map_err(|e| check.invalid(key, e))?;
+        }
+        Ok(())
+    }
+
     /// This node's signing key (`[common] key`), which `ban`, `unban` and
     /// `monitor` refuse to run without when it is set; `None` when unset.
     pub fn signing_key(&self, origin: &Path) -> Result<Option<SigningKey>, ConfigError> {

@@ -138,6 +138,11 @@ impl TrustedKeys {
     pub fn is_empty(&self) -> bool {
         self.by_node.is_empty()
     }
+
+    /// How many nodes have a key.
+    pub fn node_count(&self) -> usize {
+        self.by_node.len()
+    }
 }
 
 #[cfg(test)]

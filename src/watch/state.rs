@@ -229,6 +229,66 @@ impl WatcherFiles for StateDir {
     }
 }
 
+/// Whether a watcher works, as `status` and `doctor` tell it from its state
+/// directory.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Liveness {
+    /// No watcher has written a status in this directory.
+    NeverRan,
+    /// No process holds the directory's lock: the watcher is not running.
+    Stopped(Box<Status>),
+    /// A process holds the lock but has not written its status for this
+    /// long, over [`silence_limit`]: stopped, or stuck (in an
+    /// uninterruptible wait on a dead mount, say). It applies nothing.
+    Silent(Box<Status>, std::time::Duration),
+    Running(Box<Status>),
+}
+
+/// How long a running watcher may leave its status unwritten before it
+/// counts as not responding. It writes its status at every wake-up (at
+/// most once a second) and wakes at least every safety poll; a batch holds
+/// it for a few backend calls, each cut at the backend's timeout.
+pub fn silence_limit(
+    safety_poll: std::time::Duration,
+    backend_timeout: std::time::Duration,
+) -> std::time::Duration {
+    (safety_poll * 4 + backend_timeout * 2).max(std::time::Duration::from_secs(120))
+}
+
+/// The liveness of the watcher of `dir`, read without creating anything.
+/// `limit`: see [`silence_limit`].
+pub fn liveness(
+    dir: &std::path::Path,
+    limit: std::time::Duration,
+    now: DateTime<Utc>,
+) -> io::Result<Liveness> {
+    if !dir.is_dir() {
+        return Ok(Liveness::NeverRan);
+    }
+    let Some(status) = StateDir::open(dir)?.load_status()? else {
+        return Ok(Liveness::NeverRan);
+    };
+    let status = Box::new(status);
+    if !is_held(dir)? {
+        return Ok(Liveness::Stopped(status));
+    }
+    // The last sign of life: the status, or taking the lock (which writes
+    // the pid into it) for a watcher still starting up over an older
+    // status. One dated ahead of now (a clock set back) counts as fresh.
+    let locked = std::fs::metadata(dir.join("lock"))
+        .and_then(|m| m.modified())
+        .ok()
+        .map(DateTime::<Utc>::from);
+    let silent = status
+        .updated
+        .max(locked)
+        .map_or(Some(limit), |t| (now - t).to_std().ok());
+    Ok(match silent {
+        Some(silent) if silent > limit => Liveness::Silent(status, silent),
+        _ => Liveness::Running(status),
+    })
+}
+
 /// `active.json` from format 1 on.
 #[derive(Deserialize)]
 struct ActiveFile {
