@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use super::cursor::{CursorSaver, Saving};
 use super::drift::FirewallGuard;
 use super::policy::{Adjusted, Policy, PolicySettings, Skip, record_time};
 use super::reach::{Reach, Refresh};
@@ -110,6 +111,8 @@ pub struct Daemon {
     backend: Box<dyn Backend>,
     status: Status,
     wake: Wake,
+    /// Saves the cursor after each batch.
+    cursor: CursorSaver,
     /// A decided batch not yet applied; the cursor stays before it.
     pending: Vec<Action>,
     retry: Option<Retry>,
@@ -155,7 +158,8 @@ impl Daemon {
             path: opts.state.path().to_owned(),
             source,
         };
-        let saved: Option<WatchCheckpoint> = opts.state.load_checkpoint().map_err(state_err)?;
+        let (mut cursor, saved) =
+            CursorSaver::open(opts.state.clone(), Saving::EveryBatch).map_err(state_err)?;
         let mut policy = Policy::new(policy);
         if let Some(breaker) = saved.as_ref().and_then(|s| s.breaker.clone()) {
             policy.restore_breaker(breaker, Utc::now());
@@ -170,6 +174,11 @@ impl Daemon {
         let (mut wake, handle) = Wake::new(Mode::Poll(safety_poll));
         let mode = feed.watch(handle.clone());
         wake.set_mode(mode);
+        // A pushed feed brings bans one at a time: its cursor is journaled
+        // per batch and made durable once a second (see watch::cursor).
+        if matches!(mode, Mode::Pushed { .. }) {
+            cursor.set_saving(Saving::Coalesced);
+        }
         let status = Status {
             node: opts.node.clone(),
             pid: std::process::id(),
@@ -189,6 +198,7 @@ impl Daemon {
             backend,
             status,
             wake,
+            cursor,
             pending: Vec::new(),
             retry: None,
             unsaved: false,
@@ -247,7 +257,7 @@ impl Daemon {
         self.cycle();
         self.write_status();
         loop {
-            match self.wake.wait() {
+            match self.wake.wait_until(self.cursor.due()) {
                 Some(Msg::Stop) => break,
                 Some(Msg::Reload) => self.reload(&mut reload),
                 Some(Msg::Changed) | None => {}
@@ -517,7 +527,7 @@ impl Daemon {
             }
             self.retry = None;
         }
-        !self.unsaved || self.save_cursor()
+        (!self.unsaved || self.save_cursor()) && self.sync_cursor(false)
     }
 
     /// Keeps `batch` for a later retry (true: given up instead).
@@ -574,7 +584,7 @@ impl Daemon {
             position,
             breaker: Some(self.policy.breaker_state(Utc::now())),
         };
-        if let Err(e) = self.opts.state.save_checkpoint(&saved) {
+        if let Err(e) = self.cursor.save(saved) {
             self.hold(format!(
                 "cannot save the cursor in {}: {e}",
                 self.opts.state.path().display()
@@ -586,6 +596,22 @@ impl Daemon {
         self.status.offset = seq;
         self.end_hold();
         true
+    }
+
+    /// Writes the journaled cursor durably when it is due (or now, if
+    /// `now`); holds as [`Daemon::save_cursor`] does when it cannot.
+    /// Returns whether it is saved, or not yet due.
+    fn sync_cursor(&mut self, now: bool) -> bool {
+        match self.cursor.sync(now) {
+            Ok(()) => true,
+            Err(e) => {
+                self.hold(format!(
+                    "cannot save the cursor in {}: {e}",
+                    self.opts.state.path().display()
+                ));
+                false
+            }
+        }
     }
 
     /// Before a batch is read: whether the state directory has room for the
@@ -717,6 +743,7 @@ impl Daemon {
             // If it cannot be saved, the next start applies the last batch
             // again; hold() has said so.
             let _ = self.save_cursor();
+            let _ = self.sync_cursor(true);
         } else {
             // The saved cursor stays before the batch: the next start reads
             // and applies it again.
@@ -724,6 +751,8 @@ impl Daemon {
                 "stopping with a batch of {} not applied; it is read again at the next start",
                 self.pending.len()
             );
+            // What was applied before it, journaled, goes to cursor.json.
+            let _ = self.sync_cursor(true);
         }
         self.save_active();
         self.write_status();

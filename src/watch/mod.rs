@@ -5,9 +5,11 @@
 //! - [`flusher`]: delivering the local spool while the watcher runs;
 //! - [`policy`]: which records become bans;
 //! - [`state`]: the cursor and status files;
+//! - [`cursor`]: when and how the cursor is saved after each batch;
 //! - [`host`]: this host's own addresses;
 //! - [`reach`]: the addresses this node reaches the shared log through.
 
+pub mod cursor;
 pub mod daemon;
 pub mod drift;
 pub mod flusher;
