@@ -354,6 +354,16 @@ pub(crate) fn versioned_json<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
     serde_json::to_vec_pretty(&versioned).map_err(io::Error::other)
 }
 
+/// As [`versioned_json`], on one line (no newline at its end), for a
+/// journal of them.
+pub(crate) fn versioned_json_line<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
+    let versioned = Versioned {
+        version: STATE_VERSION,
+        body: value,
+    };
+    serde_json::to_vec(&versioned).map_err(io::Error::other)
+}
+
 /// Writes `data` over the start of the existing file at `path`, padded
 /// with spaces (JSON ignores them) to the file's old length, so that no
 /// block needs to be allocated. Not atomic: a reader may catch it half

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use super::cursor::{CursorSaver, Saving};
 use super::drift::FirewallGuard;
 use super::incident;
 use super::metrics::{Changes, Snapshot, WatchMetrics};
@@ -116,6 +117,8 @@ pub struct Daemon {
     backend: Box<dyn Backend>,
     status: Status,
     wake: Wake,
+    /// Saves the cursor after each batch.
+    cursor: CursorSaver,
     /// A decided batch not yet applied; the cursor stays before it.
     pending: Vec<Action>,
     retry: Option<Retry>,
@@ -166,7 +169,8 @@ impl Daemon {
             path: opts.state.path().to_owned(),
             source,
         };
-        let saved: Option<WatchCheckpoint> = opts.state.load_checkpoint().map_err(state_err)?;
+        let (mut cursor, saved) =
+            CursorSaver::open(opts.state.clone(), Saving::EveryBatch).map_err(state_err)?;
         let mut policy = Policy::new(policy);
         if let Some(breaker) = saved.as_ref().and_then(|s| s.breaker.clone()) {
             policy.restore_breaker(breaker, Utc::now());
@@ -183,6 +187,11 @@ impl Daemon {
         let (mut wake, handle) = Wake::new(Mode::Poll(safety_poll));
         let mode = feed.watch(handle.clone());
         wake.set_mode(mode);
+        // A pushed feed brings bans one at a time: its cursor is journaled
+        // per batch and made durable once a second (see watch::cursor).
+        if matches!(mode, Mode::Pushed { .. }) {
+            cursor.set_saving(Saving::Coalesced);
+        }
         let status = Status {
             node: opts.node.clone(),
             pid: std::process::id(),
@@ -203,6 +212,7 @@ impl Daemon {
             backend,
             status,
             wake,
+            cursor,
             pending: Vec::new(),
             retry: None,
             unsaved: false,
@@ -274,7 +284,7 @@ impl Daemon {
         self.write_status();
         self.export_metrics_now(true, true);
         loop {
-            match self.wake.wait_at_most(self.due_in()) {
+            match self.wake.wait_until(self.next_due()) {
                 Some(Msg::Stop) => break,
                 Some(Msg::Reload) => self.reload(&mut reload),
                 Some(Msg::Changed) | None => {}
@@ -668,7 +678,7 @@ impl Daemon {
             }
             self.retry = None;
         }
-        !self.unsaved || self.save_cursor()
+        (!self.unsaved || self.save_cursor()) && self.sync_cursor(false)
     }
 
     /// Keeps `batch` for a later retry (true: given up instead).
@@ -734,7 +744,7 @@ impl Daemon {
             position,
             breaker: Some(self.policy.breaker_state(Utc::now())),
         };
-        if let Err(e) = self.opts.state.save_checkpoint(&saved) {
+        if let Err(e) = self.cursor.save(saved) {
             self.hold(format!(
                 "cannot save the cursor in {}: {e}",
                 self.opts.state.path().display()
@@ -765,6 +775,22 @@ impl Daemon {
         }
         self.saved_control = version;
         true
+    }
+
+    /// Writes the journaled cursor durably when it is due (or now, if
+    /// `now`); holds as [`Daemon::save_cursor`] does when it cannot.
+    /// Returns whether it is saved, or not yet due.
+    fn sync_cursor(&mut self, now: bool) -> bool {
+        match self.cursor.sync(now) {
+            Ok(()) => true,
+            Err(e) => {
+                self.hold(format!(
+                    "cannot save the cursor in {}: {e}",
+                    self.opts.state.path().display()
+                ));
+                false
+            }
+        }
     }
 
     /// Before a batch is read: whether the state directory has room for the
@@ -838,6 +864,17 @@ impl Daemon {
             self.save_active();
         }
         self.export_metrics_now(false, true);
+    }
+
+    /// When the loop must wake at the latest for a file that is due (the
+    /// journaled cursor, the active bans, the metrics); `None` when none
+    /// is, and then the follow mode alone wakes it.
+    fn next_due(&self) -> Option<Instant> {
+        let files = self.due_in().map(|d| Instant::now() + d);
+        match (files, self.cursor.due()) {
+            (Some(f), Some(c)) => Some(f.min(c)),
+            (f, c) => f.or(c),
+        }
     }
 
     /// How long the loop may sleep before a file is due (the active bans,
@@ -981,6 +1018,7 @@ impl Daemon {
             // If it cannot be saved, the next start applies the last batch
             // again; hold() has said so.
             let _ = self.save_cursor();
+            let _ = self.sync_cursor(true);
         } else {
             // The saved cursor stays before the batch: the next start reads
             // and applies it again.
@@ -988,6 +1026,8 @@ impl Daemon {
                 "stopping with a batch of {} not applied; it is read again at the next start",
                 self.pending.len()
             );
+            // What was applied before it, journaled, goes to cursor.json.
+            let _ = self.sync_cursor(true);
         }
         self.save_active();
         self.write_status();

@@ -18,7 +18,6 @@ use std::io;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::durable::write_atomic;
 pub use crate::state::{STATE_VERSION, StateDir, StateError, is_held};
 use crate::state::{
     file_version, load_json, overwrite_in_place, parse_json, read_state_file, versioned_json,
@@ -216,13 +215,18 @@ impl WatcherFiles for StateDir {
         crate::state::save_json(&self.file("control.json"), control)
     }
 
-    /// Replaces status.json atomically. When the state directory is full,
-    /// overwrites it in place instead (it fits in the blocks it has), so
-    /// that `banshare status` can still tell that the watcher holds.
+    /// Replaces status.json atomically, without fsync: it only reports,
+    /// is rewritten every second and at stop, and nothing reads it back at
+    /// start, so its two fsyncs a second (per watcher, on a disk that a
+    /// ZeroMQ publisher may share) bought nothing. A host crash may leave
+    /// it old or empty until the watcher runs again. When the state
+    /// directory is full, overwrites it in place instead (it fits in the
+    /// blocks it has), so that `banshare status` can still tell that the
+    /// watcher holds.
     fn save_status(&self, status: &Status) -> io::Result<()> {
         let path = self.file("status.json");
         let data = versioned_json(status)?;
-        match write_atomic(&path, &data, 0o600) {
+        match crate::durable::replace(&path, &data, 0o600) {
             Err(e) if e.kind() == io::ErrorKind::StorageFull => overwrite_in_place(&path, &data),
             result => result,
         }
