@@ -166,6 +166,22 @@ pub fn trust(settings: &Settings) -> Finding {
             );
         }
     };
+    // Before loading, which refuses such a file with a less telling message.
+    let mode = meta.permissions().mode();
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if mode & 0o022 != 0 || (meta.uid() != 0 && meta.uid() != me) {
+        return Finding::problem(
+            "trust",
+            format!(
+                "{shown} (mode {:o}, owner uid {}) can be changed by others than root or this user: \
+                 whoever adds a key to it can ban in any node's name",
+                mode & 0o7777,
+                meta.uid()
+            ),
+            format!("chown root: {shown} && chmod 644 {shown}"),
+        );
+    }
     let keys = match TrustedKeys::load(path) {
         Ok(keys) => keys,
         Err(e) => {
@@ -185,21 +201,6 @@ pub fn trust(settings: &Settings) -> Finding {
                 "{shown} lists no key, but [trust] require_signed is on: watch refuses to start"
             ),
             "add the nodes' public keys (`banshare keygen` prints each), or set require_signed = false",
-        );
-    }
-    let mode = meta.permissions().mode();
-    // SAFETY: geteuid cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if mode & 0o022 != 0 || (meta.uid() != 0 && meta.uid() != me) {
-        return Finding::problem(
-            "trust",
-            format!(
-                "{shown} (mode {:o}, owner uid {}) can be changed by others than root or this user: \
-                 whoever adds a key to it can ban in any node's name",
-                mode & 0o7777,
-                meta.uid()
-            ),
-            format!("chown root: {shown} && chmod 644 {shown}"),
         );
     }
     Finding::ok(
