@@ -222,6 +222,18 @@ fn systemd_dropin_ties_a_unit_to_the_share_of_the_configured_log() {
     assert!(!text.contains("User=root"), "{text}");
     fs::remove_file(&action).unwrap();
 
+    // A metrics file outside the packaged state folder: its folder is
+    // writable, and optional ("-") since node_exporter may come later.
+    let with_metrics = format!(
+        "{}metrics_file = \"/var/lib/prometheus/node-exporter/banshare.prom\"\n",
+        config.replace("fail2ban", "nftables")
+    );
+    let text = dropin(dir.path(), &with_metrics, &["--unit", "watch"]);
+    assert!(
+        text.contains("ReadWritePaths=-/var/lib/prometheus/node-exporter\n"),
+        "{text}"
+    );
+
     // A log over SFTP has no mount to wait for.
     let config = "[common]\nlog = \"sftp://banshare@files.example.org/share/newbans.log\"\n";
     let text = dropin(dir.path(), config, &["--unit", "watch"]);

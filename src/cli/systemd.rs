@@ -103,6 +103,10 @@ fn render(unit: UnitName, root: Option<&str>, settings: &Settings) -> String {
     for folder in writable_folders(unit, settings, share.as_deref()) {
         let _ = writeln!(text, "ReadWritePaths={}", folder.display());
     }
+    if let Some(folder) = metrics_folder(unit, settings) {
+        // "-": node_exporter's folder may come later; the unit still starts.
+        let _ = writeln!(text, "ReadWritePaths=-{}", folder.display());
+    }
     if let Some(reason) = root {
         let _ = writeln!(
             text,
@@ -133,6 +137,20 @@ fn share_folder(unit: UnitName, settings: &Settings) -> Option<PathBuf> {
         #[allow(unreachable_patterns)]
         _ => None,
     }
+}
+
+/// The folder of the unit's metrics file ([watch], [monitor] or
+/// [publisher] metrics_file), which the packaged unit cannot know: it is
+/// replaced by a rename there, so the folder must be writable.
+fn metrics_folder(unit: UnitName, settings: &Settings) -> Option<PathBuf> {
+    let file = match unit {
+        UnitName::Watch => settings.watch.metrics_file.as_ref(),
+        UnitName::Monitor => settings.monitor.metrics_file.as_ref(),
+        UnitName::Publisher => settings.publisher.metrics_file.as_ref(),
+        UnitName::Compact => None,
+    }?;
+    let folder = file.parent()?;
+    (!folder.starts_with(PACKAGED_STATE)).then(|| folder.to_owned())
 }
 
 /// The share, and the folders this unit writes that the packaged unit does
