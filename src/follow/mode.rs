@@ -155,7 +155,9 @@ const BLIND: &[(i64, &str)] = &[
     (0x0BD0_0BD0, "lustre"),
 ];
 
-fn statfs_type(dir: &Path) -> Option<i64> {
+/// The filesystem type (statfs `f_type`) under `dir`; `None` when it
+/// cannot be told (a missing folder).
+pub fn statfs_type(dir: &Path) -> Option<i64> {
     let path = CString::new(dir.as_os_str().as_bytes()).ok()?;
     let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: `path` is NUL-terminated and `buf` is a valid statfs.

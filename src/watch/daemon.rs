@@ -849,6 +849,11 @@ impl Daemon {
     /// second, active bans and metrics every few seconds when they changed.
     fn housekeeping(&mut self) {
         self.rejects.flush();
+        if let Some(mode) = self.feed.recheck() {
+            self.mode = mode;
+            self.wake.set_mode(mode);
+            self.status.mode = mode.describe();
+        }
         self.refresh_transport(false);
         // Restoring bans before the transport's addresses are known could
         // ban the file server of a share that is not mounted yet (a reboot:
