@@ -8,7 +8,8 @@
 //! (as benches/watch.rs measures), and on a lightweight subscriber when its
 //! `banshare watch --backend log` prints the ban. Each latency runs from
 //! just before the submission to the moment the last subscriber reported
-//! it; the next ban is submitted 30 ms after that (700 ms for the rows
+//! it (the p50-max columns), or to each subscriber's report (the "each
+//! application" column: one latency per ban and subscriber); the next ban is submitted 30 ms after that (700 ms for the rows
 //! that poll), or after a 5 s deadline (counted as missed), so each is
 //! measured alone.
 //!
@@ -24,7 +25,9 @@
 //!   the file server's SFTP share (poll 250 ms), each ban appended with
 //!   `banshare ban` on the file server's own disk.
 //!
-//! `cargo bench --bench zmq`, as root. Prints a Markdown table for
+//! `cargo bench --bench zmq`, as root. `BANSHARE_BENCH_BANS=50` makes a
+//! short run (50 bans per ZeroMQ row, the other rows in proportion) to
+//! check the bench or compare CPU per ban; its latencies are no result. Prints a Markdown table for
 //! docs/benchmarks.md on stdout and progress on stderr. Like the other
 //! benches it does nothing without `--bench`, so `cargo test --benches`
 //! stays fast.
@@ -57,6 +60,40 @@ const ZMQ_BANS: usize = 500;
 /// `banshare ban` processes: slower to submit, so fewer.
 const ZMQ_CLI_BANS: usize = 100;
 const FILE_BANS: usize = 40;
+/// Set to N, each ZeroMQ row submits N bans instead of [`ZMQ_BANS`] (the
+/// others as many in proportion, at least 5): a short run to check the
+/// bench or compare CPU per ban, not a result for docs/benchmarks.md.
+const BANS_VAR: &str = "BANSHARE_BENCH_BANS";
+
+/// How many bans each row submits: as above, or fewer by [`BANS_VAR`].
+#[derive(Clone, Copy)]
+struct Counts {
+    zmq: usize,
+    zmq_cli: usize,
+    file: usize,
+}
+
+impl Counts {
+    fn from_env() -> Counts {
+        let full = Counts {
+            zmq: ZMQ_BANS,
+            zmq_cli: ZMQ_CLI_BANS,
+            file: FILE_BANS,
+        };
+        let Some(n) = std::env::var(BANS_VAR).ok() else {
+            return full;
+        };
+        let n: usize = n
+            .parse()
+            .unwrap_or_else(|_| panic!("{BANS_VAR} must be a number of bans, not {n:?}"));
+        let scaled = |count: usize| (count * n / ZMQ_BANS).max(5);
+        Counts {
+            zmq: n.max(1),
+            zmq_cli: scaled(ZMQ_CLI_BANS),
+            file: scaled(FILE_BANS),
+        }
+    }
+}
 /// After the last subscriber applied a ban, before the next.
 const ZMQ_GAP: Duration = Duration::from_millis(30);
 /// The file rows poll every 250 ms: a longer gap puts each ban at a
@@ -80,10 +117,18 @@ fn main() {
     let work = tempfile::tempdir().unwrap();
     let config = work.path().join("banshare.toml");
     fs::write(&config, CONFIG).unwrap();
+    let counts = Counts::from_env();
+    if counts.zmq != ZMQ_BANS {
+        progress(&format!(
+            "{BANS_VAR}: {} bans per ZeroMQ row, {} with `banshare ban`, {} per file row (a short run)",
+            counts.zmq, counts.zmq_cli, counts.file
+        ));
+    }
     let bench = Bench {
         cluster: &cluster,
         work: work.path(),
         config: &config,
+        counts,
     };
     let events = Events::new();
     let _monitors = events.start_nft_monitors(&cluster);
@@ -135,6 +180,7 @@ struct Bench<'a> {
     cluster: &'a Cluster,
     work: &'a Path,
     config: &'a Path,
+    counts: Counts,
 }
 
 impl Bench<'_> {
@@ -157,7 +203,7 @@ impl Bench<'_> {
         progress("10 nftables watchers up");
         let before = cpu_of(&publisher, &nft, &[]);
         let t = Instant::now();
-        let m = measure(events, &all, 21, ZMQ_BANS, ZMQ_GAP, &mut submit);
+        let m = measure(events, &all, 21, self.counts.zmq, ZMQ_GAP, &mut submit);
         let mut row = Row::new(
             "ZeroMQ, REQ client in the bench (1 record per request)",
             NFT_HOSTS,
@@ -179,7 +225,14 @@ impl Bench<'_> {
             "ZeroMQ, one `banshare ban` process per ban",
             NFT_HOSTS,
             NFT_HOSTS,
-            measure(events, &all, 22, ZMQ_CLI_BANS, ZMQ_GAP, &mut cli_submit),
+            measure(
+                events,
+                &all,
+                22,
+                self.counts.zmq_cli,
+                ZMQ_GAP,
+                &mut cli_submit,
+            ),
         ));
         progress("ZeroMQ, 10 subscribers, banshare ban: done");
 
@@ -208,7 +261,7 @@ impl Bench<'_> {
         progress(&format!("watchers' mean RSS: {rss_mb:.1} MB"));
         let before = cpu_of(&publisher, &nft, &light);
         let t = Instant::now();
-        let m = measure(events, &everyone, 24, ZMQ_BANS, ZMQ_GAP, &mut submit);
+        let m = measure(events, &everyone, 24, self.counts.zmq, ZMQ_GAP, &mut submit);
         let mut row = Row::new(
             "ZeroMQ, REQ client in the bench (1 record per request)",
             NFT_HOSTS + LOG_SUBSCRIBERS,
@@ -258,7 +311,14 @@ impl Bench<'_> {
                 },
                 NFT_HOSTS,
                 NFT_HOSTS,
-                measure(events, &all, net + 1, FILE_BANS, FILE_GAP, &mut append),
+                measure(
+                    events,
+                    &all,
+                    net + 1,
+                    self.counts.file,
+                    FILE_GAP,
+                    &mut append,
+                ),
             ));
             progress(&format!("{name}, 10 watchers: done"));
             drop(watchers);
@@ -597,6 +657,16 @@ impl Seen {
         Some((*times.iter().min()?, *times.iter().max()?))
     }
 
+    /// Every report of `addr` among subscribers `who` (all reported).
+    fn each_of<'a>(
+        &'a self,
+        addr: Ipv4Addr,
+        who: &'a HashSet<usize>,
+    ) -> impl Iterator<Item = Instant> + 'a {
+        let got = &self.by_addr[&addr];
+        who.iter().map(move |w| got[w])
+    }
+
     /// The last report of `addr` among subscribers `who` (all reported).
     fn last_of(&self, addr: Ipv4Addr, who: std::ops::Range<usize>) -> Instant {
         let got = &self.by_addr[&addr];
@@ -607,6 +677,9 @@ impl Seen {
 struct Measured {
     /// Submission to the last subscriber's report.
     last: Vec<Duration>,
+    /// Submission to each subscriber's report: one per (ban, subscriber),
+    /// the usual meaning of submit-to-applied latency.
+    each: Vec<Duration>,
     /// Submission to the first subscriber's report.
     first: Vec<Duration>,
     /// Submission to the last nftables host's element.
@@ -630,6 +703,7 @@ fn measure(
     let mut seen = Seen::default();
     let mut m = Measured {
         last: Vec::new(),
+        each: Vec::new(),
         first: Vec::new(),
         last_nft: Vec::new(),
         acked: Vec::new(),
@@ -646,6 +720,10 @@ fn measure(
             Some((first, last)) => {
                 m.first.push(first.saturating_duration_since(start));
                 m.last.push(last.saturating_duration_since(start));
+                m.each.extend(
+                    seen.each_of(addr, &who)
+                        .map(|at| at.saturating_duration_since(start)),
+                );
                 let nft = seen.last_of(addr, 0..NFT_HOSTS);
                 m.last_nft.push(nft.saturating_duration_since(start));
             }
@@ -747,15 +825,17 @@ impl Row {
 
 fn table(rows: &[Row]) -> String {
     let mut t = String::from(
-        "| transport, submitted by | subscribers (nftables) | bans | p50 ms | p90 ms | p99 ms | max ms | first subscriber p50 ms | last nftables host p50 / p99 ms | ACK p50 / p99 ms | missed (5 s) |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| transport, submitted by | subscribers (nftables) | bans | p50 ms | p90 ms | p99 ms | max ms | each application p50 / p99 ms | first subscriber p50 ms | last nftables host p50 / p99 ms | ACK p50 / p99 ms | missed (5 s) |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         let mut last = r.m.last.clone();
         let mut first = r.m.first.clone();
         let mut acked = r.m.acked.clone();
         let mut last_nft = r.m.last_nft.clone();
+        let mut each = r.m.each.clone();
         last_nft.sort();
+        each.sort();
         last.sort();
         first.sort();
         acked.sort();
@@ -765,7 +845,7 @@ fn table(rows: &[Row]) -> String {
             format!("{} / {}", ms(&acked, 0.5), ms(&acked, 0.99))
         };
         t += &format!(
-            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |\n",
+            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} / {} | {} | {} / {} | {} | {} |\n",
             r.how,
             r.subscribers,
             r.nft,
@@ -774,6 +854,8 @@ fn table(rows: &[Row]) -> String {
             ms(&last, 0.9),
             ms(&last, 0.99),
             ms(&last, 1.0),
+            ms(&each, 0.5),
+            ms(&each, 0.99),
             ms(&first, 0.5),
             ms(&last_nft, 0.5),
             ms(&last_nft, 0.99),
@@ -781,20 +863,24 @@ fn table(rows: &[Row]) -> String {
             r.m.missed
         );
     }
-    t += "\n| transport, subscribers | wall s | publisher CPU ms per ban | 10 nftables watchers' CPU ms per ban: watchers + their `nft` runs | log watchers' CPU ms per ban | cores busy with these |\n\
+    t += "\n| transport, subscribers | wall s | publisher CPU ms per ban | 10 nftables watchers' CPU ms per ban: watchers + their `nft` runs | log watchers' CPU ms per ban: all / each | cores busy with these |\n\
           |---|---:|---:|---:|---:|---:|\n";
     for r in rows {
         let Some((cpu, wall)) = r.used else { continue };
         let bans = (r.m.last.len() + r.m.missed) as f64;
         let per_ban = |s: f64| format!("{:.2}", s * 1000.0 / bans);
         t += &format!(
-            "| ZeroMQ, {} | {:.1} | {} | {} + {} | {} | {:.2} |\n",
+            "| ZeroMQ, {} | {:.1} | {} | {} + {} | {} / {} | {:.2} |\n",
             r.subscribers,
             wall.as_secs_f64(),
             per_ban(cpu.publisher),
             per_ban(cpu.nft),
             per_ban(cpu.nft_children),
             per_ban(cpu.light),
+            match r.subscribers - r.nft {
+                0 => "-".to_owned(),
+                light => format!("{:.3}", cpu.light * 1000.0 / bans / light as f64),
+            },
             (cpu.publisher + cpu.nft + cpu.nft_children + cpu.light) / wall.as_secs_f64()
         );
     }

@@ -1,6 +1,7 @@
 //! Writing small files so that a crash leaves either the old content or the
 //! new, never a mix: a temporary file in the same folder, fsync, rename over
-//! the target, fsync the folder.
+//! the target, fsync the folder. [`replace`] skips the fsyncs, for files
+//! whose loss in a host crash costs nothing.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -20,6 +21,29 @@ pub fn write_atomic_with(
     mode: u32,
     fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> io::Result<()> {
+    replace_with(path, mode, Sync::Durably, fill)
+}
+
+/// Replaces `path` with `data` atomically (a reader or a killed writer
+/// sees the old content or the new), without fsync: for a file that only
+/// reports, which a host crash may leave old or empty, and is written
+/// again soon after (the watcher's status).
+pub fn replace(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    replace_with(path, mode, Sync::No, |out| out.write_all(data))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sync {
+    Durably,
+    No,
+}
+
+fn replace_with(
+    path: &Path,
+    mode: u32,
+    sync: Sync,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -31,17 +55,21 @@ pub fn write_atomic_with(
     tmp_name.push(name);
     tmp_name.push(format!(".{}.tmp", std::process::id()));
     let tmp = dir.join(tmp_name);
-    let result = write_synced(&tmp, mode, fill).and_then(|()| fs::rename(&tmp, path));
+    let result = write_file(&tmp, mode, sync, fill).and_then(|()| fs::rename(&tmp, path));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result?;
-    sync_dir(dir)
+    match sync {
+        Sync::Durably => sync_dir(dir),
+        Sync::No => Ok(()),
+    }
 }
 
-fn write_synced(
+fn write_file(
     path: &Path,
     mode: u32,
+    sync: Sync,
     fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> io::Result<()> {
     let file = OpenOptions::new()
@@ -52,7 +80,11 @@ fn write_synced(
         .open(path)?;
     let mut out = io::BufWriter::with_capacity(64 * 1024, file);
     fill(&mut out)?;
-    out.into_inner().map_err(|e| e.into_error())?.sync_all()
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    match sync {
+        Sync::Durably => file.sync_all(),
+        Sync::No => Ok(()),
+    }
 }
 
 /// Makes a rename or create in `dir` durable.

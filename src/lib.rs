@@ -22,14 +22,20 @@
 //! - [`trust`]: signed records and the keys trusted to sign them;
 //! - [`config`]: the TOML configuration file;
 //! - [`compact`]: rewriting the shared log to what may still be in force;
-//! - [`durable`]: writing files so that a crash leaves the old or the new.
+//! - [`durable`]: writing files so that a crash leaves the old or the new;
+//! - [`file_mode`]: who may read or change the secret and trust files.
+//! - [`metrics`]: the Prometheus text files the daemons write.
+//! - [`doctor`]: the health checks of `banshare doctor`.
 
 pub mod backend;
 pub mod compact;
 pub mod config;
 pub mod demo;
+pub mod doctor;
 pub mod durable;
+pub mod file_mode;
 pub mod follow;
+pub mod metrics;
 pub mod monitor;
 pub mod outbox;
 #[cfg(feature = "zmq")]

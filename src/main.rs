@@ -25,6 +25,10 @@ fn main() -> ExitCode {
             eprintln!("banshare: {message}");
             ExitCode::from(3)
         }
+        Err(Failure::Unhealthy(code, message)) => {
+            eprintln!("banshare: {message}");
+            ExitCode::from(code)
+        }
         Err(failure) => {
             eprintln!("banshare: error: {}", failure.message());
             ExitCode::from(match failure {

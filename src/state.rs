@@ -42,7 +42,7 @@ use crate::transport::feed::Position;
 pub const STATE_VERSION: u64 = 2;
 
 /// The state files a daemon may have: none may be of a newer format.
-const STATE_FILES: [&str; 3] = [CHECKPOINT, "active.json", "status.json"];
+const STATE_FILES: [&str; 4] = [CHECKPOINT, "active.json", "status.json", "control.json"];
 /// The file that holds the saved position.
 const CHECKPOINT: &str = "cursor.json";
 
@@ -261,6 +261,22 @@ fn lock(dir: &Path) -> Result<File, StateError> {
     Ok(file)
 }
 
+/// Refuses what [`StateDir::acquire`] refuses in `dir` before it takes it:
+/// state files of a newer format. Reads only and creates nothing, for
+/// `config check`; a file it cannot read is the daemon's to report.
+pub fn check_versions(dir: &Path) -> Result<(), StateError> {
+    for name in STATE_FILES {
+        let path = dir.join(name);
+        let Ok(Some(data)) = read_state_file(&path) else {
+            continue;
+        };
+        if let Err(e @ StateError::FutureVersion { .. }) = check_version(&path, &data) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 /// Whether a daemon holds the lock of the state directory `dir` now (see
 /// [`StateDir::acquire`]). Asked without taking the lock for longer than the
 /// question and without creating anything, so `banshare status` can ask it;
@@ -336,6 +352,16 @@ pub(crate) fn versioned_json<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
         body: value,
     };
     serde_json::to_vec_pretty(&versioned).map_err(io::Error::other)
+}
+
+/// As [`versioned_json`], on one line (no newline at its end), for a
+/// journal of them.
+pub(crate) fn versioned_json_line<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
+    let versioned = Versioned {
+        version: STATE_VERSION,
+        body: value,
+    };
+    serde_json::to_vec(&versioned).map_err(io::Error::other)
 }
 
 /// Writes `data` over the start of the existing file at `path`, padded

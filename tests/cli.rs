@@ -1430,3 +1430,116 @@ fn compact_keeps_what_is_in_force_and_dry_run_only_lists() {
         assert!(help.contains(words), "compact --help lacks {words}: {help}");
     }
 }
+
+/// Every file that holds a secret (the legacy token, a signing key, a
+/// CURVE secret key) is refused when others than its owner can read it,
+/// and every file that says whom to trust (the CURVE allow-list, the
+/// trusted keys) when others can write it, as the CURVE secret key always
+/// was: exit 2, one line naming the file and the fix, nothing written.
+#[test]
+fn secret_and_trust_files_others_can_read_or_change_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let site = Site::new();
+    let dir = site.dir.path();
+    let chmod = |path: &PathBuf, mode: u32| {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let token = dir.join("token");
+    fs::write(&token, "s3cret-token-0123456789\n").unwrap();
+    let curve_key = dir.join("publisher.curve");
+    let keygen = banshare()
+        .args(["curve-keygen", "--out"])
+        .arg(&curve_key)
+        .output()
+        .unwrap();
+    assert!(keygen.status.success(), "{}", stderr(&keygen));
+    let clients = dir.join("curve-clients");
+    fs::write(&clients, String::from_utf8(keygen.stdout).unwrap()).unwrap();
+    let signing_key = dir.join("node.key");
+    let keygen = banshare()
+        .args(["keygen", "--out"])
+        .arg(&signing_key)
+        .output()
+        .unwrap();
+    assert!(keygen.status.success(), "{}", stderr(&keygen));
+    let trusted = dir.join("trusted-keys");
+    fs::write(&trusted, &keygen.stdout).unwrap();
+    let data = dir.join("data");
+    let publisher = |extra: &[&std::ffi::OsStr], config: &str| {
+        let config_file = dir.join("publisher.toml");
+        fs::write(&config_file, config).unwrap();
+        let mut cmd = Command::new(BANSHARE);
+        cmd.arg("--config")
+            .arg(&config_file)
+            .args(["publisher", "--node", "pub1", "--submit-port", "46778"])
+            .args(["--catch-up-port", "46779", "--legacy-port", "46780"])
+            .args(["--feed-port", "46781", "--data-dir"])
+            .arg(&data)
+            .args(extra);
+        run_with_deadline(&mut cmd, Duration::from_secs(10))
+    };
+    let token_args = [
+        "--legacy".as_ref(),
+        "token".as_ref(),
+        "--token-file".as_ref(),
+        token.as_os_str(),
+    ];
+    let curve_args = [
+        "--curve-key".as_ref(),
+        curve_key.as_os_str(),
+        "--curve-clients".as_ref(),
+        clients.as_os_str(),
+    ];
+    let key_args = ["--key".as_ref(), signing_key.as_os_str()];
+    let trust = format!("[trust]\nkeys = {trusted:?}\n");
+    // (the file, its mode, the flags, the configuration, the fix named)
+    let cases: [(&PathBuf, u32, &[&std::ffi::OsStr], &str, &str); 6] = [
+        (&token, 0o644, &token_args, "", "chmod 600"),
+        (&token, 0o640, &token_args, "", "chmod 600"),
+        (&clients, 0o666, &curve_args, "", "chmod go-w"),
+        (&clients, 0o664, &curve_args, "", "chmod go-w"),
+        (&signing_key, 0o644, &key_args, "", "chmod 600"),
+        (&trusted, 0o646, &[], &trust, "chmod go-w"),
+    ];
+    for (file, mode, args, config, fix) in cases {
+        chmod(file, mode);
+        let out = publisher(args, config);
+        let err = stderr(&out);
+        let what = format!("{} (mode {mode:o})", file.display());
+        assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{what}: {err}");
+        assert!(err.contains(&file.display().to_string()), "{what}: {err}");
+        assert!(err.contains(fix), "{what}: {err}");
+        assert!(!data.exists(), "{what}: the data directory was made");
+        // Restored: an owner-only secret, a trust list others may read.
+        chmod(file, if fix == "chmod 600" { 0o600 } else { 0o644 });
+    }
+    // All of them as they should be: the publisher starts.
+    let config_file = dir.join("publisher.toml");
+    fs::write(&config_file, &trust).unwrap();
+    let mut child = Command::new(BANSHARE)
+        .arg("--config")
+        .arg(&config_file)
+        .args(["publisher", "--node", "pub1", "--submit-port", "46778"])
+        .args(["--catch-up-port", "46779", "--legacy-port", "46780"])
+        .args(["--feed-port", "46781", "--data-dir"])
+        .arg(&data)
+        .args(token_args)
+        .args(curve_args)
+        .args(key_args)
+        .args(["--legacy-submit-port", "46782"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = wait_until(Duration::from_secs(10), || {
+        data.join("epoch").exists() || child.try_wait().unwrap().is_some()
+    });
+    let ended = child.try_wait().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        started && ended.is_none(),
+        "the publisher did not start: {ended:?}"
+    );
+}

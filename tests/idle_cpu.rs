@@ -105,7 +105,12 @@ fn watcher(follow: Follow) -> Idle {
     let child = spawn_daemon(dir.path(), follow, &state, |cmd| {
         cmd.args(["watch", "--backend", "log", "--node", "me"])
             .args(["--follow", follow.name(), "--log"])
-            .arg(&log);
+            .arg(&log)
+            // The metrics file is written when something changed, never on
+            // a timer of its own.
+            .arg("--metrics-file")
+            .arg(log.with_file_name("banshare.prom"))
+            .args(["--metrics-listen", "127.0.0.1:0"]);
     });
     let idle = Idle {
         what: format!("the watcher on {}", follow.name()),
@@ -171,7 +176,9 @@ fn monitor(follow: Follow) -> Idle {
         cmd.args(["monitor", "--node", "me", "--fail2ban-log"])
             .arg(&f2b_log)
             .arg("--log")
-            .arg(&shared);
+            .arg(&shared)
+            .arg("--metrics-file")
+            .arg(f2b_log.with_file_name("monitor.prom"));
     });
     let idle = Idle {
         what: format!("the monitor on {}", follow.name()),

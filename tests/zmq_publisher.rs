@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::cluster::Cluster;
+use support::prometheus::{parse_metrics, value};
 use support::pyzmq::{LEGACY_SUBSCRIBER, PYTHON};
 use support::{BANSHARE, children_of, wait_until};
 
@@ -238,8 +239,11 @@ fn publish_until_seen(
 }
 
 fn token_file(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
     let path = dir.join("token");
     std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+    // Only its owner may read it, or the publisher refuses it.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     path
 }
 
@@ -256,7 +260,9 @@ fn legacy_args(token: &Path) -> Vec<String> {
 fn original_peers_interoperate_and_bad_messages_are_refused_and_counted() {
     let cluster = Cluster::new("zpub-legacy", 1);
     let dir = tempfile::tempdir().unwrap();
-    let args = legacy_args(&token_file(dir.path()));
+    let mut args = legacy_args(&token_file(dir.path()));
+    let metrics = dir.path().join("publisher.prom");
+    args.extend(["--metrics-file".into(), metrics.display().to_string()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let publisher = Publisher::start(&cluster, dir.path(), &[], &args);
     let subscriber = Subscriber::start(&cluster, LEGACY_SUBSCRIBER, 5680);
@@ -326,6 +332,23 @@ fn original_peers_interoperate_and_bad_messages_are_refused_and_counted() {
     );
     assert!(log.contains("refused a submission (wrong_token)"), "{log}");
     assert!(!log.contains(TOKEN), "the token must not be logged: {log}");
+    // The same counts in the metrics file, as Prometheus reads them.
+    let m = parse_metrics(&std::fs::read_to_string(&metrics).unwrap());
+    let refused = |reason| {
+        value(
+            &m,
+            "banshare_publisher_refused_total",
+            &[("reason", reason)],
+        )
+    };
+    for reason in ["bad_address", "wrong_token", "too_long", "unknown_shape"] {
+        assert_eq!(refused(reason), Some(1.0), "{reason}");
+    }
+    let stored = |kind| value(&m, "banshare_publisher_stored_total", &[("kind", kind)]);
+    assert_eq!(stored("record"), Some(2.0));
+    // The first legacy ban is sent until the subscriber sees it.
+    assert!(stored("legacy").is_some_and(|n| n >= 2.0), "{m:?}");
+    assert_eq!(value(&m, "banshare_publisher_running", &[]), Some(0.0));
 }
 
 /// The records of the publisher's log, as catch-up from the start returns
@@ -583,4 +606,210 @@ fn bad_arguments_are_refused_before_anything_is_written() {
         assert!(stderr.contains(what), "{args:?}: {stderr}");
         assert!(!data.exists(), "{args:?} created the data directory");
     }
+}
+
+/// A hostile catch-up client: a DEALER (which, unlike REQ, may send
+/// without reading) sends argv[2] catch-up requests from the start, reads
+/// nothing, and takes as little as it can itself (RCVHWM 1, a small kernel
+/// buffer), so that the replies pile up at the publisher; then a malformed
+/// request, which the publisher logs once it has served all before it (one
+/// connection is served in order). Prints how many it sent, and holds the
+/// connection open until its stdin closes.
+const CATCH_UP_FLOOD: &str = r#"
+import sys, zmq
+ctx = zmq.Context()
+s = ctx.socket(zmq.DEALER)
+s.setsockopt(zmq.RCVHWM, 1)
+s.setsockopt(zmq.RCVBUF, 4096)
+s.setsockopt(zmq.SNDTIMEO, 10000)
+s.setsockopt(zmq.LINGER, 0)
+s.connect(sys.argv[1])
+sent = 0
+try:
+    for _ in range(int(sys.argv[2])):
+        s.send_multipart([b"", b"banshare/1 since 0000000000000000 0"])
+        sent += 1
+    s.send_multipart([b"", b"banshare/1 flood-done"])
+except zmq.Again:
+    pass
+print(sent, flush=True)
+sys.stdin.read()
+"#;
+
+/// An honest catch-up client, as banshare's feed is one: one request at a
+/// time on a REQ socket, each from the last number received, until the
+/// header's last record is in. Prints the records received and the last.
+const CATCH_UP_FULLY: &str = r#"
+import sys, zmq
+ctx = zmq.Context()
+s = ctx.socket(zmq.REQ)
+s.setsockopt(zmq.RCVTIMEO, 10000)
+s.setsockopt(zmq.LINGER, 0)
+s.connect(sys.argv[1])
+epoch, after, got = "0000000000000000", 0, 0
+while True:
+    s.send_string("banshare/1 since %s %d" % (epoch, after))
+    frames = s.recv_multipart()
+    _, epoch, last = frames[0].decode().split()
+    for f in frames[1:]:
+        seq = int(f.split(b" ", 1)[0])
+        assert seq == after + 1, (seq, after)
+        after, got = seq, got + 1
+    if after >= int(last):
+        break
+print(got, last, flush=True)
+"#;
+
+/// A field of /proc/PID/status, in kB.
+fn status_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.trim().strip_suffix(" kB"))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The publisher's peak memory while one client sends catch-up requests
+/// and never reads the replies: libzmq queued every reply for it (1000
+/// by default, each up to 1000 records), so one connection could hold
+/// hundreds of megabytes. docs/zmq.md promises a bound per connection; the
+/// test allows the publisher 32 MiB in all (16 MiB at rest), for 600 requests of ~300 KB of
+/// records each (~180 MB unbounded). An honest subscriber still catches up
+/// fully meanwhile.
+#[test]
+fn a_catch_up_client_that_never_reads_cannot_make_the_publisher_hold_its_replies() {
+    const RECORDS: u64 = 1000;
+    const FLOOD: usize = 600;
+    const BOUND_KB: u64 = 32 * 1024;
+    let cluster = Cluster::new("zpub-flood", 1);
+    let dir = tempfile::tempdir().unwrap();
+    // A log of 1000 records of ~300 bytes, as a publisher leaves it (the
+    // padding is a signature it cannot verify, which it stores for the
+    // watchers to judge, and keeps when it compacts its log at start).
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let padding = "x".repeat(230);
+    let lines: String = (0..RECORDS)
+        .map(|i| {
+            let address = format!("198.51.{}.{}", i / 250, i % 250 + 1);
+            format!("{} sig={padding}\n", record_line(&address))
+        })
+        .collect();
+    std::fs::write(data.join("records.log"), lines).unwrap();
+    std::fs::write(data.join("epoch"), "00000000000000ab\n").unwrap();
+    let publisher = Publisher::start(&cluster, dir.path(), &[], &[]);
+    let before_kb = status_kb(publisher.pid, "VmRSS:");
+
+    let mut flood = cluster
+        .command_in(cluster.attacker_ns(), PYTHON)
+        .args(["-u", "-c", CATCH_UP_FLOOD, &endpoint(&cluster, 5679)])
+        .arg(FLOOD.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run /usr/bin/python3");
+    let mut sent = String::new();
+    BufReader::new(flood.stdout.take().unwrap())
+        .read_line(&mut sent)
+        .unwrap();
+    assert_eq!(sent.trim(), FLOOD.to_string(), "the flood was not sent");
+    let served = wait_until(Duration::from_secs(120), || {
+        publisher.log().contains("refused a catch-up request")
+    });
+    assert!(served, "the flood was not served: {}", publisher.log());
+    let peak_kb = status_kb(publisher.pid, "VmHWM:");
+    eprintln!("publisher RSS: {before_kb} kB before the flood, peak {peak_kb} kB");
+
+    // An honest subscriber, while the flood's connection is still open.
+    let honest = cluster
+        .command_in(cluster.attacker_ns(), PYTHON)
+        .args(["-c", CATCH_UP_FULLY, &endpoint(&cluster, 5679)])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&honest.stdout).trim(),
+        format!("{RECORDS} {RECORDS}"),
+        "{}",
+        String::from_utf8_lossy(&honest.stderr)
+    );
+    drop(flood.stdin.take());
+    let _ = flood.kill();
+    let _ = flood.wait();
+    assert!(
+        peak_kb < BOUND_KB,
+        "the publisher's peak RSS was {peak_kb} kB (bound {BOUND_KB} kB) after {FLOOD} \
+         unread catch-up replies"
+    );
+    publisher.stop();
+}
+
+/// A signed record from a node the publisher's `[trust] keys` do not list
+/// yet (a node added, or a key rotated in, on the watchers first) is
+/// stored and served by catch-up for every watcher to judge with its own
+/// keys, as a file log keeps it, instead of refused for good; it stays off
+/// the legacy broadcast, whose readers verify nothing.
+#[test]
+fn a_record_signed_by_a_key_the_publisher_does_not_know_is_stored_for_the_watchers() {
+    let cluster = Cluster::new("zpub-unknown", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let keygen = |name: &str, node: &str| {
+        let out = Command::new(BANSHARE)
+            .args(["--config", "/dev/null", "keygen", "--node", node, "--out"])
+            .arg(path(name))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    std::fs::write(path("trusted"), keygen("web2.key", "web2")).unwrap();
+    keygen("web3.key", "web3");
+    // web3's ban, signed, as `banshare ban` writes it to a file log.
+    std::fs::write(path("newbans.log"), "").unwrap();
+    let out = Command::new(BANSHARE)
+        .args([
+            "--config",
+            "/dev/null",
+            "ban",
+            "198.51.100.30",
+            "--node",
+            "web3",
+        ])
+        .arg("--key")
+        .arg(path("web3.key"))
+        .arg("--log")
+        .arg(path("newbans.log"))
+        .arg("--spool-dir")
+        .arg(path("spool"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let line = std::fs::read_to_string(path("newbans.log")).unwrap();
+    let line = line.trim_end();
+    assert!(line.contains(" sig="), "{line}");
+
+    let config = path("publisher.toml");
+    std::fs::write(&config, format!("[trust]\nkeys = {:?}\n", path("trusted"))).unwrap();
+    let publisher = Publisher::start(
+        &cluster,
+        dir.path(),
+        &[],
+        &["--config", config.to_str().unwrap()],
+    );
+    let replies = send_each(&cluster, &[line.as_bytes()]);
+    assert!(
+        replies[0].starts_with("OK ") && replies[0].ends_with(" 1"),
+        "{replies:?}"
+    );
+    let (_, records) = catch_up_from_start(&cluster);
+    assert_eq!(records, [format!("1 {line}")]);
+    let log = publisher.stop();
+    assert!(log.contains("stored unverified {unknown_key=1}"), "{log}");
+    assert!(
+        log.contains("left off the legacy feed {unknown_key=1}"),
+        "{log}"
+    );
 }

@@ -101,6 +101,7 @@ fn check_broadcast(record: &Record, submission: &LegacySubmission) {
     let word = match record.op {
         Op::Ban => "Ban",
         Op::Unban => "Unban",
+        other => panic!("a legacy submission made a {other} record"),
     };
     assert_eq!(read.action().op(), record.op);
     assert!(broadcast.contains(&format!("|{word}|")), "{broadcast:?}");

@@ -31,11 +31,16 @@ EXIT STATUS:
         because the log was unreachable (a warning says so): fail2ban's
         action must not fail while the record is safe.
     1   Runtime failure: for example the records could be neither delivered
-        nor spooled, or flush left records in the spool.
+        nor spooled, or flush left records in the spool. doctor: at least
+        one problem.
     2   Usage error or bad input: a bad argument, a bad address on stdin, a
         bad configuration file. Nothing was written.
     3   status: the watcher is not running, or never ran with this state
-        directory.
+        directory. bans: no watcher ever ran with this state directory.
+    4   status: a process holds the watcher's state directory but has shown
+        no sign of life for over the silence limit (4 safety polls plus 2
+        backend timeouts, at least 2 minutes): stopped or stuck.
+        doctor: warnings, but no problem.
 
     When standard output is a pipe whose reader has gone (`banshare status
     | head -1`), banshare ends quietly, killed by SIGPIPE like other Unix
@@ -44,12 +49,29 @@ EXIT STATUS:
 FILES:
     /etc/banshare/banshare.toml   configuration (see `banshare config check`)
     /var/lib/banshare/spool       records waiting for the log
+    /var/lib/banshare/watch       the watcher's cursor and bans (monitor,
+                                  publisher: beside it)
     <log>.lock                    the cross-host lock file beside the log
+    /usr/share/banshare/fail2ban  what `banshare fail2ban install` copies
+    banshare-watch.service        the packaged systemd units (also monitor,
+                                  publisher, compact); `banshare
+                                  systemd-dropin` ties them to the log
 
 See docs/format.md for the record format and the locking protocol.";
 
+/// `--version`: the release, the commit it was built from and the cargo
+/// features it was built with (build.rs), so a report names the binary.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("BANSHARE_COMMIT"),
+    ", features: ",
+    env!("BANSHARE_FEATURES"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
-#[command(name = "banshare", version, about = ABOUT, long_about = LONG_ABOUT, after_long_help = EXIT_STATUS)]
+#[command(name = "banshare", version = VERSION, about = ABOUT, long_about = LONG_ABOUT, after_long_help = EXIT_STATUS)]
 pub struct Cli {
     /// Configuration file. A missing default file is fine (defaults apply);
     /// a file named here must exist.
@@ -91,6 +113,12 @@ pub enum Command {
     /// Show the watcher's state: cursor, lag, follow mode, bans, spool.
     #[command(long_about = STATUS_ABOUT)]
     Status(StatusArgs),
+    /// List the bans in force on this node: jail, origin node, since, until.
+    #[command(long_about = BANS_ABOUT)]
+    Bans(BansArgs),
+    /// Check this node's setup; print each problem with its fix.
+    #[command(long_about = DOCTOR_ABOUT, after_long_help = DOCTOR_EXIT_STATUS)]
+    Doctor(DoctorArgs),
     /// Remove what the ban backend created (the nftables table, the ipsets).
     #[command(
         long_about = "Remove what the ban backend created (the nftables table, the ipsets). \
@@ -120,6 +148,106 @@ pub enum Command {
     /// Run a local demonstration cluster in a temporary folder (no root).
     #[command(long_about = DEMO_ABOUT)]
     Demo(DemoArgs),
+    /// Write the systemd drop-in that ties a unit to the log's mount.
+    #[command(long_about = SYSTEMD_DROPIN_ABOUT)]
+    SystemdDropin(SystemdDropinArgs),
+    /// Write man pages or shell completions (for packagers).
+    #[command(hide = true, subcommand)]
+    Generate(GenerateCommand),
+    /// Pause applying bans on this node (the watcher stops reading the log).
+    #[command(long_about = PAUSE_ABOUT)]
+    Pause(PauseArgs),
+    /// Resume applying bans on this node after `banshare pause`.
+    Resume(StateDirArgs),
+    /// Lift, on this node, every ban in force that one node's records made.
+    #[command(long_about = LIFT_ABOUT)]
+    Lift(LiftArgs),
+    /// Put addresses on the shared allowlist (or take them off): an
+    /// operator's signed record that every watcher honours like ignoreip.
+    #[command(long_about = ALLOW_ABOUT)]
+    Allow(AllowArgs),
+}
+
+const PAUSE_ABOUT: &str = "\
+Pause applying bans on this node. The watcher (with the configured or given
+state directory) then applies nothing and reads nothing more from the shared
+log, which keeps every record; it keeps delivering this node's spool, and
+keeps the bans already in force. `banshare resume` ends the pause: the
+watcher catches up from its cursor as after a restart, applying what is
+still in force and skipping bans that ended meanwhile. The pause is a file
+in the state directory, so it holds across restarts of the watcher. With a
+running watcher, waits (up to 10 s) until it says it paused. To pause every
+node, run it on every node (docs/operations.md, Incident response).";
+
+const LIFT_ABOUT: &str = "\
+Lift, on this node, every ban in force that the records of node --node put
+there, and refuse that node's ban records dated up to now from then on
+(copies read again, a replay). For a node whose signing key was stolen:
+first remove its key from the trusted keys file and reload every watcher
+(SIGHUP), then run this on every node. Bans other nodes also reported are
+lifted too if --node's record was the last to extend them.
+
+The request is a file in the watcher's state directory: a running watcher
+acts on it at once (this command waits up to 30 s and prints how many bans
+it lifted); a stopped one when it starts. Bans saved by banshare 0.1 carry
+no origin node and are not found: lift those with `banshare unban`.";
+
+const ALLOW_ABOUT: &str = "\
+Share an allowlist entry: append a signed ALLOW record (UNALLOW with
+--remove) for each address or network to the shared log. Every watcher
+that lists the signer in [trust] operators never bans what the entry
+covers, on any port, like fail2ban's ignoreip, and lifts the bans in force
+that overlap it when the record arrives. Removing an entry does not bring
+back the bans refused meanwhile (ban records dated before the removal stay
+refused): a later report does.
+
+The record must be signed with an operator's key (--key or common.key, and
+--node or common.node naming the operator, as listed in the trusted keys
+file and in [trust] operators): a node's own key must not be enough, or a
+stolen one could allowlist its thief everywhere. Watchers of banshare 0.1
+reject ALLOW lines as an unknown verb: they neither ban nor allowlist.";
+
+#[derive(Debug, Args)]
+pub struct StateDirArgs {
+    /// The watcher's state directory [config: watch.state_dir]
+    /// [default: /var/lib/banshare/watch].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// Why, shown by `banshare status` and logged by the watcher.
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub reason: String,
+
+    #[command(flatten)]
+    pub state: StateDirArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LiftArgs {
+    /// The node whose bans to lift.
+    #[arg(long, value_name = "ID", required = true)]
+    pub node: NodeId,
+
+    #[command(flatten)]
+    pub state: StateDirArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AllowArgs {
+    /// IPv4 or IPv6 addresses or CIDR networks, or `-` to read them from
+    /// standard input, one per line.
+    #[arg(required = true, value_name = "ADDRESS", value_parser = parse_address_arg)]
+    pub addresses: Vec<AddressArg>,
+
+    /// Take the entries off the allowlist (UNALLOW records).
+    #[arg(long)]
+    pub remove: bool,
+
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 const WATCH_ABOUT: &str = "\
@@ -159,6 +287,12 @@ logged (rate-limited), never applied.
 The watcher also delivers this node's spooled records whenever the log is
 reachable.
 
+Metrics: --metrics-file writes counters, active bans per jail, the lag,
+the spool, each origin node's last record and breaker, and a histogram of
+propagation delays in Prometheus's text format for node_exporter's
+textfile collector; --metrics-listen serves them over HTTP on loopback.
+Every metric is listed in docs/operations.md.
+
 Signals: SIGTERM and SIGINT stop it cleanly; SIGHUP reloads the policy
 settings from the configuration file.
 
@@ -177,7 +311,39 @@ rejected and skipped records, and how many records wait in the local spool.
 
 Reads only: creates neither the state directory nor the spool. Exit status
 0 while the watcher runs; 3 when it is not running (its last status is
-still printed) or has never run with this state directory.";
+still printed) or has never run with this state directory; 4 when a
+process holds its state directory but has written no status for longer
+than 4 safety polls plus 2 backend timeouts (at least 2 minutes): it is
+stopped or stuck (in an uninterruptible wait on a dead mount, say) and
+applies nothing. So `banshare status` serves as a health check.";
+
+const BANS_ABOUT: &str = "\
+List the bans in force on this node, as the watcher saved them in its
+state directory: one line per banned address or network, with the jail and
+the origin node of the record that put it in force, since when (the time
+of the newest record that reported it) and until when (`never` for a
+permanent ban). Like `fail2ban-client status <jail>` and `fail2ban-client
+get <jail> banip --with-time`, for every jail banshare applied. The watcher saves its bans within
+5 seconds of a change (30 s above 10,000 bans); the list is as of that save.
+
+Filters combine (all must hold): --addr lists the bans that cover an
+address, --net those that overlap a network (inside it or covering it),
+--node those from one origin node, --jail those of one jail.
+
+--json prints one object, `version` 1:
+
+  {\"version\": 1, \"saved\": \"2026-11-21T18:28:09.120Z\",
+   \"bans\": [{\"address\": \"192.0.2.7\", \"jail\": \"sshd\", \"node\": \"web1\",
+             \"since\": \"2026-11-21T18:28:04Z\", \"until\": \"2026-11-21T18:58:04Z\"}]}
+
+`address` is an address, or a network with its prefix; `jail` and `node`
+are null when the record had none; `until` is null for a permanent ban;
+`saved` is when the watcher saved the list (null: it saved none yet). Bans
+are sorted by address, IPv4 first. Later versions only add fields.
+
+Reads only, and takes no lock: a running watcher is not disturbed, and no
+running watcher is needed. Exit status 0 (even when no ban matches); 2 for
+a bad filter; 3 when no watcher ever ran with this state directory.";
 
 const BAN_ABOUT: &str = "\
 Share a ban: append one ban record per address to the shared log.
@@ -428,9 +594,10 @@ pub struct CompactArgs {
 pub enum ConfigCommand {
     /// Check the configuration file and print the effective configuration
     /// (file values, then defaults) as TOML. Runs the checks `watch` runs
-    /// too (the backend and its [backend] settings, the trusted keys file)
-    /// and loads the signing key (common.key) as `ban` does, so what it
-    /// approves the watcher and the appender accept.
+    /// too (the backend and its [backend] settings, the trusted keys file,
+    /// state directories holding files of a newer banshare) and loads the
+    /// signing key (common.key) as `ban` does, so what it approves the
+    /// watcher and the appender accept. `banshare doctor` checks the rest.
     Check,
 }
 
@@ -455,6 +622,27 @@ pub struct WatchArgs {
     /// [config: watch.poll_interval] [default: 250ms].
     #[arg(long, value_name = "DURATION", value_parser = parse_poll_interval)]
     pub poll_interval: Option<Duration>,
+
+    /// Write metrics in Prometheus's text format to this file, for
+    /// node_exporter's textfile collector (for example
+    /// /var/lib/prometheus/node-exporter/banshare.prom): replaced
+    /// atomically at most every 5 seconds, and only when something changed.
+    /// Its folder must exist [config: watch.metrics_file].
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+
+    /// Also serve the metrics over HTTP at http://ADDR:PORT/metrics, for a
+    /// Prometheus that scrapes this host directly; a loopback address
+    /// (127.0.0.1:9610) unless --metrics-listen-any
+    /// [config: watch.metrics_listen].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
+    /// Allow --metrics-listen on an address other hosts reach. The endpoint
+    /// has no authentication: guard it with a firewall
+    /// [config: watch.metrics_listen_any].
+    #[arg(long)]
+    pub metrics_listen_any: bool,
 
     #[command(flatten)]
     pub log: LogArgs,
@@ -484,6 +672,92 @@ pub struct StatusArgs {
     /// The spool to count [config: common.spool_dir].
     #[arg(long, value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
+}
+
+const DOCTOR_ABOUT: &str = "\
+Check what this node needs to share and apply bans, and print one line per
+finding: ok, warning or problem, each warning and problem followed by a
+line saying how to fix it. Takes the same flags as `watch`, so that it
+checks what that watcher would use.
+
+Checks, in order:
+    config      what watch, ban, monitor and publisher refuse in the
+                configuration (config check refuses the same), and a
+                missing log or backend
+    log         the log is reachable: a local path or a mounted share
+                (present, answering within append.io_timeout; an unmounted
+                share, whose mount point is an empty local folder, is named
+                as such, from /proc/self/mountinfo and /etc/fstab), an
+                SFTP server, or a ZeroMQ publisher's ports
+    lock        the log's folder takes new files (the lock file), by
+                creating and removing an empty probe file there
+    follow      inotify or polling, and why (the watcher's own decision)
+    backend     the backend's programs (nft, ipset, iptables,
+                fail2ban-client, the command's) on PATH
+    privileges  CAP_NET_ADMIN (CapEff in /proc/self/status), for nftables
+                and ipset
+    fail2ban    fail2ban's socket answers, for the fail2ban backend or a
+                monitor
+    trust       the trusted keys file: present, parseable, writable only
+                by its owner (root or this user)
+    clock       skew: the log's last records (their ts) against this
+                host's clock and the file server's, over 60s is a warning
+                naming whose clock is off
+    watcher     a watcher runs on the state directory and answers, as
+                `status` tells it
+    spool       records waiting in this node's spool (a warning)
+
+Changes nothing but the probe file. Run it as the user the watcher runs as:
+the privileges and permissions checked are this process's.";
+
+const DOCTOR_EXIT_STATUS: &str = "\
+EXIT STATUS:
+    0   Every check is ok.
+    1   At least one problem.
+    2   Usage error (a bad flag).
+    4   Warnings, but no problem.";
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print one JSON object (`checks`: check, status, detail, fix).
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub watch: WatchArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BansArgs {
+    /// Only the bans that cover this address.
+    #[arg(long, value_name = "ADDRESS")]
+    pub addr: Option<std::net::IpAddr>,
+
+    /// Only the bans that overlap this network (203.0.113.0/24), or an
+    /// address.
+    #[arg(long, value_name = "NETWORK", value_parser = parse_network)]
+    pub net: Option<ipnet::IpNet>,
+
+    /// Only the bans put in force by this origin node's records.
+    #[arg(long, value_name = "ID")]
+    pub node: Option<NodeId>,
+
+    /// Only the bans of this jail.
+    #[arg(long, value_name = "JAIL")]
+    pub jail: Option<Jail>,
+
+    /// Print one JSON object (see above) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// The watcher's state directory [config: watch.state_dir]
+    /// [default: /var/lib/banshare/watch].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
+    banshare::config::parse_net(text)
 }
 
 #[derive(Debug, Args)]
@@ -524,6 +798,13 @@ pub struct MonitorArgs {
     /// [default: /var/lib/banshare/monitor].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+
+    /// Write metrics in Prometheus's text format to this file, for
+    /// node_exporter's textfile collector: replaced atomically at most
+    /// every 5 seconds, and only when a count changed. Its folder must
+    /// exist [config: monitor.metrics_file].
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 
     #[command(flatten)]
     pub log: LogArgs,
@@ -636,6 +917,13 @@ pub struct PublisherArgs {
     /// [config: publisher.curve_clients_file].
     #[arg(long, value_name = "FILE")]
     pub curve_clients: Option<PathBuf>,
+
+    /// Write metrics in Prometheus's text format to this file, for
+    /// node_exporter's textfile collector: replaced atomically at most
+    /// every 5 seconds, and only when a count changed. Its folder must
+    /// exist [config: publisher.metrics_file].
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 #[cfg(feature = "zmq")]
@@ -659,7 +947,8 @@ fn parse_legacy_mode(text: &str) -> Result<banshare::config::LegacyMode, String>
 #[derive(Debug, Subcommand)]
 pub enum Fail2banCommand {
     /// Write action.d/banshare.conf, filter.d/banshare.conf and
-    /// jail.d/banshare.local.example into fail2ban's configuration folder.
+    /// jail.d/banshare.local.example into fail2ban's configuration folder,
+    /// from the package's copies in /usr/share/banshare/fail2ban.
     /// No jail changes: fail2ban does not read the example, and the admin
     /// adds the banshare action to the jails of their choice.
     Install(InstallArgs),
@@ -674,6 +963,15 @@ pub struct InstallArgs {
     /// Replace files that exist with other content.
     #[arg(long)]
     pub force: bool,
+
+    /// Where the packaged copies are; when this folder is missing (a
+    /// binary built from source), the copies built into banshare are used.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/usr/share/banshare/fail2ban"
+    )]
+    pub from: PathBuf,
 }
 
 const KEYGEN_ABOUT: &str = "\
@@ -728,4 +1026,84 @@ pub struct DemoArgs {
     /// Keep the demo's temporary folder instead of removing it.
     #[arg(long)]
     pub keep: bool,
+}
+
+const SYSTEMD_DROPIN_ABOUT: &str = "\
+Write the systemd drop-in for one of the packaged units
+(banshare-watch, banshare-monitor, banshare-publisher, banshare-compact)
+from the configuration: the package cannot know where the log is.
+
+For a log on a path (a local disk, an sshfs or NFS mount) the drop-in
+holds RequiresMountsFor= on the log's folder, so the unit starts only after
+the share is mounted and stops before it is unmounted, and ReadWritePaths=
+for that folder (the lock file is created beside the log, and every one of
+these units writes the log: the watcher delivers the spool). An sftp:// or
+zmq+tcp:// log needs no mount: the drop-in waits for the network instead.
+A spool or state folder configured outside /var/lib/banshare is made
+writable too.
+
+The units run as the banshare user with CAP_NET_ADMIN only. The drop-in
+runs the unit as root, still bounded to the capabilities it needs, with
+--user root, for a watcher with the fail2ban backend (its socket is
+root's), and for watch and monitor where fail2ban's banshare action is
+installed (fail2ban runs it as root, so what it spools is root's, and
+these units deliver the spool). --user banshare keeps the banshare user.
+
+Writes <dir>/banshare-<unit>.service.d/banshare-dropin.conf atomically,
+then `systemctl daemon-reload` applies it.";
+
+/// The packaged units a drop-in can be written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UnitName {
+    Watch,
+    Monitor,
+    Publisher,
+    Compact,
+}
+
+/// Who a unit runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UnitUser {
+    /// The banshare user, unless the backend needs root (fail2ban).
+    Auto,
+    Banshare,
+    Root,
+}
+
+#[derive(Debug, Args)]
+pub struct SystemdDropinArgs {
+    /// The unit to write the drop-in for.
+    #[arg(long, value_name = "UNIT")]
+    pub unit: UnitName,
+
+    /// Who the unit runs as [default: auto].
+    #[arg(long, value_name = "USER", default_value = "auto")]
+    pub user: UnitUser,
+
+    /// systemd's folder for the admin's units.
+    #[arg(long, value_name = "DIR", default_value = "/etc/systemd/system")]
+    pub dir: PathBuf,
+
+    /// Print the drop-in instead of writing it.
+    #[arg(long)]
+    pub print: bool,
+
+    /// fail2ban's configuration folder: with its banshare action installed
+    /// (run as root by fail2ban), watch and monitor run as root too.
+    #[arg(long, value_name = "DIR", default_value = "/etc/fail2ban")]
+    pub fail2ban_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GenerateCommand {
+    /// Write banshare.1 and a page per command into DIR.
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Write banshare.bash, _banshare (zsh) and banshare.fish into DIR.
+    Completions {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }

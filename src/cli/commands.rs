@@ -8,12 +8,13 @@ use std::path::PathBuf;
 use anyhow::{Context, anyhow};
 use banshare::config::Settings;
 use banshare::outbox::append::{self, Outcome, Request};
-use banshare::record::{Op, Target, never_ban};
-use banshare::transport;
+use banshare::record::{Op, PortSpec, Target, never_ban};
+use banshare::transport::{self, LogLocation};
 use log::{info, warn};
 
 use super::args::{
-    AddressArg, Cli, Command, ConfigCommand, Fail2banCommand, KeygenArgs, LogArgs, ShareArgs,
+    AddressArg, AllowArgs, Cli, Command, ConfigCommand, Fail2banCommand, KeygenArgs, LogArgs,
+    ShareArgs,
 };
 use super::failure::{Failure, Result, write_stdout};
 use super::setup::{
@@ -25,6 +26,10 @@ use super::setup::{
 const MAX_STDIN: u64 = 64 << 20;
 
 pub fn run(cli: Cli) -> Result<()> {
+    // Doctor reports a bad configuration file as one of its findings.
+    if let Command::Doctor(args) = cli.command {
+        return super::doctor::doctor(args, &cli.config);
+    }
     let settings = load_settings(&cli.config)?;
     match cli.command {
         Command::Ban(args) => share(Op::Ban, args, settings),
@@ -38,12 +43,16 @@ pub fn run(cli: Cli) -> Result<()> {
                 .check_watch(&origin)
                 .and_then(|()| settings.signing_key(&origin).map(drop))
                 .and_then(|()| settings.legacy_policy(&origin).map(drop))
+                .and_then(|()| settings.check_state_dirs(&origin))
+                .and_then(|()| check_curve_files(&settings, &origin))
                 .map_err(|e| Failure::Usage(e.to_string()))?;
             write_stdout(&settings.to_toml())
         }
         Command::Watch(args) => super::watch::watch(args, &cli.config, settings),
         Command::Compact(args) => super::compact::compact(args, &cli.config, settings),
         Command::Status(args) => super::watch::status(args, settings),
+        Command::Bans(args) => super::bans::bans(args, settings),
+        Command::Doctor(_) => unreachable!("handled above"),
         Command::Cleanup(args) => super::watch::cleanup(args, &cli.config, settings),
         Command::Monitor(args) => super::fail2ban::monitor(args, settings),
         #[cfg(feature = "zmq")]
@@ -52,6 +61,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Keygen(args) => keygen(args, settings),
         #[cfg(feature = "zmq")]
         Command::CurveKeygen(args) => super::publisher::curve_keygen(args),
+        Command::SystemdDropin(args) => super::systemd::dropin(args, settings),
+        Command::Generate(command) => super::generate::generate(command),
+        Command::Pause(args) => super::incident::pause(args, settings),
+        Command::Resume(args) => super::incident::resume(args, settings),
+        Command::Lift(args) => super::incident::lift(args, settings),
+        Command::Allow(args) => allow(args, settings),
         Command::Demo(args) => {
             banshare::demo::run(args.keep, &mut std::io::stdout()).map_err(|e| match e {
                 banshare::demo::DemoError::Output(e) => Failure::Output(e),
@@ -59,6 +74,17 @@ pub fn run(cli: Cli) -> Result<()> {
             })
         }
     }
+}
+
+/// The publisher's CURVE key files, which `publisher` reads at start.
+fn check_curve_files(
+    settings: &Settings,
+    origin: &std::path::Path,
+) -> std::result::Result<(), banshare::config::ConfigError> {
+    #[cfg(feature = "zmq")]
+    settings.curve_server_keys(origin)?;
+    let _ = (settings, origin);
+    Ok(())
 }
 
 fn share(op: Op, args: ShareArgs, mut settings: Settings) -> Result<()> {
@@ -90,13 +116,50 @@ fn share(op: Op, args: ShareArgs, mut settings: Settings) -> Result<()> {
         info!("not shared: jail {jail} receives bans from banshare (append.skip_jails)");
         return Ok(());
     }
-    let writer = writer(&settings)?;
+    deliver(request, &settings, &location)
+}
+
+/// `banshare allow`: ALLOW (or UNALLOW) records, signed, delivered as bans
+/// are.
+fn allow(args: AllowArgs, mut settings: Settings) -> Result<()> {
+    apply_log_args(&mut settings, &args.log)?;
+    let location = required_log(&settings)?;
+    let targets = collect_targets(&args.addresses)?;
+    if let Some(everything) = targets.iter().find(|t| t.net().prefix_len() == 0) {
+        return Err(Failure::Usage(format!(
+            "{everything}: an allowlist entry for every address; watchers refuse it \
+             (`banshare pause` stops applying instead); nothing was written"
+        )));
+    }
+    let request = Request {
+        op: if args.remove { Op::Unallow } else { Op::Allow },
+        targets,
+        ports: PortSpec::all(),
+        jail: None,
+        bantime: None,
+    };
+    deliver(request, &settings, &location)
+}
+
+/// Builds `request`'s records, signed with this node's key, and delivers
+/// them (or spools them).
+fn deliver(request: Request, settings: &Settings, location: &LogLocation) -> Result<()> {
+    let writer = writer(settings)?;
+    let op = request.op;
+    if op.is_control() && writer.key.is_none() {
+        return Err(Failure::Usage(
+            "an allowlist record counts only signed by an operator: set --key (or common.key) \
+             to the operator's key, and --node to its id; nothing was written"
+                .into(),
+        ));
+    }
+    let append = &settings.append;
     let records = append::build_records(&request, &writer, chrono::Utc::now())
         .map_err(|e| anyhow!("cannot make record ids: {e}"))?;
     let count = records.len();
-    let spool = open_spool(&settings)?;
+    let spool = open_spool(settings)?;
     // Connects nothing yet: the delivering child does, after the fork.
-    let mut publisher = transport::publisher(&location, &writer_settings(&settings, &spool));
+    let mut publisher = transport::publisher(location, &writer_settings(settings, &spool));
     // Still a single thread here, as deliver_journaled requires.
     let outcome = append::deliver_journaled(records, &mut publisher, &spool, append.deadline())
         .with_context(|| {

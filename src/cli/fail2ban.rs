@@ -12,7 +12,9 @@ use banshare::transport::LogLocation;
 
 use super::args::{InstallArgs, MonitorArgs};
 use super::failure::Result;
-use super::setup::{acquire_state, apply_log_args, forward_signals, required_log, writer};
+use super::setup::{
+    acquire_state, apply_log_args, check_metrics_file, forward_signals, required_log, writer,
+};
 
 pub fn monitor(args: MonitorArgs, mut settings: Settings) -> Result<()> {
     apply_log_args(&mut settings, &args.log)?;
@@ -22,11 +24,15 @@ pub fn monitor(args: MonitorArgs, mut settings: Settings) -> Result<()> {
     if let Some(dir) = args.state_dir {
         settings.monitor.state_dir = dir;
     }
+    if let Some(path) = args.metrics_file {
+        settings.monitor.metrics_file = Some(path);
+    }
     let location: LogLocation = required_log(&settings)?;
     let m = &settings.monitor;
     // Before the state directory is created: a refused key (exit 2)
     // writes nothing.
     let writer = writer(&settings)?;
+    check_metrics_file(m.metrics_file.as_deref(), "monitor.metrics_file")?;
     let state = acquire_state(&m.state_dir)?;
     let spool = Spool::open(&settings.spool_dir).context("cannot open the spool")?;
     let dir = m
@@ -49,6 +55,7 @@ pub fn monitor(args: MonitorArgs, mut settings: Settings) -> Result<()> {
         zmq: settings.zmq.clone(),
         deadline: settings.append.deadline(),
         batch_max: w.batch_max,
+        metrics_file: m.metrics_file.clone(),
     };
     let (monitor, handle) = Monitor::new(opts).context("cannot load the monitor's cursor")?;
     forward_signals(handle)?;
@@ -56,7 +63,8 @@ pub fn monitor(args: MonitorArgs, mut settings: Settings) -> Result<()> {
     Ok(())
 }
 
-/// The files `install` writes, embedded at build time.
+/// The files `install` writes, embedded at build time for a binary that
+/// has no packaged copies beside it.
 const FILES: [(&str, &str); 3] = [
     (
         "action.d/banshare.conf",
@@ -84,14 +92,15 @@ pub fn install(args: InstallArgs) -> Result<()> {
         )
         .into());
     }
+    let files = source_files(&args.from)?;
     // Every file is checked before any is written: a refused install
     // leaves the folder as it was, not half upgraded.
     if !args.force {
-        for (name, content) in FILES {
+        for (name, content) in &files {
             refuse_other_content(&args.dir.join(name), content)?;
         }
     }
-    for (name, content) in FILES {
+    for (name, content) in &files {
         install_file(&args.dir.join(name), content)?;
     }
     let old = args.dir.join(OLD_LIVE_JAILS);
@@ -110,6 +119,30 @@ pub fn install(args: InstallArgs) -> Result<()> {
          `fail2ban-client reload`"
     );
     Ok(())
+}
+
+/// The files to install: the packaged copies in `from` (the package's
+/// action calls the binary where the package puts it), or, when there is
+/// no such folder, the copies built in.
+fn source_files(from: &Path) -> Result<Vec<(&'static str, String)>> {
+    if !from.is_dir() {
+        log::debug!(
+            "{} is missing: installing the built-in copies",
+            from.display()
+        );
+        return Ok(FILES
+            .map(|(name, content)| (name, content.to_owned()))
+            .to_vec());
+    }
+    FILES
+        .iter()
+        .map(|(name, _)| {
+            let path = from.join(name);
+            let content = fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {} (nothing was written)", path.display()))?;
+            Ok((*name, content))
+        })
+        .collect()
 }
 
 /// Refuses to replace `path` if it holds something other than `content`.

@@ -13,13 +13,17 @@ pub enum Failure {
     Output(std::io::Error),
     /// `status`: no watcher runs on this state directory (exit 3).
     NotRunning(String),
+    /// A health check failed with this exit status: `status` of a watcher
+    /// that stopped answering (4), `doctor` finding problems (1) or only
+    /// warnings (4). The message goes to stderr as it is.
+    Unhealthy(u8, String),
 }
 
 impl Failure {
     /// The one-line message the user sees.
     pub fn message(&self) -> String {
         match self {
-            Failure::Usage(m) | Failure::NotRunning(m) => m.clone(),
+            Failure::Usage(m) | Failure::NotRunning(m) | Failure::Unhealthy(_, m) => m.clone(),
             Failure::Runtime(e) => chain_text(e),
             Failure::Output(e) => e.to_string(),
         }

@@ -1,11 +1,11 @@
 //! `banshare publisher`: the ZeroMQ publisher daemon.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
-use banshare::config::{PublisherSettings, Settings};
+use banshare::config::Settings;
 use banshare::publisher::submit::Rules;
 use banshare::publisher::{CurveServer, Listen, Publisher};
 use banshare::transport::zmq::curve;
@@ -13,7 +13,7 @@ use banshare::watch::policy::retention::RetentionRules;
 
 use super::args::{CurveKeygenArgs, PublisherArgs};
 use super::failure::{Failure, Result};
-use super::setup::{acquire_state, config_path, writer};
+use super::setup::{acquire_state, check_metrics_file, config_path, writer};
 
 pub fn publisher(
     args: PublisherArgs,
@@ -45,33 +45,32 @@ pub fn publisher(
         feed_port: p.feed_port,
         legacy_submit_port: p.legacy_submit_port,
     };
-    let curve = curve_server(p)?;
+    let curve = curve_server(&settings, &origin)?;
+    check_metrics_file(p.metrics_file.as_deref(), "publisher.metrics_file")?;
     let data_dir = acquire_state(&p.data_dir)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("cannot install signal handlers")?;
     }
-    let retention = RetentionRules {
-        trust: Some(rules.trust.clone()),
-        ..RetentionRules::new(settings.watch.max_bantime, settings.watch.findtime)
-    };
-    let publisher = Publisher::open(data_dir, &listen, rules, retention, curve)
+    // No trusted keys: the publisher stores signed records it cannot
+    // verify for the watchers to judge, and so keeps them when compacting.
+    let retention = RetentionRules::new(settings.watch.max_bantime, settings.watch.findtime);
+    let mut publisher = Publisher::open(data_dir, &listen, rules, retention, curve)
         .with_context(|| format!("cannot start the publisher in {}", p.data_dir.display()))?;
+    if let Some(path) = &p.metrics_file {
+        publisher.export_metrics(path.clone());
+    }
     publisher.run(&stop);
     Ok(())
 }
 
 /// The CURVE key and allowed clients, read before anything is written.
-fn curve_server(p: &PublisherSettings) -> Result<Option<CurveServer>> {
-    let (Some(key), Some(clients)) = (&p.curve_key_file, &p.curve_clients_file) else {
-        return Ok(None);
-    };
-    let usage = |e: curve::KeyError| Failure::Usage(e.to_string());
-    Ok(Some(CurveServer {
-        secret: curve::read_secret_key(key).map_err(usage)?,
-        clients: curve::read_allow_list(clients).map_err(usage)?,
-    }))
+fn curve_server(settings: &Settings, origin: &Path) -> Result<Option<CurveServer>> {
+    let keys = settings
+        .curve_server_keys(origin)
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    Ok(keys.map(|(secret, clients)| CurveServer { secret, clients }))
 }
 
 /// The flags over the configuration file's values.
@@ -112,6 +111,9 @@ fn apply_args(settings: &mut Settings, args: PublisherArgs) -> Result<()> {
     }
     if let Some(file) = args.curve_clients {
         p.curve_clients_file = Some(file);
+    }
+    if let Some(file) = args.metrics_file {
+        p.metrics_file = Some(file);
     }
     settings
         .check_consistency()

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
-use banshare::config::{self, Settings};
+use banshare::config::{self, Settings, check_metrics_listen};
 use banshare::follow::{Handle, Msg};
 use banshare::outbox::append::Writer;
 use banshare::outbox::spool::Spool;
@@ -13,7 +13,7 @@ use banshare::state::{StateDir, StateError};
 use banshare::transport::lock::Owner;
 use banshare::transport::{self, LogLocation, Transport};
 
-use super::args::LogArgs;
+use super::args::{LogArgs, WatchArgs};
 use super::failure::{Failure, Result};
 
 pub fn load_settings(path: &Option<PathBuf>) -> Result<Settings> {
@@ -57,6 +57,36 @@ pub fn apply_log_args(settings: &mut Settings, args: &LogArgs) -> Result<()> {
     settings
         .check_consistency()
         .map_err(|(key, message)| Failure::Usage(format!("{key}: {message}")))
+}
+
+/// The flags of `watch` over the settings.
+pub fn apply_watch_args(settings: &mut Settings, args: &WatchArgs) -> Result<()> {
+    apply_log_args(settings, &args.log)?;
+    let w = &mut settings.watch;
+    if let Some(b) = &args.backend {
+        w.backend = Some(b.clone());
+    }
+    if let Some(d) = &args.state_dir {
+        w.state_dir = d.clone();
+    }
+    if let Some(f) = args.follow {
+        w.follow = f;
+    }
+    if let Some(p) = args.poll_interval {
+        w.poll_interval = p;
+    }
+    if let Some(m) = &args.metrics_file {
+        w.metrics_file = Some(m.clone());
+    }
+    if let Some(addr) = args.metrics_listen {
+        w.metrics_listen = Some(addr);
+    }
+    w.metrics_listen_any |= args.metrics_listen_any;
+    if let Some(addr) = w.metrics_listen {
+        check_metrics_listen(addr, w.metrics_listen_any)
+            .map_err(|m| Failure::Usage(format!("--metrics-listen: {m}")))?;
+    }
+    Ok(())
 }
 
 /// Who writes, with this node's signing key if one is configured.
@@ -129,22 +159,40 @@ pub fn acquire_state(dir: &Path) -> Result<StateDir> {
     })
 }
 
-/// Turns SIGTERM and SIGINT into Stop and SIGHUP into Reload for `handle`.
+/// Turns SIGTERM and SIGINT into Stop, SIGHUP into Reload, and SIGUSR1
+/// (sent by `banshare pause`, `resume` and `lift`) into a look at the state
+/// directory and the log, for `handle`.
 pub fn forward_signals(handle: Handle) -> Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
         .context("cannot install signal handlers")?;
     std::thread::Builder::new()
         .name("banshare-signals".into())
         .spawn(move || {
             for signal in signals.forever() {
-                handle.send(if signal == SIGHUP {
-                    Msg::Reload
-                } else {
-                    Msg::Stop
+                handle.send(match signal {
+                    SIGHUP => Msg::Reload,
+                    SIGUSR1 => Msg::Changed,
+                    _ => Msg::Stop,
                 });
             }
         })
         .context("cannot start the signal thread")?;
+    Ok(())
+}
+
+/// Refuses a metrics file whose folder does not exist (`key` names its
+/// setting): the folder is node_exporter's, not banshare's to create.
+pub fn check_metrics_file(path: Option<&Path>, key: &str) -> Result<()> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let folder = config::metrics_folder(path);
+    if !folder.is_dir() {
+        return Err(Failure::Usage(format!(
+            "the metrics file's folder {} does not exist ({key}, --metrics-file)",
+            folder.display()
+        )));
+    }
     Ok(())
 }

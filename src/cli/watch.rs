@@ -1,26 +1,29 @@
 //! `banshare watch`, `banshare status` and `banshare cleanup`.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use banshare::backend::Backend;
 use banshare::config::Settings;
+use banshare::metrics;
 use banshare::outbox::spool::Spool;
-use banshare::state::{self, StateDir};
+use banshare::state;
 use banshare::transport::{self, FeedSettings, LogLocation};
 use banshare::trust::TrustPolicy;
 use banshare::watch::daemon::{Daemon, Options, Reloaded};
+use banshare::watch::metrics::WatchMetrics;
 use banshare::watch::policy::PolicySettings;
 use banshare::watch::reach::Reach;
-use banshare::watch::state::{Status, WatcherFiles};
+use banshare::watch::state::{Liveness, Status, liveness, silence_limit};
 use banshare::watch::{flusher, host};
 use serde::Serialize;
 
 use super::args::{CleanupArgs, StatusArgs, WatchArgs};
 use super::failure::{Failure, Result, write_stdout};
 use super::setup::{
-    acquire_state, apply_log_args, config_path, forward_signals, load_settings,
-    open_spool_and_transport, required_log,
+    acquire_state, apply_watch_args, check_metrics_file, config_path, forward_signals,
+    load_settings, open_spool_and_transport, required_log,
 };
 
 pub fn watch(args: WatchArgs, config: &Option<PathBuf>, mut settings: Settings) -> Result<()> {
@@ -31,6 +34,14 @@ pub fn watch(args: WatchArgs, config: &Option<PathBuf>, mut settings: Settings) 
     // configuration (exit 2) writes nothing. Neither touches the host.
     let backend = open_backend(&settings, &origin)?;
     let trust = trust_policy(&settings, &origin)?;
+    let metrics_file = settings.watch.metrics_file.clone();
+    check_metrics_file(metrics_file.as_deref(), "watch.metrics_file")?;
+    // Listening before the state directory is taken: a port in use stops
+    // the watcher before it touches anything.
+    let served = match settings.watch.metrics_listen {
+        Some(addr) => Some(metrics::serve(addr).map_err(|e| anyhow!(e))?),
+        None => None,
+    };
     // Locked before the daemon starts: a second watcher must not touch
     // the firewall.
     let state = acquire_state(&settings.watch.state_dir)?;
@@ -59,29 +70,15 @@ pub fn watch(args: WatchArgs, config: &Option<PathBuf>, mut settings: Settings) 
     let (mut daemon, handle) =
         Daemon::new(feed, opts, policy_settings(&settings), backend).map_err(|e| anyhow!(e))?;
     forward_signals(handle)?;
-    start_flusher(&settings, &location)?;
+    let spool = start_flusher(&settings, &location)?;
+    if metrics_file.is_some() || served.is_some() {
+        let metrics =
+            WatchMetrics::new(metrics_file, served, Some(spool)).map_err(|e| anyhow!(e))?;
+        daemon.export_metrics(metrics);
+    }
     daemon.protect_transport(reach);
     let config = config.clone();
     daemon.run(move || reload_policy(&config, &args));
-    Ok(())
-}
-
-/// The flags of `watch` over the settings.
-fn apply_watch_args(settings: &mut Settings, args: &WatchArgs) -> Result<()> {
-    apply_log_args(settings, &args.log)?;
-    let w = &mut settings.watch;
-    if let Some(b) = &args.backend {
-        w.backend = Some(b.clone());
-    }
-    if let Some(d) = &args.state_dir {
-        w.state_dir = d.clone();
-    }
-    if let Some(f) = args.follow {
-        w.follow = f;
-    }
-    if let Some(p) = args.poll_interval {
-        w.poll_interval = p;
-    }
     Ok(())
 }
 
@@ -137,15 +134,16 @@ fn reload_policy(config: &Option<PathBuf>, args: &WatchArgs) -> Option<Reloaded>
     }
 }
 
-fn start_flusher(settings: &Settings, location: &LogLocation) -> Result<()> {
+/// Starts delivering the spool; returns it, for the metrics.
+fn start_flusher(settings: &Settings, location: &LogLocation) -> Result<Spool> {
     let (spool, transport) = open_spool_and_transport(settings, location)?;
     flusher::spawn(
-        spool,
+        spool.clone(),
         transport,
         settings.watch.flush_interval,
         settings.append.deadline(),
     );
-    Ok(())
+    Ok(spool)
 }
 
 fn open_backend(settings: &Settings, origin: &Path) -> Result<Box<dyn Backend>> {
@@ -185,31 +183,42 @@ pub fn cleanup(args: CleanupArgs, config: &Option<PathBuf>, mut settings: Settin
 #[derive(Debug, Serialize)]
 struct Report {
     running: bool,
+    /// Running, and its status is fresh: it works. `false` with `running`
+    /// for a watcher stopped or stuck (see `Liveness::Silent`).
+    responding: bool,
+    /// Seconds since the watcher last showed life, when it is silent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    silent_secs: Option<u64>,
     spool_records: Option<usize>,
     #[serde(flatten)]
     status: Status,
 }
 
+/// Exit status of `status` for a watcher that holds its state directory
+/// but does not answer.
+const NOT_RESPONDING: u8 = 4;
+
 /// `banshare status`: exit 0 while the watcher runs, 3 when it does not
 /// (its last status is printed all the same) or has never run with this
-/// state directory. Reads only: creates neither the state directory nor
-/// the spool.
+/// state directory, 4 when it holds its state directory but has written
+/// no status for longer than the silence limit (stopped or stuck). Reads
+/// only: creates neither the state directory nor the spool.
 pub fn status(args: StatusArgs, settings: Settings) -> Result<()> {
-    let dir = args.state_dir.unwrap_or(settings.watch.state_dir);
-    let never_ran = || {
-        Failure::NotRunning(format!(
-            "no watcher has run with state directory {} yet",
-            dir.display()
-        ))
+    let dir = args.state_dir.unwrap_or(settings.watch.state_dir.clone());
+    let limit = silence_limit(settings.watch.safety_poll, settings.backend.timeout);
+    let liveness = liveness(&dir, limit, chrono::Utc::now())
+        .with_context(|| format!("cannot read the watcher's state in {}", dir.display()))?;
+    let (status, running, silent) = match liveness {
+        Liveness::NeverRan => {
+            return Err(Failure::NotRunning(format!(
+                "no watcher has run with state directory {} yet",
+                dir.display()
+            )));
+        }
+        Liveness::Stopped(status) => (status, false, None),
+        Liveness::Silent(status, silent) => (status, true, Some(silent)),
+        Liveness::Running(status) => (status, true, None),
     };
-    if !dir.is_dir() {
-        return Err(never_ran());
-    }
-    let state = StateDir::open(&dir).with_context(|| format!("cannot open {}", dir.display()))?;
-    let status = state
-        .load_status()
-        .with_context(|| format!("cannot read the status in {}", dir.display()))?
-        .ok_or_else(never_ran)?;
     let spool_dir = args.spool_dir.unwrap_or(settings.spool_dir);
     // No spool folder: nothing was ever spooled, so nothing waits.
     let spool_records = match spool_dir.is_dir() {
@@ -217,10 +226,11 @@ pub fn status(args: StatusArgs, settings: Settings) -> Result<()> {
         false => Some(0),
     };
     let report = Report {
-        running: state::is_held(&dir)
-            .with_context(|| format!("cannot tell whether {} is locked", dir.display()))?,
+        running,
+        responding: running && silent.is_none(),
+        silent_secs: silent.map(|s| s.as_secs()),
         spool_records,
-        status,
+        status: *status,
     };
     let text = if args.json {
         serde_json::to_string_pretty(&report).map_err(|e| anyhow!(e))? + "\n"
@@ -233,6 +243,18 @@ pub fn status(args: StatusArgs, settings: Settings) -> Result<()> {
             "the watcher of {} is not running",
             dir.display()
         )));
+    }
+    if let Some(silent) = silent {
+        return Err(Failure::Unhealthy(
+            NOT_RESPONDING,
+            format!(
+                "the watcher of {} (pid {}) is not responding: no sign of life for {} (over {})",
+                dir.display(),
+                report.status.pid,
+                humantime::format_duration(Duration::from_secs(silent.as_secs())),
+                humantime::format_duration(limit)
+            ),
+        ));
     }
     Ok(())
 }
@@ -257,10 +279,14 @@ fn cursor_unit(log: &str) -> &'static str {
 fn write_status(out: &mut String, r: &Report) -> std::fmt::Result {
     use std::fmt::Write;
     let s = &r.status;
-    let state = if r.running {
-        format!("running (pid {})", s.pid)
-    } else {
-        "not running".into()
+    let state = match (r.running, r.silent_secs) {
+        (true, None) => format!("running (pid {})", s.pid),
+        (true, Some(secs)) => format!(
+            "NOT RESPONDING (pid {} holds the state directory, no sign of life for {})",
+            s.pid,
+            humantime::format_duration(Duration::from_secs(secs))
+        ),
+        (false, _) => "not running".into(),
     };
     writeln!(
         out,
@@ -291,6 +317,24 @@ fn write_status(out: &mut String, r: &Report) -> std::fmt::Result {
         writeln!(
             out,
             "HELD:        applying nothing until the cursor can be saved: {why}"
+        )?;
+    }
+    if let Some(why) = &s.paused {
+        writeln!(
+            out,
+            "PAUSED:      applying nothing until `banshare resume` (since {why})"
+        )?;
+    }
+    if !s.allowlist.is_empty() {
+        writeln!(out, "allowlist:   {}", s.allowlist.join(", "))?;
+    }
+    for (node, lift) in &s.lifted {
+        writeln!(
+            out,
+            "lifted:      node {node}'s bans up to {} ({} lifted)",
+            lift.before
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            lift.bans
         )?;
     }
     let last = s.last_record_ts.map_or("none yet".into(), |t| {

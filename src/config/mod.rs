@@ -34,6 +34,7 @@ mod sftp;
 mod trust;
 mod watch;
 mod watch_parts;
+pub use watch_parts::metrics_folder;
 mod zmq;
 
 pub use monitor::{DEFAULT_FAIL2BAN_LOG, MonitorSettings};
@@ -42,8 +43,8 @@ pub use publisher::{
 };
 pub use trust::TrustSettings;
 pub use watch::{
-    DEFAULT_MAX_BANTIME, DEFAULT_STATE_DIR, MIN_POLL_INTERVAL, WatchSettings, check_poll_interval,
-    parse_net,
+    DEFAULT_MAX_BANTIME, DEFAULT_STATE_DIR, MIN_POLL_INTERVAL, WatchSettings, check_metrics_listen,
+    check_poll_interval, parse_net,
 };
 
 use crate::record::{BanTime, Jail, MAX_BANTIME_SECS, NodeId, PortSpec, Tag};
@@ -614,6 +615,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no user, path or query"), "{err}");
+    }
+
+    #[test]
+    fn operators_need_the_trusted_keys_and_valid_ids_and_round_trip() {
+        let s =
+            load("[common]\nnode='n'\n[trust]\nkeys='/k'\noperators=['ops','sec-2']\n").unwrap();
+        let ids: Vec<String> = s.trust.operators.iter().map(ToString::to_string).collect();
+        assert_eq!(ids, ["ops", "sec-2"]);
+        assert_eq!(load(&s.to_toml()).unwrap(), s);
+        for bad in ["operators=['ops']\n", "keys='/k'\noperators=['o ps']\n"] {
+            let err = load(&format!("[trust]\n{bad}")).unwrap_err().to_string();
+            assert!(err.contains("trust.operators"), "{bad}: {err}");
+        }
+        let none = load("[common]\nnode='n'\n").unwrap();
+        assert!(!none.to_toml().contains("operators"), "left out when empty");
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub struct RawMonitor {
     pub exclude_jails: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bantime: Option<DurationText>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// The checked `[monitor]` section.
@@ -32,6 +34,8 @@ pub struct MonitorSettings {
     pub exclude_jails: Vec<Jail>,
     /// Carried by the records; `None`: the watchers' default applies.
     pub bantime: Option<BanTime>,
+    /// Where the metrics for Prometheus are written, if anywhere.
+    pub metrics_file: Option<PathBuf>,
 }
 
 impl MonitorSettings {
@@ -57,6 +61,7 @@ impl MonitorSettings {
                 .as_ref()
                 .map(|b| check.bantime("monitor.bantime", b))
                 .transpose()?,
+            metrics_file: raw.metrics_file.clone(),
         })
     }
 
@@ -66,6 +71,7 @@ impl MonitorSettings {
             state_dir: Some(self.state_dir.clone()),
             exclude_jails: Some(self.exclude_jails.iter().map(|j| j.to_string()).collect()),
             bantime: self.bantime.map(super::bantime_text),
+            metrics_file: self.metrics_file.clone(),
         }
     }
 }

@@ -65,6 +65,8 @@ pub struct RawPublisher {
     pub curve_clients_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub legacy_submit_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// An address to listen on, or every address (`*`).
@@ -152,6 +154,8 @@ pub struct PublisherSettings {
     /// A plaintext socket for legacy messages only, beside the submission
     /// socket; needed for legacy messages when CURVE is on.
     pub legacy_submit_port: Option<u16>,
+    /// Where the metrics for Prometheus are written, if anywhere.
+    pub metrics_file: Option<PathBuf>,
 }
 
 impl PublisherSettings {
@@ -179,6 +183,7 @@ impl PublisherSettings {
             curve_key_file: raw.curve_key_file.clone(),
             curve_clients_file: raw.curve_clients_file.clone(),
             legacy_submit_port: raw.legacy_submit_port,
+            metrics_file: raw.metrics_file.clone(),
         })
     }
 
@@ -196,6 +201,7 @@ impl PublisherSettings {
             curve_key_file: self.curve_key_file.clone(),
             curve_clients_file: self.curve_clients_file.clone(),
             legacy_submit_port: self.legacy_submit_port,
+            metrics_file: self.metrics_file.clone(),
         }
     }
 
@@ -275,9 +281,39 @@ impl Settings {
     }
 }
 
-/// The token: the file's content, without one trailing newline.
+/// The publisher's CURVE secret key and the public keys of the clients it
+/// admits.
+#[cfg(feature = "zmq")]
+pub type CurveServerKeys = (
+    crate::transport::zmq::curve::Key,
+    std::collections::HashSet<crate::transport::zmq::curve::Key>,
+);
+
+#[cfg(feature = "zmq")]
+impl Settings {
+    /// The publisher's CURVE key files, read as `publisher` reads them at
+    /// start (and `config check` too, so it refuses what the publisher
+    /// refuses); `None` without CURVE.
+    pub fn curve_server_keys(&self, origin: &Path) -> Result<Option<CurveServerKeys>, ConfigError> {
+        use crate::transport::zmq::curve;
+        let check = Checker { origin };
+        let p = &self.publisher;
+        let (Some(key), Some(clients)) = (&p.curve_key_file, &p.curve_clients_file) else {
+            return Ok(None);
+        };
+        let secret = curve::read_secret_key(key)
+            .map_err(|e| check.invalid("publisher.curve_key_file", e))?;
+        let allowed = curve::read_allow_list(clients)
+            .map_err(|e| check.invalid("publisher.curve_clients_file", e))?;
+        Ok(Some((secret, allowed)))
+    }
+}
+
+/// The token: the file's content, without one trailing newline. Only
+/// its owner may read the file.
 fn read_token(path: &Path) -> Result<LegacyToken, String> {
     use std::io::Read;
+    crate::file_mode::check(path, crate::file_mode::Holds::Secret).map_err(|e| e.to_string())?;
     let mut text = String::new();
     std::fs::File::open(path)
         .and_then(|f| f.take(MAX_TOKEN_FILE).read_to_string(&mut text))

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::record::NodeId;
+
 use super::{Checker, ConfigError, DurationText, duration_text};
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -21,6 +23,8 @@ pub struct RawTrust {
     pub max_bans_per_node_per_minute: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub breaker_cooldown: Option<DurationText>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operators: Option<Vec<String>>,
 }
 
 /// The checked `[trust]` section.
@@ -36,6 +40,9 @@ pub struct TrustSettings {
     pub max_bans_per_node_per_minute: u32,
     /// How long a tripped node's records are refused.
     pub breaker_cooldown: Duration,
+    /// The node ids whose signed allowlist records watchers apply; none by
+    /// default (docs/operations.md, *Incident response*).
+    pub operators: Vec<NodeId>,
 }
 
 pub(super) fn check(raw: &RawTrust, check: &Checker) -> Result<TrustSettings, ConfigError> {
@@ -49,6 +56,7 @@ pub(super) fn check(raw: &RawTrust, check: &Checker) -> Result<TrustSettings, Co
             &raw.breaker_cooldown,
             Duration::from_secs(600),
         )?,
+        operators: operators(raw, check)?,
     };
     if settings.require_signed && settings.keys.is_none() {
         return Err(check.invalid(
@@ -62,6 +70,24 @@ pub(super) fn check(raw: &RawTrust, check: &Checker) -> Result<TrustSettings, Co
     Ok(settings)
 }
 
+fn operators(raw: &RawTrust, check: &Checker) -> Result<Vec<NodeId>, ConfigError> {
+    let names = raw.operators.as_deref().unwrap_or_default();
+    let operators = names
+        .iter()
+        .map(|name| {
+            name.parse()
+                .map_err(|_| check.invalid("trust.operators", format!("bad node id {name:?}")))
+        })
+        .collect::<Result<Vec<NodeId>, _>>()?;
+    if !operators.is_empty() && raw.keys.is_none() {
+        return Err(check.invalid(
+            "trust.operators",
+            "needs `keys`: an allowlist record counts only with an operator's verified signature",
+        ));
+    }
+    Ok(operators)
+}
+
 pub(super) fn to_raw(s: &TrustSettings) -> RawTrust {
     RawTrust {
         keys: s.keys.clone(),
@@ -69,5 +95,8 @@ pub(super) fn to_raw(s: &TrustSettings) -> RawTrust {
         allow_unsigned_logger: Some(s.allow_unsigned_logger),
         max_bans_per_node_per_minute: Some(s.max_bans_per_node_per_minute),
         breaker_cooldown: duration_text(s.breaker_cooldown),
+        // Left out when empty, as before operators existed.
+        operators: (!s.operators.is_empty())
+            .then(|| s.operators.iter().map(ToString::to_string).collect()),
     }
 }

@@ -1,6 +1,7 @@
 //! The `[watch]` section: how the watcher follows the log and its policy.
 
 use crate::follow::FollowKind;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -54,6 +55,12 @@ pub struct RawWatch {
     pub max_prefix_v4: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_prefix_v6: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen_any: Option<bool>,
 }
 
 /// The checked `[watch]` section.
@@ -76,6 +83,14 @@ pub struct WatchSettings {
     pub findtime: Duration,
     pub max_prefix_v4: u8,
     pub max_prefix_v6: u8,
+    /// Where the metrics for Prometheus are written, if anywhere (see
+    /// `docs/operations.md`).
+    pub metrics_file: Option<PathBuf>,
+    /// Where to serve the metrics over HTTP, if anywhere: loopback only,
+    /// unless `metrics_listen_any`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Allows `metrics_listen` on an address other hosts reach.
+    pub metrics_listen_any: bool,
 }
 
 impl WatchSettings {
@@ -131,6 +146,13 @@ impl WatchSettings {
             findtime: check.duration("watch.findtime", &raw.findtime, Duration::from_secs(600))?,
             max_prefix_v4: raw.max_prefix_v4.unwrap_or(16),
             max_prefix_v6: raw.max_prefix_v6.unwrap_or(48),
+            metrics_file: raw.metrics_file.clone(),
+            metrics_listen: raw
+                .metrics_listen
+                .as_deref()
+                .map(|a| check.parse::<SocketAddr>("watch.metrics_listen", a))
+                .transpose()?,
+            metrics_listen_any: raw.metrics_listen_any.unwrap_or(false),
         };
         settings
             .check_ranges()
@@ -179,6 +201,10 @@ impl WatchSettings {
         if self.max_prefix_v6 > 128 {
             return Err(("watch.max_prefix_v6", "must be 0 to 128".into()));
         }
+        if let Some(addr) = self.metrics_listen {
+            check_metrics_listen(addr, self.metrics_listen_any)
+                .map_err(|m| ("watch.metrics_listen", m))?;
+        }
         Ok(())
     }
 
@@ -199,6 +225,9 @@ impl WatchSettings {
             findtime: duration_text(self.findtime),
             max_prefix_v4: Some(self.max_prefix_v4),
             max_prefix_v6: Some(self.max_prefix_v6),
+            metrics_file: self.metrics_file.clone(),
+            metrics_listen: self.metrics_listen.map(|a| a.to_string()),
+            metrics_listen_any: Some(self.metrics_listen_any),
         }
     }
 }
@@ -230,6 +259,20 @@ pub fn parse_net(text: &str) -> Result<IpNet, String> {
     text.parse::<std::net::IpAddr>()
         .map(IpNet::from)
         .map_err(|_| format!("{text:?} is not an address or network"))
+}
+
+/// Refuses to serve the metrics on an address other than loopback unless
+/// `any` allows it: they tell which bans this host applies and which
+/// nodes it hears, and the endpoint has no authentication.
+pub fn check_metrics_listen(addr: SocketAddr, any: bool) -> Result<(), String> {
+    if addr.ip().is_loopback() || any {
+        return Ok(());
+    }
+    Err(format!(
+        "{addr} is not a loopback address: the metrics endpoint has no authentication; \
+         use 127.0.0.1 or ::1, or set metrics_listen_any = true (--metrics-listen-any) \
+         if a firewall guards it"
+    ))
 }
 
 /// Checks a poll interval given on the command line.

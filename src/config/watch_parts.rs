@@ -44,6 +44,7 @@ impl Settings {
             keys,
             require_signed: t.require_signed,
             allow_unsigned_logger: t.allow_unsigned_logger,
+            operators: t.operators.clone(),
         })
     }
 
@@ -52,6 +53,45 @@ impl Settings {
     pub fn check_watch(&self, origin: &Path) -> Result<(), ConfigError> {
         self.watch_backend(origin)?;
         self.trust_policy(origin)?;
+        self.check_metrics_folders(origin)?;
+        Ok(())
+    }
+
+    /// The daemons' metrics files must be in folders that exist (they are
+    /// node_exporter's, not banshare's to create): each daemon refuses to
+    /// start otherwise, so `config check` refuses too.
+    fn check_metrics_folders(&self, origin: &Path) -> Result<(), ConfigError> {
+        let check = Checker { origin };
+        for (key, file) in [
+            ("watch.metrics_file", &self.watch.metrics_file),
+            ("monitor.metrics_file", &self.monitor.metrics_file),
+            ("publisher.metrics_file", &self.publisher.metrics_file),
+        ] {
+            let Some(folder) = file.as_deref().map(metrics_folder) else {
+                continue;
+            };
+            if !folder.is_dir() {
+                return Err(check.invalid(
+                    key,
+                    format!("the folder {} does not exist", folder.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The state directories of the watcher, the monitor and the
+    /// publisher, as each daemon checks its own at start: none may hold
+    /// files of a newer banshare (refused, exit 2). Reads only.
+    pub fn check_state_dirs(&self, origin: &Path) -> Result<(), ConfigError> {
+        let check = Checker { origin };
+        for (key, dir) in [
+            ("watch.state_dir", &self.watch.state_dir),
+            ("monitor.state_dir", &self.monitor.state_dir),
+            ("publisher.data_dir", &self.publisher.data_dir),
+        ] {
+            crate::state::check_versions(dir).map_err(|e| check.invalid(key, e))?;
+        }
         Ok(())
     }
 
@@ -63,6 +103,14 @@ impl Settings {
             .as_deref()
             .map(|path| load_signing_key(path).map_err(|e| check.invalid("common.key", e)))
             .transpose()
+    }
+}
+
+/// The folder a metrics file is written in.
+pub fn metrics_folder(file: &Path) -> &Path {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
     }
 }
 

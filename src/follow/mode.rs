@@ -89,14 +89,42 @@ impl Mode {
 
 /// Picks the mode for a log in `dir`. `Auto` asks the filesystem.
 pub fn resolve(kind: FollowKind, dir: &Path, poll: Duration, safety: Duration) -> Mode {
+    resolve_explained(kind, dir, poll, safety).0
+}
+
+/// As [`resolve`], with the reason for the choice (for `banshare doctor`).
+pub fn resolve_explained(
+    kind: FollowKind,
+    dir: &Path,
+    poll: Duration,
+    safety: Duration,
+) -> (Mode, String) {
     match kind {
-        FollowKind::Native => Mode::Native { safety },
-        FollowKind::Poll => Mode::Poll(poll),
+        FollowKind::Native => (Mode::Native { safety }, "follow = inotify".into()),
+        FollowKind::Poll => (Mode::Poll(poll), "follow = poll".into()),
         FollowKind::Auto => match blind_filesystem(dir) {
-            Some(_) => Mode::Poll(poll),
+            Some(fs) => (
+                Mode::Poll(poll),
+                format!(
+                    "{} is on {fs}, where inotify does not see other hosts' writes",
+                    dir.display()
+                ),
+            ),
             // Unknown (the directory is missing, say): poll, which always works.
-            None if statfs_type(dir).is_none() => Mode::Poll(poll),
-            None => Mode::Native { safety },
+            None if statfs_type(dir).is_none() => (
+                Mode::Poll(poll),
+                format!(
+                    "the filesystem of {} cannot be told (missing?): polling always works",
+                    dir.display()
+                ),
+            ),
+            None => (
+                Mode::Native { safety },
+                format!(
+                    "{} is on a local filesystem, where inotify sees every write",
+                    dir.display()
+                ),
+            ),
         },
     }
 }
@@ -127,7 +155,9 @@ const BLIND: &[(i64, &str)] = &[
     (0x0BD0_0BD0, "lustre"),
 ];
 
-fn statfs_type(dir: &Path) -> Option<i64> {
+/// The filesystem type (statfs `f_type`) under `dir`; `None` when it
+/// cannot be told (a missing folder).
+pub fn statfs_type(dir: &Path) -> Option<i64> {
     let path = CString::new(dir.as_os_str().as_bytes()).ok()?;
     let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: `path` is NUL-terminated and `buf` is a valid statfs.

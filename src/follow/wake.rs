@@ -10,7 +10,7 @@
 use std::ffi::OsString;
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use notify::event::{AccessKind, AccessMode, EventKind};
 
@@ -67,7 +67,23 @@ impl Wake {
     /// Waits for a message or the poll interval (`None`); a burst of change
     /// events becomes one wake-up, and stop and reload win over changes.
     pub fn wait(&mut self) -> Option<Msg> {
-        let first = match self.rx.recv_timeout(self.mode.interval()) {
+        self.wait_until(None)
+    }
+
+    /// As [`Wake::wait`], waiting no longer than `limit` if given: for
+    /// work due before the mode's next look (a metrics file to write).
+    pub fn wait_at_most(&mut self, limit: Option<Duration>) -> Option<Msg> {
+        self.wait_until(limit.map(|l| Instant::now() + l))
+    }
+
+    /// As [`Wake::wait`], waking by `deadline` at the latest (when the loop
+    /// has something of its own to do then).
+    pub fn wait_until(&mut self, deadline: Option<Instant>) -> Option<Msg> {
+        let mut timeout = self.mode.interval();
+        if let Some(deadline) = deadline {
+            timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
+        }
+        let first = match self.rx.recv_timeout(timeout) {
             Ok(msg) => msg,
             Err(RecvTimeoutError::Timeout) => return None,
             Err(RecvTimeoutError::Disconnected) => return Some(Msg::Stop),

@@ -18,6 +18,7 @@ pub mod f2blog;
 use std::path::PathBuf;
 
 use crate::follow::{Handle, LocalFs, Mode, Msg, Wake};
+use crate::metrics::{MetricsError, StateExporter, counter, int_gauge};
 use crate::outbox::append::{self, Outcome, Request, Writer};
 use crate::outbox::spool::Spool;
 use crate::record::{BanTime, Jail, Op, PortSpec, Record, never_ban};
@@ -48,15 +49,71 @@ pub struct Options {
     pub zmq: crate::transport::zmq::ZmqSettings,
     pub deadline: std::time::Duration,
     pub batch_max: usize,
+    /// Where to write the metrics, if anywhere.
+    pub metrics_file: Option<PathBuf>,
 }
 
-/// Counters, logged at stop.
+/// Counters, logged at stop and written to the metrics file.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Counts {
     pub shared: u64,
     pub spooled: u64,
     pub skipped: u64,
     pub bad: u64,
+}
+
+/// What the monitor's metrics file shows (see docs/operations.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Shown {
+    counts: Counts,
+    /// Whether fail2ban.log could be read at the last try.
+    readable: Option<bool>,
+    running: bool,
+}
+
+/// The metrics of `shown`.
+fn metrics_registry(shown: &Shown) -> Result<prometheus::Registry, MetricsError> {
+    let r = prometheus::Registry::new();
+    let c = &shown.counts;
+    counter(
+        &r,
+        "banshare_monitor_shared_total",
+        "Records delivered to the shared log",
+        c.shared,
+    )?;
+    counter(
+        &r,
+        "banshare_monitor_spooled_total",
+        "Records spooled because the shared log could not take them",
+        c.spooled,
+    )?;
+    counter(
+        &r,
+        "banshare_monitor_not_shared_total",
+        "Ban and unban lines not shared: excluded jails, Restore Ban, addresses no watcher applies",
+        c.skipped,
+    )?;
+    counter(
+        &r,
+        "banshare_monitor_bad_lines_total",
+        "fail2ban.log lines that could not be read",
+        c.bad,
+    )?;
+    if let Some(readable) = shown.readable {
+        int_gauge(
+            &r,
+            "banshare_monitor_fail2ban_log_readable",
+            "1 when fail2ban.log could be read at the last attempt",
+            i64::from(readable),
+        )?;
+    }
+    int_gauge(
+        &r,
+        "banshare_monitor_running",
+        "1 while the monitor runs; 0 written as it stops",
+        i64::from(shown.running),
+    )?;
+    Ok(r)
 }
 
 pub struct Monitor {
@@ -75,6 +132,7 @@ pub struct Monitor {
     unsaved: bool,
     /// The cursor could not be saved at the last try.
     held: bool,
+    metrics: Option<StateExporter<Shown>>,
 }
 
 impl Monitor {
@@ -113,8 +171,10 @@ impl Monitor {
                 zmq: opts.zmq.clone(),
             },
         );
+        let metrics = opts.metrics_file.clone().map(StateExporter::new);
         let mut monitor = Monitor {
             opts,
+            metrics,
             publisher,
             feed,
             wake,
@@ -139,19 +199,45 @@ impl Monitor {
             self.opts.log,
             self.opts.writer.node
         );
+        if let Some(metrics) = &self.metrics {
+            info!("writing metrics to {}", metrics.describe());
+        }
+        let mut first = true;
         loop {
             self.cycle();
-            if self.wake.wait() == Some(Msg::Stop) {
+            self.export_metrics(std::mem::take(&mut first), true);
+            let due = self
+                .metrics
+                .as_ref()
+                .and_then(|m| m.due_in(&self.shown(true)));
+            if self.wake.wait_at_most(due) == Some(Msg::Stop) {
                 break;
             }
         }
         let _ = self.save_cursor();
+        self.export_metrics(true, false);
         let c = &self.counts;
         info!(
             "stopped: {} shared, {} spooled, {} not shared, {} bad lines",
             c.shared, c.spooled, c.skipped, c.bad
         );
         self.counts
+    }
+
+    fn shown(&self, running: bool) -> Shown {
+        Shown {
+            counts: self.counts.clone(),
+            readable: self.reachable,
+            running,
+        }
+    }
+
+    /// Writes the metrics file if due, or now if `force`.
+    fn export_metrics(&mut self, force: bool, running: bool) {
+        let shown = self.shown(running);
+        if let Some(metrics) = &mut self.metrics {
+            metrics.export(&shown, force, metrics_registry);
+        }
     }
 
     /// First run: start at the end of fail2ban.log.

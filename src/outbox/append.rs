@@ -542,6 +542,7 @@ mod tests {
                 keys,
                 require_signed: true,
                 allow_unsigned_logger: false,
+                operators: Vec::new(),
             };
             assert_eq!(
                 policy.check(&record),

@@ -19,7 +19,7 @@
 //! ([`crate::outbox::journal`]); a flush first turns those of dead runs into
 //! `uncertain` batches.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
@@ -82,6 +82,16 @@ pub struct FlushReport {
     pub resent_unchecked: usize,
     /// Batches still waiting, because the log became unreachable.
     pub batches_left: usize,
+}
+
+/// What waits in the spool.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SpoolSummary {
+    /// Records waiting (see [`Spool::depth`]).
+    pub records: usize,
+    /// When the oldest of them was spooled, by its batch's name; `None`
+    /// when none waits.
+    pub oldest: Option<SystemTime>,
 }
 
 /// A spooled batch, in delivery order.
@@ -147,19 +157,48 @@ impl Spool {
     /// of `banshare ban` runs (whose delivery is not confirmed yet; a dead
     /// run's journal waits for flush like a batch).
     pub fn depth(&self) -> Result<usize, SpoolError> {
+        Ok(self.summary()?.records)
+    }
+
+    /// How many records wait (see [`Spool::depth`]), and since when.
+    pub fn summary(&self) -> Result<SpoolSummary, SpoolError> {
+        self.summary_counted(&mut HashMap::new())
+    }
+
+    /// As [`Spool::summary`], reading only the files that `counted` does
+    /// not know yet: a batch or journal never changes under its name (it
+    /// is written whole, then renamed or removed), so a watcher that asks
+    /// every few seconds during a long outage reads each file once.
+    /// `counted` is left holding the files there now.
+    pub fn summary_counted(
+        &self,
+        counted: &mut HashMap<PathBuf, usize>,
+    ) -> Result<SpoolSummary, SpoolError> {
         let journals = journal::paths(&self.dir).map_err(io_err(&self.dir))?;
         let batches = self.entries()?.into_iter().map(|e| e.path);
-        let mut depth = 0;
+        let mut summary = SpoolSummary::default();
+        let mut now_there = HashMap::with_capacity(counted.len());
         for path in batches.chain(journals) {
-            let data = match fs::read(&path) {
-                Ok(data) => data,
-                // Delivered (or moved on to a batch) since the listing.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_err(&path)(e)),
+            let records = match counted.get(&path) {
+                Some(n) => *n,
+                None => match fs::read(&path) {
+                    Ok(data) => data.iter().filter(|&&b| b == b'\n').count(),
+                    // Delivered (or moved on to a batch) since the listing.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_err(&path)(e)),
+                },
             };
-            depth += data.iter().filter(|&&b| b == b'\n').count();
+            summary.records += records;
+            if records > 0 {
+                summary.oldest = match (summary.oldest, spooled_at(&path)) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            now_there.insert(path, records);
         }
-        Ok(depth)
+        *counted = now_there;
+        Ok(summary)
     }
 
     pub fn is_empty(&self) -> Result<bool, SpoolError> {
@@ -349,6 +388,14 @@ fn rename_state(path: &Path, state: &str) -> Result<PathBuf, SpoolError> {
 
 /// A name that sorts after every earlier one from this host: the clock in
 /// microseconds, then the pid and a per-process counter to break ties.
+/// When the batch or journal at `path` was spooled: the microseconds its
+/// name starts with (see [`next_name`]).
+fn spooled_at(path: &Path) -> Option<SystemTime> {
+    let name = path.file_name()?.to_str()?;
+    let micros: u64 = name.split('-').next()?.parse().ok()?;
+    UNIX_EPOCH.checked_add(Duration::from_micros(micros))
+}
+
 fn next_name() -> String {
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let micros = SystemTime::now()
@@ -439,6 +486,35 @@ mod tests {
         );
         assert_eq!(log.lines, vec![rec(1), rec(2), rec(3)]);
         assert!(spool.is_empty().unwrap());
+    }
+
+    #[test]
+    fn the_summary_counts_each_file_once_and_dates_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let mut counted = HashMap::new();
+        assert_eq!(
+            spool.summary_counted(&mut counted).unwrap(),
+            SpoolSummary::default()
+        );
+        let before = SystemTime::now() - Duration::from_secs(1);
+        let first = spool.put(&[rec(1), rec(2)], false).unwrap();
+        spool.put(&[rec(3)], false).unwrap();
+        let summary = spool.summary_counted(&mut counted).unwrap();
+        assert_eq!(summary.records, 3);
+        let oldest = summary.oldest.unwrap();
+        assert!(
+            oldest >= before && oldest <= SystemTime::now(),
+            "{oldest:?}"
+        );
+        assert_eq!(oldest, spooled_at(&first).unwrap());
+        // Counted once: a file is not read again under the same name.
+        fs::write(&first, b"").unwrap();
+        assert_eq!(spool.summary_counted(&mut counted).unwrap().records, 3);
+        assert_eq!(spool.summary().unwrap().records, 1);
+        fs::remove_file(&first).unwrap();
+        assert_eq!(spool.summary_counted(&mut counted).unwrap().records, 1);
+        assert_eq!(counted.len(), 1);
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub struct Counters {
     pub refused: BTreeMap<&'static str, u64>,
     /// Stored records left off the legacy feed, by `NotLegacy::kind`.
     pub not_legacy: BTreeMap<&'static str, u64>,
+    /// Signed records stored that the publisher's keys could not verify,
+    /// by `Untrusted::kind` (the watchers judge them).
+    pub unverified: BTreeMap<&'static str, u64>,
     /// Catch-up requests answered.
     pub catch_ups: u64,
     /// Catch-up requests refused as malformed.
@@ -32,13 +35,14 @@ impl fmt::Display for Counters {
         write!(
             f,
             "stored {} legacy and {} records; refused {}; left off the legacy feed {}; \
-             catch-ups {} ({} refused)",
+             catch-ups {} ({} refused); stored unverified {}",
             self.legacy_stored,
             self.records_stored,
             by_kind(&self.refused),
             by_kind(&self.not_legacy),
             self.catch_ups,
-            self.catch_ups_refused
+            self.catch_ups_refused,
+            by_kind(&self.unverified)
         )
     }
 }

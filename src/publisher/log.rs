@@ -161,8 +161,14 @@ impl RecordLog {
         Ok(first)
     }
 
-    /// Up to `max` records after number `after`, with their numbers.
-    pub fn read_after(&self, after: u64, max: u64) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+    /// Up to `max` records after number `after`, with their numbers, and
+    /// no more than `max_bytes` of lines (but always the first).
+    pub fn read_after(
+        &self,
+        after: u64,
+        max: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
         let io = |source| LogError::Io {
             path: self.path.clone(),
             source,
@@ -177,6 +183,7 @@ impl RecordLog {
         let mut reader = BufReader::new(file.take(self.len - start));
         let mut out = Vec::new();
         let mut line = Vec::new();
+        let mut bytes = 0u64;
         while out.len() < max as usize {
             line.clear();
             if reader.read_until(b'\n', &mut line).map_err(io)? == 0 {
@@ -188,6 +195,10 @@ impl RecordLog {
             // A gap's records were dropped: a subscriber that asks for
             // them gets what follows.
             if numbers == 1 && seq > after && !line.starts_with(GAP_PREFIX.as_bytes()) {
+                bytes += line.len() as u64;
+                if bytes > max_bytes && !out.is_empty() {
+                    break;
+                }
                 out.push((seq, line.clone()));
             }
         }
@@ -380,7 +391,7 @@ mod tests {
         let mut log = RecordLog::open(dir.path()).unwrap();
         assert_eq!((log.epoch(), log.last()), (epoch, 3));
         assert_eq!(log.append(&lines(4..=4)).unwrap(), 4);
-        let got = log.read_after(2, 10).unwrap();
+        let got = log.read_after(2, 10, u64::MAX).unwrap();
         assert_eq!(got, vec![(3, b"line 3".to_vec()), (4, b"line 4".to_vec())]);
     }
 
@@ -396,13 +407,25 @@ mod tests {
         let reopened = RecordLog::open(dir.path()).unwrap();
         assert_eq!(reopened.index, log.index);
         for after in [0, 999, 1000, 1001, 2500, 3499] {
-            let got = reopened.read_after(after, 1000).unwrap();
+            let got = reopened.read_after(after, 1000, u64::MAX).unwrap();
             let want = (after + 1..=(after + 1000).min(3500))
                 .map(|i| (i, format!("line {i}").into_bytes()))
                 .collect::<Vec<_>>();
             assert_eq!(got, want, "after {after}");
         }
-        assert!(reopened.read_after(3500, 1000).unwrap().is_empty());
+        assert!(
+            reopened
+                .read_after(3500, 1000, u64::MAX)
+                .unwrap()
+                .is_empty()
+        );
+        // A byte limit cuts a read short, but never below one record.
+        let got = reopened.read_after(10, 1000, 20).unwrap();
+        assert_eq!(
+            got,
+            vec![(11, b"line 11".to_vec()), (12, b"line 12".to_vec())]
+        );
+        assert_eq!(reopened.read_after(10, 1000, 1).unwrap().len(), 1);
     }
 
     #[test]
@@ -489,19 +512,19 @@ mod tests {
             assert_eq!((log.epoch(), log.last()), (epoch, 3001));
             for after in [0, 1, 2, 3, 998, 999, 1000, 1001, 2999, 3000] {
                 assert_eq!(
-                    log.read_after(after, 5000).unwrap(),
+                    log.read_after(after, 5000, u64::MAX).unwrap(),
                     in_force(after),
                     "after {after}"
                 );
             }
-            assert_eq!(log.read_after(0, 2).unwrap(), in_force(0)[..2]);
+            assert_eq!(log.read_after(0, 2, u64::MAX).unwrap(), in_force(0)[..2]);
         }
         assert_eq!(log.append(&lines(3002..=3002)).unwrap(), 3002);
         // Compacting again merges the gaps and keeps the numbers.
         log.compact(&rules, now).unwrap();
         assert_eq!(log.last(), 3002);
         // 3001 is no longer the last: dropped now.
-        let after = log.read_after(2999, 10).unwrap();
+        let after = log.read_after(2999, 10, u64::MAX).unwrap();
         assert_eq!(
             after.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
             [3000, 3002]

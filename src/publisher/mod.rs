@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use self::counters::{Counters, RateLimitedLog};
 use self::log::{LogError, RecordLog};
 use self::submit::{Accepted, Rules};
+use crate::metrics::{MetricsError, StateExporter, counter, counter_by, int_gauge};
 use crate::state::StateDir;
 use crate::transport::zmq::wire::{self, CatchUp, Header, Reply};
 use crate::transport::zmq::{curve, message};
@@ -44,6 +45,19 @@ pub const MAX_SUBMIT_FRAME: i64 = 2 << 20;
 /// CURVE's INITIATE is larger than 256 bytes (at 256 every CURVE client
 /// was dropped during its handshake).
 const MAX_CATCH_UP_FRAME: i64 = 4096;
+
+/// Replies libzmq holds for one catch-up client that has not taken them
+/// (ZMQ_SNDHWM); past it, the publisher's reply to that client is dropped
+/// (a REP socket drops, never blocks). An honest client (REQ, as the feed)
+/// has one request in flight, so it never reaches it; one that sends
+/// requests without reading its replies holds at most this many replies
+/// of at most [`wire::CATCH_UP_MAX_BYTES`] each in the publisher (unbounded,
+/// 1000 replies of 1000 records were hundreds of megabytes).
+const CATCH_UP_SEND_HWM: i32 = 2;
+
+/// Catch-up requests libzmq takes in from one client before the publisher
+/// has read them (ZMQ_RCVHWM); past it, the rest wait in the network.
+const CATCH_UP_RECEIVE_HWM: i32 = 4;
 
 /// The most frames one submission request may hold; a request with more
 /// is refused whole (`too_many_frames`).
@@ -162,6 +176,68 @@ pub struct Publisher {
     feed: zmq::Socket,
     counters: Counters,
     refusals: RateLimitedLog,
+    metrics: Option<StateExporter<Shown>>,
+}
+
+/// What the publisher's metrics file shows (see docs/operations.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Shown {
+    counters: Counters,
+    /// The number of the last record in the log.
+    last: u64,
+    running: bool,
+}
+
+/// The metrics of `shown`.
+fn metrics_registry(shown: &Shown) -> Result<prometheus::Registry, MetricsError> {
+    let r = prometheus::Registry::new();
+    let c = &shown.counters;
+    counter_by(
+        &r,
+        "banshare_publisher_stored_total",
+        "Submissions stored in the publisher's log: banshare records, legacy messages",
+        "kind",
+        [("record", c.records_stored), ("legacy", c.legacy_stored)],
+    )?;
+    counter_by(
+        &r,
+        "banshare_publisher_refused_total",
+        "Submissions refused, by reason",
+        "reason",
+        &c.refused,
+    )?;
+    counter_by(
+        &r,
+        "banshare_publisher_not_legacy_total",
+        "Stored records left off the legacy broadcast, by reason",
+        "reason",
+        &c.not_legacy,
+    )?;
+    counter(
+        &r,
+        "banshare_publisher_catch_ups_total",
+        "Catch-up requests answered",
+        c.catch_ups,
+    )?;
+    counter(
+        &r,
+        "banshare_publisher_catch_ups_refused_total",
+        "Catch-up requests refused as malformed",
+        c.catch_ups_refused,
+    )?;
+    int_gauge(
+        &r,
+        "banshare_publisher_log_last_record",
+        "The number of the last record in the publisher's log (this epoch)",
+        i64::try_from(shown.last).unwrap_or(i64::MAX),
+    )?;
+    int_gauge(
+        &r,
+        "banshare_publisher_running",
+        "1 while the publisher runs; 0 written as it stops",
+        i64::from(shown.running),
+    )?;
+    Ok(r)
 }
 
 impl Publisher {
@@ -187,7 +263,13 @@ impl Publisher {
             None => None,
         };
         let secret = curve.as_ref().map(|c| c.secret);
-        let bind = |kind, port, max_frame: Option<i64>, name: &str, encrypted: bool| {
+        // `hwm`: the send and receive high-water marks, if not libzmq's.
+        let bind = |kind,
+                    port,
+                    max_frame: Option<i64>,
+                    hwm: Option<(i32, i32)>,
+                    name: &str,
+                    encrypted: bool| {
             let socket = context
                 .socket(kind)
                 .map_err(socket_error(format!("make the {name} socket")))?;
@@ -197,6 +279,10 @@ impl Publisher {
                 socket.set_linger(LINGER_MS)?;
                 if let Some(max) = max_frame {
                     socket.set_maxmsgsize(max)?;
+                }
+                if let Some((send, receive)) = hwm {
+                    socket.set_sndhwm(send)?;
+                    socket.set_rcvhwm(receive)?;
                 }
                 if let (true, Some(secret)) = (encrypted, &secret) {
                     curve::serve(&socket, secret)?;
@@ -210,6 +296,7 @@ impl Publisher {
             zmq::REP,
             listen.submit_port,
             Some(MAX_SUBMIT_FRAME),
+            None,
             "submissions",
             true,
         )?;
@@ -218,6 +305,7 @@ impl Publisher {
                 zmq::REP,
                 port,
                 Some(MAX_SUBMIT_FRAME),
+                None,
                 "legacy submissions",
                 false,
             )?),
@@ -227,6 +315,7 @@ impl Publisher {
             zmq::REP,
             listen.catch_up_port,
             Some(MAX_CATCH_UP_FRAME),
+            Some((CATCH_UP_SEND_HWM, CATCH_UP_RECEIVE_HWM)),
             "catch-up",
             true,
         )?;
@@ -234,10 +323,18 @@ impl Publisher {
             zmq::PUB,
             listen.legacy_port,
             None,
+            None,
             "legacy broadcast",
             false,
         )?;
-        let feed = bind(zmq::PUB, listen.feed_port, None, "banshare broadcast", true)?;
+        let feed = bind(
+            zmq::PUB,
+            listen.feed_port,
+            None,
+            None,
+            "banshare broadcast",
+            true,
+        )?;
         ::log::info!(
             "publisher: log epoch {} with {} records; submissions {}, catch-up {}, legacy \
              broadcast {}, banshare broadcast {}",
@@ -262,14 +359,38 @@ impl Publisher {
             feed,
             counters: Counters::default(),
             refusals: RateLimitedLog::default(),
+            metrics: None,
         })
+    }
+
+    /// Writes the metrics to `path` while the publisher runs: at most
+    /// every few seconds, when a count changed (its loop wakes up every
+    /// [`STOP_CHECK`] anyway).
+    pub fn export_metrics(&mut self, path: std::path::PathBuf) {
+        ::log::info!("writing metrics to {}", path.display());
+        self.metrics = Some(StateExporter::new(path));
+    }
+
+    /// Writes the metrics file if due, or now if `force`.
+    fn write_metrics(&mut self, force: bool, running: bool) {
+        let Some(metrics) = &mut self.metrics else {
+            return;
+        };
+        let shown = Shown {
+            counters: self.counters.clone(),
+            last: self.log.last(),
+            running,
+        };
+        metrics.export(&shown, force, metrics_registry);
     }
 
     /// Serves until `stop` is set; returns the counters.
     pub fn run(mut self, stop: &Arc<AtomicBool>) -> Counters {
         let mut next_heartbeat = Instant::now();
         let mut next_compaction = Instant::now() + COMPACT_EVERY;
+        self.write_metrics(true, true);
         while !stop.load(Ordering::Relaxed) {
+            self.write_metrics(false, true);
             let now = Instant::now();
             if now >= next_compaction {
                 compact(&mut self.log, &self.retention);
@@ -303,6 +424,7 @@ impl Publisher {
             self.refusals.roll();
         }
         ::log::info!("publisher stopping: {}", self.counters);
+        self.write_metrics(true, false);
         self.counters
     }
 
@@ -420,6 +542,13 @@ impl Publisher {
                     } else {
                         self.counters.records_stored += 1;
                     }
+                    if let Some(kind) = a.unverified {
+                        *self.counters.unverified.entry(kind).or_default() += 1;
+                        self.refusals.warn(format_args!(
+                            "stored record {seq}, which this publisher's [trust] keys cannot \
+                             verify ({kind}); every watcher judges it with its own keys"
+                        ));
+                    }
                     stored.push((seq, a));
                 }
                 (replies, stored)
@@ -450,6 +579,13 @@ impl Publisher {
         ];
         if let Err(e) = self.feed.send_multipart(frames, zmq::DONTWAIT) {
             ::log::debug!("record {seq} not broadcast: {e}");
+        }
+        if let Some(kind) = accepted.unverified {
+            // The original's subscribers verify nothing: only what the
+            // publisher vouches for reaches them.
+            *self.counters.not_legacy.entry(kind).or_default() += 1;
+            ::log::debug!("record {seq} left off the legacy feed: {kind}");
+            return;
         }
         match message::legacy_broadcast(&accepted.record) {
             Ok(text) => {
@@ -509,7 +645,10 @@ impl Publisher {
             0
         };
         let mut frames = vec![self.header().encode().into_bytes()];
-        match self.log.read_after(after, wire::CATCH_UP_MAX) {
+        match self
+            .log
+            .read_after(after, wire::CATCH_UP_MAX, wire::CATCH_UP_MAX_BYTES)
+        {
             Ok(records) => frames.extend(
                 records
                     .into_iter()

@@ -9,7 +9,7 @@ use crate::outbox::append::{Writer, build_legacy_record};
 use crate::record::{BanTime, Record, never_ban};
 use crate::transport::zmq::message::{self, LegacyPolicy, Message, NAK};
 use crate::transport::zmq::wire::{Epoch, Reply};
-use crate::trust::TrustPolicy;
+use crate::trust::{TrustPolicy, Untrusted};
 
 /// What the publisher needs to judge a submission.
 #[derive(Debug, Clone)]
@@ -30,6 +30,11 @@ pub struct Accepted {
     pub record: Record,
     /// `Some(ack)` for a legacy submission, `None` for a record.
     pub legacy_ack: Option<String>,
+    /// Why the publisher could not verify this signed record
+    /// (`unknown_key`, `bad_signature`): it is stored for the watchers to
+    /// judge, and kept off the legacy broadcast, whose readers verify
+    /// nothing. `None`: verified, or as the trust policy accepts it.
+    pub unverified: Option<&'static str>,
 }
 
 impl Accepted {
@@ -99,15 +104,28 @@ impl Rules {
                 Accepted {
                     record,
                     legacy_ack: Some(submission.ack().to_owned()),
+                    unverified: None,
                 }
             }
             Ok(Message::Record(record)) => {
-                self.trust
-                    .check(&record)
-                    .map_err(|e| refuse(e.kind(), e.to_string()))?;
+                let unverified = match self.trust.check(&record) {
+                    Ok(_) => None,
+                    // The publisher's keys may be behind the watchers' (a
+                    // node added, a key rotated in): refusing would lose
+                    // the record for good, where a file log keeps it. Every
+                    // watcher verifies it with its own keys (and an
+                    // allowlist record against its own `trust.operators`).
+                    Err(
+                        e @ (Untrusted::UnknownNode
+                        | Untrusted::BadSignature
+                        | Untrusted::NotOperator),
+                    ) => Some(e.kind()),
+                    Err(e) => return Err(refuse(e.kind(), e.to_string())),
+                };
                 Accepted {
                     record: *record,
                     legacy_ack: None,
+                    unverified,
                 }
             }
         };
@@ -180,6 +198,7 @@ mod tests {
             keys: TrustedKeys::parse(&format!("{node} {}\n", public_line(&key)), "t").unwrap(),
             require_signed: true,
             allow_unsigned_logger: false,
+            operators: Vec::new(),
         };
         let line = ok.record.to_string();
         let again = crate::record::parse(line.as_bytes()).unwrap();
@@ -198,6 +217,7 @@ mod tests {
             keys: TrustedKeys::parse(&format!("web2 {}\n", public_line(&key)), "t").unwrap(),
             require_signed: true,
             allow_unsigned_logger: false,
+            operators: Vec::new(),
         };
         let refused = rules(LegacyPolicy::Refused, strict)
             .judge(line)
@@ -208,5 +228,54 @@ mod tests {
             (legacy.kind, legacy.reply.as_str()),
             ("legacy_refused", "NAK")
         );
+    }
+
+    /// Review 12 (issue 12, zgaps): the publisher's keys may be behind the
+    /// watchers' (a node added, a key being rotated in): a signed record it
+    /// cannot verify is stored for every watcher to judge with its own
+    /// keys, as a file log stores it, instead of refused for good. What no
+    /// key update changes is still refused.
+    #[test]
+    fn signed_records_the_publisher_cannot_verify_are_stored_for_the_watchers_to_judge() {
+        let signer = std::sync::Arc::new(generate().unwrap());
+        let mut maker = rules(token(), TrustPolicy::default());
+        maker.writer.key = Some(signer.clone());
+        let made = maker.judge(b"s3cret|web1|sshd|Ban|203.0.113.9").unwrap();
+        let signed = made.record.to_string();
+        let other = generate().unwrap();
+        let strict = |keys: &str| TrustPolicy {
+            keys: TrustedKeys::parse(keys, "t").unwrap(),
+            require_signed: true,
+            allow_unsigned_logger: false,
+            operators: Vec::new(),
+        };
+        for (keys, kind) in [
+            (format!("web2 {}\n", public_line(&other)), "unknown_key"),
+            (format!("web1 {}\n", public_line(&other)), "bad_signature"),
+        ] {
+            let r = rules(LegacyPolicy::Refused, strict(&keys));
+            let ok = r
+                .judge(signed.as_bytes())
+                .unwrap_or_else(|e| panic!("{kind}: refused: {e:?}"));
+            assert_eq!(ok.stored(Epoch(1), 2), "OK 0000000000000001 2");
+            assert_eq!(ok.unverified, Some(kind));
+        }
+        let unsigned = b"<13>Nov 30 12:00:00 banshare[1]: HOST 198.51.100.7 PORT 22 node=web1";
+        let r = rules(
+            LegacyPolicy::Refused,
+            strict(&format!("web1 {}\n", public_line(&signer))),
+        );
+        assert_eq!(r.judge(unsigned).unwrap_err().reply, "NAK unsigned");
+        assert_eq!(r.judge(signed.as_bytes()).unwrap().unverified, None);
+        // An allowlist record its own `operators` does not vouch for: the
+        // watchers' lists decide.
+        let mut allow = crate::record::parse(
+            b"<13>Nov 30 12:00:00 banshare[1]: ALLOW 198.51.100.0/24 PORT 0:65535 node=web1 \
+              ts=2026-11-30T12:00:00Z id=0123456789abcdef",
+        )
+        .unwrap();
+        crate::trust::sign(&mut allow, &signer).unwrap();
+        let ok = r.judge(allow.to_string().as_bytes()).unwrap();
+        assert_eq!(ok.unverified, Some("not_operator"));
     }
 }

@@ -45,6 +45,13 @@ pub fn is_compaction_marker(line: &[u8]) -> bool {
 pub enum Op {
     Ban,
     Unban,
+    /// Put an address or network on the shared allowlist: never banned,
+    /// like fail2ban's `ignoreip`, and lifted where banned. A control
+    /// record: applied only when signed by an operator (`trust.operators`).
+    Allow,
+    /// Take an address or network off the shared allowlist (a control
+    /// record).
+    Unallow,
 }
 
 impl Op {
@@ -53,7 +60,15 @@ impl Op {
         match self {
             Op::Ban => "HOST",
             Op::Unban => "UNBAN",
+            Op::Allow => "ALLOW",
+            Op::Unallow => "UNALLOW",
         }
+    }
+
+    /// A control record (the allowlist): it changes what every watcher
+    /// may ban, so only an operator's signature makes it count.
+    pub fn is_control(self) -> bool {
+        matches!(self, Op::Allow | Op::Unallow)
     }
 }
 
@@ -62,6 +77,8 @@ impl fmt::Display for Op {
         f.write_str(match self {
             Op::Ban => "ban",
             Op::Unban => "unban",
+            Op::Allow => "allow",
+            Op::Unallow => "unallow",
         })
     }
 }
@@ -155,7 +172,7 @@ pub enum RejectReason {
     BadByte { byte: u8, offset: usize },
     #[error("bad syslog header: {0}")]
     BadHeader(&'static str),
-    #[error("unknown verb {0:?} (expected HOST or UNBAN)")]
+    #[error("unknown verb {0:?} (expected HOST, UNBAN, ALLOW or UNALLOW)")]
     UnknownVerb(String),
     #[error("expected `<verb> <address> PORT <ports>`")]
     BadShape,
@@ -173,6 +190,14 @@ pub enum RejectReason {
     RepeatedField(&'static str),
     #[error("bad value for {key}: {value:?}")]
     BadValue { key: &'static str, value: String },
+    /// An allowlist record with a part it may not have: ports other than
+    /// `0:65535` (it covers every port, as `ignoreip` does), a `jail` or a
+    /// `bantime`.
+    #[error("{verb} record: {why}")]
+    BadControl {
+        verb: &'static str,
+        why: &'static str,
+    },
 }
 
 impl RejectReason {
@@ -192,6 +217,7 @@ impl RejectReason {
             RejectReason::UnknownField(_) => "unknown_field",
             RejectReason::RepeatedField(_) => "repeated_field",
             RejectReason::BadValue { .. } => "bad_value",
+            RejectReason::BadControl { .. } => "bad_control",
         }
     }
 }
@@ -219,6 +245,8 @@ pub fn parse(line: &[u8]) -> Result<Record, RejectReason> {
     let op = match words.next() {
         Some("HOST") => Op::Ban,
         Some("UNBAN") => Op::Unban,
+        Some("ALLOW") => Op::Allow,
+        Some("UNALLOW") => Op::Unallow,
         Some(other) => return Err(RejectReason::UnknownVerb(excerpt(other))),
         None => return Err(RejectReason::BadShape),
     };
@@ -228,6 +256,9 @@ pub fn parse(line: &[u8]) -> Result<Record, RejectReason> {
     }
     let ports = words.next().ok_or(RejectReason::BadShape)?.parse()?;
     let fields = parse_fields(words)?;
+    if op.is_control() {
+        check_control(op, &ports, &fields)?;
+    }
     Ok(Record {
         header,
         op,
@@ -276,6 +307,26 @@ fn parse_fields<'a>(words: impl Iterator<Item = &'a str>) -> Result<Fields, Reje
         }
     }
     Ok(fields)
+}
+
+/// An allowlist entry covers every port of its addresses and every jail,
+/// for as long as it stands: a port spec, jail or bantime on it would
+/// promise a narrower entry than watchers keep, so such a line is refused.
+fn check_control(op: Op, ports: &PortSpec, fields: &Fields) -> Result<(), RejectReason> {
+    let bad = |why| RejectReason::BadControl {
+        verb: op.verb(),
+        why,
+    };
+    if ports.items() != [PortItem::Range(0, 65535)] {
+        return Err(bad("ports must be 0:65535 (an entry covers every port)"));
+    }
+    if fields.jail.is_some() {
+        return Err(bad("no jail (an entry covers every jail)"));
+    }
+    if fields.bantime.is_some() {
+        return Err(bad("no bantime (an entry stands until removed)"));
+    }
+    Ok(())
 }
 
 fn set_once<T>(slot: &mut Option<T>, key: &'static str, value: T) -> Result<(), RejectReason> {
@@ -332,6 +383,34 @@ mod tests {
         assert!(matches!(
             parse(format!("{base} evil=1").as_bytes()),
             Err(RejectReason::UnknownField(_))
+        ));
+    }
+
+    #[test]
+    fn allowlist_records_cover_every_port_and_jail() {
+        let base = "<13>Nov 21 18:28:04 banshare[1]: ";
+        for verb in ["ALLOW", "UNALLOW"] {
+            let line = format!(
+                "{base}{verb} 198.51.100.0/24 PORT 0:65535 node=ops ts=2026-11-21T18:28:04Z id=0123456789abcdef"
+            );
+            let r = parse(line.as_bytes()).unwrap();
+            assert!(r.op.is_control());
+            assert_eq!(r.to_string(), line);
+            for bad in [
+                format!("{base}{verb} 198.51.100.7 PORT 22"),
+                format!("{base}{verb} 198.51.100.7 PORT 0:65535 jail=sshd"),
+                format!("{base}{verb} 198.51.100.7 PORT 0:65535 bantime=60"),
+            ] {
+                assert_eq!(
+                    parse(bad.as_bytes()).unwrap_err().kind(),
+                    "bad_control",
+                    "{bad}"
+                );
+            }
+        }
+        assert!(matches!(
+            parse(format!("{base}allow 1.2.3.4 PORT 0:65535").as_bytes()),
+            Err(RejectReason::UnknownVerb(_))
         ));
     }
 

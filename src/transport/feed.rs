@@ -104,6 +104,14 @@ pub trait Feed: Send {
     /// read, and returns how often the loop must look anyway.
     fn watch(&mut self, wake: Handle) -> Mode;
 
+    /// A new way to notice changes, when the one [`Feed::watch`] returned
+    /// no longer fits (a share mounted on the log's folder after the
+    /// start, where inotify is blind): the new mode, already in effect.
+    /// Cheap enough to ask on every cycle.
+    fn recheck(&mut self) -> Option<Mode> {
+        None
+    }
+
     /// Up to `max` records, in log order, each after the last one handed
     /// out. Fewer means caught up for now. An error means none was handed
     /// out and the position is unchanged.

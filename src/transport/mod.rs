@@ -276,12 +276,13 @@ pub fn open_feed(location: &LogLocation, settings: &FeedSettings) -> Box<dyn Fee
                 settings.safety_poll,
             );
             let log = path.display().to_string();
-            Box::new(FileFeed::new(
-                crate::follow::LocalFs,
-                path.clone(),
-                log,
-                mode,
-            ))
+            let feed = FileFeed::new(crate::follow::LocalFs, path.clone(), log, mode);
+            match settings.follow {
+                crate::follow::FollowKind::Auto => {
+                    Box::new(feed.auto_follow(settings.poll_interval, settings.safety_poll))
+                }
+                _ => Box::new(feed),
+            }
         }
         // Over SFTP there is nothing to watch: it polls.
         #[cfg(feature = "sftp")]

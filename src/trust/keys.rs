@@ -36,6 +36,8 @@ pub enum KeyError {
     NotAKey(PathBuf),
     #[error("cannot make a key: {0}")]
     Random(String),
+    #[error(transparent)]
+    Mode(#[from] crate::file_mode::ModeError),
 }
 
 /// A new random signing key.
@@ -59,7 +61,9 @@ pub fn public_line(key: &SigningKey) -> String {
     )
 }
 
+/// Reads a signing key file, which only its owner may read.
 pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
+    crate::file_mode::check(path, crate::file_mode::Holds::Secret)?;
     let text = fs::read_to_string(path).map_err(|source| KeyError::Io {
         path: path.to_owned(),
         source,
@@ -81,7 +85,9 @@ pub struct TrustedKeys {
 }
 
 impl TrustedKeys {
+    /// Reads the trusted keys file, which only its owner may change.
     pub fn load(path: &Path) -> Result<TrustedKeys, KeyError> {
+        crate::file_mode::check(path, crate::file_mode::Holds::Trust)?;
         let text = fs::read_to_string(path).map_err(|source| KeyError::Io {
             path: path.to_owned(),
             source,
@@ -132,6 +138,11 @@ impl TrustedKeys {
     pub fn is_empty(&self) -> bool {
         self.by_node.is_empty()
     }
+
+    /// How many nodes have a key.
+    pub fn node_count(&self) -> usize {
+        self.by_node.len()
+    }
 }
 
 #[cfg(test)]
@@ -144,6 +155,9 @@ mod tests {
         let key = generate().unwrap();
         let path = dir.path().join("node.key");
         fs::write(&path, secret_file(&key)).unwrap();
+        assert!(matches!(load_signing_key(&path), Err(KeyError::Mode(_))));
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(load_signing_key(&path).unwrap().to_bytes(), key.to_bytes());
         fs::write(&path, "not a key\n").unwrap();
         assert!(matches!(load_signing_key(&path), Err(KeyError::NotAKey(_))));

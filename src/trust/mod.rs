@@ -22,7 +22,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier};
 
 pub use keys::{KeyError, TrustedKeys, generate, load_signing_key, public_line, secret_file};
 
-use crate::record::Record;
+use crate::record::{NodeId, Record};
 
 /// What every signature is over, before the record's text.
 const DOMAIN: &str = "banshare-record-v1\n";
@@ -38,6 +38,8 @@ pub enum Untrusted {
     UnknownNode,
     #[error("bad signature")]
     BadSignature,
+    #[error("an allowlist record not signed by an operator (trust.operators)")]
+    NotOperator,
 }
 
 impl Untrusted {
@@ -48,6 +50,7 @@ impl Untrusted {
             Untrusted::Incomplete => "incomplete_signed",
             Untrusted::UnknownNode => "unknown_key",
             Untrusted::BadSignature => "bad_signature",
+            Untrusted::NotOperator => "not_operator",
         }
     }
 }
@@ -86,11 +89,34 @@ pub struct TrustPolicy {
     /// Accept hand-written `logger` lines (no node, no id, no sig) even
     /// though signatures are required.
     pub allow_unsigned_logger: bool,
+    /// The nodes whose verified signature makes an allowlist record count.
+    /// A node's own key is not enough: with it, a thief could allowlist
+    /// his own address on every watcher, so operators are separate ids
+    /// (a key kept off the fleet), and none is the default.
+    pub operators: Vec<NodeId>,
 }
 
 impl TrustPolicy {
     /// `Ok` if the record may be applied, with how far it is vouched for.
+    /// An allowlist record needs a verified signature of an operator,
+    /// whether signatures are required or not.
     pub fn check(&self, record: &Record) -> Result<Provenance, Untrusted> {
+        let provenance = self.check_signature(record)?;
+        if !record.op.is_control() {
+            return Ok(provenance);
+        }
+        let operator = record
+            .fields
+            .node
+            .as_ref()
+            .is_some_and(|node| self.operators.contains(node));
+        match (provenance, operator) {
+            (Provenance::Verified, true) => Ok(provenance),
+            _ => Err(Untrusted::NotOperator),
+        }
+    }
+
+    fn check_signature(&self, record: &Record) -> Result<Provenance, Untrusted> {
         let Some(sig) = &record.fields.sig else {
             return match (
                 self.require_signed,
@@ -163,7 +189,43 @@ mod tests {
             keys,
             require_signed: true,
             allow_unsigned_logger: false,
+            operators: Vec::new(),
         }
+    }
+
+    #[test]
+    fn allowlist_records_need_an_operators_signature() {
+        let key = generate().unwrap();
+        let allow = |node: &str| {
+            let mut r = record(&format!(
+                "ALLOW 192.0.2.1 PORT 0:65535 node={node} ts=2026-11-21T18:00:00Z id=0123456789abcdef"
+            ));
+            sign(&mut r, &key).unwrap();
+            r
+        };
+        let keys =
+            TrustedKeys::parse(&format!("web1 {0}\nops {0}\n", public_line(&key)), "test").unwrap();
+        let mut p = TrustPolicy {
+            keys,
+            require_signed: false,
+            allow_unsigned_logger: true,
+            operators: vec!["ops".parse().unwrap()],
+        };
+        assert_eq!(p.check(&allow("ops")), Ok(Provenance::Verified));
+        assert_eq!(
+            p.check(&allow("web1")),
+            Err(Untrusted::NotOperator),
+            "a node's own key"
+        );
+        let mut unsigned = allow("ops");
+        unsigned.fields.sig = None;
+        assert_eq!(p.check(&unsigned), Err(Untrusted::NotOperator));
+        p.keys = TrustedKeys::default();
+        assert_eq!(
+            p.check(&allow("ops")),
+            Err(Untrusted::NotOperator),
+            "unknown key"
+        );
     }
 
     #[test]

@@ -15,11 +15,14 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use super::cursor::{CursorSaver, Saving};
 use super::drift::FirewallGuard;
+use super::incident;
+use super::metrics::{Changes, Snapshot, WatchMetrics};
 use super::policy::{Adjusted, Policy, PolicySettings, Skip, record_time};
 use super::reach::{Reach, Refresh};
-use super::state::{StateDir, Status, WatchCheckpoint, WatcherFiles};
-use crate::backend::{Action, Backend, BackendError};
+use super::state::{LiftReport, StateDir, Status, WatchCheckpoint, WatcherFiles};
+use crate::backend::{Action, Backend, BackendError, Unban};
 pub use crate::follow::{Handle, Msg};
 use crate::follow::{Mode, Wake};
 use crate::record::{self, Record};
@@ -93,6 +96,10 @@ const STATE_ROOM: u64 = 1 << 20;
 /// told in bytes only.
 const LAG_COUNT_MAX: u64 = 256 * 1024;
 
+/// Up to this many active bans, they are saved every 5 s when they
+/// change; above, every 30 s (about a megabyte, written and fsynced).
+const ACTIVE_FEW: usize = 10_000;
+
 /// How often a watcher that holds says so again.
 const HOLD_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -110,6 +117,8 @@ pub struct Daemon {
     backend: Box<dyn Backend>,
     status: Status,
     wake: Wake,
+    /// Saves the cursor after each batch.
+    cursor: CursorSaver,
     /// A decided batch not yet applied; the cursor stays before it.
     pending: Vec<Action>,
     retry: Option<Retry>,
@@ -120,6 +129,9 @@ pub struct Daemon {
     unsaved_lag: Unread,
     /// The policy's version when the active bans were last saved.
     saved_version: u64,
+    /// The policy's control version (allowlist, lifted nodes) when
+    /// `control.json` was last saved.
+    saved_control: u64,
     rejects: RejectLog,
     last_status: Instant,
     last_active_save: Instant,
@@ -133,6 +145,8 @@ pub struct Daemon {
     /// log has been read, so there is none to find (a local disk). A share
     /// mounted after the watcher started has no server to protect before.
     transport_known: bool,
+    /// The metrics file, when one is asked for.
+    metrics: Option<WatchMetrics>,
 }
 
 impl Daemon {
@@ -155,7 +169,8 @@ impl Daemon {
             path: opts.state.path().to_owned(),
             source,
         };
-        let saved: Option<WatchCheckpoint> = opts.state.load_checkpoint().map_err(state_err)?;
+        let (mut cursor, saved) =
+            CursorSaver::open(opts.state.clone(), Saving::EveryBatch).map_err(state_err)?;
         let mut policy = Policy::new(policy);
         if let Some(breaker) = saved.as_ref().and_then(|s| s.breaker.clone()) {
             policy.restore_breaker(breaker, Utc::now());
@@ -166,10 +181,17 @@ impl Daemon {
         for (net, ban) in opts.state.load_active().map_err(state_err)? {
             policy.restore_active(net, ban);
         }
+        policy.restore_control(opts.state.load_control().map_err(state_err)?);
+        let saved_control = policy.control_version();
         let safety_poll = opts.safety_poll;
         let (mut wake, handle) = Wake::new(Mode::Poll(safety_poll));
         let mode = feed.watch(handle.clone());
         wake.set_mode(mode);
+        // A pushed feed brings bans one at a time: its cursor is journaled
+        // per batch and made durable once a second (see watch::cursor).
+        if matches!(mode, Mode::Pushed { .. }) {
+            cursor.set_saving(Saving::Coalesced);
+        }
         let status = Status {
             node: opts.node.clone(),
             pid: std::process::id(),
@@ -179,6 +201,7 @@ impl Daemon {
             backend: backend.name().into(),
             mode: mode.describe(),
             started: Some(Utc::now()),
+            incident_controls: true,
             ..Status::default()
         };
         let mut daemon = Daemon {
@@ -189,11 +212,13 @@ impl Daemon {
             backend,
             status,
             wake,
+            cursor,
             pending: Vec::new(),
             retry: None,
             unsaved: false,
             unsaved_lag: Unread::default(),
             saved_version: 0,
+            saved_control,
             rejects: RejectLog::new(),
             last_status: Instant::now(),
             last_active_save: Instant::now(),
@@ -201,6 +226,7 @@ impl Daemon {
             hold_logged: None,
             firewall: FirewallGuard::new(safety_poll),
             transport_known: false,
+            metrics: None,
         };
         if lost_at_start {
             daemon
@@ -233,6 +259,13 @@ impl Daemon {
         self.status.transport = endpoints;
     }
 
+    /// Writes `metrics` to its file while the daemon runs (see
+    /// [`crate::watch::metrics`]).
+    pub fn export_metrics(&mut self, metrics: WatchMetrics) {
+        info!("writing metrics to {}", metrics.describe());
+        self.metrics = Some(metrics);
+    }
+
     /// Runs until told to stop. `reload` returns the new policy settings on
     /// SIGHUP, or `None` if the configuration is bad (the old one stays).
     pub fn run(mut self, mut reload: impl FnMut() -> Option<Reloaded>) -> Status {
@@ -243,11 +276,15 @@ impl Daemon {
             self.mode.describe(),
             self.backend.name()
         );
+        // Written before the first look at the log, which may be a long
+        // catch-up: `pause` and `lift` read it to know they may wake us.
+        self.write_status();
         // A first look at the log, so that the status is true from the start.
         self.cycle();
         self.write_status();
+        self.export_metrics_now(true, true);
         loop {
-            match self.wake.wait() {
+            match self.wake.wait_until(self.next_due()) {
                 Some(Msg::Stop) => break,
                 Some(Msg::Reload) => self.reload(&mut reload),
                 Some(Msg::Changed) | None => {}
@@ -271,19 +308,111 @@ impl Daemon {
         }
     }
 
-    /// Reads and applies everything available, batch by batch.
+    /// Reads and applies everything available, batch by batch, unless
+    /// paused; lift requests are taken even then (they are this node's
+    /// own operator's decision, not the log's).
     fn cycle(&mut self) {
-        if self.apply_pending() {
+        self.take_lift_requests();
+        if !self.check_paused() && self.apply_pending() {
             self.read_and_apply();
         }
         self.housekeeping();
+    }
+
+    /// Whether applying is paused (`banshare pause`); logs the changes.
+    /// A batch already decided waits too, with the cursor before it.
+    fn check_paused(&mut self) -> bool {
+        let paused = incident::paused(self.opts.state.path());
+        if paused != self.status.paused {
+            match &paused {
+                Some(why) => warn!(
+                    "PAUSED ({why}): applying nothing, reading nothing more from the log until                      `banshare resume`; records wait in the log"
+                ),
+                None => info!("resumed: catching up from the cursor"),
+            }
+            self.status.paused = paused;
+            self.write_status();
+        }
+        self.status.paused.is_some()
+    }
+
+    /// Lifts the bans of each node a `banshare lift --node` asked for.
+    fn take_lift_requests(&mut self) {
+        let (requests, bad) = match incident::lift_requests(self.opts.state.path()) {
+            Ok(found) => found,
+            Err(e) => return warn!("cannot look for lift requests: {e}"),
+        };
+        for path in bad {
+            self.rejects.log(&format!(
+                "ignored {path}: not a lift request banshare wrote"
+            ));
+        }
+        for request in requests {
+            let unbans = self.policy.lift_node(&request.node, request.before);
+            let count = unbans.len() as u64;
+            self.apply_now(unbans);
+            self.save_active_now();
+            warn!(
+                "LIFTED every ban of node {} ({count} in force); its ban records dated up to {} are \
+                 refused from now on",
+                request.node, request.before
+            );
+            let report = self
+                .status
+                .lifted
+                .entry(request.node.to_string())
+                .or_default();
+            if report.before != request.before {
+                *report = LiftReport {
+                    before: request.before,
+                    bans: 0,
+                };
+            }
+            report.bans += count;
+            // The request stays until the lifted node is saved: a crash
+            // before then takes it again at the next start.
+            if !self.save_control() {
+                return;
+            }
+            self.write_status();
+            if let Err(e) = std::fs::remove_file(&request.path) {
+                warn!("cannot remove {}: {e}", request.path.display());
+            }
+        }
+    }
+
+    /// Applies unbans the policy decided on its own (a lift) at once, or
+    /// after the pending batch if there is one (a refused batch being
+    /// retried may ban what they lift: they must come after it). If the
+    /// backend refuses them, they become the pending batch, retried with
+    /// backoff like a batch of the log: the policy holds those bans no
+    /// more, so nothing else would remove them from the firewall.
+    fn apply_now(&mut self, unbans: Vec<Unban>) {
+        if unbans.is_empty() {
+            return;
+        }
+        let actions: Vec<Action> = unbans.into_iter().map(Action::Unban).collect();
+        if !self.pending.is_empty() {
+            self.pending.extend(actions);
+            return;
+        }
+        match self.backend.apply(&actions) {
+            Ok(()) => self.applied(&actions),
+            Err(e) => {
+                self.status.backend_errors += 1;
+                error!("lifting {} ban(s) failed: {e}; trying again", actions.len());
+                self.pending = actions;
+            }
+        }
     }
 
     /// Reads and applies batch after batch until the log is drained or a
     /// batch cannot be applied yet.
     fn read_and_apply(&mut self) {
         loop {
-            if !self.room_to_save() {
+            // Between batches too: a catch-up of a million records is one
+            // cycle, and a pause must not wait for its end.
+            if !self.room_to_save() || self.check_paused() {
                 return;
             }
             let read = self.feed.read(self.opts.batch_max);
@@ -357,7 +486,8 @@ impl Daemon {
             }
             match parse_line(line) {
                 Ok(record) => {
-                    self.status.last_record_ts = Some(record_time(&record, now));
+                    let at = record_time(&record, now);
+                    self.status.last_record_ts = Some(at);
                     let provenance = match self.opts.trust.check(&record) {
                         Ok(provenance) => provenance,
                         Err(why) => {
@@ -365,6 +495,15 @@ impl Daemon {
                             continue;
                         }
                     };
+                    // Only records that passed the signature check (where
+                    // one is required) make a node label.
+                    if let Some(metrics) = &mut self.metrics {
+                        metrics.seen(record.fields.node.as_ref(), at);
+                    }
+                    if record.op.is_control() {
+                        self.control(&record, now, &mut actions);
+                        continue;
+                    }
                     match self.policy.decide_as(&record, provenance, now) {
                         Ok(verdict) => {
                             self.adjusted(&record, verdict.adjusted());
@@ -377,6 +516,26 @@ impl Daemon {
             }
         }
         actions
+    }
+
+    /// An operator's allowlist record: the unbans it makes join the batch.
+    fn control(&mut self, record: &Record, now: DateTime<Utc>, actions: &mut Vec<Action>) {
+        match self.policy.control(record, now) {
+            Ok(unbans) => {
+                let by = record.fields.node.as_ref().map_or("?", |n| n.as_str());
+                warn!(
+                    "allowlist: {} {} (signed by operator {by}){}",
+                    record.op,
+                    record.target,
+                    match unbans.len() {
+                        0 => String::new(),
+                        n => format!("; lifting {n} ban(s) in force"),
+                    }
+                );
+                actions.extend(unbans.into_iter().map(Action::Unban));
+            }
+            Err(skip) => self.skipped(record, skip, now),
+        }
     }
 
     fn rejected(&mut self, reason: &record::RejectReason) {
@@ -476,6 +635,8 @@ impl Daemon {
                 | Skip::SelfAddress
                 | Skip::TransportAddress
                 | Skip::Ignored
+                | Skip::Allowlisted
+                | Skip::AllowlistFull
                 | Skip::FromTheFuture
         ) {
             let origin = record
@@ -528,7 +689,7 @@ impl Daemon {
             }
             self.retry = None;
         }
-        !self.unsaved || self.save_cursor()
+        (!self.unsaved || self.save_cursor()) && self.sync_cursor(false)
     }
 
     /// Keeps `batch` for a later retry (true: given up instead).
@@ -560,6 +721,12 @@ impl Daemon {
 
     fn applied(&mut self, actions: &[Action]) {
         self.status.applied += actions.len() as u64;
+        if let Some(metrics) = &self.metrics {
+            let now = Utc::now();
+            for ts in actions.iter().filter_map(action_time) {
+                metrics.applied(ts, now);
+            }
+        }
         if actions.len() <= 10 {
             for action in actions {
                 info!("applied {action}");
@@ -580,12 +747,15 @@ impl Daemon {
             self.unsaved_lag = Unread::default();
             return true;
         };
+        if !self.save_control() {
+            return false;
+        }
         let seq = position.seq;
         let saved = WatchCheckpoint {
             position,
             breaker: Some(self.policy.breaker_state(Utc::now())),
         };
-        if let Err(e) = self.opts.state.save_checkpoint(&saved) {
+        if let Err(e) = self.cursor.save(saved) {
             self.hold(format!(
                 "cannot save the cursor in {}: {e}",
                 self.opts.state.path().display()
@@ -597,6 +767,41 @@ impl Daemon {
         self.status.offset = seq;
         self.end_hold();
         true
+    }
+
+    /// Saves the allowlist and the lifted nodes if they changed; holds
+    /// (see [`Daemon::hold`]) if they cannot be saved, since the cursor
+    /// must not move past the record that changed them.
+    fn save_control(&mut self) -> bool {
+        let version = self.policy.control_version();
+        if version == self.saved_control {
+            return true;
+        }
+        if let Err(e) = self.opts.state.save_control(&self.policy.saved_control()) {
+            self.hold(format!(
+                "cannot save the allowlist in {}: {e}",
+                self.opts.state.path().display()
+            ));
+            return false;
+        }
+        self.saved_control = version;
+        true
+    }
+
+    /// Writes the journaled cursor durably when it is due (or now, if
+    /// `now`); holds as [`Daemon::save_cursor`] does when it cannot.
+    /// Returns whether it is saved, or not yet due.
+    fn sync_cursor(&mut self, now: bool) -> bool {
+        match self.cursor.sync(now) {
+            Ok(()) => true,
+            Err(e) => {
+                self.hold(format!(
+                    "cannot save the cursor in {}: {e}",
+                    self.opts.state.path().display()
+                ));
+                false
+            }
+        }
     }
 
     /// Before a batch is read: whether the state directory has room for the
@@ -652,9 +857,14 @@ impl Daemon {
     }
 
     /// The firewall's check every safety poll, status at most once a
-    /// second, active bans every 30 s.
+    /// second, active bans and metrics every few seconds when they changed.
     fn housekeeping(&mut self) {
         self.rejects.flush();
+        if let Some(mode) = self.feed.recheck() {
+            self.mode = mode;
+            self.wake.set_mode(mode);
+            self.status.mode = mode.describe();
+        }
         self.refresh_transport(false);
         // Restoring bans before the transport's addresses are known could
         // ban the file server of a share that is not mounted yet (a reboot:
@@ -666,15 +876,104 @@ impl Daemon {
         if self.last_status.elapsed() >= Duration::from_secs(1) {
             self.write_status();
         }
-        if self.last_active_save.elapsed() >= Duration::from_secs(30) {
+        if self.last_active_save.elapsed() >= self.active_save_interval() {
             self.save_active();
         }
+        self.export_metrics_now(false, true);
+    }
+
+    /// When the loop must wake at the latest for a file that is due (the
+    /// journaled cursor, the active bans, the metrics); `None` when none
+    /// is, and then the follow mode alone wakes it.
+    fn next_due(&self) -> Option<Instant> {
+        let files = self.due_in().map(|d| Instant::now() + d);
+        match (files, self.cursor.due()) {
+            (Some(f), Some(c)) => Some(f.min(c)),
+            (f, c) => f.or(c),
+        }
+    }
+
+    /// How long the loop may sleep before a file is due (the active bans,
+    /// the metrics): `None` when none is, and then the follow mode alone
+    /// wakes it.
+    fn due_in(&self) -> Option<Duration> {
+        let active = (self.policy.version() != self.saved_version).then(|| {
+            self.active_save_interval()
+                .saturating_sub(self.last_active_save.elapsed())
+        });
+        let metrics = self
+            .metrics
+            .as_ref()
+            .and_then(|m| m.due_in(&self.changes()));
+        match (active, metrics) {
+            (Some(a), Some(m)) => Some(a.min(m)),
+            (a, m) => a.or(m),
+        }
+    }
+
+    /// How often the active bans are saved when they changed: within
+    /// seconds, for `banshare bans`, while they are few enough to write
+    /// in a blink; less often when a save takes longer.
+    fn active_save_interval(&self) -> Duration {
+        match self.status.active_bans <= ACTIVE_FEW {
+            true => Duration::from_secs(5),
+            false => Duration::from_secs(30),
+        }
+    }
+
+    /// What makes the metrics file due again when it changes.
+    fn changes(&self) -> Changes {
+        let s = &self.status;
+        Changes {
+            lines_read: s.lines_read,
+            applied: s.applied,
+            backend_errors: s.backend_errors,
+            abandoned: s.abandoned,
+            active: self.policy.version(),
+            held: s.held.is_some(),
+            log_present: s.log_present,
+            tripped: s.tripped_nodes.len(),
+            spool: self.metrics.as_ref().and_then(WatchMetrics::spool_stamp),
+        }
+    }
+
+    /// Writes the metrics file if it is due, or now if `force`; `running`
+    /// is false as the watcher stops.
+    fn export_metrics_now(&mut self, force: bool, running: bool) {
+        let changes = self.changes();
+        let Some(metrics) = &mut self.metrics else {
+            return;
+        };
+        if !force && !metrics.is_due(&changes) {
+            return;
+        }
+        let now = Utc::now();
+        let snapshot = Snapshot {
+            status: &self.status,
+            active_by_jail: self.policy.active_by_jail(now),
+            tripped: self
+                .policy
+                .tripped(now)
+                .map(|(node, _)| node.map(|n| n.to_string()))
+                .collect(),
+            running,
+            now,
+        };
+        metrics.export(changes, &snapshot);
     }
 
     fn write_status(&mut self) {
         let now = Utc::now();
         self.policy.prune(now);
         self.status.active_bans = self.policy.active_count(now);
+        self.status.allowlist = self
+            .policy
+            .saved_control()
+            .allow
+            .into_iter()
+            .filter(|e| e.listed)
+            .map(|e| e.target)
+            .collect();
         self.status.tripped_nodes = self
             .policy
             .tripped(now)
@@ -712,6 +1011,13 @@ impl Daemon {
             .map(|n| n + self.unsaved_lag.lines.unwrap_or(0));
     }
 
+    /// Saves the active bans now, not at the next 30 s tick: after a lift,
+    /// a restart must not apply the lifted bans again.
+    fn save_active_now(&mut self) {
+        self.saved_version = u64::MAX;
+        self.save_active();
+    }
+
     fn save_active(&mut self) {
         self.last_active_save = Instant::now();
         if self.policy.version() == self.saved_version {
@@ -728,6 +1034,7 @@ impl Daemon {
             // If it cannot be saved, the next start applies the last batch
             // again; hold() has said so.
             let _ = self.save_cursor();
+            let _ = self.sync_cursor(true);
         } else {
             // The saved cursor stays before the batch: the next start reads
             // and applies it again.
@@ -735,11 +1042,22 @@ impl Daemon {
                 "stopping with a batch of {} not applied; it is read again at the next start",
                 self.pending.len()
             );
+            // What was applied before it, journaled, goes to cursor.json.
+            let _ = self.sync_cursor(true);
         }
         self.save_active();
         self.write_status();
+        self.export_metrics_now(true, false);
         info!("stopped");
         self.status
+    }
+}
+
+/// When the record behind `action` was dated.
+fn action_time(action: &Action) -> Option<DateTime<Utc>> {
+    match action {
+        Action::Ban(ban) => ban.ts,
+        Action::Unban(unban) => unban.ts,
     }
 }
 

@@ -184,6 +184,7 @@ mod tests {
             until,
             jail: None,
             since: now - chrono::Duration::seconds(10),
+            node: None,
         };
         policy.restore_active(
             "192.0.2.1/32".parse().unwrap(),
@@ -221,6 +222,7 @@ mod tests {
             until: Some(now + chrono::Duration::seconds(600)),
             jail: None,
             since: now,
+            node: None,
         };
         for net in [
             "198.18.0.1/32",
@@ -282,6 +284,7 @@ mod tests {
                 until: Some(Utc::now() + chrono::Duration::seconds(600)),
                 jail: None,
                 since: Utc::now(),
+                node: None,
             },
         );
         let mut backend = Fake {

@@ -6,7 +6,11 @@
 //!   neither forgets a flood nor counts a record twice;
 //! - `active.json`: the bans it applied that are still in force, so that a
 //!   restarted watcher does not shorten them;
-//! - `status.json`: counters and follow state for `banshare status`.
+//! - `status.json`: counters and follow state for `banshare status`;
+//! - `control.json`: the shared allowlist and the nodes whose bans were
+//!   lifted ([`SavedControl`]), saved before the cursor moves past the
+//!   record that changed them. New in 0.2 (format 2 still): 0.1 does not
+//!   read it, so a downgrade forgets the allowlist (docs/format.md).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -14,7 +18,6 @@ use std::io;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::durable::write_atomic;
 pub use crate::state::{STATE_VERSION, StateDir, StateError, is_held};
 use crate::state::{
     file_version, load_json, overwrite_in_place, parse_json, read_state_file, versioned_json,
@@ -22,8 +25,8 @@ use crate::state::{
 use crate::transport::feed::Position;
 use ipnet::IpNet;
 
-use super::policy::{ActiveBan, BreakerState};
-use crate::record::Jail;
+use super::policy::{ActiveBan, BreakerState, SavedControl};
+use crate::record::{Jail, NodeId};
 use crate::transport::endpoint::Endpoints;
 
 /// The watcher's `cursor.json`: where its feed stands after the last
@@ -36,8 +39,10 @@ pub struct WatchCheckpoint {
     pub breaker: Option<BreakerState>,
 }
 
-/// One active ban: the network, when it ends (`None`: never), its jail and
-/// when it started.
+/// One active ban: the network, when it ends (`None`: never), its jail,
+/// when it started (the time of the newest record that reported it) and
+/// the node that record came from. `node` was added within format 2:
+/// files without it read as `None`, and older releases skip it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SavedBan {
     pub target: String,
@@ -45,6 +50,10 @@ pub struct SavedBan {
     #[serde(default)]
     pub jail: Option<String>,
     pub since: DateTime<Utc>,
+    /// The node whose record put the ban in force. Added in 0.2 within
+    /// format 2: optional, so 0.1's files read as `None`, and 0.1 skips it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// What `banshare status` reads.
@@ -100,6 +109,32 @@ pub struct Status {
     /// it. `None` while it applies.
     #[serde(default)]
     pub held: Option<String>,
+    /// Why applying is paused (`banshare pause`: when, and the reason
+    /// given), while it is. Optional fields from here on are new in 0.2,
+    /// in format 2: 0.1 reads such a file and skips them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<String>,
+    /// This watcher takes pause flags and lift requests, and SIGUSR1 makes
+    /// it look for them. Watchers of 0.1 leave it out (`false`): SIGUSR1
+    /// would end them, so `banshare pause` and `lift` do not send it.
+    #[serde(default)]
+    pub incident_controls: bool,
+    /// The networks on the shared allowlist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowlist: Vec<String>,
+    /// Nodes whose bans were lifted on this node, with how many bans each
+    /// lift took away, the last time.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub lifted: BTreeMap<String, LiftReport>,
+}
+
+/// The last `banshare lift --node` of one node, as the watcher did it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LiftReport {
+    /// Its bans dated up to this are lifted and refused.
+    pub before: DateTime<Utc>,
+    /// The bans in force it lifted.
+    pub bans: u64,
 }
 
 /// The watcher's files, read and written in a [`StateDir`].
@@ -108,6 +143,8 @@ pub trait WatcherFiles {
     fn save_active(&self, bans: impl Iterator<Item = (IpNet, ActiveBan)>) -> io::Result<()>;
     fn load_status(&self) -> io::Result<Option<Status>>;
     fn save_status(&self, status: &Status) -> io::Result<()>;
+    fn load_control(&self) -> io::Result<SavedControl>;
+    fn save_control(&self, control: &SavedControl) -> io::Result<()>;
 }
 
 impl WatcherFiles for StateDir {
@@ -127,12 +164,17 @@ impl WatcherFiles for StateDir {
                     Some(j) => Some(j.parse::<Jail>().ok()?),
                     None => None,
                 };
+                let node = match b.node {
+                    Some(n) => Some(n.parse::<NodeId>().ok()?),
+                    None => None,
+                };
                 Some((
                     b.target.parse().ok()?,
                     ActiveBan {
                         until: b.until,
                         jail,
                         since: b.since,
+                        node,
                     },
                 ))
             })
@@ -163,17 +205,92 @@ impl WatcherFiles for StateDir {
         load_json(&self.file("status.json"))
     }
 
-    /// Replaces status.json atomically. When the state directory is full,
-    /// overwrites it in place instead (it fits in the blocks it has), so
-    /// that `banshare status` can still tell that the watcher holds.
+    fn load_control(&self) -> io::Result<SavedControl> {
+        Ok(load_json(&self.file("control.json"))?.unwrap_or_default())
+    }
+
+    /// Atomically and durably, like the cursor, which it must never be
+    /// behind.
+    fn save_control(&self, control: &SavedControl) -> io::Result<()> {
+        crate::state::save_json(&self.file("control.json"), control)
+    }
+
+    /// Replaces status.json atomically, without fsync: it only reports,
+    /// is rewritten every second and at stop, and nothing reads it back at
+    /// start, so its two fsyncs a second (per watcher, on a disk that a
+    /// ZeroMQ publisher may share) bought nothing. A host crash may leave
+    /// it old or empty until the watcher runs again. When the state
+    /// directory is full, overwrites it in place instead (it fits in the
+    /// blocks it has), so that `banshare status` can still tell that the
+    /// watcher holds.
     fn save_status(&self, status: &Status) -> io::Result<()> {
         let path = self.file("status.json");
         let data = versioned_json(status)?;
-        match write_atomic(&path, &data, 0o600) {
+        match crate::durable::replace(&path, &data, 0o600) {
             Err(e) if e.kind() == io::ErrorKind::StorageFull => overwrite_in_place(&path, &data),
             result => result,
         }
     }
+}
+
+/// Whether a watcher works, as `status` and `doctor` tell it from its state
+/// directory.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Liveness {
+    /// No watcher has written a status in this directory.
+    NeverRan,
+    /// No process holds the directory's lock: the watcher is not running.
+    Stopped(Box<Status>),
+    /// A process holds the lock but has not written its status for this
+    /// long, over [`silence_limit`]: stopped, or stuck (in an
+    /// uninterruptible wait on a dead mount, say). It applies nothing.
+    Silent(Box<Status>, std::time::Duration),
+    Running(Box<Status>),
+}
+
+/// How long a running watcher may leave its status unwritten before it
+/// counts as not responding. It writes its status at every wake-up (at
+/// most once a second) and wakes at least every safety poll; a batch holds
+/// it for a few backend calls, each cut at the backend's timeout.
+pub fn silence_limit(
+    safety_poll: std::time::Duration,
+    backend_timeout: std::time::Duration,
+) -> std::time::Duration {
+    (safety_poll * 4 + backend_timeout * 2).max(std::time::Duration::from_secs(120))
+}
+
+/// The liveness of the watcher of `dir`, read without creating anything.
+/// `limit`: see [`silence_limit`].
+pub fn liveness(
+    dir: &std::path::Path,
+    limit: std::time::Duration,
+    now: DateTime<Utc>,
+) -> io::Result<Liveness> {
+    if !dir.is_dir() {
+        return Ok(Liveness::NeverRan);
+    }
+    let Some(status) = StateDir::open(dir)?.load_status()? else {
+        return Ok(Liveness::NeverRan);
+    };
+    let status = Box::new(status);
+    if !is_held(dir)? {
+        return Ok(Liveness::Stopped(status));
+    }
+    // The last sign of life: the status, or taking the lock (which writes
+    // the pid into it) for a watcher still starting up over an older
+    // status. One dated ahead of now (a clock set back) counts as fresh.
+    let locked = std::fs::metadata(dir.join("lock"))
+        .and_then(|m| m.modified())
+        .ok()
+        .map(DateTime::<Utc>::from);
+    let silent = status
+        .updated
+        .max(locked)
+        .map_or(Some(limit), |t| (now - t).to_std().ok());
+    Ok(match silent {
+        Some(silent) if silent > limit => Liveness::Silent(status, silent),
+        _ => Liveness::Running(status),
+    })
 }
 
 /// `active.json` from format 1 on.
@@ -183,7 +300,7 @@ struct ActiveFile {
 }
 
 /// One [`SavedBan`] as JSON. Every string in it is plain ASCII that needs
-/// no escaping: a network, a checked jail name, RFC 3339 times.
+/// no escaping: a network, checked jail and node names, RFC 3339 times.
 fn saved_ban_json(out: &mut String, net: IpNet, ban: &ActiveBan) {
     use std::fmt::Write as _;
     // Writing to a String cannot fail.
@@ -193,17 +310,28 @@ fn saved_ban_json(out: &mut String, net: IpNet, ban: &ActiveBan) {
         None => out.push_str("null"),
     }
     out.push_str(",\"jail\":");
-    match &ban.jail {
-        Some(jail) => {
+    push_json_name(out, ban.jail.as_ref().map(|j| j.as_str()));
+    out.push_str(",\"since\":");
+    push_json_time(out, ban.since);
+    // A checked node id needs no escaping either.
+    if let Some(node) = &ban.node {
+        out.push_str(",\"node\":\"");
+        out.push_str(node.as_str());
+        out.push('"');
+    }
+    out.push('}');
+}
+
+/// A checked name (which needs no escaping) as a JSON string, or `null`.
+fn push_json_name(out: &mut String, name: Option<&str>) {
+    match name {
+        Some(name) => {
             out.push('"');
-            out.push_str(jail.as_str());
+            out.push_str(name);
             out.push('"');
         }
         None => out.push_str("null"),
     }
-    out.push_str(",\"since\":");
-    push_json_time(out, ban.since);
-    out.push('}');
 }
 
 /// `"2026-11-21T18:28:04.123Z"`, as chrono's serde writes it for a time in
@@ -254,6 +382,7 @@ mod tests {
                     until: Some(t("2026-11-21T19:28:04.123Z")),
                     jail: Some("sshd".parse().unwrap()),
                     since: t("2026-11-21T18:28:04.123Z"),
+                    node: None,
                 },
             ),
             (
@@ -262,6 +391,7 @@ mod tests {
                     until: None,
                     jail: None,
                     since: t("2026-01-02T03:04:05Z"),
+                    node: Some("web3".parse().unwrap()),
                 },
             ),
         ];
@@ -274,6 +404,7 @@ mod tests {
             until: bans[0].1.until,
             jail: Some("sshd".into()),
             since: bans[0].1.since,
+            node: None,
         };
         let by_serde = serde_json::to_string(&first).unwrap();
         assert!(

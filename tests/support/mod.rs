@@ -6,6 +6,8 @@
 
 pub mod cluster;
 pub mod fail2ban;
+pub mod prev;
+pub mod prometheus;
 pub mod pyzmq;
 pub mod watcher;
 

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
 
 use crate::follow::{
     Cursor, DirWatch, FollowError, FollowEvent, Follower, Handle, Line, LogFs, Mode,
@@ -32,7 +33,25 @@ pub struct FileFeed<F: LogFs> {
     hints: (&'static str, &'static str),
     /// inotify on the log's folder, while watching in `Mode::Native`.
     dir_watch: Option<DirWatch>,
+    /// Who to wake, once [`Feed::watch`] was called.
+    wake: Option<Handle>,
+    /// For `follow = auto`: the mode is chosen again when the folder's
+    /// filesystem changes.
+    auto: Option<AutoFollow>,
     connections: Option<Arc<AtomicU64>>,
+}
+
+/// What `follow = auto` chose from, to choose again when it changed: a
+/// watcher started before the share was mounted saw a local folder
+/// (inotify), and would otherwise stay blind to other hosts' writes once
+/// the share is mounted over it.
+struct AutoFollow {
+    poll: Duration,
+    safety: Duration,
+    /// The filesystem type (statfs) the mode was chosen for.
+    fs: Option<i64>,
+    /// When it was last looked at: at most once a second.
+    looked: Instant,
 }
 
 impl<F: LogFs> FileFeed<F> {
@@ -47,8 +66,30 @@ impl<F: LogFs> FileFeed<F> {
             mode,
             hints: (super::MISSING_HINT, super::UNREACHABLE_HINT),
             dir_watch: None,
+            wake: None,
+            auto: None,
             connections: None,
         }
+    }
+
+    /// Chooses the mode again, as `follow = auto` does, whenever the
+    /// filesystem of the log's folder changes (a share mounted over it).
+    pub fn auto_follow(mut self, poll: Duration, safety: Duration) -> FileFeed<F> {
+        self.auto = Some(AutoFollow {
+            poll,
+            safety,
+            fs: crate::follow::mode::statfs_type(self.dir()),
+            looked: Instant::now(),
+        });
+        self
+    }
+
+    /// The log's folder.
+    fn dir(&self) -> &Path {
+        self.path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
     }
 
     /// Whether `log`, from a saved position, names this feed's log: as it
@@ -142,10 +183,41 @@ impl<F: LogFs> Feed for FileFeed<F> {
     }
 
     fn watch(&mut self, wake: Handle) -> Mode {
-        let (mode, dir_watch) = DirWatch::start(&self.path, self.mode, wake);
+        // The old directory watch goes first: one inotify watch at a time.
+        self.dir_watch = None;
+        let (mode, dir_watch) = DirWatch::start(&self.path, self.mode, wake.clone());
         self.mode = mode;
         self.dir_watch = dir_watch;
+        self.wake = Some(wake);
         mode
+    }
+
+    fn recheck(&mut self) -> Option<Mode> {
+        let dir = self.dir().to_owned();
+        let auto = self.auto.as_mut()?;
+        if auto.looked.elapsed() < Duration::from_secs(1) {
+            return None;
+        }
+        auto.looked = Instant::now();
+        let fs = crate::follow::mode::statfs_type(&dir);
+        if fs == auto.fs {
+            return None;
+        }
+        auto.fs = fs;
+        let (poll, safety) = (auto.poll, auto.safety);
+        let (mode, why) = crate::follow::mode::resolve_explained(
+            crate::follow::FollowKind::Auto,
+            &dir,
+            poll,
+            safety,
+        );
+        if mode == self.mode {
+            return None;
+        }
+        log::info!("following {} differently now: {why}", self.log);
+        self.mode = mode;
+        let wake = self.wake.clone()?;
+        Some(self.watch(wake))
     }
 
     fn read(&mut self, max: usize) -> Result<Vec<Entry>, FeedError> {

@@ -35,8 +35,8 @@ pub enum KeyError {
     Io { path: PathBuf, source: io::Error },
     #[error("{path}, line {line}: not a CURVE key (40 characters of Z85)")]
     NotAKey { path: PathBuf, line: usize },
-    #[error("{path} is readable by others than its owner (mode {mode:o}): chmod 600 it")]
-    Exposed { path: PathBuf, mode: u32 },
+    #[error(transparent)]
+    Mode(#[from] crate::file_mode::ModeError),
 }
 
 /// A key from its Z85 text, or `None` if it is not one.
@@ -103,18 +103,11 @@ pub fn write_key_pair(out: &Path) -> Result<Key, KeyError> {
 
 /// Reads a secret key file, which only its owner may read.
 pub fn read_secret_key(path: &Path) -> Result<Key, KeyError> {
-    use std::os::unix::fs::PermissionsExt;
     let io_err = |source| KeyError::Io {
         path: path.to_owned(),
         source,
     };
-    let mode = fs::metadata(path).map_err(io_err)?.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(KeyError::Exposed {
-            path: path.to_owned(),
-            mode,
-        });
-    }
+    crate::file_mode::check(path, crate::file_mode::Holds::Secret)?;
     let text = fs::read_to_string(path).map_err(io_err)?;
     decode_key(text.trim()).ok_or(KeyError::NotAKey {
         path: path.to_owned(),
@@ -123,8 +116,9 @@ pub fn read_secret_key(path: &Path) -> Result<Key, KeyError> {
 }
 
 /// Reads an allow-list: one Z85 public key per line, then optionally a
-/// name.
+/// name. Only its owner may change it.
 pub fn read_allow_list(path: &Path) -> Result<HashSet<Key>, KeyError> {
+    crate::file_mode::check(path, crate::file_mode::Holds::Trust)?;
     let text = fs::read_to_string(path).map_err(|source| KeyError::Io {
         path: path.to_owned(),
         source,
@@ -355,10 +349,7 @@ mod tests {
         let key = dir.path().join("secret");
         fs::write(&key, encode_key(&secret) + "\n").unwrap();
         fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(
-            read_secret_key(&key),
-            Err(KeyError::Exposed { .. })
-        ));
+        assert!(matches!(read_secret_key(&key), Err(KeyError::Mode(_))));
         fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(read_secret_key(&key).unwrap(), secret);
         assert_eq!(public_of(&secret), public);

@@ -43,25 +43,53 @@ fn zmq_curve_client_with_an_allowed_key_gets_through_and_others_do_not() {
     assert_eq!(feed.read(10).unwrap(), [Entry::Record(b"<13>one".to_vec())]);
 
     let other = key_pair().unwrap();
+    // Each refusal names its cause (libzmq's handshake events), not a
+    // publisher that is away: (what, settings, the cause named).
     let refused = [
         (
-            "another key",
+            "a key not in the allow-list",
             with(Some(client(dir.path(), "other", &server_public, other))),
+            format!(
+                "the publisher refused this node's CURVE key (not in its allow-list; ZAP status \
+                 400): add {}",
+                encode_key(&other.0)
+            ),
         ),
-        ("plaintext", with(None)),
+        (
+            "another server key",
+            with(Some(client(dir.path(), "wrong", &other.0, allowed))),
+            "CURVE handshake failed: server key mismatch".to_owned(),
+        ),
+        (
+            "plaintext",
+            with(None),
+            // Named as a mismatch, or as a connection closed in the
+            // handshake, by which side closed first.
+            "set [zmq] curve_server_key and curve_key_file".to_owned(),
+        ),
     ];
-    for (what, settings) in refused {
+    for (what, settings, cause) in refused {
         let e = ZmqTransport::new(&url, &settings, timeout)
             .append(b"<13>two\n")
             .unwrap_err();
         assert!(
-            matches!(e, TransportError::Unreachable { .. }),
+            matches!(e, TransportError::Open { .. }) && e.wrote_nothing(),
             "{what}: {e:?}"
         );
+        assert!(e.to_string().contains(&cause), "{what}: {e}");
         let mut feed = ZmqFeed::new(&url, &settings, Duration::from_secs(30));
         let e = feed.read(10).unwrap_err();
-        assert!(matches!(e, FeedError::Unreachable(_)), "{what}: {e:?}");
+        assert!(matches!(e, FeedError::Other(_)), "{what}: {e:?}");
+        assert!(e.to_string().contains(&cause), "{what}: {e}");
     }
+    // A publisher that is away is still unreachable, CURVE or not.
+    let away = ZmqSettings {
+        catch_up_port: 9,
+        ..good.clone()
+    };
+    let mut feed = ZmqFeed::new(&url, &away, Duration::from_secs(30));
+    let e = feed.read(10).unwrap_err();
+    assert!(matches!(e, FeedError::Unreachable(_)), "{e:?}");
     assert_eq!(
         publisher.state().log.len(),
         1,

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::handshake::{PROBE_WAIT, probe};
 use super::sender::{CONNECT_WAIT, MAX_FRAME, millis_left, request_socket};
 use super::wire::{self, CATCH_UP_MAX, CatchUp, Epoch, Header, WireError};
 use super::{CurveClient, UNREACHABLE_HINT, ZmqSettings, ZmqUrl};
@@ -385,9 +386,19 @@ impl ZmqFeed {
             .set_sndtimeo(millis_left(Instant::now() + connect_wait))
             .and_then(|()| socket.send(ask, 0));
         let answer = match sent {
-            Err(zmq::Error::EAGAIN) => Err(format!(
-                "its catch-up socket did not connect within {connect_wait:?}"
-            )),
+            Err(zmq::Error::EAGAIN) => {
+                // Not connected: a failed handshake is named (a probe asks),
+                // not taken for a publisher that is away.
+                let endpoint = self.url.endpoint(self.settings.catch_up_port);
+                let curve = self.settings.curve.as_ref();
+                if let Some(failure) = probe(&self.context, &endpoint, curve, PROBE_WAIT) {
+                    self.catch_up = None;
+                    return Err(FeedError::Other(format!("log {}: {failure}", self.log)));
+                }
+                Err(format!(
+                    "its catch-up socket did not connect within {connect_wait:?}"
+                ))
+            }
             Err(e) => Err(e.to_string()),
             Ok(()) => socket
                 .set_rcvtimeo(millis_left(deadline))

@@ -397,6 +397,8 @@ pub enum NotLegacy {
     NodeNotHost,
     #[error("the jail holds a character the legacy format refuses (`.` or `@`)")]
     JailNotLegacy,
+    #[error("an allowlist record, which the legacy format cannot say")]
+    Control,
 }
 
 impl NotLegacy {
@@ -407,6 +409,7 @@ impl NotLegacy {
             NotLegacy::NoNode => "no_node",
             NotLegacy::NodeNotHost => "node_not_host",
             NotLegacy::JailNotLegacy => "jail_not_legacy",
+            NotLegacy::Control => "control",
         }
     }
 }
@@ -435,6 +438,7 @@ pub fn legacy_broadcast(record: &Record) -> Result<String, NotLegacy> {
     let action = match record.op {
         Op::Ban => "Ban",
         Op::Unban => "Unban",
+        Op::Allow | Op::Unallow => return Err(NotLegacy::Control),
     };
     Ok(format!("{node}|{jail}|{action}|{address}"))
 }

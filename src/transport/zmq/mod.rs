@@ -19,6 +19,8 @@ mod curve_client_tests;
 mod fake;
 #[cfg(feature = "zmq")]
 mod feed;
+#[cfg(feature = "zmq")]
+mod handshake;
 pub mod message;
 #[cfg(feature = "zmq")]
 mod sender;
@@ -76,17 +78,22 @@ pub fn is_z85_key(text: &str) -> bool {
     text.len() == 40 && text.bytes().all(|b| Z85.contains(&b))
 }
 
-/// Makes `socket` a CURVE client as `curve` says, if it says anything.
+/// Makes `socket` a CURVE client as `curve` says, if it says anything;
+/// returns this node's public key (Z85) then.
 #[cfg(feature = "zmq")]
-pub(crate) fn secure(socket: &::zmq::Socket, curve: Option<&CurveClient>) -> Result<(), String> {
+pub(crate) fn secure(
+    socket: &::zmq::Socket,
+    curve: Option<&CurveClient>,
+) -> Result<Option<String>, String> {
     let Some(curve) = curve else {
-        return Ok(());
+        return Ok(None);
     };
     let server =
         curve::decode_key(&curve.server_key).ok_or("[zmq] curve_server_key is not a CURVE key")?;
     let secret = curve::read_secret_key(&curve.key_file).map_err(|e| e.to_string())?;
     let public = curve::public_of(&secret);
-    curve::connect_as(socket, &server, &public, &secret).map_err(|e| format!("CURVE: {e}"))
+    curve::connect_as(socket, &server, &public, &secret).map_err(|e| format!("CURVE: {e}"))?;
+    Ok(Some(curve::encode_key(&public)))
 }
 
 impl Default for ZmqSettings {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use log::error;
 
+use super::handshake::{PROBE_WAIT, probe};
 use super::wire::{Reply, SUBMIT_MAX};
 use super::{CurveClient, UNREACHABLE_HINT, ZmqSettings, ZmqUrl};
 use crate::transport::{Transport, TransportError};
@@ -21,7 +22,10 @@ use crate::transport::{Transport, TransportError};
 ///
 /// - no publisher took the request within the deadline (ZMQ_IMMEDIATE:
 ///   nothing is queued for a publisher that is not connected): nothing was
-///   sent, [`TransportError::Unreachable`];
+///   sent, [`TransportError::Unreachable`]; or, when a probe's monitor
+///   sees the handshake fail (this node's CURVE key refused, a wrong
+///   server key, CURVE on one side only), [`TransportError::Open`] naming
+///   why;
 /// - sent, but no reply within the deadline, or a reply that does not
 ///   parse: the publisher may have stored it, [`TransportError::Write`];
 ///   the flush sends it again whole (the transport cannot read the log
@@ -72,6 +76,22 @@ impl ZmqTransport {
             self.socket = Some(socket);
         }
         Ok(self.socket.as_ref().expect("just made"))
+    }
+
+    /// Why no publisher took a request: a failed handshake, named (a
+    /// probe asks, for at most [`PROBE_WAIT`]), or none heard of (the
+    /// publisher is away).
+    fn not_taken(&mut self, source: io::Error) -> TransportError {
+        self.socket = None;
+        let endpoint = self.url.endpoint(self.url.port);
+        let failure = probe(&self.context, &endpoint, self.curve.as_ref(), PROBE_WAIT);
+        match failure {
+            Some(why) => TransportError::Open {
+                log: self.url.to_string(),
+                source: io::Error::new(io::ErrorKind::PermissionDenied, why.to_string()),
+            },
+            None => self.unreachable(source),
+        }
     }
 
     fn unreachable(&self, source: io::Error) -> TransportError {
@@ -221,7 +241,6 @@ impl ZmqTransport {
             .set_sndtimeo(millis_left(connect_by.min(deadline)))
             .and_then(|()| socket.send_multipart(lines.iter().copied(), 0));
         if let Err(e) = sent {
-            self.socket = None;
             let source = match e {
                 zmq::Error::EAGAIN => io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -229,7 +248,7 @@ impl ZmqTransport {
                 ),
                 e => e.into(),
             };
-            return Err(self.unreachable(source));
+            return Err(self.not_taken(source));
         }
         let replies = socket
             .set_rcvtimeo(millis_left(deadline))

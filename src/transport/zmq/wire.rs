@@ -27,6 +27,14 @@ pub const PROTOCOL: &str = "banshare/1";
 /// The most records one catch-up reply carries.
 pub const CATCH_UP_MAX: u64 = 1000;
 
+/// The most bytes of record lines one catch-up reply carries (always at
+/// least one record): with the publisher's send high-water mark on the
+/// catch-up socket, what bounds the memory a client that never reads its
+/// replies can make it hold. 1000 records of a usual length (~150 bytes)
+/// fit; longer ones come in more replies, which the subscriber asks for
+/// until it has the header's last record.
+pub const CATCH_UP_MAX_BYTES: u64 = 256 * 1024;
+
 /// The most frames one submission request may carry: a publisher refuses
 /// a longer request whole (`NAK too_many_frames` for every frame), so a
 /// sender splits a longer batch.
@@ -160,7 +168,8 @@ pub enum Reply {
     /// `NAK <kind>`: refused, for the reason `kind`: a
     /// [`MessageError::kind`](super::message::MessageError::kind), an
     /// [`Untrusted::kind`](crate::trust::Untrusted::kind) (`unsigned`,
-    /// `unknown_key`, `bad_signature`, `incomplete_signed`), `never_ban`
+    /// `incomplete_signed`; a signed record the publisher cannot verify is
+    /// stored, for the watchers to judge), `never_ban`
     /// (an address every watcher refuses), `too_many_frames` or
     /// `records_not_here` (a record sent to the plaintext legacy socket):
     /// sending it again changes nothing; or `store_failed` (the publisher could not

@@ -9,9 +9,10 @@
 //!
 //! One entry per banned network, so this map is most of a watcher's memory
 //! (100,000 bans is a normal day for a large fleet). Each entry holds three
-//! `i64` times and a shared jail name: a jail is spelled in a few ways
-//! across a fleet (`sshd`, `recidive`, ...), so every ban from one jail
-//! points at one copy of its name instead of owning its own.
+//! `i64` times, a shared jail name and a shared node name: a jail is
+//! spelled in a few ways across a fleet (`sshd`, `recidive`, ...) and the
+//! nodes are few, so every ban from one jail or node points at one copy of
+//! its name instead of owning its own.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 
-use crate::record::Jail;
+use crate::record::{Jail, NodeId};
 
 /// The ban in force on an address: when it ends, and where it came from,
 /// so that an unban from another jail or an older unban cannot lift it.
@@ -32,6 +33,10 @@ pub struct ActiveBan {
     pub until: Option<DateTime<Utc>>,
     pub jail: Option<Jail>,
     pub since: DateTime<Utc>,
+    /// The node whose record put it in force (the newest one, when a later
+    /// report extended it); `None` for a record without a node, or a ban
+    /// saved by a release that did not keep it.
+    pub node: Option<NodeId>,
 }
 
 /// An entry of the map. Times are ms since the epoch.
@@ -46,6 +51,8 @@ pub(super) struct Held {
     pub firewall: i64,
     pub since: i64,
     pub jail: Option<Arc<str>>,
+    /// The node of the record that put it in force (see [`ActiveBan::node`]).
+    pub node: Option<Arc<str>>,
 }
 
 /// `Held::until` of a permanent ban.
@@ -105,9 +112,56 @@ pub(super) struct ActiveBans {
     /// Per address, one per jail (usually just one).
     lifts: HashMap<NetKey, Vec<Lift>>,
     /// One copy of each jail name in use.
-    jails: HashSet<Arc<str>>,
+    jails: Names,
+    /// One copy of each node name in use.
+    nodes: Names,
+}
+
+/// One shared copy of each name in use (see the module's doc).
+#[derive(Debug, Default)]
+struct Names {
+    names: HashSet<Arc<str>>,
     /// The name interned last.
-    last_jail: Option<Arc<str>>,
+    last: Option<Arc<str>>,
+}
+
+impl Names {
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        // Bans come in runs from one jail and node: the last name saves
+        // the lookup.
+        if let Some(last) = &self.last
+            && **last == *name
+        {
+            return Arc::clone(last);
+        }
+        let shared = match self.names.get(name) {
+            Some(shared) => Arc::clone(shared),
+            None => {
+                let shared: Arc<str> = Arc::from(name);
+                self.names.insert(Arc::clone(&shared));
+                shared
+            }
+        };
+        self.last = Some(Arc::clone(&shared));
+        shared
+    }
+
+    /// Forgets the names no entry uses any more.
+    fn prune(&mut self) {
+        // A name is in use while some entry holds another reference to it.
+        self.last = None;
+        self.names.retain(|name| Arc::strong_count(name) > 1);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
 }
 
 impl ActiveBans {
@@ -127,9 +181,10 @@ impl ActiveBans {
         until: i64,
         firewall: i64,
         since: i64,
-        jail: Option<&Jail>,
+        from: (Option<&Jail>, Option<&NodeId>),
     ) {
-        let jail = jail.map(|j| self.intern(j.as_str()));
+        let jail = from.0.map(|j| self.jails.intern(j.as_str()));
+        let node = from.1.map(|n| self.nodes.intern(n.as_str()));
         match self.map.entry(NetKey(net)) {
             Entry::Occupied(mut held) => {
                 let held = held.get_mut();
@@ -138,6 +193,7 @@ impl ActiveBans {
                     firewall: held.firewall.max(firewall),
                     since: held.since.max(since),
                     jail,
+                    node,
                 };
             }
             Entry::Vacant(slot) => {
@@ -146,9 +202,38 @@ impl ActiveBans {
                     firewall,
                     since,
                     jail,
+                    node,
                 });
             }
         }
+    }
+
+    /// Removes every ban in force that `node`'s records put there, and
+    /// returns them.
+    pub fn remove_by_node(&mut self, node: &NodeId) -> Vec<(IpNet, ActiveBan)> {
+        let mut removed = Vec::new();
+        self.map.retain(|key, held| {
+            let theirs = held.node.as_deref() == Some(node.as_str());
+            if theirs {
+                removed.push((key.0, saved_form(held)));
+            }
+            !theirs
+        });
+        removed
+    }
+
+    /// Removes every ban in force on a network that overlaps `net`, and
+    /// returns them.
+    pub fn remove_overlapping(&mut self, net: &IpNet) -> Vec<(IpNet, ActiveBan)> {
+        let mut removed = Vec::new();
+        self.map.retain(|key, held| {
+            let covered = crate::record::never_ban::overlaps(&key.0, net);
+            if covered {
+                removed.push((key.0, saved_form(held)));
+            }
+            !covered
+        });
+        removed
     }
 
     /// Moves the ban in force's `since` up to `ts` if that is later.
@@ -178,7 +263,7 @@ impl ActiveBans {
     /// Remembers an unban at `ts` (ms) from `jail` on `net` until `keep`,
     /// without touching the ban in force.
     pub fn note_lift(&mut self, net: IpNet, ts: i64, jail: Option<&Jail>, keep: i64) {
-        let jail = jail.map(|j| self.intern(j.as_str()));
+        let jail = jail.map(|j| self.jails.intern(j.as_str()));
         let lifts = self.lifts.entry(NetKey(net)).or_default();
         match lifts.iter_mut().find(|l| l.jail == jail) {
             Some(lift) => {
@@ -216,6 +301,16 @@ impl ActiveBans {
         self.map.values().filter(|b| b.until > now_ms).count()
     }
 
+    /// Bans not over at `now_ms`, counted per jail (`None`: bans from
+    /// records without a jail).
+    pub fn count_live_by_jail(&self, now_ms: i64) -> HashMap<Option<Arc<str>>, usize> {
+        let mut counts: HashMap<Option<Arc<str>>, usize> = HashMap::new();
+        for held in self.map.values().filter(|b| b.until > now_ms) {
+            *counts.entry(held.jail.clone()).or_default() += 1;
+        }
+        counts
+    }
+
     /// Drops the bans over at `now_ms`, the unbans no longer needed, and
     /// the jail names neither uses.
     pub fn prune(&mut self, now_ms: i64) {
@@ -224,9 +319,8 @@ impl ActiveBans {
             lifts.retain(|l| l.keep > now_ms);
             !lifts.is_empty()
         });
-        // A name is in use while some entry holds another reference to it.
-        self.last_jail = None;
-        self.jails.retain(|name| Arc::strong_count(name) > 1);
+        self.jails.prune();
+        self.nodes.prune();
     }
 
     /// Addresses with an unban remembered.
@@ -239,25 +333,6 @@ impl ActiveBans {
     pub fn iter(&self) -> impl Iterator<Item = (IpNet, ActiveBan)> + '_ {
         self.map.iter().map(|(key, held)| (key.0, saved_form(held)))
     }
-
-    fn intern(&mut self, name: &str) -> Arc<str> {
-        // Bans come in runs from one jail: the last name saves the lookup.
-        if let Some(last) = &self.last_jail
-            && **last == *name
-        {
-            return Arc::clone(last);
-        }
-        let shared = match self.jails.get(name) {
-            Some(shared) => Arc::clone(shared),
-            None => {
-                let shared: Arc<str> = Arc::from(name);
-                self.jails.insert(Arc::clone(&shared));
-                shared
-            }
-        };
-        self.last_jail = Some(Arc::clone(&shared));
-        shared
-    }
 }
 
 fn saved_form(held: &Held) -> ActiveBan {
@@ -268,6 +343,7 @@ fn saved_form(held: &Held) -> ActiveBan {
         // A name in the map was a valid jail when it was interned.
         jail: held.jail.as_deref().and_then(|j| j.parse().ok()),
         since: DateTime::from_timestamp_millis(held.since).unwrap_or_default(),
+        node: held.node.as_deref().and_then(|n| n.parse().ok()),
     }
 }
 
@@ -288,10 +364,10 @@ mod tests {
         for i in 0..100u32 {
             let net = IpNet::from(std::net::IpAddr::from(std::net::Ipv4Addr::from(i)));
             let until = 1_000 + i64::from(i);
-            active.insert(net, until, until, 0, Some(&sshd));
+            active.insert(net, until, until, 0, (Some(&sshd), None));
         }
         let other: IpNet = "192.0.2.1/32".parse().unwrap();
-        active.insert(other, 500, 500, 0, Some(&recidive));
+        active.insert(other, 500, 500, 0, (Some(&recidive), None));
         assert_eq!(active.jails.len(), 2);
         active.prune(600);
         assert_eq!(active.jails.len(), 1, "recidive's only ban is over");
@@ -305,15 +381,22 @@ mod tests {
         let since: DateTime<Utc> = "2026-11-21T18:00:00.123Z".parse().unwrap();
         let until: DateTime<Utc> = "2026-11-21T19:00:00.123Z".parse().unwrap();
         let jail: Jail = "sshd".parse().unwrap();
+        let node: NodeId = "web1".parse().unwrap();
         active.insert(
             net,
             until_ms(Some(until)),
             until_ms(Some(until)),
             since.timestamp_millis(),
-            Some(&jail),
+            (Some(&jail), Some(&node)),
         );
         let permanent: IpNet = "192.0.2.9/32".parse().unwrap();
-        active.insert(permanent, NEVER, NEVER, since.timestamp_millis(), None);
+        active.insert(
+            permanent,
+            NEVER,
+            NEVER,
+            since.timestamp_millis(),
+            (None, None),
+        );
         let mut saved: Vec<_> = active.iter().collect();
         saved.sort_by_key(|(net, _)| *net);
         assert_eq!(
@@ -324,7 +407,8 @@ mod tests {
                     ActiveBan {
                         until: None,
                         jail: None,
-                        since
+                        since,
+                        node: None,
                     }
                 ),
                 (
@@ -332,7 +416,8 @@ mod tests {
                     ActiveBan {
                         until: Some(until),
                         jail: Some(jail),
-                        since
+                        since,
+                        node: Some(node),
                     }
                 ),
             ]
@@ -345,7 +430,7 @@ mod tests {
         let net: IpNet = "192.0.2.1/32".parse().unwrap();
         let sshd: Jail = "sshd".parse().unwrap();
         let recidive: Jail = "recidive".parse().unwrap();
-        active.insert(net, 50_000, 50_000, 1_000, Some(&sshd));
+        active.insert(net, 50_000, 50_000, 1_000, (Some(&sshd), None));
         active.lift(net, 2_000, Some(&sshd), 10_000);
         assert!(active.get(&net).is_none());
         assert!(active.lifted_since(&net, 2_000, Some(&sshd)));

@@ -44,6 +44,7 @@
 
 mod active;
 mod breaker_state;
+mod control;
 pub mod retention;
 #[cfg(test)]
 mod tests;
@@ -58,11 +59,13 @@ use ipnet::IpNet;
 use crate::backend::{Action, Ban, Unban};
 use crate::config::DEFAULT_MAX_BANTIME;
 use crate::record::never_ban::{self, normalize, normalize_addr, overlaps};
-use crate::record::{BanTime, NodeId, Op, Record, Target};
+use crate::record::{BanTime, NodeId, Op, PortSpec, Record, Target};
 use crate::trust::Provenance;
 pub use active::ActiveBan;
 use active::{ActiveBans, NEVER, until_ms};
 pub use breaker_state::BreakerState;
+use control::{Control, NotListed};
+pub use control::{MAX_ALLOWLIST, SavedControl};
 
 /// The knobs of [`Policy`], from the `[watch]` section.
 #[derive(Debug, Clone, PartialEq)]
@@ -139,6 +142,16 @@ pub enum Skip {
     BreakerTripped,
     /// The node's breaker is open: its records are refused for a while.
     NodeTripped,
+    /// On the shared allowlist (an operator's `ALLOW` record), or dated
+    /// before the entry that covered it was taken off.
+    Allowlisted,
+    /// A ban from a node whose bans were lifted (`banshare lift --node`),
+    /// dated before the lift.
+    NodeLifted,
+    /// An allowlist record older than one seen for the same network.
+    AllowSuperseded,
+    /// The allowlist holds [`MAX_ALLOWLIST`] entries already.
+    AllowlistFull,
 }
 
 impl Skip {
@@ -163,6 +176,10 @@ impl Skip {
                 "the node exceeded max_bans_per_node_per_minute: its circuit breaker tripped"
             }
             Skip::NodeTripped => "the node's circuit breaker is open",
+            Skip::Allowlisted => "on the shared allowlist, or dated before its entry was taken off",
+            Skip::NodeLifted => "the node's bans were lifted (banshare lift --node)",
+            Skip::AllowSuperseded => "an allowlist record at least as new was seen for it",
+            Skip::AllowlistFull => "the allowlist is full",
         }
     }
 }
@@ -289,6 +306,8 @@ pub struct Policy {
     /// apart from the settings: the watcher looks them up again as the
     /// transport changes, not only on reload.
     transport_addresses: Vec<IpNet>,
+    /// The shared allowlist and the lifted nodes.
+    control: Control,
 }
 
 impl Policy {
@@ -301,7 +320,72 @@ impl Policy {
             tripped: HashMap::new(),
             version: 0,
             transport_addresses: Vec::new(),
+            control: Control::default(),
         }
+    }
+
+    /// Changes whenever the allowlist or the lifted nodes change.
+    pub fn control_version(&self) -> u64 {
+        self.control.version
+    }
+
+    /// The allowlist and the lifted nodes, for `control.json`.
+    pub fn saved_control(&self) -> SavedControl {
+        self.control.saved()
+    }
+
+    /// Restores what [`Policy::saved_control`] gave before a restart.
+    pub fn restore_control(&mut self, saved: SavedControl) {
+        self.control.restore(saved);
+    }
+
+    /// Lifts every ban in force that `node`'s records put there, and
+    /// refuses its ban records dated up to `before` from now on (copies
+    /// read again, a replay with a key not yet revoked). Returns the
+    /// unbans for the backend.
+    pub fn lift_node(&mut self, node: &NodeId, before: DateTime<Utc>) -> Vec<Unban> {
+        self.control.lift(node, before);
+        let lifted = self.active.remove_by_node(node);
+        self.version += 1;
+        lifted
+            .into_iter()
+            .map(|(net, ban)| unban_of(net, ban))
+            .collect()
+    }
+
+    /// An allowlist record (`ALLOW` or `UNALLOW`), whose operator's
+    /// signature the caller checked. An `ALLOW` lifts every ban in force
+    /// that overlaps its network; returns the unbans for the backend. Bans
+    /// dated before an entry is removed stay refused after it (those
+    /// refused while it was listed, copies of those it lifted): a report
+    /// made after the removal is needed, as with fail2ban's `ignoreip`.
+    pub fn control(&mut self, record: &Record, now: DateTime<Utc>) -> Result<Vec<Unban>, Skip> {
+        let ts = record_time(record, now);
+        if ts > now + MAX_CLOCK_LEAD {
+            return Err(Skip::FromTheFuture);
+        }
+        let net = normalize(record.target.net());
+        if net.prefix_len() == 0 {
+            // Everything: `banshare pause` says that on each node instead.
+            return Err(Skip::TooWide);
+        }
+        let listed = record.op == Op::Allow;
+        self.control
+            .set(net, listed, ts, record.fields.node.as_ref())
+            .map_err(|e| match e {
+                NotListed::Superseded => Skip::AllowSuperseded,
+                NotListed::Full => Skip::AllowlistFull,
+            })?;
+        if !listed {
+            return Ok(Vec::new());
+        }
+        self.reports.retain(|reported, _| !overlaps(reported, &net));
+        let lifted = self.active.remove_overlapping(&net);
+        self.version += 1;
+        Ok(lifted
+            .into_iter()
+            .map(|(net, ban)| unban_of(net, ban))
+            .collect())
     }
 
     /// Changes whenever the set of active bans changes.
@@ -332,6 +416,16 @@ impl Policy {
         self.active.count_live(now.timestamp_millis())
     }
 
+    /// Active bans not over at `now`, per jail (`None`: from records
+    /// without a jail).
+    pub fn active_by_jail(&self, now: DateTime<Utc>) -> Vec<(Option<String>, usize)> {
+        self.active
+            .count_live_by_jail(now.timestamp_millis())
+            .into_iter()
+            .map(|(jail, n)| (jail.map(|j| j.to_string()), n))
+            .collect()
+    }
+
     /// Bans known to be in force, for persisting across restarts.
     pub fn active_bans(&self) -> impl Iterator<Item = (IpNet, ActiveBan)> + '_ {
         self.active.iter()
@@ -356,7 +450,7 @@ impl Policy {
             until,
             until,
             ban.since.timestamp_millis(),
-            ban.jail.as_ref(),
+            (ban.jail.as_ref(), ban.node.as_ref()),
         );
         self.version += 1;
     }
@@ -408,6 +502,12 @@ impl Policy {
         }
         let net = self.check_target(record.target)?;
         let ts = record_time(record, now);
+        if record.op == Op::Ban && self.control.lifted(node.as_ref(), ts) {
+            return Err(Skip::NodeLifted);
+        }
+        if record.op == Op::Ban && self.control.removed_since(&net, ts) {
+            return Err(Skip::Allowlisted);
+        }
         if ts > now + MAX_CLOCK_LEAD {
             return Err(Skip::FromTheFuture);
         }
@@ -422,6 +522,8 @@ impl Policy {
                 adjusted.clamped = clamped;
                 self.ban(record, net, ts, bantime, now)
             }
+            // The daemon hands allowlist records to `control`.
+            Op::Allow | Op::Unallow => Err(Skip::AllowSuperseded),
         }
         .map(|verdict| verdict.with(adjusted))
     }
@@ -502,6 +604,9 @@ impl Policy {
         )?;
         if s.ignoreip.iter().any(|n| overlaps(&normalize(*n), &net)) {
             return Err(Skip::Ignored);
+        }
+        if self.control.allowed(&net) {
+            return Err(Skip::Allowlisted);
         }
         if s.ignoreself
             && s.self_addresses
@@ -619,7 +724,7 @@ impl Policy {
             until_ms,
             firewall_ms,
             ts.timestamp_millis(),
-            record.fields.jail.as_ref(),
+            (record.fields.jail.as_ref(), record.fields.node.as_ref()),
         );
         Ok(Verdict::Ban {
             remaining,
@@ -686,6 +791,23 @@ pub(crate) fn applied_bantime(
             (BanTime::Seconds(max), Some(asked))
         }
         _ => (asked, None),
+    }
+}
+
+/// The unban that lifts `ban`, in force on `net`, by the policy's own
+/// decision (an allowlist entry, a lifted node) rather than a record's.
+fn unban_of(net: IpNet, ban: ActiveBan) -> Unban {
+    let target = if net.prefix_len() == net.max_prefix_len() {
+        Target::Addr(net.addr())
+    } else {
+        Target::Net(net)
+    };
+    Unban {
+        target,
+        ports: PortSpec::all(),
+        jail: ban.jail,
+        origin: ban.node,
+        ts: Some(ban.since),
     }
 }
 

@@ -22,6 +22,8 @@
 //!   is older; for good when its address has a lifted permanent ban;
 //! - a **copy** (the same record `id`, or the same bytes for a line
 //!   without one) is dropped after its first occurrence;
+//! - the newest **allowlist** record (`ALLOW` or `UNALLOW`) of each
+//!   network is kept for good, older ones are dropped;
 //! - a line that is not a record, or that the trusted keys refuse, is
 //!   dropped: no watcher applies it.
 //!
@@ -91,6 +93,7 @@ impl Fate {
                 "kept: permanent ban lifted by an unban, kept so its unban stays known"
             }
             Fate::Keep(Kept::Unban) => "kept: newest unban of its address, still remembered",
+            Fate::Keep(Kept::Allowlist) => "kept: newest allowlist record of its network",
             Fate::Drop(Dropped::Garbage) => "dropped: not a record",
             Fate::Drop(Dropped::Marker) => "dropped: an earlier compaction's first line",
             Fate::Drop(Dropped::Untrusted) => "dropped: refused by the trusted keys",
@@ -101,6 +104,9 @@ impl Fate {
             }
             Fate::Drop(Dropped::Forgotten) => "dropped: unban no longer remembered",
             Fate::Drop(Dropped::Copy) => "dropped: copy of an earlier record",
+            Fate::Drop(Dropped::OlderAllowlist) => {
+                "dropped: allowlist record older than another one of its network"
+            }
         }
     }
 }
@@ -111,6 +117,10 @@ pub enum Kept {
     PermanentBan,
     LiftedPermanentBan,
     Unban,
+    /// The newest `ALLOW` or `UNALLOW` of a network: kept for good, since
+    /// an allowlist entry lasts until taken off, and a removal must reach
+    /// every watcher however late.
+    Allowlist,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -124,6 +134,7 @@ pub enum Dropped {
     OlderUnban,
     Forgotten,
     Copy,
+    OlderAllowlist,
 }
 
 /// What the rules need of one record, so that the record itself need not
@@ -192,7 +203,7 @@ fn first_look<'a>(
             let (bantime, _) = applied_bantime(&record, provenance, default, rules.max_bantime);
             until_ms(expiry(ts, bantime))
         }
-        Op::Unban => NEVER,
+        Op::Unban | Op::Allow | Op::Unallow => NEVER,
     };
     Ok(Seen {
         op: record.op,
@@ -242,6 +253,7 @@ fn decide(fates: &mut [Fate], seen: &[Option<Seen>], rules: &RetentionRules, now
             }
         }
     }
+    keep_newest_allowlist(fates, seen);
     let mut lifted_permanent = HashSet::new();
     for (i, s) in seen.iter().enumerate() {
         let Some(s) = s.as_ref().filter(|s| s.op == Op::Ban) else {
@@ -270,6 +282,31 @@ fn decide(fates: &mut [Fate], seen: &[Option<Seen>], rules: &RetentionRules, now
         } else {
             Fate::Drop(Dropped::Forgotten)
         };
+    }
+}
+
+/// The newest allowlist record (`ALLOW` or `UNALLOW`) of each network
+/// stays, for good; older ones go: the policy lets the newest record about
+/// a network win, whatever order they come in.
+fn keep_newest_allowlist(fates: &mut [Fate], seen: &[Option<Seen>]) {
+    let mut newest: HashMap<IpNet, usize> = HashMap::new();
+    for (i, s) in seen.iter().enumerate() {
+        let Some(s) = s
+            .as_ref()
+            .filter(|s| matches!(s.op, Op::Allow | Op::Unallow))
+        else {
+            continue;
+        };
+        fates[i] = Fate::Keep(Kept::Allowlist);
+        if let Some(j) = newest.insert(s.net, i) {
+            let older = if seen[j].as_ref().is_some_and(|o| o.ts > s.ts) {
+                newest.insert(s.net, j);
+                i
+            } else {
+                j
+            };
+            fates[older] = Fate::Drop(Dropped::OlderAllowlist);
+        }
     }
 }
 

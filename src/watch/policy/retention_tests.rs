@@ -103,6 +103,7 @@ fn a_permanent_ban_stays_only_when_signed_and_verified() {
             keys: TrustedKeys::parse(&format!("a {}", public_line(k)), "test").unwrap(),
             require_signed: false,
             allow_unsigned_logger: false,
+            operators: Vec::new(),
         }),
         ..rules()
     };
@@ -249,4 +250,44 @@ fn a_fresh_policy_reading_the_kept_lines_ends_where_one_reading_all_does() {
         bans
     };
     assert_eq!(ends(&mut kept.into_iter()), ends(&mut lines.iter()));
+}
+
+#[test]
+fn the_newest_allowlist_record_of_a_network_stays_for_good() {
+    // Control records cover every port.
+    let line = |verb: &str, target: &str, fields: &str| {
+        line(verb, target, fields).replace("PORT 22", "PORT 0:65535")
+    };
+    let lines = [
+        line(
+            "ALLOW",
+            "198.51.100.0/24",
+            "node=ops ts=2025-01-01T00:00:00Z id=0000000000000001",
+        ),
+        line(
+            "UNALLOW",
+            "198.51.100.0/24",
+            "node=ops ts=2025-02-01T00:00:00Z id=0000000000000002",
+        ),
+        // Late, but older than the UNALLOW: dropped.
+        line(
+            "ALLOW",
+            "198.51.100.0/24",
+            "node=ops ts=2025-01-15T00:00:00Z id=0000000000000003",
+        ),
+        line(
+            "ALLOW",
+            "203.0.113.7",
+            "node=ops ts=2024-01-01T00:00:00Z id=0000000000000004",
+        ),
+    ];
+    assert_eq!(
+        fates(&lines, &rules()),
+        [
+            Fate::Drop(Dropped::OlderAllowlist),
+            Fate::Keep(Kept::Allowlist),
+            Fate::Drop(Dropped::OlderAllowlist),
+            Fate::Keep(Kept::Allowlist),
+        ]
+    );
 }

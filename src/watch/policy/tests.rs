@@ -817,3 +817,74 @@ fn a_ban_from_a_clock_ahead_does_not_shorten_the_firewalls_hold_of_a_ban_in_forc
         other => panic!("{other:?}"),
     }
 }
+
+fn allowlist(verb: &str, target: &str, ts: &str, id: &str) -> Record {
+    let text = format!(
+        "<13>Nov 21 18:00:00 banshare[1]: {verb} {target} PORT 0:65535 node=ops ts={ts} id={id:0>16}"
+    );
+    record::parse(text.as_bytes()).unwrap()
+}
+
+#[test]
+fn an_allow_lifts_overlapping_bans_and_refuses_new_ones_until_unallowed() {
+    let mut p = Policy::new(settings());
+    for (target, id) in [
+        ("198.51.100.7", "1"),
+        ("198.51.100.0/28", "2"),
+        ("192.0.2.1", "3"),
+    ] {
+        let r = ban(target, "web1", "2026-11-21T17:50:00Z", 3600, id);
+        assert!(p.decide(&r, now()).is_ok(), "{target}");
+    }
+    let allow = allowlist("ALLOW", "198.51.100.0/24", "2026-11-21T17:55:00Z", "4");
+    let mut lifted: Vec<String> = p
+        .control(&allow, now())
+        .unwrap()
+        .iter()
+        .map(|u| format!("{} {}", u.target, u.origin.as_ref().unwrap()))
+        .collect();
+    lifted.sort();
+    assert_eq!(lifted, ["198.51.100.0/28 web1", "198.51.100.7 web1"]);
+    assert_eq!(p.active_bans().count(), 1);
+    let later = ban("198.51.100.9", "web2", "2026-11-21T17:58:00Z", 3600, "5");
+    assert_eq!(p.decide(&later, now()), Err(Skip::Allowlisted));
+    assert_eq!(
+        p.refuses("198.51.100.9/32".parse().unwrap()),
+        Some(Skip::Allowlisted)
+    );
+    // A copy of the ALLOW changes nothing; an older UNALLOW neither.
+    assert_eq!(p.control(&allow, now()), Err(Skip::AllowSuperseded));
+    let old = allowlist("UNALLOW", "198.51.100.0/24", "2026-11-21T17:54:00Z", "6");
+    assert_eq!(p.control(&old, now()), Err(Skip::AllowSuperseded));
+    let unallow = allowlist("UNALLOW", "198.51.100.0/24", "2026-11-21T17:59:00Z", "7");
+    assert_eq!(p.control(&unallow, now()), Ok(Vec::new()));
+    // Dated before the removal (a copy read again): still refused; a
+    // report made after it bans.
+    assert_eq!(p.decide(&later, now()), Err(Skip::Allowlisted));
+    let copy = ban("198.51.100.7", "web1", "2026-11-21T17:50:00Z", 3600, "1");
+    assert_eq!(p.decide(&copy, now()), Err(Skip::Allowlisted));
+    let after = ban("198.51.100.9", "web2", "2026-11-21T17:59:30Z", 3600, "9");
+    assert!(p.decide(&after, now()).is_ok(), "no longer listed");
+    let everything = allowlist("ALLOW", "0.0.0.0/0", "2026-11-21T17:59:30Z", "8");
+    assert_eq!(p.control(&everything, now()), Err(Skip::TooWide));
+}
+
+#[test]
+fn lifting_a_node_removes_its_bans_and_refuses_its_older_records() {
+    let mut p = Policy::new(settings());
+    let theirs = ban("192.0.2.1", "web3", "2026-11-21T17:50:00Z", 3600, "1");
+    let ours = ban("192.0.2.2", "web1", "2026-11-21T17:50:00Z", 3600, "2");
+    assert!(p.decide(&theirs, now()).is_ok());
+    assert!(p.decide(&ours, now()).is_ok());
+    let web3: NodeId = "web3".parse().unwrap();
+    let lifted = p.lift_node(&web3, now());
+    assert_eq!(lifted.len(), 1);
+    assert_eq!(lifted[0].target.to_string(), "192.0.2.1");
+    assert_eq!(p.decide(&theirs, now()), Err(Skip::NodeLifted));
+    let newer = ban("192.0.2.3", "web3", "2026-11-21T18:00:01Z", 3600, "3");
+    assert!(p.decide(&newer, now()).is_ok(), "dated after the lift");
+    // Saved and restored, as across a restart.
+    let mut again = Policy::new(settings());
+    again.restore_control(p.saved_control());
+    assert_eq!(again.decide(&theirs, now()), Err(Skip::NodeLifted));
+}
