@@ -421,8 +421,11 @@ of stale_lock, compaction gives up and leaves the log as it was. The new
 log starts with a `# banshare-compacted` line, which watchers skip:
 they read the old log to its end and the new one from its start, and
 drop what they had applied already. Works on a file path (local, sshfs,
-NFS) or an sftp:// log, not on a zmq+tcp:// one (see `banshare publisher
---help`).";
+NFS) or an sftp:// log. Given a zmq+tcp:// log it does nothing (exit 0):
+the publisher compacts its own log, at start and every hour.
+
+The new log gets the old one's mode; its owner only when run as root, so
+run it as the log's owner (or root) lest writers lose access.";
 
 const COMPACT_EXIT: &str = "\
 EXIT STATUS:

@@ -68,10 +68,11 @@ pub fn compact(args: CompactArgs, config: &Option<PathBuf>, mut settings: Settin
         }
         #[cfg(feature = "zmq")]
         LogLocation::Zmq(_) => {
-            return Err(Failure::Usage(
-                "a zmq+tcp:// log is the publisher's: compact it on the publisher's host \
-                 with `banshare compact --log <its log file>`"
-                    .into(),
+            // The timer runs on the publisher's host too: nothing to do
+            // there is no failure.
+            return write_stdout(&format!(
+                "nothing to compact at {location}: the publisher compacts its own log, at \
+                 start and every hour, keeping every record's number\n"
             ));
         }
     }
