@@ -147,8 +147,14 @@ impl Site {
             .command_in(self.cluster.node_ns(node), BANSHARE);
         let config = self.tmp.path().join("banshare.toml");
         // The writer sends 2,000 bans in seconds: above the default rate
-        // limit, which would trip its breaker.
-        fs::write(&config, "[trust]\nmax_bans_per_node_per_minute = 100000\n").unwrap();
+        // limit, which would trip its breaker. Replaced by a rename, since
+        // a watcher starting meanwhile must never read it half-written
+        // (an empty file means the default limit: the breaker tripped).
+        static PARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = PARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let part = self.tmp.path().join(format!("banshare.toml.{n}.part"));
+        fs::write(&part, "[trust]\nmax_bans_per_node_per_minute = 100000\n").unwrap();
+        fs::rename(&part, &config).unwrap();
         cmd.arg("--config")
             .arg(config)
             .args(args)
