@@ -581,6 +581,15 @@ fn doctor_finds_an_unmounted_share_and_a_read_only_lock_folder() {
     found.expect("log", "ok", &[]);
 }
 
+/// `banshare doctor` on the cluster's node 0, as node n0 with the log
+/// backend and no configuration file; the caller adds the log's flags.
+fn doctor_on_node0(cluster: &Cluster) -> Command {
+    let mut cmd = cluster.command_in(cluster.node_ns(0), BANSHARE);
+    cmd.args(["--config", "/dev/null", "doctor", "--node", "n0"])
+        .args(["--backend", "log"]);
+    cmd
+}
+
 fn mounted_log(cluster: &Cluster) -> PathBuf {
     cluster.mountpoint(0).join("newbans.log")
 }
@@ -594,22 +603,13 @@ fn doctor_over_sshfs_sees_the_mount_and_its_loss() {
     fs::write(cluster.export_dir().join("newbans.log"), "").unwrap();
     let state = tempfile::tempdir().unwrap();
     let run = || {
-        let mut cmd = cluster.command_in(cluster.node_ns(0), BANSHARE);
-        cmd.args([
-            "--config",
-            "/dev/null",
-            "doctor",
-            "--node",
-            "n0",
-            "--backend",
-            "log",
-        ])
-        .arg("--log")
-        .arg(mounted_log(&cluster))
-        .arg("--state-dir")
-        .arg(state.path().join("state"))
-        .arg("--spool-dir")
-        .arg(state.path().join("spool"));
+        let mut cmd = doctor_on_node0(&cluster);
+        cmd.arg("--log")
+            .arg(mounted_log(&cluster))
+            .arg("--state-dir")
+            .arg(state.path().join("state"))
+            .arg("--spool-dir")
+            .arg(state.path().join("spool"));
         Findings::of(cmd)
     };
     let found = run();
@@ -684,20 +684,11 @@ fn doctor_over_sshfs_sees_the_mount_and_its_loss() {
         "the watcher still follows the mounted share with {:?}",
         mode()
     );
-    let mut cmd = cluster.command_in(cluster.node_ns(0), BANSHARE);
-    cmd.args([
-        "--config",
-        "/dev/null",
-        "doctor",
-        "--node",
-        "n0",
-        "--backend",
-        "log",
-    ])
-    .arg("--log")
-    .arg(mounted_log(&cluster))
-    .arg("--state-dir")
-    .arg(&watcher_state);
+    let mut cmd = doctor_on_node0(&cluster);
+    cmd.arg("--log")
+        .arg(mounted_log(&cluster))
+        .arg("--state-dir")
+        .arg(&watcher_state);
     let found = Findings::of(cmd);
     found.expect("follow", "ok", &["poll", "fuse"]);
     drop(watcher);
@@ -706,25 +697,16 @@ fn doctor_over_sshfs_sees_the_mount_and_its_loss() {
     // the SFTP account; with the server down, unreachable.
     cluster.create_sftp_file("newbans.log");
     let sftp = |extra: &[&str]| {
-        let mut cmd = cluster.command_in(cluster.node_ns(0), BANSHARE);
-        cmd.args([
-            "--config",
-            "/dev/null",
-            "doctor",
-            "--node",
-            "n0",
-            "--backend",
-            "log",
-        ])
-        .args(["--log", &cluster.sftp_url("newbans.log"), "--identity"])
-        .arg(cluster.sftp_identity())
-        .arg("--known-hosts")
-        .arg(cluster.known_hosts())
-        .arg("--state-dir")
-        .arg(state.path().join("state"))
-        .arg("--spool-dir")
-        .arg(state.path().join("spool"))
-        .args(extra);
+        let mut cmd = doctor_on_node0(&cluster);
+        cmd.args(["--log", &cluster.sftp_url("newbans.log"), "--identity"])
+            .arg(cluster.sftp_identity())
+            .arg("--known-hosts")
+            .arg(cluster.known_hosts())
+            .arg("--state-dir")
+            .arg(state.path().join("state"))
+            .arg("--spool-dir")
+            .arg(state.path().join("spool"))
+            .args(extra);
         Findings::of(cmd)
     };
     let found = sftp(&[]);

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::cursor::{Cursor, ids_differ};
+use super::cursor::{Cursor, Fingerprint, ids_differ};
 use super::error::FollowError;
 use super::tail::{Batch, Line, Tail, Unread};
 use super::{LogFile, LogFs, Meta};
@@ -334,12 +334,7 @@ impl<F: LogFs> Follower<F> {
         if fingerprint.len == 0 || !cur.starts_as_read().unwrap_or(false) {
             return Ok(None);
         }
-        let (mut file, new_meta) = self.open_path()?;
-        match fingerprint.matches(&mut file) {
-            Ok(true) => Ok(None),
-            Ok(false) => Ok(Some((file, new_meta))),
-            Err(e) => Err(FollowError::new("read", &self.path, e)),
-        }
+        self.open_if_other(&fingerprint)
     }
 
     /// Whether our file lost bytes we read, as far as the open file tells.
@@ -374,6 +369,15 @@ impl<F: LogFs> Follower<F> {
             // Nothing read yet, so nothing to tell the files apart by.
             return Ok(None);
         }
+        self.open_if_other(&fingerprint)
+    }
+
+    /// The file at the path, opened, if its first bytes are not the ones
+    /// `fingerprint` took of ours.
+    fn open_if_other(
+        &mut self,
+        fingerprint: &Fingerprint,
+    ) -> Result<Option<(F::File, Meta)>, FollowError> {
         let (mut file, new_meta) = self.open_path()?;
         match fingerprint.matches(&mut file) {
             Ok(true) => Ok(None),
