@@ -758,3 +758,76 @@ fn a_record_signed_by_a_key_the_publisher_does_not_know_is_stored_for_the_watche
         "{log}"
     );
 }
+
+/// A CURVE client submitting argv[2] (a record line) with the secret key in
+/// the file argv[3] to a publisher whose public key is in argv[4], every
+/// 200 ms for 5 s, printing each reply.
+const CURVE_SUBMITTER: &str = r#"
+import sys, time, zmq
+ctx = zmq.Context()
+secret = open(sys.argv[3]).read().strip().encode()
+server = open(sys.argv[4]).read().strip().encode()
+end = time.time() + 5
+while time.time() < end:
+    s = ctx.socket(zmq.REQ)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVTIMEO, 2000)
+    s.curve_secretkey = secret
+    s.curve_publickey = zmq.curve_public(secret)
+    s.curve_serverkey = server
+    s.connect(sys.argv[1])
+    s.send(sys.argv[2].encode())
+    print(s.recv_multipart(), flush=True)
+    s.close()
+    time.sleep(0.2)
+"#;
+
+/// Review 12b: a publisher with CURVE on and legacy submissions off (a
+/// site that finished migrating, or never ran the original) still binds
+/// the plaintext legacy broadcast and sends every ban on it: any host that
+/// reaches the port, with no key, reads every address and node name that
+/// CURVE was set up to hide.
+#[test]
+fn with_curve_and_legacy_off_no_ban_goes_out_in_clear() {
+    let cluster = Cluster::new("zpub-leak", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let keygen = |name: &str| {
+        let out = Command::new(BANSHARE)
+            .args(["--config", "/dev/null", "curve-keygen", "--out"])
+            .arg(dir.path().join(name))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    keygen("publisher");
+    let node = keygen("node");
+    let clients = dir.path().join("clients");
+    std::fs::write(&clients, format!("{node} node\n")).unwrap();
+    let key = dir.path().join("publisher");
+    let args = [
+        "--curve-key",
+        key.to_str().unwrap(),
+        "--curve-clients",
+        clients.to_str().unwrap(),
+    ];
+    let _publisher = Publisher::start(&cluster, dir.path(), &[], &args);
+    // No key: anyone who reaches the legacy port.
+    let eavesdropper = Subscriber::start(&cluster, LEGACY_SUBSCRIBER, 5680);
+    let record = record_line("198.51.100.7");
+    let out = cluster
+        .command_in(cluster.attacker_ns(), PYTHON)
+        .args(["-c", CURVE_SUBMITTER, &endpoint(&cluster, 5678), &record])
+        .arg(dir.path().join("node"))
+        .arg(dir.path().join("publisher.pub"))
+        .output()
+        .unwrap();
+    let replies = String::from_utf8_lossy(&out.stdout);
+    assert!(replies.contains("OK "), "not stored: {replies} {out:?}");
+    let heard = eavesdropper.lines.lock().unwrap().clone();
+    assert!(
+        heard.is_empty(),
+        "a subscriber without a key read bans in clear from a CURVE publisher with legacy off: \
+         {heard:?}"
+    );
+}
