@@ -831,3 +831,81 @@ fn with_curve_and_legacy_off_no_ban_goes_out_in_clear() {
          {heard:?}"
     );
 }
+
+/// Review 12b: a record the publisher refuses for good (here `unsigned`,
+/// where it requires signatures) is dropped by the sender, which is the
+/// documented design; but `banshare ban` then still says it "appended 1
+/// ban record(s)" (and exits 0), so fail2ban's log and the operator are
+/// told the ban was shared when it was lost.
+#[test]
+fn a_ban_the_publisher_refused_is_not_reported_as_appended() {
+    let cluster = Cluster::new("zpub-nak", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BANSHARE)
+        .args(["--config", "/dev/null", "keygen", "--out"])
+        .arg(dir.path().join("k"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let public = std::fs::read_to_string(dir.path().join("k.pub")).unwrap();
+    let keys = dir.path().join("keys");
+    let public = public.split_once(' ').unwrap().1.trim();
+    std::fs::write(&keys, format!("web9 {public}\n")).unwrap();
+    let config = dir.path().join("publisher.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[trust]\nkeys = \"{}\"\nrequire_signed = true\n",
+            keys.display()
+        ),
+    )
+    .unwrap();
+    let stderr = dir.path().join("publisher.err");
+    let child = cluster
+        .command_in(cluster.node_ns(0), BANSHARE)
+        .arg("--config")
+        .arg(&config)
+        .args(["publisher", "--node", "pub1"])
+        .args(["--bind", &cluster.node_ip(0).to_string()])
+        .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let publisher = Publisher {
+        pid: child.id(),
+        child,
+        stderr,
+    };
+    assert!(
+        wait_until(WAIT, || publisher.log().contains("publisher: log epoch")),
+        "the publisher did not start: {}",
+        publisher.log()
+    );
+    let url = format!("zmq+tcp://{}", cluster.node_ip(0));
+    let out = cluster
+        .command_in(cluster.attacker_ns(), BANSHARE)
+        .args([
+            "--config",
+            "/dev/null",
+            "ban",
+            "198.51.100.66",
+            "--node",
+            "web8",
+        ])
+        .args(["--log", &url])
+        .arg("--spool-dir")
+        .arg(dir.path().join("spool"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("refused a record for good (unsigned)"),
+        "the publisher did not refuse it: {said}"
+    );
+    assert!(
+        !said.contains("appended 1 ban record(s)"),
+        "a refused ban is reported as appended (exit {:?}): {said}",
+        out.status.code()
+    );
+}
