@@ -459,6 +459,8 @@ fn subscriber(
 /// come on; not connected yet.
 fn monitored_sub(context: &zmq::Context) -> zmq::Result<(zmq::Socket, zmq::Socket)> {
     let socket = context.socket(zmq::SUB)?;
+    // As for the request socket: IPv6 publishers are reachable only so.
+    socket.set_ipv6(true)?;
     socket.set_linger(0)?;
     socket.set_maxmsgsize(MAX_FRAME as i64)?;
     // A publisher that is away is tried again at most every 5 s.
