@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use banshare::transport::zmq::wire::Digest;
 use support::cluster::Cluster;
 use support::prometheus::{parse_metrics, value};
 use support::pyzmq::{LEGACY_SUBSCRIBER, PYTHON};
@@ -462,6 +463,18 @@ fn acked_records_survive_sigkill_with_their_epoch_and_numbers() {
             format!("4 {}", record_line("198.51.100.4"))
         ]
     );
+    // With the digest of the asker's record 3: the same when it is the
+    // log's record 3; from the first record when it is not (a log restored
+    // from an older copy numbered another record 3).
+    let digest = |line: &str| Digest::of(line.as_bytes()).to_string();
+    let ask = |digest: String| {
+        let ask = format!("banshare/1 since {epoch} 3 {digest}");
+        request(&cluster, 5679, &[vec![ask.into_bytes()]]).remove(0)
+    };
+    assert_eq!(ask(digest(&record_line("198.51.100.2")))[1..], records[3..]);
+    let other = ask(digest(&record_line("198.51.100.77")));
+    assert_eq!(other.len(), 5, "{other:?}");
+    assert!(other[1].starts_with("1 <13>"), "{other:?}");
     publisher.stop();
 }
 

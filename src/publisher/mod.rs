@@ -604,7 +604,7 @@ impl Publisher {
     }
 
     fn catch_up_frames(&self, ask: CatchUp) -> Vec<Vec<u8>> {
-        let after = if ask.epoch == self.log.epoch() {
+        let after = if ask.epoch == self.log.epoch() && !self.numbered_another(&ask) {
             ask.after
         } else {
             0
@@ -624,5 +624,33 @@ impl Publisher {
             Err(e) => ::log::error!("cannot read the log for a catch-up: {e}"),
         }
         frames
+    }
+
+    /// Whether the subscriber's last record, named by its digest, is not
+    /// this log's record of that number: the log was restored from an
+    /// older copy and numbered new records again. The subscriber is then
+    /// answered from the first record, and reads the log again.
+    fn numbered_another(&self, ask: &CatchUp) -> bool {
+        let Some(digest) = ask.digest else {
+            return false;
+        };
+        if ask.after == 0 || ask.after > self.log.last() {
+            // Nothing to compare: a log shorter than the position is told
+            // by the header.
+            return false;
+        }
+        match self
+            .log
+            .read_after(ask.after - 1, 1, wire::CATCH_UP_MAX_BYTES)
+        {
+            Ok(records) => match records.first() {
+                Some((_, line)) => wire::Digest::of(line) != digest,
+                None => false,
+            },
+            Err(e) => {
+                ::log::error!("cannot read the log for a catch-up: {e}");
+                false
+            }
+        }
     }
 }

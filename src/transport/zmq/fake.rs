@@ -246,7 +246,17 @@ fn reply_catch_up(state: &Mutex<State>, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
     }
     let after = match frames {
         [ask] => match CatchUp::decode(ask) {
-            Ok(ask) if ask.epoch == s.epoch => ask.after,
+            // As `banshare publisher`: a position naming another record
+            // than the log's is answered from the first record.
+            Ok(ask) if ask.epoch == s.epoch => match (ask.digest, ask.after) {
+                (Some(digest), after) if after > 0 && after <= s.log.len() as u64 => {
+                    match wire::Digest::of(&s.log[after as usize - 1]) == digest {
+                        true => after,
+                        false => 0,
+                    }
+                }
+                _ => ask.after,
+            },
             _ => 0,
         },
         _ => 0,

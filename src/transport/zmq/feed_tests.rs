@@ -58,7 +58,10 @@ fn zmq_feed_hands_out_records_in_order_with_their_position() {
     assert_eq!(position.log, publisher.url().to_string());
     assert_eq!(
         position.at,
-        serde_json::json!({"epoch": "0000000000000abc"})
+        serde_json::json!({
+            "epoch": "0000000000000abc",
+            "digest": Digest::of(&line(4)).to_string(),
+        })
     );
     assert_eq!(feed.unread(0).unwrap().lines, Some(0));
 }
@@ -307,12 +310,16 @@ fn zmq_feed_does_not_drop_new_records_after_the_log_was_rolled_back() {
 fn zmq_feed_does_not_drop_new_records_after_a_rollback_it_did_not_see() {
     let publisher = FakePublisher::start(0x78);
     publisher.store(&line(1), false);
-    // Saved while the log held records 1 to 5 (before the restore).
+    // Saved while the log held records 1 to 5 (before the restore), with
+    // the digest of record 5 as the feed read it, as a feed saves it.
     let saved = Position {
         kind: KIND.into(),
         log: publisher.url().to_string(),
         seq: 5,
-        at: serde_json::json!({"epoch": "0000000000000078"}),
+        at: serde_json::json!({
+            "epoch": "0000000000000078",
+            "digest": Digest::of(&line(5)).to_string(),
+        }),
     };
     // The log restored to a copy holding record 1 (same epoch), then new
     // bans, numbered 2 to 8, ACKed to senders while the watcher is away.
@@ -341,9 +348,49 @@ fn zmq_feed_does_not_drop_new_records_after_a_rollback_it_did_not_see() {
         .filter(|l| !got.contains(l))
         .map(|l| String::from_utf8_lossy(l).into_owned())
         .collect();
+    let notices = feed.take_notices();
     assert!(
         lost.is_empty(),
-        "ACKed records never handed out: {lost:?}; notices {:?}",
-        feed.take_notices()
+        "ACKed records never handed out: {lost:?}; notices {notices:?}"
     );
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.warning && n.text.contains("is not the one read here")),
+        "the re-read was not told: {notices:?}"
+    );
+    // The position names the last record by its digest from now on.
+    let at = feed.position().unwrap().at;
+    assert_eq!(at["digest"], Digest::of(new.last().unwrap()).to_string());
+}
+
+/// A feed whose saved record is still the publisher's goes on after it,
+/// reading nothing again and saying nothing.
+#[test]
+fn zmq_feed_with_a_matching_digest_resumes_after_its_position() {
+    let publisher = FakePublisher::start(0x79);
+    for i in 1..=3 {
+        publisher.store(&line(i), false);
+    }
+    let saved = Position {
+        kind: KIND.into(),
+        log: publisher.url().to_string(),
+        seq: 2,
+        at: serde_json::json!({
+            "epoch": "0000000000000079",
+            "digest": Digest::of(&line(2)).to_string(),
+        }),
+    };
+    let (mut feed, mut wake) = watched(&publisher);
+    feed.resume(&saved).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    while Instant::now() < deadline && got.is_empty() {
+        got.extend(feed.read(10).unwrap());
+        if got.is_empty() {
+            wake.wait();
+        }
+    }
+    assert_eq!(got, vec![Entry::Record(line(3))]);
+    assert_eq!(feed.take_notices(), vec![]);
 }
