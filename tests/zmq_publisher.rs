@@ -266,6 +266,13 @@ fn original_peers_interoperate_and_bad_messages_are_refused_and_counted() {
     args.extend(["--metrics-file".into(), metrics.display().to_string()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let publisher = Publisher::start(&cluster, dir.path(), &[], &args);
+    // The start-up line marks the plaintext sockets.
+    let plaintext = format!("legacy broadcast {} (plaintext)", endpoint(&cluster, 5680));
+    assert!(
+        publisher.log().contains("CURVE off;") && publisher.log().contains(&plaintext),
+        "{}",
+        publisher.log()
+    );
     let subscriber = Subscriber::start(&cluster, LEGACY_SUBSCRIBER, 5680);
 
     let ban = format!("{TOKEN}|web1|sshd|Ban|203.0.113.9");
@@ -824,7 +831,15 @@ fn with_curve_and_legacy_off_no_ban_goes_out_in_clear() {
         "--curve-clients",
         clients.to_str().unwrap(),
     ];
-    let _publisher = Publisher::start(&cluster, dir.path(), &[], &args);
+    let publisher = Publisher::start(&cluster, dir.path(), &[], &args);
+    assert!(
+        publisher.log().contains("CURVE on;")
+            && publisher
+                .log()
+                .contains("legacy submissions off, legacy broadcast off"),
+        "{}",
+        publisher.log()
+    );
     // No key: anyone who reaches the legacy port.
     let eavesdropper = Subscriber::start(&cluster, LEGACY_SUBSCRIBER, 5680);
     let record = record_line("198.51.100.7");

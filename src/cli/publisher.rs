@@ -40,7 +40,7 @@ pub fn publisher(
         address: p.bind.0,
         submit_port: p.submit_port,
         catch_up_port: p.catch_up_port,
-        legacy_port: p.legacy_port,
+        legacy_port: p.legacy_broadcast().then_some(p.legacy_port),
         feed_port: p.feed_port,
         legacy_submit_port: p.legacy_submit_port,
     };

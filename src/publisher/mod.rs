@@ -74,7 +74,9 @@ pub struct Listen {
     pub address: Option<IpAddr>,
     pub submit_port: u16,
     pub catch_up_port: u16,
-    pub legacy_port: u16,
+    /// The plaintext legacy broadcast; `None`: not bound at all, so that
+    /// nothing goes out in clear (CURVE on and no legacy submissions).
+    pub legacy_port: Option<u16>,
     pub feed_port: u16,
     /// A plaintext REP that takes legacy messages only, beside the
     /// submission socket: how the original's monitors reach a publisher
@@ -145,7 +147,8 @@ pub struct Publisher {
     /// See [`Listen::legacy_submit_port`].
     legacy_submit: Option<zmq::Socket>,
     catch_up: zmq::Socket,
-    legacy: zmq::Socket,
+    /// The legacy broadcast, if bound.
+    legacy: Option<zmq::Socket>,
     feed: zmq::Socket,
     counters: Counters,
     refusals: RateLimitedLog,
@@ -290,14 +293,10 @@ impl Publisher {
             "catch-up",
             true,
         )?;
-        let legacy = bind(
-            zmq::PUB,
-            listen.legacy_port,
-            None,
-            None,
-            "legacy broadcast",
-            false,
-        )?;
+        let legacy = match listen.legacy_port {
+            Some(port) => Some(bind(zmq::PUB, port, None, None, "legacy broadcast", false)?),
+            None => None,
+        };
         let feed = bind(
             zmq::PUB,
             listen.feed_port,
@@ -306,15 +305,22 @@ impl Publisher {
             "banshare broadcast",
             true,
         )?;
+        // Every port, and which are in clear: what a firewall review reads.
+        let plaintext = |port: Option<u16>| match port {
+            Some(port) => format!("{} (plaintext)", listen.endpoint(port)),
+            None => "off".to_owned(),
+        };
         ::log::info!(
-            "publisher: log epoch {} with {} records; submissions {}, catch-up {}, legacy \
-             broadcast {}, banshare broadcast {}",
+            "publisher: log epoch {} with {} records; CURVE {}; submissions {}, catch-up {}, \
+             banshare broadcast {}, legacy submissions {}, legacy broadcast {}",
             log.epoch(),
             log.last(),
+            if secret.is_some() { "on" } else { "off" },
             listen.endpoint(listen.submit_port),
             listen.endpoint(listen.catch_up_port),
-            listen.endpoint(listen.legacy_port),
             listen.endpoint(listen.feed_port),
+            plaintext(listen.legacy_submit_port),
+            plaintext(listen.legacy_port),
         );
         Ok(Publisher {
             _data_dir: data_dir,
@@ -554,7 +560,8 @@ impl Publisher {
         }
         match message::legacy_broadcast(&accepted.record) {
             Ok(text) => {
-                if let Err(e) = self.legacy.send(text.as_bytes(), zmq::DONTWAIT) {
+                let Some(legacy) = &self.legacy else { return };
+                if let Err(e) = legacy.send(text.as_bytes(), zmq::DONTWAIT) {
                     ::log::debug!("record {seq} not broadcast on the legacy feed: {e}");
                 }
             }
