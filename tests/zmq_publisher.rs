@@ -936,4 +936,6 @@ fn a_ban_the_publisher_refused_is_not_reported_as_appended() {
         "a refused ban is reported as appended (exit {:?}): {said}",
         out.status.code()
     );
+    assert!(said.contains("refused 1 of 1 record(s) for good"), "{said}");
+    assert_eq!(out.status.code(), Some(1), "{said}");
 }

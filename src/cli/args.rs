@@ -31,8 +31,9 @@ EXIT STATUS:
         because the log was unreachable (a warning says so): fail2ban's
         action must not fail while the record is safe.
     1   Runtime failure: for example the records could be neither delivered
-        nor spooled, or flush left records in the spool. doctor: at least
-        one problem.
+        nor spooled, a ZeroMQ publisher refused records for good (an error
+        names the reason; they are not kept), or flush left records in the
+        spool. doctor: at least one problem.
     2   Usage error or bad input: a bad argument, a bad address on stdin, a
         bad configuration file. Nothing was written.
     3   status: the watcher is not running, or never ran with this state

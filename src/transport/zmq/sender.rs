@@ -208,6 +208,10 @@ pub(super) fn millis_left(deadline: Instant) -> i32 {
 }
 
 impl Transport for ZmqTransport {
+    fn refused(&self) -> u64 {
+        ZmqTransport::refused(self)
+    }
+
     fn append(&mut self, batch: &[u8]) -> Result<(), TransportError> {
         let lines: Vec<&[u8]> = batch
             .split(|&b| b == b'\n')
