@@ -142,10 +142,13 @@ fn zmq_sender_reaches_a_publisher_on_an_ipv6_address() {
                 .collect();
             rep.send_multipart(replies, 0).unwrap();
         }
+        // Kept open until the sender is done: closed at once with linger
+        // 0, it would drop the reply before libzmq wrote it (1 run in 5).
+        rep
     });
     let url = ZmqUrl::parse(&format!("zmq+tcp://[::1]:{port}")).unwrap();
     let mut transport = ZmqTransport::new(&url, &Default::default(), Duration::from_secs(3));
     let sent = transport.append(LINES);
-    server.join().unwrap();
+    let _rep = server.join().unwrap();
     sent.unwrap();
 }
