@@ -840,6 +840,20 @@ fn with_curve_and_legacy_off_no_ban_goes_out_in_clear() {
         "{}",
         publisher.log()
     );
+    // A second publisher on the same data directory is told what holds it.
+    let second = cluster
+        .command_in(cluster.node_ns(0), BANSHARE)
+        .args(["--config", "/dev/null", "publisher", "--node", "pub2"])
+        .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("in use by another banshare publisher"),
+        "{said}"
+    );
     // No key: anyone who reaches the legacy port.
     let eavesdropper = Subscriber::start(&cluster, LEGACY_SUBSCRIBER, 5680);
     let record = record_line("198.51.100.7");
@@ -858,6 +872,32 @@ fn with_curve_and_legacy_off_no_ban_goes_out_in_clear() {
         "a subscriber without a key read bans in clear from a CURVE publisher with legacy off: \
          {heard:?}"
     );
+    // A client with an unlisted key gets nothing (its REQ times out), and
+    // the publisher logs and counts the refusals.
+    keygen("stranger");
+    let out = cluster
+        .command_in(cluster.attacker_ns(), PYTHON)
+        .args(["-c", CURVE_SUBMITTER, &endpoint(&cluster, 5678), &record])
+        .arg(dir.path().join("stranger"))
+        .arg(dir.path().join("publisher.pub"))
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("OK "),
+        "{out:?}"
+    );
+    let log = publisher.stop();
+    assert!(
+        log.contains("ZeroMQ connection(s) whose CURVE key is not allowed, the last from"),
+        "{log}"
+    );
+    let refused: u64 = log
+        .rsplit("CURVE connections refused ")
+        .next()
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(refused >= 1, "not counted in the stop summary: {log}");
 }
 
 /// Review 12b: a record the publisher refuses for good (here `unsigned`,

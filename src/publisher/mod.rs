@@ -142,7 +142,7 @@ pub struct Publisher {
     _context: zmq::Context,
     /// Asked by libzmq about every client of a CURVE socket; held for
     /// the publisher's life.
-    _zap: Option<curve::ZapAllowList>,
+    zap: Option<curve::ZapAllowList>,
     submit: zmq::Socket,
     /// See [`Listen::legacy_submit_port`].
     legacy_submit: Option<zmq::Socket>,
@@ -194,6 +194,12 @@ fn metrics_registry(shown: &Shown) -> Result<prometheus::Registry, MetricsError>
         "banshare_publisher_catch_ups_total",
         "Catch-up requests answered",
         c.catch_ups,
+    )?;
+    counter(
+        &r,
+        "banshare_publisher_curve_refused_total",
+        "Connections refused by the CURVE allow-list (ZAP)",
+        c.curve_refused,
     )?;
     counter(
         &r,
@@ -327,7 +333,7 @@ impl Publisher {
             log,
             rules,
             _context: context,
-            _zap: zap,
+            zap,
             submit,
             legacy_submit,
             catch_up,
@@ -392,6 +398,7 @@ impl Publisher {
             if catch_up {
                 self.serve_catch_up();
             }
+            self.note_curve_refusals();
             self.refusals.roll();
         }
         ::log::info!("publisher stopping: {}", self.counters);
@@ -570,6 +577,24 @@ impl Publisher {
                 ::log::debug!("record {seq} left off the legacy feed: {why}");
             }
         }
+    }
+
+    /// Counts the connections the ZAP handler refused since the last look,
+    /// and logs them with the rate-limited refusals: a client with random
+    /// keys makes thousands a second.
+    fn note_curve_refusals(&mut self) {
+        let Some(zap) = &self.zap else { return };
+        let refused = zap.refused();
+        if refused == self.counters.curve_refused {
+            return;
+        }
+        let new = refused - self.counters.curve_refused;
+        let from = zap.last_refused_from();
+        self.counters.curve_refused = refused;
+        self.refusals.warn(format_args!(
+            "refused {new} ZeroMQ connection(s) whose CURVE key is not allowed, the last from {}",
+            from.as_deref().unwrap_or("an unknown address")
+        ));
     }
 
     /// Answers one catch-up request: the header, then the records after
