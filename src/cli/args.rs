@@ -802,7 +802,8 @@ pub struct PublisherArgs {
     #[arg(long, value_name = "PORT", value_parser = parse_port)]
     pub catch_up_port: Option<u16>,
 
-    /// The legacy broadcast (PUB) [config: publisher.legacy_port]
+    /// The legacy broadcast (PUB), plaintext; bound only with --legacy open
+    /// or token, or without CURVE [config: publisher.legacy_port]
     /// [default: 5680].
     #[arg(long, value_name = "PORT", value_parser = parse_port)]
     pub legacy_port: Option<u16>,
