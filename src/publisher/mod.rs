@@ -460,7 +460,8 @@ impl Publisher {
             .send_multipart(replies.iter().map(String::as_bytes), 0)
         {
             // The records are stored: the sender will learn of them from the
-            // feed, or send them again (watchers drop repeats).
+            // feed, or send them again (watchers drop a record's copy; a
+            // legacy message sent again is a new record, docs/zmq.md).
             ::log::warn!("cannot answer a submission: {e}");
         }
         for (seq, accepted) in stored {
