@@ -33,6 +33,9 @@ pub struct State {
     pub catch_ups: u64,
     /// Frames to answer catch-up requests with, instead of the log.
     pub catch_up_garbage: Option<Vec<Vec<u8>>>,
+    /// Answers a catch-up request with a digest `NAK malformed`, as a
+    /// publisher from before the digest does.
+    pub no_digest: bool,
 }
 
 pub struct FakePublisher {
@@ -85,6 +88,7 @@ impl FakePublisher {
             outbox: Vec::new(),
             catch_ups: 0,
             catch_up_garbage: None,
+            no_digest: false,
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let (s, st) = (state.clone(), stop.clone());
@@ -243,6 +247,12 @@ fn reply_catch_up(state: &Mutex<State>, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
     s.catch_ups += 1;
     if let Some(garbage) = &s.catch_up_garbage {
         return garbage.clone();
+    }
+    let with_digest = |ask: &[u8]| CatchUp::decode(ask).is_ok_and(|a| a.digest.is_some());
+    if let ([ask], true) = (frames, s.no_digest)
+        && with_digest(ask)
+    {
+        return vec![b"NAK malformed".to_vec()];
     }
     let after = match frames {
         [ask] => match CatchUp::decode(ask) {

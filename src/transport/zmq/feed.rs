@@ -107,6 +107,9 @@ pub struct ZmqFeed {
     /// publisher can tell whether its record `seq` is still that one;
     /// `None` when not known.
     digest: Option<Digest>,
+    /// The publisher refused a request with a digest (it predates them):
+    /// asked without from then on.
+    no_digest: bool,
     /// The publisher's last record, as last heard.
     last: Option<u64>,
     /// Records received after `seq + 1`, waiting for the ones before.
@@ -139,6 +142,7 @@ impl ZmqFeed {
             epoch: None,
             seq: 0,
             digest: None,
+            no_digest: false,
             last: None,
             held: BTreeMap::new(),
             behind: true,
@@ -262,12 +266,25 @@ impl ZmqFeed {
     /// One catch-up request: the records after `seq`, held. Returns whether
     /// it brought anything new.
     fn catch_up_once(&mut self) -> Result<bool, FeedError> {
-        let ask = CatchUp {
+        let mut ask = CatchUp {
             epoch: self.epoch.unwrap_or(Epoch(0)),
             after: self.seq,
-            digest: self.digest.filter(|_| self.seq > 0),
+            digest: self.digest.filter(|_| self.seq > 0 && !self.no_digest),
         };
-        let frames = self.request(&ask.encode())?;
+        let mut frames = self.request(&ask.encode())?;
+        if ask.digest.is_some() && frames == [b"NAK malformed".to_vec()] {
+            // A publisher of an older banshare: asked as it understands.
+            self.no_digest = true;
+            self.notices.push(Notice {
+                warning: true,
+                text: "the publisher does not take a record digest in catch-up requests (an \
+                       older banshare): a restore of its log is seen only while the log is \
+                       shorter than this position; upgrade it"
+                    .into(),
+            });
+            ask.digest = None;
+            frames = self.request(&ask.encode())?;
+        }
         let Some((first, records)) = frames.split_first() else {
             return Err(self.bad_reply("an empty reply"));
         };

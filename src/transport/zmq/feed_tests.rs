@@ -394,3 +394,32 @@ fn zmq_feed_with_a_matching_digest_resumes_after_its_position() {
     assert_eq!(got, vec![Entry::Record(line(3))]);
     assert_eq!(feed.take_notices(), vec![]);
 }
+
+/// A publisher from before the digest refuses a request that carries one
+/// (`NAK malformed`): the feed asks again without it, says so once, and
+/// reads on.
+#[test]
+fn zmq_feed_asks_an_older_publisher_without_the_digest() {
+    let publisher = FakePublisher::start(0x7a);
+    publisher.state().no_digest = true;
+    for i in 1..=3 {
+        publisher.store(&line(i), false);
+    }
+    let saved = Position {
+        kind: KIND.into(),
+        log: publisher.url().to_string(),
+        seq: 2,
+        at: serde_json::json!({
+            "epoch": "000000000000007a",
+            "digest": Digest::of(&line(2)).to_string(),
+        }),
+    };
+    let (mut feed, mut wake) = watched(&publisher);
+    feed.resume(&saved).unwrap();
+    assert_eq!(read_n(&mut feed, &mut wake, 1), [line(3)]);
+    let notices = feed.take_notices();
+    assert!(
+        notices.len() == 1 && notices[0].text.contains("older banshare"),
+        "{notices:?}"
+    );
+}
