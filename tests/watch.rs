@@ -421,6 +421,22 @@ fn records_from_a_clock_ahead_apply_with_a_warning_and_far_ahead_are_refused_lou
     assert_eq!(status["adjusted"]["ClockAhead"], 2, "{status}");
 }
 
+/// Review 12b MEDIUM 4: a writer whose clock is behind by more than the
+/// bantime (a ZeroMQ publisher dating legacy bans) has every ban skipped as
+/// already over; the watcher says so instead of counting it silently.
+#[test]
+fn a_recent_ban_already_over_when_read_is_told() {
+    let mut w = Watcher::start(&[]);
+    // bantime 600 s, dated 15 minutes back: over, but recent.
+    skewed_ban(&w, "-15 minutes", "198.51.100.21");
+    w.share("ban", "198.51.100.22", "other", &[]);
+    w.expect("ban 198.51.100.22 ");
+    w.expect_logged(&["198.51.100.21", "already over when read", "clock behind"]);
+    let all = w.stop();
+    assert!(!all.iter().any(|l| l.contains("198.51.100.21")), "{all:?}");
+    assert_eq!(w.status()["skipped"]["Expired"], 1);
+}
+
 #[test]
 fn the_watcher_delivers_the_journal_of_a_killed_ban_once_and_leaves_a_live_one() {
     let mut w = Watcher::start_with("[watch]\nflush_interval = \"50ms\"\n", &[]);

@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use banshare::transport::zmq::wire::Digest;
 use support::cluster::Cluster;
 use support::prometheus::{parse_metrics, value};
 use support::pyzmq::{LEGACY_SUBSCRIBER, PYTHON};
@@ -265,6 +266,13 @@ fn original_peers_interoperate_and_bad_messages_are_refused_and_counted() {
     args.extend(["--metrics-file".into(), metrics.display().to_string()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let publisher = Publisher::start(&cluster, dir.path(), &[], &args);
+    // The start-up line marks the plaintext sockets.
+    let plaintext = format!("legacy broadcast {} (plaintext)", endpoint(&cluster, 5680));
+    assert!(
+        publisher.log().contains("CURVE off;") && publisher.log().contains(&plaintext),
+        "{}",
+        publisher.log()
+    );
     let subscriber = Subscriber::start(&cluster, LEGACY_SUBSCRIBER, 5680);
 
     let ban = format!("{TOKEN}|web1|sshd|Ban|203.0.113.9");
@@ -462,6 +470,18 @@ fn acked_records_survive_sigkill_with_their_epoch_and_numbers() {
             format!("4 {}", record_line("198.51.100.4"))
         ]
     );
+    // With the digest of the asker's record 3: the same when it is the
+    // log's record 3; from the first record when it is not (a log restored
+    // from an older copy numbered another record 3).
+    let digest = |line: &str| Digest::of(line.as_bytes()).to_string();
+    let ask = |digest: String| {
+        let ask = format!("banshare/1 since {epoch} 3 {digest}");
+        request(&cluster, 5679, &[vec![ask.into_bytes()]]).remove(0)
+    };
+    assert_eq!(ask(digest(&record_line("198.51.100.2")))[1..], records[3..]);
+    let other = ask(digest(&record_line("198.51.100.77")));
+    assert_eq!(other.len(), 5, "{other:?}");
+    assert!(other[1].starts_with("1 <13>"), "{other:?}");
 
     // Compaction, at the next start: records 5, 6 and 8 ended long ago,
     // 7 is in force. 5 and 6 are dropped, 8 stays as the log's end; every
@@ -512,6 +532,17 @@ fn acked_records_survive_sigkill_with_their_epoch_and_numbers() {
             format!("7 {}", record_line("198.51.100.7")),
             format!("8 {}", over("198.51.100.8")),
         ]
+    );
+    // The same with the digest of its record 5, which the publisher has no
+    // more to compare: not a restored log, so still what follows 5.
+    let ask = format!(
+        "banshare/1 since {epoch} 5 {}",
+        Digest::of(over("198.51.100.5").as_bytes())
+    );
+    let with_digest = request(&cluster, 5679, &[vec![ask.into_bytes()]]);
+    assert_eq!(
+        with_digest, reply,
+        "a compacted-away record is not a restore"
     );
     let replies = send_each(&cluster, &[record_line("198.51.100.9").as_bytes()]);
     assert_eq!(replies, [format!("OK {epoch} 9")]);
@@ -812,4 +843,205 @@ fn a_record_signed_by_a_key_the_publisher_does_not_know_is_stored_for_the_watche
         log.contains("left off the legacy feed {unknown_key=1}"),
         "{log}"
     );
+}
+
+/// A CURVE client submitting argv[2] (a record line) with the secret key in
+/// the file argv[3] to a publisher whose public key is in argv[4], every
+/// 200 ms for 5 s, printing each reply.
+const CURVE_SUBMITTER: &str = r#"
+import sys, time, zmq
+ctx = zmq.Context()
+secret = open(sys.argv[3]).read().strip().encode()
+server = open(sys.argv[4]).read().strip().encode()
+end = time.time() + 5
+while time.time() < end:
+    s = ctx.socket(zmq.REQ)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVTIMEO, 2000)
+    s.curve_secretkey = secret
+    s.curve_publickey = zmq.curve_public(secret)
+    s.curve_serverkey = server
+    s.connect(sys.argv[1])
+    s.send(sys.argv[2].encode())
+    print(s.recv_multipart(), flush=True)
+    s.close()
+    time.sleep(0.2)
+"#;
+
+/// Review 12b: a publisher with CURVE on and legacy submissions off (a
+/// site that finished migrating, or never ran the original) still binds
+/// the plaintext legacy broadcast and sends every ban on it: any host that
+/// reaches the port, with no key, reads every address and node name that
+/// CURVE was set up to hide.
+#[test]
+fn with_curve_and_legacy_off_no_ban_goes_out_in_clear() {
+    let cluster = Cluster::new("zpub-leak", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let keygen = |name: &str| {
+        let out = Command::new(BANSHARE)
+            .args(["--config", "/dev/null", "curve-keygen", "--out"])
+            .arg(dir.path().join(name))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    keygen("publisher");
+    let node = keygen("node");
+    let clients = dir.path().join("clients");
+    std::fs::write(&clients, format!("{node} node\n")).unwrap();
+    let key = dir.path().join("publisher");
+    let args = [
+        "--curve-key",
+        key.to_str().unwrap(),
+        "--curve-clients",
+        clients.to_str().unwrap(),
+    ];
+    let publisher = Publisher::start(&cluster, dir.path(), &[], &args);
+    assert!(
+        publisher.log().contains("CURVE on;")
+            && publisher
+                .log()
+                .contains("legacy submissions off, legacy broadcast off"),
+        "{}",
+        publisher.log()
+    );
+    // A second publisher on the same data directory is told what holds it.
+    let second = cluster
+        .command_in(cluster.node_ns(0), BANSHARE)
+        .args(["--config", "/dev/null", "publisher", "--node", "pub2"])
+        .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("in use by another banshare publisher"),
+        "{said}"
+    );
+    // No key: anyone who reaches the legacy port.
+    let eavesdropper = Subscriber::start(&cluster, LEGACY_SUBSCRIBER, 5680);
+    let record = record_line("198.51.100.7");
+    let out = cluster
+        .command_in(cluster.attacker_ns(), PYTHON)
+        .args(["-c", CURVE_SUBMITTER, &endpoint(&cluster, 5678), &record])
+        .arg(dir.path().join("node"))
+        .arg(dir.path().join("publisher.pub"))
+        .output()
+        .unwrap();
+    let replies = String::from_utf8_lossy(&out.stdout);
+    assert!(replies.contains("OK "), "not stored: {replies} {out:?}");
+    let heard = eavesdropper.lines.lock().unwrap().clone();
+    assert!(
+        heard.is_empty(),
+        "a subscriber without a key read bans in clear from a CURVE publisher with legacy off: \
+         {heard:?}"
+    );
+    // A client with an unlisted key gets nothing (its REQ times out), and
+    // the publisher logs and counts the refusals.
+    keygen("stranger");
+    let out = cluster
+        .command_in(cluster.attacker_ns(), PYTHON)
+        .args(["-c", CURVE_SUBMITTER, &endpoint(&cluster, 5678), &record])
+        .arg(dir.path().join("stranger"))
+        .arg(dir.path().join("publisher.pub"))
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("OK "),
+        "{out:?}"
+    );
+    let log = publisher.stop();
+    assert!(
+        log.contains("ZeroMQ connection(s) whose CURVE key is not allowed, the last from"),
+        "{log}"
+    );
+    let refused: u64 = log
+        .rsplit("CURVE connections refused ")
+        .next()
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(refused >= 1, "not counted in the stop summary: {log}");
+}
+
+/// Review 12b: a record the publisher refuses for good (here `unsigned`,
+/// where it requires signatures) is dropped by the sender, which is the
+/// documented design; but `banshare ban` then still says it "appended 1
+/// ban record(s)" (and exits 0), so fail2ban's log and the operator are
+/// told the ban was shared when it was lost.
+#[test]
+fn a_ban_the_publisher_refused_is_not_reported_as_appended() {
+    let cluster = Cluster::new("zpub-nak", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BANSHARE)
+        .args(["--config", "/dev/null", "keygen", "--out"])
+        .arg(dir.path().join("k"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let public = std::fs::read_to_string(dir.path().join("k.pub")).unwrap();
+    let keys = dir.path().join("keys");
+    let public = public.split_once(' ').unwrap().1.trim();
+    std::fs::write(&keys, format!("web9 {public}\n")).unwrap();
+    let config = dir.path().join("publisher.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[trust]\nkeys = \"{}\"\nrequire_signed = true\n",
+            keys.display()
+        ),
+    )
+    .unwrap();
+    let stderr = dir.path().join("publisher.err");
+    let child = cluster
+        .command_in(cluster.node_ns(0), BANSHARE)
+        .arg("--config")
+        .arg(&config)
+        .args(["publisher", "--node", "pub1"])
+        .args(["--bind", &cluster.node_ip(0).to_string()])
+        .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let publisher = Publisher {
+        pid: child.id(),
+        child,
+        stderr,
+    };
+    assert!(
+        wait_until(WAIT, || publisher.log().contains("publisher: log epoch")),
+        "the publisher did not start: {}",
+        publisher.log()
+    );
+    let url = format!("zmq+tcp://{}", cluster.node_ip(0));
+    let out = cluster
+        .command_in(cluster.attacker_ns(), BANSHARE)
+        .args([
+            "--config",
+            "/dev/null",
+            "ban",
+            "198.51.100.66",
+            "--node",
+            "web8",
+        ])
+        .args(["--log", &url])
+        .arg("--spool-dir")
+        .arg(dir.path().join("spool"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("refused a record for good (unsigned)"),
+        "the publisher did not refuse it: {said}"
+    );
+    assert!(
+        !said.contains("appended 1 ban record(s)"),
+        "a refused ban is reported as appended (exit {:?}): {said}",
+        out.status.code()
+    );
+    assert!(said.contains("refused 1 of 1 record(s) for good"), "{said}");
+    assert_eq!(out.status.code(), Some(1), "{said}");
 }

@@ -31,8 +31,9 @@ EXIT STATUS:
         because the log was unreachable (a warning says so): fail2ban's
         action must not fail while the record is safe.
     1   Runtime failure: for example the records could be neither delivered
-        nor spooled, or flush left records in the spool. doctor: at least
-        one problem.
+        nor spooled, a ZeroMQ publisher refused records for good (an error
+        names the reason; they are not kept), or flush left records in the
+        spool. doctor: at least one problem.
     2   Usage error or bad input: a bad argument, a bad address on stdin, a
         bad configuration file. Nothing was written.
     3   status: the watcher is not running, or never ran with this state
@@ -879,7 +880,8 @@ pub struct PublisherArgs {
     #[arg(long, value_name = "PORT", value_parser = parse_port)]
     pub catch_up_port: Option<u16>,
 
-    /// The legacy broadcast (PUB) [config: publisher.legacy_port]
+    /// The legacy broadcast (PUB), plaintext; bound only with --legacy open
+    /// or token, or without CURVE [config: publisher.legacy_port]
     /// [default: 5680].
     #[arg(long, value_name = "PORT", value_parser = parse_port)]
     pub legacy_port: Option<u16>,

@@ -166,7 +166,15 @@ fn deliver(request: Request, settings: &Settings, location: &LogLocation) -> Res
             format!("{count} {op} record(s) could be neither delivered nor spooled")
         })?;
     match outcome {
-        Outcome::Delivered { total } if total > count => info!(
+        // Refused for good: not shared, not kept. Exit 1, so that fail2ban
+        // logs a failed action instead of a ban shared.
+        Outcome::Delivered { total, refused } if refused > 0 => {
+            return Err(Failure::Runtime(anyhow!(
+                "{location} refused {refused} of {total} record(s) for good (the reason is \
+                 above): they are neither shared nor kept"
+            )));
+        }
+        Outcome::Delivered { total, .. } if total > count => info!(
             "appended {count} {op} record(s) to {location}, after {} older spooled record(s)",
             total - count
         ),

@@ -8,12 +8,13 @@ use anyhow::Context;
 use banshare::config::Settings;
 use banshare::publisher::submit::Rules;
 use banshare::publisher::{CurveServer, Listen, Publisher};
+use banshare::state::{StateDir, StateError};
 use banshare::transport::zmq::curve;
 use banshare::watch::policy::retention::RetentionRules;
 
 use super::args::{CurveKeygenArgs, PublisherArgs};
 use super::failure::{Failure, Result};
-use super::setup::{acquire_state, check_metrics_file, config_path, writer};
+use super::setup::{check_metrics_file, config_path, state_failure, writer};
 
 pub fn publisher(
     args: PublisherArgs,
@@ -41,13 +42,13 @@ pub fn publisher(
         address: p.bind.0,
         submit_port: p.submit_port,
         catch_up_port: p.catch_up_port,
-        legacy_port: p.legacy_port,
+        legacy_port: p.legacy_broadcast().then_some(p.legacy_port),
         feed_port: p.feed_port,
         legacy_submit_port: p.legacy_submit_port,
     };
     let curve = curve_server(&settings, &origin)?;
     check_metrics_file(p.metrics_file.as_deref(), "publisher.metrics_file")?;
-    let data_dir = acquire_state(&p.data_dir)?;
+    let data_dir = acquire_data_dir(&p.data_dir)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&stop))
@@ -63,6 +64,20 @@ pub fn publisher(
     }
     publisher.run(&stop);
     Ok(())
+}
+
+/// The publisher's data directory, locked for this process; refused, naming
+/// the publisher, when another one holds it.
+fn acquire_data_dir(dir: &Path) -> Result<StateDir> {
+    StateDir::acquire(dir).map_err(|e| match e {
+        StateError::Busy { holder, .. } => Failure::Usage(format!(
+            "data directory {} is in use by another banshare publisher{holder}; give each \
+             publisher a data directory of its own",
+            dir.display()
+        )),
+        // The watchers' errors and exit codes for the rest.
+        e => state_failure(dir, e),
+    })
 }
 
 /// The CURVE key and allowed clients, read before anything is written.

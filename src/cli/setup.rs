@@ -151,12 +151,17 @@ pub fn owner(settings: &Settings) -> Owner {
 /// The state directory of a watcher or monitor, locked for this process.
 /// Another daemon using it, or files of a newer banshare, exit 2.
 pub fn acquire_state(dir: &Path) -> Result<StateDir> {
-    StateDir::acquire(dir).map_err(|e| match e {
+    StateDir::acquire(dir).map_err(|e| state_failure(dir, e))
+}
+
+/// How a state directory that cannot be used ends the command.
+pub fn state_failure(dir: &Path, e: StateError) -> Failure {
+    match e {
         StateError::Busy { .. } | StateError::FutureVersion { .. } => Failure::Usage(e.to_string()),
         StateError::Io { .. } => Failure::Runtime(
             anyhow!(e).context(format!("cannot open the state directory {}", dir.display())),
         ),
-    })
+    }
 }
 
 /// Turns SIGTERM and SIGINT into Stop, SIGHUP into Reload, and SIGUSR1

@@ -205,6 +205,14 @@ impl PublisherSettings {
         }
     }
 
+    /// Whether the plaintext legacy broadcast is bound: with legacy
+    /// submissions, for the original's subscribers; and without CURVE,
+    /// where banshare's own broadcast is in clear anyway. Not with CURVE on
+    /// and legacy off: nothing then goes out in clear.
+    pub fn legacy_broadcast(&self) -> bool {
+        self.legacy != LegacyMode::Off || self.curve_key_file.is_none()
+    }
+
     /// Rules that tie the values together; also checked after flags.
     pub fn check_consistency(&self) -> Result<(), (&'static str, String)> {
         let mut ports = vec![

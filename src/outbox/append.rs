@@ -125,9 +125,10 @@ pub fn build_legacy_record(
 /// Where the records went.
 #[derive(Debug)]
 pub enum Outcome {
-    /// Appended to the log: `total` records, counting older spooled ones
-    /// that went out ahead of them.
-    Delivered { total: usize },
+    /// Sent to the log: `total` records, counting older spooled ones
+    /// that went out ahead of them, of which it refused `refused` for good
+    /// (a publisher's `NAK`: not appended, not kept).
+    Delivered { total: usize, refused: u64 },
     /// Kept in the spool, for the reason given.
     Spooled { reason: String },
     /// Kept in this run's journal, fsynced: delivery did not finish in
@@ -266,7 +267,7 @@ fn keep_journal(journal: &Journal, reason: String) -> Result<Outcome, SpoolError
 /// The child's report: `D <total>`, `S <reason>` or `E <error>`.
 fn report_line(result: Result<Outcome, SpoolError>) -> String {
     match result {
-        Ok(Outcome::Delivered { total }) => format!("D {total}"),
+        Ok(Outcome::Delivered { total, refused }) => format!("D {total} {refused}"),
         Ok(Outcome::Spooled { reason }) => format!("S {reason}"),
         Ok(Outcome::Journaled { reason, .. }) => format!("E {reason}"),
         Err(e) => format!("E {e}"),
@@ -278,10 +279,12 @@ fn report_line(result: Result<Outcome, SpoolError>) -> String {
 fn parse_report(line: &str) -> Result<Outcome, String> {
     let (kind, rest) = line.split_once(' ').unwrap_or((line, ""));
     match kind {
-        "D" => rest
-            .parse()
-            .map(|total| Outcome::Delivered { total })
-            .map_err(|_| format!("garbled report from the delivery process: {line:?}")),
+        "D" => match rest.split_once(' ').map(|(t, r)| (t.parse(), r.parse())) {
+            Some((Ok(total), Ok(refused))) => Ok(Outcome::Delivered { total, refused }),
+            _ => Err(format!(
+                "garbled report from the delivery process: {line:?}"
+            )),
+        },
         "S" => Ok(Outcome::Spooled {
             reason: rest.to_owned(),
         }),
@@ -313,11 +316,17 @@ fn append_or_keep(
     keep: impl FnOnce(bool) -> Result<PathBuf, SpoolError>,
 ) -> Result<Outcome, SpoolError> {
     let batch = to_batch(records);
-    match publisher.run_with_deadline(deadline, move |transport| transport.append(&batch)) {
-        Some(Ok(())) => Ok(Outcome::Delivered {
+    let appended = publisher.run_with_deadline(deadline, move |transport| {
+        let before = transport.refused();
+        let result = transport.append(&batch);
+        (result, transport.refused() - before)
+    });
+    match appended {
+        Some((Ok(()), refused)) => Ok(Outcome::Delivered {
             total: records.len(),
+            refused,
         }),
-        Some(Err(e)) => {
+        Some((Err(e), _)) => {
             let reason = e.to_string();
             keep(!e.wrote_nothing()).map_err(|source| not_kept(&reason, source))?;
             Ok(Outcome::Spooled { reason })
@@ -346,14 +355,23 @@ fn flush_with_deadline(
 ) -> Result<Outcome, SpoolError> {
     let worker_spool = spool.clone();
     let flushed = publisher.run_with_deadline(deadline, move |transport| {
-        worker_spool.flush(transport, deadline)
+        let before = transport.refused();
+        let result = worker_spool.flush(transport, deadline);
+        (result, transport.refused() - before)
     });
+    let (flushed, refused) = match flushed {
+        Some((result, refused)) => (Some(result), refused),
+        None => (None, 0),
+    };
     match flushed {
         Some(Ok(FlushReport {
             batches_left: 0,
             delivered,
             ..
-        })) => Ok(Outcome::Delivered { total: delivered }),
+        })) => Ok(Outcome::Delivered {
+            total: delivered,
+            refused,
+        }),
         // `batches_left` counts this batch too: it went in last.
         Some(Ok(report)) => Ok(Outcome::Spooled {
             reason: format!(
@@ -413,7 +431,13 @@ mod tests {
         let outcome =
             deliver_journaled(records(), &mut log, &spool, Duration::from_secs(10)).unwrap();
         assert!(
-            matches!(outcome, Outcome::Delivered { total: 1 }),
+            matches!(
+                outcome,
+                Outcome::Delivered {
+                    total: 1,
+                    refused: 0
+                }
+            ),
             "{outcome:?}"
         );
         assert!(files(&spool).is_empty(), "{:?}", files(&spool));
@@ -485,7 +509,10 @@ mod tests {
     #[test]
     fn reports_read_back() {
         for outcome in [
-            Outcome::Delivered { total: 3 },
+            Outcome::Delivered {
+                total: 3,
+                refused: 1,
+            },
             Outcome::Spooled {
                 reason: "why not".into(),
             },

@@ -28,6 +28,8 @@ pub struct Counters {
     pub catch_ups: u64,
     /// Catch-up requests refused as malformed.
     pub catch_ups_refused: u64,
+    /// Connections refused by CURVE's allow-list (ZAP).
+    pub curve_refused: u64,
 }
 
 impl fmt::Display for Counters {
@@ -35,14 +37,15 @@ impl fmt::Display for Counters {
         write!(
             f,
             "stored {} legacy and {} records; refused {}; left off the legacy feed {}; \
-             catch-ups {} ({} refused); stored unverified {}",
+             catch-ups {} ({} refused); stored unverified {}; CURVE connections refused {}",
             self.legacy_stored,
             self.records_stored,
             by_kind(&self.refused),
             by_kind(&self.not_legacy),
             self.catch_ups,
             self.catch_ups_refused,
-            by_kind(&self.unverified)
+            by_kind(&self.unverified),
+            self.curve_refused
         )
     }
 }

@@ -99,7 +99,9 @@ pub struct Listen {
     pub address: Option<IpAddr>,
     pub submit_port: u16,
     pub catch_up_port: u16,
-    pub legacy_port: u16,
+    /// The plaintext legacy broadcast; `None`: not bound at all, so that
+    /// nothing goes out in clear (CURVE on and no legacy submissions).
+    pub legacy_port: Option<u16>,
     pub feed_port: u16,
     /// A plaintext REP that takes legacy messages only, beside the
     /// submission socket: how the original's monitors reach a publisher
@@ -167,12 +169,13 @@ pub struct Publisher {
     _context: zmq::Context,
     /// Asked by libzmq about every client of a CURVE socket; held for
     /// the publisher's life.
-    _zap: Option<curve::ZapAllowList>,
+    zap: Option<curve::ZapAllowList>,
     submit: zmq::Socket,
     /// See [`Listen::legacy_submit_port`].
     legacy_submit: Option<zmq::Socket>,
     catch_up: zmq::Socket,
-    legacy: zmq::Socket,
+    /// The legacy broadcast, if bound.
+    legacy: Option<zmq::Socket>,
     feed: zmq::Socket,
     counters: Counters,
     refusals: RateLimitedLog,
@@ -218,6 +221,12 @@ fn metrics_registry(shown: &Shown) -> Result<prometheus::Registry, MetricsError>
         "banshare_publisher_catch_ups_total",
         "Catch-up requests answered",
         c.catch_ups,
+    )?;
+    counter(
+        &r,
+        "banshare_publisher_curve_refused_total",
+        "Connections refused by the CURVE allow-list (ZAP)",
+        c.curve_refused,
     )?;
     counter(
         &r,
@@ -319,14 +328,10 @@ impl Publisher {
             "catch-up",
             true,
         )?;
-        let legacy = bind(
-            zmq::PUB,
-            listen.legacy_port,
-            None,
-            None,
-            "legacy broadcast",
-            false,
-        )?;
+        let legacy = match listen.legacy_port {
+            Some(port) => Some(bind(zmq::PUB, port, None, None, "legacy broadcast", false)?),
+            None => None,
+        };
         let feed = bind(
             zmq::PUB,
             listen.feed_port,
@@ -335,15 +340,22 @@ impl Publisher {
             "banshare broadcast",
             true,
         )?;
+        // Every port, and which are in clear: what a firewall review reads.
+        let plaintext = |port: Option<u16>| match port {
+            Some(port) => format!("{} (plaintext)", listen.endpoint(port)),
+            None => "off".to_owned(),
+        };
         ::log::info!(
-            "publisher: log epoch {} with {} records; submissions {}, catch-up {}, legacy \
-             broadcast {}, banshare broadcast {}",
+            "publisher: log epoch {} with {} records; CURVE {}; submissions {}, catch-up {}, \
+             banshare broadcast {}, legacy submissions {}, legacy broadcast {}",
             log.epoch(),
             log.last(),
+            if secret.is_some() { "on" } else { "off" },
             listen.endpoint(listen.submit_port),
             listen.endpoint(listen.catch_up_port),
-            listen.endpoint(listen.legacy_port),
             listen.endpoint(listen.feed_port),
+            plaintext(listen.legacy_submit_port),
+            plaintext(listen.legacy_port),
         );
         Ok(Publisher {
             _data_dir: data_dir,
@@ -351,7 +363,7 @@ impl Publisher {
             rules,
             retention,
             _context: context,
-            _zap: zap,
+            zap,
             submit,
             legacy_submit,
             catch_up,
@@ -421,6 +433,7 @@ impl Publisher {
             if catch_up {
                 self.serve_catch_up();
             }
+            self.note_curve_refusals();
             self.refusals.roll();
         }
         ::log::info!("publisher stopping: {}", self.counters);
@@ -482,7 +495,8 @@ impl Publisher {
             .send_multipart(replies.iter().map(String::as_bytes), 0)
         {
             // The records are stored: the sender will learn of them from the
-            // feed, or send them again (watchers drop repeats).
+            // feed, or send them again (watchers drop a record's copy; a
+            // legacy message sent again is a new record, docs/zmq.md).
             ::log::warn!("cannot answer a submission: {e}");
         }
         for (seq, accepted) in stored {
@@ -589,7 +603,8 @@ impl Publisher {
         }
         match message::legacy_broadcast(&accepted.record) {
             Ok(text) => {
-                if let Err(e) = self.legacy.send(text.as_bytes(), zmq::DONTWAIT) {
+                let Some(legacy) = &self.legacy else { return };
+                if let Err(e) = legacy.send(text.as_bytes(), zmq::DONTWAIT) {
                     ::log::debug!("record {seq} not broadcast on the legacy feed: {e}");
                 }
             }
@@ -598,6 +613,24 @@ impl Publisher {
                 ::log::debug!("record {seq} left off the legacy feed: {why}");
             }
         }
+    }
+
+    /// Counts the connections the ZAP handler refused since the last look,
+    /// and logs them with the rate-limited refusals: a client with random
+    /// keys makes thousands a second.
+    fn note_curve_refusals(&mut self) {
+        let Some(zap) = &self.zap else { return };
+        let refused = zap.refused();
+        if refused == self.counters.curve_refused {
+            return;
+        }
+        let new = refused - self.counters.curve_refused;
+        let from = zap.last_refused_from();
+        self.counters.curve_refused = refused;
+        self.refusals.warn(format_args!(
+            "refused {new} ZeroMQ connection(s) whose CURVE key is not allowed, the last from {}",
+            from.as_deref().unwrap_or("an unknown address")
+        ));
     }
 
     /// Answers one catch-up request: the header, then the records after
@@ -639,7 +672,7 @@ impl Publisher {
     }
 
     fn catch_up_frames(&self, ask: CatchUp) -> Vec<Vec<u8>> {
-        let after = if ask.epoch == self.log.epoch() {
+        let after = if ask.epoch == self.log.epoch() && !self.numbered_another(&ask) {
             ask.after
         } else {
             0
@@ -659,5 +692,35 @@ impl Publisher {
             Err(e) => ::log::error!("cannot read the log for a catch-up: {e}"),
         }
         frames
+    }
+
+    /// Whether the subscriber's last record, named by its digest, is not
+    /// this log's record of that number: the log was restored from an
+    /// older copy and numbered new records again. The subscriber is then
+    /// answered from the first record, and reads the log again.
+    fn numbered_another(&self, ask: &CatchUp) -> bool {
+        let Some(digest) = ask.digest else {
+            return false;
+        };
+        if ask.after == 0 || ask.after > self.log.last() {
+            // Nothing to compare: a log shorter than the position is told
+            // by the header.
+            return false;
+        }
+        match self
+            .log
+            .read_after(ask.after - 1, 1, wire::CATCH_UP_MAX_BYTES)
+        {
+            Ok(records) => match records.first() {
+                Some((seq, line)) if *seq == ask.after => wire::Digest::of(line) != digest,
+                // Compacted away (the log keeps the numbers of the records
+                // in force): nothing to compare it with.
+                _ => false,
+            },
+            Err(e) => {
+                ::log::error!("cannot read the log for a catch-up: {e}");
+                false
+            }
+        }
     }
 }

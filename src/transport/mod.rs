@@ -103,6 +103,13 @@ pub trait Transport: Send {
         let _ = ids;
         Ok(None)
     }
+
+    /// How many records the log refused for good so far (a publisher's
+    /// `NAK`): neither appended nor kept, and logged as errors by the
+    /// transport. A file log refuses nothing: the default.
+    fn refused(&self) -> u64 {
+        0
+    }
 }
 
 /// Why the log could not be written or read back. Every one of these sends

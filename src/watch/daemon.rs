@@ -626,6 +626,9 @@ impl Daemon {
                 humantime::format_duration(self.policy.settings().breaker_cooldown)
             );
         }
+        if skip == Skip::Expired {
+            self.expired_on_arrival(record, now);
+        }
         // Records that try to ban what must never be banned deserve a word;
         // the normal skips (own node, duplicates, expired) do not.
         if matches!(
@@ -657,6 +660,39 @@ impl Daemon {
                 skip.describe()
             ));
         }
+    }
+
+    /// Says, at the rejects' bounded rate, that a ban was already over when
+    /// read although it is recent: dated less than two of its bantimes ago,
+    /// so read soon after its bantime ran out. Its writer's clock (the
+    /// publisher's, for a legacy ZeroMQ ban) is then likely behind, which
+    /// silently drops every such ban; or this watcher was away. Older
+    /// expired bans are a log's normal history and say nothing.
+    fn expired_on_arrival(&mut self, record: &Record, now: DateTime<Utc>) {
+        let bantime = record
+            .fields
+            .bantime
+            .unwrap_or(self.policy.settings().default_bantime);
+        let record::BanTime::Seconds(secs) = bantime else {
+            return;
+        };
+        let age = now - record_time(record, now);
+        if age.num_seconds() >= 2 * secs as i64 {
+            return;
+        }
+        let origin = record
+            .fields
+            .node
+            .as_ref()
+            .map_or("an unknown node".into(), |n| format!("node {n}"));
+        self.rejects.log(&format!(
+            "skipped {} {} from {origin}: its {secs}s ban was already over when read, {} after \
+             its date (is its writer's clock behind? a legacy ZeroMQ ban is dated by the \
+             publisher's; or was this watcher away?)",
+            record.op,
+            record.target,
+            lead_text(age)
+        ));
     }
 
     /// Applies the pending batch, then saves the cursor past it. Returns

@@ -18,8 +18,8 @@ use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 /// A CURVE key, binary.
@@ -163,10 +163,13 @@ pub fn connect_as(
 
 /// The ZAP handler of one context: admits a CURVE client whose public key
 /// is allowed, refuses every other connection (any other mechanism
-/// included), and counts the refusals. Dropping it stops the handler
-/// within a second; the context's server sockets then admit no one.
+/// included), and counts the refusals; its owner logs them, at a bounded
+/// rate (a client with random keys makes thousands a second). Dropping it
+/// stops the handler within a second; the context's server sockets then
+/// admit no one.
 pub struct ZapAllowList {
     refused: Arc<AtomicU64>,
+    last_refused: Arc<Mutex<Option<String>>>,
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -184,15 +187,18 @@ impl ZapAllowList {
         socket.set_rcvtimeo(ZAP_STOP_CHECK_MS)?;
         socket.bind(ZAP_ENDPOINT)?;
         let refused = Arc::default();
+        let last_refused = Arc::default();
         let stop = Arc::default();
         let handler = Handler {
             allowed,
             refused: Arc::clone(&refused),
+            last_refused: Arc::clone(&last_refused),
             stop: Arc::clone(&stop),
         };
         let thread = thread::spawn(move || handler.run(&socket));
         Ok(ZapAllowList {
             refused,
+            last_refused,
             stop,
             thread: Some(thread),
         })
@@ -201,6 +207,14 @@ impl ZapAllowList {
     /// Connections refused so far.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
+    }
+
+    /// The address of the last connection refused, if any.
+    pub fn last_refused_from(&self) -> Option<String> {
+        self.last_refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -216,6 +230,7 @@ impl Drop for ZapAllowList {
 struct Handler {
     allowed: HashSet<Key>,
     refused: Arc<AtomicU64>,
+    last_refused: Arc<Mutex<Option<String>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -243,14 +258,18 @@ impl Handler {
             && frames[5] == b"CURVE"
             && <Key>::try_from(frames[6].as_slice()).is_ok_and(|key| self.allowed.contains(&key));
         if !admitted {
-            self.refused.fetch_add(1, Ordering::Relaxed);
             let address = frames
                 .get(3)
                 .map(|a| String::from_utf8_lossy(a).into_owned());
-            log::warn!(
+            log::debug!(
                 "refused a ZeroMQ connection from {}: its key is not allowed",
                 address.as_deref().unwrap_or("an unknown address")
             );
+            *self
+                .last_refused
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = address;
+            self.refused.fetch_add(1, Ordering::Relaxed);
         }
         let request_id = frames.get(1).cloned().unwrap_or_default();
         let (code, text): (&[u8], &[u8]) = match admitted {

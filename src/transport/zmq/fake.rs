@@ -35,6 +35,9 @@ pub struct State {
     pub catch_ups: u64,
     /// Frames to answer catch-up requests with, instead of the log.
     pub catch_up_garbage: Option<Vec<Vec<u8>>>,
+    /// Answers a catch-up request with a digest `NAK malformed`, as a
+    /// publisher from before the digest does.
+    pub no_digest: bool,
 }
 
 pub struct FakePublisher {
@@ -88,6 +91,7 @@ impl FakePublisher {
             outbox: Vec::new(),
             catch_ups: 0,
             catch_up_garbage: None,
+            no_digest: false,
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let (s, st) = (state.clone(), stop.clone());
@@ -247,9 +251,25 @@ fn reply_catch_up(state: &Mutex<State>, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
     if let Some(garbage) = &s.catch_up_garbage {
         return garbage.clone();
     }
+    let with_digest = |ask: &[u8]| CatchUp::decode(ask).is_ok_and(|a| a.digest.is_some());
+    if let ([ask], true) = (frames, s.no_digest)
+        && with_digest(ask)
+    {
+        return vec![b"NAK malformed".to_vec()];
+    }
     let after = match frames {
         [ask] => match CatchUp::decode(ask) {
-            Ok(ask) if ask.epoch == s.epoch => ask.after,
+            // As `banshare publisher`: a position naming another record
+            // than the log's is answered from the first record.
+            Ok(ask) if ask.epoch == s.epoch => match (ask.digest, ask.after) {
+                (Some(digest), after) if after > 0 && after <= s.log.len() as u64 => {
+                    match wire::Digest::of(&s.log[after as usize - 1]) == digest {
+                        true => after,
+                        false => 0,
+                    }
+                }
+                _ => ask.after,
+            },
             _ => 0,
         },
         _ => 0,

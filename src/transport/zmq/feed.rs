@@ -9,8 +9,9 @@
 //! heartbeat announces a record it has not seen, when its own queue
 //! overflowed, and when the broadcast has been silent for longer than a
 //! few heartbeats (a lost connection, a publisher that restarted). Its
-//! [`Position`] is the publisher's epoch and the last record's number, of
-//! kind `"zmq"`.
+//! [`Position`] is the publisher's epoch, the last record's number and
+//! that record's [`Digest`] (absent in positions saved by older versions),
+//! of kind `"zmq"`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use super::handshake::{PROBE_WAIT, probe};
 use super::sender::{CONNECT_WAIT, MAX_FRAME, millis_left, request_socket};
-use super::wire::{self, CATCH_UP_MAX, CatchUp, Epoch, Header, WireError};
+use super::wire::{self, CATCH_UP_MAX, CatchUp, Digest, Epoch, Header, WireError};
 use super::{CurveClient, UNREACHABLE_HINT, ZmqSettings, ZmqUrl};
 use crate::follow::{Handle, Mode, Msg};
 use crate::record::MAX_LINE_LEN;
@@ -102,6 +103,13 @@ pub struct ZmqFeed {
     epoch: Option<Epoch>,
     /// The number of the last record handed out (0: none).
     seq: u64,
+    /// That record's digest, sent with each catch-up request so that the
+    /// publisher can tell whether its record `seq` is still that one;
+    /// `None` when not known.
+    digest: Option<Digest>,
+    /// The publisher refused a request with a digest (it predates them):
+    /// asked without from then on.
+    no_digest: bool,
     /// The publisher's last record, as last heard.
     last: Option<u64>,
     /// Records received after `seq + 1`, waiting for the ones before.
@@ -137,6 +145,8 @@ impl ZmqFeed {
             queue: None,
             epoch: None,
             seq: 0,
+            digest: None,
+            no_digest: false,
             last: None,
             held: BTreeMap::new(),
             answered_through: 0,
@@ -251,6 +261,7 @@ impl ZmqFeed {
             let next = self.seq.saturating_add(1);
             if let Some(line) = self.held.remove(&next) {
                 self.seq = next;
+                self.digest = Some(Digest::of(&line));
                 out.push(entry(line));
                 continue;
             }
@@ -267,6 +278,8 @@ impl ZmqFeed {
                 break;
             }
             self.seq = resume;
+            // The digest names a record before the gap, not `seq`.
+            self.digest = None;
         }
         self.held.retain(|&seq, _| seq > self.seq);
     }
@@ -274,11 +287,25 @@ impl ZmqFeed {
     /// One catch-up request: the records after `seq`, held. Returns whether
     /// it brought anything new.
     fn catch_up_once(&mut self) -> Result<bool, FeedError> {
-        let ask = CatchUp {
+        let mut ask = CatchUp {
             epoch: self.epoch.unwrap_or(Epoch(0)),
             after: self.seq,
+            digest: self.digest.filter(|_| self.seq > 0 && !self.no_digest),
         };
-        let frames = self.request(&ask.encode())?;
+        let mut frames = self.request(&ask.encode())?;
+        if ask.digest.is_some() && frames == [b"NAK malformed".to_vec()] {
+            // A publisher of an older banshare: asked as it understands.
+            self.no_digest = true;
+            self.notices.push(Notice {
+                warning: true,
+                text: "the publisher does not take a record digest in catch-up requests (an \
+                       older banshare): a restore of its log is seen only while the log is \
+                       shorter than this position; upgrade it"
+                    .into(),
+            });
+            ask.digest = None;
+            frames = self.request(&ask.encode())?;
+        }
         let Some((first, records)) = frames.split_first() else {
             return Err(self.bad_reply("an empty reply"));
         };
@@ -291,6 +318,10 @@ impl ZmqFeed {
         }
         if header.last < self.seq {
             self.rolled_back(header.last);
+        } else if ask.digest.is_some() && starts_at_or_before(records, self.seq) {
+            // Only an answer to a digest that is not the publisher's
+            // record `seq` starts there.
+            self.renumbered();
         }
         self.last = Some(header.last);
         let mut brought = false;
@@ -326,6 +357,7 @@ impl ZmqFeed {
             ),
         });
         self.seq = resume_at - 1;
+        self.digest = None;
     }
 
     /// The publisher's log, of the same epoch, ends at `last`, before the
@@ -345,6 +377,28 @@ impl ZmqFeed {
         });
         self.seq = 0;
         self.answered_through = 0;
+        self.digest = None;
+        self.held.clear();
+    }
+
+    /// The publisher's record `seq` is not the one handed out under that
+    /// number: its log went back to an older copy and numbered new records
+    /// again, past `seq`, while this feed was away. As for
+    /// [`rolled_back`](Self::rolled_back), it is read again from its
+    /// first record. Says so.
+    fn renumbered(&mut self) {
+        self.notices.push(Notice {
+            warning: true,
+            text: format!(
+                "the publisher's record {} is not the one read here (was its log restored from \
+                 an older copy?): reading it again from its first record; the policy drops \
+                 what was already applied",
+                self.seq
+            ),
+        });
+        self.seq = 0;
+        self.answered_through = 0;
+        self.digest = None;
         self.held.clear();
     }
 
@@ -364,6 +418,7 @@ impl ZmqFeed {
         self.epoch = Some(epoch);
         self.seq = 0;
         self.answered_through = 0;
+        self.digest = None;
         self.last = None;
         self.held.clear();
     }
@@ -450,6 +505,15 @@ impl ZmqFeed {
     }
 }
 
+/// Whether the first of a catch-up reply's `records` is numbered `seq` or
+/// before.
+fn starts_at_or_before(records: &[Vec<u8>], seq: u64) -> bool {
+    records
+        .first()
+        .and_then(|frame| wire::decode_record(frame).ok())
+        .is_some_and(|(first, _)| first <= seq)
+}
+
 /// A record line as handed out.
 fn entry(line: Vec<u8>) -> Entry {
     if line.len() > MAX_LINE_LEN {
@@ -482,6 +546,8 @@ fn subscriber(
 /// come on; not connected yet.
 fn monitored_sub(context: &zmq::Context) -> zmq::Result<(zmq::Socket, zmq::Socket)> {
     let socket = context.socket(zmq::SUB)?;
+    // As for the request socket: IPv6 publishers are reachable only so.
+    socket.set_ipv6(true)?;
     socket.set_linger(0)?;
     socket.set_maxmsgsize(MAX_FRAME as i64)?;
     // A publisher that is away is tried again at most every 5 s.
@@ -644,8 +710,18 @@ impl Feed for ZmqFeed {
             .and_then(|e| e.as_str())
             .and_then(Epoch::parse)
             .ok_or("it has no epoch of 16 hex digits")?;
+        // Positions saved before the digest have none: resumed as before.
+        let digest = match saved.at.get("digest") {
+            None => None,
+            Some(d) => Some(
+                d.as_str()
+                    .and_then(Digest::parse)
+                    .ok_or("its digest is not 16 hex digits")?,
+            ),
+        };
         self.epoch = Some(epoch);
         self.seq = saved.seq;
+        self.digest = digest;
         self.held.clear();
         self.behind = true;
         Ok(())
@@ -693,7 +769,13 @@ impl Feed for ZmqFeed {
             kind: KIND.into(),
             log: self.log.clone(),
             seq: self.seq,
-            at: serde_json::json!({ "epoch": epoch.to_string() }),
+            at: match self.digest {
+                Some(digest) => serde_json::json!({
+                    "epoch": epoch.to_string(),
+                    "digest": digest.to_string(),
+                }),
+                None => serde_json::json!({ "epoch": epoch.to_string() }),
+            },
         })
     }
 

@@ -107,6 +107,7 @@ pub(crate) fn probe(
 ) -> Option<HandshakeFailure> {
     let deadline = Instant::now() + wait;
     let socket = context.socket(zmq::REQ).ok()?;
+    socket.set_ipv6(true).ok()?;
     socket.set_linger(0).ok()?;
     let public_key = super::secure(&socket, curve).ok()?;
     let monitor_at = format!(

@@ -171,6 +171,9 @@ pub(super) fn request_socket(
 ) -> Result<zmq::Socket, String> {
     let socket = (|| {
         let socket = context.socket(zmq::REQ)?;
+        // Without it libzmq never connects to an IPv6 address or an
+        // AAAA-only name; IPv4 addresses still work with it on.
+        socket.set_ipv6(true)?;
         socket.set_linger(0)?;
         socket.set_immediate(true)?;
         socket.set_reconnect_ivl_max(5000)?;
@@ -205,6 +208,10 @@ pub(super) fn millis_left(deadline: Instant) -> i32 {
 }
 
 impl Transport for ZmqTransport {
+    fn refused(&self) -> u64 {
+        ZmqTransport::refused(self)
+    }
+
     fn append(&mut self, batch: &[u8]) -> Result<(), TransportError> {
         let lines: Vec<&[u8]> = batch
             .split(|&b| b == b'\n')

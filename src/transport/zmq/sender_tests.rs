@@ -120,3 +120,35 @@ fn zmq_sender_keeps_a_batch_the_publisher_could_not_store() {
     assert!(e.to_string().contains("store_failed"), "{e}");
     assert_eq!(transport.refused(), 0);
 }
+
+/// Review 12b: docs/zmq.md takes a bracketed IPv6 address in the URL
+/// (`zmq+tcp://[2001:db8::1]`), and the publisher binds IPv6 (`--bind
+/// ::1`), but the sender's socket never turns on ZMQ_IPV6, so libzmq never
+/// connects to an IPv6 publisher: every ban is spooled as "unreachable".
+#[test]
+fn zmq_sender_reaches_a_publisher_on_an_ipv6_address() {
+    let context = zmq::Context::new();
+    let rep = context.socket(zmq::REP).unwrap();
+    rep.set_ipv6(true).unwrap();
+    rep.set_linger(0).unwrap();
+    rep.bind("tcp://[::1]:*").unwrap();
+    let endpoint = rep.get_last_endpoint().unwrap().unwrap();
+    let port = endpoint.rsplit(':').next().unwrap().to_owned();
+    let server = std::thread::spawn(move || {
+        rep.set_rcvtimeo(5000).unwrap();
+        if let Ok(frames) = rep.recv_multipart(0) {
+            let replies: Vec<Vec<u8>> = (1..=frames.len())
+                .map(|seq| format!("OK 0000000000000001 {seq}").into_bytes())
+                .collect();
+            rep.send_multipart(replies, 0).unwrap();
+        }
+        // Kept open until the sender is done: closed at once with linger
+        // 0, it would drop the reply before libzmq wrote it (1 run in 5).
+        rep
+    });
+    let url = ZmqUrl::parse(&format!("zmq+tcp://[::1]:{port}")).unwrap();
+    let mut transport = ZmqTransport::new(&url, &Default::default(), Duration::from_secs(3));
+    let sent = transport.append(LINES);
+    let _rep = server.join().unwrap();
+    sent.unwrap();
+}

@@ -12,7 +12,7 @@
 //! | socket | default | frames |
 //! |---|---|---|
 //! | submissions, REP | tcp 5678 | request: one frame per message (a legacy message, or a record line); reply: one frame per request frame: the legacy ACK or `NAK`, or [`Reply::Stored`] / [`Reply::Refused`] for a record |
-//! | catch-up, REP | tcp 5679 | request: [`CatchUp`]; reply: [`Header`], then one frame per record, `<seq> <line>` |
+//! | catch-up, REP | tcp 5679 | request: [`CatchUp`] (with the [`Digest`] of the subscriber's last record, optional); reply: [`Header`], then one frame per record, `<seq> <line>` |
 //! | legacy broadcast, PUB | tcp 5680 | one frame, `host\|jail\|action\|ip` (what the original's subscriber reads) |
 //! | banshare broadcast, PUB | tcp 5681 | [`Header`] then one frame `<seq> <line>`; a heartbeat is the header alone, every second |
 
@@ -131,17 +131,54 @@ pub fn decode_record(frame: &[u8]) -> Result<(u64, &[u8]), WireError> {
     Ok((seq, &frame[space + 1..]))
 }
 
-/// `banshare/1 since <epoch> <seq>`: the records after `seq` of the log
-/// `epoch`. A subscriber with no position asks with `Epoch(0)` and 0.
+/// The first 8 bytes of a record line's SHA-256, as 16 hex digits: what
+/// tells the record a subscriber read under a number from another record
+/// given the same number (a publisher's log restored from an older copy,
+/// then grown past the subscriber's position).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Digest(pub u64);
+
+impl Digest {
+    pub fn of(line: &[u8]) -> Digest {
+        use sha2::Digest as _;
+        let hash = sha2::Sha256::digest(line);
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&hash[..8]);
+        Digest(u64::from_be_bytes(first))
+    }
+
+    /// Exactly 16 hex digits, as [`Display`](fmt::Display) writes them.
+    pub fn parse(text: &str) -> Option<Digest> {
+        Epoch::parse(text).map(|e| Digest(e.0))
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// `banshare/1 since <epoch> <seq> [<digest>]`: the records after `seq` of
+/// the log `epoch`. A subscriber with no position asks with `Epoch(0)` and
+/// 0. The optional `digest` is the [`Digest`] of record `seq` as the
+/// subscriber read it: a publisher whose record `seq` differs answers from
+/// its first record, as for another epoch, and the subscriber, seeing
+/// records at or before its position, reads the log again. Without it (a
+/// subscriber of an older banshare) the publisher answers after `seq`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CatchUp {
     pub epoch: Epoch,
     pub after: u64,
+    pub digest: Option<Digest>,
 }
 
 impl CatchUp {
     pub fn encode(&self) -> String {
-        format!("{PROTOCOL} since {} {}", self.epoch, self.after)
+        match self.digest {
+            Some(digest) => format!("{PROTOCOL} since {} {} {digest}", self.epoch, self.after),
+            None => format!("{PROTOCOL} since {} {}", self.epoch, self.after),
+        }
     }
 
     pub fn decode(frame: &[u8]) -> Result<CatchUp, WireError> {
@@ -153,9 +190,20 @@ impl CatchUp {
         }
         let epoch = words.next().and_then(Epoch::parse);
         let after = words.next().and_then(number);
-        match (epoch, after, words.next()) {
-            (Some(epoch), Some(after), None) => Ok(CatchUp { epoch, after }),
-            _ => Err(bad(what, "want banshare/1 since <16 hex digits> <number>")),
+        let digest = match words.next() {
+            None => Some(None),
+            Some(word) => Digest::parse(word).map(Some),
+        };
+        match (epoch, after, digest, words.next()) {
+            (Some(epoch), Some(after), Some(digest), None) => Ok(CatchUp {
+                epoch,
+                after,
+                digest,
+            }),
+            _ => Err(bad(
+                what,
+                "want banshare/1 since <16 hex digits> <number> [<16 hex digits>]",
+            )),
         }
     }
 }
@@ -235,7 +283,18 @@ mod tests {
         let ask = CatchUp {
             epoch: EPOCH,
             after: 7,
+            digest: None,
         };
+        assert_eq!(ask.encode(), "banshare/1 since 00c0ffee12345678 7");
+        assert_eq!(CatchUp::decode(ask.encode().as_bytes()), Ok(ask));
+        let ask = CatchUp {
+            digest: Some(Digest(0xfeed)),
+            ..ask
+        };
+        assert_eq!(
+            ask.encode(),
+            "banshare/1 since 00c0ffee12345678 7 000000000000feed"
+        );
         assert_eq!(CatchUp::decode(ask.encode().as_bytes()), Ok(ask));
         let frame = encode_record(8, b"<13>Nov 30 ... HOST 192.0.2.1 PORT 22");
         assert_eq!(
@@ -276,6 +335,12 @@ mod tests {
         for frame in [&b"OK"[..], b"OK 1 2", b"NAK", b"NAK Bad-Kind", b"YES"] {
             assert!(Reply::decode(frame).is_err(), "{frame:?}");
         }
-        assert!(CatchUp::decode(b"banshare/1 since 00c0ffee12345678").is_err());
+        for frame in [
+            &b"banshare/1 since 00c0ffee12345678"[..],
+            b"banshare/1 since 00c0ffee12345678 7 feed",
+            b"banshare/1 since 00c0ffee12345678 7 000000000000feed x",
+        ] {
+            assert!(CatchUp::decode(frame).is_err(), "{frame:?}");
+        }
     }
 }
