@@ -230,4 +230,17 @@ mod tests {
             "{host:?}"
         );
     }
+
+    /// Review 13: a node more than a day ahead has every ban refused by
+    /// every watcher (FromTheFuture, "dated more than a day ahead"), yet
+    /// doctor said its bans are applied with a warning each.
+    #[test]
+    fn a_node_a_day_ahead_is_said_to_have_its_bans_refused() {
+        let now = Utc::now();
+        let far = check(&at(now, &[("a", -5), ("fast", 2 * 86_400)]), now);
+        assert!(
+            !far.detail.contains("watchers apply its bans") && far.detail.contains("refuse"),
+            "{far:?}"
+        );
+    }
 }
