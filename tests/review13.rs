@@ -9,9 +9,6 @@ use std::process::{Command, Output};
 use support::watcher::Watcher;
 use support::{BANSHARE, wait_until};
 
-
-}
-
 /// docs/operations.md's `BanshareNodeSilent` alert (`time() - max by (node)
 /// (banshare_watch_node_last_seen_timestamp_seconds) > 3600`) must go on
 /// firing for a node that fell silent. The last-seen times live only in
