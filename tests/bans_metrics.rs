@@ -446,3 +446,57 @@ fn the_monitor_metrics_count_what_it_shared() {
     assert!(monitor.0.wait().unwrap().success());
     assert_eq!(value(&read(), "banshare_monitor_running", &[]), Some(0.0));
 }
+
+/// docs/operations.md's `BanshareNodeSilent` alert (`time() - max by (node)
+/// (banshare_watch_node_last_seen_timestamp_seconds) > 3600`) must go on
+/// firing for a node that fell silent. The last-seen times live only in
+/// the watcher's memory: restarted (a reboot, the rolling upgrade to this
+/// release), a watcher resumes at its cursor and writes no series for the
+/// silent node, so once every watcher restarted the alert resolves while
+/// the node is still silent.
+#[test]
+fn a_restarted_watcher_still_reports_when_it_last_saw_each_node() {
+    let mut w = Watcher::prepare("[watch]\nignoreself = false\n");
+    let metrics = w.dir.path().join("banshare.prom");
+    let args = ["--metrics-file", metrics.to_str().unwrap()];
+    w.restart(&args);
+    w.share("ban", "192.0.2.1", "web1", &["--jail", "sshd"]);
+    let seen = || {
+        let text = fs::read_to_string(&metrics).unwrap_or_default();
+        text.lines().any(|l| {
+            l.starts_with("banshare_watch_node_last_seen_timestamp_seconds{node=\"web1\"}")
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), seen),
+        "the first watcher never reported web1"
+    );
+    let started = || {
+        fs::read_to_string(&metrics)
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("banshare_watch_start_time_seconds "))
+            .map(str::to_owned)
+    };
+    let first = started().expect("the first watcher's start time");
+    w.stop();
+    w.restart(&args);
+    // The restarted watcher's own file: another start time, running.
+    let rewritten = || {
+        started().is_some_and(|s| s != first)
+            && fs::read_to_string(&metrics)
+                .unwrap_or_default()
+                .contains("banshare_watch_running 1")
+    };
+    assert!(wait_until(Duration::from_secs(20), rewritten));
+    assert!(
+        wait_until(Duration::from_secs(10), seen),
+        "after a restart, no last-seen time for web1:\n{}",
+        fs::read_to_string(&metrics)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("node"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
