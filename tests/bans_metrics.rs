@@ -247,9 +247,13 @@ fn config_check_refuses_the_metrics_settings_the_daemons_refuse() {
         assert!(err.contains(key), "{text}: {err}");
     }
     // Allowed explicitly, and a folder that exists: accepted.
+    // With a log and a backend, without which `config check` refuses
+    // what `watch` refuses.
     let text = format!(
-        "[watch]\nmetrics_listen = \"198.51.100.1:9610\"\nmetrics_listen_any = true\n\
+        "[common]\nlog = {:?}\n[watch]\nbackend = \"log\"\n\
+         metrics_listen = \"198.51.100.1:9610\"\nmetrics_listen_any = true\n\
          metrics_file = {:?}\n",
+        dir.path().join("newbans.log").display().to_string(),
         dir.path().join("banshare.prom").display().to_string()
     );
     fs::write(&config, &text).unwrap();

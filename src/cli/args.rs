@@ -601,7 +601,13 @@ pub enum ConfigCommand {
     /// too (the backend and its [backend] settings, the trusted keys file,
     /// state directories holding files of a newer banshare) and loads the
     /// signing key (common.key) as `ban` does, so what it approves the
-    /// watcher and the appender accept. `banshare doctor` checks the rest.
+    /// watcher and the appender accept. A file that sets no `log` in
+    /// [common] or no `backend` in [watch] (the packaged default) is
+    /// refused as the daemons refuse it: the effective configuration is
+    /// printed, then what each command still needs (e.g. "watch (needs
+    /// [common] log and [watch] backend)"), and the exit status is 2.
+    /// Exit status: 0 accepted, 2 refused. `banshare doctor` checks the
+    /// rest.
     Check,
 }
 
