@@ -208,11 +208,15 @@ fn systemd_dropin_ties_a_unit_to_the_share_of_the_configured_log() {
     // The default state folder is the packaged unit's already.
     assert!(!text.contains("/var/lib/banshare"), "{text}");
     assert!(!text.contains("User=root"), "{text}");
+    assert!(!text.contains("fail2ban.service"), "{text}");
 
-    // fail2ban's socket is root's: that backend runs the watcher as root.
+    // fail2ban's socket is root's: that backend runs the watcher as root,
+    // and after fail2ban, whose socket it needs (review 13, L7: at boot it
+    // met a missing socket until fail2ban was up).
     let config = config.replace("nftables", "fail2ban");
     let text = dropin(dir.path(), &config, &["--unit", "watch"]);
     assert!(text.contains("User=root\n"), "{text}");
+    assert!(text.contains("\nAfter=fail2ban.service\n"), "{text}");
     let text = dropin(
         dir.path(),
         &config,

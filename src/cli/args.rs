@@ -1059,6 +1059,8 @@ runs the unit as root, still bounded to the capabilities it needs, with
 root's), and for watch and monitor where fail2ban's banshare action is
 installed (fail2ban runs it as root, so what it spools is root's, and
 these units deliver the spool). --user banshare keeps the banshare user.
+A watcher with the fail2ban backend is also ordered After=fail2ban.service,
+whose socket it needs.
 
 Writes <dir>/banshare-<unit>.service.d/banshare-dropin.conf atomically,
 then `systemctl daemon-reload` applies it.";
