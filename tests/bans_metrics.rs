@@ -504,3 +504,19 @@ fn a_restarted_watcher_still_reports_when_it_last_saw_each_node() {
             .join("\n")
     );
 }
+
+/// Review 13 (L6): right after a ban, `status` counted it while `bans`
+/// listed nothing for up to 5 s: the active bans were saved on their own
+/// timer. Whatever `status` counts, `bans` lists.
+#[test]
+fn bans_lists_every_ban_that_status_counts() {
+    let w = Watcher::start_with(NOT_SELF, &[]);
+    let state = w.state_dir();
+    w.share("ban", "192.0.2.41", "web1", &["--jail", "sshd"]);
+    assert!(
+        wait_until(Duration::from_secs(20), || w.status()["active_bans"] == 1),
+        "status never counted the ban: {}",
+        w.status()
+    );
+    assert_eq!(listed(&state, &[]), ["192.0.2.41"]);
+}

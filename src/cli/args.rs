@@ -325,7 +325,8 @@ the origin node of the record that put it in force, since when (the time
 of the newest record that reported it) and until when (`never` for a
 permanent ban). Like `fail2ban-client status <jail>` and `fail2ban-client
 get <jail> banip --with-time`, for every jail banshare applied. The watcher saves its bans within
-5 seconds of a change (30 s above 10,000 bans); the list is as of that save.
+a second of a change, before its status counts them, up to 1,000 bans (within
+5 s up to 10,000, 30 s above); the list is as of that save.
 
 Filters combine (all must hold): --addr lists the bans that cover an
 address, --net those that overlap a network (inside it or covering it),

@@ -101,6 +101,11 @@ const LAG_COUNT_MAX: u64 = 256 * 1024;
 /// change; above, every 30 s (about a megabyte, written and fsynced).
 const ACTIVE_FEW: usize = 10_000;
 
+/// Up to this many active bans (some 150 KiB), they are saved before
+/// every status write (at most once a second) that follows a change, so
+/// that `banshare bans` lists every ban `banshare status` counts.
+const ACTIVE_WITH_STATUS: usize = 1_000;
+
 /// How often a watcher that holds says so again.
 const HOLD_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -1017,6 +1022,11 @@ impl Daemon {
         let now = Utc::now();
         self.policy.prune(now);
         self.status.active_bans = self.policy.active_count(now);
+        // `banshare bans` lists what `status` counts: a set small enough
+        // to write in a blink is saved before each status that counts it.
+        if self.status.active_bans <= ACTIVE_WITH_STATUS {
+            self.save_active();
+        }
         self.status.allowlist = self
             .policy
             .saved_control()
