@@ -247,9 +247,13 @@ fn config_check_refuses_the_metrics_settings_the_daemons_refuse() {
         assert!(err.contains(key), "{text}: {err}");
     }
     // Allowed explicitly, and a folder that exists: accepted.
+    // With a log and a backend, without which `config check` refuses
+    // what `watch` refuses.
     let text = format!(
-        "[watch]\nmetrics_listen = \"198.51.100.1:9610\"\nmetrics_listen_any = true\n\
+        "[common]\nlog = {:?}\n[watch]\nbackend = \"log\"\n\
+         metrics_listen = \"198.51.100.1:9610\"\nmetrics_listen_any = true\n\
          metrics_file = {:?}\n",
+        dir.path().join("newbans.log").display().to_string(),
         dir.path().join("banshare.prom").display().to_string()
     );
     fs::write(&config, &text).unwrap();
@@ -445,4 +449,74 @@ fn the_monitor_metrics_count_what_it_shared() {
     unsafe { libc::kill(monitor.0.id() as i32, libc::SIGTERM) };
     assert!(monitor.0.wait().unwrap().success());
     assert_eq!(value(&read(), "banshare_monitor_running", &[]), Some(0.0));
+}
+
+/// docs/operations.md's `BanshareNodeSilent` alert (`time() - max by (node)
+/// (banshare_watch_node_last_seen_timestamp_seconds) > 3600`) must go on
+/// firing for a node that fell silent. The last-seen times live only in
+/// the watcher's memory: restarted (a reboot, the rolling upgrade to this
+/// release), a watcher resumes at its cursor and writes no series for the
+/// silent node, so once every watcher restarted the alert resolves while
+/// the node is still silent.
+#[test]
+fn a_restarted_watcher_still_reports_when_it_last_saw_each_node() {
+    let mut w = Watcher::prepare("[watch]\nignoreself = false\n");
+    let metrics = w.dir.path().join("banshare.prom");
+    let args = ["--metrics-file", metrics.to_str().unwrap()];
+    w.restart(&args);
+    w.share("ban", "192.0.2.1", "web1", &["--jail", "sshd"]);
+    let seen = || {
+        let text = fs::read_to_string(&metrics).unwrap_or_default();
+        text.lines().any(|l| {
+            l.starts_with("banshare_watch_node_last_seen_timestamp_seconds{node=\"web1\"}")
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), seen),
+        "the first watcher never reported web1"
+    );
+    let started = || {
+        fs::read_to_string(&metrics)
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("banshare_watch_start_time_seconds "))
+            .map(str::to_owned)
+    };
+    let first = started().expect("the first watcher's start time");
+    w.stop();
+    w.restart(&args);
+    // The restarted watcher's own file: another start time, running.
+    let rewritten = || {
+        started().is_some_and(|s| s != first)
+            && fs::read_to_string(&metrics)
+                .unwrap_or_default()
+                .contains("banshare_watch_running 1")
+    };
+    assert!(wait_until(Duration::from_secs(20), rewritten));
+    assert!(
+        wait_until(Duration::from_secs(10), seen),
+        "after a restart, no last-seen time for web1:\n{}",
+        fs::read_to_string(&metrics)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("node"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// Review 13 (L6): right after a ban, `status` counted it while `bans`
+/// listed nothing for up to 5 s: the active bans were saved on their own
+/// timer. Whatever `status` counts, `bans` lists.
+#[test]
+fn bans_lists_every_ban_that_status_counts() {
+    let w = Watcher::start_with(NOT_SELF, &[]);
+    let state = w.state_dir();
+    w.share("ban", "192.0.2.41", "web1", &["--jail", "sshd"]);
+    assert!(
+        wait_until(Duration::from_secs(20), || w.status()["active_bans"] == 1),
+        "status never counted the ban: {}",
+        w.status()
+    );
+    assert_eq!(listed(&state, &[]), ["192.0.2.41"]);
 }

@@ -325,7 +325,8 @@ the origin node of the record that put it in force, since when (the time
 of the newest record that reported it) and until when (`never` for a
 permanent ban). Like `fail2ban-client status <jail>` and `fail2ban-client
 get <jail> banip --with-time`, for every jail banshare applied. The watcher saves its bans within
-5 seconds of a change (30 s above 10,000 bans); the list is as of that save.
+a second of a change, before its status counts them, up to 1,000 bans (within
+5 s up to 10,000, 30 s above); the list is as of that save.
 
 Filters combine (all must hold): --addr lists the bans that cover an
 address, --net those that overlap a network (inside it or covering it),
@@ -601,7 +602,13 @@ pub enum ConfigCommand {
     /// too (the backend and its [backend] settings, the trusted keys file,
     /// state directories holding files of a newer banshare) and loads the
     /// signing key (common.key) as `ban` does, so what it approves the
-    /// watcher and the appender accept. `banshare doctor` checks the rest.
+    /// watcher and the appender accept. A file that sets no `log` in
+    /// [common] or no `backend` in [watch] (the packaged default) is
+    /// refused as the daemons refuse it: the effective configuration is
+    /// printed, then what each command still needs (e.g. "watch (needs
+    /// [common] log and [watch] backend)"), and the exit status is 2.
+    /// Exit status: 0 accepted, 2 refused. `banshare doctor` checks the
+    /// rest.
     Check,
 }
 
@@ -1053,6 +1060,8 @@ runs the unit as root, still bounded to the capabilities it needs, with
 root's), and for watch and monitor where fail2ban's banshare action is
 installed (fail2ban runs it as root, so what it spools is root's, and
 these units deliver the spool). --user banshare keeps the banshare user.
+A watcher with the fail2ban backend is also ordered After=fail2ban.service,
+whose socket it needs.
 
 Writes <dir>/banshare-<unit>.service.d/banshare-dropin.conf atomically,
 then `systemctl daemon-reload` applies it.";

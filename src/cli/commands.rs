@@ -46,7 +46,24 @@ pub fn run(cli: Cli) -> Result<()> {
                 .and_then(|()| settings.check_state_dirs(&origin))
                 .and_then(|()| check_curve_files(&settings, &origin))
                 .map_err(|e| Failure::Usage(e.to_string()))?;
-            write_stdout(&settings.to_toml())
+            write_stdout(&settings.to_toml())?;
+            // Refused too, as the daemons refuse it (exit 2), after the
+            // effective configuration, which shows what is set.
+            match settings.unmet_needs() {
+                needs if needs.is_empty() => Ok(()),
+                needs => Err(Failure::Usage(format!(
+                    "{}: not enough to run {}",
+                    origin.display(),
+                    needs
+                        .iter()
+                        .map(|(commands, keys)| format!(
+                            "{commands} (needs {})",
+                            keys.join(" and ")
+                        ))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ))),
+            }
         }
         Command::Watch(args) => super::watch::watch(args, &cli.config, settings),
         Command::Compact(args) => super::compact::compact(args, &cli.config, settings),

@@ -60,14 +60,7 @@ fn root_reason(args: &SystemdDropinArgs, settings: &Settings) -> Option<&'static
         UnitUser::Root => Some("--user root"),
         UnitUser::Banshare => None,
         // fail2ban's socket is root's alone (/run/fail2ban is mode 0700).
-        UnitUser::Auto
-            if args.unit == UnitName::Watch
-                && settings
-                    .watch
-                    .backend
-                    .as_deref()
-                    .is_some_and(|b| matches!(b.parse(), Ok(BackendKind::Fail2ban))) =>
-        {
+        UnitUser::Auto if args.unit == UnitName::Watch && uses_fail2ban(settings) => {
             Some("the fail2ban backend: fail2ban's socket is root's")
         }
         // fail2ban runs its actions as root: what `banshare ban` spools
@@ -77,6 +70,15 @@ fn root_reason(args: &SystemdDropinArgs, settings: &Settings) -> Option<&'static
         ),
         UnitUser::Auto => None,
     }
+}
+
+/// Whether the watcher's backend is fail2ban.
+fn uses_fail2ban(settings: &Settings) -> bool {
+    settings
+        .watch
+        .backend
+        .as_deref()
+        .is_some_and(|b| matches!(b.parse(), Ok(BackendKind::Fail2ban)))
 }
 
 /// The drop-in's text for `unit`.
@@ -98,6 +100,11 @@ fn render(unit: UnitName, root: Option<&str>, settings: &Settings) -> String {
                 "# The log is reached over the network: no mount to wait for."
             );
         }
+    }
+    if unit == UnitName::Watch && uses_fail2ban(settings) {
+        // Its backend talks to fail2ban's socket: at boot, fail2ban may
+        // take minutes reading its logs before the socket is there.
+        let _ = writeln!(text, "After=fail2ban.service");
     }
     let _ = writeln!(text, "\n[Service]");
     for folder in writable_folders(unit, settings, share.as_deref()) {

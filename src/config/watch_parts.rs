@@ -57,6 +57,25 @@ impl Settings {
         Ok(())
     }
 
+    /// What each command still needs that these settings do not give (a
+    /// flag may: `--log`, `--backend`; the packaged units pass none), as
+    /// `(commands, settings)`: e.g. `watch` needs `[common] log` and
+    /// `[watch] backend`. Empty when every daemon could start. The
+    /// publisher serves its own log and needs neither.
+    pub fn unmet_needs(&self) -> Vec<(&'static str, Vec<&'static str>)> {
+        let log = self.log.is_none().then_some("[common] log");
+        let backend = self.watch.backend.is_none().then_some("[watch] backend");
+        let mut needs = Vec::new();
+        let watch: Vec<_> = [log, backend].into_iter().flatten().collect();
+        if !watch.is_empty() {
+            needs.push(("watch", watch));
+        }
+        if let Some(log) = log {
+            needs.push(("ban, unban, monitor and compact", vec![log]));
+        }
+        needs
+    }
+
     /// The daemons' metrics files must be in folders that exist (they are
     /// node_exporter's, not banshare's to create): each daemon refuses to
     /// start otherwise, so `config check` refuses too.

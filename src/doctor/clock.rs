@@ -7,13 +7,16 @@
 //!
 //! Skew matters: watchers count a ban from its `ts`, so the bans of a node
 //! behind end early everywhere, or are dropped as expired; those of a node
-//! ahead are counted from each watcher's own clock, with a warning each.
+//! ahead are counted from each watcher's own clock, with a warning each,
+//! and refused by every watcher beyond [`MAX_CLOCK_LEAD`] (a problem, then:
+//! none of that node's bans applies anywhere).
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
 use super::Finding;
+use crate::watch::policy::MAX_CLOCK_LEAD;
 
 /// Skew above this is worth fixing (NTP keeps clocks within milliseconds).
 pub const SKEW_WARNING: chrono::Duration = chrono::Duration::seconds(60);
@@ -102,13 +105,28 @@ pub fn check(e: &Evidence, now: DateTime<Utc>) -> Finding {
         );
     }
     if let Some((node, skew)) = ahead.iter().max_by_key(|(_, s)| *s) {
+        let detail = format!(
+            "node {node}'s clock is {} ahead of this host's: its newest record is dated {}; ",
+            span(*skew),
+            stamp(newest[*node])
+        );
+        // The watchers' own limit: beyond it they refuse, not warn.
+        if *skew > MAX_CLOCK_LEAD {
+            return Finding::problem(
+                "clock",
+                format!(
+                    "{detail}watchers refuse its bans as dated more than {} ahead (FromTheFuture \
+                     in `banshare status`), so none of them applies anywhere",
+                    span(MAX_CLOCK_LEAD)
+                ),
+                FIX,
+            );
+        }
         return Finding::warning(
             "clock",
             format!(
-                "node {node}'s clock is {} ahead of this host's: its newest record is dated {}; \
-                 watchers apply its bans with a warning each (ClockAhead in `banshare status`)",
-                span(*skew),
-                stamp(newest[*node])
+                "{detail}watchers apply its bans with a warning each (ClockAhead in \
+                 `banshare status`)"
             ),
             FIX,
         );
@@ -228,6 +246,19 @@ mod tests {
             host.detail
                 .contains("this host's clock is 10m behind the file server's"),
             "{host:?}"
+        );
+    }
+
+    /// Review 13: a node more than a day ahead has every ban refused by
+    /// every watcher (FromTheFuture, "dated more than a day ahead"), yet
+    /// doctor said its bans are applied with a warning each.
+    #[test]
+    fn a_node_a_day_ahead_is_said_to_have_its_bans_refused() {
+        let now = Utc::now();
+        let far = check(&at(now, &[("a", -5), ("fast", 2 * 86_400)]), now);
+        assert!(
+            !far.detail.contains("watchers apply its bans") && far.detail.contains("refuse"),
+            "{far:?}"
         );
     }
 }

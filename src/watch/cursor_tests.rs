@@ -21,6 +21,7 @@ fn after(seq: u64) -> WatchCheckpoint {
             }))
             .unwrap(),
         ),
+        last_seen: Default::default(),
     }
 }
 

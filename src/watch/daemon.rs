@@ -10,6 +10,7 @@
 //! The daemon holds its feed as a [`Feed`] trait object: it never knows
 //! which transport brings the records, nor what their positions mean.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -100,6 +101,11 @@ const LAG_COUNT_MAX: u64 = 256 * 1024;
 /// change; above, every 30 s (about a megabyte, written and fsynced).
 const ACTIVE_FEW: usize = 10_000;
 
+/// Up to this many active bans (some 150 KiB), they are saved before
+/// every status write (at most once a second) that follows a change, so
+/// that `banshare bans` lists every ban `banshare status` counts.
+const ACTIVE_WITH_STATUS: usize = 1_000;
+
 /// How often a watcher that holds says so again.
 const HOLD_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -147,6 +153,10 @@ pub struct Daemon {
     transport_known: bool,
     /// The metrics file, when one is asked for.
     metrics: Option<WatchMetrics>,
+    /// The last-seen times saved with the cursor, handed to the metrics
+    /// when they start, and saved again as they were while there are none
+    /// (a run without metrics must not forget them for the next one).
+    last_seen: BTreeMap<String, DateTime<Utc>>,
 }
 
 impl Daemon {
@@ -175,6 +185,10 @@ impl Daemon {
         if let Some(breaker) = saved.as_ref().and_then(|s| s.breaker.clone()) {
             policy.restore_breaker(breaker, Utc::now());
         }
+        let last_seen = saved
+            .as_ref()
+            .map(|s| s.last_seen.clone())
+            .unwrap_or_default();
         if let Some(saved) = saved {
             resume(&mut *feed, &saved.position);
         }
@@ -227,6 +241,7 @@ impl Daemon {
             firewall: FirewallGuard::new(safety_poll),
             transport_known: false,
             metrics: None,
+            last_seen,
         };
         if lost_at_start {
             daemon
@@ -261,8 +276,9 @@ impl Daemon {
 
     /// Writes `metrics` to its file while the daemon runs (see
     /// [`crate::watch::metrics`]).
-    pub fn export_metrics(&mut self, metrics: WatchMetrics) {
+    pub fn export_metrics(&mut self, mut metrics: WatchMetrics) {
         info!("writing metrics to {}", metrics.describe());
+        metrics.restore_last_seen(&self.last_seen, Utc::now());
         self.metrics = Some(metrics);
     }
 
@@ -498,7 +514,7 @@ impl Daemon {
                     // Only records that passed the signature check (where
                     // one is required) make a node label.
                     if let Some(metrics) = &mut self.metrics {
-                        metrics.seen(record.fields.node.as_ref(), at);
+                        metrics.seen(record.fields.node.as_ref(), at, now);
                     }
                     if record.op.is_control() {
                         self.control(&record, now, &mut actions);
@@ -790,6 +806,10 @@ impl Daemon {
         let saved = WatchCheckpoint {
             position,
             breaker: Some(self.policy.breaker_state(Utc::now())),
+            last_seen: match &self.metrics {
+                Some(metrics) => metrics.last_seen().clone(),
+                None => self.last_seen.clone(),
+            },
         };
         if let Err(e) = self.cursor.save(saved) {
             self.hold(format!(
@@ -1002,6 +1022,11 @@ impl Daemon {
         let now = Utc::now();
         self.policy.prune(now);
         self.status.active_bans = self.policy.active_count(now);
+        // `banshare bans` lists what `status` counts: a set small enough
+        // to write in a blink is saved before each status that counts it.
+        if self.status.active_bans <= ACTIVE_WITH_STATUS {
+            self.save_active();
+        }
         self.status.allowlist = self
             .policy
             .saved_control()

@@ -19,8 +19,8 @@ use prometheus::{GaugeVec, Histogram, HistogramOpts, IntGaugeVec, Opts, Registry
 
 use super::state::Status;
 use crate::metrics::{
-    BoundedLabels, MetricsError, MetricsFile, Served, counter, counter_by, encode, gauge,
-    int_gauge, log_failure,
+    BoundedLabels, MetricsError, MetricsFile, NONE, OTHER, Served, counter, counter_by, encode,
+    gauge, int_gauge, log_failure,
 };
 use crate::outbox::spool::{Spool, SpoolSummary};
 use crate::record::NodeId;
@@ -126,14 +126,44 @@ impl WatchMetrics {
         self.file.describe()
     }
 
-    /// A record from `node` dated `at` was read (and its signature, if
-    /// required, checked).
-    pub fn seen(&mut self, node: Option<&NodeId>, at: DateTime<Utc>) {
+    /// A record from `node` dated `at` was read at `now` (and its
+    /// signature, if required, checked). A record dated ahead counts as
+    /// read now: a clock ahead (or a lying `ts`) must not hide its node's
+    /// silence for as long as it is ahead.
+    pub fn seen(&mut self, node: Option<&NodeId>, at: DateTime<Utc>, now: DateTime<Utc>) {
         let label = self.nodes.label(node.map(NodeId::as_str));
-        match self.last_seen.get_mut(label) {
+        Self::merge(&mut self.last_seen, label, at.min(now));
+    }
+
+    /// Per node label, the time of its newest record read: saved with the
+    /// cursor (see [`WatchCheckpoint::last_seen`](super::state::WatchCheckpoint)).
+    pub fn last_seen(&self) -> &BTreeMap<String, DateTime<Utc>> {
+        &self.last_seen
+    }
+
+    /// Takes in the last-seen times a previous run saved, so that a node
+    /// silent since is still shown (and alerted on). Labels go through the
+    /// same bound as new ones: a saved file with more names than the bound
+    /// (an older bound, an edited file) folds the rest into `_other`.
+    pub fn restore_last_seen(
+        &mut self,
+        saved: &BTreeMap<String, DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) {
+        for (name, at) in saved {
+            let label = match name.as_str() {
+                NONE | OTHER => name.as_str(),
+                name => self.nodes.label(Some(name)),
+            };
+            Self::merge(&mut self.last_seen, label, (*at).min(now));
+        }
+    }
+
+    fn merge(last_seen: &mut BTreeMap<String, DateTime<Utc>>, label: &str, at: DateTime<Utc>) {
+        match last_seen.get_mut(label) {
             Some(last) => *last = (*last).max(at),
             None => {
-                self.last_seen.insert(label.to_owned(), at);
+                last_seen.insert(label.to_owned(), at);
             }
         }
     }
@@ -424,9 +454,13 @@ mod tests {
         let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         for i in 0..MAX_NODE_LABELS + 10 {
             let node: NodeId = format!("node{i}").parse().unwrap();
-            metrics.seen(Some(&node), t + chrono::Duration::seconds(i as i64));
+            metrics.seen(
+                Some(&node),
+                t + chrono::Duration::seconds(i as i64),
+                t + chrono::Duration::days(1),
+            );
         }
-        metrics.seen(None, t);
+        metrics.seen(None, t, t);
         let status = Status::default();
         let snapshot = Snapshot {
             status: &status,
@@ -455,5 +489,34 @@ mod tests {
         assert!(text.contains("banshare_watch_node_breaker_open{node=\"node0\"} 0"));
         assert!(text.contains("banshare_watch_active_bans{jail=\"_none\"} 1"));
         assert!(text.contains("banshare_watch_active_bans{jail=\"sshd\"} 3"));
+    }
+
+    /// Review 13: a record dated 3 days ahead showed its node as heard
+    /// from 3 days ahead, hiding its silence that long; and saved times
+    /// come back bounded like new ones.
+    #[test]
+    fn last_seen_is_never_ahead_of_the_read_and_restores_within_the_bound() {
+        let mut metrics = WatchMetrics::new(None, None, None).unwrap();
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let web1: NodeId = "web1".parse().unwrap();
+        metrics.seen(Some(&web1), now + chrono::Duration::days(3), now);
+        assert_eq!(metrics.last_seen()["web1"], now);
+
+        let mut saved: BTreeMap<String, DateTime<Utc>> = (0..MAX_NODE_LABELS + 3)
+            .map(|i| {
+                (
+                    format!("n{i:03}"),
+                    now - chrono::Duration::seconds(i as i64),
+                )
+            })
+            .collect();
+        saved.insert("_other".into(), now - chrono::Duration::days(9));
+        saved.insert("later".into(), now + chrono::Duration::days(9));
+        let mut restarted = WatchMetrics::new(None, None, None).unwrap();
+        restarted.restore_last_seen(&saved, now);
+        let restored = restarted.last_seen();
+        assert_eq!(restored.len(), MAX_NODE_LABELS + 1, "{restored:?}");
+        assert_eq!(restored["n000"], now);
+        assert!(restored.values().all(|at| *at <= now), "{restored:?}");
     }
 }

@@ -3,7 +3,8 @@
 //! - `cursor.json`: the feed's position with the circuit breaker's state as
 //!   of it ([`WatchCheckpoint`]): the breaker's rate windows count the
 //!   records up to the position, so they are saved with it, and a restart
-//!   neither forgets a flood nor counts a record twice;
+//!   neither forgets a flood nor counts a record twice; and when each
+//!   origin node was last heard from, for the metrics;
 //! - `active.json`: the bans it applied that are still in force, so that a
 //!   restarted watcher does not shorten them;
 //! - `status.json`: counters and follow state for `banshare status`;
@@ -37,6 +38,13 @@ pub struct WatchCheckpoint {
     /// None in a monitor's checkpoint, or one migrated from format 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breaker: Option<BreakerState>,
+    /// Per origin node's metrics label, the time of its newest record read
+    /// (at most [`MAX_NODE_LABELS`](super::metrics::MAX_NODE_LABELS) and
+    /// `_other`), so that a restarted watcher's metrics still show when it
+    /// last heard from a node now silent. Added in 0.2 within format 2:
+    /// optional, so older files read as empty, and older releases skip it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub last_seen: BTreeMap<String, DateTime<Utc>>,
 }
 
 /// One active ban: the network, when it ends (`None`: never), its jail,
