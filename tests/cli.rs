@@ -1579,4 +1579,15 @@ fn config_check_on_the_packaged_default_says_what_watch_refuses() {
         String::from_utf8_lossy(&watch.stderr).trim(),
         check.status.code()
     );
+    // A host that runs only the ZeroMQ publisher needs no log or backend.
+    let publisher = Command::new(BANSHARE)
+        .args(["-c", packaged, "config", "check", "--for", "publisher"])
+        .output()
+        .unwrap();
+    assert!(publisher.status.success(), "{publisher:?}");
+    let bad = Command::new(BANSHARE)
+        .args(["-c", packaged, "config", "check", "--for", "nobody"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
 }

@@ -607,9 +607,19 @@ pub enum ConfigCommand {
     /// refused as the daemons refuse it: the effective configuration is
     /// printed, then what each command still needs (e.g. "watch (needs
     /// [common] log and [watch] backend)"), and the exit status is 2.
-    /// Exit status: 0 accepted, 2 refused. `banshare doctor` checks the
-    /// rest.
-    Check,
+    /// `--for publisher` checks a host that runs only the ZeroMQ
+    /// publisher, which needs neither. Exit status: 0 accepted, 2 refused.
+    /// `banshare doctor` checks the rest.
+    Check(ConfigCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigCheckArgs {
+    /// What this host runs: `all` (watch, ban, monitor, compact and
+    /// publisher: the file must be enough for each) or `publisher` (only
+    /// `banshare publisher`: no log or backend needed).
+    #[arg(long = "for", value_name = "WHAT", default_value = "all", value_parser = ["all", "publisher"])]
+    pub for_: String,
 }
 
 #[derive(Debug, Args)]
