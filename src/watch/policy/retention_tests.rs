@@ -291,3 +291,50 @@ fn the_newest_allowlist_record_of_a_network_stays_for_good() {
         ]
     );
 }
+
+/// Review 13: an allowlist record without a signature is honoured by no
+/// watcher (`TrustPolicy::check` wants an operator's verified signature,
+/// whatever the keys), yet compaction on a host without the trusted keys
+/// (the file server, where the timer is meant to run) keeps it for good and
+/// lets it displace the operator's real, older record of the same network:
+/// a writer with no key at all erases an allowlist entry from the log, and
+/// a watcher started afresh on the compacted log bans the network again.
+#[test]
+fn an_unsigned_allowlist_record_neither_stays_nor_displaces_an_operators_one() {
+    let control = |verb: &str, target: &str, fields: &str| {
+        line(verb, target, fields).replace("PORT 22", "PORT 0:65535")
+    };
+    let key = generate().unwrap();
+    let mut allow = record::parse(
+        control(
+            "ALLOW",
+            "198.51.100.0/24",
+            "node=ops ts=2025-01-01T00:00:00Z id=0000000000000001",
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    sign(&mut allow, &key).unwrap();
+    let lines = [
+        format!("{allow}\n"),
+        // Forged by anyone who can append: no signature.
+        control(
+            "UNALLOW",
+            "198.51.100.0/24",
+            "node=web1 ts=2025-02-01T00:00:00Z id=0000000000000002",
+        ),
+        control(
+            "ALLOW",
+            "203.0.113.7",
+            "node=web1 ts=2025-02-01T00:00:00Z id=0000000000000003",
+        ),
+    ];
+    assert_eq!(
+        fates(&lines, &rules()),
+        [
+            Fate::Keep(Kept::Allowlist),
+            Fate::Drop(Dropped::Untrusted),
+            Fate::Drop(Dropped::Untrusted),
+        ]
+    );
+}
