@@ -338,3 +338,37 @@ fn an_unsigned_allowlist_record_neither_stays_nor_displaces_an_operators_one() {
         ]
     );
 }
+
+/// Review 13: `[trust] operators` is documented as a watcher setting ("on
+/// every watcher"), but compaction reads it too: on a compacting host with
+/// the trusted keys and no operators list (a file server that watches
+/// nothing), the operator's verified `ALLOW` is dropped as untrusted, and a
+/// watcher started afresh on the compacted log no longer allowlists it.
+#[test]
+fn an_operators_allowlist_record_survives_a_compacting_host_without_the_operators_list() {
+    let key = generate().unwrap();
+    let mut allow = record::parse(
+        line(
+            "ALLOW",
+            "198.51.100.0/24",
+            "node=ops ts=2025-01-01T00:00:00Z id=0000000000000001",
+        )
+        .replace("PORT 22", "PORT 0:65535")
+        .as_bytes(),
+    )
+    .unwrap();
+    sign(&mut allow, &key).unwrap();
+    let rules = RetentionRules {
+        trust: Some(TrustPolicy {
+            keys: TrustedKeys::parse(&format!("ops {}", public_line(&key)), "test").unwrap(),
+            require_signed: false,
+            allow_unsigned_logger: false,
+            operators: Vec::new(),
+        }),
+        ..rules()
+    };
+    assert_eq!(
+        fates(&[format!("{allow}\n")], &rules),
+        [Fate::Keep(Kept::Allowlist)]
+    );
+}
