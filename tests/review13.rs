@@ -81,3 +81,85 @@ fn a_compaction_that_cannot_keep_the_logs_owner_leaves_the_log_to_its_writers() 
         String::from_utf8_lossy(&out2.stderr),
     );
 }
+
+/// Unmounts a tmpfs on drop, even when the test fails.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A compaction on a nearly full disk fails writing its copy (exit 1, the
+/// log as it was: right), but leaves the partial copy behind, holding
+/// whatever space was left: the writers' next appends fail for want of
+/// it, and each daily run leaves another (a new pid in its name). Only a
+/// failure after the copy was written removed it.
+#[test]
+fn a_compaction_that_runs_out_of_space_removes_its_partial_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("fs");
+    fs::create_dir(&mnt).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=96k", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .expect("mount runs (root)");
+    assert!(ok.success(), "mount tmpfs (needs root)");
+    let _umount = Tmpfs(mnt.clone());
+    let log = mnt.join("newbans.log");
+    let config = dir.path().join("c.toml");
+    fs::write(
+        &config,
+        format!(
+            "[common]\nlog = \"{}\"\nnode = \"n1\"\nspool_dir = \"{}\"\n",
+            log.display(),
+            dir.path().join("spool").display()
+        ),
+    )
+    .unwrap();
+    fs::write(&log, "").unwrap();
+    let addrs: String = (0..400)
+        .map(|i| format!("198.51.{}.{}\n", 100 + i / 250, i % 250))
+        .collect();
+    let mut ban = Command::new(BANSHARE);
+    ban.args([
+        "-c",
+        config.to_str().unwrap(),
+        "ban",
+        "-q",
+        "-b",
+        "600",
+        "-",
+    ]);
+    let mut child = ban.stdin(std::process::Stdio::piped()).spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(addrs.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let size = fs::metadata(&log).unwrap().len();
+    // Leave less room than the copy needs, more than nothing.
+    let room = 96 * 1024 - size;
+    assert!(room > 4096 && room < size, "log {size} bytes");
+    let out = Command::new(BANSHARE)
+        .args(["-c", config.to_str().unwrap(), "compact"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let left: Vec<_> = fs::read_dir(&mnt)
+        .unwrap()
+        .flatten()
+        .map(|e| (e.file_name(), e.metadata().unwrap().len()))
+        .filter(|(name, _)| name.to_string_lossy().contains(".compact-"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "left behind: {left:?}; stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
