@@ -21,7 +21,7 @@ use ssh2::{OpenFlags, OpenType};
 
 use super::SftpLockFs;
 use super::session::{Connection, io_error};
-use crate::compact::LogStore;
+use crate::compact::{LogStore, OwnerNotKept};
 use crate::transport::lock::LockFs;
 
 unsafe extern "C" {
@@ -78,8 +78,8 @@ impl LogStore for SftpStore<'_> {
         let mut file = sftp
             .open_mode(path, flags, mode, OpenType::File)
             .map_err(|e| io_error(path, e))?;
-        // The server's umask may have narrowed the mode; the owner is the
-        // account's, as the writers' over SFTP are.
+        keep_owner(&mut file, &old, path)?;
+        // The server's umask may have narrowed the mode.
         let perm = ssh2::FileStat {
             size: None,
             uid: None,
@@ -112,6 +112,45 @@ impl LogStore for SftpStore<'_> {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         self.conn.sftp.unlink(path).map_err(|e| io_error(path, e))
+    }
+}
+
+/// Gives `file` the owner and group of the log (`old`) where they differ,
+/// or fails with [`OwnerNotKept`]: the SFTP account is usually the log's
+/// owner, as the writers' are, but a compaction through another account
+/// would lock them out.
+fn keep_owner(file: &mut ssh2::File, old: &ssh2::FileStat, path: &Path) -> io::Result<()> {
+    let (Some(uid), Some(gid)) = (old.uid, old.gid) else {
+        return Ok(());
+    };
+    let ids = |f: &mut ssh2::File| {
+        f.stat()
+            .map(|st| (st.uid, st.gid))
+            .map_err(|e| io_error(path, e))
+    };
+    if ids(file)? == (Some(uid), Some(gid)) {
+        return Ok(());
+    }
+    let owner = ssh2::FileStat {
+        size: None,
+        uid: Some(uid),
+        gid: Some(gid),
+        perm: None,
+        atime: None,
+        mtime: None,
+    };
+    if let Err(e) = file.setstat(owner) {
+        log::debug!("cannot give {} the log's owner: {e}", path.display());
+    }
+    match ids(file)? {
+        (Some(u), Some(g)) if (u, g) == (uid, gid) => Ok(()),
+        (got_uid, got_gid) => Err(OwnerNotKept {
+            uid,
+            gid,
+            got_uid: got_uid.unwrap_or(u32::MAX),
+            got_gid: got_gid.unwrap_or(u32::MAX),
+        }
+        .into_io()),
     }
 }
 
