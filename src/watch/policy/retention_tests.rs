@@ -253,32 +253,43 @@ fn a_fresh_policy_reading_the_kept_lines_ends_where_one_reading_all_does() {
 }
 
 #[test]
-fn the_newest_allowlist_record_of_a_network_stays_for_good() {
-    // Control records cover every port.
-    let line = |verb: &str, target: &str, fields: &str| {
-        line(verb, target, fields).replace("PORT 22", "PORT 0:65535")
+fn the_newest_signed_allowlist_record_of_a_network_and_signer_stays_for_good() {
+    // Control records cover every port; only signed ones count.
+    let key = generate().unwrap();
+    let signed = |verb: &str, target: &str, fields: &str| {
+        let text = line(verb, target, fields).replace("PORT 22", "PORT 0:65535");
+        let mut r = record::parse(text.as_bytes()).unwrap();
+        sign(&mut r, &key).unwrap();
+        format!("{r}\n")
     };
     let lines = [
-        line(
+        signed(
             "ALLOW",
             "198.51.100.0/24",
             "node=ops ts=2025-01-01T00:00:00Z id=0000000000000001",
         ),
-        line(
+        signed(
             "UNALLOW",
             "198.51.100.0/24",
             "node=ops ts=2025-02-01T00:00:00Z id=0000000000000002",
         ),
         // Late, but older than the UNALLOW: dropped.
-        line(
+        signed(
             "ALLOW",
             "198.51.100.0/24",
             "node=ops ts=2025-01-15T00:00:00Z id=0000000000000003",
         ),
-        line(
+        signed(
             "ALLOW",
             "203.0.113.7",
             "node=ops ts=2024-01-01T00:00:00Z id=0000000000000004",
+        ),
+        // Newer, by another signer: a watcher for which only `ops` is an
+        // operator still needs the UNALLOW of `ops`, so both stay.
+        signed(
+            "ALLOW",
+            "198.51.100.0/24",
+            "node=ops2 ts=2025-03-01T00:00:00Z id=0000000000000005",
         ),
     ];
     assert_eq!(
@@ -287,6 +298,7 @@ fn the_newest_allowlist_record_of_a_network_stays_for_good() {
             Fate::Drop(Dropped::OlderAllowlist),
             Fate::Keep(Kept::Allowlist),
             Fate::Drop(Dropped::OlderAllowlist),
+            Fate::Keep(Kept::Allowlist),
             Fate::Keep(Kept::Allowlist),
         ]
     );
