@@ -65,6 +65,26 @@ pub trait LogStore {
     /// new one, never missing.
     fn replace(&self, from: &Path, to: &Path) -> io::Result<()>;
     fn remove(&self, path: &Path) -> io::Result<()>;
+    /// The partial copies ([`temp_path`]'s names, of any pid) beside `log`
+    /// unchanged for `idle`: left by compactions killed midway. None where
+    /// the store cannot list its folder.
+    fn stale_copies(&self, log: &Path, idle: Duration) -> io::Result<Vec<PathBuf>> {
+        let _ = (log, idle);
+        Ok(Vec::new())
+    }
+}
+
+/// A partial copy unchanged for this long is no running compaction's: one
+/// writes its copy, then catches up (appending) within seconds, and gives
+/// up when the lock takes longer than `lock_timeout`.
+pub const STALE_COPY_IDLE: Duration = Duration::from_secs(3600);
+
+/// Whether `name` is one that [`temp_path`] gives for the log `log_name`.
+pub fn is_copy_name(name: &str, log_name: &str) -> bool {
+    name.strip_prefix('.')
+        .and_then(|n| n.strip_prefix(log_name))
+        .and_then(|n| n.strip_prefix(".compact-"))
+        .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The compacted copy could not get the log's owner and group (only root,
@@ -216,6 +236,7 @@ pub fn compact(
     if job.dry_run {
         return Ok(outcome);
     }
+    remove_stale_copies(store, log);
     let head = &data[..data.len().min(FINGERPRINT_MAX as usize)];
     let temp = TempCopy::new(store, temp_path(log));
     store
@@ -232,6 +253,33 @@ pub fn compact(
     )?;
     temp.renamed();
     Ok(outcome)
+}
+
+/// Removes the copies that compactions killed midway left beside `log`:
+/// each holds as much space as the log. Failing is not fatal.
+fn remove_stale_copies(store: &dyn LogStore, log: &Path) {
+    let copies = match store.stale_copies(log, STALE_COPY_IDLE) {
+        Ok(copies) => copies,
+        Err(e) => {
+            log::debug!(
+                "cannot look for earlier partial copies of {}: {e}",
+                log.display()
+            );
+            return;
+        }
+    };
+    for copy in copies {
+        match store.remove(&copy) {
+            Ok(()) => log::info!(
+                "removed {}, left by a compaction that was killed midway",
+                copy.display()
+            ),
+            Err(e) => log::warn!(
+                "cannot remove the stale partial copy {}: {e}",
+                copy.display()
+            ),
+        }
+    }
 }
 
 /// The compacted copy, removed when dropped unless it was renamed over the
@@ -511,6 +559,29 @@ impl LogStore for LocalStore {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         fs::remove_file(path)
+    }
+
+    fn stale_copies(&self, log: &Path, idle: Duration) -> io::Result<Vec<PathBuf>> {
+        let dir = match log.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) => dir,
+            None => Path::new("."),
+        };
+        let log_name = log.file_name().unwrap_or_default().to_string_lossy();
+        let mut stale = Vec::new();
+        for entry in fs::read_dir(dir)?.flatten() {
+            let name = entry.file_name();
+            if !is_copy_name(&name.to_string_lossy(), &log_name) {
+                continue;
+            }
+            let idle_for = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .map(|t| t.elapsed().unwrap_or_default());
+            if idle_for.is_ok_and(|d| d >= idle) {
+                stale.push(entry.path());
+            }
+        }
+        Ok(stale)
     }
 }
 

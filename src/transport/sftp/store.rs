@@ -15,13 +15,14 @@ use std::ffi::CString;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::raw::{c_char, c_int};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ssh2::{OpenFlags, OpenType};
 
 use super::SftpLockFs;
 use super::session::{Connection, io_error};
-use crate::compact::{LogStore, OwnerNotKept};
+use crate::compact::{LogStore, OwnerNotKept, is_copy_name};
 use crate::transport::lock::LockFs;
 
 unsafe extern "C" {
@@ -112,6 +113,29 @@ impl LogStore for SftpStore<'_> {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         self.conn.sftp.unlink(path).map_err(|e| io_error(path, e))
+    }
+
+    fn stale_copies(&self, log: &Path, idle: Duration) -> io::Result<Vec<PathBuf>> {
+        let dir = log.parent().unwrap_or(Path::new("."));
+        let log_name = log.file_name().unwrap_or_default().to_string_lossy();
+        let entries = self.conn.sftp.readdir(dir).map_err(|e| io_error(dir, e))?;
+        // The server's times against this host's clock: the hour's margin
+        // covers any skew a cluster of signed records tolerates.
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        Ok(entries
+            .into_iter()
+            .filter(|(path, stat)| {
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                is_copy_name(&name, &log_name)
+                    && stat
+                        .mtime
+                        .is_some_and(|t| now.saturating_sub(t) >= idle.as_secs())
+            })
+            .map(|(path, _)| path)
+            .collect())
     }
 }
 
