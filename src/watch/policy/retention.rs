@@ -31,8 +31,9 @@
 //!   signers a watcher counts as operators (`[trust] operators`, a
 //!   watcher's own list, which this host need not have), the newest record
 //!   it honours for a network stays;
-//! - a line that is not a record, or that the trusted keys refuse, is
-//!   dropped: no watcher applies it.
+//! - a line that is not a record, or that the trusted keys refuse, or one
+//!   dated more than a day ([`MAX_CLOCK_LEAD`]) plus the clock margin
+//!   ahead, is dropped: no watcher applies it.
 //!
 //! Rules that depend on the node (its own address, `ignoreip`, its rate
 //! limit, `min_nodes`) do not drop anything: another node may apply what
@@ -45,7 +46,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use ipnet::IpNet;
 
 use super::active::{ActiveBans, NEVER, until_ms};
-use super::{CLOCK_JITTER, applied_bantime, expiry, record_time};
+use super::{CLOCK_JITTER, MAX_CLOCK_LEAD, applied_bantime, expiry, record_time};
 use crate::record::never_ban::normalize;
 use crate::record::{self, BanTime, Jail, NodeId, Op, Record};
 use crate::trust::{Provenance, TrustPolicy};
@@ -115,6 +116,9 @@ impl Fate {
             }
             Fate::Drop(Dropped::Forgotten) => "dropped: unban no longer remembered",
             Fate::Drop(Dropped::Copy) => "dropped: copy of an earlier record",
+            Fate::Drop(Dropped::FromTheFuture) => {
+                "dropped: dated more than a day ahead, which every watcher refuses"
+            }
             Fate::Drop(Dropped::OlderAllowlist) => {
                 "dropped: allowlist record older than another one of its network and signer"
             }
@@ -147,6 +151,9 @@ pub enum Dropped {
     Forgotten,
     Copy,
     OlderAllowlist,
+    /// Dated more than [`MAX_CLOCK_LEAD`] (plus the clock margin) ahead:
+    /// every watcher refuses it.
+    FromTheFuture,
 }
 
 /// What the rules need of one record, so that the record itself need not
@@ -211,6 +218,12 @@ fn first_look<'a>(
         return Err(Dropped::Copy);
     }
     let ts = record_time(&record, now);
+    let latest = MAX_CLOCK_LEAD
+        .checked_add(&margin(rules))
+        .and_then(|lead| now.checked_add_signed(lead));
+    if latest.is_some_and(|latest| ts > latest) {
+        return Err(Dropped::FromTheFuture);
+    }
     let until = match record.op {
         Op::Ban => {
             let default = BanTime::Seconds(rules.max_bantime.as_secs());
@@ -343,6 +356,11 @@ fn keep_newest_allowlist(fates: &mut [Fate], seen: &[Option<Seen>]) {
             fates[older] = Fate::Drop(Dropped::OlderAllowlist);
         }
     }
+}
+
+/// How far a watcher's clock may be from this host's.
+fn margin(rules: &RetentionRules) -> TimeDelta {
+    TimeDelta::from_std(rules.clock_margin).unwrap_or(TimeDelta::MAX)
 }
 
 /// How long after its time an unban may still matter to a watcher: the

@@ -384,3 +384,26 @@ fn an_operators_allowlist_record_survives_a_compacting_host_without_the_operator
         [Fate::Keep(Kept::Allowlist)]
     );
 }
+
+/// Every watcher refuses a record dated more than a day ahead of its clock
+/// (`FromTheFuture`), so keeping it (until its far `ts` plus its bantime,
+/// for good for a year-2099 one) only grew the log.
+#[test]
+fn a_record_every_watcher_refuses_as_from_the_future_is_dropped() {
+    let lines = [
+        ban("192.0.2.1", "sshd", "2026-11-24T18:00:00Z", "600", 1),
+        ban("192.0.2.2", "sshd", "2099-01-01T00:00:00Z", "600", 2),
+        unban("192.0.2.3", "sshd", "2026-11-25T00:00:00Z", 3),
+        // Within a day (and the clock margin) ahead: a watcher may apply it.
+        ban("192.0.2.4", "sshd", "2026-11-22T17:59:00Z", "600", 4),
+    ];
+    assert_eq!(
+        fates(&lines, &rules()),
+        [
+            Fate::Drop(Dropped::FromTheFuture),
+            Fate::Drop(Dropped::FromTheFuture),
+            Fate::Drop(Dropped::FromTheFuture),
+            Fate::Keep(Kept::Ban),
+        ]
+    );
+}
