@@ -592,6 +592,13 @@ pub struct CompactArgs {
     /// the log would be missing for a moment, so compaction refuses.
     #[arg(long)]
     pub mount_has_hard_remove: bool,
+
+    /// Give up (exit 1) if the whole compaction takes longer than this: a
+    /// hung share would otherwise block it, and its timer, for ever. The
+    /// log is then as it was, or wholly replaced (the rename is atomic);
+    /// the next run removes a copy left behind.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1h")]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Subcommand)]
