@@ -1333,6 +1333,38 @@ fn priority_prefixes_only_when_stderr_is_the_journal_stream() {
     assert!(text.starts_with("<6>banshare: flushed"), "{text}");
 }
 
+/// A hung share blocks every call on it, with no way to cancel one: the
+/// compaction timer's run would then never end. A log that blocks on open
+/// (a FIFO with no writer, as a hung sshfs mount does) makes `compact`
+/// give up after its `--timeout`, with exit 1 and a reason.
+#[test]
+fn compact_on_a_hung_log_gives_up_after_its_timeout() {
+    let site = Site::new();
+    let _ = fs::remove_file(site.log());
+    let made = Command::new("mkfifo").arg(site.log()).status().unwrap();
+    assert!(made.success(), "mkfifo");
+    let mut child = site
+        .cmd(&["compact", "--timeout", "1s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut status = None;
+    let ended = wait_until(Duration::from_secs(60), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    if !ended {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(ended, "compact still blocked on the hung log");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.unwrap().code(), Some(1), "{err}");
+    assert!(err.contains("not finished within 1s"), "{err}");
+}
+
 /// `banshare compact` on a local log: `--dry-run` lists every line's fate
 /// and changes nothing; the real run keeps what is in force, byte for byte,
 /// behind its marker line; a config file alone names the log (the timer

@@ -404,11 +404,15 @@ Kept, byte for byte (signatures stay valid):
     lifts them (a lifted one stays beside its unban, which every watcher
     must learn, however late);
   - the newest unban of each address and jail, for as long as a watcher
-    remembers it: a day (or findtime), and at least max_bantime.
+    remembers it: a day (or findtime), and at least max_bantime;
+  - the newest signed allowlist record (ALLOW/UNALLOW) of each network and
+    signer, for good (whether the signer is an operator is each watcher's
+    [trust] operators).
 Dropped: bans over or lifted by a newer unban, older unbans, copies of a
-record (same id, or same bytes), and lines that are not records or that
-the trusted keys ([trust] keys) refuse. max_bantime is cluster-wide: a
-node with a longer one would lose bans.
+record (same id, or same bytes), unsigned allowlist records, records dated
+more than a day ahead, and lines that are not records or that the trusted
+keys ([trust] keys) refuse. max_bantime is cluster-wide: a node with a
+longer one would lose bans.
 
 The copy is made without the lock; the cross-host lock (<log>.lock) is
 taken only to copy what writers appended meanwhile and to rename the copy
@@ -426,8 +430,10 @@ drop what they had applied already. Works on a file path (local, sshfs,
 NFS) or an sftp:// log. Given a zmq+tcp:// log it does nothing (exit 0):
 the publisher compacts its own log, at start and every hour.
 
-The new log gets the old one's mode; its owner only when run as root, so
-run it as the log's owner (or root) lest writers lose access.";
+The new log gets the old one's owner, group and mode. Run by a user that
+cannot give them (not root, not the log's owner), compaction refuses
+before writing anything (exit 1): run it as the log's owner, or as root.
+A run longer than --timeout gives up (exit 1).";
 
 const COMPACT_EXIT: &str = "\
 EXIT STATUS:
@@ -593,6 +599,13 @@ pub struct CompactArgs {
     /// the log would be missing for a moment, so compaction refuses.
     #[arg(long)]
     pub mount_has_hard_remove: bool,
+
+    /// Give up (exit 1) if the whole compaction takes longer than this: a
+    /// hung share would otherwise block it, and its timer, for ever. The
+    /// log is then as it was, or wholly replaced (the rename is atomic);
+    /// the next run removes a copy left behind.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1h")]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Subcommand)]

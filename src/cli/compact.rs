@@ -45,6 +45,7 @@ pub fn compact(args: CompactArgs, config: &Option<PathBuf>, mut settings: Settin
             listing.push_str(&listed(line, fate));
         }
     };
+    give_up_after(args.timeout, &location);
     let now = chrono::Utc::now();
     let outcome = match &location {
         LogLocation::File(path) => {
@@ -79,6 +80,25 @@ pub fn compact(args: CompactArgs, config: &Option<PathBuf>, mut settings: Settin
     .map_err(|e| Failure::Runtime(anyhow!(e).context(format!("cannot compact {location}"))))?;
     listing.push_str(&summary(&location, &outcome, args.dry_run));
     write_stdout(&listing)
+}
+
+/// Ends the process with exit status 1 once `timeout` has passed: a call
+/// on a hung share (sshfs, SFTP) blocks with no way to cancel it, and the
+/// compaction timer's unit would never finish. Exiting is safe at any
+/// point: the rename is atomic, the local lock goes with the process,
+/// writers break a cross-host lock left behind after `stale_lock`, and the
+/// next run removes a partial copy.
+fn give_up_after(timeout: std::time::Duration, location: &LogLocation) {
+    let location = location.to_string();
+    std::thread::spawn(move || {
+        std::thread::sleep(timeout);
+        eprintln!(
+            "banshare: error: cannot compact {location}: not finished within {} \
+             (--timeout); is the share hung? The log is as it was, or wholly replaced",
+            humantime::format_duration(timeout)
+        );
+        std::process::exit(1);
+    });
 }
 
 /// Refuses to rename over a log that this host holds open through FUSE

@@ -115,13 +115,20 @@ fn render(unit: UnitName, root: Option<&str>, settings: &Settings) -> String {
         let _ = writeln!(text, "ReadWritePaths=-{}", folder.display());
     }
     if let Some(reason) = root {
+        // Compaction gives the new log the old one's owner and mode, which
+        // only CHOWN and FOWNER allow for another user's log.
+        let chown = if unit == UnitName::Compact {
+            " CAP_CHOWN CAP_FOWNER"
+        } else {
+            ""
+        };
         let _ = writeln!(
             text,
             "# Root, for {reason};\n\
              # still bounded: DAC_OVERRIDE reaches the banshare user's files.\n\
              User=root\n\
              Group=root\n\
-             CapabilityBoundingSet=CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH"
+             CapabilityBoundingSet=CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH{chown}"
         );
     }
     text

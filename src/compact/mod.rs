@@ -54,8 +54,10 @@ pub trait LogStore {
     /// At most `len` bytes of `path` from its start.
     fn head(&self, path: &Path, len: u64) -> io::Result<Vec<u8>>;
     /// Creates `path` (replacing a leftover) holding `data`, with the
-    /// permissions (and, where it can, the owner) of `like`: the writers of
-    /// the old log must be able to append to the new one.
+    /// permissions, owner and group of `like`: the writers of the old log
+    /// must be able to append to the new one. Fails with [`OwnerNotKept`]
+    /// (inside the `io::Error`), before writing `data`, when it cannot
+    /// give the owner and group; `path` may then exist, empty.
     fn create(&self, path: &Path, data: &[u8], like: &Path) -> io::Result<()>;
     /// Appends `data` to `path` and flushes it to the server's disk.
     fn append_synced(&self, path: &Path, data: &[u8]) -> io::Result<()>;
@@ -63,10 +65,55 @@ pub trait LogStore {
     /// new one, never missing.
     fn replace(&self, from: &Path, to: &Path) -> io::Result<()>;
     fn remove(&self, path: &Path) -> io::Result<()>;
+    /// The partial copies ([`temp_path`]'s names, of any pid) beside `log`
+    /// unchanged for `idle`: left by compactions killed midway. None where
+    /// the store cannot list its folder.
+    fn stale_copies(&self, log: &Path, idle: Duration) -> io::Result<Vec<PathBuf>> {
+        let _ = (log, idle);
+        Ok(Vec::new())
+    }
+}
+
+/// A partial copy unchanged for this long is no running compaction's: one
+/// writes its copy, then catches up (appending) within seconds, and gives
+/// up when the lock takes longer than `lock_timeout`.
+pub const STALE_COPY_IDLE: Duration = Duration::from_secs(3600);
+
+/// Whether `name` is one that [`temp_path`] gives for the log `log_name`.
+pub fn is_copy_name(name: &str, log_name: &str) -> bool {
+    name.strip_prefix('.')
+        .and_then(|n| n.strip_prefix(log_name))
+        .and_then(|n| n.strip_prefix(".compact-"))
+        .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The compacted copy could not get the log's owner and group (only root,
+/// or the owner within its groups, may set them): renamed over the log,
+/// it would lock out the writers that append as the log's owner.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the log belongs to uid {uid} gid {gid}, but this user cannot give the new log \
+     that owner (it would belong to uid {got_uid} gid {got_gid}, and the log's writers \
+     could lose access): run compaction as the log's owner, or as root"
+)]
+pub struct OwnerNotKept {
+    pub uid: u32,
+    pub gid: u32,
+    pub got_uid: u32,
+    pub got_gid: u32,
+}
+
+impl OwnerNotKept {
+    /// The error `LogStore::create` returns: refused, not an I/O failure.
+    pub fn into_io(self) -> io::Error {
+        io::Error::new(io::ErrorKind::PermissionDenied, self)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompactError {
+    #[error(transparent)]
+    OwnerNotKept(OwnerNotKept),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -189,16 +236,99 @@ pub fn compact(
     if job.dry_run {
         return Ok(outcome);
     }
+    remove_stale_copies(store, log);
     let head = &data[..data.len().min(FINGERPRINT_MAX as usize)];
-    let temp = temp_path(log);
+    let temp = TempCopy::new(store, temp_path(log));
     store
-        .create(&temp, &kept, log)
-        .map_err(io_err("cannot write the compacted copy", &temp))?;
-    let result = catch_up_and_replace(store, locks, job, head, end as u64, &temp, &mut outcome);
-    if result.is_err() {
-        let _ = store.remove(&temp);
+        .create(&temp.path, &kept, log)
+        .map_err(|e| create_err(e, &temp.path))?;
+    catch_up_and_replace(
+        store,
+        locks,
+        job,
+        head,
+        end as u64,
+        &temp.path,
+        &mut outcome,
+    )?;
+    temp.renamed();
+    Ok(outcome)
+}
+
+/// Removes the copies that compactions killed midway left beside `log`:
+/// each holds as much space as the log. Failing is not fatal.
+fn remove_stale_copies(store: &dyn LogStore, log: &Path) {
+    let copies = match store.stale_copies(log, STALE_COPY_IDLE) {
+        Ok(copies) => copies,
+        Err(e) => {
+            log::debug!(
+                "cannot look for earlier partial copies of {}: {e}",
+                log.display()
+            );
+            return;
+        }
+    };
+    for copy in copies {
+        match store.remove(&copy) {
+            Ok(()) => log::info!(
+                "removed {}, left by a compaction that was killed midway",
+                copy.display()
+            ),
+            Err(e) => log::warn!(
+                "cannot remove the stale partial copy {}: {e}",
+                copy.display()
+            ),
+        }
     }
-    result.map(|()| outcome)
+}
+
+/// The compacted copy, removed when dropped unless it was renamed over the
+/// log: a failure anywhere (out of space while writing it, the lock, a
+/// rotation) must not leave a partial copy holding the space writers need.
+struct TempCopy<'s> {
+    store: &'s dyn LogStore,
+    path: PathBuf,
+    renamed: bool,
+}
+
+impl<'s> TempCopy<'s> {
+    fn new(store: &'s dyn LogStore, path: PathBuf) -> Self {
+        TempCopy {
+            store,
+            path,
+            renamed: false,
+        }
+    }
+
+    fn renamed(mut self) {
+        self.renamed = true;
+    }
+}
+
+impl Drop for TempCopy<'_> {
+    fn drop(&mut self) {
+        if !self.renamed
+            && let Err(e) = self.store.remove(&self.path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            log::warn!(
+                "cannot remove the unfinished compacted copy {}: {e}",
+                self.path.display()
+            );
+        }
+    }
+}
+
+/// `create`'s failure as a compaction error: a refusal to change the log's
+/// owner says so, anything else is an I/O error on the copy.
+fn create_err(e: io::Error, temp: &Path) -> CompactError {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<OwnerNotKept>())
+    {
+        Some(why) => CompactError::OwnerNotKept(why.clone()),
+        None => io_err("cannot write the compacted copy", temp)(e),
+    }
 }
 
 /// Copies what writers appended since `end` into `temp` (most of it
@@ -387,11 +517,26 @@ impl LogStore for LocalStore {
         use std::os::unix::fs::{MetadataExt, fchown};
         let old = fs::metadata(like)?;
         let mut file = File::create(path)?;
-        file.set_permissions(old.permissions())?;
-        // Only root may give a file away; anyone else keeps its own.
-        if let Err(e) = fchown(&file, Some(old.uid()), Some(old.gid())) {
-            log::debug!("cannot give {} the log's owner: {e}", path.display());
+        let new = file.metadata()?;
+        if (new.uid(), new.gid()) != (old.uid(), old.gid()) {
+            // Only root may give a file away, the owner only to its groups:
+            // checked below, whatever the error.
+            if let Err(e) = fchown(&file, Some(old.uid()), Some(old.gid())) {
+                log::debug!("cannot give {} the log's owner: {e}", path.display());
+            }
+            let new = file.metadata()?;
+            if (new.uid(), new.gid()) != (old.uid(), old.gid()) {
+                return Err(OwnerNotKept {
+                    uid: old.uid(),
+                    gid: old.gid(),
+                    got_uid: new.uid(),
+                    got_gid: new.gid(),
+                }
+                .into_io());
+            }
         }
+        // After the chown, which clears set-id bits.
+        file.set_permissions(old.permissions())?;
         file.write_all(data)?;
         file.sync_all()
     }
@@ -414,6 +559,29 @@ impl LogStore for LocalStore {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         fs::remove_file(path)
+    }
+
+    fn stale_copies(&self, log: &Path, idle: Duration) -> io::Result<Vec<PathBuf>> {
+        let dir = match log.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) => dir,
+            None => Path::new("."),
+        };
+        let log_name = log.file_name().unwrap_or_default().to_string_lossy();
+        let mut stale = Vec::new();
+        for entry in fs::read_dir(dir)?.flatten() {
+            let name = entry.file_name();
+            if !is_copy_name(&name.to_string_lossy(), &log_name) {
+                continue;
+            }
+            let idle_for = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .map(|t| t.elapsed().unwrap_or_default());
+            if idle_for.is_ok_and(|d| d >= idle) {
+                stale.push(entry.path());
+            }
+        }
+        Ok(stale)
     }
 }
 

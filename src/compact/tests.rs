@@ -278,3 +278,39 @@ fn a_follower_without_inode_numbers_reads_the_compacted_log_from_its_start() {
         );
     }
 }
+
+/// A compaction killed midway (the host rebooted) leaves its copy; the
+/// next run removes such copies once they are old enough that no running
+/// compaction, on any host, can still be writing them.
+#[test]
+fn partial_copies_of_earlier_runs_are_removed_once_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("newbans.log");
+    fs::write(&log, ban("192.0.2.2", "2026-11-21T17:55:00Z", 600, 2)).unwrap();
+    let old = dir.path().join(".newbans.log.compact-12345");
+    let fresh = dir.path().join(".newbans.log.compact-12346");
+    let other = dir.path().join(".newbans.log.compact-notapid");
+    for path in [&old, &fresh, &other] {
+        fs::write(path, "partial").unwrap();
+    }
+    let hours_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 3600);
+    for path in [&old, &other] {
+        File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(hours_ago)
+            .unwrap();
+    }
+    compact(
+        &LocalStore,
+        &mut LocalLockFs,
+        &job(&log, false),
+        now(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert!(!old.exists(), "a stale copy is removed");
+    assert!(fresh.exists(), "one that may be another run's stays");
+    assert!(other.exists(), "only names compaction gives");
+}

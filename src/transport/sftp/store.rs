@@ -15,13 +15,14 @@ use std::ffi::CString;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::raw::{c_char, c_int};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ssh2::{OpenFlags, OpenType};
 
 use super::SftpLockFs;
 use super::session::{Connection, io_error};
-use crate::compact::LogStore;
+use crate::compact::{LogStore, OwnerNotKept, is_copy_name};
 use crate::transport::lock::LockFs;
 
 unsafe extern "C" {
@@ -78,8 +79,8 @@ impl LogStore for SftpStore<'_> {
         let mut file = sftp
             .open_mode(path, flags, mode, OpenType::File)
             .map_err(|e| io_error(path, e))?;
-        // The server's umask may have narrowed the mode; the owner is the
-        // account's, as the writers' over SFTP are.
+        keep_owner(&mut file, &old, path)?;
+        // The server's umask may have narrowed the mode.
         let perm = ssh2::FileStat {
             size: None,
             uid: None,
@@ -112,6 +113,68 @@ impl LogStore for SftpStore<'_> {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         self.conn.sftp.unlink(path).map_err(|e| io_error(path, e))
+    }
+
+    fn stale_copies(&self, log: &Path, idle: Duration) -> io::Result<Vec<PathBuf>> {
+        let dir = log.parent().unwrap_or(Path::new("."));
+        let log_name = log.file_name().unwrap_or_default().to_string_lossy();
+        let entries = self.conn.sftp.readdir(dir).map_err(|e| io_error(dir, e))?;
+        // The server's times against this host's clock: the hour's margin
+        // covers any skew a cluster of signed records tolerates.
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        Ok(entries
+            .into_iter()
+            .filter(|(path, stat)| {
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                is_copy_name(&name, &log_name)
+                    && stat
+                        .mtime
+                        .is_some_and(|t| now.saturating_sub(t) >= idle.as_secs())
+            })
+            .map(|(path, _)| path)
+            .collect())
+    }
+}
+
+/// Gives `file` the owner and group of the log (`old`) where they differ,
+/// or fails with [`OwnerNotKept`]: the SFTP account is usually the log's
+/// owner, as the writers' are, but a compaction through another account
+/// would lock them out.
+fn keep_owner(file: &mut ssh2::File, old: &ssh2::FileStat, path: &Path) -> io::Result<()> {
+    let (Some(uid), Some(gid)) = (old.uid, old.gid) else {
+        return Ok(());
+    };
+    let ids = |f: &mut ssh2::File| {
+        f.stat()
+            .map(|st| (st.uid, st.gid))
+            .map_err(|e| io_error(path, e))
+    };
+    if ids(file)? == (Some(uid), Some(gid)) {
+        return Ok(());
+    }
+    let owner = ssh2::FileStat {
+        size: None,
+        uid: Some(uid),
+        gid: Some(gid),
+        perm: None,
+        atime: None,
+        mtime: None,
+    };
+    if let Err(e) = file.setstat(owner) {
+        log::debug!("cannot give {} the log's owner: {e}", path.display());
+    }
+    match ids(file)? {
+        (Some(u), Some(g)) if (u, g) == (uid, gid) => Ok(()),
+        (got_uid, got_gid) => Err(OwnerNotKept {
+            uid,
+            gid,
+            got_uid: got_uid.unwrap_or(u32::MAX),
+            got_gid: got_gid.unwrap_or(u32::MAX),
+        }
+        .into_io()),
     }
 }
 

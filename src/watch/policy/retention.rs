@@ -22,10 +22,18 @@
 //!   is older; for good when its address has a lifted permanent ban;
 //! - a **copy** (the same record `id`, or the same bytes for a line
 //!   without one) is dropped after its first occurrence;
-//! - the newest **allowlist** record (`ALLOW` or `UNALLOW`) of each
-//!   network is kept for good, older ones are dropped;
-//! - a line that is not a record, or that the trusted keys refuse, is
-//!   dropped: no watcher applies it.
+//! - an **allowlist** record (`ALLOW` or `UNALLOW`) is kept only when
+//!   signed, with a signature the trusted keys verify (or cannot check, for
+//!   want of the signer's key or of any keys here): watchers honour only an
+//!   operator's verified signature, so an unsigned one is dropped and
+//!   displaces nothing. Of the signed ones, the newest of each network
+//!   *and signer* is kept for good, older ones are dropped: whichever
+//!   signers a watcher counts as operators (`[trust] operators`, a
+//!   watcher's own list, which this host need not have), the newest record
+//!   it honours for a network stays;
+//! - a line that is not a record, or that the trusted keys refuse, or one
+//!   dated more than a day ([`MAX_CLOCK_LEAD`]) plus the clock margin
+//!   ahead, is dropped: no watcher applies it.
 //!
 //! Rules that depend on the node (its own address, `ignoreip`, its rate
 //! limit, `min_nodes`) do not drop anything: another node may apply what
@@ -38,9 +46,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use ipnet::IpNet;
 
 use super::active::{ActiveBans, NEVER, until_ms};
-use super::{CLOCK_JITTER, applied_bantime, expiry, record_time};
+use super::{CLOCK_JITTER, MAX_CLOCK_LEAD, applied_bantime, expiry, record_time};
 use crate::record::never_ban::normalize;
-use crate::record::{self, BanTime, Jail, Op, Record};
+use crate::record::{self, BanTime, Jail, NodeId, Op, Record};
 use crate::trust::{Provenance, TrustPolicy};
 
 /// What a compaction must know of the cluster's settings.
@@ -93,10 +101,14 @@ impl Fate {
                 "kept: permanent ban lifted by an unban, kept so its unban stays known"
             }
             Fate::Keep(Kept::Unban) => "kept: newest unban of its address, still remembered",
-            Fate::Keep(Kept::Allowlist) => "kept: newest allowlist record of its network",
+            Fate::Keep(Kept::Allowlist) => {
+                "kept: newest signed allowlist record of its network and signer"
+            }
             Fate::Drop(Dropped::Garbage) => "dropped: not a record",
             Fate::Drop(Dropped::Marker) => "dropped: an earlier compaction's first line",
-            Fate::Drop(Dropped::Untrusted) => "dropped: refused by the trusted keys",
+            Fate::Drop(Dropped::Untrusted) => {
+                "dropped: refused by the trusted keys, or an unsigned allowlist record"
+            }
             Fate::Drop(Dropped::Expired) => "dropped: ban over",
             Fate::Drop(Dropped::Lifted) => "dropped: ban lifted by a newer unban",
             Fate::Drop(Dropped::OlderUnban) => {
@@ -104,8 +116,11 @@ impl Fate {
             }
             Fate::Drop(Dropped::Forgotten) => "dropped: unban no longer remembered",
             Fate::Drop(Dropped::Copy) => "dropped: copy of an earlier record",
+            Fate::Drop(Dropped::FromTheFuture) => {
+                "dropped: dated more than a day ahead, which every watcher refuses"
+            }
             Fate::Drop(Dropped::OlderAllowlist) => {
-                "dropped: allowlist record older than another one of its network"
+                "dropped: allowlist record older than another one of its network and signer"
             }
         }
     }
@@ -117,7 +132,8 @@ pub enum Kept {
     PermanentBan,
     LiftedPermanentBan,
     Unban,
-    /// The newest `ALLOW` or `UNALLOW` of a network: kept for good, since
+    /// The newest signed `ALLOW` or `UNALLOW` of a network and signer: kept
+    /// for good, since
     /// an allowlist entry lasts until taken off, and a removal must reach
     /// every watcher however late.
     Allowlist,
@@ -135,6 +151,9 @@ pub enum Dropped {
     Forgotten,
     Copy,
     OlderAllowlist,
+    /// Dated more than [`MAX_CLOCK_LEAD`] (plus the clock margin) ahead:
+    /// every watcher refuses it.
+    FromTheFuture,
 }
 
 /// What the rules need of one record, so that the record itself need not
@@ -146,6 +165,8 @@ struct Seen {
     /// When a ban ends (`NEVER`: permanent); unused for an unban.
     until: i64,
     jail: Option<Jail>,
+    /// Who wrote it: allowlist records compete per signer.
+    node: Option<NodeId>,
 }
 
 /// The fate of each of `lines` (each one line of the log, with or without
@@ -197,6 +218,12 @@ fn first_look<'a>(
         return Err(Dropped::Copy);
     }
     let ts = record_time(&record, now);
+    let latest = MAX_CLOCK_LEAD
+        .checked_add(&margin(rules))
+        .and_then(|lead| now.checked_add_signed(lead));
+    if latest.is_some_and(|latest| ts > latest) {
+        return Err(Dropped::FromTheFuture);
+    }
     let until = match record.op {
         Op::Ban => {
             let default = BanTime::Seconds(rules.max_bantime.as_secs());
@@ -211,18 +238,37 @@ fn first_look<'a>(
         ts: ts.timestamp_millis(),
         until,
         jail: record.fields.jail,
+        node: record.fields.node,
     })
 }
 
 /// How far a record is vouched for, as a watcher with this host's trusted
 /// keys would see it; with none, a signature is taken on trust.
 fn provenance(record: &Record, rules: &RetentionRules) -> Result<Provenance, Dropped> {
+    if record.op.is_control() {
+        return allowlist_provenance(record, rules);
+    }
     match &rules.trust {
         Some(trust) if !trust.keys.is_empty() || trust.require_signed => {
             trust.check(record).map_err(|_| Dropped::Untrusted)
         }
         _ if record.fields.sig.is_some() => Ok(Provenance::Verified),
         _ => Ok(Provenance::Unverified),
+    }
+}
+
+/// An allowlist record stays only signed, and not refused by the trusted
+/// keys for its signature: no watcher honours it otherwise. Whether its
+/// signer is an operator is left to each watcher.
+fn allowlist_provenance(record: &Record, rules: &RetentionRules) -> Result<Provenance, Dropped> {
+    if record.fields.sig.is_none() {
+        return Err(Dropped::Untrusted);
+    }
+    match &rules.trust {
+        Some(trust) => trust
+            .check_signature(record)
+            .map_err(|_| Dropped::Untrusted),
+        None => Ok(Provenance::Verified),
     }
 }
 
@@ -285,11 +331,12 @@ fn decide(fates: &mut [Fate], seen: &[Option<Seen>], rules: &RetentionRules, now
     }
 }
 
-/// The newest allowlist record (`ALLOW` or `UNALLOW`) of each network
-/// stays, for good; older ones go: the policy lets the newest record about
-/// a network win, whatever order they come in.
+/// The newest allowlist record (`ALLOW` or `UNALLOW`) of each network and
+/// signer stays, for good; older ones go: the policy lets the newest
+/// record it honours about a network win, whatever order they come in,
+/// and the newest among any set of operators is the newest of one of them.
 fn keep_newest_allowlist(fates: &mut [Fate], seen: &[Option<Seen>]) {
-    let mut newest: HashMap<IpNet, usize> = HashMap::new();
+    let mut newest: HashMap<(IpNet, Option<&NodeId>), usize> = HashMap::new();
     for (i, s) in seen.iter().enumerate() {
         let Some(s) = s
             .as_ref()
@@ -298,9 +345,10 @@ fn keep_newest_allowlist(fates: &mut [Fate], seen: &[Option<Seen>]) {
             continue;
         };
         fates[i] = Fate::Keep(Kept::Allowlist);
-        if let Some(j) = newest.insert(s.net, i) {
+        let key = (s.net, s.node.as_ref());
+        if let Some(j) = newest.insert(key, i) {
             let older = if seen[j].as_ref().is_some_and(|o| o.ts > s.ts) {
-                newest.insert(s.net, j);
+                newest.insert(key, j);
                 i
             } else {
                 j
@@ -308,6 +356,11 @@ fn keep_newest_allowlist(fates: &mut [Fate], seen: &[Option<Seen>]) {
             fates[older] = Fate::Drop(Dropped::OlderAllowlist);
         }
     }
+}
+
+/// How far a watcher's clock may be from this host's.
+fn margin(rules: &RetentionRules) -> TimeDelta {
+    TimeDelta::from_std(rules.clock_margin).unwrap_or(TimeDelta::MAX)
 }
 
 /// How long after its time an unban may still matter to a watcher: the

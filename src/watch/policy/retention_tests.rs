@@ -253,32 +253,43 @@ fn a_fresh_policy_reading_the_kept_lines_ends_where_one_reading_all_does() {
 }
 
 #[test]
-fn the_newest_allowlist_record_of_a_network_stays_for_good() {
-    // Control records cover every port.
-    let line = |verb: &str, target: &str, fields: &str| {
-        line(verb, target, fields).replace("PORT 22", "PORT 0:65535")
+fn the_newest_signed_allowlist_record_of_a_network_and_signer_stays_for_good() {
+    // Control records cover every port; only signed ones count.
+    let key = generate().unwrap();
+    let signed = |verb: &str, target: &str, fields: &str| {
+        let text = line(verb, target, fields).replace("PORT 22", "PORT 0:65535");
+        let mut r = record::parse(text.as_bytes()).unwrap();
+        sign(&mut r, &key).unwrap();
+        format!("{r}\n")
     };
     let lines = [
-        line(
+        signed(
             "ALLOW",
             "198.51.100.0/24",
             "node=ops ts=2025-01-01T00:00:00Z id=0000000000000001",
         ),
-        line(
+        signed(
             "UNALLOW",
             "198.51.100.0/24",
             "node=ops ts=2025-02-01T00:00:00Z id=0000000000000002",
         ),
         // Late, but older than the UNALLOW: dropped.
-        line(
+        signed(
             "ALLOW",
             "198.51.100.0/24",
             "node=ops ts=2025-01-15T00:00:00Z id=0000000000000003",
         ),
-        line(
+        signed(
             "ALLOW",
             "203.0.113.7",
             "node=ops ts=2024-01-01T00:00:00Z id=0000000000000004",
+        ),
+        // Newer, by another signer: a watcher for which only `ops` is an
+        // operator still needs the UNALLOW of `ops`, so both stay.
+        signed(
+            "ALLOW",
+            "198.51.100.0/24",
+            "node=ops2 ts=2025-03-01T00:00:00Z id=0000000000000005",
         ),
     ];
     assert_eq!(
@@ -288,6 +299,111 @@ fn the_newest_allowlist_record_of_a_network_stays_for_good() {
             Fate::Keep(Kept::Allowlist),
             Fate::Drop(Dropped::OlderAllowlist),
             Fate::Keep(Kept::Allowlist),
+            Fate::Keep(Kept::Allowlist),
+        ]
+    );
+}
+
+/// Review 13: an allowlist record without a signature is honoured by no
+/// watcher (`TrustPolicy::check` wants an operator's verified signature,
+/// whatever the keys), yet compaction on a host without the trusted keys
+/// (the file server, where the timer is meant to run) keeps it for good and
+/// lets it displace the operator's real, older record of the same network:
+/// a writer with no key at all erases an allowlist entry from the log, and
+/// a watcher started afresh on the compacted log bans the network again.
+#[test]
+fn an_unsigned_allowlist_record_neither_stays_nor_displaces_an_operators_one() {
+    let control = |verb: &str, target: &str, fields: &str| {
+        line(verb, target, fields).replace("PORT 22", "PORT 0:65535")
+    };
+    let key = generate().unwrap();
+    let mut allow = record::parse(
+        control(
+            "ALLOW",
+            "198.51.100.0/24",
+            "node=ops ts=2025-01-01T00:00:00Z id=0000000000000001",
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    sign(&mut allow, &key).unwrap();
+    let lines = [
+        format!("{allow}\n"),
+        // Forged by anyone who can append: no signature.
+        control(
+            "UNALLOW",
+            "198.51.100.0/24",
+            "node=web1 ts=2025-02-01T00:00:00Z id=0000000000000002",
+        ),
+        control(
+            "ALLOW",
+            "203.0.113.7",
+            "node=web1 ts=2025-02-01T00:00:00Z id=0000000000000003",
+        ),
+    ];
+    assert_eq!(
+        fates(&lines, &rules()),
+        [
+            Fate::Keep(Kept::Allowlist),
+            Fate::Drop(Dropped::Untrusted),
+            Fate::Drop(Dropped::Untrusted),
+        ]
+    );
+}
+
+/// Review 13: `[trust] operators` is documented as a watcher setting ("on
+/// every watcher"), but compaction reads it too: on a compacting host with
+/// the trusted keys and no operators list (a file server that watches
+/// nothing), the operator's verified `ALLOW` is dropped as untrusted, and a
+/// watcher started afresh on the compacted log no longer allowlists it.
+#[test]
+fn an_operators_allowlist_record_survives_a_compacting_host_without_the_operators_list() {
+    let key = generate().unwrap();
+    let mut allow = record::parse(
+        line(
+            "ALLOW",
+            "198.51.100.0/24",
+            "node=ops ts=2025-01-01T00:00:00Z id=0000000000000001",
+        )
+        .replace("PORT 22", "PORT 0:65535")
+        .as_bytes(),
+    )
+    .unwrap();
+    sign(&mut allow, &key).unwrap();
+    let rules = RetentionRules {
+        trust: Some(TrustPolicy {
+            keys: TrustedKeys::parse(&format!("ops {}", public_line(&key)), "test").unwrap(),
+            require_signed: false,
+            allow_unsigned_logger: false,
+            operators: Vec::new(),
+        }),
+        ..rules()
+    };
+    assert_eq!(
+        fates(&[format!("{allow}\n")], &rules),
+        [Fate::Keep(Kept::Allowlist)]
+    );
+}
+
+/// Every watcher refuses a record dated more than a day ahead of its clock
+/// (`FromTheFuture`), so keeping it (until its far `ts` plus its bantime,
+/// for good for a year-2099 one) only grew the log.
+#[test]
+fn a_record_every_watcher_refuses_as_from_the_future_is_dropped() {
+    let lines = [
+        ban("192.0.2.1", "sshd", "2026-11-24T18:00:00Z", "600", 1),
+        ban("192.0.2.2", "sshd", "2099-01-01T00:00:00Z", "600", 2),
+        unban("192.0.2.3", "sshd", "2026-11-25T00:00:00Z", 3),
+        // Within a day (and the clock margin) ahead: a watcher may apply it.
+        ban("192.0.2.4", "sshd", "2026-11-22T17:59:00Z", "600", 4),
+    ];
+    assert_eq!(
+        fates(&lines, &rules()),
+        [
+            Fate::Drop(Dropped::FromTheFuture),
+            Fate::Drop(Dropped::FromTheFuture),
+            Fate::Drop(Dropped::FromTheFuture),
+            Fate::Keep(Kept::Ban),
         ]
     );
 }
