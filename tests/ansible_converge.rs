@@ -17,13 +17,13 @@
 //! hand on the file server is refused, not applied; a second run reports
 //! `changed=0` on every host; drift (a changed configuration line, a removed
 //! trusted key, a stopped unit) is reported and repaired by the next run;
-//! node3 added to the inventory and a run later, its bans apply on nodes 1
-//! and 2.
+//! node3 added to the inventory (over SFTP, no mount) and a run later, its
+//! bans apply on nodes 1 and 2, and one more run changes nothing.
 //!
 //! Needs root, Debian's ansible, systemd-container, debootstrap (the root
 //! is made once per machine), iproute2, and the .deb from
 //! `packaging/build-deb` (as .ci/run does): fails, never skips, without
-//! them. About 5 minutes, most of it the first converge.
+//! them. About 4 minutes: five playbook runs of 25 to 55 s each.
 
 mod support;
 
@@ -207,8 +207,9 @@ impl Controller {
     }
 
     /// Writes known_hosts (each container's key, read from its root) and
-    /// the inventory: `files` serves, `nodes` are the cluster's nodes.
-    fn write_inventory(&self, files: &Container, nodes: &[&Container]) {
+    /// the inventory: `files` serves, `nodes` are the cluster's nodes, those
+    /// named in `sftp` reach the log over SFTP, the others mount it.
+    fn write_inventory(&self, files: &Container, nodes: &[&Container], sftp: &[&str]) {
         let known_hosts: String = std::iter::once(files)
             .chain(nodes.iter().copied())
             .map(|c| format!("{} {}\n", c.ip, c.host_key()))
@@ -216,7 +217,17 @@ impl Controller {
         fs::write(self.path("known_hosts"), known_hosts).unwrap();
         let node_lines: String = nodes
             .iter()
-            .map(|c| format!("        {}:\n          ansible_host: {}\n", c.name, c.ip))
+            .map(|c| {
+                let access = if sftp.contains(&c.name.as_str()) {
+                    "          banshare_node_access: sftp\n"
+                } else {
+                    ""
+                };
+                format!(
+                    "        {}:\n          ansible_host: {}\n{access}",
+                    c.name, c.ip
+                )
+            })
             .collect();
         let inventory = format!(
             "all:\n\
@@ -424,7 +435,7 @@ fn playbook_converges_a_real_cluster_and_a_second_run_changes_nothing() {
     );
 
     // The first converge: bare systems to a cluster.
-    controller.write_inventory(files, &[node1, node2]);
+    controller.write_inventory(files, &[node1, node2], &[]);
     let first = controller.converge("first run");
     for host in ["files", "node1", "node2"] {
         assert!(first.count(host, "changed") > 0, "{host}: nothing changed");
@@ -548,15 +559,21 @@ fn playbook_converges_a_real_cluster_and_a_second_run_changes_nothing() {
         assert_watcher_unit_runs(node);
     }
 
-    // A third node joins: after one run over the grown inventory, the first
-    // two trust it and apply its bans.
-    controller.write_inventory(files, &[node1, node2, node3]);
+    // A third node joins, reaching the log over SFTP (no mount): after one
+    // run over the grown inventory, the first two trust it and apply its
+    // bans.
+    controller.write_inventory(files, &[node1, node2, node3], &["node3"]);
     let grown = controller.converge("with node3");
     for host in ["node1", "node2"] {
         grown.assert_changed(host, "Trust every node's signing key");
         grown.assert_changed(host, "Reload the watcher");
     }
     assert_watcher_unit_runs(node3);
+    let node3_config = fs::read_to_string(node3.path(config)).unwrap();
+    assert!(
+        node3_config.contains("log = \"sftp://banshare@198.18.0.1/share/newbans.log\""),
+        "{node3_config}"
+    );
     for node in [node1, node2] {
         let keys = fs::read_to_string(node.path(trusted)).unwrap();
         assert!(keys.contains("\nnode3 ed25519 "), "{}: {keys}", node.name);
@@ -571,6 +588,20 @@ fn playbook_converges_a_real_cluster_and_a_second_run_changes_nothing() {
     ]);
     for node in [node1, node2] {
         wait_blocked(&second_attacker, node, "after the ban on node3");
+    }
+    // node1's ban reached node3 over SFTP too (the attacker's first ban).
+    wait_blocked(&attacker, node3, "node1's ban, on node3 over SFTP");
+
+    // The grown cluster is converged: another run changes nothing.
+    let last = controller.converge("again with node3");
+    for host in ["files", "node1", "node2", "node3"] {
+        assert_eq!(
+            last.count(host, "changed"),
+            0,
+            "{host} changed on the run after node3 joined: {:?}\n{}",
+            last.changed_tasks(host),
+            last.output
+        );
     }
     eprintln!(
         "the whole converge test took {:.0} s",
