@@ -218,10 +218,16 @@ impl Controller {
         let node_lines: String = nodes
             .iter()
             .map(|c| {
+                // An SFTP node is also let in by the file server from its
+                // own address only (authorized_keys from="...").
                 let access = if sftp.contains(&c.name.as_str()) {
-                    "          banshare_node_access: sftp\n"
+                    format!(
+                        "          banshare_node_access: sftp\n\
+                         \x20         banshare_node_ssh_from: {}\n",
+                        c.ip
+                    )
                 } else {
-                    ""
+                    String::new()
                 };
                 format!(
                     "        {}:\n          ansible_host: {}\n{access}",
@@ -569,6 +575,11 @@ fn playbook_converges_a_real_cluster_and_a_second_run_changes_nothing() {
         grown.assert_changed(host, "Reload the watcher");
     }
     assert_watcher_unit_runs(node3);
+    let authorized = fs::read_to_string(files.path("/etc/ssh/banshare/authorized_keys")).unwrap();
+    assert!(
+        authorized.contains(&format!("restrict,from=\"{}\" ssh-ed25519 ", node3.ip)),
+        "{authorized}"
+    );
     let node3_config = fs::read_to_string(node3.path(config)).unwrap();
     assert!(
         node3_config.contains("log = \"sftp://banshare@198.18.0.1/share/newbans.log\""),
