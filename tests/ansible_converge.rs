@@ -4,6 +4,8 @@
 //! systemd on a copy of the one cached Debian 12 root (`.ci/debroot`), in a
 //! network namespace of its own on 198.18.0.0/24 (tests/support/nspawn.rs).
 //! The watcher runs as the packaged systemd unit, started by the playbook.
+//! node2 also gets fail2ban (`banshare_node_fail2ban`); node3 reaches the
+//! log over SFTP.
 //!
 //! ```text
 //! 198.18.0.1    files    the file server (container)
@@ -207,9 +209,12 @@ impl Controller {
     }
 
     /// Writes known_hosts (each container's key, read from its root) and
-    /// the inventory: `files` serves, `nodes` are the cluster's nodes, those
-    /// named in `sftp` reach the log over SFTP, the others mount it.
-    fn write_inventory(&self, files: &Container, nodes: &[&Container], sftp: &[&str]) {
+    /// the inventory: `files` serves, `nodes` are the cluster's nodes: node2
+    /// also runs fail2ban; node3 reaches the log over SFTP (no mount) and
+    /// is let in by the file server from its own address only
+    /// (authorized_keys from="..."); the others mount it with sshfs, as the
+    /// roles do by default.
+    fn write_inventory(&self, files: &Container, nodes: &[&Container]) {
         let known_hosts: String = std::iter::once(files)
             .chain(nodes.iter().copied())
             .map(|c| format!("{} {}\n", c.ip, c.host_key()))
@@ -218,16 +223,14 @@ impl Controller {
         let node_lines: String = nodes
             .iter()
             .map(|c| {
-                // An SFTP node is also let in by the file server from its
-                // own address only (authorized_keys from="...").
-                let access = if sftp.contains(&c.name.as_str()) {
-                    format!(
+                let access = match c.name.as_str() {
+                    "node2" => "          banshare_node_fail2ban: true\n".to_owned(),
+                    "node3" => format!(
                         "          banshare_node_access: sftp\n\
                          \x20         banshare_node_ssh_from: {}\n",
                         c.ip
-                    )
-                } else {
-                    String::new()
+                    ),
+                    _ => String::new(),
                 };
                 format!(
                     "        {}:\n          ansible_host: {}\n{access}",
@@ -441,7 +444,7 @@ fn playbook_converges_a_real_cluster_and_a_second_run_changes_nothing() {
     );
 
     // The first converge: bare systems to a cluster.
-    controller.write_inventory(files, &[node1, node2], &[]);
+    controller.write_inventory(files, &[node1, node2]);
     let first = controller.converge("first run");
     for host in ["files", "node1", "node2"] {
         assert!(first.count(host, "changed") > 0, "{host}: nothing changed");
@@ -453,6 +456,22 @@ fn playbook_converges_a_real_cluster_and_a_second_run_changes_nothing() {
     }
     let timer = files.exec(&["systemctl", "is-active", "banshare-compact.timer"]);
     assert_eq!(String::from_utf8_lossy(&timer.stdout).trim(), "active");
+    // node2 asked for fail2ban: it runs (its sshd jail on the journal, as
+    // Debian 12 has no auth.log), with banshare's action installed, and the
+    // watcher runs as root beside it (the drop-in says so).
+    let fail2ban = node2.exec(&["fail2ban-client", "status", "sshd"]);
+    assert!(
+        fail2ban.status.success(),
+        "fail2ban's sshd jail on node2: {}{}",
+        String::from_utf8_lossy(&fail2ban.stdout),
+        String::from_utf8_lossy(&fail2ban.stderr)
+    );
+    assert!(node2.path("/etc/fail2ban/action.d/banshare.conf").is_file());
+    let dropin = fs::read_to_string(
+        node2.path("/etc/systemd/system/banshare-watch.service.d/banshare-dropin.conf"),
+    )
+    .unwrap();
+    assert!(dropin.contains("\nUser=root\n"), "{dropin}");
 
     // A ban on node 1 reaches node 2's firewall through the file server.
     assert!(
@@ -568,7 +587,7 @@ fn playbook_converges_a_real_cluster_and_a_second_run_changes_nothing() {
     // A third node joins, reaching the log over SFTP (no mount): after one
     // run over the grown inventory, the first two trust it and apply its
     // bans.
-    controller.write_inventory(files, &[node1, node2, node3], &["node3"]);
+    controller.write_inventory(files, &[node1, node2, node3]);
     let grown = controller.converge("with node3");
     for host in ["node1", "node2"] {
         grown.assert_changed(host, "Trust every node's signing key");

@@ -255,6 +255,13 @@ impl Container {
         ] {
             let _ = std::os::unix::fs::symlink("/dev/null", path("etc/systemd/system").join(timer));
         }
+        // fail2ban is in the cache only because the containers have no
+        // package mirror: a bare server has none running, and Debian's
+        // stock configuration would fail at boot anyway (its sshd jail
+        // finds no auth.log). The roles enable it where asked.
+        let _ = fs::remove_file(path(
+            "etc/systemd/system/multi-user.target.wants/fail2ban.service",
+        ));
         let ssh = path("root/.ssh");
         fs::create_dir_all(&ssh).unwrap();
         fs::set_permissions(&ssh, fs::Permissions::from_mode(0o700)).unwrap();
