@@ -4,8 +4,8 @@
 //! refuse a bad variable before any task runs. Fails, never skips, without
 //! those packages (`.ci/install-deps` installs them).
 //!
-//! The converge of the playbook on real test hosts is not here yet: see
-//! ansible/README.md, "Testing the rollout".
+//! The converge of the playbook on real test hosts is
+//! tests/ansible_converge.rs (ansible/README.md, "Testing the rollout").
 
 use std::path::Path;
 use std::process::{Command, Output};
