@@ -1,4 +1,5 @@
-//! Review 13: failing tests for what a sysadmin running the package meets.
+//! `banshare compact` under the faults a file server meets: run by another
+//! user than the log's owner, and a disk that fills during the copy.
 
 mod support;
 
