@@ -40,7 +40,9 @@
 //!    the log is present and `.1` holds the followed file ("renamed": `.1`
 //!    starts with the non-empty prefix and is at least the offset long):
 //!    then `.1` is read from the offset to its end and the log followed
-//!    from 0. Then, if the log is present and is another file, the followed
+//!    from 0; or unless it still starts with its (non-empty) prefix and the
+//!    log does not ("replaced while open", a compaction seen through sshfs):
+//!    then it is read to the end it shows and the log followed from 0. Then, if the log is present and is another file, the followed
 //!    file is read to its end (its unfinished last line dropped; from `.1`
 //!    at the offset if `.1` holds it and is the followed file, or, where
 //!    the open file cannot tell its own identity (sshfs, no inode numbers),
@@ -478,6 +480,14 @@ impl MTail {
         }
     }
 
+    /// Whether ours still starts with the bytes read (as far as it shows)
+    /// while the file at the log's path does not.
+    fn replaced_while_open(&self, disk: &Disk, log: usize) -> bool {
+        !self.prefix.is_empty()
+            && self.content(disk).starts_with(&self.prefix)
+            && !disk.content(log).starts_with(&self.prefix)
+    }
+
     fn truncated(&self, disk: &Disk) -> bool {
         let content = self.content(disk);
         content.len() < self.pos || !content.starts_with(&self.prefix)
@@ -554,6 +564,16 @@ impl Model {
             match renamed {
                 Some(r) => {
                     MTail::resume_rotated(r, &cur.cursor()).read(disk, &mut out);
+                    *cur = MTail::start(log);
+                }
+                // Replaced while open (a compaction seen through sshfs):
+                // ours still starts as read and the log does not, so ours
+                // is finished as far as it shows and the log read from 0,
+                // rather than ours again from 0.
+                None if cur.replaced_while_open(disk, log) => {
+                    if cur.content(disk).len() >= cur.offset {
+                        cur.read(disk, &mut out);
+                    }
                     *cur = MTail::start(log);
                 }
                 None => *cur = MTail::start(cur.file),
