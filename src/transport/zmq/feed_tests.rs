@@ -331,6 +331,17 @@ fn zmq_feed_catches_up_across_a_compacted_log_in_one_request() {
     );
 }
 
+/// A position saved after record `seq` of epoch `epoch` (hex), naming that
+/// record by the digest of `last`, as a feed saves it.
+fn saved_with_digest(publisher: &FakePublisher, seq: u64, epoch: &str, last: &[u8]) -> Position {
+    Position {
+        kind: KIND.into(),
+        log: publisher.url().to_string(),
+        seq,
+        at: serde_json::json!({"epoch": epoch, "digest": Digest::of(last).to_string()}),
+    }
+}
+
 /// Review 12b: the same rollback as above, but the restored publisher took
 /// more new records than the watcher had read before the watcher came back
 /// (it was stopped, or its host was down, during the restore). The log's
@@ -343,15 +354,7 @@ fn zmq_feed_does_not_drop_new_records_after_a_rollback_it_did_not_see() {
     publisher.store(&line(1), false);
     // Saved while the log held records 1 to 5 (before the restore), with
     // the digest of record 5 as the feed read it, as a feed saves it.
-    let saved = Position {
-        kind: KIND.into(),
-        log: publisher.url().to_string(),
-        seq: 5,
-        at: serde_json::json!({
-            "epoch": "0000000000000078",
-            "digest": Digest::of(&line(5)).to_string(),
-        }),
-    };
+    let saved = saved_with_digest(&publisher, 5, "0000000000000078", &line(5));
     // The log restored to a copy holding record 1 (same epoch), then new
     // bans, numbered 2 to 8, ACKed to senders while the watcher is away.
     let new: Vec<Vec<u8>> = (2..=8)
@@ -403,15 +406,7 @@ fn zmq_feed_with_a_matching_digest_resumes_after_its_position() {
     for i in 1..=3 {
         publisher.store(&line(i), false);
     }
-    let saved = Position {
-        kind: KIND.into(),
-        log: publisher.url().to_string(),
-        seq: 2,
-        at: serde_json::json!({
-            "epoch": "0000000000000079",
-            "digest": Digest::of(&line(2)).to_string(),
-        }),
-    };
+    let saved = saved_with_digest(&publisher, 2, "0000000000000079", &line(2));
     let (mut feed, mut wake) = watched(&publisher);
     feed.resume(&saved).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -436,15 +431,7 @@ fn zmq_feed_asks_an_older_publisher_without_the_digest() {
     for i in 1..=3 {
         publisher.store(&line(i), false);
     }
-    let saved = Position {
-        kind: KIND.into(),
-        log: publisher.url().to_string(),
-        seq: 2,
-        at: serde_json::json!({
-            "epoch": "000000000000007a",
-            "digest": Digest::of(&line(2)).to_string(),
-        }),
-    };
+    let saved = saved_with_digest(&publisher, 2, "000000000000007a", &line(2));
     let (mut feed, mut wake) = watched(&publisher);
     feed.resume(&saved).unwrap();
     assert_eq!(read_n(&mut feed, &mut wake, 1), [line(3)]);
