@@ -750,22 +750,7 @@ fn doctor_reaches_the_zmq_publisher_or_says_it_cannot() {
     let found = run();
     found.expect("log", "problem", &["no connection", "submission port"]);
     let _publisher = support::Daemon(
-        Command::new(BANSHARE)
-            .args([
-                "--config",
-                "/dev/null",
-                "--quiet",
-                "publisher",
-                "--node",
-                "pub",
-            ])
-            .arg("--data-dir")
-            .arg(dir.path().join("publisher"))
-            .args(["--submit-port", &ports[0].to_string()])
-            .args(["--catch-up-port", &ports[1].to_string()])
-            .args(["--legacy-port", &ports[2].to_string()])
-            .args(["--feed-port", &ports[3].to_string()])
-            .stdout(std::process::Stdio::null())
+        support::local_publisher(&dir.path().join("publisher"), ports)
             .spawn()
             .unwrap(),
     );

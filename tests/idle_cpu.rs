@@ -249,22 +249,7 @@ fn an_idle_publisher_and_its_zmq_watcher_use_no_measurable_cpu() {
     )
     .unwrap();
     let publisher = Daemon(
-        Command::new(BANSHARE)
-            .args([
-                "--config",
-                "/dev/null",
-                "--quiet",
-                "publisher",
-                "--node",
-                "pub",
-            ])
-            .arg("--data-dir")
-            .arg(dir.path().join("publisher"))
-            .args(["--submit-port", &ports[0].to_string()])
-            .args(["--catch-up-port", &ports[1].to_string()])
-            .args(["--legacy-port", &ports[2].to_string()])
-            .args(["--feed-port", &ports[3].to_string()])
-            .stdout(Stdio::null())
+        support::local_publisher(&dir.path().join("publisher"), ports)
             .spawn()
             .unwrap(),
     );

@@ -96,6 +96,22 @@ pub fn ban_loop(writer: usize, count: usize, extra: &str) -> String {
     )
 }
 
+/// `banshare publisher` on this host, node `pub`, with its data in
+/// `data_dir` and its ports (submit, catch-up, legacy, feed), quiet and
+/// with no configuration file: spawn it into a [`Daemon`].
+pub fn local_publisher(data_dir: &Path, ports: [u16; 4]) -> Command {
+    let mut cmd = Command::new(BANSHARE);
+    cmd.args(["--config", "/dev/null", "--quiet", "publisher"])
+        .args(["--node", "pub", "--data-dir"])
+        .arg(data_dir)
+        .args(["--submit-port", &ports[0].to_string()])
+        .args(["--catch-up-port", &ports[1].to_string()])
+        .args(["--legacy-port", &ports[2].to_string()])
+        .args(["--feed-port", &ports[3].to_string()])
+        .stdout(std::process::Stdio::null());
+    cmd
+}
+
 /// A child process (a watcher, a monitor) killed and reaped when dropped,
 /// so a failing test leaves nothing running.
 pub struct Daemon(pub std::process::Child);
