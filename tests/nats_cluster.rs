@@ -13,8 +13,10 @@ use support::Daemon;
 use support::nats::{NatsOptions, NatsServers, READY_TIMEOUT};
 
 /// Connects as the environment of [`NatsServers::python`] says: every
-/// server's URL, TLS verified with the test CA, user 0's NKey. Retries
-/// reconnects without end, 100 ms apart, as banshare's feed would.
+/// server's URL, TLS verified with the test CA, user 0's NKey or
+/// credentials file. Retries reconnects without end, 100 ms apart, as
+/// banshare's feed would. `refuse_anonymous` exits unless a client without
+/// NKey or credentials is refused.
 const PY_CONNECT: &str = r#"
 import asyncio, json, os, ssl, sys
 import nats, nats.errors
@@ -27,8 +29,23 @@ async def connect(**extra):
         options["tls"] = ssl.create_default_context(cafile=os.environ["NATS_CA"])
     if os.environ["NATS_SEED"]:
         options["nkeys_seed"] = os.environ["NATS_SEED"]
+    if os.environ["NATS_CREDS"]:
+        options["user_credentials"] = os.environ["NATS_CREDS"]
     options.update(extra)
     return await nats.connect(**options)
+
+async def quiet(error):
+    pass
+
+async def refuse_anonymous():
+    try:
+        await connect(nkeys_seed=None, user_credentials=None, allow_reconnect=False,
+                      error_cb=quiet)
+    except nats.errors.Error as e:
+        if "Authorization Violation" in str(e):
+            return
+        raise
+    sys.exit("an anonymous client was admitted")
 
 async def read_all(js, stream):
     """Every message body of `stream`, read by an ordered consumer."""
@@ -38,16 +55,11 @@ async def read_all(js, stream):
 "#;
 
 /// Argument: the stream. Checks that anonymous clients are refused, then
-/// as the NKey user makes a stream of 1 replica, publishes 10 records, each
+/// as user 0 makes a stream of 1 replica, publishes 10 records, each
 /// twice under its `Nats-Msg-Id`, and prints the stream's bodies as JSON.
 const PY_SINGLE: &str = r#"
 async def main(stream):
-    try:
-        await connect(nkeys_seed=None, max_reconnect_attempts=0, allow_reconnect=False)
-        print("anonymous client admitted", file=sys.stderr)
-        sys.exit(1)
-    except Exception:
-        pass
+    await refuse_anonymous()
     nc = await connect()
     js = nc.jetstream()
     await js.add_stream(StreamConfig(name=stream, subjects=[stream + ".>"], num_replicas=1))
@@ -59,14 +71,15 @@ async def main(stream):
 asyncio.run(main(sys.argv[1]))
 "#;
 
-/// Arguments: the stream, the number of senders, records per sender. Makes
-/// a stream of 3 replicas and prints "leader <server>"; then each sender
+/// Arguments: the stream, the number of senders, records per sender.
+/// Checks that anonymous clients are refused, then as user 0 makes a stream of 3 replicas and prints "leader <server>"; then each sender
 /// publishes its records one at a time, each retried under its
 /// `Nats-Msg-Id` until JetStream acknowledges it, printing "ack" for each;
 /// prints "published <retries>", waits for a line on stdin, and prints the
 /// stream's bodies as JSON.
 const PY_FAULT: &str = r#"
 async def main(stream, senders, records):
+    await refuse_anonymous()
     nc = await connect()
     js = nc.jetstream()
     info = await js.add_stream(StreamConfig(name=stream, subjects=[stream + ".>"], num_replicas=3))
@@ -78,7 +91,7 @@ async def main(stream, senders, records):
             record = f"{n}-{i}"
             while True:
                 try:
-                    await js.publish(f"{stream}.n{n}", record.encode(), timeout=1,
+                    await js.publish(f"{stream}.n{n}", record.encode(), timeout=0.5,
                                      headers={"Nats-Msg-Id": record})
                     break
                 except nats.errors.Error as e:
@@ -180,7 +193,7 @@ fn cluster_stream_survives_sigkill_of_its_leader_with_every_record_once() {
         "fault",
         NatsOptions::cluster()
             .with_clients(1)
-            .with_nkey_users(1)
+            .with_credentials(1)
             .with_tls(),
     );
     let mut child = nats

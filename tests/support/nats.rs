@@ -15,10 +15,12 @@
 //! attacker .250), so [`NatsServers::start_on`] puts the servers on a
 //! Cluster's bridge, where its nodes are the clients.
 //!
-//! Optionally the servers admit only NKey users of one account
-//! ([`ACCOUNT`], JetStream enabled), whose seeds this generates with PyPI's
-//! `nkeys` (no `nsc` needed), and serve clients over TLS only, with a
-//! certificate for their IP addresses from a test CA made with openssl.
+//! Optionally the servers admit only users of one account ([`ACCOUNT`],
+//! JetStream enabled), either NKey users declared in their configuration
+//! or users with credentials files under an operator (JWT auth), all
+//! generated with PyPI's `nkeys` (`nsc` is not packaged); and serve clients
+//! over TLS only, with a certificate for their IP addresses from a test CA
+//! made with openssl.
 //!
 //! [`NatsServers::wait_ready`] waits on the servers' own monitoring
 //! endpoints (`/healthz`, `/jsz`), read over a TCP connection made inside
@@ -38,6 +40,7 @@ use super::cluster::{
     remove_host, remove_link, require_root, run, sanitize, tool_exists, unique_id,
 };
 use super::wait_until;
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -78,12 +81,83 @@ const MAX_CLIENTS: usize = 200;
 /// dirs, which [`sweep_leftovers`] recognizes by it.
 const PREFIX: &str = "bsnats";
 
+/// Generates users with PyPI's nkeys, printed as JSON ([`Generated`]).
+/// Arguments: the number of users, then "nkeys" for their NKeys only, or
+/// "jwts" for them with credentials files, under an operator, a system
+/// account and account [`ACCOUNT`] (JetStream, no limits): the JWTs `nsc`
+/// would make (header, claims per NATS's JWT v2, ed25519 signature by the
+/// issuer's NKey, each base64url).
+const GENERATE_USERS: &str = r#"
+import base64, hashlib, json, os, sys, time
+import nkeys
+
+def keypair(prefix):
+    seed = nkeys.encode_seed(os.urandom(32), prefix)
+    return seed.decode(), nkeys.from_seed(seed)
+
+def b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+def jwt(signer, subject, name, nats):
+    claims = {"iat": int(time.time()), "iss": signer.public_key.decode(),
+              "name": name, "sub": subject, "nats": dict(nats, version=2)}
+    digest = hashlib.new("sha512_256", json.dumps(claims, sort_keys=True).encode()).digest()
+    claims["jti"] = base64.b32encode(digest).rstrip(b"=").decode()
+    signed = b64(b'{"typ":"JWT","alg":"ed25519-nkey"}') + "." + b64(json.dumps(claims).encode())
+    return signed + "." + b64(signer.sign(signed.encode()))
+
+count, kind = int(sys.argv[1]), sys.argv[2]
+unlimited = {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+             "wildcards": True, "conn": -1, "leaf": -1}
+jetstream = {"mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1}
+_, operator = keypair(nkeys.PREFIX_BYTE_OPERATOR)
+_, system = keypair(nkeys.PREFIX_BYTE_ACCOUNT)
+_, account = keypair(nkeys.PREFIX_BYTE_ACCOUNT)
+op, sys_account, banshare = (k.public_key.decode() for k in (operator, system, account))
+out = {
+    "operator_jwt": jwt(operator, op, "banshare-test", {"type": "operator", "system_account": sys_account}),
+    "system_account": sys_account,
+    "accounts": {
+        sys_account: jwt(operator, sys_account, "SYS", {"type": "account", "limits": unlimited}),
+        banshare: jwt(operator, banshare, "BANSHARE",
+                      {"type": "account", "limits": dict(unlimited, **jetstream)}),
+    },
+    "users": [],
+}
+for i in range(count):
+    seed, user = keypair(nkeys.PREFIX_BYTE_USER)
+    public_key = user.public_key.decode()
+    credentials = None
+    if kind == "jwts":
+        token = jwt(account, public_key, f"user{i}",
+                    {"type": "user", "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1})
+        credentials = ("-----BEGIN NATS USER JWT-----\n" + token + "\n------END NATS USER JWT------\n\n"
+                       "-----BEGIN USER NKEY SEED-----\n" + seed + "\n------END USER NKEY SEED------\n")
+    out["users"].append({"seed": seed, "public_key": public_key, "credentials": credentials})
+print(json.dumps(out))
+"#;
+
 /// How long servers may take to be ready: a cluster elects its meta leader
 /// within a few seconds; a restarted server also catches up its streams.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bounds one request to a monitoring endpoint; one takes about a
 /// millisecond.
 const MONITOR_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Who may connect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// Anyone, to the global account.
+    Anyone,
+    /// Only this many NKey users ([`NkeyUser::seed_file`]), all in account
+    /// [`ACCOUNT`], declared in the servers' configuration.
+    Nkeys(usize),
+    /// Only this many users with a credentials file (user JWT and NKey
+    /// seed, [`NkeyUser::credentials_file`]) of account [`ACCOUNT`]: the
+    /// servers trust an operator (decentralized JWT auth, as `nsc` would
+    /// set it up), with the accounts' JWTs preloaded in a memory resolver.
+    Credentials(usize),
+}
 
 /// What to start: see [`NatsOptions::single`] and [`NatsOptions::cluster`].
 #[derive(Clone, Debug)]
@@ -93,9 +167,7 @@ pub struct NatsOptions {
     pub servers: usize,
     /// Client hosts of their own (only without a [`Cluster`]).
     pub clients: usize,
-    /// 0: anyone may connect, to the global account. More: only these NKey
-    /// users, all in account [`ACCOUNT`].
-    pub nkey_users: usize,
+    pub auth: Auth,
     /// Clients connect with TLS only (`tls://` URLs, [`NatsServers::ca_file`]).
     pub tls: bool,
 }
@@ -106,7 +178,7 @@ impl NatsOptions {
         NatsOptions {
             servers: 1,
             clients: 0,
-            nkey_users: 0,
+            auth: Auth::Anyone,
             tls: false,
         }
     }
@@ -123,8 +195,20 @@ impl NatsOptions {
         NatsOptions { clients, ..self }
     }
 
-    pub fn with_nkey_users(self, nkey_users: usize) -> NatsOptions {
-        NatsOptions { nkey_users, ..self }
+    /// [`Auth::Nkeys`]: only `users` NKey users.
+    pub fn with_nkey_users(self, users: usize) -> NatsOptions {
+        NatsOptions {
+            auth: Auth::Nkeys(users),
+            ..self
+        }
+    }
+
+    /// [`Auth::Credentials`]: only `users` users with credentials files.
+    pub fn with_credentials(self, users: usize) -> NatsOptions {
+        NatsOptions {
+            auth: Auth::Credentials(users),
+            ..self
+        }
     }
 
     pub fn with_tls(self) -> NatsOptions {
@@ -132,15 +216,39 @@ impl NatsOptions {
     }
 }
 
-/// One NKey user of account [`ACCOUNT`].
+/// One user of account [`ACCOUNT`] ([`Auth::Nkeys`] or
+/// [`Auth::Credentials`]).
 #[derive(Clone, Debug)]
 pub struct NkeyUser {
-    /// "U...": what the servers' configuration names.
+    /// "U...": the user's NKey.
     pub public_key: String,
-    /// "SU...": the private seed.
+    /// "SU...": its private seed.
     pub seed: String,
-    /// A file holding just the seed (mode 0600), as clients read it.
+    /// A file holding just the seed (mode 0600), as clients read it: all a
+    /// client needs with [`Auth::Nkeys`].
     pub seed_file: PathBuf,
+    /// With [`Auth::Credentials`], the user's credentials file (mode 0600):
+    /// its JWT, signed by the account, and its seed, in the format of
+    /// `nsc generate creds`. None with [`Auth::Nkeys`].
+    pub credentials_file: Option<PathBuf>,
+}
+
+/// The accounts and users [`GENERATE_USERS`] makes.
+#[derive(serde::Deserialize)]
+struct Generated {
+    operator_jwt: String,
+    system_account: String,
+    /// Account public key to its JWT.
+    accounts: BTreeMap<String, String>,
+    users: Vec<GeneratedUser>,
+}
+
+#[derive(serde::Deserialize)]
+struct GeneratedUser {
+    seed: String,
+    public_key: String,
+    /// With [`Auth::Credentials`]: the credentials file's contents.
+    credentials: Option<String>,
 }
 
 /// What /proc says about a server process, for the benchmarks.
@@ -168,6 +276,9 @@ pub struct NatsServers {
     /// Each server's process while it runs.
     processes: Vec<Mutex<Option<Child>>>,
     users: Vec<NkeyUser>,
+    /// With [`Auth::Credentials`]: the system account's public key, and
+    /// every account's public key and JWT, for the memory resolver.
+    accounts: Option<(String, BTreeMap<String, String>)>,
     dir: TempDir,
 }
 
@@ -234,6 +345,7 @@ impl NatsServers {
             own_bridge: own_bridge.then(|| bridge.clone()),
             processes: (0..options.servers).map(|_| Mutex::new(None)).collect(),
             users: Vec::new(),
+            accounts: None,
             options,
             dir,
             id,
@@ -309,7 +421,8 @@ impl NatsServers {
         self.urls().join(",")
     }
 
-    /// The NKey users (empty without [`NatsOptions::nkey_users`]).
+    /// The users ([`Auth::Nkeys`], [`Auth::Credentials`]; empty with
+    /// [`Auth::Anyone`]).
     pub fn users(&self) -> &[NkeyUser] {
         &self.users
     }
@@ -439,22 +552,25 @@ impl NatsServers {
     }
 
     /// Debian's python3 in namespace `ns` with nats-py and nkeys importable,
-    /// and `NATS_URLS` (the [`Self::url_list`]), `NATS_CA` (the CA file, or
-    /// empty) and `NATS_SEED` (user 0's seed file, or empty) in its
-    /// environment; the caller adds `-c`, the script and its arguments.
+    /// and in its environment `NATS_URLS` (the [`Self::url_list`]),
+    /// `NATS_CA` (the CA file, or empty), and user 0's `NATS_CREDS`
+    /// (credentials file, with [`Auth::Credentials`]) or `NATS_SEED` (seed
+    /// file, with [`Auth::Nkeys`]), else empty. The caller adds `-c`, the
+    /// script and its arguments.
     pub fn python(&self, ns: &str) -> Command {
+        let user = self.users.first();
+        let credentials = user.and_then(|user| user.credentials_file.clone());
+        let seed = match (user, &credentials) {
+            (Some(user), None) => user.seed_file.clone(),
+            _ => PathBuf::new(),
+        };
         let mut command = self.command_in(ns, PYTHON);
         command
             .env("PYTHONPATH", PYTHON_DIR)
             .env("NATS_URLS", self.url_list())
             .env("NATS_CA", self.ca_file().unwrap_or_default())
-            .env(
-                "NATS_SEED",
-                self.users
-                    .first()
-                    .map(|user| user.seed_file.clone())
-                    .unwrap_or_default(),
-            );
+            .env("NATS_CREDS", credentials.unwrap_or_default())
+            .env("NATS_SEED", seed);
         command
     }
 
@@ -520,7 +636,18 @@ impl NatsServers {
                 routes.join(", ")
             );
         }
-        if !self.users.is_empty() {
+        if let Some((system_account, accounts)) = &self.accounts {
+            let preload: Vec<String> = accounts
+                .iter()
+                .map(|(account, jwt)| format!("  {account}: \"{jwt}\""))
+                .collect();
+            config += &format!(
+                "operator: \"{}\"\nsystem_account: {system_account}\n\
+                 resolver: MEMORY\nresolver_preload: {{\n{}\n}}\n",
+                self.operator_jwt_path().display(),
+                preload.join("\n")
+            );
+        } else if !self.users.is_empty() {
             let users: Vec<String> = self
                 .users
                 .iter()
@@ -541,39 +668,54 @@ impl NatsServers {
         config
     }
 
-    /// The options' NKey users, their seeds generated by PyPI's nkeys
-    /// (`nsc` is not packaged): one seed and public key per line.
-    fn generate_users(&self) -> Vec<NkeyUser> {
-        if self.options.nkey_users == 0 {
-            return Vec::new();
-        }
-        let script = "import os, sys, nkeys\n\
-            for _ in range(int(sys.argv[1])):\n\
-            \x20   seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)\n\
-            \x20   print(seed.decode(), nkeys.from_seed(seed).public_key.decode())\n";
+    /// The options' users, generated with PyPI's nkeys (`nsc` is not
+    /// packaged), their seed and credentials files written; with
+    /// [`Auth::Credentials`] also the operator's JWT, and the accounts' kept
+    /// for the configuration.
+    fn generate_users(&mut self) -> Vec<NkeyUser> {
+        let (count, kind) = match self.options.auth {
+            Auth::Anyone => return Vec::new(),
+            Auth::Nkeys(count) => (count, "nkeys"),
+            Auth::Credentials(count) => (count, "jwts"),
+        };
         let output = run_output(Command::new(PYTHON).env("PYTHONPATH", PYTHON_DIR).args([
             "-c",
-            script,
-            &self.options.nkey_users.to_string(),
+            GENERATE_USERS,
+            &count.to_string(),
+            kind,
         ]));
+        let generated: Generated =
+            serde_json::from_str(&output).expect("the generated keys as JSON");
         let dir = self.path("nkeys");
         fs::create_dir_all(&dir).expect("create the nkeys dir");
-        output
-            .lines()
+        if matches!(self.options.auth, Auth::Credentials(_)) {
+            write_secret(&self.operator_jwt_path(), &generated.operator_jwt);
+            self.accounts = Some((generated.system_account, generated.accounts));
+        }
+        generated
+            .users
+            .into_iter()
             .enumerate()
-            .map(|(i, line)| {
-                let (seed, public_key) = line.split_once(' ').expect("seed and public key");
+            .map(|(i, user)| {
                 let seed_file = dir.join(format!("user{i}.nk"));
-                fs::write(&seed_file, format!("{seed}\n")).expect("write a seed file");
-                fs::set_permissions(&seed_file, fs::Permissions::from_mode(0o600))
-                    .expect("chmod a seed file");
+                write_secret(&seed_file, &format!("{}\n", user.seed));
+                let credentials_file = user.credentials.map(|credentials| {
+                    let file = dir.join(format!("user{i}.creds"));
+                    write_secret(&file, &credentials);
+                    file
+                });
                 NkeyUser {
-                    public_key: public_key.to_owned(),
-                    seed: seed.to_owned(),
+                    public_key: user.public_key,
+                    seed: user.seed,
                     seed_file,
+                    credentials_file,
                 }
             })
             .collect()
+    }
+
+    fn operator_jwt_path(&self) -> PathBuf {
+        self.path("nkeys/operator.jwt")
     }
 
     /// A test CA and one server certificate it signed for every server's IP
@@ -791,6 +933,13 @@ fn require_packages() {
          (.ci/install-deps installs them): {}",
         String::from_utf8_lossy(&client.stderr).trim()
     );
+}
+
+/// Writes a file only root may read: a seed, credentials, a JWT.
+fn write_secret(path: &Path, contents: &str) {
+    fs::write(path, contents).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", path.display()));
 }
 
 /// Runs `command` and returns its stdout; panics with its stderr if it
