@@ -22,9 +22,15 @@ import asyncio, json, os, ssl, sys
 import nats, nats.errors
 from nats.js.api import StreamConfig
 
+async def quiet(error):
+    pass
+
+async def log_error(error):
+    print("nats error:", type(error).__name__, error, file=sys.stderr, flush=True)
+
 async def connect(**extra):
     options = dict(servers=os.environ["NATS_URLS"].split(","), connect_timeout=2,
-                   max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+                   max_reconnect_attempts=-1, reconnect_time_wait=0.1, error_cb=log_error)
     if os.environ["NATS_CA"]:
         options["tls"] = ssl.create_default_context(cafile=os.environ["NATS_CA"])
     if os.environ["NATS_SEED"]:
@@ -33,9 +39,6 @@ async def connect(**extra):
         options["user_credentials"] = os.environ["NATS_CREDS"]
     options.update(extra)
     return await nats.connect(**options)
-
-async def quiet(error):
-    pass
 
 async def refuse_anonymous():
     try:
