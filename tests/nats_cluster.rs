@@ -10,6 +10,7 @@ use std::process::Stdio;
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 use support::Daemon;
+use support::cluster::Cluster;
 use support::nats::{NatsOptions, NatsServers, READY_TIMEOUT};
 
 /// Connects as the environment of [`NatsServers::python`] says: every
@@ -158,17 +159,18 @@ impl Acks<'_> {
     }
 }
 
+/// Also the servers on a [`Cluster`]'s bridge, with its node as the client,
+/// as the cross-host tests use them.
 #[test]
 fn single_server_admits_only_nkey_users_over_tls_and_stores_a_record_id_once() {
-    let nats = NatsServers::start(
+    let cluster = Cluster::new("natssingle", 1);
+    let nats = NatsServers::start_on(
+        &cluster,
         "single",
-        NatsOptions::single()
-            .with_clients(1)
-            .with_nkey_users(2)
-            .with_tls(),
+        NatsOptions::single().with_nkey_users(2).with_tls(),
     );
     assert_eq!(nats.urls(), ["tls://198.18.0.2:4222"]);
-    let out = support::run_ok(nats.python(nats.client_ns(0)).args([
+    let out = support::run_ok(nats.python(cluster.node_ns(0)).args([
         "-c",
         &format!("{PY_CONNECT}{PY_SINGLE}"),
         "SINGLE",
@@ -216,6 +218,7 @@ fn cluster_stream_survives_sigkill_of_its_leader_with_every_record_once() {
         .strip_prefix("leader s")
         .and_then(|i| i.parse().ok())
         .unwrap_or_else(|| panic!("not a leader line: {leader_line:?}"));
+    assert_eq!(nats.stream_leader("BANS"), Some(leader));
     let mut acks = Acks {
         lines: &lines,
         count: 0,

@@ -527,9 +527,27 @@ impl NatsServers {
         http_get(&self.servers[i].ns, address, path)
     }
 
-    /// `/jsz?streams=true` of server `i`: the messages its own store holds
-    /// of stream `stream`, if it has that stream.
+    /// The messages server `i`'s own store holds of stream `stream` (its
+    /// `/jsz`), if it has that stream: a follower's count shows how far it
+    /// has caught up.
     pub fn stored_messages(&self, i: usize, stream: &str) -> Option<u64> {
+        self.stream_detail(i, stream)?["state"]["messages"].as_u64()
+    }
+
+    /// The server that leads stream `stream` (where its publishes are
+    /// stored first: the one to kill for the worst case), as a running
+    /// server that holds a replica reports it.
+    pub fn stream_leader(&self, stream: &str) -> Option<usize> {
+        self.running().find_map(|i| {
+            let detail = self.stream_detail(i, stream)?;
+            let leader = detail["cluster"]["leader"].as_str()?;
+            (0..self.servers.len()).find(|&j| self.server_name(j) == leader)
+        })
+    }
+
+    /// Stream `stream`'s entry in server `i`'s `/jsz` (its state and its
+    /// cluster as that server sees them), if it holds a replica.
+    fn stream_detail(&self, i: usize, stream: &str) -> Option<serde_json::Value> {
         let (code, body) = self.monitor(i, "/jsz?accounts=true&streams=true").ok()?;
         if code != 200 {
             return None;
@@ -540,8 +558,8 @@ impl NatsServers {
             .iter()
             .filter_map(|account| account["stream_detail"].as_array())
             .flatten()
-            .find(|detail| detail["name"] == stream)?["state"]["messages"]
-            .as_u64()
+            .find(|detail| detail["name"] == stream)
+            .cloned()
     }
 
     /// `ip netns exec <ns> <program>`; the caller adds args, env and stdio.
