@@ -81,62 +81,6 @@ const MAX_CLIENTS: usize = 200;
 /// dirs, which [`sweep_leftovers`] recognizes by it.
 const PREFIX: &str = "bsnats";
 
-/// Generates users with PyPI's nkeys, printed as JSON ([`Generated`]).
-/// Arguments: the number of users, then "nkeys" for their NKeys only, or
-/// "jwts" for them with credentials files, under an operator, a system
-/// account and account [`ACCOUNT`] (JetStream, no limits): the JWTs `nsc`
-/// would make (header, claims per NATS's JWT v2, ed25519 signature by the
-/// issuer's NKey, each base64url).
-const GENERATE_USERS: &str = r#"
-import base64, hashlib, json, os, sys, time
-import nkeys
-
-def keypair(prefix):
-    seed = nkeys.encode_seed(os.urandom(32), prefix)
-    return seed.decode(), nkeys.from_seed(seed)
-
-def b64(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-def jwt(signer, subject, name, nats):
-    claims = {"iat": int(time.time()), "iss": signer.public_key.decode(),
-              "name": name, "sub": subject, "nats": dict(nats, version=2)}
-    digest = hashlib.new("sha512_256", json.dumps(claims, sort_keys=True).encode()).digest()
-    claims["jti"] = base64.b32encode(digest).rstrip(b"=").decode()
-    signed = b64(b'{"typ":"JWT","alg":"ed25519-nkey"}') + "." + b64(json.dumps(claims).encode())
-    return signed + "." + b64(signer.sign(signed.encode()))
-
-count, kind = int(sys.argv[1]), sys.argv[2]
-unlimited = {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
-             "wildcards": True, "conn": -1, "leaf": -1}
-jetstream = {"mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1}
-_, operator = keypair(nkeys.PREFIX_BYTE_OPERATOR)
-_, system = keypair(nkeys.PREFIX_BYTE_ACCOUNT)
-_, account = keypair(nkeys.PREFIX_BYTE_ACCOUNT)
-op, sys_account, banshare = (k.public_key.decode() for k in (operator, system, account))
-out = {
-    "operator_jwt": jwt(operator, op, "banshare-test", {"type": "operator", "system_account": sys_account}),
-    "system_account": sys_account,
-    "accounts": {
-        sys_account: jwt(operator, sys_account, "SYS", {"type": "account", "limits": unlimited}),
-        banshare: jwt(operator, banshare, "BANSHARE",
-                      {"type": "account", "limits": dict(unlimited, **jetstream)}),
-    },
-    "users": [],
-}
-for i in range(count):
-    seed, user = keypair(nkeys.PREFIX_BYTE_USER)
-    public_key = user.public_key.decode()
-    credentials = None
-    if kind == "jwts":
-        token = jwt(account, public_key, f"user{i}",
-                    {"type": "user", "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1})
-        credentials = ("-----BEGIN NATS USER JWT-----\n" + token + "\n------END NATS USER JWT------\n\n"
-                       "-----BEGIN USER NKEY SEED-----\n" + seed + "\n------END USER NKEY SEED------\n")
-    out["users"].append({"seed": seed, "public_key": public_key, "credentials": credentials})
-print(json.dumps(out))
-"#;
-
 /// How long servers may take to be ready: a cluster elects its meta leader
 /// within a few seconds; a restarted server also catches up its streams.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -297,7 +241,7 @@ impl NatsServers {
 
     /// Starts `options.servers` servers on `cluster`'s bridge, where its
     /// nodes (and attacker) are their clients, and waits until JetStream is
-    /// ready. Drop this before the Cluster (declare it after).
+    /// ready. It removes only its own hosts: either may be dropped first.
     pub fn start_on(cluster: &Cluster, name_hint: &str, options: NatsOptions) -> NatsServers {
         assert_eq!(
             options.clients, 0,
@@ -1014,3 +958,59 @@ fn http_get(ns: &str, address: SocketAddrV4, path: &str) -> std::io::Result<(u16
         .ok_or_else(bad)?;
     Ok((code, body.to_owned()))
 }
+
+/// Generates users with PyPI's nkeys, printed as JSON ([`Generated`]).
+/// Arguments: the number of users, then "nkeys" for their NKeys only, or
+/// "jwts" for them with credentials files, under an operator, a system
+/// account and account [`ACCOUNT`] (JetStream, no limits): the JWTs `nsc`
+/// would make (header, claims per NATS's JWT v2, ed25519 signature by the
+/// issuer's NKey, each base64url).
+const GENERATE_USERS: &str = r#"
+import base64, hashlib, json, os, sys, time
+import nkeys
+
+def keypair(prefix):
+    seed = nkeys.encode_seed(os.urandom(32), prefix)
+    return seed.decode(), nkeys.from_seed(seed)
+
+def b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+def jwt(signer, subject, name, nats):
+    claims = {"iat": int(time.time()), "iss": signer.public_key.decode(),
+              "name": name, "sub": subject, "nats": dict(nats, version=2)}
+    digest = hashlib.new("sha512_256", json.dumps(claims, sort_keys=True).encode()).digest()
+    claims["jti"] = base64.b32encode(digest).rstrip(b"=").decode()
+    signed = b64(b'{"typ":"JWT","alg":"ed25519-nkey"}') + "." + b64(json.dumps(claims).encode())
+    return signed + "." + b64(signer.sign(signed.encode()))
+
+count, kind = int(sys.argv[1]), sys.argv[2]
+unlimited = {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+             "wildcards": True, "conn": -1, "leaf": -1}
+jetstream = {"mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1}
+_, operator = keypair(nkeys.PREFIX_BYTE_OPERATOR)
+_, system = keypair(nkeys.PREFIX_BYTE_ACCOUNT)
+_, account = keypair(nkeys.PREFIX_BYTE_ACCOUNT)
+op, sys_account, banshare = (k.public_key.decode() for k in (operator, system, account))
+out = {
+    "operator_jwt": jwt(operator, op, "banshare-test", {"type": "operator", "system_account": sys_account}),
+    "system_account": sys_account,
+    "accounts": {
+        sys_account: jwt(operator, sys_account, "SYS", {"type": "account", "limits": unlimited}),
+        banshare: jwt(operator, banshare, "BANSHARE",
+                      {"type": "account", "limits": dict(unlimited, **jetstream)}),
+    },
+    "users": [],
+}
+for i in range(count):
+    seed, user = keypair(nkeys.PREFIX_BYTE_USER)
+    public_key = user.public_key.decode()
+    credentials = None
+    if kind == "jwts":
+        token = jwt(account, public_key, f"user{i}",
+                    {"type": "user", "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1})
+        credentials = ("-----BEGIN NATS USER JWT-----\n" + token + "\n------END NATS USER JWT------\n\n"
+                       "-----BEGIN USER NKEY SEED-----\n" + seed + "\n------END USER NKEY SEED------\n")
+    out["users"].append({"seed": seed, "public_key": public_key, "credentials": credentials})
+print(json.dumps(out))
+"#;
