@@ -18,14 +18,22 @@
 //! blocks the attacker's TCP connect to node 2; an unsigned line appended by
 //! hand on the file server is refused, not applied; a second run reports
 //! `changed=0` on every host; drift (a changed configuration line, a removed
-//! trusted key, a stopped unit) is reported and repaired by the next run;
-//! node3 added to the inventory (over SFTP, no mount) and a run later, its
-//! bans apply on nodes 1 and 2, and one more run changes nothing.
+//! trusted key, a stopped unit) is reported and repaired by the next run,
+//! the watcher reloaded, not restarted, for what SIGHUP re-reads; node3
+//! added to the inventory (over SFTP, no mount) and a run later, its bans
+//! apply on nodes 1 and 2, whose watchers were reloaded, not restarted;
+//! one more run repairs a backend and an fstab line changed by hand on
+//! node1 (remount, restart) and changes nothing elsewhere. Also checked:
+//! the keys' owners and modes, the fstab line, the share out of other
+//! local users' reach, the file server's account confined by the running
+//! sshd, attribute caching off. Leftovers of a killed run are swept.
 //!
 //! Needs root, Debian's ansible, systemd-container, debootstrap (the root
 //! is made once per machine), iproute2, and the .deb from
 //! `packaging/build-deb` (as .ci/run does): fails, never skips, without
-//! them. About 4 minutes: five playbook runs of 25 to 55 s each.
+//! them. About 4 minutes on a quiet machine, 8.5 on a busy one: five
+//! playbook runs of 25 to 115 s each, each at most 300 s, the whole test at
+//! most 15 minutes.
 
 mod support;
 
@@ -50,9 +58,13 @@ const SECOND_ATTACKER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 249);
 /// The shared log on the file server, as the role makes it (defaults).
 const SERVER_LOG: &str = "/srv/banshare/share/newbans.log";
 
-/// A whole playbook run; the first, which installs everything, takes
-/// minutes on a loaded 2-core machine.
-const PLAYBOOK_TIMEOUT_SECS: u64 = 900;
+/// A whole playbook run at most; the first, which installs everything,
+/// takes minutes on a loaded 2-core machine.
+const PLAYBOOK_TIMEOUT: Duration = Duration::from_secs(300);
+/// The whole test at most (CI allows 20 minutes): each playbook run gets
+/// what is left of it, if less than [`PLAYBOOK_TIMEOUT`], so that a hung
+/// run fails the test in time instead of being SIGKILLed by CI.
+const TEST_DEADLINE: Duration = Duration::from_secs(15 * 60);
 /// From `banshare ban` to the firewall of another node, and from an
 /// appended line to a watcher's status: the watcher polls the sshfs mount.
 const PROPAGATION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -61,9 +73,11 @@ fn node_ip(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 0, 10 + n)
 }
 
-/// The newest .deb from packaging/build-deb.
+/// The newest .deb from packaging/build-deb, of this crate's version (an
+/// older build left in target/debian would test old code).
 fn built_deb() -> PathBuf {
     let dir = Path::new(MANIFEST).join("target/debian");
+    let prefix = format!("banshare_{}-", env!("CARGO_PKG_VERSION"));
     fs::read_dir(&dir)
         .into_iter()
         .flatten()
@@ -71,13 +85,13 @@ fn built_deb() -> PathBuf {
         .map(|e| e.path())
         .filter(|p| {
             p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("banshare_"))
+                .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
                 && p.extension().is_some_and(|e| e == "deb")
         })
         .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
         .unwrap_or_else(|| {
             panic!(
-                "no banshare_*.deb in {}: build it first with packaging/build-deb",
+                "no {prefix}*.deb in {}: build it first with packaging/build-deb",
                 dir.display()
             )
         })
@@ -102,6 +116,8 @@ struct Controller {
     dir: tempfile::TempDir,
     ns: String,
     deb: PathBuf,
+    /// When the whole test must be over ([`TEST_DEADLINE`]).
+    deadline: Instant,
 }
 
 /// What one `ansible-playbook` run reported.
@@ -181,7 +197,7 @@ fn parse_changed(output: &str) -> Vec<(String, String)> {
 }
 
 impl Controller {
-    fn new(network: &Network) -> Controller {
+    fn new(network: &Network, deadline: Instant) -> Controller {
         let dir = tempfile::Builder::new()
             .prefix("banshare-converge-")
             .tempdir()
@@ -197,6 +213,7 @@ impl Controller {
             ns: network.add_host("ctl", CONTROLLER_IP),
             deb: built_deb(),
             dir,
+            deadline,
         }
     }
 
@@ -238,6 +255,9 @@ impl Controller {
                 )
             })
             .collect();
+        // banshare_package_apt_cache_valid_time: the containers have no
+        // package mirror, their apt lists (from .ci/debroot) are never
+        // refreshed.
         let inventory = format!(
             "all:\n\
              \x20 vars:\n\
@@ -248,6 +268,7 @@ impl Controller {
              \x20     -o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes\n\
              \x20     -o IdentitiesOnly=yes -o BatchMode=yes\n\
              \x20   banshare_package_deb: {deb}\n\
+             \x20   banshare_package_apt_cache_valid_time: 3153600000\n\
              \x20 children:\n\
              \x20   banshare_fileserver:\n\
              \x20     hosts:\n\
@@ -267,12 +288,18 @@ impl Controller {
 
     /// Runs site.yml from the controller's namespace; panics with its
     /// output unless it succeeded.
-    fn converge(&self, what: &str) -> PlaybookRun {
+    fn converge(&self, what: &str, hosts: &[&Container]) -> PlaybookRun {
         let started = Instant::now();
+        let left = self.deadline.saturating_duration_since(started);
+        assert!(
+            left > Duration::from_secs(10),
+            "no time left for ansible-playbook ({what}) within the test's {TEST_DEADLINE:?}"
+        );
+        let timeout = left.min(PLAYBOOK_TIMEOUT);
         let out: Output = Command::new("ip")
             .args(["netns", "exec", &self.ns])
             .args(["timeout", "--kill-after=10"])
-            .arg(PLAYBOOK_TIMEOUT_SECS.to_string())
+            .arg(format!("{}s", timeout.as_secs()))
             .arg("ansible-playbook")
             .arg("-i")
             .arg(self.path("hosts.yml"))
@@ -299,6 +326,24 @@ impl Controller {
                 .rsplit_once("PLAY RECAP")
                 .map_or("no PLAY RECAP", |(_, r)| r.trim())
         );
+        if !out.status.success() {
+            // What the watchers said, for a failed start or restart.
+            for host in hosts {
+                let journal = host.exec(&[
+                    "journalctl",
+                    "-u",
+                    "banshare-watch.service",
+                    "--no-pager",
+                    "-n",
+                    "25",
+                ]);
+                eprintln!(
+                    "--- {}: the watcher's journal:\n{}",
+                    host.name,
+                    String::from_utf8_lossy(&journal.stdout)
+                );
+            }
+        }
         assert!(
             out.status.success(),
             "ansible-playbook ({what}) failed ({}):\n{output}",
@@ -413,6 +458,155 @@ fn rejected_counts(node: &Container) -> String {
         .to_owned()
 }
 
+/// The number of `reason` in a `rejected:` line ("3 (unsigned 2, ...)");
+/// 0 when absent.
+fn rejected_count(counts: &str, reason: &str) -> u64 {
+    let inner = counts
+        .split_once('(')
+        .map_or("", |(_, r)| r.trim_end_matches(')'));
+    inner
+        .split(", ")
+        .find_map(|part| part.strip_prefix(reason)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The value of `key = "..."` in a configuration file's text.
+fn config_value(text: &str, key: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.trim_start().strip_prefix('='))
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .unwrap_or_else(|| panic!("no {key} in:\n{text}"))
+}
+
+/// Properties checked without stopping the test: every one that fails is
+/// printed at once and the test fails at its end with all of them, so one
+/// run shows every broken promise.
+#[derive(Default)]
+struct Checks(Vec<String>);
+
+impl Checks {
+    fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
+        if !ok {
+            let what = what();
+            eprintln!("CHECK FAILED: {what}");
+            self.0.push(what);
+        }
+    }
+
+    fn assert_all_passed(&self) {
+        assert!(
+            self.0.is_empty(),
+            "{} check(s) failed:\n- {}",
+            self.0.len(),
+            self.0.join("\n- ")
+        );
+    }
+}
+
+/// `stat -c FORMAT path` in `node`.
+fn stat(node: &Container, format: &str, path: &str) -> String {
+    node.exec_ok(&["stat", "-c", format, path])
+        .trim()
+        .to_owned()
+}
+
+/// `ssh` from `node` to the file server as its banshare account, with the
+/// node's own key and pinned host key (what sshfs and SFTP use), bounded.
+fn ssh_from_node(node: &Container, args: &[&str]) -> Output {
+    let target = format!("banshare@{FILESERVER_IP}");
+    let mut argv = vec![
+        "timeout",
+        "20",
+        "ssh",
+        "-i",
+        "/etc/banshare/id_ed25519",
+        "-o",
+        "UserKnownHostsFile=/etc/banshare/known_hosts",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "BatchMode=yes",
+    ];
+    argv.extend_from_slice(args);
+    argv.push(&target);
+    node.exec(&argv)
+}
+
+/// What the first converge promises beyond a running watcher: the keys'
+/// owners and modes, the sshfs line, the share out of other local users'
+/// reach, and the file server's account confined by the running sshd.
+fn check_node_hardening(checks: &mut Checks, node: &Container) {
+    let name = &node.name;
+    let signing = stat(node, "%U:%G:%a", "/etc/banshare/node.key");
+    checks.check(signing == "root:root:600", || {
+        format!("{name}: node.key is {signing}, not root:root:600 (only root signs)")
+    });
+    let ssh_key = stat(node, "%U:%G:%a", "/etc/banshare/id_ed25519");
+    checks.check(ssh_key == "banshare:banshare:600", || {
+        format!("{name}: id_ed25519 is {ssh_key}, not banshare:banshare:600")
+    });
+    let config = fs::read_to_string(node.path("/etc/banshare/banshare.toml")).unwrap();
+    let log = config_value(&config, "log");
+    let fstab = fs::read_to_string(node.path("/etc/fstab")).unwrap();
+    let line = fstab
+        .lines()
+        .find(|l| l.contains("fuse.sshfs"))
+        .unwrap_or_else(|| panic!("{name}: no sshfs line in fstab:\n{fstab}"));
+    for option in [
+        "StrictHostKeyChecking=yes",
+        "UserKnownHostsFile=/etc/banshare/known_hosts",
+        "IdentityFile=/etc/banshare/id_ed25519",
+        "attr_timeout=0",
+        "dir_cache=no",
+        "reconnect",
+        "_netdev",
+    ] {
+        checks.check(line.split([',', ' ']).any(|o| o == option), || {
+            format!("{name}: the fstab line lacks {option}: {line}")
+        });
+    }
+    checks.check(!line.contains("StrictHostKeyChecking=no"), || {
+        format!("{name}: {line}")
+    });
+    // Root mounts with allow_other: any local user could read, truncate or
+    // remove the cluster's log through the mount unless it is out of reach.
+    let nobody_reads = node.exec(&["runuser", "-u", "nobody", "--", "cat", &log]);
+    checks.check(!nobody_reads.status.success(), || {
+        format!("{name}: user nobody can read the shared log {log} through the mount")
+    });
+    let nobody_lists = node.exec(&["runuser", "-u", "nobody", "--", "ls", "-d", &log]);
+    checks.check(!nobody_lists.status.success(), || {
+        format!("{name}: user nobody can reach the shared log {log}")
+    });
+    // The confinement, on the running sshd: an SFTP login works, into the
+    // share; a command runs no shell; a forwarding is refused.
+    let sftp = node.exec(&[
+        "sh",
+        "-c",
+        &format!(
+            "echo pwd | timeout 20 sftp -b - -i /etc/banshare/id_ed25519 \
+             -o UserKnownHostsFile=/etc/banshare/known_hosts -o StrictHostKeyChecking=yes \
+             -o BatchMode=yes banshare@{FILESERVER_IP}"
+        ),
+    ]);
+    let sftp_out = String::from_utf8_lossy(&sftp.stdout).into_owned();
+    assert!(
+        sftp.status.success() && sftp_out.contains("Remote working directory: /share"),
+        "{name}: SFTP login as banshare: {sftp:?}"
+    );
+    let shell = ssh_from_node(node, &["echo", "SHELL-RAN"]);
+    let shell_out = String::from_utf8_lossy(&shell.stdout).into_owned();
+    checks.check(!shell_out.contains("SHELL-RAN"), || {
+        format!("{name}: a command ran for banshare on the file server: {shell_out:?}")
+    });
+    let forward = ssh_from_node(node, &["-W", &format!("{FILESERVER_IP}:22")]);
+    let forward_out = String::from_utf8_lossy(&forward.stdout).into_owned();
+    checks.check(
+        !forward.status.success() && !forward_out.contains("SSH-2.0"),
+        || format!("{name}: a TCP forwarding through banshare@files was let through: {forward:?}"),
+    );
+}
+
 fn wait_blocked(attacker: &str, node: &Container, what: &str) {
     assert!(
         wait_until(PROPAGATION_TIMEOUT, || !can_connect(attacker, node.ip, 22)),
@@ -428,10 +622,11 @@ fn playbook_converges_a_real_cluster_and_a_second_run_changes_nothing() {
     nspawn::require_tools();
     require_ansible();
     let test_started = Instant::now();
+    let mut checks = Checks::default();
     let cache = nspawn::cached_debian_root();
     // Dropped last: the containers go first, then every namespace.
     let network = Network::new();
-    let controller = Controller::new(&network);
+    let controller = Controller::new(&network, test_started + TEST_DEADLINE);
     let attacker = network.add_host("at", ATTACKER_IP);
     let second_attacker = network.add_host("at2", SECOND_ATTACKER_IP);
     let containers = boot_all(&cache, &network, &controller);
@@ -445,7 +640,7 @@ fn playbook_converges_a_real_cluster_and_a_second_run_changes_nothing() {
 
     // The first converge: bare systems to a cluster.
     controller.write_inventory(files, &[node1, node2]);
-    let first = controller.converge("first run");
+    let first = controller.converge("first run", &[node1, node2]);
     for host in ["files", "node1", "node2"] {
         assert!(first.count(host, "changed") > 0, "{host}: nothing changed");
     }
@@ -453,7 +648,15 @@ fn playbook_converges_a_real_cluster_and_a_second_run_changes_nothing() {
     // The watcher runs on each node, as the packaged systemd unit.
     for node in [node1, node2] {
         assert_watcher_unit_runs(node);
+        check_node_hardening(&mut checks, node);
     }
+    // The namespaces have a default route: each node never bans the other
+    // (ignore_cluster, from ansible_default_ipv4).
+    let node1_config = fs::read_to_string(node1.path("/etc/banshare/banshare.toml")).unwrap();
+    assert!(
+        node1_config.contains(&format!("ignoreip = [\"{}\"]", node2.ip)),
+        "node1 does not ignore node2 (no default IPv4 address in the facts?):\n{node1_config}"
+    );
     let timer = files.exec(&["systemctl", "is-active", "banshare-compact.timer"]);
     assert_eq!(String::from_utf8_lossy(&timer.stdout).trim(), "active");
     // node2 asked for fail2ban: it runs (its sshd jail on the journal, as
@@ -495,6 +698,11 @@ fn playbook_converges_a_real_cluster_and_a_second_run_changes_nothing() {
     // the watchers, and bans nobody.
     assert!(can_connect(&second_attacker, node2.ip, 22));
     let rejected_before = rejected_counts(node2);
+    // Attribute caching off: the size node1 sees through its mount right
+    // after the append is the server's, not the one it saw just before
+    // (sshfs would answer from its cache for 20 s otherwise).
+    let node1_log = config_value(&node1_config, "log");
+    let seen_before = stat(node1, "%s", &node1_log);
     files.exec_ok(&[
         "sh",
         "-c",
@@ -502,11 +710,22 @@ fn playbook_converges_a_real_cluster_and_a_second_run_changes_nothing() {
             "printf '<13>Nov 30 12:00:00 root[1]: HOST {SECOND_ATTACKER_IP} PORT 22\\n' >> {SERVER_LOG}"
         ),
     ]);
+    let server_size = stat(files, "%s", SERVER_LOG);
+    let seen_after = stat(node1, "%s", &node1_log);
+    checks.check(seen_after == server_size, || {
+        format!(
+            "node1 sees {node1_log} at {seen_after} bytes right after an append made it \
+             {server_size} on the server (before: {seen_before}): attributes are cached"
+        )
+    });
+    let unsigned_before = rejected_count(&rejected_before, "unsigned");
     assert!(
-        wait_until(PROPAGATION_TIMEOUT, || rejected_counts(node2)
-            .contains("unsigned 1")),
-        "node2's watcher did not count the unsigned line as rejected (before: {rejected_before:?}, \
-         now: {:?})",
+        wait_until(PROPAGATION_TIMEOUT, || rejected_count(
+            &rejected_counts(node2),
+            "unsigned"
+        ) == unsigned_before + 1),
+        "node2's watcher did not count the unsigned line as rejected once (before: \
+         {rejected_before:?}, now: {:?})",
         rejected_counts(node2)
     );
     assert!(
@@ -520,7 +739,7 @@ fn playbook_converges_a_real_cluster_and_a_second_run_changes_nothing() {
     );
 
     // A second run changes nothing.
-    let second = controller.converge("second run");
+    let second = controller.converge("second run", &[node1, node2]);
     for host in ["files", "node1", "node2"] {
         assert_eq!(
             second.count(host, "changed"),
@@ -531,9 +750,10 @@ fn playbook_converges_a_real_cluster_and_a_second_run_changes_nothing() {
         );
     }
 
-    // Drift: a changed configuration line and a removed trusted key on
-    // node 1, a stopped watcher on node 2. The next run reports and repairs
-    // each.
+    // Drift: a changed configuration line (one SIGHUP re-reads) and a
+    // removed trusted key on node 1, a stopped watcher on node 2. The next
+    // run reports and repairs each, and reloads node1's watcher without a
+    // restart.
     let config = "/etc/banshare/banshare.toml";
     let trusted = "/etc/banshare/trusted-keys";
     let config_before = fs::read_to_string(node1.path(config)).unwrap();
@@ -555,11 +775,24 @@ fn playbook_converges_a_real_cluster_and_a_second_run_changes_nothing() {
         trusted_before
     );
     node2.exec_ok(&["systemctl", "stop", "banshare-watch.service"]);
-    let repair = controller.converge("after drift");
+    let repair = controller.converge("after drift", &[node1, node2]);
     assert_eq!(repair.count("files", "changed"), 0, "{}", repair.output);
     repair.assert_changed("node1", "Configure banshare");
     repair.assert_changed("node1", "Trust every node's signing key");
-    repair.assert_changed("node1", "Restart the watcher");
+    repair.assert_changed("node1", "Reload the watcher");
+    checks.check(
+        !repair
+            .changed_tasks("node1")
+            .iter()
+            .any(|t| t.ends_with("Restart the watcher")),
+        || {
+            format!(
+                "node1's watcher was restarted for a max_bantime and a trusted key, both \
+                 re-read on SIGHUP: {:?}",
+                repair.changed_tasks("node1")
+            )
+        },
+    );
     repair.assert_changed("node2", "Enable and start the watcher");
     assert_eq!(
         repair.changed_tasks("node2").len(),
@@ -575,11 +808,12 @@ fn playbook_converges_a_real_cluster_and_a_second_run_changes_nothing() {
         fs::read_to_string(node1.path(trusted)).unwrap(),
         trusted_before
     );
-    assert_ne!(
-        watcher_pid(node1),
-        node1_watcher,
-        "node1's watcher was not restarted"
-    );
+    let node1_after = watcher_pid(node1);
+    checks.check(node1_after == node1_watcher, || {
+        format!(
+            "node1's watcher was restarted on a reloadable drift ({node1_watcher} -> {node1_after})"
+        )
+    });
     for node in [node1, node2] {
         assert_watcher_unit_runs(node);
     }
@@ -587,11 +821,36 @@ fn playbook_converges_a_real_cluster_and_a_second_run_changes_nothing() {
     // A third node joins, reaching the log over SFTP (no mount): after one
     // run over the grown inventory, the first two trust it and apply its
     // bans.
+    // Their watchers reload (SIGHUP), not restart, although their
+    // ignoreip gains node3 too.
     controller.write_inventory(files, &[node1, node2, node3]);
-    let grown = controller.converge("with node3");
-    for host in ["node1", "node2"] {
+    let watchers_before = [watcher_pid(node1), watcher_pid(node2)];
+    let grown = controller.converge("with node3", &[node1, node2, node3]);
+    for (host, before) in ["node1", "node2"].into_iter().zip(&watchers_before) {
         grown.assert_changed(host, "Trust every node's signing key");
         grown.assert_changed(host, "Reload the watcher");
+        checks.check(
+            !grown
+                .changed_tasks(host)
+                .iter()
+                .any(|t| t.ends_with("Restart the watcher")),
+            || {
+                format!(
+                    "{host}'s watcher was restarted when node3 joined: {:?}",
+                    grown.changed_tasks(host)
+                )
+            },
+        );
+        let node = if host == "node1" { node1 } else { node2 };
+        let after = watcher_pid(node);
+        checks.check(&after == before, || {
+            format!("{host}'s watcher changed its pid when node3 joined ({before} -> {after})")
+        });
+        let config = fs::read_to_string(node.path(config)).unwrap();
+        assert!(
+            config.contains(&format!("\"{}\"", node3.ip)),
+            "{host} does not ignore node3:\n{config}"
+        );
     }
     assert_watcher_unit_runs(node3);
     let authorized = fs::read_to_string(files.path("/etc/ssh/banshare/authorized_keys")).unwrap();
@@ -622,9 +881,50 @@ fn playbook_converges_a_real_cluster_and_a_second_run_changes_nothing() {
     // node1's ban reached node3 over SFTP too (the attacker's first ban).
     wait_blocked(&attacker, node3, "node1's ban, on node3 over SFTP");
 
-    // The grown cluster is converged: another run changes nothing.
-    let last = controller.converge("again with node3");
-    for host in ["files", "node1", "node2", "node3"] {
+    // The grown cluster is converged: another run changes nothing, but
+    // for a drifted setting SIGHUP does not re-read (the backend) on
+    // node1, which is repaired and restarts its watcher.
+    // Its fstab line edited too: the share is unmounted (the watcher
+    // stopped first, or the unmount fails "busy") and mounted again with
+    // the role's line.
+    let node1_watcher = watcher_pid(node1);
+    node1.exec_ok(&["sed", "-i", "s/^backend = .*/backend = \"log\"/", config]);
+    let fstab_before = fs::read_to_string(node1.path("/etc/fstab")).unwrap();
+    node1.exec_ok(&[
+        "sed",
+        "-i",
+        "s/ServerAliveInterval=5/ServerAliveInterval=7/",
+        "/etc/fstab",
+    ]);
+    let last = controller.converge("again with node3", &[node1, node2, node3]);
+    for task in [
+        "Configure banshare",
+        "Note a changed setting the watcher reads at start only",
+        "Write the share's sshfs line to fstab",
+        "Stop the watcher for a remount",
+        "Unmount the share for a remount",
+        "Mount the share with sshfs, checking the server's host key",
+        "Restart the watcher",
+    ] {
+        last.assert_changed("node1", task);
+    }
+    assert_eq!(
+        last.changed_tasks("node1").len(),
+        7,
+        "{:?}",
+        last.changed_tasks("node1")
+    );
+    assert_eq!(
+        fs::read_to_string(node1.path("/etc/fstab")).unwrap(),
+        fstab_before
+    );
+    assert_ne!(
+        watcher_pid(node1),
+        node1_watcher,
+        "node1's watcher was not restarted for a new backend"
+    );
+    assert_watcher_unit_runs(node1);
+    for host in ["files", "node2", "node3"] {
         assert_eq!(
             last.count(host, "changed"),
             0,
@@ -637,4 +937,79 @@ fn playbook_converges_a_real_cluster_and_a_second_run_changes_nothing() {
         "the whole converge test took {:.0} s",
         test_started.elapsed().as_secs_f64()
     );
+    checks.assert_all_passed();
+}
+
+/// What a test killed outright (no Drop) leaves behind is removed by the
+/// next run's start: a namespace with a process still in it, its veth, the
+/// bridge and a root copy, all named after a process no longer alive;
+/// those named after a live process are kept.
+#[test]
+fn leftovers_of_a_killed_run_are_swept() {
+    nspawn::require_tools();
+    let _sweeping = nspawn::SWEEPING.lock().unwrap_or_else(|e| e.into_inner());
+    let mut exited = Command::new("true").spawn().unwrap();
+    exited.wait().unwrap();
+    let dead = format!("n{:x}", exited.id());
+    let live = format!("n{:x}", std::process::id());
+    let ns = format!("bsn-{dead}-lft");
+    let bridge = format!("{dead}br");
+    let root = Path::new(MANIFEST).join(format!("target/nspawn-{}-left", &dead[1..]));
+    let kept_root = Path::new(MANIFEST).join(format!("target/nspawn-{}-kept", &live[1..]));
+    let ip = |args: &[&str]| {
+        let out = Command::new("ip").args(args).output().unwrap();
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+    };
+    ip(&["link", "add", &bridge, "type", "bridge"]);
+    ip(&["netns", "add", &ns]);
+    ip(&[
+        "link",
+        "add",
+        &format!("{dead}lft"),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &ns,
+    ]);
+    let mut sleeper = Command::new("ip")
+        .args(["netns", "exec", &ns, "sleep", "600"])
+        .spawn()
+        .unwrap();
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::create_dir_all(&kept_root).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || {
+        Command::new("ip")
+            .args(["netns", "pids", &ns])
+            .output()
+            .is_ok_and(|o| !o.stdout.is_empty())
+    }));
+
+    nspawn::sweep_dead_runs();
+
+    let listed = |args: &[&str]| {
+        String::from_utf8_lossy(&Command::new("ip").args(args).output().unwrap().stdout)
+            .into_owned()
+    };
+    let swept_ns = !listed(&["netns", "list"]).contains(&ns);
+    let swept_bridge = !listed(&["link", "show"]).contains(&bridge);
+    let sleeper_gone = wait_until(Duration::from_secs(10), || {
+        matches!(sleeper.try_wait(), Ok(Some(_)))
+    });
+    let swept_root = !root.exists();
+    let kept = kept_root.exists();
+    // Whatever the outcome, nothing of this test stays.
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    let _ = Command::new("ip").args(["link", "del", &bridge]).status();
+    let _ = fs::remove_dir_all(&root);
+    let _ = fs::remove_dir_all(&kept_root);
+    assert!(swept_ns, "namespace {ns} was not swept");
+    assert!(swept_bridge, "bridge {bridge} was not swept");
+    assert!(sleeper_gone, "the process in {ns} was not killed");
+    assert!(swept_root, "{} was not swept", root.display());
+    assert!(kept, "the root copy of a live test process was swept");
 }

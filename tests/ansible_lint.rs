@@ -127,3 +127,120 @@ fn node_role_refuses_a_bad_variable_by_name() {
         "a task ran before the refusal:\n{output}"
     );
 }
+
+/// Runs `play` (a playbook's text) with `ansible-playbook --check` on the
+/// local host, with the roles of ansible/; returns its output and whether
+/// it succeeded.
+fn run_local_play(name: &str, play: &str) -> (bool, String) {
+    let dir = std::env::temp_dir().join(format!("banshare-ansible-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("play.yml");
+    std::fs::write(&path, play).unwrap();
+    let out = Command::new("ansible-playbook")
+        .args(["--check", "-i", "localhost,"])
+        .arg(&path)
+        .current_dir(&dir)
+        .env("ANSIBLE_ROLES_PATH", format!("{ANSIBLE_DIR}/roles"))
+        .env("ANSIBLE_NOCOLOR", "1")
+        .output()
+        .expect("run ansible-playbook (Debian package ansible)");
+    let _ = std::fs::remove_dir_all(&dir);
+    (out.status.success(), text(&out))
+}
+
+/// A node's `banshare_node_ssh_from` goes into the file server's
+/// authorized_keys as from="...": a list, or a value with a quote, would
+/// break that line and lock the node out. The keys entry point (the
+/// first to run on a node) refuses it before any change.
+#[test]
+fn node_role_refuses_an_ssh_from_that_would_break_authorized_keys() {
+    for bad in ["['192.0.2.1', '192.0.2.2']", "'192.0.2.1\" ,command=\"x'"] {
+        let play = format!(
+            "- name: A node with a bad ssh_from\n  hosts: localhost\n  connection: local\n  \
+             gather_facts: false\n  tasks:\n    - name: Keys\n      ansible.builtin.include_role:\n        \
+             name: banshare_node\n        tasks_from: keys\n      vars:\n        \
+             banshare_node_ssh_from: {bad}\n"
+        );
+        let (ok, output) = run_local_play("ssh-from", &play);
+        assert!(!ok, "banshare_node_ssh_from {bad} was accepted:\n{output}");
+        assert!(
+            output.contains("banshare_node_ssh_from") && output.contains("changed=0"),
+            "the refusal of {bad} does not name banshare_node_ssh_from, or came after a change:\n{output}"
+        );
+    }
+}
+
+/// An unquoted `0775` is the number 509 in YAML: the file server role
+/// refuses it (and any mode that is not quoted octal) before any change.
+#[test]
+fn fileserver_role_refuses_a_mode_yaml_reads_as_a_number() {
+    let play = "- name: A file server with an unquoted mode\n  hosts: localhost\n  connection: local\n  \
+                gather_facts: false\n  roles:\n    - role: banshare_fileserver\n      vars:\n        \
+                banshare_fileserver_share_mode: 0775\n";
+    let (ok, output) = run_local_play("mode", play);
+    assert!(!ok, "an unquoted mode was accepted:\n{output}");
+    assert!(
+        output.contains("quoted octal") && output.contains("changed=0"),
+        "the refusal does not say how to write the mode, or came after a change:\n{output}"
+    );
+}
+
+/// The example inventory names the .deb packaging/build-deb makes
+/// (cargo-deb's banshare_<version>-1_<arch>.deb), not a file that never
+/// exists.
+#[test]
+fn example_inventory_points_at_the_built_deb() {
+    let out = run_in_ansible_dir(
+        "ansible",
+        &[
+            "web1.example.org",
+            "-i",
+            "inventory/example/hosts.yml",
+            "-m",
+            "ansible.builtin.debug",
+            "-a",
+            "var=banshare_package_deb",
+        ],
+    );
+    let output = text(&out);
+    assert!(out.status.success(), "{output}");
+    let built = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/target/debian"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("banshare_") && name.ends_with(".deb")
+        });
+    if built {
+        assert!(
+            output.contains("/target/debian/banshare_") && output.contains(".deb\""),
+            "the example inventory does not name the built .deb:\n{output}"
+        );
+    } else {
+        assert!(
+            output.contains("run packaging/build-deb"),
+            "with no .deb built, the example inventory does not say how to make one:\n{output}"
+        );
+    }
+}
+
+/// Handlers notified before a task failed still run (force_handlers): a
+/// changed file whose restart or reload was lost is never applied later,
+/// since the next run finds the file unchanged.
+#[test]
+fn every_play_forces_its_handlers() {
+    let cfg = std::fs::read_to_string(format!("{ANSIBLE_DIR}/ansible.cfg")).unwrap();
+    assert!(
+        cfg.lines()
+            .any(|l| l.replace(' ', "") == "force_handlers=True"),
+        "ansible.cfg does not set force_handlers = True:\n{cfg}"
+    );
+    let site = std::fs::read_to_string(format!("{ANSIBLE_DIR}/site.yml")).unwrap();
+    let plays = site.matches("\n- name: ").count() + usize::from(site.starts_with("- name: "));
+    let forced = site.matches("\n  force_handlers: true\n").count();
+    assert_eq!(
+        forced, plays,
+        "not every play of site.yml sets force_handlers: true:\n{site}"
+    );
+}

@@ -22,20 +22,30 @@
 //! it is granted, harmlessly, since the network namespace is the
 //! container's own.
 //!
+//! Each namespace has a default route out of its `eth0` (to nowhere), as a
+//! server has one: Ansible's `ansible_default_ipv4` is then set, and what
+//! the roles derive from it (each node's `ignoreip` of the other nodes) is
+//! what a real rollout gets.
+//!
 //! Everything is removed when dropped, also while a failed test unwinds:
 //! the containers are shut down (SIGTERM to nspawn, then SIGKILL), whatever
 //! still runs in a namespace is killed, the namespaces, links, bridge and
-//! root copies are deleted. Setup panics, never skips, when root or a tool
-//! is missing.
+//! root copies are deleted. A test process killed outright (SIGKILL, a CI
+//! timeout) runs no Drop: its nspawns get SIGTERM from the kernel as it
+//! dies (`PR_SET_PDEATHSIG`), and the next [`Network::new`] sweeps the
+//! namespaces, bridge and root copies of every test process no longer
+//! alive. Setup panics, never skips, when root or a tool is missing.
 
 use super::cluster::require_root;
 use super::wait_until;
 use std::fs;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
@@ -115,6 +125,10 @@ impl Network {
         // "n", the pid in hex: interface names are this plus a tag of up to
         // 4 characters, within Linux's 15.
         let id = format!("n{:x}", std::process::id());
+        {
+            let _sweeping = SWEEPING.lock().unwrap_or_else(|e| e.into_inner());
+            sweep_dead_runs();
+        }
         let network = Network {
             id,
             hosts: Mutex::new(Vec::new()),
@@ -151,6 +165,7 @@ impl Network {
         run(Command::new("ip").args(["-n", &ns, "addr", "add", &address, "dev", "eth0"]));
         run(Command::new("ip").args(["-n", &ns, "link", "set", "eth0", "up"]));
         run(Command::new("ip").args(["-n", &ns, "link", "set", "lo", "up"]));
+        run(Command::new("ip").args(["-n", &ns, "route", "add", "default", "dev", "eth0"]));
         ns
     }
 
@@ -292,7 +307,8 @@ impl Container {
     /// Starts systemd-nspawn; [`Container::wait_booted`] waits for it.
     pub fn boot(&self) {
         let console = fs::File::create(&self.console).unwrap();
-        let child = Command::new("systemd-nspawn")
+        let mut command = Command::new("systemd-nspawn");
+        command
             .arg("--quiet")
             .arg("--boot")
             .arg(format!("--directory={}", self.root.display()))
@@ -304,8 +320,8 @@ impl Container {
             .arg("--bind=/dev/fuse")
             .stdin(Stdio::null())
             .stdout(console.try_clone().unwrap())
-            .stderr(console)
-            .spawn()
+            .stderr(console);
+        let child = spawn_dying_with_us(command)
             .unwrap_or_else(|e| panic!("cannot start systemd-nspawn: {e}"));
         *self.nspawn.lock().unwrap() = Some(child);
     }
@@ -446,6 +462,114 @@ impl Drop for Container {
         // container's mounts lived in its own mount namespace, gone with it.
         let _ = fs::remove_dir_all(&self.root);
         let _ = fs::remove_file(&self.console);
+    }
+}
+
+/// Spawns `command` so that it gets SIGTERM when this test process dies,
+/// even by SIGKILL (nspawn then powers its container off). The kernel
+/// sends `PR_SET_PDEATHSIG` when the *thread* that forked the child ends,
+/// and containers boot from short-lived scoped threads: every spawn is
+/// made by one thread that lives as long as the process.
+fn spawn_dying_with_us(mut command: Command) -> std::io::Result<Child> {
+    type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (requests, incoming) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("nspawn-parent".into())
+            .spawn(move || {
+                for (mut command, reply) in incoming {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .expect("start the nspawn-parent thread");
+        Mutex::new(requests)
+    });
+    // SAFETY: prctl(2) and getppid(2) are async-signal-safe; nothing else
+    // runs between fork and exec.
+    let parent = std::process::id() as libc::pid_t;
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent died before prctl: the signal would never come.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("the test process is gone"));
+            }
+            Ok(())
+        });
+    }
+    let (reply, answer) = mpsc::channel();
+    spawner
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send((command, reply))
+        .expect("the nspawn-parent thread is gone");
+    answer.recv().expect("the nspawn-parent thread is gone")
+}
+
+/// Held around a sweep: a test making leftovers to be swept holds it, so
+/// that another test's [`Network::new`] does not sweep them half made.
+pub static SWEEPING: Mutex<()> = Mutex::new(());
+
+/// Removes what test processes killed outright left behind (no Drop ran):
+/// for every `n<pid in hex>` id whose process is gone, the processes in
+/// its namespaces are killed, then the namespaces (and with them their
+/// veths), its bridge and its root copies in target/ are deleted. Those of
+/// live processes (other tests running now) are left alone.
+pub fn sweep_dead_runs() {
+    let dead = |id: &str| {
+        u32::from_str_radix(id.strip_prefix('n').unwrap_or("-"), 16)
+            .is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    };
+    let netns = Command::new("ip").args(["netns", "list"]).output();
+    let netns = netns.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    for line in netns.unwrap_or_default().lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some((id, _tag)) = name.strip_prefix("bsn-").and_then(|r| r.split_once('-')) else {
+            continue;
+        };
+        if dead(id) {
+            eprintln!("sweeping netns {name}, left by a killed test");
+            kill_processes_in(name);
+            let _ = quiet(Command::new("ip").args(["netns", "del", name]));
+        }
+    }
+    let links = Command::new("ip")
+        .args(["-o", "link", "show", "type", "bridge"])
+        .output();
+    let links = links.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    for line in links.unwrap_or_default().lines() {
+        let Some(name) = line
+            .split(": ")
+            .nth(1)
+            .map(|n| n.split('@').next().unwrap_or(n))
+        else {
+            continue;
+        };
+        if let Some(id) = name.strip_suffix("br").filter(|id| id.starts_with('n'))
+            && dead(id)
+        {
+            eprintln!("sweeping bridge {name}, left by a killed test");
+            let _ = quiet(Command::new("ip").args(["link", "del", name]));
+        }
+    }
+    let target = Path::new(MANIFEST).join("target");
+    for entry in fs::read_dir(&target).into_iter().flatten().flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some((hex, _)) = file_name
+            .strip_prefix("nspawn-")
+            .and_then(|r| r.split_once('-'))
+        else {
+            continue;
+        };
+        if dead(&format!("n{hex}")) {
+            eprintln!("sweeping {}, left by a killed test", entry.path().display());
+            let _ = fs::remove_dir_all(entry.path()).or_else(|_| fs::remove_file(entry.path()));
+        }
     }
 }
 
