@@ -181,6 +181,30 @@ impl<F: LogFs> Follower<F> {
         Ok(Some(total))
     }
 
+    /// Whether the followed file may hold more than was read, asked with
+    /// the cheapest call there is: one `fstat` of the open file, no open,
+    /// no read. Through sshfs that is one SFTP request, against about a
+    /// dozen for [`Follower::read_lines`] (a look at the path, a fresh open
+    /// to compare first bytes, reads); and since sshfs answers `fstat` for
+    /// the file now at the path, a rotation or compaction shows here as a
+    /// size change too. `true` (look fully) when no file is open, a
+    /// replaced file is still being drained, the last call did not read to
+    /// the end, or the size differs from what was read. A file replaced by
+    /// one of exactly the same size, or (where `fstat` answers for the open
+    /// file itself: a local disk, NFS, SFTP) a rotation, is not seen here:
+    /// only by the next [`Follower::read_lines`].
+    pub fn may_have_more(&mut self) -> bool {
+        if self.draining.is_some() || !self.caught_up {
+            return true;
+        }
+        let Some(cur) = self.current.as_mut() else {
+            return true;
+        };
+        let read = cur.pos();
+        // An error is for `read_lines` to report and recover from.
+        cur.meta().map_or(true, |meta| meta.size != read)
+    }
+
     /// What happened since the last call (resumes, truncations,
     /// replacements), oldest first, for the caller to log.
     pub fn take_events(&mut self) -> Vec<FollowEvent> {

@@ -656,3 +656,32 @@ fn unread_counts_what_is_past_the_last_line_handed_out_and_moves_nothing() {
     assert_eq!(read(&mut f), ["five"]);
     assert_eq!(f.unread(1 << 20).unwrap(), behind(Some(0), 2));
 }
+
+#[test]
+fn may_have_more_tells_appends_partial_lines_and_an_sshfs_rotation_by_size() {
+    let dir = Dir::new();
+    dir.append("a\n");
+    let fs = TestFs {
+        sshfs: true,
+        ..TestFs::default()
+    };
+    let mut f = Follower::new(fs, dir.log(), None);
+    assert!(f.may_have_more(), "nothing read yet");
+    assert_eq!(read(&mut f), ["a"]);
+    assert!(!f.may_have_more(), "read to the end");
+    dir.append("b");
+    assert!(f.may_have_more(), "a partial line");
+    assert!(read(&mut f).is_empty());
+    assert!(!f.may_have_more(), "the partial line was read");
+    dir.append("\n");
+    assert!(f.may_have_more());
+    assert_eq!(read(&mut f), ["b"]);
+    assert!(!f.may_have_more());
+    // On sshfs the open file answers for the path: a rotation shows as
+    // another size.
+    dir.rotate("newbans.log.1");
+    dir.append("c\n");
+    assert!(f.may_have_more(), "rotated: the path's file is shorter");
+    assert_eq!(read(&mut f), ["c"]);
+    assert!(!f.may_have_more());
+}
