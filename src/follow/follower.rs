@@ -39,6 +39,18 @@ pub enum FollowEvent {
     Renamed { path: PathBuf },
 }
 
+/// What a poll's cheap look found: see [`Follower::poll`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Poll {
+    /// The file is the size that was read.
+    Unchanged,
+    /// The file grew: the lines appended to it (perhaps none yet, if only
+    /// part of a line came).
+    Appended(Vec<Line>),
+    /// Only [`Follower::read_lines`] can tell.
+    LookFully,
+}
+
 /// What `banshare status` shows about the follower.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FollowState {
@@ -181,28 +193,52 @@ impl<F: LogFs> Follower<F> {
         Ok(Some(total))
     }
 
-    /// Whether the followed file may hold more than was read, asked with
-    /// the cheapest call there is: one `fstat` of the open file, no open,
-    /// no read. Through sshfs that is one SFTP request, against about a
-    /// dozen for [`Follower::read_lines`] (a look at the path, a fresh open
-    /// to compare first bytes, reads); and since sshfs answers `fstat` for
-    /// the file now at the path, a rotation or compaction shows here as a
-    /// size change too. `true` (look fully) when no file is open, a
-    /// replaced file is still being drained, the last call did not read to
-    /// the end, or the size differs from what was read. A file replaced by
-    /// one of exactly the same size, or (where `fstat` answers for the open
-    /// file itself: a local disk, NFS, SFTP) a rotation, is not seen here:
-    /// only by the next [`Follower::read_lines`].
-    pub fn may_have_more(&mut self) -> bool {
+    /// A poll's cheap look: the followed file's size, from one `fstat` of
+    /// the open file, and when it grew, the lines appended to it, read
+    /// through the open file after checking its first bytes (no look at
+    /// the path, no fresh open). Through sshfs a poll where nothing
+    /// changed is one SFTP request, and one that finds new lines about
+    /// four, against about a dozen for [`Follower::read_lines`]'s full
+    /// look. Since sshfs answers `fstat` for the file now at the path, a
+    /// rotation, compaction or truncation there shows as another size:
+    /// shorter, it asks for the full look ([`Poll::LookFully`]); longer,
+    /// reads through the open file end short of that size, which asks for
+    /// it at the next call.
+    ///
+    /// [`Poll::LookFully`] also when nothing is open, a replaced file is
+    /// still being drained, the last call did not read to the end, or
+    /// anything fails (the full look reports and recovers). What the size
+    /// cannot show (a file replaced by one of the same size; a rotation
+    /// where `fstat` answers for the open file itself: a local disk, NFS,
+    /// SFTP) is seen only by the next full look.
+    pub fn poll(&mut self, max_lines: usize) -> Poll {
         if self.draining.is_some() || !self.caught_up {
-            return true;
+            return Poll::LookFully;
         }
         let Some(cur) = self.current.as_mut() else {
-            return true;
+            return Poll::LookFully;
         };
         let read = cur.pos();
-        // An error is for `read_lines` to report and recover from.
-        cur.meta().map_or(true, |meta| meta.size != read)
+        let size = match cur.meta() {
+            Ok(meta) if meta.size == read => return Poll::Unchanged,
+            Ok(meta) if meta.size > read => meta.size,
+            _ => return Poll::LookFully,
+        };
+        // Truncated and written past our position since: the full look
+        // reads it again from 0.
+        if !cur.starts_as_read().unwrap_or(false) {
+            return Poll::LookFully;
+        }
+        let mut batch = Batch::new(max_lines);
+        self.caught_up = match cur.read(&mut self.chunk, &mut batch) {
+            // Short of the size the path showed: another file is there.
+            Ok(eof) => eof && cur.pos() >= size,
+            Err(_) => false,
+        };
+        match batch.lines.is_empty() && !self.caught_up {
+            true => Poll::LookFully,
+            false => Poll::Appended(batch.lines),
+        }
     }
 
     /// What happened since the last call (resumes, truncations,

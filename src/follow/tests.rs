@@ -657,8 +657,15 @@ fn unread_counts_what_is_past_the_last_line_handed_out_and_moves_nothing() {
     assert_eq!(f.unread(1 << 20).unwrap(), behind(Some(0), 2));
 }
 
+fn appended(poll: Poll) -> Vec<String> {
+    match poll {
+        Poll::Appended(lines) => lines.iter().map(text).collect(),
+        other => panic!("expected appended lines, got {other:?}"),
+    }
+}
+
 #[test]
-fn may_have_more_tells_appends_partial_lines_and_an_sshfs_rotation_by_size() {
+fn a_poll_reads_appends_by_the_size_and_asks_for_the_full_look_when_the_size_cannot_tell() {
     let dir = Dir::new();
     dir.append("a\n");
     let fs = TestFs {
@@ -666,22 +673,32 @@ fn may_have_more_tells_appends_partial_lines_and_an_sshfs_rotation_by_size() {
         ..TestFs::default()
     };
     let mut f = Follower::new(fs, dir.log(), None);
-    assert!(f.may_have_more(), "nothing read yet");
+    assert_eq!(f.poll(100), Poll::LookFully, "nothing open yet");
     assert_eq!(read(&mut f), ["a"]);
-    assert!(!f.may_have_more(), "read to the end");
+    assert_eq!(f.poll(100), Poll::Unchanged);
     dir.append("b");
-    assert!(f.may_have_more(), "a partial line");
-    assert!(read(&mut f).is_empty());
-    assert!(!f.may_have_more(), "the partial line was read");
-    dir.append("\n");
-    assert!(f.may_have_more());
-    assert_eq!(read(&mut f), ["b"]);
-    assert!(!f.may_have_more());
+    assert!(appended(f.poll(100)).is_empty(), "a partial line");
+    assert_eq!(f.poll(100), Poll::Unchanged, "the partial line was read");
+    dir.append("\nc\n");
+    assert_eq!(appended(f.poll(100)), ["b", "c"]);
+    assert_eq!(f.poll(100), Poll::Unchanged);
+    assert_eq!(f.cursor().unwrap().offset, 6);
+
+    // Truncated and written past our position: its first bytes differ.
+    fs::write(dir.log(), "X\nY\nZ\nW\n").unwrap();
+    assert_eq!(f.poll(100), Poll::LookFully);
+    assert_eq!(read(&mut f), ["X", "Y", "Z", "W"]);
+
     // On sshfs the open file answers for the path: a rotation shows as
-    // another size.
+    // another size, shorter ...
     dir.rotate("newbans.log.1");
-    dir.append("c\n");
-    assert!(f.may_have_more(), "rotated: the path's file is shorter");
-    assert_eq!(read(&mut f), ["c"]);
-    assert!(!f.may_have_more());
+    dir.append("d\n");
+    assert_eq!(f.poll(100), Poll::LookFully, "the path's file is shorter");
+    assert_eq!(read(&mut f), ["d"]);
+    // ... or longer, and then reads through the open file end short of it.
+    dir.rotate("newbans.log.2");
+    dir.append("e\nf\n");
+    assert_eq!(f.poll(100), Poll::LookFully, "the path's file is longer");
+    assert_eq!(read(&mut f), ["e", "f"]);
+    assert_eq!(f.poll(100), Poll::Unchanged);
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use crate::follow::{
-    Cursor, DirWatch, FollowError, FollowEvent, Follower, Handle, Line, LogFs, Mode,
+    Cursor, DirWatch, FollowError, FollowEvent, Follower, Handle, Line, LogFs, Mode, Poll,
 };
 use crate::transport::feed::{Entry, Feed, FeedError, Notice, Position, Unread};
 
@@ -79,30 +79,34 @@ impl<F: LogFs> FileFeed<F> {
         }
     }
 
-    /// While polling, looks fully (the path, the file's first bytes,
-    /// reads: about a dozen SFTP requests through sshfs) only when the
-    /// open file's size changed, or once every `every`; the polls between
-    /// ask for the size alone, one request. That makes a poll about ten
-    /// times cheaper for the file server, so it can come that much more
-    /// often at the same cost. What the size cannot show (a file replaced
-    /// by one of the same size; a rotation where `fstat` answers for the
-    /// open file rather than the path: a local disk, NFS, SFTP) waits for
-    /// the next full look. Not used with inotify, which wakes the loop on
-    /// changes and looks fully at every safety poll.
+    /// While polling, looks fully (the path, a fresh open to compare the
+    /// first bytes, reads: about a dozen SFTP requests through sshfs) only
+    /// when the cheap look ([`Follower::poll`]: the open file's size, and
+    /// what was appended to it) cannot tell, and at least once every
+    /// `every`. A poll where nothing changed is then one request, about a
+    /// tenth of the full look, so polls can come that much more often at
+    /// the same cost to the file server. What the size cannot show waits
+    /// for the next full look. Not used with inotify, which wakes the loop
+    /// on changes and looks fully at every safety poll.
     pub fn full_look_every(mut self, every: Duration) -> FileFeed<F> {
         self.full_look = Some(every);
         self
     }
 
-    /// Whether this poll may skip the full look: polling, looked fully
-    /// less than the full-look interval ago, and the open file's size is
-    /// what was read.
-    fn size_unchanged(&mut self) -> bool {
-        let Some(every) = self.full_look else {
-            return false;
-        };
+    /// A poll's cheap look ([`Follower::poll`]) when polling and the last
+    /// full look is less than the full-look interval ago; `None` when the
+    /// full look is due or needed.
+    fn poll_cheaply(&mut self, max: usize) -> Option<Vec<Line>> {
+        let every = self.full_look?;
         let recent = self.looked.is_some_and(|t| t.elapsed() < every);
-        matches!(self.mode, Mode::Poll(_)) && recent && !self.follower.may_have_more()
+        if !matches!(self.mode, Mode::Poll(_)) || !recent {
+            return None;
+        }
+        match self.follower.poll(max) {
+            Poll::Unchanged => Some(Vec::new()),
+            Poll::Appended(lines) => Some(lines),
+            Poll::LookFully => None,
+        }
     }
 
     /// Chooses the mode again, as `follow = auto` does, whenever the
@@ -254,14 +258,15 @@ impl<F: LogFs> Feed for FileFeed<F> {
     }
 
     fn read(&mut self, max: usize) -> Result<Vec<Entry>, FeedError> {
-        if self.size_unchanged() {
-            return Ok(Vec::new());
-        }
-        self.looked = Some(Instant::now());
-        let lines = self
-            .follower
-            .read_lines(max)
-            .map_err(|e| self.feed_error(e))?;
+        let lines = match self.poll_cheaply(max) {
+            Some(lines) => lines,
+            None => {
+                self.looked = Some(Instant::now());
+                self.follower
+                    .read_lines(max)
+                    .map_err(|e| self.feed_error(e))?
+            }
+        };
         Ok(lines
             .into_iter()
             .map(|line| match line {
