@@ -260,9 +260,10 @@ Following: on a local filesystem the log's directory is watched with
 inotify, with a slow safety poll. On sshfs, NFS, CIFS and other network
 filesystems inotify never sees other hosts' writes, so the log is polled
 every poll_interval (50 ms by default). A poll asks for the log's size
-alone (one request to the file server); the full look at the log (its
-path, first bytes and new lines) comes when the size changed, and every
-safety_poll (5 s by default) in any case. Partial lines, truncation,
+alone (one request to the file server) and, when it grew, reads the new
+lines; the full look at the log (its path and first bytes, for rotation
+and truncation) comes when the size cannot tell, and at least every
+[watch] safety_poll (5 s by default). Partial lines, truncation,
 rotation by rename, compaction by atomic rename, deletion and re-creation,
 and a share that is gone for a while are all handled; the watcher never
 exits because the log is missing.

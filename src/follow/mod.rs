@@ -81,7 +81,7 @@
 //! On sshfs this full look costs about a dozen SFTP requests (stat, fstat,
 //! open, close, reads); a rotation adds a listing of the folder and a look
 //! at the siblings. A poll takes it only when [`Follower::poll`], which
-//! asks for the open file's size (one request) and reads what was appended
+//! asks for the log's size (one request) and reads what was appended
 //! through the open file, cannot tell, and at least every safety poll.
 //!
 //! # Resuming from a cursor
@@ -154,7 +154,7 @@ use std::path::Path;
 
 pub use cursor::{Cursor, FINGERPRINT_MAX, Fingerprint};
 pub use error::FollowError;
-pub use follower::{FollowEvent, FollowState, Follower, Poll};
+pub use follower::{FollowEvent, FollowState, Follower, Poll, SizeFrom};
 pub use mode::{FollowKind, Mode};
 pub use tail::{Line, Unread};
 pub use wake::{DirWatch, Handle, Msg, Wake};

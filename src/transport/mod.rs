@@ -299,7 +299,8 @@ pub fn open_feed(location: &LogLocation, settings: &FeedSettings) -> Box<dyn Fee
             let connections = fs.connections();
             let mode = crate::follow::Mode::Poll(settings.poll_interval);
             let feed = FileFeed::new(fs, url.path.clone(), url.to_string(), mode)
-                .full_look_every(settings.safety_poll);
+                .full_look_every(settings.safety_poll)
+                .size_from(crate::follow::SizeFrom::Path);
             Box::new(
                 feed.alias(url.path.display().to_string())
                     .hints(sftp::MISSING_HINT, sftp::UNREACHABLE_HINT)

@@ -12,9 +12,12 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use crate::follow::{
-    Cursor, DirWatch, FollowError, FollowEvent, Follower, Handle, Line, LogFs, Mode, Poll,
+    Cursor, DirWatch, FollowError, FollowEvent, Follower, Handle, Line, LogFs, Mode, Poll, SizeFrom,
 };
 use crate::transport::feed::{Entry, Feed, FeedError, Notice, Position, Unread};
+
+/// statfs's `f_type` of FUSE filesystems (sshfs among them).
+const FUSE_MAGIC: i64 = 0x6573_5546;
 
 /// The kind of position a [`FileFeed`] hands out.
 pub const KIND: &str = "file";
@@ -44,6 +47,10 @@ pub struct FileFeed<F: LogFs> {
     full_look: Option<Duration>,
     /// When the follower last looked fully.
     looked: Option<Instant>,
+    /// Where polls take the log's size from; `None`: chosen by the
+    /// filesystem of the log's folder at each full look (`size_from_fs`).
+    size_from: Option<SizeFrom>,
+    size_from_fs: SizeFrom,
 }
 
 /// What `follow = auto` chose from, to choose again when it changed: a
@@ -76,12 +83,14 @@ impl<F: LogFs> FileFeed<F> {
             connections: None,
             full_look: None,
             looked: None,
+            size_from: None,
+            size_from_fs: SizeFrom::Path,
         }
     }
 
     /// While polling, looks fully (the path, a fresh open to compare the
     /// first bytes, reads: about a dozen SFTP requests through sshfs) only
-    /// when the cheap look ([`Follower::poll`]: the open file's size, and
+    /// when the cheap look ([`Follower::poll`]: the log's size, and
     /// what was appended to it) cannot tell, and at least once every
     /// `every`. A poll where nothing changed is then one request, about a
     /// tenth of the full look, so polls can come that much more often at
@@ -93,6 +102,27 @@ impl<F: LogFs> FileFeed<F> {
         self
     }
 
+    /// Polls take the log's size from `from` rather than as the log's
+    /// folder's filesystem suggests (for SFTP, whose paths are not on this
+    /// host).
+    pub fn size_from(mut self, from: SizeFrom) -> FileFeed<F> {
+        self.size_from = Some(from);
+        self
+    }
+
+    /// Where polls take the size from: the open file on FUSE (sshfs: one
+    /// request, and it answers for the path), the path elsewhere (a local
+    /// disk, NFS, CIFS: where `fstat` answers for the open file alone).
+    fn choose_size_from(&mut self) {
+        if self.size_from.is_none() {
+            let fuse = crate::follow::mode::statfs_type(self.dir()) == Some(FUSE_MAGIC);
+            self.size_from_fs = match fuse {
+                true => SizeFrom::OpenFile,
+                false => SizeFrom::Path,
+            };
+        }
+    }
+
     /// A poll's cheap look ([`Follower::poll`]) when polling and the last
     /// full look is less than the full-look interval ago; `None` when the
     /// full look is due or needed.
@@ -102,7 +132,8 @@ impl<F: LogFs> FileFeed<F> {
         if !matches!(self.mode, Mode::Poll(_)) || !recent {
             return None;
         }
-        match self.follower.poll(max) {
+        let from = self.size_from.unwrap_or(self.size_from_fs);
+        match self.follower.poll(max, from) {
             Poll::Unchanged => Some(Vec::new()),
             Poll::Appended(lines) => Some(lines),
             Poll::LookFully => None,
@@ -261,10 +292,17 @@ impl<F: LogFs> Feed for FileFeed<F> {
         let lines = match self.poll_cheaply(max) {
             Some(lines) => lines,
             None => {
-                self.looked = Some(Instant::now());
-                self.follower
+                let now = Instant::now();
+                // After an error, the next poll looks fully again: it is
+                // the full look that finds the log back, and says so.
+                self.looked = None;
+                self.choose_size_from();
+                let lines = self
+                    .follower
                     .read_lines(max)
-                    .map_err(|e| self.feed_error(e))?
+                    .map_err(|e| self.feed_error(e))?;
+                self.looked = Some(now);
+                lines
             }
         };
         Ok(lines
