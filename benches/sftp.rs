@@ -18,7 +18,9 @@
 //! The file server's cost is the CPU time of its sshd processes (the SFTP
 //! sessions; the cluster's sftp is internal-sftp, so sshd is all of it)
 //! from /proc over the measured stretch, given per node per 10 s, with
-//! their write calls (about three per SFTP request).
+//! their write calls (about three per SFTP request); and the same over a
+//! stretch with no bans before them (`BANSHARE_BENCH_IDLE_SECS`, default
+//! 30): what a fleet costs its file server most of the time.
 //!
 //! The old polling is the same binary with `safety_poll` equal to the poll
 //! interval (250 ms): a full look at every poll, as before the change.
@@ -28,7 +30,8 @@
 //!
 //! - `BANSHARE_BENCH_BANS` (default 500): measured bans per row;
 //! - `BANSHARE_BENCH_NODES` (default `10,40`): watcher counts;
-//! - `BANSHARE_BENCH_VIAS` (default `sshfs,sftp`): transports.
+//! - `BANSHARE_BENCH_VIAS` (default `sshfs,sftp`): transports;
+//! - `BANSHARE_BENCH_IDLE_SECS` (default 30): the idle stretch per row.
 //!
 //! Prints Markdown tables for docs/benchmarks.md.
 
@@ -67,6 +70,7 @@ fn main() {
             other => panic!("unknown transport {other:?} (sshfs, sftp)"),
         })
         .collect();
+    let idle = Duration::from_secs(env_or("BANSHARE_BENCH_IDLE_SECS", "30").parse().unwrap());
     let most = *nodes.iter().max().unwrap();
     let cluster = Cluster::new("sftpbench", most);
     cluster.create_sftp_file("newbans.log");
@@ -83,7 +87,7 @@ fn main() {
         for &via in &vias {
             for polling in [Polling::Old, Polling::New] {
                 net += 1;
-                let row = measure(&cluster, via, polling, n, bans, net);
+                let row = measure(&cluster, via, polling, n, bans, net, idle);
                 eprintln!("done: {} {} nodes", row.describe(), n);
                 rows.push(row);
             }
@@ -129,6 +133,9 @@ struct Row {
     /// Over the measured stretch.
     wall: Duration,
     server: ServerWork,
+    /// Over the idle stretch before it.
+    idle_wall: Duration,
+    idle: ServerWork,
 }
 
 impl Row {
@@ -148,9 +155,10 @@ impl Row {
 fn print_tables(rows: &[Row]) {
     println!(
         "| watchers follow by; polling | watchers | bans | p50 s | p90 s | p99 s | max s | \
-         file server CPU per 10 s | per node per 10 s | server writes per node per s |"
+         file server CPU per 10 s | per node per 10 s | server writes per node per s | \
+         idle: CPU per node per 10 s | idle: writes per node per s |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in rows {
         let mut latencies = row.latencies.clone();
         latencies.sort();
@@ -160,8 +168,12 @@ fn print_tables(rows: &[Row]) {
         };
         let per_10s = row.server.cpu.as_secs_f64() * 10.0 / row.wall.as_secs_f64();
         let writes = row.server.writes as f64 / row.wall.as_secs_f64() / row.nodes as f64;
+        let idle_secs = row.idle_wall.as_secs_f64().max(f64::MIN_POSITIVE);
+        let idle_per_node = row.idle.cpu.as_secs_f64() * 10_000.0 / idle_secs / row.nodes as f64;
+        let idle_writes = row.idle.writes as f64 / idle_secs / row.nodes as f64;
         println!(
-            "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} s | {:.1} ms | {:.0} |",
+            "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} s | {:.1} ms | {:.0} | \
+             {:.1} ms | {:.0} |",
             row.describe(),
             row.nodes,
             latencies.len(),
@@ -172,6 +184,8 @@ fn print_tables(rows: &[Row]) {
             per_10s,
             per_10s * 1000.0 / row.nodes as f64,
             writes,
+            idle_per_node,
+            idle_writes,
         );
     }
 }
@@ -186,6 +200,7 @@ fn measure(
     nodes: usize,
     bans: usize,
     net: u8,
+    idle: Duration,
 ) -> Row {
     let state = tempfile::tempdir().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -198,6 +213,11 @@ fn measure(
     let warm_up = Ipv4Addr::new(10, net, 255, 1);
     append(&log, state.path(), warm_up);
     wait_for(&rx, &mut seen, warm_up, nodes, Duration::from_secs(120));
+    let idle_before = cluster.fileserver_work();
+    let idle_started = Instant::now();
+    std::thread::sleep(idle);
+    let idle_work = cluster.fileserver_work().since(idle_before);
+    let idle_wall = idle_started.elapsed();
     // The same gaps for every row.
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     let mut latencies = Vec::new();
@@ -225,6 +245,8 @@ fn measure(
         latencies,
         wall,
         server,
+        idle_wall,
+        idle: idle_work,
     }
 }
 
