@@ -259,7 +259,11 @@ stderr, as systemd expects.
 Following: on a local filesystem the log's directory is watched with
 inotify, with a slow safety poll. On sshfs, NFS, CIFS and other network
 filesystems inotify never sees other hosts' writes, so the log is polled
-every poll_interval (250 ms by default). Partial lines, truncation,
+every poll_interval (50 ms by default). A poll asks for the log's size
+alone (one request to the file server) and, when it grew, reads the new
+lines; the full look at the log (its path and first bytes, for rotation
+and truncation) comes when the size cannot tell, and at least every
+[watch] safety_poll (5 s by default). Partial lines, truncation,
 rotation by rename, compaction by atomic rename, deletion and re-creation,
 and a share that is gone for a while are all handled; the watcher never
 exits because the log is missing.
@@ -652,8 +656,9 @@ pub struct WatchArgs {
     #[arg(long, value_name = "MODE")]
     pub follow: Option<FollowKind>,
 
-    /// How often to poll where inotify is blind; at least 10ms
-    /// [config: watch.poll_interval] [default: 250ms].
+    /// How often to poll where inotify is blind (sshfs, NFS, SFTP): each
+    /// poll asks for the log's size alone, and reads when it changed; at
+    /// least 10ms [config: watch.poll_interval] [default: 50ms].
     #[arg(long, value_name = "DURATION", value_parser = parse_poll_interval)]
     pub poll_interval: Option<Duration>,
 

@@ -39,6 +39,31 @@ pub enum FollowEvent {
     Renamed { path: PathBuf },
 }
 
+/// Where a poll's cheap look takes the log's size from: see
+/// [`Follower::poll`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeFrom {
+    /// `fstat` of the open file: on sshfs one SFTP request, and it answers
+    /// for the file now at the path (sshfs knows files by path).
+    OpenFile,
+    /// `stat` of the path: where `fstat` answers for the open file itself
+    /// (a local disk, NFS, SFTP, where it is one request too), so that a
+    /// file put at the path is seen by its identity or size.
+    Path,
+}
+
+/// What a poll's cheap look found: see [`Follower::poll`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Poll {
+    /// The file is the size that was read.
+    Unchanged,
+    /// The file grew: the lines appended to it (perhaps none yet, if only
+    /// part of a line came).
+    Appended(Vec<Line>),
+    /// Only [`Follower::read_lines`] can tell.
+    LookFully,
+}
+
 /// What `banshare status` shows about the follower.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FollowState {
@@ -179,6 +204,63 @@ impl<F: LogFs> Follower<F> {
             total.lines = total.lines.zip(one.lines).map(|(a, b)| a + b);
         }
         Ok(Some(total))
+    }
+
+    /// A poll's cheap look: the log's size, from one `fstat` of the open
+    /// file or one `stat` of the path (`from`), and when it grew, the lines
+    /// appended to the open file, read through it after checking its first
+    /// bytes (no fresh open). Through sshfs a poll where nothing changed is
+    /// one SFTP request, and one that finds new lines about four, against
+    /// about a dozen for [`Follower::read_lines`]'s full look. Either way
+    /// the size is the path's file's, so a rotation, compaction or
+    /// truncation shows as another size (or, from the path, another
+    /// identity where the filesystem has one): shorter, it asks for the
+    /// full look ([`Poll::LookFully`]); longer, reads through the open file
+    /// end short of that size, which asks for it at the next call.
+    ///
+    /// [`Poll::LookFully`] also when nothing is open, a replaced file is
+    /// still being drained, the last call did not read to the end or found
+    /// nothing at the path, or anything fails (the full look reports and
+    /// recovers). A file replaced by one of the same size (and, where the
+    /// filesystem has no identities, the same first bytes) is seen only by
+    /// the next full look.
+    pub fn poll(&mut self, max_lines: usize, from: SizeFrom) -> Poll {
+        // A log gone from its path stays an error until the full look
+        // finds it again, though the open file still answers.
+        if self.draining.is_some() || !self.caught_up || !self.present {
+            return Poll::LookFully;
+        }
+        let Some(cur) = self.current.as_mut() else {
+            return Poll::LookFully;
+        };
+        let read = cur.pos();
+        let meta = match from {
+            SizeFrom::OpenFile => cur.meta(),
+            SizeFrom::Path => match self.fs.stat(&self.path) {
+                Ok(meta) if ids_differ(cur.ids(), &meta) => return Poll::LookFully,
+                other => other,
+            },
+        };
+        let size = match meta {
+            Ok(meta) if meta.size == read => return Poll::Unchanged,
+            Ok(meta) if meta.size > read => meta.size,
+            _ => return Poll::LookFully,
+        };
+        // Truncated and written past our position since: the full look
+        // reads it again from 0.
+        if !cur.starts_as_read().unwrap_or(false) {
+            return Poll::LookFully;
+        }
+        let mut batch = Batch::new(max_lines);
+        self.caught_up = match cur.read(&mut self.chunk, &mut batch) {
+            // Short of the size the path showed: another file is there.
+            Ok(eof) => eof && cur.pos() >= size,
+            Err(_) => false,
+        };
+        match batch.lines.is_empty() && !self.caught_up {
+            true => Poll::LookFully,
+            false => Poll::Appended(batch.lines),
+        }
     }
 
     /// What happened since the last call (resumes, truncations,

@@ -78,9 +78,11 @@
 //!    had in step 2, the path holds a copy with the same first bytes (seen
 //!    only where inode numbers cannot tell): that one is read from 0.
 //!
-//! On sshfs this costs about eight round trips per call (stat, fstat, open,
-//! close, four reads); at the watcher's 4 polls a second that is acceptable.
-//! A rotation adds a listing of the folder and a look at the siblings.
+//! On sshfs this full look costs about a dozen SFTP requests (stat, fstat,
+//! open, close, reads); a rotation adds a listing of the folder and a look
+//! at the siblings. A poll takes it only when [`Follower::poll`], which
+//! asks for the log's size (one request) and reads what was appended
+//! through the open file, cannot tell, and at least every safety poll.
 //!
 //! # Resuming from a cursor
 //!
@@ -152,7 +154,7 @@ use std::path::Path;
 
 pub use cursor::{Cursor, FINGERPRINT_MAX, Fingerprint};
 pub use error::FollowError;
-pub use follower::{FollowEvent, FollowState, Follower};
+pub use follower::{FollowEvent, FollowState, Follower, Poll, SizeFrom};
 pub use mode::{FollowKind, Mode};
 pub use tail::{Line, Unread};
 pub use wake::{DirWatch, Handle, Msg, Wake};

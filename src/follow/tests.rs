@@ -656,3 +656,109 @@ fn unread_counts_what_is_past_the_last_line_handed_out_and_moves_nothing() {
     assert_eq!(read(&mut f), ["five"]);
     assert_eq!(f.unread(1 << 20).unwrap(), behind(Some(0), 2));
 }
+
+fn appended(poll: Poll) -> Vec<String> {
+    match poll {
+        Poll::Appended(lines) => lines.iter().map(text).collect(),
+        other => panic!("expected appended lines, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_poll_reads_appends_by_the_size_and_asks_for_the_full_look_when_the_size_cannot_tell() {
+    let dir = Dir::new();
+    dir.append("a\n");
+    let fs = TestFs {
+        sshfs: true,
+        ..TestFs::default()
+    };
+    let mut f = Follower::new(fs, dir.log(), None);
+    assert_eq!(
+        f.poll(100, SizeFrom::OpenFile),
+        Poll::LookFully,
+        "nothing open yet"
+    );
+    assert_eq!(read(&mut f), ["a"]);
+    assert_eq!(f.poll(100, SizeFrom::OpenFile), Poll::Unchanged);
+    dir.append("b");
+    assert!(
+        appended(f.poll(100, SizeFrom::OpenFile)).is_empty(),
+        "a partial line"
+    );
+    assert_eq!(
+        f.poll(100, SizeFrom::OpenFile),
+        Poll::Unchanged,
+        "the partial line was read"
+    );
+    dir.append("\nc\n");
+    assert_eq!(appended(f.poll(100, SizeFrom::OpenFile)), ["b", "c"]);
+    assert_eq!(f.poll(100, SizeFrom::OpenFile), Poll::Unchanged);
+    assert_eq!(f.cursor().unwrap().offset, 6);
+
+    // Truncated and written past our position: its first bytes differ.
+    fs::write(dir.log(), "X\nY\nZ\nW\n").unwrap();
+    assert_eq!(f.poll(100, SizeFrom::OpenFile), Poll::LookFully);
+    assert_eq!(read(&mut f), ["X", "Y", "Z", "W"]);
+
+    // On sshfs the open file answers for the path: a rotation shows as
+    // another size, shorter ...
+    dir.rotate("newbans.log.1");
+    dir.append("d\n");
+    assert_eq!(
+        f.poll(100, SizeFrom::OpenFile),
+        Poll::LookFully,
+        "the path's file is shorter"
+    );
+    assert_eq!(read(&mut f), ["d"]);
+    // ... or longer, and then reads through the open file end short of it.
+    dir.rotate("newbans.log.2");
+    dir.append("e\nf\n");
+    assert_eq!(
+        f.poll(100, SizeFrom::OpenFile),
+        Poll::LookFully,
+        "the path's file is longer"
+    );
+    assert_eq!(read(&mut f), ["e", "f"]);
+    assert_eq!(f.poll(100, SizeFrom::OpenFile), Poll::Unchanged);
+}
+
+#[test]
+fn a_log_gone_from_its_path_is_left_to_the_full_look_though_the_open_file_answers() {
+    let dir = Dir::new();
+    dir.append("a\n");
+    let mut f = Follower::new(TestFs::default(), dir.log(), None);
+    assert_eq!(read(&mut f), ["a"]);
+    fs::remove_file(dir.log()).unwrap();
+    assert_eq!(
+        f.poll(100, SizeFrom::OpenFile),
+        Poll::Unchanged,
+        "only the size is asked"
+    );
+    assert!(f.read_lines(100).is_err(), "the full look sees it gone");
+    assert_eq!(f.poll(100, SizeFrom::OpenFile), Poll::LookFully);
+    fs::write(dir.log(), "b\n").unwrap();
+    assert_eq!(read(&mut f), ["b"]);
+    assert_eq!(f.poll(100, SizeFrom::OpenFile), Poll::Unchanged);
+}
+
+#[test]
+fn a_poll_from_the_path_sees_a_rotation_where_the_open_file_answers_for_itself() {
+    let dir = Dir::new();
+    dir.append("a\n");
+    let mut f = Follower::new(LocalFs, dir.log(), None);
+    assert_eq!(read(&mut f), ["a"]);
+    assert_eq!(f.poll(100, SizeFrom::Path), Poll::Unchanged);
+    dir.append("b\n");
+    assert_eq!(appended(f.poll(100, SizeFrom::Path)), ["b"]);
+    // The new file is as long as the old: only its identity tells.
+    dir.rotate("newbans.log.1");
+    dir.append("c\nd\n");
+    assert_eq!(
+        f.poll(100, SizeFrom::OpenFile),
+        Poll::Unchanged,
+        "fstat: the old file"
+    );
+    assert_eq!(f.poll(100, SizeFrom::Path), Poll::LookFully);
+    assert_eq!(read(&mut f), ["c", "d"]);
+    assert_eq!(f.poll(100, SizeFrom::Path), Poll::Unchanged);
+}

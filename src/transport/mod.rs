@@ -283,7 +283,8 @@ pub fn open_feed(location: &LogLocation, settings: &FeedSettings) -> Box<dyn Fee
                 settings.safety_poll,
             );
             let log = path.display().to_string();
-            let feed = FileFeed::new(crate::follow::LocalFs, path.clone(), log, mode);
+            let feed = FileFeed::new(crate::follow::LocalFs, path.clone(), log, mode)
+                .full_look_every(settings.safety_poll);
             match settings.follow {
                 crate::follow::FollowKind::Auto => {
                     Box::new(feed.auto_follow(settings.poll_interval, settings.safety_poll))
@@ -297,7 +298,9 @@ pub fn open_feed(location: &LogLocation, settings: &FeedSettings) -> Box<dyn Fee
             let fs = sftp::SftpFs::new(url, &settings.sftp);
             let connections = fs.connections();
             let mode = crate::follow::Mode::Poll(settings.poll_interval);
-            let feed = FileFeed::new(fs, url.path.clone(), url.to_string(), mode);
+            let feed = FileFeed::new(fs, url.path.clone(), url.to_string(), mode)
+                .full_look_every(settings.safety_poll)
+                .size_from(crate::follow::SizeFrom::Path);
             Box::new(
                 feed.alias(url.path.display().to_string())
                     .hints(sftp::MISSING_HINT, sftp::UNREACHABLE_HINT)

@@ -486,6 +486,32 @@ impl Cluster {
         }
     }
 
+    /// What the file server's sshd processes (the listener and every
+    /// session, SFTP included: the cluster's sftp is internal-sftp) have
+    /// done so far, summed from /proc: for measuring what followers cost
+    /// the file server. Processes that ended are not counted, so take
+    /// differences over a stretch in which the sessions stay up.
+    pub fn fileserver_work(&self) -> ServerWork {
+        let ns = fs::metadata(format!("/run/netns/{}", self.fileserver.ns))
+            .map(|m| (m.dev(), m.ino()))
+            .ok();
+        let mut work = ServerWork::default();
+        let Ok(dir) = fs::read_dir("/proc") else {
+            return work;
+        };
+        for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+            let in_ns = fs::metadata(format!("/proc/{pid}/ns/net"))
+                .map(|m| (m.dev(), m.ino()))
+                .ok();
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if in_ns.is_none() || in_ns != ns || comm.trim() != "sshd" {
+                continue;
+            }
+            work.add(pid);
+        }
+        work
+    }
+
     /// Everything sshd wrote to stderr, across restarts.
     pub fn sshd_log(&self) -> String {
         read_lossy(&self.path("log/sshd.log"))
@@ -1139,4 +1165,50 @@ fn process_stat(pid: u32) -> Option<ProcessStat> {
     let zombie = fields.next()? == "Z";
     let ppid = fields.next()?.parse().ok()?;
     Some(ProcessStat { pid, ppid, zombie })
+}
+
+/// Work done by a set of processes: see [`Cluster::fileserver_work`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerWork {
+    /// CPU time, user and system.
+    pub cpu: Duration,
+    /// write(2)-like system calls (`syscw` in /proc/PID/io): about three
+    /// per SFTP request an sshd session answers.
+    pub writes: u64,
+}
+
+impl ServerWork {
+    fn add(&mut self, pid: u32) {
+        let writes = fs::read_to_string(format!("/proc/{pid}/io"))
+            .ok()
+            .and_then(|io| {
+                io.lines()
+                    .find_map(|l| l.strip_prefix("syscw: "))
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+            });
+        let ticks = fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                // Fields after the command name, which is in parentheses:
+                // utime and stime are the 12th and 13th.
+                let rest = stat.rsplit_once(')')?.1.to_owned();
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+            });
+        // A process that ended meanwhile counts for nothing.
+        if let (Some(writes), Some(ticks)) = (writes, ticks) {
+            // SAFETY: sysconf has no preconditions.
+            let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+            self.writes += writes;
+            self.cpu += Duration::from_millis(ticks * 1000 / per_second);
+        }
+    }
+
+    /// What was done since `earlier`.
+    pub fn since(self, earlier: ServerWork) -> ServerWork {
+        ServerWork {
+            cpu: self.cpu.saturating_sub(earlier.cpu),
+            writes: self.writes.saturating_sub(earlier.writes),
+        }
+    }
 }

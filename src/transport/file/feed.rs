@@ -12,9 +12,12 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use crate::follow::{
-    Cursor, DirWatch, FollowError, FollowEvent, Follower, Handle, Line, LogFs, Mode,
+    Cursor, DirWatch, FollowError, FollowEvent, Follower, Handle, Line, LogFs, Mode, Poll, SizeFrom,
 };
 use crate::transport::feed::{Entry, Feed, FeedError, Notice, Position, Unread};
+
+/// statfs's `f_type` of FUSE filesystems (sshfs among them).
+const FUSE_MAGIC: i64 = 0x6573_5546;
 
 /// The kind of position a [`FileFeed`] hands out.
 pub const KIND: &str = "file";
@@ -39,6 +42,15 @@ pub struct FileFeed<F: LogFs> {
     /// filesystem changes.
     auto: Option<AutoFollow>,
     connections: Option<Arc<AtomicU64>>,
+    /// Polling, look fully only this often while the open file's size says
+    /// nothing changed (see [`FileFeed::full_look_every`]).
+    full_look: Option<Duration>,
+    /// When the follower last looked fully.
+    looked: Option<Instant>,
+    /// Where polls take the log's size from; `None`: chosen by the
+    /// filesystem of the log's folder at each full look (`size_from_fs`).
+    size_from: Option<SizeFrom>,
+    size_from_fs: SizeFrom,
 }
 
 /// What `follow = auto` chose from, to choose again when it changed: a
@@ -69,6 +81,62 @@ impl<F: LogFs> FileFeed<F> {
             wake: None,
             auto: None,
             connections: None,
+            full_look: None,
+            looked: None,
+            size_from: None,
+            size_from_fs: SizeFrom::Path,
+        }
+    }
+
+    /// While polling, looks fully (the path, a fresh open to compare the
+    /// first bytes, reads: about a dozen SFTP requests through sshfs) only
+    /// when the cheap look ([`Follower::poll`]: the log's size, and
+    /// what was appended to it) cannot tell, and at least once every
+    /// `every`. A poll where nothing changed is then one request, about a
+    /// tenth of the full look, so polls can come that much more often at
+    /// the same cost to the file server. What the size cannot show waits
+    /// for the next full look. Not used with inotify, which wakes the loop
+    /// on changes and looks fully at every safety poll.
+    pub fn full_look_every(mut self, every: Duration) -> FileFeed<F> {
+        self.full_look = Some(every);
+        self
+    }
+
+    /// Polls take the log's size from `from` rather than as the log's
+    /// folder's filesystem suggests (for SFTP, whose paths are not on this
+    /// host).
+    pub fn size_from(mut self, from: SizeFrom) -> FileFeed<F> {
+        self.size_from = Some(from);
+        self
+    }
+
+    /// Where polls take the size from: the open file on FUSE (sshfs: one
+    /// request, and it answers for the path), the path elsewhere (a local
+    /// disk, NFS, CIFS: where `fstat` answers for the open file alone).
+    fn choose_size_from(&mut self) {
+        if self.size_from.is_none() {
+            let fuse = crate::follow::mode::statfs_type(self.dir()) == Some(FUSE_MAGIC);
+            self.size_from_fs = match fuse {
+                true => SizeFrom::OpenFile,
+                false => SizeFrom::Path,
+            };
+        }
+    }
+
+    /// A poll's cheap look ([`Follower::poll`]) when polling and the last
+    /// full look is less than the full-look interval ago; `None` when the
+    /// full look is due or needed.
+    fn poll_cheaply(&mut self, max: usize) -> Option<Vec<Line>> {
+        let every = self.full_look?;
+        let recent = self.looked.is_some_and(|t| t.elapsed() < every);
+        if !matches!(self.mode, Mode::Poll(_)) || !recent {
+            return None;
+        }
+        let from = self.size_from.unwrap_or(self.size_from_fs);
+        match self.follower.poll(max, from) {
+            Poll::Unchanged => Some(Vec::new()),
+            Poll::Appended(lines) => Some(lines),
+            Poll::LookFully => None,
         }
     }
 
@@ -221,10 +289,22 @@ impl<F: LogFs> Feed for FileFeed<F> {
     }
 
     fn read(&mut self, max: usize) -> Result<Vec<Entry>, FeedError> {
-        let lines = self
-            .follower
-            .read_lines(max)
-            .map_err(|e| self.feed_error(e))?;
+        let lines = match self.poll_cheaply(max) {
+            Some(lines) => lines,
+            None => {
+                let now = Instant::now();
+                // After an error, the next poll looks fully again: it is
+                // the full look that finds the log back, and says so.
+                self.looked = None;
+                self.choose_size_from();
+                let lines = self
+                    .follower
+                    .read_lines(max)
+                    .map_err(|e| self.feed_error(e))?;
+                self.looked = Some(now);
+                lines
+            }
+        };
         Ok(lines
             .into_iter()
             .map(|line| match line {
