@@ -886,6 +886,12 @@ fn ip(args: &[&str]) {
 
 /// Runs a setup command to completion; panics with its stderr if it fails.
 pub(super) fn run(command: &mut Command) {
+    run_output(command);
+}
+
+/// Runs `command` to completion and returns its stdout; panics with its
+/// stderr if it fails.
+pub(super) fn run_output(command: &mut Command) -> String {
     let output = command
         .stdin(Stdio::null())
         .output()
@@ -896,6 +902,7 @@ pub(super) fn run(command: &mut Command) {
         output.status,
         String::from_utf8_lossy(&output.stderr).trim()
     );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// Runs a cleanup command to completion, ignoring any failure.

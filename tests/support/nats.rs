@@ -37,7 +37,7 @@
 
 use super::cluster::{
     Cluster, Host, add_bridge, add_host, append_to, kill_processes_in, lock, read_lossy,
-    remove_host, remove_link, require_root, run, sanitize, tool_exists, unique_id,
+    remove_host, remove_link, require_root, run, run_output, sanitize, tool_exists, unique_id,
 };
 use super::wait_until;
 use std::collections::BTreeMap;
@@ -902,21 +902,6 @@ fn write_secret(path: &Path, contents: &str) {
     fs::write(path, contents).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
     fs::set_permissions(path, fs::Permissions::from_mode(0o600))
         .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", path.display()));
-}
-
-/// Runs `command` and returns its stdout; panics with its stderr if it
-/// fails.
-fn run_output(command: &mut Command) -> String {
-    let output = command
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{command:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// A TCP connection to `address` made inside network namespace `ns`: a
