@@ -142,6 +142,10 @@ pub enum Command {
     /// Make this node's signing key; print the line for the trusted keys.
     #[command(long_about = KEYGEN_ABOUT)]
     Keygen(KeygenArgs),
+    /// Manage the JetStream stream of a nats:// log (docs/nats.md).
+    #[cfg(feature = "nats")]
+    #[command(subcommand)]
+    Nats(NatsCommand),
     /// Make a CURVE key pair for the ZeroMQ transport; print the public key.
     #[cfg(feature = "zmq")]
     #[command(long_about = CURVE_KEYGEN_ABOUT)]
@@ -977,6 +981,62 @@ fn parse_port(text: &str) -> Result<u16, String> {
 #[cfg(feature = "zmq")]
 fn parse_legacy_mode(text: &str) -> Result<banshare::config::LegacyMode, String> {
     text.parse()
+}
+
+#[cfg(feature = "nats")]
+#[derive(Debug, Subcommand)]
+pub enum NatsCommand {
+    /// Create the stream the nats:// log names, once, before any node
+    /// uses it.
+    #[command(long_about = NATS_INIT_ABOUT)]
+    Init(NatsInitArgs),
+}
+
+#[cfg(feature = "nats")]
+const NATS_INIT_ABOUT: &str = "\
+Create the JetStream stream the nats:// log names (--log or common.log): \
+subjects banshare.<STREAM>.> (one subject per origin node), file storage, \
+limits retention, new records refused rather than old ones dropped when a \
+size limit is reached. Watchers and senders never create it: until it \
+exists they report the log as missing and spool.
+
+A stream that exists with the same settings is left alone (exit 0); one \
+with other settings is not changed (exit 1). With --dry-run, the stream's \
+configuration is printed as JSON and nothing is connected. Server \
+credentials and TLS are taken from [nats] of the configuration. \
+Retention, and why no ban in force leaves the stream: docs/nats.md.";
+
+#[cfg(feature = "nats")]
+#[derive(Debug, Args)]
+pub struct NatsInitArgs {
+    /// The stream: nats://host[:port][,host[:port]...]/STREAM
+    /// [config: common.log].
+    #[arg(long, value_name = "URL", value_parser = LogLocation::parse)]
+    pub log: Option<LogLocation>,
+
+    /// Copies of the stream, each on its own server: 1, 3 or 5.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub replicas: usize,
+
+    /// Remove records older than this. Not shorter than watch.max_bantime;
+    /// records carrying permanent bans leave too (docs/nats.md)
+    /// [default: records never leave for their age].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_age: Option<Duration>,
+
+    /// How long the servers remember a record id, so that a batch sent
+    /// again is stored once [default: 1h].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duplicate_window: Option<Duration>,
+
+    /// Refuse new records once the stream holds this many bytes
+    /// [default: no limit].
+    #[arg(long, value_name = "BYTES")]
+    pub max_bytes: Option<u64>,
+
+    /// Print the stream's configuration and do nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Subcommand)]

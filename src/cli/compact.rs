@@ -76,6 +76,13 @@ pub fn compact(args: CompactArgs, config: &Option<PathBuf>, mut settings: Settin
                  start and every hour, keeping every record's number\n"
             ));
         }
+        #[cfg(feature = "nats")]
+        LogLocation::Nats(_) => {
+            return write_stdout(&format!(
+                "nothing to compact at {location}: a NATS stream keeps what its retention \
+                 settings say (banshare nats init, docs/nats.md)\n"
+            ));
+        }
     }
     .map_err(|e| Failure::Runtime(anyhow!(e).context(format!("cannot compact {location}"))))?;
     listing.push_str(&summary(&location, &outcome, args.dry_run));

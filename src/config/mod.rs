@@ -35,6 +35,7 @@ mod trust;
 mod watch;
 mod watch_parts;
 pub use watch_parts::metrics_folder;
+mod nats;
 mod zmq;
 
 pub use monitor::{DEFAULT_FAIL2BAN_LOG, MonitorSettings};
@@ -89,6 +90,7 @@ pub struct RawConfig {
     pub publisher: publisher::RawPublisher,
     pub sftp: sftp::RawSftp,
     pub zmq: zmq::RawZmq,
+    pub nats: nats::RawNats,
     pub trust: trust::RawTrust,
     /// The ban backends' own settings; checked when a backend is opened.
     pub backend: crate::backend::BackendSettings,
@@ -154,6 +156,8 @@ pub struct Settings {
     pub sftp: crate::transport::SftpSettings,
     /// Where a `zmq+tcp://` publisher's other sockets are.
     pub zmq: crate::transport::zmq::ZmqSettings,
+    /// How to reach the servers of a `nats://` log.
+    pub nats: crate::transport::nats::NatsSettings,
     pub trust: TrustSettings,
     pub backend: crate::backend::BackendSettings,
 }
@@ -272,6 +276,7 @@ impl Settings {
             publisher: PublisherSettings::check(&raw.publisher, &check)?,
             sftp: sftp::check(&raw.sftp, &check)?,
             zmq: zmq::check(&raw.zmq, &check)?,
+            nats: nats::check(&raw.nats, &check)?,
             trust: trust::check(&raw.trust, &check)?,
             backend: raw.backend.clone(),
         };
@@ -323,6 +328,7 @@ impl Settings {
             publisher: self.publisher.to_raw(),
             sftp: sftp::to_raw(&self.sftp),
             zmq: zmq::to_raw(&self.zmq),
+            nats: nats::to_raw(&self.nats),
             trust: trust::to_raw(&self.trust),
             backend: self.backend.clone(),
         };

@@ -70,6 +70,8 @@ pub fn probe(settings: &Settings) -> Probe {
         LogLocation::Sftp(url) => sftp::probe(url, settings, probe_name, deadline),
         #[cfg(feature = "zmq")]
         LogLocation::Zmq(url) => zmq_probe(&url, settings, deadline),
+        #[cfg(feature = "nats")]
+        LogLocation::Nats(url) => nats_probe(&url, deadline),
     }
 }
 
@@ -545,6 +547,58 @@ fn zmq_probe(
             ),
         ],
         clock: Evidence::unavailable("records are read from a publisher, not a file"),
+        follow_unknown: None,
+    }
+}
+
+/// NATS servers: their client ports accept connections. The stream is
+/// the servers' to keep; that it exists shows in the watcher's status.
+#[cfg(feature = "nats")]
+fn nats_probe(url: &crate::transport::nats::NatsUrl, deadline: Duration) -> Probe {
+    use std::net::{TcpStream, ToSocketAddrs};
+    let closed: Vec<String> = url
+        .servers
+        .iter()
+        .filter(|(host, port)| {
+            !(host.as_str(), *port)
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .is_some_and(|addr| TcpStream::connect_timeout(&addr, deadline).is_ok())
+        })
+        .map(|(host, port)| format!("{host}:{port}"))
+        .collect();
+    let log = match closed.len() {
+        0 => Finding::ok(
+            "log",
+            format!("{url}: every NATS server's client port accepts connections"),
+        ),
+        n if n < url.servers.len() => Finding::ok(
+            "log",
+            format!(
+                "{url}: no connection to {} (the others answer; the client uses them)",
+                closed.join(", ")
+            ),
+        ),
+        _ => Finding::problem(
+            "log",
+            format!(
+                "{url}: no connection to any NATS server ({})",
+                closed.join(", ")
+            ),
+            "check that nats-server runs there with JetStream, and that its client port is \
+             open to this node",
+        ),
+    };
+    Probe {
+        findings: vec![
+            log,
+            Finding::ok(
+                "lock",
+                "not needed: JetStream orders and stores the records",
+            ),
+        ],
+        clock: Evidence::unavailable("records are read from a NATS stream, not a file"),
         follow_unknown: None,
     }
 }

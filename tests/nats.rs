@@ -1,0 +1,330 @@
+//! The NATS JetStream transport against one real `nats-server` (Debian's
+//! package) on the loopback: `banshare nats init`, a watcher killed and
+//! resumed from its stream sequence, and a ban spooled while the server is
+//! down and delivered when it is back. The conformance suite
+//! (`tests/conformance.rs`) runs the transport across test hosts.
+//!
+//! Fails, never skips, without `nats-server`.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use support::nats_single::NatsServer;
+use support::{BANSHARE, wait_until};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// `banshare` with no configuration file and `args`.
+fn banshare(args: &[&str]) -> Output {
+    Command::new(BANSHARE)
+        .args(["--config", "/dev/null"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run banshare")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn init(log: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["nats", "init", "--log", log];
+    args.extend_from_slice(extra);
+    banshare(&args)
+}
+
+/// `banshare ban` of `targets` from node `node`, spooling in `spool`.
+fn ban(log: &str, node: &str, spool: &Path, targets: &[&str]) -> Output {
+    let spool = spool.display().to_string();
+    let mut args = vec![
+        "ban",
+        "--log",
+        log,
+        "--node",
+        node,
+        "--spool-dir",
+        &spool,
+        "--lock-timeout",
+        "3s",
+        "--stale-lock",
+        "2s",
+    ];
+    args.extend_from_slice(targets);
+    banshare(&args)
+}
+
+fn spooled(spool: &Path) -> usize {
+    banshare::outbox::spool::Spool::open(spool)
+        .and_then(|s| s.depth())
+        .expect("the spool")
+}
+
+/// A `banshare watch` on `log` with the log backend: what it applies comes
+/// from its stdout.
+struct Watch {
+    child: Child,
+    applied: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Watch {
+    fn start(log: &str, dir: &Path) -> Watch {
+        let mut child = Command::new(BANSHARE)
+            .args([
+                "--config",
+                "/dev/null",
+                "watch",
+                "--node",
+                "me",
+                "--log",
+                log,
+            ])
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--spool-dir")
+            .arg(dir.join("spool"))
+            .args(["--backend", "log"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start banshare watch");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, applied) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Watch {
+            child,
+            applied,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits until `n` lines were applied; returns them all.
+    fn applied(&mut self, n: usize) -> Vec<String> {
+        let applied = &self.applied;
+        let seen = &mut self.seen;
+        wait_until(PATIENCE, || {
+            seen.extend(applied.try_iter());
+            seen.len() >= n
+        });
+        assert!(
+            self.seen.len() >= n,
+            "{} of {n} applied: {:?}",
+            self.seen.len(),
+            self.seen
+        );
+        self.seen.clone()
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The stream sequence the watcher saved, once it saved one.
+fn saved_seq(dir: &Path) -> Option<u64> {
+    let data = std::fs::read(dir.join("state/cursor.json")).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&data).ok()?;
+    value["position"]["seq"].as_u64()
+}
+
+/// Only the `ban <address>` part of an applied line.
+fn bans(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+#[test]
+fn nats_init_makes_the_stream_once_and_refuses_bad_arguments() {
+    // Refused before anything is connected: exit 2.
+    for (args, says) in [
+        (&["--replicas", "2"][..], "1, 3 or 5"),
+        (&["--replicas", "1", "--max-age", "1h"][..], "max_bantime"),
+        (
+            &["--replicas", "1", "--duplicate-window", "0s"][..],
+            "longer than 0",
+        ),
+    ] {
+        let out = init("nats://127.0.0.1:1/bans", args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains(says), "{args:?}: {}", text(&out));
+    }
+    for log in [
+        "/var/lib/banshare/newbans.log",
+        "nats://127.0.0.1/a.b",
+        "nats://127.0.0.1",
+    ] {
+        let out = init(log, &[]);
+        assert_eq!(out.status.code(), Some(2), "{log}: {}", text(&out));
+    }
+    let out = banshare(&["nats", "init"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    // A dry run needs no server.
+    let out = init("nats://127.0.0.1:1/bans", &["--replicas", "1", "--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let config: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(config["name"], "bans");
+    assert_eq!(config["subjects"][0], "banshare.bans.>");
+    assert_eq!(config["discard"], "new");
+    assert_eq!(config["num_replicas"], 1);
+    assert_eq!(
+        config["max_age"], 0,
+        "records never leave for their age by default"
+    );
+    assert_eq!(config["duplicate_window"], 3_600_000_000_000u64);
+
+    // No server: exit 1.
+    let out = init("nats://127.0.0.1:1/bans", &["--replicas", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+
+    let server = NatsServer::local();
+    let log = server.url("bans");
+    // A sender before init: the stream is not made by it, the ban spools.
+    let spool = tempfile::tempdir().unwrap();
+    let out = ban(&log, "n1", spool.path(), &["203.0.113.11"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(spooled(spool.path()), 1, "{}", text(&out));
+    assert!(
+        text(&out).contains("banshare nats init"),
+        "the spool's warning says how to make the stream: {}",
+        text(&out)
+    );
+
+    let out = init(&log, &["--replicas", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("created stream bans"), "{}", text(&out));
+    let out = init(&log, &["--replicas", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("exists already"), "{}", text(&out));
+    let out = init(&log, &["--replicas", "1", "--duplicate-window", "5m"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("duplicate_window"), "{}", text(&out));
+    // Replicas the single server cannot keep: a clear refusal.
+    let out = init(&server.url("three"), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("creating stream \"three\""),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_watcher_killed_resumes_from_its_stream_sequence_exactly_once() {
+    let server = NatsServer::local();
+    let log = server.url("resume");
+    let out = init(&log, &["--replicas", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("sender-spool");
+    let first = ["203.0.113.11", "203.0.113.12", "203.0.113.13"];
+    let out = ban(&log, "n1", &spool, &first);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(spooled(&spool), 0, "{}", text(&out));
+
+    let mut watch = Watch::start(&log, dir.path());
+    assert_eq!(
+        bans(&watch.applied(3)),
+        ["ban 203.0.113.11", "ban 203.0.113.12", "ban 203.0.113.13"]
+    );
+    assert!(
+        wait_until(PATIENCE, || saved_seq(dir.path()) == Some(3)),
+        "the watcher never saved stream sequence 3: {:?}",
+        saved_seq(dir.path())
+    );
+    watch.kill();
+
+    let second = ["203.0.113.14", "203.0.113.15"];
+    let out = ban(&log, "n2", &spool, &second);
+    assert!(out.status.success(), "{}", text(&out));
+    // Without its list of active bans (not written before the kill, or
+    // removed here) the policy would apply the first ones again: only the
+    // saved sequence keeps them from coming twice.
+    let _ = std::fs::remove_file(dir.path().join("state/active.json"));
+    let mut watch = Watch::start(&log, dir.path());
+    assert_eq!(
+        bans(&watch.applied(2)),
+        ["ban 203.0.113.14", "ban 203.0.113.15"]
+    );
+    let out = ban(&log, "n1", &spool, &["203.0.113.16"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Anything applied twice would have come before this one.
+    assert_eq!(
+        bans(&watch.applied(3)),
+        ["ban 203.0.113.14", "ban 203.0.113.15", "ban 203.0.113.16"]
+    );
+    assert!(wait_until(PATIENCE, || saved_seq(dir.path()) == Some(6)));
+}
+
+#[test]
+fn a_ban_while_the_server_is_down_is_spooled_and_delivered_when_it_returns() {
+    let mut server = NatsServer::local();
+    let log = server.url("outage");
+    let out = init(&log, &["--replicas", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("sender-spool");
+    let mut watch = Watch::start(&log, dir.path());
+    let out = ban(&log, "n1", &spool, &["203.0.113.21"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(bans(&watch.applied(1)), ["ban 203.0.113.21"]);
+
+    server.kill();
+    let out = ban(&log, "n1", &spool, &["203.0.113.22", "203.0.113.23"]);
+    assert!(
+        out.status.success(),
+        "ban exits 0 when it spools: {}",
+        text(&out)
+    );
+    assert_eq!(spooled(&spool), 2, "{}", text(&out));
+    assert!(text(&out).contains("unreachable"), "{}", text(&out));
+
+    server.start_again();
+    let spool_text = spool.display().to_string();
+    let mut last = String::new();
+    let flushed = wait_until(PATIENCE, || {
+        let out = banshare(&[
+            "flush",
+            "--log",
+            &log,
+            "--node",
+            "n1",
+            "--spool-dir",
+            &spool_text,
+        ]);
+        last = text(&out);
+        out.status.success() && spooled(&spool) == 0
+    });
+    assert!(flushed, "the spool was not delivered: {last}");
+    assert_eq!(
+        bans(&watch.applied(3)),
+        ["ban 203.0.113.21", "ban 203.0.113.22", "ban 203.0.113.23"],
+        "the watcher reconnected and read the spooled records once"
+    );
+}
