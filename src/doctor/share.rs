@@ -560,11 +560,11 @@ fn nats_probe(url: &crate::transport::nats::NatsUrl, deadline: Duration) -> Prob
         .servers
         .iter()
         .filter(|(host, port)| {
-            !(host.as_str(), *port)
+            (host.as_str(), *port)
                 .to_socket_addrs()
                 .ok()
                 .and_then(|mut addrs| addrs.next())
-                .is_some_and(|addr| TcpStream::connect_timeout(&addr, deadline).is_ok())
+                .is_none_or(|addr| TcpStream::connect_timeout(&addr, deadline).is_err())
         })
         .map(|(host, port)| format!("{host}:{port}"))
         .collect();
