@@ -137,11 +137,14 @@ impl Plan {
 /// those, for working on one transport; CI runs them all.
 fn subjects(cluster: &Cluster) -> Vec<Box<dyn Subject + '_>> {
     let only = std::env::var("BANSHARE_CONFORMANCE_ONLY").ok();
-    let wanted = |s: &Box<dyn Subject + '_>| {
+    let wanted = |s: &(dyn Subject + '_)| {
         only.as_deref()
             .is_none_or(|only| only.split(',').any(|name| name == s.name()))
     };
-    every_subject(cluster).into_iter().filter(wanted).collect()
+    every_subject(cluster)
+        .into_iter()
+        .filter(|s| wanted(&**s))
+        .collect()
 }
 
 fn every_subject(cluster: &Cluster) -> Vec<Box<dyn Subject + '_>> {
