@@ -164,7 +164,8 @@ fn nats_init_makes_the_stream_once_and_refuses_bad_arguments() {
     // Refused before anything is connected: exit 2.
     for (args, says) in [
         (&["--replicas", "2"][..], "1, 3 or 5"),
-        (&["--replicas", "1", "--max-age", "1h"][..], "max_bantime"),
+        (&["--replicas", "1", "--max-bytes", "0"][..], "more than 0"),
+        (&["--replicas", "1", "--max-age", "30d"][..], "--max-age"),
         (
             &["--replicas", "1", "--duplicate-window", "0s"][..],
             "longer than 0",
@@ -326,5 +327,71 @@ fn a_ban_while_the_server_is_down_is_spooled_and_delivered_when_it_returns() {
         bans(&watch.applied(3)),
         ["ban 203.0.113.21", "ban 203.0.113.22", "ban 203.0.113.23"],
         "the watcher reconnected and read the spooled records once"
+    );
+}
+
+#[test]
+fn compaction_deletes_only_what_no_watcher_needs_and_keeps_positions() {
+    let server = NatsServer::local();
+    let log = server.url("compact");
+    let out = init(&log, &["--replicas", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("sender-spool");
+    let spool_text = spool.display().to_string();
+    let share = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--log", &log, "--node", "n1", "--spool-dir", &spool_text]);
+        let out = banshare(&all);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+    };
+    // Sequence 1 ends within a second; 2 lasts max_bantime; 3 is
+    // permanent (unsigned: in force for max_bantime, as every watcher
+    // applies it); 4 lifts 2 ... and is kept, as every unban is for a day.
+    share(&["ban", "203.0.113.31", "--bantime", "1s"]);
+    share(&["ban", "203.0.113.32"]);
+    share(&["ban", "203.0.113.33", "--bantime", "-1"]);
+    share(&["unban", "203.0.113.32"]);
+    let watch = Watch::start(&log, dir.path());
+    assert!(wait_until(PATIENCE, || saved_seq(dir.path()) == Some(4)));
+    watch.kill();
+    // The 1-second ban is over (`--clock-margin 0s` below).
+    std::thread::sleep(Duration::from_millis(1100));
+
+    let compact = |dry: bool| {
+        let mut args = vec!["compact", "--log", &log, "--spool-dir", &spool_text];
+        args.extend_from_slice(&["--clock-margin", "0s"]);
+        if dry {
+            args.push("--dry-run");
+        }
+        let out = banshare(&args);
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dry = compact(true);
+    assert!(dry.contains("would compact"), "{dry}");
+    let done = compact(false);
+    assert!(
+        done.contains("2 record(s) kept, 2 deleted"),
+        "the ended ban and the lifted one leave, the permanent ban and the unban stay: {done}"
+    );
+
+    // A new node catches up on what is in force.
+    let fresh = tempfile::tempdir().unwrap();
+    let mut newcomer = Watch::start(&log, fresh.path());
+    assert_eq!(
+        bans(&newcomer.applied(2)),
+        ["ban 203.0.113.33", "unban 203.0.113.32"],
+        "a new node applies the permanent ban and the unban, and no ban that ended"
+    );
+    // The old node's position is still valid: it resumes after sequence
+    // 4 and reads only what came since.
+    share(&["ban", "203.0.113.34"]);
+    let _ = std::fs::remove_file(dir.path().join("state/active.json"));
+    let mut watch = Watch::start(&log, dir.path());
+    assert_eq!(bans(&watch.applied(1)), ["ban 203.0.113.34"]);
+    assert_eq!(
+        bans(&newcomer.applied(3)),
+        ["ban 203.0.113.33", "unban 203.0.113.32", "ban 203.0.113.34"]
     );
 }

@@ -996,9 +996,11 @@ pub enum NatsCommand {
 const NATS_INIT_ABOUT: &str = "\
 Create the JetStream stream the nats:// log names (--log or common.log): \
 subjects banshare.<STREAM>.> (one subject per origin node), file storage, \
-limits retention, new records refused rather than old ones dropped when a \
-size limit is reached. Watchers and senders never create it: until it \
-exists they report the log as missing and spool.
+limits retention without an age limit, new records refused rather than \
+old ones dropped when a size limit is reached. Records leave it only by \
+`banshare compact`, which deletes those no watcher can still need. \
+Watchers and senders never create it: until it exists they report the log \
+as missing and spool.
 
 A stream that exists with the same settings is left alone (exit 0); one \
 with other settings is not changed (exit 1). With --dry-run, the stream's \
@@ -1017,12 +1019,6 @@ pub struct NatsInitArgs {
     /// Copies of the stream, each on its own server: 1, 3 or 5.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub replicas: usize,
-
-    /// Remove records older than this. Not shorter than watch.max_bantime;
-    /// records carrying permanent bans leave too (docs/nats.md)
-    /// [default: records never leave for their age].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub max_age: Option<Duration>,
 
     /// How long the servers remember a record id, so that a batch sent
     /// again is stored once [default: 1h].

@@ -25,12 +25,10 @@ pub fn init(args: NatsInitArgs, settings: Settings) -> Result<()> {
     };
     let plan = StreamPlan {
         replicas: args.replicas,
-        max_age: args.max_age,
         duplicate_window: args.duplicate_window.unwrap_or(DEFAULT_DUPLICATE_WINDOW),
         max_bytes: args.max_bytes,
     };
-    plan.check(settings.watch.max_bantime)
-        .map_err(|e| Failure::Usage(e.to_string()))?;
+    plan.check().map_err(|e| Failure::Usage(e.to_string()))?;
     if args.dry_run {
         let config = serde_json::to_string_pretty(&plan.config(&url))
             .map_err(|e| Failure::Runtime(anyhow!(e)))?;

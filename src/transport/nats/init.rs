@@ -3,10 +3,11 @@
 //! reported as missing, so that a typo in a URL is not a new, empty log.
 //!
 //! What the stream keeps, and why no ban still in force leaves it, is in
-//! `docs/nats.md` ("Retention"): limits retention, no age limit unless
-//! the administrator sets one no shorter than the cluster's
-//! `max_bantime`, and refusing new records (`discard new`) rather than
-//! dropping old ones when a size limit is reached.
+//! `docs/nats.md` ("Retention"): limits retention with no age limit (an
+//! age limit would drop permanent bans), records removed one by one by
+//! `banshare compact` ([`super::compact`]) by the rules a file log's
+//! compaction keeps, and new records refused (`discard new`) rather than
+//! old ones dropped when a size limit is reached.
 
 use std::time::Duration;
 
@@ -34,8 +35,6 @@ pub struct StreamPlan {
     /// Copies of the stream, on as many servers: 1, 3 or 5 (an even
     /// number buys no more safety than the odd one below it).
     pub replicas: usize,
-    /// `None`: records are never removed for their age.
-    pub max_age: Option<Duration>,
     pub duplicate_window: Duration,
     /// `None`: no size limit.
     pub max_bytes: Option<u64>,
@@ -68,24 +67,12 @@ pub enum Done {
 }
 
 impl StreamPlan {
-    /// Checks the plan against the cluster's `max_bantime`: no age limit
-    /// below it, since a record younger than `max_bantime` may carry a
-    /// ban still in force.
-    pub fn check(&self, max_bantime: Duration) -> Result<(), InitError> {
+    /// Refuses what JetStream or banshare would not keep.
+    pub fn check(&self) -> Result<(), InitError> {
         if !matches!(self.replicas, 1 | 3 | 5) {
             return Err(InitError::Plan(format!(
                 "--replicas {}: JetStream keeps 1, 3 or 5 copies",
                 self.replicas
-            )));
-        }
-        if let Some(age) = self.max_age
-            && age < max_bantime
-        {
-            return Err(InitError::Plan(format!(
-                "--max-age {} is shorter than max_bantime ({}): a record would leave the \
-                 stream while the ban it carries may still be in force",
-                humantime::format_duration(age),
-                humantime::format_duration(max_bantime)
             )));
         }
         if self.duplicate_window.is_zero() {
@@ -93,12 +80,8 @@ impl StreamPlan {
                 "--duplicate-window must be longer than 0".into(),
             ));
         }
-        if let Some(age) = self.max_age
-            && self.duplicate_window > age
-        {
-            return Err(InitError::Plan(
-                "--duplicate-window may not be longer than --max-age".into(),
-            ));
+        if self.max_bytes == Some(0) {
+            return Err(InitError::Plan("--max-bytes must be more than 0".into()));
         }
         Ok(())
     }
@@ -112,7 +95,8 @@ impl StreamPlan {
             retention: RetentionPolicy::Limits,
             storage: StorageType::File,
             num_replicas: self.replicas,
-            max_age: self.max_age.unwrap_or(Duration::ZERO),
+            // Never: see the module documentation.
+            max_age: Duration::ZERO,
             max_bytes: self.max_bytes.map_or(-1, |b| b.min(i64::MAX as u64) as i64),
             max_messages: -1,
             max_messages_per_subject: -1,
@@ -120,7 +104,10 @@ impl StreamPlan {
             discard: DiscardPolicy::New,
             duplicate_window: self.duplicate_window,
             max_message_size: (crate::record::MAX_LINE_LEN * 4) as i32,
-            deny_delete: true,
+            // Compaction deletes single records; nothing purges the whole
+            // stream by mistake.
+            deny_delete: false,
+            deny_purge: true,
             ..Default::default()
         }
     }
@@ -149,6 +136,11 @@ fn differences(want: &Config, have: &Config) -> Vec<String> {
         "max_age",
         format!("{:?}", want.max_age),
         format!("{:?}", have.max_age),
+    );
+    compare(
+        "deny_delete",
+        want.deny_delete.to_string(),
+        have.deny_delete.to_string(),
     );
     compare(
         "max_bytes",

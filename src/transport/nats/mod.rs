@@ -13,6 +13,8 @@
 //! nothing of tokio exists on the file and SFTP paths.
 
 #[cfg(feature = "nats")]
+pub mod compact;
+#[cfg(feature = "nats")]
 mod feed;
 #[cfg(feature = "nats")]
 pub mod init;
