@@ -461,8 +461,10 @@ it fails (unless --keep).";
 #[derive(Debug, Args, Clone)]
 pub struct LogArgs {
     /// The shared log: a local path, a path on an sshfs/NFS mount,
-    /// sftp://user@host[:port]/path/newbans.log, or a ZeroMQ publisher,
-    /// zmq+tcp://host[:port] (docs/zmq.md) [config: common.log].
+    /// sftp://user@host[:port]/path/newbans.log, a ZeroMQ publisher,
+    /// zmq+tcp://host[:port] (docs/zmq.md), or a NATS JetStream stream,
+    /// nats://host[:port][,host...]/STREAM (docs/nats.md)
+    /// [config: common.log].
     #[arg(long, value_name = "PATH", value_parser = LogLocation::parse)]
     pub log: Option<LogLocation>,
 
