@@ -623,6 +623,40 @@ mod tests {
         assert!(err.contains("no user, path or query"), "{err}");
     }
 
+    #[cfg(feature = "nats")]
+    #[test]
+    fn nats_section_takes_secret_files_only_their_owner_reads_and_round_trips() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let seed = dir.path().join("node.nkey");
+        std::fs::write(&seed, "SUAEXAMPLE\n").unwrap();
+        std::fs::set_permissions(&seed, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = format!(
+            "[common]\nnode='n'\nlog='nats://n1,n2:4333/BANS'\n[nats]\nnkey_seed_file = '{}'\n\
+             ca_file = '/etc/banshare/ca.pem'\ntimeout = '3s'\n",
+            seed.display()
+        );
+        let s = load(&text).unwrap();
+        assert_eq!(s.nats.nkey_seed_file.as_deref(), Some(seed.as_path()));
+        assert_eq!(s.nats.timeout, Duration::from_secs(3));
+        assert_eq!(load(&s.to_toml()).unwrap(), s);
+
+        std::fs::set_permissions(&seed, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("nats.nkey_seed_file"), "{err}");
+        assert!(err.contains("chmod 600"), "{err}");
+        let both = format!(
+            "[nats]\nnkey_seed_file = '{0}'\ncredentials_file = '{0}'\n",
+            seed.display()
+        );
+        let err = load(&both).unwrap_err().to_string();
+        assert!(err.contains("not both"), "{err}");
+        let err = load("[common]\nlog='nats://host/a.b'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("stream name"), "{err}");
+    }
+
     #[test]
     fn operators_need_the_trusted_keys_and_valid_ids_and_round_trip() {
         let s =
