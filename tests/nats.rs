@@ -395,3 +395,164 @@ fn compaction_deletes_only_what_no_watcher_needs_and_keeps_positions() {
         ["ban 203.0.113.33", "unban 203.0.113.32", "ban 203.0.113.34"]
     );
 }
+
+/// Makes a CA and a certificate for 127.0.0.1 signed by it, in `dir`:
+/// `ca.pem`, `server.pem`, `server.key`.
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run openssl (Debian package openssl)");
+        assert!(out.status.success(), "openssl {args:?}: {}", text(&out));
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=banshare test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+}
+
+/// A seed file readable only by its owner.
+fn seed_file(path: &Path, seed: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("{seed}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+#[test]
+fn nkey_authentication_and_tls_with_server_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_certificates(d);
+    let node = nkeys::KeyPair::new_user();
+    let server = NatsServer::local_with(&format!(
+        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\n\
+         authorization {{\n  users = [ {{ nkey: \"{}\" }} ]\n}}\n",
+        d.join("server.pem").display(),
+        d.join("server.key").display(),
+        node.public_key()
+    ));
+    let log = server.url("secure");
+    seed_file(&d.join("node.nkey"), &node.seed().unwrap());
+    let stranger = nkeys::KeyPair::new_user();
+    seed_file(&d.join("stranger.nkey"), &stranger.seed().unwrap());
+    let config = |seed: &str, ca: bool| {
+        let file = d.join(format!("{seed}-{ca}.toml"));
+        let mut text = format!("[nats]\nnkey_seed_file = '{}'\n", d.join(seed).display());
+        if ca {
+            text.push_str(&format!("ca_file = '{}'\n", d.join("ca.pem").display()));
+        }
+        std::fs::write(&file, text).unwrap();
+        file.display().to_string()
+    };
+    let init_with = |config: &str| {
+        Command::new(BANSHARE)
+            .args([
+                "--config",
+                config,
+                "nats",
+                "init",
+                "--replicas",
+                "1",
+                "--log",
+                &log,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    // The server's certificate is checked: not signed by a root this node
+    // trusts, it is refused.
+    let out = init_with(&config("node.nkey", false));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("refused this node"), "{}", text(&out));
+    // A key the server does not list is refused.
+    let out = init_with(&config("stranger.nkey", true));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).to_lowercase().contains("authorization"),
+        "{}",
+        text(&out)
+    );
+    // The node's key, the CA: the stream is made, and a ban is delivered.
+    let good = config("node.nkey", true);
+    let out = init_with(&good);
+    assert!(out.status.success(), "{}", text(&out));
+    let spool = d.join("spool");
+    let out = Command::new(BANSHARE)
+        .args([
+            "--config",
+            &good,
+            "ban",
+            "203.0.113.41",
+            "--log",
+            &log,
+            "--node",
+            "n1",
+        ])
+        .arg("--spool-dir")
+        .arg(&spool)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(spooled(&spool), 0, "{}", text(&out));
+
+    // A seed file others can read is a configuration error.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let perms = std::fs::Permissions::from_mode(0o644);
+        std::fs::set_permissions(d.join("node.nkey"), perms).unwrap();
+    }
+    let out = init_with(&good);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("nats.nkey_seed_file"), "{}", text(&out));
+}

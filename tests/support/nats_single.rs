@@ -25,6 +25,8 @@ pub struct NatsServer {
     /// The namespace it runs in (`ip netns exec`); `None`: this one.
     netns: Option<String>,
     dir: tempfile::TempDir,
+    /// A configuration file's text (TLS, accounts), if any.
+    config: Option<String>,
     child: Option<Child>,
 }
 
@@ -40,11 +42,32 @@ impl NatsServer {
 
     /// A server on `bind:port`, in network namespace `netns` if given.
     pub fn start(bind: Ipv4Addr, port: u16, netns: Option<&str>) -> NatsServer {
+        NatsServer::start_with(bind, port, netns, None)
+    }
+
+    /// A server on the loopback, on a free port, with `config` as its
+    /// configuration file (the address, port and store still come from
+    /// the command line).
+    pub fn local_with(config: &str) -> NatsServer {
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        NatsServer::start_with(Ipv4Addr::LOCALHOST, port, None, Some(config))
+    }
+
+    fn start_with(
+        bind: Ipv4Addr,
+        port: u16,
+        netns: Option<&str>,
+        config: Option<&str>,
+    ) -> NatsServer {
         let mut server = NatsServer {
             bind,
             port,
             netns: netns.map(str::to_owned),
             dir: tempfile::tempdir().expect("a temp dir"),
+            config: config.map(str::to_owned),
             child: None,
         };
         server.start_again();
@@ -89,6 +112,11 @@ impl NatsServer {
             }
             None => Command::new(NATS_SERVER),
         };
+        if let Some(config) = &self.config {
+            let file = self.dir.path().join("server.conf");
+            fs::write(&file, config).expect("write the server's configuration");
+            command.arg("-c").arg(file);
+        }
         command
             .args([
                 "-js",

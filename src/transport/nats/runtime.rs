@@ -103,13 +103,21 @@ pub(super) async fn connect(
     let connecting = options.connect(url.server_addresses());
     match tokio::time::timeout(settings.timeout, connecting).await {
         Ok(Ok(client)) => Ok(client),
-        Ok(Err(e)) => Err(match e.kind() {
-            ConnectErrorKind::Authentication
-            | ConnectErrorKind::AuthorizationViolation
-            | ConnectErrorKind::Tls
-            | ConnectErrorKind::ServerParse => ConnectFailure::Refused(e.to_string()),
-            _ => ConnectFailure::Unreachable(e.to_string()),
-        }),
+        Ok(Err(e)) => {
+            let text = e.to_string();
+            // A certificate the handshake refused comes as an I/O error.
+            let refused = matches!(
+                e.kind(),
+                ConnectErrorKind::Authentication
+                    | ConnectErrorKind::AuthorizationViolation
+                    | ConnectErrorKind::Tls
+                    | ConnectErrorKind::ServerParse
+            ) || text.contains("certificate");
+            Err(match refused {
+                true => ConnectFailure::Refused(text),
+                false => ConnectFailure::Unreachable(text),
+            })
+        }
         Err(_) => Err(ConnectFailure::Unreachable(format!(
             "no server answered within {:?}",
             settings.timeout
