@@ -80,16 +80,15 @@ struct Watch {
 
 impl Watch {
     fn start(log: &str, dir: &Path) -> Watch {
+        Watch::start_with(log, dir, Path::new("/dev/null"))
+    }
+
+    /// With `config` as the configuration file.
+    fn start_with(log: &str, dir: &Path, config: &Path) -> Watch {
         let mut child = Command::new(BANSHARE)
-            .args([
-                "--config",
-                "/dev/null",
-                "watch",
-                "--node",
-                "me",
-                "--log",
-                log,
-            ])
+            .arg("--config")
+            .arg(config)
+            .args(["watch", "--node", "me", "--log", log])
             .arg("--state-dir")
             .arg(dir.join("state"))
             .arg("--spool-dir")
@@ -555,4 +554,54 @@ fn nkey_authentication_and_tls_with_server_verification() {
     let out = init_with(&good);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("nats.nkey_seed_file"), "{}", text(&out));
+}
+
+#[test]
+fn signatures_are_verified_on_records_read_from_the_stream() {
+    let server = NatsServer::local();
+    let log = server.url("signed");
+    let out = init(&log, &["--replicas", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = d.join("n1.key");
+    let out = banshare(&[
+        "keygen",
+        "--out",
+        &key.display().to_string(),
+        "--node",
+        "n1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::write(d.join("trusted-keys"), &out.stdout).unwrap();
+    let signer = d.join("signer.toml");
+    std::fs::write(&signer, format!("[common]\nkey = '{}'\n", key.display())).unwrap();
+    let watcher = d.join("watcher.toml");
+    std::fs::write(
+        &watcher,
+        format!(
+            "[trust]\nkeys = '{}'\nrequire_signed = true\n",
+            d.join("trusted-keys").display()
+        ),
+    )
+    .unwrap();
+    let send = |config: &Path, node: &str, address: &str| {
+        let out = Command::new(BANSHARE)
+            .arg("--config")
+            .arg(config)
+            .args(["ban", address, "--log", &log, "--node", node, "--spool-dir"])
+            .arg(d.join(format!("spool-{node}")))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    let mut watch = Watch::start_with(&log, &d.join("w"), &watcher);
+    send(Path::new("/dev/null"), "n2", "203.0.113.51");
+    send(&signer, "n1", "203.0.113.52");
+    // The unsigned record came first: had it been applied, it would be the
+    // first line.
+    assert_eq!(bans(&watch.applied(1)), ["ban 203.0.113.52"]);
+    assert!(wait_until(PATIENCE, || saved_seq(&d.join("w")) == Some(2)));
+    assert_eq!(bans(&watch.applied(1)), ["ban 203.0.113.52"]);
 }
