@@ -83,7 +83,12 @@ impl NatsTransport {
         }
         if self.client.is_none() {
             let runtime = self.runtime.as_ref().expect("just made");
-            let connecting = runtime::connect(&self.url, &self.settings, self.link.clone());
+            // Connecting is bounded by the append's own deadline too.
+            let settings = NatsSettings {
+                timeout: self.settings.timeout.min(self.timeout),
+                ..self.settings.clone()
+            };
+            let connecting = runtime::connect(&self.url, &settings, self.link.clone());
             match runtime.block_on(connecting) {
                 Ok(client) => self.client = Some(client),
                 Err(ConnectFailure::Unreachable(why)) => return Err(self.unreachable(why)),
