@@ -605,3 +605,28 @@ fn signatures_are_verified_on_records_read_from_the_stream() {
     assert!(wait_until(PATIENCE, || saved_seq(&d.join("w")) == Some(2)));
     assert_eq!(bans(&watch.applied(1)), ["ban 203.0.113.52"]);
 }
+
+#[test]
+fn a_stream_made_anew_is_read_from_its_start_with_a_warning() {
+    let mut server = NatsServer::local();
+    let log = server.url("anew");
+    let out = init(&log, &["--replicas", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("sender-spool");
+    let out = ban(&log, "n1", &spool, &["203.0.113.61", "203.0.113.62"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let watch = Watch::start(&log, dir.path());
+    assert!(wait_until(PATIENCE, || saved_seq(dir.path()) == Some(2)));
+    watch.kill();
+
+    // The stream is deleted and made again: its sequences start at 1, and
+    // the saved position (sequence 2) is in a stream that is gone.
+    server.wipe();
+    let out = init(&log, &["--replicas", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = ban(&log, "n1", &spool, &["203.0.113.63"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut watch = Watch::start(&log, dir.path());
+    assert_eq!(bans(&watch.applied(1)), ["ban 203.0.113.63"]);
+}

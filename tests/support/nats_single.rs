@@ -154,6 +154,14 @@ impl NatsServer {
         }
     }
 
+    /// Kills the server, removes its store (every stream) and starts it
+    /// again: streams made anew start from sequence 1.
+    pub fn wipe(&mut self) {
+        self.kill();
+        let _ = fs::remove_dir_all(store_dir(self.dir.path()));
+        self.start_again();
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
