@@ -186,10 +186,15 @@ impl NatsFeed {
         self.held.clear();
     }
 
-    /// Moves what the follower queued to `held`.
+    /// Moves what the follower queued to `held`, holding at most
+    /// [`QUEUE`] messages: the rest waits in the queue, and behind it on
+    /// the server.
     fn drain(&mut self) {
         if let Some(queue) = &mut self.queue {
-            while let Ok(delivered) = queue.try_recv() {
+            while self.held.len() < QUEUE {
+                let Ok(delivered) = queue.try_recv() else {
+                    break;
+                };
                 self.held.push_back(delivered);
             }
         }
@@ -327,7 +332,10 @@ impl Feed for NatsFeed {
         // What the server announced is on its way is waited for, briefly,
         // so that the count is whole.
         let deadline = tokio::time::Instant::now() + UNREAD_WAIT;
-        while self.held.back().is_some_and(|d| d.pending > 0) && bytes(&self.held) < count_max {
+        while self.held.back().is_some_and(|d| d.pending > 0)
+            && self.held.len() < QUEUE
+            && bytes(&self.held) < count_max
+        {
             let (Some(runtime), Some(queue)) = (self.runtime.as_ref(), self.queue.as_mut()) else {
                 return None;
             };
