@@ -1130,8 +1130,9 @@ For a log on a path (a local disk, an sshfs or NFS mount) the drop-in
 holds RequiresMountsFor= on the log's folder, so the unit starts only after
 the share is mounted and stops before it is unmounted, and ReadWritePaths=
 for that folder (the lock file is created beside the log, and every one of
-these units writes the log: the watcher delivers the spool). An sftp:// or
-zmq+tcp:// log needs no mount: the drop-in waits for the network instead.
+these units writes the log: the watcher delivers the spool). An sftp://,
+zmq+tcp:// or nats:// log needs no mount: the drop-in waits for the network
+instead.
 A spool or state folder configured outside /var/lib/banshare is made
 writable too.
 
