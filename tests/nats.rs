@@ -470,16 +470,27 @@ fn nkey_authentication_and_tls_with_server_verification() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     make_certificates(d);
-    let node = nkeys::KeyPair::new_user();
+    // The node's key, as an administrator makes it.
+    let seed = d.join("node.nkey").display().to_string();
+    let out = banshare(&["nats", "keygen", "--out", &seed]);
+    assert!(out.status.success(), "{}", text(&out));
+    let public = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(public.starts_with('U') && public.len() == 56, "{public}");
+    let out = banshare(&["nats", "keygen", "--out", &seed]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "never over a seed: {}",
+        text(&out)
+    );
     let server = NatsServer::local_with(&format!(
         "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\n\
          authorization {{\n  users = [ {{ nkey: \"{}\" }} ]\n}}\n",
         d.join("server.pem").display(),
         d.join("server.key").display(),
-        node.public_key()
+        public
     ));
     let log = server.url("secure");
-    seed_file(&d.join("node.nkey"), &node.seed().unwrap());
     let stranger = nkeys::KeyPair::new_user();
     seed_file(&d.join("stranger.nkey"), &stranger.seed().unwrap());
     let config = |seed: &str, ca: bool| {

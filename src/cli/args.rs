@@ -992,6 +992,25 @@ pub enum NatsCommand {
     /// uses it.
     #[command(long_about = NATS_INIT_ABOUT)]
     Init(NatsInitArgs),
+    /// Make this node's NKey (a user key) for the NATS servers; print its
+    /// public key.
+    #[command(long_about = NATS_KEYGEN_ABOUT)]
+    Keygen(NatsKeygenArgs),
+}
+
+#[cfg(feature = "nats")]
+const NATS_KEYGEN_ABOUT: &str = "\
+Make an NKey user key pair for this node: the seed (the secret, SU...) goes \
+to --out, readable only by its owner, and is never replaced; the public key \
+(U...) is printed, for the servers' authorization list (users = [ { nkey: \
+U... } ]). Point [nats] nkey_seed_file at the seed. See docs/nats.md.";
+
+#[cfg(feature = "nats")]
+#[derive(Debug, Args)]
+pub struct NatsKeygenArgs {
+    /// Where to write the seed (never over an existing file).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
 }
 
 #[cfg(feature = "nats")]

@@ -1,5 +1,5 @@
 //! `banshare nats init`: the stream of a nats:// log, made by the
-//! administrator (docs/nats.md).
+//! administrator; `banshare nats keygen`: a node's NKey (docs/nats.md).
 
 use anyhow::anyhow;
 use banshare::config::Settings;
@@ -8,7 +8,7 @@ use banshare::transport::nats::init::{
     self, DEFAULT_DUPLICATE_WINDOW, Done, InitError, StreamPlan,
 };
 
-use super::args::NatsInitArgs;
+use super::args::{NatsInitArgs, NatsKeygenArgs};
 use super::failure::{Failure, Result, write_stdout};
 
 pub fn init(args: NatsInitArgs, settings: Settings) -> Result<()> {
@@ -48,4 +48,23 @@ pub fn init(args: NatsInitArgs, settings: Settings) -> Result<()> {
         Err(e @ InitError::Plan(_)) => Err(Failure::Usage(e.to_string())),
         Err(e) => Err(Failure::Runtime(anyhow!(e))),
     }
+}
+
+/// Writes a new NKey user seed to `args.out` (mode 600, never over a
+/// file) and prints its public key.
+pub fn keygen(args: NatsKeygenArgs) -> Result<()> {
+    if args.out.exists() {
+        return Err(Failure::Usage(format!(
+            "{} exists: an NKey is not replaced by accident; remove it first",
+            args.out.display()
+        )));
+    }
+    let pair = nkeys::KeyPair::new_user();
+    let seed = pair
+        .seed()
+        .map_err(|e| Failure::Runtime(anyhow!("making an NKey: {e}")))?;
+    banshare::durable::write_atomic(&args.out, format!("{seed}\n").as_bytes(), 0o600).map_err(
+        |e| Failure::Runtime(anyhow!(e).context(format!("writing {}", args.out.display()))),
+    )?;
+    write_stdout(&format!("{}\n", pair.public_key()))
 }
