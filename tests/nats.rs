@@ -641,3 +641,98 @@ fn a_stream_made_anew_is_read_from_its_start_with_a_warning() {
     let mut watch = Watch::start(&log, dir.path());
     assert_eq!(bans(&watch.applied(1)), ["ban 203.0.113.63"]);
 }
+
+/// The permissions docs/nats.md gives a node `node` on stream `BANS`:
+/// publish its own subject, look the stream up, make and drop its
+/// consumers, answer flow control; receive on its inboxes.
+fn node_permissions(node: &str) -> String {
+    format!(
+        "permissions: {{\n  publish: [\"banshare.BANS.{node}\", \"$JS.API.STREAM.INFO.BANS\", \
+         \"$JS.API.CONSUMER.CREATE.BANS\", \"$JS.API.CONSUMER.CREATE.BANS.>\", \
+         \"$JS.API.CONSUMER.DELETE.BANS.>\", \"$JS.FC.BANS.>\"]\n  \
+         subscribe: [\"_INBOX.>\"]\n}}"
+    )
+}
+
+#[test]
+fn a_node_with_the_documented_permissions_shares_and_reads_but_cannot_make_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let keygen = |name: &str| {
+        let seed = d.join(name);
+        let out = banshare(&["nats", "keygen", "--out", &seed.display().to_string()]);
+        assert!(out.status.success(), "{}", text(&out));
+        let config = d.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[nats]\nnkey_seed_file = '{}'\ntimeout = '2s'\n",
+                seed.display()
+            ),
+        )
+        .unwrap();
+        (
+            String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+            config,
+        )
+    };
+    let (admin, admin_config) = keygen("admin.nkey");
+    let (node, node_config) = keygen("n1.nkey");
+    let server = NatsServer::local_with(&format!(
+        "authorization {{\n  users = [\n    {{ nkey: \"{admin}\" }}\n    \
+         {{ nkey: \"{node}\", {} }}\n  ]\n}}\n",
+        node_permissions("n1")
+    ));
+    let log = server.url("BANS");
+    let as_ = |config: &Path, args: &[&str]| {
+        Command::new(BANSHARE)
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // Only the administrator makes streams.
+    let out = as_(
+        &node_config,
+        &["nats", "init", "--replicas", "1", "--log", &log],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = as_(
+        &admin_config,
+        &["nats", "init", "--replicas", "1", "--log", &log],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    let spool = d.join("spool").display().to_string();
+    let share = ["--log", &log, "--node", "n1", "--spool-dir", &spool];
+    let out = as_(
+        &node_config,
+        &[&["ban", "203.0.113.71"][..], &share].concat(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(spooled(&d.join("spool")), 0, "{}", text(&out));
+    // Another node's subject is not this node's to publish on: spooled.
+    let share_as_n2 = [
+        "--log",
+        &log,
+        "--node",
+        "n2",
+        "--spool-dir",
+        &spool,
+        "--lock-timeout",
+        "2s",
+        "--stale-lock",
+        "1s",
+    ];
+    let out = as_(
+        &node_config,
+        &[&["ban", "203.0.113.72"][..], &share_as_n2].concat(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(spooled(&d.join("spool")), 1, "{}", text(&out));
+
+    let mut watch = Watch::start_with(&log, &d.join("w"), &node_config);
+    assert_eq!(bans(&watch.applied(1)), ["ban 203.0.113.71"]);
+}
