@@ -736,3 +736,120 @@ fn a_node_with_the_documented_permissions_shares_and_reads_but_cannot_make_strea
     let mut watch = Watch::start_with(&log, &d.join("w"), &node_config);
     assert_eq!(bans(&watch.applied(1)), ["ban 203.0.113.71"]);
 }
+
+/// A NATS JWT (v2) with `claims`, issued by `issuer` for `subject`.
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = b64.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let claims = serde_json::json!({
+        "jti": format!("{:x}", std::process::id()) + name,
+        "iat": chrono::Utc::now().timestamp(),
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let body = format!("{header}.{}", b64.encode(claims.to_string()));
+    let signature = issuer.sign(body.as_bytes()).expect("sign");
+    format!("{body}.{}", b64.encode(signature))
+}
+
+#[test]
+fn a_credentials_file_logs_in_to_a_server_in_operator_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    // JetStream needs a system account in operator mode.
+    let system = nkeys::KeyPair::new_account();
+    let operator_jwt = jwt(
+        &operator,
+        &operator.public_key(),
+        "op",
+        serde_json::json!({"type": "operator", "version": 2,
+                           "system_account": system.public_key()}),
+    );
+    let system_jwt = jwt(
+        &operator,
+        &system.public_key(),
+        "SYS",
+        serde_json::json!({"type": "account", "version": 2}),
+    );
+    let account_jwt = jwt(
+        &operator,
+        &account.public_key(),
+        "banshare",
+        serde_json::json!({
+            "type": "account", "version": 2,
+            "limits": {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+                       "wildcards": true, "conn": -1, "leaf": -1,
+                       "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1},
+        }),
+    );
+    let user_jwt = jwt(
+        &account,
+        &user.public_key(),
+        "web1",
+        serde_json::json!({"type": "user", "version": 2, "subs": -1, "data": -1, "payload": -1}),
+    );
+    let creds = d.join("web1.creds");
+    std::fs::write(
+        &creds,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().unwrap()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let server = NatsServer::local_with(&format!(
+        "operator: \"{operator_jwt}\"\nsystem_account: {}\nresolver: MEMORY\n\
+         resolver_preload: {{\n  {}: \"{account_jwt}\"\n  {}: \"{system_jwt}\"\n}}\n",
+        system.public_key(),
+        account.public_key(),
+        system.public_key()
+    ));
+    let log = server.url("creds");
+    let config = d.join("banshare.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[nats]\ncredentials_file = '{}'\ntimeout = '3s'\n",
+            creds.display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(BANSHARE)
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = run(&["nats", "init", "--replicas", "1", "--log", &log]);
+    assert!(out.status.success(), "{}\n{}", text(&out), server.log());
+    let spool = d.join("spool").display().to_string();
+    let out = run(&[
+        "ban",
+        "203.0.113.81",
+        "--log",
+        &log,
+        "--node",
+        "web1",
+        "--spool-dir",
+        &spool,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(spooled(&d.join("spool")), 0, "{}", text(&out));
+    // Without the credentials the server refuses this node.
+    let out = init(&log, &["--replicas", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
