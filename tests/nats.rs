@@ -853,3 +853,39 @@ fn a_credentials_file_logs_in_to_a_server_in_operator_mode() {
     let out = init(&log, &["--replicas", "1"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 }
+
+#[test]
+fn doctor_says_whether_the_stream_exists() {
+    let server = NatsServer::local();
+    let log = server.url("DOC");
+    let dir = tempfile::tempdir().unwrap();
+    let doctor = || {
+        let state = dir.path().join("state").display().to_string();
+        let spool = dir.path().join("spool").display().to_string();
+        let out = banshare(&[
+            "doctor",
+            "--log",
+            &log,
+            "--node",
+            "n1",
+            "--state-dir",
+            &state,
+            "--spool-dir",
+            &spool,
+        ]);
+        let log_line = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .chain(String::from_utf8_lossy(&out.stderr).lines())
+            .find(|l| l.contains(" log: "))
+            .map(str::to_owned);
+        log_line.unwrap_or_else(|| panic!("no log finding: {}", text(&out)))
+    };
+    let missing = doctor();
+    assert!(missing.starts_with("problem"), "{missing}");
+    assert!(missing.contains("stream DOC does not exist"), "{missing}");
+    let out = init(&log, &["--replicas", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let found = doctor();
+    assert!(found.starts_with("ok"), "{found}");
+    assert!(found.contains("stream DOC holds 0 record(s)"), "{found}");
+}

@@ -71,7 +71,7 @@ pub fn probe(settings: &Settings) -> Probe {
         #[cfg(feature = "zmq")]
         LogLocation::Zmq(url) => zmq_probe(&url, settings, deadline),
         #[cfg(feature = "nats")]
-        LogLocation::Nats(url) => nats_probe(&url, deadline),
+        LogLocation::Nats(url) => nats_probe(&url, &settings.nats, deadline),
     }
 }
 
@@ -551,10 +551,14 @@ fn zmq_probe(
     }
 }
 
-/// NATS servers: their client ports accept connections. The stream is
-/// the servers' to keep; that it exists shows in the watcher's status.
+/// NATS servers: their client ports accept connections, and, as this
+/// node logs in, the stream exists.
 #[cfg(feature = "nats")]
-fn nats_probe(url: &crate::transport::nats::NatsUrl, deadline: Duration) -> Probe {
+fn nats_probe(
+    url: &crate::transport::nats::NatsUrl,
+    settings: &crate::transport::nats::NatsSettings,
+    deadline: Duration,
+) -> Probe {
     use std::net::{TcpStream, ToSocketAddrs};
     let closed: Vec<String> = url
         .servers
@@ -568,18 +572,20 @@ fn nats_probe(url: &crate::transport::nats::NatsUrl, deadline: Duration) -> Prob
         })
         .map(|(host, port)| format!("{host}:{port}"))
         .collect();
+    let stream = || nats_stream(url, settings, deadline);
     let log = match closed.len() {
-        0 => Finding::ok(
-            "log",
-            format!("{url}: every NATS server's client port accepts connections"),
-        ),
-        n if n < url.servers.len() => Finding::ok(
-            "log",
-            format!(
-                "{url}: no connection to {} (the others answer; the client uses them)",
-                closed.join(", ")
-            ),
-        ),
+        0 => stream(),
+        n if n < url.servers.len() => {
+            let found = stream();
+            Finding {
+                detail: format!(
+                    "{}; no connection to {} (the others answer; the client uses them)",
+                    found.detail,
+                    closed.join(", ")
+                ),
+                ..found
+            }
+        }
         _ => Finding::problem(
             "log",
             format!(
@@ -600,5 +606,44 @@ fn nats_probe(url: &crate::transport::nats::NatsUrl, deadline: Duration) -> Prob
         ],
         clock: Evidence::unavailable("records are read from a NATS stream, not a file"),
         follow_unknown: None,
+    }
+}
+
+/// The stream, looked up as this node logs in, within `deadline`.
+#[cfg(feature = "nats")]
+fn nats_stream(
+    url: &crate::transport::nats::NatsUrl,
+    settings: &crate::transport::nats::NatsSettings,
+    deadline: Duration,
+) -> Finding {
+    use crate::transport::nats::init::look_up;
+    let settings = crate::transport::nats::NatsSettings {
+        timeout: settings.timeout.min(deadline),
+        ..settings.clone()
+    };
+    match look_up(url, &settings) {
+        Ok(Some(facts)) => Finding::ok(
+            "log",
+            format!(
+                "{url}: stream {} holds {} record(s) ({} bytes, last sequence {}), {} \
+                 replica(s)",
+                url.stream, facts.records, facts.bytes, facts.last_sequence, facts.replicas
+            ),
+        ),
+        Ok(None) => Finding::problem(
+            "log",
+            format!(
+                "{url}: the servers answer, but stream {} does not exist",
+                url.stream
+            ),
+            "make it once, as the administrator: banshare nats init (docs/nats.md); banshare \
+             never makes it by itself",
+        ),
+        Err(e) => Finding::problem(
+            "log",
+            format!("{url}: {e}"),
+            "check [nats] (credentials_file or nkey_seed_file, ca_file) against the servers' \
+             accounts and certificates",
+        ),
     }
 }

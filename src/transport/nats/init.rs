@@ -236,3 +236,63 @@ async fn init_async(
         }
     }
 }
+
+/// What `doctor` shows of a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamFacts {
+    pub records: u64,
+    pub bytes: u64,
+    pub replicas: usize,
+    pub last_sequence: u64,
+}
+
+/// Looks the stream `url` names up, as this node (its credentials, its
+/// TLS settings): `Ok(None)` when it does not exist.
+pub fn look_up(url: &NatsUrl, settings: &NatsSettings) -> Result<Option<StreamFacts>, InitError> {
+    let runtime = Runtime::start().map_err(|e| InitError::Unreachable {
+        log: url.to_string(),
+        why: format!("cannot start the NATS client: {e}"),
+    })?;
+    runtime.block_on(async {
+        let client = runtime::connect(url, settings, std::sync::Arc::new(Link::default()))
+            .await
+            .map_err(|failure| match failure {
+                ConnectFailure::Unreachable(why) => InitError::Unreachable {
+                    log: url.to_string(),
+                    why,
+                },
+                ConnectFailure::Refused(why) => InitError::Refused {
+                    log: url.to_string(),
+                    why,
+                },
+            })?;
+        let mut js = jetstream::new(client);
+        js.set_timeout(settings.timeout);
+        let unreachable = |why: String| InitError::Unreachable {
+            log: url.to_string(),
+            why,
+        };
+        match js.get_stream(&url.stream).await {
+            Ok(mut stream) => {
+                let info = stream
+                    .info()
+                    .await
+                    .map_err(|e| unreachable(e.to_string()))?;
+                Ok(Some(StreamFacts {
+                    records: info.state.messages,
+                    bytes: info.state.bytes,
+                    replicas: info.config.num_replicas,
+                    last_sequence: info.state.last_sequence,
+                }))
+            }
+            Err(e) => match e.kind() {
+                jetstream::context::GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    Ok(None)
+                }
+                _ => Err(unreachable(e.to_string())),
+            },
+        }
+    })
+}
