@@ -94,6 +94,7 @@ impl Node {
             timings: TIMINGS,
             sftp: Default::default(),
             zmq: Default::default(),
+            nats: Default::default(),
         }
     }
 }

@@ -26,6 +26,9 @@ mod support;
 mod files;
 #[path = "conformance/memory.rs"]
 mod memory;
+#[cfg(feature = "nats")]
+#[path = "conformance/nats.rs"]
+mod nats;
 #[cfg(feature = "zmq")]
 #[path = "conformance/zmq.rs"]
 mod zmq;
@@ -130,7 +133,21 @@ impl Plan {
 }
 
 /// The transports under test. A new one is one more line here.
+/// `BANSHARE_CONFORMANCE_ONLY=NATS,ZeroMQ` (column headings) runs only
+/// those, for working on one transport; CI runs them all.
 fn subjects(cluster: &Cluster) -> Vec<Box<dyn Subject + '_>> {
+    let only = std::env::var("BANSHARE_CONFORMANCE_ONLY").ok();
+    let wanted = |s: &(dyn Subject + '_)| {
+        only.as_deref()
+            .is_none_or(|only| only.split(',').any(|name| name == s.name()))
+    };
+    every_subject(cluster)
+        .into_iter()
+        .filter(|s| wanted(&**s))
+        .collect()
+}
+
+fn every_subject(cluster: &Cluster) -> Vec<Box<dyn Subject + '_>> {
     vec![
         Box::new(files::FileShare::local()),
         Box::new(files::FileShare::sshfs(cluster)),
@@ -138,6 +155,8 @@ fn subjects(cluster: &Cluster) -> Vec<Box<dyn Subject + '_>> {
         Box::new(memory::Memory::default()),
         #[cfg(feature = "zmq")]
         Box::new(zmq::ZeroMq::new(cluster)),
+        #[cfg(feature = "nats")]
+        Box::new(nats::Nats::new(cluster)),
     ]
 }
 

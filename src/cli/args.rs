@@ -142,6 +142,10 @@ pub enum Command {
     /// Make this node's signing key; print the line for the trusted keys.
     #[command(long_about = KEYGEN_ABOUT)]
     Keygen(KeygenArgs),
+    /// Manage the JetStream stream of a nats:// log (docs/nats.md).
+    #[cfg(feature = "nats")]
+    #[command(subcommand)]
+    Nats(NatsCommand),
     /// Make a CURVE key pair for the ZeroMQ transport; print the public key.
     #[cfg(feature = "zmq")]
     #[command(long_about = CURVE_KEYGEN_ABOUT)]
@@ -461,8 +465,10 @@ it fails (unless --keep).";
 #[derive(Debug, Args, Clone)]
 pub struct LogArgs {
     /// The shared log: a local path, a path on an sshfs/NFS mount,
-    /// sftp://user@host[:port]/path/newbans.log, or a ZeroMQ publisher,
-    /// zmq+tcp://host[:port] (docs/zmq.md) [config: common.log].
+    /// sftp://user@host[:port]/path/newbans.log, a ZeroMQ publisher,
+    /// zmq+tcp://host[:port] (docs/zmq.md), or a NATS JetStream stream,
+    /// nats://host[:port][,host...]/STREAM (docs/nats.md)
+    /// [config: common.log].
     #[arg(long, value_name = "PATH", value_parser = LogLocation::parse)]
     pub log: Option<LogLocation>,
 
@@ -984,6 +990,77 @@ fn parse_legacy_mode(text: &str) -> Result<banshare::config::LegacyMode, String>
     text.parse()
 }
 
+#[cfg(feature = "nats")]
+#[derive(Debug, Subcommand)]
+pub enum NatsCommand {
+    /// Create the stream the nats:// log names, once, before any node
+    /// uses it.
+    #[command(long_about = NATS_INIT_ABOUT)]
+    Init(NatsInitArgs),
+    /// Make this node's NKey (a user key) for the NATS servers; print its
+    /// public key.
+    #[command(long_about = NATS_KEYGEN_ABOUT)]
+    Keygen(NatsKeygenArgs),
+}
+
+#[cfg(feature = "nats")]
+const NATS_KEYGEN_ABOUT: &str = "\
+Make an NKey user key pair for this node: the seed (the secret, SU...) goes \
+to --out, readable only by its owner, and is never replaced; the public key \
+(U...) is printed, for the servers' authorization list (users = [ { nkey: \
+U... } ]). Point [nats] nkey_seed_file at the seed. See docs/nats.md.";
+
+#[cfg(feature = "nats")]
+#[derive(Debug, Args)]
+pub struct NatsKeygenArgs {
+    /// Where to write the seed (never over an existing file).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+#[cfg(feature = "nats")]
+const NATS_INIT_ABOUT: &str = "\
+Create the JetStream stream the nats:// log names (--log or common.log): \
+subjects banshare.<STREAM>.> (one subject per origin node), file storage, \
+limits retention without an age limit, new records refused rather than \
+old ones dropped when a size limit is reached. Records leave it only by \
+`banshare compact`, which deletes those no watcher can still need. \
+Watchers and senders never create it: until it exists they report the log \
+as missing and spool.
+
+A stream that exists with the same settings is left alone (exit 0); one \
+with other settings is not changed (exit 1). With --dry-run, the stream's \
+configuration is printed as JSON and nothing is connected. Server \
+credentials and TLS are taken from [nats] of the configuration. \
+Retention, and why no ban in force leaves the stream: docs/nats.md.";
+
+#[cfg(feature = "nats")]
+#[derive(Debug, Args)]
+pub struct NatsInitArgs {
+    /// The stream: nats://host[:port][,host[:port]...]/STREAM
+    /// [config: common.log].
+    #[arg(long, value_name = "URL", value_parser = LogLocation::parse)]
+    pub log: Option<LogLocation>,
+
+    /// Copies of the stream, each on its own server: 1, 3 or 5.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub replicas: usize,
+
+    /// How long the servers remember a record id, so that a batch sent
+    /// again is stored once [default: 1h].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duplicate_window: Option<Duration>,
+
+    /// Refuse new records once the stream holds this many bytes
+    /// [default: no limit].
+    #[arg(long, value_name = "BYTES")]
+    pub max_bytes: Option<u64>,
+
+    /// Print the stream's configuration and do nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Fail2banCommand {
     /// Write action.d/banshare.conf, filter.d/banshare.conf and
@@ -1077,8 +1154,9 @@ For a log on a path (a local disk, an sshfs or NFS mount) the drop-in
 holds RequiresMountsFor= on the log's folder, so the unit starts only after
 the share is mounted and stops before it is unmounted, and ReadWritePaths=
 for that folder (the lock file is created beside the log, and every one of
-these units writes the log: the watcher delivers the spool). An sftp:// or
-zmq+tcp:// log needs no mount: the drop-in waits for the network instead.
+these units writes the log: the watcher delivers the spool). An sftp://,
+zmq+tcp:// or nats:// log needs no mount: the drop-in waits for the network
+instead.
 A spool or state folder configured outside /var/lib/banshare is made
 writable too.
 

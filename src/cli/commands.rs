@@ -83,6 +83,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Keygen(args) => keygen(args, settings),
         #[cfg(feature = "zmq")]
         Command::CurveKeygen(args) => super::publisher::curve_keygen(args),
+        #[cfg(feature = "nats")]
+        Command::Nats(super::args::NatsCommand::Init(args)) => super::nats::init(args, settings),
+        #[cfg(feature = "nats")]
+        Command::Nats(super::args::NatsCommand::Keygen(args)) => super::nats::keygen(args),
         Command::SystemdDropin(args) => super::systemd::dropin(args, settings),
         Command::Generate(command) => super::generate::generate(command),
         Command::Pause(args) => super::incident::pause(args, settings),

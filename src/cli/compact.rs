@@ -76,6 +76,22 @@ pub fn compact(args: CompactArgs, config: &Option<PathBuf>, mut settings: Settin
                  start and every hour, keeping every record's number\n"
             ));
         }
+        // No lock: JetStream deletes single records, and the positions
+        // of the rest stay.
+        #[cfg(feature = "nats")]
+        LogLocation::Nats(url) => {
+            let outcome = banshare::transport::nats::compact::compact(
+                url,
+                &settings.nats,
+                &job.rules,
+                now,
+                args.dry_run,
+                &mut on_line,
+            )
+            .map_err(|e| Failure::Runtime(anyhow!(e).context(format!("cannot compact {url}"))))?;
+            listing.push_str(&stream_summary(&location, &outcome, args.dry_run));
+            return write_stdout(&listing);
+        }
     }
     .map_err(|e| Failure::Runtime(anyhow!(e).context(format!("cannot compact {location}"))))?;
     listing.push_str(&summary(&location, &outcome, args.dry_run));
@@ -132,6 +148,29 @@ fn listed(line: &[u8], fate: Fate) -> String {
     let more = if line.len() > SHOWN { "..." } else { "" };
     let verb = if fate.is_kept() { "keep" } else { "drop" };
     format!("{verb}\t{}\t{text}{more}\n", fate.describe())
+}
+
+/// What compacting a NATS stream did: records deleted by sequence, no
+/// copy and no lock.
+#[cfg(feature = "nats")]
+fn stream_summary(location: &LogLocation, outcome: &Outcome, dry_run: bool) -> String {
+    let mut text = format!(
+        "{} {location}: {} record(s) kept, {} {}; {} -> {} bytes\n",
+        if dry_run {
+            "would compact"
+        } else {
+            "compacted"
+        },
+        outcome.kept(),
+        outcome.dropped(),
+        if dry_run { "to delete" } else { "deleted" },
+        outcome.bytes_before,
+        outcome.bytes_after,
+    );
+    for (fate, n) in &outcome.fates {
+        text.push_str(&format!("  {n:>8}  {}\n", fate.describe()));
+    }
+    text
 }
 
 fn summary(location: &LogLocation, outcome: &Outcome, dry_run: bool) -> String {

@@ -53,6 +53,7 @@ pub fn monitor(args: MonitorArgs, mut settings: Settings) -> Result<()> {
         lock: settings.append.lock,
         sftp: settings.sftp.clone(),
         zmq: settings.zmq.clone(),
+        nats: settings.nats.clone(),
         deadline: settings.append.deadline(),
         batch_max: w.batch_max,
         metrics_file: m.metrics_file.clone(),

@@ -17,6 +17,8 @@ pub mod failure;
 pub mod generate;
 pub mod incident;
 pub mod logging;
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(feature = "zmq")]
 pub mod publisher;
 pub mod setup;

@@ -133,6 +133,7 @@ pub fn writer_settings(settings: &Settings, spool: &Spool) -> transport::WriterS
         timings: settings.append.lock,
         sftp: settings.sftp.clone(),
         zmq: settings.zmq.clone(),
+        nats: settings.nats.clone(),
     }
 }
 

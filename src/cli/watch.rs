@@ -54,6 +54,7 @@ pub fn watch(args: WatchArgs, config: &Option<PathBuf>, mut settings: Settings) 
             safety_poll: w.safety_poll,
             sftp: settings.sftp.clone(),
             zmq: settings.zmq.clone(),
+            nats: settings.nats.clone(),
         },
     );
     let mut reach = Reach::new(location.clone(), w.safety_poll);
@@ -272,6 +273,8 @@ fn cursor_unit(log: &str) -> &'static str {
     match LogLocation::parse(log) {
         #[cfg(feature = "zmq")]
         Ok(LogLocation::Zmq(_)) => "record",
+        #[cfg(feature = "nats")]
+        Ok(LogLocation::Nats(_)) => "record",
         _ => "byte",
     }
 }

@@ -35,6 +35,7 @@ mod trust;
 mod watch;
 mod watch_parts;
 pub use watch_parts::metrics_folder;
+mod nats;
 mod zmq;
 
 pub use monitor::{DEFAULT_FAIL2BAN_LOG, MonitorSettings};
@@ -89,6 +90,7 @@ pub struct RawConfig {
     pub publisher: publisher::RawPublisher,
     pub sftp: sftp::RawSftp,
     pub zmq: zmq::RawZmq,
+    pub nats: nats::RawNats,
     pub trust: trust::RawTrust,
     /// The ban backends' own settings; checked when a backend is opened.
     pub backend: crate::backend::BackendSettings,
@@ -154,6 +156,8 @@ pub struct Settings {
     pub sftp: crate::transport::SftpSettings,
     /// Where a `zmq+tcp://` publisher's other sockets are.
     pub zmq: crate::transport::zmq::ZmqSettings,
+    /// How to reach the servers of a `nats://` log.
+    pub nats: crate::transport::nats::NatsSettings,
     pub trust: TrustSettings,
     pub backend: crate::backend::BackendSettings,
 }
@@ -272,6 +276,7 @@ impl Settings {
             publisher: PublisherSettings::check(&raw.publisher, &check)?,
             sftp: sftp::check(&raw.sftp, &check)?,
             zmq: zmq::check(&raw.zmq, &check)?,
+            nats: nats::check(&raw.nats, &check)?,
             trust: trust::check(&raw.trust, &check)?,
             backend: raw.backend.clone(),
         };
@@ -323,6 +328,7 @@ impl Settings {
             publisher: self.publisher.to_raw(),
             sftp: sftp::to_raw(&self.sftp),
             zmq: zmq::to_raw(&self.zmq),
+            nats: nats::to_raw(&self.nats),
             trust: trust::to_raw(&self.trust),
             backend: self.backend.clone(),
         };
@@ -615,6 +621,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no user, path or query"), "{err}");
+    }
+
+    #[cfg(feature = "nats")]
+    #[test]
+    fn nats_section_takes_secret_files_only_their_owner_reads_and_round_trips() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let seed = dir.path().join("node.nkey");
+        std::fs::write(&seed, "SUAEXAMPLE\n").unwrap();
+        std::fs::set_permissions(&seed, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = format!(
+            "[common]\nnode='n'\nlog='nats://n1,n2:4333/BANS'\n[nats]\nnkey_seed_file = '{}'\n\
+             ca_file = '/etc/banshare/ca.pem'\ntimeout = '3s'\n",
+            seed.display()
+        );
+        let s = load(&text).unwrap();
+        assert_eq!(s.nats.nkey_seed_file.as_deref(), Some(seed.as_path()));
+        assert_eq!(s.nats.timeout, Duration::from_secs(3));
+        assert_eq!(load(&s.to_toml()).unwrap(), s);
+
+        std::fs::set_permissions(&seed, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("nats.nkey_seed_file"), "{err}");
+        assert!(err.contains("chmod 600"), "{err}");
+        let both = format!(
+            "[nats]\nnkey_seed_file = '{0}'\ncredentials_file = '{0}'\n",
+            seed.display()
+        );
+        let err = load(&both).unwrap_err().to_string();
+        assert!(err.contains("not both"), "{err}");
+        let err = load("[common]\nlog='nats://host/a.b'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("stream name"), "{err}");
     }
 
     #[test]

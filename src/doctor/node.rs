@@ -88,6 +88,13 @@ pub fn follow(settings: &Settings) -> Finding {
             },
             "the publisher pushes every record".into(),
         ),
+        #[cfg(feature = "nats")]
+        Some(LogLocation::Nats(_)) => (
+            Mode::Pushed {
+                safety: w.safety_poll,
+            },
+            "the stream's consumer pushes every record".into(),
+        ),
     };
     let blind = match &settings.log {
         Some(LogLocation::File(path)) => path

@@ -70,6 +70,8 @@ pub fn probe(settings: &Settings) -> Probe {
         LogLocation::Sftp(url) => sftp::probe(url, settings, probe_name, deadline),
         #[cfg(feature = "zmq")]
         LogLocation::Zmq(url) => zmq_probe(&url, settings, deadline),
+        #[cfg(feature = "nats")]
+        LogLocation::Nats(url) => nats_probe(&url, &settings.nats, deadline),
     }
 }
 
@@ -546,5 +548,102 @@ fn zmq_probe(
         ],
         clock: Evidence::unavailable("records are read from a publisher, not a file"),
         follow_unknown: None,
+    }
+}
+
+/// NATS servers: their client ports accept connections, and, as this
+/// node logs in, the stream exists.
+#[cfg(feature = "nats")]
+fn nats_probe(
+    url: &crate::transport::nats::NatsUrl,
+    settings: &crate::transport::nats::NatsSettings,
+    deadline: Duration,
+) -> Probe {
+    use std::net::{TcpStream, ToSocketAddrs};
+    let closed: Vec<String> = url
+        .servers
+        .iter()
+        .filter(|(host, port)| {
+            (host.as_str(), *port)
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .is_none_or(|addr| TcpStream::connect_timeout(&addr, deadline).is_err())
+        })
+        .map(|(host, port)| format!("{host}:{port}"))
+        .collect();
+    let stream = || nats_stream(url, settings, deadline);
+    let log = match closed.len() {
+        0 => stream(),
+        n if n < url.servers.len() => {
+            let found = stream();
+            Finding {
+                detail: format!(
+                    "{}; no connection to {} (the others answer; the client uses them)",
+                    found.detail,
+                    closed.join(", ")
+                ),
+                ..found
+            }
+        }
+        _ => Finding::problem(
+            "log",
+            format!(
+                "{url}: no connection to any NATS server ({})",
+                closed.join(", ")
+            ),
+            "check that nats-server runs there with JetStream, and that its client port is \
+             open to this node",
+        ),
+    };
+    Probe {
+        findings: vec![
+            log,
+            Finding::ok(
+                "lock",
+                "not needed: JetStream orders and stores the records",
+            ),
+        ],
+        clock: Evidence::unavailable("records are read from a NATS stream, not a file"),
+        follow_unknown: None,
+    }
+}
+
+/// The stream, looked up as this node logs in, within `deadline`.
+#[cfg(feature = "nats")]
+fn nats_stream(
+    url: &crate::transport::nats::NatsUrl,
+    settings: &crate::transport::nats::NatsSettings,
+    deadline: Duration,
+) -> Finding {
+    use crate::transport::nats::init::look_up;
+    let settings = crate::transport::nats::NatsSettings {
+        timeout: settings.timeout.min(deadline),
+        ..settings.clone()
+    };
+    match look_up(url, &settings) {
+        Ok(Some(facts)) => Finding::ok(
+            "log",
+            format!(
+                "{url}: stream {} holds {} record(s) ({} bytes, last sequence {}), {} \
+                 replica(s)",
+                url.stream, facts.records, facts.bytes, facts.last_sequence, facts.replicas
+            ),
+        ),
+        Ok(None) => Finding::problem(
+            "log",
+            format!(
+                "{url}: the servers answer, but stream {} does not exist",
+                url.stream
+            ),
+            "make it once, as the administrator: banshare nats init (docs/nats.md); banshare \
+             never makes it by itself",
+        ),
+        Err(e) => Finding::problem(
+            "log",
+            format!("{url}: {e}"),
+            "check [nats] (credentials_file or nkey_seed_file, ca_file) against the servers' \
+             accounts and certificates",
+        ),
     }
 }

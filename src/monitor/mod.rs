@@ -47,6 +47,7 @@ pub struct Options {
     pub lock: LockTimings,
     pub sftp: crate::transport::SftpSettings,
     pub zmq: crate::transport::zmq::ZmqSettings,
+    pub nats: crate::transport::nats::NatsSettings,
     pub deadline: std::time::Duration,
     pub batch_max: usize,
     /// Where to write the metrics, if anywhere.
@@ -169,6 +170,7 @@ impl Monitor {
                 timings: opts.lock,
                 sftp: opts.sftp.clone(),
                 zmq: opts.zmq.clone(),
+                nats: opts.nats.clone(),
             },
         );
         let metrics = opts.metrics_file.clone().map(StateExporter::new);

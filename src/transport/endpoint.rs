@@ -95,6 +95,9 @@ pub fn server_hosts(location: &LogLocation) -> Result<Vec<String>, EndpointError
         LogLocation::Sftp(url) => Ok(vec![url.host.clone()]),
         #[cfg(feature = "zmq")]
         LogLocation::Zmq(url) => Ok(vec![url.host.clone()]),
+        // Every server given: the client reconnects to any of them.
+        #[cfg(feature = "nats")]
+        LogLocation::Nats(url) => Ok(url.servers.iter().map(|(h, _)| h.clone()).collect()),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod endpoint;
 pub mod feed;
 pub mod file;
 pub mod lock;
+pub mod nats;
 mod publisher;
 #[cfg(feature = "sftp")]
 pub mod sftp;
@@ -40,6 +41,9 @@ pub enum LogLocation {
     /// socket.
     #[cfg(feature = "zmq")]
     Zmq(zmq::ZmqUrl),
+    /// `nats://host[:port][,host...]/STREAM`: a NATS JetStream stream.
+    #[cfg(feature = "nats")]
+    Nats(nats::NatsUrl),
 }
 
 impl LogLocation {
@@ -56,10 +60,14 @@ impl LogLocation {
         if text.starts_with(zmq::SCHEME) {
             return zmq::ZmqUrl::parse(text).map(LogLocation::Zmq);
         }
+        #[cfg(feature = "nats")]
+        if text.starts_with(nats::SCHEME) || text.starts_with(nats::TLS_SCHEME) {
+            return nats::NatsUrl::parse(text).map(LogLocation::Nats);
+        }
         if let Some((scheme, _)) = text.split_once("://") {
             return Err(format!(
-                "unsupported log URL scheme {scheme:?}: give a file path, sftp://user@host/path \
-                 or zmq+tcp://host[:port]"
+                "unsupported log URL scheme {scheme:?}: give a file path, sftp://user@host/path, \
+                 zmq+tcp://host[:port] or nats://host[:port]/STREAM"
             ));
         }
         Ok(LogLocation::File(PathBuf::from(text)))
@@ -74,6 +82,8 @@ impl fmt::Display for LogLocation {
             LogLocation::Sftp(url) => write!(f, "{url}"),
             #[cfg(feature = "zmq")]
             LogLocation::Zmq(url) => write!(f, "{url}"),
+            #[cfg(feature = "nats")]
+            LogLocation::Nats(url) => write!(f, "{url}"),
         }
     }
 }
@@ -213,6 +223,7 @@ pub struct WriterSettings {
     pub timings: lock::LockTimings,
     pub sftp: SftpSettings,
     pub zmq: zmq::ZmqSettings,
+    pub nats: nats::NatsSettings,
 }
 
 /// Opens the transport for `location`.
@@ -244,6 +255,13 @@ pub fn open(location: &LogLocation, settings: &WriterSettings) -> Box<dyn Transp
         LogLocation::Zmq(url) => {
             Box::new(zmq::ZmqTransport::new(url, &settings.zmq, timings.timeout))
         }
+        // The acknowledgement is what the lock is to a file log.
+        #[cfg(feature = "nats")]
+        LogLocation::Nats(url) => Box::new(nats::NatsTransport::new(
+            url,
+            &settings.nats,
+            timings.timeout,
+        )),
     }
 }
 
@@ -265,6 +283,7 @@ pub struct FeedSettings {
     pub safety_poll: Duration,
     pub sftp: SftpSettings,
     pub zmq: zmq::ZmqSettings,
+    pub nats: nats::NatsSettings,
 }
 
 /// Opens the read side of the transport for `location`. Nothing is read or
@@ -312,6 +331,13 @@ pub fn open_feed(location: &LogLocation, settings: &FeedSettings) -> Box<dyn Fee
         LogLocation::Zmq(url) => {
             Box::new(zmq::ZmqFeed::new(url, &settings.zmq, settings.safety_poll))
         }
+        // The consumer pushes; the safety poll looks anyway.
+        #[cfg(feature = "nats")]
+        LogLocation::Nats(url) => Box::new(nats::NatsFeed::new(
+            url,
+            &settings.nats,
+            settings.safety_poll,
+        )),
     }
 }
 

@@ -212,6 +212,7 @@ impl Subject for FileShare<'_> {
             timings: LockTimings::default(),
             sftp: self.sftp_settings(),
             zmq: Default::default(),
+            nats: Default::default(),
         };
         let transport = transport::open(&self.location(0, log), &settings);
         match (&self.way, self.netns(0)) {
@@ -231,6 +232,7 @@ impl Subject for FileShare<'_> {
             safety_poll: Duration::from_secs(5),
             sftp: self.sftp_settings(),
             zmq: Default::default(),
+            nats: Default::default(),
         };
         match (&self.way, self.netns(READER)) {
             // A connection made in this process must come from a test

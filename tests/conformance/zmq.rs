@@ -169,6 +169,7 @@ impl Subject for ZeroMq<'_> {
             timings: TIMINGS,
             sftp: SftpSettings::default(),
             zmq: ZmqSettings::default(),
+            nats: Default::default(),
         };
         let inner = transport::open(&self.location(log), &settings);
         Box::new(OnHost::<dyn Transport> {
@@ -190,6 +191,7 @@ impl Subject for ZeroMq<'_> {
                 timeout: Duration::from_secs(2),
                 curve: None,
             },
+            nats: Default::default(),
         };
         let netns = self.netns(self.cluster.node_ns(READER));
         let location = self.location(log);

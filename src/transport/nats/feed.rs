@@ -1,0 +1,542 @@
+//! The read side of the NATS transport: the stream, in order, from the
+//! sequence after the last record handed out, through an ordered push
+//! consumer (ephemeral, made anew by the follower whenever it fails: a
+//! server gone, a gap, a missed heartbeat). Its [`Position`] is that
+//! stream sequence, with the stream's name and creation time, of kind
+//! `"nats"`: a stream deleted and made again is read from its start.
+//!
+//! A follower task on the feed's runtime receives the messages and queues
+//! them, waking the watcher; the feed hands out what is queued. Each
+//! sequence is queued once: the follower drops what it already queued
+//! when a consumer made anew delivers it again.
+
+use std::collections::VecDeque;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::push::OrderedConfig};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::runtime::{self, ConnectFailure, Link, Runtime};
+use super::{MISSING_HINT, NatsSettings, NatsUrl, UNREACHABLE_HINT};
+use crate::follow::{Handle, Mode, Msg};
+use crate::record::MAX_LINE_LEN;
+use crate::transport::feed::{Entry, Feed, FeedError, Notice, Position, Unread};
+
+/// The kind of position a [`NatsFeed`] hands out.
+pub const KIND: &str = "nats";
+
+/// Messages queued between reads; past that, the follower waits (and the
+/// server holds the rest, by flow control).
+const QUEUE: usize = 4096;
+
+/// How long the follower waits before trying again after a failure, at
+/// most.
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// How long `unread` waits for messages the server said are on their way.
+const UNREAD_WAIT: Duration = Duration::from_secs(1);
+
+/// A message of the stream, as the follower queued it.
+struct Delivered {
+    seq: u64,
+    payload: Bytes,
+    /// Messages after this one in the stream, as the server counted them.
+    pending: u64,
+}
+
+/// What the follower and the feed share.
+#[derive(Default)]
+struct Shared {
+    handle: Mutex<Option<Handle>>,
+    /// Why the follower cannot read now; `None` while it follows.
+    trouble: Mutex<Option<FeedError>>,
+    /// The creation time of the stream being read, as the server said.
+    created: Mutex<Option<String>>,
+    notices: Mutex<Vec<Notice>>,
+    /// The follower's client, once it connected.
+    client: Mutex<Option<async_nats::Client>>,
+}
+
+impl Shared {
+    fn wake(&self) {
+        let handle = self.handle.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(handle) = handle.as_ref() {
+            handle.send(Msg::Changed);
+        }
+    }
+
+    fn set_trouble(&self, trouble: Option<FeedError>) {
+        let waking = trouble.is_some();
+        *self.trouble.lock().unwrap_or_else(PoisonError::into_inner) = trouble;
+        if waking {
+            self.wake();
+        }
+    }
+
+    /// Whether the follower's client lost its connection (and is making
+    /// it again). Before its first connection, a failure to connect is
+    /// `trouble`.
+    fn disconnected(&self) -> bool {
+        let client = self.client.lock().unwrap_or_else(PoisonError::into_inner);
+        client
+            .as_ref()
+            .is_some_and(|c| c.connection_state() != async_nats::connection::State::Connected)
+    }
+
+    /// Whether the follower's client is connected now.
+    fn connected(&self) -> bool {
+        let client = self.client.lock().unwrap_or_else(PoisonError::into_inner);
+        client
+            .as_ref()
+            .is_some_and(|c| c.connection_state() == async_nats::connection::State::Connected)
+    }
+
+    fn notice(&self, warning: bool, text: String) {
+        let mut notices = self.notices.lock().unwrap_or_else(PoisonError::into_inner);
+        notices.push(Notice { warning, text });
+    }
+}
+
+/// A JetStream stream, as a [`Feed`].
+pub struct NatsFeed {
+    url: NatsUrl,
+    log: String,
+    settings: NatsSettings,
+    safety: Duration,
+    runtime: Option<Runtime>,
+    follower: Option<tokio::task::JoinHandle<()>>,
+    queue: Option<mpsc::Receiver<Delivered>>,
+    /// Taken from the queue by `unread`, not handed out yet.
+    held: VecDeque<Delivered>,
+    shared: Arc<Shared>,
+    link: Arc<Link>,
+    /// The stream sequence of the last record handed out (0: none).
+    seq: u64,
+    /// A position was resumed or a record handed out.
+    placed: bool,
+    /// The stream's creation time saved with the position resumed.
+    saved_created: Option<String>,
+    notices: Vec<Notice>,
+}
+
+impl NatsFeed {
+    /// The feed of the stream at `url`, reached as `settings` say; the
+    /// watcher looks anyway every `safety`. Starts and connects nothing
+    /// until the first call.
+    pub fn new(url: &NatsUrl, settings: &NatsSettings, safety: Duration) -> NatsFeed {
+        NatsFeed {
+            url: url.clone(),
+            log: url.to_string(),
+            settings: settings.clone(),
+            safety,
+            runtime: None,
+            follower: None,
+            queue: None,
+            held: VecDeque::new(),
+            shared: Arc::default(),
+            link: Arc::default(),
+            seq: 0,
+            placed: false,
+            saved_created: None,
+            notices: Vec::new(),
+        }
+    }
+
+    /// Starts the follower from the sequence after `self.seq`, if not yet
+    /// done.
+    fn follow(&mut self) -> Result<(), FeedError> {
+        if self.follower.is_some() {
+            return Ok(());
+        }
+        if self.runtime.is_none() {
+            let runtime = Runtime::start().map_err(|e| {
+                FeedError::Other(format!(
+                    "log {}: cannot start the NATS client: {e}",
+                    self.log
+                ))
+            })?;
+            self.runtime = Some(runtime);
+        }
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let follower = Follower {
+            url: self.url.clone(),
+            settings: self.settings.clone(),
+            next: self.seq + 1,
+            created: self.saved_created.clone(),
+            queue: tx,
+            shared: self.shared.clone(),
+            link: self.link.clone(),
+        };
+        let runtime = self.runtime.as_ref().expect("just made");
+        self.follower = Some(runtime.handle().spawn(follower.run()));
+        self.queue = Some(rx);
+        Ok(())
+    }
+
+    /// Stops the follower; the next call starts it again from `self.seq`.
+    fn stop_following(&mut self) {
+        if let Some(follower) = self.follower.take() {
+            follower.abort();
+        }
+        self.queue = None;
+        self.held.clear();
+    }
+
+    /// Moves what the follower queued to `held`, holding at most
+    /// [`QUEUE`] messages: the rest waits in the queue, and behind it on
+    /// the server.
+    fn drain(&mut self) {
+        if let Some(queue) = &mut self.queue {
+            while self.held.len() < QUEUE {
+                let Ok(delivered) = queue.try_recv() else {
+                    break;
+                };
+                self.held.push_back(delivered);
+            }
+        }
+    }
+
+    fn trouble(&self) -> Option<FeedError> {
+        self.shared
+            .trouble
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for NatsFeed {
+    fn drop(&mut self) {
+        self.stop_following();
+    }
+}
+
+impl Feed for NatsFeed {
+    fn log(&self) -> &str {
+        &self.log
+    }
+
+    fn resume(&mut self, saved: &Position) -> Result<(), String> {
+        if saved.kind != KIND {
+            return Err(format!(
+                "the saved position is in a {:?} log, not a NATS stream",
+                saved.kind
+            ));
+        }
+        let stream = saved.at.get("stream").and_then(|s| s.as_str());
+        if stream != Some(self.url.stream.as_str()) {
+            return Err(format!(
+                "the saved position is in stream {stream:?}, not {:?}",
+                self.url.stream
+            ));
+        }
+        let seq = saved
+            .at
+            .get("seq")
+            .and_then(|s| s.as_u64())
+            .ok_or("the saved position has no stream sequence")?;
+        let created = saved.at.get("created").and_then(|c| c.as_str());
+        self.stop_following();
+        self.seq = seq;
+        self.placed = true;
+        self.saved_created = created.map(str::to_owned);
+        *self
+            .shared
+            .created
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = self.saved_created.clone();
+        Ok(())
+    }
+
+    fn watch(&mut self, wake: Handle) -> Mode {
+        *self
+            .shared
+            .handle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(wake);
+        if let Err(e) = self.follow() {
+            self.notices.push(Notice {
+                warning: true,
+                text: e.to_string(),
+            });
+        }
+        Mode::Pushed {
+            safety: self.safety,
+        }
+    }
+
+    fn read(&mut self, max: usize) -> Result<Vec<Entry>, FeedError> {
+        self.follow()?;
+        self.drain();
+        if self.held.is_empty() {
+            if let Some(trouble) = self.trouble() {
+                return Err(trouble);
+            }
+            if self.shared.disconnected() {
+                return Err(FeedError::Unreachable(format!(
+                    "log {} is unreachable ({UNREACHABLE_HINT}): not connected to any server \
+                     now",
+                    self.log
+                )));
+            }
+        }
+        let n = max.min(self.held.len());
+        let entries = self
+            .held
+            .drain(..n)
+            .map(|d| {
+                self.seq = d.seq;
+                self.placed = true;
+                entry(d.payload)
+            })
+            .collect();
+        Ok(entries)
+    }
+
+    fn position(&self) -> Option<Position> {
+        if !self.placed {
+            return None;
+        }
+        let created = self
+            .shared
+            .created
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        Some(Position {
+            kind: KIND.into(),
+            log: self.log.clone(),
+            seq: self.seq,
+            at: serde_json::json!({
+                "stream": self.url.stream,
+                "seq": self.seq,
+                "created": created,
+            }),
+        })
+    }
+
+    fn unread(&mut self, count_max: u64) -> Option<Unread> {
+        self.runtime.as_ref()?;
+        self.queue.as_ref()?;
+        if !self.shared.connected() || self.trouble().is_some() {
+            return None;
+        }
+        self.drain();
+        let bytes = |held: &VecDeque<Delivered>| -> u64 {
+            held.iter().map(|d| d.payload.len() as u64 + 1).sum()
+        };
+        // What the server announced is on its way is waited for, briefly,
+        // so that the count is whole.
+        let deadline = tokio::time::Instant::now() + UNREAD_WAIT;
+        while self.held.back().is_some_and(|d| d.pending > 0)
+            && self.held.len() < QUEUE
+            && bytes(&self.held) < count_max
+        {
+            let (Some(runtime), Some(queue)) = (self.runtime.as_ref(), self.queue.as_mut()) else {
+                return None;
+            };
+            match runtime.block_on(tokio::time::timeout_at(deadline, queue.recv())) {
+                Ok(Some(delivered)) => self.held.push_back(delivered),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let whole = self.held.back().is_none_or(|d| d.pending == 0);
+        Some(Unread {
+            bytes: bytes(&self.held),
+            lines: whole.then_some(self.held.len() as u64),
+        })
+    }
+
+    fn take_notices(&mut self) -> Vec<Notice> {
+        let mut shared = self
+            .shared
+            .notices
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut notices = std::mem::take(&mut self.notices);
+        notices.append(&mut shared);
+        notices
+    }
+
+    fn connections(&self) -> Option<Arc<AtomicU64>> {
+        Some(self.link.connections.clone())
+    }
+}
+
+/// A message's payload as an entry: one record, or its length when it is
+/// longer than a record may be.
+fn entry(payload: Bytes) -> Entry {
+    if payload.len() > MAX_LINE_LEN {
+        Entry::TooLong {
+            len: payload.len() as u64,
+        }
+    } else {
+        Entry::Record(payload.to_vec())
+    }
+}
+
+/// The task that follows the stream and queues its messages.
+struct Follower {
+    url: NatsUrl,
+    settings: NatsSettings,
+    /// The next stream sequence to queue.
+    next: u64,
+    /// The stream's creation time when the position was saved, if known.
+    created: Option<String>,
+    queue: mpsc::Sender<Delivered>,
+    shared: Arc<Shared>,
+    link: Arc<Link>,
+}
+
+impl Follower {
+    async fn run(mut self) {
+        let mut pause = Duration::from_millis(100);
+        let client = loop {
+            match runtime::connect(&self.url, &self.settings, self.link.clone()).await {
+                Ok(client) => {
+                    *self
+                        .shared
+                        .client
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(client.clone());
+                    break client;
+                }
+                Err(failure) => {
+                    let why = failure.text().to_owned();
+                    self.shared.set_trouble(Some(match failure {
+                        ConnectFailure::Unreachable(_) => FeedError::Unreachable(format!(
+                            "log {} is unreachable ({UNREACHABLE_HINT}): {why}",
+                            self.url
+                        )),
+                        ConnectFailure::Refused(_) => {
+                            FeedError::Other(format!("log {}: {why}", self.url))
+                        }
+                    }));
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RETRY_MAX);
+        };
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(self.settings.timeout);
+        loop {
+            match self.follow_once(&js, &client).await {
+                Ok(()) => return,
+                Err(trouble) => {
+                    log::debug!("log {}: {trouble}", self.url);
+                    self.shared.set_trouble(Some(trouble));
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RETRY_MAX);
+        }
+    }
+
+    /// Makes a consumer from `next` and queues what it delivers, until it
+    /// fails (`Err`: why, as the feed reports it) or the feed is gone
+    /// (`Ok`).
+    async fn follow_once(
+        &mut self,
+        js: &jetstream::Context,
+        client: &async_nats::Client,
+    ) -> Result<(), FeedError> {
+        let log = self.url.to_string();
+        let unreachable = |why: String| {
+            FeedError::Unreachable(format!(
+                "log {log} is unreachable ({UNREACHABLE_HINT}): {why}"
+            ))
+        };
+        let mut stream = js.get_stream(&self.url.stream).await.map_err(|e| {
+            let missing = matches!(
+                e.kind(),
+                async_nats::jetstream::context::GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND
+            );
+            match missing {
+                true => FeedError::Missing(format!(
+                    "log {log}: stream {:?} does not exist ({MISSING_HINT})",
+                    self.url.stream
+                )),
+                false => unreachable(format!("looking up stream {:?}: {e}", self.url.stream)),
+            }
+        })?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| unreachable(format!("stream info: {e}")))?;
+        self.check_identity(
+            &info.created.unix_timestamp_nanos().to_string(),
+            info.state.last_sequence,
+        );
+        let deliver_policy = match self.next {
+            0 | 1 => DeliverPolicy::All,
+            start_sequence => DeliverPolicy::ByStartSequence { start_sequence },
+        };
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                deliver_subject: client.new_inbox(),
+                deliver_policy,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unreachable(format!("making a consumer: {e}")))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| unreachable(format!("subscribing: {e}")))?;
+        self.shared.set_trouble(None);
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(|e| unreachable(format!("consumer: {e}")))?;
+            let Ok(info) = message.info() else { continue };
+            let (seq, pending) = (info.stream_sequence, info.pending);
+            if seq < self.next {
+                continue;
+            }
+            let delivered = Delivered {
+                seq,
+                payload: message.message.payload.clone(),
+                pending,
+            };
+            if self.queue.send(delivered).await.is_err() {
+                return Ok(());
+            }
+            self.next = seq + 1;
+            self.shared.wake();
+        }
+        Err(unreachable("the consumer ended".into()))
+    }
+
+    /// Notices a stream made anew since the position was saved (another
+    /// creation time, or fewer records than the position is past): it is
+    /// read from its start, and the watchers' policy drops what was
+    /// applied already.
+    fn check_identity(&mut self, created: &str, last_sequence: u64) {
+        let recreated = match &self.created {
+            Some(saved) => saved != created,
+            None => self.next > last_sequence + 1,
+        };
+        if recreated && self.next > 1 {
+            self.shared.notice(
+                true,
+                format!(
+                    "log {}: stream {:?} is not the one the saved position (sequence {}) is in \
+                     (made anew, or emptied): reading it from its start",
+                    self.url,
+                    self.url.stream,
+                    self.next - 1
+                ),
+            );
+            self.next = 1;
+        }
+        self.created = Some(created.to_owned());
+        *self
+            .shared
+            .created
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(created.to_owned());
+    }
+}

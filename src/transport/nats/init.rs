@@ -1,0 +1,298 @@
+//! `banshare nats init`: the stream, made once by an administrator. A
+//! watcher or a sender never makes it: a stream that is not there is
+//! reported as missing, so that a typo in a URL is not a new, empty log.
+//!
+//! What the stream keeps, and why no ban still in force leaves it, is in
+//! `docs/nats.md` ("Retention"): limits retention with no age limit (an
+//! age limit would drop permanent bans), records removed one by one by
+//! `banshare compact` ([`super::compact`]) by the rules a file log's
+//! compaction keeps, and new records refused (`discard new`) rather than
+//! old ones dropped when a size limit is reached.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    stream::{Config, DiscardPolicy, RetentionPolicy, StorageType},
+};
+
+use super::runtime::{self, ConnectFailure, Link, Runtime};
+use super::{NatsSettings, NatsUrl};
+
+/// JetStream's own default duplicate window, for comparison.
+pub const JETSTREAM_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// The duplicate window `banshare nats init` sets unless told otherwise:
+/// long enough to cover a spool's retries through a short outage (a
+/// server restart, a network blip), short enough that the servers' table
+/// of recent ids stays small. Copies sent later are dropped by the
+/// watchers' policy (docs/nats.md).
+pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(3600);
+
+/// What the administrator asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamPlan {
+    /// Copies of the stream, on as many servers: 1, 3 or 5 (an even
+    /// number buys no more safety than the odd one below it).
+    pub replicas: usize,
+    pub duplicate_window: Duration,
+    /// `None`: no size limit.
+    pub max_bytes: Option<u64>,
+}
+
+/// Why `nats init` did not make the stream.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("{0}")]
+    Plan(String),
+    #[error("cannot reach the NATS servers of {log}: {why}")]
+    Unreachable { log: String, why: String },
+    #[error("the NATS servers of {log} refused this node: {why}")]
+    Refused { log: String, why: String },
+    #[error(
+        "stream {stream:?} exists with other settings ({differs}); banshare does not change a \
+         stream in use: change it with the nats CLI, or delete it and run init again"
+    )]
+    Differs { stream: String, differs: String },
+    #[error("creating stream {stream:?}: {why}")]
+    Create { stream: String, why: String },
+}
+
+/// What `nats init` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Done {
+    Created,
+    /// It was there already, with these settings.
+    AlreadyThere,
+}
+
+impl StreamPlan {
+    /// Refuses what JetStream or banshare would not keep.
+    pub fn check(&self) -> Result<(), InitError> {
+        if !matches!(self.replicas, 1 | 3 | 5) {
+            return Err(InitError::Plan(format!(
+                "--replicas {}: JetStream keeps 1, 3 or 5 copies",
+                self.replicas
+            )));
+        }
+        if self.duplicate_window.is_zero() {
+            return Err(InitError::Plan(
+                "--duplicate-window must be longer than 0".into(),
+            ));
+        }
+        if self.max_bytes == Some(0) {
+            return Err(InitError::Plan("--max-bytes must be more than 0".into()));
+        }
+        Ok(())
+    }
+
+    /// The stream's configuration for `url`.
+    pub fn config(&self, url: &NatsUrl) -> Config {
+        Config {
+            name: url.stream.clone(),
+            description: Some("banshare shared ban log (docs/nats.md)".into()),
+            subjects: vec![url.stream_subjects()],
+            retention: RetentionPolicy::Limits,
+            storage: StorageType::File,
+            num_replicas: self.replicas,
+            // Never: see the module documentation.
+            max_age: Duration::ZERO,
+            max_bytes: self.max_bytes.map_or(-1, |b| b.min(i64::MAX as u64) as i64),
+            max_messages: -1,
+            max_messages_per_subject: -1,
+            // Full: new records are refused (and spooled), old ones kept.
+            discard: DiscardPolicy::New,
+            duplicate_window: self.duplicate_window,
+            max_message_size: (crate::record::MAX_LINE_LEN * 4) as i32,
+            // Compaction deletes single records; nothing purges the whole
+            // stream by mistake.
+            deny_delete: false,
+            deny_purge: true,
+            ..Default::default()
+        }
+    }
+}
+
+/// The settings that matter, as the plan has them and as the stream has
+/// them, for what differs.
+fn differences(want: &Config, have: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut compare = |name: &str, want: String, have: String| {
+        if want != have {
+            out.push(format!("{name}: {have}, not {want}"));
+        }
+    };
+    compare(
+        "subjects",
+        format!("{:?}", want.subjects),
+        format!("{:?}", have.subjects),
+    );
+    compare(
+        "replicas",
+        want.num_replicas.to_string(),
+        have.num_replicas.to_string(),
+    );
+    compare(
+        "max_age",
+        format!("{:?}", want.max_age),
+        format!("{:?}", have.max_age),
+    );
+    compare(
+        "deny_delete",
+        want.deny_delete.to_string(),
+        have.deny_delete.to_string(),
+    );
+    compare(
+        "max_bytes",
+        want.max_bytes.to_string(),
+        have.max_bytes.to_string(),
+    );
+    compare(
+        "duplicate_window",
+        format!("{:?}", want.duplicate_window),
+        format!("{:?}", have.duplicate_window),
+    );
+    compare(
+        "retention",
+        format!("{:?}", want.retention),
+        format!("{:?}", have.retention),
+    );
+    compare(
+        "discard",
+        format!("{:?}", want.discard),
+        format!("{:?}", have.discard),
+    );
+    compare(
+        "storage",
+        format!("{:?}", want.storage),
+        format!("{:?}", have.storage),
+    );
+    out
+}
+
+/// Makes the stream `url` names as `plan` says, or finds it there already
+/// with the same settings.
+pub fn init(url: &NatsUrl, settings: &NatsSettings, plan: &StreamPlan) -> Result<Done, InitError> {
+    let runtime = Runtime::start().map_err(|e| InitError::Unreachable {
+        log: url.to_string(),
+        why: format!("cannot start the NATS client: {e}"),
+    })?;
+    runtime.block_on(init_async(url, settings, plan))
+}
+
+async fn init_async(
+    url: &NatsUrl,
+    settings: &NatsSettings,
+    plan: &StreamPlan,
+) -> Result<Done, InitError> {
+    let client = runtime::connect(url, settings, std::sync::Arc::new(Link::default()))
+        .await
+        .map_err(|failure| match failure {
+            ConnectFailure::Unreachable(why) => InitError::Unreachable {
+                log: url.to_string(),
+                why,
+            },
+            ConnectFailure::Refused(why) => InitError::Refused {
+                log: url.to_string(),
+                why,
+            },
+        })?;
+    let mut js = jetstream::new(client);
+    js.set_timeout(settings.timeout);
+    let want = plan.config(url);
+    let create_error = |why: String| InitError::Create {
+        stream: url.stream.clone(),
+        why,
+    };
+    match js.get_stream(&url.stream).await {
+        Ok(mut stream) => {
+            let info = stream
+                .info()
+                .await
+                .map_err(|e| create_error(e.to_string()))?;
+            let differs = differences(&want, &info.config);
+            if differs.is_empty() {
+                Ok(Done::AlreadyThere)
+            } else {
+                Err(InitError::Differs {
+                    stream: url.stream.clone(),
+                    differs: differs.join("; "),
+                })
+            }
+        }
+        Err(e) => {
+            let missing = matches!(
+                e.kind(),
+                jetstream::context::GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+            );
+            if !missing {
+                return Err(create_error(e.to_string()));
+            }
+            js.create_stream(want)
+                .await
+                .map_err(|e| create_error(e.to_string()))?;
+            Ok(Done::Created)
+        }
+    }
+}
+
+/// What `doctor` shows of a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamFacts {
+    pub records: u64,
+    pub bytes: u64,
+    pub replicas: usize,
+    pub last_sequence: u64,
+}
+
+/// Looks the stream `url` names up, as this node (its credentials, its
+/// TLS settings): `Ok(None)` when it does not exist.
+pub fn look_up(url: &NatsUrl, settings: &NatsSettings) -> Result<Option<StreamFacts>, InitError> {
+    let runtime = Runtime::start().map_err(|e| InitError::Unreachable {
+        log: url.to_string(),
+        why: format!("cannot start the NATS client: {e}"),
+    })?;
+    runtime.block_on(async {
+        let client = runtime::connect(url, settings, std::sync::Arc::new(Link::default()))
+            .await
+            .map_err(|failure| match failure {
+                ConnectFailure::Unreachable(why) => InitError::Unreachable {
+                    log: url.to_string(),
+                    why,
+                },
+                ConnectFailure::Refused(why) => InitError::Refused {
+                    log: url.to_string(),
+                    why,
+                },
+            })?;
+        let mut js = jetstream::new(client);
+        js.set_timeout(settings.timeout);
+        let unreachable = |why: String| InitError::Unreachable {
+            log: url.to_string(),
+            why,
+        };
+        match js.get_stream(&url.stream).await {
+            Ok(mut stream) => {
+                let info = stream
+                    .info()
+                    .await
+                    .map_err(|e| unreachable(e.to_string()))?;
+                Ok(Some(StreamFacts {
+                    records: info.state.messages,
+                    bytes: info.state.bytes,
+                    replicas: info.config.num_replicas,
+                    last_sequence: info.state.last_sequence,
+                }))
+            }
+            Err(e) => match e.kind() {
+                jetstream::context::GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    Ok(None)
+                }
+                _ => Err(unreachable(e.to_string())),
+            },
+        }
+    })
+}

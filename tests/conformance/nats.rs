@@ -1,0 +1,217 @@
+//! NATS JetStream: one real `nats-server` with JetStream on the file
+//! server's test host; senders on nodes 0 and 1 (the `banshare` binary,
+//! and the library's transport on a thread in node 0's namespace), the
+//! feed on node 2. Each log is a stream of its own (`c1.log` is stream
+//! `c1_log`), made by `banshare nats init` as an administrator would.
+//! Taking the transport away kills the server (SIGKILL); it comes back on
+//! the same store, as after a crash.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use banshare::follow::FollowKind;
+use banshare::transport::lock::{LockTimings, Owner};
+use banshare::transport::{
+    self, Feed, FeedSettings, LogLocation, SftpSettings, Transport, WriterSettings,
+};
+
+use crate::files::{OnHost, ban_with, flush_with, on_host, start_and_judge};
+use crate::support::BANSHARE;
+use crate::support::cluster::Cluster;
+use crate::support::nats_single::NatsServer;
+use crate::{Plan, Subject};
+
+/// The node whose feed is read.
+const READER: usize = 2;
+
+/// The server's client port on the file server's host.
+const PORT: u16 = 24222;
+
+/// Senders give up waiting for acknowledgements after this long.
+const LOCK_TIMEOUT: &str = "3s";
+const TIMINGS: LockTimings = LockTimings {
+    timeout: Duration::from_secs(3),
+    stale_after: Duration::from_secs(2),
+};
+
+/// The NATS transport, as the suite drives it.
+pub struct Nats<'c> {
+    cluster: &'c Cluster,
+    tmp: tempfile::TempDir,
+    server: std::sync::Mutex<NatsServer>,
+}
+
+impl<'c> Nats<'c> {
+    pub fn new(cluster: &'c Cluster) -> Nats<'c> {
+        let server =
+            NatsServer::start(cluster.fileserver_ip(), PORT, Some(cluster.fileserver_ns()));
+        Nats {
+            cluster,
+            tmp: tempfile::tempdir().expect("a temp dir"),
+            server: std::sync::Mutex::new(server),
+        }
+    }
+
+    fn server(&self) -> std::sync::MutexGuard<'_, NatsServer> {
+        self.server
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn netns(&self, ns: &str) -> PathBuf {
+        Path::new("/run/netns").join(ns)
+    }
+
+    fn url(&self, log: &str) -> String {
+        self.server().url(&log.replace('.', "_"))
+    }
+
+    fn location(&self, log: &str) -> LogLocation {
+        LogLocation::parse(&self.url(log)).expect("a valid nats location")
+    }
+
+    fn banshare(&self, node: usize, args: &[&str], log: &str, spool: &Path) -> Command {
+        let mut cmd = self
+            .cluster
+            .command_in(self.cluster.node_ns(node), BANSHARE);
+        cmd.args(["--config", "/dev/null"])
+            .args(args)
+            .args(self.flags(node, log, spool));
+        cmd
+    }
+
+    fn flags(&self, node: usize, log: &str, spool: &Path) -> Vec<String> {
+        [
+            "--log",
+            &self.url(log),
+            "--node",
+            &format!("node{node}"),
+            "--spool-dir",
+            &spool.display().to_string(),
+            "--lock-timeout",
+            LOCK_TIMEOUT,
+            "--stale-lock",
+            "2s",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+}
+
+impl Subject for Nats<'_> {
+    fn name(&self) -> &'static str {
+        "NATS"
+    }
+
+    fn create_log(&self, log: &str) {
+        let out = self
+            .cluster
+            .command_in(self.cluster.node_ns(0), BANSHARE)
+            .args(["--config", "/dev/null", "nats", "init", "--replicas", "1"])
+            .args(["--log", &self.url(log)])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run banshare nats init");
+        assert!(
+            out.status.success(),
+            "banshare nats init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn transport(&self, log: &str) -> Box<dyn Transport> {
+        let settings = WriterSettings {
+            local_lock: self.tmp.path().join("local.lock"),
+            owner: Owner {
+                node: "conformance".into(),
+                pid: std::process::id(),
+            },
+            timings: TIMINGS,
+            sftp: SftpSettings::default(),
+            zmq: Default::default(),
+            nats: Default::default(),
+        };
+        let inner = transport::open(&self.location(log), &settings);
+        Box::new(OnHost::<dyn Transport> {
+            netns: self.netns(self.cluster.node_ns(0)),
+            inner,
+        })
+    }
+
+    fn feed(&self, log: &str) -> Box<dyn Feed> {
+        let settings = FeedSettings {
+            follow: FollowKind::Auto,
+            poll_interval: Duration::from_millis(100),
+            safety_poll: Duration::from_secs(5),
+            sftp: SftpSettings::default(),
+            zmq: Default::default(),
+            nats: Default::default(),
+        };
+        let netns = self.netns(self.cluster.node_ns(READER));
+        let location = self.location(log);
+        let inner = on_host(&netns, || transport::open_feed(&location, &settings));
+        Box::new(OnHost::<dyn Feed> { netns, inner })
+    }
+
+    fn write_concurrently(&self, log: &str, plan: &Plan) -> Result<String, String> {
+        let go = self.tmp.path().join("go");
+        let _ = fs::remove_file(&go);
+        let mut writers = Vec::new();
+        for w in 0..plan.writers {
+            let node = w % 2;
+            let mut script = format!("while [ ! -e {} ]; do sleep 0.01; done\n", go.display());
+            for b in 0..plan.batches {
+                let addresses = plan.batch(w, b).join("\\n");
+                script.push_str(&format!(
+                    "printf '{addresses}\\n' | $B ban - $C || exit 1\n"
+                ));
+            }
+            let spool = self.tmp.path().join(format!("{log}-w{w}"));
+            let mut sh = self.cluster.command_in(self.cluster.node_ns(node), "sh");
+            sh.arg("-c")
+                .arg(script)
+                .env("B", format!("{BANSHARE} --config /dev/null"))
+                .env("C", self.flags(node, log, &spool).join(" "))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            writers.push((
+                sh.spawn().map_err(|e| format!("start a writer: {e}"))?,
+                spool,
+            ));
+        }
+        start_and_judge(&go, writers)?;
+        Ok(format!(
+            "{} `ban -` processes, {} runs of {} addresses each, on 2 hosts (node0, node1)",
+            plan.writers, plan.batches, plan.per_batch
+        ))
+    }
+
+    fn ban(&self, log: &str, targets: &[String], spool: &Path) -> Result<(), String> {
+        ban_with(self.banshare(0, &["ban", "-"], log, spool), targets)
+    }
+
+    fn flush(&self, log: &str, spool: &Path) -> Result<(), String> {
+        flush_with(self.banshare(0, &["flush"], log, spool))
+    }
+
+    fn go_away(&self, _log: &str) -> String {
+        self.server().kill();
+        "nats-server killed (SIGKILL), then started again on its store".into()
+    }
+
+    fn come_back(&self, _log: &str) {
+        self.server().start_again();
+    }
+
+    fn rotate(&self, _log: &str) -> Result<String, String> {
+        Err(
+            "a stream is one numbered sequence, never rotated: retention removes what can no \
+             longer be in force (docs/nats.md); a stream made anew is read from its first \
+             record"
+                .into(),
+        )
+    }
+}
