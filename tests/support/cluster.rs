@@ -101,7 +101,7 @@ static NEXT_CLUSTER: AtomicUsize = AtomicUsize::new(0);
 /// The first `ip netns add` on a machine turns /run/netns into a mount
 /// point, and two of them racing can stack two mounts there. Serializing
 /// network setup avoids that at least among the tests of one binary.
-static NETWORK_SETUP: Mutex<()> = Mutex::new(());
+pub(super) static NETWORK_SETUP: Mutex<()> = Mutex::new(());
 
 /// Panics unless the effective user is root.
 pub fn require_root() {
@@ -120,11 +120,11 @@ enum Share {
 }
 
 /// One test host: a network namespace with one veth link to the bridge.
-struct Host {
-    ns: String,
+pub(super) struct Host {
+    pub(super) ns: String,
     /// The root-namespace end of the veth pair; the other end is `eth0`.
-    veth: String,
-    ip: Ipv4Addr,
+    pub(super) veth: String,
+    pub(super) ip: Ipv4Addr,
 }
 
 /// A bridge, a file server running sshd, `n` nodes that can mount its export
@@ -582,7 +582,9 @@ impl Cluster {
         mountpoint
     }
 
-    fn bridge(&self) -> String {
+    /// The bridge every host of this cluster is linked to: more hosts
+    /// (tests/support/nats.rs's servers) can join it with [`add_host`].
+    pub fn bridge(&self) -> String {
         format!("{}br", self.id)
     }
 
@@ -605,23 +607,9 @@ impl Cluster {
     }
 
     fn create_network(&self) {
-        let _serialized = lock(&NETWORK_SETUP);
-        let bridge = self.bridge();
-        ip(&["link", "add", &bridge, "type", "bridge"]);
-        ip(&["link", "set", &bridge, "up"]);
+        add_bridge(&self.bridge());
         for host in self.hosts() {
-            let address = format!("{}/24", host.ip);
-            ip(&["netns", "add", &host.ns]);
-            // Created directly inside the namespace, the inner end can be
-            // called eth0 without clashing in the root namespace.
-            ip(&[
-                "link", "add", &host.veth, "type", "veth", "peer", "name", "eth0", "netns",
-                &host.ns,
-            ]);
-            ip(&["link", "set", &host.veth, "master", &bridge, "up"]);
-            ip(&["-n", &host.ns, "addr", "add", &address, "dev", "eth0"]);
-            ip(&["-n", &host.ns, "link", "set", "eth0", "up"]);
-            ip(&["-n", &host.ns, "link", "set", "lo", "up"]);
+            add_host(&self.bridge(), host);
         }
     }
 
@@ -761,17 +749,53 @@ impl Drop for Cluster {
             let _ = server.wait();
         }
         for host in self.hosts() {
-            run_quietly(Command::new("ip").args(["netns", "del", &host.ns]));
-            // Gone with the namespace, unless a process still holds it.
-            run_quietly(Command::new("ip").args(["link", "del", &host.veth]));
+            remove_host(host);
         }
-        run_quietly(Command::new("ip").args(["link", "del", &self.bridge()]));
+        remove_link(&self.bridge());
         // No mounts lead into it (the SFTP share is mounted under the temp
         // dir, from the server's side), and the name is this cluster's own.
         // The shared parent and the SFTP user stay for other clusters.
         let _ = fs::remove_dir_all(&self.sftp_base);
         // The temp dir goes when the `dir` field drops, after this.
     }
+}
+
+/// Creates bridge `name`, up, with no address: the hosts on it reach each
+/// other, and nothing else.
+pub(super) fn add_bridge(name: &str) {
+    let _serialized = lock(&NETWORK_SETUP);
+    ip(&["link", "add", name, "type", "bridge"]);
+    ip(&["link", "set", name, "up"]);
+}
+
+/// Creates `host`'s namespace and links it to `bridge` with its address.
+/// Panics if any step fails; [`remove_host`] undoes what was done.
+pub(super) fn add_host(bridge: &str, host: &Host) {
+    let _serialized = lock(&NETWORK_SETUP);
+    let address = format!("{}/24", host.ip);
+    ip(&["netns", "add", &host.ns]);
+    // Created directly inside the namespace, the inner end can be
+    // called eth0 without clashing in the root namespace.
+    ip(&[
+        "link", "add", &host.veth, "type", "veth", "peer", "name", "eth0", "netns", &host.ns,
+    ]);
+    ip(&["link", "set", &host.veth, "master", bridge, "up"]);
+    ip(&["-n", &host.ns, "addr", "add", &address, "dev", "eth0"]);
+    ip(&["-n", &host.ns, "link", "set", "eth0", "up"]);
+    ip(&["-n", &host.ns, "link", "set", "lo", "up"]);
+}
+
+/// Deletes `host`'s namespace and link; never panics (Drop uses it). The
+/// caller kills the namespace's processes first.
+pub(super) fn remove_host(host: &Host) {
+    run_quietly(Command::new("ip").args(["netns", "del", &host.ns]));
+    // Gone with the namespace, unless a process still holds it.
+    remove_link(&host.veth);
+}
+
+/// Deletes the network interface `name` (a bridge, a veth); never panics.
+pub(super) fn remove_link(name: &str) {
+    run_quietly(Command::new("ip").args(["link", "del", name]));
 }
 
 fn node_ip(node: usize) -> Ipv4Addr {
@@ -782,13 +806,13 @@ fn node_ip(node: usize) -> Ipv4Addr {
 /// Unique among the clusters alive on this machine: "b", the pid, then a
 /// per-process counter, in hex. Interface names (at most 15 bytes) are this
 /// plus a tag of up to 4: 1 + 6 (pids stay below 2^22) + 3 + 4 = 14.
-fn unique_id() -> String {
+pub(super) fn unique_id() -> String {
     let n = NEXT_CLUSTER.fetch_add(1, Ordering::Relaxed) % 0x1000;
     format!("b{:x}{n:03x}", std::process::id())
 }
 
 /// `hint` reduced to a short, harmless piece of a namespace name.
-fn sanitize(hint: &str) -> String {
+pub(super) fn sanitize(hint: &str) -> String {
     let clean: String = hint
         .chars()
         .filter(char::is_ascii_alphanumeric)
@@ -822,7 +846,7 @@ fn require_tools() {
     );
 }
 
-fn tool_exists(tool: &str) -> bool {
+pub(super) fn tool_exists(tool: &str) -> bool {
     if tool.contains('/') {
         return Path::new(tool).is_file();
     }
@@ -835,7 +859,7 @@ fn ip(args: &[&str]) {
 }
 
 /// Runs a setup command to completion; panics with its stderr if it fails.
-fn run(command: &mut Command) {
+pub(super) fn run(command: &mut Command) {
     let output = command
         .stdin(Stdio::null())
         .output()
@@ -849,7 +873,7 @@ fn run(command: &mut Command) {
 }
 
 /// Runs a cleanup command to completion, ignoring any failure.
-fn run_quietly(command: &mut Command) -> bool {
+pub(super) fn run_quietly(command: &mut Command) -> bool {
     command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -860,7 +884,7 @@ fn run_quietly(command: &mut Command) -> bool {
 
 /// Locks `mutex` even if a panic poisoned it: the child process (or none)
 /// it guards stays valid, and Drop must still clean up.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -887,7 +911,7 @@ fn is_sshfs_mounted(mountpoint: &Path) -> bool {
 }
 
 /// A log file that a child process's output is appended to.
-fn append_to(path: &Path) -> File {
+pub(super) fn append_to(path: &Path) -> File {
     OpenOptions::new()
         .create(true)
         .append(true)
@@ -895,7 +919,7 @@ fn append_to(path: &Path) -> File {
         .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()))
 }
 
-fn read_lossy(path: &Path) -> String {
+pub(super) fn read_lossy(path: &Path) -> String {
     fs::read(path)
         .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
         .unwrap_or_default()
@@ -1027,7 +1051,7 @@ fn ensure_sftp_user(lock_file: &Path) {
 }
 
 /// Kills all processes in network namespace `ns`.
-fn kill_processes_in(ns: &str) {
+pub(super) fn kill_processes_in(ns: &str) {
     let Ok(output) = Command::new("ip")
         .args(["netns", "pids", ns])
         .stderr(Stdio::null())

@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod fail2ban;
+pub mod nats;
 pub mod nats_single;
 pub mod nspawn;
 pub mod prev;
