@@ -73,7 +73,9 @@ impl Site {
         let nats = NatsServers::start_on(
             &cluster,
             hint,
-            NatsOptions::cluster().with_credentials(users + 1).with_tls(),
+            NatsOptions::cluster()
+                .with_credentials(users + 1)
+                .with_tls(),
         );
         let site = Site {
             cluster,
@@ -352,10 +354,7 @@ fn start_sender(
         .command_in(site.cluster.node_ns(node), "sh")
         .arg("-c")
         .arg(script)
-        .env(
-            "B",
-            format!("{BANSHARE} --config {}", config.display()),
-        )
+        .env("B", format!("{BANSHARE} --config {}", config.display()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -423,8 +422,7 @@ fn sigkill_of_the_stream_leader_during_5000_records_loses_and_doubles_none() {
     let in_flight = (SENDERS * BATCH) as u64;
     let resumed = wait_until(PATIENCE, || {
         site.nats.stream_leader(STREAM).is_some_and(|leader| {
-            leader != victim
-                && site.nats.stored_messages(leader, STREAM) > Some(before + in_flight)
+            leader != victim && site.nats.stored_messages(leader, STREAM) > Some(before + in_flight)
         })
     });
     let resumed_after = killed.elapsed();
@@ -456,7 +454,10 @@ fn sigkill_of_the_stream_leader_during_5000_records_loses_and_doubles_none() {
         warnings += stderr.lines().count();
         let mut kinds: Vec<&str> = stderr.lines().map(|l| &l[..l.len().min(150)]).collect();
         kinds.dedup();
-        eprintln!("sender {s} said (first lines): {:#?}", &kinds[..kinds.len().min(6)]);
+        eprintln!(
+            "sender {s} said (first lines): {:#?}",
+            &kinds[..kinds.len().min(6)]
+        );
     }
     let sent_in = sending.elapsed();
 
@@ -466,21 +467,27 @@ fn sigkill_of_the_stream_leader_during_5000_records_loses_and_doubles_none() {
         let mut bans = watcher.bans();
         assert!(all, "node{node} applied {} of {TOTAL}", bans.len());
         bans.sort();
-        let doubled: Vec<&String> = bans.windows(2).filter(|w| w[0] == w[1]).map(|w| &w[0]).collect();
+        let doubled: Vec<&String> = bans
+            .windows(2)
+            .filter(|w| w[0] == w[1])
+            .map(|w| &w[0])
+            .collect();
         assert!(doubled.is_empty(), "node{node} applied twice: {doubled:?}");
         assert_eq!(bans, expected, "node{node} applied other addresses");
     }
     let all = wait_until(PATIENCE, || banned_v4(&site.cluster, 0).len() >= TOTAL);
     let mut banned = banned_v4(&site.cluster, 0);
-    assert!(all, "node0's nftables set holds {} of {TOTAL}", banned.len());
+    assert!(
+        all,
+        "node0's nftables set holds {} of {TOTAL}",
+        banned.len()
+    );
     banned.sort();
     assert_eq!(banned, expected, "node0's nftables set");
 
     // Stored once, on every server: the restarted one caught up.
     let stored = |i| site.nats.stored_messages(i, STREAM);
-    let caught_up = wait_until(PATIENCE, || {
-        (0..3).all(|i| stored(i) == Some(TOTAL as u64))
-    });
+    let caught_up = wait_until(PATIENCE, || (0..3).all(|i| stored(i) == Some(TOTAL as u64)));
     assert!(
         caught_up,
         "the servers store {:?} records, not {TOTAL} each",
@@ -543,7 +550,9 @@ fn a_ban_published_on_one_host_blocks_the_attacker_on_another() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "banshare {op}: {stderr}");
         assert_eq!(
-            Spool::open(&site.spool("node0")).and_then(|s| s.depth()).unwrap(),
+            Spool::open(&site.spool("node0"))
+                .and_then(|s| s.depth())
+                .unwrap(),
             0,
             "banshare {op} spooled: {stderr}"
         );
@@ -558,4 +567,58 @@ fn a_ban_published_on_one_host_blocks_the_attacker_on_another() {
         wait_until(Duration::from_secs(15), reachable),
         "node1 still blocks the attacker after the unban through NATS"
     );
+}
+
+/// Found by the fault test: a watcher's status asks its feed for the lag
+/// while records still arrive (a catch-up after an outage); the feed then
+/// waits briefly for those the server announced, and that wait must run
+/// on its own runtime, not panic on the watcher's thread ("there is no
+/// reactor running"). One server on the loopback is enough to show it.
+#[test]
+fn the_lag_asked_while_records_still_arrive_is_measured() {
+    use banshare::transport::Transport;
+    use banshare::transport::nats::{NatsFeed, NatsSettings, NatsTransport, NatsUrl};
+    use support::nats_single::NatsServer;
+
+    let server = NatsServer::local();
+    let log = server.url("LAG");
+    let out = Command::new(BANSHARE)
+        .args(["--config", "/dev/null", "nats", "init", "--replicas", "1"])
+        .args(["--log", &log])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run banshare nats init");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = NatsUrl::parse(&log).expect("a NATS location");
+    let settings = NatsSettings::default();
+    const BATCHES: usize = 20;
+    const PER_BATCH: usize = 500;
+    let publisher = {
+        let (url, settings) = (url.clone(), settings.clone());
+        thread::spawn(move || {
+            let mut transport = NatsTransport::new(&url, &settings, Duration::from_secs(10));
+            for b in 0..BATCHES {
+                let batch: String = (0..PER_BATCH).map(|i| format!("line {b} {i}\n")).collect();
+                transport.append(batch.as_bytes()).expect("append");
+            }
+        })
+    };
+    let mut feed = NatsFeed::new(&url, &settings, Duration::from_secs(5));
+    let mut got = 0;
+    let mut measured = 0;
+    let all = wait_until(PATIENCE, || {
+        use banshare::transport::Feed;
+        got += feed.read(100).map(|e| e.len()).unwrap_or(0);
+        if feed.unread(u64::MAX).is_some() {
+            measured += 1;
+        }
+        got >= BATCHES * PER_BATCH
+    });
+    publisher.join().expect("the publisher");
+    assert!(all, "{got} of {} records read", BATCHES * PER_BATCH);
+    assert!(measured > 0, "the lag was never measured");
 }
