@@ -10,7 +10,8 @@
 //!   from 3 senders and started again later: every record is applied
 //!   exactly once on every watcher and stored once on every server,
 //!   publishing resumes within 10 s of the kill, and nothing stays in a
-//!   sender's spool longer than that.
+//!   spool longer than that (each host's, shared by its `ban` runs and
+//!   its watcher, as `common.spool_dir` is).
 //! - Cross-host ban: a ban published on one test host blocks the attacker's
 //!   TCP connect to another test host (nftables), and the unban lifts it.
 //!
@@ -123,8 +124,15 @@ impl Site {
     }
 
     /// Writes the configuration of role `name` (also its node id), with a
-    /// credentials file of its own, and returns its path.
+    /// credentials file and a spool of its own, and returns its path.
     fn config(&self, name: &str) -> PathBuf {
+        self.config_sharing(name, name)
+    }
+
+    /// As [`Site::config`], with role `spool_of`'s spool: a host's
+    /// `banshare ban` and its watcher share one (`common.spool_dir`), and
+    /// the watcher delivers what `ban` left there.
+    fn config_sharing(&self, name: &str, spool_of: &str) -> PathBuf {
         let user = {
             let mut next = self.next_user.lock().unwrap();
             *next += 1;
@@ -153,7 +161,7 @@ impl Site {
              credentials_file = \"{credentials}\"\n\
              ca_file = \"{ca}\"\n",
             log = self.log_url(),
-            spool = self.spool(name).display(),
+            spool = self.spool(spool_of).display(),
             state = home.join("state").display(),
             credentials = credentials.display(),
             ca = self.nats.ca_file().expect("TLS").display(),
@@ -275,7 +283,7 @@ fn banned_v4(cluster: &Cluster, node: usize) -> Vec<String> {
     found
 }
 
-/// What the spool watch saw: the longest any record waited in a sender's
+/// What the spool watch saw: the longest any record waited in a host's
 /// spool (a `ban` run's journal included), and the most records at once.
 #[derive(Default, Debug)]
 struct SpoolWatch {
@@ -386,9 +394,9 @@ fn sigkill_of_the_stream_leader_during_5000_records_loses_and_doubles_none() {
     for s in 0..SENDERS {
         let count = TOTAL / SENDERS + usize::from(s < TOTAL % SENDERS);
         let targets = addresses(s, count);
-        let name = format!("sender{s}");
-        let config = site.config(&name);
-        spools.push(site.spool(&name));
+        // Sender s runs on node s, beside that node's watcher.
+        let config = site.config_sharing(&format!("sender{s}"), &format!("node{s}"));
+        spools.push(site.spool(&format!("node{s}")));
         senders.push(start_sender(&site, s, &config, &targets, BATCH, &go));
         expected.extend(targets);
     }
