@@ -492,6 +492,25 @@ fn sigkill_of_the_stream_leader_during_5000_records_loses_and_doubles_none() {
     );
     banned.sort();
     assert_eq!(banned, expected, "node0's nftables set");
+    // Each watcher's own count: every record read once from the stream
+    // (the policy would hide a copy from the backends, not from this), and
+    // applied once.
+    for node in 0..3 {
+        let status = site.home(&format!("node{node}")).join("state/status.json");
+        let counts = || -> Option<(u64, u64)> {
+            let status: serde_json::Value =
+                serde_json::from_slice(&fs::read(&status).ok()?).ok()?;
+            Some((status["lines_read"].as_u64()?, status["applied"].as_u64()?))
+        };
+        wait_until(PATIENCE, || {
+            counts().is_some_and(|(read, _)| read >= TOTAL as u64)
+        });
+        assert_eq!(
+            counts(),
+            Some((TOTAL as u64, TOTAL as u64)),
+            "node{node}'s status: (records read, applied)"
+        );
+    }
 
     // Stored once, on every server: the restarted one caught up.
     let stored = |i| site.nats.stored_messages(i, STREAM);
