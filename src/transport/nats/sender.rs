@@ -96,9 +96,20 @@ impl NatsTransport {
             }
         }
         let client = self.client.clone().expect("just made");
+        // A server that died just now has closed the connection, but the
+        // client may not have read that yet and would still say Connected.
+        // A flush goes through its connection task, which reads what came
+        // before it takes a command: after it, the state is current. (It
+        // waits while the client reconnects, hence the bound.)
+        let runtime = self.runtime.as_ref().expect("just made");
+        let flushed = runtime.block_on(async {
+            tokio::time::timeout(LOOKUP_WAIT, client.flush())
+                .await
+                .is_ok_and(|flushed| flushed.is_ok())
+        });
         // The client queues what is published while it reconnects: nothing
         // is handed to it then, so that "not sent" stays true.
-        if client.connection_state() != async_nats::connection::State::Connected {
+        if !flushed || client.connection_state() != async_nats::connection::State::Connected {
             return Err(self.unreachable(
                 "not connected to any server now (the client keeps trying); nothing was sent"
                     .into(),
@@ -205,7 +216,8 @@ async fn stream_not_found(client: Client, stream: String) -> bool {
     }
 }
 
-/// How long a publisher asks whether a stream that took no record exists.
+/// How long a publisher asks whether a stream that took no record exists,
+/// or waits for its client to confirm the connection.
 const LOOKUP_WAIT: Duration = Duration::from_millis(250);
 
 /// Publishes every message, then waits for every acknowledgement until
