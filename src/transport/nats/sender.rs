@@ -102,14 +102,16 @@ impl NatsTransport {
         // before it takes a command: after it, the state is current. (It
         // waits while the client reconnects, hence the bound.)
         let runtime = self.runtime.as_ref().expect("just made");
-        let flushed = runtime.block_on(async {
-            tokio::time::timeout(LOOKUP_WAIT, client.flush())
-                .await
-                .is_ok_and(|flushed| flushed.is_ok())
-        });
+        let connected = || client.connection_state() == async_nats::connection::State::Connected;
+        let flushed = connected()
+            && runtime.block_on(async {
+                tokio::time::timeout(LOOKUP_WAIT, client.flush())
+                    .await
+                    .is_ok_and(|flushed| flushed.is_ok())
+            });
         // The client queues what is published while it reconnects: nothing
         // is handed to it then, so that "not sent" stays true.
-        if !flushed || client.connection_state() != async_nats::connection::State::Connected {
+        if !flushed || !connected() {
             return Err(self.unreachable(
                 "not connected to any server now (the client keeps trying); nothing was sent"
                     .into(),
