@@ -157,6 +157,8 @@ fn every_subject(cluster: &Cluster) -> Vec<Box<dyn Subject + '_>> {
         Box::new(zmq::ZeroMq::new(cluster)),
         #[cfg(feature = "nats")]
         Box::new(nats::Nats::new(cluster)),
+        #[cfg(feature = "nats")]
+        Box::new(nats::Nats::cluster(cluster)),
     ]
 }
 

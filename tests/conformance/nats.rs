@@ -1,10 +1,12 @@
-//! NATS JetStream: one real `nats-server` with JetStream on the file
-//! server's test host; senders on nodes 0 and 1 (the `banshare` binary,
-//! and the library's transport on a thread in node 0's namespace), the
-//! feed on node 2. Each log is a stream of its own (`c1.log` is stream
-//! `c1_log`), made by `banshare nats init` as an administrator would.
-//! Taking the transport away kills the server (SIGKILL); it comes back on
-//! the same store, as after a crash.
+//! NATS JetStream, in two columns: one real `nats-server` with JetStream
+//! on the file server's test host ("NATS"), and a cluster of three on
+//! test hosts of their own on the same bridge, each stream kept on all
+//! three ("NATS cluster", `tests/support/nats.rs`). Senders on nodes 0
+//! and 1 (the `banshare` binary, and the library's transport on a thread
+//! in node 0's namespace), the feed on node 2. Each log is a stream of its
+//! own (`c1.log` is stream `c1_log`), made by `banshare nats init` as an
+//! administrator would. Taking the transport away kills every server
+//! (SIGKILL); they come back on their stores, as after a crash.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,7 @@ use banshare::transport::{
 use crate::files::{OnHost, ban_with, flush_with, on_host, start_and_judge};
 use crate::support::BANSHARE;
 use crate::support::cluster::Cluster;
+use crate::support::nats::{CLIENT_PORT, NatsOptions, NatsServers};
 use crate::support::nats_single::NatsServer;
 use crate::{Plan, Subject};
 
@@ -36,28 +39,58 @@ const TIMINGS: LockTimings = LockTimings {
     stale_after: Duration::from_secs(2),
 };
 
+/// Where the streams are kept.
+enum Servers {
+    /// One server, on the file server's host.
+    Single(std::sync::Mutex<NatsServer>),
+    /// Three servers routed to each other; every stream has 3 replicas.
+    Cluster(NatsServers),
+}
+
 /// The NATS transport, as the suite drives it.
 pub struct Nats<'c> {
     cluster: &'c Cluster,
     tmp: tempfile::TempDir,
-    server: std::sync::Mutex<NatsServer>,
+    servers: Servers,
 }
 
 impl<'c> Nats<'c> {
+    /// One server on the file server's host.
     pub fn new(cluster: &'c Cluster) -> Nats<'c> {
         let server =
             NatsServer::start(cluster.fileserver_ip(), PORT, Some(cluster.fileserver_ns()));
+        Nats::with(cluster, Servers::Single(std::sync::Mutex::new(server)))
+    }
+
+    /// Three servers on hosts of their own, on `cluster`'s bridge.
+    pub fn cluster(cluster: &'c Cluster) -> Nats<'c> {
+        let servers = NatsServers::start_on(cluster, "conform", NatsOptions::cluster());
+        Nats::with(cluster, Servers::Cluster(servers))
+    }
+
+    fn with(cluster: &'c Cluster, servers: Servers) -> Nats<'c> {
         Nats {
             cluster,
             tmp: tempfile::tempdir().expect("a temp dir"),
-            server: std::sync::Mutex::new(server),
+            servers,
         }
     }
 
     fn server(&self) -> std::sync::MutexGuard<'_, NatsServer> {
-        self.server
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        match &self.servers {
+            Servers::Single(server) => server
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            Servers::Cluster(_) => unreachable!("a cluster has no single server"),
+        }
+    }
+
+    /// Copies of each stream: one per server.
+    fn replicas(&self) -> &'static str {
+        match &self.servers {
+            Servers::Single(_) => "1",
+            Servers::Cluster(_) => "3",
+        }
     }
 
     fn netns(&self, ns: &str) -> PathBuf {
@@ -65,7 +98,19 @@ impl<'c> Nats<'c> {
     }
 
     fn url(&self, log: &str) -> String {
-        self.server().url(&log.replace('.', "_"))
+        let stream = log.replace('.', "_");
+        match &self.servers {
+            Servers::Single(server) => server
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .url(&stream),
+            Servers::Cluster(servers) => {
+                let hosts: Vec<String> = (0..servers.server_count())
+                    .map(|i| format!("{}:{CLIENT_PORT}", servers.server_ip(i)))
+                    .collect();
+                format!("nats://{}/{stream}", hosts.join(","))
+            }
+        }
     }
 
     fn location(&self, log: &str) -> LogLocation {
@@ -102,14 +147,18 @@ impl<'c> Nats<'c> {
 
 impl Subject for Nats<'_> {
     fn name(&self) -> &'static str {
-        "NATS"
+        match &self.servers {
+            Servers::Single(_) => "NATS",
+            Servers::Cluster(_) => "NATS cluster",
+        }
     }
 
     fn create_log(&self, log: &str) {
         let out = self
             .cluster
             .command_in(self.cluster.node_ns(0), BANSHARE)
-            .args(["--config", "/dev/null", "nats", "init", "--replicas", "1"])
+            .args(["--config", "/dev/null", "nats", "init", "--replicas"])
+            .arg(self.replicas())
             .args(["--log", &self.url(log)])
             .stdin(Stdio::null())
             .output()
@@ -198,12 +247,23 @@ impl Subject for Nats<'_> {
     }
 
     fn go_away(&self, _log: &str) -> String {
-        self.server().kill();
-        "nats-server killed (SIGKILL), then started again on its store".into()
+        match &self.servers {
+            Servers::Single(_) => {
+                self.server().kill();
+                "nats-server killed (SIGKILL), then started again on its store".into()
+            }
+            Servers::Cluster(servers) => {
+                (0..servers.server_count()).for_each(|i| servers.kill(i));
+                "all 3 nats-servers killed (SIGKILL), then started again on their stores".into()
+            }
+        }
     }
 
     fn come_back(&self, _log: &str) {
-        self.server().start_again();
+        match &self.servers {
+            Servers::Single(_) => self.server().start_again(),
+            Servers::Cluster(servers) => servers.restart_all(),
+        }
     }
 
     fn rotate(&self, _log: &str) -> Result<String, String> {

@@ -425,6 +425,19 @@ impl NatsServers {
         self.wait_ready();
     }
 
+    /// Starts every server that is not running again, with its
+    /// configuration and store, and waits until all are ready: after a
+    /// cluster lost a majority, no server alone can elect a leader, so
+    /// they come back together.
+    pub fn restart_all(&self) {
+        for i in 0..self.servers.len() {
+            if !self.is_running(i) {
+                self.spawn(i);
+            }
+        }
+        self.wait_ready();
+    }
+
     /// Waits until every running server answers its health check (in a
     /// cluster: JetStream's meta group has a leader every server knows,
     /// and the server's streams are current) and panics with the servers'

@@ -339,7 +339,10 @@ impl Feed for NatsFeed {
             let (Some(runtime), Some(queue)) = (self.runtime.as_ref(), self.queue.as_mut()) else {
                 return None;
             };
-            match runtime.block_on(tokio::time::timeout_at(deadline, queue.recv())) {
+            // The timeout is made inside the runtime: it needs its timer,
+            // which the watcher's thread does not have.
+            let next = async { tokio::time::timeout_at(deadline, queue.recv()).await };
+            match runtime.block_on(next) {
                 Ok(Some(delivered)) => self.held.push_back(delivered),
                 Ok(None) | Err(_) => break,
             }

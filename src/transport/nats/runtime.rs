@@ -125,6 +125,16 @@ pub(super) async fn connect(
     }
 }
 
+/// How long the client waits before its `attempts`th try in a row (the
+/// first is 1; the client counts one per server tried) to connect to one
+/// of `servers`: none for the first round through every server, so that
+/// a `banshare ban` run or a reconnect after one server died connects at
+/// once; then 250 ms more each round, up to 2 s.
+fn reconnect_delay(attempts: usize, servers: usize) -> Duration {
+    let round = attempts.saturating_sub(1) / servers.max(1);
+    Duration::from_millis(250 * round.min(8) as u64)
+}
+
 async fn options(
     url: &NatsUrl,
     settings: &NatsSettings,
@@ -135,8 +145,9 @@ async fn options(
         .connection_timeout(settings.timeout)
         .request_timeout(Some(settings.timeout))
         .max_reconnects(None)
-        .reconnect_delay_callback(|attempts| {
-            Duration::from_millis(250 * attempts.clamp(1, 8) as u64)
+        .reconnect_delay_callback({
+            let servers = url.servers.len();
+            move |attempts| reconnect_delay(attempts, servers)
         })
         .event_callback(move |event| {
             let link = link.clone();
@@ -169,4 +180,24 @@ async fn options(
         options = options.require_tls(true);
     }
     Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_round_through_the_servers_connects_without_waiting() {
+        let ms = |attempts, servers| reconnect_delay(attempts, servers).as_millis();
+        // One server: the first try at once, then 250 ms more each time.
+        assert_eq!(
+            [1, 2, 3, 9, 50].map(|a| ms(a, 1)),
+            [0, 250, 500, 2000, 2000]
+        );
+        // Three servers, one dead: the two others are tried at once.
+        assert_eq!(
+            [1, 2, 3, 4, 7, 100].map(|a| ms(a, 3)),
+            [0, 0, 0, 250, 500, 2000]
+        );
+    }
 }

@@ -101,9 +101,22 @@ impl NatsTransport {
             }
         }
         let client = self.client.clone().expect("just made");
+        // A server that died just now has closed the connection, but the
+        // client may not have read that yet and would still say Connected.
+        // A flush goes through its connection task, which reads what came
+        // before it takes a command: after it, the state is current. (It
+        // waits while the client reconnects, hence the bound.)
+        let runtime = self.runtime.as_ref().expect("just made");
+        let connected = || client.connection_state() == async_nats::connection::State::Connected;
+        let flushed = connected()
+            && runtime.block_on(async {
+                tokio::time::timeout(LOOKUP_WAIT, client.flush())
+                    .await
+                    .is_ok_and(|flushed| flushed.is_ok())
+            });
         // The client queues what is published while it reconnects: nothing
         // is handed to it then, so that "not sent" stays true.
-        if client.connection_state() != async_nats::connection::State::Connected {
+        if !flushed || !connected() {
             return Err(self.unreachable(
                 "not connected to any server now (the client keeps trying); nothing was sent"
                     .into(),
@@ -139,17 +152,31 @@ impl Transport for NatsTransport {
         let client = self.connected()?;
         let messages: Vec<(String, Publish)> = lines.iter().map(|l| self.message(l)).collect();
         let runtime = self.runtime.as_ref().expect("connected");
-        match runtime.block_on(publish(client, self.timeout, messages, deadline)) {
+        match runtime.block_on(publish(client.clone(), self.timeout, messages, deadline)) {
             Outcome::Acked => Ok(()),
             Outcome::Unacked {
                 missing,
                 of,
                 stream_missing: true,
                 ..
-            } if missing == of => Err(TransportError::Missing {
-                log: self.url.to_string(),
-                hint: MISSING_HINT,
-            }),
+            } if missing == of => {
+                // No server took the records: either the stream is not
+                // there, or no server leads it now (its servers are
+                // electing a leader, after losing one). Only the servers'
+                // own answer tells the first.
+                let stream = self.url.stream.clone();
+                match runtime.block_on(stream_not_found(client, stream)) {
+                    true => Err(TransportError::Missing {
+                        log: self.url.to_string(),
+                        hint: MISSING_HINT,
+                    }),
+                    false => Err(self.unreachable(format!(
+                        "no server leads stream {:?} now (its servers may be electing a \
+                         leader after losing one); nothing was stored",
+                        self.url.stream
+                    ))),
+                }
+            }
             Outcome::Unacked {
                 missing, of, first, ..
             } => Err(self.possibly_written(format!(
@@ -179,6 +206,26 @@ impl NatsTransport {
         (subject, message)
     }
 }
+
+/// Whether the servers say that `stream` does not exist. Asked briefly
+/// ([`LOOKUP_WAIT`]): a stream without a leader may get no answer at all,
+/// and a publisher during an election must not wait for one.
+async fn stream_not_found(client: Client, stream: String) -> bool {
+    let js = jetstream::new(client);
+    let lookup = js.get_stream(stream);
+    match tokio::time::timeout(LOOKUP_WAIT, lookup).await {
+        Ok(Err(e)) => matches!(
+            e.kind(),
+            jetstream::context::GetStreamErrorKind::JetStream(j)
+                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+        ),
+        Ok(Ok(_)) | Err(_) => false,
+    }
+}
+
+/// How long a publisher asks whether a stream that took no record exists,
+/// or waits for its client to confirm the connection.
+const LOOKUP_WAIT: Duration = Duration::from_millis(250);
 
 /// Publishes every message, then waits for every acknowledgement until
 /// `deadline`.
