@@ -13,11 +13,26 @@
 //! spelled in a few ways across a fleet (`sshd`, `recidive`, ...) and the
 //! nodes are few, so every ban from one jail or node points at one copy of
 //! its name instead of owning its own.
+//!
+//! The maps hash with foldhash, not std's SipHash (which was 8% of a
+//! catch-up, and the rehashing of a map grown one doubling at a time 43% at
+//! 5 million records): a network is one or two machine words, which
+//! foldhash mixes in a few multiplications. Its seed is drawn from the
+//! operating system's random source once per process (through std's own
+//! randomly keyed hasher), not from foldhash's address-based default: the
+//! keys come from the log, and a forged log must not choose their buckets.
+//! foldhash resists that only while its seed is secret, and nothing outside
+//! this process sees a hash or the map's order (`active.json` is written in
+//! it, but in the state directory, which only root reads).
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::sync::{Arc, OnceLock};
+
+use foldhash::SharedSeed;
+use foldhash::fast::{FoldHasher, SeedableRandomState};
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
@@ -58,6 +73,10 @@ pub(super) struct Held {
 /// `Held::until` of a permanent ban.
 pub(super) const NEVER: i64 = i64::MAX;
 
+/// The most bans [`ActiveBans::reserve`] makes room for: 16 million, about
+/// 1.3 GB of map. A log that claims more is grown step by step beyond it.
+const MAX_RESERVED: usize = 1 << 24;
+
 /// Unbans from this many jails are remembered apart per address; more are
 /// merged into one (see `ActiveBans::note_lift`).
 const MAX_LIFTS_PER_ADDRESS: usize = 8;
@@ -89,6 +108,43 @@ impl Hash for NetKey {
     }
 }
 
+/// The hasher of the maps keyed by network: foldhash, seeded at random
+/// (see the module's doc).
+#[derive(Clone)]
+pub(super) struct NetHash(SeedableRandomState);
+
+impl Default for NetHash {
+    fn default() -> NetHash {
+        static SHARED: OnceLock<SharedSeed> = OnceLock::new();
+        let shared = SHARED.get_or_init(|| SharedSeed::from_u64(random_u64()));
+        NetHash(SeedableRandomState::with_seed(random_u64(), shared))
+    }
+}
+
+impl BuildHasher for NetHash {
+    type Hasher = FoldHasher<'static>;
+
+    fn build_hasher(&self) -> FoldHasher<'static> {
+        self.0.build_hasher()
+    }
+}
+
+impl fmt::Debug for NetHash {
+    /// Without the seed, which must stay secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NetHash")
+    }
+}
+
+/// 64 random bits: std's `RandomState` is keyed from the operating
+/// system's random source, so its hash of anything is as good, and needs
+/// no error path of its own.
+fn random_u64() -> u64 {
+    RandomState::new().hash_one(0x6261_6e73_6861_7265_u64)
+}
+
+type NetMap<V> = HashMap<NetKey, V, NetHash>;
+
 /// The newest unban seen for an address from one jail.
 #[derive(Debug, Clone)]
 struct Lift {
@@ -108,9 +164,9 @@ fn other_jail(a: &Option<Arc<str>>, b: Option<&Jail>) -> bool {
 
 #[derive(Debug, Default)]
 pub(super) struct ActiveBans {
-    map: HashMap<NetKey, Held>,
+    map: NetMap<Held>,
     /// Per address, one per jail (usually just one).
-    lifts: HashMap<NetKey, Vec<Lift>>,
+    lifts: NetMap<Vec<Lift>>,
     /// One copy of each jail name in use.
     jails: Names,
     /// One copy of each node name in use.
@@ -165,6 +221,23 @@ impl Names {
 }
 
 impl ActiveBans {
+    /// Makes room for `additional` more bans in force without growing the
+    /// map step by step: each step rehashes every entry, and holds the old
+    /// table and the new one at once, half again the steady memory. Up to
+    /// [`MAX_RESERVED`] bans, since `additional` is a guess from the log's
+    /// size, which the file server tells; and never at the cost of failing:
+    /// without the memory, the map grows as it goes.
+    pub fn reserve(&mut self, additional: usize) {
+        let room = MAX_RESERVED.saturating_sub(self.map.len());
+        let _ = self.map.try_reserve(additional.min(room));
+    }
+
+    /// Bans the map has room for without growing.
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.map.capacity()
+    }
+
     pub fn get(&self, net: &IpNet) -> Option<&Held> {
         self.map.get(&NetKey(*net))
     }
