@@ -228,8 +228,7 @@ impl ActiveBans {
     /// size, which the file server tells; and never at the cost of failing:
     /// without the memory, the map grows as it goes.
     pub fn reserve(&mut self, additional: usize) {
-        let room = MAX_RESERVED.saturating_sub(self.map.len());
-        let _ = self.map.try_reserve(additional.min(room));
+        let _ = self.map.try_reserve(reservable(self.map.len(), additional));
     }
 
     /// Bans the map has room for without growing.
@@ -408,6 +407,12 @@ impl ActiveBans {
     }
 }
 
+/// How many more bans [`ActiveBans::reserve`] makes room for, with `len`
+/// in the map and `additional` asked for.
+fn reservable(len: usize, additional: usize) -> usize {
+    additional.min(MAX_RESERVED.saturating_sub(len))
+}
+
 fn saved_form(held: &Held) -> ActiveBan {
     ActiveBan {
         until: (held.until != NEVER)
@@ -445,6 +450,29 @@ mod tests {
         active.prune(600);
         assert_eq!(active.jails.len(), 1, "recidive's only ban is over");
         assert_eq!(active.count_live(600), 100);
+    }
+
+    #[test]
+    fn a_map_sized_in_advance_does_not_grow_and_each_map_hashes_its_own_way() {
+        let mut active = ActiveBans::default();
+        active.reserve(50_000);
+        let room = active.capacity();
+        assert!(room >= 50_000);
+        for i in 0..50_000u32 {
+            let net = IpNet::from(std::net::IpAddr::from(std::net::Ipv4Addr::from(i)));
+            active.insert(net, 1_000, 1_000, 0, (None, None));
+        }
+        assert_eq!(active.capacity(), room, "rehashed while filling");
+        // A guess beyond any reason (a file server lying about the log's
+        // size) is bounded.
+        assert_eq!(reservable(1_000, usize::MAX), MAX_RESERVED - 1_000);
+        assert_eq!(reservable(MAX_RESERVED + 1, 10), 0);
+        // Seeded at random: two maps place the same key apart, so what one
+        // log makes collide in one watcher does not in the next.
+        let key = NetKey("192.0.2.1/32".parse().unwrap());
+        let hashes: HashSet<u64> = (0..4).map(|_| NetHash::default().hash_one(key)).collect();
+        assert_eq!(hashes.len(), 4);
+        assert_eq!(format!("{:?}", NetHash::default()), "NetHash");
     }
 
     #[test]
