@@ -109,7 +109,7 @@ const ACTIVE_WITH_STATUS: usize = 1_000;
 /// Lines decided together: their records' signatures are checked at once,
 /// on all cores. Bounds the records alive at a time (a batch is up to
 /// `watch.batch_max` lines).
-const CHECK_WINDOW: usize = 1024;
+const CHECK_WINDOW: usize = 4096;
 
 /// How often a watcher that holds says so again.
 const HOLD_LOG_INTERVAL: Duration = Duration::from_secs(60);
