@@ -111,6 +111,10 @@ const ACTIVE_WITH_STATUS: usize = 1_000;
 /// `watch.batch_max` lines).
 const CHECK_WINDOW: usize = 4096;
 
+/// A line read: its record and what screening its signature found, or
+/// why it is not a record.
+type Read<'k> = Result<(Record, Result<Screened<'k>, Untrusted>), record::RejectReason>;
+
 /// How often a watcher that holds says so again.
 const HOLD_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -526,11 +530,42 @@ impl Daemon {
         // The screened signatures borrow the trusted keys while `self`
         // counts and decides; nothing in between reads them from `opts`.
         let trust = std::mem::take(&mut self.opts.trust);
-        for window in lines.chunks(CHECK_WINDOW) {
-            self.decide_window(window, &trust, now, &mut actions);
+        if trust.keys.is_empty() {
+            // No signature to check: each line is decided as it is read,
+            // without a window's copies of the records.
+            for line in lines {
+                if let Some(read) = self.read_line(line, &trust) {
+                    self.decide_read(read, None, &trust, now, &mut actions);
+                }
+            }
+        } else {
+            for window in lines.chunks(CHECK_WINDOW) {
+                self.decide_window(window, &trust, now, &mut actions);
+            }
         }
         self.opts.trust = trust;
         actions
+    }
+
+    /// Counts a line and parses and screens it; `None` for a compaction
+    /// marker.
+    fn read_line<'k>(&mut self, line: &Entry, trust: &'k TrustPolicy) -> Option<Read<'k>> {
+        self.status.lines_read += 1;
+        if let Entry::Record(bytes) = line
+            && record::is_compaction_marker(bytes)
+        {
+            // Debug only: anyone who can write the log can write this
+            // line too, so it must not flood the journal.
+            debug!(
+                "reading a compacted log ({:?}): records already applied change nothing",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(120)])
+            );
+            return None;
+        }
+        Some(parse_line(line).map(|record| {
+            let screened = trust.screen(&record);
+            (record, screened)
+        }))
     }
 
     /// Decides up to [`CHECK_WINDOW`] lines: parses and screens them, checks
@@ -549,75 +584,63 @@ impl Daemon {
         now: DateTime<Utc>,
         actions: &mut Vec<Action>,
     ) {
-        let mut parsed = Vec::with_capacity(lines.len());
-        for line in lines {
-            self.status.lines_read += 1;
-            if let Entry::Record(bytes) = line
-                && record::is_compaction_marker(bytes)
-            {
-                // Debug only: anyone who can write the log can write this
-                // line too, so it must not flood the journal.
-                debug!(
-                    "reading a compacted log ({:?}): records already applied change nothing",
-                    String::from_utf8_lossy(&bytes[..bytes.len().min(120)])
-                );
-                continue;
-            }
-            parsed.push(parse_line(line).map(|record| {
-                let screened = trust.screen(&record);
-                (record, screened)
-            }));
-        }
+        let parsed: Vec<Read<'_>> = lines
+            .iter()
+            .filter_map(|line| self.read_line(line, trust))
+            .collect();
         let results = self.check_signatures(&parsed, now);
-        for (item, checked) in parsed.into_iter().zip(results) {
-            let (record, screened) = match item {
-                Ok(read) => read,
-                Err(reason) => {
-                    self.rejected(&reason);
-                    continue;
+        for (read, checked) in parsed.into_iter().zip(results) {
+            self.decide_read(read, checked, trust, now, actions);
+        }
+    }
+
+    /// Decides one line read, in its turn: `checked` is its signature's
+    /// check if one was made for the window.
+    fn decide_read(
+        &mut self,
+        read: Read<'_>,
+        checked: Option<Result<Provenance, Untrusted>>,
+        trust: &TrustPolicy,
+        now: DateTime<Utc>,
+        actions: &mut Vec<Action>,
+    ) {
+        let (record, screened) = match read {
+            Ok(read) => read,
+            Err(reason) => return self.rejected(&reason),
+        };
+        let at = record_time(&record, now);
+        self.status.last_record_ts = Some(at);
+        let checked = match (screened, checked) {
+            (Err(why), _) => Err(why),
+            (Ok(Screened::Done(provenance)), _) => Ok(provenance),
+            (Ok(Screened::Pending(_)), Some(checked)) => checked,
+            (Ok(Screened::Pending(pending)), None) => {
+                // Records decided since the window's check may have
+                // changed the answer: asked again, for the state now.
+                match self.unchecked_skip(&record, now) {
+                    Some(skip) => return self.skipped(&record, skip, now),
+                    None => pending.verify(&record),
                 }
-            };
-            let at = record_time(&record, now);
-            self.status.last_record_ts = Some(at);
-            let checked = match (screened, checked) {
-                (Err(why), _) => Err(why),
-                (Ok(Screened::Done(provenance)), _) => Ok(provenance),
-                (Ok(Screened::Pending(_)), Some(checked)) => checked,
-                (Ok(Screened::Pending(pending)), None) => {
-                    // Records decided since the window's check may have
-                    // changed the answer: asked again, for the state now.
-                    match self.unchecked_skip(&record, now) {
-                        Some(skip) => {
-                            self.skipped(&record, skip, now);
-                            continue;
-                        }
-                        None => pending.verify(&record),
-                    }
-                }
-            };
-            let provenance = match checked.and_then(|p| trust.operator_rule(&record, p)) {
-                Ok(provenance) => provenance,
-                Err(why) => {
-                    self.untrusted(&record, why);
-                    continue;
-                }
-            };
-            // Only records that passed the signature check (where
-            // one is required) make a node label.
-            if let Some(metrics) = &mut self.metrics {
-                metrics.seen(record.fields.node.as_ref(), at, now);
             }
-            if record.op.is_control() {
-                self.control(&record, now, actions);
-                continue;
+        };
+        let provenance = match checked.and_then(|p| trust.operator_rule(&record, p)) {
+            Ok(provenance) => provenance,
+            Err(why) => return self.untrusted(&record, why),
+        };
+        // Only records that passed the signature check (where
+        // one is required) make a node label.
+        if let Some(metrics) = &mut self.metrics {
+            metrics.seen(record.fields.node.as_ref(), at, now);
+        }
+        if record.op.is_control() {
+            return self.control(&record, now, actions);
+        }
+        match self.policy.decide_as(&record, provenance, now) {
+            Ok(verdict) => {
+                self.adjusted(&record, verdict.adjusted());
+                actions.push(verdict.into_action(record));
             }
-            match self.policy.decide_as(&record, provenance, now) {
-                Ok(verdict) => {
-                    self.adjusted(&record, verdict.adjusted());
-                    actions.push(verdict.into_action(record));
-                }
-                Err(skip) => self.skipped(&record, skip, now),
-            }
+            Err(skip) => self.skipped(&record, skip, now),
         }
     }
 
@@ -626,7 +649,7 @@ impl Daemon {
     /// window (`None` for the others), made on all cores.
     fn check_signatures(
         &self,
-        parsed: &[Result<(Record, Result<Screened<'_>, Untrusted>), record::RejectReason>],
+        parsed: &[Read<'_>],
         now: DateTime<Utc>,
     ) -> Vec<Option<Result<Provenance, Untrusted>>> {
         let mut checks = Vec::new();

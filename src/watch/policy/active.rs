@@ -138,20 +138,20 @@ impl Hash for NetKey {
     }
 }
 
-/// The hasher of the maps keyed by network: foldhash, seeded at random
-/// (see the module's doc).
+/// The hasher of every map and set here: foldhash, seeded at random (see
+/// the module's doc).
 #[derive(Clone)]
-pub(super) struct NetHash(SeedableRandomState);
+pub(super) struct SeededHash(SeedableRandomState);
 
-impl Default for NetHash {
-    fn default() -> NetHash {
+impl Default for SeededHash {
+    fn default() -> SeededHash {
         static SHARED: OnceLock<SharedSeed> = OnceLock::new();
         let shared = SHARED.get_or_init(|| SharedSeed::from_u64(random_u64()));
-        NetHash(SeedableRandomState::with_seed(random_u64(), shared))
+        SeededHash(SeedableRandomState::with_seed(random_u64(), shared))
     }
 }
 
-impl BuildHasher for NetHash {
+impl BuildHasher for SeededHash {
     type Hasher = FoldHasher<'static>;
 
     fn build_hasher(&self) -> FoldHasher<'static> {
@@ -159,10 +159,10 @@ impl BuildHasher for NetHash {
     }
 }
 
-impl fmt::Debug for NetHash {
+impl fmt::Debug for SeededHash {
     /// Without the seed, which must stay secret.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("NetHash")
+        f.write_str("SeededHash")
     }
 }
 
@@ -173,7 +173,7 @@ fn random_u64() -> u64 {
     RandomState::new().hash_one(0x6261_6e73_6861_7265_u64)
 }
 
-type NetMap<V> = HashMap<NetKey, V, NetHash>;
+type NetMap<V> = HashMap<NetKey, V, SeededHash>;
 
 /// The newest unban seen for an address from one jail.
 #[derive(Debug, Clone)]
@@ -208,7 +208,7 @@ pub(super) struct ActiveBans {
 /// One shared copy of each [`Origin`] in use.
 #[derive(Debug, Default)]
 struct Origins {
-    origins: HashSet<Arc<Origin>>,
+    origins: HashSet<Arc<Origin>, SeededHash>,
     /// The origin interned last.
     last: Option<Arc<Origin>>,
 }
@@ -244,7 +244,7 @@ impl Origins {
 /// One shared copy of each name in use (see the module's doc).
 #[derive(Debug, Default)]
 struct Names {
-    names: HashSet<Arc<str>>,
+    names: HashSet<Arc<str>, SeededHash>,
     /// The name interned last.
     last: Option<Arc<str>>,
 }
@@ -540,9 +540,11 @@ mod tests {
         // Seeded at random: two maps place the same key apart, so what one
         // log makes collide in one watcher does not in the next.
         let key = NetKey("192.0.2.1/32".parse().unwrap());
-        let hashes: HashSet<u64> = (0..4).map(|_| NetHash::default().hash_one(key)).collect();
+        let hashes: HashSet<u64> = (0..4)
+            .map(|_| SeededHash::default().hash_one(key))
+            .collect();
         assert_eq!(hashes.len(), 4);
-        assert_eq!(format!("{:?}", NetHash::default()), "NetHash");
+        assert_eq!(format!("{:?}", SeededHash::default()), "SeededHash");
     }
 
     #[test]
