@@ -153,7 +153,7 @@ fn write_log(path: &Path, n: usize, layout: Layout, signing: Signing, keys: &Key
         // The live part: each even record, and its copy after it.
         let (ts, bantime, source) = if i < history {
             let start = now - chrono::Duration::hours(3);
-            let step = 3600_000.0 / history as f64;
+            let step = 3_600_000.0 / history as f64;
             (start + ms(i as f64 * step), 600, i)
         } else {
             let j = i - history;
