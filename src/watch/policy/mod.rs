@@ -549,6 +549,11 @@ impl Policy {
         provenance: Provenance,
         now: DateTime<Utc>,
     ) -> Result<(), Skip> {
+        if record.op.is_control() {
+            // Allowlist records go to `control`, not `decide_as`, whoever
+            // wrote them: always checked.
+            return Ok(());
+        }
         let (net, ts) = self.admit(record, now)?;
         let jail = record.fields.jail.as_ref();
         let at = ts.timestamp_millis();
@@ -575,7 +580,6 @@ impl Policy {
                 // It counts towards its node's rate limit, at least.
                 Ok(())
             }
-            // Allowlist records go to `control`, always checked.
             Op::Allow | Op::Unallow => Ok(()),
         }
     }

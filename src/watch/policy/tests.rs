@@ -949,6 +949,16 @@ fn the_precheck_names_records_that_change_nothing_and_only_those() {
             "{record}"
         );
     }
+    // Allowlist records are the daemon's to hand to `control`, even from
+    // this node (an operator's key kept here) or an allowlisted network.
+    let mut p_ops = Policy::new(PolicySettings {
+        node: "ops".parse().unwrap(),
+        ..settings()
+    });
+    let allow = allowlist("ALLOW", "192.0.2.0/24", "2026-11-21T17:50:00Z", "20");
+    assert_eq!(p_ops.precheck(&allow, Provenance::Verified, now()), Ok(()));
+    p_ops.control(&allow, now()).unwrap();
+    assert_eq!(p_ops.precheck(&allow, Provenance::Verified, now()), Ok(()));
     // Could change something: a newer copy moves the ban's `since` up, an
     // unban older than the ban in force is still remembered, a longer ban
     // extends it.
