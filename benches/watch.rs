@@ -506,10 +506,10 @@ impl Watcher {
             Some(ns) => {
                 let mut c = Command::new("ip");
                 // `ip netns exec` execs: the child is the watcher itself.
-                c.args(["netns", "exec", ns, BANSHARE]);
+                c.args(["netns", "exec", ns, &catch_up::banshare()]);
                 c
             }
-            None => Command::new(BANSHARE),
+            None => Command::new(catch_up::banshare()),
         };
         let started = Instant::now();
         let child = command

@@ -22,7 +22,9 @@
 //! root; about 15 minutes on an idle 2-core machine, most of it
 //! fail2ban-regex and callgrind). Smaller runs for a smoke test:
 //! `BANSHARE_BENCH_RECORDS=20000` (for (e) and (f)) and
-//! `BANSHARE_BENCH_SCALE=10000,100000` (for (g)). Wall-clock times are
+//! `BANSHARE_BENCH_SCALE=10000,100000` (for (g)). `BANSHARE_BENCH_BIN=PATH`
+//! runs another build of `banshare` as the watcher (a before-and-after
+//! comparison on the same logs). Wall-clock times are
 //! only worth recording from a quiet machine; the instruction counts are
 //! the same on a busy one.
 
@@ -38,9 +40,13 @@ use banshare::trust;
 use ed25519_dalek::SigningKey;
 use rayon::prelude::*;
 
-use super::support::BANSHARE;
 use super::support::fail2ban::write_newbans_filter;
 use super::{RECORD_NODES, RECORD_SPAN_SECS, Watcher, mb, memory_of, progress, wait_peak};
+
+/// The watcher's binary: this build's, or `BANSHARE_BENCH_BIN`.
+pub fn banshare() -> String {
+    std::env::var("BANSHARE_BENCH_BIN").unwrap_or_else(|_| super::support::BANSHARE.into())
+}
 
 /// Records in (e) and (f)'s logs, unless `BANSHARE_BENCH_RECORDS` says.
 const RECORDS: usize = 1_000_000;
@@ -441,7 +447,7 @@ fn scaling(work: &Path, keys: &Keys, sizes: &[usize]) -> String {
 fn watch_args(log: &Path, dir: &Path) -> Vec<String> {
     fs::create_dir_all(dir).unwrap();
     [
-        BANSHARE,
+        banshare().as_str(),
         "--config",
         "/dev/null",
         "watch",
