@@ -4,14 +4,20 @@
 //! - (a) propagation latency over sshfs on 10 watcher hosts;
 //! - (b) catch-up over a 1,000,000-record log;
 //! - (c) applying 10,000 bans;
-//! - (d) the watcher's memory with 100,000 active bans.
+//! - (d) the watcher's memory with 100,000 active bans;
+//! - (e), (f), (g): signed catch-up, forged records, and the cost per
+//!   record from 100,000 to 5,000,000 records (issue 16; see
+//!   `watch/catch_up.rs`).
 //!
 //! `cargo bench --bench watch`, as root (test hosts in network namespaces,
-//! sshd, sshfs, nftables, fail2ban 1.0.2). Prints Markdown tables for
-//! docs/benchmarks.md on stdout and progress on stderr; takes about five
-//! minutes. Like benches/append.rs it does nothing without `--bench`, so
+//! sshd, sshfs, nftables, fail2ban 1.0.2, valgrind). Prints Markdown tables
+//! for docs/benchmarks.md on stdout and progress on stderr; takes about
+//! twenty minutes. `cargo bench --bench watch -- --only catch-up` runs
+//! (e) to (g) alone. Like benches/append.rs it does nothing without `--bench`, so
 //! `cargo test --benches` stays fast.
 
+#[path = "watch/catch_up.rs"]
+mod catch_up;
 mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -58,6 +64,15 @@ fn main() {
         out += &text;
         out.push('\n');
     };
+    let args: Vec<String> = std::env::args().collect();
+    let only = args
+        .windows(2)
+        .find(|w| w[0] == "--only")
+        .map(|w| w[1].as_str());
+    if only == Some("catch-up") {
+        section(catch_up::run());
+        return;
+    }
     section(propagation());
     let catch_up = catch_up();
     section(catch_up.table);
@@ -66,6 +81,7 @@ fn main() {
     let mut memory = memory_rows;
     memory.push(catch_up.memory);
     section(memory_table(&memory));
+    section(catch_up::run());
     eprintln!(
         "\n==== all tables ({:.0} s in all) ====\n",
         start.elapsed().as_secs_f64()
@@ -473,19 +489,33 @@ struct Watcher {
 
 impl Watcher {
     fn spawn(ns: Option<&str>, backend: &str, log: &Path, dir: &Path, node: &str) -> Watcher {
+        Watcher::spawn_with(ns, backend, log, dir, node, Path::new("/dev/null"))
+    }
+
+    /// Like `spawn`, with a configuration file.
+    fn spawn_with(
+        ns: Option<&str>,
+        backend: &str,
+        log: &Path,
+        dir: &Path,
+        node: &str,
+        config: &Path,
+    ) -> Watcher {
         fs::create_dir_all(dir).unwrap();
         let mut command = match ns {
             Some(ns) => {
                 let mut c = Command::new("ip");
                 // `ip netns exec` execs: the child is the watcher itself.
-                c.args(["netns", "exec", ns, BANSHARE]);
+                c.args(["netns", "exec", ns, &catch_up::banshare()]);
                 c
             }
-            None => Command::new(BANSHARE),
+            None => Command::new(catch_up::banshare()),
         };
         let started = Instant::now();
         let child = command
-            .args(["--config", "/dev/null", "watch", "--backend", backend])
+            .arg("--config")
+            .arg(config)
+            .args(["watch", "--backend", backend])
             .args(["--follow", "auto", "--node", node])
             .arg("--log")
             .arg(log)

@@ -496,3 +496,73 @@ fn the_watcher_delivers_the_journal_of_a_killed_ban_once_and_leaves_a_live_one()
     assert_eq!(log.matches("HOST 192.0.2.201 ").count(), 1, "{log}");
     assert_eq!(status["spool_records"], 0, "{status}");
 }
+
+/// A ban signed with `key` for node `a`, dated `ts`, as a log line.
+fn signed_ban(
+    key: &ed25519_dalek::SigningKey,
+    address: &str,
+    ts: chrono::DateTime<chrono::Utc>,
+    bantime: u64,
+) -> String {
+    use banshare::outbox::append::{self, Request, Writer};
+    let writer = Writer {
+        node: "a".parse().unwrap(),
+        tag: "banshare".parse().unwrap(),
+        pid: 1,
+        key: Some(std::sync::Arc::new(key.clone())),
+    };
+    let request = Request {
+        op: banshare::record::Op::Ban,
+        targets: vec![address.parse().unwrap()],
+        ports: "22".parse().unwrap(),
+        jail: Some("sshd".parse().unwrap()),
+        bantime: Some(banshare::record::BanTime::Seconds(bantime)),
+    };
+    format!(
+        "{}\n",
+        append::build_records(&request, &writer, ts).unwrap()[0]
+    )
+}
+
+/// Issue 16: signatures are checked only for records that could change
+/// something. Copies of a ban in force and bans already over are dropped
+/// unchecked (counted as skipped), forged or not; a forged live ban is
+/// still refused, and changes nothing.
+#[test]
+fn a_signed_log_checks_only_the_records_that_could_change_something() {
+    use banshare::trust::{generate, public_line};
+    let key = generate().unwrap();
+    let forger = generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let trusted = dir.path().join("trusted_keys");
+    fs::write(&trusted, format!("a {}\n", public_line(&key))).unwrap();
+    let mut w = Watcher::start_with(
+        &format!("[trust]\nkeys = {:?}\n", trusted.display().to_string()),
+        &[],
+    );
+    let now = chrono::Utc::now();
+    let applied = signed_ban(&key, "192.0.2.10", now, 3600);
+    w.append(applied.as_bytes());
+    w.expect("ban 192.0.2.10");
+    let old = now - chrono::Duration::hours(3);
+    let lines = [
+        // A signed copy of the applied record, and a forged one.
+        applied.clone(),
+        signed_ban(&forger, "192.0.2.10", now, 3600),
+        // Over long ago, signed and forged.
+        signed_ban(&key, "192.0.2.20", old, 600),
+        signed_ban(&forger, "192.0.2.21", old, 600),
+        // Live and forged: checked, refused.
+        signed_ban(&forger, "192.0.2.11", now, 3600),
+        signed_ban(&key, "192.0.2.12", now, 3600),
+    ];
+    w.append(lines.concat().as_bytes());
+    w.expect("ban 192.0.2.12");
+    let all = w.stop();
+    let bans: Vec<&String> = all.iter().filter(|l| l.starts_with("ban ")).collect();
+    assert_eq!(bans.len(), 2, "{all:?}");
+    let status = w.status();
+    assert_eq!(status["rejected"]["bad_signature"], 1, "{status}");
+    assert_eq!(status["skipped"]["AlreadyBanned"], 2, "{status}");
+    assert_eq!(status["skipped"]["Expired"], 2, "{status}");
+}

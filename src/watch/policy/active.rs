@@ -9,15 +9,31 @@
 //!
 //! One entry per banned network, so this map is most of a watcher's memory
 //! (100,000 bans is a normal day for a large fleet). Each entry holds three
-//! `i64` times, a shared jail name and a shared node name: a jail is
-//! spelled in a few ways across a fleet (`sshd`, `recidive`, ...) and the
-//! nodes are few, so every ban from one jail or node points at one copy of
-//! its name instead of owning its own.
+//! `i64` times and one pointer to its origin, a shared pair of jail and
+//! node names: a jail is spelled in a few ways across a fleet (`sshd`,
+//! `recidive`, ...) and the nodes are few, so every ban from one jail and
+//! node points at one copy of both instead of owning its own (56 bytes an
+//! entry with its key, against 80 with a pointer per name).
+//!
+//! The maps hash with foldhash, not std's SipHash (which was 8% of a
+//! catch-up, and the rehashing of a map grown one doubling at a time 43% at
+//! 5 million records): a network is one or two machine words, which
+//! foldhash mixes in a few multiplications. Its seed is drawn from the
+//! operating system's random source once per process (through std's own
+//! randomly keyed hasher), not from foldhash's address-based default: the
+//! keys come from the log, and a forged log must not choose their buckets.
+//! foldhash resists that only while its seed is secret, and nothing outside
+//! this process sees a hash or the map's order (`active.json` is written in
+//! it, but in the state directory, which only root reads).
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::sync::{Arc, OnceLock};
+
+use foldhash::SharedSeed;
+use foldhash::fast::{FoldHasher, SeedableRandomState};
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
@@ -50,13 +66,46 @@ pub(super) struct Held {
     /// from now only (see `firewall_timeout`).
     pub firewall: i64,
     pub since: i64,
-    pub jail: Option<Arc<str>>,
-    /// The node of the record that put it in force (see [`ActiveBan::node`]).
-    pub node: Option<Arc<str>>,
+    origin: Arc<Origin>,
+}
+
+/// The jail and node of the record that put a ban in force (the node: see
+/// [`ActiveBan::node`]), shared by every ban of that pair. Compared and
+/// hashed by the names' addresses: each name is interned, so one address
+/// is one name.
+#[derive(Debug)]
+struct Origin {
+    jail: Option<Arc<str>>,
+    node: Option<Arc<str>>,
+}
+
+impl Origin {
+    fn addresses(&self) -> (Option<*const u8>, Option<*const u8>) {
+        let address = |name: &Option<Arc<str>>| name.as_ref().map(|n| n.as_ptr());
+        (address(&self.jail), address(&self.node))
+    }
+}
+
+impl PartialEq for Origin {
+    fn eq(&self, other: &Origin) -> bool {
+        self.addresses() == other.addresses()
+    }
+}
+
+impl Eq for Origin {}
+
+impl Hash for Origin {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.addresses().hash(state);
+    }
 }
 
 /// `Held::until` of a permanent ban.
 pub(super) const NEVER: i64 = i64::MAX;
+
+/// The most bans [`ActiveBans::reserve`] makes room for: 16 million, about
+/// 1.3 GB of map. A log that claims more is grown step by step beyond it.
+const MAX_RESERVED: usize = 1 << 24;
 
 /// Unbans from this many jails are remembered apart per address; more are
 /// merged into one (see `ActiveBans::note_lift`).
@@ -65,7 +114,7 @@ const MAX_LIFTS_PER_ADDRESS: usize = 8;
 impl Held {
     /// The ban came from another jail than `jail` (both known).
     pub fn other_jail(&self, jail: Option<&Jail>) -> bool {
-        other_jail(&self.jail, jail)
+        other_jail(&self.origin.jail, jail)
     }
 }
 
@@ -89,6 +138,43 @@ impl Hash for NetKey {
     }
 }
 
+/// The hasher of every map and set here: foldhash, seeded at random (see
+/// the module's doc).
+#[derive(Clone)]
+pub(super) struct SeededHash(SeedableRandomState);
+
+impl Default for SeededHash {
+    fn default() -> SeededHash {
+        static SHARED: OnceLock<SharedSeed> = OnceLock::new();
+        let shared = SHARED.get_or_init(|| SharedSeed::from_u64(random_u64()));
+        SeededHash(SeedableRandomState::with_seed(random_u64(), shared))
+    }
+}
+
+impl BuildHasher for SeededHash {
+    type Hasher = FoldHasher<'static>;
+
+    fn build_hasher(&self) -> FoldHasher<'static> {
+        self.0.build_hasher()
+    }
+}
+
+impl fmt::Debug for SeededHash {
+    /// Without the seed, which must stay secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SeededHash")
+    }
+}
+
+/// 64 random bits: std's `RandomState` is keyed from the operating
+/// system's random source, so its hash of anything is as good, and needs
+/// no error path of its own.
+fn random_u64() -> u64 {
+    RandomState::new().hash_one(0x6261_6e73_6861_7265_u64)
+}
+
+type NetMap<V> = HashMap<NetKey, V, SeededHash>;
+
 /// The newest unban seen for an address from one jail.
 #[derive(Debug, Clone)]
 struct Lift {
@@ -108,19 +194,57 @@ fn other_jail(a: &Option<Arc<str>>, b: Option<&Jail>) -> bool {
 
 #[derive(Debug, Default)]
 pub(super) struct ActiveBans {
-    map: HashMap<NetKey, Held>,
+    map: NetMap<Held>,
     /// Per address, one per jail (usually just one).
-    lifts: HashMap<NetKey, Vec<Lift>>,
+    lifts: NetMap<Vec<Lift>>,
     /// One copy of each jail name in use.
     jails: Names,
     /// One copy of each node name in use.
     nodes: Names,
+    /// One copy of each pair of them in use.
+    origins: Origins,
+}
+
+/// One shared copy of each [`Origin`] in use.
+#[derive(Debug, Default)]
+struct Origins {
+    origins: HashSet<Arc<Origin>, SeededHash>,
+    /// The origin interned last.
+    last: Option<Arc<Origin>>,
+}
+
+impl Origins {
+    fn intern(&mut self, origin: Origin) -> Arc<Origin> {
+        // Runs of bans from one jail and node, as for names.
+        if let Some(last) = &self.last
+            && **last == origin
+        {
+            return Arc::clone(last);
+        }
+        let shared = match self.origins.get(&origin) {
+            Some(shared) => Arc::clone(shared),
+            None => {
+                let shared = Arc::new(origin);
+                self.origins.insert(Arc::clone(&shared));
+                shared
+            }
+        };
+        self.last = Some(Arc::clone(&shared));
+        shared
+    }
+
+    /// Forgets the origins no ban uses any more (before the names they
+    /// hold are pruned).
+    fn prune(&mut self) {
+        self.last = None;
+        self.origins.retain(|origin| Arc::strong_count(origin) > 1);
+    }
 }
 
 /// One shared copy of each name in use (see the module's doc).
 #[derive(Debug, Default)]
 struct Names {
-    names: HashSet<Arc<str>>,
+    names: HashSet<Arc<str>, SeededHash>,
     /// The name interned last.
     last: Option<Arc<str>>,
 }
@@ -165,6 +289,22 @@ impl Names {
 }
 
 impl ActiveBans {
+    /// Makes room for `additional` more bans in force without growing the
+    /// map step by step: each step rehashes every entry, and holds the old
+    /// table and the new one at once, half again the steady memory. Up to
+    /// [`MAX_RESERVED`] bans, since `additional` is a guess from the log's
+    /// size, which the file server tells; and never at the cost of failing:
+    /// without the memory, the map grows as it goes.
+    pub fn reserve(&mut self, additional: usize) {
+        let _ = self.map.try_reserve(reservable(self.map.len(), additional));
+    }
+
+    /// Bans the map has room for without growing.
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.map.capacity()
+    }
+
     pub fn get(&self, net: &IpNet) -> Option<&Held> {
         self.map.get(&NetKey(*net))
     }
@@ -185,6 +325,7 @@ impl ActiveBans {
     ) {
         let jail = from.0.map(|j| self.jails.intern(j.as_str()));
         let node = from.1.map(|n| self.nodes.intern(n.as_str()));
+        let origin = self.origins.intern(Origin { jail, node });
         match self.map.entry(NetKey(net)) {
             Entry::Occupied(mut held) => {
                 let held = held.get_mut();
@@ -192,8 +333,7 @@ impl ActiveBans {
                     until: held.until.max(until),
                     firewall: held.firewall.max(firewall),
                     since: held.since.max(since),
-                    jail,
-                    node,
+                    origin,
                 };
             }
             Entry::Vacant(slot) => {
@@ -201,8 +341,7 @@ impl ActiveBans {
                     until,
                     firewall,
                     since,
-                    jail,
-                    node,
+                    origin,
                 });
             }
         }
@@ -213,7 +352,7 @@ impl ActiveBans {
     pub fn remove_by_node(&mut self, node: &NodeId) -> Vec<(IpNet, ActiveBan)> {
         let mut removed = Vec::new();
         self.map.retain(|key, held| {
-            let theirs = held.node.as_deref() == Some(node.as_str());
+            let theirs = held.origin.node.as_deref() == Some(node.as_str());
             if theirs {
                 removed.push((key.0, saved_form(held)));
             }
@@ -306,7 +445,7 @@ impl ActiveBans {
     pub fn count_live_by_jail(&self, now_ms: i64) -> HashMap<Option<Arc<str>>, usize> {
         let mut counts: HashMap<Option<Arc<str>>, usize> = HashMap::new();
         for held in self.map.values().filter(|b| b.until > now_ms) {
-            *counts.entry(held.jail.clone()).or_default() += 1;
+            *counts.entry(held.origin.jail.clone()).or_default() += 1;
         }
         counts
     }
@@ -319,6 +458,7 @@ impl ActiveBans {
             lifts.retain(|l| l.keep > now_ms);
             !lifts.is_empty()
         });
+        self.origins.prune();
         self.jails.prune();
         self.nodes.prune();
     }
@@ -335,15 +475,21 @@ impl ActiveBans {
     }
 }
 
+/// How many more bans [`ActiveBans::reserve`] makes room for, with `len`
+/// in the map and `additional` asked for.
+fn reservable(len: usize, additional: usize) -> usize {
+    additional.min(MAX_RESERVED.saturating_sub(len))
+}
+
 fn saved_form(held: &Held) -> ActiveBan {
     ActiveBan {
         until: (held.until != NEVER)
             .then(|| DateTime::from_timestamp_millis(held.until))
             .flatten(),
         // A name in the map was a valid jail when it was interned.
-        jail: held.jail.as_deref().and_then(|j| j.parse().ok()),
+        jail: held.origin.jail.as_deref().and_then(|j| j.parse().ok()),
         since: DateTime::from_timestamp_millis(held.since).unwrap_or_default(),
-        node: held.node.as_deref().and_then(|n| n.parse().ok()),
+        node: held.origin.node.as_deref().and_then(|n| n.parse().ok()),
     }
 }
 
@@ -372,6 +518,33 @@ mod tests {
         active.prune(600);
         assert_eq!(active.jails.len(), 1, "recidive's only ban is over");
         assert_eq!(active.count_live(600), 100);
+    }
+
+    #[test]
+    fn a_map_sized_in_advance_does_not_grow_and_each_map_hashes_its_own_way() {
+        let mut active = ActiveBans::default();
+        active.reserve(50_000);
+        let room = active.capacity();
+        assert!(room >= 50_000);
+        for i in 0..50_000u32 {
+            let net = IpNet::from(std::net::IpAddr::from(std::net::Ipv4Addr::from(i)));
+            active.insert(net, 1_000, 1_000, 0, (None, None));
+        }
+        assert_eq!(active.capacity(), room, "rehashed while filling");
+        // What a ban costs: the key, three times and its origin.
+        assert_eq!(std::mem::size_of::<(NetKey, Held)>(), 56);
+        // A guess beyond any reason (a file server lying about the log's
+        // size) is bounded.
+        assert_eq!(reservable(1_000, usize::MAX), MAX_RESERVED - 1_000);
+        assert_eq!(reservable(MAX_RESERVED + 1, 10), 0);
+        // Seeded at random: two maps place the same key apart, so what one
+        // log makes collide in one watcher does not in the next.
+        let key = NetKey("192.0.2.1/32".parse().unwrap());
+        let hashes: HashSet<u64> = (0..4)
+            .map(|_| SeededHash::default().hash_one(key))
+            .collect();
+        assert_eq!(hashes.len(), 4);
+        assert_eq!(format!("{:?}", SeededHash::default()), "SeededHash");
     }
 
     #[test]

@@ -155,6 +155,24 @@ pub enum Skip {
 }
 
 impl Skip {
+    /// Logged (rate-limited) with the node the record claims, beside its
+    /// count: a record that tries to ban what must never be banned, or
+    /// dated far ahead, deserves a word; the normal skips (own node,
+    /// copies, expired, superseded) do not.
+    pub fn is_reported(self) -> bool {
+        matches!(
+            self,
+            Skip::NeverBan
+                | Skip::TooWide
+                | Skip::SelfAddress
+                | Skip::TransportAddress
+                | Skip::Ignored
+                | Skip::Allowlisted
+                | Skip::AllowlistFull
+                | Skip::FromTheFuture
+        )
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             Skip::OwnNode => "this node's own record",
@@ -455,6 +473,12 @@ impl Policy {
         self.version += 1;
     }
 
+    /// Makes room for `additional` more bans in force than the map holds
+    /// now, at once, where it can (see `ActiveBans::reserve`).
+    pub fn reserve_bans(&mut self, additional: usize) {
+        self.active.reserve(additional);
+    }
+
     /// Forgets the ban in force on `target` (its application failed), so a
     /// later report applies it again.
     pub fn forget(&mut self, target: Target) {
@@ -493,6 +517,77 @@ impl Policy {
         provenance: Provenance,
         now: DateTime<Utc>,
     ) -> Result<Verdict, Skip> {
+        let (net, ts) = self.admit(record, now)?;
+        let mut adjusted = Adjusted {
+            ahead: Some(ts - now).filter(|lead| *lead > CLOCK_JITTER),
+            clamped: None,
+        };
+        match record.op {
+            Op::Unban => self.unban(record, net, ts, now),
+            Op::Ban => {
+                let (bantime, clamped) = self.bantime(record, provenance);
+                adjusted.clamped = clamped;
+                self.ban(record, net, ts, bantime, now)
+            }
+            // The daemon hands allowlist records to `control`.
+            Op::Allow | Op::Unallow => Err(Skip::AllowSuperseded),
+        }
+        .map(|verdict| verdict.with(adjusted))
+    }
+
+    /// Whether deciding `record` at `now` could change anything, were it
+    /// vouched for as `provenance` says: `Err` with the skip
+    /// [`Policy::decide_as`] would return without touching any state (the
+    /// record is over, superseded, a copy of a ban in force, never banned
+    /// here), `Ok` otherwise. It changes nothing itself, so the watcher asks
+    /// it before a record's signature is checked, and checks signatures
+    /// only where the answer is `Ok`. It answers for the state as it is:
+    /// records decided in between may change the answer.
+    pub fn precheck(
+        &self,
+        record: &Record,
+        provenance: Provenance,
+        now: DateTime<Utc>,
+    ) -> Result<(), Skip> {
+        if record.op.is_control() {
+            // Allowlist records go to `control`, not `decide_as`, whoever
+            // wrote them: always checked.
+            return Ok(());
+        }
+        let (net, ts) = self.admit(record, now)?;
+        let jail = record.fields.jail.as_ref();
+        let at = ts.timestamp_millis();
+        match record.op {
+            Op::Unban => match self.active.get(&net) {
+                // An unban with nothing to lift, older than one seen.
+                None if self.active.lifted_since(&net, at, jail) => Err(Skip::AlreadyLifted),
+                // It lifts a ban, or is remembered (`note_lift`).
+                _ => Ok(()),
+            },
+            Op::Ban => {
+                let (bantime, _) = self.bantime(record, provenance);
+                let times = self.ban_times(record, &net, ts, bantime, now)?;
+                if self.covered(&net, ts, &times, now) {
+                    // Unless it moves the ban in force's `since` up.
+                    return match self.active.get(&net) {
+                        Some(current) if current.since >= at => Err(Skip::AlreadyBanned),
+                        _ => Ok(()),
+                    };
+                }
+                if self.reported_already(record, &net, ts) {
+                    return Err(Skip::WaitingForNodes);
+                }
+                // It counts towards its node's rate limit, at least.
+                Ok(())
+            }
+            Op::Allow | Op::Unallow => Ok(()),
+        }
+    }
+
+    /// Rules 1 to 4 but the bantime, which need no state but the settings,
+    /// the breakers and the allowlist: the normalised network and the
+    /// record's time, or why it is refused.
+    fn admit(&self, record: &Record, now: DateTime<Utc>) -> Result<(IpNet, DateTime<Utc>), Skip> {
         let node = &record.fields.node;
         if node.as_ref() == Some(&self.settings.node) {
             return Err(Skip::OwnNode);
@@ -511,21 +606,7 @@ impl Policy {
         if ts > now + MAX_CLOCK_LEAD {
             return Err(Skip::FromTheFuture);
         }
-        let mut adjusted = Adjusted {
-            ahead: Some(ts - now).filter(|lead| *lead > CLOCK_JITTER),
-            clamped: None,
-        };
-        match record.op {
-            Op::Unban => self.unban(record, net, ts, now),
-            Op::Ban => {
-                let (bantime, clamped) = self.bantime(record, provenance);
-                adjusted.clamped = clamped;
-                self.ban(record, net, ts, bantime, now)
-            }
-            // The daemon hands allowlist records to `control`.
-            Op::Allow | Op::Unallow => Err(Skip::AllowSuperseded),
-        }
-        .map(|verdict| verdict.with(adjusted))
+        Ok((net, ts))
     }
 
     /// Rule 4: the bantime applied, and the one asked for when it was cut.
@@ -670,29 +751,13 @@ impl Policy {
         bantime: BanTime,
         now: DateTime<Utc>,
     ) -> Result<Verdict, Skip> {
-        let until = expiry(ts, bantime);
-        if until.is_some_and(|t| t <= now) {
-            return Err(Skip::Expired);
-        }
-        let jail = record.fields.jail.as_ref();
-        if self.active.lifted_since(&net, ts.timestamp_millis(), jail) {
-            return Err(Skip::BanSuperseded);
-        }
-        // Permanent is `NEVER`, the largest time: it lasts at least as
-        // long as anything, and nothing but another permanent ban lasts
-        // as long as it.
-        let until_ms = until_ms(until);
+        let times = self.ban_times(record, &net, ts, bantime, now)?;
+        let BanTimes {
+            until_ms,
+            firewall_ms,
+        } = times;
         let now_ms = now.timestamp_millis();
-        let firewall_ms = firewall_timeout(until, bantime, now).map_or(NEVER, |d| {
-            now_ms.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        });
-        // Covered when the ban in force lasts as long by its date, and the
-        // firewall holds it as long too. A record still dated ahead (a copy
-        // of one from a clock ahead) is judged by its date alone: a copy
-        // must not ban again once the firewall let the original go.
-        if self.active.get(&net).is_some_and(|current| {
-            current.until >= until_ms && (current.firewall >= firewall_ms || ts > now)
-        }) {
+        if self.covered(&net, ts, &times, now) {
             // The ban in force covers this one, which is still evidence
             // from its time: an unban older than it must not lift it.
             if self.active.renew_since(&net, ts.timestamp_millis()) {
@@ -730,6 +795,54 @@ impl Policy {
             remaining,
             ts,
             adjusted: Adjusted::default(),
+        })
+    }
+
+    /// When a ban from `record`, dated `ts`, ends by its date and in the
+    /// firewall; `Err` when it is over or an unban lifted it since (rule
+    /// 5).
+    fn ban_times(
+        &self,
+        record: &Record,
+        net: &IpNet,
+        ts: DateTime<Utc>,
+        bantime: BanTime,
+        now: DateTime<Utc>,
+    ) -> Result<BanTimes, Skip> {
+        let until = expiry(ts, bantime);
+        if until.is_some_and(|t| t <= now) {
+            return Err(Skip::Expired);
+        }
+        let jail = record.fields.jail.as_ref();
+        if self.active.lifted_since(net, ts.timestamp_millis(), jail) {
+            return Err(Skip::BanSuperseded);
+        }
+        // Permanent is `NEVER`, the largest time: it lasts at least as
+        // long as anything, and nothing but another permanent ban lasts
+        // as long as it.
+        let now_ms = now.timestamp_millis();
+        Ok(BanTimes {
+            until_ms: until_ms(until),
+            firewall_ms: firewall_timeout(until, bantime, now).map_or(NEVER, |d| {
+                now_ms.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            }),
+        })
+    }
+
+    /// Rule 6: the ban in force on `net` covers a ban dated `ts` lasting
+    /// `times`: it lasts as long by its date, and the firewall holds it as
+    /// long too. A record still dated ahead (a copy of one from a clock
+    /// ahead) is judged by its date alone: a copy must not ban again once
+    /// the firewall let the original go.
+    fn covered(
+        &self,
+        net: &IpNet,
+        ts: DateTime<Utc>,
+        times: &BanTimes,
+        now: DateTime<Utc>,
+    ) -> bool {
+        self.active.get(net).is_some_and(|current| {
+            current.until >= times.until_ms && (current.firewall >= times.firewall_ms || ts > now)
         })
     }
 
@@ -771,6 +884,15 @@ impl Policy {
         self.reports.remove(&net);
         true
     }
+}
+
+/// When a ban ends, in ms since the epoch: by its record's date
+/// (`NEVER` for a permanent ban), and in the firewall (see
+/// [`firewall_timeout`]).
+#[derive(Clone, Copy)]
+struct BanTimes {
+    until_ms: i64,
+    firewall_ms: i64,
 }
 
 /// Rule 4's bantime for `record`: its own or `default`, cut to `max`, and

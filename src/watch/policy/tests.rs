@@ -888,3 +888,126 @@ fn lifting_a_node_removes_its_bans_and_refuses_its_older_records() {
     again.restore_control(p.saved_control());
     assert_eq!(again.decide(&theirs, now()), Err(Skip::NodeLifted));
 }
+
+/// The watcher checks a signature only where [`Policy::precheck`] says the
+/// record could change something: where it says not, deciding the record
+/// must return that skip and change nothing at all.
+fn assert_precheck_agrees(p: &mut Policy, r: &Record, now: DateTime<Utc>) -> Result<(), Skip> {
+    let before = format!("{p:?}");
+    let pre = p.precheck(r, Provenance::Verified, now);
+    assert_eq!(format!("{p:?}"), before, "precheck changed the state: {r}");
+    let decided = p.decide_as(r, Provenance::Verified, now);
+    if let Err(skip) = pre {
+        assert_eq!(decided, Err(skip), "{r}");
+        assert_eq!(format!("{p:?}"), before, "{skip:?} changed the state: {r}");
+    }
+    pre
+}
+
+#[test]
+fn the_precheck_names_records_that_change_nothing_and_only_those() {
+    let mut p = Policy::new(settings());
+    let live = ban_in("192.0.2.1", "sshd", "2026-11-21T17:50:00Z", 3600, "1");
+    assert_eq!(assert_precheck_agrees(&mut p, &live, now()), Ok(()));
+    let unban = unban_in("192.0.2.2", "sshd", "2026-11-21T17:55:00Z", "2");
+    assert_eq!(assert_precheck_agrees(&mut p, &unban, now()), Ok(()));
+    let dropped = [
+        (live.clone(), Skip::AlreadyBanned),
+        (
+            ban("192.0.2.3", "me", "2026-11-21T17:50:00Z", 3600, "3"),
+            Skip::OwnNode,
+        ),
+        (
+            ban_in("192.0.2.3", "sshd", "2026-11-21T15:00:00Z", 3600, "4"),
+            Skip::Expired,
+        ),
+        (
+            ban_in("192.0.2.2", "sshd", "2026-11-21T17:54:00Z", 3600, "5"),
+            Skip::BanSuperseded,
+        ),
+        (
+            unban_in("192.0.2.2", "sshd", "2026-11-21T17:51:00Z", "6"),
+            Skip::AlreadyLifted,
+        ),
+        (
+            ban_in("203.0.113.5", "sshd", "2026-11-21T17:50:00Z", 3600, "7"),
+            Skip::Ignored,
+        ),
+        (
+            ban_in("127.0.0.1", "sshd", "2026-11-21T17:50:00Z", 3600, "8"),
+            Skip::NeverBan,
+        ),
+        (
+            ban_in("192.0.2.3", "sshd", "2026-11-23T17:50:00Z", 3600, "9"),
+            Skip::FromTheFuture,
+        ),
+    ];
+    for (record, skip) in &dropped {
+        assert_eq!(
+            assert_precheck_agrees(&mut p, record, now()),
+            Err(*skip),
+            "{record}"
+        );
+    }
+    // Allowlist records are the daemon's to hand to `control`, even from
+    // this node (an operator's key kept here) or an allowlisted network.
+    let mut p_ops = Policy::new(PolicySettings {
+        node: "ops".parse().unwrap(),
+        ..settings()
+    });
+    let allow = allowlist("ALLOW", "192.0.2.0/24", "2026-11-21T17:50:00Z", "20");
+    assert_eq!(p_ops.precheck(&allow, Provenance::Verified, now()), Ok(()));
+    p_ops.control(&allow, now()).unwrap();
+    assert_eq!(p_ops.precheck(&allow, Provenance::Verified, now()), Ok(()));
+    // Could change something: a newer copy moves the ban's `since` up, an
+    // unban older than the ban in force is still remembered, a longer ban
+    // extends it.
+    for record in [
+        ban_in("192.0.2.1", "sshd", "2026-11-21T17:51:00Z", 600, "10"),
+        unban_in("192.0.2.1", "recidive", "2026-11-21T17:40:00Z", "11"),
+        ban_in("192.0.2.1", "sshd", "2026-11-21T17:52:00Z", 7200, "12"),
+    ] {
+        assert_eq!(assert_precheck_agrees(&mut p, &record, now()), Ok(()));
+    }
+}
+
+#[test]
+fn the_precheck_agrees_with_decide_on_random_records() {
+    // A small world, so that records meet: 3 addresses, 2 jails, 3 nodes
+    // (one of them this node), times around now, min_nodes 2 for half.
+    for min_nodes in [1, 2] {
+        let mut p = Policy::new(PolicySettings {
+            min_nodes,
+            max_bans_per_node_per_minute: 20,
+            ..settings()
+        });
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64 + min_nodes as u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let (mut dropped, mut kept) = (0, 0);
+        for i in 0..3000 {
+            let addr = format!("192.0.2.{}", 1 + next(3));
+            let jail = ["sshd", "recidive"][next(2) as usize];
+            let node = ["me", "a", "b"][next(3) as usize];
+            let ts = now() - chrono::Duration::seconds(next(7200) as i64 - 600);
+            let ts = ts.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            let fields = format!("jail={jail} node={node} ts={ts} id={i:016x}");
+            let record = match next(3) {
+                0 => line("UNBAN", &addr, &fields),
+                _ => {
+                    let bantime = [60, 600, 3600, 86400][next(4) as usize];
+                    line("HOST", &addr, &format!("{fields} bantime={bantime}"))
+                }
+            };
+            match assert_precheck_agrees(&mut p, &record, now()) {
+                Ok(()) => kept += 1,
+                Err(_) => dropped += 1,
+            }
+        }
+        assert!(dropped > 1000 && kept > 100, "{dropped} {kept}");
+    }
+}
