@@ -215,6 +215,14 @@ mod tests {
     }
 
     #[test]
+    fn local_tmp_is_a_disk_and_neither_a_missing_folder_nor_proc_is() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(disk_filesystem(dir.path()).is_some());
+        assert_eq!(disk_filesystem(Path::new("/nonexistent/x")), None);
+        assert_eq!(disk_filesystem(Path::new("/proc")), None);
+    }
+
+    #[test]
     fn missing_directory_polls() {
         let mode = resolve(
             FollowKind::Auto,
