@@ -500,7 +500,8 @@ fn deb_installs_into_a_clean_debian_root_and_purge_names_what_it_leaves() {
     // The front appends to a log path itself; what it does not know
     // (curve-keygen comes with the ZeroMQ transport) the full binary runs.
     root.sh_ok(
-        "banshare ban 192.0.2.7 --node n1 --log /tmp/newbans.log --spool-dir /tmp/spool && \
+        ": > /tmp/newbans.log && \
+         banshare ban 192.0.2.7 --node n1 --log /tmp/newbans.log --spool-dir /tmp/spool && \
          grep -q 'HOST 192.0.2.7 ' /tmp/newbans.log",
     );
     root.sh_ok("banshare curve-keygen --help | grep -qi curve");
