@@ -2,10 +2,17 @@
 //! `>>` append of the seed system, measured in the same run.
 //!
 //! `cargo bench --bench append` (as root: the sshfs part builds test hosts
-//! in network namespaces). Prints a Markdown table for docs/benchmarks.md.
+//! in network namespaces). Prints Markdown tables for docs/benchmarks.md.
 //! Numbers are appends per second; higher is better. The unlocked baseline
 //! is faster and wrong: across hosts it tears lines, and the table counts
 //! them.
+//!
+//! `cargo bench --bench append -- process-rate` runs only the serial
+//! per-process rate (`banshare ban` against `logger -s 2>>file` and
+//! `/bin/true`, interleaved round by round, so that a busy machine slows
+//! all alike); `-- throughput` only the rest. The packaged front binary is
+//! measured too when packaging/build-deb has left it in
+//! target/package/front.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -18,7 +25,7 @@ use std::time::{Duration, Instant};
 use banshare::transport::lock::{LockTimings, Owner};
 use banshare::transport::{FileTransport, Transport};
 use support::cluster::{Cluster, require_root};
-use support::{ban_loop, banshare_sh};
+use support::{BANSHARE, ban_loop, banshare_sh};
 
 struct Row {
     setup: &'static str,
@@ -34,6 +41,17 @@ fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing
     // and must not spend minutes here.
     if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |section: &str| only.is_empty() || only.iter().any(|o| o == section);
+    if wanted("process-rate") {
+        println!("{}", process_rate());
+    }
+    if !wanted("throughput") {
         return;
     }
     let mut rows = Vec::new();
@@ -254,4 +272,146 @@ fn print_table(rows: &[Row]) {
             r.damaged
         );
     }
+}
+
+/// Process starts per method and round in [`process_rate`].
+const RATE_PROCESSES: usize = 200;
+/// Rounds: the median is reported.
+const RATE_ROUNDS: usize = 5;
+
+/// One way to append a line per process, for [`process_rate`].
+struct Starter {
+    name: String,
+    /// The command for the `i`th append.
+    command: Box<dyn Fn(usize) -> Command>,
+    /// Whether each run leaves one record in banshare's log.
+    appends_record: bool,
+}
+
+/// The package's front binary (packaging/build-deb), if it was built.
+fn front_binary() -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/package/front/banshare");
+    path.exists().then_some(path)
+}
+
+/// One process per append, one after the other, as fail2ban runs its
+/// action: `banshare ban` to a local file against the seed system's
+/// `logger -s 2>>file` and the floor, `/bin/true`. Each round runs every
+/// method in turn, so a load that comes and goes slows them alike; the
+/// table gives the median round and each rate against logger's.
+///
+/// Each ban creates and removes two files (its journal, the lock file).
+/// At hundreds of bans a second on ext4, creating an inode then scans past
+/// the ones removed in the last seconds (`recently_deleted` in the kernel's
+/// profile, about a fifth of a ban's time here), which fail2ban's pace
+/// never reaches; with TMPDIR on a tmpfs the bench leaves that out.
+fn process_rate() -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("newbans.log");
+    let seed_log = dir.path().join("seed.log");
+    fs::write(&log, b"").unwrap();
+    let spool = dir.path().join("spool");
+    let ban = |binary: PathBuf, log: PathBuf, spool: PathBuf| {
+        move |i: usize| {
+            let mut cmd = Command::new(&binary);
+            cmd.args(["--config", "/dev/null", "--quiet", "ban"])
+                .arg(format!("10.9.{}.{}", i / 250, i % 250 + 1))
+                .args(["--port", "22", "--jail", "sshd", "--bantime", "600"])
+                .args(["--node", "bench", "--log"])
+                .arg(&log)
+                .arg("--spool-dir")
+                .arg(&spool);
+            cmd
+        }
+    };
+    let mut starters = vec![Starter {
+        name: "banshare ban (full binary, every feature)".into(),
+        command: Box::new(ban(BANSHARE.into(), log.clone(), spool.clone())),
+        appends_record: true,
+    }];
+    if let Some(front) = front_binary() {
+        starters.push(Starter {
+            name: "banshare ban (the package's front binary)".into(),
+            command: Box::new(ban(front, log.clone(), spool.clone())),
+            appends_record: true,
+        });
+    }
+    starters.push(Starter {
+        name: "baseline: `logger -s 2>>file` (seed system)".into(),
+        command: Box::new(move |i: usize| {
+            let mut cmd = Command::new("logger");
+            cmd.args(["-s", "--socket-errors=off", "-t", "bench"])
+                .arg(format!("HOST 10.9.{}.{} PORT 22", i / 250, i % 250 + 1))
+                .stderr(
+                    fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&seed_log)
+                        .unwrap(),
+                );
+            cmd
+        }),
+        appends_record: false,
+    });
+    starters.push(Starter {
+        name: "floor: `/bin/true`".into(),
+        command: Box::new(|_| Command::new("/bin/true")),
+        appends_record: false,
+    });
+    let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); starters.len()];
+    for _ in 0..RATE_ROUNDS {
+        for (s, times) in starters.iter().zip(&mut seconds) {
+            let start = Instant::now();
+            for i in 0..RATE_PROCESSES {
+                let status = (s.command)(i)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "{}: {status}", s.name);
+            }
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    let records = starters.iter().filter(|s| s.appends_record).count() * RATE_ROUNDS;
+    assert_eq!(
+        damaged(&log, records * RATE_PROCESSES),
+        0,
+        "every banshare ban reached the log"
+    );
+    let median = |t: &[f64]| {
+        let mut t = t.to_vec();
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    };
+    let rates: Vec<f64> = seconds
+        .iter()
+        .map(|t| RATE_PROCESSES as f64 / median(t))
+        .collect();
+    let logger = starters
+        .iter()
+        .position(|s| s.name.contains("logger"))
+        .map(|i| rates[i])
+        .unwrap();
+    let mut t = format!(
+        "### One process per append, serial ({RATE_PROCESSES} processes per round, median of {RATE_ROUNDS} interleaved rounds)\n\n\
+         Log and spool in {} (TMPDIR); load average at the end: {}.\n\n\
+         | method | appends/s | ms per process | rate / logger's |\n|---|---:|---:|---:|\n",
+        dir.path().display(),
+        fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    for (s, rate) in starters.iter().zip(&rates) {
+        t += &format!(
+            "| {} | {rate:.0} | {:.2} | {:.2} |\n",
+            s.name,
+            1000.0 / rate,
+            rate / logger
+        );
+    }
+    t
 }

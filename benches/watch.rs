@@ -7,14 +7,19 @@
 //! - (d) the watcher's memory with 100,000 active bans;
 //! - (e), (f), (g): signed catch-up, forged records, and the cost per
 //!   record from 100,000 to 5,000,000 records (issue 16; see
-//!   `watch/catch_up.rs`).
+//!   `watch/catch_up.rs`);
+//! - (h) applying 100,000 new bans with the nftables backend, against one
+//!   `nft -f` that adds the same elements (the floor).
 //!
 //! `cargo bench --bench watch`, as root (test hosts in network namespaces,
-//! sshd, sshfs, nftables, fail2ban 1.0.2, valgrind). Prints Markdown tables
-//! for docs/benchmarks.md on stdout and progress on stderr; takes about
-//! twenty minutes. `cargo bench --bench watch -- --only catch-up` runs
-//! (e) to (g) alone. Like benches/append.rs it does nothing without `--bench`, so
-//! `cargo test --benches` stays fast.
+//! sshd, sshfs, nftables, fail2ban 1.0.2, valgrind, GNU time). Prints
+//! Markdown tables for docs/benchmarks.md on stdout and progress on stderr;
+//! takes about twenty-five minutes. Like benches/append.rs it does nothing
+//! without `--bench`, so `cargo test --benches` stays fast. Name sections to
+//! run only those: `propagation` (a), `catch-up` (b), `apply` ((c) and (d),
+//! which the memory table needs (b) for too), `signed` ((e) to (g), about
+//! fifteen minutes) and `apply-floor` ((h), about half a minute), e.g.
+//! `cargo bench --bench watch -- signed apply-floor`.
 
 #[path = "watch/catch_up.rs"]
 mod catch_up;
@@ -51,12 +56,20 @@ const F2B_SINGLE_CALLS: usize = 300;
 /// backend uses the same chunk).
 const F2B_CHUNK: usize = 1000;
 const MEMORY_BANS: usize = 100_000;
+/// (h): bans per apply, and rounds (the median is reported).
+const FLOOR_BANS: usize = 100_000;
+const FLOOR_ROUNDS: usize = 3;
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
     require_root();
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let start = Instant::now();
     let mut out = String::new();
     let mut section = |text: String| {
@@ -64,24 +77,26 @@ fn main() {
         out += &text;
         out.push('\n');
     };
-    let args: Vec<String> = std::env::args().collect();
-    let only = args
-        .windows(2)
-        .find(|w| w[0] == "--only")
-        .map(|w| w[1].as_str());
-    if only == Some("catch-up") {
-        section(catch_up::run());
-        return;
+    if wanted("propagation") {
+        section(propagation());
     }
-    section(propagation());
-    let catch_up = catch_up();
-    section(catch_up.table);
-    let (apply_table, memory_rows) = apply_and_memory();
-    section(apply_table);
-    let mut memory = memory_rows;
-    memory.push(catch_up.memory);
-    section(memory_table(&memory));
-    section(catch_up::run());
+    let catch_up = wanted("catch-up").then(catch_up);
+    if let Some(c) = &catch_up {
+        section(c.table.clone());
+    }
+    if wanted("apply") {
+        let (apply_table, memory_rows) = apply_and_memory();
+        section(apply_table);
+        let mut memory = memory_rows;
+        memory.extend(catch_up.map(|c| c.memory));
+        section(memory_table(&memory));
+    }
+    if wanted("signed") {
+        section(catch_up::run());
+    }
+    if wanted("apply-floor") {
+        section(apply_floor());
+    }
     eprintln!(
         "\n==== all tables ({:.0} s in all) ====\n",
         start.elapsed().as_secs_f64()
@@ -1087,5 +1102,133 @@ fn memory_table(rows: &[MemoryRow]) -> String {
             r.with_save.map_or("-".into(), mb)
         );
     }
+    t
+}
+
+// ---------------------------------------------------------------------------
+// (h) applying 100,000 new bans against one `nft -f` add
+// ---------------------------------------------------------------------------
+
+/// Runs `script` with `nft -f -` in namespace `ns`, as the backend runs it
+/// (`ip netns exec` included, so both sides pay for it).
+fn nft_script(ns: &str, script: &str) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "nft -f: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// banshare's nftables backend applying FLOOR_BANS bans of addresses not in
+/// its set, one `apply()` (what a joining node's catch-up or a storm
+/// does), against the least any tool can do: one `nft -f` of a single
+/// `add element` statement with the same elements and timeouts, into a set
+/// of the same type. Each round starts both from an empty set, in turns.
+fn apply_floor() -> String {
+    progress("(h) one test host");
+    let cluster = Cluster::new("applyfloor", 1);
+    let ns = cluster.node_ns(0);
+    let settings = BackendSettings {
+        exec_prefix: ["ip", "netns", "exec", ns].map(String::from).to_vec(),
+        ..BackendSettings::default()
+    };
+    let mut nft = backend::open(BackendKind::Nftables, &settings).unwrap();
+    let addrs = record_addresses(FLOOR_BANS, 30);
+    let actions: Vec<Action> = addrs
+        .iter()
+        .map(|a| {
+            Action::Ban(Ban {
+                target: Target::Addr(IpAddr::V4(*a)),
+                ports: PortSpec::all(),
+                jail: None,
+                remaining: Some(Duration::from_secs(3600)),
+                origin: None,
+                ts: None,
+            })
+        })
+        .collect();
+    let mut floor_script = String::from("add element inet floor v4 {\n");
+    for (i, a) in addrs.iter().enumerate() {
+        if i > 0 {
+            floor_script += ",\n";
+        }
+        floor_script += &format!("{a} timeout 1h");
+    }
+    floor_script += "\n}\n";
+    let (mut banshare, mut floor, mut again) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..FLOOR_ROUNDS {
+        nft.cleanup().unwrap();
+        nft.setup().unwrap();
+        let t = Instant::now();
+        nft.apply(&actions).unwrap();
+        banshare.push(t.elapsed());
+        assert_eq!(set_len(&cluster, ns, "banshare", "v4"), FLOOR_BANS);
+        // The same batch again: every element is there, so nft refuses
+        // the one-statement transaction and banshare runs the one that is
+        // right whatever was there.
+        let t = Instant::now();
+        nft.apply(&actions).unwrap();
+        again.push(t.elapsed());
+
+        nft_script(
+            ns,
+            "add table inet floor\ndelete table inet floor\nadd table inet floor\n\
+             add set inet floor v4 { type ipv4_addr; flags timeout; }\n",
+        );
+        let t = Instant::now();
+        nft_script(ns, &floor_script);
+        floor.push(t.elapsed());
+        assert_eq!(set_len(&cluster, ns, "floor", "v4"), FLOOR_BANS);
+        progress(&format!("(h) round {} of {FLOOR_ROUNDS}", round + 1));
+    }
+    nft.cleanup().unwrap();
+    let median = |d: &mut Vec<Duration>| {
+        d.sort();
+        d[d.len() / 2]
+    };
+    let (b, f, a) = (
+        median(&mut banshare),
+        median(&mut floor),
+        median(&mut again),
+    );
+    let mut t = format!(
+        "### (h) Applying {FLOOR_BANS} new bans (nftables), median of {FLOOR_ROUNDS} rounds\n\n\
+         | what | seconds | bans/s | against the floor |\n|---|---:|---:|---:|\n"
+    );
+    for (what, d) in [
+        ("banshare nftables backend: one apply() of new bans", b),
+        (
+            "banshare: the same apply() again (all present: refused as new, then add/delete/add)",
+            a,
+        ),
+        (
+            "floor: one `nft -f` with one `add element` of the same elements",
+            f,
+        ),
+    ] {
+        t += &format!(
+            "| {what} | {:.3} | {:.0} | {:.2}x |\n",
+            d.as_secs_f64(),
+            FLOOR_BANS as f64 / d.as_secs_f64(),
+            d.as_secs_f64() / f.as_secs_f64()
+        );
+    }
+    t += &format!(
+        "\nfail2ban-client: see (c), {F2B_CHUNK} addresses per `set <jail> banip` call, \
+         measured on {APPLY_BANS} bans.\n"
+    );
     t
 }

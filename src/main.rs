@@ -13,7 +13,13 @@ use cli::args::Cli;
 use cli::failure::Failure;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let parsed = Cli::try_parse();
+    if let Some(full) = cli::front::FULL_BINARY
+        && !cli::front::runs_itself(&parsed)
+    {
+        return cli::front::exec_full(full);
+    }
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };

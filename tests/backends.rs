@@ -409,6 +409,130 @@ fn nft_ten_thousand_bans_in_one_apply() {
     // test's: a loaded machine must not fail this.
 }
 
+/// `nft monitor elements` in a namespace: every element event the kernel
+/// commits, one line each (`add element inet banshare v4 { 10.0.0.1 }`,
+/// `delete element ...`). Killed on drop.
+struct NftMonitor {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl NftMonitor {
+    /// Starts the monitor and waits until it reports an element added to
+    /// `table`'s set `intact` (emptied again): from then on it sees every
+    /// event.
+    fn start(ns: &Netns, table: &str) -> NftMonitor {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "stdbuf", "-oL", "nft", "monitor"])
+            .arg("elements")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nft monitor");
+        let stdout = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let monitor = NftMonitor { child, lines };
+        // Added again each try: only a change makes an event, and the
+        // monitor may not have been listening yet at the first.
+        let marker = "192.0.2.254";
+        let script = format!(
+            "flush set inet {table} intact\nadd element inet {table} intact {{ {marker} }}\n"
+        );
+        let seen = wait_until(TIMEOUT, || {
+            let _ = exec(ns.prefix()).run(&argv(&["nft", "-f", "-"]), Some(script.as_bytes()));
+            monitor.lines().iter().any(|l| l.contains(marker))
+        });
+        assert!(seen, "nft monitor never reported the marker element");
+        ns.run(&["nft", "flush", "set", "inet", table, "intact"]);
+        monitor.lines.lock().unwrap().clear();
+        monitor
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits until `count` lines contain `what`.
+    fn wait_for(&self, what: &str, count: usize) -> Vec<String> {
+        let ok = wait_until(TIMEOUT, || {
+            self.lines().iter().filter(|l| l.contains(what)).count() >= count
+        });
+        let lines = self.lines();
+        assert!(ok, "never saw {count} lines with {what:?}: {lines:?}");
+        lines
+    }
+}
+
+impl Drop for NftMonitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn nft_new_bans_are_added_once_and_never_deleted() {
+    let ns = Netns::new();
+    let mut b = backend::open(BackendKind::Nftables, &ns.settings()).unwrap();
+    b.setup().unwrap();
+    let monitor = NftMonitor::start(&ns, "banshare");
+    let addrs = many(1000);
+    let bans: Vec<Action> = addrs.iter().map(|a| ban(a, Some(1800))).collect();
+    b.apply(&bans).unwrap();
+    // One event per element; the last statement's come last, so once
+    // there is one per address, every earlier event is in too.
+    let lines = monitor.wait_for(" element inet banshare v4 ", addrs.len());
+    let deleted = lines.iter().filter(|l| l.starts_with("delete ")).count();
+    assert_eq!(
+        (lines.len(), deleted),
+        (addrs.len(), 0),
+        "new elements must be added once, and never deleted: {:?}",
+        &lines[..lines.len().min(6)]
+    );
+    let elems = nft_elements(&ns, "banshare", "v4");
+    assert!(addrs.iter().all(|a| elems[a] == Some(1800)));
+
+    // Elements that are there already, new ones in the same batch: one put
+    // in by someone else (shorter), a longer re-ban, a timed ban made
+    // permanent, a permanent one made timed. Each ends as the batch says.
+    ns.run(&[
+        "nft",
+        "add",
+        "element",
+        "inet",
+        "banshare",
+        "v4",
+        "{ 192.0.2.5 timeout 1m }",
+    ]);
+    b.apply(&[ban("192.0.2.6", None)]).unwrap();
+    b.apply(&[
+        ban("192.0.2.5", Some(7200)),
+        ban(&addrs[0], Some(3600)),
+        ban(&addrs[1], None),
+        ban("192.0.2.6", Some(600)),
+        ban("192.0.2.7", Some(60)),
+        unban(&addrs[2]),
+    ])
+    .unwrap();
+    let elems = nft_elements(&ns, "banshare", "v4");
+    assert_eq!(elems["192.0.2.5"], Some(7200));
+    assert_eq!(elems[&addrs[0]], Some(3600));
+    assert_eq!(elems[&addrs[1]], None);
+    assert_eq!(elems["192.0.2.6"], Some(600));
+    assert_eq!(elems["192.0.2.7"], Some(60));
+    assert!(!elems.contains_key(&addrs[2]));
+    assert_eq!(elems.len(), addrs.len() + 2);
+}
+
 #[test]
 fn nft_networks_go_to_interval_sets() {
     let ns = Netns::new();

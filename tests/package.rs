@@ -394,6 +394,60 @@ fn built_deb() -> PathBuf {
     })
 }
 
+/// The shared libraries a binary asks the loader for (ELF `NEEDED`).
+fn needed_libraries(binary: &Path) -> Vec<String> {
+    let out = Command::new("readelf")
+        .arg("-d")
+        .arg(binary)
+        .output()
+        .expect("readelf (binutils)");
+    assert_ok(&out, "readelf -d");
+    stdout(&out)
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| Some(l.split_once('[')?.1.trim_end_matches(']').to_owned()))
+        .collect()
+}
+
+/// fail2ban starts `/usr/bin/banshare ban` once per ban: the loader must
+/// not map libzmq (with libstdc++, libsodium, Kerberos...) or libssh2's
+/// OpenSSL and zlib for it, which a ban to a log path never uses. The full
+/// binary, which the front hands every other command, keeps them, from the
+/// system (Debian's security updates reach them).
+#[test]
+fn deb_front_binary_loads_no_transport_library() {
+    let deb = built_deb();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(dir.path())
+        .output()
+        .expect("dpkg-deb");
+    assert_ok(&out, "dpkg-deb -x");
+    let front = needed_libraries(&dir.path().join("usr/bin/banshare"));
+    for heavy in [
+        "libzmq",
+        "libssl",
+        "libcrypto",
+        "libz.",
+        "libssh2",
+        "libstdc++",
+    ] {
+        assert!(
+            !front.iter().any(|l| l.starts_with(heavy)),
+            "/usr/bin/banshare loads {heavy}: {front:?}"
+        );
+    }
+    let full = needed_libraries(&dir.path().join("usr/lib/banshare/banshare"));
+    for transport in ["libzmq", "libssl", "libcrypto"] {
+        assert!(
+            full.iter().any(|l| l.starts_with(transport)),
+            "/usr/lib/banshare/banshare lacks {transport}: {full:?}"
+        );
+    }
+}
+
 const UNITS: &str = "banshare-watch.service banshare-monitor.service \
                      banshare-publisher.service banshare-compact.service banshare-compact.timer";
 
@@ -443,6 +497,14 @@ fn deb_installs_into_a_clean_debian_root_and_purge_names_what_it_leaves() {
         "banshare config check >/dev/null 2>/tmp/check.err; test $? -eq 2 && \
          grep -q 'watch (needs \\[common\\] log and \\[watch\\] backend)' /tmp/check.err",
     );
+    // The front appends to a log path itself; what it does not know
+    // (curve-keygen comes with the ZeroMQ transport) the full binary runs.
+    root.sh_ok(
+        ": > /tmp/newbans.log && \
+         banshare ban 192.0.2.7 --node n1 --log /tmp/newbans.log --spool-dir /tmp/spool && \
+         grep -q 'HOST 192.0.2.7 ' /tmp/newbans.log",
+    );
+    root.sh_ok("banshare curve-keygen --help | grep -qi curve");
     root.sh_ok("banshare keygen --out /etc/banshare/node.key");
     root.sh_ok(
         "mkdir -p /etc/fail2ban && banshare fail2ban install && \

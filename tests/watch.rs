@@ -473,9 +473,10 @@ fn the_watcher_delivers_the_journal_of_a_killed_ban_once_and_leaves_a_live_one()
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // On a local disk the run delivers in its own process: once its
+    // journal is there, it waits for the lock.
     assert!(
-        wait_until(Duration::from_secs(10), || journals() == 1
-            && !support::children_of(ban.id()).is_empty()),
+        wait_until(Duration::from_secs(10), || journals() == 1),
         "the ban never started delivering"
     );
     // Many flush intervals: the live run's journal stays its own.

@@ -18,7 +18,7 @@
 //!   peak of the whole run including the shutdown's save of `active.json`
 //!   (`/usr/bin/time -v`).
 //!
-//! `cargo bench --bench watch -- --only catch-up` runs these alone (as
+//! `cargo bench --bench watch -- signed` runs these alone (as
 //! root; about 15 minutes on an idle 2-core machine, most of it
 //! fail2ban-regex and callgrind). Smaller runs for a smoke test:
 //! `BANSHARE_BENCH_RECORDS=20000` (for (e) and (f)) and

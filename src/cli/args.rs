@@ -370,7 +370,9 @@ the command still exits 0 with a warning; `banshare flush` (or a running
 watcher) delivers them later. The records are kept in a journal in the spool
 folder before delivery starts, and delivered by a detached child process, so
 the command returns within lock_timeout + io_timeout + 2 s even if the mount
-hangs; a run killed midway leaves its journal to `banshare flush`.
+hangs; a run killed midway leaves its journal to `banshare flush`. A log on
+a local disk (ext4, xfs, btrfs, tmpfs...), which cannot hang that way, is
+delivered to by the command's own process, journal kept.
 
 With `-` as the address, addresses are read from standard input, one per
 line (blank lines and lines starting with # are skipped), and appended as

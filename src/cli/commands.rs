@@ -10,7 +10,7 @@ use banshare::config::Settings;
 use banshare::outbox::append::{self, Outcome, Request};
 use banshare::record::{Op, PortSpec, Target, never_ban};
 use banshare::transport::{self, LogLocation};
-use log::{info, warn};
+use log::{debug, info, warn};
 
 use super::args::{
     AddressArg, AllowArgs, Cli, Command, ConfigCommand, Fail2banCommand, KeygenArgs, LogArgs,
@@ -186,11 +186,15 @@ fn deliver(request: Request, settings: &Settings, location: &LogLocation) -> Res
     let spool = open_spool(settings)?;
     // Connects nothing yet: the delivering child does, after the fork.
     let mut publisher = transport::publisher(location, &writer_settings(settings, &spool));
-    // Still a single thread here, as deliver_journaled requires.
-    let outcome = append::deliver_journaled(records, &mut publisher, &spool, append.deadline())
-        .with_context(|| {
-            format!("{count} {op} record(s) could be neither delivered nor spooled")
-        })?;
+    let outcome = match local_disk(location) {
+        Some(fs) => {
+            debug!("delivering in this process: the log is on {fs}, which does not hang");
+            append::deliver_journaled_here(records, &mut publisher, &spool, append.deadline())
+        }
+        // Still a single thread here, as deliver_journaled requires.
+        None => append::deliver_journaled(records, &mut publisher, &spool, append.deadline()),
+    }
+    .with_context(|| format!("{count} {op} record(s) could be neither delivered nor spooled"))?;
     match outcome {
         // Refused for good: not shared, not kept. Exit 1, so that fail2ban
         // logs a failed action instead of a ban shared.
@@ -216,6 +220,20 @@ fn deliver(request: Request, settings: &Settings, location: &LogLocation) -> Res
         ),
     }
     Ok(())
+}
+
+/// The local disk filesystem `location` is on, if it is a path on one
+/// (see [`banshare::follow::mode::disk_filesystem`]).
+fn local_disk(location: &LogLocation) -> Option<&'static str> {
+    #[allow(irrefutable_let_patterns)] // File is the only variant without the transports
+    let LogLocation::File(path) = location else {
+        return None;
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    banshare::follow::mode::disk_filesystem(dir)
 }
 
 fn flush(args: &LogArgs, mut settings: Settings) -> Result<()> {

@@ -155,6 +155,31 @@ const BLIND: &[(i64, &str)] = &[
     (0x0BD0_0BD0, "lustre"),
 ];
 
+/// The name of the filesystem under `dir` if it is a local disk's (or
+/// memory's): its calls answer or fail, and never wait on a network the
+/// way a FUSE or NFS call can wait for minutes. `None` for any other, and
+/// when it cannot be told.
+pub fn disk_filesystem(dir: &Path) -> Option<&'static str> {
+    let magic = statfs_type(dir)?;
+    DISK.iter()
+        .find(|(m, _)| *m == magic)
+        .map(|(_, name)| *name)
+}
+
+/// Filesystem magic numbers (statfs `f_type`) of local disk and memory
+/// filesystems, from linux/magic.h and the filesystems' sources. An
+/// overlay is on local layers for all the hosts banshare knows (containers).
+const DISK: &[(i64, &str)] = &[
+    (0xEF53, "ext2/3/4"),
+    (0x5846_5342, "xfs"),
+    (0x9123_683E, "btrfs"),
+    (0x0102_1994, "tmpfs"),
+    (0xF2F5_2010, "f2fs"),
+    (0x2FC1_2FC1, "zfs"),
+    (0xCA45_1A4E, "bcachefs"),
+    (0x794C_7630, "overlayfs"),
+];
+
 /// The filesystem type (statfs `f_type`) under `dir`; `None` when it
 /// cannot be told (a missing folder).
 pub fn statfs_type(dir: &Path) -> Option<i64> {
@@ -187,6 +212,14 @@ mod tests {
                 safety: Duration::from_secs(5)
             }
         );
+    }
+
+    #[test]
+    fn local_tmp_is_a_disk_and_neither_a_missing_folder_nor_proc_is() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(disk_filesystem(dir.path()).is_some());
+        assert_eq!(disk_filesystem(Path::new("/nonexistent/x")), None);
+        assert_eq!(disk_filesystem(Path::new("/proc")), None);
     }
 
     #[test]

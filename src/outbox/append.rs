@@ -224,7 +224,36 @@ pub fn deliver_journaled(
     }
 }
 
-/// The child's side of [`deliver_journaled`].
+/// As [`deliver_journaled`], but delivers in this process, with no child:
+/// for a log on a local disk (see [`crate::follow::mode::disk_filesystem`]),
+/// whose calls answer or fail rather than hang the way a network mount's
+/// can, so there is nothing to walk away from. That saves `banshare ban` a
+/// fork and a process exit, a third of its time on such a log. The journal
+/// stays: a run killed while it waits for the lock (another writer, local
+/// or through the share, holds it) leaves its records to `flush` or the
+/// watcher, as a detached run does. Returns within `deadline` and a little
+/// more, whatever the lock does.
+pub fn deliver_journaled_here(
+    records: Vec<Record>,
+    publisher: &mut Publisher,
+    spool: &Spool,
+    deadline: Duration,
+) -> Result<Outcome, SpoolError> {
+    let journal = match spool.new_journal(&records) {
+        Ok(journal) => journal,
+        Err(e) => {
+            log::warn!("delivering without a journal: {e}");
+            return deliver(records, publisher, spool, deadline);
+        }
+    };
+    match deliver_from_journal(&journal, records, publisher, spool, deadline) {
+        Ok(outcome) => Ok(outcome),
+        Err(e) => keep_journal(&journal, e.to_string()),
+    }
+}
+
+/// The child's side of [`deliver_journaled`], and all of
+/// [`deliver_journaled_here`].
 fn deliver_from_journal(
     journal: &Journal,
     records: Vec<Record>,
