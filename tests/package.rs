@@ -11,6 +11,7 @@
 mod support;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -56,6 +57,9 @@ fn version_names_the_commit_and_the_features() {
     }
     if cfg!(feature = "zmq") {
         features.push("zmq");
+    }
+    if cfg!(feature = "nats") {
+        features.insert(0, "nats");
     }
     let features = match features.is_empty() {
         true => "none".to_owned(),
@@ -165,6 +169,10 @@ fn default_configuration_is_accepted_with_every_example_uncommented() {
     fs::write(etc.join("trusted-keys"), &out.stdout).unwrap();
     fs::write(etc.join("id_ed25519"), "").unwrap();
     fs::write(etc.join("known_hosts"), "").unwrap();
+    for secret in ["nats.creds", "nats-ca.pem"] {
+        fs::write(etc.join(secret), "").unwrap();
+        fs::set_permissions(etc.join(secret), fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let config = etc.join("banshare.toml");
     fs::write(&config, enabled).unwrap();
     let out = banshare(&["config", "check", "-c", config.to_str().unwrap()]);
