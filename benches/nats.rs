@@ -53,7 +53,10 @@
 //! - `BANSHARE_BENCH_IDLE_SECS` (default 10): the idle stretch per row;
 //! - `BANSHARE_BENCH_RATE` (default 10000), `BANSHARE_BENCH_SECS`
 //!   (default 10), `BANSHARE_BENCH_BATCH` (default 500): (b)'s offered
-//!   records per second, for how long, and records per `ban -` run.
+//!   records per second, for how long, and records per `ban -` run;
+//! - `BANSHARE_BENCH_ACK_TIMEOUT_MS` (default: not set, the product's
+//!   15 s): `append.lock_timeout`, how long a `ban` run waits for the
+//!   stream's acknowledgements before it spools.
 //!
 //! Prints Markdown tables for docs/benchmarks.md on stdout and progress on
 //! stderr. Like the other benches it does nothing without `--bench`, so
@@ -136,7 +139,7 @@ fn main() {
     }
     drop(monitors);
     if wanted("throughput") {
-        out += &bench.throughput();
+        out += &bench.throughput(&watchers);
     }
     drop(watchers);
     eprintln!(
@@ -170,6 +173,9 @@ struct Sizes {
     rate: usize,
     secs: usize,
     batch: usize,
+    /// `append.lock_timeout` (the acknowledgement timeout) in ms, if not
+    /// the default.
+    ack_timeout_ms: Option<usize>,
 }
 
 impl Sizes {
@@ -194,6 +200,9 @@ impl Sizes {
             rate: env_number("BANSHARE_BENCH_RATE", "10000").max(1),
             secs: env_number("BANSHARE_BENCH_SECS", "10").max(1),
             batch: env_number("BANSHARE_BENCH_BATCH", "500").max(1),
+            ack_timeout_ms: std::env::var("BANSHARE_BENCH_ACK_TIMEOUT_MS")
+                .ok()
+                .map(|_| env_number("BANSHARE_BENCH_ACK_TIMEOUT_MS", "").max(2)),
         }
     }
 }
@@ -220,12 +229,17 @@ impl Bench<'_> {
     /// docs/deploy.md says an administrator does.
     fn init_stream(&self) {
         // A stream of bans from one node is above the default rate limit;
-        // a short acknowledgement timeout and flush interval, as
-        // docs/nats.md recommends for NATS.
+        // the rest is the product's defaults (the acknowledgement timeout
+        // is `append.lock_timeout`, 15 s), unless the bench is told one.
+        let append = match self.sizes.ack_timeout_ms {
+            Some(ms) => format!(
+                "[append]\nlock_timeout = \"{ms}ms\"\nstale_lock = \"{}ms\"\n",
+                ms / 2
+            ),
+            None => String::new(),
+        };
         let config = format!(
-            "[common]\nlog = \"{}\"\n\
-             [append]\nlock_timeout = \"1s\"\nstale_lock = \"500ms\"\n\
-             [watch]\nflush_interval = \"1s\"\n\
+            "[common]\nlog = \"{}\"\n{append}\
              [trust]\nmax_bans_per_node_per_minute = 1000000\n",
             self.log_url()
         );
@@ -292,12 +306,8 @@ impl Bench<'_> {
         let template = self.template();
         let subject = format!("banshare.{STREAM}.sender");
         let mut publish = |addr: Ipv4Addr| {
-            let mut record = template.clone();
-            record.target = Target::Addr(IpAddr::V4(addr));
-            record.fields.ts = Some(chrono::Utc::now());
-            let id = RecordId::random().unwrap();
-            record.fields.id = Some(id.clone());
-            Some(publisher.publish(&subject, &id.to_string(), record.to_string()))
+            let (id, line) = record_line(&template, addr);
+            Some(publisher.publish(&subject, &id, line))
         };
         let nft_hosts: Vec<usize> = (0..NFT_HOSTS).collect();
         warm_up(events, &nft_hosts, net_addr(20, 255, 1), &mut publish);
@@ -397,20 +407,36 @@ impl Bench<'_> {
     }
 
     /// (b): the 10 watcher hosts publish `RATE` records per second for
-    /// `SECS` seconds with `banshare ban -`; every watcher must apply each.
-    fn throughput(&self) -> String {
+    /// `SECS` seconds, first with `banshare ban -` runs, then with the
+    /// bench's own clients; every watcher must apply each record.
+    fn throughput(&self, watchers: &[Daemon]) -> String {
+        let mut t = format!(
+            "### (b) Publish throughput: {NFT_HOSTS} nodes, 10 nftables watchers\n\n\
+             load average at the start: {}\n\n\
+             | published by | offered records/s | records sent | batches (records each) | failed batches | batch ms p50 / max | publish seconds | achieved records/s | stored in the stream | every watcher read / applied / in its set | all applied after s (status.json, written each second) | servers' CPU s (s0/s1/s2) | 10 watchers' CPU s, with their `nft` runs |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---:|\n",
+            load_average()
+        );
+        let mut notes = String::new();
+        for via in [Via::BanCommand, Via::Client] {
+            t += &self.throughput_row(via, watchers, &mut notes);
+            progress(&format!("(b) {}: done", via.name()));
+        }
+        t + &notes
+    }
+
+    fn throughput_row(&self, via: Via, watchers: &[Daemon], notes: &mut String) -> String {
         let sizes = &self.sizes;
         let senders = NFT_HOSTS;
         let per_sender = sizes.rate * sizes.secs / senders;
-        let runs = per_sender.div_ceil(sizes.batch);
-        // Run r of every sender starts at r * interval.
+        // Batch r of every sender starts at r * interval.
         let interval =
             Duration::from_secs_f64(sizes.batch as f64 * senders as f64 / sizes.rate as f64);
         assert!(per_sender <= 250 * 250, "at most 62,500 records per sender");
         let base_messages = self.stream_messages();
         // status.json is written about once a second: wait until every
         // watcher says it read all the stream holds.
-        let settled = wait_until(Duration::from_secs(60), || {
+        let settled = wait_until(Duration::from_secs(120), || {
             (0..NFT_HOSTS).all(|i| self.applied(i).0 == base_messages)
         });
         assert!(
@@ -420,39 +446,61 @@ impl Bench<'_> {
         let base: Vec<(u64, u64)> = (0..NFT_HOSTS).map(|i| self.applied(i)).collect();
         let base_set: Vec<usize> = (0..NFT_HOSTS).map(|i| set_len(self.cluster, i)).collect();
         progress(&format!(
-            "(b) {senders} senders, {per_sender} records each in {runs} `ban -` runs, one every {:.0} ms",
+            "(b) {}: {senders} senders, {per_sender} records each in batches of {}, one every {:.0} ms",
+            via.name(),
+            sizes.batch,
             interval.as_secs_f64() * 1000.0
         ));
+        let template = self.template();
         let before = self.server_stats();
+        let watchers_before = watchers_cpu(watchers);
         let start = Instant::now() + Duration::from_millis(200);
-        let (tx, rx) = mpsc::channel();
+        let mut runs: Vec<client::Batch> = Vec::new();
         thread::scope(|scope| {
-            for s in 0..senders {
-                let tx = tx.clone();
-                scope.spawn(move || {
-                    let addrs: Vec<String> = (0..per_sender)
-                        .map(|i| format!("10.{}.{}.{}", 100 + s, i / 250, 1 + i % 250))
+            let senders: Vec<_> = (0..senders)
+                .map(|s| {
+                    let net = via.first_net() + s as u8;
+                    let addrs: Vec<Ipv4Addr> = (0..per_sender)
+                        .map(|i| net_addr(net, (i / 250) as u8, (1 + i % 250) as u8))
                         .collect();
-                    for (r, chunk) in addrs.chunks(sizes.batch).enumerate() {
-                        let at = start + interval * r as u32;
-                        thread::sleep(at.saturating_duration_since(Instant::now()));
-                        let began = Instant::now();
-                        let outcome = self.ban_batch(s, chunk);
-                        let _ = tx.send((began, Instant::now(), chunk.len(), outcome, began - at));
-                    }
-                });
+                    let template = &template;
+                    scope.spawn(move || match via {
+                        Via::BanCommand => self.ban_batches(s, &addrs, interval, start),
+                        Via::Client => {
+                            let messages = addrs
+                                .iter()
+                                .map(|&addr| record_line(template, addr))
+                                .collect();
+                            client::pump(
+                                self.cluster.node_ns(s),
+                                self.nats.url_list(),
+                                format!("banshare.{STREAM}.bench{s}"),
+                                messages,
+                                sizes.batch,
+                                interval,
+                                start,
+                            )
+                        }
+                    })
+                })
+                .collect();
+            for sender in senders {
+                runs.extend(sender.join().expect("a sender panicked"));
             }
         });
-        drop(tx);
-        let runs: Vec<_> = rx.iter().collect();
-        let first = runs.iter().map(|r| r.0).min().unwrap();
-        let last = runs.iter().map(|r| r.1).max().unwrap();
-        let failures: Vec<&String> = runs.iter().filter_map(|r| r.3.as_ref().err()).collect();
-        // A run starts late when the sender's previous one was still going.
-        let late = runs.iter().filter(|r| r.4 > interval / 10).count();
-        let latest = runs.iter().map(|r| r.4).max().unwrap_or_default();
-        let sent: usize = runs.iter().map(|r| r.2).sum();
+        let first = runs.iter().map(|r| r.began).min().unwrap();
+        let last = runs.iter().map(|r| r.ended).max().unwrap();
+        let failures: Vec<&String> = runs
+            .iter()
+            .filter_map(|r| r.outcome.as_ref().err())
+            .collect();
+        // A batch starts late when the sender's previous one was still going.
+        let late = runs.iter().filter(|r| r.late > interval / 10).count();
+        let latest = runs.iter().map(|r| r.late).max().unwrap_or_default();
+        let sent: usize = runs.iter().map(|r| r.records).sum();
         let publish_wall = last - first;
+        let mut durations: Vec<Duration> = runs.iter().map(|r| r.ended - r.began).collect();
+        durations.sort();
         let target = sent as u64;
         let applied_all = wait_until(APPLY_DEADLINE, || {
             (0..NFT_HOSTS).all(|i| {
@@ -462,6 +510,7 @@ impl Bench<'_> {
         });
         let all_applied = first.elapsed();
         let after = self.server_stats();
+        let watchers_used = watchers_cpu(watchers) - watchers_before;
         let stored = self.stream_messages() - base_messages;
         let mut per_watcher = Vec::new();
         for i in 0..NFT_HOSTS {
@@ -470,11 +519,6 @@ impl Bench<'_> {
             per_watcher.push((read - base[i].0, applied - base[i].1, in_set));
         }
         let busy = cpu_delta(&before, &after);
-        let mut t = format!(
-            "### (b) Publish throughput: {senders} nodes, 10 nftables watchers\n\n\
-             | offered records/s | records sent | `ban -` runs (records each) | failed runs | publish seconds | achieved records/s | stored in the stream | every watcher read / applied / in its set | all applied after s (status.json, written each second) | servers' CPU s (s0/s1/s2) |\n\
-             |---:|---:|---:|---:|---:|---:|---:|---|---:|---|\n"
-        );
         let uniform = per_watcher.iter().all(|w| *w == per_watcher[0]);
         let watcher_text = if uniform {
             let (r, a, s) = per_watcher[0];
@@ -486,13 +530,28 @@ impl Bench<'_> {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        t += &format!(
-            "| {} | {} | {} ({}) | {} | {:.2} | {:.0} | {} | {} | {} | {} |\n",
+        if late > 0 {
+            *notes += &format!(
+                "\n{}: {late} of {} batches started more than a tenth of the interval after their slot \
+                 (the sender's previous batch was still going), the latest by {:.0} ms.\n",
+                via.name(),
+                runs.len(),
+                latest.as_secs_f64() * 1000.0
+            );
+        }
+        for f in failures.iter().take(3) {
+            *notes += &format!("\n{}: failed batch: {f}\n", via.name());
+        }
+        format!(
+            "| {} | {} | {} | {} ({}) | {} | {} / {} | {:.2} | {:.0} | {} | {} | {} | {} | {:.2} |\n",
+            via.name(),
             sizes.rate,
             sent,
             runs.len(),
             sizes.batch,
             failures.len(),
+            ms(&durations, 0.5),
+            ms(&durations, 1.0),
             publish_wall.as_secs_f64(),
             sent as f64 / publish_wall.as_secs_f64(),
             stored,
@@ -506,24 +565,39 @@ impl Bench<'_> {
                 .map(|c| format!("{:.2}", c.as_secs_f64()))
                 .collect::<Vec<_>>()
                 .join(" / "),
-        );
-        if late > 0 {
-            t += &format!(
-                "\n{late} of {} runs started more than a tenth of the interval after their slot \
-                 (the sender's previous run was still going), the latest by {:.0} ms.\n",
-                runs.len(),
-                latest.as_secs_f64() * 1000.0
-            );
+            watchers_used,
+        )
+    }
+
+    /// Sender `s`'s `banshare ban -` runs of `batch` addresses each, run
+    /// `r` started at `start + r * interval` (or when run `r - 1` ended).
+    fn ban_batches(
+        &self,
+        s: usize,
+        addrs: &[Ipv4Addr],
+        interval: Duration,
+        start: Instant,
+    ) -> Vec<client::Batch> {
+        let mut runs = Vec::new();
+        for (r, chunk) in addrs.chunks(self.sizes.batch).enumerate() {
+            let at = start + interval * r as u32;
+            thread::sleep(at.saturating_duration_since(Instant::now()));
+            let began = Instant::now();
+            let outcome = self.ban_batch(s, chunk);
+            runs.push(client::Batch {
+                began,
+                ended: Instant::now(),
+                records: chunk.len(),
+                outcome,
+                late: began - at,
+            });
         }
-        for f in failures.iter().take(3) {
-            t += &format!("\nfailed run: {f}\n");
-        }
-        t
+        runs
     }
 
     /// `banshare ban -` of `addrs` as node `senderS` in node `s`; Err with
     /// its stderr when it failed or spooled anything.
-    fn ban_batch(&self, s: usize, addrs: &[String]) -> Result<(), String> {
+    fn ban_batch(&self, s: usize, addrs: &[Ipv4Addr]) -> Result<(), String> {
         let mut child = self
             .cluster
             .command_in(self.cluster.node_ns(s), BANSHARE)
@@ -548,8 +622,7 @@ impl Bench<'_> {
             .spawn()
             .unwrap();
         let mut stdin = child.stdin.take().unwrap();
-        let mut text = addrs.join("\n");
-        text.push('\n');
+        let text: String = addrs.iter().map(|a| format!("{a}\n")).collect();
         stdin.write_all(text.as_bytes()).unwrap();
         drop(stdin);
         let out = child.wait_with_output().unwrap();
@@ -597,6 +670,43 @@ fn ban(mut command: Command, addr: Ipv4Addr, log: &str, spool: &Path) -> Option<
     None
 }
 
+/// How (b) publishes.
+#[derive(Clone, Copy)]
+enum Via {
+    /// `banshare ban -` runs, one per batch, as a node shares a storm.
+    BanCommand,
+    /// A long-lived JetStream client per node in this bench, publishing
+    /// each batch at once and taking the acknowledgements as they come.
+    Client,
+}
+
+impl Via {
+    fn name(self) -> &'static str {
+        match self {
+            Via::BanCommand => "`banshare ban -`, one run per batch",
+            Via::Client => "JetStream clients in the bench (pipelined)",
+        }
+    }
+
+    /// Sender `s` bans 10.<first_net + s>.x.y.
+    fn first_net(self) -> u8 {
+        match self {
+            Via::BanCommand => 100,
+            Via::Client => 120,
+        }
+    }
+}
+
+/// `template` for `addr`, with a fresh time and id: the id and the line.
+fn record_line(template: &Record, addr: Ipv4Addr) -> (String, String) {
+    let mut record = template.clone();
+    record.target = Target::Addr(IpAddr::V4(addr));
+    record.fields.ts = Some(chrono::Utc::now());
+    let id = RecordId::random().unwrap();
+    record.fields.id = Some(id.clone());
+    (id.to_string(), record.to_string())
+}
+
 fn net_addr(net: u8, hi: u8, lo: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, net, hi, lo)
 }
@@ -611,6 +721,28 @@ fn cpu_delta(before: &[ProcessStats], after: &[ProcessStats]) -> Vec<Duration> {
         .zip(after)
         .map(|(b, a)| a.cpu.saturating_sub(b.cpu))
         .collect()
+}
+
+/// CPU seconds (user and system) the watchers used so far, with the
+/// children they reaped (the nftables backend runs `nft`).
+fn watchers_cpu(watchers: &[Daemon]) -> f64 {
+    watchers
+        .iter()
+        .map(|d| {
+            let Ok(stat) = fs::read_to_string(format!("/proc/{}/stat", d.0.id())) else {
+                return 0.0;
+            };
+            // After the command name (in parentheses): state is field 3,
+            // utime 14, stime 15, cutime 16, cstime 17.
+            let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+            let ticks: u64 = fields[11..15]
+                .iter()
+                .map(|f| f.parse::<u64>().unwrap())
+                .sum();
+            // SAFETY: sysconf has no preconditions.
+            ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+        })
+        .sum()
 }
 
 fn load_average() -> String {

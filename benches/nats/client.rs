@@ -316,3 +316,85 @@ impl Drop for Publisher {
         }
     }
 }
+
+/// One batch of (b) as it went.
+pub struct Batch {
+    pub began: Instant,
+    /// When its last record was acknowledged (or the run ended).
+    pub ended: Instant,
+    pub records: usize,
+    /// Err: why not every record was acknowledged.
+    pub outcome: Result<(), String>,
+    /// How long after its slot it began.
+    pub late: Duration,
+}
+
+/// Publishes `messages` (id, line) on `subject` from network namespace
+/// `ns` (this thread moves into it), `batch` at a time, batch `r` at
+/// `start + r * interval`: all its records at once, the acknowledgements
+/// taken as they come while the next batches go out.
+pub fn pump(
+    ns: &str,
+    urls: String,
+    subject: String,
+    messages: Vec<(String, String)>,
+    batch: usize,
+    interval: Duration,
+    start: Instant,
+) -> Vec<Batch> {
+    let netns = File::open(PathBuf::from("/run/netns").join(ns)).unwrap();
+    // SAFETY: setns(2) on a file we hold open; it changes only this
+    // thread's network namespace, and the caller's thread ends after.
+    let rc = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async move {
+        let client = async_nats::connect(servers(&urls)).await.expect("connect");
+        let mut js = jetstream::new(client);
+        // Acknowledgements may come late on a busy machine: counted
+        // late, not failed, as `banshare ban` with its default 15 s.
+        js.set_timeout(Duration::from_secs(15));
+        let mut pending = Vec::new();
+        for (r, chunk) in messages.chunks(batch).enumerate() {
+            let at = start + interval * r as u32;
+            tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+            let began = Instant::now();
+            let mut acks = Vec::with_capacity(chunk.len());
+            let mut failure = None;
+            for (id, line) in chunk {
+                let message = PublishMessage::build()
+                    .payload(Bytes::from(line.clone()))
+                    .message_id(id.clone());
+                match js.send_publish(subject.clone(), message).await {
+                    Ok(ack) => acks.push(ack),
+                    Err(e) => failure = Some(e.to_string()),
+                }
+            }
+            let records = chunk.len();
+            pending.push(tokio::spawn(async move {
+                for ack in acks {
+                    match tokio::time::timeout(Duration::from_secs(15), ack.into_future()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => failure = Some(e.to_string()),
+                        Err(_) => failure = Some("no acknowledgement in 15 s".into()),
+                    }
+                }
+                Batch {
+                    began,
+                    ended: Instant::now(),
+                    records,
+                    outcome: failure.map_or(Ok(()), Err),
+                    late: began.saturating_duration_since(at),
+                }
+            }));
+        }
+        let mut batches = Vec::new();
+        for task in pending {
+            batches.push(task.await.expect("an acknowledgement task"));
+        }
+        batches
+    })
+}
