@@ -41,8 +41,15 @@
 //! watcher read and applied each of them once (`status.json`'s
 //! `lines_read` and `applied`) and holds each in its nftables set.
 //!
-//! `cargo bench --bench nats` (as root), or name a part: `-- latency`,
-//! `-- throughput`. Knobs (defaults are the full sizes):
+//! **sshfs, in the same run.** Last, the same 10 hosts follow one log in
+//! the file server's SFTP share through sshfs mounts (default polling:
+//! the log's size every 50 ms; the
+//! nftables backend), each ban appended with `banshare ban` on the file
+//! server's own disk, measured as in (a) with 700 ms between bans (as
+//! benches/zmq.rs): the file transport's figure beside NATS's.
+//!
+//! `cargo bench --bench nats` (as root), or name parts: `-- latency`,
+//! `-- throughput`, `-- sshfs`. Knobs (defaults are the full sizes):
 //!
 //! - `BANSHARE_BENCH_WATCHERS` (default `10,100,1000`): watcher counts,
 //!   each at least 10 (the 10 real watchers, the rest consumers);
@@ -90,6 +97,9 @@ const NFT_HOSTS: usize = 10;
 const STREAM: &str = "BANS";
 /// After the last subscriber applied a ban, before the next.
 const GAP: Duration = Duration::from_millis(30);
+/// The sshfs row polls (every 50 ms by default): a longer gap puts each ban at a
+/// random phase of the polls (as benches/zmq.rs).
+const FILE_GAP: Duration = Duration::from_millis(700);
 /// A ban not applied everywhere by then is counted as missed.
 const BAN_DEADLINE: Duration = Duration::from_secs(5);
 const START_DEADLINE: Duration = Duration::from_secs(180);
@@ -132,16 +142,23 @@ fn main() {
     let events = Events::new();
     let monitors = events.start_nft_monitors(&cluster);
     let watchers: Vec<Daemon> = (0..NFT_HOSTS).map(|i| bench.start_watcher(i)).collect();
-    let mut out = String::new();
+    let mut rows = Vec::new();
     if wanted("latency") {
-        let rows = bench.latency_rows(&events);
-        out += &latency_tables(&rows, &bench.sizes);
+        rows = bench.latency_rows(&events);
     }
     drop(monitors);
-    if wanted("throughput") {
-        out += &bench.throughput(&watchers);
-    }
+    let throughput = wanted("throughput").then(|| bench.throughput(&watchers));
     drop(watchers);
+    if wanted("sshfs") {
+        let events = Events::new();
+        let _monitors = events.start_nft_monitors(&cluster);
+        rows.push(bench.sshfs_row(&events));
+    }
+    let mut out = String::new();
+    if !rows.is_empty() {
+        out += &latency_tables(&rows, &bench.sizes);
+    }
+    out += &throughput.unwrap_or_default();
     eprintln!(
         "\n==== tables ({:.0} s in all; load average at the end: {}) ====\n",
         started.elapsed().as_secs_f64(),
@@ -294,6 +311,60 @@ impl Bench<'_> {
         watcher
     }
 
+    /// The sshfs row, for comparison in the same run: the same 10 hosts
+    /// and nftables backend following one log in the file server's SFTP
+    /// share through sshfs mounts (default polling), each ban appended with
+    /// `banshare ban` on the file server's own disk, as benches/zmq.rs
+    /// measures it; 700 ms after each ban was applied everywhere, so that
+    /// bans fall at every phase of the polls.
+    fn sshfs_row(&self, events: &Events) -> Row {
+        let log = self.cluster.create_sftp_file("newbans.log");
+        let config = self.work.join("sshfs.toml");
+        fs::write(&config, "[trust]\nmax_bans_per_node_per_minute = 1000000\n").unwrap();
+        let spool = self.work.join("sshfs-spool");
+        let watchers: Vec<Daemon> = (0..NFT_HOSTS)
+            .map(|i| {
+                let mount = self.cluster.mount_sftp_share(i).join("newbans.log");
+                let dir = self.work.join(format!("sshfs{i}"));
+                fs::create_dir_all(&dir).unwrap();
+                let child = self
+                    .cluster
+                    .command_in(self.cluster.node_ns(i), BANSHARE)
+                    .arg("--config")
+                    .arg(&config)
+                    .args(["--quiet", "watch", "--backend", "nftables"])
+                    .args(["--node", &format!("sshfs{i}"), "--log"])
+                    .arg(&mount)
+                    .arg("--state-dir")
+                    .arg(dir.join("state"))
+                    .arg("--spool-dir")
+                    .arg(dir.join("spool"))
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(File::create(dir.join("watch.err")).unwrap())
+                    .spawn()
+                    .unwrap();
+                Daemon(child)
+            })
+            .collect();
+        let log = log.display().to_string();
+        let mut append = |addr: Ipv4Addr| ban(Command::new(BANSHARE), addr, &log, &spool);
+        let all: Vec<usize> = (0..NFT_HOSTS).collect();
+        warm_up(events, &all, net_addr(40, 255, 1), &mut append);
+        let count = (self.sizes.bans * 40 / 500).max(5);
+        let m = measure(events, &all, 41, count, FILE_GAP, &mut append);
+        progress("sshfs, 10 watchers: done");
+        drop(watchers);
+        Row {
+            how: "sshfs mount, default polling (the size every 50 ms); `banshare ban` on the file server's disk",
+            watchers: NFT_HOSTS,
+            procs: 0,
+            m,
+            servers: None,
+            checked: Checked::default(),
+        }
+    }
+
     fn watcher_dir(&self, node: usize) -> PathBuf {
         self.work.join(format!("node{node}"))
     }
@@ -329,7 +400,7 @@ impl Bench<'_> {
             let idle_after = self.server_stats();
             let before = self.server_stats();
             let t = Instant::now();
-            let m = measure(events, &who, net, self.sizes.bans, &mut publish);
+            let m = measure(events, &who, net, self.sizes.bans, GAP, &mut publish);
             let wall = t.elapsed();
             let after = self.server_stats();
             let checked = group.check(self.stream_messages());
@@ -363,6 +434,7 @@ impl Bench<'_> {
                     &who,
                     net + 1,
                     (self.sizes.bans / 5).max(5),
+                    GAP,
                     &mut cli,
                 );
                 rows.push(Row {
@@ -1114,6 +1186,7 @@ fn measure(
     who: &[usize],
     net: u8,
     count: usize,
+    gap: Duration,
     submit: &mut dyn FnMut(Ipv4Addr) -> Option<Instant>,
 ) -> Measured {
     let who: HashSet<usize> = who.iter().copied().collect();
@@ -1128,7 +1201,7 @@ fn measure(
         missed: 0,
     };
     for i in 0..count {
-        drain(events, &mut seen, Instant::now() + GAP);
+        drain(events, &mut seen, Instant::now() + gap);
         let addr = net_addr(net, (i / 250) as u8, (1 + i % 250) as u8);
         let start = Instant::now();
         if let Some(ack) = submit(addr) {
