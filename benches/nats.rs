@@ -32,21 +32,26 @@
 //! CPU (`/proc/PID/stat`) is taken over each measured stretch and over an
 //! idle stretch before it, their memory (VmRSS, VmHWM) at its end.
 //!
-//! **(b) Throughput.** The 10 watcher hosts each publish, as node
-//! `senderK`, with `banshare ban -` runs of `BATCH` addresses started on a
-//! fixed schedule that offers `RATE` records per second in all, for
-//! `SECS` seconds. Achieved: records acknowledged per second, from the
-//! first run's start to the last run's end. Checked: every run exits 0 and
-//! spools nothing, the stream grew by exactly the records sent, and every
+//! **(b) Throughput.** The 10 watcher hosts each publish a batch of
+//! `BATCH` records on a fixed schedule that offers `RATE` records per
+//! second in all, for `SECS` seconds; a batch starts at its slot, or when
+//! that sender's previous batch ended. Two rows: `banshare ban -` runs
+//! (node `senderK`: process start, connect, publish, acknowledgements,
+//! as a node shares a storm), then a long-lived JetStream client per host
+//! in this bench that publishes each batch at once and takes the
+//! acknowledgements as they come (the stream's own capacity). Achieved:
+//! records acknowledged per second, from the first batch's start to the
+//! last acknowledgement. Checked: every `ban -` exits 0 and spools
+//! nothing, the stream grew by exactly the records sent, and every
 //! watcher read and applied each of them once (`status.json`'s
 //! `lines_read` and `applied`) and holds each in its nftables set.
 //!
 //! **sshfs, in the same run.** Last, the same 10 hosts follow one log in
 //! the file server's SFTP share through sshfs mounts (default polling:
-//! the log's size every 50 ms; the
-//! nftables backend), each ban appended with `banshare ban` on the file
-//! server's own disk, measured as in (a) with 700 ms between bans (as
-//! benches/zmq.rs): the file transport's figure beside NATS's.
+//! the log's size every 50 ms; the nftables backend), each ban appended
+//! with `banshare ban` on the file server's own disk, measured as in (a)
+//! with 700 ms between bans (as benches/zmq.rs): the file transport's
+//! figure beside NATS's.
 //!
 //! `cargo bench --bench nats` (as root), or name parts: `-- latency`,
 //! `-- throughput`, `-- sshfs`. Knobs (defaults are the full sizes):
