@@ -4,7 +4,8 @@
 //!
 //! One cluster of test hosts (network namespaces on one bridge): a
 //! 3-server NATS cluster (Debian's nats-server, JetStream, at .2-.4, as
-//! `tests/support/nats.rs` starts it, no authentication, no TLS) holding
+//! `tests/support/nats.rs` starts it; no authentication and no TLS, or
+//! with `BANSHARE_BENCH_NATS_SECURE=1` credentials files and TLS) holding
 //! stream `BANS` made by `banshare nats init --replicas 3`; nodes 0-9 run
 //! one `banshare watch --backend nftables` each; node 10 publishes; nodes
 //! 11 and up each run one consumer process (`client.rs`).
@@ -68,7 +69,11 @@
 //!   records per second, for how long, and records per `ban -` run;
 //! - `BANSHARE_BENCH_ACK_TIMEOUT_MS` (default: not set, the product's
 //!   15 s): `append.lock_timeout`, how long a `ban` run waits for the
-//!   stream's acknowledgements before it spools.
+//!   stream's acknowledgements before it spools;
+//! - `BANSHARE_BENCH_NATS_SECURE=1`: every client logs in with a
+//!   credentials file (user JWT and seed, one user for all) over TLS with
+//!   the servers verified, as docs/deploy.md sets NATS up; otherwise no
+//!   authentication and no TLS.
 //!
 //! Prints Markdown tables for docs/benchmarks.md on stdout and progress on
 //! stderr. Like the other benches it does nothing without `--bench`, so
@@ -134,7 +139,14 @@ fn main() {
         "building {hosts} test hosts and a 3-server NATS cluster"
     ));
     let cluster = Cluster::new("natsbench", hosts);
-    let nats = NatsServers::start_on(&cluster, "natsbench", NatsOptions::cluster());
+    // With BANSHARE_BENCH_NATS_SECURE, as docs/deploy.md sets it up:
+    // every client logs in with a credentials file (one user for all),
+    // over TLS with the servers verified.
+    let options = match sizes.secure {
+        true => NatsOptions::cluster().with_credentials(1).with_tls(),
+        false => NatsOptions::cluster(),
+    };
+    let nats = NatsServers::start_on(&cluster, "natsbench", options);
     let work = tempfile::tempdir().unwrap();
     let bench = Bench {
         cluster: &cluster,
@@ -198,6 +210,8 @@ struct Sizes {
     /// `append.lock_timeout` (the acknowledgement timeout) in ms, if not
     /// the default.
     ack_timeout_ms: Option<usize>,
+    /// Credentials files and TLS, as docs/deploy.md sets NATS up.
+    secure: bool,
 }
 
 impl Sizes {
@@ -225,6 +239,17 @@ impl Sizes {
             ack_timeout_ms: std::env::var("BANSHARE_BENCH_ACK_TIMEOUT_MS")
                 .ok()
                 .map(|_| env_number("BANSHARE_BENCH_ACK_TIMEOUT_MS", "").max(2)),
+            secure: env_or("BANSHARE_BENCH_NATS_SECURE", "") == "1",
+        }
+    }
+}
+
+impl Sizes {
+    /// How clients reach the servers, for the tables' titles.
+    fn security(&self) -> &'static str {
+        match self.secure {
+            true => "credentials files, TLS",
+            false => "no authentication, no TLS",
         }
     }
 }
@@ -239,12 +264,30 @@ struct Bench<'a> {
 }
 
 impl Bench<'_> {
-    /// `nats://` with every server, stream [`STREAM`].
+    /// `nats://` (`nats+tls://` with TLS) with every server, stream
+    /// [`STREAM`].
     fn log_url(&self) -> String {
         let servers: Vec<String> = (0..self.nats.server_count())
             .map(|i| format!("{}:{CLIENT_PORT}", self.nats.server_ip(i)))
             .collect();
-        format!("nats://{}/{STREAM}", servers.join(","))
+        let scheme = if self.sizes.secure {
+            "nats+tls"
+        } else {
+            "nats"
+        };
+        format!("{scheme}://{}/{STREAM}", servers.join(","))
+    }
+
+    /// What the bench's own clients log in with.
+    fn secure(&self) -> client::Secure {
+        client::Secure {
+            credentials: self
+                .nats
+                .users()
+                .first()
+                .and_then(|u| u.credentials_file.clone()),
+            ca: self.nats.ca_file(),
+        }
     }
 
     /// Writes the configuration and makes the stream with 3 replicas, as
@@ -260,9 +303,20 @@ impl Bench<'_> {
             ),
             None => String::new(),
         };
+        let secure = self.secure();
+        let mut nats = String::new();
+        if let Some(credentials) = &secure.credentials {
+            nats += &format!("credentials_file = \"{}\"\n", credentials.display());
+        }
+        if let Some(ca) = &secure.ca {
+            nats += &format!("ca_file = \"{}\"\n", ca.display());
+        }
+        if !nats.is_empty() {
+            nats = format!("[nats]\n{nats}");
+        }
         let config = format!(
             "[common]\nlog = \"{}\"\n{append}\
-             [trust]\nmax_bans_per_node_per_minute = 1000000\n",
+             [trust]\nmax_bans_per_node_per_minute = 1000000\n{nats}",
             self.log_url()
         );
         fs::write(&self.config, config).unwrap();
@@ -353,7 +407,7 @@ impl Bench<'_> {
             })
             .collect();
         let log = log.display().to_string();
-        let mut append = |addr: Ipv4Addr| ban(Command::new(BANSHARE), addr, &log, &spool);
+        let mut append = |addr: Ipv4Addr| ban(Command::new(BANSHARE), &config, addr, &log, &spool);
         let all: Vec<usize> = (0..NFT_HOSTS).collect();
         warm_up(events, &all, net_addr(40, 255, 1), &mut append);
         let count = (self.sizes.bans * 40 / 500).max(5);
@@ -377,8 +431,11 @@ impl Bench<'_> {
     /// (a): for each watcher count, consumer processes for the consumers
     /// beyond the 10 real watchers, an idle stretch, then the bans.
     fn latency_rows(&self, events: &Events) -> Vec<Row> {
-        let publisher =
-            client::Publisher::start(self.cluster.node_ns(NFT_HOSTS), self.nats.url_list());
+        let publisher = client::Publisher::start(
+            self.cluster.node_ns(NFT_HOSTS),
+            self.nats.url_list(),
+            self.secure(),
+        );
         let template = self.template();
         let subject = format!("banshare.{STREAM}.sender");
         let mut publish = |addr: Ipv4Addr| {
@@ -432,7 +489,8 @@ impl Bench<'_> {
                 let url = self.log_url();
                 let mut cli = |addr: Ipv4Addr| {
                     let ns = self.cluster.node_ns(NFT_HOSTS);
-                    ban(self.cluster.command_in(ns, BANSHARE), addr, &url, &spool)
+                    let command = self.cluster.command_in(ns, BANSHARE);
+                    ban(command, &self.config, addr, &url, &spool)
                 };
                 let m = measure(
                     events,
@@ -488,10 +546,11 @@ impl Bench<'_> {
     /// bench's own clients; every watcher must apply each record.
     fn throughput(&self, watchers: &[Daemon]) -> String {
         let mut t = format!(
-            "### (b) Publish throughput: {NFT_HOSTS} nodes, 10 nftables watchers\n\n\
+            "### (b) Publish throughput: {NFT_HOSTS} nodes, 10 nftables watchers, {}\n\n\
              load average at the start: {}\n\n\
              | published by | offered records/s | records sent | batches (records each) | failed batches | batch ms p50 / max | publish seconds | achieved records/s | stored in the stream | every watcher read / applied / in its set | all applied after s (status.json, written each second) | servers' CPU s (s0/s1/s2) | 10 watchers' CPU s, with their `nft` runs |\n\
              |---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---:|\n",
+            self.sizes.security(),
             load_average()
         );
         let mut notes = String::new();
@@ -551,6 +610,7 @@ impl Bench<'_> {
                             client::pump(
                                 self.cluster.node_ns(s),
                                 self.nats.url_list(),
+                                &self.secure(),
                                 format!("banshare.{STREAM}.bench{s}"),
                                 messages,
                                 sizes.batch,
@@ -728,9 +788,17 @@ impl Bench<'_> {
 
 /// Runs `banshare ban ADDR --log URL` (perhaps in a test host), as
 /// fail2ban's action would. No ACK time: the exit is all it says.
-fn ban(mut command: Command, addr: Ipv4Addr, log: &str, spool: &Path) -> Option<Instant> {
+fn ban(
+    mut command: Command,
+    config: &Path,
+    addr: Ipv4Addr,
+    log: &str,
+    spool: &Path,
+) -> Option<Instant> {
     let out = command
-        .args(["--config", "/dev/null", "--quiet", "ban"])
+        .arg("--config")
+        .arg(config)
+        .args(["--quiet", "ban"])
         .arg(addr.to_string())
         .args(["--port", "22", "--jail", "sshd", "--bantime", "3600"])
         .args(["--node", "sender", "--log", log])
@@ -897,6 +965,7 @@ impl ConsumerGroup {
                 .arg(STREAM)
                 .arg(count.to_string())
                 .arg(until.to_string())
+                .args(bench.secure().args())
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(File::create(bench.work.join(format!("consumers{p}.err"))).unwrap())
@@ -1314,10 +1383,11 @@ struct Row {
 
 fn latency_tables(rows: &[Row], sizes: &Sizes) -> String {
     let mut t = format!(
-        "### (a) Publish-to-applied latency, 3 servers, stream of 3 replicas\n\n\
+        "### (a) Publish-to-applied latency, 3 servers, stream of 3 replicas, {}\n\n\
          load average at the end: {}\n\n\
          | published by | watchers: nftables + consumers (processes) | bans | p50 ms | p90 ms | p99 ms | max ms | first p50 ms | last nftables host p50 / p99 ms | last consumer p50 / p99 ms | ACK p50 / p99 ms | missed (5 s) |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        sizes.security(),
         load_average()
     );
     for r in rows {

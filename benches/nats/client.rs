@@ -32,12 +32,61 @@ use futures_util::StreamExt;
 use tokio::sync::{Semaphore, mpsc};
 
 /// The argument that makes the bench binary a consumer process:
-/// `--nats-consumers URLS STREAM COUNT UNTIL_SEQ`.
+/// `--nats-consumers URLS STREAM COUNT UNTIL_SEQ CREDENTIALS CA` (`-`
+/// for none of the last two: [`Secure::args`]).
 pub const CONSUMER_MODE: &str = "--nats-consumers";
 
 /// Consumers connecting and making their consumer at once, per process:
 /// the servers answer a burst of a thousand consumer creations slowly.
 const MAKING_AT_ONCE: usize = 16;
+
+/// How the bench's clients prove themselves and check the servers: a
+/// credentials file, and the CA of the servers' certificates (TLS); none
+/// of them when the servers take anyone without TLS.
+#[derive(Clone, Default)]
+pub struct Secure {
+    pub credentials: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
+}
+
+impl Secure {
+    /// As two arguments of a consumer process, `-` for none.
+    pub fn args(&self) -> [String; 2] {
+        let arg = |p: &Option<PathBuf>| p.as_ref().map_or("-".into(), |p| p.display().to_string());
+        [arg(&self.credentials), arg(&self.ca)]
+    }
+
+    fn from_args(credentials: &str, ca: &str) -> Secure {
+        let path = |a: &str| (a != "-").then(|| PathBuf::from(a));
+        Secure {
+            credentials: path(credentials),
+            ca: path(ca),
+        }
+    }
+
+    /// Connects to the servers `urls` (comma-separated) as banshare's
+    /// transport would, with long timeouts for a busy machine.
+    async fn connect(&self, urls: &str) -> Result<async_nats::Client, String> {
+        let mut options = async_nats::ConnectOptions::new()
+            .name("banshare-bench")
+            .connection_timeout(Duration::from_secs(30))
+            .request_timeout(Some(Duration::from_secs(30)))
+            .max_reconnects(None);
+        if let Some(credentials) = &self.credentials {
+            options = options
+                .credentials_file(credentials)
+                .await
+                .map_err(|e| format!("credentials: {e}"))?;
+        }
+        if let Some(ca) = &self.ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        options
+            .connect(servers(urls))
+            .await
+            .map_err(|e| format!("connect: {e}"))
+    }
+}
 
 /// What each consumer saw.
 #[derive(Default, Clone, Copy)]
@@ -67,9 +116,10 @@ enum Event {
 /// Reads `report` lines on stdin and answers each with
 /// `report CONSUMERS MADE MIN_RECORDS MAX_RECORDS MIN_LAST SKIPPED AGAIN ERRORS`.
 pub fn run_consumers(args: &[String]) {
-    let [urls, stream, count, until] = args else {
-        panic!("{CONSUMER_MODE} URLS STREAM COUNT UNTIL_SEQ, not {args:?}");
+    let [urls, stream, count, until, credentials, ca] = args else {
+        panic!("{CONSUMER_MODE} URLS STREAM COUNT UNTIL_SEQ CREDENTIALS CA, not {args:?}");
     };
+    let secure = Secure::from_args(credentials, ca);
     let count: usize = count.parse().expect("a consumer count");
     let until: u64 = until.parse().expect("a stream sequence");
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -96,6 +146,7 @@ pub fn run_consumers(args: &[String]) {
                 urls.clone(),
                 stream.clone(),
                 until,
+                secure.clone(),
                 tx.clone(),
                 making.clone(),
                 tallies.clone(),
@@ -139,25 +190,20 @@ pub fn run_consumers(args: &[String]) {
     });
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn consume(
     i: usize,
     urls: String,
     stream: String,
     until: u64,
+    secure: Secure,
     events: mpsc::UnboundedSender<Event>,
     making: Arc<Semaphore>,
     tallies: Arc<Mutex<Vec<Tally>>>,
 ) {
     let permit = making.acquire_owned().await.expect("never closed");
     let made = async {
-        let client = async_nats::ConnectOptions::new()
-            .name("banshare-bench")
-            .connection_timeout(Duration::from_secs(30))
-            .request_timeout(Some(Duration::from_secs(30)))
-            .max_reconnects(None)
-            .connect(servers(&urls))
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
+        let client = secure.connect(&urls).await?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(Duration::from_secs(30));
         let stream = js
@@ -247,7 +293,7 @@ pub struct Publisher {
 
 impl Publisher {
     /// Connects to `urls` from network namespace `ns`.
-    pub fn start(ns: &str, urls: String) -> Publisher {
+    pub fn start(ns: &str, urls: String, secure: Secure) -> Publisher {
         let ns = PathBuf::from("/run/netns").join(ns);
         let (requests, mut inbox) = mpsc::channel::<(String, String, String)>(1);
         let (outbox, replies) = std_mpsc::channel();
@@ -262,7 +308,7 @@ impl Publisher {
                 .build()
                 .expect("a tokio runtime");
             runtime.block_on(async move {
-                let client = async_nats::connect(servers(&urls)).await.expect("connect");
+                let client = secure.connect(&urls).await.expect("connect");
                 let js = jetstream::new(client);
                 while let Some((subject, id, line)) = inbox.recv().await {
                     let message = PublishMessage::build()
@@ -333,9 +379,11 @@ pub struct Batch {
 /// `ns` (this thread moves into it), `batch` at a time, batch `r` at
 /// `start + r * interval`: all its records at once, the acknowledgements
 /// taken as they come while the next batches go out.
+#[allow(clippy::too_many_arguments)]
 pub fn pump(
     ns: &str,
     urls: String,
+    secure: &Secure,
     subject: String,
     messages: Vec<(String, String)>,
     batch: usize,
@@ -352,7 +400,7 @@ pub fn pump(
         .build()
         .expect("a tokio runtime");
     runtime.block_on(async move {
-        let client = async_nats::connect(servers(&urls)).await.expect("connect");
+        let client = secure.connect(&urls).await.expect("connect");
         let mut js = jetstream::new(client);
         // Acknowledgements may come late on a busy machine: counted
         // late, not failed, as `banshare ban` with its default 15 s.
