@@ -533,7 +533,7 @@ pub enum AddressArg {
     Target(Target),
 }
 
-fn parse_address_arg(text: &str) -> Result<AddressArg, String> {
+pub(super) fn parse_address_arg(text: &str) -> Result<AddressArg, String> {
     if text == "-" {
         return Ok(AddressArg::Stdin);
     }
@@ -579,7 +579,7 @@ pub struct BantimeArg {
     pub clamped: bool,
 }
 
-fn parse_bantime_arg(text: &str) -> Result<BantimeArg, String> {
+pub(super) fn parse_bantime_arg(text: &str) -> Result<BantimeArg, String> {
     let (bantime, clamped) = parse_bantime_clamped(text)?;
     Ok(BantimeArg {
         text: text.to_owned(),
