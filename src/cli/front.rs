@@ -186,9 +186,12 @@ fn global_option<'a>(
     Some(())
 }
 
-/// An option's value: the next word, unless it looks like an option.
+/// An option's value: the next word, unless it looks like an option or is
+/// empty (clap refuses an empty path).
 fn value<'a>(words: &mut impl Iterator<Item = Option<&'a str>>) -> Option<&'a str> {
-    words.next()?.filter(|v| !v.starts_with('-'))
+    words
+        .next()?
+        .filter(|v| !v.is_empty() && !v.starts_with('-'))
 }
 
 /// Sets an option given once; `None` if it was given already.
@@ -332,6 +335,11 @@ mod tests {
             "--config /c",
         ];
         const WRONG: &[&str] = &[
+            "--spool-dir ",
+            "--jail ",
+            "--log ",
+            "-c ",
+            "--bantime ",
             "999.1.1.1",
             "--bogus",
             "--",
