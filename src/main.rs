@@ -13,18 +13,22 @@ use cli::args::Cli;
 use cli::failure::Failure;
 
 fn main() -> ExitCode {
-    let parsed = Cli::try_parse();
-    if let Some(full) = cli::front::FULL_BINARY
-        && !cli::front::runs_itself(&parsed)
-    {
-        return cli::front::exec_full(full);
-    }
-    let cli = match parsed {
-        Ok(cli) => cli,
-        Err(e) => return usage_error(e),
+    let (cli, settings) = match cli::front::FULL_BINARY {
+        Some(full) => match cli::front::runs_itself() {
+            Some((cli, settings)) => (cli, Some(settings)),
+            None => return cli::front::exec_full(full),
+        },
+        None => match Cli::try_parse() {
+            Ok(cli) => (cli, None),
+            Err(e) => return usage_error(e),
+        },
     };
-    cli::logging::install(cli.quiet, cli.verbose);
-    match cli::commands::run(cli) {
+    cli::logging::install(cli.global.quiet, cli.global.verbose);
+    let result = match settings {
+        Some(settings) => cli::commands::run_with(cli, settings),
+        None => cli::commands::run(cli),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Output(e)) => output_failed(&e),
         Err(Failure::NotRunning(message)) => {

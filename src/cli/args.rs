@@ -74,6 +74,18 @@ pub const VERSION: &str = concat!(
 #[derive(Debug, Parser)]
 #[command(name = "banshare", version = VERSION, about = ABOUT, long_about = LONG_ABOUT, after_long_help = EXIT_STATUS)]
 pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The options every command takes, before or after its name. A struct of
+/// their own so that the package's front (`super::front`) parses them as
+/// the full command line does, from the same definitions.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
     /// Configuration file. A missing default file is fine (defaults apply);
     /// a file named here must exist.
     #[arg(long, short = 'c', global = true, value_name = "FILE")]
@@ -86,9 +98,6 @@ pub struct Cli {
     /// Print debug messages too (each batch read from the log, each append).
     #[arg(long, short = 'v', global = true)]
     pub verbose: bool,
-
-    #[command(subcommand)]
-    pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
@@ -524,7 +533,7 @@ pub enum AddressArg {
     Target(Target),
 }
 
-fn parse_address_arg(text: &str) -> Result<AddressArg, String> {
+pub(super) fn parse_address_arg(text: &str) -> Result<AddressArg, String> {
     if text == "-" {
         return Ok(AddressArg::Stdin);
     }
@@ -570,7 +579,7 @@ pub struct BantimeArg {
     pub clamped: bool,
 }
 
-fn parse_bantime_arg(text: &str) -> Result<BantimeArg, String> {
+pub(super) fn parse_bantime_arg(text: &str) -> Result<BantimeArg, String> {
     let (bantime, clamped) = parse_bantime_clamped(text)?;
     Ok(BantimeArg {
         text: text.to_owned(),

@@ -28,9 +28,15 @@ const MAX_STDIN: u64 = 64 << 20;
 pub fn run(cli: Cli) -> Result<()> {
     // Doctor reports a bad configuration file as one of its findings.
     if let Command::Doctor(args) = cli.command {
-        return super::doctor::doctor(args, &cli.config);
+        return super::doctor::doctor(args, &cli.global.config);
     }
-    let settings = load_settings(&cli.config)?;
+    let settings = load_settings(&cli.global.config)?;
+    run_with(cli, settings)
+}
+
+/// As [`run`], with the configuration already read: the package's front
+/// reads it to decide whether it runs the command itself (`super::front`).
+pub fn run_with(cli: Cli, settings: Settings) -> Result<()> {
     match cli.command {
         Command::Ban(args) => share(Op::Ban, args, settings),
         Command::Unban(args) => share(Op::Unban, args, settings),
@@ -38,7 +44,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Config(ConfigCommand::Check(args)) => {
             // What the watcher, ban, monitor or publisher would refuse is
             // refused here too.
-            let origin = config_path(&cli.config);
+            let origin = config_path(&cli.global.config);
             settings
                 .check_watch(&origin)
                 .and_then(|()| settings.signing_key(&origin).map(drop))
@@ -70,15 +76,15 @@ pub fn run(cli: Cli) -> Result<()> {
                 ))),
             }
         }
-        Command::Watch(args) => super::watch::watch(args, &cli.config, settings),
-        Command::Compact(args) => super::compact::compact(args, &cli.config, settings),
+        Command::Watch(args) => super::watch::watch(args, &cli.global.config, settings),
+        Command::Compact(args) => super::compact::compact(args, &cli.global.config, settings),
         Command::Status(args) => super::watch::status(args, settings),
         Command::Bans(args) => super::bans::bans(args, settings),
-        Command::Doctor(_) => unreachable!("handled above"),
-        Command::Cleanup(args) => super::watch::cleanup(args, &cli.config, settings),
+        Command::Doctor(_) => unreachable!("run handles it before reading the configuration"),
+        Command::Cleanup(args) => super::watch::cleanup(args, &cli.global.config, settings),
         Command::Monitor(args) => super::fail2ban::monitor(args, settings),
         #[cfg(feature = "zmq")]
-        Command::Publisher(args) => super::publisher::publisher(args, &cli.config, settings),
+        Command::Publisher(args) => super::publisher::publisher(args, &cli.global.config, settings),
         Command::Fail2ban(Fail2banCommand::Install(args)) => super::fail2ban::install(args),
         Command::Keygen(args) => keygen(args, settings),
         #[cfg(feature = "zmq")]

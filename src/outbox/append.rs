@@ -232,13 +232,16 @@ pub fn deliver_journaled(
 /// stays: a run killed while it waits for the lock (another writer, local
 /// or through the share, holds it) leaves its records to `flush` or the
 /// watcher, as a detached run does. Returns within `deadline` and a little
-/// more, whatever the lock does.
+/// more, whatever the lock does. The transport is called on this thread
+/// too ([`Publisher::on_this_thread`]): the lock waits are bounded by the
+/// lock timeout, which `deadline` includes, and the rest does not hang.
 pub fn deliver_journaled_here(
     records: Vec<Record>,
     publisher: &mut Publisher,
     spool: &Spool,
     deadline: Duration,
 ) -> Result<Outcome, SpoolError> {
+    publisher.on_this_thread();
     let journal = match spool.new_journal(&records) {
         Ok(journal) => journal,
         Err(e) => {
@@ -472,6 +475,35 @@ mod tests {
         assert!(files(&spool).is_empty(), "{:?}", files(&spool));
         let opened_here = opened_here.load(std::sync::atomic::Ordering::SeqCst);
         assert_eq!(opened_here, 0, "the parent opened the transport");
+    }
+
+    /// A log that notes the thread each append ran on.
+    struct ThreadNotingLog(std::sync::Arc<std::sync::Mutex<Vec<std::thread::ThreadId>>>);
+
+    impl Transport for ThreadNotingLog {
+        fn append(&mut self, _: &[u8]) -> Result<(), TransportError> {
+            self.0.lock().unwrap().push(std::thread::current().id());
+            Ok(())
+        }
+    }
+
+    /// A log on a local disk is appended to from the calling thread: no
+    /// worker thread to start and wait for.
+    #[test]
+    fn a_delivery_here_appends_from_this_thread_and_removes_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let noted = seen.clone();
+        let mut log = Publisher::new(move || Box::new(ThreadNotingLog(noted.clone())));
+        let outcome =
+            deliver_journaled_here(records(), &mut log, &spool, Duration::from_secs(10)).unwrap();
+        assert!(
+            matches!(outcome, Outcome::Delivered { total: 1, .. }),
+            "{outcome:?}"
+        );
+        assert_eq!(*seen.lock().unwrap(), [std::thread::current().id()]);
+        assert!(files(&spool).is_empty(), "{:?}", files(&spool));
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct Publisher {
     open: Opener,
     /// `None` until the first call, and after a call outlived its deadline.
     transport: Option<Box<dyn Transport>>,
+    /// Calls run on the caller's thread (see [`Publisher::on_this_thread`]).
+    here: bool,
 }
 
 impl Publisher {
@@ -31,7 +33,17 @@ impl Publisher {
         Publisher {
             open: Box::new(open),
             transport: None,
+            here: false,
         }
+    }
+
+    /// Runs each call on the caller's thread, with no worker: for a log
+    /// on a local disk, whose calls answer or fail instead of hanging, and
+    /// whose lock waits are bounded by the lock timeout that the deadline
+    /// includes. A thread per call (its stack, its malloc arena, the
+    /// hand-over) was a tenth of a `banshare ban`'s system calls.
+    pub fn on_this_thread(&mut self) {
+        self.here = true;
     }
 
     /// Runs `work` on the transport on a worker thread and waits at most
@@ -42,6 +54,11 @@ impl Publisher {
         work: impl FnOnce(&mut dyn Transport) -> T + Send + 'static,
     ) -> Option<T> {
         let mut transport = self.transport.take().unwrap_or_else(|| (self.open)());
+        if self.here {
+            let result = work(&mut *transport);
+            self.transport = Some(transport);
+            return Some(result);
+        }
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
             let result = work(&mut *transport);
@@ -87,6 +104,38 @@ mod tests {
             assert!(matches!(done, Some(Ok(()))));
         }
         assert_eq!(opened.load(Ordering::SeqCst), 1);
+    }
+
+    /// A transport that notes the thread each call ran on.
+    struct ThreadNoting(Arc<std::sync::Mutex<Vec<thread::ThreadId>>>);
+
+    impl Transport for ThreadNoting {
+        fn append(&mut self, _: &[u8]) -> Result<(), crate::transport::TransportError> {
+            self.0.lock().unwrap().push(thread::current().id());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn calls_run_on_a_worker_unless_asked_to_run_on_this_thread() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let noted = seen.clone();
+        let mut publisher =
+            Publisher::new(move || Box::new(ThreadNoting(noted.clone())) as Box<dyn Transport>);
+        let call =
+            |p: &mut Publisher| p.run_with_deadline(Duration::from_secs(10), |t| t.append(b"x\n"));
+        assert!(matches!(call(&mut publisher), Some(Ok(()))));
+        publisher.on_this_thread();
+        assert!(matches!(call(&mut publisher), Some(Ok(()))));
+        let here = thread::current().id();
+        assert_eq!(
+            seen.lock()
+                .unwrap()
+                .iter()
+                .map(|&t| t == here)
+                .collect::<Vec<_>>(),
+            [false, true]
+        );
     }
 
     #[test]

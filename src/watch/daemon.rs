@@ -469,24 +469,31 @@ impl Daemon {
             self.unsaved = true;
             self.note_unsaved(&lines);
             self.pending = self.decide(&lines, Utc::now());
-            if full {
-                self.size_for_backlog(&lines);
+            let backlog = full.then(|| self.backlog_bans(&lines)).flatten();
+            // The batch's lines, and with the apply its actions, are freed
+            // before the map grows for the backlog: the old table and the
+            // new one are held at once for a moment, and with the batch
+            // beside them that moment was the catch-up's peak.
+            drop(lines);
+            let applied = self.apply_pending();
+            if let Some(bans) = backlog {
+                self.policy.reserve_bans(bans);
             }
-            if !self.apply_pending() || !full {
+            if !applied || !full {
                 return;
             }
         }
     }
 
-    /// In a catch-up, makes room in the policy's map at once for the bans
-    /// the rest of the log will likely put in force: as many per byte as
-    /// in `batch`, just decided, over the bytes still unread. Logs come
+    /// In a catch-up, how many more bans the rest of the log will likely
+    /// put in force, to make room for in the policy's map at once: as many
+    /// per byte as in `batch`, just decided, over the bytes still unread. Logs come
     /// in time order, so the newest part, read last, holds the live bans:
     /// a log that is mostly history reserves nothing until its live part
     /// starts, and then about what that part holds. Growing the map one
     /// doubling at a time instead rehashes every ban at each step and holds
     /// both tables for a moment.
-    fn size_for_backlog(&mut self, batch: &[Entry]) {
+    fn backlog_bans(&mut self, batch: &[Entry]) -> Option<usize> {
         let bans = self
             .pending
             .iter()
@@ -494,13 +501,15 @@ impl Daemon {
             .count();
         let bytes: u64 = batch.iter().map(Entry::size).sum();
         if bans == 0 || bytes == 0 {
-            return;
+            return None;
         }
-        let Some(unread) = self.feed.unread(0) else {
-            return;
-        };
-        let expected = unread.bytes as f64 * bans as f64 / bytes as f64;
-        self.policy.reserve_bans(expected as usize);
+        let unread = self.feed.unread(0)?;
+        let expected = (unread.bytes as f64 * bans as f64 / bytes as f64) as usize;
+        debug!(
+            "{} byte(s) unread: room for about {expected} more ban(s)",
+            unread.bytes
+        );
+        Some(expected)
     }
 
     /// Says what the feed noticed: resuming, rotation, truncation.

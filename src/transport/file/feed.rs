@@ -305,13 +305,15 @@ impl<F: LogFs> Feed for FileFeed<F> {
                 lines
             }
         };
-        Ok(lines
-            .into_iter()
-            .map(|line| match line {
-                Line::Complete { bytes, .. } => Entry::Record(bytes),
-                Line::TooLong { len, .. } => Entry::TooLong { len },
-            })
-            .collect())
+        // Into a vector of their own size: collected in place, the entries
+        // kept the lines' larger allocation (1 MB for a catch-up's batch of
+        // 10,000, four times what they need) until the batch was done.
+        let mut entries = Vec::with_capacity(lines.len());
+        entries.extend(lines.into_iter().map(|line| match line {
+            Line::Complete { bytes, .. } => Entry::Record(bytes),
+            Line::TooLong { len, .. } => Entry::TooLong { len },
+        }));
+        Ok(entries)
     }
 
     fn position(&self) -> Option<Position> {
