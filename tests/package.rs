@@ -549,7 +549,7 @@ fn deb_installs_into_a_clean_debian_root_and_purge_names_what_it_leaves() {
     root.sh_ok(
         "cp /etc/banshare/banshare.toml /tmp/share.toml && \
          sed -i 's|^log = .*|log = \"nats://198.51.100.1,198.51.100.2,198.51.100.3/BANS\"|; \
-                 s|^#nkey_seed_file = .*|nkey_seed_file = \"/etc/banshare/nats.nkey\"|' \
+                 s|^#credentials_file = .*|nkey_seed_file = \"/etc/banshare/nats.nkey\"|' \
              /etc/banshare/banshare.toml && \
          grep -qx 'nkey_seed_file = \"/etc/banshare/nats.nkey\"' /etc/banshare/banshare.toml && \
          banshare systemd-dropin --unit watch && \
