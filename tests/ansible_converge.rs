@@ -11,7 +11,7 @@
 //! 198.18.0.1    files    the file server (container)
 //! 198.18.0.2    the Ansible controller (a namespace: ansible-playbook, ssh)
 //! 198.18.0.11   node1, .12 node2, .13 node3 (containers; node3 joins later)
-//! 198.18.0.250  the attacker, .249 a second one (namespaces)
+//! 198.18.0.250  the attacker, .249 a second one, .248 a third, .247 a fourth (namespaces)
 //! ```
 //!
 //! Then: the watcher's unit is active on each node; `banshare ban` on node 1
@@ -22,8 +22,20 @@
 //! the watcher reloaded, not restarted, for what SIGHUP re-reads; node3
 //! added to the inventory (over SFTP, no mount) and a run later, its bans
 //! apply on nodes 1 and 2, whose watchers were reloaded, not restarted;
-//! one more run repairs a backend and an fstab line changed by hand on
-//! node1 (remount, restart) and changes nothing elsewhere. Also checked:
+//! one more run repairs a backend changed by hand on node1 and node2 and
+//! an fstab line on node1 (remount, restart; node2 restarts with its share
+//! mounted) and restarts node3's watcher for the note an interrupted run
+//! leaves; a run with a malformed extra trusted key (node1) and a
+//! configuration line `banshare config check` refuses (node2) fails and
+//! writes neither; node1 moved to SFTP and node3 removed in one run: the
+//! unmount succeeds, node3's open SSH session to the file server is ended,
+//! and a ban over SFTP still reaches node2. Last, the nodes switch to a
+//! NATS JetStream stream (`banshare_node_access: nats`): a nats-server on
+//! the file server's host (`banshare_nats`), the stream made once by node1
+//! (`banshare nats init` with an administrator's NKey), each node's NKey
+//! made on it; `doctor` finds the stream, a ban on node1 blocks a fourth
+//! attacker on node2 through NATS, and a run after that changes nothing.
+//! Also checked:
 //! the keys' owners and modes, the fstab line, the share out of other
 //! local users' reach, the file server's account confined by the running
 //! sshd, attribute caching off. Leftovers of a killed run are swept.
@@ -31,7 +43,7 @@
 //! Needs root, Debian's ansible, systemd-container, debootstrap (the root
 //! is made once per machine), iproute2, and the .deb from
 //! `packaging/build-deb` (as .ci/run does): fails, never skips, without
-//! them. About 4 minutes on a quiet machine, 8.5 on a busy one: five
+//! them. About 4 minutes on a quiet machine, 10 on a busy one: seven
 //! playbook runs of 25 to 115 s each, each at most 300 s, the whole test at
 //! most 15 minutes.
 
@@ -54,6 +66,8 @@ const FILESERVER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const CONTROLLER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const ATTACKER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 250);
 const SECOND_ATTACKER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 249);
+const THIRD_ATTACKER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 248);
+const FOURTH_ATTACKER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 247);
 
 /// The shared log on the file server, as the role makes it (defaults).
 const SERVER_LOG: &str = "/srv/banshare/share/newbans.log";
@@ -232,6 +246,15 @@ impl Controller {
     /// (authorized_keys from="..."); the others mount it with sshfs, as the
     /// roles do by default.
     fn write_inventory(&self, files: &Container, nodes: &[&Container]) {
+        self.write_inventory_on(files, nodes, Log::File);
+    }
+
+    /// As [`Controller::write_inventory`], with the nodes on `log`: with
+    /// [`Log::Nats`], every node on a NATS stream
+    /// (`banshare_node_access: nats`) served by one nats-server on the
+    /// file server's host (`banshare_nats_servers`), made by node1
+    /// (`banshare_node_nats_init`).
+    fn write_inventory_on(&self, files: &Container, nodes: &[&Container], log: Log) {
         let known_hosts: String = std::iter::once(files)
             .chain(nodes.iter().copied())
             .map(|c| format!("{} {}\n", c.ip, c.host_key()))
@@ -240,9 +263,10 @@ impl Controller {
         let node_lines: String = nodes
             .iter()
             .map(|c| {
-                let access = match c.name.as_str() {
-                    "node2" => "          banshare_node_fail2ban: true\n".to_owned(),
-                    "node3" => format!(
+                let access = match (c.name.as_str(), log) {
+                    ("node2", _) => "          banshare_node_fail2ban: true\n".to_owned(),
+                    ("node1", Log::Nats) => "          banshare_node_nats_init: true\n".to_owned(),
+                    ("node3", Log::File) => format!(
                         "          banshare_node_access: sftp\n\
                          \x20         banshare_node_ssh_from: {}\n",
                         c.ip
@@ -255,6 +279,20 @@ impl Controller {
                 )
             })
             .collect();
+        let nats = match log {
+            Log::File => String::new(),
+            Log::Nats => format!(
+                "\x20     vars:\n\
+                 \x20       banshare_node_access: nats\n\
+                 \x20       banshare_node_nats_servers: [\"{fs_ip}\"]\n\
+                 \x20       banshare_node_nats_replicas: 1\n\
+                 \x20   banshare_nats_servers:\n\
+                 \x20     hosts:\n\
+                 \x20       {fs}: {{}}\n",
+                fs = files.name,
+                fs_ip = files.ip,
+            ),
+        };
         // banshare_package_apt_cache_valid_time: the containers have no
         // package mirror, their apt lists (from .ci/debroot) are never
         // refreshed.
@@ -276,7 +314,7 @@ impl Controller {
              \x20         ansible_host: {fs_ip}\n\
              \x20   banshare_nodes:\n\
              \x20     hosts:\n\
-             {node_lines}",
+             {node_lines}{nats}",
             key = self.path("id_ed25519").display(),
             known_hosts = self.path("known_hosts").display(),
             deb = self.deb.display(),
@@ -289,6 +327,17 @@ impl Controller {
     /// Runs site.yml from the controller's namespace; panics with its
     /// output unless it succeeded.
     fn converge(&self, what: &str, hosts: &[&Container]) -> PlaybookRun {
+        let (ok, output) = self.try_converge(what, hosts);
+        assert!(ok, "ansible-playbook ({what}) failed:\n{output}");
+        PlaybookRun {
+            recap: parse_recap(&output),
+            changed: parse_changed(&output),
+            output,
+        }
+    }
+
+    /// Runs site.yml; whether it succeeded, and its output.
+    fn try_converge(&self, what: &str, hosts: &[&Container]) -> (bool, String) {
         let started = Instant::now();
         let left = self.deadline.saturating_duration_since(started);
         assert!(
@@ -344,17 +393,17 @@ impl Controller {
                 );
             }
         }
-        assert!(
-            out.status.success(),
-            "ansible-playbook ({what}) failed ({}):\n{output}",
-            out.status
-        );
-        PlaybookRun {
-            recap: parse_recap(&output),
-            changed: parse_changed(&output),
-            output,
-        }
+        (out.status.success(), output)
     }
+}
+
+/// Where the nodes' log is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Log {
+    /// The file server's log, over sshfs (node3: SFTP).
+    File,
+    /// A NATS JetStream stream: [`Controller::write_inventory_on`].
+    Nats,
 }
 
 /// The nodes and the file server, booted in parallel. The file server
@@ -605,6 +654,27 @@ fn check_node_hardening(checks: &mut Checks, node: &Container) {
         !forward.status.success() && !forward_out.contains("SSH-2.0"),
         || format!("{name}: a TCP forwarding through banshare@files was let through: {forward:?}"),
     );
+}
+
+/// The local ports of `node`'s established TCP connections to the file
+/// server's sshd: its sshfs mount's or its watcher's SFTP session.
+fn ssh_client_ports(node: &Container) -> Vec<String> {
+    node.exec_ok(&[
+        "ss",
+        "-Htn",
+        "state",
+        "established",
+        "dst",
+        &format!("{FILESERVER_IP}:22"),
+    ])
+    .lines()
+    .filter_map(|l| {
+        l.split_whitespace()
+            .nth(2)?
+            .rsplit_once(':')
+            .map(|(_, p)| p.to_owned())
+    })
+    .collect()
 }
 
 fn wait_blocked(attacker: &str, node: &Container, what: &str) {
@@ -882,13 +952,23 @@ fn playbook_converges_a_real_cluster_and_a_second_run_changes_nothing() {
     wait_blocked(&attacker, node3, "node1's ban, on node3 over SFTP");
 
     // The grown cluster is converged: another run changes nothing, but
-    // for a drifted setting SIGHUP does not re-read (the backend) on
-    // node1, which is repaired and restarts its watcher.
-    // Its fstab line edited too: the share is unmounted (the watcher
-    // stopped first, or the unmount fails "busy") and mounted again with
-    // the role's line.
-    let node1_watcher = watcher_pid(node1);
-    node1.exec_ok(&["sed", "-i", "s/^backend = .*/backend = \"log\"/", config]);
+    // for what is drifted by hand, each repaired the way it needs.
+    // - node2 (review14b's restart-only drift): a setting read at start
+    //   only (the backend) changed while its watcher runs and its share
+    //   stays mounted: the run restarts the watcher, and the restart must
+    //   succeed.
+    // - node1: the backend too, and its fstab line edited: the share is
+    //   unmounted (the watcher stopped first, or the unmount fails
+    //   "busy") and mounted again with the role's line.
+    // - node3: a restart an interrupted run left pending (its note on the
+    //   node, written before the configuration was, so no diff is left
+    //   to show it): this run restarts the watcher and drops the note.
+    let marker = "/etc/banshare/.watcher-restart-pending";
+    let running_before = [watcher_pid(node1), watcher_pid(node2), watcher_pid(node3)];
+    for node in [node1, node2] {
+        node.exec_ok(&["sed", "-i", "s/^backend = .*/backend = \"log\"/", config]);
+    }
+    node3.exec_ok(&["sh", "-c", &format!("echo interrupted > {marker}")]);
     let fstab_before = fs::read_to_string(node1.path("/etc/fstab")).unwrap();
     node1.exec_ok(&[
         "sed",
@@ -896,43 +976,358 @@ fn playbook_converges_a_real_cluster_and_a_second_run_changes_nothing() {
         "s/ServerAliveInterval=5/ServerAliveInterval=7/",
         "/etc/fstab",
     ]);
-    let last = controller.converge("again with node3", &[node1, node2, node3]);
-    for task in [
-        "Configure banshare",
+    let last = controller.converge("restart-only drift", &[node1, node2, node3]);
+    let restarted = [
         "Note a changed setting the watcher reads at start only",
-        "Write the share's sshfs line to fstab",
-        "Stop the watcher for a remount",
-        "Unmount the share for a remount",
-        "Mount the share with sshfs, checking the server's host key",
         "Restart the watcher",
-    ] {
-        last.assert_changed("node1", task);
+        "Forget the restart once done",
+    ];
+    let expected: [(&Container, Vec<&str>); 3] = [
+        (
+            node1,
+            [
+                "Configure banshare",
+                "Write the share's sshfs line to fstab",
+                "Stop the watcher for a remount",
+                "Unmount the share for a remount",
+                "Mount the share with sshfs, checking the server's host key",
+            ]
+            .into_iter()
+            .chain(restarted)
+            .collect(),
+        ),
+        (
+            node2,
+            std::iter::once("Configure banshare")
+                .chain(restarted)
+                .collect(),
+        ),
+        (node3, restarted.to_vec()),
+    ];
+    for ((node, tasks), before) in expected.iter().zip(&running_before) {
+        for task in tasks {
+            last.assert_changed(&node.name, task);
+        }
+        assert_eq!(
+            last.changed_tasks(&node.name).len(),
+            tasks.len(),
+            "{}: {:?}",
+            node.name,
+            last.changed_tasks(&node.name)
+        );
+        let journal = node.exec(&[
+            "journalctl",
+            "-u",
+            "banshare-watch.service",
+            "--no-pager",
+            "-n",
+            "8",
+        ]);
+        eprintln!(
+            "--- {}: the watcher's journal after its restart:\n{}",
+            node.name,
+            String::from_utf8_lossy(&journal.stdout)
+        );
+        assert_ne!(&watcher_pid(node), before, "{}: not restarted", node.name);
+        assert_watcher_unit_runs(node);
+        assert!(
+            !node.path(marker).exists(),
+            "{}: the pending restart's note is left after the restart",
+            node.name
+        );
     }
-    assert_eq!(
-        last.changed_tasks("node1").len(),
-        7,
-        "{:?}",
-        last.changed_tasks("node1")
-    );
     assert_eq!(
         fs::read_to_string(node1.path("/etc/fstab")).unwrap(),
         fstab_before
     );
-    assert_ne!(
+    assert_eq!(last.count("files", "changed"), 0, "{}", last.output);
+
+    // review14b M1: a value the watcher would refuse fails the run, and
+    // is never written: a malformed extra trusted key on node1 (refused by
+    // the role's check before any change), a configuration line `banshare
+    // config check` refuses on node2 (refused by the template's
+    // validation). Before the fix, the run succeeded and node1's watcher
+    // logged "configuration not reloaded ... keeping the old one".
+    let hosts = controller.path("hosts.yml");
+    let good_inventory = fs::read_to_string(&hosts).unwrap();
+    let host_line = |node: &Container| {
+        let line = format!(
+            "        {}:\n          ansible_host: {}\n",
+            node.name, node.ip
+        );
+        assert!(good_inventory.contains(&line), "{good_inventory}");
+        line
+    };
+    let bad_inventory = good_inventory
+        .replace(
+            &host_line(node1),
+            &format!(
+                "{}          banshare_node_extra_trusted_keys: [\"rotated ed25519 not-a-key\"]\n",
+                host_line(node1)
+            ),
+        )
+        .replace(
+            &host_line(node2),
+            &format!(
+                "{}          banshare_node_config_extra: \"[monitor]\\nbogus = 1\"\n",
+                host_line(node2)
+            ),
+        );
+    fs::write(&hosts, bad_inventory).unwrap();
+    let files_before: Vec<String> = [node1, node2]
+        .iter()
+        .flat_map(|n| [n.path(config), n.path(trusted)])
+        .map(|p| fs::read_to_string(p).unwrap())
+        .collect();
+    let node1_watcher = watcher_pid(node1);
+    let (bad_ok, bad_output) = controller.try_converge("bad values", &[node1, node2, node3]);
+    let journal = node1.exec_ok(&[
+        "journalctl",
+        "-u",
+        "banshare-watch.service",
+        "--no-pager",
+        "-n",
+        "4",
+    ]);
+    eprintln!("--- node1's watcher after the bad values:\n{journal}");
+    assert!(
+        !bad_ok,
+        "a malformed extra trusted key and a refused configuration line were accepted, \
+         the run reported success:\n{bad_output}"
+    );
+    let fatal = |host: &str| {
+        bad_output
+            .lines()
+            .filter(|l| l.starts_with(&format!("fatal: [{host}]")))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    eprintln!(
+        "--- the bad values' refusals:\n{}\n{}",
+        fatal("node1"),
+        fatal("node2")
+    );
+    assert!(
+        fatal("node1").contains("banshare_node_extra_trusted_keys"),
+        "node1 was not refused for its bad extra key:\n{bad_output}"
+    );
+    assert!(
+        fatal("node2").contains("unknown field `bogus`"),
+        "node2's configuration was not refused by banshare config check:\n{bad_output}"
+    );
+    assert_eq!(bad_output.matches("fatal: [").count(), 2, "{bad_output}");
+    let files_after: Vec<String> = [node1, node2]
+        .iter()
+        .flat_map(|n| [n.path(config), n.path(trusted)])
+        .map(|p| fs::read_to_string(p).unwrap())
+        .collect();
+    assert!(
+        files_after == files_before,
+        "a refused value was written to a node's banshare.toml or trusted keys"
+    );
+    assert_eq!(
         watcher_pid(node1),
         node1_watcher,
-        "node1's watcher was not restarted for a new backend"
+        "node1's watcher was touched"
     );
-    assert_watcher_unit_runs(node1);
-    for host in ["files", "node2", "node3"] {
+    for node in [node1, node2] {
+        assert_watcher_unit_runs(node);
+    }
+    let bad_recap = parse_recap(&bad_output);
+    for host in ["files", "node3"] {
         assert_eq!(
-            last.count(host, "changed"),
-            0,
-            "{host} changed on the run after node3 joined: {:?}\n{}",
-            last.changed_tasks(host),
-            last.output
+            bad_recap.get(host).and_then(|r| r.get("changed")),
+            Some(&0),
+            "{bad_output}"
         );
     }
+
+    // review14b M2 and M5, in one run: node1 moves from sshfs to SFTP
+    // while its watcher holds the log on the share (the unmount failed
+    // "target is busy" before the fix), and node3 is taken out of the
+    // inventory: its key leaves authorized_keys, and its SFTP session,
+    // open since it joined, must end (sshd checks keys only at login, so
+    // it used to stay open, with write access to the log). The cluster
+    // then still works: a ban on node1, now over SFTP, blocks a third
+    // attacker on node2, whose sshfs session was ended too and comes back.
+    let node3_ports = ssh_client_ports(node3);
+    assert!(
+        !node3_ports.is_empty(),
+        "node3's watcher holds no SSH connection to the file server before its removal"
+    );
+    let third_attacker = network.add_host("at3", THIRD_ATTACKER_IP);
+    assert!(can_connect(&third_attacker, node2.ip, 22));
+    controller.write_inventory(files, &[node1, node2]);
+    fs::write(
+        &hosts,
+        fs::read_to_string(&hosts).unwrap().replace(
+            &host_line(node1),
+            &format!("{}          banshare_node_access: sftp\n", host_line(node1)),
+        ),
+    )
+    .unwrap();
+    let switched = controller.converge("node1 to sftp, node3 removed", &[node1, node2, node3]);
+    for task in [
+        "Stop the watcher before unmounting the share of a node on SFTP",
+        "Remove the sshfs mount of a node on SFTP",
+        "Configure banshare",
+        "Restart the watcher",
+    ] {
+        switched.assert_changed("node1", task);
+    }
+    switched.assert_changed(
+        "files",
+        "End the account's open sessions when a key was removed",
+    );
+    let fstab = fs::read_to_string(node1.path("/etc/fstab")).unwrap();
+    assert!(!fstab.contains("fuse.sshfs"), "node1's fstab: {fstab}");
+    let mounts = node1.exec_ok(&["cat", "/proc/mounts"]);
+    assert!(!mounts.contains("fuse.sshfs"), "node1's mounts: {mounts}");
+    let node1_config = fs::read_to_string(node1.path(config)).unwrap();
+    assert!(
+        node1_config.contains("log = \"sftp://banshare@198.18.0.1/share/newbans.log\""),
+        "{node1_config}"
+    );
+    assert_watcher_unit_runs(node1);
+    let authorized = fs::read_to_string(files.path("/etc/ssh/banshare/authorized_keys")).unwrap();
+    assert!(
+        !authorized.contains("banshare@node3"),
+        "node3's key is still authorized:\n{authorized}"
+    );
+    for node in [node1, node2] {
+        let keys = fs::read_to_string(node.path(trusted)).unwrap();
+        assert!(!keys.contains("\nnode3 "), "{}: {keys}", node.name);
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || ssh_client_ports(node3)
+            .iter()
+            .all(|p| !node3_ports.contains(p))),
+        "node3's SSH session to the file server (ports {node3_ports:?}) is still open after its \
+         key was removed: {:?}",
+        ssh_client_ports(node3)
+    );
+    node1.exec_ok(&[
+        "banshare",
+        "ban",
+        &THIRD_ATTACKER_IP.to_string(),
+        "--jail",
+        "sshd",
+    ]);
+    wait_blocked(
+        &third_attacker,
+        node2,
+        "node1's ban over SFTP, after node3's removal",
+    );
+    assert_watcher_unit_runs(node2);
+    // What node2's watcher made of its sshfs session ended under it.
+    let journal = node2.exec(&[
+        "journalctl",
+        "-u",
+        "banshare-watch.service",
+        "--no-pager",
+        "-n",
+        "10",
+    ]);
+    eprintln!(
+        "--- node2's watcher after the file server ended its session:\n{}",
+        String::from_utf8_lossy(&journal.stdout)
+    );
+
+    // The nodes switch to a NATS JetStream stream (banshare_node_access:
+    // nats): one nats-server on the file server's host (banshare_nats), the
+    // stream made once by node1 with an administrator's NKey made there,
+    // each node's own NKey made on it, only the public keys read. A ban on
+    // node1 then blocks a fourth attacker on node2 through NATS.
+    let nats_started = Instant::now();
+    controller.write_inventory_on(files, &[node1, node2], Log::Nats);
+    let on_nats = controller.converge("switched to NATS", &[node1, node2]);
+    on_nats.assert_changed("files", "Configure nats-server");
+    on_nats.assert_changed("node1", "Make the NATS stream (banshare nats init)");
+    let server = files.exec_ok(&["systemctl", "is-active", "nats-server.service"]);
+    assert_eq!(server.trim(), "active");
+    let nats_log = format!("log = \"nats://{FILESERVER_IP}/BANS\"");
+    for node in [node1, node2] {
+        let text = fs::read_to_string(node.path(config)).unwrap();
+        assert!(text.contains(&nats_log), "{}:\n{text}", node.name);
+        assert!(
+            text.contains("nkey_seed_file = \"/etc/banshare/nats.nkey\""),
+            "{}:\n{text}",
+            node.name
+        );
+        let seed = stat(node, "%U:%G:%a", "/etc/banshare/nats.nkey");
+        checks.check(seed == "banshare:banshare:600", || {
+            format!(
+                "{}: nats.nkey is {seed}, not banshare:banshare:600",
+                node.name
+            )
+        });
+        assert_watcher_unit_runs(node);
+    }
+    let admin = stat(node1, "%U:%G:%a", "/etc/banshare/nats-admin.nkey");
+    checks.check(admin == "root:root:600", || {
+        format!("node1: nats-admin.nkey is {admin}, not root:root:600")
+    });
+    // Only public keys reached the server's configuration; node2's mount
+    // is gone (a NATS log needs none).
+    let server_config = fs::read_to_string(files.path("/etc/nats-server.conf")).unwrap();
+    let seed = node2.exec_ok(&["cat", "/etc/banshare/nats.nkey"]);
+    assert!(
+        !server_config.contains(seed.trim()),
+        "node2's seed in the server's config"
+    );
+    let public = node2.exec_ok(&["cat", "/etc/banshare/nats.nkey.pub"]);
+    assert!(server_config.contains(public.trim()), "{server_config}");
+    let fstab = fs::read_to_string(node2.path("/etc/fstab")).unwrap();
+    checks.check(!fstab.contains("fuse.sshfs"), || {
+        format!("node2 on NATS kept its sshfs line:\n{fstab}")
+    });
+    // doctor on a node finds the stream, logged in as the node.
+    let doctor = node2.exec(&["banshare", "doctor"]);
+    let doctor_text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&doctor.stdout),
+        String::from_utf8_lossy(&doctor.stderr)
+    );
+    let finding = doctor_text
+        .lines()
+        .find(|l| l.contains(" log: "))
+        .unwrap_or_else(|| panic!("node2's doctor has no log finding:\n{doctor_text}"));
+    checks.check(
+        finding.starts_with("ok") && finding.contains("stream BANS holds"),
+        || format!("node2's doctor on the NATS log: {finding}\n{doctor_text}"),
+    );
+    let fourth_attacker = network.add_host("at4", FOURTH_ATTACKER_IP);
+    assert!(
+        can_connect(&fourth_attacker, node2.ip, 22),
+        "the fourth attacker cannot connect to node2 before its ban"
+    );
+    node1.exec_ok(&[
+        "banshare",
+        "ban",
+        &FOURTH_ATTACKER_IP.to_string(),
+        "--jail",
+        "sshd",
+    ]);
+    wait_blocked(
+        &fourth_attacker,
+        node2,
+        "after the ban on node1, through NATS",
+    );
+    let again = controller.converge("again on NATS", &[node1, node2]);
+    for host in ["files", "node1", "node2"] {
+        assert_eq!(
+            again.count(host, "changed"),
+            0,
+            "{host} changed on the second run on NATS: {:?}\n{}",
+            again.changed_tasks(host),
+            again.output
+        );
+    }
+    eprintln!(
+        "the NATS phase took {:.0} s",
+        nats_started.elapsed().as_secs_f64()
+    );
+
     eprintln!(
         "the whole converge test took {:.0} s",
         test_started.elapsed().as_secs_f64()

@@ -245,3 +245,202 @@ fn every_play_forces_its_handlers() {
         "not every play of site.yml sets force_handlers: true:\n{site}"
     );
 }
+
+/// review14b: an upgraded .deb restarts the daemons that run (the package's
+/// postinst restarts none). banshare_package's handler "Restart the running
+/// banshare daemons" is service_facts, which never reports a change, and a
+/// handler notifies another only when it changed: "Restart each running
+/// banshare daemon" never runs, and the watchers keep the old binary.
+#[test]
+fn an_upgraded_package_restarts_the_running_daemons() {
+    let play = format!(
+        "- name: The package changed\n  hosts: localhost\n  connection: local\n  \
+         gather_facts: false\n  vars:\n    banshare_package_units: []\n  tasks:\n    \
+         - name: A new .deb installed\n      ansible.builtin.debug:\n        msg: installed\n      \
+         changed_when: true\n      notify: Restart the running banshare daemons\n  handlers:\n    \
+         - name: The package role's handlers\n      ansible.builtin.import_tasks: \
+         {ANSIBLE_DIR}/roles/banshare_package/handlers/main.yml\n"
+    );
+    let (ok, output) = run_local_play("upgrade", &play);
+    assert!(ok, "{output}");
+    assert!(
+        output.contains("RUNNING HANDLER [Restart each running banshare daemon]"),
+        "after a package change, the handler that restarts the running daemons never ran:\n{output}"
+    );
+}
+
+/// review14b: the node role's filter decides restart or reload from the
+/// template's diff. When Ansible gives no text to compare (the file on
+/// the node larger than max_diff_size, binary, or unreadable: `dst_larger`,
+/// `dst_binary`, or no diff at all) a changed configuration must count as
+/// a restart, not as a reload that keeps a restart-only setting unapplied.
+#[test]
+fn restart_filter_restarts_when_the_diff_cannot_tell() {
+    let filters = format!("{ANSIBLE_DIR}/roles/banshare_node/filter_plugins");
+    let script = "import sys, banshare_config as b\n\
+                  after = '[watch]\\nbackend = \"log\"\\n'\n\
+                  cases = [\n\
+                  {'changed': True, 'diff': [{'dst_larger': 104448, 'after': after}]},\n\
+                  {'changed': True, 'diff': [{'dst_binary': 1, 'after': after}]},\n\
+                  {'changed': True, 'diff': {}},\n\
+                  ]\n\
+                  print([b.banshare_restart_needed(c) for c in cases])\n";
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .env("PYTHONPATH", &filters)
+        .output()
+        .expect("run python3");
+    let output = text(&out);
+    assert!(out.status.success(), "{output}");
+    assert_eq!(
+        output.trim(),
+        "[True, True, True]",
+        "a changed banshare.toml whose diff has no before/after text is taken as \
+         reload-only (no restart)"
+    );
+}
+
+/// review14b: docs/deploy.md's by-hand sshd block ("/etc/ssh/sshd_config
+/// (or a file in /etc/ssh/sshd_config.d/)") must pass `sshd -t` in a
+/// Debian 12 sshd setup: the drop-in folder included first, and the main
+/// file's own `Subsystem sftp /usr/lib/openssh/sftp-server` after it.
+#[test]
+fn deploy_docs_sshd_block_passes_sshd_t_on_debian() {
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/deploy.md")).unwrap();
+    let after = docs
+        .split_once("`/etc/ssh/sshd_config` (or a file in")
+        .expect("the sshd block's introduction in docs/deploy.md")
+        .1;
+    let block = after
+        .split_once("```\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("the sshd block")
+        .0;
+    let dir = std::env::temp_dir().join(format!("banshare-sshd-docs-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("sshd_config.d")).unwrap();
+    let key = dir.join("host_key");
+    let keygen = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .output()
+        .expect("run ssh-keygen");
+    assert!(keygen.status.success(), "{}", text(&keygen));
+    std::fs::write(dir.join("sshd_config.d/banshare.conf"), block).unwrap();
+    // Debian 12's /etc/ssh/sshd_config: the Include on top, its own sftp
+    // Subsystem further down.
+    let main = dir.join("sshd_config");
+    std::fs::write(
+        &main,
+        format!(
+            "Include {}/sshd_config.d/*.conf\nHostKey {}\nSubsystem sftp /usr/lib/openssh/sftp-server\n",
+            dir.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("/usr/sbin/sshd")
+        .arg("-t")
+        .arg("-f")
+        .arg(&main)
+        .output()
+        .expect("run /usr/sbin/sshd (Debian's openssh-server)");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "sshd -t refuses docs/deploy.md's block as a drop-in:\n{}\n{block}",
+        text(&out)
+    );
+}
+
+/// review14b M1: a malformed `banshare_node_extra_trusted_keys` line
+/// would make the whole trusted keys file one the watcher refuses (on
+/// SIGHUP it keeps its old trust, the run still green). The node role
+/// refuses it, naming the variable, before any change.
+#[test]
+fn node_role_refuses_a_malformed_extra_trusted_key() {
+    let play = "- name: A node with a malformed extra trusted key\n  hosts: localhost\n  \
+                connection: local\n  gather_facts: false\n  roles:\n    - role: banshare_node\n      \
+                vars:\n        banshare_node_extra_trusted_keys: ['rotated ed25519 not-a-key']\n";
+    let (ok, output) = run_local_play("extra-key", play);
+    assert!(!ok, "a malformed extra trusted key was accepted:\n{output}");
+    assert!(
+        output.contains("banshare_node_extra_trusted_keys")
+            && output.contains("rotated ed25519 not-a-key")
+            && output.contains("changed=0"),
+        "the refusal does not name the variable and its bad line, or came after a change:\n{output}"
+    );
+}
+
+/// review14b M5: sshd reads authorized_keys only at login, so the file
+/// server role ends the account's sessions when a key line went (a node
+/// removed, a key revoked or narrowed), and only then: a node joining
+/// must not drop every node's session.
+#[test]
+fn fileserver_role_ends_sessions_only_when_a_key_goes() {
+    let filters = format!("{ANSIBLE_DIR}/roles/banshare_fileserver/filter_plugins");
+    let script = "import banshare_authorized_keys as b\n\
+                  old = '# managed\\nrestrict ssh-ed25519 AAA1 banshare@node1\\nrestrict ssh-ed25519 AAA2 banshare@node2\\n'\n\
+                  cases = [\n\
+                  {'changed': True, 'diff': [{'before': old, 'after': old + 'restrict ssh-ed25519 AAA3 banshare@node3\\n'}]},\n\
+                  {'changed': True, 'diff': [{'before': old, 'after': '# managed\\nrestrict ssh-ed25519 AAA1 banshare@node1\\n'}]},\n\
+                  {'changed': True, 'diff': [{'before': old, 'after': old.replace('restrict ssh', 'restrict,from=\"192.0.2.2\" ssh', 1)}]},\n\
+                  {'changed': True, 'diff': [{'before': '', 'after': old}]},\n\
+                  {'changed': True, 'diff': {}},\n\
+                  {'changed': False},\n\
+                  ]\n\
+                  print([b.banshare_keys_dropped(c) for c in cases])\n";
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .env("PYTHONPATH", &filters)
+        .output()
+        .expect("run python3");
+    let output = text(&out);
+    assert!(
+        out.status.success(),
+        "the file server role has no filter telling a removed key:\n{output}"
+    );
+    assert_eq!(
+        output.trim(),
+        "[False, True, True, False, True, False]",
+        "which authorized_keys rewrites end the account's sessions (added, removed, narrowed, \
+         first, no diff text, unchanged)"
+    );
+}
+
+/// review14b L5: the example inventory takes the .deb packaging/build-deb
+/// made only when it is the one in target/debian: with several, a
+/// text sort would pick 0.9.0 over 0.10.0, so the value names them and
+/// asks for one instead.
+#[test]
+fn example_inventory_refuses_to_guess_among_several_debs() {
+    let dir = std::env::temp_dir().join(format!("banshare-ansible-debs-{}", std::process::id()));
+    let debs = dir.join("target/debian");
+    std::fs::create_dir_all(&debs).unwrap();
+    std::fs::create_dir_all(dir.join("ansible")).unwrap();
+    for version in ["0.9.0", "0.10.0"] {
+        std::fs::write(debs.join(format!("banshare_{version}-1_amd64.deb")), "").unwrap();
+    }
+    let playbook_dir = dir.join("ansible");
+    let out = run_in_ansible_dir(
+        "ansible",
+        &[
+            "web1.example.org",
+            "-i",
+            "inventory/example/hosts.yml",
+            "--playbook-dir",
+            playbook_dir.to_str().unwrap(),
+            "-m",
+            "ansible.builtin.debug",
+            "-a",
+            "var=banshare_package_deb",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let output = text(&out);
+    assert!(out.status.success(), "{output}");
+    assert!(
+        !output.contains("banshare_0.9.0-1_amd64.deb\"") && output.contains("several banshare_"),
+        "with 0.9.0 and 0.10.0 built, the example inventory picked one instead of asking:\n{output}"
+    );
+}

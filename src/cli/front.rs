@@ -22,11 +22,12 @@ use super::args::{Cli, Command};
 use super::setup::load_settings;
 
 /// The full binary, when this build is the front.
-pub const FULL_BINARY: Option<&str> = if cfg!(all(feature = "sftp", feature = "zmq", feature = "nats")) {
-    None
-} else {
-    option_env!("BANSHARE_FULL_BINARY")
-};
+pub const FULL_BINARY: Option<&str> =
+    if cfg!(all(feature = "sftp", feature = "zmq", feature = "nats")) {
+        None
+    } else {
+        option_env!("BANSHARE_FULL_BINARY")
+    };
 
 /// Whether the front runs `parsed` itself: a ban or unban whose settings it
 /// can read, so that its log is a path (the front knows no URL scheme).

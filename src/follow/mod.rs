@@ -142,6 +142,7 @@ mod error;
 mod follower;
 mod local;
 pub mod mode;
+pub mod mounts;
 mod tail;
 #[cfg(test)]
 pub(crate) mod test_fs;

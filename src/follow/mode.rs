@@ -8,12 +8,14 @@
 //! case events are dropped (queue overflow) or the log is replaced in a way
 //! the directory watch misses.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use std::str::FromStr;
+
+use super::mounts::{self, Mount, mount_of};
 
 /// How to notice that the log changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,12 +161,92 @@ const BLIND: &[(i64, &str)] = &[
 /// memory's): its calls answer or fail, and never wait on a network the
 /// way a FUSE or NFS call can wait for minutes. `None` for any other, and
 /// when it cannot be told.
+///
+/// Telling must not hang either: a `statfs` on a frozen sshfs mount waits
+/// as long as the mount does, which made `banshare ban` wait past
+/// fail2ban's action timeout. So the path is resolved one component at a
+/// time against the mount table, and nothing is asked of a filesystem the
+/// table does not show to be a disk's (see [`resolve_on_disk`]).
 pub fn disk_filesystem(dir: &Path) -> Option<&'static str> {
-    let magic = statfs_type(dir)?;
+    let mounts = mounts::mounts();
+    let dir = std::path::absolute(dir).ok()?;
+    let real = resolve_on_disk(&mounts, &dir, symlink_target)?;
+    // The superblock's own word too, now that asking cannot hang.
+    let magic = statfs_type(&real)?;
     DISK.iter()
         .find(|(m, _)| *m == magic)
         .map(|(_, name)| *name)
 }
+
+/// `path` with its symlinks resolved, asking `link_of` (the target of a
+/// symlink, `None` for anything else) only about paths the mount table
+/// puts on a disk's filesystem; `None` as soon as the path reaches any
+/// other mount (a FUSE, NFS or autofs mount point is refused before it is
+/// touched), cannot be resolved, or loops.
+pub fn resolve_on_disk(
+    mounts: &[Mount],
+    path: &Path,
+    mut link_of: impl FnMut(&Path) -> std::io::Result<Option<PathBuf>>,
+) -> Option<PathBuf> {
+    const MAX_LINKS: usize = 40; // Linux's own limit
+    let mut todo: Vec<OsString> = Vec::new();
+    push_parts(&mut todo, path);
+    let mut real = PathBuf::from("/");
+    on_disk(mounts, &real)?;
+    let mut links = 0;
+    while let Some(part) = todo.pop() {
+        if part == ".." {
+            real.pop();
+            continue;
+        }
+        let next = real.join(&part);
+        on_disk(mounts, &next)?;
+        match link_of(&next).ok()? {
+            Some(target) => {
+                links += 1;
+                if links > MAX_LINKS {
+                    return None;
+                }
+                if target.is_absolute() {
+                    real = PathBuf::from("/");
+                }
+                push_parts(&mut todo, &target);
+            }
+            None => real = next,
+        }
+    }
+    Some(real)
+}
+
+/// Queues `path`'s parts so that its first is popped first.
+fn push_parts(todo: &mut Vec<OsString>, path: &Path) {
+    let parts = path.components().filter_map(|c| match c {
+        Component::Normal(name) => Some(name.to_owned()),
+        Component::ParentDir => Some(OsString::from("..")),
+        Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
+    });
+    let parts: Vec<OsString> = parts.collect();
+    todo.extend(parts.into_iter().rev());
+}
+
+/// Whether the mount table puts `path` on a disk's filesystem.
+fn on_disk(mounts: &[Mount], path: &Path) -> Option<()> {
+    let mount = mount_of(mounts, path)?;
+    DISK_NAMES.contains(&mount.fs_type.as_str()).then_some(())
+}
+
+/// The target of `path` if it is a symlink.
+fn symlink_target(path: &Path) -> std::io::Result<Option<PathBuf>> {
+    match std::fs::symlink_metadata(path)?.file_type().is_symlink() {
+        true => std::fs::read_link(path).map(Some),
+        false => Ok(None),
+    }
+}
+
+/// The mount table's names of the filesystems in [`DISK`].
+const DISK_NAMES: &[&str] = &[
+    "ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "f2fs", "zfs", "bcachefs", "overlay",
+];
 
 /// Filesystem magic numbers (statfs `f_type`) of local disk and memory
 /// filesystems, from linux/magic.h and the filesystems' sources. An
@@ -195,6 +277,72 @@ pub fn statfs_type(dir: &Path) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MOUNTINFO: &str = "\
+27 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+60 27 0:50 / /mnt/share rw,nosuid,nodev,relatime shared:30 - fuse.sshfs root@198.18.0.1:/srv/export rw
+61 27 0:51 / /run rw - tmpfs tmpfs rw
+62 27 0:52 / /mnt/stack rw - tmpfs tmpfs rw
+63 27 0:53 / /mnt/stack rw - fuse.sshfs root@198.18.0.1:/srv rw
+";
+
+    /// A `link_of` for [`resolve_on_disk`] over `links`, which fails the
+    /// test if it is asked about anything on the FUSE mounts (a frozen
+    /// share would hang there).
+    fn fake_links<'a>(
+        links: &'a [(&'a str, &'a str)],
+    ) -> impl FnMut(&Path) -> std::io::Result<Option<PathBuf>> + 'a {
+        move |path: &Path| {
+            assert!(
+                !path.starts_with("/mnt/share") && !path.starts_with("/mnt/stack"),
+                "asked {} on a FUSE mount",
+                path.display()
+            );
+            Ok(links
+                .iter()
+                .find(|(from, _)| Path::new(from) == path)
+                .map(|(_, to)| PathBuf::from(to)))
+        }
+    }
+
+    #[test]
+    fn a_path_is_resolved_on_disk_without_asking_any_other_filesystem() {
+        let mounts = mounts::parse_mountinfo(MOUNTINFO);
+        let resolve = |path: &str, links: &[(&str, &str)]| {
+            resolve_on_disk(&mounts, Path::new(path), fake_links(links))
+        };
+        assert_eq!(
+            resolve("/var/lib/banshare", &[]),
+            Some(PathBuf::from("/var/lib/banshare"))
+        );
+        assert_eq!(resolve("/mnt/share/logs", &[]), None, "under sshfs");
+        assert_eq!(resolve("/mnt/share", &[]), None, "the mount point itself");
+        assert_eq!(resolve("/mnt/stack/x", &[]), None, "sshfs over a tmpfs");
+        assert_eq!(
+            resolve("/var/log/bs", &[("/var/log/bs", "../../mnt/share/x")]),
+            None,
+            "a symlink into sshfs"
+        );
+        assert_eq!(
+            resolve("/srv/a/../b", &[]),
+            Some(PathBuf::from("/srv/b")),
+            "`..` after a plain folder"
+        );
+        assert_eq!(
+            resolve("/srv/a/../b", &[("/srv/a", "/run/x")]),
+            Some(PathBuf::from("/run/b")),
+            "`..` after a symlink: the target's parent, as the kernel does"
+        );
+        assert_eq!(
+            resolve("/srv/l/y", &[("/srv/l", "/run/x")]),
+            Some(PathBuf::from("/run/x/y"))
+        );
+        assert_eq!(
+            resolve("/srv/l", &[("/srv/l", "/srv/l")]),
+            None,
+            "a symlink loop"
+        );
+    }
 
     #[test]
     fn local_tmp_is_not_blind_and_auto_uses_inotify() {

@@ -48,16 +48,27 @@ def banshare_restart_needed(result):
     """Whether a template task's registered result (with diff: true)
     changed a setting SIGHUP does not re-read. Its diff is a list of
     before/after texts, or, when only the file's attributes were compared,
-    a mapping of those: that is no change of content."""
-    diffs = result.get("diff", []) if isinstance(result, dict) else []
+    of before/after mappings of those: that is no change of content. A
+    changed result
+    whose diff holds no text to compare (the file larger than
+    max_diff_size, binary, or not read: `dst_larger`, `dst_binary`, an
+    empty diff) cannot tell, and counts as a restart: a missed restart
+    leaves a setting unapplied, a needless one costs a moment."""
+    if not isinstance(result, dict):
+        return False
+    diffs = result.get("diff", [])
     if isinstance(diffs, dict):
         diffs = [diffs]
+    compared = False
     for diff in diffs:
         before, after = diff.get("before"), diff.get("after")
-        if isinstance(before, str) and isinstance(after, str):
+        if isinstance(before, dict) and isinstance(after, dict):
+            compared = True
+        elif isinstance(before, str) and isinstance(after, str):
+            compared = True
             if banshare_restart_settings(before) != banshare_restart_settings(after):
                 return True
-    return False
+    return bool(result.get("changed")) and not compared
 
 
 class FilterModule:
