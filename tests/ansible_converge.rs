@@ -11,7 +11,7 @@
 //! 198.18.0.1    files    the file server (container)
 //! 198.18.0.2    the Ansible controller (a namespace: ansible-playbook, ssh)
 //! 198.18.0.11   node1, .12 node2, .13 node3 (containers; node3 joins later)
-//! 198.18.0.250  the attacker, .249 a second one (namespaces)
+//! 198.18.0.250  the attacker, .249 a second one, .248 a third, .247 a fourth (namespaces)
 //! ```
 //!
 //! Then: the watcher's unit is active on each node; `banshare ban` on node 1
@@ -29,7 +29,13 @@
 //! configuration line `banshare config check` refuses (node2) fails and
 //! writes neither; node1 moved to SFTP and node3 removed in one run: the
 //! unmount succeeds, node3's open SSH session to the file server is ended,
-//! and a ban over SFTP still reaches node2. Also checked:
+//! and a ban over SFTP still reaches node2. Last, the nodes switch to a
+//! NATS JetStream stream (`banshare_node_access: nats`): a nats-server on
+//! the file server's host (`banshare_nats`), the stream made once by node1
+//! (`banshare nats init` with an administrator's NKey), each node's NKey
+//! made on it; `doctor` finds the stream, a ban on node1 blocks a fourth
+//! attacker on node2 through NATS, and a run after that changes nothing.
+//! Also checked:
 //! the keys' owners and modes, the fstab line, the share out of other
 //! local users' reach, the file server's account confined by the running
 //! sshd, attribute caching off. Leftovers of a killed run are swept.
@@ -37,9 +43,9 @@
 //! Needs root, Debian's ansible, systemd-container, debootstrap (the root
 //! is made once per machine), iproute2, and the .deb from
 //! `packaging/build-deb` (as .ci/run does): fails, never skips, without
-//! them. About 4 minutes on a quiet machine, 10 on a busy one: seven
+//! them. About 5 minutes on a quiet machine, 12 on a busy one: nine
 //! playbook runs of 25 to 115 s each, each at most 300 s, the whole test at
-//! most 15 minutes.
+//! most 17 minutes.
 
 mod support;
 
@@ -61,6 +67,7 @@ const CONTROLLER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const ATTACKER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 250);
 const SECOND_ATTACKER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 249);
 const THIRD_ATTACKER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 248);
+const FOURTH_ATTACKER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 247);
 
 /// The shared log on the file server, as the role makes it (defaults).
 const SERVER_LOG: &str = "/srv/banshare/share/newbans.log";
@@ -71,7 +78,7 @@ const PLAYBOOK_TIMEOUT: Duration = Duration::from_secs(300);
 /// The whole test at most (CI allows 20 minutes): each playbook run gets
 /// what is left of it, if less than [`PLAYBOOK_TIMEOUT`], so that a hung
 /// run fails the test in time instead of being SIGKILLed by CI.
-const TEST_DEADLINE: Duration = Duration::from_secs(15 * 60);
+const TEST_DEADLINE: Duration = Duration::from_secs(17 * 60);
 /// From `banshare ban` to the firewall of another node, and from an
 /// appended line to a watcher's status: the watcher polls the sshfs mount.
 const PROPAGATION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -239,6 +246,15 @@ impl Controller {
     /// (authorized_keys from="..."); the others mount it with sshfs, as the
     /// roles do by default.
     fn write_inventory(&self, files: &Container, nodes: &[&Container]) {
+        self.write_inventory_on(files, nodes, Log::File);
+    }
+
+    /// As [`Controller::write_inventory`], with the nodes on `log`: with
+    /// [`Log::Nats`], every node on a NATS stream
+    /// (`banshare_node_access: nats`) served by one nats-server on the
+    /// file server's host (`banshare_nats_servers`), made by node1
+    /// (`banshare_node_nats_init`).
+    fn write_inventory_on(&self, files: &Container, nodes: &[&Container], log: Log) {
         let known_hosts: String = std::iter::once(files)
             .chain(nodes.iter().copied())
             .map(|c| format!("{} {}\n", c.ip, c.host_key()))
@@ -247,9 +263,10 @@ impl Controller {
         let node_lines: String = nodes
             .iter()
             .map(|c| {
-                let access = match c.name.as_str() {
-                    "node2" => "          banshare_node_fail2ban: true\n".to_owned(),
-                    "node3" => format!(
+                let access = match (c.name.as_str(), log) {
+                    ("node2", _) => "          banshare_node_fail2ban: true\n".to_owned(),
+                    ("node1", Log::Nats) => "          banshare_node_nats_init: true\n".to_owned(),
+                    ("node3", Log::File) => format!(
                         "          banshare_node_access: sftp\n\
                          \x20         banshare_node_ssh_from: {}\n",
                         c.ip
@@ -262,6 +279,20 @@ impl Controller {
                 )
             })
             .collect();
+        let nats = match log {
+            Log::File => String::new(),
+            Log::Nats => format!(
+                "\x20     vars:\n\
+                 \x20       banshare_node_access: nats\n\
+                 \x20       banshare_node_nats_servers: [\"{fs_ip}\"]\n\
+                 \x20       banshare_node_nats_replicas: 1\n\
+                 \x20   banshare_nats_servers:\n\
+                 \x20     hosts:\n\
+                 \x20       {fs}: {{}}\n",
+                fs = files.name,
+                fs_ip = files.ip,
+            ),
+        };
         // banshare_package_apt_cache_valid_time: the containers have no
         // package mirror, their apt lists (from .ci/debroot) are never
         // refreshed.
@@ -283,7 +314,7 @@ impl Controller {
              \x20         ansible_host: {fs_ip}\n\
              \x20   banshare_nodes:\n\
              \x20     hosts:\n\
-             {node_lines}",
+             {node_lines}{nats}",
             key = self.path("id_ed25519").display(),
             known_hosts = self.path("known_hosts").display(),
             deb = self.deb.display(),
@@ -364,6 +395,15 @@ impl Controller {
         }
         (out.status.success(), output)
     }
+}
+
+/// Where the nodes' log is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Log {
+    /// The file server's log, over sshfs (node3: SFTP).
+    File,
+    /// A NATS JetStream stream: [`Controller::write_inventory_on`].
+    Nats,
 }
 
 /// The nodes and the file server, booted in parallel. The file server
@@ -1191,6 +1231,101 @@ fn playbook_converges_a_real_cluster_and_a_second_run_changes_nothing() {
     eprintln!(
         "--- node2's watcher after the file server ended its session:\n{}",
         String::from_utf8_lossy(&journal.stdout)
+    );
+
+    // The nodes switch to a NATS JetStream stream (banshare_node_access:
+    // nats): one nats-server on the file server's host (banshare_nats), the
+    // stream made once by node1 with an administrator's NKey made there,
+    // each node's own NKey made on it, only the public keys read. A ban on
+    // node1 then blocks a fourth attacker on node2 through NATS.
+    let nats_started = Instant::now();
+    controller.write_inventory_on(files, &[node1, node2], Log::Nats);
+    let on_nats = controller.converge("switched to NATS", &[node1, node2]);
+    on_nats.assert_changed("files", "Configure nats-server");
+    on_nats.assert_changed("node1", "Make the NATS stream (banshare nats init)");
+    let server = files.exec_ok(&["systemctl", "is-active", "nats-server.service"]);
+    assert_eq!(server.trim(), "active");
+    let nats_log = format!("log = \"nats://{FILESERVER_IP}/BANS\"");
+    for node in [node1, node2] {
+        let text = fs::read_to_string(node.path(config)).unwrap();
+        assert!(text.contains(&nats_log), "{}:\n{text}", node.name);
+        assert!(
+            text.contains("nkey_seed_file = \"/etc/banshare/nats.nkey\""),
+            "{}:\n{text}",
+            node.name
+        );
+        let seed = stat(node, "%U:%G:%a", "/etc/banshare/nats.nkey");
+        checks.check(seed == "banshare:banshare:600", || {
+            format!(
+                "{}: nats.nkey is {seed}, not banshare:banshare:600",
+                node.name
+            )
+        });
+        assert_watcher_unit_runs(node);
+    }
+    let admin = stat(node1, "%U:%G:%a", "/etc/banshare/nats-admin.nkey");
+    checks.check(admin == "root:root:600", || {
+        format!("node1: nats-admin.nkey is {admin}, not root:root:600")
+    });
+    // Only public keys reached the server's configuration; node2's mount
+    // is gone (a NATS log needs none).
+    let server_config = fs::read_to_string(files.path("/etc/nats-server.conf")).unwrap();
+    let seed = node2.exec_ok(&["cat", "/etc/banshare/nats.nkey"]);
+    assert!(
+        !server_config.contains(seed.trim()),
+        "node2's seed in the server's config"
+    );
+    let public = node2.exec_ok(&["cat", "/etc/banshare/nats.nkey.pub"]);
+    assert!(server_config.contains(public.trim()), "{server_config}");
+    let fstab = fs::read_to_string(node2.path("/etc/fstab")).unwrap();
+    checks.check(!fstab.contains("fuse.sshfs"), || {
+        format!("node2 on NATS kept its sshfs line:\n{fstab}")
+    });
+    // doctor on a node finds the stream, logged in as the node.
+    let doctor = node2.exec(&["banshare", "doctor"]);
+    let doctor_text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&doctor.stdout),
+        String::from_utf8_lossy(&doctor.stderr)
+    );
+    let finding = doctor_text
+        .lines()
+        .find(|l| l.contains(" log: "))
+        .unwrap_or_else(|| panic!("node2's doctor has no log finding:\n{doctor_text}"));
+    checks.check(
+        finding.starts_with("ok") && finding.contains("stream BANS holds"),
+        || format!("node2's doctor on the NATS log: {finding}\n{doctor_text}"),
+    );
+    let fourth_attacker = network.add_host("at4", FOURTH_ATTACKER_IP);
+    assert!(
+        can_connect(&fourth_attacker, node2.ip, 22),
+        "the fourth attacker cannot connect to node2 before its ban"
+    );
+    node1.exec_ok(&[
+        "banshare",
+        "ban",
+        &FOURTH_ATTACKER_IP.to_string(),
+        "--jail",
+        "sshd",
+    ]);
+    wait_blocked(
+        &fourth_attacker,
+        node2,
+        "after the ban on node1, through NATS",
+    );
+    let again = controller.converge("again on NATS", &[node1, node2]);
+    for host in ["files", "node1", "node2"] {
+        assert_eq!(
+            again.count(host, "changed"),
+            0,
+            "{host} changed on the second run on NATS: {:?}\n{}",
+            again.changed_tasks(host),
+            again.output
+        );
+    }
+    eprintln!(
+        "the NATS phase took {:.0} s",
+        nats_started.elapsed().as_secs_f64()
     );
 
     eprintln!(

@@ -119,7 +119,8 @@ fn node_role_refuses_a_bad_variable_by_name() {
         "the bad variable was accepted:\n{output}"
     );
     assert!(
-        output.contains("value of banshare_node_access must be one of: sshfs, sftp, got: nfs"),
+        output
+            .contains("value of banshare_node_access must be one of: sshfs, sftp, nats, got: nfs"),
         "the refusal does not name the variable and its choices:\n{output}"
     );
     assert!(

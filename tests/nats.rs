@@ -889,3 +889,75 @@ fn doctor_says_whether_the_stream_exists() {
     assert!(found.starts_with("ok"), "{found}");
     assert!(found.contains("stream DOC holds 0 record(s)"), "{found}");
 }
+
+/// The value of metric `name` (no labels) in the metrics file's text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// A watcher's metrics on a nats:// log say what the transport does: it
+/// is connected (and how many connections it made: a reconnect counts),
+/// its cursor is the stream sequence of the last record applied, its lag,
+/// and the records waiting in the spool while the server is down, gone
+/// once the watcher's flusher delivered them.
+#[test]
+fn watcher_metrics_show_the_connection_the_stream_sequence_and_the_spool() {
+    let mut server = NatsServer::local();
+    let log = server.url("metrics");
+    let out = init(&log, &["--replicas", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let dir = tempfile::tempdir().unwrap();
+    let prom = dir.path().join("banshare.prom");
+    let config = dir.path().join("banshare.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[watch]\nflush_interval = \"1s\"\nmetrics_file = \"{}\"\n",
+            prom.display()
+        ),
+    )
+    .unwrap();
+    // The watcher's own spool, which `ban` shares (common.spool_dir).
+    let spool = dir.path().join("spool");
+    let mut watch = Watch::start_with(&log, dir.path(), &config);
+    let out = ban(&log, "n1", &spool, &["203.0.113.41", "203.0.113.42"]);
+    assert!(out.status.success(), "{}", text(&out));
+    watch.applied(2);
+    let mut last = String::new();
+    let mut shows = |wanted: &[(&str, f64)]| {
+        let found = wait_until(PATIENCE, || {
+            last = std::fs::read_to_string(&prom).unwrap_or_default();
+            wanted
+                .iter()
+                .all(|(name, value)| metric(&last, name) == Some(*value))
+        });
+        assert!(found, "the metrics never showed {wanted:?}:\n{last}");
+    };
+    shows(&[
+        ("banshare_watch_log_readable", 1.0),
+        ("banshare_watch_log_connections_total", 1.0),
+        ("banshare_watch_cursor", 2.0),
+        ("banshare_watch_lag_records", 0.0),
+        ("banshare_spool_records", 0.0),
+    ]);
+
+    server.kill();
+    let out = ban(&log, "n1", &spool, &["203.0.113.43"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(spooled(&spool), 1, "{}", text(&out));
+    shows(&[
+        ("banshare_watch_log_readable", 0.0),
+        ("banshare_spool_records", 1.0),
+    ]);
+
+    server.start_again();
+    watch.applied(3);
+    shows(&[
+        ("banshare_watch_log_readable", 1.0),
+        ("banshare_watch_log_connections_total", 2.0),
+        ("banshare_watch_cursor", 3.0),
+        ("banshare_watch_lag_records", 0.0),
+        ("banshare_spool_records", 0.0),
+    ]);
+}

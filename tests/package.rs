@@ -258,11 +258,17 @@ fn systemd_dropin_ties_a_unit_to_the_share_of_the_configured_log() {
         "{text}"
     );
 
-    // A log over SFTP has no mount to wait for.
-    let config = "[common]\nlog = \"sftp://banshare@files.example.org/share/newbans.log\"\n";
-    let text = dropin(dir.path(), config, &["--unit", "watch"]);
-    assert!(!text.contains("RequiresMountsFor"), "{text}");
-    assert!(!text.contains("ReadWritePaths"), "{text}");
+    // A log over SFTP, or a NATS stream, has no mount to wait for.
+    for log in [
+        "sftp://banshare@files.example.org/share/newbans.log",
+        "nats://nats1.example.org,nats2.example.org,nats3.example.org/BANS",
+    ] {
+        let config = format!("[common]\nlog = \"{log}\"\n");
+        let text = dropin(dir.path(), &config, &["--unit", "watch"]);
+        assert!(!text.contains("RequiresMountsFor"), "{log}: {text}");
+        assert!(!text.contains("ReadWritePaths"), "{log}: {text}");
+        assert!(text.contains("reached over the network"), "{log}: {text}");
+    }
 }
 
 #[test]
@@ -491,6 +497,11 @@ fn deb_installs_into_a_clean_debian_root_and_purge_names_what_it_leaves() {
         "{man}"
     );
     root.sh_ok("man banshare-watch | grep -q 'Follow the shared log'");
+    // The NATS transport is in the package's full binary (the front hands
+    // `nats` to it), and its pages are there.
+    root.sh_ok("man banshare-nats-init | grep -q 'JetStream stream'");
+    let nkey = root.sh_ok("banshare nats keygen --out /etc/banshare/nats.nkey");
+    assert!(nkey.starts_with('U'), "nats keygen printed {nkey:?}");
     root.sh_ok("test -f /usr/share/bash-completion/completions/banshare");
 
     // What the maintainer scripts make, and what works right after install.
@@ -533,6 +544,21 @@ fn deb_installs_into_a_clean_debian_root_and_purge_names_what_it_leaves() {
          grep -qx User=root /etc/systemd/system/banshare-watch.service.d/banshare-dropin.conf",
     );
     root.sh_ok(&format!("systemd-analyze verify {UNITS}"));
+    // A node on a NATS stream: no mount to wait for, and the units still
+    // pass the check (the drop-in replaced, the config put back after).
+    root.sh_ok(
+        "cp /etc/banshare/banshare.toml /tmp/share.toml && \
+         sed -i 's|^log = .*|log = \"nats://198.51.100.1,198.51.100.2,198.51.100.3/BANS\"|; \
+                 s|^#credentials_file = .*|nkey_seed_file = \"/etc/banshare/nats.nkey\"|' \
+             /etc/banshare/banshare.toml && \
+         grep -qx 'nkey_seed_file = \"/etc/banshare/nats.nkey\"' /etc/banshare/banshare.toml && \
+         banshare systemd-dropin --unit watch && \
+         ! grep -q RequiresMountsFor /etc/systemd/system/banshare-watch.service.d/banshare-dropin.conf",
+    );
+    root.sh_ok(&format!("systemd-analyze verify {UNITS}"));
+    root.sh_ok(
+        "cp /tmp/share.toml /etc/banshare/banshare.toml && banshare systemd-dropin --unit watch",
+    );
 
     // Installed again (an upgrade's maintainer scripts run alike): the
     // edited configuration stays, the user is not made twice.
@@ -545,6 +571,7 @@ fn deb_installs_into_a_clean_debian_root_and_purge_names_what_it_leaves() {
          echo record > /var/lib/banshare/spool/batch-1 && echo '{}' > /var/lib/banshare/watch/cursor",
     );
     let made_here = [
+        "/etc/banshare/nats.nkey",
         "/etc/banshare/node.key",
         "/etc/banshare/node.key.pub",
         "/var/lib/banshare/spool/batch-1",
@@ -581,6 +608,7 @@ fn deb_installs_into_a_clean_debian_root_and_purge_names_what_it_leaves() {
     }
     for named in [
         "purge left /etc/banshare/node.key (a private key)",
+        "purge left /etc/banshare/nats.nkey (a private key)",
         "purge left /var/lib/banshare/spool (the spool: 1 file(s) of records not yet delivered)",
         "purge left /var/lib/banshare/watch",
         // Copied by `banshare fail2ban install` above: fail2ban's to keep,

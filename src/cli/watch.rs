@@ -58,8 +58,9 @@ pub fn watch(args: WatchArgs, config: &Option<PathBuf>, mut settings: Settings) 
         },
     );
     let mut reach = Reach::new(location.clone(), w.safety_poll);
-    if let Some(connections) = feed.connections() {
-        reach = reach.on_reconnect(connections);
+    let connections = feed.connections();
+    if let Some(connections) = &connections {
+        reach = reach.on_reconnect(connections.clone());
     }
     let opts = Options {
         node: settings.node.to_string(),
@@ -73,8 +74,11 @@ pub fn watch(args: WatchArgs, config: &Option<PathBuf>, mut settings: Settings) 
     forward_signals(handle)?;
     let spool = start_flusher(&settings, &location)?;
     if metrics_file.is_some() || served.is_some() {
-        let metrics =
+        let mut metrics =
             WatchMetrics::new(metrics_file, served, Some(spool)).map_err(|e| anyhow!(e))?;
+        if let Some(connections) = connections {
+            metrics.count_connections(connections);
+        }
         daemon.export_metrics(metrics);
     }
     daemon.protect_transport(reach);

@@ -1162,6 +1162,7 @@ impl Daemon {
             log_present: s.log_present,
             tripped: s.tripped_nodes.len(),
             spool: self.metrics.as_ref().and_then(WatchMetrics::spool_stamp),
+            connections: self.metrics.as_ref().map_or(0, WatchMetrics::connections),
         }
     }
 

@@ -12,6 +12,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
@@ -70,6 +72,8 @@ pub struct Changes {
     /// The spool folder's modification time: `banshare ban` spools
     /// without the watcher knowing, and one `stat` a wake-up tells.
     pub spool: Option<SystemTime>,
+    /// The connections the feed made (see [`WatchMetrics::count_connections`]).
+    pub connections: u64,
 }
 
 /// The watcher's metrics and their file.
@@ -90,6 +94,9 @@ pub struct WatchMetrics {
     failing: bool,
     /// The records in each spool file seen (see [`Spool::summary_counted`]).
     spool_counted: HashMap<PathBuf, usize>,
+    /// The feed's count of connections made to the log's servers, for a
+    /// transport that holds connections (NATS, ZeroMQ).
+    connections: Option<Arc<AtomicU64>>,
 }
 
 impl WatchMetrics {
@@ -118,7 +125,21 @@ impl WatchMetrics {
             clock_gauges: false,
             failing: false,
             spool_counted: HashMap::new(),
+            connections: None,
         })
+    }
+
+    /// Exports `connections`, the feed's count of connections made to the
+    /// log's servers: 1 while the first holds, one more per reconnect.
+    pub fn count_connections(&mut self, connections: Arc<AtomicU64>) {
+        self.connections = Some(connections);
+    }
+
+    /// The connections the feed made so far; 0 for a feed without any.
+    pub fn connections(&self) -> u64 {
+        self.connections
+            .as_ref()
+            .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
     /// Where the metrics go, for the log.
@@ -307,6 +328,20 @@ fn registry(
     }
     r.register(Box::new(by_jail))?;
     lag(&r, s)?;
+    int_gauge(
+        &r,
+        "banshare_watch_cursor",
+        "The applied cursor: a byte offset in a file log, the stream sequence of the last record applied in a nats:// log",
+        i64::try_from(st.offset).unwrap_or(i64::MAX),
+    )?;
+    if let Some(connections) = &m.connections {
+        counter(
+            &r,
+            "banshare_watch_log_connections_total",
+            "Connections the feed made to the log's servers (nats://, zmq+tcp://): more than one is a reconnect",
+            connections.load(Ordering::Relaxed),
+        )?;
+    }
     int_gauge(
         &r,
         "banshare_watch_log_readable",

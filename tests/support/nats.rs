@@ -195,6 +195,10 @@ struct GeneratedUser {
     credentials: Option<String>,
 }
 
+/// Writes server `i`'s configuration instead of [`NatsServers`]'s own:
+/// see [`NatsServers::start_on_configured`].
+pub type ServerConfig<'a> = &'a dyn Fn(&NatsServers, usize) -> String;
+
 /// What /proc says about a server process, for the benchmarks.
 #[derive(Clone, Copy, Debug)]
 pub struct ProcessStats {
@@ -236,13 +240,28 @@ impl NatsServers {
         let clients = (0..options.clients)
             .map(|i| host(&id, &format!("c{i}"), FIRST_CLIENT_OCTET + i))
             .collect();
-        Self::build(name_hint, options, id, bridge, clients, true)
+        Self::build(name_hint, options, id, bridge, clients, true, None)
     }
 
     /// Starts `options.servers` servers on `cluster`'s bridge, where its
     /// nodes (and attacker) are their clients, and waits until JetStream is
     /// ready. It removes only its own hosts: either may be dropped first.
     pub fn start_on(cluster: &Cluster, name_hint: &str, options: NatsOptions) -> NatsServers {
+        Self::start_on_configured(cluster, name_hint, options, None)
+    }
+
+    /// As [`Self::start_on`], with each server's configuration written by
+    /// `config` (given the servers, with their paths, and the server's
+    /// index) instead of [`Self::config`]'s: to run a configuration as
+    /// given elsewhere (docs/deploy.md's). It must name the server's own
+    /// [`Self::store_dir`] and serve monitoring on its IP address at
+    /// [`MONITOR_PORT`], by which readiness is known.
+    pub fn start_on_configured(
+        cluster: &Cluster,
+        name_hint: &str,
+        options: NatsOptions,
+        config: Option<ServerConfig<'_>>,
+    ) -> NatsServers {
         assert_eq!(
             options.clients, 0,
             "on a Cluster, the Cluster's nodes are the clients"
@@ -254,6 +273,7 @@ impl NatsServers {
             cluster.bridge(),
             Vec::new(),
             false,
+            config,
         )
     }
 
@@ -264,6 +284,7 @@ impl NatsServers {
         bridge: String,
         clients: Vec<Host>,
         own_bridge: bool,
+        config: Option<ServerConfig<'_>>,
     ) -> NatsServers {
         require_root();
         require_packages();
@@ -308,8 +329,11 @@ impl NatsServers {
         }
         for i in 0..nats.servers.len() {
             fs::create_dir_all(nats.store_dir(i)).expect("create a store dir");
-            let config = nats.config(i);
-            fs::write(nats.config_path(i), config).expect("write a server config");
+            let text = match config {
+                Some(config) => config(&nats, i),
+                None => nats.config(i),
+            };
+            fs::write(nats.config_path(i), text).expect("write a server config");
         }
         for i in 0..nats.servers.len() {
             nats.spawn(i);
@@ -375,6 +399,14 @@ impl NatsServers {
     /// clients to verify them with; None without TLS.
     pub fn ca_file(&self) -> Option<PathBuf> {
         self.options.tls.then(|| self.path("tls/ca.pem"))
+    }
+
+    /// The test CA's server certificate (PEM) for every server's IP
+    /// address, and its key: None without TLS.
+    pub fn server_certificate(&self) -> Option<(PathBuf, PathBuf)> {
+        self.options
+            .tls
+            .then(|| (self.path("tls/server.pem"), self.path("tls/server.key")))
     }
 
     /// Server `i`'s JetStream store directory, kept across [`Self::restart`].

@@ -277,6 +277,11 @@ impl Container {
         let _ = fs::remove_file(path(
             "etc/systemd/system/multi-user.target.wants/fail2ban.service",
         ));
+        // nats-server likewise: a bare server runs none; the banshare_nats
+        // role enables it where asked.
+        let _ = fs::remove_file(path(
+            "etc/systemd/system/multi-user.target.wants/nats-server.service",
+        ));
         let ssh = path("root/.ssh");
         fs::create_dir_all(&ssh).unwrap();
         fs::set_permissions(&ssh, fs::Permissions::from_mode(0o700)).unwrap();
