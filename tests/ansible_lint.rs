@@ -766,6 +766,7 @@ fn node_role_keeps_its_own_sshfs_options_when_the_list_is_overridden() {
 fn node_role_refuses_sshfs_options_undoing_its_own() {
     for bad in [
         "stricthostkeychecking=accept-new",
+        "UserKnownHostsFile /dev/null",
         "GlobalKnownHostsFile=/tmp/k",
         "ssh_command=ssh -oStrictHostKeyChecking=no",
         "attr_timeout=20",
