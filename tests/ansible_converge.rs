@@ -1169,6 +1169,7 @@ fn playbook_converges_a_real_cluster_and_a_second_run_changes_nothing() {
     let switched = controller.converge("node1 to sftp, node3 removed", &[node1, node2, node3]);
     for task in [
         "Stop the watcher before unmounting the share of a node on SFTP",
+        "Unmount the share of a node on SFTP",
         "Remove the sshfs mount of a node on SFTP",
         "Configure banshare",
         "Restart the watcher",

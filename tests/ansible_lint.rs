@@ -444,3 +444,394 @@ fn example_inventory_refuses_to_guess_among_several_debs() {
         "with 0.9.0 and 0.10.0 built, the example inventory picked one instead of asking:\n{output}"
     );
 }
+
+/// Runs `play` with `ansible-playbook --check` and `inventory` (a YAML
+/// inventory's text) on the local host, with the roles of ansible/ and
+/// `extra` as `--extra-vars` (JSON, or empty); returns whether it
+/// succeeded and its output.
+fn run_play_with_inventory(name: &str, inventory: &str, play: &str, extra: &str) -> (bool, String) {
+    let dir = std::env::temp_dir().join(format!("banshare-ansible-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("hosts.yml"), inventory).unwrap();
+    std::fs::write(dir.join("play.yml"), play).unwrap();
+    let mut command = Command::new("ansible-playbook");
+    command.args(["--check", "-i", "hosts.yml", "play.yml"]);
+    if !extra.is_empty() {
+        command.args(["--extra-vars", extra]);
+    }
+    let out = command
+        .current_dir(&dir)
+        .env("ANSIBLE_ROLES_PATH", format!("{ANSIBLE_DIR}/roles"))
+        .env("ANSIBLE_NOCOLOR", "1")
+        .output()
+        .expect("run ansible-playbook (Debian package ansible)");
+    let _ = std::fs::remove_dir_all(&dir);
+    (out.status.success(), text(&out))
+}
+
+/// The `fatal:`/`failed:` lines of a run's output.
+fn failure_lines(output: &str) -> Vec<&str> {
+    output
+        .lines()
+        .filter(|l| l.starts_with("fatal: ") || l.starts_with("failed: "))
+        .collect()
+}
+
+const LOCAL_INVENTORY: &str = "all:\n  hosts:\n    localhost:\n      ansible_connection: local\n";
+
+/// review14c: ssh takes the FIRST value it is given for an option, and
+/// sshfs hands the fstab options to ssh in their order. The role puts
+/// `banshare_node_sshfs_options` before its own `UserKnownHostsFile=` and
+/// `StrictHostKeyChecking=yes`, so a `StrictHostKeyChecking=no` there (as
+/// in the seed playbook's fstab line, which an administrator migrating
+/// from it pastes) is the one in force: the pinned host key is not
+/// checked, silently. Either the role refuses such a list by name, before
+/// any change, or the options it writes keep host key checking on.
+#[test]
+fn node_role_keeps_host_key_checking_whatever_the_sshfs_options() {
+    let options = r#"["reconnect", "allow_other", "StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null"]"#;
+    let play = "- name: A node whose sshfs options turn host key checking off\n  hosts: localhost\n  \
+                gather_facts: false\n  roles:\n    - role: banshare_node\n";
+    let (ok, output) = run_play_with_inventory(
+        "sshfs-options",
+        LOCAL_INVENTORY,
+        play,
+        &format!(r#"{{"banshare_node_sshfs_options": {options}}}"#),
+    );
+    let refused = !ok
+        && output.contains("changed=0")
+        && failure_lines(&output)
+            .iter()
+            .any(|l| l.contains("banshare_node_sshfs_options"));
+    if refused {
+        return;
+    }
+    // Not refused: what the role writes to fstab must still check the key.
+    let play = format!(
+        "- name: The sshfs options the node role writes to fstab\n  hosts: localhost\n  \
+         gather_facts: false\n  vars_files:\n    - {ANSIBLE_DIR}/roles/banshare_node/defaults/main.yml\n    \
+         - {ANSIBLE_DIR}/roles/banshare_node/vars/main.yml\n  tasks:\n    - name: Print them\n      \
+         ansible.builtin.debug:\n        msg: \"OPTIONS={{{{ banshare_node_sshfs_all_options | join(',') }}}}\"\n"
+    );
+    let (ok, rendered) = run_play_with_inventory(
+        "sshfs-options-rendered",
+        LOCAL_INVENTORY,
+        &play,
+        &format!(
+            r#"{{"banshare_node_endpoint": {{"port": 22}}, "banshare_node_sshfs_options": {options}}}"#
+        ),
+    );
+    assert!(ok, "{rendered}");
+    let line = rendered
+        .lines()
+        .find_map(|l| {
+            l.split_once("OPTIONS=")
+                .map(|(_, o)| o.trim_end_matches('"'))
+        })
+        .unwrap_or_else(|| panic!("no OPTIONS= line:\n{rendered}"));
+    // sshfs passes ssh's options (CamelCase) to ssh, in order; the rest
+    // (reconnect, allow_other, _netdev) are its own or FUSE's.
+    let mut ssh = Command::new("ssh");
+    ssh.arg("-G");
+    for option in line
+        .split(',')
+        .filter(|o| o.starts_with(|c: char| c.is_ascii_uppercase()))
+    {
+        ssh.arg(format!("-o{option}"));
+    }
+    let effective = ssh.arg("files.invalid").output().expect("run ssh -G");
+    let effective = text(&effective);
+    assert!(
+        effective.contains("\nstricthostkeychecking true\n")
+            && effective.contains("\nuserknownhostsfile /etc/banshare/known_hosts\n"),
+        "banshare_node_sshfs_options {options} was accepted, and the fstab options it gives \
+         ({line}) turn ssh's host key checking off (ssh takes the first value):\n{}",
+        effective
+            .lines()
+            .filter(
+                |l| l.starts_with("stricthostkeychecking") || l.starts_with("userknownhostsfile")
+            )
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// review14c: the file server role and the node role both write
+/// /etc/banshare/banshare.toml (banshare_fileserver_config and
+/// banshare_node_config have one default), with different contents. A
+/// host in both groups (the file server banning too: docs/deploy.md's
+/// "local path" row) gets each in turn: never `changed=0`, the watcher
+/// restarted on every run, and the compaction timer reading the node's
+/// configuration. Nothing refuses it. The first task to run on a node (the
+/// keys entry point, play 1) must refuse it, naming the file server's
+/// group, before any change.
+#[test]
+fn a_host_both_file_server_and_node_is_refused_before_any_change() {
+    let inventory = "all:\n  children:\n    banshare_fileserver:\n      hosts:\n        both:\n          \
+                     ansible_connection: local\n    banshare_nodes:\n      hosts:\n        both:\n";
+    let play = "- name: A host that is both the file server and a node\n  hosts: banshare_nodes\n  \
+                gather_facts: false\n  tasks:\n    - name: The node role's first entry point\n      \
+                ansible.builtin.include_role:\n        name: banshare_node\n        tasks_from: keys\n";
+    let (ok, output) = run_play_with_inventory("both-groups", inventory, play, "");
+    assert!(
+        !ok && output.contains("changed=0")
+            && failure_lines(&output)
+                .iter()
+                .any(|l| l.contains("banshare_fileserver")),
+        "a host in both banshare_fileserver and banshare_nodes was not refused by name before \
+         any change (both roles write /etc/banshare/banshare.toml):\n{output}"
+    );
+}
+
+/// review14c: with `banshare_package_url`, every host downloads the .deb
+/// and installs it as root, over plain HTTP if the URL says so, with no
+/// checksum (the role has no variable for one): whoever is on the path
+/// gets root on every node and the file server. A plain-HTTP URL with no
+/// checksum to check must be refused by name before anything is fetched.
+#[test]
+fn package_role_refuses_an_unauthenticated_package_url() {
+    let play = "- name: A package from a plain-HTTP URL with no checksum\n  hosts: localhost\n  \
+                gather_facts: false\n  roles:\n    - role: banshare_package\n      vars:\n        \
+                banshare_package_url: http://127.0.0.1:9/banshare_0.2.0-1_amd64.deb\n";
+    let (ok, output) = run_play_with_inventory("package-url", LOCAL_INVENTORY, play, "");
+    assert!(
+        !ok && !output.contains("Failure downloading")
+            && failure_lines(&output)
+                .iter()
+                .any(|l| l.contains("banshare_package_url")),
+        "a plain-HTTP banshare_package_url with no checksum was fetched (to be installed as \
+         root) instead of refused by name:\n{output}"
+    );
+}
+
+/// review14c: the file server role ends a removed node's sessions with
+/// `pkill --euid banshare --exact sshd`, which matches the post-login
+/// process of OpenSSH up to 9.7 (Debian 12: `sshd`). From OpenSSH 9.8 on
+/// (Debian 13, the stable release since August 2025) that process is
+/// `sshd-session`: the command matches nothing, exits 1, which the task
+/// takes for "no session open", and the removed node keeps its write
+/// access to the log while the run reports success. The task's command,
+/// with `pgrep` for `pkill` (the same matching), must find a process of
+/// the account under either name.
+#[test]
+fn fileserver_role_ends_sessions_of_sshd_session_too() {
+    let tasks = format!("{ANSIBLE_DIR}/roles/banshare_fileserver/tasks/sshd.yml");
+    let script = "import json, sys, yaml\n\
+                  tasks = yaml.safe_load(open(sys.argv[1]))\n\
+                  task = [t for t in tasks if t['name'].startswith(\"End the account's open sessions\")][0]\n\
+                  print(json.dumps(task['ansible.builtin.command']['argv']))\n";
+    let out = Command::new("python3")
+        .args(["-c", script, &tasks])
+        .output()
+        .expect("run python3");
+    assert!(out.status.success(), "{}", text(&out));
+    let argv: Vec<String> = serde_json::from_slice(&out.stdout).expect("the task's argv");
+    assert_eq!(argv[0], "pkill", "the task no longer runs pkill: {argv:?}");
+    let argv: Vec<String> = argv[1..]
+        .iter()
+        .map(|a| a.replace("{{ banshare_fileserver_user }}", "nobody"))
+        .collect();
+
+    // One process of the account under each name, as sshd runs them.
+    let dir = tempfile::Builder::new()
+        .prefix("banshare-sshd-names-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut sessions = Vec::new();
+    for name in ["sshd", "sshd-session"] {
+        let path = dir.path().join(name);
+        std::fs::copy("/bin/sleep", &path).unwrap();
+        let child = Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .arg(&path)
+            .arg("300")
+            .spawn()
+            .expect("run setpriv");
+        sessions.push((name, child));
+    }
+    // Each has exec'd its own name once /proc says so.
+    for (name, child) in &sessions {
+        let comm = format!("/proc/{}/comm", child.id());
+        let named = (0..100).any(|_| {
+            let now = std::fs::read_to_string(&comm).unwrap_or_default();
+            now.trim() == *name || {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                false
+            }
+        });
+        assert!(named, "the test's {name} process did not start");
+    }
+    let found = Command::new("pgrep")
+        .args(&argv)
+        .output()
+        .expect("run pgrep");
+    let found = String::from_utf8_lossy(&found.stdout).into_owned();
+    let matched: Vec<(&str, bool)> = sessions
+        .iter()
+        .map(|(name, child)| {
+            (
+                *name,
+                found
+                    .lines()
+                    .any(|pid| pid.trim() == child.id().to_string()),
+            )
+        })
+        .collect();
+    for (_, child) in &mut sessions {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert_eq!(
+        matched,
+        [("sshd", true), ("sshd-session", true)],
+        "`pkill {}` misses the account's post-login sshd process under one of its names \
+         (OpenSSH >= 9.8, Debian 13: sshd-session)",
+        argv.join(" ")
+    );
+}
+
+/// The sshfs options the node role writes to fstab with `extra` as
+/// `--extra-vars` (JSON), as one comma-separated string.
+fn rendered_sshfs_options(name: &str, extra: &str) -> String {
+    let play = format!(
+        "- name: The sshfs options the node role writes to fstab\n  hosts: localhost\n  \
+         gather_facts: false\n  vars_files:\n    - {ANSIBLE_DIR}/roles/banshare_node/defaults/main.yml\n    \
+         - {ANSIBLE_DIR}/roles/banshare_node/vars/main.yml\n  tasks:\n    - name: Print them\n      \
+         ansible.builtin.debug:\n        msg: \"OPTIONS={{{{ banshare_node_sshfs_all_options | join(',') }}}}\"\n"
+    );
+    let (ok, rendered) = run_play_with_inventory(name, LOCAL_INVENTORY, &play, extra);
+    assert!(ok, "{rendered}");
+    rendered
+        .lines()
+        .find_map(|l| {
+            l.split_once("OPTIONS=")
+                .map(|(_, o)| o.trim_end_matches('"').to_owned())
+        })
+        .unwrap_or_else(|| panic!("no OPTIONS= line:\n{rendered}"))
+}
+
+/// review14c M1: an administrator overriding `banshare_node_sshfs_options`
+/// to add or drop one option must not lose what the role relies on:
+/// `reconnect` (a removed node's sessions are ended, the others log in
+/// again), attribute caching off (another host's append is otherwise
+/// invisible for about 20 s) and `allow_other` (the watcher runs as its
+/// own user); and the role's host key options come before the list's, so
+/// that ssh (which keeps the first value) uses them.
+#[test]
+fn node_role_keeps_its_own_sshfs_options_when_the_list_is_overridden() {
+    let line = rendered_sshfs_options(
+        "sshfs-overridden",
+        r#"{"banshare_node_endpoint": {"port": 22}, "banshare_node_sshfs_options": ["ServerAliveInterval=9"]}"#,
+    );
+    let options: Vec<&str> = line.split(',').collect();
+    for required in [
+        "reconnect",
+        "dir_cache=no",
+        "attr_timeout=0",
+        "entry_timeout=0",
+        "allow_other",
+        "ServerAliveInterval=9",
+    ] {
+        assert!(
+            options.contains(&required),
+            "banshare_node_sshfs_options [ServerAliveInterval=9] gives fstab options without \
+             {required}: {line}"
+        );
+    }
+    let first_of_the_list = options
+        .iter()
+        .position(|o| *o == "ServerAliveInterval=9")
+        .unwrap();
+    for forced in [
+        "IdentityFile=",
+        "UserKnownHostsFile=",
+        "StrictHostKeyChecking=yes",
+    ] {
+        let at = options.iter().position(|o| o.starts_with(forced));
+        assert!(
+            at.is_some_and(|at| at < first_of_the_list),
+            "the role's {forced} is not before banshare_node_sshfs_options: {line}"
+        );
+    }
+}
+
+/// review14c M1: an sshfs option that would undo one the role sets (host
+/// key checking, the key, the port, the ssh command, caching back on) is
+/// refused by name, before any change, whatever its case.
+#[test]
+fn node_role_refuses_sshfs_options_undoing_its_own() {
+    for bad in [
+        "stricthostkeychecking=accept-new",
+        "UserKnownHostsFile /dev/null",
+        "GlobalKnownHostsFile=/tmp/k",
+        "ssh_command=ssh -oStrictHostKeyChecking=no",
+        "attr_timeout=20",
+        "Port=2222",
+    ] {
+        let play = "- name: A node whose sshfs options undo the role's\n  hosts: localhost\n  \
+                    gather_facts: false\n  roles:\n    - role: banshare_node\n";
+        let (ok, output) = run_play_with_inventory(
+            "sshfs-undo",
+            LOCAL_INVENTORY,
+            play,
+            &format!(r#"{{"banshare_node_sshfs_options": ["reconnect", "{bad}"]}}"#),
+        );
+        assert!(
+            !ok && output.contains("changed=0")
+                && failure_lines(&output)
+                    .iter()
+                    .any(|l| l.contains("banshare_node_sshfs_options") && l.contains(bad)),
+            "banshare_node_sshfs_options with {bad} was not refused by name before any change:\n{output}"
+        );
+    }
+}
+
+/// review14c L3: an IPv6 address would give a malformed sftp:// URL and
+/// sshfs source (no brackets). The file server role refuses it by name,
+/// before any change, and says what to give instead.
+#[test]
+fn fileserver_role_refuses_an_ipv6_address() {
+    let play = "- name: A file server reached by an IPv6 address\n  hosts: localhost\n  \
+                gather_facts: false\n  roles:\n    - role: banshare_fileserver\n      vars:\n        \
+                banshare_fileserver_address: \"2001:db8::1\"\n";
+    let (ok, output) = run_play_with_inventory("ipv6", LOCAL_INVENTORY, play, "");
+    assert!(
+        !ok && output.contains("changed=0")
+            && failure_lines(&output)
+                .iter()
+                .any(|l| l.contains("banshare_fileserver_address") && l.contains("2001:db8::1")),
+        "an IPv6 banshare_fileserver_address was not refused by name before any change:\n{output}"
+    );
+}
+
+/// review14c M3: the SHA-256 the downloaded .deb is checked against must
+/// be 64 hex digits: anything else is refused by name, before anything is
+/// fetched.
+#[test]
+fn package_role_checks_the_package_url_sha256() {
+    let play = |sha: &str| {
+        format!(
+            "- name: A package from a URL\n  hosts: localhost\n  gather_facts: false\n  roles:\n    \
+             - role: banshare_package\n      vars:\n        \
+             banshare_package_url: http://127.0.0.1:9/banshare_0.2.0-1_amd64.deb\n        \
+             banshare_package_sha256: \"{sha}\"\n        \
+             banshare_package_cache_dir: /tmp/banshare-lint-package-{}\n",
+            std::process::id()
+        )
+    };
+    let (ok, output) =
+        run_play_with_inventory("package-sha-bad", LOCAL_INVENTORY, &play("abc"), "");
+    assert!(
+        !ok && output.contains("changed=0")
+            && !output.contains("Failure downloading")
+            && failure_lines(&output)
+                .iter()
+                .any(|l| l.contains("banshare_package_sha256")),
+        "a malformed banshare_package_sha256 was not refused by name:\n{output}"
+    );
+}
