@@ -79,24 +79,26 @@
 //! stderr. Like the other benches it does nothing without `--bench`, so
 //! `cargo test --benches` stays fast.
 
+#[path = "common/applied.rs"]
+mod applied;
 #[path = "nats/client.rs"]
 mod client;
 mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use applied::{Events, Seen, drain, ms, wait_all, warm_up};
 use banshare::record::{self, Record, RecordId, Target};
-use common::element_addresses;
 use support::cluster::{Cluster, require_root};
 use support::nats::{CLIENT_PORT, NatsOptions, NatsServers, ProcessStats};
 use support::{BANSHARE, Daemon, wait_until};
@@ -157,7 +159,7 @@ fn main() {
     };
     bench.init_stream();
     let events = Events::new();
-    let monitors = events.start_nft_monitors(&cluster);
+    let monitors = events.start_nft_monitors(&cluster, NFT_HOSTS);
     let watchers: Vec<Daemon> = (0..NFT_HOSTS).map(|i| bench.start_watcher(i)).collect();
     let mut rows = Vec::new();
     if wanted("latency") {
@@ -168,7 +170,7 @@ fn main() {
     drop(watchers);
     if wanted("sshfs") {
         let events = Events::new();
-        let _monitors = events.start_nft_monitors(&cluster);
+        let _monitors = events.start_nft_monitors(&cluster, NFT_HOSTS);
         rows.push(bench.sshfs_row(&events));
     }
     let mut out = String::new();
@@ -409,7 +411,13 @@ impl Bench<'_> {
         let log = log.display().to_string();
         let mut append = |addr: Ipv4Addr| ban(Command::new(BANSHARE), &config, addr, &log, &spool);
         let all: Vec<usize> = (0..NFT_HOSTS).collect();
-        warm_up(events, &all, net_addr(40, 255, 1), &mut append);
+        warm_up(
+            events,
+            &all,
+            net_addr(40, 255, 1),
+            &mut append,
+            START_DEADLINE,
+        );
         let count = (self.sizes.bans * 40 / 500).max(5);
         let m = measure(events, &all, 41, count, FILE_GAP, &mut append);
         progress("sshfs, 10 watchers: done");
@@ -443,7 +451,13 @@ impl Bench<'_> {
             Some(publisher.publish(&subject, &id, line))
         };
         let nft_hosts: Vec<usize> = (0..NFT_HOSTS).collect();
-        warm_up(events, &nft_hosts, net_addr(20, 255, 1), &mut publish);
+        warm_up(
+            events,
+            &nft_hosts,
+            net_addr(20, 255, 1),
+            &mut publish,
+            START_DEADLINE,
+        );
         progress("10 nftables watchers up");
         let mut rows = Vec::new();
         for (k, &watchers) in self.sizes.watchers.iter().enumerate() {
@@ -453,7 +467,13 @@ impl Bench<'_> {
             let until = self.stream_messages();
             let mut group = ConsumerGroup::start(self, consumers, procs, until, events);
             let who: Vec<usize> = (0..NFT_HOSTS + procs).collect();
-            warm_up(events, &who, net_addr(net, 255, 1), &mut publish);
+            warm_up(
+                events,
+                &who,
+                net_addr(net, 255, 1),
+                &mut publish,
+                START_DEADLINE,
+            );
             progress(&format!(
                 "{watchers} watchers up: 10 nftables watchers and {consumers} consumers in {procs} processes"
             ));
@@ -973,8 +993,7 @@ impl ConsumerGroup {
                 .unwrap();
             let stdout = child.stdout.take().unwrap();
             let stdin = child.stdin.take().unwrap();
-            let (tx, ready_tx, report_tx) =
-                (events.tx.clone(), ready_tx.clone(), report_tx.clone());
+            let (tx, ready_tx, report_tx) = (events.sender(), ready_tx.clone(), report_tx.clone());
             let id = NFT_HOSTS + p;
             thread::spawn(move || {
                 for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -1160,78 +1179,10 @@ impl Checked {
 }
 
 // ---------------------------------------------------------------------------
-// Who applied what, when (as in benches/zmq.rs)
+// Who applied what, when: the NATS bench's own part (the rest: common/applied.rs)
 // ---------------------------------------------------------------------------
 
-/// (subscriber, address, when it reported it applied).
-type Event = (usize, Ipv4Addr, Instant);
-
-struct Events {
-    tx: Sender<Event>,
-    rx: Receiver<Event>,
-}
-
-impl Events {
-    fn new() -> Events {
-        let (tx, rx) = mpsc::channel();
-        Events { tx, rx }
-    }
-
-    /// `nft monitor new elements` in nodes 0-9, as subscribers 0-9: the
-    /// kernel pushes each committed element, so nothing polls.
-    fn start_nft_monitors(&self, cluster: &Cluster) -> Vec<Daemon> {
-        (0..NFT_HOSTS)
-            .map(|node| {
-                // stdbuf: one line per event, not one 4 KiB buffer at a time.
-                let mut child: Child = cluster
-                    .command_in(cluster.node_ns(node), "stdbuf")
-                    .args(["-oL", "nft", "monitor", "new", "elements"])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("start nft monitor");
-                let stdout = child.stdout.take().unwrap();
-                let tx = self.tx.clone();
-                thread::spawn(move || {
-                    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                        let at = Instant::now();
-                        for addr in element_addresses(&line) {
-                            let _ = tx.send((node, addr, at));
-                        }
-                    }
-                });
-                Daemon(child)
-            })
-            .collect()
-    }
-}
-
-#[derive(Default)]
-struct Seen {
-    /// Per address: the subscribers that applied it and when.
-    by_addr: HashMap<Ipv4Addr, HashMap<usize, Instant>>,
-}
-
 impl Seen {
-    fn take(&mut self, (who, addr, at): Event) {
-        self.by_addr
-            .entry(addr)
-            .or_default()
-            .entry(who)
-            .or_insert(at);
-    }
-
-    /// The first and the last report of `addr`, once all of `who` did.
-    fn on_all(&self, addr: Ipv4Addr, who: &HashSet<usize>) -> Option<(Instant, Instant)> {
-        let got = self.by_addr.get(&addr)?;
-        let times: Vec<Instant> = who
-            .iter()
-            .map(|w| got.get(w).copied())
-            .collect::<Option<_>>()?;
-        Some((*times.iter().min()?, *times.iter().max()?))
-    }
-
     /// The last report of `addr` among subscribers `who` (all reported).
     fn last_of(&self, addr: Ipv4Addr, who: std::ops::Range<usize>) -> Instant {
         let got = &self.by_addr[&addr];
@@ -1298,61 +1249,6 @@ fn measure(
         seen.by_addr.remove(&addr);
     }
     m
-}
-
-fn warm_up(
-    events: &Events,
-    who: &[usize],
-    addr: Ipv4Addr,
-    submit: &mut dyn FnMut(Ipv4Addr) -> Option<Instant>,
-) {
-    let who: HashSet<usize> = who.iter().copied().collect();
-    let mut seen = Seen::default();
-    submit(addr);
-    let applied = wait_all(
-        events,
-        &mut seen,
-        addr,
-        &who,
-        Instant::now() + START_DEADLINE,
-    );
-    assert!(
-        applied.is_some(),
-        "the warm-up ban {addr} never reached every subscriber"
-    );
-}
-
-/// Takes reports until `addr` is applied by all of `who`, or `deadline`.
-fn wait_all(
-    events: &Events,
-    seen: &mut Seen,
-    addr: Ipv4Addr,
-    who: &HashSet<usize>,
-    deadline: Instant,
-) -> Option<(Instant, Instant)> {
-    loop {
-        if let Some(t) = seen.on_all(addr, who) {
-            return Some(t);
-        }
-        match events
-            .rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            Ok(e) => seen.take(e),
-            Err(RecvTimeoutError::Timeout) => return None,
-            Err(RecvTimeoutError::Disconnected) => unreachable!("Events holds a sender"),
-        }
-    }
-}
-
-/// Takes reports until `until`.
-fn drain(events: &Events, seen: &mut Seen, until: Instant) {
-    while let Ok(e) = events
-        .rx
-        .recv_timeout(until.saturating_duration_since(Instant::now()))
-    {
-        seen.take(e);
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1492,16 +1388,4 @@ fn latency_tables(rows: &[Row], sizes: &Sizes) -> String {
         );
     }
     t
-}
-
-/// Nearest rank, in milliseconds.
-fn ms(sorted: &[Duration], p: f64) -> String {
-    if sorted.is_empty() {
-        return "-".to_owned();
-    }
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    format!(
-        "{:.1}",
-        sorted[rank.clamp(1, sorted.len()) - 1].as_secs_f64() * 1000.0
-    )
 }

@@ -32,23 +32,25 @@
 //! benches it does nothing without `--bench`, so `cargo test --benches`
 //! stays fast.
 
+#[path = "common/applied.rs"]
+mod applied;
 mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use applied::{Events, Seen, drain, ms, wait_all, warm_up};
 use banshare::record::{self, Record, RecordId, Target};
-use common::element_addresses;
 use support::cluster::{Cluster, require_root};
 use support::{BANSHARE, Daemon, wait_until};
 
@@ -131,7 +133,7 @@ fn main() {
         counts,
     };
     let events = Events::new();
-    let _monitors = events.start_nft_monitors(&cluster);
+    let _monitors = events.start_nft_monitors(&cluster, NFT_HOSTS);
     let mut rows = Vec::new();
     rows.extend(bench.zmq_rows(&events));
     rows.extend(bench.file_rows(&events));
@@ -199,7 +201,13 @@ impl Bench<'_> {
         let template = self.template();
         let mut submit = |addr: Ipv4Addr| sender.submit(&template, addr);
         let all: Vec<usize> = (0..NFT_HOSTS).collect();
-        warm_up(events, &all, net_addr(20, 255, 1), &mut submit);
+        warm_up(
+            events,
+            &all,
+            net_addr(20, 255, 1),
+            &mut submit,
+            START_DEADLINE,
+        );
         progress("10 nftables watchers up");
         let before = cpu_of(&publisher, &nft, &[]);
         let t = Instant::now();
@@ -250,7 +258,13 @@ impl Bench<'_> {
             })
             .collect();
         let everyone: Vec<usize> = (0..NFT_HOSTS + LOG_SUBSCRIBERS).collect();
-        warm_up(events, &everyone, net_addr(23, 255, 1), &mut submit);
+        warm_up(
+            events,
+            &everyone,
+            net_addr(23, 255, 1),
+            &mut submit,
+            START_DEADLINE,
+        );
         progress("100 subscribers up");
         let rss_mb: f64 = light
             .iter()
@@ -302,7 +316,13 @@ impl Bench<'_> {
                     self.start_watcher(i, "nftables", &log, &format!("{name}{i}"), None)
                 })
                 .collect();
-            warm_up(events, &all, net_addr(net, 255, 1), &mut append);
+            warm_up(
+                events,
+                &all,
+                net_addr(net, 255, 1),
+                &mut append,
+                START_DEADLINE,
+            );
             rows.push(Row::new(
                 if name == "sshfs" {
                     "sshfs mount, poll 250 ms; `banshare ban` on the server's disk"
@@ -395,7 +415,7 @@ impl Bench<'_> {
             .unwrap();
         if let Some((id, events)) = reports {
             let stdout = child.stdout.take().unwrap();
-            let tx = events.tx.clone();
+            let tx = events.sender();
             thread::spawn(move || {
                 for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                     let at = Instant::now();
@@ -585,78 +605,10 @@ impl Drop for ReqClient {
 }
 
 // ---------------------------------------------------------------------------
-// Who applied what, when
+// Who applied what, when: the ZeroMQ bench's own part (the rest: common/applied.rs)
 // ---------------------------------------------------------------------------
 
-/// (subscriber, address, when it reported it applied).
-type Event = (usize, Ipv4Addr, Instant);
-
-struct Events {
-    tx: Sender<Event>,
-    rx: Receiver<Event>,
-}
-
-impl Events {
-    fn new() -> Events {
-        let (tx, rx) = mpsc::channel();
-        Events { tx, rx }
-    }
-
-    /// `nft monitor new elements` in nodes 0-9, as subscribers 0-9: the
-    /// kernel pushes each committed element, so nothing polls.
-    fn start_nft_monitors(&self, cluster: &Cluster) -> Vec<Daemon> {
-        (0..NFT_HOSTS)
-            .map(|node| {
-                // stdbuf: one line per event, not one 4 KiB buffer at a time.
-                let mut child: Child = cluster
-                    .command_in(cluster.node_ns(node), "stdbuf")
-                    .args(["-oL", "nft", "monitor", "new", "elements"])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("start nft monitor");
-                let stdout = child.stdout.take().unwrap();
-                let tx = self.tx.clone();
-                thread::spawn(move || {
-                    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                        let at = Instant::now();
-                        for addr in element_addresses(&line) {
-                            let _ = tx.send((node, addr, at));
-                        }
-                    }
-                });
-                Daemon(child)
-            })
-            .collect()
-    }
-}
-
-#[derive(Default)]
-struct Seen {
-    /// Per address: the subscribers that applied it and when.
-    by_addr: HashMap<Ipv4Addr, HashMap<usize, Instant>>,
-}
-
 impl Seen {
-    fn take(&mut self, (who, addr, at): Event) {
-        self.by_addr
-            .entry(addr)
-            .or_default()
-            .entry(who)
-            .or_insert(at);
-    }
-
-    /// The first and the last report of `addr`, once all of `who` did.
-    fn on_all(&self, addr: Ipv4Addr, who: &HashSet<usize>) -> Option<(Instant, Instant)> {
-        let got = self.by_addr.get(&addr)?;
-        let times: Vec<Instant> = who
-            .iter()
-            .map(|w| got.get(w).copied())
-            .collect::<Option<_>>()?;
-        Some((*times.iter().min()?, *times.iter().max()?))
-    }
-
     /// Every report of `addr` among subscribers `who` (all reported).
     fn each_of<'a>(
         &'a self,
@@ -731,61 +683,6 @@ fn measure(
         }
     }
     m
-}
-
-fn warm_up(
-    events: &Events,
-    who: &[usize],
-    addr: Ipv4Addr,
-    submit: &mut dyn FnMut(Ipv4Addr) -> Option<Instant>,
-) {
-    let who: HashSet<usize> = who.iter().copied().collect();
-    let mut seen = Seen::default();
-    submit(addr);
-    let applied = wait_all(
-        events,
-        &mut seen,
-        addr,
-        &who,
-        Instant::now() + START_DEADLINE,
-    );
-    assert!(
-        applied.is_some(),
-        "the warm-up ban {addr} never reached every subscriber"
-    );
-}
-
-/// Takes reports until `addr` is applied by all of `who`, or `deadline`.
-fn wait_all(
-    events: &Events,
-    seen: &mut Seen,
-    addr: Ipv4Addr,
-    who: &HashSet<usize>,
-    deadline: Instant,
-) -> Option<(Instant, Instant)> {
-    loop {
-        if let Some(t) = seen.on_all(addr, who) {
-            return Some(t);
-        }
-        match events
-            .rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            Ok(e) => seen.take(e),
-            Err(RecvTimeoutError::Timeout) => return None,
-            Err(RecvTimeoutError::Disconnected) => unreachable!("Events holds a sender"),
-        }
-    }
-}
-
-/// Takes reports until `until`.
-fn drain(events: &Events, seen: &mut Seen, until: Instant) {
-    while let Ok(e) = events
-        .rx
-        .recv_timeout(until.saturating_duration_since(Instant::now()))
-    {
-        seen.take(e);
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -885,16 +782,4 @@ fn table(rows: &[Row]) -> String {
         );
     }
     t
-}
-
-/// Nearest rank, in milliseconds.
-fn ms(sorted: &[Duration], p: f64) -> String {
-    if sorted.is_empty() {
-        return "-".to_owned();
-    }
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    format!(
-        "{:.1}",
-        sorted[rank.clamp(1, sorted.len()) - 1].as_secs_f64() * 1000.0
-    )
 }
