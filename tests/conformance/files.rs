@@ -251,32 +251,15 @@ impl Subject for FileShare<'_> {
         let nodes = self.writer_nodes(plan);
         let mut writers = Vec::new();
         for (w, &node) in nodes.iter().enumerate() {
-            // Writer w: wait for "go", then one `banshare ban -` per batch.
-            let mut script = format!("while [ ! -e {} ]; do sleep 0.01; done\n", go.display());
-            for b in 0..plan.batches {
-                let addresses = plan.batch(w, b).join("\\n");
-                script.push_str(&format!(
-                    "printf '{addresses}\\n' | $B ban - $C || exit 1\n"
-                ));
-            }
             let spool = self.tmp.path().join(format!("w{w}"));
-            let mut sh = match self.way {
+            let sh = match self.way {
                 Way::Local => Command::new("sh"),
                 _ => self
                     .cluster()
                     .command_in(self.cluster().node_ns(node), "sh"),
             };
-            sh.arg("-c")
-                .arg(script)
-                .env("B", format!("{BANSHARE} --config /dev/null"))
-                .env("C", self.flags(node, log, &spool).join(" "))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped());
-            writers.push((
-                sh.spawn().map_err(|e| format!("start a writer: {e}"))?,
-                spool,
-            ));
+            let writer = spawn_writer(sh, &go, plan, w, &self.flags(node, log, &spool))?;
+            writers.push((writer, spool));
         }
         start_and_judge(&go, writers)?;
         let how = format!(
@@ -447,6 +430,60 @@ pub(crate) fn flush_with(mut command: Command) -> Result<(), String> {
         true => Ok(()),
         false => Err(format!("banshare flush: {}", stderr(&out))),
     }
+}
+
+/// Writes `plan` as the nats and zmq subjects do: writer `w` on node
+/// `w % 2` (node0, node1), through its own spool `<log>-w<w>` in `tmp`, with
+/// `flags(node, spool)` as its `banshare` flags; says how it was written.
+#[cfg(any(feature = "nats", feature = "zmq"))]
+pub(crate) fn write_on_two_nodes(
+    cluster: &Cluster,
+    tmp: &Path,
+    log: &str,
+    plan: &Plan,
+    flags: impl Fn(usize, &Path) -> Vec<String>,
+) -> Result<String, String> {
+    let go = tmp.join("go");
+    let _ = fs::remove_file(&go);
+    let mut writers = Vec::new();
+    for w in 0..plan.writers {
+        let node = w % 2;
+        let spool = tmp.join(format!("{log}-w{w}"));
+        let sh = cluster.command_in(cluster.node_ns(node), "sh");
+        let writer = spawn_writer(sh, &go, plan, w, &flags(node, &spool))?;
+        writers.push((writer, spool));
+    }
+    start_and_judge(&go, writers)?;
+    Ok(format!(
+        "{} `ban -` processes, {} runs of {} addresses each, on 2 hosts (node0, node1)",
+        plan.writers, plan.batches, plan.per_batch
+    ))
+}
+
+/// Starts writer `w` of `plan` in `sh` (a shell on the writer's host): it
+/// waits for `go`, then runs one `banshare ban -` with `flags` per batch.
+fn spawn_writer(
+    mut sh: Command,
+    go: &Path,
+    plan: &Plan,
+    w: usize,
+    flags: &[String],
+) -> Result<std::process::Child, String> {
+    let mut script = format!("while [ ! -e {} ]; do sleep 0.01; done\n", go.display());
+    for b in 0..plan.batches {
+        let addresses = plan.batch(w, b).join("\\n");
+        script.push_str(&format!(
+            "printf '{addresses}\\n' | $B ban - $C || exit 1\n"
+        ));
+    }
+    sh.arg("-c")
+        .arg(script)
+        .env("B", format!("{BANSHARE} --config /dev/null"))
+        .env("C", flags.join(" "))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    sh.spawn().map_err(|e| format!("start a writer: {e}"))
 }
 
 /// Lets the `writers` (each with its spool) go by creating `go`, waits for

@@ -7,7 +7,6 @@
 //! back on the same data directory, as after a crash.
 
 use std::collections::HashMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, PoisonError};
@@ -20,7 +19,7 @@ use banshare::transport::{
     self, Feed, FeedSettings, LogLocation, SftpSettings, Transport, WriterSettings,
 };
 
-use crate::files::{OnHost, ban_with, flush_with, on_host, start_and_judge};
+use crate::files::{OnHost, ban_with, flush_with, on_host, write_on_two_nodes};
 use crate::support::cluster::Cluster;
 use crate::support::{BANSHARE, Daemon, wait_until};
 use crate::{Plan, Subject};
@@ -200,37 +199,9 @@ impl Subject for ZeroMq<'_> {
     }
 
     fn write_concurrently(&self, log: &str, plan: &Plan) -> Result<String, String> {
-        let go = self.tmp.path().join("go");
-        let _ = fs::remove_file(&go);
-        let mut writers = Vec::new();
-        for w in 0..plan.writers {
-            let node = w % 2;
-            let mut script = format!("while [ ! -e {} ]; do sleep 0.01; done\n", go.display());
-            for b in 0..plan.batches {
-                let addresses = plan.batch(w, b).join("\\n");
-                script.push_str(&format!(
-                    "printf '{addresses}\\n' | $B ban - $C || exit 1\n"
-                ));
-            }
-            let spool = self.tmp.path().join(format!("{log}-w{w}"));
-            let mut sh = self.cluster.command_in(self.cluster.node_ns(node), "sh");
-            sh.arg("-c")
-                .arg(script)
-                .env("B", format!("{BANSHARE} --config /dev/null"))
-                .env("C", self.flags(node, log, &spool).join(" "))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped());
-            writers.push((
-                sh.spawn().map_err(|e| format!("start a writer: {e}"))?,
-                spool,
-            ));
-        }
-        start_and_judge(&go, writers)?;
-        Ok(format!(
-            "{} `ban -` processes, {} runs of {} addresses each, on 2 hosts (node0, node1)",
-            plan.writers, plan.batches, plan.per_batch
-        ))
+        write_on_two_nodes(self.cluster, self.tmp.path(), log, plan, |node, spool| {
+            self.flags(node, log, spool)
+        })
     }
 
     fn ban(&self, log: &str, targets: &[String], spool: &Path) -> Result<(), String> {
