@@ -366,7 +366,9 @@ impl Bench<'_> {
             .unwrap();
         let watcher = Daemon(child);
         let ready = wait_until(START_DEADLINE, || {
-            nft(self.cluster, node, &["list", "table", "inet", "banshare"]).is_some()
+            self.cluster
+                .nft(node, &["list", "table", "inet", "banshare"])
+                .is_some()
         });
         assert!(ready, "node{node}'s watcher never made its nftables table");
         watcher
@@ -916,25 +918,9 @@ fn load_average() -> String {
         .unwrap_or_default()
 }
 
-/// `nft ARGS` in node `node`'s namespace; its stdout, or None on failure.
-fn nft(cluster: &Cluster, node: usize, args: &[&str]) -> Option<String> {
-    let out = cluster
-        .command_in(cluster.node_ns(node), "nft")
-        .args(args)
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// The number of elements in node `node`'s nftables v4 set.
 fn set_len(cluster: &Cluster, node: usize) -> usize {
-    let Some(json) = nft(
-        cluster,
-        node,
-        &["-j", "list", "set", "inet", "banshare", "v4"],
-    ) else {
+    let Some(json) = cluster.nft(node, &["-j", "list", "set", "inet", "banshare", "v4"]) else {
         return 0;
     };
     let value: serde_json::Value = serde_json::from_str(&json).expect("nft's JSON");

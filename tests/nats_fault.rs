@@ -216,7 +216,9 @@ impl Watcher {
         });
         if backend == "nftables" {
             let ready = wait_until(Duration::from_secs(20), || {
-                nft(&site.cluster, node, &["list", "table", "inet", "banshare"]).is_some()
+                site.cluster
+                    .nft(node, &["list", "table", "inet", "banshare"])
+                    .is_some()
             });
             assert!(ready, "node{node}'s watcher never made its nftables table");
         }
@@ -246,41 +248,6 @@ impl Drop for Watcher {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// `nft ARGS` in node `node`'s namespace; its stdout, or None on failure.
-fn nft(cluster: &Cluster, node: usize, args: &[&str]) -> Option<String> {
-    let out = cluster
-        .command_in(cluster.node_ns(node), "nft")
-        .args(args)
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The addresses in node `node`'s nftables v4 set.
-fn banned_v4(cluster: &Cluster, node: usize) -> Vec<String> {
-    let Some(json) = nft(
-        cluster,
-        node,
-        &["-j", "list", "set", "inet", "banshare", "v4"],
-    ) else {
-        return Vec::new();
-    };
-    let value: serde_json::Value = serde_json::from_str(&json).expect("nft's JSON");
-    let mut found = Vec::new();
-    for item in value["nftables"].as_array().into_iter().flatten() {
-        for elem in item["set"]["elem"].as_array().into_iter().flatten() {
-            // Elements with a timeout are {"elem": {"val": ..., "timeout": ...}}.
-            let val = elem.get("elem").map_or(elem, |e| &e["val"]);
-            if let Some(address) = val.as_str() {
-                found.push(address.to_owned());
-            }
-        }
-    }
-    found
 }
 
 /// What the spool watch saw: the longest any record waited in a host's
@@ -488,8 +455,8 @@ fn sigkill_of_the_stream_leader_during_5000_records_loses_and_doubles_none() {
         assert!(doubled.is_empty(), "node{node} applied twice: {doubled:?}");
         assert_eq!(bans, expected, "node{node} applied other addresses");
     }
-    let all = wait_until(PATIENCE, || banned_v4(&site.cluster, 0).len() >= TOTAL);
-    let mut banned = banned_v4(&site.cluster, 0);
+    let all = wait_until(PATIENCE, || site.cluster.banned_v4(0).len() >= TOTAL);
+    let mut banned = site.cluster.banned_v4(0);
     assert!(
         all,
         "node0's nftables set holds {} of {TOTAL}",

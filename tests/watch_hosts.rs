@@ -47,7 +47,9 @@ impl Watcher {
             .unwrap();
         // Ready once its table is in the node's ruleset.
         let ready = wait_until(Duration::from_secs(20), || {
-            nft(cluster, node, &["list", "table", "inet", "banshare"]).is_some()
+            cluster
+                .nft(node, &["list", "table", "inet", "banshare"])
+                .is_some()
         });
         assert!(
             ready,
@@ -69,41 +71,6 @@ impl Watcher {
             "the watcher failed on SIGTERM"
         );
     }
-}
-
-/// `nft ARGS` in node `node`'s namespace; its stdout, or None on failure.
-fn nft(cluster: &Cluster, node: usize, args: &[&str]) -> Option<String> {
-    let out = cluster
-        .command_in(cluster.node_ns(node), "nft")
-        .args(args)
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The addresses in the v4 set of node `node`.
-fn banned_v4(cluster: &Cluster, node: usize) -> HashSet<String> {
-    let Some(json) = nft(
-        cluster,
-        node,
-        &["-j", "list", "set", "inet", "banshare", "v4"],
-    ) else {
-        return HashSet::new();
-    };
-    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
-    let mut found = HashSet::new();
-    for item in value["nftables"].as_array().into_iter().flatten() {
-        for elem in item["set"]["elem"].as_array().into_iter().flatten() {
-            // Elements with a timeout are {"elem": {"val": ..., "timeout": ...}}.
-            let val = elem.get("elem").map_or(elem, |e| &e["val"]);
-            if let Some(addr) = val.as_str() {
-                found.insert(addr.to_owned());
-            }
-        }
-    }
-    found
 }
 
 fn share(cluster: &Cluster, node: usize, op: &str, address: &str, log: &Path, spool: &Path) {
@@ -222,9 +189,9 @@ fn sigkill_in_the_middle_of_10000_records_then_restart_applies_every_one() {
 
     let watcher = Watcher::start(&cluster, 0, &log, dir.path());
     let all = wait_until(Duration::from_secs(60), || {
-        banned_v4(&cluster, 0).len() >= total
+        cluster.banned_v4(0).len() >= total
     });
-    let banned = banned_v4(&cluster, 0);
+    let banned: HashSet<String> = cluster.banned_v4(0).into_iter().collect();
     assert!(
         all,
         "only {} of {total} bans applied after the restart",
@@ -363,7 +330,7 @@ fn records_banning_the_file_server_its_network_or_the_next_hop_are_refused_and_t
         cluster.can_connect(cluster.node_ns(0), cluster.fileserver_ip(), 22),
         "node0 can no longer reach its file server after records banning {protected:?}"
     );
-    let banned = banned_v4(&cluster, 0);
+    let banned = cluster.banned_v4(0);
     assert!(
         !banned.contains(&file_server) && !banned.contains(&next_hop),
         "{banned:?}"
@@ -721,7 +688,9 @@ fn saved_bans_wait_for_the_share_so_a_reboot_never_bans_its_file_server() {
         .spawn()
         .unwrap();
     let ready = wait_until(Duration::from_secs(20), || {
-        nft(&cluster, 0, &["list", "table", "inet", "banshare"]).is_some()
+        cluster
+            .nft(0, &["list", "table", "inet", "banshare"])
+            .is_some()
     });
     if !ready {
         let _ = child.kill();
@@ -730,7 +699,7 @@ fn saved_bans_wait_for_the_share_so_a_reboot_never_bans_its_file_server() {
     let watcher = Watcher { child };
     assert!(ready, "the watcher never created its nftables table");
     let banned_early = wait_until(Duration::from_secs(3), || {
-        banned_v4(&cluster, 0).contains(&file_server)
+        cluster.banned_v4(0).contains(&file_server)
     });
     assert!(
         !banned_early,
@@ -742,7 +711,7 @@ fn saved_bans_wait_for_the_share_so_a_reboot_never_bans_its_file_server() {
     });
     assert!(restored, "the saved ban of the attacker was never restored");
     assert!(
-        !banned_v4(&cluster, 0).contains(&file_server),
+        !cluster.banned_v4(0).contains(&file_server),
         "the file server was banned once its share was mounted"
     );
     assert!(cluster.can_connect(cluster.node_ns(0), cluster.fileserver_ip(), 22));

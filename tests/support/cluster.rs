@@ -203,6 +203,38 @@ impl Cluster {
         cluster
     }
 
+    /// `nft ARGS` in node `node`'s namespace; its stdout, or None on failure.
+    pub fn nft(&self, node: usize, args: &[&str]) -> Option<String> {
+        let out = self
+            .command_in(self.node_ns(node), "nft")
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The addresses in node `node`'s nftables v4 set (`inet banshare v4`);
+    /// none while the set cannot be listed.
+    pub fn banned_v4(&self, node: usize) -> Vec<String> {
+        let Some(json) = self.nft(node, &["-j", "list", "set", "inet", "banshare", "v4"]) else {
+            return Vec::new();
+        };
+        let value: serde_json::Value = serde_json::from_str(&json).expect("nft's JSON");
+        let mut found = Vec::new();
+        for item in value["nftables"].as_array().into_iter().flatten() {
+            for elem in item["set"]["elem"].as_array().into_iter().flatten() {
+                // Elements with a timeout are {"elem": {"val": ..., "timeout": ...}}.
+                let val = elem.get("elem").map_or(elem, |e| &e["val"]);
+                if let Some(address) = val.as_str() {
+                    found.push(address.to_owned());
+                }
+            }
+        }
+        found
+    }
+
     pub fn node_count(&self) -> usize {
         self.nodes.len()
     }
