@@ -7,6 +7,7 @@
 pub mod endpoint;
 pub mod feed;
 pub mod file;
+mod host_port;
 pub mod lock;
 pub mod nats;
 mod publisher;

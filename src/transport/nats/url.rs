@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use crate::transport::host_port::split_host_port;
+
 /// The schemes of a NATS log location.
 pub const SCHEME: &str = "nats://";
 pub const TLS_SCHEME: &str = "nats+tls://";
@@ -59,7 +61,7 @@ impl NatsUrl {
         let servers = hosts
             .split(',')
             .map(|h| {
-                split_host_port(h)
+                split_host_port(h, DEFAULT_PORT)
                     .ok_or_else(|| format!("bad server {h:?} in the NATS location {text:?}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -125,40 +127,6 @@ pub fn is_stream_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// `host`, `host:port`, `[v6]` or `[v6]:port`.
-fn split_host_port(text: &str) -> Option<(String, u16)> {
-    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-        let (host, after) = rest.split_once(']')?;
-        host.parse::<std::net::Ipv6Addr>().ok()?;
-        let port = match after {
-            "" => None,
-            _ => Some(after.strip_prefix(':')?),
-        };
-        (host, port)
-    } else {
-        match text.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (text, None),
-        }
-    };
-    let name_like = host.len() <= 253
-        && !host.starts_with(['-', '.'])
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b));
-    if host.is_empty() || !name_like {
-        return None;
-    }
-    let port = match port {
-        None => DEFAULT_PORT,
-        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
-            p.parse::<u16>().ok().filter(|p| *p > 0)?
-        }
-        Some(_) => return None,
-    };
-    Some((host.to_owned(), port))
 }
 
 impl fmt::Display for NatsUrl {

@@ -5,6 +5,7 @@
 use std::fmt;
 
 use super::wire::SUBMIT_PORT;
+use crate::transport::host_port::split_host_port;
 
 /// The scheme of a ZeroMQ log location.
 pub const SCHEME: &str = "zmq+tcp://";
@@ -36,7 +37,7 @@ impl ZmqUrl {
                 "bad ZeroMQ location {text:?}: only zmq+tcp://host[:port], no user, path or query"
             ));
         }
-        let (host, port) = split_host_port(rest)
+        let (host, port) = split_host_port(rest, SUBMIT_PORT)
             .ok_or_else(|| format!("bad host or port in the ZeroMQ location {text:?}"))?;
         Ok(ZmqUrl {
             host,
@@ -53,41 +54,6 @@ impl ZmqUrl {
             format!("tcp://{}:{port}", self.host)
         }
     }
-}
-
-/// `host`, `host:port`, `[v6]` or `[v6]:port`; the host a DNS name or an
-/// address literal.
-fn split_host_port(text: &str) -> Option<(String, u16)> {
-    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-        let (host, after) = rest.split_once(']')?;
-        host.parse::<std::net::Ipv6Addr>().ok()?;
-        let port = match after {
-            "" => None,
-            _ => Some(after.strip_prefix(':')?),
-        };
-        (host, port)
-    } else {
-        match text.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (text, None),
-        }
-    };
-    let name_like = host.len() <= 253
-        && !host.starts_with(['-', '.'])
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b));
-    if host.is_empty() || !name_like {
-        return None;
-    }
-    let port = match port {
-        None => SUBMIT_PORT,
-        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
-            p.parse::<u16>().ok().filter(|p| *p > 0)?
-        }
-        Some(_) => return None,
-    };
-    Some((host.to_owned(), port))
 }
 
 impl fmt::Display for ZmqUrl {
