@@ -9,6 +9,7 @@
 //! compaction keeps, and new records refused (`discard new`) rather than
 //! old ones dropped when a size limit is reached.
 
+use std::fmt;
 use std::time::Duration;
 
 use async_nats::jetstream::{
@@ -117,56 +118,27 @@ impl StreamPlan {
 /// them, for what differs.
 fn differences(want: &Config, have: &Config) -> Vec<String> {
     let mut out = Vec::new();
-    let mut compare = |name: &str, want: String, have: String| {
+    // Debug, not Display: numbers and booleans print the same either way,
+    // and the enums and durations have only Debug.
+    let mut compare = |name: &str, want: &dyn fmt::Debug, have: &dyn fmt::Debug| {
+        let (want, have) = (format!("{want:?}"), format!("{have:?}"));
         if want != have {
             out.push(format!("{name}: {have}, not {want}"));
         }
     };
-    compare(
-        "subjects",
-        format!("{:?}", want.subjects),
-        format!("{:?}", have.subjects),
-    );
-    compare(
-        "replicas",
-        want.num_replicas.to_string(),
-        have.num_replicas.to_string(),
-    );
-    compare(
-        "max_age",
-        format!("{:?}", want.max_age),
-        format!("{:?}", have.max_age),
-    );
-    compare(
-        "deny_delete",
-        want.deny_delete.to_string(),
-        have.deny_delete.to_string(),
-    );
-    compare(
-        "max_bytes",
-        want.max_bytes.to_string(),
-        have.max_bytes.to_string(),
-    );
+    compare("subjects", &want.subjects, &have.subjects);
+    compare("replicas", &want.num_replicas, &have.num_replicas);
+    compare("max_age", &want.max_age, &have.max_age);
+    compare("deny_delete", &want.deny_delete, &have.deny_delete);
+    compare("max_bytes", &want.max_bytes, &have.max_bytes);
     compare(
         "duplicate_window",
-        format!("{:?}", want.duplicate_window),
-        format!("{:?}", have.duplicate_window),
+        &want.duplicate_window,
+        &have.duplicate_window,
     );
-    compare(
-        "retention",
-        format!("{:?}", want.retention),
-        format!("{:?}", have.retention),
-    );
-    compare(
-        "discard",
-        format!("{:?}", want.discard),
-        format!("{:?}", have.discard),
-    );
-    compare(
-        "storage",
-        format!("{:?}", want.storage),
-        format!("{:?}", have.storage),
-    );
+    compare("retention", &want.retention, &have.retention);
+    compare("discard", &want.discard, &have.discard);
+    compare("storage", &want.storage, &have.storage);
     out
 }
 
