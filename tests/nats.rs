@@ -14,6 +14,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use support::nats::make_certificates;
 use support::nats_single::NatsServer;
 use support::{BANSHARE, wait_until};
 
@@ -395,69 +396,6 @@ fn compaction_deletes_only_what_no_watcher_needs_and_keeps_positions() {
     );
 }
 
-/// Makes a CA and a certificate for 127.0.0.1 signed by it, in `dir`:
-/// `ca.pem`, `server.pem`, `server.key`.
-fn make_certificates(dir: &Path) {
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run openssl (Debian package openssl)");
-        assert!(out.status.success(), "openssl {args:?}: {}", text(&out));
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=banshare test CA",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ]);
-}
-
 /// A seed file readable only by its owner.
 fn seed_file(path: &Path, seed: &str) {
     use std::os::unix::fs::PermissionsExt;
@@ -469,7 +407,7 @@ fn seed_file(path: &Path, seed: &str) {
 fn nkey_authentication_and_tls_with_server_verification() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    make_certificates(d);
+    make_certificates(d, &["IP:127.0.0.1".to_owned()]);
     // The node's key, as an administrator makes it.
     let seed = d.join("node.nkey").display().to_string();
     let out = banshare(&["nats", "keygen", "--out", &seed]);

@@ -726,7 +726,7 @@ impl NatsServers {
     }
 
     /// A test CA and one server certificate it signed for every server's IP
-    /// address (a leaf, not a CA: rustls refuses a CA as a server's own).
+    /// address.
     fn generate_certificates(&self) {
         let dir = self.path("tls");
         fs::create_dir_all(&dir).expect("create the tls dir");
@@ -735,68 +735,76 @@ impl NatsServers {
             .iter()
             .map(|host| format!("IP:{}", host.ip))
             .collect();
-        let extensions = format!(
-            "basicConstraints=critical,CA:FALSE\n\
-             keyUsage=critical,digitalSignature\n\
-             extendedKeyUsage=serverAuth\n\
-             subjectAltName={}\n",
-            sans.join(",")
-        );
-        fs::write(dir.join("server.ext"), extensions).expect("write the extensions");
-        let openssl = |args: &[&str]| {
-            run(Command::new("openssl").current_dir(&dir).args(args));
-        };
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-        openssl(
-            &[
-                &["req", "-x509", "-nodes"][..],
-                &ec,
-                &[
-                    "-keyout",
-                    "ca.key",
-                    "-out",
-                    "ca.pem",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=banshare test CA",
-                ],
-            ]
-            .concat(),
-        );
-        openssl(
-            &[
-                &["req", "-nodes"][..],
-                &ec,
-                &[
-                    "-keyout",
-                    "server.key",
-                    "-out",
-                    "server.csr",
-                    "-subj",
-                    "/CN=nats",
-                ],
-            ]
-            .concat(),
-        );
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-            "-out",
-            "server.pem",
-        ]);
+        make_certificates(&dir, &sans);
     }
+}
+
+/// A test CA and one server certificate it signed for `sans` (openssl's
+/// subjectAltName entries: `IP:127.0.0.1`), in `dir`: `ca.pem`, `ca.key`,
+/// `server.pem`, `server.key`. The server's is a leaf, not a CA: rustls
+/// refuses a CA as a server's own.
+pub fn make_certificates(dir: &Path, sans: &[String]) {
+    let extensions = format!(
+        "basicConstraints=critical,CA:FALSE\n\
+         keyUsage=critical,digitalSignature\n\
+         extendedKeyUsage=serverAuth\n\
+         subjectAltName={}\n",
+        sans.join(",")
+    );
+    fs::write(dir.join("server.ext"), extensions).expect("write the extensions");
+    let openssl = |args: &[&str]| {
+        run(Command::new("openssl").current_dir(dir).args(args));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+    openssl(
+        &[
+            &["req", "-x509", "-nodes"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=banshare test CA",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req", "-nodes"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=nats",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ]);
 }
 
 impl Drop for NatsServers {
