@@ -40,7 +40,7 @@ use banshare::backend::{self, Action, BackendKind, BackendSettings, Ban};
 use banshare::record::{PortSpec, Target};
 use common::element_addresses;
 use support::cluster::{Cluster, require_root};
-use support::fail2ban::{Fail2ban, logger_line, write_newbans_filter};
+use support::fail2ban::{Fail2ban, logger_line};
 use support::{BANSHARE, wait_until};
 
 /// (a): watcher hosts measured, and bans per pacing.
@@ -750,27 +750,10 @@ fn catch_up() -> CatchUp {
     );
 
     progress("(b) baseline: fail2ban-regex");
-    let filter = write_newbans_filter(dir.path());
-    let report = dir.path().join("fail2ban-regex.out");
-    let t = Instant::now();
-    let child = Command::new("fail2ban-regex")
-        .arg(&log)
-        .arg(&filter)
-        .stdin(Stdio::null())
-        .stdout(File::create(&report).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (f2b_ok, f2b_rss) = wait_peak(child, Duration::from_secs(300), Duration::from_millis(5));
-    let f2b_elapsed = t.elapsed();
-    let text = fs::read_to_string(&report).unwrap_or_default();
-    let lines = text
-        .lines()
-        .find(|l| l.starts_with("Lines: "))
-        .unwrap_or("")
-        .to_owned();
+    let (f2b_elapsed, f2b_rss, lines) =
+        catch_up::fail2ban_regex(&log, dir.path(), Duration::from_secs(300));
     assert!(
-        f2b_ok && lines.contains(&format!("{CATCH_UP_RECORDS} matched")),
+        lines.contains(&format!("{CATCH_UP_RECORDS} matched")),
         "fail2ban-regex did not match every line: {lines:?}"
     );
 

@@ -255,9 +255,13 @@ fn cpu_of(pid: u32) -> Duration {
     Duration::from_secs_f64(fields.iter().sum::<u64>() as f64 / ticks)
 }
 
-/// `fail2ban-regex LOG newbans.conf`: seconds, peak RSS (kB), and its
-/// summary line.
-fn fail2ban_regex(log: &Path, dir: &Path) -> (Duration, u64, String) {
+/// `fail2ban-regex LOG newbans.conf`, given at most `deadline`: seconds,
+/// peak RSS (kB), and its summary line. Panics when it fails.
+pub(crate) fn fail2ban_regex(
+    log: &Path,
+    dir: &Path,
+    deadline: Duration,
+) -> (Duration, u64, String) {
     let filter = write_newbans_filter(dir);
     let report = dir.join("fail2ban-regex.out");
     let t = Instant::now();
@@ -269,7 +273,7 @@ fn fail2ban_regex(log: &Path, dir: &Path) -> (Duration, u64, String) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let (ok, rss) = wait_peak(child, Duration::from_secs(1800), Duration::from_millis(5));
+    let (ok, rss) = wait_peak(child, deadline, Duration::from_millis(5));
     let elapsed = t.elapsed();
     let text = fs::read_to_string(&report).unwrap_or_default();
     let lines = text
@@ -340,7 +344,7 @@ fn signed(work: &Path, keys: &Keys, n: usize) -> String {
         progress("(e) banshare watch, signatures not checked (no keys)");
         let unchecked = catch_up(&keys.not_checking, &log, &dir.join("unchecked"));
         progress("(e) baseline: fail2ban-regex");
-        let (f2b, f2b_rss, f2b_lines) = fail2ban_regex(&log, &dir);
+        let (f2b, f2b_rss, f2b_lines) = fail2ban_regex(&log, &dir, Duration::from_secs(1800));
         let wc = wc_l(&log);
         t += &format!(
             "Log: {name}, {} MB. fail2ban-regex: {f2b_lines}.\n\n",
