@@ -142,21 +142,18 @@ fn differences(want: &Config, have: &Config) -> Vec<String> {
     out
 }
 
-/// Makes the stream `url` names as `plan` says, or finds it there already
-/// with the same settings.
-pub fn init(url: &NatsUrl, settings: &NatsSettings, plan: &StreamPlan) -> Result<Done, InitError> {
-    let runtime = Runtime::start().map_err(|e| InitError::Unreachable {
+/// The runtime the NATS client runs on; not starting it is reported as
+/// the log being out of reach.
+fn start_runtime(url: &NatsUrl) -> Result<Runtime, InitError> {
+    Runtime::start().map_err(|e| InitError::Unreachable {
         log: url.to_string(),
         why: format!("cannot start the NATS client: {e}"),
-    })?;
-    runtime.block_on(init_async(url, settings, plan))
+    })
 }
 
-async fn init_async(
-    url: &NatsUrl,
-    settings: &NatsSettings,
-    plan: &StreamPlan,
-) -> Result<Done, InitError> {
+/// JetStream on the servers of `url`, as this node (its credentials, its
+/// TLS settings), each request bounded by `settings.timeout`.
+async fn connect(url: &NatsUrl, settings: &NatsSettings) -> Result<jetstream::Context, InitError> {
     let client = runtime::connect(url, settings, std::sync::Arc::new(Link::default()))
         .await
         .map_err(|failure| match failure {
@@ -171,6 +168,22 @@ async fn init_async(
         })?;
     let mut js = jetstream::new(client);
     js.set_timeout(settings.timeout);
+    Ok(js)
+}
+
+/// Makes the stream `url` names as `plan` says, or finds it there already
+/// with the same settings.
+pub fn init(url: &NatsUrl, settings: &NatsSettings, plan: &StreamPlan) -> Result<Done, InitError> {
+    let runtime = start_runtime(url)?;
+    runtime.block_on(init_async(url, settings, plan))
+}
+
+async fn init_async(
+    url: &NatsUrl,
+    settings: &NatsSettings,
+    plan: &StreamPlan,
+) -> Result<Done, InitError> {
+    let js = connect(url, settings).await?;
     let want = plan.config(url);
     let create_error = |why: String| InitError::Create {
         stream: url.stream.clone(),
@@ -221,25 +234,9 @@ pub struct StreamFacts {
 /// Looks the stream `url` names up, as this node (its credentials, its
 /// TLS settings): `Ok(None)` when it does not exist.
 pub fn look_up(url: &NatsUrl, settings: &NatsSettings) -> Result<Option<StreamFacts>, InitError> {
-    let runtime = Runtime::start().map_err(|e| InitError::Unreachable {
-        log: url.to_string(),
-        why: format!("cannot start the NATS client: {e}"),
-    })?;
+    let runtime = start_runtime(url)?;
     runtime.block_on(async {
-        let client = runtime::connect(url, settings, std::sync::Arc::new(Link::default()))
-            .await
-            .map_err(|failure| match failure {
-                ConnectFailure::Unreachable(why) => InitError::Unreachable {
-                    log: url.to_string(),
-                    why,
-                },
-                ConnectFailure::Refused(why) => InitError::Refused {
-                    log: url.to_string(),
-                    why,
-                },
-            })?;
-        let mut js = jetstream::new(client);
-        js.set_timeout(settings.timeout);
+        let js = connect(url, settings).await?;
         let unreachable = |why: String| InitError::Unreachable {
             log: url.to_string(),
             why,
