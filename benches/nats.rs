@@ -602,7 +602,12 @@ impl Bench<'_> {
             "the watchers never read the {base_messages} records before (b)"
         );
         let base: Vec<(u64, u64)> = (0..NFT_HOSTS).map(|i| self.applied(i)).collect();
-        let base_set: Vec<usize> = (0..NFT_HOSTS).map(|i| set_len(self.cluster, i)).collect();
+        let base_set: Vec<usize> = (0..NFT_HOSTS)
+            .map(|i| {
+                self.cluster
+                    .nft_set_len(self.cluster.node_ns(i), "banshare", "v4")
+            })
+            .collect();
         progress(&format!(
             "(b) {}: {senders} senders, {per_sender} records each in batches of {}, one every {:.0} ms",
             via.name(),
@@ -674,7 +679,10 @@ impl Bench<'_> {
         let mut per_watcher = Vec::new();
         for i in 0..NFT_HOSTS {
             let (read, applied) = self.applied(i);
-            let in_set = set_len(self.cluster, i) - base_set[i];
+            let in_set = self
+                .cluster
+                .nft_set_len(self.cluster.node_ns(i), "banshare", "v4")
+                - base_set[i];
             per_watcher.push((read - base[i].0, applied - base[i].1, in_set));
         }
         let busy = cpu_delta(&before, &after);
@@ -916,21 +924,6 @@ fn load_average() -> String {
     fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
-}
-
-/// The number of elements in node `node`'s nftables v4 set.
-fn set_len(cluster: &Cluster, node: usize) -> usize {
-    let Some(json) = cluster.nft(node, &["-j", "list", "set", "inet", "banshare", "v4"]) else {
-        return 0;
-    };
-    let value: serde_json::Value = serde_json::from_str(&json).expect("nft's JSON");
-    value["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|item| item["set"]["elem"].as_array())
-        .map(Vec::len)
-        .sum()
 }
 
 // ---------------------------------------------------------------------------

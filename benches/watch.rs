@@ -805,28 +805,6 @@ struct MemoryRow {
     with_save: Option<u64>,
 }
 
-/// Elements in `nft list set inet <table> <set>` in namespace `ns`.
-fn set_len(cluster: &Cluster, ns: &str, table: &str, set: &str) -> usize {
-    let Ok(out) = cluster
-        .command_in(ns, "nft")
-        .args(["-j", "list", "set", "inet", table, set])
-        .output()
-    else {
-        return 0;
-    };
-    if !out.status.success() {
-        return 0;
-    }
-    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    value["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|item| item["set"]["elem"].as_array())
-        .map(Vec::len)
-        .sum()
-}
-
 struct ApplyRow {
     system: &'static str,
     method: String,
@@ -873,7 +851,7 @@ fn apply_and_memory() -> (String, Vec<MemoryRow>) {
             nft.apply(&actions).unwrap();
             let elapsed = t.elapsed();
             assert_eq!(
-                set_len(&cluster, ns, "banshare", "v4"),
+                cluster.nft_set_len(ns, "banshare", "v4"),
                 APPLY_BANS,
                 "{method}: new {expect_new}"
             );
@@ -902,7 +880,7 @@ fn apply_and_memory() -> (String, Vec<MemoryRow>) {
         );
         let elapsed = w.wait_offset(size, Duration::from_secs(60));
         let (hwm, rss) = memory_of(w.pid());
-        assert_eq!(set_len(&cluster, ns, "banshare", "v4"), APPLY_BANS);
+        assert_eq!(cluster.nft_set_len(ns, "banshare", "v4"), APPLY_BANS);
         let (_, ok, maxrss) = w.stop();
         assert!(ok, "the watcher failed on SIGTERM");
         rows.push(ApplyRow {
@@ -954,7 +932,7 @@ fn apply_and_memory() -> (String, Vec<MemoryRow>) {
         let set = "addr-set-bench";
         let wait_set = |n: usize| {
             let full = wait_until(Duration::from_secs(120), || {
-                set_len(&cluster, ns, "f2b-table", set) >= n
+                cluster.nft_set_len(ns, "f2b-table", set) >= n
             });
             assert!(full, "fail2ban's set never held {n} elements");
         };
@@ -1020,7 +998,7 @@ fn apply_and_memory() -> (String, Vec<MemoryRow>) {
         );
         w.wait_offset(size, Duration::from_secs(120));
         let (hwm, rss) = memory_of(w.pid());
-        assert_eq!(set_len(&cluster, ns, "banshare", "v4"), MEMORY_BANS);
+        assert_eq!(cluster.nft_set_len(ns, "banshare", "v4"), MEMORY_BANS);
         let (_, ok, maxrss) = w.stop();
         assert!(ok, "the watcher failed on SIGTERM");
         memory.push(MemoryRow {
@@ -1158,7 +1136,7 @@ fn apply_floor() -> String {
         let t = Instant::now();
         nft.apply(&actions).unwrap();
         banshare.push(t.elapsed());
-        assert_eq!(set_len(&cluster, ns, "banshare", "v4"), FLOOR_BANS);
+        assert_eq!(cluster.nft_set_len(ns, "banshare", "v4"), FLOOR_BANS);
         // The same batch again: every element is there, so nft refuses
         // the one-statement transaction and banshare runs the one that is
         // right whatever was there.
@@ -1174,7 +1152,7 @@ fn apply_floor() -> String {
         let t = Instant::now();
         nft_script(ns, &floor_script);
         floor.push(t.elapsed());
-        assert_eq!(set_len(&cluster, ns, "floor", "v4"), FLOOR_BANS);
+        assert_eq!(cluster.nft_set_len(ns, "floor", "v4"), FLOOR_BANS);
         progress(&format!("(h) round {} of {FLOOR_ROUNDS}", round + 1));
     }
     nft.cleanup().unwrap();

@@ -235,6 +235,29 @@ impl Cluster {
         found
     }
 
+    /// The number of elements in `nft list set inet TABLE SET` in namespace
+    /// `ns`; 0 while the set cannot be listed.
+    pub fn nft_set_len(&self, ns: &str, table: &str, set: &str) -> usize {
+        let Ok(out) = self
+            .command_in(ns, "nft")
+            .args(["-j", "list", "set", "inet", table, set])
+            .output()
+        else {
+            return 0;
+        };
+        if !out.status.success() {
+            return 0;
+        }
+        let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nft's JSON");
+        value["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|item| item["set"]["elem"].as_array())
+            .map(Vec::len)
+            .sum()
+    }
+
     pub fn node_count(&self) -> usize {
         self.nodes.len()
     }
