@@ -432,6 +432,57 @@ pub(crate) fn flush_with(mut command: Command) -> Result<(), String> {
     }
 }
 
+/// The library's transport to `location` as the NATS and ZeroMQ subjects
+/// send: on a thread in node 0's namespace, with `timings` and its local
+/// lock in `tmp`.
+#[cfg(any(feature = "nats", feature = "zmq"))]
+pub(crate) fn transport_on_node0(
+    cluster: &Cluster,
+    tmp: &Path,
+    location: &LogLocation,
+    timings: LockTimings,
+) -> Box<dyn Transport> {
+    let settings = WriterSettings {
+        local_lock: tmp.join("local.lock"),
+        owner: Owner {
+            node: "conformance".into(),
+            pid: std::process::id(),
+        },
+        timings,
+        sftp: SftpSettings::default(),
+        zmq: Default::default(),
+        nats: Default::default(),
+    };
+    let inner = transport::open(location, &settings);
+    Box::new(OnHost::<dyn Transport> {
+        netns: Path::new("/run/netns").join(cluster.node_ns(0)),
+        inner,
+    })
+}
+
+/// The library's feed of `location` as the NATS and ZeroMQ subjects read
+/// it: made and read on a thread in node `node`'s namespace, with `zmq`
+/// (the publisher's ports; the defaults for NATS).
+#[cfg(any(feature = "nats", feature = "zmq"))]
+pub(crate) fn feed_on_node(
+    cluster: &Cluster,
+    node: usize,
+    location: &LogLocation,
+    zmq: banshare::transport::zmq::ZmqSettings,
+) -> Box<dyn Feed> {
+    let settings = FeedSettings {
+        follow: FollowKind::Auto,
+        poll_interval: Duration::from_millis(100),
+        safety_poll: Duration::from_secs(5),
+        sftp: SftpSettings::default(),
+        zmq,
+        nats: Default::default(),
+    };
+    let netns = Path::new("/run/netns").join(cluster.node_ns(node));
+    let inner = on_host(&netns, || transport::open_feed(location, &settings));
+    Box::new(OnHost::<dyn Feed> { netns, inner })
+}
+
 /// Writes `plan` as the nats and zmq subjects do: writer `w` on node
 /// `w % 2` (node0, node1), through its own spool `<log>-w<w>` in `tmp`, with
 /// `flags(node, spool)` as its `banshare` flags; says how it was written.

@@ -8,17 +8,14 @@
 //! administrator would. Taking the transport away kills every server
 //! (SIGKILL); they come back on their stores, as after a crash.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use banshare::follow::FollowKind;
-use banshare::transport::lock::{LockTimings, Owner};
-use banshare::transport::{
-    self, Feed, FeedSettings, LogLocation, SftpSettings, Transport, WriterSettings,
-};
+use banshare::transport::lock::LockTimings;
+use banshare::transport::{Feed, LogLocation, Transport};
 
-use crate::files::{OnHost, ban_with, flush_with, on_host, write_on_two_nodes};
+use crate::files::{ban_with, feed_on_node, flush_with, transport_on_node0, write_on_two_nodes};
 use crate::support::BANSHARE;
 use crate::support::cluster::Cluster;
 use crate::support::nats::{CLIENT_PORT, NatsOptions, NatsServers};
@@ -90,10 +87,6 @@ impl<'c> Nats<'c> {
             Servers::Single(_) => "1",
             Servers::Cluster(_) => "3",
         }
-    }
-
-    fn netns(&self, ns: &str) -> PathBuf {
-        Path::new("/run/netns").join(ns)
     }
 
     fn url(&self, log: &str) -> String {
@@ -170,37 +163,16 @@ impl Subject for Nats<'_> {
     }
 
     fn transport(&self, log: &str) -> Box<dyn Transport> {
-        let settings = WriterSettings {
-            local_lock: self.tmp.path().join("local.lock"),
-            owner: Owner {
-                node: "conformance".into(),
-                pid: std::process::id(),
-            },
-            timings: TIMINGS,
-            sftp: SftpSettings::default(),
-            zmq: Default::default(),
-            nats: Default::default(),
-        };
-        let inner = transport::open(&self.location(log), &settings);
-        Box::new(OnHost::<dyn Transport> {
-            netns: self.netns(self.cluster.node_ns(0)),
-            inner,
-        })
+        transport_on_node0(self.cluster, self.tmp.path(), &self.location(log), TIMINGS)
     }
 
     fn feed(&self, log: &str) -> Box<dyn Feed> {
-        let settings = FeedSettings {
-            follow: FollowKind::Auto,
-            poll_interval: Duration::from_millis(100),
-            safety_poll: Duration::from_secs(5),
-            sftp: SftpSettings::default(),
-            zmq: Default::default(),
-            nats: Default::default(),
-        };
-        let netns = self.netns(self.cluster.node_ns(READER));
-        let location = self.location(log);
-        let inner = on_host(&netns, || transport::open_feed(&location, &settings));
-        Box::new(OnHost::<dyn Feed> { netns, inner })
+        feed_on_node(
+            self.cluster,
+            READER,
+            &self.location(log),
+            Default::default(),
+        )
     }
 
     fn write_concurrently(&self, log: &str, plan: &Plan) -> Result<String, String> {

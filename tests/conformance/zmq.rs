@@ -12,14 +12,11 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use banshare::follow::FollowKind;
-use banshare::transport::lock::{LockTimings, Owner};
+use banshare::transport::lock::LockTimings;
 use banshare::transport::zmq::ZmqSettings;
-use banshare::transport::{
-    self, Feed, FeedSettings, LogLocation, SftpSettings, Transport, WriterSettings,
-};
+use banshare::transport::{Feed, LogLocation, Transport};
 
-use crate::files::{OnHost, ban_with, flush_with, on_host, write_on_two_nodes};
+use crate::files::{ban_with, feed_on_node, flush_with, transport_on_node0, write_on_two_nodes};
 use crate::support::cluster::Cluster;
 use crate::support::{BANSHARE, Daemon, wait_until};
 use crate::{Plan, Subject};
@@ -63,10 +60,6 @@ impl<'c> ZeroMq<'c> {
     fn ports(&self, log: &str) -> [u16; 4] {
         let logs = self.logs.lock().unwrap_or_else(PoisonError::into_inner);
         logs.get(log).expect("a log made by create_log").ports
-    }
-
-    fn netns(&self, ns: &str) -> PathBuf {
-        Path::new("/run/netns").join(ns)
     }
 
     /// Starts `banshare publisher` for `log` in the file server's
@@ -158,44 +151,18 @@ impl Subject for ZeroMq<'_> {
     }
 
     fn transport(&self, log: &str) -> Box<dyn Transport> {
-        let owner = Owner {
-            node: "conformance".into(),
-            pid: std::process::id(),
-        };
-        let settings = WriterSettings {
-            local_lock: self.tmp.path().join("local.lock"),
-            owner,
-            timings: TIMINGS,
-            sftp: SftpSettings::default(),
-            zmq: ZmqSettings::default(),
-            nats: Default::default(),
-        };
-        let inner = transport::open(&self.location(log), &settings);
-        Box::new(OnHost::<dyn Transport> {
-            netns: self.netns(self.cluster.node_ns(0)),
-            inner,
-        })
+        transport_on_node0(self.cluster, self.tmp.path(), &self.location(log), TIMINGS)
     }
 
     fn feed(&self, log: &str) -> Box<dyn Feed> {
         let [_, catch_up_port, _, feed_port] = self.ports(log);
-        let settings = FeedSettings {
-            follow: FollowKind::Auto,
-            poll_interval: Duration::from_millis(100),
-            safety_poll: Duration::from_secs(5),
-            sftp: SftpSettings::default(),
-            zmq: ZmqSettings {
-                catch_up_port,
-                feed_port,
-                timeout: Duration::from_secs(2),
-                curve: None,
-            },
-            nats: Default::default(),
+        let zmq = ZmqSettings {
+            catch_up_port,
+            feed_port,
+            timeout: Duration::from_secs(2),
+            curve: None,
         };
-        let netns = self.netns(self.cluster.node_ns(READER));
-        let location = self.location(log);
-        let inner = on_host(&netns, || transport::open_feed(&location, &settings));
-        Box::new(OnHost::<dyn Feed> { netns, inner })
+        feed_on_node(self.cluster, READER, &self.location(log), zmq)
     }
 
     fn write_concurrently(&self, log: &str, plan: &Plan) -> Result<String, String> {
