@@ -432,6 +432,45 @@ pub(crate) fn flush_with(mut command: Command) -> Result<(), String> {
     }
 }
 
+/// `banshare --config /dev/null ARGS FLAGS` on node `node`, as the NATS
+/// and ZeroMQ subjects run it.
+#[cfg(any(feature = "nats", feature = "zmq"))]
+pub(crate) fn banshare_on(
+    cluster: &Cluster,
+    node: usize,
+    args: &[&str],
+    flags: &[String],
+) -> Command {
+    let mut cmd = cluster.command_in(cluster.node_ns(node), BANSHARE);
+    cmd.args(["--config", "/dev/null"]).args(args).args(flags);
+    cmd
+}
+
+/// The flags of a sender on node `node` of the NATS and ZeroMQ subjects:
+/// the log `url`, its own `spool`, and `lock_timeout` (stale after 2 s).
+#[cfg(any(feature = "nats", feature = "zmq"))]
+pub(crate) fn sender_flags(
+    url: &str,
+    node: usize,
+    spool: &Path,
+    lock_timeout: &str,
+) -> Vec<String> {
+    [
+        "--log",
+        url,
+        "--node",
+        &format!("node{node}"),
+        "--spool-dir",
+        &spool.display().to_string(),
+        "--lock-timeout",
+        lock_timeout,
+        "--stale-lock",
+        "2s",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 /// The library's transport to `location` as the NATS and ZeroMQ subjects
 /// send: on a thread in node 0's namespace, with `timings` and its local
 /// lock in `tmp`.

@@ -15,7 +15,10 @@ use std::time::Duration;
 use banshare::transport::lock::LockTimings;
 use banshare::transport::{Feed, LogLocation, Transport};
 
-use crate::files::{ban_with, feed_on_node, flush_with, transport_on_node0, write_on_two_nodes};
+use crate::files::{
+    ban_with, banshare_on, feed_on_node, flush_with, sender_flags, transport_on_node0,
+    write_on_two_nodes,
+};
 use crate::support::BANSHARE;
 use crate::support::cluster::Cluster;
 use crate::support::nats::{CLIENT_PORT, NatsOptions, NatsServers};
@@ -110,30 +113,11 @@ impl<'c> Nats<'c> {
     }
 
     fn banshare(&self, node: usize, args: &[&str], log: &str, spool: &Path) -> Command {
-        let mut cmd = self
-            .cluster
-            .command_in(self.cluster.node_ns(node), BANSHARE);
-        cmd.args(["--config", "/dev/null"])
-            .args(args)
-            .args(self.flags(node, log, spool));
-        cmd
+        banshare_on(self.cluster, node, args, &self.flags(node, log, spool))
     }
 
     fn flags(&self, node: usize, log: &str, spool: &Path) -> Vec<String> {
-        [
-            "--log",
-            &self.url(log),
-            "--node",
-            &format!("node{node}"),
-            "--spool-dir",
-            &spool.display().to_string(),
-            "--lock-timeout",
-            LOCK_TIMEOUT,
-            "--stale-lock",
-            "2s",
-        ]
-        .map(str::to_owned)
-        .to_vec()
+        sender_flags(&self.url(log), node, spool, LOCK_TIMEOUT)
     }
 }
 
