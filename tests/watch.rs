@@ -567,3 +567,46 @@ fn a_signed_log_checks_only_the_records_that_could_change_something() {
     assert_eq!(status["skipped"]["AlreadyBanned"], 2, "{status}");
     assert_eq!(status["skipped"]["Expired"], 2, "{status}");
 }
+
+/// Issue 16: of two records with one id in a window (a log read again, a
+/// spool sent twice), only the first is checked with the window; the
+/// other waits for its turn. A forged copy of a ban that held is then
+/// dropped unchecked as a copy; a genuine copy of a forged record is
+/// checked alone, and applied.
+#[test]
+fn a_copy_in_the_same_window_waits_for_the_first_and_is_checked_only_if_it_matters() {
+    use banshare::trust::{generate, public_line, sign};
+    let key = generate().unwrap();
+    let forger = generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let trusted = dir.path().join("trusted_keys");
+    fs::write(&trusted, format!("a {}\n", public_line(&key))).unwrap();
+    let mut w = Watcher::start_with(
+        &format!("[trust]\nkeys = {:?}\n", trusted.display().to_string()),
+        &[],
+    );
+    let now = chrono::Utc::now();
+    let resigned = |line: &str, by: &ed25519_dalek::SigningKey| -> String {
+        let mut record = banshare::record::parse(line.trim_end().as_bytes()).unwrap();
+        sign(&mut record, by).unwrap();
+        format!("{record}\n")
+    };
+    let genuine = signed_ban(&key, "192.0.2.30", now, 3600);
+    let other = signed_ban(&key, "192.0.2.31", now, 3600);
+    let lines = [
+        // A ban, then a forgery of it with its id: a copy of a ban in force.
+        genuine.clone(),
+        resigned(&genuine, &forger),
+        // A forgery first, then the genuine record of that id.
+        resigned(&other, &forger),
+        other.clone(),
+    ];
+    w.append(lines.concat().as_bytes());
+    w.expect("ban 192.0.2.31");
+    let all = w.stop();
+    let bans: Vec<&String> = all.iter().filter(|l| l.starts_with("ban ")).collect();
+    assert_eq!(bans.len(), 2, "{all:?}");
+    let status = w.status();
+    assert_eq!(status["rejected"]["bad_signature"], 1, "{status}");
+    assert_eq!(status["skipped"]["AlreadyBanned"], 1, "{status}");
+}

@@ -10,7 +10,7 @@
 //! The daemon holds its feed as a [`Feed`] trait object: it never knows
 //! which transport brings the records, nor what their positions mean.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,7 @@ use crate::record::{self, Record};
 use crate::transport::feed::{Entry, Feed, Position, Unread};
 use crate::trust::{Provenance, Screened, SignatureCheck, TrustPolicy, Untrusted, verify_all};
 use log::{debug, error, info, warn};
+use rayon::prelude::*;
 
 /// What SIGHUP replaces: the policy settings and the trusted keys (so a
 /// node's new key can be added, and an old one removed, without a restart).
@@ -110,6 +111,10 @@ const ACTIVE_WITH_STATUS: usize = 1_000;
 /// on all cores. Bounds the records alive at a time (a batch is up to
 /// `watch.batch_max` lines).
 const CHECK_WINDOW: usize = 4096;
+
+/// Below this many lines in a window, they are parsed on the calling
+/// thread: a follower's few lines gain nothing from threads.
+const PARALLEL_READ_MIN: usize = 256;
 
 /// A line read: its record and what screening its signature found, or
 /// why it is not a record.
@@ -567,21 +572,7 @@ impl Daemon {
     /// marker.
     fn read_line<'k>(&mut self, line: &Entry, trust: &'k TrustPolicy) -> Option<Read<'k>> {
         self.status.lines_read += 1;
-        if let Entry::Record(bytes) = line
-            && record::is_compaction_marker(bytes)
-        {
-            // Debug only: anyone who can write the log can write this
-            // line too, so it must not flood the journal.
-            debug!(
-                "reading a compacted log ({:?}): records already applied change nothing",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(120)])
-            );
-            return None;
-        }
-        Some(parse_line(line).map(|record| {
-            let screened = trust.screen(&record);
-            (record, screened)
-        }))
+        read_line(line, trust)
     }
 
     /// Decides up to [`CHECK_WINDOW`] lines: parses and screens them, checks
@@ -600,10 +591,15 @@ impl Daemon {
         now: DateTime<Utc>,
         actions: &mut Vec<Action>,
     ) {
-        let parsed: Vec<Read<'_>> = lines
-            .iter()
-            .filter_map(|line| self.read_line(line, trust))
-            .collect();
+        // Parsed on all cores too: in order, and with nothing of `self`.
+        self.status.lines_read += lines.len() as u64;
+        let parsed: Vec<Read<'_>> = match lines.len() >= PARALLEL_READ_MIN {
+            true => lines
+                .par_iter()
+                .filter_map(|line| read_line(line, trust))
+                .collect(),
+            false => lines.iter().filter_map(|l| read_line(l, trust)).collect(),
+        };
         let results = self.check_signatures(&parsed, now);
         for (read, checked) in parsed.into_iter().zip(results) {
             self.decide_read(read, checked, trust, now, actions);
@@ -670,10 +666,16 @@ impl Daemon {
     ) -> Vec<Option<Result<Provenance, Untrusted>>> {
         let mut checks = Vec::new();
         let mut which = Vec::with_capacity(parsed.len());
+        // A record with the id of one already among the checks is a copy
+        // of it (a log read again, a spool sent twice): its check waits
+        // for its turn, when the first has been decided and the copy, if
+        // the first held, changes nothing and is dropped unchecked.
+        let mut ids = HashSet::new();
         for item in parsed {
             let check = match item {
                 Ok((record, Ok(Screened::Pending(pending))))
-                    if self.unchecked_skip(record, now).is_none() =>
+                    if self.unchecked_skip(record, now).is_none()
+                        && ids.insert(&record.fields.id) =>
                 {
                     Some(SignatureCheck {
                         record,
@@ -1299,6 +1301,25 @@ fn action_time(action: &Action) -> Option<DateTime<Utc>> {
 fn lead_text(lead: chrono::TimeDelta) -> String {
     let secs = lead.num_seconds().max(0) as u64;
     humantime::format_duration(Duration::from_secs(secs)).to_string()
+}
+
+/// Parses and screens a line; `None` for a compaction marker.
+fn read_line<'k>(line: &Entry, trust: &'k TrustPolicy) -> Option<Read<'k>> {
+    if let Entry::Record(bytes) = line
+        && record::is_compaction_marker(bytes)
+    {
+        // Debug only: anyone who can write the log can write this line
+        // too, so it must not flood the journal.
+        debug!(
+            "reading a compacted log ({:?}): records already applied change nothing",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(120)])
+        );
+        return None;
+    }
+    Some(parse_line(line).map(|record| {
+        let screened = trust.screen(&record);
+        (record, screened)
+    }))
 }
 
 fn parse_line(line: &Entry) -> Result<Record, record::RejectReason> {
