@@ -631,12 +631,18 @@ fn a_node_with_the_documented_permissions_shares_and_reads_but_cannot_make_strea
             .output()
             .unwrap()
     };
-    // Only the administrator makes streams.
+    // Only the administrator makes streams; the node is told why.
     let out = as_(
         &node_config,
         &["nats", "init", "--replicas", "1", "--log", &log],
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out)
+            .contains("refused this node: Permissions Violation for Publish to \"$JS.API.STREAM"),
+        "{}",
+        text(&out)
+    );
     let out = as_(
         &admin_config,
         &["nats", "init", "--replicas", "1", "--log", &log],
@@ -670,6 +676,40 @@ fn a_node_with_the_documented_permissions_shares_and_reads_but_cannot_make_strea
     );
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(spooled(&d.join("spool")), 1, "{}", text(&out));
+    assert!(
+        text(&out).contains("Permissions Violation for Publish to \"banshare.BANS.n2\""),
+        "{}",
+        text(&out)
+    );
+    // A stream this node may not look up: doctor says the server refused,
+    // not that it timed out.
+    let state = d.join("doctor-state").display().to_string();
+    let other = server.url("OTHER");
+    let out = as_(
+        &node_config,
+        &[
+            "doctor",
+            "--log",
+            &other,
+            "--node",
+            "n1",
+            "--state-dir",
+            &state,
+            "--spool-dir",
+            &spool,
+        ],
+    );
+    let finding = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.contains(" log: "))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no log finding: {}", text(&out)));
+    assert!(
+        finding.starts_with("problem")
+            && finding
+                .contains("Permissions Violation for Publish to \"$JS.API.STREAM.INFO.OTHER\""),
+        "{finding}"
+    );
 
     let mut watch = Watch::start_with(&log, &d.join("w"), &node_config);
     assert_eq!(bans(&watch.applied(1)), ["ban 203.0.113.71"]);

@@ -10,6 +10,7 @@
 //! old ones dropped when a size limit is reached.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{
@@ -153,8 +154,12 @@ fn start_runtime(url: &NatsUrl) -> Result<Runtime, InitError> {
 
 /// JetStream on the servers of `url`, as this node (its credentials, its
 /// TLS settings), each request bounded by `settings.timeout`.
-async fn connect(url: &NatsUrl, settings: &NatsSettings) -> Result<jetstream::Context, InitError> {
-    let client = runtime::connect(url, settings, std::sync::Arc::new(Link::default()))
+async fn connect(
+    url: &NatsUrl,
+    settings: &NatsSettings,
+    link: Arc<Link>,
+) -> Result<jetstream::Context, InitError> {
+    let client = runtime::connect(url, settings, link)
         .await
         .map_err(|failure| match failure {
             ConnectFailure::Unreachable(why) => InitError::Unreachable {
@@ -175,15 +180,37 @@ async fn connect(url: &NatsUrl, settings: &NatsSettings) -> Result<jetstream::Co
 /// with the same settings.
 pub fn init(url: &NatsUrl, settings: &NatsSettings, plan: &StreamPlan) -> Result<Done, InitError> {
     let runtime = start_runtime(url)?;
-    runtime.block_on(init_async(url, settings, plan))
+    let link = Arc::new(Link::default());
+    let done = runtime.block_on(init_async(url, settings, plan, link.clone()));
+    refused_instead(done, url, &link)
+}
+
+/// An error after a server reported a permissions violation is that
+/// violation: the request it refused was never answered, so the error
+/// itself says only that it timed out.
+fn refused_instead<T>(
+    result: Result<T, InitError>,
+    url: &NatsUrl,
+    link: &Link,
+) -> Result<T, InitError> {
+    match (result, link.refusal()) {
+        (Err(InitError::Unreachable { .. } | InitError::Create { .. }), Some(why)) => {
+            Err(InitError::Refused {
+                log: url.to_string(),
+                why,
+            })
+        }
+        (result, _) => result,
+    }
 }
 
 async fn init_async(
     url: &NatsUrl,
     settings: &NatsSettings,
     plan: &StreamPlan,
+    link: Arc<Link>,
 ) -> Result<Done, InitError> {
-    let js = connect(url, settings).await?;
+    let js = connect(url, settings, link).await?;
     let want = plan.config(url);
     let create_error = |why: String| InitError::Create {
         stream: url.stream.clone(),
@@ -235,8 +262,9 @@ pub struct StreamFacts {
 /// TLS settings): `Ok(None)` when it does not exist.
 pub fn look_up(url: &NatsUrl, settings: &NatsSettings) -> Result<Option<StreamFacts>, InitError> {
     let runtime = start_runtime(url)?;
-    runtime.block_on(async {
-        let js = connect(url, settings).await?;
+    let link = Arc::new(Link::default());
+    let facts = runtime.block_on(async {
+        let js = connect(url, settings, link.clone()).await?;
         let unreachable = |why: String| InitError::Unreachable {
             log: url.to_string(),
             why,
@@ -263,5 +291,6 @@ pub fn look_up(url: &NatsUrl, settings: &NatsSettings) -> Result<Option<StreamFa
                 _ => Err(unreachable(e.to_string())),
             },
         }
-    })
+    });
+    refused_instead(facts, url, &link)
 }

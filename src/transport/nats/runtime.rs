@@ -6,12 +6,12 @@
 
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event};
+use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event, ServerError};
 
 use super::{NatsSettings, NatsUrl};
 use crate::file_mode::{self, Holds};
@@ -67,10 +67,40 @@ impl Drop for Runtime {
 
 /// What the client's events tell, for whoever must know: how often it
 /// connected (a reconnect is when the watcher looks up the servers'
-/// addresses again).
+/// addresses again), and the last permissions violation a server reported.
 #[derive(Default)]
 pub(super) struct Link {
     pub connections: Arc<AtomicU64>,
+    refusal: Mutex<Option<String>>,
+}
+
+impl Link {
+    /// The last "Permissions Violation" a server sent, if any. A server
+    /// answers a request this node's user may not make with that error on
+    /// the connection, not as the request's answer, which then never
+    /// comes: without it, a missing permission looks like a timeout.
+    pub(super) fn refusal(&self) -> Option<String> {
+        self.refusal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn note(&self, event: &Event) {
+        match event {
+            Event::Connected => {
+                self.connections.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::ServerError(ServerError::Other(text)) if is_refusal(text) => {
+                *self.refusal.lock().unwrap_or_else(PoisonError::into_inner) = Some(text.clone());
+            }
+            _ => {}
+        }
+    }
+}
+
+fn is_refusal(text: &str) -> bool {
+    text.to_ascii_lowercase().contains("permissions violation")
 }
 
 /// Why no connection was made: the answer the caller reports.
@@ -151,11 +181,7 @@ async fn options(
         })
         .event_callback(move |event| {
             let link = link.clone();
-            async move {
-                if let Event::Connected = event {
-                    link.connections.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            async move { link.note(&event) }
         });
     let secret = |path: &std::path::Path| {
         file_mode::check(path, Holds::Secret).map_err(|e| ConnectFailure::Refused(e.to_string()))

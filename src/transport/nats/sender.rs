@@ -179,11 +179,17 @@ impl Transport for NatsTransport {
             }
             Outcome::Unacked {
                 missing, of, first, ..
-            } => Err(self.possibly_written(format!(
-                "{missing} of {of} record(s) not acknowledged by JetStream within {:?} ({first}); \
-                 they may have been stored",
-                self.timeout
-            ))),
+            } => Err(self.possibly_written(match self.link.refusal() {
+                Some(refusal) => format!(
+                    "{missing} of {of} record(s) not acknowledged: the server refused: {refusal} \
+                     (this node's NATS user lacks that permission: docs/nats.md, Permissions)"
+                ),
+                None => format!(
+                    "{missing} of {of} record(s) not acknowledged by JetStream within {:?} \
+                     ({first}); they may have been stored",
+                    self.timeout
+                ),
+            })),
         }
     }
 }
