@@ -683,27 +683,13 @@ fn a_node_with_the_documented_permissions_shares_and_reads_but_cannot_make_strea
     );
     // A stream this node may not look up: doctor says the server refused,
     // not that it timed out.
-    let state = d.join("doctor-state").display().to_string();
     let other = server.url("OTHER");
+    let args = doctor_args(&other, &d.join("doctor"));
     let out = as_(
         &node_config,
-        &[
-            "doctor",
-            "--log",
-            &other,
-            "--node",
-            "n1",
-            "--state-dir",
-            &state,
-            "--spool-dir",
-            &spool,
-        ],
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
     );
-    let finding = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find(|l| l.contains(" log: "))
-        .map(str::to_owned)
-        .unwrap_or_else(|| panic!("no log finding: {}", text(&out)));
+    let finding = log_finding(&out);
     assert!(
         finding.starts_with("problem")
             && finding
@@ -838,25 +824,10 @@ fn doctor_says_whether_the_stream_exists() {
     let log = server.url("DOC");
     let dir = tempfile::tempdir().unwrap();
     let doctor = || {
-        let state = dir.path().join("state").display().to_string();
-        let spool = dir.path().join("spool").display().to_string();
-        let out = banshare(&[
-            "doctor",
-            "--log",
-            &log,
-            "--node",
-            "n1",
-            "--state-dir",
-            &state,
-            "--spool-dir",
-            &spool,
-        ]);
-        let log_line = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .chain(String::from_utf8_lossy(&out.stderr).lines())
-            .find(|l| l.contains(" log: "))
-            .map(str::to_owned);
-        log_line.unwrap_or_else(|| panic!("no log finding: {}", text(&out)))
+        let args = doctor_args(&log, dir.path());
+        log_finding(&banshare(
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        ))
     };
     let missing = doctor();
     assert!(missing.starts_with("problem"), "{missing}");
@@ -866,6 +837,35 @@ fn doctor_says_whether_the_stream_exists() {
     let found = doctor();
     assert!(found.starts_with("ok"), "{found}");
     assert!(found.contains("stream DOC holds 0 record(s)"), "{found}");
+}
+
+/// `doctor` for node `n1` on `log`, its state and spool in `dir`.
+fn doctor_args(log: &str, dir: &Path) -> Vec<String> {
+    let state = dir.join("state").display().to_string();
+    let spool = dir.join("spool").display().to_string();
+    [
+        "doctor",
+        "--log",
+        log,
+        "--node",
+        "n1",
+        "--state-dir",
+        &state,
+        "--spool-dir",
+        &spool,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// The `log` finding of a doctor run's output.
+fn log_finding(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stderr).lines())
+        .find(|l| l.contains(" log: "))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no log finding: {}", text(out)))
 }
 
 /// The value of metric `name` (no labels) in the metrics file's text.

@@ -498,6 +498,19 @@ fn the_watcher_delivers_the_journal_of_a_killed_ban_once_and_leaves_a_live_one()
     assert_eq!(status["spool_records"], 0, "{status}");
 }
 
+/// A watcher that trusts `key` for node `a`, and the folder of its keys.
+fn trusting_node_a(key: &ed25519_dalek::SigningKey) -> (Watcher, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let trusted = dir.path().join("trusted_keys");
+    let line = banshare::trust::public_line(key);
+    fs::write(&trusted, format!("a {line}\n")).unwrap();
+    let w = Watcher::start_with(
+        &format!("[trust]\nkeys = {:?}\n", trusted.display().to_string()),
+        &[],
+    );
+    (w, dir)
+}
+
 /// A ban signed with `key` for node `a`, dated `ts`, as a log line.
 fn signed_ban(
     key: &ed25519_dalek::SigningKey,
@@ -531,16 +544,10 @@ fn signed_ban(
 /// still refused, and changes nothing.
 #[test]
 fn a_signed_log_checks_only_the_records_that_could_change_something() {
-    use banshare::trust::{generate, public_line};
+    use banshare::trust::generate;
     let key = generate().unwrap();
     let forger = generate().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let trusted = dir.path().join("trusted_keys");
-    fs::write(&trusted, format!("a {}\n", public_line(&key))).unwrap();
-    let mut w = Watcher::start_with(
-        &format!("[trust]\nkeys = {:?}\n", trusted.display().to_string()),
-        &[],
-    );
+    let (mut w, _dir) = trusting_node_a(&key);
     let now = chrono::Utc::now();
     let applied = signed_ban(&key, "192.0.2.10", now, 3600);
     w.append(applied.as_bytes());
@@ -575,16 +582,10 @@ fn a_signed_log_checks_only_the_records_that_could_change_something() {
 /// checked alone, and applied.
 #[test]
 fn a_copy_in_the_same_window_waits_for_the_first_and_is_checked_only_if_it_matters() {
-    use banshare::trust::{generate, public_line, sign};
+    use banshare::trust::{generate, sign};
     let key = generate().unwrap();
     let forger = generate().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let trusted = dir.path().join("trusted_keys");
-    fs::write(&trusted, format!("a {}\n", public_line(&key))).unwrap();
-    let mut w = Watcher::start_with(
-        &format!("[trust]\nkeys = {:?}\n", trusted.display().to_string()),
-        &[],
-    );
+    let (mut w, _dir) = trusting_node_a(&key);
     let now = chrono::Utc::now();
     let resigned = |line: &str, by: &ed25519_dalek::SigningKey| -> String {
         let mut record = banshare::record::parse(line.trim_end().as_bytes()).unwrap();
