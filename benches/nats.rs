@@ -591,7 +591,7 @@ impl Bench<'_> {
         let sizes = &self.sizes;
         let senders = NFT_HOSTS;
         let per_sender = sizes.rate * sizes.secs / senders;
-        // Batch r of every sender starts at r * interval.
+        // Batch r of sender s starts at (r + s / senders) * interval.
         let interval =
             Duration::from_secs_f64(sizes.batch as f64 * senders as f64 / sizes.rate as f64);
         assert!(per_sender <= 250 * 250, "at most 62,500 records per sender");
@@ -631,6 +631,9 @@ impl Bench<'_> {
                         .map(|i| net_addr(net, (i / 250) as u8, (1 + i % 250) as u8))
                         .collect();
                     let template = &template;
+                    // Ten nodes do not publish in step: sender s's slots
+                    // are a tenth of an interval after sender s - 1's.
+                    let start = start + interval.mul_f64(s as f64 / senders as f64);
                     scope.spawn(move || match via {
                         Via::BanCommand => self.ban_batches(s, &addrs, interval, start),
                         Via::Client => {
