@@ -498,14 +498,18 @@ fn the_watcher_delivers_the_journal_of_a_killed_ban_once_and_leaves_a_live_one()
     assert_eq!(status["spool_records"], 0, "{status}");
 }
 
-/// A watcher that trusts `key` for node `a`, and the folder of its keys.
-fn trusting_node_a(key: &ed25519_dalek::SigningKey) -> (Watcher, tempfile::TempDir) {
+/// A watcher that trusts `key` for node `a` (and `trust` says the rest of
+/// `[trust]`), and the folder of its keys.
+fn trusting_node_a(key: &ed25519_dalek::SigningKey, trust: &str) -> (Watcher, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let trusted = dir.path().join("trusted_keys");
     let line = banshare::trust::public_line(key);
     fs::write(&trusted, format!("a {line}\n")).unwrap();
     let w = Watcher::start_with(
-        &format!("[trust]\nkeys = {:?}\n", trusted.display().to_string()),
+        &format!(
+            "[trust]\nkeys = {:?}\n{trust}",
+            trusted.display().to_string()
+        ),
         &[],
     );
     (w, dir)
@@ -518,6 +522,17 @@ fn signed_ban(
     ts: chrono::DateTime<chrono::Utc>,
     bantime: u64,
 ) -> String {
+    signed_record(key, banshare::record::Op::Ban, address, ts, Some(bantime))
+}
+
+/// A record `op` signed with `key` for node `a`, dated `ts`, as a log line.
+fn signed_record(
+    key: &ed25519_dalek::SigningKey,
+    op: banshare::record::Op,
+    address: &str,
+    ts: chrono::DateTime<chrono::Utc>,
+    bantime: Option<u64>,
+) -> String {
     use banshare::outbox::append::{self, Request, Writer};
     let writer = Writer {
         node: "a".parse().unwrap(),
@@ -526,11 +541,11 @@ fn signed_ban(
         key: Some(std::sync::Arc::new(key.clone())),
     };
     let request = Request {
-        op: banshare::record::Op::Ban,
+        op,
         targets: vec![address.parse().unwrap()],
         ports: "22".parse().unwrap(),
         jail: Some("sshd".parse().unwrap()),
-        bantime: Some(banshare::record::BanTime::Seconds(bantime)),
+        bantime: bantime.map(banshare::record::BanTime::Seconds),
     };
     format!(
         "{}\n",
@@ -547,7 +562,7 @@ fn a_signed_log_checks_only_the_records_that_could_change_something() {
     use banshare::trust::generate;
     let key = generate().unwrap();
     let forger = generate().unwrap();
-    let (mut w, _dir) = trusting_node_a(&key);
+    let (mut w, _dir) = trusting_node_a(&key, "");
     let now = chrono::Utc::now();
     let applied = signed_ban(&key, "192.0.2.10", now, 3600);
     w.append(applied.as_bytes());
@@ -585,7 +600,7 @@ fn a_copy_in_the_same_window_waits_for_the_first_and_is_checked_only_if_it_matte
     use banshare::trust::{generate, sign};
     let key = generate().unwrap();
     let forger = generate().unwrap();
-    let (mut w, _dir) = trusting_node_a(&key);
+    let (mut w, _dir) = trusting_node_a(&key, "");
     let now = chrono::Utc::now();
     let resigned = |line: &str, by: &ed25519_dalek::SigningKey| -> String {
         let mut record = banshare::record::parse(line.trim_end().as_bytes()).unwrap();
@@ -610,4 +625,60 @@ fn a_copy_in_the_same_window_waits_for_the_first_and_is_checked_only_if_it_matte
     let status = w.status();
     assert_eq!(status["rejected"]["bad_signature"], 1, "{status}");
     assert_eq!(status["skipped"]["AlreadyBanned"], 1, "{status}");
+}
+
+/// Issue 16: a window's signatures are checked while the window before it
+/// is decided, so which records are checked is chosen by the state before
+/// that window; each is still decided on the state the window before left
+/// (a record left unchecked is asked again in its turn, and checked alone
+/// if it now could change something): an unban of a ban from the window
+/// before is applied, a forged one is refused.
+#[test]
+fn records_that_depend_on_the_window_before_are_decided_on_the_state_it_left() {
+    use banshare::record::Op;
+    use banshare::trust::{generate, sign};
+    let key = generate().unwrap();
+    let forger = generate().unwrap();
+    // 4,200 bans from one node at once: its breaker would trip at 600.
+    let (mut w, _dir) = trusting_node_a(&key, "max_bans_per_node_per_minute = 100000\n");
+    let now = chrono::Utc::now();
+    let later = now + chrono::Duration::seconds(1);
+    // More than one window of 4,096 lines, read as one batch.
+    let mut lines: Vec<String> = (0..4200)
+        .map(|i| {
+            signed_ban(
+                &key,
+                &format!("10.1.{}.{}", i / 250, i % 250 + 1),
+                now,
+                3600,
+            )
+        })
+        .collect();
+    let forged = |line: String| -> String {
+        let mut record = banshare::record::parse(line.trim_end().as_bytes()).unwrap();
+        sign(&mut record, &forger).unwrap();
+        format!("{record}\n")
+    };
+    lines.extend([
+        signed_record(&key, Op::Unban, "10.1.0.1", later, None),
+        forged(signed_record(&key, Op::Unban, "10.1.0.2", later, None)),
+        signed_ban(&key, "192.0.2.99", later, 3600),
+    ]);
+    w.append(lines.concat().as_bytes());
+    w.expect("ban 192.0.2.99");
+    let all = w.stop();
+    let unbans: Vec<&str> = all
+        .iter()
+        .filter(|l| l.starts_with("unban "))
+        .map(|l| l.split(' ').nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        unbans,
+        ["10.1.0.1"],
+        "{:?}",
+        &all[all.len().saturating_sub(5)..]
+    );
+    let status = w.status();
+    assert_eq!(status["rejected"]["bad_signature"], 1, "{status}");
+    assert_eq!(status["active_bans"], 4200, "{status}");
 }

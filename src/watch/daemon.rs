@@ -560,7 +560,26 @@ impl Daemon {
                 }
             }
         } else {
-            for window in lines.chunks(CHECK_WINDOW) {
+            // Window n + 1's signatures are checked (on the pool's
+            // threads) while this thread decides window n.
+            let mut previous: Option<Window<'_>> = None;
+            for lines in lines.chunks(CHECK_WINDOW) {
+                let parsed = self.read_window(lines, &trust);
+                let checks = self.signature_checks(&parsed, now);
+                let results = match previous.take() {
+                    None => verify_marked(&checks),
+                    Some(window) => std::thread::scope(|scope| {
+                        let checking = scope.spawn(|| verify_marked(&checks));
+                        self.decide_window(window, &trust, now, &mut actions);
+                        checking
+                            .join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                    }),
+                };
+                drop(checks);
+                previous = Some(Window { parsed, results });
+            }
+            if let Some(window) = previous {
                 self.decide_window(window, &trust, now, &mut actions);
             }
         }
@@ -575,33 +594,35 @@ impl Daemon {
         read_line(line, trust)
     }
 
-    /// Decides up to [`CHECK_WINDOW`] lines: parses and screens them, checks
-    /// the signatures of those that could change something, all at once
-    /// (see [`crate::trust::verify_all`]), then decides each in order. A
-    /// record whose signature fails changes nothing, as before; one that
-    /// could change nothing (over, superseded, a copy of a ban in force,
-    /// never banned here) is dropped without its signature checked, which
-    /// is what makes a signed catch-up cost little more than an unsigned
-    /// one. Such a record is counted as skipped, not as refused, and does
-    /// not count as its node being heard from.
-    fn decide_window(
-        &mut self,
-        lines: &[Entry],
-        trust: &TrustPolicy,
-        now: DateTime<Utc>,
-        actions: &mut Vec<Action>,
-    ) {
-        // Parsed on all cores too: in order, and with nothing of `self`.
+    /// Parses and screens up to [`CHECK_WINDOW`] lines, on all cores: in
+    /// order, and with nothing of `self` but the count.
+    fn read_window<'k>(&mut self, lines: &[Entry], trust: &'k TrustPolicy) -> Vec<Read<'k>> {
         self.status.lines_read += lines.len() as u64;
-        let parsed: Vec<Read<'_>> = match lines.len() >= PARALLEL_READ_MIN {
+        match lines.len() >= PARALLEL_READ_MIN {
             true => lines
                 .par_iter()
                 .filter_map(|line| read_line(line, trust))
                 .collect(),
             false => lines.iter().filter_map(|l| read_line(l, trust)).collect(),
-        };
-        let results = self.check_signatures(&parsed, now);
-        for (read, checked) in parsed.into_iter().zip(results) {
+        }
+    }
+
+    /// Decides a window's lines in order, with the signature checks made
+    /// for it (see [`Daemon::signature_checks`]). A record whose signature
+    /// fails changes nothing, as before; one that could change nothing
+    /// (over, superseded, a copy of a ban in force, never banned here) is
+    /// dropped without its signature checked, which is what makes a signed
+    /// catch-up cost little more than an unsigned one. Such a record is
+    /// counted as skipped, not as refused, and does not count as its node
+    /// being heard from.
+    fn decide_window(
+        &mut self,
+        window: Window<'_>,
+        trust: &TrustPolicy,
+        now: DateTime<Utc>,
+        actions: &mut Vec<Action>,
+    ) {
+        for (read, checked) in window.parsed.into_iter().zip(window.results) {
             self.decide_read(read, checked, trust, now, actions);
         }
     }
@@ -656,23 +677,26 @@ impl Daemon {
         }
     }
 
-    /// The signature check of each parsed line whose record has one to
-    /// check and could change something by the policy's state before the
-    /// window (`None` for the others), made on all cores.
-    fn check_signatures(
+    /// The signature check to make for each parsed line: one for a record
+    /// that has a signature to check and could change something by the
+    /// policy's state now. The state may move on before the window is
+    /// decided (the window before it is decided while its checks run):
+    /// a record left unchecked is asked again in its turn, and checked
+    /// alone if it could then change something, so a stale answer costs
+    /// time, never a wrong decision.
+    fn signature_checks<'r>(
         &self,
-        parsed: &[Read<'_>],
+        parsed: &'r [Read<'r>],
         now: DateTime<Utc>,
-    ) -> Vec<Option<Result<Provenance, Untrusted>>> {
-        let mut checks = Vec::new();
-        let mut which = Vec::with_capacity(parsed.len());
+    ) -> Vec<Option<SignatureCheck<'r>>> {
         // A record with the id of one already among the checks is a copy
         // of it (a log read again, a spool sent twice): its check waits
         // for its turn, when the first has been decided and the copy, if
         // the first held, changes nothing and is dropped unchecked.
         let mut ids = HashSet::new();
-        for item in parsed {
-            let check = match item {
+        parsed
+            .iter()
+            .map(|item| match item {
                 Ok((record, Ok(Screened::Pending(pending))))
                     if self.unchecked_skip(record, now).is_none()
                         && ids.insert(&record.fields.id) =>
@@ -683,14 +707,7 @@ impl Daemon {
                     })
                 }
                 _ => None,
-            };
-            which.push(check.is_some());
-            checks.extend(check);
-        }
-        let mut results = verify_all(&checks).into_iter();
-        which
-            .into_iter()
-            .map(|checked| if checked { results.next() } else { None })
+            })
             .collect()
     }
 
@@ -1301,6 +1318,26 @@ fn action_time(action: &Action) -> Option<DateTime<Utc>> {
 fn lead_text(lead: chrono::TimeDelta) -> String {
     let secs = lead.num_seconds().max(0) as u64;
     humantime::format_duration(Duration::from_secs(secs)).to_string()
+}
+
+/// A window's lines read, and the signature check made for each (`None`
+/// where none was).
+struct Window<'k> {
+    parsed: Vec<Read<'k>>,
+    results: Vec<Option<Result<Provenance, Untrusted>>>,
+}
+
+/// Makes the checks marked in `checks`, on all cores; the result of each,
+/// in its place.
+fn verify_marked(
+    checks: &[Option<SignatureCheck<'_>>],
+) -> Vec<Option<Result<Provenance, Untrusted>>> {
+    let marked: Vec<SignatureCheck<'_>> = checks.iter().flatten().cloned().collect();
+    let mut results = verify_all(&marked).into_iter();
+    checks
+        .iter()
+        .map(|check| check.as_ref().and_then(|_| results.next()))
+        .collect()
 }
 
 /// Parses and screens a line; `None` for a compaction marker.
