@@ -45,6 +45,8 @@
 //! a change it opens the file, reads its first line (rotation check) and
 //! the new lines, and closes it. The actions thread then picks the ticket
 //! up on the same back-off (up to 0.8 s later, `actions.py`).
+//! The row prints on stderr how much of its latency is the filter's part
+//! (from the append to the last server's `Found` line).
 //!
 //! The file server's cost is the CPU time of its sshd processes (the SFTP
 //! sessions; the cluster's sftp is internal-sftp, so sshd is all of it)
