@@ -110,7 +110,7 @@ const ACTIVE_WITH_STATUS: usize = 1_000;
 /// Lines decided together: their records' signatures are checked at once,
 /// on all cores. Bounds the records alive at a time (a batch is up to
 /// `watch.batch_max` lines).
-const CHECK_WINDOW: usize = 4096;
+const CHECK_WINDOW: usize = 8192;
 
 /// Below this many lines in a window, they are parsed on the calling
 /// thread: a follower's few lines gain nothing from threads.
