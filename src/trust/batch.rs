@@ -69,25 +69,41 @@ pub fn verify_all(checks: &[SignatureCheck<'_>]) -> Vec<Result<Provenance, Untru
     results.concat()
 }
 
-/// Checks `part` in chunks, in order, on one thread.
+/// Checks `part` in chunks, in order, on one thread. Records of a node
+/// with several keys (one being replaced) are checked one by one: which
+/// key signed is not known, and single checks try each; the others of
+/// the chunk are still batched.
 fn verify_part(part: &[SignatureCheck<'_>]) -> Vec<Result<Provenance, Untrusted>> {
     let mut results = Vec::with_capacity(part.len());
     let mut last_failed = false;
     for chunk in part.chunks(CHUNK) {
-        if !last_failed && chunk.len() > 1 && batch_holds(chunk) {
-            results.extend(chunk.iter().map(|_| Ok(Provenance::Verified)));
-            continue;
+        let mut chunk_results: Vec<Option<Result<Provenance, Untrusted>>> = chunk
+            .iter()
+            .map(|check| (check.pending.keys.len() != 1).then(|| check.verify()))
+            .collect();
+        let batchable: Vec<&SignatureCheck<'_>> = chunk
+            .iter()
+            .zip(&chunk_results)
+            .filter_map(|(check, done)| done.is_none().then_some(check))
+            .collect();
+        let held = !last_failed && batchable.len() > 1 && batch_holds(&batchable);
+        for (check, result) in chunk.iter().zip(chunk_results.iter_mut()) {
+            if result.is_none() {
+                *result = Some(match held {
+                    true => Ok(Provenance::Verified),
+                    false => check.verify(),
+                });
+            }
         }
-        let before = results.len();
-        results.extend(chunk.iter().map(SignatureCheck::verify));
-        last_failed = results[before..].iter().any(Result::is_err);
+        let chunk_results: Vec<_> = chunk_results.into_iter().flatten().collect();
+        last_failed = !held && chunk_results.iter().any(Result::is_err);
+        results.extend(chunk_results);
     }
     results
 }
 
 /// Whether every signature of `chunk` holds, by one batch equation. Only
-/// for records whose node has one key: with more (a key being replaced),
-/// which key signed is not known, and single checks try each.
+/// for records whose node has one key (see [`verify_part`]).
 ///
 /// The equation is `ed25519_dalek::verify_batch`'s, with random 128-bit
 /// weights `z`: `[-Σ z·s]B + Σ z·R + Σ (z·k)A = 0`, `k = H(R ‖ A ‖ M)`.
@@ -97,7 +113,7 @@ fn verify_part(part: &[SignatureCheck<'_>]) -> Vec<Result<Provenance, Untrusted>
 /// points to about `n + 1` (ed25519-dalek's function multiplies each
 /// record's key on its own). Either way it is the same sum, and
 /// it holds exactly when ed25519-dalek's would.
-fn batch_holds(chunk: &[SignatureCheck<'_>]) -> bool {
+fn batch_holds(chunk: &[&SignatureCheck<'_>]) -> bool {
     let mut weights = vec![0u8; 16 * chunk.len()];
     if getrandom::fill(&mut weights).is_err() {
         return false; // No batch without fresh randomness: single checks.
@@ -109,7 +125,7 @@ fn batch_holds(chunk: &[SignatureCheck<'_>]) -> bool {
     let mut slot: HashMap<&[u8; 32], usize> = HashMap::new();
     for (check, weight) in chunk.iter().zip(weights.chunks_exact(16)) {
         let [key] = check.pending.keys else {
-            return false;
+            return false; // Several keys: for single checks.
         };
         let Some((s, r)) = parse_signature(&check.pending.signature) else {
             return false; // Malformed: the single check says so.
@@ -135,11 +151,33 @@ fn batch_holds(chunk: &[SignatureCheck<'_>]) -> bool {
 }
 
 /// A signature's `s`, refused unless reduced (as ed25519-dalek does without
-/// its `legacy_compatibility`), and its `R` as a point.
+/// its `legacy_compatibility`), and its `R` as a point, refused unless
+/// canonically encoded: a single check compares the `R` it computes, as
+/// encoded, with the signature's bytes, so it refuses every other encoding
+/// of a point, and an equation on points alone would not.
 fn parse_signature(signature: &Signature) -> Option<(Scalar, EdwardsPoint)> {
     let s = Option::from(Scalar::from_canonical_bytes(*signature.s_bytes()))?;
-    let r = CompressedEdwardsY(*signature.r_bytes()).decompress()?;
+    let bytes = signature.r_bytes();
+    if !is_canonical_point(bytes) {
+        return None;
+    }
+    let r = CompressedEdwardsY(*bytes).decompress()?;
     Some((s, r))
+}
+
+/// Whether `bytes` is the one encoding of the point it decodes to, without
+/// encoding it again (an inversion, as dear as the decompression): the
+/// other encodings are a `y` of `p` or more (`p = 2^255 - 19`), and the
+/// sign bit set with `x = 0`, which is `y = 1` or `y = p - 1`.
+fn is_canonical_point(bytes: &[u8; 32]) -> bool {
+    let high = bytes[31] & 0x7f;
+    let middle_all = |b: u8| bytes[1..31].iter().all(|x| *x == b);
+    let all_ones = high == 0x7f && middle_all(0xff);
+    let y_at_least_p = all_ones && bytes[0] >= 0xed;
+    let y_minus_one = all_ones && bytes[0] == 0xec;
+    let y_one = high == 0 && middle_all(0) && bytes[0] == 1;
+    let sign = bytes[31] & 0x80 != 0;
+    !y_at_least_p && !(sign && (y_one || y_minus_one))
 }
 
 /// `k = H(R ‖ A ‖ M) mod ℓ`, of Ed25519 (RFC 8032, 5.1.7).
@@ -198,6 +236,10 @@ mod tests {
                 other => panic!("not a pending check: {other:?}"),
             })
             .collect()
+    }
+
+    fn refs<'a>(checks: &'a [SignatureCheck<'a>]) -> Vec<&'a SignatureCheck<'a>> {
+        checks.iter().collect()
     }
 
     /// Which of `records` verify, one by one: what a batch must agree with.
@@ -317,21 +359,79 @@ mod tests {
         let records: Vec<Record> = (0..40)
             .map(|i| signed_as(i, &format!("web{}", i % 3), &keys[i % 3]))
             .collect();
-        assert!(batch_holds(&checks(&policy, &records)));
+        assert!(batch_holds(&refs(&checks(&policy, &records))));
         // Signed by another node's key.
         let mut wrong = records.clone();
         wrong[17] = signed_as(17, "web2", &keys[1]);
-        assert!(!batch_holds(&checks(&policy, &wrong)));
+        assert!(!batch_holds(&refs(&checks(&policy, &wrong))));
         // The same signature with `s + ℓ`: the same point, refused as
         // malleable by single checks, and so by the batch.
         let mut malleable = records.clone();
         malleable[5] = with_s_plus_order(&records[5]);
         assert!(policy.check_signature(&malleable[5]).is_err());
-        assert!(!batch_holds(&checks(&policy, &malleable)));
+        assert!(!batch_holds(&refs(&checks(&policy, &malleable))));
         let results = verify_all(&checks(&policy, &malleable));
         let good: Vec<bool> = results.iter().map(Result::is_ok).collect();
         assert_eq!(good, one_by_one(&policy, &malleable));
         assert_eq!(good.iter().filter(|g| !**g).count(), 1);
+    }
+
+    /// A signature whose `R` is another encoding of the identity (`y = 1`
+    /// with the sign bit set), with `s = k·a`: the equation on points holds
+    /// for it, a single check refuses it, and so must the batch (found by
+    /// review: before, it passed every batch).
+    #[test]
+    fn a_non_canonical_r_is_refused_as_single_checks_refuse_it() {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let key = generate().unwrap();
+        let policy = policy(&[&key]);
+        let mut records: Vec<Record> = (0..10).map(|i| signed(i, &key)).collect();
+        let victim = records[4].clone();
+        let mut r = [0u8; 32];
+        r[0] = 1;
+        r[31] = 0x80;
+        let mut hash = Sha512::new();
+        hash.update(r);
+        hash.update(key.verifying_key().as_bytes());
+        hash.update(message(&victim).as_bytes());
+        let mut wide = [0u8; 64];
+        wide.copy_from_slice(&hash.finalize());
+        let s = Scalar::from_bytes_mod_order_wide(&wide) * key.to_scalar();
+        let mut signature = [0u8; 64];
+        signature[..32].copy_from_slice(&r);
+        signature[32..].copy_from_slice(s.as_bytes());
+        let old = victim.fields.sig.as_ref().unwrap().as_str().to_string();
+        let text = victim
+            .to_string()
+            .replace(&old, &URL_SAFE_NO_PAD.encode(signature));
+        records[4] = record::parse(text.as_bytes()).unwrap();
+        assert!(policy.check_signature(&records[4]).is_err());
+        assert!(!batch_holds(&refs(&checks(&policy, &records))));
+        let results = verify_all(&checks(&policy, &records));
+        let good: Vec<bool> = results.iter().map(Result::is_ok).collect();
+        assert_eq!(good, one_by_one(&policy, &records));
+    }
+
+    #[test]
+    fn the_other_encodings_of_points_are_told_apart() {
+        let with = |low: u8, middle: u8, high: u8| {
+            let mut bytes = [middle; 32];
+            bytes[0] = low;
+            bytes[31] = high;
+            is_canonical_point(&bytes)
+        };
+        assert!(with(1, 0, 0)); // y = 1, the identity
+        assert!(!with(1, 0, 0x80)); // the same with the sign bit
+        assert!(with(0xec, 0xff, 0x7f)); // y = p - 1
+        assert!(!with(0xec, 0xff, 0xff));
+        assert!(!with(0xed, 0xff, 0x7f)); // y = p
+        assert!(!with(0xee, 0xff, 0xff)); // y = p + 1, sign set
+        assert!(!with(0xff, 0xff, 0x7f)); // y = 2^255 - 1
+        assert!(with(0xeb, 0xff, 0xff)); // y = p - 2, either sign
+        assert!(with(2, 0, 0x80));
+        let base = curve25519_dalek::constants::ED25519_BASEPOINT_COMPRESSED;
+        assert!(is_canonical_point(base.as_bytes()));
     }
 
     /// `record` with its signature's `s` replaced by `s + ℓ`.

@@ -86,6 +86,11 @@ impl Link {
             .clone()
     }
 
+    /// Forgets the last refusal: what comes after is about what follows.
+    pub(super) fn clear_refusal(&self) {
+        *self.refusal.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
     fn note(&self, event: &Event) {
         match event {
             Event::Connected => {

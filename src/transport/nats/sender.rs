@@ -150,6 +150,8 @@ impl Transport for NatsTransport {
         }
         let deadline = Instant::now() + self.timeout;
         let client = self.connected()?;
+        // A refusal is reported with the batch it came during, not later.
+        self.link.clear_refusal();
         let messages: Vec<(String, Publish)> = lines.iter().map(|l| self.message(l)).collect();
         let runtime = self.runtime.as_ref().expect("connected");
         match runtime.block_on(publish(client.clone(), self.timeout, messages, deadline)) {
@@ -179,17 +181,20 @@ impl Transport for NatsTransport {
             }
             Outcome::Unacked {
                 missing, of, first, ..
-            } => Err(self.possibly_written(match self.link.refusal() {
-                Some(refusal) => format!(
-                    "{missing} of {of} record(s) not acknowledged: the server refused: {refusal} \
-                     (this node's NATS user lacks that permission: docs/nats.md, Permissions)"
-                ),
-                None => format!(
+            } => {
+                let refused = match self.link.refusal() {
+                    Some(refusal) => format!(
+                        "; meanwhile the server refused: {refusal} (this node's NATS user \
+                         may lack that permission: docs/nats.md)"
+                    ),
+                    None => String::new(),
+                };
+                Err(self.possibly_written(format!(
                     "{missing} of {of} record(s) not acknowledged by JetStream within {:?} \
-                     ({first}); they may have been stored",
+                     ({first}); they may have been stored{refused}",
                     self.timeout
-                ),
-            })),
+                )))
+            }
         }
     }
 }
