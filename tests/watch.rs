@@ -525,6 +525,13 @@ fn signed_ban(
     signed_record(key, banshare::record::Op::Ban, address, ts, Some(bantime))
 }
 
+/// The log line `line` signed again by `by`: a forgery with its id.
+fn resigned(line: &str, by: &ed25519_dalek::SigningKey) -> String {
+    let mut record = banshare::record::parse(line.trim_end().as_bytes()).unwrap();
+    banshare::trust::sign(&mut record, by).unwrap();
+    format!("{record}\n")
+}
+
 /// A record `op` signed with `key` for node `a`, dated `ts`, as a log line.
 fn signed_record(
     key: &ed25519_dalek::SigningKey,
@@ -597,16 +604,11 @@ fn a_signed_log_checks_only_the_records_that_could_change_something() {
 /// checked alone, and applied.
 #[test]
 fn a_copy_in_the_same_window_waits_for_the_first_and_is_checked_only_if_it_matters() {
-    use banshare::trust::{generate, sign};
+    use banshare::trust::generate;
     let key = generate().unwrap();
     let forger = generate().unwrap();
     let (mut w, _dir) = trusting_node_a(&key, "");
     let now = chrono::Utc::now();
-    let resigned = |line: &str, by: &ed25519_dalek::SigningKey| -> String {
-        let mut record = banshare::record::parse(line.trim_end().as_bytes()).unwrap();
-        sign(&mut record, by).unwrap();
-        format!("{record}\n")
-    };
     let genuine = signed_ban(&key, "192.0.2.30", now, 3600);
     let other = signed_ban(&key, "192.0.2.31", now, 3600);
     let lines = [
@@ -636,7 +638,7 @@ fn a_copy_in_the_same_window_waits_for_the_first_and_is_checked_only_if_it_matte
 #[test]
 fn records_that_depend_on_the_window_before_are_decided_on_the_state_it_left() {
     use banshare::record::Op;
-    use banshare::trust::{generate, sign};
+    use banshare::trust::generate;
     let key = generate().unwrap();
     let forger = generate().unwrap();
     // 4,200 bans from one node at once: its breaker would trip at 600.
@@ -654,14 +656,12 @@ fn records_that_depend_on_the_window_before_are_decided_on_the_state_it_left() {
             )
         })
         .collect();
-    let forged = |line: String| -> String {
-        let mut record = banshare::record::parse(line.trim_end().as_bytes()).unwrap();
-        sign(&mut record, &forger).unwrap();
-        format!("{record}\n")
-    };
     lines.extend([
         signed_record(&key, Op::Unban, "10.1.0.1", later, None),
-        forged(signed_record(&key, Op::Unban, "10.1.0.2", later, None)),
+        resigned(
+            &signed_record(&key, Op::Unban, "10.1.0.2", later, None),
+            &forger,
+        ),
         signed_ban(&key, "192.0.2.99", later, 3600),
     ]);
     w.append(lines.concat().as_bytes());

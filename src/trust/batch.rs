@@ -242,6 +242,15 @@ mod tests {
         checks.iter().collect()
     }
 
+    /// Which of `records` hold by [`verify_all`], asserted to be those
+    /// that hold by single checks.
+    fn agreeing_with_single_checks(policy: &TrustPolicy, records: &[Record]) -> Vec<bool> {
+        let results = verify_all(&checks(policy, records));
+        let good: Vec<bool> = results.iter().map(Result::is_ok).collect();
+        assert_eq!(good, one_by_one(policy, records));
+        good
+    }
+
     /// Which of `records` verify, one by one: what a batch must agree with.
     fn one_by_one(policy: &TrustPolicy, records: &[Record]) -> Vec<bool> {
         records
@@ -370,9 +379,7 @@ mod tests {
         malleable[5] = with_s_plus_order(&records[5]);
         assert!(policy.check_signature(&malleable[5]).is_err());
         assert!(!batch_holds(&refs(&checks(&policy, &malleable))));
-        let results = verify_all(&checks(&policy, &malleable));
-        let good: Vec<bool> = results.iter().map(Result::is_ok).collect();
-        assert_eq!(good, one_by_one(&policy, &malleable));
+        let good = agreeing_with_single_checks(&policy, &malleable);
         assert_eq!(good.iter().filter(|g| !**g).count(), 1);
     }
 
@@ -382,8 +389,6 @@ mod tests {
     /// review: before, it passed every batch).
     #[test]
     fn a_non_canonical_r_is_refused_as_single_checks_refuse_it() {
-        use base64::Engine;
-        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let key = generate().unwrap();
         let policy = policy(&[&key]);
         let mut records: Vec<Record> = (0..10).map(|i| signed(i, &key)).collect();
@@ -401,16 +406,10 @@ mod tests {
         let mut signature = [0u8; 64];
         signature[..32].copy_from_slice(&r);
         signature[32..].copy_from_slice(s.as_bytes());
-        let old = victim.fields.sig.as_ref().unwrap().as_str().to_string();
-        let text = victim
-            .to_string()
-            .replace(&old, &URL_SAFE_NO_PAD.encode(signature));
-        records[4] = record::parse(text.as_bytes()).unwrap();
+        records[4] = with_signature(&victim, &signature);
         assert!(policy.check_signature(&records[4]).is_err());
         assert!(!batch_holds(&refs(&checks(&policy, &records))));
-        let results = verify_all(&checks(&policy, &records));
-        let good: Vec<bool> = results.iter().map(Result::is_ok).collect();
-        assert_eq!(good, one_by_one(&policy, &records));
+        agreeing_with_single_checks(&policy, &records);
     }
 
     #[test]
@@ -452,8 +451,17 @@ mod tests {
             carry = sum >> 8;
         }
         assert_eq!(carry, 0);
-        let text = record.to_string();
-        let forged = text.replace(sig, &URL_SAFE_NO_PAD.encode(&bytes));
-        record::parse(forged.as_bytes()).unwrap()
+        with_signature(record, &bytes)
+    }
+
+    /// `record` with `signature` (64 bytes) in place of its own.
+    fn with_signature(record: &Record, signature: &[u8]) -> Record {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let sig = record.fields.sig.as_ref().unwrap().as_str();
+        let text = record
+            .to_string()
+            .replace(sig, &URL_SAFE_NO_PAD.encode(signature));
+        record::parse(text.as_bytes()).unwrap()
     }
 }
