@@ -114,30 +114,43 @@ impl Record {
     /// carries no information the fields do not, and which relays may
     /// rewrite).
     pub fn signed_text(&self) -> String {
-        let unsigned = Record {
-            fields: Fields {
-                sig: None,
-                ..self.fields.clone()
-            },
-            ..self.clone()
-        };
-        let line = unsigned.to_string();
-        line[self.header.to_string().len()..].to_owned()
+        self.signed_part().to_string()
+    }
+
+    /// [`Record::signed_text`] to write somewhere (a hash, a buffer)
+    /// without a `String` of its own: a catch-up checks a million.
+    pub fn signed_part(&self) -> impl fmt::Display + '_ {
+        Body {
+            record: self,
+            with_sig: false,
+        }
     }
 }
 
 impl fmt::Display for Record {
     /// The line, without its newline.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}{} {} PORT {}",
-            self.header,
-            self.op.verb(),
-            self.target,
-            self.ports
-        )?;
-        let fields = &self.fields;
+        write!(f, "{}", self.header)?;
+        Body {
+            record: self,
+            with_sig: true,
+        }
+        .fmt(f)
+    }
+}
+
+/// A record's message, from the verb on: the line without its header,
+/// with or without the signature.
+struct Body<'r> {
+    record: &'r Record,
+    with_sig: bool,
+}
+
+impl fmt::Display for Body<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = self.record;
+        write!(f, "{} {} PORT {}", r.op.verb(), r.target, r.ports)?;
+        let fields = &r.fields;
         if let Some(jail) = &fields.jail {
             write!(f, " jail={jail}")?;
         }
@@ -153,10 +166,10 @@ impl fmt::Display for Record {
         if let Some(id) = &fields.id {
             write!(f, " id={id}")?;
         }
-        if let Some(sig) = &fields.sig {
-            write!(f, " sig={sig}")?;
+        match &fields.sig {
+            Some(sig) if self.with_sig => write!(f, " sig={sig}"),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 

@@ -20,6 +20,8 @@
 //! signer's secret key: a trusted node can sign what it likes anyway.
 
 use std::collections::HashMap;
+use std::fmt::{self, Write as _};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
@@ -29,7 +31,7 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use rayon::prelude::*;
 use sha2::{Digest, Sha512};
 
-use super::{Pending, Provenance, Untrusted, message};
+use super::{DOMAIN, Pending, Provenance, Untrusted};
 use crate::record::Record;
 
 /// One signature to check: the record and what screening it found.
@@ -69,36 +71,50 @@ pub fn verify_all(checks: &[SignatureCheck<'_>]) -> Vec<Result<Provenance, Untru
     results.concat()
 }
 
-/// Checks `part` in chunks, in order, on one thread. Records of a node
-/// with several keys (one being replaced) are checked one by one: which
-/// key signed is not known, and single checks try each; the others of
-/// the chunk are still batched.
+/// Checks `part` in chunks, in order, on one thread.
 fn verify_part(part: &[SignatureCheck<'_>]) -> Vec<Result<Provenance, Untrusted>> {
+    let failed = AtomicBool::new(false);
     let mut results = Vec::with_capacity(part.len());
-    let mut last_failed = false;
     for chunk in part.chunks(CHUNK) {
-        let mut chunk_results: Vec<Option<Result<Provenance, Untrusted>>> = chunk
-            .iter()
-            .map(|check| (check.pending.keys.len() != 1).then(|| check.verify()))
-            .collect();
-        let batchable: Vec<&SignatureCheck<'_>> = chunk
-            .iter()
-            .zip(&chunk_results)
-            .filter_map(|(check, done)| done.is_none().then_some(check))
-            .collect();
-        let held = !last_failed && batchable.len() > 1 && batch_holds(&batchable);
-        for (check, result) in chunk.iter().zip(chunk_results.iter_mut()) {
-            if result.is_none() {
-                *result = Some(match held {
-                    true => Ok(Provenance::Verified),
-                    false => check.verify(),
-                });
-            }
-        }
-        let chunk_results: Vec<_> = chunk_results.into_iter().flatten().collect();
-        last_failed = !held && chunk_results.iter().any(Result::is_err);
-        results.extend(chunk_results);
+        results.extend(verify_chunk(chunk, &failed));
     }
+    results
+}
+
+/// Checks up to [`CHUNK`] signatures with one batch equation, and one by
+/// one if it fails. A log of forged records would cost a batch and a
+/// single check per record, so while `failed` is set (a chunk had a bad
+/// signature) chunks are checked one by one, until one comes out clean.
+/// Records of a node with several keys (one being replaced) are checked
+/// one by one: which key signed is not known, and single checks try each;
+/// the others of the chunk are still batched.
+pub fn verify_chunk(
+    chunk: &[SignatureCheck<'_>],
+    failed: &AtomicBool,
+) -> Vec<Result<Provenance, Untrusted>> {
+    let mut results: Vec<Option<Result<Provenance, Untrusted>>> = chunk
+        .iter()
+        .map(|check| (check.pending.keys.len() != 1).then(|| check.verify()))
+        .collect();
+    let batchable: Vec<&SignatureCheck<'_>> = chunk
+        .iter()
+        .zip(&results)
+        .filter_map(|(check, done)| done.is_none().then_some(check))
+        .collect();
+    let held = !failed.load(Ordering::Relaxed) && batchable.len() > 1 && batch_holds(&batchable);
+    for (check, result) in chunk.iter().zip(results.iter_mut()) {
+        if result.is_none() {
+            *result = Some(match held {
+                true => Ok(Provenance::Verified),
+                false => check.verify(),
+            });
+        }
+    }
+    let results: Vec<_> = results.into_iter().flatten().collect();
+    failed.store(
+        !held && results.iter().any(Result::is_err),
+        Ordering::Relaxed,
+    );
     results
 }
 
@@ -180,12 +196,24 @@ fn is_canonical_point(bytes: &[u8; 32]) -> bool {
     !y_at_least_p && !(sign && (y_one || y_minus_one))
 }
 
+/// Feeds what is written to a hash.
+struct Hashing<'h>(&'h mut Sha512);
+
+impl fmt::Write for Hashing<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.update(s.as_bytes());
+        Ok(())
+    }
+}
+
 /// `k = H(R ‖ A ‖ M) mod ℓ`, of Ed25519 (RFC 8032, 5.1.7).
 fn challenge(signature: &Signature, key: &VerifyingKey, record: &Record) -> Scalar {
     let mut hash = Sha512::new();
     hash.update(signature.r_bytes());
     hash.update(key.as_bytes());
-    hash.update(message(record).as_bytes());
+    hash.update(DOMAIN.as_bytes());
+    // Straight into the hash: no `String` per record.
+    write!(Hashing(&mut hash), "{}", record.signed_part()).expect("hashing cannot fail");
     let mut wide = [0u8; 64];
     wide.copy_from_slice(&hash.finalize());
     Scalar::from_bytes_mod_order_wide(&wide)
@@ -195,7 +223,7 @@ fn challenge(signature: &Signature, key: &VerifyingKey, record: &Record) -> Scal
 mod tests {
     use super::*;
     use crate::record;
-    use crate::trust::{Screened, TrustPolicy, TrustedKeys, generate, public_line, sign};
+    use crate::trust::{Screened, TrustPolicy, TrustedKeys, generate, message, public_line, sign};
     use ed25519_dalek::SigningKey;
 
     fn signed(i: usize, key: &SigningKey) -> Record {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use super::checking::{Checked, Read, decide_checked};
 use super::cursor::{CursorSaver, Saving};
 use super::drift::FirewallGuard;
 use super::incident;
@@ -28,7 +29,7 @@ pub use crate::follow::{Handle, Msg};
 use crate::follow::{Mode, Wake};
 use crate::record::{self, Record};
 use crate::transport::feed::{Entry, Feed, Position, Unread};
-use crate::trust::{Provenance, Screened, SignatureCheck, TrustPolicy, Untrusted, verify_all};
+use crate::trust::{Provenance, Screened, TrustPolicy, Untrusted};
 use log::{debug, error, info, warn};
 use rayon::prelude::*;
 
@@ -107,18 +108,16 @@ const ACTIVE_FEW: usize = 10_000;
 /// that `banshare bans` lists every ban `banshare status` counts.
 const ACTIVE_WITH_STATUS: usize = 1_000;
 
-/// Lines decided together: their records' signatures are checked at once,
-/// on all cores. Bounds the records alive at a time (a batch is up to
-/// `watch.batch_max` lines).
-const CHECK_WINDOW: usize = 8192;
+/// The most lines decided together: their records' signatures are checked
+/// on all cores while the loop's thread decides them in order (see
+/// [`super::checking`]). Bounds the records alive at a time when
+/// `watch.batch_max` is raised past it; a batch of the default 10,000
+/// lines is one window.
+const CHECK_WINDOW: usize = 16_384;
 
 /// Below this many lines in a window, they are parsed on the calling
 /// thread: a follower's few lines gain nothing from threads.
 const PARALLEL_READ_MIN: usize = 256;
-
-/// A line read: its record and what screening its signature found, or
-/// why it is not a record.
-type Read<'k> = Result<(Record, Result<Screened<'k>, Untrusted>), record::RejectReason>;
 
 /// How often a watcher that holds says so again.
 const HOLD_LOG_INTERVAL: Duration = Duration::from_secs(60);
@@ -560,27 +559,14 @@ impl Daemon {
                 }
             }
         } else {
-            // Window n + 1's signatures are checked (on the pool's
-            // threads) while this thread decides window n.
-            let mut previous: Option<Window<'_>> = None;
-            for lines in lines.chunks(CHECK_WINDOW) {
-                let parsed = self.read_window(lines, &trust);
-                let checks = self.signature_checks(&parsed, now);
-                let results = match previous.take() {
-                    None => verify_marked(&checks),
-                    Some(window) => std::thread::scope(|scope| {
-                        let checking = scope.spawn(|| verify_marked(&checks));
-                        self.decide_window(window, &trust, now, &mut actions);
-                        checking
-                            .join()
-                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                    }),
-                };
-                drop(checks);
-                previous = Some(Window { parsed, results });
-            }
-            if let Some(window) = previous {
-                self.decide_window(window, &trust, now, &mut actions);
+            // Windows of equal size: a batch of `batch_max` lines is
+            // one window, unless that is raised past `CHECK_WINDOW`.
+            let windows = lines.len().div_ceil(CHECK_WINDOW);
+            for lines in lines.chunks(lines.len().div_ceil(windows.max(1)).max(1)) {
+                let (parsed, marks) = self.read_window(lines, &trust, now);
+                decide_checked(parsed, marks, &mut |read, checked| {
+                    self.decide_read(read, checked, &trust, now, &mut actions)
+                });
             }
         }
         self.opts.trust = trust;
@@ -594,37 +580,41 @@ impl Daemon {
         read_line(line, trust)
     }
 
-    /// Parses and screens up to [`CHECK_WINDOW`] lines, on all cores: in
-    /// order, and with nothing of `self` but the count.
-    fn read_window<'k>(&mut self, lines: &[Entry], trust: &'k TrustPolicy) -> Vec<Read<'k>> {
-        self.status.lines_read += lines.len() as u64;
-        match lines.len() >= PARALLEL_READ_MIN {
-            true => lines
-                .par_iter()
-                .filter_map(|line| read_line(line, trust))
-                .collect(),
-            false => lines.iter().filter_map(|l| read_line(l, trust)).collect(),
-        }
-    }
-
-    /// Decides a window's lines in order, with the signature checks made
-    /// for it (see [`Daemon::signature_checks`]). A record whose signature
-    /// fails changes nothing, as before; one that could change nothing
-    /// (over, superseded, a copy of a ban in force, never banned here) is
-    /// dropped without its signature checked, which is what makes a signed
-    /// catch-up cost little more than an unsigned one. Such a record is
-    /// counted as skipped, not as refused, and does not count as its node
-    /// being heard from.
-    fn decide_window(
+    /// Parses and screens up to [`CHECK_WINDOW`] lines on all cores, in
+    /// order, and marks the signature checks to make: one for each record
+    /// that has a signature to check and could change something by the
+    /// policy's state before the window. The state moves on as the window
+    /// is decided: a record left unchecked is asked again in its turn, and
+    /// checked alone if it could then change something, so a stale answer
+    /// costs time, never a wrong decision.
+    fn read_window<'k>(
         &mut self,
-        window: Window<'_>,
-        trust: &TrustPolicy,
+        lines: &[Entry],
+        trust: &'k TrustPolicy,
         now: DateTime<Utc>,
-        actions: &mut Vec<Action>,
-    ) {
-        for (read, checked) in window.parsed.into_iter().zip(window.results) {
-            self.decide_read(read, checked, trust, now, actions);
+    ) -> (Vec<Read<'k>>, Vec<bool>) {
+        self.status.lines_read += lines.len() as u64;
+        let policy = &self.policy;
+        let read = |line| {
+            let read = read_line(line, trust)?;
+            let check = needs_check(policy, &read, now);
+            Some((read, check))
+        };
+        let (parsed, mut marks): (Vec<_>, Vec<_>) = match lines.len() >= PARALLEL_READ_MIN {
+            true => lines.par_iter().filter_map(read).unzip(),
+            false => lines.iter().filter_map(read).unzip(),
+        };
+        // A record with the id of one already among the checks is a copy
+        // of it (a log read again, a spool sent twice): its check waits
+        // for its turn, when the first has been decided and the copy, if
+        // the first held, changes nothing and is dropped unchecked.
+        let mut ids = HashSet::new();
+        for (read, mark) in parsed.iter().zip(marks.iter_mut()) {
+            if let (true, Ok((record, _))) = (*mark, read) {
+                *mark = ids.insert(&record.fields.id);
+            }
         }
+        (parsed, marks)
     }
 
     /// Decides one line read, in its turn: `checked` is its signature's
@@ -632,7 +622,7 @@ impl Daemon {
     fn decide_read(
         &mut self,
         read: Read<'_>,
-        checked: Option<Result<Provenance, Untrusted>>,
+        checked: Checked,
         trust: &TrustPolicy,
         now: DateTime<Utc>,
         actions: &mut Vec<Action>,
@@ -677,40 +667,6 @@ impl Daemon {
         }
     }
 
-    /// The signature check to make for each parsed line: one for a record
-    /// that has a signature to check and could change something by the
-    /// policy's state now. The state may move on before the window is
-    /// decided (the window before it is decided while its checks run):
-    /// a record left unchecked is asked again in its turn, and checked
-    /// alone if it could then change something, so a stale answer costs
-    /// time, never a wrong decision.
-    fn signature_checks<'r>(
-        &self,
-        parsed: &'r [Read<'r>],
-        now: DateTime<Utc>,
-    ) -> Vec<Option<SignatureCheck<'r>>> {
-        // A record with the id of one already among the checks is a copy
-        // of it (a log read again, a spool sent twice): its check waits
-        // for its turn, when the first has been decided and the copy, if
-        // the first held, changes nothing and is dropped unchecked.
-        let mut ids = HashSet::new();
-        parsed
-            .iter()
-            .map(|item| match item {
-                Ok((record, Ok(Screened::Pending(pending))))
-                    if self.unchecked_skip(record, now).is_none()
-                        && ids.insert(&record.fields.id) =>
-                {
-                    Some(SignatureCheck {
-                        record,
-                        pending: pending.clone(),
-                    })
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
     /// The skip for `record` if the policy would drop it without changing
     /// anything, were its signature good, and quietly: the skips that are
     /// logged with the node the record claims (an address never banned
@@ -718,15 +674,7 @@ impl Daemon {
     /// the signature, so that a forged record is told as forged, not
     /// blamed on that node.
     fn unchecked_skip(&self, record: &Record, now: DateTime<Utc>) -> Option<Skip> {
-        let skip = self
-            .policy
-            .precheck(record, Provenance::Verified, now)
-            .err()?;
-        let quiet = match skip {
-            Skip::Expired => self.expired_recently(record, now).is_none(),
-            skip => !skip.is_reported(),
-        };
-        quiet.then_some(skip)
+        unchecked_skip(&self.policy, record, now)
     }
 
     /// An operator's allowlist record: the unbans it makes join the batch.
@@ -891,15 +839,7 @@ impl Daemon {
     /// For a ban over when read that [`Daemon::expired_on_arrival`] tells
     /// of: its bantime in seconds and its age.
     fn expired_recently(&self, record: &Record, now: DateTime<Utc>) -> Option<(u64, TimeDelta)> {
-        let bantime = record
-            .fields
-            .bantime
-            .unwrap_or(self.policy.settings().default_bantime);
-        let record::BanTime::Seconds(secs) = bantime else {
-            return None;
-        };
-        let age = now - record_time(record, now);
-        (age.num_seconds() < 2 * secs as i64).then_some((secs, age))
+        expired_recently(&self.policy, record, now)
     }
 
     /// Applies the pending batch, then saves the cursor past it. Returns
@@ -1320,24 +1260,41 @@ fn lead_text(lead: chrono::TimeDelta) -> String {
     humantime::format_duration(Duration::from_secs(secs)).to_string()
 }
 
-/// A window's lines read, and the signature check made for each (`None`
-/// where none was).
-struct Window<'k> {
-    parsed: Vec<Read<'k>>,
-    results: Vec<Option<Result<Provenance, Untrusted>>>,
+/// See [`Daemon::unchecked_skip`]: a question for the policy alone, so
+/// that a window's lines can ask it on all cores.
+fn unchecked_skip(policy: &Policy, record: &Record, now: DateTime<Utc>) -> Option<Skip> {
+    let skip = policy.precheck(record, Provenance::Verified, now).err()?;
+    let quiet = match skip {
+        Skip::Expired => expired_recently(policy, record, now).is_none(),
+        skip => !skip.is_reported(),
+    };
+    quiet.then_some(skip)
 }
 
-/// Makes the checks marked in `checks`, on all cores; the result of each,
-/// in its place.
-fn verify_marked(
-    checks: &[Option<SignatureCheck<'_>>],
-) -> Vec<Option<Result<Provenance, Untrusted>>> {
-    let marked: Vec<SignatureCheck<'_>> = checks.iter().flatten().cloned().collect();
-    let mut results = verify_all(&marked).into_iter();
-    checks
-        .iter()
-        .map(|check| check.as_ref().and_then(|_| results.next()))
-        .collect()
+/// See [`Daemon::expired_recently`].
+fn expired_recently(
+    policy: &Policy,
+    record: &Record,
+    now: DateTime<Utc>,
+) -> Option<(u64, TimeDelta)> {
+    let bantime = record
+        .fields
+        .bantime
+        .unwrap_or(policy.settings().default_bantime);
+    let record::BanTime::Seconds(secs) = bantime else {
+        return None;
+    };
+    let age = now - record_time(record, now);
+    (age.num_seconds() < 2 * secs as i64).then_some((secs, age))
+}
+
+/// Whether `read` has a signature to check that could change something by
+/// `policy`'s state now (copies aside, see [`Daemon::read_window`]).
+fn needs_check(policy: &Policy, read: &Read<'_>, now: DateTime<Utc>) -> bool {
+    match read {
+        Ok((record, Ok(Screened::Pending(_)))) => unchecked_skip(policy, record, now).is_none(),
+        _ => false,
+    }
 }
 
 /// Parses and screens a line; `None` for a compaction marker.

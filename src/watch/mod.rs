@@ -1,6 +1,7 @@
 //! `banshare watch`: follow the shared log and apply bans locally.
 //!
 //! - [`daemon`]: the event loop that owns the state;
+//! - [`checking`]: signature checks on all cores beside the decisions;
 //! - [`drift`]: restoring the firewall when another tool removed it;
 //! - [`flusher`]: delivering the local spool while the watcher runs;
 //! - [`policy`]: which records become bans;
@@ -12,6 +13,7 @@
 //! - [`metrics`]: the metrics file for Prometheus;
 //! - [`reach`]: the addresses this node reaches the shared log through.
 
+pub mod checking;
 pub mod cursor;
 pub mod daemon;
 pub mod drift;
