@@ -461,6 +461,107 @@ mod tests {
         assert!(is_canonical_point(base.as_bytes()));
     }
 
+    /// Review 17: the challenge hashed straight from the record's parts is
+    /// `H(R ‖ A ‖ M)` of the very message `sign` signs and single checks
+    /// verify, for every shape of record: no jail, no bantime, a permanent
+    /// one, networks, port lists, ranges and names, unbans, allowlist
+    /// records, fractional seconds. A difference would not show in the
+    /// other tests: a failed batch falls back to single checks.
+    #[test]
+    fn the_challenge_hashes_the_signed_message_for_every_shape_of_record() {
+        let key = generate().unwrap();
+        let keys = TrustPolicy {
+            keys: TrustedKeys::parse(
+                &format!("web1 {}\nops {}\n", public_line(&key), public_line(&key)),
+                "test",
+            )
+            .unwrap(),
+            require_signed: true,
+            ..TrustPolicy::default()
+        };
+        let id = "id=0123456789abcdef";
+        let ts = "ts=2026-11-21T18:00:00Z";
+        let bodies = [
+            format!("HOST 192.0.2.1 PORT 22 node=web1 {ts} {id}"),
+            format!("HOST 192.0.2.1 PORT 22 jail=sshd node=web1 {ts} bantime=600 {id}"),
+            format!("HOST 192.0.2.1 PORT 22 jail=sshd node=web1 {ts} bantime=-1 {id}"),
+            format!("HOST 198.51.100.0/24 PORT 22,80:90,ssh node=web1 {ts} {id}"),
+            format!("HOST 2001:db8::/32 PORT 0:65535 jail=a.b-c node=web1 {ts} {id}"),
+            format!("HOST 2001:db8::7 PORT https node=web1 ts=2026-11-21T18:00:00.250Z {id}"),
+            format!("UNBAN 192.0.2.1 PORT 22 jail=sshd node=web1 {ts} {id}"),
+            format!("UNBAN 198.51.100.0/24 PORT 22 node=web1 {ts} {id}"),
+            format!("ALLOW 198.51.100.0/24 PORT 0:65535 node=ops {ts} {id}"),
+            format!("UNALLOW 192.0.2.9 PORT 0:65535 node=ops {ts} {id}"),
+        ];
+        let records: Vec<Record> = bodies
+            .iter()
+            .map(|body| {
+                let line = format!("<13>Nov 21 18:00:00 banshare[1]: {body}");
+                let mut r = record::parse(line.as_bytes()).unwrap();
+                assert_eq!(r.signed_text(), *body);
+                sign(&mut r, &key).unwrap();
+                assert_eq!(r.signed_text(), *body);
+                r
+            })
+            .collect();
+        for r in &records {
+            let sig = Signature::from_slice(&{
+                use base64::Engine;
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(r.fields.sig.as_ref().unwrap().as_str())
+                    .unwrap()
+            })
+            .unwrap();
+            let mut hash = Sha512::new();
+            hash.update(sig.r_bytes());
+            hash.update(key.verifying_key().as_bytes());
+            hash.update(message(r).as_bytes());
+            let mut wide = [0u8; 64];
+            wide.copy_from_slice(&hash.finalize());
+            let expected = Scalar::from_bytes_mod_order_wide(&wide);
+            assert_eq!(challenge(&sig, &key.verifying_key(), r), expected, "{r}");
+            assert!(keys.check_signature(r).is_ok(), "{r}");
+        }
+        assert!(batch_holds(&refs(&checks(&keys, &records))));
+    }
+
+    /// Review 17: chunks checked at once on several threads, sharing one
+    /// `failed`, forgeries in some: whatever order the flag is set and
+    /// cleared in, each result is the single check's.
+    #[test]
+    fn chunks_sharing_one_failed_flag_on_several_threads_agree_with_single_checks() {
+        let key = generate().unwrap();
+        let forger = generate().unwrap();
+        let policy = policy(&[&key]);
+        let records: Vec<Record> = (0..1200)
+            .map(|i| match i % 97 == 5 || (300..310).contains(&i) {
+                true => signed(i, &forger),
+                false => signed(i, &key),
+            })
+            .collect();
+        let checks = checks(&policy, &records);
+        let expected = one_by_one(&policy, &records);
+        let failed = AtomicBool::new(false);
+        for size in [2, 3, 64, 150] {
+            let results: Vec<Vec<bool>> = std::thread::scope(|scope| {
+                let jobs: Vec<_> = checks
+                    .chunks(size)
+                    .map(|chunk| {
+                        let failed = &failed;
+                        scope.spawn(move || {
+                            verify_chunk(chunk, failed)
+                                .iter()
+                                .map(Result::is_ok)
+                                .collect::<Vec<bool>>()
+                        })
+                    })
+                    .collect();
+                jobs.into_iter().map(|j| j.join().unwrap()).collect()
+            });
+            assert_eq!(results.concat(), expected, "chunks of {size}");
+        }
+    }
+
     /// `record` with its signature's `s` replaced by `s + ℓ`.
     fn with_s_plus_order(record: &Record) -> Record {
         use base64::Engine;

@@ -233,4 +233,67 @@ mod tests {
             assert_eq!(*checked, expected, "line {i}");
         }
     }
+
+    /// Review 17: lines that are not records, records not marked and a
+    /// window of nothing are each decided once, in order, with no check;
+    /// a window of only unmarked lines takes no trip through the pool.
+    #[test]
+    fn empty_unmarked_and_rejected_windows_are_decided_once_in_order() {
+        let mut seen = 0;
+        decide_checked(Vec::new(), Vec::new(), &mut |_, _| seen += 1);
+        assert_eq!(seen, 0);
+        let parsed: Vec<Read<'_>> = (0..300).map(|_| not_a_record()).collect();
+        let mut checks = Vec::new();
+        decide_checked(parsed, vec![false; 300], &mut |read, checked| {
+            assert!(read.is_err());
+            checks.push(checked);
+        });
+        assert_eq!(checks, vec![None; 300]);
+    }
+
+    /// Review 17: a panic while deciding ends the window with that panic
+    /// (the jobs still checking finish and their sends fail quietly), and
+    /// does not hang the loop.
+    #[test]
+    fn a_panic_while_deciding_is_carried_on_without_hanging() {
+        let key = generate().unwrap();
+        let policy = TrustPolicy {
+            keys: TrustedKeys::parse(&format!("web1 {}\n", public_line(&key)), "test").unwrap(),
+            require_signed: true,
+            allow_unsigned_logger: false,
+            operators: Vec::new(),
+        };
+        let records: Vec<Record> = (0..600)
+            .map(|i| {
+                let mut r = record::parse(
+                    format!(
+                        "<13>Nov 21 18:00:00 banshare[1]: HOST 10.0.{}.{} PORT 22 node=web1 \
+                         ts=2026-11-21T18:00:00Z id={i:016x}",
+                        i / 256,
+                        i % 256
+                    )
+                    .as_bytes(),
+                )
+                .unwrap();
+                sign(&mut r, &key).unwrap();
+                r
+            })
+            .collect();
+        let parsed: Vec<Read<'_>> = records
+            .iter()
+            .map(|r| Ok((r.clone(), policy.screen(r))))
+            .collect();
+        let mut decided = 0;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            decide_checked(parsed, vec![true; 600], &mut |_, checked| {
+                assert_eq!(checked, Some(Ok(Provenance::Verified)));
+                decided += 1;
+                if decided == 10 {
+                    panic!("deciding failed");
+                }
+            })
+        }));
+        assert!(outcome.is_err());
+        assert_eq!(decided, 10);
+    }
 }
