@@ -629,12 +629,11 @@ fn a_copy_in_the_same_window_waits_for_the_first_and_is_checked_only_if_it_matte
     assert_eq!(status["skipped"]["AlreadyBanned"], 1, "{status}");
 }
 
-/// Issue 16: a window's signatures are checked while the window before it
-/// is decided, so which records are checked is chosen by the state before
-/// that window; each is still decided on the state the window before left
-/// (a record left unchecked is asked again in its turn, and checked alone
-/// if it now could change something): an unban of a ban from the window
-/// before is applied, a forged one is refused.
+/// Issue 16: which records of a window are checked is chosen by the state
+/// before that window; each is still decided on the state the records
+/// before it left (a record left unchecked is asked again in its turn, and
+/// checked alone if it now could change something): an unban of a ban
+/// from earlier in the batch is applied, a forged one is refused.
 #[test]
 fn records_that_depend_on_the_window_before_are_decided_on_the_state_it_left() {
     use banshare::record::Op;
@@ -645,7 +644,7 @@ fn records_that_depend_on_the_window_before_are_decided_on_the_state_it_left() {
     let (mut w, _dir) = trusting_node_a(&key, "max_bans_per_node_per_minute = 100000\n");
     let now = chrono::Utc::now();
     let later = now + chrono::Duration::seconds(1);
-    // More than one window of 4,096 lines, read as one batch.
+    // Many lines, read as one batch (one window of the default batch).
     let mut lines: Vec<String> = (0..4200)
         .map(|i| {
             signed_ban(

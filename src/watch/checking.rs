@@ -3,7 +3,7 @@
 //!
 //! A catch-up of signed records is mostly signature checks (about 7 µs of
 //! CPU each, against 2 µs for the rest of a record). The daemon marks which
-//! records of a window need a check (see `Daemon::signature_checks`), and
+//! records of a window need a check (see `Daemon::read_window`), and
 //! [`decide_checked`] cuts the window into segments of about one batch
 //! equation's worth of checks each. Each segment is moved to a job on the
 //! pool, which checks it and sends it back; the loop's thread takes the
@@ -38,7 +38,10 @@ struct Segment<'k> {
 
 /// Calls `decide` on each line of `parsed`, in order, with its signature's
 /// check where `marks` asks for one (`None` elsewhere). The checks run on
-/// the pool, segment by segment, ahead of the decisions.
+/// the pool, segment by segment, ahead of the decisions. Not to be called
+/// from one of the pool's own threads: the calling thread waits for the
+/// segments without working, so a pool of one thread would never check
+/// them (the daemon's loop has a thread of its own).
 pub fn decide_checked<'k>(
     parsed: Vec<Read<'k>>,
     marks: Vec<bool>,
