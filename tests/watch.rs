@@ -636,20 +636,35 @@ fn a_copy_in_the_same_window_waits_for_the_first_and_is_checked_only_if_it_matte
 /// from earlier in the batch is applied, a forged one is refused.
 #[test]
 fn records_that_depend_on_the_window_before_are_decided_on_the_state_it_left() {
+    // One batch of the default size, one window.
+    decided_on_the_state_the_records_before_left(4200, "");
+}
+
+/// The same across windows: a batch raised past the window of 16,384
+/// lines is decided in two, the unbans in the second window of the bans
+/// they lift.
+#[test]
+fn records_are_decided_on_the_state_the_windows_before_left() {
+    decided_on_the_state_the_records_before_left(17_000, "[watch]\nbatch_max = 40000\n");
+}
+
+fn decided_on_the_state_the_records_before_left(bans: usize, watch: &str) {
     use banshare::record::Op;
     use banshare::trust::generate;
     let key = generate().unwrap();
     let forger = generate().unwrap();
-    // 4,200 bans from one node at once: its breaker would trip at 600.
-    let (mut w, _dir) = trusting_node_a(&key, "max_bans_per_node_per_minute = 100000\n");
+    // Thousands of bans from one node at once: its breaker would trip at 600.
+    let (mut w, _dir) = trusting_node_a(
+        &key,
+        &format!("max_bans_per_node_per_minute = 100000\n{watch}"),
+    );
     let now = chrono::Utc::now();
     let later = now + chrono::Duration::seconds(1);
-    // Many lines, read as one batch (one window of the default batch).
-    let mut lines: Vec<String> = (0..4200)
+    let mut lines: Vec<String> = (0..bans)
         .map(|i| {
             signed_ban(
                 &key,
-                &format!("10.1.{}.{}", i / 250, i % 250 + 1),
+                &format!("10.{}.{}.{}", 1 + i / 62_500, i / 250 % 250, i % 250 + 1),
                 now,
                 3600,
             )
@@ -679,5 +694,5 @@ fn records_that_depend_on_the_window_before_are_decided_on_the_state_it_left() {
     );
     let status = w.status();
     assert_eq!(status["rejected"]["bad_signature"], 1, "{status}");
-    assert_eq!(status["active_bans"], 4200, "{status}");
+    assert_eq!(status["active_bans"], bans as u64, "{status}");
 }
