@@ -17,6 +17,18 @@ use super::setup::{apply_log_args, config_path, open_spool, owner, required_log}
 /// At most this much of a line is shown by `--dry-run`.
 const SHOWN: usize = 200;
 
+/// Whether compacting the log at `location` takes this host's append
+/// lock: a file, mounted or over SFTP, is rewritten under it.
+fn takes_local_lock(location: &LogLocation) -> bool {
+    match location {
+        LogLocation::File(_) => true,
+        #[cfg(feature = "sftp")]
+        LogLocation::Sftp(_) => true,
+        #[allow(unreachable_patterns)]
+        _ => false,
+    }
+}
+
 pub fn compact(args: CompactArgs, config: &Option<PathBuf>, mut settings: Settings) -> Result<()> {
     apply_log_args(&mut settings, &args.log)?;
     if let Some(max) = args.max_bantime {
@@ -26,7 +38,14 @@ pub fn compact(args: CompactArgs, config: &Option<PathBuf>, mut settings: Settin
     let trust = settings
         .trust_policy(&config_path(config))
         .map_err(|e| Failure::Usage(e.to_string()))?;
-    let spool = open_spool(&settings)?;
+    // The local append lock is this host's own appends' (in the spool):
+    // only a file compaction takes it. A stream's needs no spool, which
+    // its timer, run as root without capabilities to hold the
+    // administrator's key, could not open.
+    let local_lock = match takes_local_lock(&location) {
+        true => Some(open_spool(&settings)?.append_lock_path()),
+        false => None,
+    };
     let job = CompactJob {
         log: PathBuf::new(),
         rules: RetentionRules {
@@ -34,7 +53,7 @@ pub fn compact(args: CompactArgs, config: &Option<PathBuf>, mut settings: Settin
             clock_margin: args.clock_margin,
             ..RetentionRules::new(settings.watch.max_bantime, settings.watch.findtime)
         },
-        local_lock: Some(spool.append_lock_path()),
+        local_lock,
         owner: owner(&settings),
         timings: settings.append.lock,
         dry_run: args.dry_run,
