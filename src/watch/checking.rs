@@ -159,6 +159,48 @@ mod tests {
         Err(RejectReason::Empty)
     }
 
+    /// A policy that trusts `key` for node `web1` and requires signatures.
+    fn trusting(key: &ed25519_dalek::SigningKey) -> TrustPolicy {
+        TrustPolicy {
+            keys: TrustedKeys::parse(&format!("web1 {}\n", public_line(key)), "test").unwrap(),
+            require_signed: true,
+            allow_unsigned_logger: false,
+            operators: Vec::new(),
+        }
+    }
+
+    /// `n` bans from `web1` with ids `0..n`, each signed by what `signer`
+    /// picks for its number.
+    fn signed_bans<'a>(
+        n: usize,
+        signer: impl Fn(usize) -> &'a ed25519_dalek::SigningKey,
+    ) -> Vec<Record> {
+        (0..n)
+            .map(|i| {
+                let mut r = record::parse(
+                    format!(
+                        "<13>Nov 21 18:00:00 banshare[1]: HOST 10.0.{}.{} PORT 22 jail=sshd node=web1 \
+                         ts=2026-11-21T18:00:00Z bantime=600 id={i:016x}",
+                        i / 256,
+                        i % 256
+                    )
+                    .as_bytes(),
+                )
+                .unwrap();
+                sign(&mut r, signer(i)).unwrap();
+                r
+            })
+            .collect()
+    }
+
+    /// The lines `records` read and screened by `policy`.
+    fn read<'k>(records: &[Record], policy: &'k TrustPolicy) -> Vec<Read<'k>> {
+        records
+            .iter()
+            .map(|r| Ok((r.clone(), policy.screen(r))))
+            .collect()
+    }
+
     #[test]
     fn segments_keep_the_lines_in_order_and_share_the_checks_among_the_threads() {
         let threads = rayon::current_num_threads();
@@ -192,33 +234,10 @@ mod tests {
     fn each_line_is_decided_in_order_with_its_own_check() {
         let key = generate().unwrap();
         let forger = generate().unwrap();
-        let policy = TrustPolicy {
-            keys: TrustedKeys::parse(&format!("web1 {}\n", public_line(&key)), "test").unwrap(),
-            require_signed: true,
-            allow_unsigned_logger: false,
-            operators: Vec::new(),
-        };
+        let policy = trusting(&key);
         let n = 5000;
-        let records: Vec<Record> = (0..n)
-            .map(|i| {
-                let mut r = record::parse(
-                    format!(
-                        "<13>Nov 21 18:00:00 banshare[1]: HOST 10.0.{}.{} PORT 22 jail=sshd node=web1 \
-                         ts=2026-11-21T18:00:00Z bantime=600 id={i:016x}",
-                        i / 256,
-                        i % 256
-                    )
-                    .as_bytes(),
-                )
-                .unwrap();
-                sign(&mut r, if i == 3001 { &forger } else { &key }).unwrap();
-                r
-            })
-            .collect();
-        let parsed: Vec<Read<'_>> = records
-            .iter()
-            .map(|r| Ok((r.clone(), policy.screen(r))))
-            .collect();
+        let records = signed_bans(n, |i| if i == 3001 { &forger } else { &key });
+        let parsed = read(&records, &policy);
         let marks: Vec<bool> = (0..n).map(|i| i % 5 != 0).collect();
         let mut seen = Vec::new();
         decide_checked(parsed, marks, &mut |read, checked| {
@@ -260,32 +279,9 @@ mod tests {
     #[test]
     fn a_panic_while_deciding_is_carried_on_without_hanging() {
         let key = generate().unwrap();
-        let policy = TrustPolicy {
-            keys: TrustedKeys::parse(&format!("web1 {}\n", public_line(&key)), "test").unwrap(),
-            require_signed: true,
-            allow_unsigned_logger: false,
-            operators: Vec::new(),
-        };
-        let records: Vec<Record> = (0..600)
-            .map(|i| {
-                let mut r = record::parse(
-                    format!(
-                        "<13>Nov 21 18:00:00 banshare[1]: HOST 10.0.{}.{} PORT 22 node=web1 \
-                         ts=2026-11-21T18:00:00Z id={i:016x}",
-                        i / 256,
-                        i % 256
-                    )
-                    .as_bytes(),
-                )
-                .unwrap();
-                sign(&mut r, &key).unwrap();
-                r
-            })
-            .collect();
-        let parsed: Vec<Read<'_>> = records
-            .iter()
-            .map(|r| Ok((r.clone(), policy.screen(r))))
-            .collect();
+        let policy = trusting(&key);
+        let records = signed_bans(600, |_| &key);
+        let parsed = read(&records, &policy);
         let mut decided = 0;
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             decide_checked(parsed, vec![true; 600], &mut |_, checked| {
