@@ -72,6 +72,10 @@ const FOURTH_ATTACKER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 247);
 /// The shared log on the file server, as the role makes it (defaults).
 const SERVER_LOG: &str = "/srv/banshare/share/newbans.log";
 
+/// Where the NATS server's TLS certificate and key are placed on the file
+/// server's host for the NATS phase.
+const NATS_TLS_DIR: &str = "/etc/nats-tls";
+
 /// A whole playbook run at most; the first, which installs everything,
 /// takes minutes on a loaded 2-core machine.
 const PLAYBOOK_TIMEOUT: Duration = Duration::from_secs(300);
@@ -281,16 +285,24 @@ impl Controller {
             .collect();
         let nats = match log {
             Log::File => String::new(),
+            // TLS with the servers verified against the test's CA: the
+            // certificate and key placed on the server's host as an
+            // operator would (see `place_nats_certificates`).
             Log::Nats => format!(
                 "\x20     vars:\n\
                  \x20       banshare_node_access: nats\n\
                  \x20       banshare_node_nats_servers: [\"{fs_ip}\"]\n\
                  \x20       banshare_node_nats_replicas: 1\n\
+                 \x20       banshare_node_nats_tls: true\n\
+                 \x20       banshare_node_nats_ca_file: {ca}\n\
                  \x20   banshare_nats_servers:\n\
                  \x20     hosts:\n\
-                 \x20       {fs}: {{}}\n",
+                 \x20       {fs}:\n\
+                 \x20         banshare_nats_tls_cert: {NATS_TLS_DIR}/server.pem\n\
+                 \x20         banshare_nats_tls_key: {NATS_TLS_DIR}/server.key\n",
                 fs = files.name,
                 fs_ip = files.ip,
+                ca = self.path("nats-tls/ca.pem").display(),
             ),
         };
         // banshare_package_apt_cache_valid_time: the containers have no
@@ -322,6 +334,22 @@ impl Controller {
             fs_ip = files.ip,
         );
         fs::write(self.path("hosts.yml"), inventory).unwrap();
+    }
+
+    /// A CA (kept on the controller, for `banshare_node_nats_ca_file`) and
+    /// a certificate for the file server's address signed by it, placed
+    /// with its key in [`NATS_TLS_DIR`] on `files`, root's, as an operator
+    /// places them before the run (the role lets nats-server read them).
+    fn place_nats_certificates(&self, files: &Container) {
+        let dir = self.path("nats-tls");
+        fs::create_dir_all(&dir).unwrap();
+        support::nats::make_certificates(&dir, &[format!("IP:{}", files.ip)]);
+        let on_files = files.path(NATS_TLS_DIR);
+        fs::create_dir_all(&on_files).unwrap();
+        for name in ["server.pem", "server.key"] {
+            fs::copy(dir.join(name), on_files.join(name)).unwrap();
+            files.exec_ok(&["chmod", "0600", &format!("{NATS_TLS_DIR}/{name}")]);
+        }
     }
 
     /// Runs site.yml from the controller's namespace; panics with its
@@ -1240,18 +1268,29 @@ fn playbook_converges_a_real_cluster_and_a_second_run_changes_nothing() {
     // each node's own NKey made on it, only the public keys read. A ban on
     // node1 then blocks a fourth attacker on node2 through NATS.
     let nats_started = Instant::now();
+    controller.place_nats_certificates(files);
     controller.write_inventory_on(files, &[node1, node2], Log::Nats);
     let on_nats = controller.converge("switched to NATS", &[node1, node2]);
     on_nats.assert_changed("files", "Configure nats-server");
     on_nats.assert_changed("node1", "Make the NATS stream (banshare nats init)");
+    on_nats.assert_changed("node1", "Compact the stream with the administrator's NKey");
+    let timer = node1.exec_ok(&["systemctl", "is-active", "banshare-compact.timer"]);
+    checks.check(timer.trim() == "active", || {
+        format!("node1's compaction timer is {timer:?}, not active")
+    });
     let server = files.exec_ok(&["systemctl", "is-active", "nats-server.service"]);
     assert_eq!(server.trim(), "active");
-    let nats_log = format!("log = \"nats://{FILESERVER_IP}/BANS\"");
+    let nats_log = format!("log = \"nats+tls://{FILESERVER_IP}/BANS\"");
     for node in [node1, node2] {
         let text = fs::read_to_string(node.path(config)).unwrap();
         assert!(text.contains(&nats_log), "{}:\n{text}", node.name);
         assert!(
             text.contains("nkey_seed_file = \"/etc/banshare/nats.nkey\""),
+            "{}:\n{text}",
+            node.name
+        );
+        assert!(
+            text.contains("ca_file = \"/etc/banshare/nats-ca.pem\""),
             "{}:\n{text}",
             node.name
         );
@@ -1313,6 +1352,31 @@ fn playbook_converges_a_real_cluster_and_a_second_run_changes_nothing() {
         &fourth_attacker,
         node2,
         "after the ban on node1, through NATS",
+    );
+    // The stream's compaction, run now as its timer would run it: the
+    // packaged unit with the role's drop-in (root, the administrator's
+    // configuration) compacts the stream and keeps the ban in force.
+    let compacted = node1.exec(&["systemctl", "start", "banshare-compact.service"]);
+    let journal = node1.exec_ok(&[
+        "journalctl",
+        "--no-pager",
+        "-o",
+        "cat",
+        "-u",
+        "banshare-compact.service",
+    ]);
+    checks.check(
+        compacted.status.success() && journal.contains("record(s) kept"),
+        || {
+            format!(
+                "node1's compaction of the stream failed ({}):\n{journal}",
+                compacted.status
+            )
+        },
+    );
+    assert!(
+        !can_connect(&fourth_attacker, node2.ip, 22),
+        "the fourth attacker reaches node2 after the compaction"
     );
     let again = controller.converge("again on NATS", &[node1, node2]);
     for host in ["files", "node1", "node2"] {
