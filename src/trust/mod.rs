@@ -21,7 +21,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 
-pub use batch::{SignatureCheck, verify_all, verify_chunk};
+pub use batch::{CHUNK, SignatureCheck, verify_chunk};
 pub use keys::{KeyError, TrustedKeys, generate, load_signing_key, public_line, secret_file};
 
 use crate::record::{NodeId, Record};
