@@ -1262,6 +1262,32 @@ fn playbook_converges_a_real_cluster_and_a_second_run_changes_nothing() {
         String::from_utf8_lossy(&journal.stdout)
     );
 
+    // The file server's compaction, run now as its timer would run it:
+    // the packaged unit with the role's drop-in, as the banshare user who
+    // owns the log. The bans in force stay.
+    let compacted = files.exec(&["systemctl", "start", "banshare-compact.service"]);
+    let journal = files.exec_ok(&[
+        "journalctl",
+        "--no-pager",
+        "-o",
+        "cat",
+        "-u",
+        "banshare-compact.service",
+    ]);
+    checks.check(
+        compacted.status.success() && journal.contains("line(s) kept"),
+        || {
+            format!(
+                "the file server's compaction of the log failed ({}):\n{journal}",
+                compacted.status
+            )
+        },
+    );
+    assert!(
+        !can_connect(&third_attacker, node2.ip, 22),
+        "the third attacker reaches node2 after the file server's compaction"
+    );
+
     // The nodes switch to a NATS JetStream stream (banshare_node_access:
     // nats): one nats-server on the file server's host (banshare_nats), the
     // stream made once by node1 with an administrator's NKey made there,
