@@ -835,3 +835,74 @@ fn package_role_checks_the_package_url_sha256() {
         "a malformed banshare_package_sha256 was not refused by name:\n{output}"
     );
 }
+
+/// The administrator's configuration `banshare_node` writes on the node of
+/// `banshare_node_nats_init`, rendered with `extra` as `--extra-vars`
+/// (JSON); the role's defaults and variables as on a node.
+fn rendered_nats_admin_config(name: &str, extra: &str) -> String {
+    use base64::Engine as _;
+    let play = format!(
+        "- name: The NATS administrator's configuration\n  hosts: localhost\n  \
+         gather_facts: false\n  vars_files:\n    - {ANSIBLE_DIR}/roles/banshare_node/defaults/main.yml\n    \
+         - {ANSIBLE_DIR}/roles/banshare_node/vars/main.yml\n  tasks:\n    - name: Print it\n      \
+         ansible.builtin.debug:\n        msg: \"CONFIG={{{{ lookup('ansible.builtin.template', \
+         '{ANSIBLE_DIR}/roles/banshare_node/templates/nats-admin.toml.j2') | b64encode }}}}\"\n"
+    );
+    let (ok, output) = run_play_with_inventory(name, LOCAL_INVENTORY, &play, extra);
+    assert!(ok, "{output}");
+    let encoded = output
+        .lines()
+        .find_map(|l| {
+            l.split_once("CONFIG=")
+                .map(|(_, c)| c.trim_end_matches('"').to_owned())
+        })
+        .unwrap_or_else(|| panic!("no CONFIG= line:\n{output}"));
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .unwrap();
+    String::from_utf8(bytes).unwrap()
+}
+
+/// review18 H1: the stream's compaction (the packaged timer on the node of
+/// `banshare_node_nats_init`) reads the administrator's configuration, not
+/// banshare.toml: without the cluster's `max_bantime` there it compacts by
+/// the default (a week), and deletes a ban of a longer bantime still in
+/// force under `banshare_node_max_bantime`: a node that joins, or catches
+/// up from the start, never applies it.
+#[test]
+fn nats_admin_config_compacts_by_the_clusters_max_bantime() {
+    let banshare = env!("CARGO_BIN_EXE_banshare");
+    let dir = std::env::temp_dir().join(format!("banshare-nats-admin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let seed = dir.join("nats-admin.nkey");
+    let made = Command::new(banshare)
+        .args(["nats", "keygen", "--out"])
+        .arg(&seed)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made));
+    let extra = serde_json::json!({
+        "banshare_node_id": "node1",
+        "banshare_node_log": "nats://198.51.100.1/BANS",
+        "banshare_node_nats_admin_nkey": seed,
+        "banshare_node_max_bantime": "30d",
+    });
+    let config = rendered_nats_admin_config("nats-admin-max-bantime", &extra.to_string());
+    let path = dir.join("nats-admin.toml");
+    std::fs::write(&path, &config).unwrap();
+    // The effective configuration, as `compact` reads it (exit 2: no
+    // backend, which compaction does not need).
+    let out = Command::new(banshare)
+        .arg("--config")
+        .arg(&path)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let effective = text(&out);
+    assert!(
+        effective.contains("max_bantime = \"30days\""),
+        "banshare_node_max_bantime: 30d, but the administrator's configuration the stream's \
+         compaction reads has another max_bantime:\n{config}\n---\n{effective}"
+    );
+}
