@@ -906,3 +906,74 @@ fn nats_admin_config_compacts_by_the_clusters_max_bantime() {
          compaction reads has another max_bantime:\n{config}\n---\n{effective}"
     );
 }
+
+/// Runs `play` (not in check mode) on the local host with the roles of
+/// ansible/; returns whether it succeeded and its output.
+fn run_local_play_for_real(name: &str, play: &str) -> (bool, String) {
+    let dir = std::env::temp_dir().join(format!("banshare-ansible-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("hosts.yml"), LOCAL_INVENTORY).unwrap();
+    std::fs::write(dir.join("play.yml"), play).unwrap();
+    let out = Command::new("ansible-playbook")
+        .args(["-i", "hosts.yml", "play.yml"])
+        .current_dir(&dir)
+        .env("ANSIBLE_ROLES_PATH", format!("{ANSIBLE_DIR}/roles"))
+        .env("ANSIBLE_NOCOLOR", "1")
+        .output()
+        .expect("run ansible-playbook (Debian package ansible)");
+    let _ = std::fs::remove_dir_all(&dir);
+    (out.status.success(), text(&out))
+}
+
+/// review18 M2: banshare_nats makes the operator's TLS key readable by the
+/// nats group, but a folder on the way closed to the nats user (Debian's
+/// /etc/ssl/private, root:ssl-cert 0710) still keeps nats-server from
+/// reading it: the role went on, nats-server failed to start, and the wait
+/// for its port timed out without saying why. The role now refuses,
+/// naming the file. Needs Debian's nats-server package (its nats user).
+#[test]
+fn nats_role_refuses_a_tls_key_nats_server_cannot_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let nats_gid = std::fs::read_to_string("/etc/group")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("nats:")
+                .map(|r| r.split(':').nth(1).unwrap().to_owned())
+        })
+        .expect("a nats group: install Debian's nats-server package (.ci/install-deps)");
+    let top = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let closed = top.path().join("private");
+    std::fs::create_dir(&closed).unwrap();
+    // As the role leaves them, so that it changes nothing (no restart).
+    let cert = closed.join("server.pem");
+    let key = closed.join("server.key");
+    for (path, mode) in [(&cert, 0o644), (&key, 0o640)] {
+        std::fs::write(path, "x\n").unwrap();
+        let chgrp = Command::new("chgrp")
+            .arg(&nats_gid)
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(chgrp.status.success(), "{}", text(&chgrp));
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let play = format!(
+        "- name: The NATS server's TLS files\n  hosts: localhost\n  gather_facts: false\n  \
+         tasks:\n    - name: Run the role's TLS tasks\n      ansible.builtin.include_role:\n        \
+         name: banshare_nats\n        tasks_from: tls\n      vars:\n        \
+         banshare_nats_tls_cert: {}\n        banshare_nats_tls_key: {}\n",
+        cert.display(),
+        key.display()
+    );
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o710)).unwrap();
+    let (ok, output) = run_local_play_for_real("nats-tls-closed", &play);
+    assert!(
+        !ok && output.contains("cannot read") && output.contains(&key.display().to_string()),
+        "a key in a folder closed to nats (0710 root:root) was not refused by name:\n{output}"
+    );
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (ok, output) = run_local_play_for_real("nats-tls-open", &play);
+    assert!(ok, "{output}");
+}
