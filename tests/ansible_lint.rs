@@ -977,3 +977,25 @@ fn nats_role_refuses_a_tls_key_nats_server_cannot_read() {
     let (ok, output) = run_local_play_for_real("nats-tls-open", &play);
     assert!(ok, "{output}");
 }
+
+/// review18 L3: one PEM file with both the certificate and the key (which
+/// nats-server accepts as both `cert_file` and `key_file`) was made 0644
+/// as the certificate, then 0640 as the key, on every run: the key
+/// world-readable in between, the run never changed=0, nats-server
+/// restarted each time. Refused before any change.
+#[test]
+fn nats_role_refuses_one_file_as_certificate_and_key() {
+    let play = "- name: One file as the NATS server's certificate and key\n  hosts: localhost\n  \
+                connection: local\n  gather_facts: false\n  roles:\n    - role: banshare_nats\n      \
+                banshare_nats_tls_cert: /etc/nats/both.pem\n      \
+                banshare_nats_tls_key: /etc/nats/both.pem\n";
+    let (ok, output) = run_local_play("nats-tls-one-file", play);
+    assert!(
+        !ok && output.contains("banshare_nats_tls_key a file of its own"),
+        "one file as both the certificate and the key was not refused by name:\n{output}"
+    );
+    assert!(
+        output.contains("changed=0"),
+        "a task changed something first:\n{output}"
+    );
+}
