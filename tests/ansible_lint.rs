@@ -835,3 +835,167 @@ fn package_role_checks_the_package_url_sha256() {
         "a malformed banshare_package_sha256 was not refused by name:\n{output}"
     );
 }
+
+/// The administrator's configuration `banshare_node` writes on the node of
+/// `banshare_node_nats_init`, rendered with `extra` as `--extra-vars`
+/// (JSON); the role's defaults and variables as on a node.
+fn rendered_nats_admin_config(name: &str, extra: &str) -> String {
+    use base64::Engine as _;
+    let play = format!(
+        "- name: The NATS administrator's configuration\n  hosts: localhost\n  \
+         gather_facts: false\n  vars_files:\n    - {ANSIBLE_DIR}/roles/banshare_node/defaults/main.yml\n    \
+         - {ANSIBLE_DIR}/roles/banshare_node/vars/main.yml\n  tasks:\n    - name: Print it\n      \
+         ansible.builtin.debug:\n        msg: \"CONFIG={{{{ lookup('ansible.builtin.template', \
+         '{ANSIBLE_DIR}/roles/banshare_node/templates/nats-admin.toml.j2') | b64encode }}}}\"\n"
+    );
+    let (ok, output) = run_play_with_inventory(name, LOCAL_INVENTORY, &play, extra);
+    assert!(ok, "{output}");
+    let encoded = output
+        .lines()
+        .find_map(|l| {
+            l.split_once("CONFIG=")
+                .map(|(_, c)| c.trim_end_matches('"').to_owned())
+        })
+        .unwrap_or_else(|| panic!("no CONFIG= line:\n{output}"));
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .unwrap();
+    String::from_utf8(bytes).unwrap()
+}
+
+/// review18 H1: the stream's compaction (the packaged timer on the node of
+/// `banshare_node_nats_init`) reads the administrator's configuration, not
+/// banshare.toml: without the cluster's `max_bantime` there it compacts by
+/// the default (a week), and deletes a ban of a longer bantime still in
+/// force under `banshare_node_max_bantime`: a node that joins, or catches
+/// up from the start, never applies it.
+#[test]
+fn nats_admin_config_compacts_by_the_clusters_max_bantime() {
+    let banshare = env!("CARGO_BIN_EXE_banshare");
+    let dir = std::env::temp_dir().join(format!("banshare-nats-admin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let seed = dir.join("nats-admin.nkey");
+    let made = Command::new(banshare)
+        .args(["nats", "keygen", "--out"])
+        .arg(&seed)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made));
+    let extra = serde_json::json!({
+        "banshare_node_id": "node1",
+        "banshare_node_log": "nats://198.51.100.1/BANS",
+        "banshare_node_nats_admin_nkey": seed,
+        "banshare_node_max_bantime": "30d",
+    });
+    let config = rendered_nats_admin_config("nats-admin-max-bantime", &extra.to_string());
+    let path = dir.join("nats-admin.toml");
+    std::fs::write(&path, &config).unwrap();
+    // The effective configuration, as `compact` reads it (exit 2: no
+    // backend, which compaction does not need).
+    let out = Command::new(banshare)
+        .arg("--config")
+        .arg(&path)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let effective = text(&out);
+    assert!(
+        effective.contains("max_bantime = \"30days\""),
+        "banshare_node_max_bantime: 30d, but the administrator's configuration the stream's \
+         compaction reads has another max_bantime:\n{config}\n---\n{effective}"
+    );
+}
+
+/// Runs `play` (not in check mode) on the local host with the roles of
+/// ansible/; returns whether it succeeded and its output.
+fn run_local_play_for_real(name: &str, play: &str) -> (bool, String) {
+    let dir = std::env::temp_dir().join(format!("banshare-ansible-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("hosts.yml"), LOCAL_INVENTORY).unwrap();
+    std::fs::write(dir.join("play.yml"), play).unwrap();
+    let out = Command::new("ansible-playbook")
+        .args(["-i", "hosts.yml", "play.yml"])
+        .current_dir(&dir)
+        .env("ANSIBLE_ROLES_PATH", format!("{ANSIBLE_DIR}/roles"))
+        .env("ANSIBLE_NOCOLOR", "1")
+        .output()
+        .expect("run ansible-playbook (Debian package ansible)");
+    let _ = std::fs::remove_dir_all(&dir);
+    (out.status.success(), text(&out))
+}
+
+/// review18 M2: banshare_nats makes the operator's TLS key readable by the
+/// nats group, but a folder on the way closed to the nats user (Debian's
+/// /etc/ssl/private, root:ssl-cert 0710) still keeps nats-server from
+/// reading it: the role went on, nats-server failed to start, and the wait
+/// for its port timed out without saying why. The role now refuses,
+/// naming the file. Needs Debian's nats-server package (its nats user).
+#[test]
+fn nats_role_refuses_a_tls_key_nats_server_cannot_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let nats_gid = std::fs::read_to_string("/etc/group")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("nats:")
+                .map(|r| r.split(':').nth(1).unwrap().to_owned())
+        })
+        .expect("a nats group: install Debian's nats-server package (.ci/install-deps)");
+    let top = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let closed = top.path().join("private");
+    std::fs::create_dir(&closed).unwrap();
+    // As the role leaves them, so that it changes nothing (no restart).
+    let cert = closed.join("server.pem");
+    let key = closed.join("server.key");
+    for (path, mode) in [(&cert, 0o644), (&key, 0o640)] {
+        std::fs::write(path, "x\n").unwrap();
+        let chgrp = Command::new("chgrp")
+            .arg(&nats_gid)
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(chgrp.status.success(), "{}", text(&chgrp));
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let play = format!(
+        "- name: The NATS server's TLS files\n  hosts: localhost\n  gather_facts: false\n  \
+         tasks:\n    - name: Run the role's TLS tasks\n      ansible.builtin.include_role:\n        \
+         name: banshare_nats\n        tasks_from: tls\n      vars:\n        \
+         banshare_nats_tls_cert: {}\n        banshare_nats_tls_key: {}\n",
+        cert.display(),
+        key.display()
+    );
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o710)).unwrap();
+    let (ok, output) = run_local_play_for_real("nats-tls-closed", &play);
+    assert!(
+        !ok && output.contains("cannot read") && output.contains(&key.display().to_string()),
+        "a key in a folder closed to nats (0710 root:root) was not refused by name:\n{output}"
+    );
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (ok, output) = run_local_play_for_real("nats-tls-open", &play);
+    assert!(ok, "{output}");
+}
+
+/// review18 L3: one PEM file with both the certificate and the key (which
+/// nats-server accepts as both `cert_file` and `key_file`) was made 0644
+/// as the certificate, then 0640 as the key, on every run: the key
+/// world-readable in between, the run never changed=0, nats-server
+/// restarted each time. Refused before any change.
+#[test]
+fn nats_role_refuses_one_file_as_certificate_and_key() {
+    let play = "- name: One file as the NATS server's certificate and key\n  hosts: localhost\n  \
+                connection: local\n  gather_facts: false\n  roles:\n    - role: banshare_nats\n      \
+                banshare_nats_tls_cert: /etc/nats/both.pem\n      \
+                banshare_nats_tls_key: /etc/nats/both.pem\n";
+    let (ok, output) = run_local_play("nats-tls-one-file", play);
+    assert!(
+        !ok && output.contains("banshare_nats_tls_key a file of its own"),
+        "one file as both the certificate and the key was not refused by name:\n{output}"
+    );
+    assert!(
+        output.contains("changed=0"),
+        "a task changed something first:\n{output}"
+    );
+}
