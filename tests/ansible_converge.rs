@@ -705,6 +705,27 @@ fn ssh_client_ports(node: &Container) -> Vec<String> {
     .collect()
 }
 
+/// Starts `host`'s compaction unit as its timer would (the packaged unit
+/// with the role's drop-in) and checks that it succeeded and its journal
+/// says `kept` (its summary line); `what` names the compaction.
+fn assert_compaction_runs(checks: &mut Checks, host: &Container, kept: &str, what: &str) {
+    let compacted = host.exec(&["systemctl", "start", "banshare-compact.service"]);
+    let journal = host.exec_ok(&[
+        "journalctl",
+        "--no-pager",
+        "-o",
+        "cat",
+        "-u",
+        "banshare-compact.service",
+    ]);
+    checks.check(compacted.status.success() && journal.contains(kept), || {
+        format!(
+            "the compaction unit ({what}) failed ({}):\n{journal}",
+            compacted.status
+        )
+    });
+}
+
 fn wait_blocked(attacker: &str, node: &Container, what: &str) {
     assert!(
         wait_until(PROPAGATION_TIMEOUT, || !can_connect(attacker, node.ip, 22)),
@@ -1265,23 +1286,11 @@ fn playbook_converges_a_real_cluster_and_a_second_run_changes_nothing() {
     // The file server's compaction, run now as its timer would run it:
     // the packaged unit with the role's drop-in, as the banshare user who
     // owns the log. The bans in force stay.
-    let compacted = files.exec(&["systemctl", "start", "banshare-compact.service"]);
-    let journal = files.exec_ok(&[
-        "journalctl",
-        "--no-pager",
-        "-o",
-        "cat",
-        "-u",
-        "banshare-compact.service",
-    ]);
-    checks.check(
-        compacted.status.success() && journal.contains("line(s) kept"),
-        || {
-            format!(
-                "the file server's compaction of the log failed ({}):\n{journal}",
-                compacted.status
-            )
-        },
+    assert_compaction_runs(
+        &mut checks,
+        files,
+        "line(s) kept",
+        "the file server's, of the log",
     );
     assert!(
         !can_connect(&third_attacker, node2.ip, 22),
@@ -1382,23 +1391,11 @@ fn playbook_converges_a_real_cluster_and_a_second_run_changes_nothing() {
     // The stream's compaction, run now as its timer would run it: the
     // packaged unit with the role's drop-in (root, the administrator's
     // configuration) compacts the stream and keeps the ban in force.
-    let compacted = node1.exec(&["systemctl", "start", "banshare-compact.service"]);
-    let journal = node1.exec_ok(&[
-        "journalctl",
-        "--no-pager",
-        "-o",
-        "cat",
-        "-u",
-        "banshare-compact.service",
-    ]);
-    checks.check(
-        compacted.status.success() && journal.contains("record(s) kept"),
-        || {
-            format!(
-                "node1's compaction of the stream failed ({}):\n{journal}",
-                compacted.status
-            )
-        },
+    assert_compaction_runs(
+        &mut checks,
+        node1,
+        "record(s) kept",
+        "node1's, of the stream",
     );
     assert!(
         !can_connect(&fourth_attacker, node2.ip, 22),

@@ -133,13 +133,27 @@ fn node_role_refuses_a_bad_variable_by_name() {
 /// local host, with the roles of ansible/; returns its output and whether
 /// it succeeded.
 fn run_local_play(name: &str, play: &str) -> (bool, String) {
+    run_play(name, play, &["--check", "-i", "localhost,"], None)
+}
+
+/// Runs `play` with `ansible-playbook` on the local host, for real, with
+/// [`LOCAL_INVENTORY`]; returns its output and whether it succeeded.
+fn run_local_play_for_real(name: &str, play: &str) -> (bool, String) {
+    run_play(name, play, &["-i", "hosts.yml"], Some(LOCAL_INVENTORY))
+}
+
+/// `ansible-playbook ARGS play.yml` in a folder of its own holding `play`
+/// (and `inventory` as hosts.yml), with the roles of ansible/.
+fn run_play(name: &str, play: &str, args: &[&str], inventory: Option<&str>) -> (bool, String) {
     let dir = std::env::temp_dir().join(format!("banshare-ansible-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("play.yml");
-    std::fs::write(&path, play).unwrap();
+    if let Some(inventory) = inventory {
+        std::fs::write(dir.join("hosts.yml"), inventory).unwrap();
+    }
+    std::fs::write(dir.join("play.yml"), play).unwrap();
     let out = Command::new("ansible-playbook")
-        .args(["--check", "-i", "localhost,"])
-        .arg(&path)
+        .args(args)
+        .arg("play.yml")
         .current_dir(&dir)
         .env("ANSIBLE_ROLES_PATH", format!("{ANSIBLE_DIR}/roles"))
         .env("ANSIBLE_NOCOLOR", "1")
@@ -450,23 +464,11 @@ fn example_inventory_refuses_to_guess_among_several_debs() {
 /// `extra` as `--extra-vars` (JSON, or empty); returns whether it
 /// succeeded and its output.
 fn run_play_with_inventory(name: &str, inventory: &str, play: &str, extra: &str) -> (bool, String) {
-    let dir = std::env::temp_dir().join(format!("banshare-ansible-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("hosts.yml"), inventory).unwrap();
-    std::fs::write(dir.join("play.yml"), play).unwrap();
-    let mut command = Command::new("ansible-playbook");
-    command.args(["--check", "-i", "hosts.yml", "play.yml"]);
+    let mut args = vec!["--check", "-i", "hosts.yml"];
     if !extra.is_empty() {
-        command.args(["--extra-vars", extra]);
+        args.extend(["--extra-vars", extra]);
     }
-    let out = command
-        .current_dir(&dir)
-        .env("ANSIBLE_ROLES_PATH", format!("{ANSIBLE_DIR}/roles"))
-        .env("ANSIBLE_NOCOLOR", "1")
-        .output()
-        .expect("run ansible-playbook (Debian package ansible)");
-    let _ = std::fs::remove_dir_all(&dir);
-    (out.status.success(), text(&out))
+    run_play(name, play, &args, Some(inventory))
 }
 
 /// The `fatal:`/`failed:` lines of a run's output.
@@ -905,24 +907,6 @@ fn nats_admin_config_compacts_by_the_clusters_max_bantime() {
         "banshare_node_max_bantime: 30d, but the administrator's configuration the stream's \
          compaction reads has another max_bantime:\n{config}\n---\n{effective}"
     );
-}
-
-/// Runs `play` (not in check mode) on the local host with the roles of
-/// ansible/; returns whether it succeeded and its output.
-fn run_local_play_for_real(name: &str, play: &str) -> (bool, String) {
-    let dir = std::env::temp_dir().join(format!("banshare-ansible-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("hosts.yml"), LOCAL_INVENTORY).unwrap();
-    std::fs::write(dir.join("play.yml"), play).unwrap();
-    let out = Command::new("ansible-playbook")
-        .args(["-i", "hosts.yml", "play.yml"])
-        .current_dir(&dir)
-        .env("ANSIBLE_ROLES_PATH", format!("{ANSIBLE_DIR}/roles"))
-        .env("ANSIBLE_NOCOLOR", "1")
-        .output()
-        .expect("run ansible-playbook (Debian package ansible)");
-    let _ = std::fs::remove_dir_all(&dir);
-    (out.status.success(), text(&out))
 }
 
 /// review18 M2: banshare_nats makes the operator's TLS key readable by the
