@@ -967,8 +967,7 @@ impl ConsumerGroup {
                 .cluster
                 .command_in(ns, &exe)
                 .arg(client::CONSUMER_MODE)
-                .arg(bench.nats.url_list())
-                .arg(STREAM)
+                .arg(bench.log_url())
                 .arg(count.to_string())
                 .arg(until.to_string())
                 .args(bench.secure().args())
