@@ -967,7 +967,8 @@ impl ConsumerGroup {
                 .cluster
                 .command_in(ns, &exe)
                 .arg(client::CONSUMER_MODE)
-                .arg(bench.log_url())
+                .arg(bench.nats.url_list())
+                .arg(STREAM)
                 .arg(count.to_string())
                 .arg(until.to_string())
                 .args(bench.secure().args())

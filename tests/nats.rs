@@ -77,7 +77,6 @@ struct Watch {
     child: Child,
     applied: mpsc::Receiver<String>,
     seen: Vec<String>,
-    stderr: std::path::PathBuf,
 }
 
 impl Watch {
@@ -87,17 +86,9 @@ impl Watch {
 
     /// With `config` as the configuration file.
     fn start_with(log: &str, dir: &Path, config: &Path) -> Watch {
-        Watch::start_logging(log, dir, config, &[])
-    }
-
-    /// With `config` as the configuration file, and `level` (`--verbose`,
-    /// or none) of its log.
-    fn start_logging(log: &str, dir: &Path, config: &Path, level: &[&str]) -> Watch {
-        std::fs::create_dir_all(dir).expect("the watcher's folder");
         let mut child = Command::new(BANSHARE)
             .arg("--config")
             .arg(config)
-            .args(level)
             .args(["watch", "--node", "me", "--log", log])
             .arg("--state-dir")
             .arg(dir.join("state"))
@@ -106,7 +97,7 @@ impl Watch {
             .args(["--backend", "log"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.join("watch.stderr")).expect("the watcher's log"))
+            .stderr(Stdio::inherit())
             .spawn()
             .expect("start banshare watch");
         let stdout = child.stdout.take().expect("piped");
@@ -120,13 +111,7 @@ impl Watch {
             child,
             applied,
             seen: Vec::new(),
-            stderr: dir.join("watch.stderr"),
         }
-    }
-
-    /// What the watcher logged so far.
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
     /// Waits until `n` lines were applied; returns them all.
@@ -139,10 +124,9 @@ impl Watch {
         });
         assert!(
             self.seen.len() >= n,
-            "{} of {n} applied: {:?}\nthe watcher's log:\n{}",
+            "{} of {n} applied: {:?}",
             self.seen.len(),
-            self.seen,
-            self.stderr()
+            self.seen
         );
         self.seen.clone()
     }
@@ -603,144 +587,15 @@ fn a_stream_made_anew_is_read_from_its_start_with_a_warning() {
     assert_eq!(bans(&watch.applied(1)), ["ban 203.0.113.63"]);
 }
 
-/// Runs `work` on JetStream at the local server `server`, as an
-/// administrator with the nats CLI would.
-fn as_admin<T>(
-    server: &NatsServer,
-    work: impl AsyncFnOnce(async_nats::jetstream::Context) -> T,
-) -> T {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
-        let address = format!("{}:{}", server.bind(), server.port());
-        let client = async_nats::connect(address).await.expect("connect");
-        work(async_nats::jetstream::new(client)).await
-    })
-}
-
-/// The consumers the stream has now.
-fn consumers(server: &NatsServer, stream: &str) -> usize {
-    as_admin(server, async |js| {
-        let mut found = js.get_stream(stream).await.expect("the stream");
-        found.info().await.expect("its state").state.consumer_count
-    })
-}
-
-#[test]
-fn watchers_follow_the_live_copies_and_read_what_they_missed_through_a_consumer() {
-    let dir = tempfile::tempdir().unwrap();
-    let seed = dir.path().join("me.nkey");
-    let out = banshare(&["nats", "keygen", "--out", &seed.display().to_string()]);
-    assert!(out.status.success(), "{}", text(&out));
-    let watcher = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let config = dir.path().join("me.toml");
-    let settings = format!("[nats]\nnkey_seed_file = '{}'\n", seed.display());
-    std::fs::write(&config, settings).unwrap();
-    // The watcher's server never hands it the live copies of node n2's
-    // records, as when copies are lost (they are sent at most once).
-    // Everyone else (no credentials) is the administrator.
-    let server = NatsServer::local_with(&format!(
-        "no_auth_user: admin\nauthorization {{\n  users = [\n    \
-         {{ user: admin, password: admin }}\n    {{ nkey: \"{watcher}\", permissions: {{\n      \
-         publish: [\"$JS.API.STREAM.INFO.BANS\", \"$JS.API.CONSUMER.CREATE.BANS\", \
-         \"$JS.API.CONSUMER.CREATE.BANS.>\", \"$JS.API.CONSUMER.DELETE.BANS.>\", \
-         \"$JS.FC.BANS.>\"]\n      subscribe: {{ allow: [\"_INBOX.>\", \"banshare-live.BANS.>\"], \
-         deny: [\"banshare-live.BANS.n2\"] }} }} }}\n  ]\n}}\n"
-    ));
-    let log = server.url("BANS");
-    let out = init(&log, &["--replicas", "1"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let spool = dir.path().join("sender-spool");
-    let share = |node: &str, last_octet: u8| {
-        let out = ban(&log, node, &spool, &[&format!("203.0.113.{last_octet}")]);
-        assert!(out.status.success(), "{}", text(&out));
-        assert_eq!(spooled(&spool), 0, "{}", text(&out));
-    };
-    share("n1", 81);
-    let mut watch = Watch::start_logging(&log, &dir.path().join("w"), &config, &["--verbose"]);
-    assert_eq!(bans(&watch.applied(1)), ["ban 203.0.113.81"]);
-    // Caught up, the watcher drops its consumer and follows the copies
-    // the stream republishes.
-    assert!(
-        wait_until(PATIENCE, || consumers(&server, "BANS") == 0),
-        "the watcher kept a consumer: {}",
-        watch.stderr()
-    );
-    share("n1", 82);
-    assert_eq!(watch.applied(2).len(), 2);
-    // A record with no live copy, shown missing by the next one's copy.
-    share("n2", 83);
-    share("n1", 84);
-    assert_eq!(watch.applied(4).len(), 4);
-    // The last record, with no live copy and none after it: found
-    // missing by asking the stream.
-    share("n2", 85);
-    assert_eq!(watch.applied(5).len(), 5);
-    share("n1", 86);
-    let addresses = (81..=86).map(|i| format!("ban 203.0.113.{i}"));
-    assert_eq!(bans(&watch.applied(6)), addresses.collect::<Vec<_>>());
-    assert!(wait_until(PATIENCE, || consumers(&server, "BANS") == 0));
-    assert_eq!(watch.applied(6).len(), 6, "each record applied once");
-    let stderr = watch.stderr();
-    for missed in [
-        "following through a consumer from sequence 3: the copy of 4 came",
-        "following through a consumer from sequence 5: the stream held 5 a look ago",
-    ] {
-        assert!(stderr.contains(missed), "{missed}: {stderr}");
-    }
-}
-
-#[test]
-fn a_stream_that_does_not_republish_is_read_through_a_consumer() {
-    let server = NatsServer::local();
-    let log = server.url("OLD");
-    let url = banshare::transport::nats::NatsUrl::parse(&log).unwrap();
-    let plan = banshare::transport::nats::init::StreamPlan {
-        replicas: 1,
-        duplicate_window: Duration::from_secs(3600),
-        max_bytes: None,
-    };
-    // As `nats init` made it before the live copies.
-    as_admin(&server, async |js| {
-        let mut config = plan.config(&url);
-        config.republish = None;
-        js.create_stream(config).await.expect("make the stream");
-    });
-    let out = init(&log, &["--replicas", "1"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let said = text(&out);
-    let republishing = said.contains("now republishes each record on banshare-live.OLD.>");
-    assert!(
-        republishing
-            || said.contains(
-                "warning: stream OLD does not republish its records on banshare-live.OLD.>"
-            ),
-        "{said}"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let spool = dir.path().join("sender-spool");
-    let mut watch = Watch::start(&log, dir.path());
-    for (i, address) in ["203.0.113.91", "203.0.113.92"].into_iter().enumerate() {
-        let out = ban(&log, "n1", &spool, &[address]);
-        assert!(out.status.success(), "{}", text(&out));
-        assert_eq!(bans(&watch.applied(i + 1))[i], format!("ban {address}"));
-    }
-    // Without live copies, the watcher keeps its consumer.
-    assert_eq!(consumers(&server, "OLD"), usize::from(!republishing));
-}
-
 /// The permissions docs/nats.md gives a node `node` on stream `BANS`:
 /// publish its own subject, look the stream up, make and drop its
-/// consumers, answer flow control; receive on its inboxes and the
-/// stream's live copies.
+/// consumers, answer flow control; receive on its inboxes.
 fn node_permissions(node: &str) -> String {
     format!(
         "permissions: {{\n  publish: [\"banshare.BANS.{node}\", \"$JS.API.STREAM.INFO.BANS\", \
          \"$JS.API.CONSUMER.CREATE.BANS\", \"$JS.API.CONSUMER.CREATE.BANS.>\", \
          \"$JS.API.CONSUMER.DELETE.BANS.>\", \"$JS.FC.BANS.>\"]\n  \
-         subscribe: [\"_INBOX.>\", \"banshare-live.BANS.>\"]\n}}"
+         subscribe: [\"_INBOX.>\"]\n}}"
     )
 }
 
@@ -768,11 +623,9 @@ fn a_node_with_the_documented_permissions_shares_and_reads_but_cannot_make_strea
     };
     let (admin, admin_config) = keygen("admin.nkey");
     let (node, node_config) = keygen("n1.nkey");
-    let (old, old_config) = keygen("old.nkey");
-    let before_live = node_permissions("n1").replace(", \"banshare-live.BANS.>\"", "");
     let server = NatsServer::local_with(&format!(
         "authorization {{\n  users = [\n    {{ nkey: \"{admin}\" }}\n    \
-         {{ nkey: \"{node}\", {} }}\n    {{ nkey: \"{old}\", {before_live} }}\n  ]\n}}\n",
+         {{ nkey: \"{node}\", {} }}\n  ]\n}}\n",
         node_permissions("n1")
     ));
     let log = server.url("BANS");
@@ -853,35 +706,6 @@ fn a_node_with_the_documented_permissions_shares_and_reads_but_cannot_make_strea
 
     let mut watch = Watch::start_with(&log, &d.join("w"), &node_config);
     assert_eq!(bans(&watch.applied(1)), ["ban 203.0.113.71"]);
-
-    // A node given the permissions of releases before the live copies
-    // (no subscription to them) still reads, through a consumer, and is
-    // told what to grant.
-    let mut old = Watch::start_with(&log, &d.join("old"), &old_config);
-    assert_eq!(bans(&old.applied(1)), ["ban 203.0.113.71"]);
-    // (Another spool: 203.0.113.72 waits in the first one, and what is
-    // banned after it waits behind it.)
-    let spool = d.join("spool2").display().to_string();
-    let share = ["--log", &log, "--node", "n1", "--spool-dir", &spool];
-    let out = as_(
-        &node_config,
-        &[&["ban", "203.0.113.73"][..], &share].concat(),
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(bans(&watch.applied(2))[1], "ban 203.0.113.73");
-    assert_eq!(bans(&old.applied(2))[1], "ban 203.0.113.73");
-    assert!(
-        old.stderr().contains(
-            "this node may not subscribe to banshare-live.BANS.>, where the stream republishes"
-        ),
-        "{}",
-        old.stderr()
-    );
-    assert!(
-        !watch.stderr().contains("may not subscribe"),
-        "{}",
-        watch.stderr()
-    );
 }
 
 /// A NATS JWT (v2) with `claims`, issued by `issuer` for `subject`.

@@ -3,15 +3,13 @@
 //! as banshare's transport runs it:
 //!
 //! - [`run_consumers`]: the body of a consumer process. It holds many
-//!   consumers, each banshare's own feed of the stream (`NatsFeed`, as a
-//!   watcher reads it: its own connection and runtime thread, what was
-//!   stored from its own position, here the stream's start, through a
-//!   consumer, then the live copies the stream republishes), read on a
-//!   thread of its own as a watcher's loop reads it. Each counts every
-//!   record it is handed and checks the sequences (none skipped, none
-//!   twice); the process prints `seen ADDR` once all its consumers were
-//!   handed the ban of ADDR, and `ready` once all caught up with the
-//!   stream as it was at their start.
+//!   consumers, each as a banshare watcher's feed reads the stream: its
+//!   own connection, the stream looked up, an ordered push consumer from
+//!   its own position (here the stream's start), and the stream sequence
+//!   it reached kept by itself. Each counts every record it is handed and
+//!   checks the sequences (none skipped, none twice); the process prints
+//!   `seen ADDR` once all its consumers were handed the ban of ADDR, and
+//!   `ready` once all caught up with the stream as it was at their start.
 //! - [`Publisher`]: a long-lived JetStream publisher in a test host's
 //!   network namespace, one record per publish with its id as
 //!   `Nats-Msg-Id`, waiting for the stream's acknowledgement each time.
@@ -26,16 +24,16 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, message::PublishMessage};
-use banshare::follow::{Mode, Wake};
-use banshare::transport::nats::{NatsFeed, NatsSettings, NatsUrl};
-use banshare::transport::{Entry, Feed};
+use async_nats::jetstream::{
+    self, consumer::DeliverPolicy, consumer::push::OrderedConfig, message::PublishMessage,
+};
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use futures_util::StreamExt;
+use tokio::sync::{Semaphore, mpsc};
 
 /// The argument that makes the bench binary a consumer process:
-/// `--nats-consumers LOG COUNT UNTIL_SEQ CREDENTIALS CA` (`-` for none of
-/// the last two: [`Secure::args`]).
+/// `--nats-consumers URLS STREAM COUNT UNTIL_SEQ CREDENTIALS CA` (`-`
+/// for none of the last two: [`Secure::args`]).
 pub const CONSUMER_MODE: &str = "--nats-consumers";
 
 /// Consumers connecting and making their consumer at once, per process:
@@ -93,16 +91,16 @@ impl Secure {
 /// What each consumer saw.
 #[derive(Default, Clone, Copy)]
 struct Tally {
-    /// Records handed to it.
+    /// Records handed to it, each sequence once.
     records: u64,
-    /// The stream sequence of the last record it was handed.
+    /// The last stream sequence it was handed.
     last: u64,
     /// Sequences skipped (never handed out): a lost record.
     skipped: u64,
-    /// Sequences handed out again: none, or the feed is wrong (it drops
-    /// what it handed out before itself); kept for the report's shape.
+    /// Sequences handed out again (an ordered consumer made anew after a
+    /// failure starts where it stopped; a copy is dropped as the feed does).
     again: u64,
-    /// Reads that failed (the feed recovers by itself).
+    /// Errors the message stream reported (it recovers by itself).
     errors: u64,
     made: bool,
 }
@@ -110,132 +108,165 @@ struct Tally {
 enum Event {
     Caught,
     Seen(String),
+    Failed(String),
+    Report,
 }
 
 /// The consumer process: `args` are what follows [`CONSUMER_MODE`].
 /// Reads `report` lines on stdin and answers each with
 /// `report CONSUMERS MADE MIN_RECORDS MAX_RECORDS MIN_LAST SKIPPED AGAIN ERRORS`.
 pub fn run_consumers(args: &[String]) {
-    let [log, count, until, credentials, ca] = args else {
-        panic!("{CONSUMER_MODE} LOG COUNT UNTIL_SEQ CREDENTIALS CA, not {args:?}");
+    let [urls, stream, count, until, credentials, ca] = args else {
+        panic!("{CONSUMER_MODE} URLS STREAM COUNT UNTIL_SEQ CREDENTIALS CA, not {args:?}");
     };
-    let url = NatsUrl::parse(log).expect("a NATS log URL");
     let secure = Secure::from_args(credentials, ca);
-    let settings = NatsSettings {
-        credentials_file: secure.credentials.clone(),
-        ca_file: secure.ca.clone(),
-        timeout: Duration::from_secs(30),
-        ..NatsSettings::default()
-    };
     let count: usize = count.parse().expect("a consumer count");
     let until: u64 = until.parse().expect("a stream sequence");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
     let tallies = Arc::new(Mutex::new(vec![Tally::default(); count]));
-    let (tx, rx) = std_mpsc::channel();
+    let (tx, mut rx) = mpsc::unbounded_channel();
     {
-        let tallies = tallies.clone();
+        let tx = tx.clone();
         thread::spawn(move || {
             for line in std::io::stdin().lock().lines().map_while(Result::ok) {
                 if line.trim() == "report" {
-                    report(&tallies.lock().unwrap());
+                    let _ = tx.send(Event::Report);
                 }
             }
         });
     }
-    // At most MAKING_AT_ONCE consumers catching up at once: the servers
-    // answer a burst of a thousand consumer creations slowly.
-    let mut started = 0;
-    let mut caught = 0;
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    loop {
-        while started < count && started < caught + MAKING_AT_ONCE {
-            let (url, settings, tx, tallies) =
-                (url.clone(), settings.clone(), tx.clone(), tallies.clone());
-            let i = started;
-            thread::spawn(move || consume(i, &url, &settings, until, tx, tallies));
-            started += 1;
+    runtime.block_on(async move {
+        let making = Arc::new(Semaphore::new(MAKING_AT_ONCE));
+        for i in 0..count {
+            tokio::spawn(consume(
+                i,
+                urls.clone(),
+                stream.clone(),
+                until,
+                secure.clone(),
+                tx.clone(),
+                making.clone(),
+                tallies.clone(),
+            ));
         }
-        match rx.recv().expect("the consumers never stop") {
-            Event::Caught => {
-                caught += 1;
-                if caught == count {
-                    println!("ready");
+        let mut caught = 0;
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        while let Some(event) = rx.recv().await {
+            match event {
+                Event::Caught => {
+                    caught += 1;
+                    if caught == count {
+                        println!("ready");
+                    }
+                }
+                Event::Seen(addr) => {
+                    let n = seen.entry(addr.clone()).or_default();
+                    *n += 1;
+                    if *n == count {
+                        seen.remove(&addr);
+                        println!("seen {addr}");
+                    }
+                }
+                Event::Failed(why) => eprintln!("consumer: {why}"),
+                Event::Report => {
+                    let t = tallies.lock().unwrap().clone();
+                    println!(
+                        "report {} {} {} {} {} {} {} {}",
+                        t.len(),
+                        t.iter().filter(|t| t.made).count(),
+                        t.iter().map(|t| t.records).min().unwrap_or(0),
+                        t.iter().map(|t| t.records).max().unwrap_or(0),
+                        t.iter().map(|t| t.last).min().unwrap_or(0),
+                        t.iter().map(|t| t.skipped).sum::<u64>(),
+                        t.iter().map(|t| t.again).sum::<u64>(),
+                        t.iter().map(|t| t.errors).sum::<u64>(),
+                    );
                 }
             }
-            Event::Seen(addr) => {
-                let n = seen.entry(addr.clone()).or_default();
-                *n += 1;
-                if *n == count {
-                    seen.remove(&addr);
-                    println!("seen {addr}");
-                }
-            }
         }
-    }
+    });
 }
 
-fn report(t: &[Tally]) {
-    println!(
-        "report {} {} {} {} {} {} {} {}",
-        t.len(),
-        t.iter().filter(|t| t.made).count(),
-        t.iter().map(|t| t.records).min().unwrap_or(0),
-        t.iter().map(|t| t.records).max().unwrap_or(0),
-        t.iter().map(|t| t.last).min().unwrap_or(0),
-        t.iter().map(|t| t.skipped).sum::<u64>(),
-        t.iter().map(|t| t.again).sum::<u64>(),
-        t.iter().map(|t| t.errors).sum::<u64>(),
-    );
-}
-
-/// Consumer `i`: banshare's own feed of the stream, read from its start
-/// as a watcher's loop reads it (woken by the feed, then reading all
-/// there is); caught up once it was handed sequence `until`.
-fn consume(
+#[allow(clippy::too_many_arguments)]
+async fn consume(
     i: usize,
-    url: &NatsUrl,
-    settings: &NatsSettings,
+    urls: String,
+    stream: String,
     until: u64,
-    events: std_mpsc::Sender<Event>,
+    secure: Secure,
+    events: mpsc::UnboundedSender<Event>,
+    making: Arc<Semaphore>,
     tallies: Arc<Mutex<Vec<Tally>>>,
 ) {
-    let safety = Duration::from_secs(5);
-    let mut feed = NatsFeed::new(url, settings, safety);
-    let (mut wake, handle) = Wake::new(Mode::Pushed { safety });
-    feed.watch(handle);
-    let mut caught = false;
-    loop {
-        let entries = match feed.read(4096) {
-            Ok(entries) => entries,
+    let permit = making.acquire_owned().await.expect("never closed");
+    let made = async {
+        let client = secure.connect(&urls).await?;
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(Duration::from_secs(30));
+        let stream = js
+            .get_stream(&stream)
+            .await
+            .map_err(|e| format!("stream: {e}"))?;
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                deliver_subject: client.new_inbox(),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("consumer: {e}"))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| format!("subscribe: {e}"))?;
+        Ok::<_, String>((client, messages))
+    }
+    .await;
+    drop(permit);
+    let (_client, mut messages) = match made {
+        Ok(made) => made,
+        Err(why) => {
+            let _ = events.send(Event::Failed(format!("consumer {i}: {why}")));
+            return;
+        }
+    };
+    tallies.lock().unwrap()[i].made = true;
+    let mut caught = until == 0;
+    if caught {
+        let _ = events.send(Event::Caught);
+    }
+    let mut next = 1;
+    while let Some(message) = messages.next().await {
+        let message = match message {
+            Ok(message) => message,
             Err(_) => {
                 tallies.lock().unwrap()[i].errors += 1;
-                Vec::new()
+                continue;
             }
         };
-        let last = feed.position().map_or(0, |p| p.seq);
+        let Ok(info) = message.info() else { continue };
+        let seq = info.stream_sequence;
         {
             let mut tallies = tallies.lock().unwrap();
             let t = &mut tallies[i];
-            let handed = entries.len() as u64;
-            t.skipped += (last - t.last).saturating_sub(handed);
-            t.again += handed.saturating_sub(last - t.last);
-            t.records += handed;
-            t.last = last;
-            t.made |= feed.unread(0).is_some();
-        }
-        for entry in &entries {
-            if let Entry::Record(line) = entry
-                && let Some(addr) = banned_address(line)
-            {
-                let _ = events.send(Event::Seen(addr));
+            if seq < next {
+                t.again += 1;
+                continue;
             }
+            t.skipped += seq - next;
+            t.records += 1;
+            t.last = seq;
         }
-        let following = until > 0 || tallies.lock().unwrap()[i].made;
-        if !caught && following && last >= until {
+        next = seq + 1;
+        if !caught && seq >= until {
             caught = true;
             let _ = events.send(Event::Caught);
         }
-        if entries.is_empty() {
-            wake.wait_at_most(Some(Duration::from_secs(1)));
+        if let Some(addr) = banned_address(&message.message.payload) {
+            let _ = events.send(Event::Seen(addr));
         }
     }
 }

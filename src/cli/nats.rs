@@ -41,29 +41,10 @@ pub fn init(args: NatsInitArgs, settings: Settings) -> Result<()> {
             url.stream_subjects(),
             plan.replicas
         )),
-        Ok(Done::Republishing) => write_stdout(&format!(
-            "stream {} exists already with these settings; it now republishes each record on {} \
-             for watchers to follow\n",
-            url.stream,
-            url.live_subjects()
+        Ok(Done::AlreadyThere) => write_stdout(&format!(
+            "stream {} exists already with these settings: nothing changed\n",
+            url.stream
         )),
-        Ok(done @ (Done::AlreadyThere | Done::NotRepublishing { .. })) => {
-            if let Done::NotRepublishing { why } = done {
-                log::warn!(
-                    "stream {} does not republish its records on {} for watchers to follow, and \
-                     the servers would not add that to it ({why}): watchers read it through \
-                     consumers, which costs the servers more per watcher (docs/nats.md, \
-                     \"Following\"); a newer nats-server may add it (run init again), or make \
-                     the stream anew",
-                    url.stream,
-                    url.live_subjects()
-                );
-            }
-            write_stdout(&format!(
-                "stream {} exists already with these settings: nothing changed\n",
-                url.stream
-            ))
-        }
         Err(e @ InitError::Plan(_)) => Err(Failure::Usage(e.to_string())),
         Err(e) => Err(Failure::Runtime(anyhow!(e))),
     }

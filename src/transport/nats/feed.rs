@@ -1,26 +1,17 @@
 //! The read side of the NATS transport: the stream, in order, from the
-//! sequence after the last record handed out. Its [`Position`] is that
+//! sequence after the last record handed out, through an ordered push
+//! consumer (ephemeral, made anew by the follower whenever it fails: a
+//! server gone, a gap, a missed heartbeat). Its [`Position`] is that
 //! stream sequence, with the stream's name and creation time, of kind
 //! `"nats"`: a stream deleted and made again is read from its start.
 //!
-//! A follower task on the feed's runtime receives the records and queues
-//! them, waking the watcher; the feed hands out what is queued. It reads
-//! what was stored before it came through an ordered push consumer
-//! (ephemeral, made anew whenever it fails), then drops the consumer and
-//! follows the copies the stream republishes on plain subjects
-//! (`docs/nats.md`, "Following"): to the servers, a subscriber costs a
-//! copy of each record, a consumer a delivery with its own state, flow
-//! control and heartbeats. Copies are sent at most once, so the follower
-//! checks that their sequences follow each other, and goes back to a
-//! consumer from the first record it misses: when a later copy shows the
-//! gap, after a reconnect, or when the stream holds a record that has not
-//! come a look (5 s) later. Each sequence is queued once: what was queued
-//! already is dropped. A stream that does not republish, or a node that
-//! may not subscribe to the copies, is read through the consumer only.
+//! A follower task on the feed's runtime receives the messages and queues
+//! them, waking the watcher; the feed hands out what is queued. Each
+//! sequence is queued once: the follower drops what it already queued
+//! when a consumer made anew delivers it again.
 
 use std::collections::VecDeque;
-use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -29,7 +20,6 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::init;
 use super::runtime::{self, ConnectFailure, Link, Runtime};
 use super::{MISSING_HINT, NatsSettings, NatsUrl, UNREACHABLE_HINT};
 use crate::follow::{Handle, Mode, Msg};
@@ -49,15 +39,6 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// How long `unread` waits for messages the server said are on their way.
 const UNREAD_WAIT: Duration = Duration::from_secs(1);
-
-/// How often a follower on the live copies looks whether it reconnected
-/// or was refused them.
-const LIVE_TICK: Duration = Duration::from_secs(1);
-
-/// Every how many ticks it asks the stream for its last sequence: a
-/// record whose live copy was lost, with none after it to show the gap,
-/// is then read through a consumer within two such looks (10 s).
-const VERIFY_TICKS: u32 = 5;
 
 /// A message of the stream, as the follower queued it.
 struct Delivered {
@@ -189,7 +170,6 @@ impl NatsFeed {
             queue: tx,
             shared: self.shared.clone(),
             link: self.link.clone(),
-            live_refused: false,
         };
         let runtime = self.runtime.as_ref().expect("just made");
         self.follower = Some(runtime.handle().spawn(follower.run()));
@@ -413,20 +393,6 @@ struct Follower {
     queue: mpsc::Sender<Delivered>,
     shared: Arc<Shared>,
     link: Arc<Link>,
-    /// A server refused this node the live copies: read through a
-    /// consumer only.
-    live_refused: bool,
-}
-
-/// How a round of following ended without a failure.
-enum Followed {
-    /// The feed is gone: stop.
-    FeedGone,
-    /// Records were missed on the live subjects (their copies are sent at
-    /// most once): follow again from the next sequence, at once.
-    Behind,
-    /// The consumer handed out every record stored so far.
-    CaughtUp,
 }
 
 impl Follower {
@@ -462,8 +428,7 @@ impl Follower {
         js.set_timeout(self.settings.timeout);
         loop {
             match self.follow_once(&js, &client).await {
-                Ok(Followed::FeedGone) => return,
-                Ok(Followed::Behind | Followed::CaughtUp) => continue,
+                Ok(()) => return,
                 Err(trouble) => {
                     log::debug!("log {}: {trouble}", self.url);
                     self.shared.set_trouble(Some(trouble));
@@ -474,25 +439,20 @@ impl Follower {
         }
     }
 
-    /// The error that says the stream is out of reach, and why.
-    fn unreachable(&self, why: String) -> FeedError {
-        FeedError::Unreachable(format!(
-            "log {} is unreachable ({UNREACHABLE_HINT}): {why}",
-            self.url
-        ))
-    }
-
-    /// Follows the stream from `next`: subscribes to its live copies (if
-    /// it republishes them and this node may), reads what was stored
-    /// before through a consumer, then only the live copies, until a gap
-    /// (`Behind`), a failure (`Err`: why, as the feed reports it) or the
-    /// feed is gone. A stream that does not republish is read through the
-    /// consumer only.
+    /// Makes a consumer from `next` and queues what it delivers, until it
+    /// fails (`Err`: why, as the feed reports it) or the feed is gone
+    /// (`Ok`).
     async fn follow_once(
         &mut self,
         js: &jetstream::Context,
         client: &async_nats::Client,
-    ) -> Result<Followed, FeedError> {
+    ) -> Result<(), FeedError> {
+        let log = self.url.to_string();
+        let unreachable = |why: String| {
+            FeedError::Unreachable(format!(
+                "log {log} is unreachable ({UNREACHABLE_HINT}): {why}"
+            ))
+        };
         let mut stream = js.get_stream(&self.url.stream).await.map_err(|e| {
             let missing = matches!(
                 e.kind(),
@@ -501,110 +461,20 @@ impl Follower {
             );
             match missing {
                 true => FeedError::Missing(format!(
-                    "log {}: stream {:?} does not exist ({MISSING_HINT})",
-                    self.url, self.url.stream
+                    "log {log}: stream {:?} does not exist ({MISSING_HINT})",
+                    self.url.stream
                 )),
-                false => self.unreachable(format!("looking up stream {:?}: {e}", self.url.stream)),
+                false => unreachable(format!("looking up stream {:?}: {e}", self.url.stream)),
             }
         })?;
-        // Subscribed before the stream's state is read: every record
-        // stored after that state comes live.
-        let live = match stream.cached_info().config.republish == Some(init::live_copies(&self.url))
-        {
-            true => self.subscribe_live(client).await?,
-            false => None,
-        };
         let info = stream
             .info()
             .await
-            .map_err(|e| self.unreachable(format!("stream info: {e}")))?;
-        let created = info.created.unix_timestamp_nanos().to_string();
-        self.check_identity(&created, info.state.last_sequence);
-        let Some(live) = live else {
-            return self.consume(&mut stream, client, false).await;
-        };
-        if self.next <= info.state.last_sequence
-            && let Followed::FeedGone = self.consume(&mut stream, client, true).await?
-        {
-            return Ok(Followed::FeedGone);
-        }
-        self.shared.set_trouble(None);
-        self.follow_live(&mut stream, live, created).await
-    }
-
-    /// A subscription to the stream's live copies, once the server took
-    /// it; `None` when this node may not subscribe to them (it then reads
-    /// through a consumer, and says so once).
-    async fn subscribe_live(
-        &mut self,
-        client: &async_nats::Client,
-    ) -> Result<Option<async_nats::Subscriber>, FeedError> {
-        if self.live_refused {
-            return Ok(None);
-        }
-        let subscriber = client
-            .subscribe(self.url.live_subjects())
-            .await
-            .map_err(|e| self.unreachable(format!("subscribing: {e}")))?;
-        // The server takes a subscription before it answers the flush's
-        // ping; a refusal comes before the answer too, but is noted
-        // later, so `follow_live` looks again.
-        client
-            .flush()
-            .await
-            .map_err(|e| self.unreachable(format!("subscribing: {e}")))?;
-        if self.refused_live() {
-            return Ok(None);
-        }
-        Ok(Some(subscriber))
-    }
-
-    /// Whether a server refused this node's subscription to the live
-    /// copies; the first time, a warning says what to grant.
-    fn refused_live(&mut self) -> bool {
-        if self.live_refused {
-            return true;
-        }
-        let live = self.url.live_subjects();
-        let refused = self
-            .link
-            .refusal()
-            .is_some_and(|why| why.contains("Subscription") && why.contains(&live));
-        if refused {
-            self.live_refused = true;
-            self.shared.notice(
-                true,
-                format!(
-                    "log {}: this node may not subscribe to {live}, where the stream \
-                     republishes its records: following it through a consumer instead, which \
-                     costs the servers more (docs/deploy.md lists the permissions)",
-                    self.url
-                ),
-            );
-        }
-        refused
-    }
-
-    /// Says (with `-v`) why the live copies are left: the records from
-    /// `next` on are read through a consumer.
-    fn behind(&self, why: fmt::Arguments) -> Followed {
-        log::debug!(
-            "log {}: following through a consumer from sequence {}: {why}",
-            self.url,
-            self.next
+            .map_err(|e| unreachable(format!("stream info: {e}")))?;
+        self.check_identity(
+            &info.created.unix_timestamp_nanos().to_string(),
+            info.state.last_sequence,
         );
-        Followed::Behind
-    }
-
-    /// Reads the stream from `next` through an ordered consumer, queueing
-    /// each record, until it is caught up (when `until_caught_up`), fails
-    /// (`Err`) or the feed is gone.
-    async fn consume(
-        &mut self,
-        stream: &mut jetstream::stream::Stream,
-        client: &async_nats::Client,
-        until_caught_up: bool,
-    ) -> Result<Followed, FeedError> {
         let deliver_policy = match self.next {
             0 | 1 => DeliverPolicy::All,
             start_sequence => DeliverPolicy::ByStartSequence { start_sequence },
@@ -616,114 +486,31 @@ impl Follower {
                 ..Default::default()
             })
             .await
-            .map_err(|e| self.unreachable(format!("making a consumer: {e}")))?;
-        let name = consumer.cached_info().name.clone();
-        // Records deleted (compacted) since the state was read leave
-        // nothing to deliver.
-        if until_caught_up && consumer.cached_info().num_pending == 0 {
-            drop_consumer(stream, &name).await;
-            return Ok(Followed::CaughtUp);
-        }
+            .map_err(|e| unreachable(format!("making a consumer: {e}")))?;
         let mut messages = consumer
             .messages()
             .await
-            .map_err(|e| self.unreachable(format!("subscribing: {e}")))?;
+            .map_err(|e| unreachable(format!("subscribing: {e}")))?;
         self.shared.set_trouble(None);
         while let Some(message) = messages.next().await {
-            let message = message.map_err(|e| self.unreachable(format!("consumer: {e}")))?;
+            let message = message.map_err(|e| unreachable(format!("consumer: {e}")))?;
             let Ok(info) = message.info() else { continue };
             let (seq, pending) = (info.stream_sequence, info.pending);
-            if seq >= self.next
-                && !self
-                    .queue_record(seq, &message.message.payload, pending)
-                    .await
-            {
-                return Ok(Followed::FeedGone);
+            if seq < self.next {
+                continue;
             }
-            if until_caught_up && pending == 0 {
-                drop(messages);
-                drop_consumer(stream, &name).await;
-                return Ok(Followed::CaughtUp);
+            let delivered = Delivered {
+                seq,
+                payload: message.message.payload.clone(),
+                pending,
+            };
+            if self.queue.send(delivered).await.is_err() {
+                return Ok(());
             }
+            self.next = seq + 1;
+            self.shared.wake();
         }
-        Err(self.unreachable("the consumer ended".into()))
-    }
-
-    /// Queues the record of sequence `seq`, the next one; `false` when the
-    /// feed is gone.
-    async fn queue_record(&mut self, seq: u64, payload: &Bytes, pending: u64) -> bool {
-        let delivered = Delivered {
-            seq,
-            payload: payload.clone(),
-            pending,
-        };
-        if self.queue.send(delivered).await.is_err() {
-            return false;
-        }
-        self.next = seq + 1;
-        self.shared.wake();
-        true
-    }
-
-    /// Follows the live copies, each in sequence. A copy ahead of `next`
-    /// means copies were lost (a reconnect, a new stream leader, a slow
-    /// subscriber): `Behind`. So does a new connection, a stream made
-    /// anew, or a record the stream held two looks ago that has not come:
-    /// the last record's copy may be lost with no later one to show it.
-    async fn follow_live(
-        &mut self,
-        stream: &mut jetstream::stream::Stream,
-        mut live: async_nats::Subscriber,
-        created: String,
-    ) -> Result<Followed, FeedError> {
-        let connections = self.link.connections.load(Ordering::Relaxed);
-        let mut stored_before: Option<u64> = None;
-        let mut ticks = 0u32;
-        let mut tick = tokio::time::Instant::now() + LIVE_TICK;
-        loop {
-            match tokio::time::timeout_at(tick, live.next()).await {
-                Ok(Some(message)) => {
-                    // Not a live copy of this stream's: ignored. Before
-                    // `next`: handed out already.
-                    let Some(seq) = live_sequence(&message, &self.url.stream) else {
-                        continue;
-                    };
-                    if seq > self.next {
-                        return Ok(self.behind(format_args!("the copy of {seq} came")));
-                    }
-                    if seq == self.next && !self.queue_record(seq, &message.payload, 0).await {
-                        return Ok(Followed::FeedGone);
-                    }
-                }
-                Ok(None) => return Err(self.unreachable("the subscription ended".into())),
-                Err(_) => {
-                    tick = tokio::time::Instant::now() + LIVE_TICK;
-                    ticks += 1;
-                    if self.refused_live() {
-                        return Ok(self.behind(format_args!("refused")));
-                    }
-                    if self.link.connections.load(Ordering::Relaxed) != connections {
-                        return Ok(self.behind(format_args!("reconnected")));
-                    }
-                    if !ticks.is_multiple_of(VERIFY_TICKS) {
-                        continue;
-                    }
-                    // A failed look is left to the next one: the client
-                    // reconnects by itself, and that is noticed above.
-                    let Ok(info) = stream.info().await else {
-                        continue;
-                    };
-                    let made_anew = info.created.unix_timestamp_nanos().to_string() != created;
-                    if made_anew {
-                        return Ok(self.behind(format_args!("the stream was made anew")));
-                    }
-                    if let Some(last) = stored_before.filter(|&last| last >= self.next) {
-                        return Ok(self.behind(format_args!("the stream held {last} a look ago")));
-                    }
-                    stored_before = Some(info.state.last_sequence);
-                }
-            }
-        }
+        Err(unreachable("the consumer ended".into()))
     }
 
     /// Notices a stream made anew since the position was saved (another
@@ -755,27 +542,4 @@ impl Follower {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(created.to_owned());
     }
-}
-
-/// Deletes the consumer `name`, no longer read, so that the servers stop
-/// keeping it at once rather than after its inactivity limit (30 s). One
-/// not deleted (a server gone) goes then.
-async fn drop_consumer(stream: &jetstream::stream::Stream, name: &str) {
-    if let Err(e) = stream.delete_consumer(name).await {
-        log::debug!("deleting consumer {name}: {e}");
-    }
-}
-
-/// The stream sequence of a live copy of a record of `stream`, from the
-/// headers the stream adds; `None` for a message that is not one.
-fn live_sequence(message: &async_nats::Message, stream: &str) -> Option<u64> {
-    let headers = message.headers.as_ref()?;
-    if headers.get(async_nats::header::NATS_STREAM)?.as_str() != stream {
-        return None;
-    }
-    headers
-        .get(async_nats::header::NATS_SEQUENCE)?
-        .as_str()
-        .parse()
-        .ok()
 }

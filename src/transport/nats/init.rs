@@ -8,13 +8,6 @@
 //! `banshare compact` ([`super::compact`]) by the rules a file log's
 //! compaction keeps, and new records refused (`discard new`) rather than
 //! old ones dropped when a size limit is reached.
-//!
-//! The stream republishes each record it stores on the plain subjects
-//! [`NatsUrl::live_subjects`], which watchers follow (docs/nats.md,
-//! "Following"): a copy per subscriber costs the servers far less than a
-//! delivery per consumer. A stream made before banshare asked for that
-//! gets it from `nats init`, the one setting it adds to a stream in use,
-//! where the servers allow that.
 
 use std::fmt;
 use std::sync::Arc;
@@ -22,7 +15,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{
     self,
-    stream::{Config, DiscardPolicy, Republish, RetentionPolicy, StorageType},
+    stream::{Config, DiscardPolicy, RetentionPolicy, StorageType},
 };
 
 use super::runtime::{self, ConnectFailure, Link, Runtime};
@@ -73,16 +66,6 @@ pub enum Done {
     Created,
     /// It was there already, with these settings.
     AlreadyThere,
-    /// It was there with these settings but did not republish its
-    /// records for watchers to follow: now it does.
-    Republishing,
-    /// It was there with these settings, does not republish its records,
-    /// and the servers refused to add that (nats-server 2.9 does not
-    /// change a stream's republishing): watchers read it through
-    /// consumers.
-    NotRepublishing {
-        why: String,
-    },
 }
 
 impl StreamPlan {
@@ -127,20 +110,8 @@ impl StreamPlan {
             // stream by mistake.
             deny_delete: false,
             deny_purge: true,
-            republish: Some(live_copies(url)),
             ..Default::default()
         }
-    }
-}
-
-/// Every record stored, republished whole on the live subjects, which
-/// watchers follow; a stream that republishes otherwise is read through a
-/// consumer only.
-pub(super) fn live_copies(url: &NatsUrl) -> Republish {
-    Republish {
-        source: url.stream_subjects(),
-        destination: url.live_subjects(),
-        headers_only: false,
     }
 }
 
@@ -169,11 +140,6 @@ fn differences(want: &Config, have: &Config) -> Vec<String> {
     compare("retention", &want.retention, &have.retention);
     compare("discard", &want.discard, &have.discard);
     compare("storage", &want.storage, &have.storage);
-    // A stream with no republishing is brought up to date; one that
-    // republishes elsewhere was changed by someone, and is left alone.
-    if have.republish.is_some() {
-        compare("republish", &want.republish, &have.republish);
-    }
     out
 }
 
@@ -257,14 +223,7 @@ async fn init_async(
                 .await
                 .map_err(|e| create_error(e.to_string()))?;
             let differs = differences(&want, &info.config);
-            if differs.is_empty() && info.config.republish.is_none() {
-                let mut config = info.config.clone();
-                config.republish = want.republish.clone();
-                match js.update_stream(config).await {
-                    Ok(_) => Ok(Done::Republishing),
-                    Err(e) => Ok(Done::NotRepublishing { why: e.to_string() }),
-                }
-            } else if differs.is_empty() {
+            if differs.is_empty() {
                 Ok(Done::AlreadyThere)
             } else {
                 Err(InitError::Differs {

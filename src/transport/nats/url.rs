@@ -92,14 +92,6 @@ impl NatsUrl {
         format!("{}.>", self.subject_prefix())
     }
 
-    /// `banshare-live.<stream>.>`: where the stream republishes each
-    /// record it stored, for watchers to follow with a plain subscription
-    /// (docs/nats.md, "Following"). Its first token is not `banshare`, so
-    /// that no stream's subjects take in another stream's live copies.
-    pub fn live_subjects(&self) -> String {
-        format!("banshare-live.{}.>", self.stream)
-    }
-
     /// `banshare.<stream>`: each stream has its own subjects, so that
     /// several streams (a test fleet beside the real one) can share
     /// servers.
@@ -173,7 +165,6 @@ mod tests {
             "nats://n1.example,n2.example:4333,[2001:db8::1]/bans"
         );
         assert_eq!(url.stream_subjects(), "banshare.bans.>");
-        assert_eq!(url.live_subjects(), "banshare-live.bans.>");
         assert_eq!(url.subject_for(Some("web-1")), "banshare.bans.web-1");
         assert_eq!(url.subject_for(Some("a.b*>")), "banshare.bans.a_b__");
         assert_eq!(url.subject_for(None), "banshare.bans._");
