@@ -574,7 +574,7 @@ impl Bench<'_> {
         let mut t = format!(
             "### (b) Publish throughput: {NFT_HOSTS} nodes, 10 nftables watchers, {}\n\n\
              load average at the start: {}\n\n\
-             | published by | offered records/s | records sent | batches (records each) | failed batches | batch ms p50 / max | publish seconds | achieved records/s | stored in the stream | every watcher read / applied / in its set | all applied after s (status.json, written each second) | servers' CPU s (s0/s1/s2) | 10 watchers' CPU s, with their `nft` runs |\n\
+             | published by | offered records/s | records sent | batches (records each) | failed batches | batch ms p50 / max | publish seconds | achieved records/s | stored in the stream | every watcher read / applied / in its set | all applied after s (status.json, written each second) | servers' CPU s (s0/s1/s2) | 10 watchers' CPU s (their own + their `nft` runs) |\n\
              |---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---:|\n",
             self.sizes.security(),
             load_average()
@@ -681,7 +681,11 @@ impl Bench<'_> {
         });
         let all_applied = first.elapsed();
         let after = self.server_stats();
-        let watchers_used = watchers_cpu(watchers) - watchers_before;
+        let watchers_after = watchers_cpu(watchers);
+        let watchers_used = (
+            watchers_after.0 - watchers_before.0,
+            watchers_after.1 - watchers_before.1,
+        );
         let stored = self.stream_messages() - base_messages;
         let mut per_watcher = Vec::new();
         for i in 0..NFT_HOSTS {
@@ -717,7 +721,7 @@ impl Bench<'_> {
             *notes += &format!("\n{}: failed batch: {f}\n", via.name());
         }
         format!(
-            "| {} | {} | {} | {} ({}) | {} | {} / {} | {:.2} | {:.0} | {} | {} | {} | {} | {:.2} |\n",
+            "| {} | {} | {} | {} ({}) | {} | {} / {} | {:.2} | {:.0} | {} | {} | {} | {} | {:.2} ({:.2} + {:.2}) |\n",
             via.name(),
             sizes.rate,
             sent,
@@ -739,7 +743,9 @@ impl Bench<'_> {
                 .map(|c| format!("{:.2}", c.as_secs_f64()))
                 .collect::<Vec<_>>()
                 .join(" / "),
-            watchers_used,
+            watchers_used.0 + watchers_used.1,
+            watchers_used.0,
+            watchers_used.1,
         )
     }
 
@@ -905,26 +911,25 @@ fn cpu_delta(before: &[ProcessStats], after: &[ProcessStats]) -> Vec<Duration> {
         .collect()
 }
 
-/// CPU seconds (user and system) the watchers used so far, with the
-/// children they reaped (the nftables backend runs `nft`).
-fn watchers_cpu(watchers: &[Daemon]) -> f64 {
+/// CPU seconds (user and system) the watchers used so far: their own,
+/// and the children they reaped (the nftables backend runs `nft`).
+fn watchers_cpu(watchers: &[Daemon]) -> (f64, f64) {
+    // SAFETY: sysconf has no preconditions.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let seconds = |fields: &[&str]| -> f64 {
+        let ticks: u64 = fields.iter().map(|f| f.parse::<u64>().unwrap()).sum();
+        ticks as f64 / tick
+    };
     watchers
         .iter()
-        .map(|d| {
-            let Ok(stat) = fs::read_to_string(format!("/proc/{}/stat", d.0.id())) else {
-                return 0.0;
-            };
+        .filter_map(|d| fs::read_to_string(format!("/proc/{}/stat", d.0.id())).ok())
+        .map(|stat| {
             // After the command name (in parentheses): state is field 3,
             // utime 14, stime 15, cutime 16, cstime 17.
             let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-            let ticks: u64 = fields[11..15]
-                .iter()
-                .map(|f| f.parse::<u64>().unwrap())
-                .sum();
-            // SAFETY: sysconf has no preconditions.
-            ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+            (seconds(&fields[11..13]), seconds(&fields[13..15]))
         })
-        .sum()
+        .fold((0.0, 0.0), |(own, nft), (o, n)| (own + o, nft + n))
 }
 
 fn load_average() -> String {
