@@ -872,7 +872,7 @@ fn rendered_nats_admin_config(name: &str, extra: &str) -> String {
 /// force under `banshare_node_max_bantime`: a node that joins, or catches
 /// up from the start, never applies it.
 #[test]
-fn nats_admin_config_compacts_by_the_clusters_max_bantime() {
+fn nats_admin_config_compacts_by_the_clusters_max_bantime_and_trusted_keys() {
     let banshare = env!("CARGO_BIN_EXE_banshare");
     let dir = std::env::temp_dir().join(format!("banshare-nats-admin-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -883,11 +883,20 @@ fn nats_admin_config_compacts_by_the_clusters_max_bantime() {
         .output()
         .unwrap();
     assert!(made.status.success(), "{}", text(&made));
+    let trusted = dir.join("trusted-keys");
+    let signer = Command::new(banshare)
+        .args(["--config", "/dev/null", "keygen", "--node", "node1", "--out"])
+        .arg(dir.join("node.key"))
+        .output()
+        .unwrap();
+    assert!(signer.status.success(), "{}", text(&signer));
+    std::fs::write(&trusted, &signer.stdout).unwrap();
     let extra = serde_json::json!({
         "banshare_node_id": "node1",
         "banshare_node_log": "nats://198.51.100.1/BANS",
         "banshare_node_nats_admin_nkey": seed,
         "banshare_node_max_bantime": "30d",
+        "banshare_node_trusted_keys": trusted,
     });
     let config = rendered_nats_admin_config("nats-admin-max-bantime", &extra.to_string());
     let path = dir.join("nats-admin.toml");
@@ -906,6 +915,14 @@ fn nats_admin_config_compacts_by_the_clusters_max_bantime() {
         effective.contains("max_bantime = \"30days\""),
         "banshare_node_max_bantime: 30d, but the administrator's configuration the stream's \
          compaction reads has another max_bantime:\n{config}\n---\n{effective}"
+    );
+    // review18: nor the nodes' trusted keys, so it took every signature on
+    // trust: a forged unban erased the ban it names from the stream.
+    let keys = format!("keys = {:?}", trusted.display().to_string());
+    assert!(
+        effective.contains(&keys),
+        "the administrator's configuration has not the nodes' trusted keys ({keys}):\n\
+         {config}\n---\n{effective}"
     );
 }
 
