@@ -885,7 +885,8 @@ fn nats_admin_config_compacts_by_the_clusters_max_bantime_and_trusted_keys() {
     assert!(made.status.success(), "{}", text(&made));
     let trusted = dir.join("trusted-keys");
     let signer = Command::new(banshare)
-        .args(["--config", "/dev/null", "keygen", "--node", "node1", "--out"])
+        .args(["--config", "/dev/null", "keygen", "--node", "node1"])
+        .arg("--out")
         .arg(dir.join("node.key"))
         .output()
         .unwrap();
