@@ -77,6 +77,8 @@ struct Watch {
     child: Child,
     applied: mpsc::Receiver<String>,
     seen: Vec<String>,
+    /// Where its log (stderr) goes.
+    stderr: std::path::PathBuf,
 }
 
 impl Watch {
@@ -86,6 +88,8 @@ impl Watch {
 
     /// With `config` as the configuration file.
     fn start_with(log: &str, dir: &Path, config: &Path) -> Watch {
+        std::fs::create_dir_all(dir).expect("the watcher's folder");
+        let stderr = dir.join("watch.stderr");
         let mut child = Command::new(BANSHARE)
             .arg("--config")
             .arg(config)
@@ -97,7 +101,7 @@ impl Watch {
             .args(["--backend", "log"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(std::fs::File::create(&stderr).expect("the watcher's log"))
             .spawn()
             .expect("start banshare watch");
         let stdout = child.stdout.take().expect("piped");
@@ -111,7 +115,29 @@ impl Watch {
             child,
             applied,
             seen: Vec::new(),
+            stderr,
         }
+    }
+
+    /// What the watcher logged so far.
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits until the watcher logged `text`.
+    fn logs(&self, text: &str) {
+        assert!(
+            wait_until(PATIENCE, || self.stderr().contains(text)),
+            "the watcher never logged {text:?}:\n{}",
+            self.stderr()
+        );
+    }
+
+    /// Stops the watcher as systemd does (SIGTERM: it saves and exits).
+    fn stop(mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.child.wait();
     }
 
     /// Waits until `n` lines were applied; returns them all.
@@ -124,9 +150,10 @@ impl Watch {
         });
         assert!(
             self.seen.len() >= n,
-            "{} of {n} applied: {:?}",
+            "{} of {n} applied: {:?}\nthe watcher's log:\n{}",
             self.seen.len(),
-            self.seen
+            self.seen,
+            self.stderr()
         );
         self.seen.clone()
     }
@@ -945,4 +972,123 @@ fn watcher_metrics_show_the_connection_the_stream_sequence_and_the_spool() {
         ("banshare_watch_lag_records", 0.0),
         ("banshare_spool_records", 0.0),
     ]);
+}
+
+/// review19 H1: a stream deleted and made again under a running watcher.
+/// The client remade its consumer by itself, at the old stream's next
+/// sequence, and the watcher applied only the new stream's records past
+/// it (`left: ["ban 203.0.113.97"]`), saying nothing while the stream was
+/// missing. The watcher now says the log is missing, and reads the new
+/// stream from its start.
+#[test]
+fn a_stream_made_anew_under_a_running_watcher_is_read_from_its_start() {
+    let mut server = NatsServer::local();
+    let log = server.url("anew3");
+    let out = init(&log, &["--replicas", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("sender-spool");
+    let out = ban(
+        &log,
+        "n1",
+        &spool,
+        &["203.0.113.91", "203.0.113.92", "203.0.113.93"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let mut watch = Watch::start(&log, dir.path());
+    assert_eq!(watch.applied(3).len(), 3);
+    assert!(wait_until(PATIENCE, || saved_seq(dir.path()) == Some(3)));
+
+    server.wipe();
+    watch.logs("stream \"anew3\" does not exist");
+    let out = init(&log, &["--replicas", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = ban(
+        &log,
+        "n1",
+        &spool,
+        &[
+            "203.0.113.94",
+            "203.0.113.95",
+            "203.0.113.96",
+            "203.0.113.97",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let addresses = (91..=97).map(|i| format!("ban 203.0.113.{i}"));
+    assert_eq!(bans(&watch.applied(7)), addresses.collect::<Vec<_>>());
+    watch.logs("is not the one the saved position (sequence 3) is in");
+}
+
+/// review19 H1's other half: a watcher that noticed a stream made anew and
+/// was stopped before it read a record of it saves the old stream's
+/// sequence with the old stream's creation time, never with the new
+/// one's, so that it reads the new stream from its start when it starts
+/// again.
+#[test]
+fn a_watcher_stopped_after_it_saw_a_stream_made_anew_reads_it_from_its_start() {
+    let mut server = NatsServer::local();
+    let log = server.url("anew2");
+    let out = init(&log, &["--replicas", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("sender-spool");
+    let out = ban(
+        &log,
+        "n1",
+        &spool,
+        &["203.0.113.71", "203.0.113.72", "203.0.113.73"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let mut watch = Watch::start(&log, dir.path());
+    assert_eq!(watch.applied(3).len(), 3);
+    assert!(wait_until(PATIENCE, || saved_seq(dir.path()) == Some(3)));
+
+    server.wipe();
+    let out = init(&log, &["--replicas", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    watch.logs("is not the one the saved position (sequence 3) is in");
+    watch.stop();
+
+    let out = ban(
+        &log,
+        "n1",
+        &spool,
+        &[
+            "203.0.113.74",
+            "203.0.113.75",
+            "203.0.113.76",
+            "203.0.113.77",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let mut watch = Watch::start(&log, dir.path());
+    let addresses = (74..=77).map(|i| format!("ban 203.0.113.{i}"));
+    assert_eq!(bans(&watch.applied(4)), addresses.collect::<Vec<_>>());
+}
+
+/// review19 M1: once compaction deleted every record (a quiet fleet, every
+/// ban over), the stream's last sequence stays and nothing comes: the
+/// next compaction waited for records and failed (`reading the stream: no
+/// record within 5s, 0 read`), every day.
+#[test]
+fn compacting_a_stream_compaction_emptied_succeeds() {
+    let server = NatsServer::local();
+    let log = server.url("emptied");
+    let out = init(&log, &["--replicas", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("sender-spool").display().to_string();
+    let share = ["--log", &log, "--node", "n1", "--spool-dir", &spool];
+    let out = banshare(&[&["ban", "203.0.113.81", "--bantime", "1s"][..], &share].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let compact = || banshare(&[&["compact", "--clock-margin", "0s"][..], &share].concat());
+    // Once the ban is over, a compaction deletes it.
+    assert!(wait_until(PATIENCE, || {
+        let out = compact();
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).contains("1 deleted")
+    }));
+    let again = compact();
+    assert!(again.status.success(), "{}", text(&again));
 }

@@ -11,7 +11,7 @@
 //! when a consumer made anew delivers it again.
 
 use std::collections::VecDeque;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -40,9 +40,21 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 /// How long `unread` waits for messages the server said are on their way.
 const UNREAD_WAIT: Duration = Duration::from_secs(1);
 
+/// How often the follower, waiting for records, looks whether its client
+/// reconnected.
+const TICK: Duration = Duration::from_secs(1);
+
+/// How often it looks the stream up, to notice one deleted (reported as
+/// missing) or made anew (read from its start): one small request per
+/// watcher, about what a consumer's heartbeats cost the servers.
+const LOOK_EVERY: Duration = Duration::from_secs(30);
+
 /// A message of the stream, as the follower queued it.
 struct Delivered {
     seq: u64,
+    /// The creation time of the stream it is in: a position pairs a
+    /// sequence with its own stream, never with one made anew since.
+    created: Arc<str>,
     payload: Bytes,
     /// Messages after this one in the stream, as the server counted them.
     pending: u64,
@@ -54,8 +66,6 @@ struct Shared {
     handle: Mutex<Option<Handle>>,
     /// Why the follower cannot read now; `None` while it follows.
     trouble: Mutex<Option<FeedError>>,
-    /// The creation time of the stream being read, as the server said.
-    created: Mutex<Option<String>>,
     notices: Mutex<Vec<Notice>>,
     /// The follower's client, once it connected.
     client: Mutex<Option<async_nats::Client>>,
@@ -118,8 +128,9 @@ pub struct NatsFeed {
     seq: u64,
     /// A position was resumed or a record handed out.
     placed: bool,
-    /// The stream's creation time saved with the position resumed.
-    saved_created: Option<String>,
+    /// The creation time of the stream of `seq`: saved with the position
+    /// resumed, then that of the last record handed out.
+    created: Option<String>,
     notices: Vec<Notice>,
 }
 
@@ -141,7 +152,7 @@ impl NatsFeed {
             link: Arc::default(),
             seq: 0,
             placed: false,
-            saved_created: None,
+            created: None,
             notices: Vec::new(),
         }
     }
@@ -166,7 +177,7 @@ impl NatsFeed {
             url: self.url.clone(),
             settings: self.settings.clone(),
             next: self.seq + 1,
-            created: self.saved_created.clone(),
+            created: self.created.clone(),
             queue: tx,
             shared: self.shared.clone(),
             link: self.link.clone(),
@@ -243,12 +254,7 @@ impl Feed for NatsFeed {
         self.stop_following();
         self.seq = seq;
         self.placed = true;
-        self.saved_created = created.map(str::to_owned);
-        *self
-            .shared
-            .created
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = self.saved_created.clone();
+        self.created = created.map(str::to_owned);
         Ok(())
     }
 
@@ -290,6 +296,9 @@ impl Feed for NatsFeed {
             .drain(..n)
             .map(|d| {
                 self.seq = d.seq;
+                if self.created.as_deref() != Some(&*d.created) {
+                    self.created = Some(d.created.to_string());
+                }
                 self.placed = true;
                 entry(d.payload)
             })
@@ -301,12 +310,7 @@ impl Feed for NatsFeed {
         if !self.placed {
             return None;
         }
-        let created = self
-            .shared
-            .created
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let created = &self.created;
         Some(Position {
             kind: KIND.into(),
             log: self.log.clone(),
@@ -388,11 +392,21 @@ struct Follower {
     settings: NatsSettings,
     /// The next stream sequence to queue.
     next: u64,
-    /// The stream's creation time when the position was saved, if known.
+    /// The creation time of the stream `next` is in: the saved
+    /// position's, then the one looked up.
     created: Option<String>,
     queue: mpsc::Sender<Delivered>,
     shared: Arc<Shared>,
     link: Arc<Link>,
+}
+
+/// How a round of following ended without a failure.
+enum Followed {
+    /// The feed is gone: stop.
+    FeedGone,
+    /// Follow again from `next` at once, with a consumer of our own: the
+    /// client reconnected, or the stream was made anew.
+    Again,
 }
 
 impl Follower {
@@ -411,10 +425,7 @@ impl Follower {
                 Err(failure) => {
                     let why = failure.text().to_owned();
                     self.shared.set_trouble(Some(match failure {
-                        ConnectFailure::Unreachable(_) => FeedError::Unreachable(format!(
-                            "log {} is unreachable ({UNREACHABLE_HINT}): {why}",
-                            self.url
-                        )),
+                        ConnectFailure::Unreachable(_) => self.unreachable(why),
                         ConnectFailure::Refused(_) => {
                             FeedError::Other(format!("log {}: {why}", self.url))
                         }
@@ -428,7 +439,8 @@ impl Follower {
         js.set_timeout(self.settings.timeout);
         loop {
             match self.follow_once(&js, &client).await {
-                Ok(()) => return,
+                Ok(Followed::FeedGone) => return,
+                Ok(Followed::Again) => continue,
                 Err(trouble) => {
                     log::debug!("log {}: {trouble}", self.url);
                     self.shared.set_trouble(Some(trouble));
@@ -439,20 +451,19 @@ impl Follower {
         }
     }
 
-    /// Makes a consumer from `next` and queues what it delivers, until it
-    /// fails (`Err`: why, as the feed reports it) or the feed is gone
-    /// (`Ok`).
-    async fn follow_once(
-        &mut self,
+    /// The error that says the stream is out of reach, and why.
+    fn unreachable(&self, why: String) -> FeedError {
+        FeedError::Unreachable(format!(
+            "log {} is unreachable ({UNREACHABLE_HINT}): {why}",
+            self.url
+        ))
+    }
+
+    /// The stream, looked up: its state and its creation time.
+    async fn look_up(
+        &self,
         js: &jetstream::Context,
-        client: &async_nats::Client,
-    ) -> Result<(), FeedError> {
-        let log = self.url.to_string();
-        let unreachable = |why: String| {
-            FeedError::Unreachable(format!(
-                "log {log} is unreachable ({UNREACHABLE_HINT}): {why}"
-            ))
-        };
+    ) -> Result<(jetstream::stream::Stream, String, u64), FeedError> {
         let mut stream = js.get_stream(&self.url.stream).await.map_err(|e| {
             let missing = matches!(
                 e.kind(),
@@ -461,24 +472,41 @@ impl Follower {
             );
             match missing {
                 true => FeedError::Missing(format!(
-                    "log {log}: stream {:?} does not exist ({MISSING_HINT})",
-                    self.url.stream
+                    "log {}: stream {:?} does not exist ({MISSING_HINT})",
+                    self.url, self.url.stream
                 )),
-                false => unreachable(format!("looking up stream {:?}: {e}", self.url.stream)),
+                false => self.unreachable(format!("looking up stream {:?}: {e}", self.url.stream)),
             }
         })?;
         let info = stream
             .info()
             .await
-            .map_err(|e| unreachable(format!("stream info: {e}")))?;
-        self.check_identity(
-            &info.created.unix_timestamp_nanos().to_string(),
-            info.state.last_sequence,
-        );
+            .map_err(|e| self.unreachable(format!("stream info: {e}")))?;
+        let created = info.created.unix_timestamp_nanos().to_string();
+        let last_sequence = info.state.last_sequence;
+        Ok((stream, created, last_sequence))
+    }
+
+    /// Makes a consumer from `next` and queues what it delivers, until it
+    /// fails (`Err`: why, as the feed reports it), the feed is gone, or
+    /// the consumer must be made anew by us: after a reconnect (the
+    /// client's own remaking of it starts from the stream's first record
+    /// when it has delivered nothing yet), or when a look at the stream
+    /// every [`LOOK_EVERY`] finds it made anew (a consumer remade by the
+    /// client would go on at the old stream's sequence).
+    async fn follow_once(
+        &mut self,
+        js: &jetstream::Context,
+        client: &async_nats::Client,
+    ) -> Result<Followed, FeedError> {
+        let (stream, created, last_sequence) = self.look_up(js).await?;
+        self.check_identity(&created, last_sequence);
+        let created: Arc<str> = created.into();
         let deliver_policy = match self.next {
             0 | 1 => DeliverPolicy::All,
             start_sequence => DeliverPolicy::ByStartSequence { start_sequence },
         };
+        let connections = self.link.connections.load(Ordering::Relaxed);
         let consumer = stream
             .create_consumer(OrderedConfig {
                 deliver_subject: client.new_inbox(),
@@ -486,14 +514,33 @@ impl Follower {
                 ..Default::default()
             })
             .await
-            .map_err(|e| unreachable(format!("making a consumer: {e}")))?;
+            .map_err(|e| self.unreachable(format!("making a consumer: {e}")))?;
         let mut messages = consumer
             .messages()
             .await
-            .map_err(|e| unreachable(format!("subscribing: {e}")))?;
+            .map_err(|e| self.unreachable(format!("subscribing: {e}")))?;
         self.shared.set_trouble(None);
-        while let Some(message) = messages.next().await {
-            let message = message.map_err(|e| unreachable(format!("consumer: {e}")))?;
+        let mut look_at = tokio::time::Instant::now() + LOOK_EVERY;
+        loop {
+            let tick = tokio::time::Instant::now() + TICK;
+            let message = match tokio::time::timeout_at(tick, messages.next()).await {
+                Ok(Some(message)) => {
+                    message.map_err(|e| self.unreachable(format!("consumer: {e}")))?
+                }
+                Ok(None) => return Err(self.unreachable("the consumer ended".into())),
+                Err(_) => {
+                    if self.link.connections.load(Ordering::Relaxed) != connections {
+                        return Ok(Followed::Again);
+                    }
+                    if tokio::time::Instant::now() >= look_at {
+                        look_at = tokio::time::Instant::now() + LOOK_EVERY;
+                        if self.made_anew(js, &created).await? {
+                            return Ok(Followed::Again);
+                        }
+                    }
+                    continue;
+                }
+            };
             let Ok(info) = message.info() else { continue };
             let (seq, pending) = (info.stream_sequence, info.pending);
             if seq < self.next {
@@ -501,16 +548,28 @@ impl Follower {
             }
             let delivered = Delivered {
                 seq,
+                created: created.clone(),
                 payload: message.message.payload.clone(),
                 pending,
             };
             if self.queue.send(delivered).await.is_err() {
-                return Ok(());
+                return Ok(Followed::FeedGone);
             }
             self.next = seq + 1;
             self.shared.wake();
         }
-        Err(unreachable("the consumer ended".into()))
+    }
+
+    /// Whether the stream followed, made at `created`, was deleted and
+    /// made again since (`Err` while it does not exist: the watcher says
+    /// the log is missing). A look that fails otherwise is left to the
+    /// next one: the client reconnects by itself, which is noticed.
+    async fn made_anew(&self, js: &jetstream::Context, created: &str) -> Result<bool, FeedError> {
+        match self.look_up(js).await {
+            Ok((_, now, _)) => Ok(now != created),
+            Err(missing @ FeedError::Missing(_)) => Err(missing),
+            Err(_) => Ok(false),
+        }
     }
 
     /// Notices a stream made anew since the position was saved (another
@@ -536,10 +595,5 @@ impl Follower {
             self.next = 1;
         }
         self.created = Some(created.to_owned());
-        *self
-            .shared
-            .created
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(created.to_owned());
     }
 }
