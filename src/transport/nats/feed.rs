@@ -18,6 +18,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::push::OrderedConfig};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use futures_util::future::Either;
 use tokio::sync::mpsc;
 
 use super::runtime::{self, ConnectFailure, Link, Runtime};
@@ -41,7 +42,7 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 const UNREAD_WAIT: Duration = Duration::from_secs(1);
 
 /// How often the follower, waiting for records, looks whether its client
-/// reconnected.
+/// reconnected while it was not waiting.
 const TICK: Duration = Duration::from_secs(1);
 
 /// How often it looks the stream up, to notice one deleted (reported as
@@ -521,13 +522,22 @@ impl Follower {
             .map_err(|e| self.unreachable(format!("subscribing: {e}")))?;
         self.shared.set_trouble(None);
         let mut look_at = tokio::time::Instant::now() + LOOK_EVERY;
+        let link = self.link.clone();
         loop {
             let tick = tokio::time::Instant::now() + TICK;
-            let message = match tokio::time::timeout_at(tick, messages.next()).await {
-                Ok(Some(message)) => {
+            let next = std::pin::pin!(messages.next());
+            let reconnected = std::pin::pin!(link.connected.notified());
+            let either = futures_util::future::select(next, reconnected);
+            let message = match tokio::time::timeout_at(tick, either).await {
+                Ok(Either::Left((Some(message), _))) => {
                     message.map_err(|e| self.unreachable(format!("consumer: {e}")))?
                 }
-                Ok(None) => return Err(self.unreachable("the consumer ended".into())),
+                Ok(Either::Left((None, _))) => {
+                    return Err(self.unreachable("the consumer ended".into()));
+                }
+                Ok(Either::Right(((), _))) => return Ok(Followed::Again),
+                // A connection the wait above missed (made while a record
+                // was being queued) is seen here.
                 Err(_) => {
                     if self.link.connections.load(Ordering::Relaxed) != connections {
                         return Ok(Followed::Again);

@@ -71,6 +71,9 @@ impl Drop for Runtime {
 #[derive(Default)]
 pub(super) struct Link {
     pub connections: Arc<AtomicU64>,
+    /// Wakes whoever waits for the next connection (a feed's follower,
+    /// which then makes its own consumer at once).
+    pub connected: tokio::sync::Notify,
     refusal: Mutex<Option<String>>,
 }
 
@@ -95,6 +98,7 @@ impl Link {
         match event {
             Event::Connected => {
                 self.connections.fetch_add(1, Ordering::Relaxed);
+                self.connected.notify_waiters();
             }
             Event::ServerError(ServerError::Other(text)) if is_refusal(text) => {
                 *self.refusal.lock().unwrap_or_else(PoisonError::into_inner) = Some(text.clone());
