@@ -1001,3 +1001,98 @@ fn nats_role_refuses_one_file_as_certificate_and_key() {
         "a task changed something first:\n{output}"
     );
 }
+
+/// The configuration `banshare_nats` writes, rendered with `extra` as
+/// `--extra-vars` (JSON); the role's defaults and variables as on a server.
+fn rendered_nats_server_config(name: &str, extra: &str) -> String {
+    use base64::Engine as _;
+    let role = format!("{ANSIBLE_DIR}/roles/banshare_nats");
+    let play = format!(
+        "- name: The NATS server's configuration\n  hosts: localhost\n  \
+         gather_facts: false\n  vars_files:\n    - {role}/defaults/main.yml\n    \
+         - {role}/vars/main.yml\n  tasks:\n    - name: Print it\n      \
+         ansible.builtin.debug:\n        msg: \"CONFIG={{{{ lookup('ansible.builtin.template', \
+         '{role}/templates/nats-server.conf.j2') | b64encode }}}}\"\n"
+    );
+    let (ok, output) = run_play_with_inventory(name, LOCAL_INVENTORY, &play, extra);
+    assert!(ok, "{output}");
+    let encoded = output
+        .lines()
+        .find_map(|l| {
+            l.split_once("CONFIG=")
+                .map(|(_, c)| c.trim_end_matches('"').to_owned())
+        })
+        .unwrap_or_else(|| panic!("no CONFIG= line:\n{output}"));
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .unwrap();
+    String::from_utf8(bytes).unwrap()
+}
+
+/// review19 H2: the servers' route port took any server that reached it
+/// (no route authorization): one of an attacker's, routed in, declared
+/// banshare's account with a user of its own and published into the
+/// stream. With routes, the role refuses to run without a route password
+/// (or with a short one), by name, before any change; with one, every
+/// route and the cluster's authorization carry it, and nats-server takes
+/// the configuration.
+#[test]
+fn nats_role_requires_a_route_password_and_writes_it_into_the_routes() {
+    let routes = r#"["nats-route://192.0.2.32:6222", "nats-route://192.0.2.33:6222"]"#;
+    for (case, password) in [("none", None), ("short", Some("0123456789abcdef"))] {
+        let mut play = format!(
+            "- name: NATS routes, route password {case}\n  hosts: localhost\n  \
+             connection: local\n  gather_facts: false\n  roles:\n    - role: banshare_nats\n      \
+             banshare_nats_routes: {routes}\n"
+        );
+        if let Some(password) = password {
+            play += &format!("      banshare_nats_route_password: \"{password}\"\n");
+        }
+        let (ok, output) = run_local_play(&format!("nats-route-password-{case}"), &play);
+        assert!(
+            !ok && failure_lines(&output)
+                .iter()
+                .any(|l| l.contains("banshare_nats_route_password")),
+            "routes with route password {case} were not refused by the variable's name:\n{output}"
+        );
+        assert!(
+            output.contains("changed=0"),
+            "a task changed something first:\n{output}"
+        );
+    }
+
+    let password = "3f9c2a7e1b8d4c6a0e5f7b9d2c4a6e8f0b1d3c5e7a9f2b4d";
+    let extra = serde_json::json!({
+        "banshare_nats_routes": ["nats-route://192.0.2.32:6222", "nats-route://192.0.2.33:6222"],
+        "banshare_nats_route_password": password,
+    });
+    let config = rendered_nats_server_config("nats-route-password", &extra.to_string());
+    for expected in [
+        format!("password: \"{password}\""),
+        format!("nats-route://banshare-route:{password}@192.0.2.32:6222"),
+        format!("nats-route://banshare-route:{password}@192.0.2.33:6222"),
+    ] {
+        assert!(
+            config.contains(&expected),
+            "the rendered configuration lacks {expected:?}:\n{config}"
+        );
+    }
+    assert!(
+        !config.contains("\"nats-route://192.0.2"),
+        "a route without the password:\n{config}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nats-server.conf");
+    std::fs::write(&path, &config).unwrap();
+    let checked = Command::new("/usr/sbin/nats-server")
+        .arg("-t")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("run /usr/sbin/nats-server (Debian package nats-server)");
+    assert!(
+        checked.status.success(),
+        "nats-server -t refused the rendered configuration:\n{}\n{config}",
+        text(&checked)
+    );
+}

@@ -10,23 +10,31 @@
 //! files, each server's name the test's ("s0"...), the
 //! `UADMIN...`/`UWEB1...` placeholders the keys made here, the
 //! example node `web1` each node (its entry repeated per node, as the docs
-//! say), and each server gets a monitoring port, by which the test knows
-//! it is ready. A change of the docs that the test no longer finds fails
-//! it, naming what is missing.
+//! say), the route secret `SECRET...` one made as the docs say (`openssl
+//! rand -hex 24`), and each server gets a monitoring port, by which the
+//! test knows it is ready. A change of the docs that the test no longer
+//! finds fails it, naming what is missing.
+//!
+//! Then a fourth server, the attacker's, with the same block but another
+//! route secret (and its own user in the account, and no TLS for its own
+//! client), must not route in: the cluster's `/routez` does not list it,
+//! it logs the servers' "Authorization Violation", and a ban published
+//! through it never reaches the stream (review19 H2).
 //!
 //! Needs root, nats-server and the Python client (.ci/install-deps); fails,
 //! never skips, without them.
 
 mod support;
 
-use std::fs;
+use std::fs::{self, File};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use banshare::outbox::spool::Spool;
 use support::cluster::{Cluster, require_root};
-use support::nats::{MONITOR_PORT, NatsOptions, NatsServers};
+use support::nats::{MONITOR_PORT, NATS_SERVER, NatsOptions, NatsServers};
 use support::{BANSHARE, wait_until};
 
 const DEPLOY_MD: &str = include_str!("../docs/deploy.md");
@@ -117,12 +125,32 @@ fn assert_ok(out: &Output, what: &str) {
     );
 }
 
+/// A route secret, made as the docs say.
+fn route_secret() -> String {
+    let out = Command::new("openssl")
+        .args(["rand", "-hex", "24"])
+        .output()
+        .expect("run openssl rand");
+    assert_ok(&out, "openssl rand -hex 24");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// Server `i`'s configuration: the docs' block, made concrete (see the
-/// module's doc).
-fn server_config(block: &str, nats: &NatsServers, i: usize, admin: &Key, nodes: &[Key]) -> String {
+/// module's doc), with route secret `secret`.
+fn server_config(
+    block: &str,
+    nats: &NatsServers,
+    i: usize,
+    admin: &Key,
+    nodes: &[Key],
+    secret: &str,
+) -> String {
     let (cert, key) = nats.server_certificate().expect("servers with TLS");
-    let mut config = replace(
-        block,
+    // Not required to be there: a block without a route secret must fail
+    // on the attacker's server routing in, not on this.
+    let mut config = block.replace("SECRET...", secret);
+    config = replace(
+        &config,
         "server_name: nats1",
         &format!("server_name: {}", nats.server_name(i)),
     );
@@ -201,9 +229,12 @@ fn the_deploy_docs_nats_setup_runs_as_written_and_shares_a_ban() {
     let admin = keygen(dir.path(), "admin");
     let nodes = [keygen(dir.path(), "node0"), keygen(dir.path(), "node1")];
 
+    let secret = route_secret();
+
     let cluster = Cluster::new("natsdocs", 2);
-    let config =
-        |nats: &NatsServers, i: usize| server_config(&server_block, nats, i, &admin, &nodes);
+    let config = |nats: &NatsServers, i: usize| {
+        server_config(&server_block, nats, i, &admin, &nodes, &secret)
+    };
     let nats = NatsServers::start_on_configured(
         &cluster,
         "natsdocs",
@@ -330,9 +361,10 @@ fn the_deploy_docs_nats_setup_runs_as_written_and_shares_a_ban() {
         "node1 still accepts the attacker after node0's ban through the docs' NATS setup"
     );
 
-    // A node cannot publish as another: node 1's record with node 0's
-    // name (its subject) is refused by the servers, and waits in node 1's
-    // spool.
+    // A node cannot publish on another's subject: node 1's record with
+    // node 0's name (so node 0's subject) is refused by the servers, and
+    // waits in node 1's spool. (A record naming node 0 on node 1's own
+    // subject would be taken: only signatures bind a record to its node.)
     let forged = banshare(
         1,
         &configs[1],
@@ -357,5 +389,122 @@ fn the_deploy_docs_nats_setup_runs_as_written_and_shares_a_ban() {
         1,
         "node1 published as node0: {}",
         String::from_utf8_lossy(&forged.stderr)
+    );
+
+    rogue_server_cannot_route_in(&cluster, &nats, dir.path(), &server_block, &nodes);
+}
+
+/// review19 H2: a server anyone starts with the docs' block but another
+/// route secret, on the attacker's host, declaring its own user in
+/// banshare's account. Were it let in as a route, that user's publishes
+/// would reach the stream, past the nodes' NKeys and permissions.
+fn rogue_server_cannot_route_in(
+    cluster: &Cluster,
+    nats: &NatsServers,
+    dir: &Path,
+    server_block: &str,
+    nodes: &[Key],
+) {
+    let evil = keygen(dir, "evil");
+    let rogue_dir = dir.join("rogue");
+    fs::create_dir_all(rogue_dir.join("store")).unwrap();
+    let ip = cluster.attacker_ip();
+    let mut config = server_config(server_block, nats, 0, &evil, nodes, &route_secret());
+    config = replace(&config, "server_name: s0", "server_name: rogue");
+    config = replace(
+        &config,
+        &nats.store_dir(0).display().to_string(),
+        &rogue_dir.join("store").display().to_string(),
+    );
+    config = replace(
+        &config,
+        &format!("http: \"{}:{MONITOR_PORT}\"", nats.server_ip(0)),
+        &format!("http: \"{ip}:{MONITOR_PORT}\""),
+    );
+    // Its client connects without TLS: the test's certificate does not
+    // name the attacker's address, and the attacker's server is theirs to
+    // configure.
+    let tls = config
+        .find("tls {")
+        .expect("the docs' block has a tls block");
+    let tls_end = tls + config[tls..].find("\n}\n").expect("the tls block's end") + 3;
+    config.replace_range(tls..tls_end, "");
+    let config_path = rogue_dir.join("nats-server.conf");
+    fs::write(&config_path, &config).unwrap();
+    let log_path = rogue_dir.join("nats-server.log");
+    let log = File::create(&log_path).unwrap();
+    let _rogue = support::Daemon(
+        cluster
+            .command_in(cluster.attacker_ns(), NATS_SERVER)
+            .arg("-c")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start the rogue nats-server"),
+    );
+    let rogue_log = || fs::read_to_string(&log_path).unwrap_or_default();
+    // The route's address in a server's /routez: the rogue's, whichever
+    // side dialled.
+    let routed_in = || {
+        (0..nats.server_count()).any(|i| {
+            nats.monitor(i, "/routez")
+                .is_ok_and(|(_, body)| body.contains(&format!("\"{ip}\"")))
+        })
+    };
+    wait_until(Duration::from_secs(15), || {
+        routed_in() || rogue_log().contains("Authorization Violation")
+    });
+    let routez: String = (0..nats.server_count())
+        .map(|i| {
+            let body = nats
+                .monitor(i, "/routez")
+                .map(|(_, body)| body)
+                .unwrap_or_default();
+            format!("\n--- s{i} /routez:\n{body}")
+        })
+        .collect();
+    assert!(
+        !routed_in(),
+        "a server with another route secret routed into the docs' cluster:{routez}\n\
+         --- its log:\n{}",
+        rogue_log()
+    );
+    assert!(
+        rogue_log().contains("Authorization Violation"),
+        "the servers did not refuse the rogue server's routes by their secret:\n{}{routez}",
+        rogue_log()
+    );
+
+    // Its own user publishes a ban as node 0, through it: the stream does
+    // not take it.
+    let leader = nats.stream_leader("BANS").expect("the stream's leader");
+    let before = nats.stored_messages(leader, "BANS");
+    let evil_config = rogue_dir.join("evil.toml");
+    fs::write(
+        &evil_config,
+        format!("[nats]\nnkey_seed_file = \"{}\"\n", evil.seed_file),
+    )
+    .unwrap();
+    fs::set_permissions(&evil_config, fs::Permissions::from_mode(0o600)).unwrap();
+    let log_url = format!("nats://{ip}/BANS");
+    let published = cluster
+        .command_in(cluster.attacker_ns(), BANSHARE)
+        .arg("--config")
+        .arg(&evil_config)
+        .args(["ban", "192.0.2.98", "--node", "node0", "--log", &log_url])
+        .args(["--lock-timeout", "2s", "--stale-lock", "1s", "--spool-dir"])
+        .arg(rogue_dir.join("spool"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run banshare ban through the rogue server");
+    let after = nats.stored_messages(leader, "BANS");
+    assert_eq!(
+        after,
+        before,
+        "a ban through the rogue server reached the stream:\n{}{}",
+        String::from_utf8_lossy(&published.stdout),
+        String::from_utf8_lossy(&published.stderr)
     );
 }
