@@ -140,6 +140,26 @@ fn differences(want: &Config, have: &Config) -> Vec<String> {
     compare("retention", &want.retention, &have.retention);
     compare("discard", &want.discard, &have.discard);
     compare("storage", &want.storage, &have.storage);
+    // Each of these drops or lets others drop records a watcher needs: a
+    // limit per subject keeps only each node's last records, a rollup
+    // header or a purge empties the stream, a sealed stream takes nothing,
+    // a mirror or sources take records from elsewhere.
+    compare("deny_purge", &want.deny_purge, &have.deny_purge);
+    compare("allow_rollup", &want.allow_rollup, &have.allow_rollup);
+    compare(
+        "max_messages_per_subject",
+        &want.max_messages_per_subject,
+        &have.max_messages_per_subject,
+    );
+    compare("max_messages", &want.max_messages, &have.max_messages);
+    compare(
+        "max_message_size",
+        &want.max_message_size,
+        &have.max_message_size,
+    );
+    compare("sealed", &want.sealed, &have.sealed);
+    compare("mirror", &want.mirror, &have.mirror);
+    compare("sources", &want.sources, &have.sources);
     out
 }
 
@@ -293,4 +313,42 @@ pub fn look_up(url: &NatsUrl, settings: &NatsSettings) -> Result<Option<StreamFa
         }
     });
     refused_instead(facts, url, &link)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> StreamPlan {
+        StreamPlan {
+            replicas: 3,
+            duplicate_window: DEFAULT_DUPLICATE_WINDOW,
+            max_bytes: None,
+        }
+    }
+
+    /// review19 M2: a stream made by hand with settings that drop records
+    /// a watcher needs was "there already with these settings".
+    #[test]
+    fn settings_that_drop_records_make_a_stream_differ() {
+        let url = NatsUrl::parse("nats://198.51.100.1/BANS").unwrap();
+        let want = plan().config(&url);
+        assert!(differences(&want, &want.clone()).is_empty());
+        let have = Config {
+            max_messages_per_subject: 1,
+            allow_rollup: true,
+            deny_purge: false,
+            sealed: true,
+            ..want.clone()
+        };
+        let differs = differences(&want, &have).join("; ");
+        for name in [
+            "max_messages_per_subject: 1, not -1",
+            "allow_rollup: true, not false",
+            "deny_purge: false, not true",
+            "sealed: true, not false",
+        ] {
+            assert!(differs.contains(name), "{name} in {differs}");
+        }
+    }
 }
