@@ -1092,3 +1092,41 @@ fn compacting_a_stream_compaction_emptied_succeeds() {
     let again = compact();
     assert!(again.status.success(), "{}", text(&again));
 }
+
+/// review19: a seed file holding something else than a user's seed (the
+/// public key pasted in its place) was only logged by the client, which
+/// then connected with no key: the server's "authorization violation"
+/// named no file. It is refused, by name, before connecting.
+#[test]
+fn a_seed_file_without_a_user_seed_is_named() {
+    let server = NatsServer::local();
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("node.nkey");
+    let out = banshare(&["nats", "keygen", "--out", &seed.display().to_string()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let public = String::from_utf8(out.stdout).unwrap();
+    let pasted = dir.path().join("pasted.nkey");
+    seed_file(&pasted, public.trim());
+    let config = dir.path().join("banshare.toml");
+    let settings = format!("[nats]\nnkey_seed_file = '{}'\n", pasted.display());
+    std::fs::write(&config, settings).unwrap();
+    let out = Command::new(BANSHARE)
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "nats",
+            "init",
+            "--replicas",
+            "1",
+            "--log",
+            &server.url("SEED"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = format!(
+        "NKey seed file {} holds no user's NKey seed",
+        pasted.display()
+    );
+    assert!(text(&out).contains(&said), "{}", text(&out));
+}

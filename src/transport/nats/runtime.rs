@@ -206,6 +206,17 @@ async fn options(
         let seed = std::fs::read_to_string(path).map_err(|e| {
             ConnectFailure::Refused(format!("NKey seed file {}: {e}", path.display()))
         })?;
+        // The client would only log a bad seed, and connect without one:
+        // the server's "authorization violation" would not name the file.
+        let user_seed =
+            seed.trim().starts_with("SU") && nkeys::KeyPair::from_seed(seed.trim()).is_ok();
+        if !user_seed {
+            return Err(ConnectFailure::Refused(format!(
+                "NKey seed file {} holds no user's NKey seed (one line, SU...; not the public key \
+                 U...): `banshare nats keygen --out FILE` makes one",
+                path.display()
+            )));
+        }
         options = options.nkey(seed.trim().to_owned());
     }
     if let Some(ca) = &settings.ca_file {
