@@ -1,9 +1,11 @@
 //! The read side of the NATS transport: the stream, in order, from the
 //! sequence after the last record handed out, through an ordered push
-//! consumer (ephemeral, made anew by the follower whenever it fails: a
-//! server gone, a gap, a missed heartbeat). Its [`Position`] is that
-//! stream sequence, with the stream's name and creation time, of kind
-//! `"nats"`: a stream deleted and made again is read from its start.
+//! consumer (ephemeral, made anew by the follower whenever it fails, and
+//! after every reconnect). Its [`Position`] is that stream sequence, with
+//! the stream's name and the creation time of the stream that sequence
+//! is in, of kind `"nats"`: a stream deleted and made again is read from
+//! its start, whether the watcher was running (the follower looks the
+//! stream up every 30 s) or not.
 //!
 //! A follower task on the feed's runtime receives the messages and queues
 //! them, waking the watcher; the feed hands out what is queued. Each
@@ -490,11 +492,11 @@ impl Follower {
 
     /// Makes a consumer from `next` and queues what it delivers, until it
     /// fails (`Err`: why, as the feed reports it), the feed is gone, or
-    /// the consumer must be made anew by us: after a reconnect (the
-    /// client's own remaking of it starts from the stream's first record
-    /// when it has delivered nothing yet), or when a look at the stream
-    /// every [`LOOK_EVERY`] finds it made anew (a consumer remade by the
-    /// client would go on at the old stream's sequence).
+    /// the consumer must be made anew by us: after a reconnect, or when a
+    /// look at the stream every [`LOOK_EVERY`] finds it made anew. The
+    /// client remakes an ordered consumer by itself from its own count of
+    /// the stream, which knows nothing of the follower's position nor of
+    /// a stream made anew (it went on at the old stream's sequence).
     async fn follow_once(
         &mut self,
         js: &jetstream::Context,
