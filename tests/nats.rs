@@ -1130,3 +1130,69 @@ fn a_seed_file_without_a_user_seed_is_named() {
     );
     assert!(text(&out).contains(&said), "{}", text(&out));
 }
+
+/// A TCP relay to `to` that holds every chunk `delay` in each direction:
+/// a link with a round trip of twice that (netem is not in every kernel).
+/// Returns its port; it relays until the test process ends.
+fn slow_link(to: std::net::SocketAddr, delay: Duration) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Instant;
+    fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
+        let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
+        std::thread::spawn(move || {
+            for (due, chunk) in rx {
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                if to.write_all(&chunk).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut buf = [0u8; 16 * 1024];
+        while let Ok(n @ 1..) = from.read(&mut buf) {
+            if tx
+                .send((Instant::now() + delay, buf[..n].to_vec()))
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().map_while(Result::ok) {
+            let Ok(server) = TcpStream::connect(to) else {
+                continue;
+            };
+            let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || pipe(client, server, delay));
+            std::thread::spawn(move || pipe(s2, c2, delay));
+        }
+    });
+    port
+}
+
+/// Servers on another continent: a link of 400 ms round trips. review19
+/// feared that the publisher's check of its connection (a flush bounded
+/// at 250 ms) would spool every ban there; it does not (the flush waits
+/// for no answer), and this keeps it so.
+#[test]
+fn a_ban_over_a_link_of_400_ms_round_trips_is_stored() {
+    let server = NatsServer::local();
+    let log = server.url("FAR");
+    let out = init(&log, &["--replicas", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let address = std::net::SocketAddr::from((server.bind(), server.port()));
+    let far = format!(
+        "nats://127.0.0.1:{}/FAR",
+        slow_link(address, Duration::from_millis(200))
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("sender-spool");
+    let out = ban(&far, "n1", &spool, &["203.0.113.99"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(spooled(&spool), 0, "{}", text(&out));
+    let mut watch = Watch::start(&log, dir.path());
+    assert_eq!(bans(&watch.applied(1)), ["ban 203.0.113.99"]);
+}
