@@ -842,13 +842,20 @@ fn package_role_checks_the_package_url_sha256() {
 /// `banshare_node_nats_init`, rendered with `extra` as `--extra-vars`
 /// (JSON); the role's defaults and variables as on a node.
 fn rendered_nats_admin_config(name: &str, extra: &str) -> String {
+    rendered_template(name, "banshare_node", "nats-admin.toml.j2", extra)
+}
+
+/// Role `role`'s template `template`, rendered with `extra` as
+/// `--extra-vars` (JSON) and the role's defaults and variables.
+fn rendered_template(name: &str, role: &str, template: &str, extra: &str) -> String {
     use base64::Engine as _;
+    let role = format!("{ANSIBLE_DIR}/roles/{role}");
     let play = format!(
-        "- name: The NATS administrator's configuration\n  hosts: localhost\n  \
-         gather_facts: false\n  vars_files:\n    - {ANSIBLE_DIR}/roles/banshare_node/defaults/main.yml\n    \
-         - {ANSIBLE_DIR}/roles/banshare_node/vars/main.yml\n  tasks:\n    - name: Print it\n      \
+        "- name: Render {template}\n  hosts: localhost\n  \
+         gather_facts: false\n  vars_files:\n    - {role}/defaults/main.yml\n    \
+         - {role}/vars/main.yml\n  tasks:\n    - name: Print it\n      \
          ansible.builtin.debug:\n        msg: \"CONFIG={{{{ lookup('ansible.builtin.template', \
-         '{ANSIBLE_DIR}/roles/banshare_node/templates/nats-admin.toml.j2') | b64encode }}}}\"\n"
+         '{role}/templates/{template}') | b64encode }}}}\"\n"
     );
     let (ok, output) = run_play_with_inventory(name, LOCAL_INVENTORY, &play, extra);
     assert!(ok, "{output}");
@@ -1005,28 +1012,7 @@ fn nats_role_refuses_one_file_as_certificate_and_key() {
 /// The configuration `banshare_nats` writes, rendered with `extra` as
 /// `--extra-vars` (JSON); the role's defaults and variables as on a server.
 fn rendered_nats_server_config(name: &str, extra: &str) -> String {
-    use base64::Engine as _;
-    let role = format!("{ANSIBLE_DIR}/roles/banshare_nats");
-    let play = format!(
-        "- name: The NATS server's configuration\n  hosts: localhost\n  \
-         gather_facts: false\n  vars_files:\n    - {role}/defaults/main.yml\n    \
-         - {role}/vars/main.yml\n  tasks:\n    - name: Print it\n      \
-         ansible.builtin.debug:\n        msg: \"CONFIG={{{{ lookup('ansible.builtin.template', \
-         '{role}/templates/nats-server.conf.j2') | b64encode }}}}\"\n"
-    );
-    let (ok, output) = run_play_with_inventory(name, LOCAL_INVENTORY, &play, extra);
-    assert!(ok, "{output}");
-    let encoded = output
-        .lines()
-        .find_map(|l| {
-            l.split_once("CONFIG=")
-                .map(|(_, c)| c.trim_end_matches('"').to_owned())
-        })
-        .unwrap_or_else(|| panic!("no CONFIG= line:\n{output}"));
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .unwrap();
-    String::from_utf8(bytes).unwrap()
+    rendered_template(name, "banshare_nats", "nats-server.conf.j2", extra)
 }
 
 /// review19 H2: the servers' route port took any server that reached it

@@ -134,7 +134,7 @@ impl Watch {
     }
 
     /// Stops the watcher as systemd does (SIGTERM: it saves and exits).
-    fn stop(mut self) {
+    fn stop(&mut self) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         let _ = self.child.wait();
@@ -974,6 +974,60 @@ fn watcher_metrics_show_the_connection_the_stream_sequence_and_the_spool() {
     ]);
 }
 
+/// A stream on a server of its own, bans from node n1 in it, and a
+/// watcher that applied them and saved their last sequence.
+struct WatchedStream {
+    server: NatsServer,
+    log: String,
+    dir: tempfile::TempDir,
+    spool: std::path::PathBuf,
+    watch: Watch,
+}
+
+impl WatchedStream {
+    /// Stream `name` holding the bans of 203.0.113.`first` to `first + 2`
+    /// (sequences 1 to 3), all applied.
+    fn three_bans(name: &str, first: u8) -> WatchedStream {
+        let server = NatsServer::local();
+        let log = server.url(name);
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("sender-spool");
+        let watch = Watch::start(&log, dir.path());
+        let mut made = WatchedStream {
+            server,
+            log,
+            dir,
+            spool,
+            watch,
+        };
+        made.init();
+        made.share(first..=first + 2);
+        assert_eq!(made.watch.applied(3).len(), 3);
+        let dir = made.dir.path();
+        assert!(wait_until(PATIENCE, || saved_seq(dir) == Some(3)));
+        made
+    }
+
+    /// `banshare nats init` of the stream, as anew.
+    fn init(&self) {
+        let out = init(&self.log, &["--replicas", "1"]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+
+    /// Bans of 203.0.113.`last_octets` from n1, in one run.
+    fn share(&self, last_octets: std::ops::RangeInclusive<u8>) {
+        let targets: Vec<String> = last_octets.map(|i| format!("203.0.113.{i}")).collect();
+        let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+        let out = ban(&self.log, "n1", &self.spool, &targets);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+}
+
+/// The applied lines' `ban <address>` parts for 203.0.113.`last_octets`.
+fn addresses(last_octets: std::ops::RangeInclusive<u8>) -> Vec<String> {
+    last_octets.map(|i| format!("ban 203.0.113.{i}")).collect()
+}
+
 /// review19 H1: a stream deleted and made again under a running watcher.
 /// The client remade its consumer by itself, at the old stream's next
 /// sequence, and the watcher applied only the new stream's records past
@@ -982,41 +1036,13 @@ fn watcher_metrics_show_the_connection_the_stream_sequence_and_the_spool() {
 /// stream from its start.
 #[test]
 fn a_stream_made_anew_under_a_running_watcher_is_read_from_its_start() {
-    let mut server = NatsServer::local();
-    let log = server.url("anew3");
-    let out = init(&log, &["--replicas", "1"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let dir = tempfile::tempdir().unwrap();
-    let spool = dir.path().join("sender-spool");
-    let out = ban(
-        &log,
-        "n1",
-        &spool,
-        &["203.0.113.91", "203.0.113.92", "203.0.113.93"],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    let mut watch = Watch::start(&log, dir.path());
-    assert_eq!(watch.applied(3).len(), 3);
-    assert!(wait_until(PATIENCE, || saved_seq(dir.path()) == Some(3)));
-
-    server.wipe();
-    watch.logs("stream \"anew3\" does not exist");
-    let out = init(&log, &["--replicas", "1"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let out = ban(
-        &log,
-        "n1",
-        &spool,
-        &[
-            "203.0.113.94",
-            "203.0.113.95",
-            "203.0.113.96",
-            "203.0.113.97",
-        ],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    let addresses = (91..=97).map(|i| format!("ban 203.0.113.{i}"));
-    assert_eq!(bans(&watch.applied(7)), addresses.collect::<Vec<_>>());
+    let mut made = WatchedStream::three_bans("anew3", 91);
+    made.server.wipe();
+    made.watch.logs("stream \"anew3\" does not exist");
+    made.init();
+    made.share(94..=97);
+    let mut watch = made.watch;
+    assert_eq!(bans(&watch.applied(7)), addresses(91..=97));
     watch.logs("is not the one the saved position (sequence 3) is in");
 }
 
@@ -1027,44 +1053,16 @@ fn a_stream_made_anew_under_a_running_watcher_is_read_from_its_start() {
 /// again.
 #[test]
 fn a_watcher_stopped_after_it_saw_a_stream_made_anew_reads_it_from_its_start() {
-    let mut server = NatsServer::local();
-    let log = server.url("anew2");
-    let out = init(&log, &["--replicas", "1"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let dir = tempfile::tempdir().unwrap();
-    let spool = dir.path().join("sender-spool");
-    let out = ban(
-        &log,
-        "n1",
-        &spool,
-        &["203.0.113.71", "203.0.113.72", "203.0.113.73"],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    let mut watch = Watch::start(&log, dir.path());
-    assert_eq!(watch.applied(3).len(), 3);
-    assert!(wait_until(PATIENCE, || saved_seq(dir.path()) == Some(3)));
+    let mut made = WatchedStream::three_bans("anew2", 71);
+    made.server.wipe();
+    made.init();
+    made.watch
+        .logs("is not the one the saved position (sequence 3) is in");
+    made.watch.stop();
 
-    server.wipe();
-    let out = init(&log, &["--replicas", "1"]);
-    assert!(out.status.success(), "{}", text(&out));
-    watch.logs("is not the one the saved position (sequence 3) is in");
-    watch.stop();
-
-    let out = ban(
-        &log,
-        "n1",
-        &spool,
-        &[
-            "203.0.113.74",
-            "203.0.113.75",
-            "203.0.113.76",
-            "203.0.113.77",
-        ],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    let mut watch = Watch::start(&log, dir.path());
-    let addresses = (74..=77).map(|i| format!("ban 203.0.113.{i}"));
-    assert_eq!(bans(&watch.applied(4)), addresses.collect::<Vec<_>>());
+    made.share(74..=77);
+    let mut watch = Watch::start(&made.log, made.dir.path());
+    assert_eq!(bans(&watch.applied(4)), addresses(74..=77));
 }
 
 /// review19 M1: once compaction deleted every record (a quiet fleet, every
