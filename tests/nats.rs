@@ -1194,3 +1194,35 @@ fn a_ban_over_a_link_of_400_ms_round_trips_is_stored() {
     let mut watch = Watch::start(&log, dir.path());
     assert_eq!(bans(&watch.applied(1)), ["ban 203.0.113.99"]);
 }
+
+/// An idle watcher on a stream uses no measurable CPU (its follower waits
+/// on the client's events and looks the stream up every 30 s), as
+/// tests/idle_cpu.rs asks of the other follow modes.
+#[test]
+fn an_idle_watcher_on_a_stream_uses_no_measurable_cpu() {
+    let server = NatsServer::local();
+    let log = server.url("IDLE");
+    let out = init(&log, &["--replicas", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let dir = tempfile::tempdir().unwrap();
+    let out = ban(
+        &log,
+        "n1",
+        &dir.path().join("sender-spool"),
+        &["203.0.113.5"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let mut watch = Watch::start(&log, dir.path());
+    assert_eq!(watch.applied(1).len(), 1);
+    let idle = Duration::from_secs(5);
+    let before = support::cpu_time(watch.child.id());
+    std::thread::sleep(idle);
+    let used = support::cpu_time(watch.child.id()) - before;
+    // As tests/idle_cpu.rs: a bound an idle process always meets and a
+    // spinning one never does.
+    let most = Duration::from_millis(250);
+    assert!(
+        used <= most,
+        "{used:?} of CPU in {idle:?} idle (at most {most:?})"
+    );
+}

@@ -43,10 +43,6 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 /// How long `unread` waits for messages the server said are on their way.
 const UNREAD_WAIT: Duration = Duration::from_secs(1);
 
-/// How often the follower, waiting for records, looks whether its client
-/// reconnected while it was not waiting.
-const TICK: Duration = Duration::from_secs(1);
-
 /// How often it looks the stream up, to notice one deleted (reported as
 /// missing) or made anew (read from its start): one small request per
 /// watcher, about what a consumer's heartbeats cost the servers.
@@ -467,7 +463,7 @@ impl Follower {
         &self,
         js: &jetstream::Context,
     ) -> Result<(jetstream::stream::Stream, String, u64), FeedError> {
-        let mut stream = js.get_stream(&self.url.stream).await.map_err(|e| {
+        let stream = js.get_stream(&self.url.stream).await.map_err(|e| {
             let missing = matches!(
                 e.kind(),
                 async_nats::jetstream::context::GetStreamErrorKind::JetStream(j)
@@ -481,10 +477,8 @@ impl Follower {
                 false => self.unreachable(format!("looking up stream {:?}: {e}", self.url.stream)),
             }
         })?;
-        let info = stream
-            .info()
-            .await
-            .map_err(|e| self.unreachable(format!("stream info: {e}")))?;
+        // Looking it up fetched its state: no second request.
+        let info = stream.cached_info();
         let created = info.created.unix_timestamp_nanos().to_string();
         let last_sequence = info.state.last_sequence;
         Ok((stream, created, last_sequence))
@@ -509,7 +503,12 @@ impl Follower {
             0 | 1 => DeliverPolicy::All,
             start_sequence => DeliverPolicy::ByStartSequence { start_sequence },
         };
-        let connections = self.link.connections.load(Ordering::Relaxed);
+        // Made before anything else: it hears every connection made from
+        // now on, while the follower waits or not (a `Notified` keeps what
+        // `notify_waiters` told it until it is polled).
+        let link = self.link.clone();
+        let mut reconnected = std::pin::pin!(link.connected.notified());
+        let connections = link.connections.load(Ordering::Relaxed);
         let consumer = stream
             .create_consumer(OrderedConfig {
                 deliver_subject: client.new_inbox(),
@@ -524,13 +523,21 @@ impl Follower {
             .map_err(|e| self.unreachable(format!("subscribing: {e}")))?;
         self.shared.set_trouble(None);
         let mut look_at = tokio::time::Instant::now() + LOOK_EVERY;
-        let link = self.link.clone();
         loop {
-            let tick = tokio::time::Instant::now() + TICK;
+            // Both looked at on every pass, so that records coming without
+            // a pause delay neither.
+            if link.connections.load(Ordering::Relaxed) != connections {
+                return Ok(Followed::Again);
+            }
+            if tokio::time::Instant::now() >= look_at {
+                look_at = tokio::time::Instant::now() + LOOK_EVERY;
+                if self.made_anew(js, &created).await? {
+                    return Ok(Followed::Again);
+                }
+            }
             let next = std::pin::pin!(messages.next());
-            let reconnected = std::pin::pin!(link.connected.notified());
-            let either = futures_util::future::select(next, reconnected);
-            let message = match tokio::time::timeout_at(tick, either).await {
+            let either = futures_util::future::select(next, reconnected.as_mut());
+            let message = match tokio::time::timeout_at(look_at, either).await {
                 Ok(Either::Left((Some(message), _))) => {
                     message.map_err(|e| self.unreachable(format!("consumer: {e}")))?
                 }
@@ -538,20 +545,7 @@ impl Follower {
                     return Err(self.unreachable("the consumer ended".into()));
                 }
                 Ok(Either::Right(((), _))) => return Ok(Followed::Again),
-                // A connection the wait above missed (made while a record
-                // was being queued) is seen here.
-                Err(_) => {
-                    if self.link.connections.load(Ordering::Relaxed) != connections {
-                        return Ok(Followed::Again);
-                    }
-                    if tokio::time::Instant::now() >= look_at {
-                        look_at = tokio::time::Instant::now() + LOOK_EVERY;
-                        if self.made_anew(js, &created).await? {
-                            return Ok(Followed::Again);
-                        }
-                    }
-                    continue;
-                }
+                Err(_) => continue,
             };
             let Ok(info) = message.info() else { continue };
             let (seq, pending) = (info.stream_sequence, info.pending);
@@ -578,7 +572,7 @@ impl Follower {
     /// next one: the client reconnects by itself, which is noticed.
     async fn made_anew(&self, js: &jetstream::Context, created: &str) -> Result<bool, FeedError> {
         match self.look_up(js).await {
-            Ok((_, now, _)) => Ok(now != created),
+            Ok((_, now, last_sequence)) => Ok(now != created || self.next > last_sequence + 1),
             Err(missing @ FeedError::Missing(_)) => Err(missing),
             Err(_) => Ok(false),
         }
@@ -589,9 +583,13 @@ impl Follower {
     /// read from its start, and the watchers' policy drops what was
     /// applied already.
     fn check_identity(&mut self, created: &str, last_sequence: u64) {
+        // The same stream's last sequence never goes down (not even when
+        // records are deleted); it does when a stream is restored from an
+        // older backup, which keeps its creation time.
+        let behind = self.next > last_sequence + 1;
         let recreated = match &self.created {
-            Some(saved) => saved != created,
-            None => self.next > last_sequence + 1,
+            Some(saved) => saved != created || behind,
+            None => behind,
         };
         if recreated && self.next > 1 {
             self.shared.notice(
@@ -607,5 +605,45 @@ impl Follower {
             self.next = 1;
         }
         self.created = Some(created.to_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn follower(next: u64, created: &str) -> Follower {
+        let (queue, _) = mpsc::channel(1);
+        Follower {
+            url: NatsUrl::parse("nats://198.51.100.1/BANS").unwrap(),
+            settings: NatsSettings::default(),
+            next,
+            created: Some(created.into()),
+            queue,
+            shared: Arc::default(),
+            link: Arc::default(),
+        }
+    }
+
+    /// review20 M2: a stream restored from an older backup keeps its
+    /// creation time but holds fewer records than the follower read: the
+    /// records published there since, below `next`, would never be read.
+    #[test]
+    fn a_stream_behind_the_position_is_read_from_its_start() {
+        let mut same = follower(10, "A");
+        same.check_identity("A", 9);
+        assert_eq!(same.next, 10, "the stream it read, with all it read");
+        let mut restored = follower(10, "A");
+        restored.check_identity("A", 5);
+        assert_eq!(restored.next, 1);
+        let mut anew = follower(10, "A");
+        anew.check_identity("B", 20);
+        assert_eq!(anew.next, 1);
+        let notices = anew.shared.notices.lock().unwrap();
+        assert!(
+            notices[0]
+                .text
+                .contains("is not the one the saved position (sequence 9)")
+        );
     }
 }
