@@ -18,7 +18,7 @@
 //! without `--bench`, so `cargo test --benches` stays fast. Name sections to
 //! run only those: `propagation` (a), `catch-up` (b), `apply` ((c) and (d),
 //! which the memory table needs (b) for too), `signed` ((e) to (g), about
-//! fifteen minutes) and `apply-floor` ((h), about half a minute), e.g.
+//! fifteen minutes; `forged` is (f) alone) and `apply-floor` ((h), about half a minute), e.g.
 //! `cargo bench --bench watch -- signed apply-floor`.
 
 #[path = "watch/catch_up.rs"]
@@ -93,6 +93,8 @@ fn main() {
     }
     if wanted("signed") {
         section(catch_up::run());
+    } else if wanted("forged") {
+        section(catch_up::run_forged());
     }
     if wanted("apply-floor") {
         section(apply_floor());

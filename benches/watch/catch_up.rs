@@ -20,7 +20,7 @@
 //!
 //! `cargo bench --bench watch -- signed` runs these alone (as
 //! root; about 15 minutes on an idle 2-core machine, most of it
-//! fail2ban-regex and callgrind). Smaller runs for a smoke test:
+//! fail2ban-regex and callgrind); `-- forged` runs (f) alone. Smaller runs for a smoke test:
 //! `BANSHARE_BENCH_RECORDS=20000` (for (e) and (f)) and
 //! `BANSHARE_BENCH_SCALE=10000,100000` (for (g)). `BANSHARE_BENCH_BIN=PATH`
 //! runs another build of `banshare` as the watcher (a before-and-after
@@ -67,6 +67,14 @@ pub fn run() -> String {
     out += "\n";
     out += &scaling(work.path(), &keys, &scale);
     out
+}
+
+/// (f) alone: `cargo bench --bench watch -- forged`.
+pub fn run_forged() -> String {
+    let records = env_list("BANSHARE_BENCH_RECORDS").map_or(RECORDS, |l| l[0]);
+    let work = tempfile::tempdir().unwrap();
+    let keys = Keys::new(work.path(), nodes_for(records));
+    forged(work.path(), &keys, records)
 }
 
 fn env_list(name: &str) -> Option<Vec<usize>> {

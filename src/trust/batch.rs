@@ -128,6 +128,10 @@ fn batch_holds(chunk: &[&SignatureCheck<'_>]) -> bool {
         });
         per_key[at].1 += z * k;
     }
+    // Exactly: doubling a chunk's points for its few keys would hold
+    // twice the chunk's points (a third of a megabyte) per thread.
+    scalars.reserve_exact(per_key.len() + 1);
+    points.reserve_exact(per_key.len() + 1);
     scalars.push(-base);
     points.push(ED25519_BASEPOINT_POINT);
     for (key, weight) in per_key {

@@ -30,123 +30,126 @@ pub type Checked = Option<Result<Provenance, Untrusted>>;
 /// less per signature (see [`CHUNK`]).
 const SEGMENT_MAX: usize = CHUNK;
 
-/// Lines of a window, with whether each needs its signature checked.
-struct Segment<'k> {
-    reads: Vec<Read<'k>>,
-    marks: Vec<bool>,
-}
+/// A window's lines in order: each line read, `None` for a line that is
+/// no record to decide (a compaction marker).
+pub type Window<'k> = Vec<Option<Read<'k>>>;
 
-/// Calls `decide` on each line of `parsed`, in order, with its signature's
+/// Calls `decide` on each line of `window`, in order, with its signature's
 /// check where `marks` asks for one (`None` elsewhere). The checks run on
-/// the pool, segment by segment, ahead of the decisions. Not to be called
+/// the pool, segment by segment, ahead of the decisions. `failed` says
+/// that the last batch equation failed, and is left saying so if the last
+/// one here did: the next are then checked one by one until a chunk comes
+/// out clean (a forged log must not cost a batch equation and a single
+/// check per record), and the caller carries it to the next window. Not to be called
 /// from one of the pool's own threads: the calling thread waits for the
 /// segments without working, so a pool of one thread would never check
 /// them (the daemon's loop has a thread of its own).
+///
+/// The segments are borrowed from `window`, not copied out of it: a
+/// window of 10,000 records is some megabytes, and a forged log, all of
+/// it to check, must not hold more memory than an unsigned one.
 pub fn decide_checked<'k>(
-    parsed: Vec<Read<'k>>,
+    mut window: Window<'k>,
     marks: Vec<bool>,
+    failed: &AtomicBool,
     decide: &mut dyn FnMut(Read<'k>, Checked),
 ) {
-    let segments = segments(parsed, marks);
-    if segments.len() == 1 && !segments[0].marks.iter().any(|m| *m) {
+    if !marks.contains(&true) {
         // Nothing to check: no trip through the pool.
-        let Segment { reads, .. } = segments.into_iter().next().unwrap();
-        return reads.into_iter().for_each(|read| decide(read, None));
+        return window
+            .into_iter()
+            .flatten()
+            .for_each(|read| decide(read, None));
     }
-    // After a failed batch the next are checked one by one (a forged log
-    // must not cost a batch and a single check per record).
-    let failed = AtomicBool::new(false);
+    let lengths = segment_lengths(&marks);
     rayon::in_place_scope(|scope| {
         let (done, arrivals) = mpsc::channel();
-        let count = segments.len();
-        for (index, segment) in segments.into_iter().enumerate() {
+        let mut rest: &mut [Option<Read<'k>>] = &mut window;
+        let mut rest_marks: &[bool] = &marks;
+        for (index, &length) in lengths.iter().enumerate() {
+            let (lines, tail) = std::mem::take(&mut rest).split_at_mut(length);
+            let (lines_marks, tail_marks) = rest_marks.split_at(length);
+            (rest, rest_marks) = (tail, tail_marks);
             let done = done.clone();
-            let failed = &failed;
             scope.spawn(move |_| {
-                let results = check(&segment, failed);
+                let results = check(lines, lines_marks, failed);
                 // The receiver waits for every segment, unless a job
                 // panicked: the scope then carries the panic on.
-                let _ = done.send((index, segment.reads, results));
+                let _ = done.send((index, lines, results));
             });
         }
         drop(done);
         let mut early = BTreeMap::new();
-        for index in 0..count {
-            let (reads, results) = loop {
+        for index in 0..lengths.len() {
+            let (lines, results) = loop {
                 if let Some(arrived) = early.remove(&index) {
                     break arrived;
                 }
-                let Ok((at, reads, results)) = arrivals.recv() else {
+                let Ok((at, lines, results)) = arrivals.recv() else {
                     return; // A job panicked: the scope re-raises it.
                 };
-                early.insert(at, (reads, results));
+                early.insert(at, (lines, results));
             };
-            for (read, checked) in reads.into_iter().zip(results) {
-                decide(read, checked);
+            for (line, checked) in lines.iter_mut().zip(results) {
+                if let Some(read) = line.take() {
+                    decide(read, checked);
+                }
             }
         }
     });
 }
 
-/// Cuts a window into segments of about equal numbers of checks, none over
-/// [`SEGMENT_MAX`], and as many as a multiple of the pool's threads, so
-/// that no thread is left with the last segment alone while the others
-/// wait. Lines without a check go with the segment before them.
-fn segments<'k>(parsed: Vec<Read<'k>>, marks: Vec<bool>) -> Vec<Segment<'k>> {
+/// The lengths of a window's segments, of about equal numbers of checks,
+/// none over [`SEGMENT_MAX`], and as many as a multiple of the pool's
+/// threads, so that no thread is left with the last segment alone while
+/// the others wait. Lines without a check go with the segment before them.
+fn segment_lengths(marks: &[bool]) -> Vec<usize> {
     let total = marks.iter().filter(|m| **m).count();
     let threads = rayon::current_num_threads().max(1);
     let count = total.div_ceil(SEGMENT_MAX).div_ceil(threads) * threads;
     let per_segment = total.div_ceil(count.max(1)).max(1);
-    let mut segments = Vec::new();
-    let mut current = Segment {
-        reads: Vec::new(),
-        marks: Vec::new(),
-    };
-    let mut in_current = 0;
-    for (read, mark) in parsed.into_iter().zip(marks) {
+    let mut lengths = Vec::with_capacity(count);
+    let (mut length, mut in_current) = (0, 0);
+    for &mark in marks {
         if mark && in_current == per_segment {
-            segments.push(std::mem::replace(
-                &mut current,
-                Segment {
-                    reads: Vec::new(),
-                    marks: Vec::new(),
-                },
-            ));
+            lengths.push(std::mem::take(&mut length));
             in_current = 0;
         }
         in_current += usize::from(mark);
-        current.reads.push(read);
-        current.marks.push(mark);
+        length += 1;
     }
-    segments.push(current);
-    segments
+    lengths.push(length);
+    lengths
 }
 
 /// The checks of a segment's marked lines, each in its line's place.
-fn check(segment: &Segment<'_>, failed: &AtomicBool) -> Vec<Checked> {
-    let checks: Vec<SignatureCheck<'_>> = segment
-        .reads
+fn check(lines: &[Option<Read<'_>>], marks: &[bool], failed: &AtomicBool) -> Vec<Checked> {
+    let checks: Vec<SignatureCheck<'_>> = lines
         .iter()
-        .zip(&segment.marks)
-        .filter(|(_, mark)| **mark)
-        .filter_map(|(read, _)| match read {
-            Ok((record, Ok(Screened::Pending(pending)))) => Some(SignatureCheck {
-                record,
-                pending: pending.clone(),
-            }),
-            _ => None,
-        })
+        .zip(marks)
+        .filter_map(|(line, mark)| to_check(line, *mark))
         .collect();
     let mut results = verify_chunk(&checks, failed).into_iter();
-    segment
-        .reads
+    lines
         .iter()
-        .zip(&segment.marks)
-        .map(|(read, mark)| {
-            let checkable = matches!(read, Ok((_, Ok(Screened::Pending(_)))));
-            (*mark && checkable).then(|| results.next()).flatten()
-        })
+        .zip(marks)
+        .map(|(line, mark)| to_check(line, *mark).and_then(|_| results.next()))
         .collect()
+}
+
+/// The signature check a line asks for: marked, and a record with a
+/// signature still to check.
+fn to_check<'a, 'k>(line: &'a Option<Read<'k>>, mark: bool) -> Option<SignatureCheck<'a>>
+where
+    'k: 'a,
+{
+    match (mark, line) {
+        (true, Some(Ok((record, Ok(Screened::Pending(pending)))))) => Some(SignatureCheck {
+            record,
+            pending: pending.clone(),
+        }),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -155,8 +158,8 @@ mod tests {
     use crate::record::RejectReason;
     use crate::trust::{TrustPolicy, TrustedKeys, generate, public_line, sign};
 
-    fn not_a_record() -> Read<'static> {
-        Err(RejectReason::Empty)
+    fn not_a_record() -> Option<Read<'static>> {
+        Some(Err(RejectReason::Empty))
     }
 
     /// A policy that trusts `key` for node `web1` and requires signatures.
@@ -194,10 +197,10 @@ mod tests {
     }
 
     /// The lines `records` read and screened by `policy`.
-    fn read<'k>(records: &[Record], policy: &'k TrustPolicy) -> Vec<Read<'k>> {
+    fn read<'k>(records: &[Record], policy: &'k TrustPolicy) -> Window<'k> {
         records
             .iter()
-            .map(|r| Ok((r.clone(), policy.screen(r))))
+            .map(|r| Some(Ok((r.clone(), policy.screen(r)))))
             .collect()
     }
 
@@ -207,24 +210,24 @@ mod tests {
         // 5,000 checks among 7,000 lines: a multiple of the threads of
         // segments, none over SEGMENT_MAX checks.
         let marks: Vec<bool> = (0..7000).map(|i| i % 7 < 5).collect();
-        let parsed = (0..7000).map(|_| not_a_record()).collect();
-        let segments = segments(parsed, marks.clone());
-        assert_eq!(segments.len() % threads, 0, "{} segments", segments.len());
-        let counts: Vec<usize> = segments
+        let lengths = segment_lengths(&marks);
+        assert_eq!(lengths.len() % threads, 0, "{} segments", lengths.len());
+        assert_eq!(lengths.iter().sum::<usize>(), 7000);
+        let mut at = 0;
+        let counts: Vec<usize> = lengths
             .iter()
-            .map(|s| s.marks.iter().filter(|m| **m).count())
+            .map(|length| {
+                at += length;
+                marks[at - length..at].iter().filter(|m| **m).count()
+            })
             .collect();
         assert!(counts.iter().all(|c| *c <= SEGMENT_MAX), "{counts:?}");
         assert_eq!(counts.iter().sum::<usize>(), 5000);
-        let rejoined: Vec<bool> = segments.into_iter().flat_map(|s| s.marks).collect();
-        assert_eq!(rejoined, marks);
     }
 
     #[test]
     fn a_window_without_checks_is_one_segment() {
-        let segments = segments((0..10).map(|_| not_a_record()).collect(), vec![false; 10]);
-        assert_eq!(segments.len(), 1);
-        assert_eq!(segments[0].reads.len(), 10);
+        assert_eq!(segment_lengths(&[false; 10]), vec![10]);
     }
 
     /// Every line is decided once, in order, with its own check: the
@@ -240,10 +243,15 @@ mod tests {
         let parsed = read(&records, &policy);
         let marks: Vec<bool> = (0..n).map(|i| i % 5 != 0).collect();
         let mut seen = Vec::new();
-        decide_checked(parsed, marks, &mut |read, checked| {
-            let (record, _) = read.unwrap();
-            seen.push((record.fields.id.unwrap().to_string(), checked));
-        });
+        decide_checked(
+            parsed,
+            marks,
+            &AtomicBool::new(false),
+            &mut |read, checked| {
+                let (record, _) = read.unwrap();
+                seen.push((record.fields.id.unwrap().to_string(), checked));
+            },
+        );
         assert_eq!(seen.len(), n);
         for (i, (id, checked)) in seen.iter().enumerate() {
             assert_eq!(*id, format!("{i:016x}"));
@@ -256,21 +264,62 @@ mod tests {
         }
     }
 
+    /// A window of forged records leaves the failed equation for the next
+    /// window to know (which checks one by one), and a clean window
+    /// clears it; every record gets its own answer either way.
+    #[test]
+    fn a_failed_equation_is_carried_to_the_next_window_until_a_clean_one() {
+        let key = generate().unwrap();
+        let forger = generate().unwrap();
+        let policy = trusting(&key);
+        let failed = AtomicBool::new(false);
+        for (signer, expected, failed_after) in [
+            (&forger, Err(Untrusted::BadSignature), true),
+            (&key, Ok(Provenance::Verified), false),
+        ] {
+            let records = signed_bans(3000, |_| signer);
+            let mut answers = Vec::new();
+            decide_checked(
+                read(&records, &policy),
+                vec![true; 3000],
+                &failed,
+                &mut |_, c| answers.push(c),
+            );
+            assert_eq!(answers, vec![Some(expected); 3000]);
+            assert_eq!(
+                failed.load(std::sync::atomic::Ordering::Relaxed),
+                failed_after
+            );
+        }
+    }
+
     /// Review 17: lines that are not records, records not marked and a
     /// window of nothing are each decided once, in order, with no check;
     /// a window of only unmarked lines takes no trip through the pool.
     #[test]
     fn empty_unmarked_and_rejected_windows_are_decided_once_in_order() {
         let mut seen = 0;
-        decide_checked(Vec::new(), Vec::new(), &mut |_, _| seen += 1);
+        decide_checked(
+            Vec::new(),
+            Vec::new(),
+            &AtomicBool::new(false),
+            &mut |_, _| seen += 1,
+        );
         assert_eq!(seen, 0);
-        let parsed: Vec<Read<'_>> = (0..300).map(|_| not_a_record()).collect();
+        let mut parsed: Window<'_> = (0..300).map(|_| not_a_record()).collect();
+        // A compaction marker is no line to decide.
+        parsed[7] = None;
         let mut checks = Vec::new();
-        decide_checked(parsed, vec![false; 300], &mut |read, checked| {
-            assert!(read.is_err());
-            checks.push(checked);
-        });
-        assert_eq!(checks, vec![None; 300]);
+        decide_checked(
+            parsed,
+            vec![false; 300],
+            &AtomicBool::new(false),
+            &mut |read, checked| {
+                assert!(read.is_err());
+                checks.push(checked);
+            },
+        );
+        assert_eq!(checks, vec![None; 299]);
     }
 
     /// Review 17: a panic while deciding ends the window with that panic
@@ -284,13 +333,18 @@ mod tests {
         let parsed = read(&records, &policy);
         let mut decided = 0;
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            decide_checked(parsed, vec![true; 600], &mut |_, checked| {
-                assert_eq!(checked, Some(Ok(Provenance::Verified)));
-                decided += 1;
-                if decided == 10 {
-                    panic!("deciding failed");
-                }
-            })
+            decide_checked(
+                parsed,
+                vec![true; 600],
+                &AtomicBool::new(false),
+                &mut |_, checked| {
+                    assert_eq!(checked, Some(Ok(Provenance::Verified)));
+                    decided += 1;
+                    if decided == 10 {
+                        panic!("deciding failed");
+                    }
+                },
+            )
         }));
         assert!(outcome.is_err());
         assert_eq!(decided, 10);

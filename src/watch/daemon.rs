@@ -12,11 +12,12 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::checking::{Checked, Read, decide_checked};
+use super::checking::{Checked, Read, Window, decide_checked};
 use super::cursor::{CursorSaver, Saving};
 use super::drift::FirewallGuard;
 use super::incident;
@@ -115,6 +116,12 @@ const ACTIVE_WITH_STATUS: usize = 1_000;
 /// lines is one window.
 const CHECK_WINDOW: usize = 16_384;
 
+/// The most lines decided together while signatures are checked one by
+/// one (see [`Daemon::batch_failed`]): the pool is then the bottleneck, and
+/// a large window would only hold more records at once; this keeps both
+/// threads busy with about 50 ms of checks each.
+const SINGLE_CHECK_WINDOW: usize = 2048;
+
 /// Below this many lines in a window, they are parsed on the calling
 /// thread: a follower's few lines gain nothing from threads.
 const PARALLEL_READ_MIN: usize = 256;
@@ -172,6 +179,11 @@ pub struct Daemon {
     /// when they start, and saved again as they were while there are none
     /// (a run without metrics must not forget them for the next one).
     last_seen: BTreeMap<String, DateTime<Utc>>,
+    /// The last batch equation failed (a bad signature among its records):
+    /// signatures are checked one by one until a chunk of them comes out
+    /// clean, from one window to the next, so that a forged log costs one
+    /// failed equation, not one per window (see `trust::verify_chunk`).
+    batch_failed: bool,
 }
 
 impl Daemon {
@@ -260,6 +272,7 @@ impl Daemon {
             transport_known: false,
             metrics: None,
             last_seen,
+            batch_failed: false,
         };
         if lost_at_start {
             daemon
@@ -449,7 +462,8 @@ impl Daemon {
             if !self.room_to_save() || self.check_paused() {
                 return;
             }
-            let read = self.feed.read(self.opts.batch_max);
+            let batch_max = self.batch_max();
+            let read = self.feed.read(batch_max);
             self.log_feed_notices();
             let lines = match read {
                 Ok(lines) => {
@@ -458,7 +472,7 @@ impl Daemon {
                 }
                 Err(e) => return self.log_reachable(Some(e.to_string())),
             };
-            let full = lines.len() >= self.opts.batch_max;
+            let full = lines.len() >= batch_max;
             if !full && std::mem::replace(&mut self.catching_up, false) {
                 release_freed_memory();
             }
@@ -486,6 +500,17 @@ impl Daemon {
             if !applied || !full {
                 return;
             }
+        }
+    }
+
+    /// The most lines to read at once: `watch.batch_max`, or a window's
+    /// worth while signatures are checked one by one (a forged log), which
+    /// costs checks enough per line that more lines at once would only
+    /// hold more memory.
+    fn batch_max(&self) -> usize {
+        match self.batch_failed {
+            true => self.opts.batch_max.min(SINGLE_CHECK_WINDOW),
+            false => self.opts.batch_max,
         }
     }
 
@@ -559,15 +584,17 @@ impl Daemon {
                 }
             }
         } else {
-            // Windows of equal size: a batch of `batch_max` lines is
-            // one window, unless that is raised past `CHECK_WINDOW`.
-            let windows = lines.len().div_ceil(CHECK_WINDOW);
-            for lines in lines.chunks(lines.len().div_ceil(windows.max(1)).max(1)) {
-                let (parsed, marks) = self.read_window(lines, &trust, now);
-                decide_checked(parsed, marks, &mut |read, checked| {
+            let failed = AtomicBool::new(self.batch_failed);
+            let mut rest = lines;
+            while !rest.is_empty() {
+                let (window, after) = rest.split_at(window_size(rest.len(), &failed));
+                let (parsed, marks) = self.read_window(window, &trust, now);
+                decide_checked(parsed, marks, &failed, &mut |read, checked| {
                     self.decide_read(read, checked, &trust, now, &mut actions)
                 });
+                rest = after;
             }
+            self.batch_failed = failed.into_inner();
         }
         self.opts.trust = trust;
         actions
@@ -592,29 +619,37 @@ impl Daemon {
         lines: &[Entry],
         trust: &'k TrustPolicy,
         now: DateTime<Utc>,
-    ) -> (Vec<Read<'k>>, Vec<bool>) {
+    ) -> (Window<'k>, Vec<bool>) {
         self.status.lines_read += lines.len() as u64;
         let policy = &self.policy;
-        let read = |line| {
-            let read = read_line(line, trust)?;
-            let check = needs_check(policy, &read, now);
-            Some((read, check))
+        let read = |line| match read_line(line, trust) {
+            Some(read) => {
+                let check = needs_check(policy, &read, now);
+                (Some(read), check)
+            }
+            None => (None, false),
         };
-        let (parsed, mut marks): (Vec<_>, Vec<_>) = match lines.len() >= PARALLEL_READ_MIN {
-            true => lines.par_iter().filter_map(read).unzip(),
-            false => lines.iter().filter_map(read).unzip(),
-        };
+        // Into vectors of the window's size, made once: the window is
+        // the catch-up's largest allocation.
+        let (mut window, mut marks) = (Vec::new(), Vec::new());
+        match lines.len() >= PARALLEL_READ_MIN {
+            true => lines
+                .par_iter()
+                .map(read)
+                .unzip_into_vecs(&mut window, &mut marks),
+            false => (window, marks) = lines.iter().map(read).unzip(),
+        }
         // A record with the id of one already among the checks is a copy
         // of it (a log read again, a spool sent twice): its check waits
         // for its turn, when the first has been decided and the copy, if
         // the first held, changes nothing and is dropped unchecked.
         let mut ids = HashSet::new();
-        for (read, mark) in parsed.iter().zip(marks.iter_mut()) {
-            if let (true, Ok((record, _))) = (*mark, read) {
+        for (read, mark) in window.iter().zip(marks.iter_mut()) {
+            if let (true, Some(Ok((record, _)))) = (*mark, read) {
                 *mark = ids.insert(&record.fields.id);
             }
         }
-        (parsed, marks)
+        (window, marks)
     }
 
     /// Decides one line read, in its turn: `checked` is its signature's
@@ -1286,6 +1321,18 @@ fn expired_recently(
     };
     let age = now - record_time(record, now);
     (age.num_seconds() < 2 * secs as i64).then_some((secs, age))
+}
+
+/// How many of the `rest` lines of a batch to decide as the next window:
+/// windows of equal size, a batch of `batch_max` lines being one window
+/// unless that is raised past [`CHECK_WINDOW`], and smaller ones while the
+/// last batch equation failed (`failed`).
+fn window_size(rest: usize, failed: &AtomicBool) -> usize {
+    let most = match failed.load(Ordering::Relaxed) {
+        true => SINGLE_CHECK_WINDOW,
+        false => CHECK_WINDOW,
+    };
+    rest.div_ceil(rest.div_ceil(most)).max(1)
 }
 
 /// Whether `read` has a signature to check that could change something by
