@@ -152,11 +152,15 @@ fn differences(want: &Config, have: &Config) -> Vec<String> {
         &have.max_messages_per_subject,
     );
     compare("max_messages", &want.max_messages, &have.max_messages);
-    compare(
-        "max_message_size",
-        &want.max_message_size,
-        &have.max_message_size,
-    );
+    // A larger limit, or none (-1), drops nothing: only a smaller one
+    // refuses records banshare writes.
+    if (0..want.max_message_size).contains(&have.max_message_size) {
+        compare(
+            "max_message_size",
+            &want.max_message_size,
+            &have.max_message_size,
+        );
+    }
     compare("sealed", &want.sealed, &have.sealed);
     compare("mirror", &want.mirror, &have.mirror);
     compare("sources", &want.sources, &have.sources);
@@ -350,5 +354,31 @@ mod tests {
         ] {
             assert!(differs.contains(name), "{name} in {differs}");
         }
+    }
+
+    /// A message limit larger than banshare's, or none, loses no record;
+    /// a smaller one does.
+    #[test]
+    fn only_a_smaller_message_limit_makes_a_stream_differ() {
+        let url = NatsUrl::parse("nats://198.51.100.1/BANS").unwrap();
+        let want = plan().config(&url);
+        let with_limit = |max_message_size| Config {
+            max_message_size,
+            ..want.clone()
+        };
+        for larger in [-1, want.max_message_size + 1, i32::MAX] {
+            assert_eq!(
+                differences(&want, &with_limit(larger)),
+                Vec::<String>::new()
+            );
+        }
+        let smaller = want.max_message_size - 1;
+        assert_eq!(
+            differences(&want, &with_limit(smaller)),
+            vec![format!(
+                "max_message_size: {smaller}, not {}",
+                want.max_message_size
+            )]
+        );
     }
 }
