@@ -629,6 +629,99 @@ fn a_copy_in_the_same_window_waits_for_the_first_and_is_checked_only_if_it_matte
     assert_eq!(status["skipped"]["AlreadyBanned"], 1, "{status}");
 }
 
+/// Issue 16, review 21: after a failed batch equation the watcher reads
+/// 2,048 lines at a time only while there are signatures to check: a
+/// forged record followed by a long history that needs no check (bans
+/// long over) is read in full batches again after one small read.
+#[test]
+fn after_a_forged_record_a_history_without_checks_is_read_in_full_batches() {
+    use banshare::trust::generate;
+    let key = generate().unwrap();
+    let forger = generate().unwrap();
+    let (mut w, _dir) = trusting_node_a(&key, "max_bans_per_node_per_minute = 100000\n");
+    let now = chrono::Utc::now();
+    let history = signed_ban(&key, "10.9.0.1", now - chrono::Duration::days(3), 3600);
+    let log = [
+        signed_ban(&forger, "192.0.2.1", now, 3600),
+        history.repeat(30_000),
+        signed_ban(&key, "192.0.2.99", now, 3600),
+    ];
+    // Read from the start by a watcher with its debug log.
+    w.kill();
+    w.append(log.concat().as_bytes());
+    w.restart(&["-v"]);
+    w.expect("ban 192.0.2.99");
+    let reads = lines_per_read(&w.logged_now());
+    w.stop();
+    // The forged record fails the first read's equation; the next read is
+    // small, has nothing to check, and the rest are full again.
+    assert_eq!(reads, [10_000, 2048, 10_000, 7954], "lines per read");
+    assert_eq!(w.status()["rejected"]["bad_signature"], 1);
+}
+
+/// Review 21: a reload that takes the trusted keys away after a failed
+/// batch equation leaves nothing to check: reads are full again.
+#[test]
+fn a_reload_without_trusted_keys_after_a_forged_record_reads_full_batches() {
+    use banshare::trust::generate;
+    let key = generate().unwrap();
+    let forger = generate().unwrap();
+    let (mut w, _dir) = trusting_node_a(&key, "max_bans_per_node_per_minute = 100000\n");
+    // With its debug log, which says how many lines each read took.
+    w.kill();
+    w.restart(&["-v"]);
+    let now = chrono::Utc::now();
+    // Forged last: the failed equation is what the watcher remembers.
+    w.append(signed_ban(&key, "203.0.113.40", now, 3600).as_bytes());
+    w.expect("ban 203.0.113.40");
+    w.append(signed_ban(&forger, "203.0.113.41", now, 3600).as_bytes());
+    let refused = wait_until(Duration::from_secs(10), || {
+        w.status()["rejected"]["bad_signature"] == 1
+    });
+    assert!(refused, "the forged ban was never refused: {}", w.status());
+    fs::write(
+        w.dir.path().join("banshare.toml"),
+        "[trust]\nrequire_signed = false\nmax_bans_per_node_per_minute = 100000\n",
+    )
+    .unwrap();
+    let pid = w.child.as_ref().unwrap().id() as i32;
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    w.expect_logged(&["configuration reloaded"]);
+    let before = w.logged_now().len();
+    let history = signed_ban(&key, "10.9.0.1", now - chrono::Duration::days(3), 3600);
+    let log = [
+        history.repeat(25_000),
+        signed_ban(&key, "192.0.2.99", now, 3600),
+    ];
+    w.append(log.concat().as_bytes());
+    w.expect("ban 192.0.2.99");
+    let reads = lines_per_read(&w.logged_now()[before..]);
+    w.stop();
+    assert!(
+        reads.iter().all(|n| *n != 2048),
+        "lines per read: {reads:?}"
+    );
+    assert_eq!(
+        reads.iter().sum::<usize>(),
+        25_001,
+        "lines per read: {reads:?}"
+    );
+}
+
+/// The lines of each read, from a watcher's debug log.
+fn lines_per_read(logged: &[String]) -> Vec<usize> {
+    logged
+        .iter()
+        .filter_map(|l| {
+            l.split("read ")
+                .nth(1)?
+                .strip_suffix(" line(s) from the log")
+        })
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+
 /// Issue 16: which records of a window are checked is chosen by the state
 /// before that window; each is still decided on the state the records
 /// before it left (a record left unchecked is asked again in its turn, and

@@ -105,8 +105,10 @@ fn batch_holds(chunk: &[&SignatureCheck<'_>]) -> bool {
     if getrandom::fill(&mut weights).is_err() {
         return false; // No batch without fresh randomness: single checks.
     }
-    let mut scalars = Vec::with_capacity(chunk.len() + 1);
-    let mut points = Vec::with_capacity(chunk.len() + 1);
+    // Room for the base point and one key: a chunk of one node's records
+    // takes no reallocation (see below for more keys).
+    let mut scalars = Vec::with_capacity(chunk.len() + 2);
+    let mut points = Vec::with_capacity(chunk.len() + 2);
     let mut base = Scalar::ZERO;
     let mut per_key: Vec<(&VerifyingKey, Scalar)> = Vec::new();
     let mut slot: HashMap<&[u8; 32], usize> = HashMap::new();

@@ -12,7 +12,7 @@
 //! segments after it, and every core checks.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 use crate::record::{self, Record};
@@ -40,7 +40,8 @@ pub type Window<'k> = Vec<Option<Read<'k>>>;
 /// that the last batch equation failed, and is left saying so if the last
 /// one here did: the next are then checked one by one until a chunk comes
 /// out clean (a forged log must not cost a batch equation and a single
-/// check per record), and the caller carries it to the next window. Not to be called
+/// check per record), and the caller carries it to the next window; a
+/// window with nothing to check clears it. Not to be called
 /// from one of the pool's own threads: the calling thread waits for the
 /// segments without working, so a pool of one thread would never check
 /// them (the daemon's loop has a thread of its own).
@@ -55,7 +56,11 @@ pub fn decide_checked<'k>(
     decide: &mut dyn FnMut(Read<'k>, Checked),
 ) {
     if !marks.contains(&true) {
-        // Nothing to check: no trip through the pool.
+        // Nothing to check: no trip through the pool, and no more reason
+        // to check one by one (nor to read little at a time, which the
+        // caller does while `failed` holds): forged records are no longer
+        // what the log is made of.
+        failed.store(false, Ordering::Relaxed);
         return window
             .into_iter()
             .flatten()
@@ -265,8 +270,9 @@ mod tests {
     }
 
     /// A window of forged records leaves the failed equation for the next
-    /// window to know (which checks one by one), and a clean window
-    /// clears it; every record gets its own answer either way.
+    /// window to know (which checks one by one), and a clean window, or
+    /// one with nothing to check, clears it; every record gets its own
+    /// answer either way.
     #[test]
     fn a_failed_equation_is_carried_to_the_next_window_until_a_clean_one() {
         let key = generate().unwrap();
@@ -286,11 +292,16 @@ mod tests {
                 &mut |_, c| answers.push(c),
             );
             assert_eq!(answers, vec![Some(expected); 3000]);
-            assert_eq!(
-                failed.load(std::sync::atomic::Ordering::Relaxed),
-                failed_after
-            );
+            assert_eq!(failed.load(Ordering::Relaxed), failed_after);
         }
+        // A window with nothing to check clears it too (review 21: the
+        // caller reads little at a time while it holds).
+        failed.store(true, Ordering::Relaxed);
+        let unmarked = read(&signed_bans(10, |_| &forger), &policy);
+        decide_checked(unmarked, vec![false; 10], &failed, &mut |_, c| {
+            assert_eq!(c, None)
+        });
+        assert!(!failed.load(Ordering::Relaxed));
     }
 
     /// Review 17: lines that are not records, records not marked and a

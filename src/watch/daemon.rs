@@ -346,6 +346,9 @@ impl Daemon {
             Some(Reloaded { policy, trust }) => {
                 self.policy.reconfigure(policy);
                 self.opts.trust = trust;
+                // Other keys, or none: a failed equation under the old
+                // ones says nothing of what comes.
+                self.batch_failed = false;
                 self.refresh_transport(true);
                 info!("configuration reloaded");
             }

@@ -155,6 +155,11 @@ impl Watcher {
         })
     }
 
+    /// Every line the watcher logged so far, without waiting.
+    pub fn logged_now(&self) -> Vec<String> {
+        self.logged.lock().unwrap().clone()
+    }
+
     /// Every applied line seen so far, without waiting.
     pub fn applied_now(&mut self) -> Vec<String> {
         self.seen.extend(self.applied.try_iter());
