@@ -240,14 +240,7 @@ fn sighup_reloads_the_policy() {
     let mut w = Watcher::start(&[]);
     w.share("ban", "203.0.113.1", "other", &[]);
     w.expect("ban 203.0.113.1");
-    fs::write(
-        w.dir.path().join("banshare.toml"),
-        "[watch]\nignoreip = [\"203.0.113.0/24\"]\n",
-    )
-    .unwrap();
-    let pid = w.child.as_ref().unwrap().id() as i32;
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(pid, libc::SIGHUP) };
+    w.reload_with("[watch]\nignoreip = [\"203.0.113.0/24\"]\n");
     // Reload happens between cycles; a record after it is judged anew.
     let ignored = wait_until(Duration::from_secs(10), || {
         w.share("ban", "203.0.113.2", "other", &[]);
@@ -679,14 +672,7 @@ fn a_reload_without_trusted_keys_after_a_forged_record_reads_full_batches() {
         w.status()["rejected"]["bad_signature"] == 1
     });
     assert!(refused, "the forged ban was never refused: {}", w.status());
-    fs::write(
-        w.dir.path().join("banshare.toml"),
-        "[trust]\nrequire_signed = false\nmax_bans_per_node_per_minute = 100000\n",
-    )
-    .unwrap();
-    let pid = w.child.as_ref().unwrap().id() as i32;
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(pid, libc::SIGHUP) };
+    w.reload_with("[trust]\nrequire_signed = false\nmax_bans_per_node_per_minute = 100000\n");
     w.expect_logged(&["configuration reloaded"]);
     let before = w.logged_now().len();
     let history = signed_ban(&key, "10.9.0.1", now - chrono::Duration::days(3), 3600);

@@ -155,6 +155,15 @@ impl Watcher {
         })
     }
 
+    /// Writes `config` as the configuration file and has the running
+    /// watcher re-read it (SIGHUP); it does so between cycles.
+    pub fn reload_with(&self, config: &str) {
+        fs::write(self.dir.path().join("banshare.toml"), config).unwrap();
+        let pid = self.child.as_ref().expect("running").id() as i32;
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+    }
+
     /// Every line the watcher logged so far, without waiting.
     pub fn logged_now(&self) -> Vec<String> {
         self.logged.lock().unwrap().clone()
