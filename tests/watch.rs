@@ -646,10 +646,40 @@ fn after_a_forged_record_a_history_without_checks_is_read_in_full_batches() {
     w.expect("ban 192.0.2.99");
     let reads = lines_per_read(&w.logged_now());
     w.stop();
-    // The forged record fails the first read's equation; the next read is
-    // small, has nothing to check, and the rest are full again.
-    assert_eq!(reads, [10_000, 2048, 10_000, 7954], "lines per read");
+    // A watcher starts with small reads, as if an equation had failed;
+    // the forged record fails the first read's; the next read has
+    // nothing to check, and the rest are full.
+    assert_eq!(reads, [2048, 2048, 10_000, 10_000, 5906], "lines per read");
     assert_eq!(w.status()["rejected"]["bad_signature"], 1);
+}
+
+/// Issue 16: until a batch equation holds, a watcher with trusted keys
+/// reads 2,048 lines at a time (a log of forged records never holds
+/// more in memory); a genuine log's first read holds, and the rest are
+/// full.
+#[test]
+fn a_signed_catch_up_reads_small_until_an_equation_holds() {
+    use banshare::trust::generate;
+    let key = generate().unwrap();
+    let (mut w, _dir) = trusting_node_a(&key, "max_bans_per_node_per_minute = 100000\n");
+    w.kill();
+    let now = chrono::Utc::now();
+    let log: Vec<String> = (0..12_049)
+        .map(|i| {
+            signed_ban(
+                &key,
+                &format!("10.8.{}.{}", i / 250, i % 250 + 1),
+                now,
+                3600,
+            )
+        })
+        .collect();
+    w.append(log.concat().as_bytes());
+    w.restart(&["-v"]);
+    w.expect("ban 10.8.48.49");
+    let reads = lines_per_read(&w.logged_now());
+    w.stop();
+    assert_eq!(reads, [2048, 10_000, 1], "lines per read");
 }
 
 /// Review 21: a reload that takes the trusted keys away after a failed
